@@ -1,0 +1,577 @@
+//! Physics configuration: the constants of a model, validated before an engine uses them.
+//!
+//! Start from [`PhysicsConfig::for_model`] (or `default()` / `reference()`), change what you
+//! need, and hand it to [`crate::Engine::new`], which calls [`PhysicsConfig::validate`] and
+//! refuses a config that breaks any rule with a [`ConfigError`] naming the field. A config
+//! read from a file (serde) goes through the same check; fields a file omits keep the values
+//! of [`PhysicsConfig::default`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which physics model a route runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// The reference model (Atrion v1.2–v2.0), reproduced with its quirks so that its
+    /// published figures can be reproduced: per-update trauma, momentum against the sample
+    /// two updates back, one tuner shared by all routes, no half-open state.
+    Reference,
+    /// Our model: time-based scar, per-second momentum, per-route robust tuner, a timed
+    /// half-open state with a ramping probe quota and a slowly decaying re-trip backoff.
+    #[default]
+    Default,
+}
+
+impl std::str::FromStr for Model {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "reference" => Ok(Model::Reference),
+            "default" => Ok(Model::Default),
+            _ => Err(ConfigError::UnknownName { field: "model", expected: "`reference` or `default`" }),
+        }
+    }
+}
+
+/// One value per telemetry channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channels {
+    /// The latency channel (milliseconds where the value is a baseline).
+    pub latency: f64,
+    /// The error channel (a rate where the value is a baseline).
+    pub error: f64,
+    /// The saturation channel (a fraction where the value is a baseline).
+    pub saturation: f64,
+}
+
+impl Channels {
+    pub(crate) fn as_array(&self) -> [f64; 3] {
+        [self.latency, self.error, self.saturation]
+    }
+}
+
+/// Workload profiles of the reference: a latency baseline and a scar multiplier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Fast in-memory work: baseline 10 ms, scar x2.
+    Light,
+    /// Ordinary API calls: baseline 100 ms, scar x1.
+    Standard,
+    /// Heavy jobs: baseline 5 s, scar x0.5.
+    Heavy,
+    /// Batch or model inference: baseline 60 s, scar x0.2.
+    Extreme,
+}
+
+impl Profile {
+    /// (latency baseline in ms, scar multiplier)
+    fn constants(self) -> (f64, f64) {
+        match self {
+            Profile::Light => (10.0, 2.0),
+            Profile::Standard => (100.0, 1.0),
+            Profile::Heavy => (5_000.0, 0.5),
+            Profile::Extreme => (60_000.0, 0.2),
+        }
+    }
+}
+
+/// The AutoTuner: learns a route's normal resistance and sets the break point at
+/// `mean + k * sd`, clamped to `[floor, ceiling]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TunerConfig {
+    /// Learn the break point at all; when false the static break and recovery hold.
+    pub enabled: bool,
+    /// Reference model: the EMA window `N` in samples (`alpha = 2 / (N + 1)`).
+    pub window: u32,
+    /// Default model: the time constant of the exponentially weighted statistics.
+    #[serde(with = "secs_f64")]
+    pub horizon: Duration,
+    /// Standard deviations above the mean at which the route breaks.
+    pub k: f64,
+    /// Samples before the learned break point replaces the static one.
+    pub warmup_samples: u32,
+    /// Lowest break point the tuner may set (boiling-frog protection from below).
+    pub floor: f64,
+    /// Highest break point the tuner may set (hard ceiling).
+    pub ceiling: f64,
+    /// Recovery threshold as a fraction of the break point.
+    pub recovery_ratio: f64,
+    /// Lowest recovery threshold.
+    pub recovery_floor: f64,
+    /// Default model: samples are winsorised to `mean ± winsor * sd` before they are learned.
+    pub winsor: f64,
+    /// Default model: the smallest standard deviation used for the break point and the
+    /// winsor band, so that a perfectly flat history does not give a zero-width band.
+    pub min_sd: f64,
+}
+
+impl Default for TunerConfig {
+    fn default() -> Self {
+        TunerConfig {
+            enabled: true,
+            window: 100,
+            horizon: Duration::from_secs(60),
+            k: 3.0,
+            warmup_samples: 50,
+            floor: 30.0,
+            ceiling: 200.0,
+            recovery_ratio: 0.5,
+            recovery_floor: 15.0,
+            winsor: 3.0,
+            min_sd: 0.5,
+        }
+    }
+}
+
+/// The default model's open and half-open states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HalfOpenConfig {
+    /// How long a route stays open after its first trip.
+    #[serde(with = "secs_f64")]
+    pub open_base: Duration,
+    /// The longest open interval, however often the route has tripped.
+    #[serde(with = "secs_f64")]
+    pub open_max: Duration,
+    /// Each recent trip multiplies the open interval by this factor.
+    pub backoff_factor: f64,
+    /// Half-life of the trip count behind the backoff. It is not reset when the route
+    /// closes, so a route that keeps re-tripping stays open longer and longer.
+    #[serde(with = "secs_f64")]
+    pub backoff_half_life: Duration,
+    /// Probes are counted per window of this length.
+    #[serde(with = "secs_f64")]
+    pub probe_window: Duration,
+    /// Probes per window when half-open begins.
+    pub probe_min: u32,
+    /// Probes per window at full health; the quota doubles with each healthy probe.
+    pub probe_max: u32,
+    /// Healthy probes in a row needed to close.
+    pub close_after: u32,
+}
+
+impl Default for HalfOpenConfig {
+    fn default() -> Self {
+        HalfOpenConfig {
+            open_base: Duration::from_secs(2),
+            open_max: Duration::from_secs(60),
+            backoff_factor: 2.0,
+            backoff_half_life: Duration::from_secs(120),
+            probe_window: Duration::from_millis(500),
+            probe_min: 1,
+            probe_max: 32,
+            close_after: 5,
+        }
+    }
+}
+
+/// Per-priority shedding thresholds of the default model, as a fraction of the way from
+/// `r_base` to the break point: a request of that priority is shed while
+/// `R > r_base + fraction * (break - r_base)`. Critical traffic is shed only when open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PriorityThresholds {
+    /// Threshold for [`crate::Priority::High`].
+    pub high: f64,
+    /// Threshold for [`crate::Priority::Normal`].
+    pub normal: f64,
+    /// Threshold for [`crate::Priority::Low`].
+    pub low: f64,
+    /// Threshold for [`crate::Priority::Bulk`].
+    pub bulk: f64,
+}
+
+impl Default for PriorityThresholds {
+    fn default() -> Self {
+        PriorityThresholds { high: 0.9, normal: 0.75, low: 0.5, bulk: 0.3 }
+    }
+}
+
+/// The constants of the physics. Units are in the field docs.
+///
+/// Resistance: `R = clamp(r_base + sum_j w_j p_j + momentum_weight * M + S, r_base, r_max)`
+/// with `p_j = tanh(gain_j * (x_j - baseline_j) / baseline_j)` and
+/// `w_j = ln(1 + criticality_j)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PhysicsConfig {
+    /// The model these constants drive.
+    pub model: Model,
+    /// Base resistance of a healthy route (ohms).
+    pub r_base: f64,
+    /// Upper clamp of resistance (ohms). The reference has none; its config sets this
+    /// far out of reach.
+    pub r_max: f64,
+    /// Baselines per channel: latency in ms (the SLO), error rate, saturation.
+    pub baseline: Channels,
+    /// Pressure gain per channel (`k`, dimensionless).
+    pub gain: Channels,
+    /// Criticality per channel; the weight is `ln(1 + criticality)`.
+    pub criticality: Channels,
+    /// Momentum weight `mu` (ohms per unit of momentum).
+    pub momentum_weight: f64,
+    /// Default model: upper clamp of momentum (pressure per second).
+    pub momentum_max: f64,
+    /// Scar decay rate `lambda` (per second). Half-life is `ln 2 / lambda`.
+    pub scar_decay: f64,
+    /// Trauma `sigma`: reference, ohms added per over-pressured update; default model,
+    /// ohms per second of over-pressure.
+    pub scar_rate: f64,
+    /// Upper clamp of scar (ohms).
+    pub scar_max: f64,
+    /// Critical pressure `P_crit`: the norm of positive pressure above which trauma accrues.
+    pub critical_pressure: f64,
+    /// Updates a new route spends in bootstrap, where it cannot trip.
+    pub bootstrap_updates: u32,
+    /// Break point before the tuner has learned (ohms).
+    pub static_break: f64,
+    /// Recovery point before the tuner has learned (ohms).
+    pub static_recovery: f64,
+    /// Reference: shed softly once `R > soft_limit * break` (the v1 guard).
+    pub soft_limit: f64,
+    /// Default model: fast smoothing time constant of telemetry (pressure).
+    #[serde(with = "secs_f64")]
+    pub smoothing: Duration,
+    /// Default model: slow smoothing time constant; momentum is the gap between the two.
+    #[serde(with = "secs_f64")]
+    pub smoothing_slow: Duration,
+    /// A shed or silent route admits one request per this interval to keep learning
+    /// (default model; also the retry hint of the reference's open state).
+    #[serde(with = "secs_f64")]
+    pub keepalive: Duration,
+    /// The AutoTuner.
+    pub tuner: TunerConfig,
+    /// Open and half-open (default model).
+    pub half_open: HalfOpenConfig,
+    /// Priority shedding (default model).
+    pub priority: PriorityThresholds,
+}
+
+impl Default for PhysicsConfig {
+    fn default() -> Self {
+        PhysicsConfig {
+            model: Model::Default,
+            r_base: 10.0,
+            r_max: 1_000.0,
+            baseline: Channels { latency: 100.0, error: 0.01, saturation: 0.5 },
+            gain: Channels { latency: 1.0, error: 1.0, saturation: 1.0 },
+            criticality: Channels { latency: 5.0, error: 8.0, saturation: 3.0 },
+            momentum_weight: 20.0,
+            momentum_max: 2.0,
+            scar_decay: std::f64::consts::LN_2 / 5.0,
+            scar_rate: 20.0,
+            scar_max: 100.0,
+            critical_pressure: 0.7,
+            bootstrap_updates: 10,
+            static_break: 50.0,
+            static_recovery: 25.0,
+            soft_limit: 1.0,
+            smoothing: Duration::from_millis(250),
+            smoothing_slow: Duration::from_secs(1),
+            keepalive: Duration::from_secs(1),
+            tuner: TunerConfig::default(),
+            half_open: HalfOpenConfig::default(),
+            priority: PriorityThresholds::default(),
+        }
+    }
+}
+
+impl PhysicsConfig {
+    /// The constants of the reference model (SPEC 9.1), exactly.
+    pub fn reference() -> Self {
+        PhysicsConfig {
+            model: Model::Reference,
+            r_max: 1e12,
+            momentum_weight: 20.0,
+            momentum_max: f64::MAX,
+            scar_decay: 0.1,
+            scar_rate: 5.0,
+            scar_max: 1e12,
+            static_break: 100.0,
+            static_recovery: 50.0,
+            soft_limit: 0.8,
+            tuner: TunerConfig { ceiling: 500.0, ..TunerConfig::default() },
+            ..PhysicsConfig::default()
+        }
+    }
+
+    /// The defaults of `model`.
+    pub fn for_model(model: Model) -> Self {
+        match model {
+            Model::Reference => PhysicsConfig::reference(),
+            Model::Default => PhysicsConfig::default(),
+        }
+    }
+
+    /// Applies a workload profile: the latency baseline and a scar multiplier.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        let (latency, scar) = profile.constants();
+        self.baseline.latency = latency;
+        self.scar_rate *= scar;
+        self
+    }
+
+    /// Sets the scar decay from a half-life.
+    pub fn with_scar_half_life(mut self, half_life: Duration) -> Self {
+        self.scar_decay = std::f64::consts::LN_2 / half_life.as_secs_f64();
+        self
+    }
+
+    /// Checks every rule; the first broken one is returned, naming its field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError as E;
+        let positive = |field: &'static str, v: f64| -> Result<(), ConfigError> {
+            finite(field, v)?;
+            if v > 0.0 { Ok(()) } else { Err(E::OutOfRange { field, value: v, expected: "> 0" }) }
+        };
+        let non_negative = |field: &'static str, v: f64| -> Result<(), ConfigError> {
+            finite(field, v)?;
+            if v >= 0.0 { Ok(()) } else { Err(E::OutOfRange { field, value: v, expected: ">= 0" }) }
+        };
+        let fraction = |field: &'static str, v: f64| -> Result<(), ConfigError> {
+            finite(field, v)?;
+            if v > 0.0 && v <= 1.0 { Ok(()) } else { Err(E::OutOfRange { field, value: v, expected: "in (0, 1]" }) }
+        };
+        let duration = |field: &'static str, d: Duration| -> Result<(), ConfigError> {
+            if d.is_zero() { Err(E::OutOfRange { field, value: 0.0, expected: "> 0 s" }) } else { Ok(()) }
+        };
+
+        positive("r_base", self.r_base)?;
+        positive("r_max", self.r_max)?;
+        positive("baseline.latency", self.baseline.latency)?;
+        fraction("baseline.error", self.baseline.error)?;
+        fraction("baseline.saturation", self.baseline.saturation)?;
+        positive("gain.latency", self.gain.latency)?;
+        positive("gain.error", self.gain.error)?;
+        positive("gain.saturation", self.gain.saturation)?;
+        non_negative("criticality.latency", self.criticality.latency)?;
+        non_negative("criticality.error", self.criticality.error)?;
+        non_negative("criticality.saturation", self.criticality.saturation)?;
+        non_negative("momentum_weight", self.momentum_weight)?;
+        positive("momentum_max", self.momentum_max)?;
+        positive("scar_decay", self.scar_decay)?;
+        non_negative("scar_rate", self.scar_rate)?;
+        positive("scar_max", self.scar_max)?;
+        positive("critical_pressure", self.critical_pressure)?;
+        if self.critical_pressure >= 3f64.sqrt() {
+            return Err(E::OutOfRange {
+                field: "critical_pressure",
+                value: self.critical_pressure,
+                expected: "< sqrt(3), the largest possible pressure norm",
+            });
+        }
+        positive("static_break", self.static_break)?;
+        positive("static_recovery", self.static_recovery)?;
+        fraction("soft_limit", self.soft_limit)?;
+        order("r_base", self.r_base, "static_break", self.static_break)?;
+        order("static_recovery", self.static_recovery, "static_break", self.static_break)?;
+        order("static_break", self.static_break, "r_max", self.r_max)?;
+        duration("smoothing", self.smoothing)?;
+        duration("keepalive", self.keepalive)?;
+        if self.smoothing_slow <= self.smoothing {
+            return Err(E::Order {
+                field: "smoothing",
+                value: self.smoothing.as_secs_f64(),
+                other: "smoothing_slow",
+                other_value: self.smoothing_slow.as_secs_f64(),
+            });
+        }
+
+        let t = &self.tuner;
+        if t.window == 0 {
+            return Err(E::OutOfRange { field: "tuner.window", value: 0.0, expected: ">= 1" });
+        }
+        duration("tuner.horizon", t.horizon)?;
+        positive("tuner.k", t.k)?;
+        positive("tuner.floor", t.floor)?;
+        positive("tuner.ceiling", t.ceiling)?;
+        order("r_base", self.r_base, "tuner.floor", t.floor)?;
+        order("tuner.floor", t.floor, "tuner.ceiling", t.ceiling)?;
+        order("tuner.ceiling", t.ceiling, "r_max", self.r_max)?;
+        fraction("tuner.recovery_ratio", t.recovery_ratio)?;
+        if t.recovery_ratio >= 1.0 {
+            return Err(E::OutOfRange { field: "tuner.recovery_ratio", value: t.recovery_ratio, expected: "< 1" });
+        }
+        positive("tuner.recovery_floor", t.recovery_floor)?;
+        order("tuner.recovery_floor", t.recovery_floor, "tuner.floor", t.floor)?;
+        positive("tuner.winsor", t.winsor)?;
+        positive("tuner.min_sd", t.min_sd)?;
+
+        let h = &self.half_open;
+        duration("half_open.open_base", h.open_base)?;
+        duration("half_open.probe_window", h.probe_window)?;
+        duration("half_open.backoff_half_life", h.backoff_half_life)?;
+        if h.open_max < h.open_base {
+            return Err(E::Order {
+                field: "half_open.open_base",
+                value: h.open_base.as_secs_f64(),
+                other: "half_open.open_max",
+                other_value: h.open_max.as_secs_f64(),
+            });
+        }
+        finite("half_open.backoff_factor", h.backoff_factor)?;
+        if h.backoff_factor < 1.0 {
+            return Err(E::OutOfRange { field: "half_open.backoff_factor", value: h.backoff_factor, expected: ">= 1" });
+        }
+        if h.probe_min == 0 {
+            return Err(E::OutOfRange { field: "half_open.probe_min", value: 0.0, expected: ">= 1" });
+        }
+        order("half_open.probe_min", f64::from(h.probe_min), "half_open.probe_max", f64::from(h.probe_max))?;
+        if h.close_after == 0 {
+            return Err(E::OutOfRange { field: "half_open.close_after", value: 0.0, expected: ">= 1" });
+        }
+
+        let p = &self.priority;
+        fraction("priority.high", p.high)?;
+        fraction("priority.normal", p.normal)?;
+        fraction("priority.low", p.low)?;
+        fraction("priority.bulk", p.bulk)?;
+        order("priority.bulk", p.bulk, "priority.low", p.low)?;
+        order("priority.low", p.low, "priority.normal", p.normal)?;
+        order("priority.normal", p.normal, "priority.high", p.high)?;
+        Ok(())
+    }
+}
+
+fn finite(field: &'static str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() { Ok(()) } else { Err(ConfigError::NotFinite { field, value: v }) }
+}
+
+fn order(field: &'static str, value: f64, other: &'static str, other_value: f64) -> Result<(), ConfigError> {
+    if value <= other_value { Ok(()) } else { Err(ConfigError::Order { field, value, other, other_value }) }
+}
+
+/// A configuration that breaks a rule, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The value is NaN or infinite.
+    #[error("invalid physics config: `{field}` is not finite ({value})")]
+    NotFinite {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// The value is outside its range.
+    #[error("invalid physics config: `{field}` = {value}, expected {expected}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The rule, in words.
+        expected: &'static str,
+    },
+    /// Two values are in the wrong order (a floor above a ceiling, say).
+    #[error("invalid physics config: `{field}` ({value}) must not exceed `{other}` ({other_value})")]
+    Order {
+        /// The field that must be the smaller.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+        /// The field that must be the larger.
+        other: &'static str,
+        /// Its value.
+        other_value: f64,
+    },
+    /// A name that is not one of the known ones.
+    #[error("invalid physics config: unknown `{field}`, expected {expected}")]
+    UnknownName {
+        /// The field.
+        field: &'static str,
+        /// The names accepted.
+        expected: &'static str,
+    },
+}
+
+/// Durations in config files are written as seconds (floats).
+mod secs_f64 {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        PhysicsConfig::default().validate().unwrap();
+        PhysicsConfig::reference().validate().unwrap();
+        for p in [Profile::Light, Profile::Standard, Profile::Heavy, Profile::Extreme] {
+            PhysicsConfig::default().with_profile(p).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut c = PhysicsConfig::default();
+        c.r_base = f64::NAN;
+        assert!(matches!(c.validate(), Err(ConfigError::NotFinite { field: "r_base", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.baseline.latency = 0.0;
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "baseline.latency", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.baseline.latency = -5.0;
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "baseline.latency", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.tuner.floor = 300.0;
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Order { field: "tuner.floor", value: 300.0, other: "tuner.ceiling", other_value: 200.0 }
+        );
+        assert!(e.to_string().contains("`tuner.floor` (300) must not exceed `tuner.ceiling` (200)"));
+
+        let mut c = PhysicsConfig::default();
+        c.half_open.open_max = Duration::from_millis(1);
+        assert!(matches!(c.validate(), Err(ConfigError::Order { field: "half_open.open_base", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.priority.bulk = 0.95;
+        assert!(matches!(c.validate(), Err(ConfigError::Order { field: "priority.bulk", .. })));
+    }
+
+    #[test]
+    fn model_parses() {
+        assert_eq!("reference".parse::<Model>().unwrap(), Model::Reference);
+        assert!(matches!("fast".parse::<Model>(), Err(ConfigError::UnknownName { field: "model", .. })));
+    }
+
+    #[test]
+    fn serde_roundtrip_and_rejects_unknown_fields() {
+        let c = PhysicsConfig::reference();
+        let json = serde_json::to_string(&c).unwrap();
+        let back: PhysicsConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        assert!(serde_json::from_str::<PhysicsConfig>(r#"{"r_bsae": 3}"#).is_err());
+        assert!(serde_json::from_str::<PhysicsConfig>(r#"{"smoothing": -1}"#).is_err());
+        let partial: PhysicsConfig = serde_json::from_str(r#"{"r_base": 12.5}"#).unwrap();
+        assert_eq!(partial.r_base, 12.5);
+        assert_eq!(partial.scar_max, PhysicsConfig::default().scar_max);
+    }
+}

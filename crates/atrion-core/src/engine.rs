@@ -1,0 +1,654 @@
+//! The engine: many routes at once, shared across threads.
+//!
+//! Concurrency contract:
+//! - [`Engine::decide`] takes no lock. It finds the route in a lock-free map (`papaya`,
+//!   epoch-protected reads) and reads the route's published view: a handful of atomics.
+//!   In half-open it may take a probe with one atomic add. It never allocates on a route
+//!   that exists.
+//! - [`Engine::report`] takes the route's own mutex for the length of one physics update
+//!   (a few hundred nanoseconds of arithmetic, no I/O, no allocation), then publishes the
+//!   view. Reports of different routes never contend; the reference model's shared tuner
+//!   is the one exception, as in the reference.
+//! - A new route is created on first sight; that allocates once. The route table is
+//!   bounded: when it is full, routes idle for longer than the idle timeout are evicted,
+//!   and if none are, the new route's traffic is pooled into one overflow route, so that
+//!   unbounded route ids cannot exhaust memory.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::config::{ConfigError, Model, PhysicsConfig};
+use crate::decision::{Decision, Priority, Reason, softmax_select};
+use crate::mode::Mode;
+use crate::observer::{Event, PhysicsObserver, SilentObserver};
+use crate::physics::{Change, Physics, RouteState, Tuner, decayed_resistance};
+use crate::telemetry::Telemetry;
+use crate::time::Timestamp;
+use crate::vector::{DecodeError, PhysicsVector};
+
+/// The name under which pooled routes are reported once the route table is full.
+pub const OVERFLOW_ROUTE: &str = "<overflow>";
+
+/// Limits of the route table.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EngineLimits {
+    /// Most routes tracked one by one (default 65,536).
+    pub max_routes: usize,
+    /// A route with no decision or report for this long may be evicted when the table is
+    /// full (default 10 minutes).
+    pub idle_timeout: Duration,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { max_routes: 65_536, idle_timeout: Duration::from_secs(600) }
+    }
+}
+
+/// An engine operation that could not be done.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The configuration breaks a rule.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No route of this id is tracked.
+    #[error("unknown route `{route}`")]
+    UnknownRoute {
+        /// The route id asked for.
+        route: String,
+    },
+    /// A snapshot of another model cannot be restored into this engine.
+    #[error("route `{route}`: snapshot is of the {found:?} model, the engine runs {expected:?}")]
+    ModelMismatch {
+        /// The route.
+        route: String,
+        /// The engine's model.
+        expected: Model,
+        /// The snapshot's model.
+        found: Model,
+    },
+    /// A snapshot that breaks the physics' invariants.
+    #[error("route `{route}`: {source}")]
+    InvalidSnapshot {
+        /// The route.
+        route: String,
+        /// What is wrong with it.
+        #[source]
+        source: DecodeError,
+    },
+    /// A route id that is empty or longer than 1,024 bytes.
+    #[error("invalid route id ({len} bytes): must be 1 to 1024 bytes")]
+    InvalidRouteId {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// A route's state, read without a lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteStatus {
+    /// Mode.
+    pub mode: Mode,
+    /// Resistance after the last update (ohms).
+    pub resistance: f64,
+    /// Scar tissue after the last update (ohms).
+    pub scar: f64,
+    /// Break point (ohms).
+    pub break_point: f64,
+    /// When the open state ends (default model).
+    pub open_until: Timestamp,
+}
+
+/// Counters of the route table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineStats {
+    /// Routes tracked now.
+    pub routes: usize,
+    /// Decisions and reports pooled into the overflow route because the table was full.
+    pub overflowed: u64,
+    /// Idle routes evicted.
+    pub evicted: u64,
+    /// Timestamps that went backwards and were treated as no time passing.
+    pub clock_skews: u64,
+}
+
+/// What a decision reads: published by `report`, read without a lock.
+#[derive(Debug, Default)]
+struct View {
+    mode: AtomicU8,
+    resistance: AtomicU64,
+    scar: AtomicU64,
+    at: AtomicU64,
+    break_point: AtomicU64,
+    open_until: AtomicU64,
+    window_start: AtomicU64,
+    probes: AtomicU64,
+    quota: AtomicU32,
+    keepalive_at: AtomicU64,
+    last_seen: AtomicU64,
+}
+
+fn load_f(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Relaxed))
+}
+
+fn store_f(a: &AtomicU64, v: f64) {
+    a.store(v.to_bits(), Relaxed);
+}
+
+/// One route: its physics behind a short mutex, and the view decisions read.
+#[derive(Debug)]
+struct RouteCell {
+    name: Box<str>,
+    view: View,
+    state: Mutex<RouteState>,
+}
+
+impl RouteCell {
+    fn new(name: &str, phys: &Physics, now: Timestamp) -> Self {
+        let cell = RouteCell { name: name.into(), view: View::default(), state: Mutex::new(RouteState::new(phys)) };
+        let state = RouteState::new(phys);
+        cell.publish(&state, phys);
+        cell.view.last_seen.store(now.as_nanos(), Relaxed);
+        cell
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
+        // The critical section is arithmetic that cannot panic; a poisoned lock still
+        // holds a consistent state, so it is used as is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes the state for decisions. The mode goes last (release), so a decision that
+    /// sees a mode sees the values written with it. Returns the mode the view had before.
+    fn publish(&self, s: &RouteState, phys: &Physics) -> Mode {
+        let v = &self.view;
+        store_f(&v.resistance, s.resistance);
+        store_f(&v.scar, s.scar);
+        v.at.store(s.last.as_nanos(), Relaxed);
+        store_f(&v.break_point, s.break_point);
+        v.open_until.store(s.open_until.as_nanos(), Relaxed);
+        v.quota.store(s.probe_quota(phys), Relaxed);
+        Mode::from_u8(v.mode.swap(s.mode as u8, Release))
+    }
+
+    fn touch(&self, now: Timestamp) {
+        // Written at most once a second, so that deciding threads do not fight over it.
+        let seen = self.view.last_seen.load(Relaxed);
+        if now.as_nanos().saturating_sub(seen) > 1_000_000_000 {
+            self.view.last_seen.store(now.as_nanos(), Relaxed);
+        }
+    }
+
+    fn status(&self) -> RouteStatus {
+        let v = &self.view;
+        RouteStatus {
+            mode: Mode::from_u8(v.mode.load(Acquire)),
+            resistance: load_f(&v.resistance),
+            scar: load_f(&v.scar),
+            break_point: load_f(&v.break_point),
+            open_until: Timestamp::from_nanos(v.open_until.load(Relaxed)),
+        }
+    }
+}
+
+type RouteMap = papaya::HashMap<Box<str>, Arc<RouteCell>, foldhash::fast::RandomState>;
+
+/// The Atrion engine: per-route physics and decisions for many routes, `Send + Sync`.
+///
+/// ```
+/// use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
+///
+/// let engine = Engine::new(PhysicsConfig::default())?;
+/// let now = Timestamp::from_millis(1_000);
+/// if engine.decide("GET /users", now, Priority::Normal).is_admitted() {
+///     // ... call the route, then say how it went:
+///     engine.report("GET /users", Telemetry::outcome(12.0, true, 0.1)?, now);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Engine<O = SilentObserver> {
+    phys: Physics,
+    routes: RouteMap,
+    overflow: Arc<RouteCell>,
+    limits: EngineLimits,
+    shared_tuner: Mutex<Tuner>,
+    observer: O,
+    next_sweep: AtomicU64,
+    overflowed: AtomicU64,
+    evicted: AtomicU64,
+    skews: AtomicU64,
+}
+
+impl<O> std::fmt::Debug for Engine<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("model", &self.phys.cfg.model).field("routes", &self.routes.len()).finish()
+    }
+}
+
+impl Engine<SilentObserver> {
+    /// An engine with default limits and no observer. The config is validated.
+    pub fn new(config: PhysicsConfig) -> Result<Self, ConfigError> {
+        Engine::with_observer(config, EngineLimits::default(), SilentObserver)
+    }
+}
+
+impl<O: PhysicsObserver> Engine<O> {
+    /// An engine with the given limits and observer. The config is validated.
+    pub fn with_observer(config: PhysicsConfig, limits: EngineLimits, observer: O) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if limits.max_routes == 0 {
+            return Err(ConfigError::OutOfRange { field: "limits.max_routes", value: 0.0, expected: ">= 1" });
+        }
+        let phys = Physics::new(config);
+        let overflow = Arc::new(RouteCell::new(OVERFLOW_ROUTE, &phys, Timestamp::ZERO));
+        let routes = papaya::HashMap::builder()
+            .hasher(foldhash::fast::RandomState::default())
+            .capacity(limits.max_routes.min(4_096))
+            .build();
+        Ok(Engine {
+            phys,
+            routes,
+            overflow,
+            limits,
+            shared_tuner: Mutex::new(Tuner::default()),
+            observer,
+            next_sweep: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            skews: AtomicU64::new(0),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &PhysicsConfig {
+        &self.phys.cfg
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// Admit or shed one request on `route` at `now`.
+    ///
+    /// Never blocks, never panics, and on a route that exists never allocates. An unknown
+    /// route is created (bootstrap mode). Invalid ids (empty, over 1,024 bytes) are pooled
+    /// into the overflow route.
+    #[inline]
+    pub fn decide(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
+        let map = self.routes.pin();
+        match map.get(route) {
+            Some(cell) => self.decide_cell(cell, now, priority),
+            None => {
+                drop(map);
+                let cell = self.cell_or_create(route, now);
+                self.decide_cell(&cell, now, priority)
+            }
+        }
+    }
+
+    /// Feed one telemetry sample of `route` at `now` into the physics.
+    ///
+    /// A `now` earlier than the route's last update follows the clock-skew rule: no time
+    /// passes (nothing heals or ages), the route keeps its later time, and the skew is
+    /// counted in [`EngineStats::clock_skews`].
+    pub fn report(&self, route: &str, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        let map = self.routes.pin();
+        match map.get(route) {
+            Some(cell) => self.report_cell(cell, telemetry, now),
+            None => {
+                drop(map);
+                let cell = self.cell_or_create(route, now);
+                self.report_cell(&cell, telemetry, now)
+            }
+        }
+    }
+
+    /// A handle to `route` (created if unknown) that decides and reports without looking
+    /// the route up again. A handle outlives eviction: a route evicted while a handle is
+    /// held goes on working on its own, detached from the table.
+    pub fn route(&self, route: &str, now: Timestamp) -> Result<RouteHandle<'_, O>, EngineError> {
+        check_id(route)?;
+        Ok(RouteHandle { engine: self, cell: self.cell_or_create(route, now) })
+    }
+
+    /// The status of a tracked route.
+    pub fn status(&self, route: &str) -> Result<RouteStatus, EngineError> {
+        self.routes
+            .pin()
+            .get(route)
+            .map(|c| c.status())
+            .ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })
+    }
+
+    /// Resistance of `route` as a decision at `now` would see it (scar healed since the
+    /// last update). `None` for an unknown or open route.
+    pub fn resistance(&self, route: &str, now: Timestamp) -> Option<f64> {
+        let map = self.routes.pin();
+        let cell = map.get(route)?;
+        let v = &cell.view;
+        if Mode::from_u8(v.mode.load(Acquire)) == Mode::Open {
+            return None;
+        }
+        let age = Timestamp::from_nanos(v.at.load(Relaxed)).max(Timestamp::ZERO);
+        Some(decayed_resistance(
+            &self.phys,
+            load_f(&v.resistance),
+            load_f(&v.scar),
+            now.saturating_since(age).as_secs_f64(),
+        ))
+    }
+
+    /// Softmax route selection among `routes` (SPEC 9.1): picks one with probability
+    /// proportional to `exp(-beta R)`, skipping open and unknown routes. `u` is a uniform
+    /// random number in `[0, 1)`, passed in so that selection is testable.
+    pub fn select(&self, routes: &[&str], now: Timestamp, beta: f64, u: f64) -> Option<usize> {
+        softmax_select(routes.iter().map(|r| self.resistance(r, now)), beta, u)
+    }
+
+    /// Route ids tracked now (allocates; for tools and dumps).
+    pub fn route_ids(&self) -> Vec<String> {
+        self.routes.pin().keys().map(|k| k.to_string()).collect()
+    }
+
+    /// A snapshot of a route's physics.
+    pub fn snapshot(&self, route: &str) -> Result<PhysicsVector, EngineError> {
+        let map = self.routes.pin();
+        let cell = map.get(route).ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })?;
+        let s = cell.lock();
+        Ok(PhysicsVector {
+            model: self.phys.cfg.model,
+            mode: s.mode,
+            resistance: s.resistance,
+            scar: s.scar,
+            momentum: s.momentum,
+            pressure: s.pressure,
+            break_point: s.break_point,
+            recovery: s.recovery,
+            tuner_samples: s.tuner.samples,
+            tuner_weight: s.tuner.weight,
+            tuner_mean: s.tuner.mean,
+            tuner_var: s.tuner.var,
+            updates: s.updates,
+            trips: s.trips,
+            open_until: s.open_until,
+            timestamp: s.last,
+        })
+    }
+
+    /// Restores a route's physics from a snapshot (creating the route if needed). Telemetry
+    /// smoothing starts afresh; everything the vector carries is taken as is, after
+    /// validation.
+    pub fn restore(&self, route: &str, v: &PhysicsVector, now: Timestamp) -> Result<(), EngineError> {
+        check_id(route)?;
+        if v.model != self.phys.cfg.model {
+            return Err(EngineError::ModelMismatch {
+                route: route.to_owned(),
+                expected: self.phys.cfg.model,
+                found: v.model,
+            });
+        }
+        v.validate().map_err(|source| EngineError::InvalidSnapshot { route: route.to_owned(), source })?;
+        let c = &self.phys.cfg;
+        let cell = self.cell_or_create(route, now);
+        let mut s = cell.lock();
+        *s = RouteState::new(&self.phys);
+        s.mode = v.mode;
+        s.resistance = v.resistance.clamp(c.r_base, c.r_max);
+        s.scar = v.scar.min(c.scar_max);
+        s.momentum = v.momentum;
+        s.pressure = v.pressure;
+        s.prev = [v.pressure, v.pressure];
+        s.break_point = v.break_point;
+        s.recovery = v.recovery;
+        s.tuner = Tuner { samples: v.tuner_samples, weight: v.tuner_weight, mean: v.tuner_mean, var: v.tuner_var };
+        s.updates = v.updates;
+        s.trips = v.trips;
+        s.trips_at = v.timestamp;
+        s.open_until = v.open_until;
+        s.last = v.timestamp;
+        s.seen = true;
+        cell.publish(&s, &self.phys);
+        Ok(())
+    }
+
+    /// Counters of the route table.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            routes: self.routes.len(),
+            overflowed: self.overflowed.load(Relaxed),
+            evicted: self.evicted.load(Relaxed),
+            clock_skews: self.skews.load(Relaxed),
+        }
+    }
+
+    fn decide_cell(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
+        cell.touch(now);
+        match self.phys.cfg.model {
+            Model::Reference => self.decide_reference(cell, priority),
+            Model::Default => self.decide_default(cell, now, priority),
+        }
+    }
+
+    /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit
+    /// when the priority's voltage exceeds R.
+    fn decide_reference(&self, cell: &RouteCell, priority: Priority) -> Decision {
+        let c = &self.phys.cfg;
+        let v = &cell.view;
+        let mode = Mode::from_u8(v.mode.load(Acquire));
+        let r = load_f(&v.resistance);
+        if mode == Mode::Open {
+            return Decision::shed(Reason::Open, mode, r, c.keepalive);
+        }
+        if r > c.soft_limit * load_f(&v.break_point) {
+            return Decision::shed(Reason::SoftLimit, mode, r, c.keepalive);
+        }
+        if priority.voltage() > r {
+            let reason = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
+            return Decision::admit(reason, mode, r);
+        }
+        Decision::shed(Reason::Overloaded, mode, r, c.keepalive)
+    }
+
+    fn decide_default(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
+        let c = &self.phys.cfg;
+        let v = &cell.view;
+        let mut mode = Mode::from_u8(v.mode.load(Acquire));
+        let r = load_f(&v.resistance);
+        if mode == Mode::Open {
+            let until = Timestamp::from_nanos(v.open_until.load(Relaxed));
+            if now < until {
+                return Decision::shed(Reason::Open, mode, r, until.saturating_since(now));
+            }
+            // The open interval is over: half-open, whether or not telemetry arrives.
+            if v.mode.compare_exchange(Mode::Open as u8, Mode::HalfOpen as u8, AcqRel, Acquire).is_ok() {
+                v.window_start.store(now.as_nanos(), Relaxed);
+                v.probes.store(0, Relaxed);
+                v.quota.store(c.half_open.probe_min, Relaxed);
+                self.observer.on_event(&Event::Transition {
+                    route: &cell.name,
+                    at: now,
+                    from: Mode::Open,
+                    to: Mode::HalfOpen,
+                    resistance: r,
+                });
+            }
+            mode = Mode::HalfOpen;
+        }
+        if mode == Mode::HalfOpen {
+            let window = c.half_open.probe_window;
+            let start = v.window_start.load(Relaxed);
+            if now.as_nanos().saturating_sub(start) >= window.as_nanos() as u64
+                && v.window_start.compare_exchange(start, now.as_nanos(), Relaxed, Relaxed).is_ok()
+            {
+                v.probes.store(0, Relaxed);
+            }
+            if v.probes.fetch_add(1, Relaxed) < u64::from(v.quota.load(Relaxed)) {
+                return Decision::admit(Reason::Probe, mode, r);
+            }
+            let ends = Timestamp::from_nanos(v.window_start.load(Relaxed)).saturating_add(window);
+            return Decision::shed(
+                Reason::ProbeQuota,
+                mode,
+                r,
+                ends.saturating_since(now).max(Duration::from_millis(1)),
+            );
+        }
+        let scar = load_f(&v.scar);
+        let age = now.saturating_since(Timestamp::from_nanos(v.at.load(Relaxed))).as_secs_f64();
+        let r_now = decayed_resistance(&self.phys, r, scar, age);
+        let base = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
+        let fraction = match priority {
+            Priority::Critical => return Decision::admit(base, mode, r_now),
+            Priority::High => c.priority.high,
+            Priority::Normal => c.priority.normal,
+            Priority::Low => c.priority.low,
+            Priority::Bulk => c.priority.bulk,
+        };
+        let threshold = c.r_base + fraction * (load_f(&v.break_point) - c.r_base);
+        if r_now <= threshold {
+            return Decision::admit(base, mode, r_now);
+        }
+        // Over threshold. One request per keep-alive interval still goes through, so that
+        // a route shed for lack of telemetry can learn that it has recovered.
+        let last = v.keepalive_at.load(Relaxed);
+        if now.as_nanos().saturating_sub(last) >= c.keepalive.as_nanos() as u64
+            && v.keepalive_at.compare_exchange(last, now.as_nanos(), Relaxed, Relaxed).is_ok()
+        {
+            return Decision::admit(Reason::Keepalive, mode, r_now);
+        }
+        // The hint: how long until scar has healed enough to bring R under the threshold.
+        let excess = r_now - threshold;
+        let heal = if scar > excess && excess > 0.0 {
+            let remaining = scar * (-c.scar_decay * age).exp();
+            (remaining / (remaining - excess).max(f64::MIN_POSITIVE)).ln() / c.scar_decay
+        } else {
+            c.keepalive.as_secs_f64()
+        };
+        let retry = Duration::try_from_secs_f64(heal)
+            .unwrap_or(c.keepalive)
+            .clamp(Duration::from_millis(1), c.half_open.open_max);
+        Decision::shed(Reason::Overloaded, mode, r_now, retry)
+    }
+
+    fn report_cell(&self, cell: &RouteCell, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        cell.touch(now);
+        let (change, before_view, update) = {
+            let mut s = cell.lock();
+            if s.seen && now < s.last {
+                self.skews.fetch_add(1, Relaxed);
+            }
+            // A decision may have moved the route to half-open on its timer; follow it.
+            if s.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
+                s.set_mode(Mode::HalfOpen);
+            }
+            let change = match self.phys.cfg.model {
+                Model::Reference => {
+                    let mut shared = self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.update(&self.phys, telemetry.channels(), now, Some(&mut shared))
+                }
+                Model::Default => s.update(&self.phys, telemetry.channels(), now, None),
+            };
+            if change.is_some_and(|c| c.to == Mode::HalfOpen) {
+                cell.view.window_start.store(now.as_nanos(), Relaxed);
+                cell.view.probes.store(0, Relaxed);
+            }
+            let before = cell.publish(&s, &self.phys);
+            (change, before, (s.mode, s.resistance, s.scar, s.momentum))
+        };
+        let (mode, resistance, scar, momentum) = update;
+        self.observer.on_event(&Event::Update { route: &cell.name, at: now, mode, resistance, scar, momentum });
+        if let Some(Change { from, to }) = change {
+            // Suppress the event a racing decision already emitted for the same timer.
+            if !(to == Mode::HalfOpen && before_view == Mode::HalfOpen) {
+                self.observer.on_event(&Event::Transition { route: &cell.name, at: now, from, to, resistance });
+            }
+        }
+        cell.status()
+    }
+
+    /// The route's cell, creating it (or pooling into the overflow route) when unknown.
+    #[cold]
+    fn cell_or_create(&self, route: &str, now: Timestamp) -> Arc<RouteCell> {
+        if check_id(route).is_err() {
+            self.overflowed.fetch_add(1, Relaxed);
+            return self.overflow.clone();
+        }
+        let map = self.routes.pin();
+        if let Some(cell) = map.get(route) {
+            return cell.clone();
+        }
+        if map.len() >= self.limits.max_routes {
+            drop(map);
+            self.sweep(now);
+            if self.routes.len() >= self.limits.max_routes {
+                self.overflowed.fetch_add(1, Relaxed);
+                return self.overflow.clone();
+            }
+        }
+        let map = self.routes.pin();
+        map.get_or_insert_with(route.into(), || Arc::new(RouteCell::new(route, &self.phys, now))).clone()
+    }
+
+    /// Evicts idle routes. Runs at most once a second, so that a flood of new route ids
+    /// against a full table costs one scan per second, not one per request.
+    fn sweep(&self, now: Timestamp) {
+        let due = self.next_sweep.load(Relaxed);
+        if now.as_nanos() < due
+            || self
+                .next_sweep
+                .compare_exchange(due, now.as_nanos().saturating_add(1_000_000_000), Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let idle = self.limits.idle_timeout.as_nanos() as u64;
+        let map = self.routes.pin();
+        for (name, cell) in map.iter() {
+            if now.as_nanos().saturating_sub(cell.view.last_seen.load(Relaxed)) > idle && map.remove(name).is_some() {
+                self.evicted.fetch_add(1, Relaxed);
+                self.observer.on_event(&Event::Evicted { route: name, at: now });
+            }
+        }
+    }
+}
+
+fn check_id(route: &str) -> Result<(), EngineError> {
+    if route.is_empty() || route.len() > 1024 {
+        return Err(EngineError::InvalidRouteId { len: route.len() });
+    }
+    Ok(())
+}
+
+/// A route resolved once, for callers that decide on the same route many times.
+pub struct RouteHandle<'e, O> {
+    engine: &'e Engine<O>,
+    cell: Arc<RouteCell>,
+}
+
+impl<O: PhysicsObserver> RouteHandle<'_, O> {
+    /// The route id.
+    pub fn id(&self) -> &str {
+        &self.cell.name
+    }
+
+    /// As [`Engine::decide`], without the lookup.
+    #[inline]
+    pub fn decide(&self, now: Timestamp, priority: Priority) -> Decision {
+        self.engine.decide_cell(&self.cell, now, priority)
+    }
+
+    /// As [`Engine::report`], without the lookup.
+    pub fn report(&self, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        self.engine.report_cell(&self.cell, telemetry, now)
+    }
+
+    /// The route's status.
+    pub fn status(&self) -> RouteStatus {
+        self.cell.status()
+    }
+}

@@ -1,0 +1,60 @@
+//! # atrion-core
+//!
+//! The physics engine of Atrion: per-route *resistance* computed from live telemetry,
+//! `R = R_base + Pressure + Momentum + ScarTissue`, and the admit/shed decision made from it
+//! in nanoseconds.
+//!
+//! This crate is pure and synchronous: no I/O, no clock reads (time is an input, a
+//! [`Timestamp`]), no async, no allocation on the decision path of a route that exists.
+//! That is why it can be embedded anywhere, replayed deterministically, and simulated for
+//! hours of traffic in seconds. State sharing, HTTP and the CLI live in other crates.
+//!
+//! - [`Telemetry`] and [`PhysicsConfig`] validate everything that enters
+//!   ([`TelemetryError`], [`ConfigError`] name the field).
+//! - [`Model::Reference`] reproduces the reference model (SPEC 9.1) with its quirks;
+//!   [`Model::Default`] fixes its flaws (SPEC 9.2). The table in the `physics` module says how
+//!   they differ.
+//! - [`Engine`] holds many routes, is `Send + Sync`, and decides without a lock.
+//! - [`Decision`] is a value: admit or shed, a [`Reason`], and a retry-after hint.
+//! - [`PhysicsVector`] snapshots a route for the state layer (serde and a versioned binary).
+//! - [`PhysicsObserver`] receives [`Event`]s; [`SilentObserver`] costs nothing.
+//!
+//! ```
+//! use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
+//!
+//! let engine = Engine::new(PhysicsConfig::default())?;
+//! for ms in 0..2_000u64 {
+//!     let now = Timestamp::from_millis(ms);
+//!     if engine.decide("db", now, Priority::Normal).is_admitted() {
+//!         let failed = ms > 500; // the database goes down at 0.5 s
+//!         engine.report("db", Telemetry::outcome(if failed { 900.0 } else { 20.0 }, !failed, 0.3)?, now);
+//!     }
+//! }
+//! assert!(!engine.decide("db", Timestamp::from_millis(2_000), Priority::Normal).is_admitted());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! This crate has no cargo features.
+
+mod config;
+mod decision;
+mod engine;
+mod mode;
+mod observer;
+mod physics;
+mod telemetry;
+mod time;
+mod vector;
+
+pub use config::{
+    Channels, ConfigError, HalfOpenConfig, Model, PhysicsConfig, PriorityThresholds, Profile, TunerConfig,
+};
+pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
+pub use engine::{Engine, EngineError, EngineLimits, EngineStats, OVERFLOW_ROUTE, RouteHandle, RouteStatus};
+pub use mode::Mode;
+pub use observer::{
+    CollectorObserver, CompositeObserver, Event, FilteredObserver, OwnedEvent, PhysicsObserver, SilentObserver,
+};
+pub use telemetry::{Telemetry, TelemetryError};
+pub use time::Timestamp;
+pub use vector::{DecodeError, PhysicsVector, VECTOR_VERSION};

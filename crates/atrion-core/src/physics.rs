@@ -1,0 +1,426 @@
+//! The physics of one route: pressure, momentum, scar tissue, resistance, the AutoTuner
+//! and the mode machine. Pure functions of (state, telemetry, now); no clock, no I/O.
+//!
+//! The two models share the shapes below and differ in how they move:
+//!
+//! | quantity | [`Model::Reference`] | [`Model::Default`] |
+//! |---|---|---|
+//! | pressure `p_j` | `tanh(k (x_j - b_j) / b_j)` of the sample | same, of the time-smoothed telemetry |
+//! | momentum `M` | `\|P_now - P_two_back\| / dt_ms` | rising gap of fast and slow smoothing, per second, clamped |
+//! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ/λ)(1 - e^(-λ dt))` while over-pressured: per second |
+//! | tuner | one EMA shared by all routes | per route, time-weighted, winsorised, frozen while unhealthy |
+//! | open | until telemetry says healthy | timed, then half-open with a ramping probe quota |
+
+use crate::config::{Model, PhysicsConfig};
+use crate::mode::Mode;
+use crate::time::Timestamp;
+
+/// Constants derived once from a validated [`PhysicsConfig`].
+#[derive(Debug, Clone)]
+pub(crate) struct Physics {
+    pub cfg: PhysicsConfig,
+    pub weights: [f64; 3],
+    pub baseline: [f64; 3],
+    pub gain: [f64; 3],
+    pub tau_fast: f64,
+    pub tau_slow: f64,
+    pub tuner_tau: f64,
+    pub ref_alpha: f64,
+    pub backoff_lambda: f64,
+}
+
+impl Physics {
+    pub fn new(cfg: PhysicsConfig) -> Self {
+        let c = cfg.criticality.as_array();
+        Physics {
+            weights: c.map(f64::ln_1p),
+            baseline: cfg.baseline.as_array(),
+            gain: cfg.gain.as_array(),
+            tau_fast: cfg.smoothing.as_secs_f64(),
+            tau_slow: cfg.smoothing_slow.as_secs_f64(),
+            tuner_tau: cfg.tuner.horizon.as_secs_f64(),
+            ref_alpha: 2.0 / (f64::from(cfg.tuner.window) + 1.0),
+            backoff_lambda: std::f64::consts::LN_2 / cfg.half_open.backoff_half_life.as_secs_f64(),
+            cfg,
+        }
+    }
+
+    /// `p_j = tanh(k_j (x_j - b_j) / b_j)`; zero for a non-finite input or baseline `<= 0`.
+    pub fn pressure(&self, raw: [f64; 3]) -> [f64; 3] {
+        let mut p = [0.0; 3];
+        for j in 0..3 {
+            let b = self.baseline[j];
+            if b > 0.0 && raw[j].is_finite() {
+                p[j] = (self.gain[j] * (raw[j] - b) / b).tanh();
+            }
+        }
+        p
+    }
+
+    /// `sum_j w_j p_j`
+    pub fn weighted(&self, p: [f64; 3]) -> f64 {
+        self.weights[0] * p[0] + self.weights[1] * p[1] + self.weights[2] * p[2]
+    }
+
+    /// The break and recovery points while the tuner has not learned.
+    pub fn static_points(&self) -> (f64, f64) {
+        (self.cfg.static_break, self.cfg.static_recovery)
+    }
+}
+
+/// Euclidean norm.
+pub(crate) fn norm(p: [f64; 3]) -> f64 {
+    (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
+}
+
+/// Norm of the positive part: the check valve, better-than-baseline never scars.
+pub(crate) fn positive_norm(p: [f64; 3]) -> f64 {
+    norm(p.map(|x| x.max(0.0)))
+}
+
+/// A rate-invariant running mean: the sample-weighted mean of the telemetry seen in the
+/// last `tau` seconds or so, whatever the sample rate. Every sample adds weight 1, and all
+/// weight decays by `e^(-dt/tau)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Smoother {
+    weight: f64,
+    sum: [f64; 3],
+}
+
+impl Smoother {
+    fn push(&mut self, x: [f64; 3], decay: f64) {
+        self.weight = self.weight * decay + 1.0;
+        for (s, v) in self.sum.iter_mut().zip(x) {
+            *s = *s * decay + v;
+        }
+    }
+
+    fn mean(&self) -> [f64; 3] {
+        if self.weight > 0.0 { self.sum.map(|s| s / self.weight) } else { [0.0; 3] }
+    }
+}
+
+/// Exponentially weighted mean and variance of resistance, the AutoTuner's memory.
+///
+/// The reference form is `d = x - mean; mean += a d; var = (1 - a)(var + a d^2)` with a
+/// fixed `a`; the first sample sets the mean and a zero variance. The default model uses
+/// the same recurrence with `a = 1 / W`, where `W` is the time-decayed sample weight, so
+/// that its horizon is in seconds, not samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Tuner {
+    pub samples: u32,
+    pub weight: f64,
+    pub mean: f64,
+    pub var: f64,
+}
+
+impl Tuner {
+    fn learn(&mut self, x: f64, alpha: f64) {
+        if self.samples == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let d = x - self.mean;
+            self.mean += alpha * d;
+            self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// The reference tuner: fixed alpha, no winsorising.
+    pub fn observe_reference(&mut self, x: f64, alpha: f64) {
+        self.learn(x, alpha);
+    }
+
+    /// The default tuner: time-weighted, winsorised.
+    fn observe_robust(&mut self, x: f64, dt_s: f64, phys: &Physics) {
+        let t = &phys.cfg.tuner;
+        self.weight = self.weight * (-dt_s / phys.tuner_tau).exp() + 1.0;
+        let x = if self.samples == 0 {
+            x
+        } else {
+            let band = t.winsor * self.var.sqrt().max(t.min_sd);
+            x.clamp(self.mean - band, self.mean + band)
+        };
+        self.learn(x, 1.0 / self.weight);
+    }
+
+    /// (break, recovery) from what has been learned.
+    pub fn points(&self, phys: &Physics, min_sd: f64) -> (f64, f64) {
+        let t = &phys.cfg.tuner;
+        if !t.enabled || self.samples <= t.warmup_samples {
+            return phys.static_points();
+        }
+        let brk = (self.mean + t.k * self.var.sqrt().max(min_sd)).clamp(t.floor, t.ceiling);
+        (brk, (t.recovery_ratio * brk).max(t.recovery_floor))
+    }
+}
+
+/// A transition of the mode machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub from: Mode,
+    pub to: Mode,
+}
+
+/// Everything the physics keeps about one route. At most 256 bytes (a test checks).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RouteState {
+    pub mode: Mode,
+    /// Healthy probes in a row while half-open.
+    pub probe_ok: u32,
+    pub updates: u64,
+    /// The latest `now` seen; never moves backwards (the clock-skew rule).
+    pub last: Timestamp,
+    pub seen: bool,
+    pub pressure: [f64; 3],
+    pub momentum: f64,
+    pub scar: f64,
+    pub resistance: f64,
+    pub break_point: f64,
+    pub recovery: f64,
+    pub tuner: Tuner,
+    /// Reference: pressure one and two updates back.
+    pub prev: [[f64; 3]; 2],
+    /// Default: fast and slow telemetry smoothing.
+    pub fast: Smoother,
+    pub slow: Smoother,
+    /// Default: when the open state ends.
+    pub open_until: Timestamp,
+    /// Default: decayed count of recent trips, behind the re-trip backoff.
+    pub trips: f64,
+    pub trips_at: Timestamp,
+}
+
+impl RouteState {
+    pub fn new(phys: &Physics) -> Self {
+        let (break_point, recovery) = phys.static_points();
+        RouteState {
+            mode: Mode::Bootstrap,
+            probe_ok: 0,
+            updates: 0,
+            last: Timestamp::ZERO,
+            seen: false,
+            pressure: [0.0; 3],
+            momentum: 0.0,
+            scar: 0.0,
+            resistance: phys.cfg.r_base,
+            break_point,
+            recovery,
+            tuner: Tuner::default(),
+            prev: [[0.0; 3]; 2],
+            fast: Smoother::default(),
+            slow: Smoother::default(),
+            open_until: Timestamp::ZERO,
+            trips: 0.0,
+            trips_at: Timestamp::ZERO,
+        }
+    }
+
+    /// Seconds since the last update, under the clock-skew rule (never negative), and moves
+    /// `last` forward.
+    fn advance(&mut self, now: Timestamp) -> f64 {
+        let dt = if self.seen { now.saturating_since(self.last).as_secs_f64() } else { 0.0 };
+        if !self.seen || now > self.last {
+            self.last = now;
+        }
+        self.seen = true;
+        dt
+    }
+
+    /// One telemetry update. `shared` is the reference model's tuner shared by all routes.
+    pub fn update(
+        &mut self,
+        phys: &Physics,
+        raw: [f64; 3],
+        now: Timestamp,
+        shared: Option<&mut Tuner>,
+    ) -> Option<Change> {
+        match phys.cfg.model {
+            Model::Reference => self.update_reference(phys, raw, now, shared),
+            Model::Default => self.update_default(phys, raw, now),
+        }
+    }
+
+    fn update_reference(
+        &mut self,
+        phys: &Physics,
+        raw: [f64; 3],
+        now: Timestamp,
+        shared: Option<&mut Tuner>,
+    ) -> Option<Change> {
+        let c = &phys.cfg;
+        let dt_s = self.advance(now);
+        self.updates = self.updates.saturating_add(1);
+        let p = phys.pressure(raw);
+        if self.mode == Mode::Bootstrap {
+            // No physics during bootstrap: R is fixed and the route cannot trip. The
+            // pressure history is kept so that momentum has something to compare with.
+            self.pressure = p;
+            self.prev = [p, self.prev[0]];
+            self.resistance = 1.2 * c.r_base;
+            if self.updates >= u64::from(c.bootstrap_updates) {
+                return self.set_mode(Mode::Operational);
+            }
+            return None;
+        }
+        let dt_ms = dt_s * 1e3;
+        let delta = [p[0] - self.prev[1][0], p[1] - self.prev[1][1], p[2] - self.prev[1][2]];
+        self.momentum = if dt_ms > 0.0 { norm(delta) / dt_ms } else { 0.0 };
+        let trauma = if positive_norm(p) > c.critical_pressure { c.scar_rate } else { 0.0 };
+        self.scar = (self.scar * (-c.scar_decay * dt_s).exp() + trauma).min(c.scar_max);
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
+        self.resistance = r.clamp(c.r_base, c.r_max);
+        self.pressure = p;
+        self.prev = [p, self.prev[0]];
+
+        let mut own = self.tuner;
+        let tuner = shared.unwrap_or(&mut own);
+        tuner.observe_reference(self.resistance, phys.ref_alpha);
+        (self.break_point, self.recovery) = tuner.points(phys, 0.0);
+        self.tuner = *tuner;
+
+        match self.mode {
+            Mode::Operational if self.resistance >= self.break_point => self.set_mode(Mode::Open),
+            Mode::Open
+                if (self.scar < c.scar_rate && norm(p) < c.critical_pressure) || self.resistance < self.recovery =>
+            {
+                self.set_mode(Mode::Operational)
+            }
+            _ => None,
+        }
+    }
+
+    fn update_default(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
+        let c = &phys.cfg;
+        let dt_s = self.advance(now);
+        self.updates = self.updates.saturating_add(1);
+
+        self.fast.push(raw, (-dt_s / phys.tau_fast).exp());
+        self.slow.push(raw, (-dt_s / phys.tau_slow).exp());
+        let p = phys.pressure(self.fast.mean());
+        let over = positive_norm(p);
+        let gap = over - positive_norm(phys.pressure(self.slow.mean()));
+        self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
+
+        let decay = (-c.scar_decay * dt_s).exp();
+        let trauma = if over > c.critical_pressure { c.scar_rate / c.scar_decay * (1.0 - decay) } else { 0.0 };
+        self.scar = (self.scar * decay + trauma).clamp(0.0, c.scar_max);
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
+        self.resistance = r.clamp(c.r_base, c.r_max);
+        self.pressure = p;
+
+        let healthy = over <= c.critical_pressure;
+        if self.mode == Mode::Operational && healthy && self.resistance < self.break_point {
+            self.tuner.observe_robust(self.resistance, dt_s, phys);
+            (self.break_point, self.recovery) = self.tuner.points(phys, c.tuner.min_sd);
+        }
+
+        match self.mode {
+            Mode::Bootstrap => {
+                if self.updates >= u64::from(c.bootstrap_updates) {
+                    return self.set_mode(Mode::Operational);
+                }
+                None
+            }
+            Mode::Operational if self.resistance >= self.break_point => self.trip(phys, now),
+            Mode::Operational => None,
+            Mode::Open if now >= self.open_until => {
+                let change = self.set_mode(Mode::HalfOpen);
+                self.probe(phys, raw, now).or(change)
+            }
+            Mode::Open => None,
+            Mode::HalfOpen => self.probe(phys, raw, now),
+        }
+    }
+
+    /// A sample while half-open is a probe: one unhealthy probe re-trips; enough healthy
+    /// ones in a row, with resistance back under the recovery point, close.
+    fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
+        let c = &phys.cfg;
+        if positive_norm(phys.pressure(raw)) > c.critical_pressure || self.resistance >= self.break_point {
+            return self.trip(phys, now);
+        }
+        self.probe_ok = self.probe_ok.saturating_add(1);
+        if self.probe_ok >= c.half_open.close_after && self.resistance < self.recovery {
+            return self.set_mode(Mode::Operational);
+        }
+        None
+    }
+
+    /// Opens the route for `open_base * factor^(recent trips)`, capped at `open_max`.
+    fn trip(&mut self, phys: &Physics, now: Timestamp) -> Option<Change> {
+        let h = &phys.cfg.half_open;
+        let age = now.saturating_since(self.trips_at).as_secs_f64();
+        let previous = self.trips * (-phys.backoff_lambda * age).exp();
+        self.trips = (previous + 1.0).min(64.0);
+        self.trips_at = now;
+        let secs = (h.open_base.as_secs_f64() * h.backoff_factor.powf(previous)).min(h.open_max.as_secs_f64());
+        self.open_until = now.saturating_add(std::time::Duration::from_secs_f64(secs));
+        self.set_mode(Mode::Open)
+    }
+
+    /// The probe quota while half-open: doubles with each healthy probe in a row.
+    pub fn probe_quota(&self, phys: &Physics) -> u32 {
+        let h = &phys.cfg.half_open;
+        let shift = self.probe_ok.min(31);
+        h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
+    }
+
+    pub fn set_mode(&mut self, to: Mode) -> Option<Change> {
+        let from = self.mode;
+        if from == to {
+            return None;
+        }
+        self.mode = to;
+        if to == Mode::HalfOpen || to == Mode::Open {
+            self.probe_ok = 0;
+        }
+        Some(Change { from, to })
+    }
+}
+
+/// `R - S (1 - e^(-λ age))`: what resistance would be after `age` seconds of healing.
+pub(crate) fn decayed_resistance(phys: &Physics, resistance: f64, scar: f64, age_s: f64) -> f64 {
+    if scar <= 0.0 || age_s <= 0.0 || phys.cfg.model == Model::Reference {
+        return resistance;
+    }
+    (resistance - scar * (1.0 - (-phys.cfg.scar_decay * age_s).exp())).max(phys.cfg.r_base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_state_fits_in_256_bytes() {
+        assert!(std::mem::size_of::<RouteState>() <= 256, "{}", std::mem::size_of::<RouteState>());
+    }
+
+    #[test]
+    fn pressure_zero_for_bad_baseline_or_input() {
+        let mut cfg = PhysicsConfig::reference();
+        cfg.baseline.latency = 0.0; // bypasses validate on purpose: the formula's own guard
+        let phys = Physics::new(cfg);
+        let p = phys.pressure([500.0, f64::NAN, 0.5]);
+        assert_eq!(p, [0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn smoother_is_rate_invariant() {
+        // One second of samples of 1.0 at 10/s and at 1000/s: the same mean afterwards.
+        let tau = 0.25;
+        let run = |rate: u32| {
+            let mut s = Smoother::default();
+            for _ in 0..(rate * 4) {
+                s.push([0.0; 3], (-(1.0 / f64::from(rate)) / tau).exp());
+            }
+            for _ in 0..(rate / 10) {
+                s.push([1.0; 3], (-(1.0 / f64::from(rate)) / tau).exp());
+            }
+            s.mean()[0]
+        };
+        let (slow, fast) = (run(10), run(1000));
+        assert!((slow - fast).abs() < 0.12, "{slow} vs {fast}");
+    }
+}
