@@ -221,6 +221,10 @@ pub struct PhysicsConfig {
     pub momentum_weight: f64,
     /// Default model: upper clamp of momentum (pressure per second).
     pub momentum_max: f64,
+    /// Default model: trauma accrues up to `1 + momentum_scar` times faster while momentum
+    /// is at its clamp (`σ' = σ (1 + momentum_scar * M / momentum_max)`), so that the mark a
+    /// fast ramp leaves outlasts the ramp.
+    pub momentum_scar: f64,
     /// Scar decay rate `lambda` (per second). Half-life is `ln 2 / lambda`.
     pub scar_decay: f64,
     /// Trauma `sigma`: reference, ohms added per over-pressured update; default model,
@@ -262,21 +266,24 @@ impl Default for PhysicsConfig {
             model: Model::Default,
             r_base: 10.0,
             r_max: 1_000.0,
-            baseline: Channels { latency: 100.0, error: 0.01, saturation: 0.5 },
-            gain: Channels { latency: 1.0, error: 1.0, saturation: 1.0 },
+            // Per-request outcomes are smoothed over a short window, where a 1% target cannot
+            // be told from noise: the default model aims at 5% with half the gain.
+            baseline: Channels { latency: 100.0, error: 0.05, saturation: 0.5 },
+            gain: Channels { latency: 1.0, error: 0.5, saturation: 1.0 },
             criticality: Channels { latency: 5.0, error: 8.0, saturation: 3.0 },
-            momentum_weight: 20.0,
-            momentum_max: 2.0,
+            momentum_weight: 48.0,
+            momentum_max: 0.25,
+            momentum_scar: 2.0,
             scar_decay: std::f64::consts::LN_2 / 5.0,
-            scar_rate: 20.0,
+            scar_rate: 8.0,
             scar_max: 100.0,
             critical_pressure: 0.7,
             bootstrap_updates: 10,
             static_break: 50.0,
             static_recovery: 25.0,
             soft_limit: 1.0,
-            smoothing: Duration::from_millis(250),
-            smoothing_slow: Duration::from_secs(1),
+            smoothing: Duration::from_millis(500),
+            smoothing_slow: Duration::from_secs(4),
             keepalive: Duration::from_secs(1),
             tuner: TunerConfig::default(),
             half_open: HalfOpenConfig::default(),
@@ -293,12 +300,15 @@ impl PhysicsConfig {
             r_max: 1e12,
             momentum_weight: 20.0,
             momentum_max: f64::MAX,
+            momentum_scar: 0.0,
             scar_decay: 0.1,
             scar_rate: 5.0,
             scar_max: 1e12,
             static_break: 100.0,
             static_recovery: 50.0,
             soft_limit: 0.8,
+            baseline: Channels { latency: 100.0, error: 0.01, saturation: 0.5 },
+            gain: Channels { latency: 1.0, error: 1.0, saturation: 1.0 },
             tuner: TunerConfig { ceiling: 500.0, ..TunerConfig::default() },
             ..PhysicsConfig::default()
         }
@@ -358,6 +368,7 @@ impl PhysicsConfig {
         non_negative("criticality.saturation", self.criticality.saturation)?;
         non_negative("momentum_weight", self.momentum_weight)?;
         positive("momentum_max", self.momentum_max)?;
+        non_negative("momentum_scar", self.momentum_scar)?;
         positive("scar_decay", self.scar_decay)?;
         non_negative("scar_rate", self.scar_rate)?;
         positive("scar_max", self.scar_max)?;

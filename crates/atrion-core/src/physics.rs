@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | pressure `p_j` | `tanh(k (x_j - b_j) / b_j)` of the sample | same, of the time-smoothed telemetry |
 //! | momentum `M` | `\|P_now - P_two_back\| / dt_ms` | rising gap of fast and slow smoothing, per second, clamped |
-//! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ/λ)(1 - e^(-λ dt))` while over-pressured: per second |
+//! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ'/λ)(1 - e^(-λ dt))` while over-pressured: per second, `σ' = σ (1 + m_s M / M_max)` |
 //! | tuner | one EMA shared by all routes | per route, time-weighted, winsorised, frozen while unhealthy |
 //! | open | until telemetry says healthy | timed, then half-open with a ramping probe quota |
 
@@ -173,6 +173,8 @@ pub(crate) struct RouteState {
     /// The latest `now` seen; never moves backwards (the clock-skew rule).
     pub last: Timestamp,
     pub seen: bool,
+    /// Default: the previous update was over-pressured.
+    pub was_over: bool,
     pub pressure: [f64; 3],
     pub momentum: f64,
     pub scar: f64,
@@ -201,6 +203,7 @@ impl RouteState {
             updates: 0,
             last: Timestamp::ZERO,
             seen: false,
+            was_over: false,
             pressure: [0.0; 3],
             momentum: 0.0,
             scar: 0.0,
@@ -304,7 +307,17 @@ impl RouteState {
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         let decay = (-c.scar_decay * dt_s).exp();
-        let trauma = if over > c.critical_pressure { c.scar_rate / c.scar_decay * (1.0 - decay) } else { 0.0 };
+        // Trauma accrues per second of over-pressure, whatever the sample rate, and up to
+        // `1 + momentum_scar` times faster while pressure is still rising: tanh saturates pressure within
+        // a fraction of a second of a fast ramp, so momentum must leave a mark in the scar,
+        // which outlasts the ramp, to make a fast ramp trip earlier than a slow one.
+        let rate = c.scar_rate * (1.0 + c.momentum_scar * self.momentum / c.momentum_max);
+        // Trapezoid rule: an interval that ends over-pressured but began healthy counts half,
+        // so a slow sample rate does not charge the whole gap to the first bad sample.
+        let is_over = over > c.critical_pressure;
+        let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.was_over))) / 2.0;
+        self.was_over = is_over;
+        let trauma = share * rate / c.scar_decay * (1.0 - decay);
         self.scar = (self.scar * decay + trauma).clamp(0.0, c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
@@ -338,7 +351,9 @@ impl RouteState {
     /// ones in a row, with resistance back under the recovery point, close.
     fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
         let c = &phys.cfg;
-        if positive_norm(phys.pressure(raw)) > c.critical_pressure || self.resistance >= self.break_point {
+        // Only the probe's own health counts: resistance may still be high from scar that is
+        // healing, which is what the recovery point below is for.
+        if positive_norm(phys.pressure(raw)) > c.critical_pressure {
             return self.trip(phys, now);
         }
         self.probe_ok = self.probe_ok.saturating_add(1);

@@ -1,0 +1,326 @@
+//! `Model::Default` fixes each flaw of the reference (SPEC 9.2). Each fix is a property
+//! written once for both models: the test asserts it holds for the default model and that
+//! it does not hold for the reference, so the flaw and its fix are both on record.
+
+use std::time::Duration;
+
+use atrion_core::{
+    CollectorObserver, Engine, EngineLimits, Mode, Model, PhysicsConfig, PhysicsVector, Priority, Reason, Telemetry,
+    Timestamp,
+};
+
+use super::{drive, engine, healthy, ms, outage};
+
+fn secs(t: f64) -> Timestamp {
+    Timestamp::from_nanos((t * 1e9).round() as u64)
+}
+
+/// Seconds from the start of an outage to the trip, after 10 s of health, at `rate`/s.
+fn outage_trip_delay(model: Model, rate: f64) -> f64 {
+    let e = engine(model);
+    drive(&e, "r", rate, 0.0, 10.0, |_| healthy());
+    drive(&e, "r", rate, 10.0, 30.0, |_| outage()).expect("an outage trips") - 10.0
+}
+
+/// Flaw 1: the same outage trips within 25% of the same wall time at 10, 100 and 10,000/s.
+fn rate_invariant(model: Model) -> bool {
+    let delays = [10.0, 100.0, 10_000.0].map(|rate| outage_trip_delay(model, rate));
+    let (lo, hi) = delays.iter().fold((f64::MAX, 0f64), |(lo, hi), d| (lo.min(*d), hi.max(*d)));
+    println!("{model:?}: trip delays {delays:?}");
+    hi <= 1.25 * lo
+}
+
+#[test]
+fn fix_1_scar_is_rate_invariant() {
+    assert!(rate_invariant(Model::Default));
+    assert!(!rate_invariant(Model::Reference), "the reference's per-update trauma depends on rate");
+}
+
+/// Peak contribution of momentum (ohms) while latency ramps from 100 ms to 1 s in `secs`.
+fn peak_momentum_ohms(model: Model, ramp_secs: f64) -> f64 {
+    let e = engine(model);
+    drive(&e, "r", 100.0, 0.0, 10.0, |_| Telemetry::new(100.0, 0.01, 0.5).unwrap());
+    let mut peak: f64 = 0.0;
+    for i in 0..(ramp_secs * 100.0) as u64 {
+        let t = 10.0 + i as f64 / 100.0;
+        let latency = 100.0 + 900.0 * (t - 10.0) / ramp_secs;
+        e.report("r", Telemetry::new(latency, 0.01, 0.5).unwrap(), secs(t));
+        peak = peak.max(e.snapshot("r").unwrap().momentum * e.config().momentum_weight);
+    }
+    peak
+}
+
+#[test]
+fn fix_2_momentum_matters() {
+    // A fast ramp (1 s) lifts R by a visible share of the way to the break; the
+    // reference's per-millisecond momentum is below one ohm.
+    let default_fast = peak_momentum_ohms(Model::Default, 1.0);
+    let default_slow = peak_momentum_ohms(Model::Default, 100.0);
+    assert!(default_fast >= 5.0, "{default_fast}");
+    assert!(default_fast > 3.0 * default_slow, "fast {default_fast} vs slow {default_slow}");
+    assert!(peak_momentum_ohms(Model::Reference, 1.0) < 1.0);
+}
+
+/// Seconds from the start of a latency ramp (20 ms to 1 s over `ramp_secs`) to the trip.
+fn ramp_trip(ramp_secs: f64, momentum: bool) -> f64 {
+    let mut cfg = PhysicsConfig::default();
+    if !momentum {
+        cfg.momentum_weight = 0.0;
+        cfg.momentum_scar = 0.0;
+    }
+    let e = Engine::new(cfg).unwrap();
+    drive(&e, "r", 100.0, 0.0, 10.0, |_| healthy());
+    let latency = |t: f64| (20.0 + 1_000.0 * (t - 10.0) / ramp_secs).min(1_000.0);
+    drive(&e, "r", 100.0, 10.0, 100.0, |t| Telemetry::new(latency(t), 0.0, 0.3).unwrap()).expect("trips") - 10.0
+}
+
+#[test]
+fn fix_2_momentum_makes_a_ramp_trip_earlier() {
+    for ramp in [1.0, 5.0] {
+        let (with, without) = (ramp_trip(ramp, true), ramp_trip(ramp, false));
+        assert!(with <= 0.8 * without, "{ramp} s ramp: with momentum {with} s, without {without} s");
+    }
+}
+
+/// Trips a route, then sends no telemetry at all; does a request get through later?
+fn recovers_without_traffic(model: Model) -> bool {
+    let e = engine(model);
+    drive(&e, "r", 100.0, 0.0, 10.0, |_| healthy());
+    drive(&e, "r", 100.0, 10.0, 15.0, |_| outage()).unwrap();
+    (0..10).any(|k| e.decide("r", secs(60.0 + k as f64), Priority::Normal).is_admitted())
+}
+
+#[test]
+fn fix_3_an_open_route_half_opens_on_a_timer() {
+    assert!(recovers_without_traffic(Model::Default));
+    assert!(!recovers_without_traffic(Model::Reference), "the reference never leaves open without telemetry");
+}
+
+/// A route with noisy but healthy latency, then a 2 s ramp to a sustained step. Scar is
+/// switched off (P_crit out of reach) and momentum too, so only the tuner decides.
+fn step_trips(model: Model) -> (bool, f64, f64) {
+    let mut cfg = PhysicsConfig::for_model(model);
+    cfg.critical_pressure = 1.7;
+    cfg.momentum_weight = 0.0;
+    cfg.tuner.floor = 10.5;
+    cfg.tuner.recovery_floor = 10.2;
+    cfg.tuner.min_sd = 0.1;
+    let e = Engine::new(cfg).unwrap();
+    drive(&e, "r", 20.0, 0.0, 120.0, |t| {
+        Telemetry::new(if (t * 20.0).round() as u64 % 2 == 0 { 100.0 } else { 140.0 }, 0.01, 0.5).unwrap()
+    });
+    let before = e.status("r").unwrap().break_point;
+    let tripped = drive(&e, "r", 20.0, 120.0, 135.0, |t| {
+        Telemetry::new((120.0 + 90.0 * (t - 120.0)).min(300.0), 0.01, 0.5).unwrap()
+    })
+    .is_some();
+    (tripped, before, e.status("r").unwrap().break_point)
+}
+
+#[test]
+fn fix_4_the_tuner_does_not_explain_away_a_step() {
+    let (tripped, before, after) = step_trips(Model::Default);
+    assert!(tripped, "default trips on the step (break {before} -> {after})");
+    assert!((after - before).abs() < 0.5, "frozen: {before} -> {after}");
+    let (tripped, before, after) = step_trips(Model::Reference);
+    assert!(!tripped, "the reference's break follows the step");
+    assert!(after > before + 0.3, "{before} -> {after}");
+}
+
+/// Route b's break point after route a went through chaos, against b's own before.
+fn tuner_isolated(model: Model) -> bool {
+    let e = engine(model);
+    for k in 0..1_000u64 {
+        e.report("b", healthy(), ms(k * 10));
+    }
+    let before = e.status("b").unwrap().break_point;
+    for k in 0..2_000u64 {
+        let t = if (k / 50) % 2 == 0 { healthy() } else { outage() };
+        e.report("a", t, ms(10_000 + k * 10));
+    }
+    e.report("b", healthy(), ms(30_000));
+    e.status("b").unwrap().break_point == before
+}
+
+#[test]
+fn fix_4_each_route_has_its_own_tuner() {
+    assert!(tuner_isolated(Model::Default));
+    assert!(!tuner_isolated(Model::Reference), "the reference shares one tuner");
+}
+
+/// Largest resistance seen under absurd but valid telemetry, a microsecond apart.
+fn peak_resistance(model: Model) -> f64 {
+    let e = engine(model);
+    let mut peak: f64 = 0.0;
+    for k in 0..400u64 {
+        let t = if k % 3 == 0 { Telemetry::new(0.0, 0.0, 0.0) } else { Telemetry::new(1e9, 1.0, 1.0) };
+        peak = peak.max(e.report("r", t.unwrap(), Timestamp::from_micros(k)).resistance);
+    }
+    peak
+}
+
+#[test]
+fn fix_6_resistance_is_clamped() {
+    assert!(peak_resistance(Model::Default) <= PhysicsConfig::default().r_max);
+    assert!(peak_resistance(Model::Reference) > PhysicsConfig::default().r_max, "the reference has no clamp");
+}
+
+#[test]
+fn fix_6_clock_skew_has_a_rule() {
+    for model in [Model::Reference, Model::Default] {
+        let e = engine(model);
+        drive(&e, "r", 100.0, 0.0, 10.0, |_| healthy());
+        drive(&e, "r", 100.0, 10.0, 10.3, |_| outage());
+        let before = e.snapshot("r").unwrap();
+        // A sample stamped 5 s in the past: no time passes, nothing heals, time stays put.
+        e.report("r", healthy(), secs(5.0));
+        let after = e.snapshot("r").unwrap();
+        assert_eq!(after.timestamp, before.timestamp, "{model:?}");
+        assert!(after.scar >= before.scar * (1.0 - 1e-12), "{model:?}: no healing from a skewed sample");
+        assert!(after.resistance.is_finite() && after.momentum.is_finite());
+        assert_eq!(e.stats().clock_skews, 1);
+    }
+}
+
+// ---- the default model's open, half-open and backoff ----
+
+fn tripped_engine() -> (Engine<CollectorObserver>, Timestamp) {
+    let e = Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), CollectorObserver::new()).unwrap();
+    for k in 0..1_000u64 {
+        e.report("r", healthy(), ms(k * 10));
+    }
+    let mut t = 10_000;
+    while e.report("r", outage(), ms(t)).mode != Mode::Open {
+        t += 10;
+    }
+    (e, ms(t))
+}
+
+#[test]
+fn open_sheds_with_the_remaining_interval_as_hint() {
+    let (e, at) = tripped_engine();
+    let until = e.status("r").unwrap().open_until;
+    assert_eq!(until.saturating_since(at), Duration::from_secs(2), "first trip: open_base");
+    let d = e.decide("r", at + Duration::from_millis(500), Priority::Critical);
+    assert_eq!((d.is_admitted(), d.reason), (false, Reason::Open));
+    assert_eq!(d.retry_after, Some(Duration::from_millis(1_500)));
+}
+
+#[test]
+fn half_open_probe_quota_ramps_with_health_then_closes() {
+    let (e, at) = tripped_engine();
+    let mut now = e.status("r").unwrap().open_until;
+    let window = Duration::from_millis(500);
+    let mut quotas = Vec::new();
+    // Scar heals while the route probes; count admitted probes per window.
+    for _ in 0..80 {
+        let admitted: Vec<_> = (0..100).filter(|_| e.decide("r", now, Priority::Normal).is_admitted()).collect();
+        quotas.push(admitted.len());
+        for _ in &admitted {
+            e.report("r", healthy(), now);
+        }
+        if e.status("r").unwrap().mode == Mode::Operational {
+            break;
+        }
+        now = now + window;
+    }
+    assert_eq!(quotas[0], 1, "half-open starts with probe_min");
+    assert!(quotas.windows(2).all(|w| w[1] >= w[0]), "the quota never shrinks while probes succeed: {quotas:?}");
+    assert!(quotas.iter().any(|&q| q >= 8), "{quotas:?}");
+    let s = e.status("r").unwrap();
+    assert_eq!(s.mode, Mode::Operational, "closes once R < recovery: {quotas:?}");
+    let t = e.observer().transitions();
+    let modes: Vec<_> = t.iter().map(|(_, _, from, to)| (*from, *to)).collect();
+    assert_eq!(
+        modes,
+        vec![
+            (Mode::Bootstrap, Mode::Operational),
+            (Mode::Operational, Mode::Open),
+            (Mode::Open, Mode::HalfOpen),
+            (Mode::HalfOpen, Mode::Operational)
+        ],
+        "each transition reported exactly once"
+    );
+    assert!(t[1].1 == at);
+}
+
+#[test]
+fn a_failed_probe_retrips_with_backoff_that_decays_slowly() {
+    let (e, _) = tripped_engine();
+    let first = e.status("r").unwrap().open_until;
+    assert!(e.decide("r", first, Priority::Normal).is_admitted());
+    e.report("r", outage(), first);
+    let s = e.status("r").unwrap();
+    assert_eq!(s.mode, Mode::Open);
+    let second = s.open_until.saturating_since(first);
+    assert!(second > Duration::from_millis(3_900) && second <= Duration::from_secs(4), "doubled: {second:?}");
+
+    // Heal fully, close, stay healthy for one backoff half-life (120 s), trip again: the
+    // backoff has decayed by half, not been reset.
+    let mut now = s.open_until;
+    while e.status("r").unwrap().mode != Mode::Operational {
+        if e.decide("r", now, Priority::Normal).is_admitted() {
+            e.report("r", healthy(), now);
+        }
+        now = now + Duration::from_millis(10);
+    }
+    let healed_at = now;
+    let trips_before = e.snapshot("r").unwrap().trips;
+    now = secs(healed_at.as_nanos() as f64 / 1e9 + 120.0);
+    e.report("r", healthy(), now);
+    while e.report("r", outage(), now).mode != Mode::Open {
+        now = now + Duration::from_millis(10);
+    }
+    let third = e.status("r").unwrap().open_until.saturating_since(now);
+    assert!(third > Duration::from_secs(2), "backoff not reset on close: {third:?} (trips was {trips_before})");
+    assert!(third < Duration::from_secs(4), "but decays: {third:?}");
+}
+
+#[test]
+fn priority_sheds_bulk_first_and_critical_last() {
+    let e = engine(Model::Default);
+    let now = ms(1_000);
+    let v = PhysicsVector {
+        model: Model::Default,
+        mode: Mode::Operational,
+        resistance: 24.0,
+        scar: 0.0,
+        momentum: 0.0,
+        pressure: [0.0; 3],
+        break_point: 30.0,
+        recovery: 15.0,
+        tuner_samples: 100,
+        tuner_weight: 100.0,
+        tuner_mean: 10.0,
+        tuner_var: 0.0,
+        updates: 1_000,
+        trips: 0.0,
+        open_until: Timestamp::ZERO,
+        timestamp: now,
+    };
+    e.restore("r", &v, now).unwrap();
+    // Thresholds on the way from 10 to 30: bulk 16, low 20, normal 25, high 28.
+    e.decide("r", now, Priority::Bulk); // takes this second's keep-alive slot
+    let admitted: Vec<bool> = Priority::ALL.iter().map(|p| e.decide("r", now, *p).is_admitted()).collect();
+    assert_eq!(admitted, vec![true, true, true, false, false]);
+    let low = e.decide("r", now, Priority::Low);
+    assert_eq!(low.reason, Reason::Overloaded);
+    assert!(low.retry_after.is_some());
+}
+
+#[test]
+fn a_shed_route_keeps_one_request_per_keepalive_flowing() {
+    let e = engine(Model::Default);
+    drive(&e, "r", 100.0, 0.0, 10.0, |_| healthy());
+    // Scar without tripping: restore a vector above the bulk threshold.
+    let mut v = e.snapshot("r").unwrap();
+    v.scar = 12.0;
+    v.resistance = 22.0;
+    e.restore("r", &v, secs(10.0)).unwrap();
+    let admitted: Vec<_> = (0..2_000u64)
+        .map(|k| e.decide("r", secs(10.0 + k as f64 * 0.001), Priority::Bulk))
+        .filter(|d| d.is_admitted())
+        .collect();
+    assert_eq!(admitted.len(), 2, "one per second over two seconds");
+    assert!(admitted.iter().all(|d| d.reason == Reason::Keepalive));
+}

@@ -1,0 +1,188 @@
+//! Golden tests of `Model::Reference`, each expected value written out from the formulas of
+//! SPEC 9.1, independently of the implementation.
+
+use atrion_core::{CollectorObserver, Engine, EngineLimits, Mode, Model, PhysicsConfig, Priority, Reason, Telemetry};
+
+use super::{engine, ms};
+
+const W_LAT: f64 = 1.791_759_469_228_055; // ln(1 + 5)
+const W_ERR: f64 = 2.197_224_577_336_219_6; // ln(1 + 8)
+
+/// Baseline telemetry: every channel exactly at its baseline, so p = 0.
+fn at_baseline() -> Telemetry {
+    Telemetry::new(100.0, 0.01, 0.5).unwrap()
+}
+
+/// Ten baseline updates, 100 ms apart, at t = 0.0 .. 0.9 s.
+fn bootstrapped(e: &Engine<impl atrion_core::PhysicsObserver>) {
+    for i in 0..10 {
+        let s = e.report("r", at_baseline(), ms(i * 100));
+        assert_eq!(s.resistance, 12.0, "bootstrap R = 1.2 R_base");
+    }
+}
+
+#[test]
+fn bootstrap_lasts_ten_updates_at_1_2_r_base() {
+    let e =
+        Engine::with_observer(PhysicsConfig::reference(), EngineLimits::default(), CollectorObserver::new()).unwrap();
+    for i in 0..9 {
+        let s = e.report("r", Telemetry::new(5_000.0, 1.0, 1.0).unwrap(), ms(i * 100));
+        assert_eq!((s.mode, s.resistance, s.scar), (Mode::Bootstrap, 12.0, 0.0), "update {}", i + 1);
+    }
+    let s = e.report("r", at_baseline(), ms(900));
+    assert_eq!(s.mode, Mode::Operational);
+    assert_eq!(e.observer().transitions(), vec![("r".to_owned(), ms(900), Mode::Bootstrap, Mode::Operational)]);
+}
+
+#[test]
+fn resistance_momentum_and_scar_follow_the_formulas() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    let slow = Telemetry::new(200.0, 0.01, 0.5).unwrap(); // p = (tanh 1, 0, 0)
+    let p = 1f64.tanh();
+    assert!(p > 0.7, "|P+| above P_crit, so each update scars");
+
+    // Update 11 at 1.0 s: two back is update 9 (p = 0); dt = 100 ms.
+    let m = p / 100.0;
+    let s1 = 5.0;
+    let r = e.report("r", slow, ms(1_000));
+    assert!((r.resistance - (10.0 + W_LAT * p + 20.0 * m + s1)).abs() < 1e-12, "{}", r.resistance);
+    assert!((e.snapshot("r").unwrap().momentum - m).abs() < 1e-15);
+
+    // Update 12 at 1.1 s: two back is update 10 (p = 0) again.
+    let s2 = s1 * (-0.1f64 * 0.1).exp() + 5.0;
+    let r = e.report("r", slow, ms(1_100));
+    assert!((r.scar - s2).abs() < 1e-12);
+    assert!((r.resistance - (10.0 + W_LAT * p + 20.0 * m + s2)).abs() < 1e-12);
+
+    // Update 13 at 1.3 s: two back is update 11, the same pressure: no momentum.
+    let s3 = s2 * (-0.1f64 * 0.2).exp() + 5.0;
+    let r = e.report("r", slow, ms(1_300));
+    assert_eq!(e.snapshot("r").unwrap().momentum, 0.0);
+    assert!((r.resistance - (10.0 + W_LAT * p + s3)).abs() < 1e-12);
+}
+
+#[test]
+fn momentum_is_zero_when_no_time_passes() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    e.report("r", Telemetry::new(400.0, 0.01, 0.5).unwrap(), ms(900));
+    assert_eq!(e.snapshot("r").unwrap().momentum, 0.0);
+}
+
+#[test]
+fn negative_pressure_never_scars_and_r_floors_at_base() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    let r = e.report("r", Telemetry::new(0.0, 0.0, 0.0).unwrap(), ms(1_000));
+    // p = tanh(-1) on each channel: sum w p < 0, so R = max(R_base, ...) = R_base
+    // (momentum |p - 0| / 100 is too small to lift it back).
+    let p = (-1f64).tanh();
+    let raw = 10.0 + (W_LAT + W_ERR + 4f64.ln()) * p + 20.0 * (3.0 * p * p).sqrt() / 100.0;
+    assert!(raw < 10.0);
+    assert_eq!((r.resistance, r.scar), (10.0, 0.0));
+}
+
+#[test]
+fn trips_at_the_static_break_and_recovers_below_recovery() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    let bad = Telemetry::new(100.0, 0.02, 0.5).unwrap(); // p = (0, tanh 1, 0)
+    let p = 1f64.tanh();
+    // By hand: S_n = S_(n-1) e^(-0.01) + 5 at 100 ms steps; the first update also carries
+    // momentum p / 100 (two back is a baseline sample), the second too, then none.
+    let mut scar = 0.0;
+    let mut expected_trip = None;
+    for n in 1..=40u64 {
+        scar = scar * (-0.01f64).exp() + 5.0;
+        let m = if n <= 2 { p / 100.0 } else { 0.0 };
+        let r = 10.0 + W_ERR * p + 20.0 * m + scar;
+        if r >= 100.0 {
+            expected_trip = Some(n);
+            break;
+        }
+    }
+    let expected_trip = expected_trip.unwrap();
+    let mut tripped = None;
+    for n in 1..=40u64 {
+        let s = e.report("r", bad, ms(900 + n * 100));
+        if s.mode == Mode::Open {
+            tripped = Some(n);
+            break;
+        }
+    }
+    assert_eq!(tripped, Some(expected_trip));
+    assert_eq!(e.status("r").unwrap().break_point, 100.0, "static break for the first 50 tuner samples");
+
+    // Healthy again: |P| = |(tanh -0.5, tanh -1, tanh -0.5)| > P_crit, so only R < 50 closes.
+    let good = Telemetry::new(50.0, 0.0, 0.25).unwrap();
+    let t0 = 900 + expected_trip * 100;
+    let mut closed_at = None;
+    for k in 1..=400u64 {
+        let s = e.report("r", good, ms(t0 + k * 100));
+        let recovery = e.snapshot("r").unwrap().recovery;
+        if s.mode == Mode::Operational {
+            closed_at = Some((s.resistance, recovery));
+            break;
+        }
+        assert!(s.resistance >= recovery, "still open only while R >= recovery");
+    }
+    // Once the shared tuner has 50 samples, recovery = max(15, 0.5 * learned break).
+    let (r, recovery) = closed_at.expect("recovers once R < recovery");
+    assert!(r < recovery, "{r} < {recovery}");
+}
+
+#[test]
+fn open_route_stays_open_without_telemetry() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    for n in 1..=30 {
+        e.report("r", Telemetry::new(1_000.0, 1.0, 1.0).unwrap(), ms(900 + n * 100));
+    }
+    assert_eq!(e.status("r").unwrap().mode, Mode::Open);
+    // An hour later, with no telemetry in between, it is still open: no timer, no half-open.
+    let d = e.decide("r", ms(3_600_000), Priority::Critical);
+    assert_eq!((d.is_admitted(), d.reason, d.mode), (false, Reason::Open, Mode::Open));
+}
+
+#[test]
+fn decision_uses_voltage_and_the_soft_limit() {
+    let e = engine(Model::Reference);
+    bootstrapped(&e);
+    // R = 12 after bootstrap: voltage must exceed it.
+    let now = ms(950);
+    assert!(e.decide("r", now, Priority::Critical).is_admitted());
+    assert!(e.decide("r", now, Priority::High).is_admitted());
+    assert!(e.decide("r", now, Priority::Normal).is_admitted());
+    let low = e.decide("r", now, Priority::Low);
+    assert_eq!((low.is_admitted(), low.reason), (false, Reason::Overloaded));
+    assert!(!e.decide("r", now, Priority::Bulk).is_admitted());
+
+    // Push R above 0.8 * 100 without tripping: the v1 guard sheds even critical traffic.
+    let bad = Telemetry::new(100.0, 0.02, 0.5).unwrap();
+    let mut n = 0;
+    while e.status("r").unwrap().resistance <= 80.0 {
+        n += 1;
+        e.report("r", bad, ms(900 + n * 100));
+    }
+    let s = e.status("r").unwrap();
+    assert!(s.resistance < 100.0 && s.mode == Mode::Operational);
+    let d = e.decide("r", ms(900 + n * 100), Priority::Critical);
+    assert_eq!((d.is_admitted(), d.reason), (false, Reason::SoftLimit));
+}
+
+#[test]
+fn one_tuner_is_shared_by_all_routes() {
+    let e = engine(Model::Reference);
+    // 60 operational samples on route a, none on b beyond its bootstrap.
+    for i in 0..70 {
+        e.report("a", at_baseline(), ms(i * 100));
+    }
+    for i in 0..10 {
+        e.report("b", at_baseline(), ms(i * 100));
+    }
+    let b = e.report("b", at_baseline(), ms(7_000));
+    // The tuner has 61 samples of R = 10 (mean 10, var 0): break = clamp(10, 30, 500).
+    assert_eq!(e.snapshot("b").unwrap().tuner_samples, 61);
+    assert_eq!(b.break_point, 30.0);
+}
