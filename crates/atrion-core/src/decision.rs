@@ -164,7 +164,7 @@ where
     let mut total = 0.0;
     for r in iter.clone().flatten().filter(|r| r.is_finite()) {
         if r < min {
-            total = total * (-beta * (min - r)).exp();
+            total *= (-beta * (min - r)).exp();
             min = r;
         }
         total += (-beta * (r - min)).exp();

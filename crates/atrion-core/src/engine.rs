@@ -652,3 +652,16 @@ impl<O: PhysicsObserver> RouteHandle<'_, O> {
         self.cell.status()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_route_memory_is_bounded() {
+        // The physics state itself, which a snapshot carries.
+        assert!(std::mem::size_of::<RouteState>() <= 256, "RouteState: {}", std::mem::size_of::<RouteState>());
+        // With its published view and lock, the whole cell (the name aside).
+        assert!(std::mem::size_of::<RouteCell>() <= 384, "RouteCell: {}", std::mem::size_of::<RouteCell>());
+    }
+}

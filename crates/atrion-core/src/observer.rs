@@ -93,6 +93,12 @@ pub trait PhysicsObserver: Send + Sync {
     fn on_event(&self, event: &Event<'_>);
 }
 
+/// The unit observer ignores everything, like [`SilentObserver`].
+impl PhysicsObserver for () {
+    #[inline(always)]
+    fn on_event(&self, _event: &Event<'_>) {}
+}
+
 impl<T: PhysicsObserver + ?Sized> PhysicsObserver for &T {
     fn on_event(&self, event: &Event<'_>) {
         (**self).on_event(event)

@@ -1,1 +1,192 @@
+//! The engine as a shared, bounded, concurrent table of routes.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrion_core::{
+    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Mode, Model, OVERFLOW_ROUTE, OwnedEvent,
+    PhysicsConfig, PhysicsVector, Priority, Telemetry, Timestamp,
+};
+
+use super::{drive, engine, healthy, ms, outage};
+
+fn limits(max_routes: usize, idle: Duration) -> EngineLimits {
+    let mut l = EngineLimits::default();
+    l.max_routes = max_routes;
+    l.idle_timeout = idle;
+    l
+}
+
+#[test]
+fn engine_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    assert_send_sync::<Engine<CollectorObserver>>();
+}
+
+#[test]
+fn rejects_an_invalid_config() {
+    let mut cfg = PhysicsConfig::default();
+    cfg.tuner.floor = 1e6;
+    assert!(Engine::new(cfg).is_err());
+    assert!(Engine::with_observer(PhysicsConfig::default(), limits(0, Duration::from_secs(1)), ()).is_err());
+}
+
+#[test]
+fn unknown_routes_and_bad_ids_are_typed_errors() {
+    let e = engine(Model::Default);
+    assert_eq!(e.status("nope"), Err(EngineError::UnknownRoute { route: "nope".into() }));
+    assert!(matches!(e.snapshot("nope"), Err(EngineError::UnknownRoute { .. })));
+    assert!(matches!(e.route("", ms(0)), Err(EngineError::InvalidRouteId { len: 0 })));
+    let long = "x".repeat(2_000);
+    assert!(matches!(e.route(&long, ms(0)), Err(EngineError::InvalidRouteId { len: 2_000 })));
+    // Deciding on a bad id never fails: it is pooled into the overflow route.
+    assert!(e.decide("", ms(0), Priority::Normal).is_admitted());
+    assert_eq!(e.stats().overflowed, 1);
+    assert_eq!(e.stats().routes, 0);
+}
+
+#[test]
+fn idle_routes_are_evicted_when_the_table_is_full() {
+    let e =
+        Engine::with_observer(PhysicsConfig::default(), limits(100, Duration::from_secs(60)), CollectorObserver::new())
+            .unwrap();
+    for i in 0..100 {
+        e.report(&format!("route-{i}"), healthy(), ms(0));
+    }
+    // Route 0 stays busy; the rest fall idle.
+    e.report("route-0", healthy(), ms(90_000));
+    assert_eq!(e.stats().routes, 100);
+    e.decide("newcomer", ms(120_000), Priority::Normal);
+    let stats = e.stats();
+    assert_eq!(stats.evicted, 99);
+    assert_eq!(stats.routes, 2, "route-0 and the newcomer");
+    assert!(e.status("route-0").is_ok() && e.status("newcomer").is_ok());
+    let evictions = e.observer().events().iter().filter(|ev| matches!(ev, OwnedEvent::Evicted { .. })).count();
+    assert_eq!(evictions, 99);
+}
+
+#[test]
+fn a_flood_of_route_ids_cannot_grow_the_table() {
+    let e = Engine::with_observer(PhysicsConfig::default(), limits(1_000, Duration::from_secs(60)), ()).unwrap();
+    for i in 0..50_000u64 {
+        let now = ms(i); // all within one idle timeout: nothing is idle
+        e.decide(&format!("/attack/{i}"), now, Priority::Normal);
+        e.report(&format!("/attack/{i}"), outage(), now);
+    }
+    let stats = e.stats();
+    assert!(stats.routes <= 1_000, "{stats:?}");
+    assert_eq!(stats.overflowed, 2 * (50_000 - 1_000));
+    // The pooled traffic shares one route, which feels the attack and sheds it.
+    assert!(!e.decide("/attack/49999", ms(50_000), Priority::Normal).is_admitted());
+    assert!(e.status(OVERFLOW_ROUTE).is_err(), "the overflow route is not in the table");
+}
+
+#[test]
+fn concurrent_reports_lose_nothing() {
+    let e = Arc::new(engine(Model::Default));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for k in 0..5_000u64 {
+                    let route = if k % 2 == 0 { "shared" } else { ["a", "b", "c", "d"][t] };
+                    let now = ms(k);
+                    e.decide(route, now, Priority::Normal);
+                    e.report(route, healthy(), now);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(e.snapshot("shared").unwrap().updates, 4 * 2_500);
+    for r in ["a", "b", "c", "d"] {
+        assert_eq!(e.snapshot(r).unwrap().updates, 2_500);
+    }
+}
+
+#[test]
+fn snapshot_restores_into_another_engine() {
+    let a = engine(Model::Default);
+    drive(&a, "r", 100.0, 0.0, 10.0, |_| healthy());
+    drive(&a, "r", 100.0, 10.0, 12.0, |_| outage());
+    let v = a.snapshot("r").unwrap();
+    let bytes = v.to_bytes();
+    let b = engine(Model::Default);
+    b.restore("r", &PhysicsVector::from_bytes(&bytes).unwrap(), ms(12_000)).unwrap();
+    assert_eq!(b.snapshot("r").unwrap(), v);
+    let (sa, sb) = (a.status("r").unwrap(), b.status("r").unwrap());
+    assert_eq!(sa, sb);
+    let now = ms(12_500);
+    assert_eq!(a.decide("r", now, Priority::Normal), b.decide("r", now, Priority::Normal));
+
+    let reference = engine(Model::Reference);
+    assert!(matches!(reference.restore("r", &v, now), Err(EngineError::ModelMismatch { .. })));
+    let bad = PhysicsVector { scar: f64::INFINITY, ..v };
+    assert!(matches!(
+        b.restore("r", &bad, now),
+        Err(EngineError::InvalidSnapshot { source: DecodeError::Invalid { field: "scar", .. }, .. })
+    ));
+    assert_eq!(b.snapshot("r").unwrap().scar, a.snapshot("r").unwrap().scar, "a rejected restore changes nothing");
+}
+
+#[test]
+fn handles_decide_like_the_engine() {
+    let e = engine(Model::Default);
+    let h = e.route("checkout", ms(0)).unwrap();
+    assert_eq!(h.id(), "checkout");
+    for k in 0..2_000u64 {
+        let t = if k < 1_000 { healthy() } else { outage() };
+        h.report(t, ms(k * 10));
+    }
+    assert_eq!(h.status().mode, Mode::Open);
+    assert_eq!(h.status(), e.status("checkout").unwrap());
+    assert_eq!(h.decide(ms(20_000), Priority::Normal), e.decide("checkout", ms(20_000), Priority::Normal));
+}
+
+#[test]
+fn select_prefers_low_resistance_and_skips_open_routes() {
+    let e = engine(Model::Default);
+    drive(&e, "good", 100.0, 0.0, 10.0, |_| healthy());
+    drive(&e, "bad", 100.0, 0.0, 10.0, |_| healthy());
+    drive(&e, "bad", 100.0, 10.0, 20.0, |_| outage());
+    let now = Timestamp::from_secs(20);
+    assert_eq!(e.status("bad").unwrap().mode, Mode::Open);
+    for u in [0.0, 0.3, 0.99] {
+        assert_eq!(e.select(&["bad", "good", "unknown"], now, 1.0, u), Some(1));
+    }
+    assert_eq!(e.select(&["bad", "unknown"], now, 1.0, 0.5), None);
+}
+
+#[test]
+fn status_is_readable_while_other_threads_decide() {
+    let e = Arc::new(engine(Model::Default));
+    e.report("r", healthy(), ms(0));
+    let reader = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                let s = e.status("r").unwrap();
+                assert!(s.resistance.is_finite() && s.resistance >= 10.0);
+            }
+        })
+    };
+    for k in 0..10_000u64 {
+        e.decide("r", ms(k), Priority::Normal);
+        e.report("r", if k % 7 == 0 { outage() } else { healthy() }, ms(k));
+    }
+    reader.join().unwrap();
+}
+
+#[test]
+fn telemetry_rejections_leave_state_untouched() {
+    let e = engine(Model::Default);
+    e.report("r", healthy(), ms(0));
+    let before = e.snapshot("r").unwrap();
+    for bad in [Telemetry::new(f64::NAN, 0.0, 0.0), Telemetry::new(-3.0, 0.0, 0.0), Telemetry::new(1.0, 0.0, 1.01)] {
+        assert!(bad.is_err());
+    }
+    assert_eq!(e.snapshot("r").unwrap(), before);
+}
