@@ -1,1 +1,101 @@
-fn main() {}
+//! `atrion`: the command-line face of Atrion.
+//!
+//! - `atrion replay TRACE`: feed a recorded telemetry trace through the engine and report,
+//!   per route, the decisions, the mode transitions and the peak resistance.
+//!
+//! Later issues add `simulate`, `stability-map` and `serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod replay;
+mod trace;
+
+/// Physics-based admission control: replay traces through the Atrion engine.
+#[derive(Debug, Parser)]
+#[command(name = "atrion", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a telemetry trace (JSON lines or CSV) through the engine.
+    ///
+    /// Columns: timestamp_ms, route, latency_ms, error (true/false or a rate in [0, 1]),
+    /// saturation (in [0, 1]) and, optionally, priority (critical, high, normal, low, bulk).
+    Replay(ReplayArgs),
+}
+
+/// Arguments of `atrion replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The trace file.
+    pub trace: PathBuf,
+    /// The physics model.
+    #[arg(long, value_enum, default_value_t = ModelArg::Default, conflicts_with = "config")]
+    pub model: ModelArg,
+    /// A physics config (TOML); fields it omits keep the default model's values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Trace format; by default taken from the file extension, else from the content.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Which rows' telemetry the engine learns from: only the requests it admitted (what it
+    /// would have seen in production), or every row.
+    #[arg(long, value_enum, default_value_t = FeedArg::Admitted)]
+    pub feed: FeedArg,
+    /// Print one JSON document instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `--model`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// The reference model, with its quirks.
+    Reference,
+    /// Atrion's default model.
+    Default,
+}
+
+/// `--format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// From the extension (.csv, .jsonl, .ndjson, .json) or the first character.
+    Auto,
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// `--feed`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FeedArg {
+    /// Only admitted requests report telemetry.
+    Admitted,
+    /// Every row reports telemetry.
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<ExitCode> = match cli.command {
+        Command::Replay(args) => replay::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -153,8 +153,10 @@ pub struct HalfOpenConfig {
     pub probe_min: u32,
     /// Probes per window at full health; the quota doubles with each healthy probe.
     pub probe_max: u32,
-    /// Healthy probes in a row needed to close.
+    /// Healthy probes needed to close.
     pub close_after: u32,
+    /// Largest fraction of unhealthy probes a half-open phase tolerates before it re-trips.
+    pub max_probe_failure: f64,
 }
 
 impl Default for HalfOpenConfig {
@@ -168,6 +170,7 @@ impl Default for HalfOpenConfig {
             probe_min: 1,
             probe_max: 32,
             close_after: 5,
+            max_probe_failure: 0.2,
         }
     }
 }
@@ -219,7 +222,7 @@ pub struct PhysicsConfig {
     pub criticality: Channels,
     /// Momentum weight `mu` (ohms per unit of momentum).
     pub momentum_weight: f64,
-    /// Default model: upper clamp of momentum (pressure per second).
+    /// Default model: upper clamp of momentum (baselines of excess per second).
     pub momentum_max: f64,
     /// Default model: trauma accrues up to `1 + momentum_scar` times faster while momentum
     /// is at its clamp (`σ' = σ (1 + momentum_scar * M / momentum_max)`), so that the mark a
@@ -271,11 +274,11 @@ impl Default for PhysicsConfig {
             baseline: Channels { latency: 100.0, error: 0.05, saturation: 0.5 },
             gain: Channels { latency: 1.0, error: 0.5, saturation: 1.0 },
             criticality: Channels { latency: 5.0, error: 8.0, saturation: 3.0 },
-            momentum_weight: 48.0,
-            momentum_max: 0.25,
-            momentum_scar: 2.0,
+            momentum_weight: 5.0,
+            momentum_max: 2.0,
+            momentum_scar: 1.0,
             scar_decay: std::f64::consts::LN_2 / 5.0,
-            scar_rate: 8.0,
+            scar_rate: 6.0,
             scar_max: 100.0,
             critical_pressure: 0.7,
             bootstrap_updates: 10,
@@ -437,6 +440,14 @@ impl PhysicsConfig {
             return Err(E::OutOfRange { field: "half_open.probe_min", value: 0.0, expected: ">= 1" });
         }
         order("half_open.probe_min", f64::from(h.probe_min), "half_open.probe_max", f64::from(h.probe_max))?;
+        fraction("half_open.max_probe_failure", h.max_probe_failure)?;
+        if h.max_probe_failure >= 1.0 {
+            return Err(E::OutOfRange {
+                field: "half_open.max_probe_failure",
+                value: h.max_probe_failure,
+                expected: "< 1",
+            });
+        }
         if h.close_after == 0 {
             return Err(E::OutOfRange { field: "half_open.close_after", value: 0.0, expected: ">= 1" });
         }

@@ -168,6 +168,11 @@ where
     pub fn new(inner: O, filter: F) -> Self {
         FilteredObserver { inner, filter }
     }
+
+    /// The wrapped observer.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
 }
 
 impl<O, F> PhysicsObserver for FilteredObserver<O, F>

@@ -6,7 +6,7 @@
 //! | quantity | [`Model::Reference`] | [`Model::Default`] |
 //! |---|---|---|
 //! | pressure `p_j` | `tanh(k (x_j - b_j) / b_j)` of the sample | same, of the time-smoothed telemetry |
-//! | momentum `M` | `\|P_now - P_two_back\| / dt_ms` | rising gap of fast and slow smoothing, per second, clamped |
+//! | momentum `M` | `\|P_now - P_two_back\| / dt_ms` | rise of the excess over baseline (fast vs slow smoothing), baselines per second, clamped |
 //! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ'/λ)(1 - e^(-λ dt))` while over-pressured: per second, `σ' = σ (1 + m_s M / M_max)` |
 //! | tuner | one EMA shared by all routes | per route, time-weighted, winsorised, frozen while unhealthy |
 //! | open | until telemetry says healthy | timed, then half-open with a ramping probe quota |
@@ -14,6 +14,10 @@
 use crate::config::{Model, PhysicsConfig};
 use crate::mode::Mode;
 use crate::time::Timestamp;
+
+/// The largest excess over baseline momentum looks at: ten baselines (a latency ten
+/// times its SLO is as bad as it gets).
+pub(crate) const EXCESS_CAP: f64 = 10.0;
 
 /// Constants derived once from a validated [`PhysicsConfig`].
 #[derive(Debug, Clone)]
@@ -55,6 +59,19 @@ impl Physics {
             }
         }
         p
+    }
+
+    /// The positive excess over baseline per channel, `max(0, k_j (x_j - b_j) / b_j)`,
+    /// capped at [`EXCESS_CAP`] baselines.
+    pub fn excess(&self, raw: [f64; 3]) -> [f64; 3] {
+        let mut e = [0.0; 3];
+        for j in 0..3 {
+            let b = self.baseline[j];
+            if b > 0.0 && raw[j].is_finite() {
+                e[j] = (self.gain[j] * (raw[j] - b) / b).clamp(0.0, EXCESS_CAP);
+            }
+        }
+        e
     }
 
     /// `sum_j w_j p_j`
@@ -167,8 +184,9 @@ pub(crate) struct Change {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RouteState {
     pub mode: Mode,
-    /// Healthy probes in a row while half-open.
-    pub probe_ok: u32,
+    /// Healthy and unhealthy probes in this half-open phase.
+    pub probe_ok: u16,
+    pub probe_bad: u16,
     pub updates: u64,
     /// The latest `now` seen; never moves backwards (the clock-skew rule).
     pub last: Timestamp,
@@ -200,6 +218,7 @@ impl RouteState {
         RouteState {
             mode: Mode::Bootstrap,
             probe_ok: 0,
+            probe_bad: 0,
             updates: 0,
             last: Timestamp::ZERO,
             seen: false,
@@ -303,7 +322,13 @@ impl RouteState {
         self.slow.push(raw, (-dt_s / phys.tau_slow).exp());
         let p = phys.pressure(self.fast.mean());
         let over = positive_norm(p);
-        let gap = over - positive_norm(phys.pressure(self.slow.mean()));
+        // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
+        // pressure within a fraction of a second of any real failure, which would leave
+        // momentum nothing to measure. The gap between a fast and a slow mean, divided by
+        // the gap between their time constants, estimates the slope in baselines per second.
+        let fast = phys.excess(self.fast.mean());
+        let slow = phys.excess(self.slow.mean());
+        let gap = norm(fast) - norm(slow);
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         let decay = (-c.scar_decay * dt_s).exp();
@@ -347,17 +372,24 @@ impl RouteState {
         }
     }
 
-    /// A sample while half-open is a probe: one unhealthy probe re-trips; enough healthy
-    /// ones in a row, with resistance back under the recovery point, close.
+    /// A sample while half-open is a probe. The phase re-trips as soon as more than
+    /// `max_probe_failure` of its probes were unhealthy (so the first probe failing re-trips
+    /// at once, while one background error among many healthy probes does not); it closes
+    /// after `close_after` healthy probes once resistance is back under the recovery point.
     fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
-        let c = &phys.cfg;
+        let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
-        // healing, which is what the recovery point below is for.
-        if positive_norm(phys.pressure(raw)) > c.critical_pressure {
-            return self.trip(phys, now);
+        // healing, which is what the recovery point is for.
+        if positive_norm(phys.pressure(raw)) > phys.cfg.critical_pressure {
+            self.probe_bad = self.probe_bad.saturating_add(1);
+            let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
+            if f64::from(self.probe_bad) > h.max_probe_failure * total {
+                return self.trip(phys, now);
+            }
+            return None;
         }
         self.probe_ok = self.probe_ok.saturating_add(1);
-        if self.probe_ok >= c.half_open.close_after && self.resistance < self.recovery {
+        if u32::from(self.probe_ok) >= h.close_after && self.resistance < self.recovery {
             return self.set_mode(Mode::Operational);
         }
         None
@@ -375,10 +407,11 @@ impl RouteState {
         self.set_mode(Mode::Open)
     }
 
-    /// The probe quota while half-open: doubles with each healthy probe in a row.
+    /// The probe quota while half-open: doubles with each healthy probe, and an unhealthy
+    /// one takes two doublings back.
     pub fn probe_quota(&self, phys: &Physics) -> u32 {
         let h = &phys.cfg.half_open;
-        let shift = self.probe_ok.min(31);
+        let shift = u32::from(self.probe_ok.saturating_sub(self.probe_bad.saturating_mul(2))).min(31);
         h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
     }
 
@@ -390,6 +423,7 @@ impl RouteState {
         self.mode = to;
         if to == Mode::HalfOpen || to == Mode::Open {
             self.probe_ok = 0;
+            self.probe_bad = 0;
         }
         Some(Change { from, to })
     }
