@@ -1,1 +1,203 @@
-fn main() {}
+//! The engine's hot path beside peer crates, in one run:
+//!
+//! - `decide` and `report` on a warm route (by id and through a handle), beside governor's
+//!   direct `check()` and failsafe's `is_call_permitted` / `on_success`;
+//! - 10,000 routes round-robin, beside governor's keyed `check_key()`;
+//! - two threads on distinct routes against one thread (scaling);
+//! - the silent observer against an empty dynamic composite (what observation costs).
+//!
+//! Run: `cargo bench -p atrion-bench --bench engine`
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use atrion::{CompositeObserver, Engine, EngineLimits, PhysicsConfig, PhysicsObserver, Priority, Telemetry, Timestamp};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use governor::{Quota, RateLimiter};
+
+/// A clock for the benches: a counter, so that time moves as in production (1 µs a call)
+/// without a clock read being part of what is measured.
+struct Ticks(AtomicU64);
+
+impl Ticks {
+    fn new() -> Self {
+        Ticks(AtomicU64::new(1_000_000_000))
+    }
+
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(self.0.fetch_add(1_000, Ordering::Relaxed))
+    }
+}
+
+fn warm<O: PhysicsObserver>(engine: &Engine<O>, route: &str) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    for k in 0..1_000u64 {
+        engine.report(route, ok, Timestamp::from_millis(k));
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(PhysicsConfig::default()).unwrap()
+}
+
+fn single_route(c: &mut Criterion) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let mut g = c.benchmark_group("warm_route");
+    g.throughput(Throughput::Elements(1));
+
+    let e = engine();
+    warm(&e, "GET /checkout");
+    let clock = Ticks::new();
+    g.bench_function("atrion/decide", |b| {
+        b.iter(|| black_box(e.decide(black_box("GET /checkout"), clock.now(), Priority::Normal)))
+    });
+    let h = e.route("GET /checkout", Timestamp::ZERO).unwrap();
+    g.bench_function("atrion/decide_handle", |b| b.iter(|| black_box(h.decide(clock.now(), Priority::Normal))));
+    g.bench_function("atrion/report", |b| {
+        b.iter(|| black_box(e.report(black_box("GET /checkout"), black_box(ok), clock.now())))
+    });
+    g.bench_function("atrion/report_handle", |b| b.iter(|| black_box(h.report(black_box(ok), clock.now()))));
+
+    let reference = Engine::new(PhysicsConfig::reference()).unwrap();
+    warm(&reference, "GET /checkout");
+    g.bench_function("atrion_reference/decide", |b| {
+        b.iter(|| black_box(reference.decide(black_box("GET /checkout"), clock.now(), Priority::Critical)))
+    });
+    g.bench_function("atrion_reference/report", |b| {
+        b.iter(|| black_box(reference.report(black_box("GET /checkout"), black_box(ok), clock.now())))
+    });
+
+    let governor = RateLimiter::direct(Quota::per_second(NonZeroU32::MAX));
+    g.bench_function("governor/direct_check", |b| b.iter(|| black_box(governor.check())));
+
+    let breaker = failsafe::Config::new().build();
+    g.bench_function("failsafe/is_call_permitted", |b| b.iter(|| black_box(breaker.is_call_permitted())));
+    g.bench_function("failsafe/on_success", |b| b.iter(|| breaker.on_success()));
+
+    let composite =
+        Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), CompositeObserver::new()).unwrap();
+    warm(&composite, "GET /checkout");
+    g.bench_function("atrion/report_observer_composite_empty", |b| {
+        b.iter(|| black_box(composite.report(black_box("GET /checkout"), black_box(ok), clock.now())))
+    });
+    g.finish();
+}
+
+fn many_routes(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let names: Vec<String> = (0..N).map(|i| format!("GET /api/v1/items/{i}")).collect();
+    let mut g = c.benchmark_group("routes_10k_round_robin");
+    g.throughput(Throughput::Elements(1));
+
+    let e = engine();
+    for (i, n) in names.iter().enumerate() {
+        e.report(n, ok, Timestamp::from_micros(i as u64));
+    }
+    let clock = Ticks::new();
+    let mut i = 0;
+    g.bench_function("atrion/decide", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(e.decide(&names[i], clock.now(), Priority::Normal))
+        })
+    });
+    g.bench_function("atrion/report", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(e.report(&names[i], ok, clock.now()))
+        })
+    });
+    let keyed = RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    for n in &names {
+        let _ = keyed.check_key(n);
+    }
+    g.bench_function("governor/keyed_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % N;
+            black_box(keyed.check_key(&names[i]))
+        })
+    });
+    g.finish();
+}
+
+/// Each iteration is one decide (or decide + report) on every thread, each thread on its
+/// own route: with perfect scaling, two threads take as long per iteration as one.
+fn threads(c: &mut Criterion) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let e = engine();
+    let routes = ["route-a", "route-b"];
+    for r in routes {
+        warm(&e, r);
+    }
+    let mut g = c.benchmark_group("threads_distinct_routes");
+    for n in [1usize, 2] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("atrion/decide/{n}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for route in &routes[..n] {
+                        let e = &e;
+                        s.spawn(move || {
+                            let clock = Ticks::new();
+                            for _ in 0..iters {
+                                black_box(e.decide(route, clock.now(), Priority::Normal));
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        g.bench_function(format!("atrion/decide_report/{n}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for route in &routes[..n] {
+                        let e = &e;
+                        s.spawn(move || {
+                            let clock = Ticks::new();
+                            for _ in 0..iters {
+                                let now = clock.now();
+                                black_box(e.decide(route, now, Priority::Normal));
+                                black_box(e.report(route, ok, now));
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+        let governors = [
+            RateLimiter::direct(Quota::per_second(NonZeroU32::MAX)),
+            RateLimiter::direct(Quota::per_second(NonZeroU32::MAX)),
+        ];
+        g.bench_function(format!("governor/direct_check/{n}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for lim in &governors[..n] {
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                black_box(lim.check()).ok();
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = single_route, many_routes, threads }
+criterion_main!(benches);

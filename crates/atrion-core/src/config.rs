@@ -548,8 +548,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let mut c = PhysicsConfig::default();
-        c.r_base = f64::NAN;
+        let c = PhysicsConfig { r_base: f64::NAN, ..PhysicsConfig::default() };
         assert!(matches!(c.validate(), Err(ConfigError::NotFinite { field: "r_base", .. })));
 
         let mut c = PhysicsConfig::default();

@@ -39,6 +39,8 @@
 //!
 //! This crate has no cargo features.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 mod config;
 mod decision;
 mod engine;

@@ -23,6 +23,8 @@
 //!
 //! This crate has no cargo features yet.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 use std::io::Write;
 use std::time::Instant;
 
