@@ -124,6 +124,18 @@ fn many_routes(c: &mut Criterion) {
     g.finish();
 }
 
+/// Runs `work(thread, iters)` on `n` threads at once and returns the wall time.
+fn on_threads(n: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..n {
+            let work = &work;
+            s.spawn(move || work(t, iters));
+        }
+    });
+    start.elapsed()
+}
+
 /// Each iteration is one decide (or decide + report) on every thread, each thread on its
 /// own route: with perfect scaling, two threads take as long per iteration as one.
 fn threads(c: &mut Criterion) {
@@ -133,60 +145,40 @@ fn threads(c: &mut Criterion) {
     for r in routes {
         warm(&e, r);
     }
+    // Boxed apart, so that the two limiters do not share a cache line.
+    let governors = [0, 1].map(|_| Box::new(RateLimiter::direct(Quota::per_second(NonZeroU32::MAX))));
     let mut g = c.benchmark_group("threads_distinct_routes");
     for n in [1usize, 2] {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(format!("atrion/decide/{n}_threads"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for route in &routes[..n] {
-                        let e = &e;
-                        s.spawn(move || {
-                            let clock = Ticks::new();
-                            for _ in 0..iters {
-                                black_box(e.decide(route, clock.now(), Priority::Normal));
-                            }
-                        });
+                on_threads(n, iters, |t, iters| {
+                    let clock = Ticks::new();
+                    for _ in 0..iters {
+                        black_box(e.decide(routes[t], clock.now(), Priority::Normal));
                     }
-                });
-                start.elapsed()
+                })
             })
         });
         g.bench_function(format!("atrion/decide_report/{n}_threads"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for route in &routes[..n] {
-                        let e = &e;
-                        s.spawn(move || {
-                            let clock = Ticks::new();
-                            for _ in 0..iters {
-                                let now = clock.now();
-                                black_box(e.decide(route, now, Priority::Normal));
-                                black_box(e.report(route, ok, now));
-                            }
-                        });
+                on_threads(n, iters, |t, iters| {
+                    let clock = Ticks::new();
+                    for _ in 0..iters {
+                        let now = clock.now();
+                        black_box(e.decide(routes[t], now, Priority::Normal));
+                        black_box(e.report(routes[t], ok, now));
                     }
-                });
-                start.elapsed()
+                })
             })
         });
-        // Boxed apart, so that the two limiters do not share a cache line.
-        let governors = [0, 1].map(|_| Box::new(RateLimiter::direct(Quota::per_second(NonZeroU32::MAX))));
         g.bench_function(format!("governor/direct_check/{n}_threads"), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for lim in &governors[..n] {
-                        s.spawn(move || {
-                            for _ in 0..iters {
-                                black_box(lim.check()).ok();
-                            }
-                        });
+                on_threads(n, iters, |t, iters| {
+                    for _ in 0..iters {
+                        black_box(governors[t].check()).ok();
                     }
-                });
-                start.elapsed()
+                })
             })
         });
     }

@@ -284,15 +284,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// into the overflow route.
     #[inline]
     pub fn decide(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
-        let map = self.routes.pin();
-        match map.get(route) {
-            Some(cell) => self.decide_cell(cell, now, priority),
-            None => {
-                drop(map);
-                let cell = self.cell_or_create(route, now);
-                self.decide_cell(&cell, now, priority)
-            }
-        }
+        self.with_cell(route, now, |cell| self.decide_cell(cell, now, priority))
     }
 
     /// Feed one telemetry sample of `route` at `now` into the physics.
@@ -301,13 +293,18 @@ impl<O: PhysicsObserver> Engine<O> {
     /// passes (nothing heals or ages), the route keeps its later time, and the skew is
     /// counted in [`EngineStats::clock_skews`].
     pub fn report(&self, route: &str, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        self.with_cell(route, now, |cell| self.report_cell(cell, telemetry, now))
+    }
+
+    /// Runs `f` on the route's cell: found under the map's epoch guard, or created.
+    #[inline]
+    fn with_cell<R>(&self, route: &str, now: Timestamp, f: impl FnOnce(&RouteCell) -> R) -> R {
         let map = self.routes.pin();
         match map.get(route) {
-            Some(cell) => self.report_cell(cell, telemetry, now),
+            Some(cell) => f(cell),
             None => {
                 drop(map);
-                let cell = self.cell_or_create(route, now);
-                self.report_cell(&cell, telemetry, now)
+                f(&self.cell_or_create(route, now))
             }
         }
     }
@@ -338,12 +335,12 @@ impl<O: PhysicsObserver> Engine<O> {
         if Mode::from_u8(v.mode.load(Acquire)) == Mode::Open {
             return None;
         }
-        let age = Timestamp::from_nanos(v.at.load(Relaxed)).max(Timestamp::ZERO);
+        let at = Timestamp::from_nanos(v.at.load(Relaxed));
         Some(decayed_resistance(
             &self.phys,
             load_f(&v.resistance),
             load_f(&v.scar),
-            now.saturating_since(age).as_secs_f64(),
+            now.saturating_since(at).as_secs_f64(),
         ))
     }
 
