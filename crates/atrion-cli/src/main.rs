@@ -2,6 +2,7 @@
 //!
 //! - `atrion replay TRACE`: feed a recorded telemetry trace through the engine and report,
 //!   per route, the decisions, the mode transitions and the peak resistance.
+//! - `atrion config [--model M]`: print a model's complete physics config as TOML.
 //!
 //! Later issues add `simulate`, `stability-map` and `serve`.
 
@@ -29,6 +30,12 @@ enum Command {
     /// Columns: timestamp_ms, route, latency_ms, error (true/false or a rate in [0, 1]),
     /// saturation (in [0, 1]) and, optionally, priority (critical, high, normal, low, bulk).
     Replay(ReplayArgs),
+    /// Print a model's complete physics config as TOML, a starting point for `--config`.
+    Config {
+        /// The model whose constants to print.
+        #[arg(long, value_enum, default_value_t = ModelArg::Default)]
+        model: ModelArg,
+    },
 }
 
 /// Arguments of `atrion replay`.
@@ -39,7 +46,8 @@ pub struct ReplayArgs {
     /// The physics model.
     #[arg(long, value_enum, default_value_t = ModelArg::Default, conflicts_with = "config")]
     pub model: ModelArg,
-    /// A physics config (TOML); fields it omits keep the default model's values.
+    /// A physics config (TOML); fields it omits keep the default model's values, so start
+    /// from `atrion config --model M`.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Trace format; by default taken from the file extension, else from the content.
@@ -86,10 +94,27 @@ pub enum FeedArg {
     All,
 }
 
+impl ModelArg {
+    /// The engine's model.
+    pub fn model(self) -> atrion::Model {
+        match self {
+            ModelArg::Reference => atrion::Model::Reference,
+            ModelArg::Default => atrion::Model::Default,
+        }
+    }
+}
+
+fn print_config(model: ModelArg) -> Result<ExitCode> {
+    let config = atrion::PhysicsConfig::for_model(model.model());
+    print!("{}", toml::to_string_pretty(&config)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
         Command::Replay(args) => replay::run(&args),
+        Command::Config { model } => print_config(model),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::trace::{self, Row, RowError};
-use crate::{FeedArg, FormatArg, ModelArg, ReplayArgs};
+use crate::{FeedArg, FormatArg, ReplayArgs};
 
 /// Rows with errors printed before the rest are only counted.
 const ERRORS_SHOWN: usize = 20;
@@ -63,10 +63,7 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str::<PhysicsConfig>(&text).with_context(|| format!("parsing {}", path.display()))?
         }
-        None => PhysicsConfig::for_model(match args.model {
-            ModelArg::Reference => Model::Reference,
-            ModelArg::Default => Model::Default,
-        }),
+        None => PhysicsConfig::for_model(args.model.model()),
     };
     let model = config.model;
     // The reference's default voltage is 100 (critical); ours is normal.

@@ -117,3 +117,22 @@ fn missing_files_and_bad_configs_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("r_bsae"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn config_prints_a_complete_config_that_replay_accepts() {
+    let dir = std::env::temp_dir().join(format!("atrion-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for model in ["reference", "default"] {
+        let out = atrion(&["config", "--model", model]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(&format!("model = \"{model}\"")), "{text}");
+        let file = dir.join(format!("{model}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let trace = traces().join("flapping.csv");
+        let via_config = json(&["replay", trace.to_str().unwrap(), "--json", "--config", file.to_str().unwrap()]);
+        let via_model = json(&["replay", trace.to_str().unwrap(), "--json", "--model", model]);
+        assert_eq!(via_config["routes"], via_model["routes"], "{model}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

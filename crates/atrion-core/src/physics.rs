@@ -85,6 +85,13 @@ impl Physics {
     }
 }
 
+/// `e^(-dt / tau)`, exactly 1 when no time passed (samples that share a timestamp are
+/// common at high rates, and skip the exp).
+#[inline]
+fn decay(dt_s: f64, tau: f64) -> f64 {
+    if dt_s > 0.0 { (-dt_s / tau).exp() } else { 1.0 }
+}
+
 /// Euclidean norm.
 pub(crate) fn norm(p: [f64; 3]) -> f64 {
     (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
@@ -152,7 +159,7 @@ impl Tuner {
     /// The default tuner: time-weighted, winsorised.
     fn observe_robust(&mut self, x: f64, dt_s: f64, phys: &Physics) {
         let t = &phys.cfg.tuner;
-        self.weight = self.weight * (-dt_s / phys.tuner_tau).exp() + 1.0;
+        self.weight = self.weight * decay(dt_s, phys.tuner_tau) + 1.0;
         let x = if self.samples == 0 {
             x
         } else {
@@ -318,8 +325,8 @@ impl RouteState {
         let dt_s = self.advance(now);
         self.updates = self.updates.saturating_add(1);
 
-        self.fast.push(raw, (-dt_s / phys.tau_fast).exp());
-        self.slow.push(raw, (-dt_s / phys.tau_slow).exp());
+        self.fast.push(raw, decay(dt_s, phys.tau_fast));
+        self.slow.push(raw, decay(dt_s, phys.tau_slow));
         let p = phys.pressure(self.fast.mean());
         let over = positive_norm(p);
         // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
@@ -331,7 +338,9 @@ impl RouteState {
         let gap = norm(fast) - norm(slow);
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
-        let decay = (-c.scar_decay * dt_s).exp();
+        let is_over = over > c.critical_pressure;
+        // A healthy route without scar has nothing to decay or accrue: skip the exp.
+        let decay = if self.scar > 0.0 || is_over || self.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
         // Trauma accrues per second of over-pressure, whatever the sample rate, and up to
         // `1 + momentum_scar` times faster while pressure is still rising: tanh saturates pressure within
         // a fraction of a second of a fast ramp, so momentum must leave a mark in the scar,
@@ -339,7 +348,6 @@ impl RouteState {
         let rate = c.scar_rate * (1.0 + c.momentum_scar * self.momentum / c.momentum_max);
         // Trapezoid rule: an interval that ends over-pressured but began healthy counts half,
         // so a slow sample rate does not charge the whole gap to the first bad sample.
-        let is_over = over > c.critical_pressure;
         let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.was_over))) / 2.0;
         self.was_over = is_over;
         let trauma = share * rate / c.scar_decay * (1.0 - decay);
