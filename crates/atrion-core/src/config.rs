@@ -251,8 +251,8 @@ pub struct PhysicsConfig {
     /// Default model: slow smoothing time constant; momentum is the gap between the two.
     #[serde(with = "secs_f64")]
     pub smoothing_slow: Duration,
-    /// A shed or silent route admits one request per this interval to keep learning
-    /// (default model; also the retry hint of the reference's open state).
+    /// Default model: a route shedding by priority still admits one request per this
+    /// interval, so that it keeps learning (and trips, or recovers) from fresh telemetry.
     #[serde(with = "secs_f64")]
     pub keepalive: Duration,
     /// The AutoTuner.
@@ -287,7 +287,7 @@ impl Default for PhysicsConfig {
             soft_limit: 1.0,
             smoothing: Duration::from_millis(500),
             smoothing_slow: Duration::from_secs(4),
-            keepalive: Duration::from_secs(1),
+            keepalive: Duration::from_millis(100),
             tuner: TunerConfig::default(),
             half_open: HalfOpenConfig::default(),
             priority: PriorityThresholds::default(),

@@ -111,7 +111,8 @@ pub struct EngineStats {
     pub overflowed: u64,
     /// Idle routes evicted.
     pub evicted: u64,
-    /// Timestamps that went backwards and were treated as no time passing.
+    /// Timestamps that went backwards and were treated as no time passing, summed over the
+    /// routes tracked now.
     pub clock_skews: u64,
 }
 
@@ -132,6 +133,10 @@ struct View {
     window_start: AtomicU64,
     probes: AtomicU64,
     keepalive_at: AtomicU64,
+    /// Reports whose timestamp was earlier than the route's last (written under the
+    /// route's lock; per route, so that threads reporting out of order to different routes
+    /// never share a counter).
+    skews: AtomicU64,
 }
 
 fn load_f(a: &AtomicU64) -> f64 {
@@ -224,7 +229,6 @@ pub struct Engine<O = SilentObserver> {
     next_sweep: AtomicU64,
     overflowed: AtomicU64,
     evicted: AtomicU64,
-    skews: AtomicU64,
 }
 
 impl<O> std::fmt::Debug for Engine<O> {
@@ -263,7 +267,6 @@ impl<O: PhysicsObserver> Engine<O> {
             next_sweep: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
-            skews: AtomicU64::new(0),
         })
     }
 
@@ -423,7 +426,8 @@ impl<O: PhysicsObserver> Engine<O> {
             routes: self.routes.len(),
             overflowed: self.overflowed.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
-            clock_skews: self.skews.load(Relaxed),
+            clock_skews: self.routes.pin().values().map(|c| c.view.skews.load(Relaxed)).sum::<u64>()
+                + self.overflow.view.skews.load(Relaxed),
         }
     }
 
@@ -436,23 +440,24 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit
-    /// when the priority's voltage exceeds R.
+    /// when the priority's voltage exceeds R. The reference gives no retry hint; ours is
+    /// `half_open.open_base`.
     fn decide_reference(&self, cell: &RouteCell, priority: Priority) -> Decision {
         let c = &self.phys.cfg;
         let v = &cell.view;
         let mode = Mode::from_u8(v.mode.load(Acquire));
         let r = load_f(&v.resistance);
         if mode == Mode::Open {
-            return Decision::shed(Reason::Open, mode, r, c.keepalive);
+            return Decision::shed(Reason::Open, mode, r, c.half_open.open_base);
         }
         if r > c.soft_limit * load_f(&v.break_point) {
-            return Decision::shed(Reason::SoftLimit, mode, r, c.keepalive);
+            return Decision::shed(Reason::SoftLimit, mode, r, c.half_open.open_base);
         }
         if priority.voltage() > r {
             let reason = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
             return Decision::admit(reason, mode, r);
         }
-        Decision::shed(Reason::Overloaded, mode, r, c.keepalive)
+        Decision::shed(Reason::Overloaded, mode, r, c.half_open.open_base)
     }
 
     fn decide_default(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
@@ -541,7 +546,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let (change, before_view, update) = {
             let mut s = cell.lock();
             if s.seen && now < s.last {
-                self.skews.fetch_add(1, Relaxed);
+                cell.view.skews.fetch_add(1, Relaxed);
             }
             // A decision may have moved the route to half-open on its timer; follow it.
             if s.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
