@@ -339,6 +339,12 @@ impl PhysicsConfig {
         self
     }
 
+    /// This config, if it keeps every rule: `PhysicsConfig::default().with_profile(p).validated()?`.
+    pub fn validated(self) -> Result<Self, ConfigError> {
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks every rule; the first broken one is returned, naming its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         use ConfigError as E;
