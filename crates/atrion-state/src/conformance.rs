@@ -1,0 +1,268 @@
+//! The conformance suite: every adapter runs it against a real backend, with
+//! [`crate::InMemoryStore`] as the reference. Each check panics with a message on failure.
+//!
+//! ```text
+//! atrion_state::conformance_tests!(async {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = FileStore::open(FileConfig::new(dir.path().join("state.redb"))).await.unwrap();
+//!     (std::sync::Arc::new(store) as std::sync::Arc<dyn atrion_state::StateStore>, dir)
+//! });
+//! ```
+//!
+//! The macro takes a future that yields `(store, guard)`; the guard (a temporary folder, a
+//! server process) lives as long as the test. Each check writes under its own prefix, so a
+//! shared backend can run them side by side.
+#![allow(clippy::unwrap_used, missing_docs)] // a test suite: a failure must stop loudly
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{CasOutcome, Change, ErrorKind, MAX_KEY_LEN, StateStore, update};
+
+type Store = Arc<dyn StateStore>;
+
+/// Generates one `#[tokio::test]` per conformance check.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            get_set_delete, versions_are_unique_and_increase, ttl_expires, prefix_listing, batches,
+            binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
+            cas_under_contention, change_feed, stats_and_cleanup);
+    };
+    (@each $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$check(store).await;
+            }
+        )*
+    };
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+pub async fn get_set_delete(s: Store) {
+    let k = "conf/basic/a";
+    assert!(s.get(k).await.unwrap().is_none());
+    assert!(!s.exists(k).await.unwrap());
+    let v = s.set(k, b("one")).await.unwrap();
+    let e = s.get(k).await.unwrap().expect("written");
+    assert_eq!((e.value, e.version, e.ttl), (b("one"), v, None));
+    assert!(s.exists(k).await.unwrap());
+    s.set(k, b("two")).await.unwrap();
+    assert_eq!(s.get(k).await.unwrap().unwrap().value, b("two"));
+    assert!(s.delete(k).await.unwrap(), "delete reports the key existed");
+    assert!(!s.delete(k).await.unwrap(), "a second delete finds nothing");
+    assert!(s.get(k).await.unwrap().is_none());
+    assert!(!s.exists(k).await.unwrap());
+}
+
+pub async fn versions_are_unique_and_increase(s: Store) {
+    let mut last = 0;
+    for i in 0..20 {
+        let key = format!("conf/versions/{}", i % 3);
+        let v = s.set(&key, b("x")).await.unwrap();
+        assert!(v > last, "version {v} after {last}");
+        last = v;
+    }
+    // A deleted and recreated key gets a fresh version, never an old one.
+    let k = "conf/versions/recreated";
+    let first = s.set(k, b("a")).await.unwrap();
+    s.delete(k).await.unwrap();
+    let second = s.set(k, b("a")).await.unwrap();
+    assert!(second > first);
+}
+
+pub async fn ttl_expires(s: Store) {
+    if !s.capabilities().ttl {
+        return;
+    }
+    let k = "conf/ttl/short";
+    s.set_with_ttl(k, b("soon gone"), Duration::from_millis(300)).await.unwrap();
+    s.set("conf/ttl/forever", b("stays")).await.unwrap();
+    let e = s.get(k).await.unwrap().expect("live before expiry");
+    let ttl = e.ttl.expect("an entry with a TTL reports it");
+    assert!(ttl <= Duration::from_millis(300) && ttl > Duration::ZERO, "{ttl:?}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(s.get(k).await.unwrap().is_none(), "expired entries are never returned");
+    assert!(!s.exists(k).await.unwrap());
+    assert_eq!(s.list_keys("conf/ttl/").await.unwrap(), vec!["conf/ttl/forever".to_owned()]);
+    let cleaned = s.cleanup().await.unwrap();
+    assert!(cleaned.expired <= 1);
+    assert!(s.get("conf/ttl/forever").await.unwrap().is_some());
+    // Re-setting without a TTL clears it.
+    s.set_with_ttl(k, b("again"), Duration::from_secs(60)).await.unwrap();
+    s.set(k, b("again")).await.unwrap();
+    assert_eq!(s.get(k).await.unwrap().unwrap().ttl, None);
+}
+
+pub async fn prefix_listing(s: Store) {
+    for k in ["conf/list/a/1", "conf/list/a/2", "conf/list/a/10", "conf/list/ab", "conf/list/b/1", "conf/lisu"] {
+        s.set(k, b("v")).await.unwrap();
+    }
+    assert_eq!(
+        s.list_keys("conf/list/a/").await.unwrap(),
+        vec!["conf/list/a/1", "conf/list/a/10", "conf/list/a/2"],
+        "sorted, and only under the prefix"
+    );
+    assert_eq!(s.list_keys("conf/list/a").await.unwrap().len(), 4);
+    assert!(s.list_keys("conf/list/zzz").await.unwrap().is_empty());
+    assert!(s.list_keys("").await.unwrap().len() >= 6);
+    // Characters that are special to some backends' pattern languages are plain here.
+    s.set("conf/list/*[?]%_", b("v")).await.unwrap();
+    assert_eq!(s.list_keys("conf/list/*").await.unwrap(), vec!["conf/list/*[?]%_"]);
+    assert_eq!(s.list_keys("conf/list/%").await.unwrap(), Vec::<String>::new());
+}
+
+pub async fn batches(s: Store) {
+    let items: Vec<_> = (0..100).map(|i| (format!("conf/batch/{i:03}"), b(&i.to_string()), None)).collect();
+    let versions = s.batch_set(items).await.unwrap();
+    assert_eq!(versions.len(), 100);
+    let mut keys: Vec<String> = (0..100).map(|i| format!("conf/batch/{i:03}")).collect();
+    keys.insert(50, "conf/batch/missing".into());
+    let got = s.batch_get(&keys).await.unwrap();
+    assert_eq!(got.len(), 101);
+    assert!(got[50].is_none());
+    assert_eq!(got[0].as_ref().unwrap().value, b("0"));
+    assert_eq!(got[100].as_ref().unwrap().value, b("99"));
+    assert_eq!(got[0].as_ref().unwrap().version, versions[0]);
+    assert_eq!(s.batch_delete(&keys).await.unwrap(), 100);
+    assert!(s.list_keys("conf/batch/").await.unwrap().is_empty());
+    assert!(s.batch_get(&[]).await.unwrap().is_empty());
+}
+
+pub async fn binary_and_large_values(s: Store) {
+    let all: Vec<u8> = (0..=255u8).cycle().take(4_096).collect();
+    s.set("conf/bin/all", Bytes::from(all.clone())).await.unwrap();
+    assert_eq!(s.get("conf/bin/all").await.unwrap().unwrap().value.as_ref(), &all[..]);
+    let mut x: u32 = 1;
+    let large: Vec<u8> = (0..(1 << 20))
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
+    s.set("conf/bin/large", Bytes::from(large.clone())).await.unwrap();
+    assert_eq!(s.get("conf/bin/large").await.unwrap().unwrap().value.as_ref(), &large[..]);
+    s.set("conf/bin/empty", Bytes::new()).await.unwrap();
+    assert_eq!(s.get("conf/bin/empty").await.unwrap().unwrap().value.len(), 0);
+    let unicode = "conf/bin/ключ/鍵/🔑";
+    s.set(unicode, b("v")).await.unwrap();
+    assert!(s.exists(unicode).await.unwrap());
+    let too_big = Bytes::from(vec![0u8; crate::MAX_VALUE_LEN + 1]);
+    let e = s.set("conf/bin/too-big", too_big).await.unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::ValueTooLarge { .. }), "{e}");
+    assert!(!s.exists("conf/bin/too-big").await.unwrap());
+}
+
+pub async fn invalid_keys_are_rejected(s: Store) {
+    let long = "k".repeat(MAX_KEY_LEN + 1);
+    for key in ["", long.as_str()] {
+        for e in [
+            s.get(key).await.err(),
+            s.set(key, b("v")).await.err(),
+            s.delete(key).await.err(),
+            s.compare_and_swap(key, None, b("v"), None).await.err(),
+            s.batch_set(vec![(key.to_owned(), b("v"), None)]).await.err(),
+        ] {
+            let e = e.expect("refused");
+            assert!(matches!(e.kind, ErrorKind::InvalidKey(_)), "{e}");
+            assert_eq!(e.backend, s.backend());
+        }
+    }
+    let longest = "k".repeat(MAX_KEY_LEN);
+    s.set(&longest, b("v")).await.unwrap();
+    assert!(s.exists(&longest).await.unwrap());
+}
+
+pub async fn compare_and_swap(s: Store) {
+    if !s.capabilities().atomic {
+        return;
+    }
+    let k = "conf/cas/k";
+    let v1 = match s.compare_and_swap(k, None, b("1"), None).await.unwrap() {
+        CasOutcome::Swapped { version } => version,
+        other => panic!("create if absent: {other:?}"),
+    };
+    assert_eq!(s.compare_and_swap(k, None, b("x"), None).await.unwrap(), CasOutcome::Conflict { current: Some(v1) });
+    let v2 = match s.compare_and_swap(k, Some(v1), b("2"), None).await.unwrap() {
+        CasOutcome::Swapped { version } => version,
+        other => panic!("swap on the right version: {other:?}"),
+    };
+    assert!(v2 > v1);
+    assert_eq!(
+        s.compare_and_swap(k, Some(v1), b("stale"), None).await.unwrap(),
+        CasOutcome::Conflict { current: Some(v2) }
+    );
+    assert_eq!(s.get(k).await.unwrap().unwrap().value, b("2"));
+    s.delete(k).await.unwrap();
+    assert_eq!(s.compare_and_swap(k, Some(v2), b("gone"), None).await.unwrap(), CasOutcome::Conflict { current: None });
+    assert!(s.get(k).await.unwrap().is_none());
+}
+
+pub async fn cas_under_contention(s: Store) {
+    if !s.capabilities().atomic {
+        return;
+    }
+    let k = "conf/cas/counter";
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for _ in 0..1_000 {
+                    update(s.as_ref(), k, 100_000, |cur| {
+                        let n = cur.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap()));
+                        Bytes::copy_from_slice(&(n + 1).to_be_bytes())
+                    })
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = s.get(k).await.unwrap().unwrap().value;
+    assert_eq!(u64::from_be_bytes(v.as_ref().try_into().unwrap()), 8_000, "no increment lost");
+}
+
+pub async fn change_feed(s: Store) {
+    let feed = s.subscribe("conf/feed/").await.unwrap();
+    let Some(mut feed) = feed else {
+        assert!(!s.capabilities().change_feed, "a backend that advertises a feed must return one");
+        return;
+    };
+    assert!(s.capabilities().change_feed);
+    let v = s.set("conf/feed/a", b("1")).await.unwrap();
+    s.set("conf/other/x", b("1")).await.unwrap();
+    s.delete("conf/feed/a").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.expect("an event").unwrap();
+    assert_eq!(first, Change::Set { key: "conf/feed/a".into(), version: v });
+    let second = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.expect("an event").unwrap();
+    assert_eq!(second, Change::Deleted { key: "conf/feed/a".into() }, "nothing from outside the prefix");
+}
+
+pub async fn stats_and_cleanup(s: Store) {
+    let before = s.stats().await.unwrap();
+    for i in 0..10 {
+        s.set(&format!("conf/stats/{i}"), Bytes::from(vec![7u8; 100])).await.unwrap();
+    }
+    let after = s.stats().await.unwrap();
+    assert_eq!(after.keys, before.keys + 10);
+    assert_eq!(after.value_bytes, before.value_bytes + 1_000);
+    if s.capabilities().ttl {
+        s.set_with_ttl("conf/stats/ttl", b("v"), Duration::from_millis(50)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(s.stats().await.unwrap().keys, after.keys, "expired entries are not counted");
+        let cleaned = s.cleanup().await.unwrap();
+        assert_eq!(cleaned.expired, 1);
+        assert_eq!(s.cleanup().await.unwrap().expired, 0);
+    }
+}

@@ -1,0 +1,130 @@
+//! Errors of the state port: they name the backend, the operation and the key, and keep
+//! their source.
+
+use std::fmt;
+
+/// A boxed error from a driver or the file system.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The store operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is the method of the same name
+pub enum Op {
+    Open,
+    Get,
+    Set,
+    Delete,
+    Exists,
+    ListKeys,
+    BatchGet,
+    BatchSet,
+    BatchDelete,
+    CompareAndSwap,
+    Stats,
+    Cleanup,
+    Subscribe,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Open => "open",
+            Op::Get => "get",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Exists => "exists",
+            Op::ListKeys => "list_keys",
+            Op::BatchGet => "batch_get",
+            Op::BatchSet => "batch_set",
+            Op::BatchDelete => "batch_delete",
+            Op::CompareAndSwap => "compare_and_swap",
+            Op::Stats => "stats",
+            Op::Cleanup => "cleanup",
+            Op::Subscribe => "subscribe",
+        })
+    }
+}
+
+/// What went wrong, independent of the backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The key is empty, too long, or otherwise unusable.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// The value is larger than the store accepts.
+    #[error("value of {len} bytes exceeds the limit of {max}")]
+    ValueTooLarge {
+        /// Bytes given.
+        len: usize,
+        /// Largest accepted.
+        max: usize,
+    },
+    /// The backend cannot be reached (connection refused, closed, ...).
+    #[error("backend unavailable")]
+    Unavailable,
+    /// The backend did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// Stored bytes or metadata are damaged.
+    #[error("corrupt data")]
+    Corrupt,
+    /// The backend does not support this operation (see `Capabilities`).
+    #[error("not supported by this backend")]
+    Unsupported,
+    /// Compare-and-swap kept losing to concurrent writers.
+    #[error("gave up after {0} conflicting attempts")]
+    Contended(u32),
+    /// Invalid configuration of the backend.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Any other failure of the backend.
+    #[error("backend error")]
+    Backend,
+}
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{backend} store: {op}{}: {kind}", key.as_deref().map(|k| format!(" `{k}`")).unwrap_or_default())]
+pub struct StoreError {
+    /// The backend (`memory`, `file`, `redis`, ...).
+    pub backend: &'static str,
+    /// The operation.
+    pub op: Op,
+    /// The key, where the operation had one.
+    pub key: Option<String>,
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// The driver's own error.
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// An error without a source.
+    pub fn new(backend: &'static str, op: Op, key: Option<&str>, kind: ErrorKind) -> Self {
+        StoreError { backend, op, key: key.map(str::to_owned), kind, source: None }
+    }
+
+    /// Attaches the driver's error.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_backend_op_key_and_keeps_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = StoreError::new("file", Op::Set, Some("ns/route/a"), ErrorKind::Backend).with_source(io);
+        assert_eq!(e.to_string(), "file store: set `ns/route/a`: backend error");
+        assert_eq!(std::error::Error::source(&e).unwrap().to_string(), "disk on fire");
+        let e = StoreError::new("memory", Op::Stats, None, ErrorKind::Unavailable);
+        assert_eq!(e.to_string(), "memory store: stats: backend unavailable");
+    }
+}

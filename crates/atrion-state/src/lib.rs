@@ -1,0 +1,45 @@
+//! # atrion-state
+//!
+//! The state port of Atrion's hexagon: the [`StateStore`] trait that every storage adapter
+//! implements, the types that cross it, the in-memory store that is the embedded default,
+//! and (feature `testing`) the conformance suite every adapter must pass.
+//!
+//! The engine never waits on a store: stores hold the cluster's shared view and a node's
+//! durable copy, and are read and written off the decision path.
+//!
+//! Lessons from the design this replaces are built in: values carry versions and
+//! [`StateStore::compare_and_swap`] is the atomic primitive ([`update`] is the retry loop
+//! over it, because a closure cannot cross a network); errors name the backend, the
+//! operation and the key and keep their source; a capability is advertised only when the
+//! conformance suite proves it.
+//!
+//! ```
+//! use atrion_state::{InMemoryStore, StateStore};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let store = InMemoryStore::new();
+//! let v1 = store.set("ns/route/checkout", "scarred".into()).await?;
+//! let entry = store.get("ns/route/checkout").await?.expect("just written");
+//! assert_eq!((entry.value.as_ref(), entry.version), (&b"scarred"[..], v1));
+//! # Ok::<(), atrion_state::StoreError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Features
+//! - `testing`: the [`conformance`] module and the [`conformance_tests!`] macro.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod error;
+mod memory;
+mod store;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+pub use error::{BoxError, ErrorKind, Op, StoreError};
+pub use memory::InMemoryStore;
+pub use store::{
+    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, StateStore,
+    StoreStats, check_key, check_value, update,
+};

@@ -1,0 +1,215 @@
+//! `InMemoryStore`: the embedded default. No dependencies, no persistence, one process.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::error::{Op, StoreError};
+use crate::store::{
+    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats, check_key, check_value,
+};
+
+const BACKEND: &str = "memory";
+/// Changes a slow subscriber may fall behind by before it is told to resync.
+const FEED_CAPACITY: usize = 4096;
+
+#[derive(Debug)]
+struct Slot {
+    value: Bytes,
+    version: u64,
+    expires: Option<Instant>,
+}
+
+impl Slot {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+
+    fn entry(&self, now: Instant) -> Entry {
+        Entry { value: self.value.clone(), version: self.version, ttl: self.expires.map(|e| e - now) }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    map: BTreeMap<String, Slot>,
+    last_version: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data: RwLock<Data>,
+    changes: broadcast::Sender<Change>,
+}
+
+/// A store in this process's memory: a sorted map behind a read-write lock, with TTL,
+/// atomic compare-and-swap and a broadcast change feed. Cloning shares the same data.
+///
+/// TTL uses tokio's clock, so tests can pause and advance time.
+#[derive(Debug, Clone)]
+pub struct InMemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for InMemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        let (changes, _) = broadcast::channel(FEED_CAPACITY);
+        InMemoryStore { inner: Arc::new(Inner { data: RwLock::new(Data::default()), changes }) }
+    }
+
+    // No `.await` is ever reached while a guard is held, and the critical sections cannot
+    // panic; a poisoned lock still holds consistent data.
+    fn read(&self) -> RwLockReadGuard<'_, Data> {
+        self.inner.data.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Data> {
+        self.inner.data.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn notify(&self, change: Change) {
+        // No subscriber is not an error.
+        let _ = self.inner.changes.send(change);
+    }
+
+    fn insert(data: &mut Data, key: &str, value: Bytes, ttl: Option<Duration>, now: Instant) -> u64 {
+        data.last_version += 1;
+        let version = data.last_version;
+        let expires = ttl.map(|t| now + t);
+        data.map.insert(key.to_owned(), Slot { value, version, expires });
+        version
+    }
+}
+
+#[async_trait]
+impl StateStore for InMemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            ttl: true,
+            atomic: true,
+            transactions: false,
+            change_feed: true,
+            persistent: false,
+            shared: false,
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(BACKEND, Op::Get, key)?;
+        let now = Instant::now();
+        Ok(self.read().map.get(key).filter(|s| s.live(now)).map(|s| s.entry(now)))
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        check_key(BACKEND, Op::Set, key)?;
+        check_value(BACKEND, Op::Set, key, &value)?;
+        let version = Self::insert(&mut self.write(), key, value, ttl, Instant::now());
+        self.notify(Change::Set { key: key.to_owned(), version });
+        Ok(version)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(BACKEND, Op::Delete, key)?;
+        let now = Instant::now();
+        let existed = self.write().map.remove(key).is_some_and(|s| s.live(now));
+        if existed {
+            self.notify(Change::Deleted { key: key.to_owned() });
+        }
+        Ok(existed)
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let data = self.read();
+        Ok(data
+            .map
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, s)| s.live(now))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        check_key(BACKEND, Op::CompareAndSwap, key)?;
+        check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
+        let now = Instant::now();
+        let version = {
+            let mut data = self.write();
+            let current = data.map.get(key).filter(|s| s.live(now)).map(|s| s.version);
+            if current != expected {
+                return Ok(CasOutcome::Conflict { current });
+            }
+            Self::insert(&mut data, key, value, ttl, now)
+        };
+        self.notify(Change::Set { key: key.to_owned(), version });
+        Ok(CasOutcome::Swapped { version })
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = Instant::now();
+        let data = self.read();
+        let live = data.map.values().filter(|s| s.live(now));
+        let (keys, value_bytes) = live.fold((0, 0), |(k, b), s| (k + 1, b + s.value.len() as u64));
+        Ok(StoreStats { keys, value_bytes })
+    }
+
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.write().map.retain(|k, s| {
+            let live = s.live(now);
+            if !live {
+                expired.push(k.clone());
+            }
+            live
+        });
+        let n = expired.len() as u64;
+        for key in expired {
+            self.notify(Change::Expired { key });
+        }
+        Ok(CleanupStats { expired: n })
+    }
+
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        Ok(Some(ChangeFeed::from_broadcast(self.inner.changes.subscribe(), prefix)))
+    }
+
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        for (k, v, _) in &items {
+            check_key(BACKEND, Op::BatchSet, k)?;
+            check_value(BACKEND, Op::BatchSet, k, v)?;
+        }
+        let now = Instant::now();
+        let versions: Vec<u64> = {
+            let mut data = self.write();
+            items.iter().map(|(k, v, ttl)| Self::insert(&mut data, k, v.clone(), *ttl, now)).collect()
+        };
+        for ((key, _, _), version) in items.into_iter().zip(&versions) {
+            self.notify(Change::Set { key, version: *version });
+        }
+        Ok(versions)
+    }
+}

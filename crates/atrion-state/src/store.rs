@@ -1,0 +1,303 @@
+//! The `StateStore` port and the types that cross it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::error::{ErrorKind, Op, StoreError};
+
+/// The longest key a store accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// The largest value a store accepts, in bytes.
+pub const MAX_VALUE_LEN: usize = 16 << 20;
+
+/// A stored value with its version and remaining time to live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The bytes.
+    pub value: Bytes,
+    /// The version of this write: unique within the store and increasing with every write,
+    /// so that a deleted and recreated key never reuses one (no ABA for compare-and-swap).
+    pub version: u64,
+    /// Time left before the entry expires, if it has a TTL.
+    pub ttl: Option<Duration>,
+}
+
+/// The outcome of [`StateStore::compare_and_swap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The value was written, with this new version.
+    Swapped {
+        /// The new version.
+        version: u64,
+    },
+    /// The key's version was not the expected one; nothing was written.
+    Conflict {
+        /// The version found (`None`: the key does not exist).
+        current: Option<u64>,
+    },
+}
+
+/// What a backend can do. A capability is advertised only when the conformance suite
+/// proves it for that backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Capabilities {
+    /// Entries can expire (`set_with_ttl`).
+    pub ttl: bool,
+    /// `compare_and_swap` is atomic.
+    pub atomic: bool,
+    /// Multi-key transactions.
+    pub transactions: bool,
+    /// `subscribe` returns a change feed.
+    pub change_feed: bool,
+    /// Data survives a restart of the process.
+    pub persistent: bool,
+    /// Several processes can share the data.
+    pub shared: bool,
+}
+
+/// Counters of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StoreStats {
+    /// Live keys.
+    pub keys: u64,
+    /// Bytes of live values (keys not counted).
+    pub value_bytes: u64,
+}
+
+/// What a cleanup removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CleanupStats {
+    /// Expired entries removed.
+    pub expired: u64,
+}
+
+/// One change seen on a change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key was written.
+    Set {
+        /// The key.
+        key: String,
+        /// Its new version.
+        version: u64,
+    },
+    /// A key was deleted.
+    Deleted {
+        /// The key.
+        key: String,
+    },
+    /// A key expired (seen by a cleanup).
+    Expired {
+        /// The key.
+        key: String,
+    },
+    /// Changes were lost (the reader fell behind, or the connection dropped): the reader
+    /// must resynchronise fully.
+    Resync,
+}
+
+impl Change {
+    fn key(&self) -> Option<&str> {
+        match self {
+            Change::Set { key, .. } | Change::Deleted { key } | Change::Expired { key } => Some(key),
+            Change::Resync => None,
+        }
+    }
+}
+
+/// A stream of changes under a prefix. Delivery is best effort: whenever changes may have
+/// been lost, the feed yields [`Change::Resync`].
+#[derive(Debug)]
+pub struct ChangeFeed {
+    source: Source,
+    prefix: String,
+}
+
+#[derive(Debug)]
+enum Source {
+    Broadcast(broadcast::Receiver<Change>),
+    Channel(mpsc::Receiver<Change>),
+}
+
+impl ChangeFeed {
+    /// A feed over an in-process broadcast channel (lag becomes [`Change::Resync`]).
+    pub fn from_broadcast(rx: broadcast::Receiver<Change>, prefix: &str) -> Self {
+        ChangeFeed { source: Source::Broadcast(rx), prefix: prefix.to_owned() }
+    }
+
+    /// A feed over a channel filled by an adapter's background task.
+    pub fn from_channel(rx: mpsc::Receiver<Change>, prefix: &str) -> Self {
+        ChangeFeed { source: Source::Channel(rx), prefix: prefix.to_owned() }
+    }
+
+    /// The next change under the prefix; `None` once the store is gone.
+    pub async fn recv(&mut self) -> Option<Change> {
+        loop {
+            let change = match &mut self.source {
+                Source::Broadcast(rx) => match rx.recv().await {
+                    Ok(c) => c,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Change::Resync,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                Source::Channel(rx) => rx.recv().await?,
+            };
+            if change.key().is_none_or(|k| k.starts_with(&self.prefix)) {
+                return Some(change);
+            }
+        }
+    }
+}
+
+/// A key-value store that Atrion keeps its state in.
+///
+/// Contract for implementers:
+/// - **Keys** are 1 to [`MAX_KEY_LEN`] bytes of UTF-8; anything else is refused with
+///   [`ErrorKind::InvalidKey`] (see [`check_key`]). Values are any bytes up to
+///   [`MAX_VALUE_LEN`].
+/// - **Versions**: every successful write returns a version that is unique in the store and
+///   larger than every version returned before it.
+/// - **Atomicity**: each method is atomic on its own; `compare_and_swap` writes only if the
+///   key's current version is the expected one (`None`: the key must not exist), atomically
+///   with that check, when [`Capabilities::atomic`] is advertised.
+/// - **TTL**: an expired entry is never returned, listed or counted, whether or not a
+///   cleanup has removed it yet.
+/// - **Cancellation**: a future dropped before it completes may or may not have applied its
+///   write, but never applies half of it.
+/// - **Concurrency**: all methods may be called from many tasks at once.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The backend's name, for errors and metrics (`memory`, `file`, ...).
+    fn backend(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The entry under `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+
+    /// Writes `value` under `key`, expiring after `ttl` if given; returns the new version.
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError>;
+
+    /// Deletes `key`; true if it existed.
+    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// The live keys starting with `prefix` (all keys for `""`), sorted.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Writes `value` only if the key's version is `expected` (`None`: only if absent).
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError>;
+
+    /// Counters.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Removes expired entries now.
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError>;
+
+    /// Changes under `prefix` from now on, or `None` where the backend has no feed.
+    async fn subscribe(&self, _prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        Ok(None)
+    }
+
+    /// Writes `value` under `key` without expiry.
+    async fn set(&self, key: &str, value: Bytes) -> Result<u64, StoreError> {
+        self.put(key, value, None).await
+    }
+
+    /// Writes `value` under `key`, expiring after `ttl`.
+    async fn set_with_ttl(&self, key: &str, value: Bytes, ttl: Duration) -> Result<u64, StoreError> {
+        self.put(key, value, Some(ttl)).await
+    }
+
+    /// Whether `key` holds a live entry.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.get(key).await?.is_some())
+    }
+
+    /// The entries of `keys`, in order. Adapters override this to use one round trip.
+    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes every item; returns their versions in order. Adapters override this to use
+    /// one round trip (and, where they can, one transaction).
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (k, v, ttl) in items {
+            out.push(self.put(&k, v, ttl).await?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every key; returns how many existed.
+    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in keys {
+            n += u64::from(self.delete(k).await?);
+        }
+        Ok(n)
+    }
+}
+
+/// Checks a key against the port's rules, for adapters.
+pub fn check_key(backend: &'static str, op: Op, key: &str) -> Result<(), StoreError> {
+    let problem = if key.is_empty() {
+        "empty"
+    } else if key.len() > MAX_KEY_LEN {
+        "longer than 1024 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::new(backend, op, Some(&key[..key.len().min(64)]), ErrorKind::InvalidKey(problem)))
+}
+
+/// Checks a value's size against the port's rules, for adapters.
+pub fn check_value(backend: &'static str, op: Op, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StoreError::new(
+            backend,
+            op,
+            Some(key),
+            ErrorKind::ValueTooLarge { len: value.len(), max: MAX_VALUE_LEN },
+        ));
+    }
+    Ok(())
+}
+
+/// Reads, transforms and writes back `key` with compare-and-swap, retrying on conflict:
+/// the way to change a value safely when several writers share a store. `f` sees the current
+/// value (`None` if absent) and returns the new one; it may run several times.
+///
+/// Gives up with [`ErrorKind::Contended`] after `max_attempts` conflicts.
+pub async fn update<F>(
+    store: &dyn StateStore,
+    key: &str,
+    max_attempts: u32,
+    mut f: F,
+) -> Result<(Bytes, u64), StoreError>
+where
+    F: FnMut(Option<&Bytes>) -> Bytes + Send,
+{
+    for _ in 0..max_attempts {
+        let current = store.get(key).await?;
+        let next = f(current.as_ref().map(|e| &e.value));
+        let ttl = current.as_ref().and_then(|e| e.ttl);
+        match store.compare_and_swap(key, current.map(|e| e.version), next.clone(), ttl).await? {
+            CasOutcome::Swapped { version } => return Ok((next, version)),
+            CasOutcome::Conflict { .. } => tokio::task::yield_now().await,
+        }
+    }
+    Err(StoreError::new(store.backend(), Op::CompareAndSwap, Some(key), ErrorKind::Contended(max_attempts)))
+}
