@@ -128,3 +128,32 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     assert!(acked.len() >= 197);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_switches_from_memory_to_file_and_the_data_persists() {
+    use atrion_state::{InMemoryStore, StateService};
+    let dir = tempfile::tempdir().unwrap();
+    let config = FileConfig::new(dir.path().join("state.redb"));
+    let file = FileStore::open(&config).await.unwrap();
+    let service =
+        StateService::builder().backend("memory", InMemoryStore::new()).backend("file", file.clone()).build().unwrap();
+    for i in 0..2_000 {
+        service.set(&format!("route/{i}"), Bytes::from(format!("{i}"))).await.unwrap();
+    }
+    let writer = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                service.set(&format!("live/{i}"), Bytes::from(format!("{i}"))).await.unwrap();
+            }
+        })
+    };
+    let report = service.switch_backend("file").await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(report.to, "file");
+    assert_eq!(service.active_name(), "file");
+    drop((service, file));
+    let reopened = FileStore::open(&config).await.unwrap();
+    assert_eq!(reopened.list_keys("route/").await.unwrap().len(), 2_000);
+    assert_eq!(reopened.list_keys("live/").await.unwrap().len(), 300, "writes during the switch reached the file");
+}

@@ -32,6 +32,7 @@
 
 mod error;
 mod memory;
+mod service;
 mod store;
 
 #[cfg(feature = "testing")]
@@ -39,6 +40,7 @@ pub mod conformance;
 
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use memory::InMemoryStore;
+pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
     Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, StateStore,
     StoreStats, check_key, check_value, update,

@@ -1,0 +1,575 @@
+//! `StateService`: several configured backends, one active, switched at runtime without
+//! losing a write; backup and restore; a background TTL cleanup that stops when told.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use tokio::sync::{Mutex, RwLock};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::StoreError;
+use crate::store::{Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats};
+
+/// Keys copied per round trip while migrating.
+const COPY_CHUNK: usize = 256;
+
+/// A service operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// No backend of this name was configured.
+    #[error("unknown backend `{name}` (configured: {configured})")]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The names configured, comma-separated.
+        configured: String,
+    },
+    /// The service was built without backends, or with an invalid name.
+    #[error("invalid state service: {0}")]
+    Config(String),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// After copying, the new backend did not hold what the old one did; nothing was
+    /// switched.
+    #[error("switch to `{to}` aborted: {missing} key(s) missing, {differing} differing, {extra} extra")]
+    VerifyFailed {
+        /// The backend that was to become active.
+        to: String,
+        /// Keys of the old backend absent from the new.
+        missing: usize,
+        /// Keys whose values differ.
+        differing: usize,
+        /// Keys only in the new backend that could not be removed.
+        extra: usize,
+    },
+    /// Reading or writing a backup file failed.
+    #[error("backup file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a backup file is not a valid entry.
+    #[error("backup file {path}, line {line}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Its line (from 1).
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What a switch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchReport {
+    /// The backend active before.
+    pub from: String,
+    /// The backend active now.
+    pub to: String,
+    /// Keys copied (the rest were written through during the switch).
+    pub copied: u64,
+    /// Keys verified equal before the flip.
+    pub verified: u64,
+}
+
+/// While switching: writes go to the old backend and are mirrored to the new one, under a
+/// lock that the copy also takes, and the keys they touch are not copied again.
+struct Mirror {
+    name: String,
+    store: Arc<dyn StateStore>,
+    touched: Arc<Mutex<HashSet<String>>>,
+}
+
+/// One write in progress (see [`StateService::begin_write`]).
+struct Writing<'s> {
+    _permit: tokio::sync::RwLockReadGuard<'s, ()>,
+    active: Arc<Active>,
+    touched: Option<tokio::sync::OwnedMutexGuard<HashSet<String>>>,
+}
+
+impl Writing<'_> {
+    fn store(&self) -> &dyn StateStore {
+        self.active.store.as_ref()
+    }
+
+    fn mirror(&self) -> Option<&dyn StateStore> {
+        self.active.mirror.as_ref().map(|m| m.store.as_ref())
+    }
+
+    /// Marks keys as written through, so that the copy leaves them alone.
+    fn touch<'k>(&mut self, keys: impl IntoIterator<Item = &'k str>) {
+        if let Some(t) = &mut self.touched {
+            t.extend(keys.into_iter().map(str::to_owned));
+        }
+    }
+}
+
+struct Active {
+    name: String,
+    store: Arc<dyn StateStore>,
+    mirror: Option<Arc<Mirror>>,
+}
+
+/// Builds a [`StateService`].
+#[derive(Default)]
+pub struct StateServiceBuilder {
+    backends: Vec<(String, Arc<dyn StateStore>)>,
+    active: Option<String>,
+}
+
+impl StateServiceBuilder {
+    /// Registers a backend, already built from its own validated config.
+    pub fn backend(mut self, name: impl Into<String>, store: impl StateStore + 'static) -> Self {
+        self.backends.push((name.into(), Arc::new(store)));
+        self
+    }
+
+    /// Registers a shared backend.
+    pub fn backend_arc(mut self, name: impl Into<String>, store: Arc<dyn StateStore>) -> Self {
+        self.backends.push((name.into(), store));
+        self
+    }
+
+    /// The backend active at start (default: the first registered).
+    pub fn active(mut self, name: impl Into<String>) -> Self {
+        self.active = Some(name.into());
+        self
+    }
+
+    /// The service, or what is wrong with its configuration.
+    pub fn build(self) -> Result<StateService, ServiceError> {
+        let mut backends = BTreeMap::new();
+        let first = self.backends.first().map(|(n, _)| n.clone());
+        for (name, store) in self.backends {
+            if name.is_empty() {
+                return Err(ServiceError::Config("a backend name is empty".into()));
+            }
+            if backends.insert(name.clone(), store).is_some() {
+                return Err(ServiceError::Config(format!("backend `{name}` is registered twice")));
+            }
+        }
+        let name = self.active.or(first).ok_or_else(|| ServiceError::Config("no backend registered".into()))?;
+        let store = lookup(&backends, &name)?;
+        Ok(StateService {
+            inner: Arc::new(Inner {
+                backends,
+                active: ArcSwap::from_pointee(Active { name, store, mirror: None }),
+                gate: RwLock::new(()),
+                switching: Mutex::new(()),
+            }),
+        })
+    }
+}
+
+fn lookup(backends: &BTreeMap<String, Arc<dyn StateStore>>, name: &str) -> Result<Arc<dyn StateStore>, ServiceError> {
+    backends.get(name).cloned().ok_or_else(|| ServiceError::UnknownBackend {
+        name: name.to_owned(),
+        configured: backends.keys().cloned().collect::<Vec<_>>().join(", "),
+    })
+}
+
+struct Inner {
+    backends: BTreeMap<String, Arc<dyn StateStore>>,
+    active: ArcSwap<Active>,
+    /// Writers hold it shared for the length of one write; a switch holds it exclusively
+    /// only to change mode and to verify. Reads never touch it.
+    gate: RwLock<()>,
+    /// One switch at a time.
+    switching: Mutex<()>,
+}
+
+/// A registry of configured backends with one active, itself a [`StateStore`].
+///
+/// - Reads go to the active backend through an atomic pointer ([`ArcSwap`]): no lock.
+/// - [`StateService::switch_backend`] copies every key (with its remaining TTL) to the new
+///   backend while writes keep flowing (mirrored to both), verifies that both hold the same
+///   keys and values, and only then flips; a write made during the switch is never lost.
+/// - [`StateService::backup`] / [`StateService::restore`] use a portable JSON-lines file.
+/// - [`StateService::start_cleanup`] runs TTL cleanup in the background, owned by a handle.
+#[derive(Clone)]
+pub struct StateService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StateService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateService")
+            .field("active", &self.active_name())
+            .field("backends", &self.inner.backends.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl StateService {
+    /// A builder.
+    pub fn builder() -> StateServiceBuilder {
+        StateServiceBuilder::default()
+    }
+
+    /// The name of the active backend.
+    pub fn active_name(&self) -> String {
+        self.inner.active.load().name.clone()
+    }
+
+    /// The active backend.
+    pub fn active_store(&self) -> Arc<dyn StateStore> {
+        self.inner.active.load().store.clone()
+    }
+
+    /// The configured backends' names.
+    pub fn backend_names(&self) -> Vec<String> {
+        self.inner.backends.keys().cloned().collect()
+    }
+
+    /// Starts one write. The mode is read under the write gate, so a switch cannot begin
+    /// between choosing the stores and writing; while a switch is under way, the mirror's
+    /// lock is held until the write (to both backends) is done.
+    async fn begin_write(&self) -> Writing<'_> {
+        let permit = self.inner.gate.read().await;
+        let active = self.inner.active.load_full();
+        let touched = match &active.mirror {
+            Some(m) => Some(m.touched.clone().lock_owned().await),
+            None => None,
+        };
+        Writing { _permit: permit, active, touched }
+    }
+
+    /// Makes `name` the active backend: copies every key with its remaining TTL, verifies,
+    /// then flips. Writes made meanwhile reach both backends. Fails, leaving the old backend
+    /// active, if the copy cannot be verified.
+    pub async fn switch_backend(&self, name: &str) -> Result<SwitchReport, ServiceError> {
+        let _one_at_a_time = self.inner.switching.lock().await;
+        let target = lookup(&self.inner.backends, name)?;
+        let current = self.inner.active.load_full();
+        if current.name == name {
+            return Ok(SwitchReport { from: name.into(), to: name.into(), copied: 0, verified: 0 });
+        }
+        let mirror = Arc::new(Mirror {
+            name: name.to_owned(),
+            store: target.clone(),
+            touched: Arc::new(Mutex::new(HashSet::new())),
+        });
+        {
+            let _exclusive = self.inner.gate.write().await;
+            self.inner.active.store(Arc::new(Active {
+                name: current.name.clone(),
+                store: current.store.clone(),
+                mirror: Some(mirror.clone()),
+            }));
+        }
+        let result = self.migrate(&current, &mirror).await;
+        let _exclusive = self.inner.gate.write().await;
+        let outcome = match result {
+            Ok(copied) => self.verify(&current, &mirror).await.map(|verified| (copied, verified)),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok((copied, verified)) => {
+                self.inner.active.store(Arc::new(Active { name: name.to_owned(), store: target, mirror: None }));
+                Ok(SwitchReport { from: current.name.clone(), to: name.to_owned(), copied, verified })
+            }
+            Err(e) => {
+                self.inner.active.store(Arc::new(Active {
+                    name: current.name.clone(),
+                    store: current.store.clone(),
+                    mirror: None,
+                }));
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies every key not written through since the switch began.
+    async fn migrate(&self, from: &Active, to: &Mirror) -> Result<u64, ServiceError> {
+        let keys = from.store.list_keys("").await?;
+        let mut copied = 0;
+        for chunk in keys.chunks(COPY_CHUNK) {
+            let entries = from.store.batch_get(chunk).await?;
+            // Under the mirror lock: a write to one of these keys either happened before
+            // (and touched it, so it is skipped) or happens after (and overwrites the copy).
+            let touched = to.touched.lock().await;
+            let items: Vec<_> = chunk
+                .iter()
+                .zip(entries)
+                .filter(|(k, _)| !touched.contains(*k))
+                .filter_map(|(k, e)| e.map(|e| (k.clone(), e.value, e.ttl)))
+                .collect();
+            copied += items.len() as u64;
+            if !items.is_empty() {
+                to.store.batch_set(items).await?;
+            }
+        }
+        Ok(copied)
+    }
+
+    /// With writers held off: the new backend must hold exactly the old one's keys and values.
+    async fn verify(&self, from: &Active, to: &Mirror) -> Result<u64, ServiceError> {
+        let source: BTreeSet<String> = from.store.list_keys("").await?.into_iter().collect();
+        let extra: Vec<String> = to.store.list_keys("").await?.into_iter().filter(|k| !source.contains(k)).collect();
+        to.store.batch_delete(&extra).await?;
+        let keys: Vec<String> = source.into_iter().collect();
+        let (mut missing, mut differing) = (0, 0);
+        for chunk in keys.chunks(COPY_CHUNK) {
+            let (a, b) = (from.store.batch_get(chunk).await?, to.store.batch_get(chunk).await?);
+            for (x, y) in a.iter().zip(&b) {
+                match (x, y) {
+                    (Some(x), Some(y)) if x.value != y.value => differing += 1,
+                    (Some(_), None) => missing += 1,
+                    _ => {}
+                }
+            }
+        }
+        let extra = to.store.list_keys("").await?.len().saturating_sub(keys.len());
+        if missing + differing + extra > 0 {
+            return Err(ServiceError::VerifyFailed { to: to.name.clone(), missing, differing, extra });
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// Writes every live entry of the active backend to `path` as JSON lines
+    /// (`{"key", "value" (base64), "ttl_ms"}`), atomically (a temporary file, then a rename).
+    pub async fn backup(&self, path: impl AsRef<Path>) -> Result<u64, ServiceError> {
+        let path = path.as_ref();
+        let io = |source| ServiceError::Io { path: path.to_owned(), source };
+        let store = self.active_store();
+        let keys = store.list_keys("").await?;
+        let tmp = path.with_extension("partial");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        let mut n = 0;
+        for chunk in keys.chunks(COPY_CHUNK) {
+            for (key, entry) in chunk.iter().zip(store.batch_get(chunk).await?) {
+                let Some(entry) = entry else { continue };
+                let line = serde_json::json!({
+                    "key": key,
+                    "value": BASE64.encode(&entry.value),
+                    "ttl_ms": entry.ttl.map(|t| t.as_millis() as u64),
+                });
+                writeln!(out, "{line}").map_err(io)?;
+                n += 1;
+            }
+        }
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(n)
+    }
+
+    /// Loads a backup into the active backend (existing keys are overwritten). The whole
+    /// file is checked before anything is written.
+    pub async fn restore(&self, path: impl AsRef<Path>) -> Result<u64, ServiceError> {
+        let path = path.as_ref();
+        let io = |source| ServiceError::Io { path: path.to_owned(), source };
+        let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut items = Vec::new();
+        for (i, line) in file.lines().enumerate() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |reason: String| ServiceError::Malformed { path: path.to_owned(), line: i as u64 + 1, reason };
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Line {
+                key: String,
+                value: String,
+                ttl_ms: Option<u64>,
+            }
+            let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
+            let value = BASE64.decode(&l.value).map_err(|e| bad(format!("value is not base64: {e}")))?;
+            crate::check_key("service", crate::Op::BatchSet, &l.key).map_err(|e| bad(e.to_string()))?;
+            items.push((l.key, Bytes::from(value), l.ttl_ms.map(Duration::from_millis)));
+        }
+        let n = items.len() as u64;
+        for chunk in items.chunks(COPY_CHUNK) {
+            self.batch_set(chunk.to_vec()).await?;
+        }
+        Ok(n)
+    }
+
+    /// Starts a background task that removes expired entries of the active backend every
+    /// `every`. It runs until [`CleanupTask::shutdown`] (or until the handle is dropped).
+    pub fn start_cleanup(&self, every: Duration) -> CleanupTask {
+        let token = CancellationToken::new();
+        let counters = Arc::new(CleanupCounters::default());
+        let (service, stop, c) = (self.clone(), token.clone(), counters.clone());
+        let handle = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => match service.cleanup().await {
+                        Ok(stats) => {
+                            c.runs.fetch_add(1, Ordering::Relaxed);
+                            c.expired.fetch_add(stats.expired, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            c.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    },
+                }
+            }
+        });
+        CleanupTask { token, handle: Some(handle), counters }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CleanupCounters {
+    runs: AtomicU64,
+    expired: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The background cleanup, owned: [`CleanupTask::shutdown`] stops it and waits for it;
+/// dropping the handle stops it without waiting.
+#[derive(Debug)]
+pub struct CleanupTask {
+    token: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+    counters: Arc<CleanupCounters>,
+}
+
+impl CleanupTask {
+    /// Cleanups run so far.
+    pub fn runs(&self) -> u64 {
+        self.counters.runs.load(Ordering::Relaxed)
+    }
+
+    /// Entries expired by this task so far.
+    pub fn expired(&self) -> u64 {
+        self.counters.expired.load(Ordering::Relaxed)
+    }
+
+    /// Cleanups that failed (the task goes on).
+    pub fn errors(&self) -> u64 {
+        self.counters.errors.load(Ordering::Relaxed)
+    }
+
+    /// Stops the task and waits until it has finished.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            // A panic inside the task has nothing left to clean up.
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for CleanupTask {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+#[async_trait]
+impl StateStore for StateService {
+    fn backend(&self) -> &'static str {
+        self.inner.active.load().store.backend()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.active.load().store.capabilities()
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.inner.active.load().store.get(key).await
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        let mut w = self.begin_write().await;
+        let version = w.store().put(key, value.clone(), ttl).await?;
+        if let Some(m) = w.mirror() {
+            m.put(key, value, ttl).await?;
+        }
+        w.touch([key]);
+        Ok(version)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let mut w = self.begin_write().await;
+        let existed = w.store().delete(key).await?;
+        if let Some(m) = w.mirror() {
+            m.delete(key).await?;
+        }
+        w.touch([key]);
+        Ok(existed)
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.active.load().store.list_keys(prefix).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        let mut w = self.begin_write().await;
+        let outcome = w.store().compare_and_swap(key, expected, value.clone(), ttl).await?;
+        if let (CasOutcome::Swapped { .. }, Some(m)) = (outcome, w.mirror()) {
+            m.put(key, value, ttl).await?;
+            w.touch([key]);
+        }
+        Ok(outcome)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.active.load().store.stats().await
+    }
+
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        let active = self.inner.active.load_full();
+        let stats = active.store.cleanup().await?;
+        if let Some(m) = &active.mirror {
+            m.store.cleanup().await?;
+        }
+        Ok(stats)
+    }
+
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        self.inner.active.load().store.subscribe(prefix).await
+    }
+
+    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        self.inner.active.load().store.batch_get(keys).await
+    }
+
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        let mut w = self.begin_write().await;
+        let versions = w.store().batch_set(items.clone()).await?;
+        if let Some(m) = w.mirror() {
+            m.batch_set(items.clone()).await?;
+        }
+        w.touch(items.iter().map(|(k, _, _)| k.as_str()));
+        Ok(versions)
+    }
+
+    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        let mut w = self.begin_write().await;
+        let n = w.store().batch_delete(keys).await?;
+        if let Some(m) = w.mirror() {
+            m.batch_delete(keys).await?;
+        }
+        w.touch(keys.iter().map(String::as_str));
+        Ok(n)
+    }
+}
