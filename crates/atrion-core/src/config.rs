@@ -237,6 +237,9 @@ pub struct PhysicsConfig {
     pub scar_max: f64,
     /// Critical pressure `P_crit`: the norm of positive pressure above which trauma accrues.
     pub critical_pressure: f64,
+    /// Gamma: the weight of the other nodes' scar when they report on a route,
+    /// `S = gamma * S_cluster + (1 - gamma) * S_local` (0 ignores the cluster, 1 obeys it).
+    pub gamma: f64,
     /// Updates a new route spends in bootstrap, where it cannot trip.
     pub bootstrap_updates: u32,
     /// Break point before the tuner has learned (ohms).
@@ -281,6 +284,7 @@ impl Default for PhysicsConfig {
             scar_rate: 6.0,
             scar_max: 100.0,
             critical_pressure: 0.7,
+            gamma: 0.3,
             bootstrap_updates: 10,
             static_break: 50.0,
             static_recovery: 25.0,
@@ -388,6 +392,10 @@ impl PhysicsConfig {
                 value: self.critical_pressure,
                 expected: "< sqrt(3), the largest possible pressure norm",
             });
+        }
+        finite("gamma", self.gamma)?;
+        if !(0.0..=1.0).contains(&self.gamma) {
+            return Err(E::OutOfRange { field: "gamma", value: self.gamma, expected: "in [0, 1]" });
         }
         positive("static_break", self.static_break)?;
         positive("static_recovery", self.static_recovery)?;

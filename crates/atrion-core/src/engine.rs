@@ -14,7 +14,7 @@
 //!   and if none are, the new route's traffic is pooled into one overflow route, so that
 //!   unbounded route ids cannot exhaust memory.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::config::{ConfigError, Model, PhysicsConfig};
 use crate::decision::{Decision, Priority, Reason, softmax_select};
 use crate::mode::Mode;
 use crate::observer::{Event, PhysicsObserver, SilentObserver};
-use crate::physics::{Change, Physics, RouteState, Tuner, decayed_resistance};
+use crate::physics::{Change, Physics, RouteState, Tuner, blend, decayed_resistance};
 use crate::telemetry::Telemetry;
 use crate::time::Timestamp;
 use crate::vector::{DecodeError, PhysicsVector};
@@ -102,6 +102,17 @@ pub struct RouteStatus {
     pub open_until: Timestamp,
 }
 
+/// What one node's own telemetry made of a route: the part it shares with the cluster.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalContribution {
+    /// Local scar (ohms).
+    pub scar: f64,
+    /// Local momentum.
+    pub momentum: f64,
+    /// When these were computed (the route's last update).
+    pub at: Timestamp,
+}
+
 /// Counters of the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineStats {
@@ -137,6 +148,13 @@ struct View {
     /// route's lock; per route, so that threads reporting out of order to different routes
     /// never share a counter).
     skews: AtomicU64,
+    /// Reported since the state layer last collected this route.
+    dirty: AtomicBool,
+    /// The other nodes' scar for this route (f64 bits) and when it was that value; only
+    /// meaningful while `cluster_on`.
+    cluster_scar: AtomicU64,
+    cluster_at: AtomicU64,
+    cluster_on: AtomicBool,
 }
 
 fn load_f(a: &AtomicU64) -> f64 {
@@ -182,6 +200,17 @@ impl RouteCell {
         v.open_until.store(s.open_until.as_nanos(), Relaxed);
         v.quota.store(s.probe_quota(phys), Relaxed);
         Mode::from_u8(v.mode.swap(s.mode as u8, Release))
+    }
+
+    /// The cluster's scar for this route healed to `now`, if other nodes report on it.
+    #[inline]
+    fn cluster(&self, phys: &Physics, now: Timestamp) -> Option<f64> {
+        let v = &self.view;
+        if !v.cluster_on.load(Acquire) {
+            return None;
+        }
+        let age = now.saturating_since(Timestamp::from_nanos(v.cluster_at.load(Relaxed))).as_secs_f64();
+        Some(load_f(&v.cluster_scar) * (-phys.cfg.scar_decay * age).exp())
     }
 
     fn touch(&self, now: Timestamp) {
@@ -431,10 +460,64 @@ impl<O: PhysicsObserver> Engine<O> {
         }
     }
 
+    /// Calls `f` for every route reported since the last call, with its local contribution
+    /// (what its own telemetry produced: never the cluster's), and marks it clean. For the
+    /// state layer's pulse; takes each dirty route's lock briefly.
+    pub fn take_dirty(&self, mut f: impl FnMut(&str, LocalContribution)) {
+        let map = self.routes.pin();
+        for (name, cell) in map.iter() {
+            if cell.view.dirty.swap(false, AcqRel) {
+                let s = cell.lock();
+                f(name, LocalContribution { scar: s.scar, momentum: s.momentum, at: s.last });
+            }
+        }
+    }
+
+    /// Sets the other nodes' scar for `route` as of `now` (`None`: no other node reports on
+    /// it), creating the route if unknown. Decisions blend it with the local scar by
+    /// [`PhysicsConfig::gamma`], healing it at the local rate.
+    pub fn set_cluster(&self, route: &str, scar: Option<f64>, now: Timestamp) -> Result<(), EngineError> {
+        check_id(route)?;
+        let cell = self.cell_or_create(route, now);
+        let v = &cell.view;
+        match scar {
+            Some(s) if s.is_finite() => {
+                store_f(&v.cluster_scar, s.clamp(0.0, self.phys.cfg.scar_max));
+                v.cluster_at.store(now.as_nanos(), Relaxed);
+                v.cluster_on.store(true, Release);
+            }
+            _ => v.cluster_on.store(false, Release),
+        }
+        Ok(())
+    }
+
+    /// Seeds `route`'s local scar from a previous life of this node (warm start): the scar
+    /// becomes at least `scar`, healed from `at` to `now`.
+    pub fn warm_start(&self, route: &str, scar: f64, at: Timestamp, now: Timestamp) -> Result<(), EngineError> {
+        check_id(route)?;
+        if !scar.is_finite() || scar < 0.0 {
+            return Ok(());
+        }
+        let cell = self.cell_or_create(route, now);
+        let mut s = cell.lock();
+        let healed = scar * (-self.phys.cfg.scar_decay * now.saturating_since(at).as_secs_f64()).exp();
+        if healed > s.scar {
+            let c = &self.phys.cfg;
+            s.resistance = (s.resistance + (healed.min(c.scar_max) - s.scar)).clamp(c.r_base, c.r_max);
+            s.scar = healed.min(c.scar_max);
+            if !s.seen || now > s.last {
+                s.last = now;
+                s.seen = true;
+            }
+            cell.publish(&s, &self.phys);
+        }
+        Ok(())
+    }
+
     fn decide_cell(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
         cell.touch(now);
         match self.phys.cfg.model {
-            Model::Reference => self.decide_reference(cell, priority),
+            Model::Reference => self.decide_reference(cell, now, priority),
             Model::Default => self.decide_default(cell, now, priority),
         }
     }
@@ -442,11 +525,11 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit
     /// when the priority's voltage exceeds R. The reference gives no retry hint; ours is
     /// `half_open.open_base`.
-    fn decide_reference(&self, cell: &RouteCell, priority: Priority) -> Decision {
+    fn decide_reference(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
         let c = &self.phys.cfg;
         let v = &cell.view;
         let mode = Mode::from_u8(v.mode.load(Acquire));
-        let r = load_f(&v.resistance);
+        let r = blend(&self.phys, load_f(&v.resistance), load_f(&v.scar), cell.cluster(&self.phys, now));
         if mode == Mode::Open {
             return Decision::shed(Reason::Open, mode, r, c.half_open.open_base);
         }
@@ -506,7 +589,11 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         let scar = load_f(&v.scar);
         let age = now.saturating_since(Timestamp::from_nanos(v.at.load(Relaxed))).as_secs_f64();
-        let r_now = decayed_resistance(&self.phys, r, scar, age);
+        let healed = decayed_resistance(&self.phys, r, scar, age);
+        let r_now = match cell.cluster(&self.phys, now) {
+            Some(cluster) => blend(&self.phys, healed, scar * (-c.scar_decay * age).exp(), Some(cluster)),
+            None => healed,
+        };
         let base = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
         let fraction = match priority {
             Priority::Critical => return Decision::admit(base, mode, r_now),
@@ -552,18 +639,20 @@ impl<O: PhysicsObserver> Engine<O> {
             if s.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
                 s.set_mode(Mode::HalfOpen);
             }
+            let cluster = cell.cluster(&self.phys, now);
             let change = match self.phys.cfg.model {
                 Model::Reference => {
                     let mut shared = self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.update(&self.phys, telemetry.channels(), now, Some(&mut shared))
+                    s.update(&self.phys, telemetry.channels(), now, Some(&mut shared), cluster)
                 }
-                Model::Default => s.update(&self.phys, telemetry.channels(), now, None),
+                Model::Default => s.update(&self.phys, telemetry.channels(), now, None, cluster),
             };
             if change.is_some_and(|c| c.to == Mode::HalfOpen) {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
                 cell.view.probes.store(0, Relaxed);
             }
             let before = cell.publish(&s, &self.phys);
+            cell.view.dirty.store(true, Relaxed);
             (change, before, (s.mode, s.resistance, s.scar, s.momentum))
         };
         let (mode, resistance, scar, momentum) = update;

@@ -55,7 +55,9 @@ pub use config::{
     Channels, ConfigError, HalfOpenConfig, Model, PhysicsConfig, PriorityThresholds, Profile, TunerConfig,
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
-pub use engine::{Engine, EngineError, EngineLimits, EngineStats, OVERFLOW_ROUTE, RouteHandle, RouteStatus};
+pub use engine::{
+    Engine, EngineError, EngineLimits, EngineStats, LocalContribution, OVERFLOW_ROUTE, RouteHandle, RouteStatus,
+};
 pub use mode::Mode;
 pub use observer::{
     CollectorObserver, CompositeObserver, Event, FilteredObserver, OwnedEvent, PhysicsObserver, SilentObserver,

@@ -257,17 +257,19 @@ impl RouteState {
         dt
     }
 
-    /// One telemetry update. `shared` is the reference model's tuner shared by all routes.
+    /// One telemetry update. `shared` is the reference model's tuner shared by all routes;
+    /// `cluster` is the other nodes' scar for this route at `now`, if any report on it.
     pub fn update(
         &mut self,
         phys: &Physics,
         raw: [f64; 3],
         now: Timestamp,
         shared: Option<&mut Tuner>,
+        cluster: Option<f64>,
     ) -> Option<Change> {
         match phys.cfg.model {
-            Model::Reference => self.update_reference(phys, raw, now, shared),
-            Model::Default => self.update_default(phys, raw, now),
+            Model::Reference => self.update_reference(phys, raw, now, shared, cluster),
+            Model::Default => self.update_default(phys, raw, now, cluster),
         }
     }
 
@@ -277,6 +279,7 @@ impl RouteState {
         raw: [f64; 3],
         now: Timestamp,
         shared: Option<&mut Tuner>,
+        cluster: Option<f64>,
     ) -> Option<Change> {
         let c = &phys.cfg;
         let dt_s = self.advance(now);
@@ -310,9 +313,10 @@ impl RouteState {
         self.tuner = *tuner;
 
         match self.mode {
-            Mode::Operational if self.resistance >= self.break_point => self.set_mode(Mode::Open),
+            Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.set_mode(Mode::Open),
             Mode::Open
-                if (self.scar < c.scar_rate && norm(p) < c.critical_pressure) || self.resistance < self.recovery =>
+                if (self.scar < c.scar_rate && norm(p) < c.critical_pressure)
+                    || self.effective(phys, cluster) < self.recovery =>
             {
                 self.set_mode(Mode::Operational)
             }
@@ -320,7 +324,13 @@ impl RouteState {
         }
     }
 
-    fn update_default(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
+    fn update_default(
+        &mut self,
+        phys: &Physics,
+        raw: [f64; 3],
+        now: Timestamp,
+        cluster: Option<f64>,
+    ) -> Option<Change> {
         let c = &phys.cfg;
         let dt_s = self.advance(now);
         self.updates = self.updates.saturating_add(1);
@@ -369,14 +379,14 @@ impl RouteState {
                 }
                 None
             }
-            Mode::Operational if self.resistance >= self.break_point => self.trip(phys, now),
+            Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.trip(phys, now),
             Mode::Operational => None,
             Mode::Open if now >= self.open_until => {
                 let change = self.set_mode(Mode::HalfOpen);
-                self.probe(phys, raw, now).or(change)
+                self.probe(phys, raw, now, cluster).or(change)
             }
             Mode::Open => None,
-            Mode::HalfOpen => self.probe(phys, raw, now),
+            Mode::HalfOpen => self.probe(phys, raw, now, cluster),
         }
     }
 
@@ -384,7 +394,7 @@ impl RouteState {
     /// `max_probe_failure` of its probes were unhealthy (so the first probe failing re-trips
     /// at once, while one background error among many healthy probes does not); it closes
     /// after `close_after` healthy probes once resistance is back under the recovery point.
-    fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp) -> Option<Change> {
+    fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp, cluster: Option<f64>) -> Option<Change> {
         let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
@@ -397,7 +407,7 @@ impl RouteState {
             return None;
         }
         self.probe_ok = self.probe_ok.saturating_add(1);
-        if u32::from(self.probe_ok) >= h.close_after && self.resistance < self.recovery {
+        if u32::from(self.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.recovery {
             return self.set_mode(Mode::Operational);
         }
         None
@@ -423,6 +433,12 @@ impl RouteState {
         h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
     }
 
+    /// Resistance with the cluster's scar blended in: `S = g S_cluster + (1 - g) S_local`.
+    /// Without a cluster contribution, the local resistance.
+    fn effective(&self, phys: &Physics, cluster: Option<f64>) -> f64 {
+        blend(phys, self.resistance, self.scar, cluster)
+    }
+
     pub fn set_mode(&mut self, to: Mode) -> Option<Change> {
         let from = self.mode;
         if from == to {
@@ -434,6 +450,15 @@ impl RouteState {
             self.probe_bad = 0;
         }
         Some(Change { from, to })
+    }
+}
+
+/// Gamma blending of scar (SPEC 4): `R + g (S_cluster - S_local)`, clamped, where `resistance`
+/// and `scar` are local. Without a cluster contribution, `resistance` unchanged.
+pub(crate) fn blend(phys: &Physics, resistance: f64, scar: f64, cluster: Option<f64>) -> f64 {
+    match cluster {
+        Some(s_cluster) => (resistance + phys.cfg.gamma * (s_cluster - scar)).clamp(phys.cfg.r_base, phys.cfg.r_max),
+        None => resistance,
     }
 }
 

@@ -190,3 +190,64 @@ fn telemetry_rejections_leave_state_untouched() {
     }
     assert_eq!(e.snapshot("r").unwrap(), before);
 }
+
+#[test]
+fn cluster_scar_is_gamma_blended_and_heals() {
+    let e = engine(Model::Default);
+    drive(&e, "r", 100.0, 0.0, 10.0, |_| healthy());
+    let now = Timestamp::from_secs(10);
+    let alone = e.resistance("r", now).unwrap();
+    assert_eq!(alone, 10.0);
+    e.set_cluster("r", Some(60.0), now).unwrap();
+    let g = e.config().gamma;
+    let blended = e.decide("r", now, Priority::Critical).resistance;
+    assert!((blended - (10.0 + g * 60.0)).abs() < 1e-9, "{blended}");
+    // Shed by priority: 28 is above the normal threshold (25, on the way to a break of 30);
+    // the first request may pass as the keep-alive, the next is shed.
+    e.decide("r", now, Priority::Normal);
+    assert_eq!(e.decide("r", now, Priority::Normal).reason, atrion_core::Reason::Overloaded);
+    // The cluster's scar heals at the local rate: one half-life later, half the excess.
+    let half_life = std::f64::consts::LN_2 / e.config().scar_decay;
+    let later = Timestamp::from_nanos(now.as_nanos() + (half_life * 1e9) as u64);
+    let healed = e.decide("r", later, Priority::Critical).resistance;
+    assert!((healed - (10.0 + g * 30.0)).abs() < 1e-6, "{healed}");
+    // A report counts the blend in its trip decision: a cluster scar of 100 trips the route.
+    e.set_cluster("r", Some(100.0), later).unwrap();
+    let s = e.report("r", healthy(), later);
+    assert_eq!(s.mode, Mode::Open, "R = 10 + 0.3 * 100 >= 30");
+    // Cleared: back to the local view.
+    e.set_cluster("r", None, later).unwrap();
+    assert_eq!(e.resistance("r", later), None, "open routes have no selectable resistance");
+}
+
+#[test]
+fn dirty_routes_are_taken_once_with_their_local_contribution() {
+    let e = engine(Model::Default);
+    e.report("a", outage(), ms(0));
+    e.report("a", outage(), ms(500));
+    e.report("b", healthy(), ms(500));
+    e.set_cluster("c", Some(5.0), ms(500)).unwrap(); // remote-only: not dirty
+    let mut seen = Vec::new();
+    e.take_dirty(|route, c| seen.push((route.to_owned(), c)));
+    seen.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(seen.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+    assert!(seen[0].1.scar > 0.0 && seen[0].1.at == ms(500));
+    let mut again = 0;
+    e.take_dirty(|_, _| again += 1);
+    assert_eq!(again, 0, "taken once");
+}
+
+#[test]
+fn warm_start_seeds_healed_local_scar() {
+    let e = engine(Model::Default);
+    let half_life = std::f64::consts::LN_2 / e.config().scar_decay;
+    let at = Timestamp::from_secs(100);
+    let now = Timestamp::from_nanos(at.as_nanos() + (half_life * 1e9) as u64);
+    e.warm_start("r", 40.0, at, now).unwrap();
+    let v = e.snapshot("r").unwrap();
+    assert!((v.scar - 20.0).abs() < 1e-6, "{}", v.scar);
+    assert!((v.resistance - 30.0).abs() < 1e-6);
+    // Never lowers what the route already has.
+    e.warm_start("r", 1.0, now, now).unwrap();
+    assert!((e.snapshot("r").unwrap().scar - 20.0).abs() < 1e-6);
+}
