@@ -491,6 +491,11 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 
+    /// The other nodes' scar for `route` as decisions see it at `now` (healed), if any.
+    pub fn cluster_scar(&self, route: &str, now: Timestamp) -> Option<f64> {
+        self.routes.pin().get(route)?.cluster(&self.phys, now)
+    }
+
     /// Seeds `route`'s local scar from a previous life of this node (warm start): the scar
     /// becomes at least `scar`, healed from `at` to `now`.
     pub fn warm_start(&self, route: &str, scar: f64, at: Timestamp, now: Timestamp) -> Result<(), EngineError> {

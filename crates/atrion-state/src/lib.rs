@@ -31,6 +31,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod manager;
 mod memory;
 mod service;
 mod store;
@@ -39,9 +40,23 @@ mod store;
 pub mod conformance;
 
 pub use error::{BoxError, ErrorKind, Op, StoreError};
+pub use manager::{Clock, Contribution, StateManager, SyncConfig, SyncStats, TokioClock};
 pub use memory::InMemoryStore;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
     Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, StateStore,
     StoreStats, check_key, check_value, update,
 };
+
+/// Durations in config files are written as seconds (floats).
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
+    }
+}

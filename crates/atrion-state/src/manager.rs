@@ -1,0 +1,640 @@
+//! `StateManager`: the pulse that shares scar tissue across a cluster (SPEC 4).
+//!
+//! ```text
+//! COMPUTE (engine, local, ns) -> BUFFER (dirty routes) -> PUSH (one batch per pulse)
+//!                                                      -> PULL (change feed + full sync) -> MERGE (gamma)
+//! ```
+//!
+//! - The engine decides on local state only; the manager never sits on the decision path.
+//! - Each node writes only its own contribution for a route, under
+//!   `{namespace}/route/{route}/node/{node}`: its *local* scar and momentum and the wall-clock
+//!   time they were computed, never the merged value (no echo).
+//! - A reader heals each remote contribution to its own `now` and takes the maximum over the
+//!   other live nodes as `S_cluster`; the engine blends it by gamma.
+//! - Nodes heartbeat under `{namespace}/node/{node}`; a node silent for longer than
+//!   `node_ttl` drops out of the aggregate.
+//! - A failing store is counted and retried every pulse; unpushed contributions are kept,
+//!   newest per route, bounded, and pushed when the store returns.
+//! - `start` loads what the cluster knows before it returns (warm start).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atrion_core::{Engine, PhysicsObserver, Timestamp};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ErrorKind, Op, StoreError};
+use crate::store::{Change, StateStore};
+
+/// Engine time and wall-clock time, read together.
+///
+/// Engine time (a [`Timestamp`]) must be the one the application decides with; wall-clock
+/// milliseconds are what nodes compare with each other.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in engine time.
+    fn now(&self) -> Timestamp;
+    /// Now, in milliseconds since the Unix epoch.
+    fn wall_ms(&self) -> u64;
+}
+
+/// A clock on tokio's time: monotonic, and paused or advanced in tests. Wall time is the
+/// system time at creation plus the monotonic time elapsed since.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+    wall_origin_ms: u64,
+}
+
+impl TokioClock {
+    /// A clock whose engine epoch is now.
+    pub fn new() -> Self {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        TokioClock { origin: tokio::time::Instant::now(), wall_origin_ms: wall }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_nanos(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.wall_origin_ms + self.origin.elapsed().as_millis() as u64
+    }
+}
+
+/// How a node takes part in the cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SyncConfig {
+    /// Key namespace of the cluster: nodes of one cluster share it (no `/`).
+    pub namespace: String,
+    /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub node_id: String,
+    /// How often dirty routes are pushed and aggregates recomputed.
+    #[serde(with = "crate::secs")]
+    pub pulse: Duration,
+    /// How often everything is re-read from the store, repairing lost change events.
+    #[serde(with = "crate::secs")]
+    pub full_sync: Duration,
+    /// A node whose heartbeat is older than this drops out of the aggregate.
+    #[serde(with = "crate::secs")]
+    pub node_ttl: Duration,
+    /// Most contributions kept while the store is unreachable (newest per route).
+    pub max_buffered: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            namespace: "atrion".into(),
+            node_id: "node-1".into(),
+            pulse: Duration::from_millis(100),
+            full_sync: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(3),
+            max_buffered: 100_000,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// The defaults, for node `node_id`.
+    pub fn for_node(node_id: impl Into<String>) -> Self {
+        SyncConfig { node_id: node_id.into(), ..SyncConfig::default() }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |why: String| Err(StoreError::new("sync", Op::Open, None, ErrorKind::Config(why)));
+        if self.namespace.is_empty() || self.namespace.contains('/') || self.namespace.len() > 64 {
+            return bad(format!("`namespace` must be 1 to 64 bytes without `/`, got {:?}", self.namespace));
+        }
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.node_id.is_empty() || self.node_id.len() > 64 || !self.node_id.chars().all(id_ok) {
+            return bad(format!("`node_id` must be 1 to 64 of [A-Za-z0-9._-], got {:?}", self.node_id));
+        }
+        if self.pulse.is_zero() {
+            return bad("`pulse` must be > 0".into());
+        }
+        if self.full_sync < self.pulse {
+            return bad("`full_sync` must be at least `pulse`".into());
+        }
+        if self.node_ttl < 2 * self.pulse {
+            return bad("`node_ttl` must be at least two pulses".into());
+        }
+        if self.max_buffered == 0 {
+            return bad("`max_buffered` must be > 0".into());
+        }
+        Ok(())
+    }
+
+    fn route_prefix(&self) -> String {
+        format!("{}/route/", self.namespace)
+    }
+
+    fn node_prefix(&self) -> String {
+        format!("{}/node/", self.namespace)
+    }
+
+    fn contribution_key(&self, route: &str) -> String {
+        format!("{}/route/{route}/node/{}", self.namespace, self.node_id)
+    }
+
+    fn heartbeat_key(&self) -> String {
+        format!("{}/node/{}", self.namespace, self.node_id)
+    }
+}
+
+/// One node's contribution to a route, as stored: version byte, scar, momentum, wall ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contribution {
+    /// The node's local scar (ohms).
+    pub scar: f64,
+    /// The node's local momentum.
+    pub momentum: f64,
+    /// When they were computed, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+const CONTRIBUTION_VERSION: u8 = 1;
+const CONTRIBUTION_LEN: usize = 25;
+
+impl Contribution {
+    /// The stored form.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(CONTRIBUTION_LEN);
+        out.push(CONTRIBUTION_VERSION);
+        out.extend_from_slice(&self.scar.to_le_bytes());
+        out.extend_from_slice(&self.momentum.to_le_bytes());
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        Bytes::from(out)
+    }
+
+    /// Decodes and validates; `None` for bytes of another version or length, or values that
+    /// are not finite or negative (written by someone else, or damaged).
+    pub fn decode(bytes: &[u8]) -> Option<Contribution> {
+        if bytes.len() != CONTRIBUTION_LEN || bytes[0] != CONTRIBUTION_VERSION {
+            return None;
+        }
+        let word = |i: usize| bytes[i..i + 8].try_into().ok().map(u64::from_le_bytes);
+        let c = Contribution { scar: f64::from_bits(word(1)?), momentum: f64::from_bits(word(9)?), at_ms: word(17)? };
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        (ok(c.scar) && ok(c.momentum)).then_some(c)
+    }
+}
+
+/// Counters of the sync, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Pulses run.
+    pub pulses: u64,
+    /// Route contributions pushed.
+    pub pushed: u64,
+    /// Remote changes applied from the change feed.
+    pub pulled: u64,
+    /// Aggregates handed to the engine.
+    pub merges: u64,
+    /// Full syncs run.
+    pub full_syncs: u64,
+    /// Full syncs forced by lost events or a store that came back.
+    pub resyncs: u64,
+    /// Store operations that failed.
+    pub store_errors: u64,
+    /// Values under our keys that did not decode and were skipped.
+    pub decode_errors: u64,
+    /// Contributions waiting to be pushed.
+    pub buffered: u64,
+    /// The last push failed: deciding on local state only.
+    pub degraded: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    pulses: AtomicU64,
+    pushed: AtomicU64,
+    pulled: AtomicU64,
+    merges: AtomicU64,
+    full_syncs: AtomicU64,
+    resyncs: AtomicU64,
+    store_errors: AtomicU64,
+    decode_errors: AtomicU64,
+    buffered: AtomicU64,
+    degraded: AtomicBool,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// route -> node -> contribution, other nodes only.
+    remote: HashMap<String, HashMap<String, Contribution>>,
+    /// node -> last heartbeat (wall ms), other nodes only.
+    heartbeats: HashMap<String, u64>,
+    /// Our contributions not yet pushed.
+    pending: HashMap<String, Contribution>,
+    /// Routes whose last pushed contribution was zero (nothing to say until they change).
+    quiet: std::collections::HashSet<String>,
+    /// The last full sync failed or events were lost: run one at the next pulse.
+    resync: bool,
+}
+
+struct Shared<O> {
+    engine: Arc<Engine<O>>,
+    store: Arc<dyn StateStore>,
+    cfg: SyncConfig,
+    clock: Arc<dyn Clock>,
+    state: Mutex<SyncState>,
+    counters: Counters,
+}
+
+/// Shares this node's scar with the cluster and merges the cluster's into its engine.
+/// Runs as a background task owned by this handle; [`StateManager::shutdown`] flushes and
+/// stops it.
+pub struct StateManager<O> {
+    shared: Arc<Shared<O>>,
+    token: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl<O> std::fmt::Debug for StateManager<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateManager").field("node", &self.shared.cfg.node_id).finish()
+    }
+}
+
+impl<O: PhysicsObserver + 'static> StateManager<O> {
+    /// Loads what the cluster knows into `engine` (this node's own earlier scar, and the other
+    /// nodes' contributions), then starts the pulse. A store that cannot be read at start is
+    /// an error: the caller decides whether to serve without the cluster.
+    pub async fn start(
+        engine: Arc<Engine<O>>,
+        store: Arc<dyn StateStore>,
+        cfg: SyncConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        cfg.validate()?;
+        let shared =
+            Arc::new(Shared { engine, store, cfg, clock, state: Mutex::default(), counters: Counters::default() });
+        shared.full_sync(true).await?;
+        let mut feed = shared.store.subscribe(&format!("{}/", shared.cfg.namespace)).await.ok().flatten();
+        let token = CancellationToken::new();
+        let (s, stop) = (shared.clone(), token.clone());
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(s.cfg.pulse);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut full = tokio::time::interval(s.cfg.full_sync);
+            full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            full.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => s.pulse().await,
+                    _ = full.tick() => {
+                        let _ = s.full_sync(false).await;
+                    }
+                    change = recv(&mut feed) => match change {
+                        Some(change) => s.apply(change).await,
+                        None => feed = None,
+                    },
+                }
+            }
+            // Flush what this node learned, and leave the cluster.
+            s.pulse().await;
+            if s.store.delete(&s.cfg.heartbeat_key()).await.is_err() {
+                s.counters.store_errors.fetch_add(1, Relaxed);
+            }
+        });
+        Ok(StateManager { shared, token, task: Some(task) })
+    }
+
+    /// Counters of the sync.
+    pub fn stats(&self) -> SyncStats {
+        let c = &self.shared.counters;
+        SyncStats {
+            pulses: c.pulses.load(Relaxed),
+            pushed: c.pushed.load(Relaxed),
+            pulled: c.pulled.load(Relaxed),
+            merges: c.merges.load(Relaxed),
+            full_syncs: c.full_syncs.load(Relaxed),
+            resyncs: c.resyncs.load(Relaxed),
+            store_errors: c.store_errors.load(Relaxed),
+            decode_errors: c.decode_errors.load(Relaxed),
+            buffered: c.buffered.load(Relaxed),
+            degraded: c.degraded.load(Relaxed),
+        }
+    }
+
+    /// The engine this manager feeds.
+    pub fn engine(&self) -> &Arc<Engine<O>> {
+        &self.shared.engine
+    }
+
+    /// Pushes what is dirty now and merges, without waiting for the next pulse.
+    pub async fn pulse_now(&self) {
+        self.shared.pulse().await;
+    }
+
+    /// Flushes this node's contributions, removes its heartbeat, and stops the pulse.
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl<O> Drop for StateManager<O> {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+async fn recv(feed: &mut Option<crate::ChangeFeed>) -> Option<Change> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<O: PhysicsObserver + 'static> Shared<O> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// BUFFER, PUSH, MERGE.
+    async fn pulse(&self) {
+        self.counters.pulses.fetch_add(1, Relaxed);
+        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        let batch: Vec<(String, Bytes, Option<Duration>)> = {
+            let mut st = self.lock();
+            let st = &mut *st;
+            self.engine.take_dirty(|route, c| {
+                let at_ms = wall.saturating_sub(now.saturating_since(c.at).as_millis() as u64);
+                let quiet = c.scar <= 0.0 && c.momentum <= 0.0;
+                if quiet && st.quiet.contains(route) {
+                    return; // still nothing to say
+                }
+                st.pending.insert(route.to_owned(), Contribution { scar: c.scar, momentum: c.momentum, at_ms });
+            });
+            if st.pending.len() > self.cfg.max_buffered {
+                // Bounded: keep the newest contributions.
+                let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, c)| (c.at_ms, r.clone())).collect();
+                by_age.sort_unstable();
+                let excess = st.pending.len() - self.cfg.max_buffered;
+                for (_, route) in by_age.into_iter().take(excess) {
+                    st.pending.remove(&route);
+                }
+            }
+            let mut batch: Vec<_> =
+                st.pending.iter().map(|(route, c)| (self.cfg.contribution_key(route), c.encode(), None)).collect();
+            let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
+            batch.push((self.cfg.heartbeat_key(), Bytes::copy_from_slice(&wall.to_le_bytes()), ttl));
+            batch
+        };
+        let pushed = batch.len() as u64 - 1;
+        match self.store.batch_set(batch).await {
+            Ok(_) => {
+                let mut st = self.lock();
+                let sent: Vec<(String, Contribution)> = st.pending.drain().collect();
+                for (route, c) in sent {
+                    if c.scar <= 0.0 && c.momentum <= 0.0 {
+                        st.quiet.insert(route);
+                    } else {
+                        st.quiet.remove(&route);
+                    }
+                }
+                self.counters.pushed.fetch_add(pushed, Relaxed);
+                if self.counters.degraded.swap(false, Relaxed) {
+                    // The store is back: whatever changed meanwhile was not seen.
+                    st.resync = true;
+                }
+            }
+            Err(_) => {
+                self.counters.store_errors.fetch_add(1, Relaxed);
+                self.counters.degraded.store(true, Relaxed);
+            }
+        }
+        self.counters.buffered.store(self.lock().pending.len() as u64, Relaxed);
+        let resync = std::mem::take(&mut self.lock().resync);
+        if resync {
+            self.counters.resyncs.fetch_add(1, Relaxed);
+            if self.full_sync(false).await.is_err() {
+                self.lock().resync = true;
+            }
+        }
+        self.merge_all();
+    }
+
+    /// Re-reads every contribution and heartbeat. At start, also seeds this node's own
+    /// earlier scar (warm start).
+    async fn full_sync(&self, warm_start: bool) -> Result<(), StoreError> {
+        let fail = |e: StoreError| {
+            self.counters.store_errors.fetch_add(1, Relaxed);
+            e
+        };
+        let keys = self.store.list_keys(&format!("{}/", self.cfg.namespace)).await.map_err(fail)?;
+        let mut entries = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(512) {
+            entries.extend(self.store.batch_get(chunk).await.map_err(fail)?);
+        }
+        self.counters.full_syncs.fetch_add(1, Relaxed);
+        let (route_prefix, node_prefix) = (self.cfg.route_prefix(), self.cfg.node_prefix());
+        let mut remote: HashMap<String, HashMap<String, Contribution>> = HashMap::new();
+        let mut heartbeats = HashMap::new();
+        let mut own = Vec::new();
+        for (key, entry) in keys.iter().zip(entries) {
+            let Some(entry) = entry else { continue };
+            if let Some(node) = key.strip_prefix(&node_prefix) {
+                match decode_heartbeat(&entry.value) {
+                    Some(ms) if node != self.cfg.node_id => {
+                        heartbeats.insert(node.to_owned(), ms);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.counters.decode_errors.fetch_add(1, Relaxed);
+                    }
+                }
+            } else if let Some((route, node)) = parse_contribution_key(&route_prefix, key) {
+                let Some(c) = Contribution::decode(&entry.value) else {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                    continue;
+                };
+                if node == self.cfg.node_id {
+                    own.push((route.to_owned(), c));
+                } else {
+                    remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
+                }
+            }
+        }
+        if warm_start {
+            let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+            for (route, c) in own {
+                let age = Duration::from_millis(wall.saturating_sub(c.at_ms));
+                let at = Timestamp::from_nanos(now.as_nanos().saturating_sub(age.as_nanos() as u64));
+                let _ = self.engine.warm_start(&route, c.scar, at, now);
+            }
+        }
+        {
+            let mut st = self.lock();
+            // Routes that no longer have remote contributions lose their cluster view.
+            for route in st.remote.keys().filter(|r| !remote.contains_key(*r)) {
+                let _ = self.engine.set_cluster(route, None, self.clock.now());
+            }
+            st.remote = remote;
+            st.heartbeats = heartbeats;
+        }
+        self.merge_all();
+        Ok(())
+    }
+
+    /// Applies one change from the feed.
+    async fn apply(&self, change: Change) {
+        let key = match change {
+            Change::Resync => {
+                self.counters.resyncs.fetch_add(1, Relaxed);
+                self.lock().resync = true;
+                return;
+            }
+            Change::Set { key, .. } => key,
+            Change::Deleted { key } | Change::Expired { key } => {
+                let mut st = self.lock();
+                if let Some((route, node)) = parse_contribution_key(&self.cfg.route_prefix(), &key) {
+                    if let Some(m) = st.remote.get_mut(route) {
+                        m.remove(node);
+                    }
+                    let route = route.to_owned();
+                    drop(st);
+                    self.merge_route(&route);
+                } else if let Some(node) = key.strip_prefix(&self.cfg.node_prefix()) {
+                    st.heartbeats.remove(node);
+                }
+                return;
+            }
+        };
+        let own_heartbeat = key == self.cfg.heartbeat_key();
+        let contribution = parse_contribution_key(&self.cfg.route_prefix(), &key);
+        let heartbeat = key.strip_prefix(&self.cfg.node_prefix()).filter(|_| !own_heartbeat);
+        if contribution.is_none_or(|(_, node)| node == self.cfg.node_id) && heartbeat.is_none() {
+            return; // ours, or not ours to read
+        }
+        let entry = match self.store.get(&key).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(_) => {
+                self.counters.store_errors.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        self.counters.pulled.fetch_add(1, Relaxed);
+        if let Some(node) = heartbeat {
+            match decode_heartbeat(&entry.value) {
+                Some(ms) => {
+                    self.lock().heartbeats.insert(node.to_owned(), ms);
+                }
+                None => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                }
+            }
+        } else if let Some((route, node)) = contribution {
+            let Some(c) = Contribution::decode(&entry.value) else {
+                self.counters.decode_errors.fetch_add(1, Relaxed);
+                return;
+            };
+            self.lock().remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
+            self.merge_route(route);
+        }
+    }
+
+    fn merge_all(&self) {
+        let routes: Vec<String> = self.lock().remote.keys().cloned().collect();
+        for route in routes {
+            self.merge_route(&route);
+        }
+    }
+
+    /// `S_cluster` = the largest scar among the other live nodes' contributions, each healed
+    /// to now; handed to the engine, which blends it by gamma.
+    fn merge_route(&self, route: &str) {
+        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        let lambda = self.engine.config().scar_decay;
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        let cluster = {
+            let st = self.lock();
+            let Some(nodes) = st.remote.get(route) else { return };
+            nodes
+                .iter()
+                .filter(|(node, _)| st.heartbeats.get(*node).is_some_and(|&hb| wall.saturating_sub(hb) <= ttl))
+                .map(|(_, c)| c.scar * (-lambda * wall.saturating_sub(c.at_ms) as f64 / 1e3).exp())
+                .fold(None, |acc: Option<f64>, s| Some(acc.map_or(s, |a| a.max(s))))
+        };
+        if self.engine.set_cluster(route, cluster, now).is_ok() {
+            self.counters.merges.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn decode_heartbeat(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// `{ns}/route/{route}/node/{node}` -> (route, node). Node ids have no `/`, so the last
+/// `/node/` is the separator even when the route id contains one.
+fn parse_contribution_key<'k>(route_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    let rest = key.strip_prefix(route_prefix)?;
+    let (route, node) = rest.rsplit_once("/node/")?;
+    (!route.is_empty() && !node.is_empty() && !node.contains('/')).then_some((route, node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contributions_roundtrip_and_garbage_is_refused() {
+        let c = Contribution { scar: 12.5, momentum: 0.25, at_ms: 1_700_000_000_000 };
+        assert_eq!(Contribution::decode(&c.encode()), Some(c));
+        assert_eq!(Contribution::decode(b"hello"), None);
+        let mut bad = c.encode().to_vec();
+        bad[0] = 9;
+        assert_eq!(Contribution::decode(&bad), None, "another version");
+        let nan = Contribution { scar: f64::NAN, ..c };
+        assert_eq!(Contribution::decode(&nan.encode()), None);
+        let negative = Contribution { scar: -1.0, ..c };
+        assert_eq!(Contribution::decode(&negative.encode()), None);
+    }
+
+    #[test]
+    fn keys_parse_even_with_slashes_in_routes() {
+        let p = "ns/route/";
+        assert_eq!(parse_contribution_key(p, "ns/route/GET /a/node/b/node/n1"), Some(("GET /a/node/b", "n1")));
+        assert_eq!(parse_contribution_key(p, "ns/route/x/node/"), None);
+        assert_eq!(parse_contribution_key(p, "ns/node/n1"), None);
+        assert_eq!(parse_contribution_key(p, "other/route/x/node/n1"), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(SyncConfig::default().validate().is_ok());
+        for bad in [
+            SyncConfig { namespace: "a/b".into(), ..SyncConfig::default() },
+            SyncConfig::for_node("has space"),
+            SyncConfig::for_node(""),
+            SyncConfig { pulse: Duration::ZERO, ..SyncConfig::default() },
+            SyncConfig { node_ttl: Duration::from_millis(150), ..SyncConfig::default() },
+            SyncConfig { full_sync: Duration::from_millis(10), ..SyncConfig::default() },
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(matches!(e.kind, ErrorKind::Config(_)), "{e}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Several nodes in one process sharing one store: convergence, no echo, warm start,
+//! dropping silent nodes, and a store that fails. Time is tokio's, paused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
+use atrion_state::{
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, Op, StateManager,
+    StateStore, StoreError, StoreStats, SyncConfig, TokioClock,
+};
+use bytes::Bytes;
+
+const PULSE: Duration = Duration::from_millis(100);
+
+struct Node {
+    engine: Arc<Engine>,
+    manager: StateManager<atrion_core::SilentObserver>,
+    clock: Arc<TokioClock>,
+}
+
+impl Node {
+    async fn start(id: &str, store: Arc<dyn StateStore>, clock: Arc<TokioClock>) -> Node {
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let mut cfg = SyncConfig::for_node(id);
+        cfg.pulse = PULSE;
+        let manager = StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap();
+        Node { engine, manager, clock }
+    }
+
+    /// Requests on `route` for `secs` at 100/s, failing or not.
+    async fn traffic(&self, route: &str, secs: f64, failing: bool) {
+        for _ in 0..(secs * 100.0) as u64 {
+            let now = self.clock.now();
+            if self.engine.decide(route, now, Priority::Critical).is_admitted() {
+                let t = if failing { Telemetry::new(1_000.0, 1.0, 0.9) } else { Telemetry::new(20.0, 0.0, 0.3) };
+                self.engine.report(route, t.unwrap(), now);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn resistance(&self, route: &str) -> f64 {
+        self.engine.decide(route, self.clock.now(), Priority::Critical).resistance
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_scarred_on_one_node_raises_resistance_on_the_others_within_two_pulses() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let nodes = [
+        Node::start("a", store.clone(), clock.clone()).await,
+        Node::start("b", store.clone(), clock.clone()).await,
+        Node::start("c", store.clone(), clock.clone()).await,
+    ];
+    for n in &nodes {
+        n.traffic("pay", 2.0, false).await;
+    }
+    assert_eq!(nodes[1].resistance("pay"), 10.0);
+    nodes[0].traffic("pay", 1.0, true).await;
+    let hurt = nodes[0].engine.snapshot("pay").unwrap().scar;
+    assert!(hurt > 5.0, "{hurt}");
+    tokio::time::sleep(2 * PULSE).await;
+    let gamma = nodes[0].engine.config().gamma;
+    for other in &nodes[1..] {
+        let r = other.resistance("pay");
+        assert!(r > 10.0 + 0.5 * gamma * hurt, "resistance {r} after two pulses (A's scar {hurt})");
+    }
+    // A route the other nodes never served is known to them too.
+    nodes[0].traffic("refund", 1.0, true).await;
+    tokio::time::sleep(2 * PULSE).await;
+    assert!(nodes[2].resistance("refund") > 10.0);
+    assert!(nodes[1].manager.stats().pulled > 0);
+    for n in nodes {
+        n.manager.shutdown().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_echo_every_node_heals_at_the_single_node_rate() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("db", 2.0, false).await;
+    b.traffic("db", 2.0, false).await;
+    a.traffic("db", 1.0, true).await;
+    // A recovers (open, half-open, closed) while B serves healthy traffic throughout.
+    for _ in 0..8 {
+        a.traffic("db", 0.5, false).await;
+        b.traffic("db", 0.5, false).await;
+    }
+    // From here both only heal. A single node's scar shrinks by e^(-lambda t); so must A's
+    // own scar and the cluster scar B sees. An echo (B publishing the merged value back)
+    // would keep scar alive longer than that.
+    let lambda = a.engine.config().scar_decay;
+    let measure = |a: &Node, b: &Node| {
+        let now = clock.now();
+        (a.engine.snapshot("db").unwrap().scar, b.engine.cluster_scar("db", now).unwrap_or(0.0))
+    };
+    let (a0, b0) = measure(&a, &b);
+    assert!(a0 > 1.0 && b0 > 1.0, "still healing: {a0} {b0}");
+    for _ in 0..5 {
+        a.traffic("db", 0.5, false).await;
+        b.traffic("db", 0.5, false).await;
+    }
+    let (a1, b1) = measure(&a, &b);
+    let single = (-lambda * 5.0).exp();
+    assert!((a1 / a0 / single - 1.0).abs() < 0.05, "A heals at {} of the single-node rate", a1 / a0 / single);
+    assert!((b1 / b0 / single - 1.0).abs() < 0.05, "B heals at {} of the single-node rate", b1 / b0 / single);
+    // A's own cluster view is B's local scar, which never rose: nothing echoed back.
+    assert!(a.engine.cluster_scar("db", clock.now()).unwrap_or(0.0) < 1e-9);
+    let own = store.get("atrion/route/db/node/b").await.unwrap();
+    assert!(own.is_none_or(|e| atrion_state::Contribution::decode(&e.value).unwrap().scar == 0.0));
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_warm_starts_and_a_stopped_node_drops_out() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("search", 1.0, false).await;
+    a.traffic("search", 1.0, true).await;
+    tokio::time::sleep(2 * PULSE).await;
+    assert!(b.resistance("search") > 10.0);
+    let before = a.engine.snapshot("search").unwrap().scar;
+    a.manager.shutdown().await;
+    tokio::time::sleep(2 * PULSE).await;
+    assert_eq!(b.resistance("search"), 10.0, "a stopped node leaves the aggregate");
+
+    // The same node restarts with an empty engine: it knows what it knew, healed.
+    let a2 = Node::start("a", store.clone(), clock.clone()).await;
+    let after = a2.engine.snapshot("search").unwrap().scar;
+    let healed = before * (-a2.engine.config().scar_decay * 0.4).exp();
+    assert!((after - healed).abs() < 0.05 * before, "warm start: {after} vs {healed}");
+    assert!(a2.resistance("search") > 10.0);
+    a2.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_drops_out_after_its_ttl() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("x", 1.0, false).await;
+    a.traffic("x", 1.0, true).await;
+    tokio::time::sleep(2 * PULSE).await;
+    assert!(b.resistance("x") > 10.0);
+    // A dies without a word (no shutdown): its heartbeat stops.
+    drop(a.manager);
+    tokio::time::sleep(SyncConfig::default().node_ttl + 3 * PULSE).await;
+    assert_eq!(b.resistance("x"), 10.0);
+    b.manager.shutdown().await;
+}
+
+/// A real in-memory store whose every operation can be made to fail, like a store that
+/// went away.
+#[derive(Debug, Clone)]
+struct Flaky {
+    inner: InMemoryStore,
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self, op: Op) -> Result<(), StoreError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(StoreError::new("flaky", op, None, ErrorKind::Unavailable));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStore for Flaky {
+    fn backend(&self) -> &'static str {
+        "flaky"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.check(Op::Get)?;
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        self.check(Op::Set)?;
+        self.inner.put(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.check(Op::Delete)?;
+        self.inner.delete(key).await
+    }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.check(Op::ListKeys)?;
+        self.inner.list_keys(prefix).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        self.check(Op::CompareAndSwap)?;
+        self.inner.compare_and_swap(key, expected, value, ttl).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.check(Op::Stats)?;
+        self.inner.stats().await
+    }
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        self.check(Op::Cleanup)?;
+        self.inner.cleanup().await
+    }
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        self.inner.subscribe(prefix).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_degrades_then_resyncs_without_touching_decisions() {
+    let down = Arc::new(AtomicBool::new(false));
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { inner: InMemoryStore::new(), down: down.clone() });
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("q", 1.0, false).await;
+
+    down.store(true, Ordering::Relaxed);
+    // Decisions go on, on local state, while every push fails.
+    a.traffic("q", 1.0, true).await;
+    for i in 0..50 {
+        a.traffic(&format!("other/{i}"), 0.01, true).await;
+    }
+    let stats = a.manager.stats();
+    assert!(stats.degraded && stats.store_errors > 0, "{stats:?}");
+    assert!(stats.buffered >= 1 && stats.buffered <= 51, "bounded by the routes: {stats:?}");
+    assert!(a.engine.snapshot("q").unwrap().scar > 5.0, "local state went on");
+    assert_eq!(b.resistance("q"), 10.0, "nothing reached B");
+
+    down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(3 * PULSE).await;
+    let stats = a.manager.stats();
+    assert!(!stats.degraded && stats.buffered == 0, "{stats:?}");
+    assert!(stats.resyncs >= 1, "{stats:?}");
+    assert!(b.resistance("q") > 10.0, "the buffered contribution arrived");
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn garbage_under_our_keys_is_skipped() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    store.set("atrion/route/x/node/evil", Bytes::from_static(b"not a contribution")).await.unwrap();
+    store.set("atrion/node/evil", Bytes::from_static(b"??")).await.unwrap();
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    assert_eq!(a.manager.stats().decode_errors, 2);
+    store.set("atrion/route/y/node/evil", Bytes::from_static(b"garbage")).await.unwrap();
+    tokio::time::sleep(PULSE).await;
+    assert_eq!(a.manager.stats().decode_errors, 3);
+    a.traffic("x", 0.2, false).await;
+    assert_eq!(a.resistance("x"), 10.0);
+    a.manager.shutdown().await;
+}
