@@ -1,46 +1,75 @@
 //! # atrion
 //!
-//! The crate users depend on. Today it re-exports the engine of `atrion-core` and adds
-//! what needs the outside world: a monotonic [`SystemClock`] and a [`ConsoleObserver`] that
-//! prints events. Later it gains the `Atrion` builder, the state layer and a tower layer.
+//! The crate users depend on: per-route admission control that protects a service from
+//! overload and cascading failure, optionally shared across a cluster.
+//!
+//! - [`Atrion`]: the engine, a clock and the cluster sync behind one handle.
+//!   `Atrion::builder().build()` is the embedded default (default model, in-memory store);
+//!   [`Atrion::connect`] joins a cluster through a [`state::StateStore`];
+//!   [`Atrion::enter`] returns a [`Guard`] that reports latency and outcome when dropped.
+//! - [`AtrionLayer`] (feature `tower`): a tower layer for HTTP services that answers
+//!   `503` with `Retry-After` when a route sheds.
+//! - Everything of `atrion-core` is re-exported: [`Engine`], [`PhysicsConfig`], [`Decision`],
+//!   observers; plus [`SystemClock`] and [`ConsoleObserver`], which touch the OS.
 //!
 //! ```
-//! use atrion::{Engine, PhysicsConfig, Priority, SystemClock, Telemetry};
+//! use atrion::{Atrion, Priority};
 //!
-//! let engine = Engine::new(PhysicsConfig::default())?;
-//! let clock = SystemClock::new();
-//! let decision = engine.decide("GET /checkout", clock.now(), Priority::High);
-//! if decision.is_admitted() {
-//!     let started = clock.now();
-//!     // ... serve the request ...
-//!     let took = clock.now().saturating_since(started);
-//!     engine.report("GET /checkout", Telemetry::from_duration(took, true, 0.2)?, clock.now());
-//! } else {
-//!     println!("busy, retry after {:?}", decision.retry_after);
+//! let atrion = Atrion::builder().build()?;
+//! match atrion.enter("GET /checkout", Priority::High) {
+//!     Ok(mut guard) => {
+//!         // ... serve the request; on failure:
+//!         guard.fail();
+//!     } // reported here
+//!     Err(shed) => println!("busy, retry after {:?}", shed.retry_after),
 //! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), atrion::AtrionError>(())
 //! ```
 //!
-//! This crate has no cargo features yet.
+//! ## Features
+//! - `tower` (default): [`AtrionLayer`].
+//! - `axum`: the layer's default route uses axum's matched path (`GET /users/{id}`).
+//! - `file`: the embedded file store, as [`file::FileStore`].
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use atrion_core::*;
+
+mod atrion;
+#[cfg(feature = "tower")]
+pub mod layer;
+
+pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
+#[cfg(feature = "tower")]
+pub use layer::{AtrionLayer, AtrionService};
+
+/// The state layer: the `StateStore` port, stores, the service and the cluster sync.
+pub mod state {
+    pub use atrion_state::*;
+}
+
+/// The embedded file store (feature `file`).
+#[cfg(feature = "file")]
+pub mod file {
+    pub use atrion_file::*;
+}
 
 /// A monotonic clock that turns [`Instant`]s into the engine's [`Timestamp`]s, counting from
 /// its own creation.
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     origin: Instant,
+    wall_origin_ms: u64,
 }
 
 impl SystemClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        SystemClock { origin: Instant::now() }
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        SystemClock { origin: Instant::now(), wall_origin_ms: wall }
     }
 
     /// Now, as a timestamp.
@@ -52,6 +81,17 @@ impl SystemClock {
     pub fn at(&self, instant: Instant) -> Timestamp {
         let nanos = instant.saturating_duration_since(self.origin).as_nanos();
         Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+impl atrion_state::Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        SystemClock::now(self)
+    }
+
+    /// Wall time at creation plus monotonic time since: it never jumps with the system clock.
+    fn wall_ms(&self) -> u64 {
+        self.wall_origin_ms + self.origin.elapsed().as_millis() as u64
     }
 }
 

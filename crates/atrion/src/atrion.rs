@@ -1,0 +1,281 @@
+//! `Atrion`: the engine, a clock and (optionally) a cluster, behind one handle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atrion_core::{
+    ConfigError, Decision, Engine, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority, RouteStatus,
+    SilentObserver, Telemetry, TelemetryError,
+};
+use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, StoreError, SyncConfig, SyncStats};
+
+use crate::SystemClock;
+
+/// What can go wrong building or connecting an [`Atrion`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AtrionError {
+    /// The physics or engine configuration breaks a rule.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state store failed (at connect: the cluster view could not be loaded).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Connecting needs a tokio runtime.
+    #[error("Atrion::connect must be called from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Builds an [`Atrion`]. Every setting has a default: `Atrion::builder().build()` is the
+/// embedded default (default model, in-memory store, this process alone).
+pub struct AtrionBuilder<O = SilentObserver> {
+    config: PhysicsConfig,
+    limits: EngineLimits,
+    store: Option<Arc<dyn StateStore>>,
+    sync: SyncConfig,
+    observer: O,
+}
+
+impl Default for AtrionBuilder<SilentObserver> {
+    fn default() -> Self {
+        AtrionBuilder {
+            config: PhysicsConfig::default(),
+            limits: EngineLimits::default(),
+            store: None,
+            sync: SyncConfig::default(),
+            observer: SilentObserver,
+        }
+    }
+}
+
+impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
+    /// The physics model, with its default constants (replaces any config set before).
+    pub fn model(mut self, model: Model) -> Self {
+        self.config = PhysicsConfig::for_model(model);
+        self
+    }
+
+    /// The physics constants (validated at `build`).
+    pub fn config(mut self, config: PhysicsConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Limits of the route table.
+    pub fn limits(mut self, limits: EngineLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The state store that shares scar tissue with other nodes (default: in memory, this
+    /// process only).
+    pub fn store(mut self, store: impl StateStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// A shared state store.
+    pub fn store_arc(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.sync.node_id = id.into();
+        self
+    }
+
+    /// The cluster's key namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.sync.namespace = namespace.into();
+        self
+    }
+
+    /// Weight of the cluster's scar (`S = g S_cluster + (1 - g) S_local`).
+    pub fn gamma(mut self, gamma: f64) -> Self {
+        self.config.gamma = gamma;
+        self
+    }
+
+    /// How often state is pushed and merged.
+    pub fn pulse(mut self, every: Duration) -> Self {
+        self.sync.pulse = every;
+        self
+    }
+
+    /// All sync settings at once.
+    pub fn sync(mut self, sync: SyncConfig) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// The observer of engine events (replaces any set before).
+    pub fn observer<P: PhysicsObserver + 'static>(self, observer: P) -> AtrionBuilder<P> {
+        AtrionBuilder { config: self.config, limits: self.limits, store: self.store, sync: self.sync, observer }
+    }
+
+    /// Validates everything and builds. Call [`Atrion::connect`] to join the cluster.
+    pub fn build(self) -> Result<Atrion<O>, AtrionError> {
+        self.sync.validate()?;
+        let default_priority = Priority::Normal;
+        let neutral_saturation = self.config.baseline.saturation;
+        let engine = Arc::new(Engine::with_observer(self.config, self.limits, self.observer)?);
+        Ok(Atrion {
+            engine,
+            clock: SystemClock::new(),
+            store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+            sync: self.sync,
+            manager: tokio::sync::Mutex::new(None),
+            default_priority,
+            neutral_saturation,
+        })
+    }
+}
+
+/// Atrion: per-route admission control, optionally shared across a cluster.
+///
+/// Decisions are made on local state in nanoseconds and never wait on the store; after
+/// [`Atrion::connect`], a background pulse shares scar tissue through the store.
+///
+/// ```
+/// use std::time::Duration;
+/// use atrion::{Atrion, Priority};
+///
+/// let atrion = Atrion::builder().build()?;
+/// if let Ok(guard) = atrion.enter("GET /users", Priority::Normal) {
+///     // ... handle the request; the guard reports latency and outcome when dropped ...
+///     drop(guard);
+/// }
+/// # Ok::<(), atrion::AtrionError>(())
+/// ```
+pub struct Atrion<O: PhysicsObserver + 'static = SilentObserver> {
+    engine: Arc<Engine<O>>,
+    clock: SystemClock,
+    store: Arc<dyn StateStore>,
+    sync: SyncConfig,
+    manager: tokio::sync::Mutex<Option<StateManager<O>>>,
+    default_priority: Priority,
+    neutral_saturation: f64,
+}
+
+impl<O: PhysicsObserver + 'static> std::fmt::Debug for Atrion<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Atrion").field("engine", &self.engine).field("node", &self.sync.node_id).finish()
+    }
+}
+
+impl Atrion<SilentObserver> {
+    /// A builder with every default.
+    pub fn builder() -> AtrionBuilder<SilentObserver> {
+        AtrionBuilder::default()
+    }
+}
+
+impl<O: PhysicsObserver + 'static> Atrion<O> {
+    /// Admit or shed a request on `route` now.
+    #[inline]
+    pub fn decide(&self, route: &str, priority: Priority) -> Decision {
+        self.engine.decide(route, self.clock.now(), priority)
+    }
+
+    /// Reports how a request on `route` went. `saturation` defaults to the neutral baseline.
+    pub fn report(
+        &self,
+        route: &str,
+        latency: Duration,
+        ok: bool,
+        saturation: Option<f64>,
+    ) -> Result<RouteStatus, TelemetryError> {
+        let t = Telemetry::from_duration(latency, ok, saturation.unwrap_or(self.neutral_saturation))?;
+        Ok(self.engine.report(route, t, self.clock.now()))
+    }
+
+    /// Admits a request and returns a guard that reports its latency and outcome when
+    /// dropped (a failure if dropped while panicking or after [`Guard::fail`]); or the
+    /// shedding decision.
+    pub fn enter(&self, route: &str, priority: Priority) -> Result<Guard<'_, O>, Decision> {
+        let decision = self.decide(route, priority);
+        if !decision.is_admitted() {
+            return Err(decision);
+        }
+        Ok(Guard { atrion: self, route: route.to_owned(), started: Instant::now(), failed: false, saturation: None })
+    }
+
+    /// The default priority of requests that do not say.
+    pub fn default_priority(&self) -> Priority {
+        self.default_priority
+    }
+
+    /// Joins the cluster: loads what it knows (warm start), then starts the pulse. Calling it
+    /// again does nothing. Without a store configured this shares nothing, but costs little.
+    pub async fn connect(&self) -> Result<(), AtrionError> {
+        tokio::runtime::Handle::try_current().map_err(|_| AtrionError::NoRuntime)?;
+        let mut manager = self.manager.lock().await;
+        if manager.is_none() {
+            let clock: Arc<dyn Clock> = Arc::new(self.clock);
+            *manager =
+                Some(StateManager::start(self.engine.clone(), self.store.clone(), self.sync.clone(), clock).await?);
+        }
+        Ok(())
+    }
+
+    /// Pushes what this node learned, leaves the cluster and stops the pulse.
+    pub async fn shutdown(&self) {
+        if let Some(m) = self.manager.lock().await.take() {
+            m.shutdown().await;
+        }
+    }
+
+    /// Counters of the cluster sync (`None` before `connect`).
+    pub async fn sync_stats(&self) -> Option<SyncStats> {
+        self.manager.lock().await.as_ref().map(StateManager::stats)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine<O>> {
+        &self.engine
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The clock decisions are made with.
+    pub fn clock(&self) -> SystemClock {
+        self.clock
+    }
+}
+
+/// An admitted request in flight; reports on drop.
+pub struct Guard<'a, O: PhysicsObserver + 'static> {
+    atrion: &'a Atrion<O>,
+    route: String,
+    started: Instant,
+    failed: bool,
+    saturation: Option<f64>,
+}
+
+impl<O: PhysicsObserver + 'static> Guard<'_, O> {
+    /// Marks the request as failed.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// The route's saturation as measured by the caller, in `[0, 1]`.
+    pub fn saturation(&mut self, saturation: f64) {
+        self.saturation = Some(saturation);
+    }
+}
+
+impl<O: PhysicsObserver + 'static> Drop for Guard<'_, O> {
+    fn drop(&mut self) {
+        let failed = self.failed || std::thread::panicking();
+        // An out-of-range saturation falls back to neutral rather than losing the sample.
+        let latency = self.started.elapsed();
+        if self.atrion.report(&self.route, latency, !failed, self.saturation).is_err() {
+            let _ = self.atrion.report(&self.route, latency, !failed, None);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! tower integration: [`AtrionLayer`] guards an HTTP service.
+//!
+//! Each request is mapped to a route (by default its method and matched path), decided on
+//! at once, and either passed to the service — whose latency and outcome (5xx = failure by
+//! default) are then reported — or answered `503 Service Unavailable` with `Retry-After`,
+//! without calling the service. Nothing is queued.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use atrion_core::{Decision, PhysicsObserver, Priority, SilentObserver};
+use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use tower::{Layer, Service};
+
+use crate::Atrion;
+
+/// What a route or priority function sees of a request.
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions (axum's `MatchedPath` lives here).
+    pub extensions: &'a Extensions,
+}
+
+type RouteFn = Arc<dyn Fn(&RequestHead<'_>) -> String + Send + Sync>;
+type PriorityFn = Arc<dyn Fn(&RequestHead<'_>) -> Priority + Send + Sync>;
+type ClassifyFn = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
+
+/// The default route: `METHOD /matched/{path}` when axum has matched one (feature `axum`),
+/// else `METHOD /raw/path` (unbounded ids are pooled by the engine's route limit).
+pub fn default_route(head: &RequestHead<'_>) -> String {
+    #[cfg(feature = "axum")]
+    if let Some(matched) = head.extensions.get::<axum::extract::MatchedPath>() {
+        return format!("{} {}", head.method, matched.as_str());
+    }
+    format!("{} {}", head.method, head.uri.path())
+}
+
+/// Guards an HTTP service with Atrion. Cheap to clone.
+pub struct AtrionLayer<O: PhysicsObserver + 'static = SilentObserver> {
+    atrion: Arc<Atrion<O>>,
+    route: RouteFn,
+    priority: PriorityFn,
+    is_failure: ClassifyFn,
+}
+
+impl<O: PhysicsObserver + 'static> Clone for AtrionLayer<O> {
+    fn clone(&self) -> Self {
+        AtrionLayer {
+            atrion: self.atrion.clone(),
+            route: self.route.clone(),
+            priority: self.priority.clone(),
+            is_failure: self.is_failure.clone(),
+        }
+    }
+}
+
+impl<O: PhysicsObserver + 'static> AtrionLayer<O> {
+    /// A layer with the default route (method and path), the default priority, and 5xx as
+    /// failure.
+    pub fn new(atrion: Arc<Atrion<O>>) -> Self {
+        let p = atrion.default_priority();
+        AtrionLayer {
+            atrion,
+            route: Arc::new(default_route),
+            priority: Arc::new(move |_| p),
+            is_failure: Arc::new(|status| status.is_server_error()),
+        }
+    }
+
+    /// Maps requests to routes.
+    pub fn route(mut self, f: impl Fn(&RequestHead<'_>) -> String + Send + Sync + 'static) -> Self {
+        self.route = Arc::new(f);
+        self
+    }
+
+    /// Gives requests a priority (say, from a header).
+    pub fn priority(mut self, f: impl Fn(&RequestHead<'_>) -> Priority + Send + Sync + 'static) -> Self {
+        self.priority = Arc::new(f);
+        self
+    }
+
+    /// Decides which response statuses count as failures.
+    pub fn failure(mut self, f: impl Fn(StatusCode) -> bool + Send + Sync + 'static) -> Self {
+        self.is_failure = Arc::new(f);
+        self
+    }
+}
+
+impl<S, O: PhysicsObserver + 'static> Layer<S> for AtrionLayer<O> {
+    type Service = AtrionService<S, O>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AtrionService { inner, layer: self.clone() }
+    }
+}
+
+/// The service made by [`AtrionLayer`].
+pub struct AtrionService<S, O: PhysicsObserver + 'static = SilentObserver> {
+    inner: S,
+    layer: AtrionLayer<O>,
+}
+
+impl<S: Clone, O: PhysicsObserver + 'static> Clone for AtrionService<S, O> {
+    fn clone(&self) -> Self {
+        AtrionService { inner: self.inner.clone(), layer: self.layer.clone() }
+    }
+}
+
+/// A `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1) and an empty body.
+pub fn shed_response<B: Default>(decision: &Decision) -> Response<B> {
+    let secs = decision.retry_after.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+impl<S, O, ReqB, ResB> Service<Request<ReqB>> for AtrionService<S, O>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    O: PhysicsObserver + 'static,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, O>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let head =
+            RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), extensions: req.extensions() };
+        let route = (self.layer.route)(&head);
+        let priority = (self.layer.priority)(&head);
+        let decision = self.layer.atrion.decide(&route, priority);
+        if !decision.is_admitted() {
+            return ResponseFuture { state: State::Shed { decision: Some(decision) } };
+        }
+        ResponseFuture {
+            state: State::Called {
+                future: self.inner.call(req),
+                report: Some(Report { layer: self.layer.clone(), route, started: Instant::now() }),
+            },
+        }
+    }
+}
+
+struct Report<O: PhysicsObserver + 'static> {
+    layer: AtrionLayer<O>,
+    route: String,
+    started: Instant,
+}
+
+impl<O: PhysicsObserver + 'static> Report<O> {
+    fn send(self, failed: bool) {
+        // Saturation is not known here: the neutral baseline.
+        let _ = self.layer.atrion.report(&self.route, self.started.elapsed(), !failed, None);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`AtrionService`].
+    pub struct ResponseFuture<F, O> where O: PhysicsObserver, O: 'static {
+        #[pin]
+        state: State<F, O>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, O> where O: PhysicsObserver, O: 'static {
+        Shed { decision: Option<Decision> },
+        Called { #[pin] future: F, report: Option<Report<O>> },
+    }
+}
+
+impl<F, O, ResB, E> Future for ResponseFuture<F, O>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    O: PhysicsObserver + 'static,
+    ResB: Default,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Shed { decision } => {
+                let d = decision.take().unwrap_or_else(|| panic!("ResponseFuture polled after completion"));
+                Poll::Ready(Ok(shed_response(&d)))
+            }
+            StateProj::Called { future, report } => {
+                let out = std::task::ready!(future.poll(cx));
+                if let Some(r) = report.take() {
+                    let is_failure = r.layer.is_failure.clone();
+                    r.send(match &out {
+                        Ok(response) => is_failure(response.status()),
+                        Err(_) => true,
+                    });
+                }
+                Poll::Ready(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The `Atrion` facade: defaults, the guard, and a cluster of instances sharing a store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrion::state::{InMemoryStore, StateStore};
+use atrion::{Atrion, AtrionError, Model, PhysicsConfig, Priority};
+
+#[test]
+fn the_embedded_default_needs_no_configuration() {
+    let atrion = Atrion::builder().build().unwrap();
+    assert_eq!(atrion.engine().config().model, Model::Default);
+    assert!(atrion.decide("anything", Priority::Normal).is_admitted());
+    assert_eq!(atrion.store().backend(), "memory");
+}
+
+#[test]
+fn invalid_settings_are_typed_errors() {
+    let e = Atrion::builder().gamma(1.5).build().unwrap_err();
+    assert!(matches!(e, AtrionError::Config(_)), "{e}");
+    assert!(e.to_string().contains("gamma"), "{e}");
+    let e = Atrion::builder().node_id("not ok!").build().unwrap_err();
+    assert!(e.to_string().contains("node_id"), "{e}");
+    let mut c = PhysicsConfig::reference();
+    c.r_base = -1.0;
+    assert!(Atrion::builder().config(c).build().is_err());
+}
+
+#[test]
+fn the_guard_reports_on_drop_and_counts_panics_as_failures() {
+    let atrion = Atrion::builder().build().unwrap();
+    {
+        let _ok = atrion.enter("r", Priority::Normal).unwrap();
+    }
+    assert_eq!(atrion.engine().snapshot("r").unwrap().updates, 1);
+    {
+        let mut failed = atrion.enter("r", Priority::Normal).unwrap();
+        failed.fail();
+        failed.saturation(7.0); // out of range: reported with the neutral saturation instead
+    }
+    assert_eq!(atrion.engine().snapshot("r").unwrap().updates, 2);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = atrion.enter("p", Priority::Normal).unwrap();
+        panic!("handler bug");
+    }));
+    assert!(panicked.is_err());
+    let v = atrion.engine().snapshot("p").unwrap();
+    assert_eq!(v.updates, 1);
+    assert!(v.pressure[1] > 0.0, "the panic counted as an error");
+}
+
+#[test]
+fn connect_needs_a_runtime() {
+    let atrion = Atrion::builder().build().unwrap();
+    let e = futures_lite_block_on(atrion.connect()).unwrap_err();
+    assert!(matches!(e, AtrionError::NoRuntime));
+}
+
+/// Polls a future to completion on this thread, outside any runtime.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+}
+
+async fn node(id: &str, store: &Arc<dyn StateStore>) -> Atrion {
+    let atrion =
+        Atrion::builder().store_arc(store.clone()).node_id(id).pulse(Duration::from_millis(20)).build().unwrap();
+    atrion.connect().await.unwrap();
+    atrion
+}
+
+async fn hurt(atrion: &Atrion, route: &str) {
+    for _ in 0..150 {
+        if atrion.decide(route, Priority::Critical).is_admitted() {
+            atrion.report(route, Duration::from_millis(900), false, Some(0.9)).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_store_converge_and_restarts_keep_what_the_cluster_knew() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let (a, b, c) = (node("a", &store).await, node("b", &store).await, node("c", &store).await);
+    hurt(&a, "payments").await;
+    assert!(a.engine().snapshot("payments").unwrap().scar > 5.0);
+    tokio::time::sleep(Duration::from_millis(40)).await; // two pulses
+    for other in [&b, &c] {
+        let r = other.decide("payments", Priority::Critical).resistance;
+        assert!(r > 10.0, "{r}");
+    }
+    assert!(b.sync_stats().await.unwrap().merges > 0);
+
+    // B restarts: a fresh instance with the same id warm-starts from the store.
+    b.shutdown().await;
+    drop(b);
+    let b2 = node("b", &store).await;
+    assert!(b2.decide("payments", Priority::Critical).resistance > 10.0, "the restarted node knows");
+    for n in [a, b2, c] {
+        n.shutdown().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! The tower layer in front of a real axum server on loopback, driven by a real HTTP
+//! client: failures turn into 503s with Retry-After, and then recover.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use atrion::{Atrion, AtrionLayer, PhysicsConfig, Priority};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// Faster physics, so that the test recovers in seconds, not tens of seconds.
+fn quick() -> PhysicsConfig {
+    let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
+    c.scar_rate = 60.0; // equilibrium scar sigma / lambda ~ 35 ohms: enough to trip
+    c.half_open.open_base = Duration::from_millis(200);
+    c.half_open.open_max = Duration::from_millis(400);
+    c.half_open.probe_window = Duration::from_millis(50);
+    c
+}
+
+async fn serve(atrion: Arc<Atrion>, failing: Arc<AtomicBool>) -> String {
+    let app = Router::new()
+        .route(
+            "/orders/{id}",
+            get(move || {
+                let failing = failing.clone();
+                async move {
+                    if failing.load(Ordering::Relaxed) {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "down")
+                    } else {
+                        (StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .layer(AtrionLayer::new(atrion));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_become_503s_and_then_recover() {
+    let atrion = Arc::new(Atrion::builder().config(quick()).build().unwrap());
+    let failing = Arc::new(AtomicBool::new(false));
+    let base = serve(atrion.clone(), failing.clone()).await;
+    let client = reqwest::Client::new();
+    let get = |i: u32| client.get(format!("{base}/orders/{i}")).send();
+
+    for i in 0..50 {
+        assert_eq!(get(i).await.unwrap().status(), 200);
+    }
+    // All ids share one route: the matched path.
+    let route = "GET /orders/{id}";
+    assert!(atrion.engine().status(route).is_ok(), "{:?}", atrion.engine().route_ids());
+
+    failing.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retry_after = loop {
+        assert!(Instant::now() < deadline, "no 503 within 10 s");
+        let r = get(1).await.unwrap();
+        if r.status() == 503 {
+            break r.headers().get("retry-after").expect("Retry-After").to_str().unwrap().parse::<u64>().unwrap();
+        }
+        assert_eq!(r.status(), 500);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(retry_after >= 1);
+
+    failing.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ok_in_a_row = 0;
+    while ok_in_a_row < 20 {
+        assert!(Instant::now() < deadline, "did not recover within 20 s");
+        let status = get(1).await.unwrap().status();
+        ok_in_a_row = if status == 200 { ok_in_a_row + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(atrion.decide(route, Priority::Normal).is_admitted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_priorities_can_be_chosen() {
+    let atrion = Arc::new(Atrion::builder().build().unwrap());
+    let app = Router::new().route("/x", get(|| async { "x" })).layer(
+        AtrionLayer::new(atrion.clone())
+            .route(|head| {
+                format!("tenant:{}", head.headers.get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("-"))
+            })
+            .priority(|head| if head.headers.contains_key("x-vip") { Priority::Critical } else { Priority::Bulk })
+            .failure(|status| status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = reqwest::Client::new().get(format!("http://{addr}/x")).header("x-tenant", "acme").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(atrion.engine().status("tenant:acme").is_ok());
+}
