@@ -1,0 +1,205 @@
+//! The state layer, in one run:
+//!
+//! - `decide` on a bare engine against the same engine with a `StateManager` attached
+//!   (pulsing every 10 ms, merging another node's contribution for the route);
+//! - one pulse pushing 10,000 dirty routes to the file store (and to the memory store);
+//! - get and set on the memory and file stores, beside a plain `HashMap` behind an
+//!   `RwLock` as the floor.
+//!
+//! Run: `cargo bench -p atrion-bench --bench state`
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use atrion::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
+use atrion_file::{FileConfig, FileStore};
+use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+}
+
+fn sync(node: &str, pulse: Duration) -> SyncConfig {
+    let mut c = SyncConfig::for_node(node);
+    c.pulse = pulse;
+    c.node_ttl = Duration::from_secs(60);
+    c
+}
+
+fn decide_with_manager(c: &mut Criterion) {
+    let rt = runtime();
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let clock = Arc::new(TokioClock::new());
+    let bare = Engine::new(PhysicsConfig::default()).unwrap();
+    let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let (_manager, _other) = rt.block_on(async {
+        let dyn_clock = clock.clone() as Arc<dyn Clock>;
+        let m =
+            StateManager::start(synced.clone(), store.clone(), sync("a", Duration::from_millis(10)), dyn_clock.clone())
+                .await
+                .unwrap();
+        // Another node that keeps reporting trouble on the same route.
+        let other = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        for k in 0..200u64 {
+            other.report("GET /checkout", Telemetry::new(900.0, 1.0, 0.9).unwrap(), Timestamp::from_millis(k * 10));
+        }
+        let o =
+            StateManager::start(other, store.clone(), sync("b", Duration::from_millis(10)), dyn_clock).await.unwrap();
+        (m, o)
+    });
+    for k in 0..1_000u64 {
+        bare.report("GET /checkout", ok, Timestamp::from_millis(k));
+        synced.report("GET /checkout", ok, clock.now());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(synced.cluster_scar("GET /checkout", clock.now()).is_some(), "the merge reached the engine");
+
+    let mut g = c.benchmark_group("decide_with_state_manager");
+    g.throughput(Throughput::Elements(1));
+    let mut t = 2_000_000_000u64;
+    g.bench_function("bare_engine", |b| {
+        b.iter(|| {
+            t += 1_000;
+            black_box(bare.decide(black_box("GET /checkout"), Timestamp::from_nanos(t), Priority::Critical))
+        })
+    });
+    g.bench_function("with_manager", |b| {
+        b.iter(|| {
+            t += 1_000;
+            black_box(synced.decide(black_box("GET /checkout"), Timestamp::from_nanos(t), Priority::Critical))
+        })
+    });
+    g.finish();
+}
+
+fn pulse_10k(c: &mut Criterion) {
+    const ROUTES: u64 = 10_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("pulse_10k_dirty_routes");
+    g.throughput(Throughput::Elements(ROUTES));
+    g.sample_size(10);
+    let stores: Vec<(&str, Arc<dyn StateStore>)> = vec![
+        ("memory", Arc::new(InMemoryStore::new())),
+        ("file", Arc::new(rt.block_on(FileStore::open(&FileConfig::new(dir.path().join("pulse.redb")))).unwrap())),
+    ];
+    let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
+    for (name, store) in stores {
+        let clock = Arc::new(TokioClock::new());
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let names: Vec<String> = (0..ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
+        // A pulse far in the future: only `pulse_now` pushes.
+        let manager = rt.block_on(async {
+            StateManager::start(
+                engine.clone(),
+                store,
+                sync(name, Duration::from_secs(3_600)),
+                clock.clone() as Arc<dyn Clock>,
+            )
+            .await
+            .unwrap()
+        });
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Every route reports (scar changes), then one pulse pushes them all.
+                    let now = clock.now();
+                    for n in &names {
+                        engine.report(n, bad, now);
+                    }
+                    let start = Instant::now();
+                    rt.block_on(manager.pulse_now());
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        assert!(manager.stats().pushed >= ROUTES);
+        rt.block_on(manager.shutdown());
+    }
+    g.finish();
+}
+
+fn store_ops(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let value = Bytes::from(vec![7u8; 64]);
+    let keys: Vec<String> = (0..1_000).map(|i| format!("atrion/route/r{i}/node/a")).collect();
+    let memory = InMemoryStore::new();
+    let file = rt.block_on(FileStore::open(&FileConfig::new(dir.path().join("ops.redb")))).unwrap();
+    let floor: RwLock<HashMap<String, Bytes>> = RwLock::new(HashMap::new());
+    rt.block_on(async {
+        for k in &keys {
+            memory.set(k, value.clone()).await.unwrap();
+            file.set(k, value.clone()).await.unwrap();
+        }
+    });
+    for k in &keys {
+        floor.write().unwrap().insert(k.clone(), value.clone());
+    }
+    let mut g = c.benchmark_group("store_ops");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0;
+    g.bench_function("hashmap_rwlock/get", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(floor.read().unwrap().get(&keys[i]).cloned())
+        })
+    });
+    g.bench_function("hashmap_rwlock/set", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            floor.write().unwrap().insert(keys[i].clone(), value.clone())
+        })
+    });
+    g.bench_function("memory/get", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % keys.len();
+            let k = &keys[i];
+            let memory = &memory;
+            async move { black_box(memory.get(k).await.unwrap()) }
+        })
+    });
+    g.bench_function("memory/set", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % keys.len();
+            let (k, v, memory) = (&keys[i], value.clone(), &memory);
+            async move { black_box(memory.set(k, v).await.unwrap()) }
+        })
+    });
+    g.bench_function("file/get", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % keys.len();
+            let (k, file) = (&keys[i], &file);
+            async move { black_box(file.get(k).await.unwrap()) }
+        })
+    });
+    g.sample_size(20);
+    g.bench_function("file/set", |b| {
+        b.to_async(&rt).iter_batched(
+            || {
+                i = (i + 1) % keys.len();
+                keys[i].clone()
+            },
+            |k| {
+                let (v, file) = (value.clone(), &file);
+                async move { black_box(file.set(&k, v).await.unwrap()) }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = decide_with_manager, pulse_10k, store_ops }
+criterion_main!(benches);
