@@ -213,3 +213,136 @@ where
         }
     }
 }
+
+/// For services that are not HTTP: a shed request fails at once with
+/// [`ShedError::Shed`], carrying the decision; the inner service's own errors come back as
+/// [`ShedError::Inner`] and count as failures.
+pub struct ShedLayer<O: PhysicsObserver + 'static, F> {
+    atrion: Arc<Atrion<O>>,
+    route: Arc<F>,
+}
+
+impl<O: PhysicsObserver + 'static, F> Clone for ShedLayer<O, F> {
+    fn clone(&self) -> Self {
+        ShedLayer { atrion: self.atrion.clone(), route: self.route.clone() }
+    }
+}
+
+impl<O: PhysicsObserver + 'static, F> ShedLayer<O, F> {
+    /// A layer that maps each request to a route with `route`.
+    pub fn new(atrion: Arc<Atrion<O>>, route: F) -> Self {
+        ShedLayer { atrion, route: Arc::new(route) }
+    }
+}
+
+impl<S, O: PhysicsObserver + 'static, F> Layer<S> for ShedLayer<O, F> {
+    type Service = ShedService<S, O, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ShedService { inner, layer: self.clone() }
+    }
+}
+
+/// The service made by [`ShedLayer`].
+pub struct ShedService<S, O: PhysicsObserver + 'static, F> {
+    inner: S,
+    layer: ShedLayer<O, F>,
+}
+
+impl<S: Clone, O: PhysicsObserver + 'static, F> Clone for ShedService<S, O, F> {
+    fn clone(&self) -> Self {
+        ShedService { inner: self.inner.clone(), layer: self.layer.clone() }
+    }
+}
+
+/// The error of a [`ShedService`].
+#[derive(Debug)]
+pub enum ShedError<E> {
+    /// Atrion shed the request; `retry_after` says when to try again.
+    Shed(Decision),
+    /// The inner service failed.
+    Inner(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for ShedError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShedError::Shed(d) => write!(f, "shed ({}), retry after {:?}", d.reason.as_str(), d.retry_after),
+            ShedError::Inner(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ShedError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShedError::Shed(_) => None,
+            ShedError::Inner(e) => Some(e),
+        }
+    }
+}
+
+impl<S, O, F, Req> Service<Req> for ShedService<S, O, F>
+where
+    S: Service<Req>,
+    O: PhysicsObserver + 'static,
+    F: Fn(&Req) -> String,
+{
+    type Response = S::Response;
+    type Error = ShedError<S::Error>;
+    type Future = ShedFuture<S::Future, O>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(ShedError::Inner)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let route = (self.layer.route)(&req);
+        let decision = self.layer.atrion.decide(&route, self.layer.atrion.default_priority());
+        if !decision.is_admitted() {
+            return ShedFuture { state: ShedState::Shed { decision: Some(decision) } };
+        }
+        let report = (self.layer.atrion.clone(), route, Instant::now());
+        ShedFuture { state: ShedState::Called { future: self.inner.call(req), report: Some(report) } }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ShedService`].
+    pub struct ShedFuture<F, O> where O: PhysicsObserver, O: 'static {
+        #[pin]
+        state: ShedState<F, O>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = ShedStateProj]
+    enum ShedState<F, O> where O: PhysicsObserver, O: 'static {
+        Shed { decision: Option<Decision> },
+        Called { #[pin] future: F, report: Option<(Arc<Atrion<O>>, String, Instant)> },
+    }
+}
+
+impl<F, O, T, E> Future for ShedFuture<F, O>
+where
+    F: Future<Output = Result<T, E>>,
+    O: PhysicsObserver + 'static,
+{
+    type Output = Result<T, ShedError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            ShedStateProj::Shed { decision } => {
+                let d = decision.take().unwrap_or_else(|| panic!("ShedFuture polled after completion"));
+                Poll::Ready(Err(ShedError::Shed(d)))
+            }
+            ShedStateProj::Called { future, report } => {
+                let out = std::task::ready!(future.poll(cx));
+                if let Some((atrion, route, started)) = report.take() {
+                    let _ = atrion.report(&route, started.elapsed(), out.is_ok(), None);
+                }
+                Poll::Ready(out.map_err(ShedError::Inner))
+            }
+        }
+    }
+}

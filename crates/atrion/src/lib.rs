@@ -44,7 +44,7 @@ pub mod layer;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
 #[cfg(feature = "tower")]
-pub use layer::{AtrionLayer, AtrionService};
+pub use layer::{AtrionLayer, AtrionService, ShedError, ShedLayer, ShedService};
 
 /// The state layer: the `StateStore` port, stores, the service and the cluster sync.
 pub mod state {

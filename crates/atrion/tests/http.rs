@@ -100,3 +100,36 @@ async fn routes_and_priorities_can_be_chosen() {
     assert_eq!(r.status(), 200);
     assert!(atrion.engine().status("tenant:acme").is_ok());
 }
+
+#[tokio::test]
+async fn other_services_get_a_typed_error_when_shed() {
+    use atrion::{ShedError, ShedLayer};
+    use tower::{Service, ServiceBuilder, ServiceExt};
+
+    let atrion = Arc::new(Atrion::builder().config(quick()).build().unwrap());
+    let failing = Arc::new(AtomicBool::new(true));
+    let f = failing.clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(ShedLayer::new(atrion.clone(), |job: &String| format!("queue:{job}")))
+        .service_fn(move |job: String| {
+            let f = f.clone();
+            async move {
+                if f.load(Ordering::Relaxed) { Err(std::io::Error::other(format!("{job} failed"))) } else { Ok(job) }
+            }
+        });
+    let mut shed = None;
+    for _ in 0..2_000 {
+        match svc.ready().await.unwrap().call("resize".to_owned()).await {
+            Err(ShedError::Shed(d)) => {
+                shed = Some(d);
+                break;
+            }
+            Err(ShedError::Inner(e)) => assert_eq!(e.to_string(), "resize failed"),
+            Ok(_) => panic!("the job fails"),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let d = shed.expect("failing jobs are eventually shed");
+    assert!(d.retry_after.is_some());
+    assert!(atrion.engine().status("queue:resize").is_ok());
+}
