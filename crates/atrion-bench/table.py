@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
 """Prints the medians of the last `cargo bench -p atrion-bench` run as a Markdown table.
 
-    cargo bench -p atrion-bench --bench engine && python3 crates/atrion-bench/table.py
+    cargo bench -p atrion-bench && python3 crates/atrion-bench/table.py
 """
 import json
 import pathlib
+
+
+def fmt(ns):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.2f} {unit}"
+    return f"{ns:.1f} ns"
+
 
 root = pathlib.Path(__file__).resolve().parents[2] / "target" / "criterion"
 print("| group | benchmark | median | 95% interval |")
@@ -14,4 +22,4 @@ for est in sorted(root.glob("**/new/estimates.json")):
     group, name = bench.parts[0], "/".join(bench.parts[1:])
     m = json.loads(est.read_text())["median"]
     ci = m["confidence_interval"]
-    print(f"| {group} | {name} | {m['point_estimate']:.1f} ns | {ci['lower_bound']:.1f}–{ci['upper_bound']:.1f} ns |")
+    print(f"| {group} | {name} | {fmt(m['point_estimate'])} | {fmt(ci['lower_bound'])} – {fmt(ci['upper_bound'])} |")
