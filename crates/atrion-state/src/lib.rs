@@ -26,7 +26,7 @@
 //! ```
 //!
 //! ## Features
-//! - `testing`: the [`conformance`] module and the [`conformance_tests!`] macro.
+//! - `testing`: the `conformance` module and the `conformance_tests!` macro.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -29,7 +29,7 @@
 //! ## Features
 //! - `tower` (default): [`AtrionLayer`].
 //! - `axum`: the layer's default route uses axum's matched path (`GET /users/{id}`).
-//! - `file`: the embedded file store, as [`file::FileStore`].
+//! - `file`: the embedded file store, as `file::FileStore`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
