@@ -21,6 +21,9 @@ pub enum AtrionError {
     /// The state store failed (at connect: the cluster view could not be loaded).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state service's configuration is invalid.
+    #[error("state service: {0}")]
+    Service(String),
     /// Connecting needs a tokio runtime.
     #[error("Atrion::connect must be called from within a tokio runtime")]
     NoRuntime,

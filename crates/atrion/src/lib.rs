@@ -39,10 +39,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub use atrion_core::*;
 
 mod atrion;
+mod config;
 #[cfg(feature = "tower")]
 pub mod layer;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
+pub use config::{StoreConfig, state_service};
 #[cfg(feature = "tower")]
 pub use layer::{AtrionLayer, AtrionService, ShedError, ShedLayer, ShedService};
 

@@ -106,3 +106,23 @@ async fn instances_sharing_a_store_converge_and_restarts_keep_what_the_cluster_k
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn stores_are_built_from_typed_validated_config() {
+    use atrion::{StoreConfig, state_service};
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("backend = \"file\"\npath = \"{}\"\n", dir.path().join("s.redb").display());
+    let file: StoreConfig = toml::from_str(&text).unwrap();
+    let memory: StoreConfig = toml::from_str("backend = \"memory\"").unwrap();
+    assert!(toml::from_str::<StoreConfig>("backend = \"etcd\"").is_err(), "unknown backends are refused");
+    assert!(toml::from_str::<StoreConfig>("backend = \"file\"\npath = \"x\"\nnope = 1").is_err());
+    let bad: StoreConfig = toml::from_str("backend = \"file\"\npath = \"\"").unwrap();
+    assert!(bad.build().await.is_err(), "validated before it is opened");
+
+    let service = state_service(&[("memory", memory), ("file", file)]).await.unwrap();
+    assert_eq!(service.active_name(), "memory");
+    service.set("k", "v".into()).await.unwrap();
+    service.switch_backend("file").await.unwrap();
+    assert_eq!(service.active_store().backend(), "file");
+    assert!(service.exists("k").await.unwrap());
+}
