@@ -261,8 +261,10 @@ pub async fn stats_and_cleanup(s: Store) {
         s.set_with_ttl("conf/stats/ttl", b("v"), Duration::from_millis(50)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(s.stats().await.unwrap().keys, after.keys, "expired entries are not counted");
+        // Backends that expire entries themselves (Redis) have nothing left to clean.
         let cleaned = s.cleanup().await.unwrap();
-        assert_eq!(cleaned.expired, 1);
+        assert!(cleaned.expired <= 1, "{cleaned:?}");
         assert_eq!(s.cleanup().await.unwrap().expired, 0);
+        assert!(!s.exists("conf/stats/ttl").await.unwrap());
     }
 }

@@ -1,0 +1,534 @@
+//! # atrion-redis
+//!
+//! A [`StateStore`] over Redis, so that the pods of a cluster share scar tissue.
+//!
+//! - One auto-reconnecting, multiplexed connection ([`redis::aio::ConnectionManager`]) shared
+//!   by all callers; connect and command timeouts.
+//! - Each entry is a hash (`v` = value, `ver` = version) under `{namespace}:{tag}rest`, where
+//!   the hash tag is the route part of Atrion's keys (everything before the last `/node/`),
+//!   so that one route's keys share a hash slot.
+//! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
+//!   TTL and the change notification happen atomically. Batches are pipelined.
+//! - The change feed: hints over pub/sub, and a [`Change::Resync`] after every reconnect,
+//!   since pub/sub loses what is sent while a client is away.
+//!
+//! Redis Cluster: the version counter is one key, so the scripts touch two slots; this
+//! adapter targets a single Redis (or a primary with replicas) today.
+//!
+//! This crate has no cargo features.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atrion_state::{
+    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError,
+    StoreStats, check_key, check_value,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+const BACKEND: &str = "redis";
+
+/// Configuration of a [`RedisStore`], readable from a config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://...` for TLS.
+    pub url: String,
+    /// Key namespace of the cluster (no `:`, `{` or `}`).
+    pub namespace: String,
+    /// Giving up on a connection attempt after this long.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Giving up on a command after this long.
+    #[serde(with = "secs")]
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "atrion".into(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig { url: url.into(), ..RedisConfig::default() }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |why: String| Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
+        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
+            return bad("`url` must start with redis:// or rediss://".into());
+        }
+        if self.namespace.is_empty() || self.namespace.contains([':', '{', '}']) {
+            return bad(format!("`namespace` must be non-empty without `:`, `{{` or `}}`, got {:?}", self.namespace));
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return bad("timeouts must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+const PUT: &str = r"
+local ver = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ver)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
+redis.call('PUBLISH', ARGV[3], 'set ' .. ver .. ' ' .. ARGV[4])
+return ver
+";
+
+const CAS: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'ver')
+if cur == false then cur = '' end
+if cur ~= ARGV[5] then return {0, cur} end
+local ver = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ver)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
+redis.call('PUBLISH', ARGV[3], 'set ' .. ver .. ' ' .. ARGV[4])
+return {1, tostring(ver)}
+";
+
+const DELETE: &str = r"
+local n = redis.call('DEL', KEYS[1])
+if n == 1 then redis.call('PUBLISH', ARGV[1], 'del ' .. ARGV[2]) end
+return n
+";
+
+/// The Redis store. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    cfg: RedisConfig,
+    put: Script,
+    cas: Script,
+    delete: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("namespace", &self.cfg.namespace).finish_non_exhaustive()
+    }
+}
+
+fn err(op: Op, key: Option<&str>, e: redis::RedisError) -> StoreError {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Backend
+    };
+    StoreError::new(BACKEND, op, key, kind).with_source(e)
+}
+
+impl RedisStore {
+    /// Connects (within `connect_timeout`) and checks the server answers.
+    pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
+        cfg.validate()?;
+        let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
+            StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(format!("invalid url: {e}"))).with_source(e)
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(2);
+        let connect = client.get_connection_manager_with_config(config);
+        let mut conn = tokio::time::timeout(cfg.connect_timeout, connect)
+            .await
+            .map_err(|_| StoreError::new(BACKEND, Op::Open, None, ErrorKind::Timeout))?
+            .map_err(|e| err(Op::Open, None, e))?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| err(Op::Open, None, e))?;
+        Ok(RedisStore {
+            client,
+            conn,
+            cfg: cfg.clone(),
+            put: Script::new(PUT),
+            cas: Script::new(CAS),
+            delete: Script::new(DELETE),
+        })
+    }
+
+    fn counter(&self) -> String {
+        format!("{}:version", self.cfg.namespace)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:changes", self.cfg.namespace)
+    }
+
+    fn entries_prefix(&self) -> String {
+        format!("{}:e:", self.cfg.namespace)
+    }
+
+    fn redis_key(&self, key: &str) -> String {
+        redis_key(&self.entries_prefix(), key)
+    }
+
+    fn user_key(&self, rk: &str) -> Option<String> {
+        user_key(&self.entries_prefix(), rk)
+    }
+
+    fn ttl_ms(ttl: Option<Duration>) -> u64 {
+        ttl.map_or(0, |t| (t.as_millis() as u64).max(1))
+    }
+
+    fn entry(op: Op, key: &str, v: Option<Vec<u8>>, ver: Option<u64>, pttl: i64) -> Result<Option<Entry>, StoreError> {
+        match (v, ver) {
+            (Some(v), Some(version)) => Ok(Some(Entry {
+                value: Bytes::from(v),
+                version,
+                ttl: (pttl >= 0).then(|| Duration::from_millis(pttl as u64)),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::new(BACKEND, op, Some(key), ErrorKind::Corrupt)),
+        }
+    }
+
+    async fn scan(&self, op: Op) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", self.entries_prefix());
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| err(op, None, e))?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { ttl: true, atomic: true, transactions: false, change_feed: true, persistent: true, shared: true }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(BACKEND, Op::Get, key)?;
+        let rk = self.redis_key(key);
+        let mut conn = self.conn.clone();
+        let ((v, ver), pttl): ((Option<Vec<u8>>, Option<u64>), i64) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&rk)
+            .arg("v")
+            .arg("ver")
+            .cmd("PTTL")
+            .arg(&rk)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| err(Op::Get, Some(key), e))?;
+        Self::entry(Op::Get, key, v, ver, pttl)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        check_key(BACKEND, Op::Set, key)?;
+        check_value(BACKEND, Op::Set, key, &value)?;
+        let mut conn = self.conn.clone();
+        self.put
+            .key(self.redis_key(key))
+            .key(self.counter())
+            .arg(value.as_ref())
+            .arg(Self::ttl_ms(ttl))
+            .arg(self.channel())
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err(Op::Set, Some(key), e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(BACKEND, Op::Delete, key)?;
+        let mut conn = self.conn.clone();
+        let n: u64 = self
+            .delete
+            .key(self.redis_key(key))
+            .arg(self.channel())
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err(Op::Delete, Some(key), e))?;
+        Ok(n == 1)
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> = self
+            .scan(Op::ListKeys)
+            .await?
+            .iter()
+            .filter_map(|k| self.user_key(k))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        check_key(BACKEND, Op::CompareAndSwap, key)?;
+        check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
+        let mut conn = self.conn.clone();
+        let (swapped, version): (u8, String) = self
+            .cas
+            .key(self.redis_key(key))
+            .key(self.counter())
+            .arg(value.as_ref())
+            .arg(Self::ttl_ms(ttl))
+            .arg(self.channel())
+            .arg(key)
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err(Op::CompareAndSwap, Some(key), e))?;
+        let corrupt = || StoreError::new(BACKEND, Op::CompareAndSwap, Some(key), ErrorKind::Corrupt);
+        let parsed = if version.is_empty() { None } else { Some(version.parse::<u64>().map_err(|_| corrupt())?) };
+        Ok(match (swapped, parsed) {
+            (1, Some(version)) => CasOutcome::Swapped { version },
+            (1, None) => return Err(corrupt()),
+            (_, current) => CasOutcome::Conflict { current },
+        })
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let keys = self.scan(Op::Stats).await?;
+        let mut conn = self.conn.clone();
+        let mut stats = StoreStats::default();
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("HSTRLEN").arg(k).arg("v");
+            }
+            let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?;
+            // A key that expired between SCAN and HSTRLEN reads as 0 bytes; count only live ones.
+            let exists: Vec<u8> = {
+                let mut p = redis::pipe();
+                for k in chunk {
+                    p.cmd("EXISTS").arg(k);
+                }
+                p.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?
+            };
+            for (len, live) in lens.into_iter().zip(exists) {
+                if live == 1 {
+                    stats.keys += 1;
+                    stats.value_bytes += len;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        // Redis expires entries itself.
+        Ok(CleanupStats::default())
+    }
+
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        let (tx, rx) = mpsc::channel(4096);
+        let client = self.client.clone();
+        let channel = self.channel();
+        let mut pubsub = client.get_async_pubsub().await.map_err(|e| err(Op::Subscribe, None, e))?;
+        pubsub.subscribe(&channel).await.map_err(|e| err(Op::Subscribe, None, e))?;
+        tokio::spawn(async move {
+            loop {
+                let mut stream = pubsub.into_on_message();
+                while let Some(msg) = stream.next().await {
+                    let Ok(text) = msg.get_payload::<String>() else { continue };
+                    let change = if let Some(rest) = text.strip_prefix("set ") {
+                        match rest.split_once(' ') {
+                            Some((ver, key)) => match ver.parse() {
+                                Ok(version) => Change::Set { key: key.to_owned(), version },
+                                Err(_) => continue,
+                            },
+                            None => continue,
+                        }
+                    } else if let Some(key) = text.strip_prefix("del ") {
+                        Change::Deleted { key: key.to_owned() }
+                    } else {
+                        continue;
+                    };
+                    if tx.send(change).await.is_err() {
+                        return; // the feed was dropped
+                    }
+                }
+                // Disconnected: whatever was published meanwhile is lost. Reconnect, then
+                // tell the reader to resynchronise.
+                loop {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Ok(mut p) = client.get_async_pubsub().await
+                        && p.subscribe(&channel).await.is_ok()
+                    {
+                        pubsub = p;
+                        break;
+                    }
+                }
+                if tx.send(Change::Resync).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
+    }
+
+    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            check_key(BACKEND, Op::BatchGet, k)?;
+            let rk = self.redis_key(k);
+            pipe.cmd("HMGET").arg(&rk).arg("v").arg("ver").cmd("PTTL").arg(&rk);
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchGet, None, e))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, pair) in keys.iter().zip(raw.chunks(2)) {
+            let (fields, pttl) = match pair {
+                [fields, pttl] => (fields, pttl),
+                _ => return Err(StoreError::new(BACKEND, Op::BatchGet, Some(k), ErrorKind::Corrupt)),
+            };
+            let (v, ver): (Option<Vec<u8>>, Option<u64>) =
+                redis::from_redis_value_ref(fields).map_err(|e| err(Op::BatchGet, Some(k), e.into()))?;
+            let pttl: i64 = redis::from_redis_value_ref(pttl).map_err(|e| err(Op::BatchGet, Some(k), e.into()))?;
+            out.push(Self::entry(Op::BatchGet, k, v, ver, pttl)?);
+        }
+        Ok(out)
+    }
+
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.put).ignore();
+        for (k, v, ttl) in &items {
+            check_key(BACKEND, Op::BatchSet, k)?;
+            check_value(BACKEND, Op::BatchSet, k, v)?;
+            pipe.invoke_script(
+                self.put
+                    .key(self.redis_key(k))
+                    .key(self.counter())
+                    .arg(v.as_ref())
+                    .arg(Self::ttl_ms(*ttl))
+                    .arg(self.channel())
+                    .arg(k),
+            );
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))
+    }
+
+    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.delete).ignore();
+        for k in keys {
+            check_key(BACKEND, Op::BatchDelete, k)?;
+            pipe.invoke_script(self.delete.key(self.redis_key(k)).arg(self.channel()).arg(k));
+        }
+        let mut conn = self.conn.clone();
+        let deleted: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchDelete, None, e))?;
+        Ok(deleted.iter().sum())
+    }
+}
+
+/// `{prefix}{tag}rest`: the tag is the key up to its last `/node/` (one route, one slot), or
+/// the whole key; `{}` (no tag) when the tag itself has braces.
+fn redis_key(prefix: &str, key: &str) -> String {
+    let tag_len = key.rfind("/node/").unwrap_or(key.len());
+    let (tag, rest) = key.split_at(tag_len);
+    if tag.is_empty() || tag.contains(['{', '}']) {
+        format!("{prefix}{{}}{key}")
+    } else {
+        format!("{prefix}{{{tag}}}{rest}")
+    }
+}
+
+/// The inverse of [`redis_key`].
+fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
+    let rest = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
+    let close = rest.find('}')?;
+    Some(format!("{}{}", &rest[..close], &rest[close + 1..]))
+}
+
+/// Durations in config files are written as seconds (floats).
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_one_slot_per_route_and_back() {
+        let p = "ns:e:";
+        assert_eq!(redis_key(p, "ns/route/GET /a/node/n1"), "ns:e:{ns/route/GET /a}/node/n1");
+        assert_eq!(redis_key(p, "plain"), "ns:e:{plain}");
+        assert_eq!(redis_key(p, "with{brace}/node/x"), "ns:e:{}with{brace}/node/x");
+        for key in ["ns/route/GET /a/node/n1", "plain", "with{brace}/node/x", "a}b", "/node/x", "k/node/a/node/b"] {
+            assert_eq!(user_key(p, &redis_key(p, key)).as_deref(), Some(key), "{key}");
+        }
+        assert_eq!(user_key(p, "other:e:{x}"), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(RedisConfig::default().validate().is_ok());
+        assert!(RedisConfig::new("http://x").validate().is_err());
+        let c = RedisConfig { namespace: "a:b".into(), ..RedisConfig::default() };
+        assert!(c.validate().is_err());
+        let c = RedisConfig { command_timeout: Duration::ZERO, ..RedisConfig::default() };
+        assert!(c.validate().is_err());
+    }
+}
