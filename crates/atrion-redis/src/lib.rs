@@ -15,7 +15,8 @@
 //! Redis Cluster: the version counter is one key, so the scripts touch two slots; this
 //! adapter targets a single Redis (or a primary with replicas) today.
 //!
-//! This crate has no cargo features.
+//! ## Features
+//! - `testing`: `testing::RedisServer`, a private `redis-server` for tests and benches.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -32,6 +33,9 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 const BACKEND: &str = "redis";
 

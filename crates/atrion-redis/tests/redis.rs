@@ -1,14 +1,12 @@
 //! The Redis store against a real `redis-server`: the conformance suite, and what only a
 //! remote store shows (reconnects, a feed that asks for a resync, garbage under our keys).
 
-mod harness;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_redis::{RedisConfig, RedisStore};
 use atrion_state::{Change, ErrorKind, StateStore};
-use harness::RedisServer;
+use atrion_redis::testing::RedisServer;
 
 async fn store(server: &RedisServer) -> RedisStore {
     RedisStore::connect(&RedisConfig::new(server.url())).await.unwrap()
@@ -120,4 +118,77 @@ async fn two_nodes_converge_through_a_real_redis() {
     for (_, m) in nodes {
         m.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn auth_with_a_password_in_the_url() {
+    let Some(server) = RedisServer::start_with_password("s3cret") else { return };
+    let e = RedisStore::connect(&RedisConfig::new(server.url())).await.unwrap_err();
+    assert!(e.to_string().starts_with("redis store: open"), "refused without the password: {e}");
+    let url = format!("redis://:s3cret@127.0.0.1:{}", server.port);
+    let s = RedisStore::connect(&RedisConfig::new(url)).await.unwrap();
+    s.set("k", "v".into()).await.unwrap();
+    assert!(s.exists("k").await.unwrap());
+    let url = format!("redis://default:wrong@127.0.0.1:{}", server.port);
+    assert!(RedisStore::connect(&RedisConfig::new(url)).await.is_err());
+}
+
+/// Decides and reports as fast as it can for `secs`, returning the longest single decision.
+fn hammer(engine: &atrion_core::Engine, clock: &atrion_state::TokioClock, secs: f64) -> Duration {
+    use atrion_core::{Priority, Telemetry};
+    use atrion_state::Clock;
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut worst = Duration::ZERO;
+    let mut i = 0u64;
+    while std::time::Instant::now() < end {
+        let route = format!("r{}", i % 64);
+        let now = clock.now();
+        let started = std::time::Instant::now();
+        let d = engine.decide(&route, now, Priority::Normal);
+        worst = worst.max(started.elapsed());
+        if d.is_admitted() {
+            engine.report(&route, Telemetry::new(20.0, (i % 3 == 0) as u8 as f64, 0.3).unwrap(), now);
+        }
+        i += 1;
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_store_never_holds_up_a_decision_and_the_node_resyncs_when_it_returns() {
+    use atrion_core::{Engine, PhysicsConfig};
+    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+
+    let Some(mut server) = RedisServer::start() else { return };
+    let clock = Arc::new(TokioClock::new());
+    let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let mut cfg = SyncConfig::for_node("a");
+    cfg.pulse = Duration::from_millis(20);
+    cfg.full_sync = Duration::from_millis(500);
+    cfg.max_buffered = 100;
+    let store: Arc<dyn StateStore> = Arc::new(store(&server).await);
+    let manager = StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap();
+
+    let (e, c) = (engine.clone(), clock.clone());
+    let baseline = tokio::task::spawn_blocking(move || hammer(&e, &c, 0.5)).await.unwrap();
+    server.kill();
+    let (e, c) = (engine.clone(), clock.clone());
+    let during = tokio::task::spawn_blocking(move || hammer(&e, &c, 1.0)).await.unwrap();
+    let stats = manager.stats();
+    assert!(stats.degraded && stats.store_errors > 0, "{stats:?}");
+    assert!(stats.buffered <= 64, "bounded by the routes touched: {stats:?}");
+    // A decision that waited on the store would take a command timeout (1 s) or more.
+    assert!(during < Duration::from_millis(50), "worst decision {during:?} during the outage ({baseline:?} before)");
+
+    server.restart();
+    let back = std::time::Instant::now();
+    loop {
+        let s = manager.stats();
+        if !s.degraded && s.resyncs > 0 && s.buffered == 0 {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(5), "no resync after the store came back: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    manager.shutdown().await;
 }

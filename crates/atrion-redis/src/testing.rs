@@ -1,7 +1,6 @@
-//! A private `redis-server` for tests: on a free loopback port, in a temporary folder,
-//! stopped (or killed, or restarted) at will.
-
-#![allow(dead_code)]
+//! A private `redis-server` for tests and benches (feature `testing`): on a free loopback
+//! port, in a temporary folder, stopped (or killed, or restarted) at will.
+#![allow(clippy::unwrap_used)] // test support: a failure must stop loudly
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +13,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    password: Option<String>,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -40,8 +40,17 @@ impl RedisServer {
             }
             panic!("redis-server not found on PATH: install it (.ci/run does) or set ATRION_SKIP_SERVICES=1");
         }
-        let mut server = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let mut server =
+            RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, password: None };
         server.launch();
+        Some(server)
+    }
+
+    /// As [`RedisServer::start`], with AUTH required (`requirepass`).
+    pub fn start_with_password(password: &str) -> Option<RedisServer> {
+        let mut server = RedisServer::start()?;
+        server.password = Some(password.to_owned());
+        server.restart();
         Some(server)
     }
 
@@ -55,6 +64,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(self.password.iter().flat_map(|p| ["--requirepass".to_owned(), p.clone()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
