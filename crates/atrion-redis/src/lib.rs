@@ -108,6 +108,28 @@ redis.call('PUBLISH', ARGV[3], 'set ' .. ver .. ' ' .. ARGV[4])
 return {1, tostring(ver)}
 ";
 
+/// Many writes in one script: one counter bump, one notification for the whole chunk.
+const PUT_BATCH: &str = r"
+local n = #KEYS - 1
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n
+local msg = {'batch'}
+for i = 1, n do
+  local ver = first + i
+  local base = 1 + (i - 1) * 3
+  redis.call('HSET', KEYS[i + 1], 'v', ARGV[base + 1], 'ver', ver)
+  local ttl = tonumber(ARGV[base + 2])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], ttl) else redis.call('PERSIST', KEYS[i + 1]) end
+  local key = ARGV[base + 3]
+  msg[#msg + 1] = ver .. ' ' .. #key .. ' ' .. key
+end
+redis.call('PUBLISH', ARGV[1], table.concat(msg, ' '))
+return {first + 1, last}
+";
+
+/// Entries per batch script.
+const BATCH_CHUNK: usize = 256;
+
 const DELETE: &str = r"
 local n = redis.call('DEL', KEYS[1])
 if n == 1 then redis.call('PUBLISH', ARGV[1], 'del ' .. ARGV[2]) end
@@ -121,6 +143,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     cfg: RedisConfig,
     put: Script,
+    put_batch: Script,
     cas: Script,
     delete: Script,
 }
@@ -164,6 +187,7 @@ impl RedisStore {
             conn,
             cfg: cfg.clone(),
             put: Script::new(PUT),
+            put_batch: Script::new(PUT_BATCH),
             cas: Script::new(CAS),
             delete: Script::new(DELETE),
         })
@@ -374,6 +398,14 @@ impl StateStore for RedisStore {
                 let mut stream = pubsub.into_on_message();
                 while let Some(msg) = stream.next().await {
                     let Ok(text) = msg.get_payload::<String>() else { continue };
+                    if let Some(rest) = text.strip_prefix("batch ") {
+                        for change in parse_batch(rest) {
+                            if tx.send(change).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     let change = if let Some(rest) = text.strip_prefix("set ") {
                         match rest.split_once(' ') {
                             Some((ver, key)) => match ver.parse() {
@@ -443,23 +475,27 @@ impl StateStore for RedisStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.put).ignore();
-        for (k, v, ttl) in &items {
+        for (k, v, _) in &items {
             check_key(BACKEND, Op::BatchSet, k)?;
             check_value(BACKEND, Op::BatchSet, k, v)?;
-            pipe.invoke_script(
-                self.put
-                    .key(self.redis_key(k))
-                    .key(self.counter())
-                    .arg(v.as_ref())
-                    .arg(Self::ttl_ms(*ttl))
-                    .arg(self.channel())
-                    .arg(k),
-            );
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.put_batch).ignore();
+        let counter = self.counter();
+        let channel = self.channel();
+        for chunk in items.chunks(BATCH_CHUNK) {
+            let mut inv = self.put_batch.prepare_invoke();
+            inv.key(&counter);
+            inv.arg(&channel);
+            for (k, v, ttl) in chunk {
+                inv.key(self.redis_key(k));
+                inv.arg(v.as_ref()).arg(Self::ttl_ms(*ttl)).arg(k.as_str());
+            }
+            pipe.invoke_script(&inv);
         }
         let mut conn = self.conn.clone();
-        pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))
+        let ranges: Vec<(u64, u64)> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))?;
+        Ok(ranges.into_iter().flat_map(|(first, last)| first..=last).collect())
     }
 
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
@@ -476,6 +512,20 @@ impl StateStore for RedisStore {
         let deleted: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchDelete, None, e))?;
         Ok(deleted.iter().sum())
     }
+}
+
+/// The changes of a batch notification: `<version> <key length> <key>`, repeated.
+fn parse_batch(mut rest: &str) -> Vec<Change> {
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let Some((ver, tail)) = rest.split_once(' ') else { break };
+        let Some((len, tail)) = tail.split_once(' ') else { break };
+        let (Ok(version), Ok(len)) = (ver.parse::<u64>(), len.parse::<usize>()) else { break };
+        let Some(key) = tail.get(..len) else { break };
+        out.push(Change::Set { key: key.to_owned(), version });
+        rest = tail[len..].strip_prefix(' ').unwrap_or("");
+    }
+    out
 }
 
 /// `{prefix}{tag}rest`: the tag is the key up to its last `/node/` (one route, one slot), or
@@ -524,6 +574,16 @@ mod tests {
             assert_eq!(user_key(p, &redis_key(p, key)).as_deref(), Some(key), "{key}");
         }
         assert_eq!(user_key(p, "other:e:{x}"), None);
+    }
+
+    #[test]
+    fn batch_notifications_parse_keys_with_spaces() {
+        let changes = parse_batch("7 9 GET /a b/ 8 1 x");
+        assert_eq!(
+            changes,
+            vec![Change::Set { key: "GET /a b/".into(), version: 7 }, Change::Set { key: "x".into(), version: 8 }]
+        );
+        assert!(parse_batch("garbage").is_empty());
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
 use atrion_state::{Change, ErrorKind, StateStore};
-use atrion_redis::testing::RedisServer;
 
 async fn store(server: &RedisServer) -> RedisStore {
     RedisStore::connect(&RedisConfig::new(server.url())).await.unwrap()

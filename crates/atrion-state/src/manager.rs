@@ -246,6 +246,8 @@ struct SyncState {
     quiet: std::collections::HashSet<String>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     resync: bool,
+    /// The other nodes counted live at the last merge.
+    live: std::collections::HashSet<String>,
 }
 
 struct Shared<O> {
@@ -432,7 +434,39 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 self.lock().resync = true;
             }
         }
-        self.merge_all();
+        self.merge_if_liveness_changed();
+    }
+
+    /// Re-merges the routes of nodes that joined or fell silent since the last pulse. Other
+    /// routes need nothing: the engine heals cluster values on its own, and changed
+    /// contributions are merged as they arrive.
+    fn merge_if_liveness_changed(&self) {
+        let wall = self.clock.wall_ms();
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        let routes: Vec<String> = {
+            let mut st = self.lock();
+            let live: std::collections::HashSet<String> = st
+                .heartbeats
+                .iter()
+                .filter(|(_, hb)| wall.saturating_sub(**hb) <= ttl)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if live == st.live {
+                return;
+            }
+            let changed: std::collections::HashSet<&String> = live.symmetric_difference(&st.live).collect();
+            let routes = st
+                .remote
+                .iter()
+                .filter(|(_, nodes)| nodes.keys().any(|n| changed.contains(n)))
+                .map(|(r, _)| r.clone())
+                .collect();
+            st.live = live;
+            routes
+        };
+        for route in routes {
+            self.merge_route(&route);
+        }
     }
 
     /// Re-reads every contribution and heartbeat. At start, also seeds this node's own

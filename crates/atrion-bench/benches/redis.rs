@@ -1,0 +1,189 @@
+//! The Redis adapter against a private `redis-server` on loopback, in one run:
+//!
+//! - one pulse pushing 10,000 dirty routes (pipelined scripts);
+//! - convergence delay: from a route's report on node A to its scar in node B's engine,
+//!   over 1,000 changes at a 10 ms pulse (p50 and p99 printed after the run);
+//! - `decide` with a Redis-backed manager attached, beside the bare engine.
+//!
+//! Run: `cargo bench -p atrion-bench --bench redis`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atrion::{Engine, PhysicsConfig, Priority, Telemetry};
+use atrion_redis::testing::RedisServer;
+use atrion_redis::{RedisConfig, RedisStore};
+use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+}
+
+/// Each bench in its own namespace, so that none reads what another left in the store.
+fn sync(namespace: &str, node: &str, pulse: Duration) -> SyncConfig {
+    let mut c = SyncConfig::for_node(node);
+    c.namespace = namespace.to_owned();
+    c.pulse = pulse;
+    c.full_sync = pulse.max(c.full_sync);
+    c.node_ttl = Duration::from_secs(60).max(2 * pulse);
+    c
+}
+
+fn store(rt: &tokio::runtime::Runtime, server: &RedisServer) -> Arc<dyn StateStore> {
+    Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap())
+}
+
+fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+    const ROUTES: u64 = 10_000;
+    let clock = Arc::new(TokioClock::new());
+    let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let names: Vec<String> = (0..ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
+    let s = store(rt, server);
+    let manager = rt.block_on(async {
+        StateManager::start(
+            engine.clone(),
+            s,
+            sync("bench-pulse", "pusher", Duration::from_secs(3_600)),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .await
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
+    let mut g = c.benchmark_group("redis_pulse_10k_dirty_routes");
+    g.throughput(Throughput::Elements(ROUTES));
+    g.sample_size(10);
+    g.bench_function("redis", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let now = clock.now();
+                for n in &names {
+                    engine.report(n, bad, now);
+                }
+                let before = manager.stats().pushed;
+                let start = Instant::now();
+                rt.block_on(manager.pulse_now());
+                total += start.elapsed();
+                assert_eq!(manager.stats().pushed - before, ROUTES, "every dirty route pushed");
+            }
+            total
+        })
+    });
+    g.finish();
+    rt.block_on(manager.shutdown());
+}
+
+fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+    let clock = Arc::new(TokioClock::new());
+    let pulse = Duration::from_millis(10);
+    let (a, b) = (
+        Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
+        Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
+    );
+    let (sa, sb) = (store(rt, server), store(rt, server));
+    let (ma, mb) = rt.block_on(async {
+        let dyn_clock = clock.clone() as Arc<dyn Clock>;
+        let ma =
+            StateManager::start(a.clone(), sa, sync("bench-convergence", "a", pulse), dyn_clock.clone()).await.unwrap();
+        let mb = StateManager::start(b.clone(), sb, sync("bench-convergence", "b", pulse), dyn_clock).await.unwrap();
+        (ma, mb)
+    });
+    let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
+    let mut k = 0u64;
+    // One change: a route's report on A, until B's engine holds A's scar for it.
+    let mut change = || {
+        k += 1;
+        let route = format!("conv/{k}");
+        let t0 = clock.now();
+        a.report(&route, bad, t0);
+        a.report(&route, bad, atrion::Timestamp::from_nanos(t0.as_nanos() + 100_000_000));
+        let start = Instant::now();
+        while b.cluster_scar(&route, clock.now()).is_none_or(|s| s <= 0.0) {
+            assert!(start.elapsed() < Duration::from_secs(5), "no convergence for {route}");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        start.elapsed()
+    };
+    let began = Instant::now();
+    let mut delays: Vec<Duration> = (0..1_000).map(|_| change()).collect();
+    println!("1,000 changes in {:?}: a {:?}, b {:?}", began.elapsed(), ma.stats(), mb.stats());
+    delays.sort_unstable();
+    let pct = |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)];
+    println!(
+        "redis convergence over {} changes at a {pulse:?} pulse: p50 {:?}, p99 {:?}, max {:?}",
+        delays.len(),
+        pct(0.50),
+        pct(0.99),
+        delays[delays.len() - 1]
+    );
+    let mut g = c.benchmark_group("redis_convergence_10ms_pulse");
+    g.sample_size(10);
+    g.bench_function("report_on_a_to_merge_on_b", |bench| {
+        bench.iter_custom(|iters| (0..iters).map(|_| change()).sum())
+    });
+    g.finish();
+    rt.block_on(async {
+        ma.shutdown().await;
+        mb.shutdown().await;
+    });
+}
+
+fn decide_with_redis_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+    let clock = Arc::new(TokioClock::new());
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let bare = Engine::new(PhysicsConfig::default()).unwrap();
+    let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let s = store(rt, server);
+    let manager = rt.block_on(async {
+        StateManager::start(
+            synced.clone(),
+            s,
+            sync("bench-decide", "decider", Duration::from_millis(10)),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .await
+        .unwrap()
+    });
+    for _ in 0..1_000 {
+        bare.report("GET /checkout", ok, clock.now());
+        synced.report("GET /checkout", ok, clock.now());
+    }
+    let mut g = c.benchmark_group("redis_decide");
+    g.throughput(Throughput::Elements(1));
+    let mut n = 0u32;
+    let mut now = clock.now();
+    let mut tick = |clock: &TokioClock| {
+        n = n.wrapping_add(1);
+        if n % 256 == 0 {
+            now = clock.now();
+        }
+        now
+    };
+    g.bench_function("bare_engine", |b| {
+        b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+    });
+    g.bench_function("with_redis_manager", |b| {
+        b.iter(|| black_box(synced.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+    });
+    g.finish();
+    rt.block_on(manager.shutdown());
+}
+
+fn redis(c: &mut Criterion) {
+    let Some(server) = RedisServer::start() else { return };
+    let rt = runtime();
+    pulse_10k(c, &rt, &server);
+    convergence(c, &rt, &server);
+    decide_with_redis_manager(c, &rt, &server);
+}
+
+fn config() -> Criterion {
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = redis }
+criterion_main!(benches);
