@@ -1,0 +1,534 @@
+//! # atrion-postgres
+//!
+//! A [`StateStore`] over PostgreSQL (`sqlx`, pooled), so that the pods of a cluster share
+//! scar tissue through the database they already run.
+//!
+//! - One table, `atrion_entries (namespace, key, value, version, expires_at)`; versions come
+//!   from one sequence, so they never repeat. The schema is created on connect
+//!   (idempotently, under an advisory lock) and its version recorded in `atrion_schema`.
+//! - Compare-and-swap is one statement (`UPDATE ... WHERE version = $expected`, or an
+//!   insert that only replaces an expired row).
+//! - The change feed: a trigger sends `NOTIFY atrion_changes`; a listener forwards the hints
+//!   and asks for a [`Change::Resync`] after every reconnect (notifications sent meanwhile
+//!   are lost).
+//! - Expired rows are invisible at once and deleted by [`StateStore::cleanup`].
+//!
+//! ## Features
+//! - `testing`: `testing::PgServer`, a private PostgreSQL (`initdb` + `pg_ctl`) for tests.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use atrion_state::{
+    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError,
+    StoreStats, check_key, check_value,
+};
+use bytes::Bytes;
+use serde::Deserialize;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+use tokio::sync::mpsc;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+const BACKEND: &str = "postgres";
+const SCHEMA_VERSION: i32 = 1;
+const CHANNEL: &str = "atrion_changes";
+
+const SCHEMA: &str = r"
+SELECT pg_advisory_xact_lock(7274661);
+CREATE TABLE IF NOT EXISTS atrion_entries (
+    namespace  text        NOT NULL,
+    key        text        NOT NULL,
+    value      bytea       NOT NULL,
+    version    bigint      NOT NULL,
+    expires_at timestamptz,
+    PRIMARY KEY (namespace, key)
+);
+CREATE SEQUENCE IF NOT EXISTS atrion_version_seq;
+CREATE TABLE IF NOT EXISTS atrion_schema (
+    id         int         PRIMARY KEY,
+    version    int         NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO atrion_schema (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE FUNCTION atrion_notify() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('atrion_changes', 'del ' || OLD.namespace || ' ' || OLD.key);
+    ELSE
+        PERFORM pg_notify('atrion_changes', 'set ' || NEW.version || ' ' || NEW.namespace || ' ' || NEW.key);
+    END IF;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE TRIGGER atrion_notify AFTER INSERT OR UPDATE OR DELETE ON atrion_entries
+    FOR EACH ROW EXECUTE FUNCTION atrion_notify();
+";
+
+// Every dynamic statement below is assembled from the constants in this file only (never
+// from input): hence `AssertSqlSafe`. Values always travel as bind parameters.
+
+/// Rows that are live now.
+const LIVE: &str = "(expires_at IS NULL OR expires_at > clock_timestamp())";
+/// Milliseconds left, or NULL.
+const TTL_MS: &str = "CASE WHEN expires_at IS NULL THEN NULL \
+     ELSE GREATEST(0, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000)::float8 END";
+/// An expiry from a nullable millisecond parameter.
+fn expiry(param: usize) -> String {
+    format!(
+        "CASE WHEN ${param}::bigint IS NULL THEN NULL ELSE clock_timestamp() + ${param}::bigint * interval '1 millisecond' END"
+    )
+}
+
+/// Configuration of a [`PostgresStore`], readable from a config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PostgresConfig {
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=...]`.
+    pub url: String,
+    /// Key namespace of the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
+    pub namespace: String,
+    /// Most pooled connections.
+    pub max_connections: u32,
+    /// Giving up on acquiring a connection after this long.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            namespace: "atrion".into(),
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The defaults, for the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig { url: url.into(), ..PostgresConfig::default() }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |why: String| Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            return bad("`url` must start with postgres:// or postgresql://".into());
+        }
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.namespace.is_empty() || self.namespace.len() > 64 || !self.namespace.chars().all(ok) {
+            return bad(format!("`namespace` must be 1 to 64 of [A-Za-z0-9._-], got {:?}", self.namespace));
+        }
+        if self.max_connections == 0 || self.connect_timeout.is_zero() {
+            return bad("`max_connections` and `connect_timeout` must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone: clones share the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    namespace: String,
+}
+
+fn err(op: Op, key: Option<&str>, e: sqlx::Error) -> StoreError {
+    let kind = match &e {
+        sqlx::Error::PoolTimedOut => ErrorKind::Timeout,
+        sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => ErrorKind::Unavailable,
+        sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => ErrorKind::Corrupt,
+        sqlx::Error::Configuration(_) => ErrorKind::Config(e.to_string()),
+        _ => ErrorKind::Backend,
+    };
+    StoreError::new(BACKEND, op, key, kind).with_source(e)
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> Option<i64> {
+    ttl.map(|t| (t.as_millis() as i64).max(1))
+}
+
+fn entry(op: Op, key: &str, row: &sqlx::postgres::PgRow) -> Result<Entry, StoreError> {
+    let value: Vec<u8> = row.try_get("value").map_err(|e| err(op, Some(key), e))?;
+    let version: i64 = row.try_get("version").map_err(|e| err(op, Some(key), e))?;
+    let ttl: Option<f64> = row.try_get("ttl_ms").map_err(|e| err(op, Some(key), e))?;
+    Ok(Entry {
+        value: Bytes::from(value),
+        version: u64::try_from(version).map_err(|_| StoreError::new(BACKEND, op, Some(key), ErrorKind::Corrupt))?,
+        ttl: ttl.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3)),
+    })
+}
+
+impl PostgresStore {
+    /// Connects the pool, creates the schema if needed and checks its version.
+    pub async fn connect(cfg: &PostgresConfig) -> Result<Self, StoreError> {
+        cfg.validate()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(cfg.connect_timeout)
+            .connect(&cfg.url)
+            .await
+            .map_err(|e| err(Op::Open, None, e))?;
+        let mut tx = pool.begin().await.map_err(|e| err(Op::Open, None, e))?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await.map_err(|e| err(Op::Open, None, e))?;
+        let version: i32 = sqlx::query_scalar("SELECT version FROM atrion_schema WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| err(Op::Open, None, e))?;
+        tx.commit().await.map_err(|e| err(Op::Open, None, e))?;
+        if version != SCHEMA_VERSION {
+            let why = format!("database schema version {version}, this build knows {SCHEMA_VERSION}");
+            return Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
+        }
+        Ok(PostgresStore { pool, namespace: cfg.namespace.clone() })
+    }
+
+    async fn write_many(
+        &self,
+        op: Op,
+        items: &[(String, Bytes, Option<Duration>)],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        // One statement for the whole batch; a key given twice keeps its last value.
+        let mut last: HashMap<&str, (&Bytes, Option<i64>)> = HashMap::new();
+        for (k, v, t) in items {
+            last.insert(k, (v, ttl_ms(*t)));
+        }
+        let keys: Vec<&str> = last.keys().copied().collect();
+        let values: Vec<&[u8]> = keys.iter().map(|k| last[k].0.as_ref()).collect();
+        let ttls: Vec<Option<i64>> = keys.iter().map(|k| last[k].1).collect();
+        let sql = format!(
+            "INSERT INTO atrion_entries (namespace, key, value, version, expires_at)
+             SELECT $1, k, v, nextval('atrion_version_seq'), {}
+             FROM unnest($2::text[], $3::bytea[], $4::bigint[]) AS t(k, v, ttl)
+             ON CONFLICT (namespace, key) DO UPDATE
+                SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at
+             RETURNING key, version",
+            "CASE WHEN ttl IS NULL THEN NULL ELSE clock_timestamp() + ttl * interval '1 millisecond' END"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(&keys)
+            .bind(&values)
+            .bind(&ttls)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| err(op, None, e))?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.try_get("key").map_err(|e| err(op, None, e))?;
+            let version: i64 = row.try_get("version").map_err(|e| err(op, None, e))?;
+            out.insert(key, version as u64);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl StateStore for PostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { ttl: true, atomic: true, transactions: false, change_feed: true, persistent: true, shared: true }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_key(BACKEND, Op::Get, key)?;
+        let sql = format!(
+            "SELECT value, version, {TTL_MS} AS ttl_ms FROM atrion_entries WHERE namespace = $1 AND key = $2 AND {LIVE}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err(Op::Get, Some(key), e))?;
+        row.map(|r| entry(Op::Get, key, &r)).transpose()
+    }
+
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        check_key(BACKEND, Op::Set, key)?;
+        check_value(BACKEND, Op::Set, key, &value)?;
+        let sql = format!(
+            "INSERT INTO atrion_entries (namespace, key, value, version, expires_at)
+             VALUES ($1, $2, $3, nextval('atrion_version_seq'), {})
+             ON CONFLICT (namespace, key) DO UPDATE
+                SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at
+             RETURNING version",
+            expiry(4)
+        );
+        let version: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(key)
+            .bind(value.as_ref())
+            .bind(ttl_ms(ttl))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| err(Op::Set, Some(key), e))?;
+        Ok(version as u64)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(BACKEND, Op::Delete, key)?;
+        let sql = format!("DELETE FROM atrion_entries WHERE namespace = $1 AND key = $2 RETURNING {LIVE} AS live");
+        let live: Option<bool> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err(Op::Delete, Some(key), e))?;
+        Ok(live.unwrap_or(false))
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT key FROM atrion_entries WHERE namespace = $1 AND starts_with(key, $2) AND {LIVE}
+             ORDER BY key COLLATE \"C\""
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| err(Op::ListKeys, None, e))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        check_key(BACKEND, Op::CompareAndSwap, key)?;
+        check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
+        let op = Op::CompareAndSwap;
+        let swapped: Option<i64> = match expected {
+            Some(v) => {
+                let sql = format!(
+                    "UPDATE atrion_entries
+                     SET value = $3, version = nextval('atrion_version_seq'), expires_at = {}
+                     WHERE namespace = $1 AND key = $2 AND version = $5 AND {LIVE}
+                     RETURNING version",
+                    expiry(4)
+                );
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&self.namespace)
+                    .bind(key)
+                    .bind(value.as_ref())
+                    .bind(ttl_ms(ttl))
+                    .bind(v as i64)
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+            None => {
+                // Insert if absent; replace only a row that has expired.
+                let sql = format!(
+                    "INSERT INTO atrion_entries (namespace, key, value, version, expires_at)
+                     VALUES ($1, $2, $3, nextval('atrion_version_seq'), {})
+                     ON CONFLICT (namespace, key) DO UPDATE
+                        SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at
+                        WHERE atrion_entries.expires_at IS NOT NULL AND atrion_entries.expires_at <= clock_timestamp()
+                     RETURNING version",
+                    expiry(4)
+                );
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&self.namespace)
+                    .bind(key)
+                    .bind(value.as_ref())
+                    .bind(ttl_ms(ttl))
+                    .fetch_optional(&self.pool)
+                    .await
+            }
+        }
+        .map_err(|e| err(op, Some(key), e))?;
+        if let Some(version) = swapped {
+            return Ok(CasOutcome::Swapped { version: version as u64 });
+        }
+        let current = self.get(key).await?.map(|e| e.version);
+        Ok(CasOutcome::Conflict { current })
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let sql = format!(
+            "SELECT count(*)::bigint AS keys, coalesce(sum(length(value)), 0)::bigint AS bytes
+             FROM atrion_entries WHERE namespace = $1 AND {LIVE}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| err(Op::Stats, None, e))?;
+        let keys: i64 = row.try_get("keys").map_err(|e| err(Op::Stats, None, e))?;
+        let bytes: i64 = row.try_get("bytes").map_err(|e| err(Op::Stats, None, e))?;
+        Ok(StoreStats { keys: keys as u64, value_bytes: bytes as u64 })
+    }
+
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        let n = sqlx::query(
+            "DELETE FROM atrion_entries WHERE namespace = $1 AND expires_at IS NOT NULL AND expires_at <= clock_timestamp()",
+        )
+        .bind(&self.namespace)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| err(Op::Cleanup, None, e))?
+        .rows_affected();
+        Ok(CleanupStats { expired: n })
+    }
+
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(|e| err(Op::Subscribe, None, e))?;
+        listener.listen(CHANNEL).await.map_err(|e| err(Op::Subscribe, None, e))?;
+        let (tx, rx) = mpsc::channel(4096);
+        let namespace = self.namespace.clone();
+        tokio::spawn(async move {
+            loop {
+                // `try_recv` yields `None` when the connection was lost; the next call
+                // reconnects and listens again. Whatever was sent meanwhile is gone.
+                let change = match listener.try_recv().await {
+                    Ok(Some(n)) => match parse(n.payload(), &namespace) {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                    Ok(None) => Change::Resync,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
+    }
+
+    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        for k in keys {
+            check_key(BACKEND, Op::BatchGet, k)?;
+        }
+        let sql = format!(
+            "SELECT key, value, version, {TTL_MS} AS ttl_ms FROM atrion_entries
+             WHERE namespace = $1 AND key = ANY($2::text[]) AND {LIVE}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| err(Op::BatchGet, None, e))?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.try_get("key").map_err(|e| err(Op::BatchGet, None, e))?;
+            let e = entry(Op::BatchGet, &key, &row)?;
+            found.insert(key, e);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (k, v, _) in &items {
+            check_key(BACKEND, Op::BatchSet, k)?;
+            check_value(BACKEND, Op::BatchSet, k, v)?;
+        }
+        let versions = self.write_many(Op::BatchSet, &items).await?;
+        items
+            .iter()
+            .map(|(k, _, _)| {
+                versions
+                    .get(k)
+                    .copied()
+                    .ok_or_else(|| StoreError::new(BACKEND, Op::BatchSet, Some(k), ErrorKind::Backend))
+            })
+            .collect()
+    }
+
+    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        for k in keys {
+            check_key(BACKEND, Op::BatchDelete, k)?;
+        }
+        let sql = format!(
+            "WITH gone AS (DELETE FROM atrion_entries WHERE namespace = $1 AND key = ANY($2::text[]) RETURNING {LIVE} AS live)
+             SELECT count(*) FILTER (WHERE live)::bigint FROM gone"
+        );
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(&self.namespace)
+            .bind(keys)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| err(Op::BatchDelete, None, e))?;
+        Ok(n as u64)
+    }
+}
+
+/// `set <version> <namespace> <key>` or `del <namespace> <key>`, for our namespace only.
+fn parse(payload: &str, namespace: &str) -> Option<Change> {
+    if let Some(rest) = payload.strip_prefix("set ") {
+        let (ver, rest) = rest.split_once(' ')?;
+        let (ns, key) = rest.split_once(' ')?;
+        let version = ver.parse().ok()?;
+        (ns == namespace).then(|| Change::Set { key: key.to_owned(), version })
+    } else {
+        let rest = payload.strip_prefix("del ")?;
+        let (ns, key) = rest.split_once(' ')?;
+        (ns == namespace).then(|| Change::Deleted { key: key.to_owned() })
+    }
+}
+
+/// Durations in config files are written as seconds (floats).
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_parse_for_our_namespace_only() {
+        assert_eq!(parse("set 7 atrion GET /a b", "atrion"), Some(Change::Set { key: "GET /a b".into(), version: 7 }));
+        assert_eq!(parse("del atrion k", "atrion"), Some(Change::Deleted { key: "k".into() }));
+        assert_eq!(parse("set 7 other k", "atrion"), None);
+        assert_eq!(parse("set x atrion k", "atrion"), None);
+        assert_eq!(parse("garbage", "atrion"), None);
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(PostgresConfig::default().validate().is_ok());
+        assert!(PostgresConfig::new("mysql://x").validate().is_err());
+        let c = PostgresConfig { namespace: "has space".into(), ..PostgresConfig::default() };
+        assert!(c.validate().is_err());
+    }
+}
