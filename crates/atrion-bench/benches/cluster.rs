@@ -1,17 +1,20 @@
-//! The Redis adapter against a private `redis-server` on loopback, in one run:
+//! The cluster adapters against private servers on loopback (`redis-server`; PostgreSQL by
+//! `initdb` + `pg_ctl`), in one run:
 //!
 //! - one pulse pushing 10,000 dirty routes (pipelined scripts);
 //! - convergence delay: from a route's report on node A to its scar in node B's engine,
 //!   over 1,000 changes at a 10 ms pulse (p50 and p99 printed after the run);
 //! - `decide` with a Redis-backed manager attached, beside the bare engine.
 //!
-//! Run: `cargo bench -p atrion-bench --bench redis`
+//! Run: `cargo bench -p atrion-bench --bench cluster`
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrion::{Engine, PhysicsConfig, Priority, Telemetry};
+use atrion_postgres::testing::PgServer;
+use atrion_postgres::{PostgresConfig, PostgresStore};
 use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
 use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock};
@@ -31,16 +34,22 @@ fn sync(namespace: &str, node: &str, pulse: Duration) -> SyncConfig {
     c
 }
 
-fn store(rt: &tokio::runtime::Runtime, server: &RedisServer) -> Arc<dyn StateStore> {
-    Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap())
+/// A backend under test: its name and a way to open a fresh connection to it.
+struct Backend<'a> {
+    name: &'static str,
+    open: Box<dyn Fn() -> Arc<dyn StateStore> + 'a>,
 }
 
-fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+fn store(backend: &Backend<'_>) -> Arc<dyn StateStore> {
+    (backend.open)()
+}
+
+fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
     const ROUTES: u64 = 10_000;
     let clock = Arc::new(TokioClock::new());
     let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
     let names: Vec<String> = (0..ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
-    let s = store(rt, server);
+    let s = store(server);
     let manager = rt.block_on(async {
         StateManager::start(
             engine.clone(),
@@ -53,10 +62,10 @@ fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServ
     });
     std::thread::sleep(Duration::from_millis(200));
     let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
-    let mut g = c.benchmark_group("redis_pulse_10k_dirty_routes");
+    let mut g = c.benchmark_group(format!("{}_pulse_10k_dirty_routes", server.name));
     g.throughput(Throughput::Elements(ROUTES));
     g.sample_size(10);
-    g.bench_function("redis", |b| {
+    g.bench_function(server.name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -77,14 +86,14 @@ fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServ
     rt.block_on(manager.shutdown());
 }
 
-fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
     let clock = Arc::new(TokioClock::new());
     let pulse = Duration::from_millis(10);
     let (a, b) = (
         Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
         Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
     );
-    let (sa, sb) = (store(rt, server), store(rt, server));
+    let (sa, sb) = (store(server), store(server));
     let (ma, mb) = rt.block_on(async {
         let dyn_clock = clock.clone() as Arc<dyn Clock>;
         let ma =
@@ -114,13 +123,14 @@ fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisSe
     delays.sort_unstable();
     let pct = |p: f64| delays[((delays.len() as f64 * p) as usize).min(delays.len() - 1)];
     println!(
-        "redis convergence over {} changes at a {pulse:?} pulse: p50 {:?}, p99 {:?}, max {:?}",
+        "{} convergence over {} changes at a {pulse:?} pulse: p50 {:?}, p99 {:?}, max {:?}",
+        server.name,
         delays.len(),
         pct(0.50),
         pct(0.99),
         delays[delays.len() - 1]
     );
-    let mut g = c.benchmark_group("redis_convergence_10ms_pulse");
+    let mut g = c.benchmark_group(format!("{}_convergence_10ms_pulse", server.name));
     g.sample_size(10);
     g.bench_function("report_on_a_to_merge_on_b", |bench| {
         bench.iter_custom(|iters| (0..iters).map(|_| change()).sum())
@@ -132,12 +142,12 @@ fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisSe
     });
 }
 
-fn decide_with_redis_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &RedisServer) {
+fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
     let clock = Arc::new(TokioClock::new());
     let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
     let bare = Engine::new(PhysicsConfig::default()).unwrap();
     let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
-    let s = store(rt, server);
+    let s = store(server);
     let manager = rt.block_on(async {
         StateManager::start(
             synced.clone(),
@@ -152,7 +162,7 @@ fn decide_with_redis_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, se
         bare.report("GET /checkout", ok, clock.now());
         synced.report("GET /checkout", ok, clock.now());
     }
-    let mut g = c.benchmark_group("redis_decide");
+    let mut g = c.benchmark_group(format!("{}_decide", server.name));
     g.throughput(Throughput::Elements(1));
     let mut n = 0u32;
     let mut now = clock.now();
@@ -166,24 +176,44 @@ fn decide_with_redis_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, se
     g.bench_function("bare_engine", |b| {
         b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
     });
-    g.bench_function("with_redis_manager", |b| {
+    g.bench_function(format!("with_{}_manager", server.name), |b| {
         b.iter(|| black_box(synced.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
     });
     g.finish();
     rt.block_on(manager.shutdown());
 }
 
-fn redis(c: &mut Criterion) {
-    let Some(server) = RedisServer::start() else { return };
+fn adapters(c: &mut Criterion) {
     let rt = runtime();
-    pulse_10k(c, &rt, &server);
-    convergence(c, &rt, &server);
-    decide_with_redis_manager(c, &rt, &server);
+    if let Some(server) = RedisServer::start() {
+        let backend = Backend {
+            name: "redis",
+            open: Box::new(|| {
+                Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap())
+                    as Arc<dyn StateStore>
+            }),
+        };
+        pulse_10k(c, &rt, &backend);
+        convergence(c, &rt, &backend);
+        decide_with_manager(c, &rt, &backend);
+    }
+    if let Some(server) = PgServer::start() {
+        let backend = Backend {
+            name: "postgres",
+            open: Box::new(|| {
+                Arc::new(rt.block_on(PostgresStore::connect(&PostgresConfig::new(server.url()))).unwrap())
+                    as Arc<dyn StateStore>
+            }),
+        };
+        pulse_10k(c, &rt, &backend);
+        convergence(c, &rt, &backend);
+        decide_with_manager(c, &rt, &backend);
+    }
 }
 
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = redis }
+criterion_group! { name = benches; config = config(); targets = adapters }
 criterion_main!(benches);
