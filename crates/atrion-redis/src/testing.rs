@@ -97,3 +97,93 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A TCP proxy on loopback between a client and a server, that can cut the link (drop
+/// every connection and refuse new ones) or stall it (accept, but pass no bytes), and heal:
+/// a network partition between one node and its store.
+pub struct TcpProxy {
+    /// The port clients connect to.
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+const PASS: u8 = 0;
+const DROP: u8 = 1;
+const STALL: u8 = 2;
+
+impl TcpProxy {
+    /// Starts forwarding `127.0.0.1:{port}` to `127.0.0.1:{target}`.
+    pub async fn start(target: u16) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PASS));
+        let tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let (m, t) = (mode.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { return };
+                if m.load(Ordering::Relaxed) == DROP {
+                    drop(inbound);
+                    continue;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let mut list = t.lock().unwrap();
+                list.push(tokio::spawn(pipe(ri, wo, m.clone())));
+                list.push(tokio::spawn(pipe(ro, wi, m.clone())));
+            }
+        });
+        TcpProxy { port, mode, tasks, accept }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.mode.store(DROP, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Keeps connections open but passes no bytes.
+    pub fn stall(&self) {
+        self.mode.store(STALL, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Passes bytes again (stalled connections resume; cut ones stay cut).
+    pub fn heal(&self) {
+        self.mode.store(PASS, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while mode.load(Ordering::Relaxed) == STALL {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if mode.load(Ordering::Relaxed) == DROP || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -192,3 +192,64 @@ async fn a_killed_store_never_holds_up_a_decision_and_the_node_resyncs_when_it_r
     }
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_degrades_then_rejoins() {
+    use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
+    use atrion_redis::testing::TcpProxy;
+    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+
+    let Some(server) = RedisServer::start() else { return };
+    let proxy = TcpProxy::start(server.port).await;
+    let clock = Arc::new(TokioClock::new());
+    let mut nodes = Vec::new();
+    for (id, port) in [("a", proxy.port), ("b", server.port)] {
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let mut cfg = SyncConfig::for_node(id);
+        cfg.pulse = Duration::from_millis(20);
+        cfg.full_sync = Duration::from_millis(500);
+        cfg.store_timeout = Duration::from_millis(200);
+        let mut rc = RedisConfig::new(format!("redis://127.0.0.1:{port}"));
+        rc.command_timeout = Duration::from_millis(300);
+        rc.connect_timeout = Duration::from_millis(300);
+        let store: Arc<dyn StateStore> = Arc::new(RedisStore::connect(&rc).await.unwrap());
+        let m = StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap();
+        nodes.push((engine, m));
+    }
+    let (a, b) = (nodes[0].0.clone(), nodes[1].0.clone());
+
+    for (phase, partition) in [("stall", 0), ("cut", 1)] {
+        let route = format!("partitioned/{phase}");
+        if partition == 0 {
+            proxy.stall()
+        } else {
+            proxy.cut()
+        }
+        // A keeps deciding on local state and learns the route is hurt; B cannot know.
+        for _ in 0..100 {
+            let now = clock.now();
+            if a.decide(&route, now, Priority::Critical).is_admitted() {
+                a.report(&route, Telemetry::new(900.0, 1.0, 0.9).unwrap(), now);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(nodes[0].1.stats().degraded, "{phase}: A is degraded: {:?}", nodes[0].1.stats());
+        assert!(a.snapshot(&route).unwrap().scar > 1.0, "{phase}: local state went on");
+        assert!(b.cluster_scar(&route, clock.now()).is_none(), "{phase}: nothing crossed the partition");
+
+        proxy.heal();
+        let healed = std::time::Instant::now();
+        loop {
+            let s = nodes[0].1.stats();
+            if !s.degraded && b.cluster_scar(&route, clock.now()).is_some_and(|s| s > 0.0) {
+                break;
+            }
+            assert!(healed.elapsed() < Duration::from_secs(10), "{phase}: A did not rejoin: {s:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (_, m) in nodes {
+        m.shutdown().await;
+    }
+}

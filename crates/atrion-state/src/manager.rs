@@ -94,6 +94,10 @@ pub struct SyncConfig {
     pub node_ttl: Duration,
     /// Most contributions kept while the store is unreachable (newest per route).
     pub max_buffered: usize,
+    /// A store call of the sync that takes longer than this counts as failed (the node is
+    /// degraded), whatever the adapter's own timeouts.
+    #[serde(with = "crate::secs")]
+    pub store_timeout: Duration,
 }
 
 impl Default for SyncConfig {
@@ -105,6 +109,7 @@ impl Default for SyncConfig {
             full_sync: Duration::from_secs(5),
             node_ttl: Duration::from_secs(3),
             max_buffered: 100_000,
+            store_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -136,6 +141,9 @@ impl SyncConfig {
         }
         if self.max_buffered == 0 {
             return bad("`max_buffered` must be > 0".into());
+        }
+        if self.store_timeout.is_zero() {
+            return bad("`store_timeout` must be > 0".into());
         }
         Ok(())
     }
@@ -404,8 +412,9 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             batch
         };
         let pushed = batch.len() as u64 - 1;
-        match self.store.batch_set(batch).await {
-            Ok(_) => {
+        let outcome = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch)).await;
+        match outcome {
+            Ok(Ok(_)) => {
                 let mut st = self.lock();
                 let sent: Vec<(String, Contribution)> = st.pending.drain().collect();
                 for (route, c) in sent {
@@ -421,7 +430,8 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     st.resync = true;
                 }
             }
-            Err(_) => {
+            Ok(Err(_)) | Err(_) => {
+                // Failed or timed out: the contributions stay pending, newest per route.
                 self.counters.store_errors.fetch_add(1, Relaxed);
                 self.counters.degraded.store(true, Relaxed);
             }
@@ -476,10 +486,19 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             self.counters.store_errors.fetch_add(1, Relaxed);
             e
         };
-        let keys = self.store.list_keys(&format!("{}/", self.cfg.namespace)).await.map_err(fail)?;
+        let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
+        let keys =
+            tokio::time::timeout(self.cfg.store_timeout, self.store.list_keys(&format!("{}/", self.cfg.namespace)))
+                .await
+                .map_err(|_| fail(timeout(Op::ListKeys)))?
+                .map_err(fail)?;
         let mut entries = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(512) {
-            entries.extend(self.store.batch_get(chunk).await.map_err(fail)?);
+            let got = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_get(chunk))
+                .await
+                .map_err(|_| fail(timeout(Op::BatchGet)))?
+                .map_err(fail)?;
+            entries.extend(got);
         }
         self.counters.full_syncs.fetch_add(1, Relaxed);
         let (route_prefix, node_prefix) = (self.cfg.route_prefix(), self.cfg.node_prefix());
@@ -561,10 +580,10 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         if contribution.is_none_or(|(_, node)| node == self.cfg.node_id) && heartbeat.is_none() {
             return; // ours, or not ours to read
         }
-        let entry = match self.store.get(&key).await {
-            Ok(Some(e)) => e,
-            Ok(None) => return,
-            Err(_) => {
+        let entry = match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+            Ok(Ok(Some(e))) => e,
+            Ok(Ok(None)) => return,
+            Ok(Err(_)) | Err(_) => {
                 self.counters.store_errors.fetch_add(1, Relaxed);
                 return;
             }
