@@ -3,6 +3,7 @@
 //! - `atrion replay TRACE`: feed a recorded telemetry trace through the engine and report,
 //!   per route, the decisions, the mode transitions and the peak resistance.
 //! - `atrion config [--model M]`: print a model's complete physics config as TOML.
+//! - `atrion node --store URL --node-id ID`: one node of a cluster, printing its view.
 //!
 //! Later issues add `simulate`, `stability-map` and `serve`.
 
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod node;
 mod replay;
 mod trace;
 
@@ -30,6 +32,9 @@ enum Command {
     /// Columns: timestamp_ms, route, latency_ms, error (true/false or a rate in [0, 1]),
     /// saturation (in [0, 1]) and, optionally, priority (critical, high, normal, low, bulk).
     Replay(ReplayArgs),
+    /// Run one node of a cluster: traffic on a route (failing in a time window, if asked),
+    /// state shared through Redis or PostgreSQL, and the node's view printed as JSON lines.
+    Node(node::NodeArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {
         /// The model whose constants to print.
@@ -115,6 +120,7 @@ fn main() -> ExitCode {
     let result: Result<ExitCode> = match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
+        Command::Node(args) => node::run(&args),
     };
     match result {
         Ok(code) => code,

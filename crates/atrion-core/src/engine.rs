@@ -383,13 +383,24 @@ impl<O: PhysicsObserver> Engine<O> {
         if Mode::from_u8(v.mode.load(Acquire)) == Mode::Open {
             return None;
         }
-        let at = Timestamp::from_nanos(v.at.load(Relaxed));
-        Some(decayed_resistance(
-            &self.phys,
-            load_f(&v.resistance),
-            load_f(&v.scar),
-            now.saturating_since(at).as_secs_f64(),
-        ))
+        Some(self.resistance_now(cell, now))
+    }
+
+    /// What a decision sees: the published resistance, with scar healed to `now` and the
+    /// cluster's scar blended in.
+    #[inline]
+    fn resistance_now(&self, cell: &RouteCell, now: Timestamp) -> f64 {
+        let v = &cell.view;
+        let (r, scar) = (load_f(&v.resistance), load_f(&v.scar));
+        let age = secs_since(now, v.at.load(Relaxed));
+        let healed = decayed_resistance(&self.phys, r, scar, age);
+        match cell.cluster(&self.phys, now) {
+            Some(cluster) => {
+                let local = if scar > 0.0 { scar * heal(self.phys.cfg.scar_decay * age) } else { 0.0 };
+                blend(&self.phys, healed, local, Some(cluster))
+            }
+            None => healed,
+        }
     }
 
     /// Softmax route selection among `routes` (SPEC 9.1): picks one with probability
@@ -608,16 +619,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 ends.saturating_since(now).max(Duration::from_millis(1)),
             );
         }
-        let scar = load_f(&v.scar);
-        let age = secs_since(now, v.at.load(Relaxed));
-        let healed = decayed_resistance(&self.phys, r, scar, age);
-        let r_now = match cell.cluster(&self.phys, now) {
-            Some(cluster) => {
-                let local = if scar > 0.0 { scar * heal(c.scar_decay * age) } else { 0.0 };
-                blend(&self.phys, healed, local, Some(cluster))
-            }
-            None => healed,
-        };
+        let r_now = self.resistance_now(cell, now);
         let base = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
         let fraction = match priority {
             Priority::Critical => return Decision::admit(base, mode, r_now),
@@ -640,13 +642,14 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         // The hint: how long until scar has healed enough to bring R under the threshold.
         let excess = r_now - threshold;
-        let heal = if scar > excess && excess > 0.0 {
+        let (scar, age) = (load_f(&v.scar), secs_since(now, v.at.load(Relaxed)));
+        let heal_secs = if scar > excess && excess > 0.0 {
             let remaining = scar * (-c.scar_decay * age).exp();
             (remaining / (remaining - excess).max(f64::MIN_POSITIVE)).ln() / c.scar_decay
         } else {
             c.keepalive.as_secs_f64()
         };
-        let retry = Duration::try_from_secs_f64(heal)
+        let retry = Duration::try_from_secs_f64(heal_secs)
             .unwrap_or(c.keepalive)
             .clamp(Duration::from_millis(1), c.half_open.open_max);
         Decision::shed(Reason::Overloaded, mode, r_now, retry)

@@ -1,0 +1,122 @@
+//! `atrion node`: one node of a cluster, for demonstrations and cross-process tests.
+//!
+//! It sends `--rate` requests per second on `--route`, failing while inside `--fail`, shares
+//! state through the store at `--store`, and prints its view every `--every` as JSON lines:
+//! `{"t": seconds, "node": id, "mode", "resistance" (null while open), "local_scar",
+//! "cluster_scar" (null when no other node reports on the route)}`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use atrion::state::{StateStore, SyncConfig};
+use atrion::{Atrion, Priority};
+use atrion_postgres::{PostgresConfig, PostgresStore};
+use atrion_redis::{RedisConfig, RedisStore};
+
+/// Arguments of `atrion node`.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The shared store: `redis://...`, `rediss://...`, `postgres://...`.
+    #[arg(long)]
+    pub store: String,
+    /// This node's id.
+    #[arg(long)]
+    pub node_id: String,
+    /// The cluster's namespace.
+    #[arg(long, default_value = "atrion")]
+    pub namespace: String,
+    /// The route to send traffic on.
+    #[arg(long, default_value = "checkout")]
+    pub route: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seconds (from start) during which requests fail, as `FROM..UNTIL`.
+    #[arg(long)]
+    pub fail: Option<String>,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Pulse interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub pulse_ms: u64,
+    /// Print interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub every_ms: u64,
+}
+
+fn window(spec: &str) -> Result<(f64, f64)> {
+    let (a, b) = spec.split_once("..").context("--fail takes FROM..UNTIL, in seconds")?;
+    let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
+    if !(a.is_finite() && b.is_finite() && 0.0 <= a && a <= b) {
+        bail!("--fail {spec}: expected 0 <= FROM <= UNTIL");
+    }
+    Ok((a, b))
+}
+
+pub fn run(args: &NodeArgs) -> Result<ExitCode> {
+    let fail = args.fail.as_deref().map(window).transpose()?;
+    if !(args.rate > 0.0 && args.rate.is_finite()) || !(args.duration > 0.0 && args.duration.is_finite()) {
+        bail!("--rate and --duration must be positive numbers");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let store: Arc<dyn StateStore> = if args.store.starts_with("redis") {
+            let mut c = RedisConfig::new(&args.store);
+            c.namespace = args.namespace.clone();
+            Arc::new(RedisStore::connect(&c).await?)
+        } else if args.store.starts_with("postgres") {
+            let mut c = PostgresConfig::new(&args.store);
+            c.namespace = args.namespace.clone();
+            Arc::new(PostgresStore::connect(&c).await?)
+        } else {
+            bail!("--store must be a redis://, rediss:// or postgres:// URL");
+        };
+        let mut sync = SyncConfig::for_node(&args.node_id);
+        sync.namespace = args.namespace.clone();
+        sync.pulse = Duration::from_millis(args.pulse_ms.max(1));
+        sync.node_ttl = sync.node_ttl.max(4 * sync.pulse);
+        sync.full_sync = sync.full_sync.max(sync.pulse);
+        let atrion = Atrion::builder().store_arc(store).sync(sync).build()?;
+        atrion.connect().await.context("joining the cluster")?;
+        let clock = atrion.clock();
+        let start = clock.now();
+        let gap = Duration::from_secs_f64(1.0 / args.rate);
+        let every = Duration::from_millis(args.every_ms.max(1));
+        let mut next_print = Duration::ZERO;
+        let mut out = std::io::stdout().lock();
+        loop {
+            let now = clock.now();
+            let t = now.saturating_since(start);
+            if t.as_secs_f64() >= args.duration {
+                break;
+            }
+            let failing = fail.is_some_and(|(a, b)| (a..b).contains(&t.as_secs_f64()));
+            if atrion.decide(&args.route, Priority::Critical).is_admitted() {
+                let latency = Duration::from_millis(if failing { 900 } else { 20 });
+                atrion.report(&args.route, latency, !failing, Some(if failing { 0.9 } else { 0.3 }))?;
+            }
+            if t >= next_print {
+                next_print = t + every;
+                let engine = atrion.engine();
+                let status = engine.status(&args.route).ok();
+                let line = serde_json::json!({
+                    "t": t.as_secs_f64(),
+                    "node": args.node_id,
+                    "mode": status.map(|s| s.mode),
+                    "resistance": engine.resistance(&args.route, now),
+                    "local_scar": engine.snapshot(&args.route).map(|v| v.scar).unwrap_or(0.0),
+                    "cluster_scar": engine.cluster_scar(&args.route, now),
+                });
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+            tokio::time::sleep(gap).await;
+        }
+        atrion.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,90 @@
+//! Three `atrion node` processes share one store (a private Redis, then a private
+//! PostgreSQL): one sees its route fail; the others' view of the route rises within two
+//! pulses; after it heals, every node's view heals at the single-node rate (no echo).
+
+use std::process::{Child, Command, Stdio};
+
+use atrion_postgres::testing::PgServer;
+use atrion_redis::testing::RedisServer;
+use serde_json::Value;
+
+const PULSE_MS: u64 = 50;
+
+fn spawn(store: &str, node: &str, fail: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
+    cmd.args(["node", "--store", store, "--node-id", node, "--namespace", "xproc", "--duration", "7"]).args([
+        "--pulse-ms",
+        &PULSE_MS.to_string(),
+        "--every-ms",
+        "20",
+        "--rate",
+        "200",
+    ]);
+    if let Some(f) = fail {
+        cmd.args(["--fail", f]);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("atrion node starts")
+}
+
+fn lines(child: Child) -> Vec<Value> {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn field(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+/// First time at which `f` holds.
+fn first(view: &[Value], f: impl Fn(&Value) -> bool) -> Option<f64> {
+    view.iter().find(|v| f(v)).map(|v| field(v, "t"))
+}
+
+/// The value of `k` at the first sample at or after `t`.
+fn at(view: &[Value], t: f64, k: &str) -> f64 {
+    view.iter().find(|v| field(v, "t") >= t).map(|v| field(v, k)).unwrap()
+}
+
+fn three_processes(store: &str) {
+    // A fails from 1.0 s to 2.5 s; B and C stay healthy.
+    let a = spawn(store, "a", Some("1.0..2.5"));
+    let b = spawn(store, "b", None);
+    let c = spawn(store, "c", None);
+    let (a, b, c) = (lines(a), lines(b), lines(c));
+
+    let hurt = first(&a, |v| field(v, "local_scar") > 1.0).expect("A is scarred");
+    for (name, view) in [("b", &b), ("c", &c)] {
+        let seen = first(view, |v| field(v, "cluster_scar") > 0.5).unwrap_or_else(|| panic!("{name} never sees it"));
+        // Processes start a few ms apart: their clocks are compared by wall time, loosely.
+        let pulses = (seen - hurt) * 1e3 / PULSE_MS as f64;
+        assert!(pulses <= 2.0 + 3.0, "{name} saw A's scar {:.0} ms after it rose", (seen - hurt) * 1e3);
+        assert!(first(view, |v| field(v, "resistance") > 10.0).is_some(), "{name}'s resistance rises");
+        // No echo: B and C only ever publish their own (healthy) state.
+        assert!(view.iter().all(|v| field(v, "local_scar") == 0.0), "{name} has no scar of its own");
+    }
+    assert!(a.iter().all(|v| field(v, "cluster_scar") < 1e-9), "A's cluster view stays empty: nothing echoed");
+
+    // Healing, from 4.5 s to 6.5 s: everyone's view shrinks by e^(-lambda dt), as on one node.
+    let lambda = std::f64::consts::LN_2 / 5.0;
+    let expected = (-lambda * 2.0).exp();
+    let ratio = |view: &[Value], k: &str| at(view, 6.5, k) / at(view, 4.5, k);
+    let a_ratio = ratio(&a, "local_scar");
+    assert!((a_ratio / expected - 1.0).abs() < 0.15, "A heals at {a_ratio} (one node: {expected})");
+    for (name, view) in [("b", &b), ("c", &c)] {
+        let r = ratio(view, "cluster_scar");
+        assert!((r / expected - 1.0).abs() < 0.15, "{name} heals at {r} (one node: {expected})");
+    }
+}
+
+#[test]
+fn three_processes_converge_through_redis() {
+    let Some(server) = RedisServer::start() else { return };
+    three_processes(&server.url());
+}
+
+#[test]
+fn three_processes_converge_through_postgres() {
+    let Some(server) = PgServer::start() else { return };
+    three_processes(&server.url());
+}
