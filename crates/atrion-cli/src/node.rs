@@ -59,7 +59,7 @@ fn window(spec: &str) -> Result<(f64, f64)> {
 
 pub fn run(args: &NodeArgs) -> Result<ExitCode> {
     let fail = args.fail.as_deref().map(window).transpose()?;
-    if !(args.rate > 0.0 && args.rate.is_finite()) || !(args.duration > 0.0 && args.duration.is_finite()) {
+    if !(args.rate > 0.0 && args.rate.is_finite() && args.duration > 0.0 && args.duration.is_finite()) {
         bail!("--rate and --duration must be positive numbers");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -392,20 +392,31 @@ impl StateStore for PostgresStore {
         let (tx, rx) = mpsc::channel(4096);
         let namespace = self.namespace.clone();
         tokio::spawn(async move {
+            // Set when the connection failed: whatever was notified meanwhile is lost.
+            let mut lost = false;
             loop {
-                // `try_recv` yields `None` when the connection was lost; the next call
-                // reconnects and listens again. Whatever was sent meanwhile is gone.
+                // `try_recv` yields `None` (or an error) when the connection was lost; the
+                // next call reconnects and listens again.
                 let change = match listener.try_recv().await {
-                    Ok(Some(n)) => match parse(n.payload(), &namespace) {
-                        Some(c) => c,
-                        None => continue,
-                    },
-                    Ok(None) => Change::Resync,
+                    Ok(Some(n)) => {
+                        if std::mem::take(&mut lost) && tx.send(Change::Resync).await.is_err() {
+                            return;
+                        }
+                        match parse(n.payload(), &namespace) {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    }
+                    Ok(None) => {
+                        lost = false;
+                        Change::Resync
+                    }
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        lost = true;
                         if tx.is_closed() {
                             return;
                         }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
                 };
