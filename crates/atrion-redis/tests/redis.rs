@@ -253,3 +253,50 @@ async fn a_partitioned_node_degrades_then_rejoins() {
         m.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
+    use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
+    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+
+    let Some(server) = RedisServer::start() else { return };
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // A string where a hash belongs, a hash of someone else's bytes, right under our keys.
+    let _: () =
+        redis::cmd("SET").arg("atrion:e:{atrion/route/x}/node/evil").arg("x").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("atrion:e:{atrion/route/y}/node/evil")
+        .arg("v")
+        .arg("not a contribution")
+        .arg("ver")
+        .arg(1)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let clock = Arc::new(TokioClock::new());
+    let (a, b) = (
+        Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
+        Arc::new(Engine::new(PhysicsConfig::default()).unwrap()),
+    );
+    let mut cfg = SyncConfig::for_node("a");
+    cfg.pulse = Duration::from_millis(20);
+    let ma = StateManager::start(a.clone(), Arc::new(store(&server).await), cfg, clock.clone() as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    let mut cfg = SyncConfig::for_node("b");
+    cfg.pulse = Duration::from_millis(20);
+    let mb = StateManager::start(b.clone(), Arc::new(store(&server).await), cfg, clock.clone() as Arc<dyn Clock>)
+        .await
+        .unwrap();
+    assert!(mb.stats().decode_errors >= 2, "{:?}", mb.stats());
+    // The sync still works for everything else.
+    for _ in 0..100 {
+        a.report("z", Telemetry::new(900.0, 1.0, 0.9).unwrap(), clock.now());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(b.decide("z", clock.now(), Priority::Critical).resistance > 10.0);
+    ma.shutdown().await;
+    mb.shutdown().await;
+}

@@ -16,6 +16,9 @@
 //! - A failing store is counted and retried every pulse; unpushed contributions are kept,
 //!   newest per route, bounded, and pushed when the store returns.
 //! - `start` loads what the cluster knows before it returns (warm start).
+//! - Observability: [`SyncStats`] counters (pushes, pulls, merges, resyncs, store and decode
+//!   errors, buffered routes, degraded), and `tracing` events when the store becomes
+//!   unreachable or reachable again, events are lost, or values do not decode.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -427,13 +430,16 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 self.counters.pushed.fetch_add(pushed, Relaxed);
                 if self.counters.degraded.swap(false, Relaxed) {
                     // The store is back: whatever changed meanwhile was not seen.
+                    tracing::info!(node = %self.cfg.node_id, "store reachable again: resynchronising");
                     st.resync = true;
                 }
             }
             Ok(Err(_)) | Err(_) => {
                 // Failed or timed out: the contributions stay pending, newest per route.
                 self.counters.store_errors.fetch_add(1, Relaxed);
-                self.counters.degraded.store(true, Relaxed);
+                if !self.counters.degraded.swap(true, Relaxed) {
+                    tracing::warn!(node = %self.cfg.node_id, "store unreachable: deciding on local state only");
+                }
             }
         }
         self.counters.buffered.store(self.lock().pending.len() as u64, Relaxed);
@@ -496,9 +502,26 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         for chunk in keys.chunks(512) {
             let got = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_get(chunk))
                 .await
-                .map_err(|_| fail(timeout(Op::BatchGet)))?
-                .map_err(fail)?;
-            entries.extend(got);
+                .map_err(|_| fail(timeout(Op::BatchGet)))?;
+            match got {
+                Ok(got) => entries.extend(got),
+                // Something under our keys that the store cannot even return as an entry
+                // (written by someone else): read the chunk key by key and skip the bad ones.
+                Err(e) if !matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                    for key in chunk {
+                        match self.store.get(key).await {
+                            Ok(entry) => entries.push(entry),
+                            Err(e) if !matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                                self.counters.decode_errors.fetch_add(1, Relaxed);
+                                tracing::warn!(key = %key, error = %e, "skipping an unreadable value under the cluster's keys");
+                                entries.push(None);
+                            }
+                            Err(e) => return Err(fail(e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(fail(e)),
+            }
         }
         self.counters.full_syncs.fetch_add(1, Relaxed);
         let (route_prefix, node_prefix) = (self.cfg.route_prefix(), self.cfg.node_prefix());
@@ -520,6 +543,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             } else if let Some((route, node)) = parse_contribution_key(&route_prefix, key) {
                 let Some(c) = Contribution::decode(&entry.value) else {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(key = %key, "skipping a contribution that does not decode");
                     continue;
                 };
                 if node == self.cfg.node_id {
@@ -554,6 +578,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     async fn apply(&self, change: Change) {
         let key = match change {
             Change::Resync => {
+                tracing::debug!(node = %self.cfg.node_id, "change feed lost events: full sync at the next pulse");
                 self.counters.resyncs.fetch_add(1, Relaxed);
                 self.lock().resync = true;
                 return;
