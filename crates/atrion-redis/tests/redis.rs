@@ -300,3 +300,33 @@ async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
     ma.shutdown().await;
     mb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_warm_starts_from_redis() {
+    use atrion_core::{Engine, PhysicsConfig, Telemetry};
+    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+
+    let Some(server) = RedisServer::start() else { return };
+    let clock = Arc::new(TokioClock::new());
+    let start = |engine: Arc<Engine>, store: RedisStore| {
+        let mut cfg = SyncConfig::for_node("a");
+        cfg.pulse = Duration::from_millis(20);
+        StateManager::start(engine, Arc::new(store), cfg, clock.clone() as Arc<dyn Clock>)
+    };
+    let first = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let m = start(first.clone(), store(&server).await).await.unwrap();
+    for _ in 0..100 {
+        first.report("orders", Telemetry::new(900.0, 1.0, 0.9).unwrap(), clock.now());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let before = first.snapshot("orders").unwrap().scar;
+    m.shutdown().await; // flushes
+    drop(first);
+
+    // The process restarts: a new, empty engine under the same node id.
+    let second = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let m = start(second.clone(), store(&server).await).await.unwrap();
+    let after = second.snapshot("orders").expect("known before serving").scar;
+    assert!(after > 0.5 * before && after <= before, "warm start: {after} of {before}");
+    m.shutdown().await;
+}
