@@ -11,6 +11,8 @@
 //!   TTL and the change notification happen atomically. Batches are pipelined.
 //! - The change feed: hints over pub/sub, and a [`Change::Resync`] after every reconnect,
 //!   since pub/sub loses what is sent while a client is away.
+//! - `redis://` and `rediss://` (TLS, rustls with ring; a private CA through
+//!   [`RedisConfig::ca_cert`]), with AUTH from the URL (`redis://user:password@host`).
 //!
 //! Redis Cluster: the version counter is one key, so the scripts touch two slots; this
 //! adapter targets a single Redis (or a primary with replicas) today.
@@ -54,6 +56,9 @@ pub struct RedisConfig {
     /// Giving up on a command after this long.
     #[serde(with = "secs")]
     pub command_timeout: Duration,
+    /// For `rediss://`: a PEM file of the certificate authority to trust (default: the
+    /// system's roots).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -63,6 +68,7 @@ impl Default for RedisConfig {
             namespace: "atrion".into(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
+            ca_cert: None,
         }
     }
 }
@@ -84,6 +90,9 @@ impl RedisConfig {
         }
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return bad("timeouts must be > 0".into());
+        }
+        if self.ca_cert.is_some() && !self.url.starts_with("rediss://") {
+            return bad("`ca_cert` is for rediss:// URLs".into());
         }
         Ok(())
     }
@@ -169,9 +178,25 @@ impl RedisStore {
     /// Connects (within `connect_timeout`) and checks the server answers.
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
         cfg.validate()?;
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
+        let invalid = |e: redis::RedisError| {
             StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(format!("invalid url: {e}"))).with_source(e)
-        })?;
+        };
+        let client = if cfg.url.starts_with("rediss://") {
+            // One crypto provider is compiled in (ring); make it the process default if
+            // nothing else has been chosen.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let root_cert = match &cfg.ca_cert {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    let why = format!("cannot read `ca_cert` {}", path.display());
+                    StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)).with_source(e)
+                })?),
+                None => None,
+            };
+            let certs = redis::TlsCertificates { client_tls: None, root_cert };
+            redis::Client::build_with_tls(cfg.url.as_str(), certs).map_err(invalid)?
+        } else {
+            redis::Client::open(cfg.url.as_str()).map_err(invalid)?
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_response_timeout(Some(cfg.command_timeout))

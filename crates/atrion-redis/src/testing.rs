@@ -14,6 +14,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     password: Option<String>,
+    tls: bool,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -40,8 +41,13 @@ impl RedisServer {
             }
             panic!("redis-server not found on PATH: install it (.ci/run does) or set ATRION_SKIP_SERVICES=1");
         }
-        let mut server =
-            RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, password: None };
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            password: None,
+            tls: false,
+        };
         server.launch();
         Some(server)
     }
@@ -54,14 +60,100 @@ impl RedisServer {
         Some(server)
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// As [`RedisServer::start`], speaking only TLS, with a certificate for `127.0.0.1`
+    /// signed by a fresh private CA (see [`RedisServer::ca_cert`]). Needs `openssl`.
+    pub fn start_tls() -> Option<RedisServer> {
+        let mut server = RedisServer::start()?;
+        let dir = server.dir.path().to_owned();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&dir).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=atrion test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        server.tls = true;
+        server.restart();
+        Some(server)
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// `redis://127.0.0.1:{port}` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
+        if self.tls {
+            return format!("rediss://127.0.0.1:{}", self.port);
+        }
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     fn launch(&mut self) {
         let child = Command::new(binary().unwrap())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(if self.tls {
+                let d = self.dir.path();
+                vec![
+                    "--port".to_owned(),
+                    "0".to_owned(),
+                    "--tls-port".to_owned(),
+                    self.port.to_string(),
+                    "--tls-cert-file".to_owned(),
+                    d.join("server.crt").display().to_string(),
+                    "--tls-key-file".to_owned(),
+                    d.join("server.key").display().to_string(),
+                    "--tls-ca-cert-file".to_owned(),
+                    d.join("ca.crt").display().to_string(),
+                    "--tls-auth-clients".to_owned(),
+                    "no".to_owned(),
+                ]
+            } else {
+                vec!["--port".to_owned(), self.port.to_string()]
+            })
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .args(self.password.iter().flat_map(|p| ["--requirepass".to_owned(), p.clone()]))

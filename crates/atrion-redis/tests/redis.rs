@@ -330,3 +330,24 @@ async fn a_restarted_node_warm_starts_from_redis() {
     assert!(after > 0.5 * before && after <= before, "warm start: {after} of {before}");
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_with_a_private_ca() {
+    let Some(server) = RedisServer::start_tls() else { return };
+    let mut cfg = RedisConfig::new(server.url());
+    assert!(cfg.url.starts_with("rediss://"));
+    cfg.ca_cert = Some(server.ca_cert());
+    let s = RedisStore::connect(&cfg).await.unwrap();
+    s.set("secure", "v".into()).await.unwrap();
+    assert!(s.exists("secure").await.unwrap());
+    // Not trusting the CA, or speaking plain text to a TLS port, fails clearly.
+    let mut untrusted = RedisConfig::new(server.url());
+    untrusted.connect_timeout = Duration::from_millis(500);
+    assert!(RedisStore::connect(&untrusted).await.is_err());
+    let mut plain = RedisConfig::new(format!("redis://127.0.0.1:{}", server.port));
+    plain.connect_timeout = Duration::from_millis(500);
+    assert!(RedisStore::connect(&plain).await.is_err());
+    let mut bad = RedisConfig::new(server.url());
+    bad.ca_cert = Some("/nonexistent/ca.pem".into());
+    assert!(matches!(RedisStore::connect(&bad).await.unwrap_err().kind, ErrorKind::Config(_)));
+}
