@@ -90,7 +90,7 @@ pub struct TunerConfig {
     /// Reference model: the EMA window `N` in samples (`alpha = 2 / (N + 1)`).
     pub window: u32,
     /// Default model: the time constant of the exponentially weighted statistics.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub horizon: Duration,
     /// Standard deviations above the mean at which the route breaks.
     pub k: f64,
@@ -135,19 +135,19 @@ impl Default for TunerConfig {
 #[non_exhaustive]
 pub struct HalfOpenConfig {
     /// How long a route stays open after its first trip.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub open_base: Duration,
     /// The longest open interval, however often the route has tripped.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub open_max: Duration,
     /// Each recent trip multiplies the open interval by this factor.
     pub backoff_factor: f64,
     /// Half-life of the trip count behind the backoff. It is not reset when the route
     /// closes, so a route that keeps re-tripping stays open longer and longer.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub backoff_half_life: Duration,
     /// Probes are counted per window of this length.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub probe_window: Duration,
     /// Probes per window when half-open begins.
     pub probe_min: u32,
@@ -249,14 +249,14 @@ pub struct PhysicsConfig {
     /// Reference: shed softly once `R > soft_limit * break` (the v1 guard).
     pub soft_limit: f64,
     /// Default model: fast smoothing time constant of telemetry (pressure).
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub smoothing: Duration,
     /// Default model: slow smoothing time constant; momentum is the gap between the two.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub smoothing_slow: Duration,
     /// Default model: a route shedding by priority still admits one request per this
     /// interval, so that it keeps learning (and trips, or recovers) from fresh telemetry.
-    #[serde(with = "secs_f64")]
+    #[serde(with = "serde_secs")]
     pub keepalive: Duration,
     /// The AutoTuner.
     pub tuner: TunerConfig,
@@ -530,16 +530,19 @@ pub enum ConfigError {
     },
 }
 
-/// Durations in config files are written as seconds (floats).
-mod secs_f64 {
+/// Durations in config files are written as seconds (floats): `#[serde(with = "serde_secs")]`.
+/// Shared by every crate's configuration.
+pub mod serde_secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    /// Writes a duration as seconds.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 
+    /// Reads seconds (a non-negative number) as a duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs)

@@ -52,7 +52,7 @@ mod time;
 mod vector;
 
 pub use config::{
-    Channels, ConfigError, HalfOpenConfig, Model, PhysicsConfig, PriorityThresholds, Profile, TunerConfig,
+    Channels, ConfigError, HalfOpenConfig, Model, PhysicsConfig, PriorityThresholds, Profile, TunerConfig, serde_secs,
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{

@@ -97,7 +97,7 @@ pub struct PostgresConfig {
     /// Most pooled connections.
     pub max_connections: u32,
     /// Giving up on acquiring a connection after this long.
-    #[serde(with = "secs")]
+    #[serde(with = "atrion_state::serde_secs")]
     pub connect_timeout: Duration,
 }
 
@@ -506,19 +506,6 @@ fn parse(payload: &str, namespace: &str) -> Option<Change> {
         let rest = payload.strip_prefix("del ")?;
         let (ns, key) = rest.split_once(' ')?;
         (ns == namespace).then(|| Change::Deleted { key: key.to_owned() })
-    }
-}
-
-/// Durations in config files are written as seconds (floats).
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
     }
 }
 

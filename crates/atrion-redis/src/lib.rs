@@ -51,10 +51,10 @@ pub struct RedisConfig {
     /// Key namespace of the cluster (no `:`, `{` or `}`).
     pub namespace: String,
     /// Giving up on a connection attempt after this long.
-    #[serde(with = "secs")]
+    #[serde(with = "atrion_state::serde_secs")]
     pub connect_timeout: Duration,
     /// Giving up on a command after this long.
-    #[serde(with = "secs")]
+    #[serde(with = "atrion_state::serde_secs")]
     pub command_timeout: Duration,
     /// For `rediss://`: a PEM file of the certificate authority to trust (default: the
     /// system's roots).
@@ -570,19 +570,6 @@ fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
     let rest = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
     let close = rest.find('}')?;
     Some(format!("{}{}", &rest[..close], &rest[close + 1..]))
-}
-
-/// Durations in config files are written as seconds (floats).
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
-    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+/// Durations in config files are written as seconds: `#[serde(with = "atrion_state::serde_secs")]`.
+pub use atrion_core::serde_secs;
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use manager::{Clock, Contribution, StateManager, SyncConfig, SyncStats, TokioClock};
 pub use memory::InMemoryStore;
@@ -47,16 +49,3 @@ pub use store::{
     Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, StateStore,
     StoreStats, check_key, check_value, update,
 };
-
-/// Durations in config files are written as seconds (floats).
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| D::Error::custom(format!("expected a non-negative number of seconds, got {secs}")))
-    }
-}

@@ -87,19 +87,19 @@ pub struct SyncConfig {
     /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
     pub node_id: String,
     /// How often dirty routes are pushed and aggregates recomputed.
-    #[serde(with = "crate::secs")]
+    #[serde(with = "atrion_core::serde_secs")]
     pub pulse: Duration,
     /// How often everything is re-read from the store, repairing lost change events.
-    #[serde(with = "crate::secs")]
+    #[serde(with = "atrion_core::serde_secs")]
     pub full_sync: Duration,
     /// A node whose heartbeat is older than this drops out of the aggregate.
-    #[serde(with = "crate::secs")]
+    #[serde(with = "atrion_core::serde_secs")]
     pub node_ttl: Duration,
     /// Most contributions kept while the store is unreachable (newest per route).
     pub max_buffered: usize,
     /// A store call of the sync that takes longer than this counts as failed (the node is
     /// degraded), whatever the adapter's own timeouts.
-    #[serde(with = "crate::secs")]
+    #[serde(with = "atrion_core::serde_secs")]
     pub store_timeout: Duration,
 }
 
