@@ -2,7 +2,7 @@
 //!
 //! It sends `--rate` requests per second on `--route`, failing while inside `--fail`, shares
 //! state through the store at `--store`, and prints its view every `--every` as JSON lines:
-//! `{"t": seconds, "node": id, "mode", "resistance" (null while open), "local_scar",
+//! `{"t": seconds, "wall_ms", "node": id, "mode", "resistance" (null while open), "local_scar",
 //! "cluster_scar" (null when no other node reports on the route)}`.
 
 use std::io::Write;
@@ -105,6 +105,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                 let status = engine.status(&args.route).ok();
                 let line = serde_json::json!({
                     "t": t.as_secs_f64(),
+                    "wall_ms": atrion::state::Clock::wall_ms(&clock),
                     "node": args.node_id,
                     "mode": status.map(|s| s.mode),
                     "resistance": engine.resistance(&args.route, now),

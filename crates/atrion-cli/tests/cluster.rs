@@ -36,7 +36,7 @@ fn field(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(0.0)
 }
 
-/// First time at which `f` holds.
+/// First time (since the process started) at which `f` holds.
 fn first(view: &[Value], f: impl Fn(&Value) -> bool) -> Option<f64> {
     view.iter().find(|v| f(v)).map(|v| field(v, "t"))
 }
@@ -53,12 +53,14 @@ fn three_processes(store: &str) {
     let c = spawn(store, "c", None);
     let (a, b, c) = (lines(a), lines(b), lines(c));
 
-    let hurt = first(&a, |v| field(v, "local_scar") > 1.0).expect("A is scarred");
+    // Processes start at different moments: compare them on wall-clock time.
+    let wall = |view: &[Value], f: &dyn Fn(&Value) -> bool| view.iter().find(|v| f(v)).map(|v| field(v, "wall_ms"));
+    let hurt = wall(&a, &|v| field(v, "local_scar") > 1.0).expect("A is scarred");
     for (name, view) in [("b", &b), ("c", &c)] {
-        let seen = first(view, |v| field(v, "cluster_scar") > 0.5).unwrap_or_else(|| panic!("{name} never sees it"));
-        // Processes start a few ms apart: their clocks are compared by wall time, loosely.
-        let pulses = (seen - hurt) * 1e3 / PULSE_MS as f64;
-        assert!(pulses <= 2.0 + 3.0, "{name} saw A's scar {:.0} ms after it rose", (seen - hurt) * 1e3);
+        let seen = wall(view, &|v| field(v, "cluster_scar") > 0.5).unwrap_or_else(|| panic!("{name} never sees it"));
+        // Two pulses, plus the 20 ms print interval, plus slack for a busy machine.
+        let pulses = (seen - hurt) / PULSE_MS as f64;
+        assert!(pulses <= 2.0 + 4.0, "{name} saw A's scar {:.0} ms after it rose", seen - hurt);
         assert!(first(view, |v| field(v, "resistance") > 10.0).is_some(), "{name}'s resistance rises");
         // No echo: B and C only ever publish their own (healthy) state.
         assert!(view.iter().all(|v| field(v, "local_scar") == 0.0), "{name} has no scar of its own");

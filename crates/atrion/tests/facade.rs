@@ -90,10 +90,14 @@ async fn instances_sharing_a_store_converge_and_restarts_keep_what_the_cluster_k
     let (a, b, c) = (node("a", &store).await, node("b", &store).await, node("c", &store).await);
     hurt(&a, "payments").await;
     assert!(a.engine().snapshot("payments").unwrap().scar > 5.0);
-    tokio::time::sleep(Duration::from_millis(40)).await; // two pulses
+    // Two pulses (40 ms) when the machine is idle; the exact bound is tested on a paused
+    // clock in atrion-state. Here, real time on a busy CI machine: allow a generous deadline.
     for other in [&b, &c] {
-        let r = other.decide("payments", Priority::Critical).resistance;
-        assert!(r > 10.0, "{r}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while other.decide("payments", Priority::Critical).resistance <= 10.0 {
+            assert!(std::time::Instant::now() < deadline, "the scar never reached another node");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
     assert!(b.sync_stats().await.unwrap().merges > 0);
 
