@@ -35,20 +35,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError,
-    StoreStats, check_key, check_value,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore,
+    StoreError, StoreStats, check_key, check_value,
 };
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
-use tokio::sync::broadcast;
 
 const BACKEND: &str = "file";
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_VERSION: &str = "last_version";
 const HEADER: usize = 16;
-const FEED_CAPACITY: usize = 4096;
 
 /// Configuration of a [`FileStore`], readable from a config file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -88,7 +86,7 @@ impl FileConfig {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     db: Arc<Database>,
-    changes: broadcast::Sender<Change>,
+    changes: ChangeBus,
     path: PathBuf,
 }
 
@@ -180,8 +178,7 @@ impl FileStore {
         })
         .await
         .map_err(|e| StoreError::new(BACKEND, Op::Open, None, ErrorKind::Backend).with_source(e))??;
-        let (changes, _) = broadcast::channel(FEED_CAPACITY);
-        Ok(FileStore { db: Arc::new(db), changes, path })
+        Ok(FileStore { db: Arc::new(db), changes: ChangeBus::new(), path })
     }
 
     /// The database file.
@@ -203,7 +200,7 @@ impl FileStore {
     }
 
     fn notify(&self, change: Change) {
-        let _ = self.changes.send(change);
+        self.changes.notify(change);
     }
 
     /// Writes many entries in one transaction (one commit, one fsync).
@@ -410,7 +407,7 @@ impl StateStore for FileStore {
     }
 
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        Ok(Some(ChangeFeed::from_broadcast(self.changes.subscribe(), prefix)))
+        Ok(Some(self.changes.subscribe(prefix)))
     }
 
     async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {

@@ -46,6 +46,6 @@ pub use manager::{Clock, Contribution, StateManager, SyncConfig, SyncStats, Toki
 pub use memory::InMemoryStore;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN, StateStore,
-    StoreStats, check_key, check_value, update,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN,
+    StateStore, StoreStats, check_key, check_value, update,
 };

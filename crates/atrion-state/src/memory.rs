@@ -6,17 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::error::{Op, StoreError};
 use crate::store::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats, check_key, check_value,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats, check_key,
+    check_value,
 };
 
 const BACKEND: &str = "memory";
-/// Changes a slow subscriber may fall behind by before it is told to resync.
-const FEED_CAPACITY: usize = 4096;
 
 #[derive(Debug)]
 struct Slot {
@@ -44,7 +42,7 @@ struct Data {
 #[derive(Debug)]
 struct Inner {
     data: RwLock<Data>,
-    changes: broadcast::Sender<Change>,
+    changes: ChangeBus,
 }
 
 /// A store in this process's memory: a sorted map behind a read-write lock, with TTL,
@@ -65,8 +63,7 @@ impl Default for InMemoryStore {
 impl InMemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        let (changes, _) = broadcast::channel(FEED_CAPACITY);
-        InMemoryStore { inner: Arc::new(Inner { data: RwLock::new(Data::default()), changes }) }
+        InMemoryStore { inner: Arc::new(Inner { data: RwLock::new(Data::default()), changes: ChangeBus::new() }) }
     }
 
     // No `.await` is ever reached while a guard is held, and the critical sections cannot
@@ -80,8 +77,7 @@ impl InMemoryStore {
     }
 
     fn notify(&self, change: Change) {
-        // No subscriber is not an error.
-        let _ = self.inner.changes.send(change);
+        self.inner.changes.notify(change);
     }
 
     fn insert(data: &mut Data, key: &str, value: Bytes, ttl: Option<Duration>, now: Instant) -> u64 {
@@ -194,7 +190,7 @@ impl StateStore for InMemoryStore {
     }
 
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        Ok(Some(ChangeFeed::from_broadcast(self.inner.changes.subscribe(), prefix)))
+        Ok(Some(self.inner.changes.subscribe(prefix)))
     }
 
     async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {

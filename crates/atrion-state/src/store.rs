@@ -108,6 +108,37 @@ impl Change {
     }
 }
 
+/// The in-process change feed of a store that sees all of its own writes (memory, file):
+/// writers `notify`, readers `subscribe`. A reader that falls more than 4,096 changes behind
+/// gets [`Change::Resync`]. Cloning shares the bus.
+#[derive(Debug, Clone)]
+pub struct ChangeBus {
+    tx: broadcast::Sender<Change>,
+}
+
+impl Default for ChangeBus {
+    fn default() -> Self {
+        ChangeBus { tx: broadcast::channel(4096).0 }
+    }
+}
+
+impl ChangeBus {
+    /// A bus with no subscriber yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Publishes a change; no subscriber is not an error.
+    pub fn notify(&self, change: Change) {
+        let _ = self.tx.send(change);
+    }
+
+    /// The changes under `prefix` from now on.
+    pub fn subscribe(&self, prefix: &str) -> ChangeFeed {
+        ChangeFeed::from_broadcast(self.tx.subscribe(), prefix)
+    }
+}
+
 /// A stream of changes under a prefix. Delivery is best effort: whenever changes may have
 /// been lost, the feed yields [`Change::Resync`].
 #[derive(Debug)]
