@@ -17,22 +17,12 @@ use atrion_postgres::testing::PgServer;
 use atrion_postgres::{PostgresConfig, PostgresStore};
 use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
-use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock};
+use atrion_state::{Clock, StateManager, StateStore, TokioClock};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
-}
+mod common;
 
-/// Each bench in its own namespace, so that none reads what another left in the store.
-fn sync(namespace: &str, node: &str, pulse: Duration) -> SyncConfig {
-    let mut c = SyncConfig::for_node(node);
-    c.namespace = namespace.to_owned();
-    c.pulse = pulse;
-    c.full_sync = pulse.max(c.full_sync);
-    c.node_ttl = Duration::from_secs(60).max(2 * pulse);
-    c
-}
+use common::{bench_pulse, runtime, sync};
 
 /// A backend under test: its name and a way to open a fresh connection to it.
 struct Backend<'a> {
@@ -45,45 +35,11 @@ fn store(backend: &Backend<'_>) -> Arc<dyn StateStore> {
 }
 
 fn pulse_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
-    const ROUTES: u64 = 10_000;
-    let clock = Arc::new(TokioClock::new());
-    let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
-    let names: Vec<String> = (0..ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
-    let s = store(server);
-    let manager = rt.block_on(async {
-        StateManager::start(
-            engine.clone(),
-            s,
-            sync("bench-pulse", "pusher", Duration::from_secs(3_600)),
-            clock.clone() as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
     let mut g = c.benchmark_group(format!("{}_pulse_10k_dirty_routes", server.name));
-    g.throughput(Throughput::Elements(ROUTES));
+    g.throughput(Throughput::Elements(common::PULSE_ROUTES));
     g.sample_size(10);
-    g.bench_function(server.name, |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let now = clock.now();
-                for n in &names {
-                    engine.report(n, bad, now);
-                }
-                let before = manager.stats().pushed;
-                let start = Instant::now();
-                rt.block_on(manager.pulse_now());
-                total += start.elapsed();
-                assert_eq!(manager.stats().pushed - before, ROUTES, "every dirty route pushed");
-            }
-            total
-        })
-    });
+    bench_pulse(&mut g, server.name, rt, store(server));
     g.finish();
-    rt.block_on(manager.shutdown());
 }
 
 fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use atrion::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use atrion_file::{FileConfig, FileStore};
@@ -19,16 +19,13 @@ use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, SyncConfig, T
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
-}
+mod common;
 
+use common::{bench_pulse, runtime};
+
+/// The defaults of a bench node, in the namespace `atrion-bench`.
 fn sync(node: &str, pulse: Duration) -> SyncConfig {
-    let mut c = SyncConfig::for_node(node);
-    c.pulse = pulse;
-    c.full_sync = pulse.max(c.full_sync);
-    c.node_ttl = Duration::from_secs(60).max(2 * pulse);
-    c
+    common::sync("atrion-bench", node, pulse)
 }
 
 fn decide_with_manager(c: &mut Criterion) {
@@ -100,54 +97,14 @@ fn decide_with_manager(c: &mut Criterion) {
 }
 
 fn pulse_10k(c: &mut Criterion) {
-    const ROUTES: u64 = 10_000;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let mut g = c.benchmark_group("pulse_10k_dirty_routes");
-    g.throughput(Throughput::Elements(ROUTES));
+    g.throughput(Throughput::Elements(common::PULSE_ROUTES));
     g.sample_size(10);
-    let stores: Vec<(&str, Arc<dyn StateStore>)> = vec![
-        ("memory", Arc::new(InMemoryStore::new())),
-        ("file", Arc::new(rt.block_on(FileStore::open(&FileConfig::new(dir.path().join("pulse.redb")))).unwrap())),
-    ];
-    let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
-    for (name, store) in stores {
-        let clock = Arc::new(TokioClock::new());
-        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
-        let names: Vec<String> = (0..ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
-        // A pulse far in the future: only `pulse_now` pushes.
-        let manager = rt.block_on(async {
-            StateManager::start(
-                engine.clone(),
-                store,
-                sync(name, Duration::from_secs(3_600)),
-                clock.clone() as Arc<dyn Clock>,
-            )
-            .await
-            .unwrap()
-        });
-        // Let the pulse task's first, immediate tick pass before measuring.
-        std::thread::sleep(Duration::from_millis(200));
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    // Every route reports (scar changes), then one pulse pushes them all.
-                    let now = clock.now();
-                    for n in &names {
-                        engine.report(n, bad, now);
-                    }
-                    let before = manager.stats().pushed;
-                    let start = Instant::now();
-                    rt.block_on(manager.pulse_now());
-                    total += start.elapsed();
-                    assert_eq!(manager.stats().pushed - before, ROUTES, "every dirty route pushed");
-                }
-                total
-            })
-        });
-        rt.block_on(manager.shutdown());
-    }
+    bench_pulse(&mut g, "memory", &rt, Arc::new(InMemoryStore::new()));
+    let file = rt.block_on(FileStore::open(&FileConfig::new(dir.path().join("pulse.redb")))).unwrap();
+    bench_pulse(&mut g, "file", &rt, Arc::new(file));
     g.finish();
 }
 
