@@ -384,21 +384,15 @@ impl StateStore for RedisStore {
         let mut conn = self.conn.clone();
         let mut stats = StoreStats::default();
         for chunk in keys.chunks(500) {
+            // One round trip per chunk: the value's length, and whether the key still lives
+            // (one that expired since SCAN reads as 0 bytes; an empty value does too).
             let mut pipe = redis::pipe();
             for k in chunk {
-                pipe.cmd("HSTRLEN").arg(k).arg("v");
+                pipe.cmd("HSTRLEN").arg(k).arg("v").cmd("EXISTS").arg(k);
             }
-            let lens: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?;
-            // A key that expired between SCAN and HSTRLEN reads as 0 bytes; count only live ones.
-            let exists: Vec<u8> = {
-                let mut p = redis::pipe();
-                for k in chunk {
-                    p.cmd("EXISTS").arg(k);
-                }
-                p.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?
-            };
-            for (len, live) in lens.into_iter().zip(exists) {
-                if live == 1 {
+            let replies: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?;
+            for pair in replies.chunks(2) {
+                if let [len, 1] = pair {
                     stats.keys += 1;
                     stats.value_bytes += len;
                 }
