@@ -139,7 +139,9 @@ pub(crate) struct Tuner {
 }
 
 impl Tuner {
-    fn learn(&mut self, x: f64, alpha: f64) {
+    /// One sample with weight `alpha`: the reference model's tuner calls this directly
+    /// with its fixed alpha.
+    pub fn learn(&mut self, x: f64, alpha: f64) {
         if self.samples == 0 {
             self.mean = x;
             self.var = 0.0;
@@ -149,11 +151,6 @@ impl Tuner {
             self.var = (1.0 - alpha) * (self.var + alpha * d * d);
         }
         self.samples = self.samples.saturating_add(1);
-    }
-
-    /// The reference tuner: fixed alpha, no winsorising.
-    pub fn observe_reference(&mut self, x: f64, alpha: f64) {
-        self.learn(x, alpha);
     }
 
     /// The default tuner: time-weighted, winsorised.
@@ -308,7 +305,7 @@ impl RouteState {
 
         let mut own = self.tuner;
         let tuner = shared.unwrap_or(&mut own);
-        tuner.observe_reference(self.resistance, phys.ref_alpha);
+        tuner.learn(self.resistance, phys.ref_alpha);
         (self.break_point, self.recovery) = tuner.points(phys, 0.0);
         self.tuner = *tuner;
 
