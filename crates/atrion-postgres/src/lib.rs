@@ -391,37 +391,36 @@ impl StateStore for PostgresStore {
         listener.listen(CHANNEL).await.map_err(|e| err(Op::Subscribe, None, e))?;
         let (tx, rx) = mpsc::channel(4096);
         let namespace = self.namespace.clone();
+        let pool = self.pool.clone();
         tokio::spawn(async move {
-            // Set when the connection failed: whatever was notified meanwhile is lost.
-            let mut lost = false;
             loop {
-                // `try_recv` yields `None` (or an error) when the connection was lost; the
-                // next call reconnects and listens again.
-                let change = match listener.try_recv().await {
+                match listener.try_recv().await {
                     Ok(Some(n)) => {
-                        if std::mem::take(&mut lost) && tx.send(Change::Resync).await.is_err() {
+                        let Some(change) = parse(n.payload(), &namespace) else { continue };
+                        if tx.send(change).await.is_err() {
+                            return; // the feed was dropped
+                        }
+                    }
+                    // The connection was lost (`None` or an error): whatever was notified
+                    // meanwhile is gone. Listen again on a fresh connection, and only then ask
+                    // the reader to resynchronise, so that nothing written after its full
+                    // sync can slip between the two.
+                    Ok(None) | Err(_) => {
+                        listener = loop {
+                            if tx.is_closed() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if let Ok(mut l) = PgListener::connect_with(&pool).await
+                                && l.listen(CHANNEL).await.is_ok()
+                            {
+                                break l;
+                            }
+                        };
+                        if tx.send(Change::Resync).await.is_err() {
                             return;
                         }
-                        match parse(n.payload(), &namespace) {
-                            Some(c) => c,
-                            None => continue,
-                        }
                     }
-                    Ok(None) => {
-                        lost = false;
-                        Change::Resync
-                    }
-                    Err(_) => {
-                        lost = true;
-                        if tx.is_closed() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                if tx.send(change).await.is_err() {
-                    return;
                 }
             }
         });
