@@ -56,6 +56,18 @@ impl Telemetry {
         })
     }
 
+    /// Telemetry whose channels are only required to be finite and `>= 0`: an error or
+    /// saturation *score* beyond 1. This exists to reproduce the reference's experiments
+    /// (SPEC 9.3's stability map feeds an error "rate" of 50); services report through
+    /// [`Telemetry::new`] or [`Telemetry::outcome`].
+    pub fn unbounded(latency_ms: f64, error: f64, saturation: f64) -> Result<Self, TelemetryError> {
+        Ok(Telemetry {
+            latency_ms: check(latency_ms, "latency_ms", 0.0, f64::MAX)?,
+            error: check(error, "error_rate", 0.0, f64::MAX)?,
+            saturation: check(saturation, "saturation", 0.0, f64::MAX)?,
+        })
+    }
+
     /// Telemetry of a single request: its latency, whether it succeeded, and saturation.
     pub fn outcome(latency_ms: f64, ok: bool, saturation: f64) -> Result<Self, TelemetryError> {
         Telemetry::new(latency_ms, if ok { 0.0 } else { 1.0 }, saturation)
@@ -113,6 +125,13 @@ mod tests {
         assert!(matches!(e, TelemetryError::NotFinite { field: "saturation", .. }));
         let e = Telemetry::new(1.0, 0.0, -0.01).unwrap_err();
         assert_eq!(e.to_string(), "telemetry `saturation` = -0.01 is outside [0, 1]");
+    }
+
+    #[test]
+    fn unbounded_accepts_scores_but_not_nan_or_negatives() {
+        assert_eq!(Telemetry::unbounded(0.0, 50.0, 2.0).unwrap().error(), 50.0);
+        assert!(Telemetry::unbounded(0.0, f64::NAN, 0.0).is_err());
+        assert!(Telemetry::unbounded(-1.0, 0.0, 0.0).is_err());
     }
 
     #[test]

@@ -3,22 +3,28 @@
 
 use std::io::{BufRead, Read};
 
-use atrion::{Priority, Telemetry, Timestamp};
+use atrion_core::{Priority, Telemetry, Timestamp};
 use serde::Deserialize;
 
 /// One valid row of a trace.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// When the request happened.
     pub at: Timestamp,
+    /// The route it went to.
     pub route: String,
+    /// What was measured.
     pub telemetry: Telemetry,
+    /// Its priority, when the trace gives one.
     pub priority: Option<Priority>,
 }
 
 /// A row that could not be used, and why.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RowError {
+    /// The 1-based line of the file.
     pub line: u64,
+    /// What is wrong with it.
     pub reason: String,
 }
 

@@ -1,0 +1,830 @@
+//! The controllers the wind tunnel compares, behind one trait, each fed the same requests.
+//!
+//! | name | what it is | published defaults used |
+//! |---|---|---|
+//! | `none` | no protection | |
+//! | `breaker` | a count-window circuit breaker as common libraries build it | resilience4j: window 100 calls, failure rate 50%, 10 half-open calls; Polly: 5 s break |
+//! | `aimd` | Netflix `AIMDLimit` | initial 20, min 20, max 200, backoff 0.9, timeout 5 s |
+//! | `gradient2` | Netflix `Gradient2Limit` | initial 20, min 20, max 200, smoothing 0.2, queue 4, long window 600, RTT tolerance 1.5 |
+//! | `envoy` | Envoy's adaptive-concurrency gradient controller | update every 100 ms, p50, min RTT over 50 requests every 60 s at concurrency 3, buffer 25%, max 1000 |
+//! | `atrion-reference` | Atrion, [`Model::Reference`] | SPEC 9.1 |
+//! | `atrion-default` | Atrion, [`Model::Default`] | `PhysicsConfig::default()` |
+//!
+//! A scenario may override any of these per controller (`[settings.NAME]`); unknown keys
+//! are errors.
+
+use std::collections::VecDeque;
+
+use atrion_core::{Engine, Mode, Model, PhysicsConfig, Priority, Telemetry, Timestamp};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The names of all controllers, in table order.
+pub const NAMES: [&str; 7] = ["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default"];
+
+/// Settings that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// No controller has this name.
+    #[error("unknown controller `{0}` (known: {NAMES:?})")]
+    Unknown(String),
+    /// The settings table has unknown keys or mistyped values.
+    #[error("settings of `{controller}`: {source}")]
+    Malformed {
+        /// The controller.
+        controller: String,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The merged physics config breaks a rule.
+    #[error("settings of `{controller}`: {source}")]
+    Physics {
+        /// The controller.
+        controller: String,
+        /// Why.
+        #[source]
+        source: atrion_core::ConfigError,
+    },
+    /// A value breaks a rule.
+    #[error("settings of `{controller}`: {reason}")]
+    Invalid {
+        /// The controller.
+        controller: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome of one admitted request, as the controller sees it when it completes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Latency seen by the caller (a timeout counts as the timeout), milliseconds.
+    pub latency_ms: f64,
+    /// Succeeded (no error, no timeout).
+    pub ok: bool,
+    /// Share of the route's workers and queue in use, in [0, 1].
+    pub saturation: f64,
+    /// Requests in flight on the route when this one was admitted, itself included.
+    pub inflight: u32,
+}
+
+/// Open, half-open or closed: what transitions are counted between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Admitting by the usual rule.
+    Closed = 0,
+    /// Letting probes through.
+    HalfOpen = 1,
+    /// Shedding everything.
+    Open = 2,
+}
+
+/// What a controller shows of a route at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauge {
+    /// Resistance (Atrion), concurrency limit (limiters), failure rate in % (breaker).
+    pub level: f64,
+    /// Its state.
+    pub state: State,
+}
+
+/// One admission controller over all routes of a scenario (routes are indexed).
+pub trait Controller {
+    /// The controller's name (one of [`NAMES`]).
+    fn name(&self) -> &'static str;
+    /// Whether a request on `route` may go ahead at `now` (ns) with `inflight` requests
+    /// already in flight there.
+    fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool;
+    /// An admitted request completed.
+    fn complete(&mut self, route: usize, now: u64, sample: &Sample);
+    /// The route's level and state.
+    fn gauge(&self, route: usize) -> Gauge;
+    /// State transitions so far, over all routes.
+    fn transitions(&self) -> u64;
+    /// Telemetry-driven experiments: one observation per tick. Returns false when the
+    /// controller does not apply (limiters learn from requests, not from rates).
+    fn tick(&mut self, route: usize, now: u64, latency_ms: f64, error: f64, saturation: f64) -> bool {
+        let _ = (route, now, latency_ms, error, saturation);
+        false
+    }
+}
+
+/// What a controller needs to know of a route.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// The route's name.
+    pub name: String,
+    /// The priority of its requests.
+    pub priority: Priority,
+}
+
+/// Builds controller `name` for `routes`, with a scenario's overrides.
+pub fn build(
+    name: &str,
+    routes: &[RouteInfo],
+    settings: Option<&toml::Table>,
+) -> Result<Box<dyn Controller>, SettingsError> {
+    let n = routes.len();
+    Ok(match name {
+        "none" => {
+            parse::<NoSettings>(name, settings)?;
+            Box::new(Unprotected)
+        }
+        "breaker" => Box::new(Breaker::new(parse(name, settings)?, n)),
+        "aimd" => Box::new(Aimd::new(check(name, parse::<AimdSettings>(name, settings)?)?, n)),
+        "gradient2" => Box::new(Gradient2::new(check(name, parse::<Gradient2Settings>(name, settings)?)?, n)),
+        "envoy" => Box::new(Envoy::new(parse(name, settings)?, n)),
+        "atrion-reference" => Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?),
+        "atrion-default" => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
+        other => return Err(SettingsError::Unknown(other.to_owned())),
+    })
+}
+
+fn parse<T: DeserializeOwned + Default>(name: &str, settings: Option<&toml::Table>) -> Result<T, SettingsError> {
+    match settings {
+        None => Ok(T::default()),
+        Some(t) => T::deserialize(toml::Value::Table(t.clone()))
+            .map_err(|source| SettingsError::Malformed { controller: name.to_owned(), source }),
+    }
+}
+
+fn check<T: Limits>(name: &str, s: T) -> Result<T, SettingsError> {
+    let (initial, min, max) = s.limits();
+    if min < 1 || min > max || initial < min || initial > max {
+        return Err(SettingsError::Invalid {
+            controller: name.to_owned(),
+            reason: format!("need 1 <= min_limit ({min}) <= initial_limit ({initial}) <= max_limit ({max})"),
+        });
+    }
+    Ok(s)
+}
+
+trait Limits {
+    fn limits(&self) -> (u32, u32, u32);
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoSettings {}
+
+/// No protection: everything is admitted.
+#[derive(Debug)]
+pub struct Unprotected;
+
+impl Controller for Unprotected {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+    fn admit(&mut self, _: usize, _: u64, _: u32) -> bool {
+        true
+    }
+    fn complete(&mut self, _: usize, _: u64, _: &Sample) {}
+    fn gauge(&self, _: usize) -> Gauge {
+        Gauge { level: 0.0, state: State::Closed }
+    }
+    fn transitions(&self) -> u64 {
+        0
+    }
+}
+
+const MS: f64 = 1e6;
+
+/// Settings of the count-window breaker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Calls in the sliding window.
+    pub window: u32,
+    /// Failure rate at which the breaker opens, in [0, 1].
+    pub failure_threshold: f64,
+    /// Calls needed in the window before the rate is judged.
+    pub min_calls: u32,
+    /// How long it stays open, milliseconds.
+    pub open_ms: f64,
+    /// Probes let through while half-open; 0 closes straight after the open wait.
+    pub half_open_calls: u32,
+    /// A call slower than this counts as a failure (off when absent), milliseconds.
+    pub slow_call_ms: Option<f64>,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            window: 100,
+            failure_threshold: 0.5,
+            min_calls: 100,
+            open_ms: 5_000.0,
+            half_open_calls: 10,
+            slow_call_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum BreakerState {
+    Closed,
+    Open { until: u64 },
+    HalfOpen { issued: u32, done: u32, failed: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct BreakerRoute {
+    state: BreakerState,
+    window: VecDeque<bool>,
+    failures: u32,
+}
+
+/// A count-window circuit breaker: opens when the failure rate of the last `window` calls
+/// reaches the threshold, stays open for a fixed wait, then lets `half_open_calls` probes
+/// through and closes if their failure rate is under the threshold.
+#[derive(Debug)]
+pub struct Breaker {
+    s: BreakerSettings,
+    routes: Vec<BreakerRoute>,
+    transitions: u64,
+}
+
+impl Breaker {
+    /// A breaker for `n` routes.
+    pub fn new(s: BreakerSettings, n: usize) -> Self {
+        let route = BreakerRoute { state: BreakerState::Closed, window: VecDeque::new(), failures: 0 };
+        Breaker { s, routes: vec![route; n], transitions: 0 }
+    }
+
+    fn set(&mut self, route: usize, state: BreakerState) {
+        let r = &mut self.routes[route];
+        if std::mem::discriminant(&r.state) != std::mem::discriminant(&state) {
+            self.transitions += 1;
+        }
+        if matches!(state, BreakerState::Closed) {
+            r.window.clear();
+            r.failures = 0;
+        }
+        r.state = state;
+    }
+
+    fn open(&mut self, route: usize, now: u64) {
+        let until = now + (self.s.open_ms * MS) as u64;
+        self.set(route, BreakerState::Open { until });
+    }
+
+    /// The state after the open wait has run out: half-open, or closed without probes.
+    fn after_wait(&mut self, route: usize) {
+        let next = if self.s.half_open_calls == 0 {
+            BreakerState::Closed
+        } else {
+            BreakerState::HalfOpen { issued: 0, done: 0, failed: 0 }
+        };
+        self.set(route, next);
+    }
+}
+
+impl Controller for Breaker {
+    fn name(&self) -> &'static str {
+        "breaker"
+    }
+
+    fn admit(&mut self, route: usize, now: u64, _: u32) -> bool {
+        if let BreakerState::Open { until } = self.routes[route].state {
+            if now < until {
+                return false;
+            }
+            self.after_wait(route);
+        }
+        match &mut self.routes[route].state {
+            BreakerState::Closed => true,
+            BreakerState::Open { .. } => false,
+            BreakerState::HalfOpen { issued, .. } => {
+                let go = *issued < self.s.half_open_calls;
+                *issued += u32::from(go);
+                go
+            }
+        }
+    }
+
+    fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
+        let failed = !sample.ok || self.s.slow_call_ms.is_some_and(|slow| sample.latency_ms > slow);
+        let s = &self.s;
+        let r = &mut self.routes[route];
+        match &mut r.state {
+            BreakerState::Closed => {
+                r.window.push_back(failed);
+                r.failures += u32::from(failed);
+                if r.window.len() > s.window as usize {
+                    r.failures -= u32::from(r.window.pop_front().unwrap_or(false));
+                }
+                let calls = r.window.len() as u32;
+                if calls >= s.min_calls.max(1) && f64::from(r.failures) / f64::from(calls) >= s.failure_threshold {
+                    self.open(route, now);
+                }
+            }
+            BreakerState::HalfOpen { done, failed: f, .. } => {
+                *done += 1;
+                *f += u32::from(failed);
+                if *done >= s.half_open_calls {
+                    let rate = f64::from(*f) / f64::from(*done);
+                    if rate >= s.failure_threshold {
+                        self.open(route, now);
+                    } else {
+                        self.set(route, BreakerState::Closed);
+                    }
+                }
+            }
+            // Calls admitted before the breaker opened finish while it is open.
+            BreakerState::Open { .. } => {}
+        }
+    }
+
+    fn gauge(&self, route: usize) -> Gauge {
+        let r = &self.routes[route];
+        let rate = if r.window.is_empty() { 0.0 } else { 100.0 * f64::from(r.failures) / r.window.len() as f64 };
+        let state = match r.state {
+            BreakerState::Closed => State::Closed,
+            BreakerState::Open { .. } => State::Open,
+            BreakerState::HalfOpen { .. } => State::HalfOpen,
+        };
+        Gauge { level: rate, state }
+    }
+
+    fn transitions(&self) -> u64 {
+        self.transitions
+    }
+
+    /// The tick form of the reference's flapping test: closed, it opens when the tick's
+    /// error rate is above the threshold; open, it waits `open_ms`, then closes (or goes
+    /// half-open) on the first tick after the wait, without judging that tick.
+    fn tick(&mut self, route: usize, now: u64, _: f64, error: f64, _: f64) -> bool {
+        match self.routes[route].state {
+            BreakerState::Open { until } => {
+                if now >= until {
+                    self.after_wait(route);
+                }
+            }
+            BreakerState::HalfOpen { .. } => {
+                if error > self.s.failure_threshold {
+                    self.open(route, now);
+                } else {
+                    self.set(route, BreakerState::Closed);
+                }
+            }
+            BreakerState::Closed => {
+                if error > self.s.failure_threshold {
+                    self.open(route, now);
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Settings of Netflix's AIMD limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AimdSettings {
+    /// Starting limit.
+    pub initial_limit: u32,
+    /// Lowest limit.
+    pub min_limit: u32,
+    /// Highest limit.
+    pub max_limit: u32,
+    /// Factor applied on a drop.
+    pub backoff_ratio: f64,
+    /// A call slower than this counts as a drop, milliseconds.
+    pub timeout_ms: f64,
+}
+
+impl Default for AimdSettings {
+    fn default() -> Self {
+        AimdSettings { initial_limit: 20, min_limit: 20, max_limit: 200, backoff_ratio: 0.9, timeout_ms: 5_000.0 }
+    }
+}
+
+impl Limits for AimdSettings {
+    fn limits(&self) -> (u32, u32, u32) {
+        (self.initial_limit, self.min_limit, self.max_limit)
+    }
+}
+
+/// Netflix `AIMDLimit`: on a drop (error or timeout) `limit = floor(limit * backoff)`; else,
+/// when at least half the limit is in use, `limit + 1`; clamped to `[min, max]`. A request
+/// is admitted while in-flight requests are under the limit.
+#[derive(Debug)]
+pub struct Aimd {
+    s: AimdSettings,
+    limits: Vec<u32>,
+}
+
+impl Aimd {
+    /// An AIMD limit per route.
+    pub fn new(s: AimdSettings, n: usize) -> Self {
+        Aimd { limits: vec![s.initial_limit; n], s }
+    }
+
+    /// The formula: the limit after one sample.
+    pub fn next_limit(&self, limit: u32, sample: &Sample) -> u32 {
+        let next = if !sample.ok || sample.latency_ms > self.s.timeout_ms {
+            (f64::from(limit) * self.s.backoff_ratio) as u32
+        } else if sample.inflight * 2 >= limit {
+            limit + 1
+        } else {
+            limit
+        };
+        next.clamp(self.s.min_limit, self.s.max_limit)
+    }
+}
+
+impl Controller for Aimd {
+    fn name(&self) -> &'static str {
+        "aimd"
+    }
+    fn admit(&mut self, route: usize, _: u64, inflight: u32) -> bool {
+        inflight < self.limits[route]
+    }
+    fn complete(&mut self, route: usize, _: u64, sample: &Sample) {
+        self.limits[route] = self.next_limit(self.limits[route], sample);
+    }
+    fn gauge(&self, route: usize) -> Gauge {
+        Gauge { level: f64::from(self.limits[route]), state: State::Closed }
+    }
+    fn transitions(&self) -> u64 {
+        0
+    }
+}
+
+/// Settings of Netflix's Gradient2 limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gradient2Settings {
+    /// Starting limit.
+    pub initial_limit: u32,
+    /// Lowest limit.
+    pub min_limit: u32,
+    /// Highest limit (`maxConcurrency`).
+    pub max_limit: u32,
+    /// How much of the new estimate is taken per sample.
+    pub smoothing: f64,
+    /// Growth allowed per sample while latency is low.
+    pub queue_size: f64,
+    /// Samples in the long RTT average.
+    pub long_window: u32,
+    /// Tolerated ratio of short to long RTT before the limit shrinks.
+    pub rtt_tolerance: f64,
+}
+
+impl Default for Gradient2Settings {
+    fn default() -> Self {
+        Gradient2Settings {
+            initial_limit: 20,
+            min_limit: 20,
+            max_limit: 200,
+            smoothing: 0.2,
+            queue_size: 4.0,
+            long_window: 600,
+            rtt_tolerance: 1.5,
+        }
+    }
+}
+
+impl Limits for Gradient2Settings {
+    fn limits(&self) -> (u32, u32, u32) {
+        (self.initial_limit, self.min_limit, self.max_limit)
+    }
+}
+
+/// Netflix's exponential average with a warm-up: the plain mean of the first 10 samples,
+/// then `v = v (1 - f) + x f` with `f = 2 / (window + 1)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExpAvg {
+    count: u32,
+    sum: f64,
+    value: f64,
+}
+
+impl ExpAvg {
+    fn add(&mut self, x: f64, window: u32) -> f64 {
+        if self.count < 10 {
+            self.count += 1;
+            self.sum += x;
+            self.value = self.sum / f64::from(self.count);
+        } else {
+            let f = 2.0 / (f64::from(window) + 1.0);
+            self.value = self.value * (1.0 - f) + x * f;
+        }
+        self.value
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Gradient2Route {
+    limit: f64,
+    long: ExpAvg,
+}
+
+/// Netflix `Gradient2Limit`: `gradient = clamp(tolerance * longRtt / shortRtt, 0.5, 1)`,
+/// `new = limit * gradient + queue`, `limit = limit (1 - smoothing) + new * smoothing`, not
+/// updated while fewer than half the limit are in flight; the long RTT is cut by 10%
+/// whenever it is more than twice the short one.
+#[derive(Debug)]
+pub struct Gradient2 {
+    s: Gradient2Settings,
+    routes: Vec<Gradient2Route>,
+}
+
+impl Gradient2 {
+    /// A Gradient2 limit per route.
+    pub fn new(s: Gradient2Settings, n: usize) -> Self {
+        let route = Gradient2Route { limit: f64::from(s.initial_limit), long: ExpAvg::default() };
+        Gradient2 { routes: vec![route; n], s }
+    }
+
+    /// The formula: one sample's update of a route's (limit, long RTT average).
+    fn update(&self, r: &mut Gradient2Route, rtt: f64, inflight: u32) {
+        let s = &self.s;
+        let short = rtt.max(1e-6);
+        let long = r.long.add(short, s.long_window);
+        if long / short > 2.0 {
+            r.long.value *= 0.9;
+        }
+        if f64::from(inflight) < r.limit / 2.0 {
+            return;
+        }
+        let gradient = (s.rtt_tolerance * long / short).clamp(0.5, 1.0);
+        let new = r.limit * gradient + s.queue_size;
+        let new = r.limit * (1.0 - s.smoothing) + new * s.smoothing;
+        r.limit = new.clamp(f64::from(s.min_limit), f64::from(s.max_limit));
+    }
+}
+
+impl Controller for Gradient2 {
+    fn name(&self) -> &'static str {
+        "gradient2"
+    }
+    fn admit(&mut self, route: usize, _: u64, inflight: u32) -> bool {
+        f64::from(inflight) < self.routes[route].limit.floor()
+    }
+    fn complete(&mut self, route: usize, _: u64, sample: &Sample) {
+        let mut r = self.routes[route];
+        self.update(&mut r, sample.latency_ms, sample.inflight);
+        self.routes[route] = r;
+    }
+    fn gauge(&self, route: usize) -> Gauge {
+        Gauge { level: self.routes[route].limit.floor(), state: State::Closed }
+    }
+    fn transitions(&self) -> u64 {
+        0
+    }
+}
+
+/// Settings of Envoy's adaptive-concurrency gradient controller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvoySettings {
+    /// How often the limit is recomputed, milliseconds.
+    pub interval_ms: f64,
+    /// The latency percentile summarising a window, in (0, 1).
+    pub percentile: f64,
+    /// Highest limit.
+    pub max_limit: u32,
+    /// How often the minimum RTT is measured again, seconds.
+    pub min_rtt_interval_s: f64,
+    /// Requests sampled for the minimum RTT.
+    pub min_rtt_requests: u32,
+    /// Concurrency while the minimum RTT is measured.
+    pub min_concurrency: u32,
+    /// Headroom over the minimum RTT, as a fraction of it.
+    pub buffer: f64,
+}
+
+impl Default for EnvoySettings {
+    fn default() -> Self {
+        EnvoySettings {
+            interval_ms: 100.0,
+            percentile: 0.5,
+            max_limit: 1_000,
+            min_rtt_interval_s: 60.0,
+            min_rtt_requests: 50,
+            min_concurrency: 3,
+            buffer: 0.25,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EnvoyRoute {
+    limit: f64,
+    /// Measuring the minimum RTT (concurrency pinned to `min_concurrency`).
+    measuring: bool,
+    min_rtt: f64,
+    next_min_rtt: u64,
+    window_end: u64,
+    samples: Vec<f64>,
+}
+
+/// Envoy's gradient controller: every interval, `gradient = clamp((minRTT (1 + buffer)) /
+/// sampleRTT, 0.5, 2)` with `sampleRTT` the window's percentile, and `limit = gradient *
+/// limit + sqrt(gradient * limit)`; the minimum RTT is re-measured periodically with the
+/// concurrency pinned low.
+#[derive(Debug)]
+pub struct Envoy {
+    s: EnvoySettings,
+    routes: Vec<EnvoyRoute>,
+}
+
+impl Envoy {
+    /// An Envoy controller per route.
+    pub fn new(s: EnvoySettings, n: usize) -> Self {
+        let route = EnvoyRoute {
+            limit: f64::from(s.min_concurrency),
+            measuring: true,
+            min_rtt: 0.0,
+            next_min_rtt: 0,
+            window_end: 0,
+            samples: Vec::new(),
+        };
+        Envoy { routes: vec![route; n], s }
+    }
+
+    /// The formula: the next limit from the current one, the minimum RTT and a window's RTT.
+    pub fn next_limit(&self, limit: f64, min_rtt: f64, sample_rtt: f64) -> f64 {
+        let gradient = (min_rtt * (1.0 + self.s.buffer) / sample_rtt.max(1e-9)).clamp(0.5, 2.0);
+        let new = gradient * limit;
+        (new + new.sqrt()).clamp(1.0, f64::from(self.s.max_limit))
+    }
+
+    fn percentile(samples: &mut [f64], q: f64) -> f64 {
+        samples.sort_by(f64::total_cmp);
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i.min(samples.len() - 1)]
+    }
+}
+
+impl Controller for Envoy {
+    fn name(&self) -> &'static str {
+        "envoy"
+    }
+    fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
+        let r = &mut self.routes[route];
+        if !r.measuring && now >= r.next_min_rtt {
+            r.measuring = true;
+            r.samples.clear();
+        }
+        let limit = if r.measuring { f64::from(self.s.min_concurrency) } else { r.limit };
+        f64::from(inflight) < limit.floor()
+    }
+    fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
+        let s = &self.s;
+        let mut r = std::mem::replace(&mut self.routes[route].samples, Vec::new());
+        r.push(sample.latency_ms);
+        let route_state = &mut self.routes[route];
+        if route_state.measuring {
+            if r.len() >= s.min_rtt_requests as usize {
+                route_state.min_rtt = Self::percentile(&mut r, s.percentile);
+                route_state.measuring = false;
+                route_state.next_min_rtt = now + (s.min_rtt_interval_s * 1e9) as u64;
+                route_state.window_end = now + (s.interval_ms * MS) as u64;
+                r.clear();
+            }
+        } else if now >= route_state.window_end {
+            let sample_rtt = Self::percentile(&mut r, s.percentile);
+            let (limit, min_rtt) = (route_state.limit, route_state.min_rtt);
+            let next = self.next_limit(limit, min_rtt, sample_rtt);
+            let route_state = &mut self.routes[route];
+            route_state.limit = next;
+            route_state.window_end = now + (s.interval_ms * MS) as u64;
+            r.clear();
+        }
+        self.routes[route].samples = r;
+    }
+    fn gauge(&self, route: usize) -> Gauge {
+        let r = &self.routes[route];
+        let level = if r.measuring { f64::from(self.s.min_concurrency) } else { r.limit.floor() };
+        Gauge { level, state: State::Closed }
+    }
+    fn transitions(&self) -> u64 {
+        0
+    }
+}
+
+/// Atrion: the engine itself, one route per scenario route, time passed in.
+pub struct Atrion {
+    name: &'static str,
+    engine: Engine,
+    routes: Vec<String>,
+    priorities: Vec<Priority>,
+    states: Vec<State>,
+    transitions: u64,
+}
+
+impl std::fmt::Debug for Atrion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Atrion").field("name", &self.name).field("routes", &self.routes).finish_non_exhaustive()
+    }
+}
+
+/// `model`'s default config with a scenario's overrides merged in (nested tables merge key
+/// by key), validated.
+pub fn physics_config(
+    controller: &str,
+    model: Model,
+    settings: Option<&toml::Table>,
+) -> Result<PhysicsConfig, SettingsError> {
+    let base = PhysicsConfig::for_model(model);
+    let Some(overrides) = settings else { return Ok(base) };
+    let mut table = toml::Table::try_from(&base).map_err(|e| SettingsError::Invalid {
+        controller: controller.to_owned(),
+        reason: format!("cannot encode the base config: {e}"),
+    })?;
+    merge(&mut table, overrides);
+    let cfg = PhysicsConfig::deserialize(toml::Value::Table(table))
+        .map_err(|source| SettingsError::Malformed { controller: controller.to_owned(), source })?;
+    cfg.validated().map_err(|source| SettingsError::Physics { controller: controller.to_owned(), source })
+}
+
+fn merge(into: &mut toml::Table, from: &toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl Atrion {
+    /// An engine of `model` with the routes registered.
+    pub fn new(
+        name: &'static str,
+        model: Model,
+        routes: &[RouteInfo],
+        settings: Option<&toml::Table>,
+    ) -> Result<Self, SettingsError> {
+        let cfg = physics_config(name, model, settings)?;
+        let engine =
+            Engine::new(cfg).map_err(|source| SettingsError::Physics { controller: name.to_owned(), source })?;
+        Ok(Atrion {
+            name,
+            engine,
+            routes: routes.iter().map(|r| r.name.clone()).collect(),
+            priorities: routes.iter().map(|r| r.priority).collect(),
+            states: vec![State::Closed; routes.len()],
+            transitions: 0,
+        })
+    }
+
+    fn track(&mut self, route: usize, mode: Mode) {
+        let state = match mode {
+            Mode::Bootstrap | Mode::Operational => State::Closed,
+            Mode::Open => State::Open,
+            Mode::HalfOpen => State::HalfOpen,
+        };
+        if self.states[route] != state {
+            self.states[route] = state;
+            self.transitions += 1;
+        }
+    }
+}
+
+impl Controller for Atrion {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn admit(&mut self, route: usize, now: u64, _: u32) -> bool {
+        let d = self.engine.decide(&self.routes[route], Timestamp::from_nanos(now), self.priorities[route]);
+        self.track(route, d.mode);
+        d.is_admitted()
+    }
+    fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
+        // The simulator only produces valid values; a rejected one is dropped, not guessed.
+        if let Ok(t) = Telemetry::outcome(sample.latency_ms, sample.ok, sample.saturation) {
+            let status = self.engine.report(&self.routes[route], t, Timestamp::from_nanos(now));
+            self.track(route, status.mode);
+        }
+    }
+    fn gauge(&self, route: usize) -> Gauge {
+        match self.engine.status(&self.routes[route]) {
+            Ok(s) => Gauge {
+                level: s.resistance,
+                state: match s.mode {
+                    Mode::Bootstrap | Mode::Operational => State::Closed,
+                    Mode::Open => State::Open,
+                    Mode::HalfOpen => State::HalfOpen,
+                },
+            },
+            Err(_) => Gauge { level: self.engine.config().r_base, state: State::Closed },
+        }
+    }
+    fn transitions(&self) -> u64 {
+        self.transitions
+    }
+    fn tick(&mut self, route: usize, now: u64, latency_ms: f64, error: f64, saturation: f64) -> bool {
+        if let Ok(t) = Telemetry::unbounded(latency_ms, error, saturation) {
+            let status = self.engine.report(&self.routes[route], t, Timestamp::from_nanos(now));
+            self.track(route, status.mode);
+        }
+        true
+    }
+}

@@ -1,0 +1,163 @@
+//! # atrion-sim
+//!
+//! The Atrion wind tunnel: a deterministic discrete-event simulator that puts a service of
+//! finite capacity behind an admission controller, drives it with scripted traffic and
+//! faults, and measures what the controller made of it. Atrion (both models) runs beside a
+//! classic circuit breaker, Netflix's AIMD and Gradient2 limits and Envoy's gradient
+//! controller, all fed identical requests, so that claims about the physics are numbers
+//! anyone can reproduce.
+//!
+//! - [`Scenario`]: a TOML file (`scenarios/*.toml`, or [`builtin`]) with routes, traffic,
+//!   faults, controller settings and pass criteria ([`Expect`]).
+//! - [`run_scenario`]: every controller over one scenario → a [`ScenarioReport`] with a
+//!   [`Summary`] per controller, the series behind the charts, and the verdict of each
+//!   criterion. The same seed gives the same report, byte for byte.
+//! - [`stability`]: the reference's stability-map grid experiment (SPEC 9.3).
+//! - [`chart`]: SVG charts of a report and of a stability map.
+//! - [`trace`]: the trace format shared with `atrion replay`.
+//!
+//! ```
+//! use atrion_sim::{RunOptions, builtin, run_scenario};
+//!
+//! let scenario = builtin("flapping").unwrap()?;
+//! let report = run_scenario(&scenario, &RunOptions::default())?;
+//! let transitions = |name: &str| report.result(name).unwrap().summary.transitions;
+//! assert_eq!(transitions("breaker"), 49);
+//! assert_eq!(transitions("atrion-reference"), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! This crate has no cargo features.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod chart;
+pub mod controller;
+mod metrics;
+mod report;
+mod scenario;
+mod sim;
+pub mod stability;
+pub mod trace;
+
+pub use controller::{Controller, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
+pub use metrics::{Bin, Summary, summarize};
+pub use report::{Check, ControllerResult, ScenarioReport, markdown_table, text_table};
+pub use scenario::{
+    Expect, FaultKind, FaultSpec, Metric, OutageMode, RouteSpec, Scenario, ScenarioError, ServiceTime, Signal,
+    TelemetrySpec, Traffic,
+};
+pub use sim::Trace;
+
+use atrion_core::Priority;
+
+/// An error of a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The scenario is unusable.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// A controller's settings are unusable.
+    #[error("scenario `{scenario}`: {source}")]
+    Settings {
+        /// The scenario.
+        scenario: String,
+        /// Why.
+        #[source]
+        source: SettingsError,
+    },
+}
+
+/// How to run a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// Runs only these controllers (and those the criteria compare with); all when empty.
+    pub controllers: Vec<String>,
+    /// Runs the shortened form of the scenario (`quick_duration_s`).
+    pub quick: bool,
+}
+
+/// The scenarios that ship with Atrion, by name, in the order of the results page.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("chaos", include_str!("../../../scenarios/chaos.toml")),
+    ("flapping", include_str!("../../../scenarios/flapping.toml")),
+];
+
+/// A built-in scenario by name, parsed; `None` when no built-in has that name.
+pub fn builtin(name: &str) -> Option<Result<Scenario, ScenarioError>> {
+    let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+    Some(Scenario::from_toml(text, std::path::Path::new("scenarios")))
+}
+
+/// A scenario by built-in name, or else by file path.
+pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
+    if let Some(s) = builtin(name_or_path) {
+        return s;
+    }
+    let path = std::path::Path::new(name_or_path);
+    if path.exists() {
+        return Scenario::from_file(path);
+    }
+    Err(ScenarioError::Unknown(name_or_path.to_owned()))
+}
+
+/// The controllers that run `scenario` under `options`, in table order.
+pub fn controllers_for(scenario: &Scenario, options: &RunOptions) -> Vec<&'static str> {
+    let wanted = |n: &str| {
+        let listed = |list: &[String]| list.is_empty() || list.iter().any(|c| c == n);
+        let compared = scenario
+            .expects
+            .iter()
+            .any(|e| e.at_most.as_deref() == Some(n) || e.at_least.as_deref() == Some(n) || e.controller == n);
+        listed(&scenario.controllers) && (listed(&options.controllers) || compared)
+    };
+    NAMES.iter().copied().filter(|n| wanted(n)).collect()
+}
+
+/// Runs every controller that applies over `scenario` and judges its criteria.
+pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Result<ScenarioReport, SimError> {
+    run_scenario_with(scenario, options, |_| {})
+}
+
+/// [`run_scenario`], calling `progress` with each controller's name once it has run.
+pub fn run_scenario_with(
+    scenario: &Scenario,
+    options: &RunOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<ScenarioReport, SimError> {
+    let scenario = if options.quick { scenario.quick() } else { scenario.clone() };
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let routes: Vec<RouteInfo> = if scenario.telemetry.is_some() {
+        vec![RouteInfo { name: "route".into(), priority: Priority::Critical }]
+    } else {
+        scenario
+            .routes
+            .iter()
+            .map(|r| RouteInfo {
+                name: r.name.clone(),
+                priority: r.priority.as_deref().and_then(|p| p.parse().ok()).unwrap_or(Priority::Critical),
+            })
+            .collect()
+    };
+    let mut results = Vec::new();
+    for name in controllers_for(&scenario, options) {
+        let mut c = controller::build(name, &routes, scenario.settings.get(name))
+            .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source })?;
+        let trace = if scenario.telemetry.is_some() {
+            match sim::run_ticks(&scenario, c.as_mut()) {
+                Some(t) => t,
+                None => continue,
+            }
+        } else {
+            sim::run(&scenario, c.as_mut(), seed)?
+        };
+        let summary = summarize(&scenario, &trace);
+        results.push(ControllerResult { controller: name.to_owned(), summary, bins: trace.bins });
+        progress(name);
+    }
+    let checks = report::judge(&scenario, &results);
+    Ok(ScenarioReport { scenario, seed, results, checks })
+}

@@ -1,0 +1,809 @@
+//! Scenarios as data: a TOML file describes the service, its traffic, the faults over time,
+//! the controllers' settings and the pass criteria. [`Scenario::from_toml`] parses and
+//! validates one; every rule broken is a [`ScenarioError`] naming the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A scenario that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("malformed scenario: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value breaks a rule.
+    #[error("scenario `{scenario}`: {field}: {reason}")]
+    Invalid {
+        /// The scenario's name.
+        scenario: String,
+        /// The field.
+        field: String,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// No built-in scenario has this name and no such file exists.
+    #[error("no scenario named `{0}` (try `atrion simulate --list`) and no such file")]
+    Unknown(String),
+    /// A trace to replay could not be read.
+    #[error("scenario `{scenario}`: trace {path}: {reason}")]
+    Trace {
+        /// The scenario.
+        scenario: String,
+        /// The trace file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// One scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used on the command line and in file names.
+    pub name: String,
+    /// What the scenario shows.
+    pub description: String,
+    /// Where the case comes from (a reference wind-tunnel case, a peer's known failure mode).
+    #[serde(default)]
+    pub origin: String,
+    /// Simulated length, seconds.
+    #[serde(default = "default_duration")]
+    pub duration_s: f64,
+    /// Length used by the shortened test suite (same shape, scaled), seconds.
+    #[serde(default)]
+    pub quick_duration_s: Option<f64>,
+    /// Width of a time bin for series and time-based metrics, milliseconds.
+    #[serde(default = "default_bin")]
+    pub bin_ms: f64,
+    /// The default seed (the command line may override it).
+    #[serde(default)]
+    pub seed: u64,
+    /// A success slower than this does not count as goodput, milliseconds.
+    #[serde(default = "default_slo")]
+    pub slo_ms: f64,
+    /// The incident that detection and recovery are measured against, `[start_s, end_s]`;
+    /// by default the span of the first fault.
+    #[serde(default)]
+    pub incident: Option<[f64; 2]>,
+    /// Windows in which the service is healthy, for the false-shedding metric; by default
+    /// everything before the incident (or the first fault) starts.
+    #[serde(default)]
+    pub healthy: Vec<[f64; 2]>,
+    /// The routes of the simulated service.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteSpec>,
+    /// Faults over time.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// A telemetry-driven experiment instead of a request-level simulation.
+    #[serde(default)]
+    pub telemetry: Option<TelemetrySpec>,
+    /// Which controllers run it (all that apply, by default).
+    #[serde(default)]
+    pub controllers: Vec<String>,
+    /// Settings per controller: a table of overrides keyed by controller name.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Table>,
+    /// The pass criteria.
+    #[serde(default, rename = "expect")]
+    pub expects: Vec<Expect>,
+}
+
+fn default_duration() -> f64 {
+    60.0
+}
+fn default_bin() -> f64 {
+    100.0
+}
+fn default_slo() -> f64 {
+    500.0
+}
+
+/// A route of the simulated service: workers, a bounded queue, a service-time distribution,
+/// the traffic it is offered, and optionally a downstream route it calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The route's name.
+    pub name: String,
+    /// Concurrent workers (`c`).
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Requests that may wait for a worker; the next one is refused.
+    #[serde(default = "default_queue")]
+    pub queue: u32,
+    /// The client gives up (an error) after this long, milliseconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: f64,
+    /// Service time of one request on a free worker.
+    pub service: ServiceTime,
+    /// The traffic offered from outside; none when the route is only called by another.
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+    /// A route this one calls after its own work (the worker waits for the answer).
+    #[serde(default)]
+    pub calls: Option<String>,
+    /// Another route whose workers and queue this one shares (its own `workers` and `queue`
+    /// are then unused; the owner's capacity faults apply).
+    #[serde(default)]
+    pub shares: Option<String>,
+    /// The priority of the route's requests (critical, high, normal, low, bulk).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Weight of the route's goodput (revenue per request, say); 1 by default.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+fn default_workers() -> u32 {
+    16
+}
+fn default_queue() -> u32 {
+    64
+}
+fn default_timeout() -> f64 {
+    1_000.0
+}
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// A service-time distribution.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ServiceTime {
+    /// Always `mean_ms`.
+    Constant {
+        /// Milliseconds.
+        mean_ms: f64,
+    },
+    /// Exponential with mean `mean_ms`.
+    Exponential {
+        /// Milliseconds.
+        mean_ms: f64,
+    },
+    /// Log-normal with mean `mean_ms` and shape `sigma` (the sd of the log).
+    Lognormal {
+        /// Milliseconds.
+        mean_ms: f64,
+        /// Shape.
+        sigma: f64,
+    },
+}
+
+impl ServiceTime {
+    /// The mean, milliseconds.
+    pub fn mean_ms(&self) -> f64 {
+        match *self {
+            ServiceTime::Constant { mean_ms }
+            | ServiceTime::Exponential { mean_ms }
+            | ServiceTime::Lognormal { mean_ms, .. } => mean_ms,
+        }
+    }
+}
+
+/// The traffic a route is offered. Every pattern but `constant` has Poisson arrivals at
+/// the pattern's rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "pattern", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Traffic {
+    /// Evenly spaced arrivals.
+    Constant {
+        /// Requests per second.
+        rps: f64,
+    },
+    /// Poisson arrivals at a fixed rate.
+    Poisson {
+        /// Requests per second.
+        rps: f64,
+    },
+    /// `rps`, and `peak_rps` between `start_s` and `end_s`.
+    Spike {
+        /// Base rate.
+        rps: f64,
+        /// Rate during the spike.
+        peak_rps: f64,
+        /// Spike start, seconds.
+        start_s: f64,
+        /// Spike end, seconds.
+        end_s: f64,
+    },
+    /// `from_rps` until `start_s`, linearly to `to_rps` at `end_s`, then `to_rps`.
+    Ramp {
+        /// Rate before the ramp.
+        from_rps: f64,
+        /// Rate after the ramp.
+        to_rps: f64,
+        /// Ramp start, seconds.
+        start_s: f64,
+        /// Ramp end, seconds.
+        end_s: f64,
+    },
+    /// `rps + amplitude * sin(2 pi t / period_s)`.
+    Sine {
+        /// Mean rate.
+        rps: f64,
+        /// Swing of the rate.
+        amplitude: f64,
+        /// Period, seconds.
+        period_s: f64,
+    },
+    /// The arrival times of a trace (the format of `atrion replay`), every route of the trace
+    /// sent to this route, repeated to fill the scenario, `speed` times as fast.
+    Replay {
+        /// The trace file, relative to the scenario file.
+        file: PathBuf,
+        /// Time compression factor.
+        #[serde(default = "default_speed")]
+        speed: f64,
+    },
+}
+
+fn default_speed() -> f64 {
+    1.0
+}
+
+impl Traffic {
+    /// The rate at `t` seconds (requests per second); replay reports 0 (its times are given).
+    pub fn rate(&self, t: f64) -> f64 {
+        match *self {
+            Traffic::Constant { rps } | Traffic::Poisson { rps } => rps,
+            Traffic::Spike { rps, peak_rps, start_s, end_s } => {
+                if t >= start_s && t < end_s {
+                    peak_rps
+                } else {
+                    rps
+                }
+            }
+            Traffic::Ramp { from_rps, to_rps, start_s, end_s } => {
+                if t <= start_s {
+                    from_rps
+                } else if t >= end_s {
+                    to_rps
+                } else {
+                    from_rps + (to_rps - from_rps) * (t - start_s) / (end_s - start_s)
+                }
+            }
+            Traffic::Sine { rps, amplitude, period_s } => {
+                (rps + amplitude * (2.0 * std::f64::consts::PI * t / period_s).sin()).max(0.0)
+            }
+            Traffic::Replay { .. } => 0.0,
+        }
+    }
+
+    /// The highest rate the pattern reaches.
+    pub fn peak(&self) -> f64 {
+        match *self {
+            Traffic::Constant { rps } | Traffic::Poisson { rps } => rps,
+            Traffic::Spike { rps, peak_rps, .. } => rps.max(peak_rps),
+            Traffic::Ramp { from_rps, to_rps, .. } => from_rps.max(to_rps),
+            Traffic::Sine { rps, amplitude, .. } => rps + amplitude.abs(),
+            Traffic::Replay { .. } => 0.0,
+        }
+    }
+}
+
+/// A fault on one route (or all routes) between `start_s` and `end_s`. In a file, the
+/// kind's parameter sits beside `kind`: `kind = "errors"` with `rate`, `"latency"` with
+/// `multiplier`, `"capacity"` with `factor`, `"outage"` with `mode`, `"degrade"` with
+/// `to_multiplier`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RawFault", into = "RawFault")]
+pub struct FaultSpec {
+    /// The route; all routes when absent.
+    pub route: Option<String>,
+    /// Seconds.
+    pub start_s: f64,
+    /// Seconds.
+    pub end_s: f64,
+    /// What goes wrong.
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
+    start_s: f64,
+    end_s: f64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multiplier: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    factor: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<OutageMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to_multiplier: Option<f64>,
+}
+
+impl TryFrom<RawFault> for FaultSpec {
+    type Error = String;
+    fn try_from(r: RawFault) -> Result<Self, String> {
+        let need = |v: Option<f64>, name: &str| v.ok_or_else(|| format!("fault kind `{}` needs `{name}`", r.kind));
+        let kind = match r.kind.as_str() {
+            "errors" => FaultKind::Errors { rate: need(r.rate, "rate")? },
+            "latency" => FaultKind::Latency { multiplier: need(r.multiplier, "multiplier")? },
+            "capacity" => FaultKind::Capacity { factor: need(r.factor, "factor")? },
+            "outage" => FaultKind::Outage { mode: r.mode.unwrap_or_default() },
+            "degrade" => FaultKind::Degrade { to_multiplier: need(r.to_multiplier, "to_multiplier")? },
+            other => {
+                return Err(format!(
+                    "unknown fault kind `{other}` (errors, latency, capacity, outage, degrade)"
+                ));
+            }
+        };
+        Ok(FaultSpec { route: r.route, start_s: r.start_s, end_s: r.end_s, kind })
+    }
+}
+
+impl From<FaultSpec> for RawFault {
+    fn from(f: FaultSpec) -> Self {
+        let mut r = RawFault {
+            route: f.route,
+            start_s: f.start_s,
+            end_s: f.end_s,
+            kind: String::new(),
+            rate: None,
+            multiplier: None,
+            factor: None,
+            mode: None,
+            to_multiplier: None,
+        };
+        r.kind = match f.kind {
+            FaultKind::Errors { rate } => {
+                r.rate = Some(rate);
+                "errors"
+            }
+            FaultKind::Latency { multiplier } => {
+                r.multiplier = Some(multiplier);
+                "latency"
+            }
+            FaultKind::Capacity { factor } => {
+                r.factor = Some(factor);
+                "capacity"
+            }
+            FaultKind::Outage { mode } => {
+                r.mode = Some(mode);
+                "outage"
+            }
+            FaultKind::Degrade { to_multiplier } => {
+                r.to_multiplier = Some(to_multiplier);
+                "degrade"
+            }
+        }
+        .to_owned();
+        r
+    }
+}
+
+/// What goes wrong during a fault.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum FaultKind {
+    /// A fraction of requests fail after their service time.
+    Errors {
+        /// Fraction in [0, 1].
+        rate: f64,
+    },
+    /// Service time is multiplied (a slow dependency, GC pauses).
+    Latency {
+        /// Factor >= 0.
+        multiplier: f64,
+    },
+    /// Only a fraction of the workers remain.
+    Capacity {
+        /// Fraction in (0, 1].
+        factor: f64,
+    },
+    /// Nothing works: requests are refused at once, or hang until the client times out.
+    Outage {
+        /// `refuse` or `hang`.
+        mode: OutageMode,
+    },
+    /// Service time grows linearly from x1 at the start to `to_multiplier` at the end (the
+    /// boiling frog).
+    Degrade {
+        /// Factor reached at the end.
+        to_multiplier: f64,
+    },
+}
+
+/// How an outage shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutageMode {
+    /// Connection refused: a fast error.
+    #[default]
+    Refuse,
+    /// The request hangs until the client's timeout.
+    Hang,
+}
+
+/// A telemetry-driven experiment (the reference's tick-based tests): every tick, each
+/// controller is given one observation computed from the channel signals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySpec {
+    /// Time between ticks, milliseconds.
+    pub tick_ms: f64,
+    /// Number of ticks.
+    pub ticks: u32,
+    /// Latency signal (ms).
+    pub latency: Signal,
+    /// Error signal (a rate; the reference's experiments go beyond 1).
+    pub error: Signal,
+    /// Saturation signal.
+    pub saturation: Signal,
+}
+
+/// A signal over ticks `t = 1, 2, ...`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Signal {
+    /// The same value every tick.
+    Constant(f64),
+    /// The values in turn, starting with the first at tick 0.
+    Alternate(Vec<f64>),
+    /// `offset + amplitude * sin(2 pi t / period)`, with `t` in ticks, floored at 0.
+    Sine {
+        /// Centre.
+        offset: f64,
+        /// Swing.
+        amplitude: f64,
+        /// Period in ticks.
+        period: f64,
+    },
+}
+
+impl Signal {
+    /// The value at tick `t` (0-based index, as the reference's series are).
+    pub fn at(&self, t: u32) -> f64 {
+        match self {
+            Signal::Constant(v) => *v,
+            Signal::Alternate(vs) => vs.get(t as usize % vs.len().max(1)).copied().unwrap_or(0.0),
+            Signal::Sine { offset, amplitude, period } => {
+                (offset + amplitude * (2.0 * std::f64::consts::PI * f64::from(t) / period).sin()).max(0.0)
+            }
+        }
+    }
+}
+
+/// A metric of a run, by the name scenarios use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Weighted successes within the SLO per second.
+    Goodput,
+    /// Median latency of admitted requests, ms.
+    P50Ms,
+    /// 99th percentile latency of admitted requests, ms.
+    P99Ms,
+    /// Fraction of offered requests shed while the service was healthy.
+    HealthyShed,
+    /// Fraction of all offered requests shed.
+    Shed,
+    /// Fraction of admitted requests that failed.
+    ErrorRate,
+    /// Seconds from the incident's start to the first bin shedding at least 10%.
+    DetectS,
+    /// Seconds from the incident's end until goodput is back to 90% of its level before.
+    RecoverS,
+    /// State transitions (closed, open, half-open).
+    Transitions,
+}
+
+impl Metric {
+    /// All metrics, in table order.
+    pub const ALL: [Metric; 9] = [
+        Metric::Goodput,
+        Metric::P50Ms,
+        Metric::P99Ms,
+        Metric::HealthyShed,
+        Metric::Shed,
+        Metric::ErrorRate,
+        Metric::DetectS,
+        Metric::RecoverS,
+        Metric::Transitions,
+    ];
+
+    /// The name used in files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Goodput => "goodput",
+            Metric::P50Ms => "p50_ms",
+            Metric::P99Ms => "p99_ms",
+            Metric::HealthyShed => "healthy_shed",
+            Metric::Shed => "shed",
+            Metric::ErrorRate => "error_rate",
+            Metric::DetectS => "detect_s",
+            Metric::RecoverS => "recover_s",
+            Metric::Transitions => "transitions",
+        }
+    }
+}
+
+/// A pass criterion: `controller`'s `metric` compared with a bound, or with another
+/// controller's value times `factor`. A metric that has no value (never detected, never
+/// recovered) counts as infinitely large.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The controller judged.
+    pub controller: String,
+    /// The metric.
+    pub metric: Metric,
+    /// Value must be `>= min`.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Value must be `<= max`.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Value must equal this exactly.
+    #[serde(default)]
+    pub equals: Option<f64>,
+    /// Value must be `<= factor *` that controller's value.
+    #[serde(default)]
+    pub at_most: Option<String>,
+    /// Value must be `>= factor *` that controller's value.
+    #[serde(default)]
+    pub at_least: Option<String>,
+    /// Factor of the comparison with another controller (1 by default).
+    #[serde(default = "default_factor")]
+    pub factor: f64,
+    /// Why this is expected, shown when it fails.
+    #[serde(default)]
+    pub why: String,
+}
+
+fn default_factor() -> f64 {
+    1.0
+}
+
+impl Scenario {
+    /// Parses and validates a scenario. `base` is the folder that relative paths in it
+    /// (replayed traces) are resolved against.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Scenario, ScenarioError> {
+        let mut s: Scenario = toml::from_str(text)?;
+        for r in &mut s.routes {
+            if let Some(Traffic::Replay { file, .. }) = &mut r.traffic
+                && file.is_relative()
+            {
+                *file = base.join(&*file);
+            }
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Reads a scenario file.
+    pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { path: path.to_owned(), source })?;
+        Scenario::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// The same scenario shortened to `quick_duration_s` (when it has one): every time in
+    /// it is scaled by the same factor, so the story keeps its shape.
+    pub fn quick(&self) -> Scenario {
+        let Some(q) = self.quick_duration_s else { return self.clone() };
+        let k = q / self.duration_s;
+        let mut s = self.clone();
+        s.duration_s = q;
+        s.incident = s.incident.map(|[a, b]| [a * k, b * k]);
+        s.healthy = s.healthy.iter().map(|[a, b]| [a * k, b * k]).collect();
+        for f in &mut s.faults {
+            f.start_s *= k;
+            f.end_s *= k;
+        }
+        for r in &mut s.routes {
+            match &mut r.traffic {
+                Some(Traffic::Spike { start_s, end_s, .. } | Traffic::Ramp { start_s, end_s, .. }) => {
+                    *start_s *= k;
+                    *end_s *= k;
+                }
+                Some(Traffic::Sine { period_s, .. }) => *period_s *= k,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The incident window `[start, end]` in seconds, if the scenario has one.
+    pub fn incident_window(&self) -> Option<[f64; 2]> {
+        self.incident.or_else(|| self.faults.first().map(|f| [f.start_s, f.end_s]))
+    }
+
+    /// The healthy windows in seconds.
+    pub fn healthy_windows(&self) -> Vec<[f64; 2]> {
+        if !self.healthy.is_empty() {
+            return self.healthy.clone();
+        }
+        let start = self
+            .incident_window()
+            .map(|[a, _]| a)
+            .into_iter()
+            .chain(self.faults.iter().map(|f| f.start_s))
+            .fold(self.duration_s, f64::min);
+        vec![[0.0, start]]
+    }
+
+    fn invalid(&self, field: impl Into<String>, reason: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { scenario: self.name.clone(), field: field.into(), reason: reason.into() }
+    }
+
+    /// Checks every rule: positive sizes and rates, faults inside the run, known routes.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.invalid("name", "must be non-empty ASCII letters, digits, `-` or `_`"));
+        }
+        if !pos(self.duration_s) || self.duration_s > 86_400.0 {
+            return Err(self.invalid("duration_s", "must be in (0, 86400]"));
+        }
+        if let Some(q) = self.quick_duration_s
+            && (!pos(q) || q > self.duration_s)
+        {
+            return Err(self.invalid("quick_duration_s", "must be in (0, duration_s]"));
+        }
+        if !pos(self.bin_ms) || self.bin_ms > self.duration_s * 1e3 {
+            return Err(self.invalid("bin_ms", "must be positive and at most the duration"));
+        }
+        if !pos(self.slo_ms) {
+            return Err(self.invalid("slo_ms", "must be positive"));
+        }
+        for name in &self.controllers {
+            if !crate::controller::NAMES.contains(&name.as_str()) {
+                return Err(self.invalid("controllers", format!("unknown controller `{name}`")));
+            }
+        }
+        for name in self.settings.keys() {
+            if !crate::controller::NAMES.contains(&name.as_str()) {
+                return Err(self.invalid("settings", format!("unknown controller `{name}`")));
+            }
+        }
+        if let Some(t) = &self.telemetry {
+            if !pos(t.tick_ms) || t.ticks == 0 {
+                return Err(self.invalid("telemetry", "tick_ms must be positive and ticks at least 1"));
+            }
+            for (name, sig) in [("latency", &t.latency), ("error", &t.error), ("saturation", &t.saturation)] {
+                let ok = match sig {
+                    Signal::Constant(v) => v.is_finite() && *v >= 0.0,
+                    Signal::Alternate(vs) => !vs.is_empty() && vs.iter().all(|v| v.is_finite() && *v >= 0.0),
+                    Signal::Sine { offset, amplitude, period } => {
+                        offset.is_finite() && amplitude.is_finite() && pos(*period)
+                    }
+                };
+                if !ok {
+                    return Err(self.invalid(format!("telemetry.{name}"), "values must be finite and >= 0"));
+                }
+            }
+        } else if self.routes.is_empty() {
+            return Err(self.invalid("route", "a scenario needs at least one route (or a [telemetry] section)"));
+        }
+        let names: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        for (i, r) in self.routes.iter().enumerate() {
+            let f = |k: &str| format!("route[{i}].{k}");
+            if r.name.is_empty() || names[..i].contains(&r.name.as_str()) {
+                return Err(self.invalid(f("name"), "must be non-empty and unique"));
+            }
+            if r.workers == 0 {
+                return Err(self.invalid(f("workers"), "must be at least 1"));
+            }
+            if !pos(r.timeout_ms) {
+                return Err(self.invalid(f("timeout_ms"), "must be positive"));
+            }
+            if !(r.weight.is_finite() && r.weight >= 0.0) {
+                return Err(self.invalid(f("weight"), "must be finite and >= 0"));
+            }
+            let svc_ok = match r.service {
+                ServiceTime::Constant { mean_ms } | ServiceTime::Exponential { mean_ms } => pos(mean_ms),
+                ServiceTime::Lognormal { mean_ms, sigma } => pos(mean_ms) && sigma.is_finite() && sigma >= 0.0,
+            };
+            if !svc_ok {
+                return Err(self.invalid(f("service"), "mean_ms must be positive and sigma >= 0"));
+            }
+            if let Some(p) = &r.priority {
+                p.parse::<atrion_core::Priority>().map_err(|e| self.invalid(f("priority"), e.to_string()))?;
+            }
+            if let Some(c) = &r.calls
+                && (!names.contains(&c.as_str()) || c == &r.name)
+            {
+                return Err(self.invalid(f("calls"), format!("`{c}` is not another route of the scenario")));
+            }
+            if let Some(o) = &r.shares {
+                let owner = self.routes.iter().find(|x| &x.name == o);
+                if owner.is_none_or(|x| x.shares.is_some() || x.name == r.name) {
+                    return Err(self.invalid(f("shares"), format!("`{o}` is not another route owning its workers")));
+                }
+            }
+            match &r.traffic {
+                Some(Traffic::Replay { speed, .. }) if !pos(*speed) => {
+                    return Err(self.invalid(f("traffic.speed"), "must be positive"));
+                }
+                Some(Traffic::Replay { .. }) | None => {}
+                Some(t) => {
+                    let rates_ok = match *t {
+                        Traffic::Spike { start_s, end_s, .. } | Traffic::Ramp { start_s, end_s, .. } => {
+                            start_s.is_finite() && end_s.is_finite() && start_s >= 0.0 && start_s < end_s
+                        }
+                        Traffic::Sine { period_s, amplitude, .. } => pos(period_s) && amplitude.is_finite(),
+                        _ => true,
+                    };
+                    let peak = t.peak();
+                    if !rates_ok || !(peak.is_finite() && (0.0..=10_000_000.0).contains(&peak)) {
+                        return Err(self.invalid(f("traffic"), "rates must be in [0, 1e7] and windows ordered"));
+                    }
+                }
+            }
+        }
+        // A chain must not loop.
+        for r in &self.routes {
+            let mut hops = 0;
+            let mut at = r;
+            while let Some(next) = &at.calls {
+                hops += 1;
+                at = self.routes.iter().find(|x| &x.name == next).unwrap_or(at);
+                if hops > self.routes.len() {
+                    return Err(self.invalid("route.calls", format!("`{}` calls itself through a loop", r.name)));
+                }
+            }
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            let f = |k: &str| format!("fault[{i}].{k}");
+            if !(fault.start_s.is_finite() && fault.end_s.is_finite() && 0.0 <= fault.start_s && fault.start_s < fault.end_s)
+            {
+                return Err(self.invalid(f("start_s"), "need 0 <= start_s < end_s"));
+            }
+            if let Some(route) = &fault.route
+                && !names.contains(&route.as_str())
+            {
+                return Err(self.invalid(f("route"), format!("unknown route `{route}`")));
+            }
+            let ok = match fault.kind {
+                FaultKind::Errors { rate } => (0.0..=1.0).contains(&rate),
+                FaultKind::Latency { multiplier } => multiplier.is_finite() && multiplier >= 0.0,
+                FaultKind::Capacity { factor } => factor > 0.0 && factor <= 1.0,
+                FaultKind::Outage { .. } => true,
+                FaultKind::Degrade { to_multiplier } => to_multiplier.is_finite() && to_multiplier >= 1.0,
+            };
+            if !ok {
+                return Err(self.invalid(
+                    f("kind"),
+                    "rate in [0, 1], multiplier >= 0, factor in (0, 1], to_multiplier >= 1",
+                ));
+            }
+        }
+        for (i, e) in self.expects.iter().enumerate() {
+            let f = |k: &str| format!("expect[{i}].{k}");
+            if !crate::controller::NAMES.contains(&e.controller.as_str()) {
+                return Err(self.invalid(f("controller"), format!("unknown controller `{}`", e.controller)));
+            }
+            for other in [&e.at_most, &e.at_least].into_iter().flatten() {
+                if !crate::controller::NAMES.contains(&other.as_str()) {
+                    return Err(self.invalid(f("at_most/at_least"), format!("unknown controller `{other}`")));
+                }
+            }
+            if e.min.is_none() && e.max.is_none() && e.equals.is_none() && e.at_most.is_none() && e.at_least.is_none()
+            {
+                return Err(self.invalid(f("metric"), "needs min, max, equals, at_most or at_least"));
+            }
+        }
+        Ok(())
+    }
+}
