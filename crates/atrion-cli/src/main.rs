@@ -4,8 +4,12 @@
 //!   per route, the decisions, the mode transitions and the peak resistance.
 //! - `atrion config [--model M]`: print a model's complete physics config as TOML.
 //! - `atrion node --store URL --node-id ID`: one node of a cluster, printing its view.
+//! - `atrion simulate`: the wind tunnel; scenarios against Atrion and its peers, tables,
+//!   JSON or a Markdown page, and SVG charts.
+//! - `atrion stability-map`: the reference's stability grid, and the same without
+//!   saturated inputs, as tables and heat maps.
 //!
-//! Later issues add `simulate`, `stability-map` and `serve`.
+//! A later issue adds `serve`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +19,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod node;
 mod replay;
-mod trace;
+mod simulate;
 
-/// Physics-based admission control: replay traces through the Atrion engine.
+/// Physics-based admission control: replay traces, run the wind tunnel, run cluster nodes.
 #[derive(Debug, Parser)]
 #[command(name = "atrion", version, about, long_about = None)]
 struct Cli {
@@ -35,6 +39,11 @@ enum Command {
     /// Run one node of a cluster: traffic on a route (failing in a time window, if asked),
     /// state shared through Redis or PostgreSQL, and the node's view printed as JSON lines.
     Node(node::NodeArgs),
+    /// Run wind-tunnel scenarios: Atrion beside a circuit breaker and adaptive limiters on
+    /// identical simulated traffic and faults. Exits 1 when a scenario's criteria fail.
+    Simulate(simulate::SimulateArgs),
+    /// The stability map: resistance variance over a grid of scar decay and trauma.
+    StabilityMap(simulate::StabilityArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {
         /// The model whose constants to print.
@@ -121,6 +130,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::StabilityMap(args) => simulate::stability_map(&args),
     };
     match result {
         Ok(code) => code,

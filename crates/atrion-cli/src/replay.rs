@@ -14,8 +14,8 @@ use atrion::{
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::trace::{self, Row, RowError};
 use crate::{FeedArg, FormatArg, ReplayArgs};
+use atrion_sim::trace::{self, Row, RowError};
 
 /// Rows with errors printed before the rest are only counted.
 const ERRORS_SHOWN: usize = 20;

@@ -11,5 +11,7 @@ fn main() {
 }
 #[allow(dead_code)]
 fn dbg_bins(r: &atrion_sim::ScenarioReport) {
-    for b in r.results[0].bins.iter().take(5) { println!("{b:?}"); }
+    for b in r.results[0].bins.iter().take(5) {
+        println!("{b:?}");
+    }
 }

@@ -122,7 +122,11 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
             (format!("{n} ({unit})"), c, p)
         })
         .collect();
-    panels.push(Panel { title: "resistance (Atrion), limit (limiters), failure % (breaker)", y_label: "level", lines: levels });
+    panels.push(Panel {
+        title: "resistance (Atrion), limit (limiters), failure % (breaker)",
+        y_label: "level",
+        lines: levels,
+    });
     let states: Vec<_> = series(&|b| f64::from(b.state))
         .into_iter()
         .enumerate()

@@ -83,7 +83,28 @@ pub struct RunOptions {
 /// The scenarios that ship with Atrion, by name, in the order of the results page.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("chaos", include_str!("../../../scenarios/chaos.toml")),
+    ("fintech-isolation", include_str!("../../../scenarios/fintech-isolation.toml")),
+    ("flash-crowd", include_str!("../../../scenarios/flash-crowd.toml")),
+    ("slow-attacker", include_str!("../../../scenarios/slow-attacker.toml")),
+    ("llm-router", include_str!("../../../scenarios/llm-router.toml")),
+    ("game-lod", include_str!("../../../scenarios/game-lod.toml")),
+    ("game-lod-v2", include_str!("../../../scenarios/game-lod-v2.toml")),
+    ("cb-recovery", include_str!("../../../scenarios/cb-recovery.toml")),
+    ("predictive-lod", include_str!("../../../scenarios/predictive-lod.toml")),
+    ("ecommerce", include_str!("../../../scenarios/ecommerce.toml")),
+    ("iot-tiers", include_str!("../../../scenarios/iot-tiers.toml")),
+    ("microservice-chain", include_str!("../../../scenarios/microservice-chain.toml")),
+    ("autotuner-learning", include_str!("../../../scenarios/autotuner-learning.toml")),
     ("flapping", include_str!("../../../scenarios/flapping.toml")),
+    ("flapping-unsaturated", include_str!("../../../scenarios/flapping-unsaturated.toml")),
+    ("threshold-flapping", include_str!("../../../scenarios/threshold-flapping.toml")),
+    ("latency-step", include_str!("../../../scenarios/latency-step.toml")),
+    ("slow-degradation", include_str!("../../../scenarios/slow-degradation.toml")),
+    ("rate-10", include_str!("../../../scenarios/rate-10.toml")),
+    ("rate-100", include_str!("../../../scenarios/rate-100.toml")),
+    ("rate-10000", include_str!("../../../scenarios/rate-10000.toml")),
+    ("no-traffic-recovery", include_str!("../../../scenarios/no-traffic-recovery.toml")),
+    ("gradient2-drift", include_str!("../../../scenarios/gradient2-drift.toml")),
 ];
 
 /// A built-in scenario by name, parsed; `None` when no built-in has that name.

@@ -48,7 +48,13 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub fn new(bins: usize, width: u64, slo_ms: f64) -> Self {
-        Recorder { bins: vec![Bin::default(); bins.max(1)], width: width.max(1), slo_ms, current: 0, latency: histogram() }
+        Recorder {
+            bins: vec![Bin::default(); bins.max(1)],
+            width: width.max(1),
+            slo_ms,
+            current: 0,
+            latency: histogram(),
+        }
     }
 
     fn index(&self, t: u64) -> usize {

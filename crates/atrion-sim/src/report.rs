@@ -227,7 +227,10 @@ pub fn markdown_table(report: &ScenarioReport) -> String {
     let (header, rows) = rows(report);
     let mut out = String::new();
     out.push_str(&format!("| {} |\n", header.join(" | ")));
-    out.push_str(&format!("|{}\n", header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()));
+    out.push_str(&format!(
+        "|{}\n",
+        header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()
+    ));
     for r in rows {
         out.push_str(&format!("| {} |\n", r.join(" | ")));
     }

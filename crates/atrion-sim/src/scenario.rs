@@ -59,6 +59,9 @@ pub struct Scenario {
     /// Where the case comes from (a reference wind-tunnel case, a peer's known failure mode).
     #[serde(default)]
     pub origin: String,
+    /// What the results mean (Markdown), printed under the table of the results page.
+    #[serde(default)]
+    pub notes: String,
     /// Simulated length, seconds.
     #[serde(default = "default_duration")]
     pub duration_s: f64,
@@ -311,11 +314,20 @@ pub struct FaultSpec {
     pub end_s: f64,
     /// What goes wrong.
     pub kind: FaultKind,
+    /// When set, the fault repeats with this period: it is on for the first `duty` of each
+    /// period (flapping).
+    pub period_s: Option<f64>,
+    /// Fraction of each period the fault is on (0.5 by default).
+    pub duty: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    period_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    duty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     route: Option<String>,
     start_s: f64,
@@ -344,18 +356,25 @@ impl TryFrom<RawFault> for FaultSpec {
             "outage" => FaultKind::Outage { mode: r.mode.unwrap_or_default() },
             "degrade" => FaultKind::Degrade { to_multiplier: need(r.to_multiplier, "to_multiplier")? },
             other => {
-                return Err(format!(
-                    "unknown fault kind `{other}` (errors, latency, capacity, outage, degrade)"
-                ));
+                return Err(format!("unknown fault kind `{other}` (errors, latency, capacity, outage, degrade)"));
             }
         };
-        Ok(FaultSpec { route: r.route, start_s: r.start_s, end_s: r.end_s, kind })
+        Ok(FaultSpec {
+            route: r.route,
+            start_s: r.start_s,
+            end_s: r.end_s,
+            kind,
+            period_s: r.period_s,
+            duty: r.duty.unwrap_or(0.5),
+        })
     }
 }
 
 impl From<FaultSpec> for RawFault {
     fn from(f: FaultSpec) -> Self {
         let mut r = RawFault {
+            period_s: f.period_s,
+            duty: f.period_s.map(|_| f.duty),
             route: f.route,
             start_s: f.start_s,
             end_s: f.end_s,
@@ -766,9 +785,15 @@ impl Scenario {
         }
         for (i, fault) in self.faults.iter().enumerate() {
             let f = |k: &str| format!("fault[{i}].{k}");
-            if !(fault.start_s.is_finite() && fault.end_s.is_finite() && 0.0 <= fault.start_s && fault.start_s < fault.end_s)
+            if !(fault.start_s.is_finite()
+                && fault.end_s.is_finite()
+                && 0.0 <= fault.start_s
+                && fault.start_s < fault.end_s)
             {
                 return Err(self.invalid(f("start_s"), "need 0 <= start_s < end_s"));
+            }
+            if fault.period_s.is_some_and(|p| !(p.is_finite() && p > 0.0)) || !(fault.duty > 0.0 && fault.duty <= 1.0) {
+                return Err(self.invalid(f("period_s"), "period_s must be positive and duty in (0, 1]"));
             }
             if let Some(route) = &fault.route
                 && !names.contains(&route.as_str())
@@ -783,10 +808,9 @@ impl Scenario {
                 FaultKind::Degrade { to_multiplier } => to_multiplier.is_finite() && to_multiplier >= 1.0,
             };
             if !ok {
-                return Err(self.invalid(
-                    f("kind"),
-                    "rate in [0, 1], multiplier >= 0, factor in (0, 1], to_multiplier >= 1",
-                ));
+                return Err(
+                    self.invalid(f("kind"), "rate in [0, 1], multiplier >= 0, factor in (0, 1], to_multiplier >= 1")
+                );
             }
         }
         for (i, e) in self.expects.iter().enumerate() {
@@ -799,8 +823,7 @@ impl Scenario {
                     return Err(self.invalid(f("at_most/at_least"), format!("unknown controller `{other}`")));
                 }
             }
-            if e.min.is_none() && e.max.is_none() && e.equals.is_none() && e.at_most.is_none() && e.at_least.is_none()
-            {
+            if e.min.is_none() && e.max.is_none() && e.equals.is_none() && e.at_most.is_none() && e.at_least.is_none() {
                 return Err(self.invalid(f("metric"), "needs min, max, equals, at_most or at_least"));
             }
         }

@@ -36,6 +36,8 @@ struct Fault {
     start: u64,
     end: u64,
     kind: FaultKind,
+    /// Repeating faults: (period, time on per period).
+    cycle: Option<(u64, u64)>,
 }
 
 /// Arrival times of one route's offered traffic.
@@ -87,6 +89,11 @@ impl Route {
             if t < f.start || t >= f.end {
                 continue;
             }
+            if let Some((period, on)) = f.cycle
+                && (t - f.start) % period >= on
+            {
+                continue;
+            }
             match f.kind {
                 FaultKind::Errors { rate } => c.error_rate = c.error_rate.max(rate),
                 FaultKind::Latency { multiplier } => c.latency *= multiplier,
@@ -106,8 +113,6 @@ impl Route {
     fn draw_service(&self, rng: &mut ChaCha8Rng) -> f64 {
         draw_service(self.service, self.mu, rng)
     }
-
-
 
     /// The next arrival after `now`, if any before `end`.
     fn next_arrival(&mut self, now: u64, end: u64) -> Option<u64> {
@@ -261,7 +266,12 @@ impl Sim {
                 .faults
                 .iter()
                 .filter(|f| f.route.as_deref().is_none_or(|r| r == spec.name))
-                .map(|f| Fault { start: (f.start_s * SEC) as u64, end: (f.end_s * SEC) as u64, kind: f.kind })
+                .map(|f| Fault {
+                    start: (f.start_s * SEC) as u64,
+                    end: (f.end_s * SEC) as u64,
+                    kind: f.kind,
+                    cycle: f.period_s.map(|p| ((p * SEC) as u64, (p * f.duty * SEC) as u64)),
+                })
                 .collect();
             let mu = match spec.service {
                 ServiceTime::Lognormal { mean_ms, sigma } => mean_ms.ln() - sigma * sigma / 2.0,
@@ -530,11 +540,8 @@ impl Sim {
 }
 
 fn trace_arrivals(scenario: &Scenario, file: &std::path::Path, speed: f64) -> Result<Arrivals, crate::ScenarioError> {
-    let fail = |reason: String| crate::ScenarioError::Trace {
-        scenario: scenario.name.clone(),
-        path: file.to_owned(),
-        reason,
-    };
+    let fail =
+        |reason: String| crate::ScenarioError::Trace { scenario: scenario.name.clone(), path: file.to_owned(), reason };
     let f = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
     let reader = std::io::BufReader::new(f);
     let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));

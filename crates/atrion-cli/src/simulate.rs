@@ -1,0 +1,377 @@
+//! `atrion simulate` and `atrion stability-map`: the wind tunnel on the command line.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use atrion_sim::stability::{self, StabilityConfig, StabilityMap};
+use atrion_sim::{Metric, RunOptions, Scenario, ScenarioReport, chart};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ModelArg;
+
+/// Arguments of `atrion simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// A built-in scenario name or a scenario file (repeatable).
+    #[arg(long = "scenario", value_name = "NAME|FILE")]
+    pub scenarios: Vec<String>,
+    /// Every built-in scenario.
+    #[arg(long)]
+    pub all: bool,
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Only these controllers (comma-separated; those a criterion compares with still run).
+    #[arg(long, value_delimiter = ',')]
+    pub controllers: Vec<String>,
+    /// Override each scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run the shortened form of each scenario (what the test suite runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// Override a controller setting for every scenario, `CONTROLLER.KEY=VALUE` with a TOML
+    /// value, e.g. `atrion-default.half_open.backoff_factor=1.5` (repeatable).
+    #[arg(long = "set", value_name = "CONTROLLER.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print one JSON document instead of tables.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print a Markdown results page (what docs/RESULTS.md is made from).
+    #[arg(long)]
+    pub markdown: bool,
+    /// Folder the SVG charts are written to.
+    #[arg(long, default_value = "target/atrion-sim")]
+    pub out: PathBuf,
+    /// How the Markdown page links to the charts (default: the --out folder).
+    #[arg(long)]
+    pub link_base: Option<String>,
+    /// Do not write charts.
+    #[arg(long)]
+    pub no_charts: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Arguments of `atrion stability-map`.
+#[derive(Debug, clap::Args)]
+pub struct StabilityArgs {
+    /// The physics model.
+    #[arg(long, value_enum, default_value_t = ModelArg::Reference)]
+    pub model: ModelArg,
+    /// The experiment as TOML (grid, ticks, input signals, score, physics overrides); by
+    /// default the reference's published experiment.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Also run the same grid with an input that does not saturate (ignored with --config).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub unsaturated: bool,
+    /// Print one JSON document instead of the maps.
+    #[arg(long)]
+    pub json: bool,
+    /// Folder the heat-map SVGs are written to.
+    #[arg(long, default_value = "target/atrion-sim")]
+    pub out: PathBuf,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn bar(len: u64, what: &str, hidden: bool) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} [{{bar:40}}] {{pos}}/{{len}} {{msg}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `--set CONTROLLER.KEY=VALUE` into the scenario's settings (dotted keys nest).
+fn apply_set(scenario: &mut Scenario, set: &str) -> Result<()> {
+    let (path, value) = set.split_once('=').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
+    let (controller, key) =
+        path.split_once('.').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
+    if !atrion_sim::NAMES.contains(&controller) {
+        bail!("--set `{set}`: unknown controller `{controller}` (known: {:?})", atrion_sim::NAMES);
+    }
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut table = scenario.settings.entry(controller.to_owned()).or_default();
+    let keys: Vec<&str> = key.split('.').collect();
+    for k in &keys[..keys.len() - 1] {
+        let entry = table.entry((*k).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().with_context(|| format!("--set `{set}`: `{k}` is not a table"))?;
+    }
+    table.insert(keys[keys.len() - 1].to_owned(), value);
+    Ok(())
+}
+
+/// The scenarios named on the command line.
+fn scenarios(args: &SimulateArgs) -> Result<Vec<Scenario>> {
+    let mut list = Vec::new();
+    if args.all {
+        for (name, _) in atrion_sim::BUILTIN {
+            list.push(atrion_sim::load(name)?);
+        }
+    }
+    for s in &args.scenarios {
+        list.push(atrion_sim::load(s).with_context(|| format!("scenario `{s}`"))?);
+    }
+    if list.is_empty() {
+        bail!("name a scenario with --scenario NAME|FILE, or run them all with --all (--list shows them)");
+    }
+    for s in &mut list {
+        for set in &args.sets {
+            apply_set(s, set)?;
+        }
+    }
+    Ok(list)
+}
+
+/// `atrion simulate`
+pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
+    if args.list {
+        for (name, _) in atrion_sim::BUILTIN {
+            let s = atrion_sim::load(name)?;
+            println!("{name:<22} {}", s.description);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &args.controllers {
+        if !atrion_sim::NAMES.contains(&c.as_str()) {
+            bail!("unknown controller `{c}` (known: {:?})", atrion_sim::NAMES);
+        }
+    }
+    let list = scenarios(args)?;
+    let options = RunOptions { seed: args.seed, controllers: args.controllers.clone(), quick: args.quick };
+    let progress = bar(list.len() as u64, "simulating", args.no_progress || args.json);
+    let mut reports = Vec::new();
+    for s in &list {
+        progress.set_message(s.name.clone());
+        let report = atrion_sim::run_scenario_with(s, &options, |c| progress.set_message(format!("{} {c}", s.name)))?;
+        progress.inc(1);
+        reports.push(report);
+    }
+    progress.finish_and_clear();
+
+    let mut charts = Vec::new();
+    if !args.no_charts {
+        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        for r in &reports {
+            let path = args.out.join(format!("{}.svg", r.scenario.name));
+            let svg = chart::scenario_svg(r)?;
+            std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+            charts.push(path);
+        }
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if args.markdown {
+        let base = args.link_base.clone().unwrap_or_else(|| args.out.display().to_string());
+        print!("{}", markdown_page(&reports, &base, args));
+    } else {
+        for r in &reports {
+            println!("{} — {}  (seed {})", r.scenario.name, r.scenario.description, r.seed);
+            println!("{}", atrion_sim::text_table(r));
+        }
+        if !charts.is_empty() {
+            println!("charts: {}", args.out.display());
+        }
+    }
+    let failed: Vec<&str> = reports.iter().filter(|r| !r.passed()).map(|r| r.scenario.name.as_str()).collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !args.json && !args.markdown {
+            eprintln!("criteria failed in: {}", failed.join(", "));
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Lower is better for these metrics; higher for goodput.
+fn better(metric: Metric, a: f64, b: f64) -> bool {
+    match metric {
+        Metric::Goodput => a > b * 1.05,
+        _ => a < b * 0.95 && (b - a) > 1e-3,
+    }
+}
+
+/// Where `atrion-default` is beaten by a peer by more than 5%.
+fn losses(r: &ScenarioReport) -> Vec<String> {
+    let Some(ours) = r.result("atrion-default") else { return Vec::new() };
+    let metrics: &[Metric] = if r.is_telemetry() {
+        &[Metric::Transitions]
+    } else {
+        &[Metric::Goodput, Metric::P99Ms, Metric::HealthyShed, Metric::RecoverS, Metric::Transitions]
+    };
+    let mut out = Vec::new();
+    for &m in metrics {
+        let mine = ours.summary.get(m).unwrap_or(f64::INFINITY);
+        let winners: Vec<String> = r
+            .results
+            .iter()
+            .filter(|p| p.controller != "atrion-default" && p.controller != "atrion-reference")
+            .filter(|p| !(m == Metric::Transitions && matches!(p.controller.as_str(), "aimd" | "gradient2" | "envoy")))
+            .filter_map(|p| {
+                let theirs = p.summary.get(m).unwrap_or(f64::INFINITY);
+                (theirs.is_finite() && better(m, theirs, mine)).then(|| format!("{} ({})", p.controller, short(theirs)))
+            })
+            .collect();
+        if !winners.is_empty() {
+            out.push(format!("{} {} vs {}", m.as_str(), short(mine), winners.join(", ")));
+        }
+    }
+    out
+}
+
+fn short(x: f64) -> String {
+    if !x.is_finite() {
+        "never".into()
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn markdown_page(reports: &[ScenarioReport], base: &str, args: &SimulateArgs) -> String {
+    let mut cmd = String::from("atrion simulate");
+    if args.all {
+        cmd.push_str(" --all");
+    }
+    for s in &args.scenarios {
+        cmd.push_str(&format!(" --scenario {s}"));
+    }
+    if args.quick {
+        cmd.push_str(" --quick");
+    }
+    for s in &args.sets {
+        cmd.push_str(&format!(" --set {s}"));
+    }
+    let mut out = String::new();
+    out.push_str("# Wind-tunnel results\n\n");
+    out.push_str(&format!(
+        "Generated by `{cmd} --markdown --out {} --link-base {base}`; do not edit by hand. \
+         Every scenario is a file in `scenarios/`; every number below is reproduced, byte for byte, \
+         by the same command with the same seed. Metrics: goodput is successes within the scenario's \
+         SLO per second (weighted where routes have weights); p50/p99 are latencies of admitted requests \
+         (a refused request counts 0 ms, a timed-out one its timeout); healthy shed is the share of \
+         requests shed while the service was healthy; detect is the time from the incident's start to \
+         the first 100 ms bin shedding 10% or more; recover is the time from the incident's end until \
+         goodput holds 90% of its pre-incident share for 2 s; transitions count closed/open/half-open \
+         changes (limiters have none).\n\n",
+        args.out.display()
+    ));
+    out.push_str("## Summary\n\n| scenario | criteria | atrion-default is beaten on |\n|---|---|---|\n");
+    for r in reports {
+        let passed = r.checks.iter().filter(|c| c.passed).count();
+        let l = losses(r);
+        out.push_str(&format!(
+            "| [{}](#{}) | {}/{} | {} |\n",
+            r.scenario.name,
+            r.scenario.name,
+            passed,
+            r.checks.len(),
+            if l.is_empty() { "—".to_owned() } else { l.join("; ") }
+        ));
+    }
+    for r in reports {
+        out.push_str(&format!("\n## {}\n\n{}", r.scenario.name, r.scenario.description));
+        if !r.scenario.origin.is_empty() {
+            out.push_str(&format!(" *({})*", r.scenario.origin));
+        }
+        out.push_str(&format!(". Seed {}.\n\n", r.seed));
+        out.push_str(&atrion_sim::markdown_table(r));
+        let l = losses(r);
+        if !l.is_empty() {
+            out.push_str(&format!("\nWhere `atrion-default` is beaten: {}.\n", l.join("; ")));
+        }
+        if !r.scenario.notes.is_empty() {
+            out.push_str(&format!("\n{}\n", r.scenario.notes.trim()));
+        }
+        if !args.no_charts {
+            out.push_str(&format!("\n![{}]({base}/{}.svg)\n", r.scenario.name, r.scenario.name));
+        }
+    }
+    out
+}
+
+/// `atrion stability-map`
+pub fn stability_map(args: &StabilityArgs) -> Result<ExitCode> {
+    let mut configs: Vec<(&str, StabilityConfig)> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            vec![("custom", toml::from_str(&text).with_context(|| format!("malformed {}", path.display()))?)]
+        }
+        None => {
+            let model = args.model.model();
+            let mut v = vec![("saturated", StabilityConfig::reference().for_model(model))];
+            if args.unsaturated {
+                v.push(("unsaturated", StabilityConfig::unsaturated().for_model(model)));
+            }
+            v
+        }
+    };
+    let cells: u64 = configs.iter().map(|(_, c)| u64::from(c.lambda.steps) * u64::from(c.sigma.steps)).sum();
+    let progress = bar(cells, "mapping", args.no_progress || args.json);
+    let mut maps = Vec::new();
+    for (name, config) in configs.drain(..) {
+        let map = stability::run(&config, || progress.inc(1))?;
+        maps.push((name, map));
+    }
+    progress.finish_and_clear();
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let model = format!("{:?}", args.model.model()).to_lowercase();
+    let mut written = Vec::new();
+    for (name, map) in &maps {
+        let path = args.out.join(format!("stability-{model}-{name}.svg"));
+        std::fs::write(&path, chart::stability_svg(map)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    if args.json {
+        let doc: Vec<_> = maps.iter().map(|(n, m)| serde_json::json!({ "input": n, "map": m })).collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for ((name, map), path) in maps.iter().zip(&written) {
+            print_map(name, map, path);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_map(name: &str, map: &StabilityMap, path: &Path) {
+    println!(
+        "stability map, {:?} model, {name} input ({}x{} cells)",
+        map.config.model,
+        map.lambdas.len(),
+        map.sigmas.len()
+    );
+    println!("  sigma \\ lambda {}", map.lambdas.iter().map(|l| format!("{l:>5.2}")).collect::<Vec<_>>().join(" "));
+    for (j, s) in map.sigmas.iter().enumerate().rev() {
+        let row: Vec<String> = map.scores.iter().map(|col| format!("{:>5.0}", col[j] * 100.0)).collect();
+        println!("  {s:>14.1} {}", row.join(" "));
+    }
+    println!(
+        "  mean score {:.1}%   stable (>= 80%) {}/{}   chaotic (< 30%) {}/{}",
+        map.mean * 100.0,
+        map.stable,
+        map.lambdas.len() * map.sigmas.len(),
+        map.chaotic,
+        map.lambdas.len() * map.sigmas.len()
+    );
+    println!("  heat map: {}\n", path.display());
+}
