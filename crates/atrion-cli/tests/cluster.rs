@@ -68,7 +68,7 @@ fn three_processes(store: &str) {
     assert!(a.iter().all(|v| field(v, "cluster_scar") < 1e-9), "A's cluster view stays empty: nothing echoed");
 
     // Healing, from 4.5 s to 6.5 s: everyone's view shrinks by e^(-lambda dt), as on one node.
-    let lambda = std::f64::consts::LN_2 / 5.0;
+    let lambda = atrion::PhysicsConfig::default().scar_decay;
     let expected = (-lambda * 2.0).exp();
     let ratio = |view: &[Value], k: &str| at(view, 6.5, k) / at(view, 4.5, k);
     let a_ratio = ratio(&a, "local_scar");

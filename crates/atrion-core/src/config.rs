@@ -163,8 +163,8 @@ impl Default for HalfOpenConfig {
     fn default() -> Self {
         HalfOpenConfig {
             open_base: Duration::from_secs(2),
-            open_max: Duration::from_secs(60),
-            backoff_factor: 2.0,
+            open_max: Duration::from_secs(30),
+            backoff_factor: 1.5,
             backoff_half_life: Duration::from_secs(120),
             probe_window: Duration::from_millis(500),
             probe_min: 1,
@@ -280,7 +280,7 @@ impl Default for PhysicsConfig {
             momentum_weight: 5.0,
             momentum_max: 2.0,
             momentum_scar: 1.0,
-            scar_decay: std::f64::consts::LN_2 / 5.0,
+            scar_decay: std::f64::consts::LN_2 / 3.0,
             scar_rate: 6.0,
             scar_max: 100.0,
             critical_pressure: 0.7,

@@ -30,11 +30,14 @@ fn color(name: &str) -> RGBColor {
     crate::NAMES.iter().position(|n| *n == name).map_or(BLACK, |i| COLORS[i])
 }
 
+/// A line of a panel: legend, color, points.
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
 struct Panel<'a> {
     title: &'a str,
     y_label: &'a str,
     /// (legend, color, points)
-    lines: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    lines: Vec<Line>,
 }
 
 fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) -> Result<(), ChartError> {
@@ -82,7 +85,7 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
         None => s.bin_ms / 1e3,
     };
     let x = |i: usize| (i as f64 + 1.0) * width;
-    let series = |f: &dyn Fn(&crate::Bin) -> f64| -> Vec<(String, RGBColor, Vec<(f64, f64)>)> {
+    let series = |f: &dyn Fn(&crate::Bin) -> f64| -> Vec<Line> {
         report
             .results
             .iter()

@@ -117,8 +117,10 @@ pub trait Controller {
 pub struct RouteInfo {
     /// The route's name.
     pub name: String,
-    /// The priority of its requests.
-    pub priority: Priority,
+    /// The priority of its requests; when absent, each controller's default (Atrion's
+    /// reference model: critical, its default voltage of 100; the default model: normal,
+    /// as the `atrion` facade).
+    pub priority: Option<Priority>,
 }
 
 /// Builds controller `name` for `routes`, with a scenario's overrides.
@@ -676,7 +678,7 @@ impl Controller for Envoy {
     }
     fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
         let s = &self.s;
-        let mut r = std::mem::replace(&mut self.routes[route].samples, Vec::new());
+        let mut r = std::mem::take(&mut self.routes[route].samples);
         r.push(sample.latency_ms);
         let route_state = &mut self.routes[route];
         if route_state.measuring {
@@ -769,7 +771,15 @@ impl Atrion {
             name,
             engine,
             routes: routes.iter().map(|r| r.name.clone()).collect(),
-            priorities: routes.iter().map(|r| r.priority).collect(),
+            priorities: routes
+                .iter()
+                .map(|r| {
+                    r.priority.unwrap_or(match model {
+                        Model::Reference => Priority::Critical,
+                        Model::Default => Priority::Normal,
+                    })
+                })
+                .collect(),
             states: vec![State::Closed; routes.len()],
             transitions: 0,
         })
@@ -826,5 +836,146 @@ impl Controller for Atrion {
             self.track(route, status.mode);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(latency_ms: f64, ok: bool, inflight: u32) -> Sample {
+        Sample { latency_ms, ok, saturation: 0.0, inflight }
+    }
+
+    #[test]
+    fn aimd_adds_one_when_busy_and_multiplies_on_a_drop() {
+        let a = Aimd::new(AimdSettings::default(), 1);
+        assert_eq!(a.next_limit(40, &sample(10.0, true, 20)), 41, "inflight * 2 >= limit: +1");
+        assert_eq!(a.next_limit(40, &sample(10.0, true, 19)), 40, "app-limited: unchanged");
+        assert_eq!(a.next_limit(40, &sample(10.0, false, 30)), 36, "drop: floor(40 * 0.9)");
+        assert_eq!(a.next_limit(40, &sample(6_000.0, true, 30)), 36, "slower than the timeout is a drop");
+        assert_eq!(a.next_limit(21, &sample(10.0, false, 30)), 20, "clamped to min");
+        assert_eq!(a.next_limit(200, &sample(10.0, true, 200)), 200, "clamped to max");
+    }
+
+    #[test]
+    fn aimd_admits_under_the_limit() {
+        let mut a = Aimd::new(AimdSettings::default(), 1);
+        assert!(a.admit(0, 0, 19));
+        assert!(!a.admit(0, 0, 20));
+    }
+
+    #[test]
+    fn exp_avg_is_a_plain_mean_for_ten_samples_then_exponential() {
+        let mut m = ExpAvg::default();
+        for x in 1..=10 {
+            m.add(f64::from(x), 600);
+        }
+        assert_eq!(m.value, 5.5);
+        let f = 2.0 / 601.0;
+        assert!((m.add(100.0, 600) - (5.5 * (1.0 - f) + 100.0 * f)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gradient2_follows_its_formula() {
+        let g = Gradient2::new(Gradient2Settings::default(), 1);
+        let mut r = Gradient2Route { limit: 100.0, long: ExpAvg { count: 10, sum: 0.0, value: 10.0 } };
+        // Short RTT 30 ms against a long 10 ms: gradient clamps at 0.5; new = 100 * 0.5 + 4 =
+        // 54; smoothed: 100 * 0.8 + 54 * 0.2 = 90.8.
+        g.update(&mut r, 30.0, 80);
+        let long = 10.0 * (1.0 - 2.0 / 601.0) + 30.0 * 2.0 / 601.0;
+        let gradient = (1.5 * long / 30.0_f64).clamp(0.5, 1.0);
+        let expected = 100.0 * 0.8 + (100.0 * gradient + 4.0) * 0.2;
+        assert!((r.limit - expected).abs() < 1e-9, "{} vs {expected}", r.limit);
+        // App-limited (inflight under half the limit): unchanged.
+        let before = r.limit;
+        g.update(&mut r, 30.0, 10);
+        assert_eq!(r.limit, before);
+        // Low RTT: gradient 1, the limit grows by smoothing * queue_size.
+        let mut r = Gradient2Route { limit: 50.0, long: ExpAvg { count: 10, sum: 0.0, value: 10.0 } };
+        g.update(&mut r, 10.0, 50);
+        assert!((r.limit - 50.8).abs() < 1e-9, "{}", r.limit);
+    }
+
+    #[test]
+    fn gradient2_cuts_a_long_rtt_twice_the_short_one() {
+        let g = Gradient2::new(Gradient2Settings::default(), 1);
+        let mut r = Gradient2Route { limit: 20.0, long: ExpAvg { count: 10, sum: 0.0, value: 100.0 } };
+        g.update(&mut r, 10.0, 0);
+        let long = 100.0 * (1.0 - 2.0 / 601.0) + 10.0 * 2.0 / 601.0;
+        assert!((r.long.value - long * 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn envoy_gradient_and_headroom() {
+        let e = Envoy::new(EnvoySettings::default(), 1);
+        // minRTT 10, buffer 25%: sample 12.5 gives gradient 1 and adds sqrt(limit).
+        assert!((e.next_limit(100.0, 10.0, 12.5) - 110.0).abs() < 1e-9);
+        // A sample of 100 clamps the gradient at 0.5: 50 + sqrt(50).
+        assert!((e.next_limit(100.0, 10.0, 100.0) - (50.0 + 50f64.sqrt())).abs() < 1e-9);
+        // A fast sample clamps at 2: 200 + sqrt(200).
+        assert!((e.next_limit(100.0, 10.0, 1.0) - (200.0 + 200f64.sqrt())).abs() < 1e-9);
+    }
+
+    #[test]
+    fn envoy_measures_min_rtt_at_min_concurrency_first() {
+        let mut e = Envoy::new(EnvoySettings::default(), 1);
+        assert!(e.admit(0, 0, 2) && !e.admit(0, 0, 3), "pinned at min_concurrency while measuring");
+        for i in 0..50 {
+            e.complete(0, i, &sample(10.0 + f64::from(i as u32 % 3), true, 1));
+        }
+        assert_eq!(e.routes[0].min_rtt, 11.0, "the p50 of the samples");
+        assert!(!e.routes[0].measuring);
+    }
+
+    #[test]
+    fn breaker_opens_at_the_failure_rate_then_probes_then_closes() {
+        let s =
+            BreakerSettings { window: 10, min_calls: 10, open_ms: 1_000.0, half_open_calls: 2, ..Default::default() };
+        let mut b = Breaker::new(s, 1);
+        for i in 0..10 {
+            assert!(b.admit(0, i, 0));
+            b.complete(0, i, &sample(5.0, i % 2 == 0 && i < 9, 1)); // 5 failures in 10
+        }
+        assert_eq!(b.gauge(0).state, State::Open, "50% >= threshold");
+        assert!(!b.admit(0, 500_000_000, 0), "open for open_ms");
+        let after = 1_000_000_010;
+        assert!(b.admit(0, after, 0) && b.admit(0, after, 0));
+        assert_eq!(b.gauge(0).state, State::HalfOpen);
+        assert!(!b.admit(0, after, 0), "only half_open_calls probes");
+        b.complete(0, after + 1, &sample(5.0, true, 1));
+        b.complete(0, after + 2, &sample(5.0, true, 1));
+        assert_eq!(b.gauge(0).state, State::Closed);
+        assert_eq!(b.transitions(), 3);
+    }
+
+    #[test]
+    fn breaker_tick_form_is_the_reference_test() {
+        let s = BreakerSettings { failure_threshold: 0.5, open_ms: 300.0, half_open_calls: 0, ..Default::default() };
+        let mut b = Breaker::new(s, 1);
+        let states: Vec<State> = (0..8u64)
+            .map(|i| {
+                b.tick(0, (i + 1) * 100_000_000, 0.0, if i % 2 == 0 { 0.4 } else { 0.6 }, 0.0);
+                b.gauge(0).state
+            })
+            .collect();
+        use State::*;
+        assert_eq!(states, vec![Closed, Open, Open, Open, Closed, Open, Open, Open]);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let routes = [RouteInfo { name: "a".into(), priority: None }];
+        let bad: toml::Table = toml::from_str("min_limit = 50\ninitial_limit = 20").unwrap();
+        assert!(matches!(build("aimd", &routes, Some(&bad)), Err(SettingsError::Invalid { .. })));
+        let unknown: toml::Table = toml::from_str("windw = 5").unwrap();
+        assert!(matches!(build("breaker", &routes, Some(&unknown)), Err(SettingsError::Malformed { .. })));
+        let physics: toml::Table = toml::from_str("scar_decay = -1.0").unwrap();
+        assert!(matches!(build("atrion-default", &routes, Some(&physics)), Err(SettingsError::Physics { .. })));
+        assert!(matches!(build("nope", &routes, None), Err(SettingsError::Unknown(_))));
+        let nested: toml::Table = toml::from_str("half_open = { open_max = 10.0 }").unwrap();
+        let cfg = physics_config("atrion-default", Model::Default, Some(&nested)).unwrap();
+        assert_eq!(cfg.half_open.open_max.as_secs(), 10);
+        assert_eq!(cfg.half_open.open_base, PhysicsConfig::default().half_open.open_base, "siblings keep their values");
     }
 }

@@ -57,7 +57,7 @@ use atrion_core::Priority;
 pub enum SimError {
     /// The scenario is unusable.
     #[error(transparent)]
-    Scenario(#[from] ScenarioError),
+    Scenario(Box<ScenarioError>),
     /// A controller's settings are unusable.
     #[error("scenario `{scenario}`: {source}")]
     Settings {
@@ -65,8 +65,14 @@ pub enum SimError {
         scenario: String,
         /// Why.
         #[source]
-        source: SettingsError,
+        source: Box<SettingsError>,
     },
+}
+
+impl From<ScenarioError> for SimError {
+    fn from(e: ScenarioError) -> Self {
+        SimError::Scenario(Box::new(e))
+    }
 }
 
 /// How to run a scenario.
@@ -152,21 +158,18 @@ pub fn run_scenario_with(
     let scenario = if options.quick { scenario.quick() } else { scenario.clone() };
     let seed = options.seed.unwrap_or(scenario.seed);
     let routes: Vec<RouteInfo> = if scenario.telemetry.is_some() {
-        vec![RouteInfo { name: "route".into(), priority: Priority::Critical }]
+        vec![RouteInfo { name: "route".into(), priority: Some(Priority::Critical) }]
     } else {
         scenario
             .routes
             .iter()
-            .map(|r| RouteInfo {
-                name: r.name.clone(),
-                priority: r.priority.as_deref().and_then(|p| p.parse().ok()).unwrap_or(Priority::Critical),
-            })
+            .map(|r| RouteInfo { name: r.name.clone(), priority: r.priority.as_deref().and_then(|p| p.parse().ok()) })
             .collect()
     };
     let mut results = Vec::new();
     for name in controllers_for(&scenario, options) {
         let mut c = controller::build(name, &routes, scenario.settings.get(name))
-            .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source })?;
+            .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source: Box::new(source) })?;
         let trace = if scenario.telemetry.is_some() {
             match sim::run_ticks(&scenario, c.as_mut()) {
                 Some(t) => t,

@@ -765,7 +765,7 @@ impl Scenario {
                         _ => true,
                     };
                     let peak = t.peak();
-                    if !rates_ok || !(peak.is_finite() && (0.0..=10_000_000.0).contains(&peak)) {
+                    if !(rates_ok && peak.is_finite() && (0.0..=10_000_000.0).contains(&peak)) {
                         return Err(self.invalid(f("traffic"), "rates must be in [0, 1e7] and windows ordered"));
                     }
                 }

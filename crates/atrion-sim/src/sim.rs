@@ -567,7 +567,10 @@ fn trace_arrivals(scenario: &Scenario, file: &std::path::Path, speed: f64) -> Re
     for t in &mut times {
         *t -= first;
     }
-    let span = times.last().map_or(1, |l| l + (1e6 as u64).max(l / times.len().max(1) as u64));
+    // A lap lasts the trace's span plus one mean gap, so that looping keeps the rate.
+    let last = times.last().copied().unwrap_or(0);
+    let gap = if times.len() > 1 { last / (times.len() as u64 - 1) } else { 0 };
+    let span = (last + gap).max(1_000_000);
     Ok(Arrivals::Trace { times, span, next: 0, lap: 0 })
 }
 

@@ -168,7 +168,8 @@ pub fn variance(xs: &[f64]) -> f64 {
 /// Runs the grid, calling `progress` after each cell.
 pub fn run(config: &StabilityConfig, mut progress: impl FnMut()) -> Result<StabilityMap, SettingsError> {
     let invalid = |reason: &str| SettingsError::Invalid { controller: "stability-map".into(), reason: reason.into() };
-    if config.ticks == 0 || !(config.tick_ms > 0.0) || !(config.max_variance > 0.0) {
+    let positive = |x: f64| x.is_finite() && x > 0.0;
+    if config.ticks == 0 || !positive(config.tick_ms) || !positive(config.max_variance) {
         return Err(invalid("ticks, tick_ms and max_variance must be positive"));
     }
     if config.lambda.steps == 0 || config.sigma.steps == 0 {

@@ -1,0 +1,167 @@
+//! Every built-in scenario's pass criteria, run on its shortened form; the reference
+//! figures; determinism; and rate invariance.
+
+use atrion_sim::{BUILTIN, Metric, RunOptions, ScenarioReport, builtin, run_scenario};
+
+fn quick(name: &str) -> ScenarioReport {
+    let scenario = builtin(name).expect("built in").expect("valid");
+    run_scenario(&scenario, &RunOptions { quick: true, ..RunOptions::default() }).expect("runs")
+}
+
+fn assert_passes(name: &str) {
+    let report = quick(name);
+    let failed: Vec<&str> = report.checks.iter().filter(|c| !c.passed).map(|c| c.detail.as_str()).collect();
+    assert!(failed.is_empty(), "{name}: {failed:#?}\n{}", atrion_sim::text_table(&report));
+    assert!(!report.checks.is_empty(), "{name} states no criteria");
+}
+
+macro_rules! scenario_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_passes($name);
+            }
+        )*
+
+        #[test]
+        fn every_builtin_scenario_has_a_test() {
+            let tested = [$($name),*];
+            for (name, _) in BUILTIN {
+                assert!(tested.contains(name), "no test runs `{name}`");
+            }
+        }
+    };
+}
+
+scenario_tests! {
+    chaos => "chaos",
+    fintech_isolation => "fintech-isolation",
+    flash_crowd => "flash-crowd",
+    slow_attacker => "slow-attacker",
+    llm_router => "llm-router",
+    game_lod => "game-lod",
+    game_lod_v2 => "game-lod-v2",
+    cb_recovery => "cb-recovery",
+    predictive_lod => "predictive-lod",
+    ecommerce => "ecommerce",
+    iot_tiers => "iot-tiers",
+    microservice_chain => "microservice-chain",
+    autotuner_learning => "autotuner-learning",
+    flapping => "flapping",
+    flapping_unsaturated => "flapping-unsaturated",
+    threshold_flapping => "threshold-flapping",
+    latency_step => "latency-step",
+    slow_degradation => "slow-degradation",
+    rate_10 => "rate-10",
+    rate_100 => "rate-100",
+    rate_10000 => "rate-10000",
+    no_traffic_recovery => "no-traffic-recovery",
+    gradient2_drift => "gradient2-drift",
+}
+
+#[test]
+fn the_reference_flapping_figures_are_reproduced_exactly() {
+    let r = quick("flapping");
+    let t = |c: &str| r.result(c).unwrap().summary.transitions;
+    assert_eq!((t("breaker"), t("atrion-reference")), (49, 1));
+}
+
+#[test]
+fn the_same_seed_gives_identical_reports_and_another_seed_does_not() {
+    let scenario = builtin("microservice-chain").unwrap().unwrap();
+    let run = |seed| {
+        let options = RunOptions { seed: Some(seed), quick: true, ..RunOptions::default() };
+        serde_json::to_string(&run_scenario(&scenario, &options).unwrap()).unwrap()
+    };
+    let (a, b, c) = (run(7), run(7), run(8));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a, c, "the seed matters");
+}
+
+#[test]
+fn controllers_see_identical_offered_traffic() {
+    let r = quick("chaos");
+    let offered: Vec<u64> = r.results.iter().map(|x| x.summary.offered).collect();
+    assert!(offered.windows(2).all(|w| w[0] == w[1]), "{offered:?}");
+    assert!(offered[0] > 10_000);
+}
+
+#[test]
+fn the_default_model_trips_in_the_same_wall_time_at_10_100_and_10000_rps() {
+    let detect = |name: &str| {
+        let r = quick(name);
+        r.result("atrion-default").unwrap().summary.get(Metric::DetectS).expect("detects")
+    };
+    let times = [detect("rate-10"), detect("rate-100"), detect("rate-10000")];
+    let (lo, hi) = times.iter().fold((f64::MAX, 0.0f64), |(l, h), &t| (l.min(t), h.max(t)));
+    assert!(hi <= 1.25 * lo, "detect times {times:?} differ by more than 25%");
+    // The reference's per-update scar is what SPEC 9.2 calls rate dependence: it trips far
+    // sooner at 10,000 requests/s than at 10.
+    let reference = |name: &str| quick(name).result("atrion-reference").unwrap().summary.detect_s.unwrap();
+    assert!(reference("rate-10000") < 0.5 * reference("rate-10"));
+}
+
+#[test]
+fn a_scenario_file_with_errors_is_refused_naming_the_field() {
+    let bad = r#"
+name = "x"
+description = "y"
+[[route]]
+name = "a"
+service = { dist = "exponential", mean_ms = -1 }
+"#;
+    let e = atrion_sim::Scenario::from_toml(bad, std::path::Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains("route[0].service"), "{e}");
+    let unknown = "name = \"x\"\ndescription = \"y\"\nroutes = 3\n";
+    assert!(atrion_sim::Scenario::from_toml(unknown, std::path::Path::new(".")).is_err());
+    let fault = r#"
+name = "x"
+description = "y"
+[[route]]
+name = "a"
+service = { dist = "constant", mean_ms = 5 }
+[[fault]]
+start_s = 1
+end_s = 2
+kind = "errors"
+"#;
+    let e = atrion_sim::Scenario::from_toml(fault, std::path::Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains("needs `rate`"), "{e}");
+    assert!(matches!(atrion_sim::load("no-such-scenario"), Err(atrion_sim::ScenarioError::Unknown(_))));
+}
+
+#[test]
+fn a_replayed_trace_drives_the_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.jsonl");
+    let rows: String = (0..100)
+        .map(|i| format!("{{\"timestamp_ms\": {}, \"route\": \"x\", \"latency_ms\": 5, \"error\": false, \"saturation\": 0.1}}\n", i * 10))
+        .collect();
+    std::fs::write(&trace, rows).unwrap();
+    let text = r#"
+name = "replay"
+description = "a trace, looped"
+duration_s = 5
+[[route]]
+name = "a"
+service = { dist = "constant", mean_ms = 1 }
+traffic = { pattern = "replay", file = "t.jsonl" }
+"#;
+    std::fs::write(dir.path().join("s.toml"), text).unwrap();
+    let s = atrion_sim::Scenario::from_file(&dir.path().join("s.toml")).unwrap();
+    let r = run_scenario(&s, &RunOptions { controllers: vec!["none".into()], ..RunOptions::default() }).unwrap();
+    // 100 requests per second for 5 seconds.
+    let offered = r.result("none").unwrap().summary.offered;
+    assert_eq!(offered, 500);
+}
+
+#[test]
+fn charts_are_svg_documents_with_a_line_per_controller() {
+    let r = quick("cb-recovery");
+    let svg = atrion_sim::chart::scenario_svg(&r).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for c in &r.results {
+        assert!(svg.contains(&c.controller), "legend names {}", c.controller);
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Sweep the default model's constants through the wind tunnel and rank them.
+
+Runs `atrion simulate --all --json` once per combination of the values below (each passed
+with `--set atrion-default.KEY=VALUE`) and scores each combination:
+
+- criteria: how many scenario criteria `atrion-default` passes (out of all it is named in);
+- goodput: the mean, over request-level scenarios, of atrion-default's goodput divided by
+  the best goodput of the peers (none, breaker, aimd, gradient2, envoy);
+- recover: the mean recovery time over the scenarios where it recovers at all;
+- flaps: transitions in `threshold-flapping`.
+
+Prints a Markdown table, best first (most criteria, then goodput). Usage:
+
+    cargo build --release -p atrion-cli
+    python3 scripts/tune.py                      # the grid below
+    python3 scripts/tune.py '{"half_open.open_base": [1, 2]}'   # another grid, as JSON
+"""
+import itertools
+import json
+import subprocess
+import sys
+
+ATRION = "target/release/atrion"
+GRID = {
+    "scar_decay": [0.1386, 0.2310, 0.3466],  # half-life 5 s, 3 s, 2 s
+    "scar_rate": [6.0, 10.0],
+    "half_open.open_max": [10.0, 30.0],
+    "half_open.backoff_factor": [1.5, 2.0],
+}
+PEERS = ["none", "breaker", "aimd", "gradient2", "envoy"]
+
+
+def run(values):
+    cmd = [ATRION, "simulate", "--all", "--json", "--no-charts", "--no-progress"]
+    for k, v in values.items():
+        cmd += ["--set", f"atrion-default.{k}={v}"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode not in (0, 1):
+        sys.exit(out.stderr)
+    return json.loads(out.stdout)
+
+
+def score(reports):
+    passed = total = 0
+    ratios, recovers, flaps = [], [], None
+    for r in reports:
+        for c in r["checks"]:
+            if c["expect"]["controller"] == "atrion-default":
+                total += 1
+                passed += c["passed"]
+        res = {x["controller"]: x["summary"] for x in r["results"]}
+        ours = res.get("atrion-default")
+        if ours is None or r["scenario"].get("telemetry"):
+            continue
+        best = max(res[p]["goodput"] for p in PEERS if p in res)
+        if best > 0:
+            ratios.append(ours["goodput"] / best)
+        if ours["recover_s"] is not None:
+            recovers.append(ours["recover_s"])
+        if r["scenario"]["name"] == "threshold-flapping":
+            flaps = ours["transitions"]
+    return passed, total, sum(ratios) / len(ratios), sum(recovers) / max(len(recovers), 1), flaps
+
+
+def main():
+    grid = json.loads(sys.argv[1]) if len(sys.argv) > 1 else GRID
+    keys = list(grid)
+    rows = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        rows.append((values, score(run(values))))
+    rows.sort(key=lambda r: (-r[1][0], -r[1][2]))
+    print("| " + " | ".join(keys) + " | criteria | goodput vs best peer | mean recover s | flaps |")
+    print("|" + "---|" * (len(keys) + 4))
+    for values, (p, t, g, rec, fl) in rows:
+        cells = [f"{values[k]:g}" for k in keys]
+        print(f"| {' | '.join(cells)} | {p}/{t} | {g:.3f} | {rec:.1f} | {fl} |")
+
+
+if __name__ == "__main__":
+    main()
