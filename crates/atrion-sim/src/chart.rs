@@ -60,7 +60,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) 
     for (name, c, pts) in &panel.lines {
         let c = *c;
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .draw_series(LineSeries::new(pts.iter().copied(), c.mix(0.85).stroke_width(2)))
             .map_err(err)?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
@@ -75,72 +75,99 @@ fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) 
     Ok(())
 }
 
-/// The chart of one scenario: offered and admitted load, latency, resistance or limit, and
-/// state over time, one line per controller. Returns the SVG document.
+/// At most this many points per line: 100 ms bins are merged for the chart.
+const MAX_POINTS: usize = 300;
+
+/// Merges `k` bins into one: counts add up, the level is the last, the state the worst.
+fn merge(bins: &[crate::Bin], k: usize) -> Vec<crate::Bin> {
+    bins.chunks(k)
+        .map(|c| {
+            let mut m = crate::Bin::default();
+            for b in c {
+                m.offered += b.offered;
+                m.admitted += b.admitted;
+                m.shed += b.shed;
+                m.ok += b.ok;
+                m.failed += b.failed;
+                m.good += b.good;
+                m.latency_sum += b.latency_sum;
+                m.level = b.level;
+                m.state = m.state.max(b.state);
+            }
+            m
+        })
+        .collect()
+}
+
+/// The chart of one scenario: offered and admitted load, latency, goodput, Atrion's
+/// resistance, the limiters' limits, and state over time, one line per controller. Returns
+/// the SVG document.
 pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
     let s = &report.scenario;
     let telemetry = report.is_telemetry();
+    let n = report.results.first().map_or(0, |r| r.bins.len());
+    let k = n.div_ceil(MAX_POINTS).max(1);
     let width = match &s.telemetry {
         Some(t) => t.tick_ms / 1e3,
         None => s.bin_ms / 1e3,
-    };
+    } * k as f64;
+    let merged: Vec<(String, Vec<crate::Bin>)> =
+        report.results.iter().map(|r| (r.controller.clone(), merge(&r.bins, k))).collect();
     let x = |i: usize| (i as f64 + 1.0) * width;
-    let series = |f: &dyn Fn(&crate::Bin) -> f64| -> Vec<Line> {
-        report
-            .results
+    let series = |keep: &dyn Fn(&str) -> bool, f: &dyn Fn(&crate::Bin) -> f64| -> Vec<Line> {
+        merged
             .iter()
-            .map(|r| {
-                let pts = r.bins.iter().enumerate().map(|(i, b)| (x(i), f(b))).collect();
-                (r.controller.clone(), color(&r.controller), pts)
+            .filter(|(name, _)| keep(name))
+            .map(|(name, bins)| {
+                let pts = bins.iter().enumerate().map(|(i, b)| (x(i), f(b))).collect();
+                (name.clone(), color(name), pts)
             })
             .collect()
     };
+    let all = |_: &str| true;
+    let atrion = |n: &str| n.starts_with("atrion");
+    let limiter = |n: &str| matches!(n, "aimd" | "gradient2" | "envoy");
     let mut panels = Vec::new();
     if !telemetry {
-        let mut load = series(&|b| f64::from(b.admitted) / width);
-        if let Some(first) = report.results.first() {
-            let offered = first.bins.iter().enumerate().map(|(i, b)| (x(i), f64::from(b.offered) / width)).collect();
-            load.insert(0, ("offered".into(), BLACK, offered));
+        let mut load = series(&all, &|b| f64::from(b.admitted) / width);
+        if let Some((_, first)) = merged.first() {
+            let offered = first.iter().enumerate().map(|(i, b)| (x(i), f64::from(b.offered) / width)).collect();
+            load.push(("offered".into(), BLACK, offered));
         }
-        panels.push(Panel { title: "offered and admitted load", y_label: "requests/s", lines: load });
+        panels.push(Panel { title: "offered (black) and admitted load", y_label: "requests/s", lines: load });
         panels.push(Panel {
             title: "mean latency of completed requests",
             y_label: "ms",
-            lines: series(&|b| {
+            lines: series(&all, &|b| {
                 let n = f64::from(b.ok + b.failed);
                 if n > 0.0 { b.latency_sum / n } else { 0.0 }
             }),
         });
-        panels.push(Panel { title: "goodput (within SLO)", y_label: "requests/s", lines: series(&|b| b.good / width) });
+        panels.push(Panel {
+            title: "goodput (successes within the SLO)",
+            y_label: "requests/s",
+            lines: series(&all, &|b| b.good / width),
+        });
     }
-    let levels: Vec<_> = series(&|b| b.level)
-        .into_iter()
-        .filter(|(n, _, _)| n != "none")
-        .map(|(n, c, p)| {
-            let unit = match n.as_str() {
-                "breaker" => "failure %",
-                "aimd" | "gradient2" | "envoy" => "limit",
-                _ => "resistance",
-            };
-            (format!("{n} ({unit})"), c, p)
-        })
-        .collect();
-    panels.push(Panel {
-        title: "resistance (Atrion), limit (limiters), failure % (breaker)",
-        y_label: "level",
-        lines: levels,
-    });
-    let states: Vec<_> = series(&|b| f64::from(b.state))
+    let resistance = series(&atrion, &|b| b.level);
+    if !resistance.is_empty() {
+        panels.push(Panel { title: "Atrion: resistance", y_label: "ohms", lines: resistance });
+    }
+    let limits = series(&limiter, &|b| b.level);
+    if !limits.is_empty() {
+        panels.push(Panel { title: "limiters: concurrency limit", y_label: "requests", lines: limits });
+    }
+    let states: Vec<_> = series(&|n| n != "none" && !limiter(n), &|b| f64::from(b.state))
         .into_iter()
         .enumerate()
         .map(|(k, (n, c, p))| (n, c, p.into_iter().map(|(x, y)| (x, y + 0.04 * k as f64)).collect()))
         .collect();
     panels.push(Panel { title: "state: 0 closed, 1 half-open, 2 open", y_label: "state", lines: states });
 
-    let x_max = report.results.first().map_or(1.0, |r| x(r.bins.len().saturating_sub(1)));
+    let x_max = x(n.div_ceil(k).saturating_sub(1)).max(width);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (960, 260 * panels.len() as u32 + 40)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (960, 240 * panels.len() as u32 + 40)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let title = format!("{}: {}", s.name, s.description);
         let root = root.titled(&title, ("sans-serif", 18)).map_err(err)?;
@@ -151,6 +178,14 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// The axis label at `x` in half-cell units: a cell's value at its centre (odd `x`).
+fn label(values: &[f64], x: usize, places: usize) -> String {
+    if x % 2 == 0 {
+        return String::new();
+    }
+    values.get(x / 2).map_or(String::new(), |v| format!("{v:.places$}"))
 }
 
 /// The stability map as a heat map (green stable, red chaotic), with each cell's score.
@@ -172,7 +207,7 @@ pub fn stability_svg(map: &StabilityMap) -> Result<String, ChartError> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0..nx, 0..ny)
+            .build_cartesian_2d(0..2 * nx, 0..2 * ny)
             .map_err(err)?;
         let lambdas = map.lambdas.clone();
         let sigmas = map.sigmas.clone();
@@ -181,10 +216,10 @@ pub fn stability_svg(map: &StabilityMap) -> Result<String, ChartError> {
             .disable_mesh()
             .x_desc("scar decay lambda (1/s)")
             .y_desc("trauma sigma")
-            .x_labels(nx)
-            .y_labels(ny)
-            .x_label_formatter(&|i| lambdas.get(*i).map_or(String::new(), |v| format!("{v:.2}")))
-            .y_label_formatter(&|j| sigmas.get(*j).map_or(String::new(), |v| format!("{v:.1}")))
+            .x_labels(2 * nx + 1)
+            .y_labels(2 * ny + 1)
+            .x_label_formatter(&|x| label(&lambdas, *x, 2))
+            .y_label_formatter(&|y| label(&sigmas, *y, 1))
             .draw()
             .map_err(err)?;
         let cells = (0..nx).flat_map(|i| (0..ny).map(move |j| (i, j)));
@@ -192,12 +227,16 @@ pub fn stability_svg(map: &StabilityMap) -> Result<String, ChartError> {
             .draw_series(cells.clone().map(|(i, j)| {
                 let s = map.scores[i][j];
                 let c = RGBColor((255.0 * (1.0 - s)) as u8, (200.0 * s) as u8, 60);
-                Rectangle::new([(i, j), (i + 1, j + 1)], c.filled())
+                Rectangle::new([(2 * i, 2 * j), (2 * i + 2, 2 * j + 2)], c.filled())
             }))
             .map_err(err)?;
         chart
             .draw_series(cells.map(|(i, j)| {
-                Text::new(format!("{:.0}", map.scores[i][j] * 100.0), (i, j + 1), ("sans-serif", 12).into_font())
+                Text::new(
+                    format!("{:.0}", map.scores[i][j] * 100.0),
+                    (2 * i + 1, 2 * j + 1),
+                    ("sans-serif", 12).into_font(),
+                )
             }))
             .map_err(err)?;
         root.present().map_err(err)?;

@@ -131,7 +131,7 @@ pub struct Summary {
     pub transitions: u64,
     /// External requests offered.
     pub offered: u64,
-    /// Requests simulated, downstream calls included.
+    /// Requests offered to the controller, downstream calls included, shed or not.
     pub requests: u64,
 }
 

@@ -212,7 +212,7 @@ pub struct Trace {
     pub latency: hdrhistogram::Histogram<u32>,
     /// State transitions the controller made.
     pub transitions: u64,
-    /// Requests simulated (external and downstream calls).
+    /// Requests offered to the controller (external and downstream calls, shed or not).
     pub requests: u64,
 }
 
@@ -312,7 +312,6 @@ impl Sim {
     }
 
     fn alloc(&mut self, r: Request) -> u32 {
-        self.requests += 1;
         match self.free.pop() {
             Some(i) => {
                 self.reqs[i as usize] = r;
@@ -387,6 +386,7 @@ impl Sim {
 
     /// A request offered to `route`'s controller; returns its id, or `NONE` when shed.
     fn offer(&mut self, controller: &mut dyn Controller, route: usize, now: u64, parent: u32, external: bool) -> u32 {
+        self.requests += 1;
         let r = &mut self.routes[route];
         // Draws for every offered request, admitted or not, so that all controllers see
         // the same service times and error draws.
