@@ -30,7 +30,8 @@ fn json_is_one_document_with_a_summary_per_controller() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let report = &doc[0];
     assert_eq!(report["seed"], 3);
-    let names: Vec<&str> = report["results"].as_array().unwrap().iter().map(|r| r["controller"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        report["results"].as_array().unwrap().iter().map(|r| r["controller"].as_str().unwrap()).collect();
     assert_eq!(names, atrion_sim_names());
     assert!(report["results"][0]["summary"]["goodput"].as_f64().unwrap() > 0.0);
 }
@@ -130,7 +131,8 @@ max_variance = 100.0
 "#,
     )
     .unwrap();
-    let out = atrion(&["stability-map", "--config", file.to_str().unwrap(), "--json", "--out", dir.path().to_str().unwrap()]);
+    let out =
+        atrion(&["stability-map", "--config", file.to_str().unwrap(), "--json", "--out", dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc.as_array().unwrap().len(), 1);
