@@ -15,7 +15,8 @@ pub struct Bin {
     pub offered: u32,
     /// Admitted by the controller.
     pub admitted: u32,
-    /// Shed by the controller.
+    /// Shed by the controller of the route they were offered to (a fallback may still
+    /// have taken them).
     pub shed: u32,
     /// Completed successfully (any latency).
     pub ok: u32,

@@ -139,6 +139,10 @@ pub struct RouteSpec {
     /// A route this one calls after its own work (the worker waits for the answer).
     #[serde(default)]
     pub calls: Option<String>,
+    /// A route that takes this route's requests when its controller sheds them (a router's
+    /// fallback); one hop, not followed further.
+    #[serde(default)]
+    pub fallback: Option<String>,
     /// Another route whose workers and queue this one shares (its own `workers` and `queue`
     /// are then unused; the owner's capacity faults apply).
     #[serde(default)]
@@ -744,6 +748,11 @@ impl Scenario {
                 && (!names.contains(&c.as_str()) || c == &r.name)
             {
                 return Err(self.invalid(f("calls"), format!("`{c}` is not another route of the scenario")));
+            }
+            if let Some(fb) = &r.fallback
+                && (!names.contains(&fb.as_str()) || fb == &r.name)
+            {
+                return Err(self.invalid(f("fallback"), format!("`{fb}` is not another route of the scenario")));
             }
             if let Some(o) = &r.shares {
                 let owner = self.routes.iter().find(|x| &x.name == o);

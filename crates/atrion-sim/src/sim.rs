@@ -73,6 +73,7 @@ struct Route {
     /// `ln` of the log-normal's scale, so that its mean is `mean_ms`.
     mu: f64,
     calls: Option<usize>,
+    fallback: Option<usize>,
     weight: f64,
     faults: Vec<Fault>,
     arrivals: Arrivals,
@@ -283,6 +284,7 @@ impl Sim {
                 service: spec.service,
                 mu,
                 calls: spec.calls.as_deref().and_then(index),
+                fallback: spec.fallback.as_deref().and_then(index),
                 weight: spec.weight,
                 faults,
                 arrivals,
@@ -376,21 +378,39 @@ impl Sim {
             self.push(t, Kind::Arrival, route as u32);
         }
         self.rec.offered(now);
-        let id = self.offer(controller, route, now, NONE, true);
+        let mut id = self.offer(controller, route, now, NONE, true, false);
         if id == NONE {
+            // Shed by the route's controller, even when a fallback then takes it.
             self.rec.shed(now);
-        } else {
+        }
+        if id == NONE
+            && let Some(fallback) = self.routes[route].fallback
+        {
+            // A router's fallback: what the primary's controller sheds is offered to the
+            // fallback route's controller (draws from the fallback's call stream, so that its
+            // own traffic sees the same draws under every controller).
+            id = self.offer(controller, fallback, now, NONE, true, true);
+        }
+        if id != NONE {
             self.rec.admitted(now);
         }
     }
 
     /// A request offered to `route`'s controller; returns its id, or `NONE` when shed.
-    fn offer(&mut self, controller: &mut dyn Controller, route: usize, now: u64, parent: u32, external: bool) -> u32 {
+    fn offer(
+        &mut self,
+        controller: &mut dyn Controller,
+        route: usize,
+        now: u64,
+        parent: u32,
+        external: bool,
+        call_stream: bool,
+    ) -> u32 {
         self.requests += 1;
         let r = &mut self.routes[route];
         // Draws for every offered request, admitted or not, so that all controllers see
         // the same service times and error draws.
-        let rng = if external { &mut r.rng_request } else { &mut r.rng_call };
+        let rng = if call_stream { &mut r.rng_call } else { &mut r.rng_request };
         let service_ms = draw_service(r.service, r.mu, rng);
         let err_draw: f64 = rng.random();
         let inflight = r.inflight + 1;
@@ -485,7 +505,7 @@ impl Sim {
         {
             // The worker waits for the downstream answer: the call is a new request offered
             // to the downstream route's controller.
-            if self.offer(controller, down, now, id, false) == NONE {
+            if self.offer(controller, down, now, id, false, true) == NONE {
                 self.finish_worker(id, now);
                 self.report(controller, id, now, false, (now - req.arrival) as f64 / MS);
             }
@@ -601,6 +621,7 @@ mod tests {
     fn lognormal_mean_matches() {
         let r = Route {
             pool: 0,
+            fallback: None,
             timeout: 0,
             service: ServiceTime::Lognormal { mean_ms: 20.0, sigma: 0.8 },
             mu: 20f64.ln() - 0.32,
