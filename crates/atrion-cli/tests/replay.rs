@@ -45,7 +45,8 @@ fn outage_trips_and_recovers_on_the_default_model() {
     let trip = checkout["transitions"].as_array().unwrap().iter().find(|t| t["to"] == "open").unwrap();
     let at = trip["at_ms"].as_f64().unwrap();
     assert!((30_000.0..31_000.0).contains(&at), "{at}");
-    assert!(checkout["shed"].as_u64().unwrap() > 1_000);
+    // 750 checkout requests fall inside the outage (30 s to 45 s, 50 per second).
+    assert!(checkout["shed"].as_u64().unwrap() > 600, "{}", checkout["shed"]);
     assert!(checkout["peak_resistance"].as_f64().unwrap() > 30.0);
     // The healthy route is never touched.
     let search = route(&report, "GET /search");
