@@ -51,6 +51,10 @@ pub struct SimulateArgs {
     /// Do not write charts.
     #[arg(long)]
     pub no_charts: bool,
+    /// Also write each scenario's series (one bin per `bin_ms`, per controller) as
+    /// `NAME.series.json` beside the charts, for plotting elsewhere.
+    #[arg(long)]
+    pub series: bool,
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -163,6 +167,19 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
     }
     progress.finish_and_clear();
 
+    if args.series {
+        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+        for r in &reports {
+            let path = args.out.join(format!("{}.series.json", r.scenario.name));
+            let doc = serde_json::json!({
+                "scenario": r.scenario.name,
+                "bin_ms": r.scenario.telemetry.as_ref().map_or(r.scenario.bin_ms, |t| t.tick_ms),
+                "controllers": r.results.iter().map(|c| serde_json::json!({ "controller": c.controller, "bins": c.bins })).collect::<Vec<_>>(),
+            });
+            std::fs::write(&path, serde_json::to_string(&doc)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
     let mut charts = Vec::new();
     if !args.no_charts {
         std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -202,11 +219,16 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
     }
 }
 
-/// Lower is better for these metrics; higher for goodput.
+/// Whether `a` beats `b` by a margin worth reporting: 5% of goodput or p99 (and at least
+/// 5 ms), a second of recovery, half a point of false shedding, two transitions. Lower is
+/// better for all but goodput.
 fn better(metric: Metric, a: f64, b: f64) -> bool {
     match metric {
         Metric::Goodput => a > b * 1.05,
-        _ => a < b * 0.95 && (b - a) > 1e-3,
+        Metric::P99Ms | Metric::P50Ms => a < b * 0.95 && b - a >= 5.0,
+        Metric::RecoverS | Metric::DetectS => a < b - 1.0,
+        Metric::HealthyShed | Metric::Shed | Metric::ErrorRate => a < b - 0.005,
+        Metric::Transitions => a < b * 0.95 && b - a >= 2.0,
     }
 }
 

@@ -24,6 +24,22 @@ fn flapping_prints_the_reference_figures_and_writes_a_chart() {
 }
 
 #[test]
+fn series_are_written_for_plotting_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = atrion(&["simulate", "--scenario", "rate-10", "--series", "--no-charts", "--json", "--out", d]);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(dir.path().join("rate-10.series.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["bin_ms"], 100.0);
+    let bins = doc["controllers"][0]["bins"].as_array().unwrap();
+    assert_eq!(bins.len(), 700, "70 s in 100 ms bins");
+    let offered: u64 = bins.iter().map(|b| b["offered"].as_u64().unwrap()).sum();
+    // 10 requests per second for 70 s, the first one gap (100 ms) after the start.
+    assert_eq!(offered, 699);
+}
+
+#[test]
 fn json_is_one_document_with_a_summary_per_controller() {
     let out = atrion(&["simulate", "--scenario", "cb-recovery", "--quick", "--json", "--no-charts", "--seed", "3"]);
     assert!(out.status.success());
