@@ -246,7 +246,7 @@ fn losses(r: &ScenarioReport) -> Vec<String> {
         let winners: Vec<String> = r
             .results
             .iter()
-            .filter(|p| p.controller != "atrion-default" && p.controller != "atrion-reference")
+            .filter(|p| !p.controller.starts_with("atrion"))
             .filter(|p| !(m == Metric::Transitions && p.controller != "breaker"))
             .filter_map(|p| {
                 let theirs = p.summary.get(m).unwrap_or(f64::INFINITY);

@@ -53,7 +53,7 @@ fn json_is_one_document_with_a_summary_per_controller() {
 }
 
 fn atrion_sim_names() -> Vec<&'static str> {
-    vec!["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default"]
+    vec!["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default", "atrion-aimd"]
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn err<E: std::fmt::Display>(e: E) -> ChartError {
     ChartError(e.to_string())
 }
 
-const COLORS: [RGBColor; 7] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(120, 120, 120), // none
     RGBColor(214, 39, 40),   // breaker
     RGBColor(255, 127, 14),  // aimd
@@ -24,6 +24,7 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(140, 86, 75),   // envoy
     RGBColor(31, 119, 180),  // atrion-reference
     RGBColor(44, 160, 44),   // atrion-default
+    RGBColor(23, 190, 207),  // atrion-aimd
 ];
 
 fn color(name: &str) -> RGBColor {

@@ -9,6 +9,7 @@
 //! | `envoy` | Envoy's adaptive-concurrency gradient controller | update every 100 ms, p50, min RTT over 50 requests every 60 s at concurrency 3, buffer 25%, max 1000 |
 //! | `atrion-reference` | Atrion, [`Model::Reference`] | SPEC 9.1 |
 //! | `atrion-default` | Atrion, [`Model::Default`] | `PhysicsConfig::default()` |
+//! | `atrion-aimd` | Atrion's default model behind an AIMD concurrency limit: admitted only when both admit | the two above |
 //!
 //! A scenario may override any of these per controller (`[settings.NAME]`); unknown keys
 //! are errors.
@@ -20,7 +21,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// The names of all controllers, in table order.
-pub const NAMES: [&str; 7] = ["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default"];
+pub const NAMES: [&str; 8] =
+    ["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default", "atrion-aimd"];
 
 /// Settings that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,22 @@ pub fn build(
         "envoy" => Box::new(Envoy::new(parse(name, settings)?, n)),
         "atrion-reference" => Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?),
         "atrion-default" => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
+        "atrion-aimd" => {
+            // `[settings.atrion-aimd]`: an `aimd` table for the limit, the rest for the physics.
+            let mut physics = settings.cloned().unwrap_or_default();
+            let aimd = match physics.remove("aimd") {
+                None => AimdSettings::default(),
+                Some(toml::Value::Table(t)) => parse(name, Some(&t))?,
+                Some(_) => {
+                    return Err(SettingsError::Invalid {
+                        controller: name.to_owned(),
+                        reason: "`aimd` must be a table".into(),
+                    });
+                }
+            };
+            let atrion = Atrion::new("atrion-aimd", Model::Default, routes, Some(&physics))?;
+            Box::new(Paired { atrion, limit: Aimd::new(check(name, aimd)?, n) })
+        }
         other => return Err(SettingsError::Unknown(other.to_owned())),
     })
 }
@@ -707,6 +725,33 @@ impl Controller for Envoy {
     }
     fn transitions(&self) -> u64 {
         0
+    }
+}
+
+/// Atrion behind a concurrency limit: the limit bounds what is in flight (overload), the
+/// physics sheds failing routes (trauma, priorities).
+#[derive(Debug)]
+pub struct Paired {
+    atrion: Atrion,
+    limit: Aimd,
+}
+
+impl Controller for Paired {
+    fn name(&self) -> &'static str {
+        "atrion-aimd"
+    }
+    fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
+        self.limit.admit(route, now, inflight) && self.atrion.admit(route, now, inflight)
+    }
+    fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
+        self.limit.complete(route, now, sample);
+        self.atrion.complete(route, now, sample);
+    }
+    fn gauge(&self, route: usize) -> Gauge {
+        self.atrion.gauge(route)
+    }
+    fn transitions(&self) -> u64 {
+        self.atrion.transitions()
     }
 }
 

@@ -181,6 +181,8 @@ struct Request {
     served: bool,
     reported: bool,
     deadline_pending: bool,
+    /// Waiting in its pool's queue (the queue still refers to it, even after its deadline).
+    queued: bool,
     freed: bool,
     arrival: u64,
     service_ms: f64,
@@ -328,7 +330,7 @@ impl Sim {
 
     fn release_if_done(&mut self, id: u32) {
         let r = &mut self.reqs[id as usize];
-        if !r.freed && r.reported && (r.served || !r.started) && !r.deadline_pending {
+        if !r.freed && r.reported && (r.served || !r.started) && !r.queued && !r.deadline_pending {
             r.freed = true;
             self.free.push(id);
         }
@@ -427,6 +429,7 @@ impl Sim {
             served: false,
             reported: false,
             deadline_pending: false,
+            queued: false,
             freed: false,
             arrival: now,
             service_ms,
@@ -451,6 +454,7 @@ impl Sim {
             self.start(id, now);
         } else if pool.queue.len() < pool.queue_cap {
             pool.queue.push_back(id);
+            self.reqs[id as usize].queued = true;
             self.schedule_deadline(id);
         } else {
             // The queue is full: refused at once.
@@ -472,6 +476,7 @@ impl Sim {
         let r = &self.routes[route];
         let c = r.conditions(now);
         self.pools[r.pool].busy += 1;
+        self.reqs[id as usize].queued = false;
         let req = &mut self.reqs[id as usize];
         req.started = true;
         let (ms, failed) = match c.outage {
