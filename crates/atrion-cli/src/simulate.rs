@@ -297,7 +297,12 @@ fn markdown_page(reports: &[ScenarioReport], base: &str, args: &SimulateArgs) ->
          requests shed while the service was healthy; detect is the time from the incident's start to \
          the first 100 ms bin shedding 10% or more; recover is the time from the incident's end until \
          goodput holds 90% of its pre-incident share for 2 s; transitions count closed/open/half-open \
-         changes (limiters have none).\n\n",
+         changes (limiters have none). Controllers: `none`; `breaker` (count window of 100 calls, 50% \
+         failures, 5 s open, 10 half-open probes); Netflix's `aimd` and `gradient2` and Envoy's gradient \
+         controller (`envoy`), with their published defaults; Atrion's `atrion-reference` and \
+         `atrion-default` models; and `atrion-aimd`, the default model behind an AIMD limit (a request goes \
+         through only when both admit), the pairing the notes recommend for overload. The last column of the \
+         summary compares `atrion-default` alone with the peers.\n\n",
         args.out.display()
     ));
     out.push_str("## Summary\n\n| scenario | criteria | atrion-default is beaten on |\n|---|---|---|\n");

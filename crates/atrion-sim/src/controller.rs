@@ -9,7 +9,7 @@
 //! | `envoy` | Envoy's adaptive-concurrency gradient controller | update every 100 ms, p50, min RTT over 50 requests every 60 s at concurrency 3, buffer 25%, max 1000 |
 //! | `atrion-reference` | Atrion, [`Model::Reference`] | SPEC 9.1 |
 //! | `atrion-default` | Atrion, [`Model::Default`] | `PhysicsConfig::default()` |
-//! | `atrion-aimd` | Atrion's default model behind an AIMD concurrency limit: admitted only when both admit | the two above |
+//! | `atrion-aimd` | Atrion's default model behind an AIMD concurrency limit: admitted only when both admit | the two above; a scenario's `atrion-default` settings unless it has its own |
 //!
 //! A scenario may override any of these per controller (`[settings.NAME]`); unknown keys
 //! are errors.

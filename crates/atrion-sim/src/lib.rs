@@ -168,7 +168,13 @@ pub fn run_scenario_with(
     };
     let mut results = Vec::new();
     for name in controllers_for(&scenario, options) {
-        let mut c = controller::build(name, &routes, scenario.settings.get(name))
+        // `atrion-aimd` runs the default model: it takes `atrion-default`'s settings (a
+        // route's SLO, say) unless the scenario gives it its own.
+        let settings = match name {
+            "atrion-aimd" => scenario.settings.get(name).or_else(|| scenario.settings.get("atrion-default")),
+            _ => scenario.settings.get(name),
+        };
+        let mut c = controller::build(name, &routes, settings)
             .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source: Box::new(source) })?;
         let trace = if scenario.telemetry.is_some() {
             match sim::run_ticks(&scenario, c.as_mut()) {
