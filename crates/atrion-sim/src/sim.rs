@@ -81,11 +81,6 @@ struct Route {
     rng_request: ChaCha8Rng,
     rng_call: ChaCha8Rng,
     inflight: u32,
-    /// Deadlines of this route's admitted requests, in arrival order (one timeout per
-    /// route, so also in deadline order); one `Deadline` event at a time covers the front.
-    deadlines: VecDeque<(u64, u32)>,
-    /// A `Deadline` event for this route is in the heap.
-    armed: bool,
 }
 
 impl Route {
@@ -299,8 +294,6 @@ impl Sim {
                 rng_request: stream(seed, i, 1),
                 rng_call: stream(seed, i, 2),
                 inflight: 0,
-                deadlines: VecDeque::new(),
-                armed: false,
             });
         }
         let bins = (end as f64 / (scenario.bin_ms * MS)).ceil() as usize;
@@ -362,7 +355,15 @@ impl Sim {
             match ev.kind {
                 Kind::Arrival => self.arrival(controller, ev.id as usize, ev.at),
                 Kind::Served => self.served(controller, ev.id, ev.at),
-                Kind::Deadline => self.deadlines(controller, ev.id as usize, ev.at),
+                Kind::Deadline => {
+                    let r = &mut self.reqs[ev.id as usize];
+                    r.deadline_pending = false;
+                    if !r.reported {
+                        let latency = self.routes[r.route as usize].timeout as f64 / MS;
+                        self.report(controller, ev.id, ev.at, false, latency);
+                    }
+                    self.release_if_done(ev.id);
+                }
                 Kind::Pump => {
                     let pool = self.routes[ev.id as usize].pool;
                     self.pump(pool, ev.at);
@@ -436,36 +437,7 @@ impl Sim {
             inflight,
         });
         self.dispatch(controller, id, now);
-        if !self.reqs[id as usize].reported {
-            // The client gives up at `arrival + timeout` unless answered by then.
-            let r = &mut self.routes[route];
-            let at = now + r.timeout;
-            r.deadlines.push_back((at, id));
-            let arm = !std::mem::replace(&mut r.armed, true);
-            self.reqs[id as usize].deadline_pending = true;
-            if arm {
-                self.push(at, Kind::Deadline, route as u32);
-            }
-        }
         id
-    }
-
-    /// The deadlines of `route` that have come: requests not answered by now time out.
-    fn deadlines(&mut self, controller: &mut dyn Controller, route: usize, now: u64) {
-        while let Some(&(at, id)) = self.routes[route].deadlines.front() {
-            if at > now {
-                self.push(at, Kind::Deadline, route as u32);
-                return;
-            }
-            self.routes[route].deadlines.pop_front();
-            self.reqs[id as usize].deadline_pending = false;
-            if !self.reqs[id as usize].reported {
-                let latency = self.routes[route].timeout as f64 / MS;
-                self.report(controller, id, now, false, latency);
-            }
-            self.release_if_done(id);
-        }
-        self.routes[route].armed = false;
     }
 
     fn dispatch(&mut self, controller: &mut dyn Controller, id: u32, now: u64) {
@@ -483,9 +455,19 @@ impl Sim {
         } else if pool.queue.len() < pool.queue_cap {
             pool.queue.push_back(id);
             self.reqs[id as usize].queued = true;
+            self.schedule_deadline(id);
         } else {
             // The queue is full: refused at once.
             self.report(controller, id, now, false, 0.0);
+        }
+    }
+
+    fn schedule_deadline(&mut self, id: u32) {
+        let r = &mut self.reqs[id as usize];
+        if !r.deadline_pending {
+            r.deadline_pending = true;
+            let at = r.arrival + self.routes[r.route as usize].timeout;
+            self.push(at, Kind::Deadline, id);
         }
     }
 
@@ -503,7 +485,11 @@ impl Sim {
         };
         req.failed = failed;
         let done = now + (ms * MS) as u64;
+        let needs_deadline = done > req.arrival + r.timeout || r.calls.is_some();
         self.push(done, Kind::Served, id);
+        if needs_deadline {
+            self.schedule_deadline(id);
+        }
     }
 
     /// Starts queued requests of a pool while it has free workers.
@@ -652,8 +638,6 @@ mod tests {
             rng_request: stream(1, 0, 1),
             rng_call: stream(1, 0, 2),
             inflight: 0,
-            deadlines: VecDeque::new(),
-            armed: false,
         };
         let mut rng = stream(7, 0, 1);
         let n = 200_000;
