@@ -643,6 +643,14 @@ struct EnvoyRoute {
     samples: Vec<f64>,
 }
 
+/// `gradient = clamp(minRTT (1 + buffer) / sampleRTT, 0.5, 2)`, `new = gradient * limit`,
+/// then `new + sqrt(new)`, clamped to `[1, max_limit]`.
+fn envoy_limit(s: &EnvoySettings, limit: f64, min_rtt: f64, sample_rtt: f64) -> f64 {
+    let gradient = (min_rtt * (1.0 + s.buffer) / sample_rtt.max(1e-9)).clamp(0.5, 2.0);
+    let new = gradient * limit;
+    (new + new.sqrt()).clamp(1.0, f64::from(s.max_limit))
+}
+
 /// Envoy's gradient controller: every interval, `gradient = clamp((minRTT (1 + buffer)) /
 /// sampleRTT, 0.5, 2)` with `sampleRTT` the window's percentile, and `limit = gradient *
 /// limit + sqrt(gradient * limit)`; the minimum RTT is re-measured periodically with the
@@ -669,9 +677,7 @@ impl Envoy {
 
     /// The formula: the next limit from the current one, the minimum RTT and a window's RTT.
     pub fn next_limit(&self, limit: f64, min_rtt: f64, sample_rtt: f64) -> f64 {
-        let gradient = (min_rtt * (1.0 + self.s.buffer) / sample_rtt.max(1e-9)).clamp(0.5, 2.0);
-        let new = gradient * limit;
-        (new + new.sqrt()).clamp(1.0, f64::from(self.s.max_limit))
+        envoy_limit(&self.s, limit, min_rtt, sample_rtt)
     }
 
     fn percentile(samples: &mut [f64], q: f64) -> f64 {
@@ -696,27 +702,23 @@ impl Controller for Envoy {
     }
     fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
         let s = &self.s;
-        let mut r = std::mem::take(&mut self.routes[route].samples);
-        r.push(sample.latency_ms);
-        let route_state = &mut self.routes[route];
-        if route_state.measuring {
-            if r.len() >= s.min_rtt_requests as usize {
-                route_state.min_rtt = Self::percentile(&mut r, s.percentile);
-                route_state.measuring = false;
-                route_state.next_min_rtt = now + (s.min_rtt_interval_s * 1e9) as u64;
-                route_state.window_end = now + (s.interval_ms * MS) as u64;
-                r.clear();
+        let r = &mut self.routes[route];
+        r.samples.push(sample.latency_ms);
+        if r.measuring {
+            if r.samples.len() < s.min_rtt_requests as usize {
+                return;
             }
-        } else if now >= route_state.window_end {
-            let sample_rtt = Self::percentile(&mut r, s.percentile);
-            let (limit, min_rtt) = (route_state.limit, route_state.min_rtt);
-            let next = self.next_limit(limit, min_rtt, sample_rtt);
-            let route_state = &mut self.routes[route];
-            route_state.limit = next;
-            route_state.window_end = now + (s.interval_ms * MS) as u64;
-            r.clear();
+            r.min_rtt = Self::percentile(&mut r.samples, s.percentile);
+            r.measuring = false;
+            r.next_min_rtt = now + (s.min_rtt_interval_s * 1e9) as u64;
+        } else if now >= r.window_end {
+            let sample_rtt = Self::percentile(&mut r.samples, s.percentile);
+            r.limit = envoy_limit(s, r.limit, r.min_rtt, sample_rtt);
+        } else {
+            return;
         }
-        self.routes[route].samples = r;
+        r.window_end = now + (s.interval_ms * MS) as u64;
+        r.samples.clear();
     }
     fn gauge(&self, route: usize) -> Gauge {
         let r = &self.routes[route];
