@@ -106,6 +106,19 @@ pub trait Controller {
     fn gauge(&self, route: usize) -> Gauge;
     /// State transitions so far, over all routes.
     fn transitions(&self) -> u64;
+    /// A balancer's choice among `members` (route indexes) for a request at `now`; `u` is
+    /// uniform in [0, 1). By default, at random among the members not open (all of them
+    /// when every one is).
+    fn select(&mut self, members: &[usize], now: u64, u: f64) -> usize {
+        let _ = now;
+        let closed = members.iter().filter(|&&m| self.gauge(m).state != State::Open).count();
+        let pick = |n: usize| ((u * n as f64) as usize).min(n.saturating_sub(1));
+        if closed == 0 {
+            return members[pick(members.len())];
+        }
+        let k = pick(closed);
+        members.iter().copied().filter(|&m| self.gauge(m).state != State::Open).nth(k).unwrap_or(members[0])
+    }
     /// Telemetry-driven experiments: one observation per tick. Returns false when the
     /// controller does not apply (limiters learn from requests, not from rates).
     fn tick(&mut self, route: usize, now: u64, latency_ms: f64, error: f64, saturation: f64) -> bool {
@@ -752,6 +765,9 @@ impl Controller for Paired {
     fn gauge(&self, route: usize) -> Gauge {
         self.atrion.gauge(route)
     }
+    fn select(&mut self, members: &[usize], now: u64, u: f64) -> usize {
+        self.atrion.select(members, now, u)
+    }
     fn transitions(&self) -> u64 {
         self.atrion.transitions()
     }
@@ -876,6 +892,15 @@ impl Controller for Atrion {
     }
     fn transitions(&self) -> u64 {
         self.transitions
+    }
+    /// Softmax of `exp(-R)` over the members not open (SPEC 9.1, beta = 1); at random
+    /// while none has a resistance yet.
+    fn select(&mut self, members: &[usize], now: u64, u: f64) -> usize {
+        let names: Vec<&str> = members.iter().map(|&m| self.routes[m].as_str()).collect();
+        match self.engine.select(&names, Timestamp::from_nanos(now), 1.0, u) {
+            Some(i) => members[i],
+            None => members[((u * members.len() as f64) as usize).min(members.len() - 1)],
+        }
     }
     fn tick(&mut self, route: usize, now: u64, latency_ms: f64, error: f64, saturation: f64) -> bool {
         if let Ok(t) = Telemetry::unbounded(latency_ms, error, saturation) {

@@ -44,8 +44,8 @@ pub use controller::{Controller, Gauge, NAMES, RouteInfo, Sample, SettingsError,
 pub use metrics::{Bin, Summary, summarize};
 pub use report::{Check, ControllerResult, ScenarioReport, markdown_table, text_table};
 pub use scenario::{
-    Expect, FaultKind, FaultSpec, Metric, OutageMode, RouteSpec, Scenario, ScenarioError, ServiceTime, Signal,
-    TelemetrySpec, Traffic,
+    BalancerSpec, Expect, FaultKind, FaultSpec, Metric, OutageMode, RouteSpec, Scenario, ScenarioError, ServiceTime,
+    Signal, TelemetrySpec, Traffic,
 };
 pub use sim::Trace;
 
@@ -111,6 +111,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("rate-10000", include_str!("../../../scenarios/rate-10000.toml")),
     ("no-traffic-recovery", include_str!("../../../scenarios/no-traffic-recovery.toml")),
     ("gradient2-drift", include_str!("../../../scenarios/gradient2-drift.toml")),
+    ("replica-remodeling", include_str!("../../../scenarios/replica-remodeling.toml")),
 ];
 
 /// A built-in scenario by name, parsed; `None` when no built-in has that name.

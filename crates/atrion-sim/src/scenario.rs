@@ -88,6 +88,9 @@ pub struct Scenario {
     /// The routes of the simulated service.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSpec>,
+    /// Load balancers: traffic spread over several routes by the controller's choice.
+    #[serde(default, rename = "balancer")]
+    pub balancers: Vec<BalancerSpec>,
     /// Faults over time.
     #[serde(default, rename = "fault")]
     pub faults: Vec<FaultSpec>,
@@ -166,6 +169,20 @@ fn default_timeout() -> f64 {
 }
 fn default_weight() -> f64 {
     1.0
+}
+
+/// A load balancer in front of several routes (replicas, providers): each request goes to
+/// the member its controller selects. Atrion picks by softmax of resistance (the
+/// reference's router); the others pick at random among members they have not opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerSpec {
+    /// The balancer's name.
+    pub name: String,
+    /// The routes it spreads over (at least two, each once).
+    pub members: Vec<String>,
+    /// The traffic it is offered.
+    pub traffic: Traffic,
 }
 
 /// A service-time distribution.
@@ -634,13 +651,18 @@ impl Scenario {
             f.start_s *= k;
             f.end_s *= k;
         }
-        for r in &mut s.routes {
-            match &mut r.traffic {
-                Some(Traffic::Spike { start_s, end_s, .. } | Traffic::Ramp { start_s, end_s, .. }) => {
+        let traffic = s
+            .routes
+            .iter_mut()
+            .filter_map(|r| r.traffic.as_mut())
+            .chain(s.balancers.iter_mut().map(|b| &mut b.traffic));
+        for t in traffic {
+            match t {
+                Traffic::Spike { start_s, end_s, .. } | Traffic::Ramp { start_s, end_s, .. } => {
                     *start_s *= k;
                     *end_s *= k;
                 }
-                Some(Traffic::Sine { period_s, .. }) => *period_s *= k,
+                Traffic::Sine { period_s, .. } => *period_s *= k,
                 _ => {}
             }
         }
@@ -790,6 +812,23 @@ impl Scenario {
                 if hops > self.routes.len() {
                     return Err(self.invalid("route.calls", format!("`{}` calls itself through a loop", r.name)));
                 }
+            }
+        }
+        for (i, b) in self.balancers.iter().enumerate() {
+            let f = |k: &str| format!("balancer[{i}].{k}");
+            if b.members.len() < 2 {
+                return Err(self.invalid(f("members"), "needs at least two routes"));
+            }
+            for (k, m) in b.members.iter().enumerate() {
+                if !names.contains(&m.as_str()) || b.members[..k].contains(m) {
+                    return Err(
+                        self.invalid(f("members"), format!("`{m}` is not a route of the scenario, or is listed twice"))
+                    );
+                }
+            }
+            if matches!(b.traffic, Traffic::Replay { .. }) || !(b.traffic.peak().is_finite() && b.traffic.peak() <= 1e7)
+            {
+                return Err(self.invalid(f("traffic"), "a balancer takes a rate pattern (not replay) up to 1e7 rps"));
             }
         }
         for (i, fault) in self.faults.iter().enumerate() {

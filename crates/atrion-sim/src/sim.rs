@@ -65,6 +65,15 @@ impl Pool {
     }
 }
 
+/// A load balancer: its own arrivals, spread over member routes by the controller.
+#[derive(Debug)]
+struct Balancer {
+    members: Vec<usize>,
+    arrivals: Arrivals,
+    rng_arrival: ChaCha8Rng,
+    rng_select: ChaCha8Rng,
+}
+
 #[derive(Debug)]
 struct Route {
     pool: usize,
@@ -117,7 +126,14 @@ impl Route {
 
     /// The next arrival after `now`, if any before `end`.
     fn next_arrival(&mut self, now: u64, end: u64) -> Option<u64> {
-        match &mut self.arrivals {
+        self.arrivals.next(&mut self.rng_arrival, now, end)
+    }
+}
+
+impl Arrivals {
+    /// The next arrival after `now`, if any before `end`; `rng` draws Poisson gaps.
+    fn next(&mut self, rng: &mut ChaCha8Rng, now: u64, end: u64) -> Option<u64> {
+        match self {
             Arrivals::None => None,
             Arrivals::Trace { times, span, next, lap } => {
                 if times.is_empty() {
@@ -141,7 +157,7 @@ impl Route {
                     let rate = traffic.rate(t as f64 / SEC);
                     if rate > 0.0 {
                         let gap = if *poisson {
-                            let e: f64 = Exp1.sample(&mut self.rng_arrival);
+                            let e: f64 = Exp1.sample(rng);
                             e / rate
                         } else {
                             1.0 / rate
@@ -226,6 +242,7 @@ pub fn run(scenario: &Scenario, controller: &mut dyn Controller, seed: u64) -> R
 
 struct Sim {
     routes: Vec<Route>,
+    balancers: Vec<Balancer>,
     pools: Vec<Pool>,
     reqs: Vec<Request>,
     free: Vec<u32>,
@@ -296,9 +313,25 @@ impl Sim {
                 inflight: 0,
             });
         }
+        let n = routes.len();
+        let balancers = scenario
+            .balancers
+            .iter()
+            .enumerate()
+            .map(|(b, spec)| Balancer {
+                members: spec.members.iter().filter_map(|m| index(m)).collect(),
+                arrivals: Arrivals::Rate {
+                    traffic: spec.traffic.clone(),
+                    poisson: !matches!(spec.traffic, Traffic::Constant { .. }),
+                },
+                rng_arrival: stream(seed, n + b, 0),
+                rng_select: stream(seed, n + b, 3),
+            })
+            .collect();
         let bins = (end as f64 / (scenario.bin_ms * MS)).ceil() as usize;
         Ok(Sim {
             routes,
+            balancers,
             pools,
             reqs: Vec::new(),
             free: Vec::new(),
@@ -346,6 +379,13 @@ impl Sim {
                 self.push(t, Kind::Pump, i as u32);
             }
         }
+        let n = self.routes.len();
+        for b in 0..self.balancers.len() {
+            let bal = &mut self.balancers[b];
+            if let Some(t) = bal.arrivals.next(&mut bal.rng_arrival, 0, self.end) {
+                self.push(t, Kind::Arrival, (n + b) as u32);
+            }
+        }
         let chart_route = self.routes.iter().position(|r| !matches!(r.arrivals, Arrivals::None)).unwrap_or(0);
         while let Some(Reverse(ev)) = self.heap.pop() {
             if ev.at >= self.end {
@@ -353,7 +393,8 @@ impl Sim {
             }
             self.rec.advance(ev.at, || controller.gauge(chart_route));
             match ev.kind {
-                Kind::Arrival => self.arrival(controller, ev.id as usize, ev.at),
+                Kind::Arrival if (ev.id as usize) < n => self.arrival(controller, ev.id as usize, ev.at),
+                Kind::Arrival => self.balanced(controller, ev.id as usize - n, ev.at),
                 Kind::Served => self.served(controller, ev.id, ev.at),
                 Kind::Deadline => {
                     let r = &mut self.reqs[ev.id as usize];
@@ -394,6 +435,26 @@ impl Sim {
             id = self.offer(controller, fallback, now, NONE, true, true);
         }
         if id != NONE {
+            self.rec.admitted(now);
+        }
+    }
+
+    /// An arrival at balancer `b`: the controller picks a member, whose controller then
+    /// decides (draws from the member's call stream: which member is picked depends on the
+    /// controller).
+    fn balanced(&mut self, controller: &mut dyn Controller, b: usize, now: u64) {
+        let end = self.end;
+        let bal = &mut self.balancers[b];
+        if let Some(t) = bal.arrivals.next(&mut bal.rng_arrival, now, end) {
+            self.push(t, Kind::Arrival, (self.routes.len() + b) as u32);
+        }
+        let bal = &mut self.balancers[b];
+        let u: f64 = bal.rng_select.random();
+        let route = controller.select(&bal.members, now, u);
+        self.rec.offered(now);
+        if self.offer(controller, route, now, NONE, true, true) == NONE {
+            self.rec.shed(now);
+        } else {
             self.rec.admitted(now);
         }
     }

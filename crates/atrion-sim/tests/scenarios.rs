@@ -58,6 +58,7 @@ scenario_tests! {
     rate_10000 => "rate-10000",
     no_traffic_recovery => "no-traffic-recovery",
     gradient2_drift => "gradient2-drift",
+    replica_remodeling => "replica-remodeling",
 }
 
 #[test]
@@ -129,6 +130,19 @@ kind = "errors"
     let e = atrion_sim::Scenario::from_toml(fault, std::path::Path::new(".")).unwrap_err();
     assert!(e.to_string().contains("needs `rate`"), "{e}");
     assert!(matches!(atrion_sim::load("no-such-scenario"), Err(atrion_sim::ScenarioError::Unknown(_))));
+    let lonely = r#"
+name = "x"
+description = "y"
+[[route]]
+name = "a"
+service = { dist = "constant", mean_ms = 5 }
+[[balancer]]
+name = "lb"
+members = ["a"]
+traffic = { pattern = "poisson", rps = 10 }
+"#;
+    let e = atrion_sim::Scenario::from_toml(lonely, std::path::Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains("balancer[0].members"), "{e}");
 }
 
 #[test]
