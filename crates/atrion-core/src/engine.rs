@@ -404,10 +404,29 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     /// Softmax route selection among `routes` (SPEC 9.1): picks one with probability
-    /// proportional to `exp(-beta R)`, skipping open and unknown routes. `u` is a uniform
-    /// random number in `[0, 1)`, passed in so that selection is testable.
+    /// proportional to `exp(-beta R)`, skipping open routes (in the default model, only
+    /// until their open interval ends: then a pick is what lets the route half-open and
+    /// probe). A route the engine has not seen
+    /// yet counts as new, with the resistance a new route starts with (the reference's
+    /// bootstrap `1.2 R_base`, the default model's `R_base`), so that a router sends it
+    /// traffic and it starts to learn. `u` is a uniform random number in `[0, 1)`, passed
+    /// in so that selection is testable. Returns `None` only when every route is open.
     pub fn select(&self, routes: &[&str], now: Timestamp, beta: f64, u: f64) -> Option<usize> {
-        softmax_select(routes.iter().map(|r| self.resistance(r, now)), beta, u)
+        let map = self.routes.pin();
+        let new_route = match self.phys.cfg.model {
+            Model::Reference => 1.2 * self.phys.cfg.r_base,
+            Model::Default => self.phys.cfg.r_base,
+        };
+        let timed = self.phys.cfg.model == Model::Default;
+        let resistance = |r: &&str| match map.get(*r) {
+            None => Some(new_route),
+            Some(cell) if Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::Open => {
+                let until = cell.view.open_until.load(Relaxed);
+                (timed && now.as_nanos() >= until).then(|| self.resistance_now(cell, now))
+            }
+            Some(cell) => Some(self.resistance_now(cell, now)),
+        };
+        softmax_select(routes.iter().map(resistance), beta, u)
     }
 
     /// Route ids tracked now (allocates; for tools and dumps).

@@ -57,7 +57,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) 
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("seconds").y_desc(panel.y_label).light_line_style(WHITE).draw().map_err(err)?;
+    chart.configure_mesh().x_desc("seconds").y_desc(panel.y_label).max_light_lines(0).draw().map_err(err)?;
     for (name, c, pts) in &panel.lines {
         let c = *c;
         chart
@@ -150,20 +150,24 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
             lines: series(&all, &|b| b.good / width),
         });
     }
+    let route = s.routes.get(s.chart_route()).map_or("the route", |r| r.name.as_str());
+    let resistance_title = format!("Atrion: resistance of {route}");
+    let limit_title = format!("limiters: concurrency limit of {route}");
+    let state_title = format!("state of {route}: 0 closed, 1 half-open, 2 open");
     let resistance = series(&atrion, &|b| b.level);
     if !resistance.is_empty() {
-        panels.push(Panel { title: "Atrion: resistance", y_label: "ohms", lines: resistance });
+        panels.push(Panel { title: &resistance_title, y_label: "ohms", lines: resistance });
     }
     let limits = series(&limiter, &|b| b.level);
     if !limits.is_empty() {
-        panels.push(Panel { title: "limiters: concurrency limit", y_label: "requests", lines: limits });
+        panels.push(Panel { title: &limit_title, y_label: "requests", lines: limits });
     }
     let states: Vec<_> = series(&|n| n != "none" && !limiter(n), &|b| f64::from(b.state))
         .into_iter()
         .enumerate()
         .map(|(k, (n, c, p))| (n, c, p.into_iter().map(|(x, y)| (x, y + 0.04 * k as f64)).collect()))
         .collect();
-    panels.push(Panel { title: "state: 0 closed, 1 half-open, 2 open", y_label: "state", lines: states });
+    panels.push(Panel { title: &state_title, y_label: "state", lines: states });
 
     let x_max = x(n.div_ceil(k).saturating_sub(1)).max(width);
     let mut svg = String::new();

@@ -26,7 +26,7 @@ pub struct Bin {
     pub good: f64,
     /// Sum of completed latencies, ms.
     pub latency_sum: f64,
-    /// Resistance, limit or failure rate of the chart route.
+    /// Resistance, limit or failure rate of the route the charts follow ([`Scenario::chart_route`]).
     pub level: f64,
     /// 0 closed, 1 half-open, 2 open.
     pub state: u8,

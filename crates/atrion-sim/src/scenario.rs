@@ -669,6 +669,18 @@ impl Scenario {
         s
     }
 
+    /// The route whose gauge (resistance, limit, state) the series and charts follow: the
+    /// first fault's route, else the first route with traffic of its own, else the first.
+    pub fn chart_route(&self) -> usize {
+        let index = |name: &str| self.routes.iter().position(|r| r.name == name);
+        self.faults
+            .first()
+            .and_then(|f| f.route.as_deref())
+            .and_then(index)
+            .or_else(|| self.routes.iter().position(|r| r.traffic.is_some()))
+            .unwrap_or(0)
+    }
+
     /// The incident window `[start, end]` in seconds, if the scenario has one.
     pub fn incident_window(&self) -> Option<[f64; 2]> {
         self.incident.or_else(|| self.faults.first().map(|f| [f.start_s, f.end_s]))

@@ -241,6 +241,7 @@ pub fn run(scenario: &Scenario, controller: &mut dyn Controller, seed: u64) -> R
 }
 
 struct Sim {
+    chart_route: usize,
     routes: Vec<Route>,
     balancers: Vec<Balancer>,
     pools: Vec<Pool>,
@@ -330,6 +331,7 @@ impl Sim {
             .collect();
         let bins = (end as f64 / (scenario.bin_ms * MS)).ceil() as usize;
         Ok(Sim {
+            chart_route: scenario.chart_route(),
             routes,
             balancers,
             pools,
@@ -386,7 +388,7 @@ impl Sim {
                 self.push(t, Kind::Arrival, (n + b) as u32);
             }
         }
-        let chart_route = self.routes.iter().position(|r| !matches!(r.arrivals, Arrivals::None)).unwrap_or(0);
+        let chart_route = self.chart_route;
         while let Some(Reverse(ev)) = self.heap.pop() {
             if ev.at >= self.end {
                 break;

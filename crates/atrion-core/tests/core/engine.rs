@@ -147,7 +147,7 @@ fn handles_decide_like_the_engine() {
 }
 
 #[test]
-fn select_prefers_low_resistance_and_skips_open_routes() {
+fn select_prefers_low_resistance_skips_open_routes_and_tries_new_ones() {
     let e = engine(Model::Default);
     drive(&e, "good", 100.0, 0.0, 10.0, |_| healthy());
     drive(&e, "bad", 100.0, 0.0, 10.0, |_| healthy());
@@ -155,9 +155,19 @@ fn select_prefers_low_resistance_and_skips_open_routes() {
     let now = Timestamp::from_secs(20);
     assert_eq!(e.status("bad").unwrap().mode, Mode::Open);
     for u in [0.0, 0.3, 0.99] {
-        assert_eq!(e.select(&["bad", "good", "unknown"], now, 1.0, u), Some(1));
+        assert_eq!(e.select(&["bad", "good"], now, 1.0, u), Some(1));
     }
-    assert_eq!(e.select(&["bad", "unknown"], now, 1.0, 0.5), None);
+    // A route never seen is new and healthy (R = R_base), as likely as a healthy one: a
+    // router must send it traffic for it to learn anything.
+    assert_eq!(e.select(&["bad", "unknown"], now, 1.0, 0.5), Some(1));
+    assert_eq!(e.select(&["bad", "good", "unknown"], now, 1.0, 0.0), Some(1));
+    assert_eq!(e.select(&["bad", "good", "unknown"], now, 1.0, 0.99), Some(2));
+    assert_eq!(e.select(&["bad"], now, 1.0, 0.5), None, "every route open");
+    // Once its open interval is over, the default model's open route can be picked again:
+    // the pick's decision is what half-opens it.
+    let later = e.status("bad").unwrap().open_until;
+    assert_eq!(e.select(&["bad"], later, 1.0, 0.5), Some(0));
+    assert_eq!(e.decide("bad", later, Priority::Normal).mode, Mode::HalfOpen);
 }
 
 #[test]
