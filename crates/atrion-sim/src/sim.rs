@@ -3,9 +3,12 @@
 //! distribution), scripted faults, and one controller in front of every route.
 //!
 //! Determinism: every random draw comes from a ChaCha8 stream seeded from the scenario's
-//! seed and the route, and is drawn for every *offered* request whether or not it is
-//! admitted, so that all controllers face exactly the same arrivals, service times and
-//! error draws. Events at the same instant run in the order they were scheduled.
+//! seed and the route. A route's own traffic draws its service time and error from the
+//! route's request stream for every *offered* request, admitted or not, so that all
+//! controllers face exactly the same arrivals, service times and error draws. Requests
+//! that reach a route because of a controller's choice (downstream calls, fallbacks,
+//! balancer picks) draw from the route's separate call stream. Events at the same instant
+//! run in the order they were scheduled; the same seed gives the same run, bit for bit.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
