@@ -47,7 +47,7 @@ pub use scenario::{
     BalancerSpec, Expect, FaultKind, FaultSpec, Metric, OutageMode, RouteSpec, Scenario, ScenarioError, ServiceTime,
     Signal, TelemetrySpec, Traffic,
 };
-pub use sim::Trace;
+pub use sim::{RouteCount, Trace};
 
 use atrion_core::Priority;
 

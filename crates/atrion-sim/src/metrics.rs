@@ -134,6 +134,8 @@ pub struct Summary {
     pub offered: u64,
     /// Requests offered to the controller, downstream calls included, shed or not.
     pub requests: u64,
+    /// What reached each route (its own traffic, calls, fallbacks and balancer picks).
+    pub routes: Vec<crate::sim::RouteCount>,
 }
 
 impl Summary {
@@ -215,5 +217,6 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
         transitions: trace.transitions,
         offered: offered as u64,
         requests: trace.requests,
+        routes: trace.routes.clone(),
     }
 }

@@ -236,6 +236,24 @@ pub struct Trace {
     pub transitions: u64,
     /// Requests offered to the controller (external and downstream calls, shed or not).
     pub requests: u64,
+    /// Counts per route, in the scenario's order (empty for telemetry runs).
+    pub routes: Vec<RouteCount>,
+}
+
+/// What reached one route: every request offered to its controller (its own traffic,
+/// downstream calls, fallbacks and balancer picks), and how they ended.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RouteCount {
+    /// The route.
+    pub route: String,
+    /// Offered to the route's controller.
+    pub offered: u64,
+    /// Admitted by it.
+    pub admitted: u64,
+    /// Completed successfully.
+    pub ok: u64,
+    /// Completed with an error or a timeout.
+    pub failed: u64,
 }
 
 /// Runs `scenario` (request-level) against `controller` with `seed`.
@@ -245,6 +263,7 @@ pub fn run(scenario: &Scenario, controller: &mut dyn Controller, seed: u64) -> R
 
 struct Sim {
     chart_route: usize,
+    counts: Vec<RouteCount>,
     routes: Vec<Route>,
     balancers: Vec<Balancer>,
     pools: Vec<Pool>,
@@ -335,6 +354,11 @@ impl Sim {
         let bins = (end as f64 / (scenario.bin_ms * MS)).ceil() as usize;
         Ok(Sim {
             chart_route: scenario.chart_route(),
+            counts: scenario
+                .routes
+                .iter()
+                .map(|r| RouteCount { route: r.name.clone(), ..RouteCount::default() })
+                .collect(),
             routes,
             balancers,
             pools,
@@ -418,7 +442,7 @@ impl Sim {
         }
         self.rec.advance(self.end, || controller.gauge(chart_route));
         let (bins, latency) = self.rec.finish();
-        Ok(Trace { bins, latency, transitions: controller.transitions(), requests: self.requests })
+        Ok(Trace { bins, latency, transitions: controller.transitions(), requests: self.requests, routes: self.counts })
     }
 
     fn arrival(&mut self, controller: &mut dyn Controller, route: usize, now: u64) {
@@ -475,6 +499,7 @@ impl Sim {
         call_stream: bool,
     ) -> u32 {
         self.requests += 1;
+        self.counts[route].offered += 1;
         let r = &mut self.routes[route];
         // Draws for every offered request, admitted or not, so that all controllers see
         // the same service times and error draws.
@@ -486,6 +511,7 @@ impl Sim {
             return NONE;
         }
         r.inflight = inflight;
+        self.counts[route].admitted += 1;
         let id = self.alloc(Request {
             route: route as u32,
             parent,
@@ -614,6 +640,12 @@ impl Sim {
         let saturation =
             ((p.busy as usize + p.queue.len()) as f64 / (p.workers as usize + p.queue_cap) as f64).clamp(0.0, 1.0);
         controller.complete(route, now, &Sample { latency_ms, ok, saturation, inflight: req.inflight });
+        let count = &mut self.counts[route];
+        if ok {
+            count.ok += 1;
+        } else {
+            count.failed += 1;
+        }
         if req.external {
             self.rec.completed(now, ok, latency_ms, weight);
         }
@@ -681,7 +713,13 @@ pub fn run_ticks(scenario: &Scenario, controller: &mut dyn Controller) -> Option
         bins.push(Bin { level, state: state as u8, ..Bin::default() });
     }
     let latency = crate::metrics::histogram();
-    Some(Trace { bins, latency, transitions: controller.transitions(), requests: u64::from(spec.ticks) })
+    Some(Trace {
+        bins,
+        latency,
+        transitions: controller.transitions(),
+        requests: u64::from(spec.ticks),
+        routes: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -213,3 +213,20 @@ traffic = { pattern = "constant", rps = 100 }
     assert!((summary.goodput * 20.0 - 1_999.0).abs() < 1.0, "b's goodput {}", summary.goodput);
     assert!(summary.error_rate > 0.3, "a times out in its queue: {}", summary.error_rate);
 }
+
+#[test]
+fn softmax_balancing_moves_traffic_off_a_flaky_replica() {
+    let r = quick("replica-remodeling");
+    let share = |controller: &str| {
+        let routes = &r.result(controller).unwrap().summary.routes;
+        let total: u64 = routes.iter().map(|x| x.admitted).sum();
+        let b = routes.iter().find(|x| x.route == "replica-b").unwrap();
+        (b.admitted as f64 / total as f64, b.failed)
+    };
+    let (random, random_failed) = share("none");
+    let (atrion, atrion_failed) = share("atrion-default");
+    assert!((random - 1.0 / 3.0).abs() < 0.02, "random balancing: {random}");
+    // Flaky for 45 of the 75 s: a third of the traffic for the other 30 s is 13%.
+    assert!(atrion < 0.2, "Atrion's share for the flaky replica: {atrion}");
+    assert!(atrion_failed * 20 < random_failed, "failures {atrion_failed} vs {random_failed}");
+}
