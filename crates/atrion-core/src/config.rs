@@ -163,6 +163,8 @@ impl Default for HalfOpenConfig {
     fn default() -> Self {
         HalfOpenConfig {
             open_base: Duration::from_secs(2),
+            // Chosen with the wind tunnel (docs/TUNING.md): x2 up to 60 s recovered slowly;
+            // a 10 s ceiling let a route flap with its failures.
             open_max: Duration::from_secs(30),
             backoff_factor: 1.5,
             backoff_half_life: Duration::from_secs(120),
@@ -280,6 +282,8 @@ impl Default for PhysicsConfig {
             momentum_weight: 5.0,
             momentum_max: 2.0,
             momentum_scar: 1.0,
+            // A 3 s half-life, chosen with the wind tunnel (docs/TUNING.md): 5 s kept routes
+            // shed long after outages; 2 s leaves a latency-only failure under the break.
             scar_decay: std::f64::consts::LN_2 / 3.0,
             scar_rate: 6.0,
             scar_max: 100.0,
