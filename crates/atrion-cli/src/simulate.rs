@@ -325,6 +325,12 @@ fn markdown_page(reports: &[ScenarioReport], base: &str, args: &SimulateArgs) ->
         }
         out.push_str(&format!(". Seed {}.\n\n", r.seed));
         out.push_str(&atrion_sim::markdown_table(r));
+        if let Some(routes) = atrion_sim::markdown_routes(r) {
+            out.push_str(&format!(
+                "\nPer route, requests offered to the route's controller / succeeded / failed (calls, fallbacks and \
+                 balancer picks included):\n\n{routes}"
+            ));
+        }
         let l = losses(r);
         if !l.is_empty() {
             out.push_str(&format!("\nWhere `atrion-default` is beaten: {}.\n", l.join("; ")));

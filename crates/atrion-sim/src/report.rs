@@ -222,6 +222,22 @@ pub fn text_table(report: &ScenarioReport) -> String {
     out
 }
 
+/// For scenarios with several routes, what reached each route under each controller, as a
+/// Markdown table (`offered / ok / failed`); `None` for a single route.
+pub fn markdown_routes(report: &ScenarioReport) -> Option<String> {
+    let names: Vec<&str> = report.scenario.routes.iter().map(|r| r.name.as_str()).collect();
+    if names.len() < 2 {
+        return None;
+    }
+    let mut out = format!("| controller | {} |\n|---|{}\n", names.join(" | "), "---:|".repeat(names.len()));
+    for r in &report.results {
+        let cells: Vec<String> =
+            r.summary.routes.iter().map(|c| format!("{} / {} / {}", c.offered, c.ok, c.failed)).collect();
+        out.push_str(&format!("| {} | {} |\n", r.controller, cells.join(" | ")));
+    }
+    Some(out)
+}
+
 /// The comparison as a Markdown table, followed by the criteria as a list.
 pub fn markdown_table(report: &ScenarioReport) -> String {
     let (header, rows) = rows(report);

@@ -230,3 +230,16 @@ fn softmax_balancing_moves_traffic_off_a_flaky_replica() {
     assert!(atrion < 0.2, "Atrion's share for the flaky replica: {atrion}");
     assert!(atrion_failed * 20 < random_failed, "failures {atrion_failed} vs {random_failed}");
 }
+
+#[test]
+fn per_route_counts_show_isolation() {
+    let r = quick("fintech-isolation");
+    let table = atrion_sim::markdown_routes(&r).expect("two routes");
+    assert!(table.contains("| payments | fraud-check |"), "{table}");
+    // Atrion never sheds payments while fraud-check hangs.
+    let routes = &r.result("atrion-default").unwrap().summary.routes;
+    assert_eq!(routes[0].route, "payments");
+    assert_eq!(routes[0].offered, routes[0].admitted);
+    assert_eq!(routes[0].failed, 0);
+    assert!(atrion_sim::markdown_routes(&quick("chaos")).is_none());
+}
