@@ -84,6 +84,17 @@ pub enum State {
     Open = 2,
 }
 
+impl From<Mode> for State {
+    /// Atrion's modes: bootstrap and operational admit by the usual rule (closed).
+    fn from(mode: Mode) -> State {
+        match mode {
+            Mode::Bootstrap | Mode::Operational => State::Closed,
+            Mode::Open => State::Open,
+            Mode::HalfOpen => State::HalfOpen,
+        }
+    }
+}
+
 /// What a controller shows of a route at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gauge {
@@ -849,11 +860,7 @@ impl Atrion {
     }
 
     fn track(&mut self, route: usize, mode: Mode) {
-        let state = match mode {
-            Mode::Bootstrap | Mode::Operational => State::Closed,
-            Mode::Open => State::Open,
-            Mode::HalfOpen => State::HalfOpen,
-        };
+        let state = State::from(mode);
         if self.states[route] != state {
             self.states[route] = state;
             self.transitions += 1;
@@ -879,14 +886,7 @@ impl Controller for Atrion {
     }
     fn gauge(&self, route: usize) -> Gauge {
         match self.engine.status(&self.routes[route]) {
-            Ok(s) => Gauge {
-                level: s.resistance,
-                state: match s.mode {
-                    Mode::Bootstrap | Mode::Operational => State::Closed,
-                    Mode::Open => State::Open,
-                    Mode::HalfOpen => State::HalfOpen,
-                },
-            },
+            Ok(s) => Gauge { level: s.resistance, state: State::from(s.mode) },
             Err(_) => Gauge { level: self.engine.config().r_base, state: State::Closed },
         }
     }

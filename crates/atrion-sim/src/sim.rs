@@ -541,9 +541,13 @@ impl Sim {
             return;
         }
         let pool = &mut self.pools[r.pool];
-        let cap = pool.capacity(&self.routes[pool.owner].conditions(now));
+        let cap = if pool.owner == route {
+            pool.capacity(&c)
+        } else {
+            pool.capacity(&self.routes[pool.owner].conditions(now))
+        };
         if pool.busy < cap {
-            self.start(id, now);
+            self.start(id, now, &c);
         } else if pool.queue.len() < pool.queue_cap {
             pool.queue.push_back(id);
             self.reqs[id as usize].queued = true;
@@ -563,10 +567,10 @@ impl Sim {
         }
     }
 
-    fn start(&mut self, id: u32, now: u64) {
+    /// Starts a request on a free worker; `c` are its route's conditions at `now`.
+    fn start(&mut self, id: u32, now: u64, c: &Conditions) {
         let route = self.reqs[id as usize].route as usize;
         let r = &self.routes[route];
-        let c = r.conditions(now);
         self.pools[r.pool].busy += 1;
         self.reqs[id as usize].queued = false;
         let req = &mut self.reqs[id as usize];
@@ -589,7 +593,9 @@ impl Sim {
         let cap = self.pools[pool].capacity(&self.routes[self.pools[pool].owner].conditions(now));
         while self.pools[pool].busy < cap {
             let Some(id) = self.pools[pool].queue.pop_front() else { break };
-            self.start(id, now);
+            // Requests of the routes sharing a pool have each their own faults.
+            let c = self.routes[self.reqs[id as usize].route as usize].conditions(now);
+            self.start(id, now, &c);
         }
     }
 
