@@ -167,8 +167,10 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
     }
     progress.finish_and_clear();
 
-    if args.series {
+    if args.series || !args.no_charts {
         std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    }
+    if args.series {
         for r in &reports {
             let path = args.out.join(format!("{}.series.json", r.scenario.name));
             let doc = serde_json::json!({
@@ -176,18 +178,12 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
                 "bin_ms": r.scenario.telemetry.as_ref().map_or(r.scenario.bin_ms, |t| t.tick_ms),
                 "controllers": r.results.iter().map(|c| serde_json::json!({ "controller": c.controller, "bins": c.bins })).collect::<Vec<_>>(),
             });
-            std::fs::write(&path, serde_json::to_string(&doc)?)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_file(&path, &serde_json::to_string(&doc)?)?;
         }
     }
-    let mut charts = Vec::new();
     if !args.no_charts {
-        std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
         for r in &reports {
-            let path = args.out.join(format!("{}.svg", r.scenario.name));
-            let svg = chart::scenario_svg(r)?;
-            std::fs::write(&path, svg).with_context(|| format!("cannot write {}", path.display()))?;
-            charts.push(path);
+            write_file(&args.out.join(format!("{}.svg", r.scenario.name)), &chart::scenario_svg(r)?)?;
         }
     }
 
@@ -204,7 +200,7 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
             println!("{} — {}  (seed {})", r.scenario.name, r.scenario.description, r.seed);
             println!("{}", atrion_sim::text_table(r));
         }
-        if !charts.is_empty() {
+        if !args.no_charts {
             println!("charts: {}", args.out.display());
         }
     }
@@ -360,14 +356,13 @@ fn stability_section(args: &SimulateArgs, base: &str) -> Result<String> {
             [("saturated", StabilityConfig::reference()), ("unsaturated", StabilityConfig::unsaturated())]
         {
             let map = stability::run(&config.for_model(model), || {})?;
-            let name = format!("stability-{}-{input}", format!("{model:?}").to_lowercase());
-            if !args.no_charts {
-                let path = args.out.join(format!("{name}.svg"));
-                std::fs::write(&path, chart::stability_svg(&map)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
+            let link = if args.no_charts {
+                "—".to_owned()
+            } else {
+                let name = write_heat_map(&args.out, input, &map)?;
+                format!("[{}]({base}/{name})", name.trim_end_matches(".svg"))
+            };
             let cells = map.lambdas.len() * map.sigmas.len();
-            let link = if args.no_charts { "—".to_owned() } else { format!("[{name}]({base}/{name}.svg)") };
             out.push_str(&format!(
                 "| {model:?} | {input} | {:.1}% | {}/{cells} | {}/{cells} | {link} |\n",
                 map.mean * 100.0,
@@ -383,6 +378,19 @@ fn stability_section(args: &SimulateArgs, base: &str) -> Result<String> {
          so its variance stays small over the whole grid.\n",
     );
     Ok(out)
+}
+
+/// Writes `text` to `path`, naming the file in the error.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a map's heat map into `out` as `stability-MODEL-INPUT.svg` (the model the map
+/// ran, whatever the command line said); returns the file name.
+fn write_heat_map(out: &Path, input: &str, map: &StabilityMap) -> Result<String> {
+    let name = format!("stability-{}-{input}.svg", format!("{:?}", map.config.model).to_lowercase());
+    write_file(&out.join(&name), &chart::stability_svg(map)?)?;
+    Ok(name)
 }
 
 /// `atrion stability-map`
@@ -410,13 +418,9 @@ pub fn stability_map(args: &StabilityArgs) -> Result<ExitCode> {
     }
     progress.finish_and_clear();
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let model = format!("{:?}", args.model.model()).to_lowercase();
     let mut written = Vec::new();
-    for (name, map) in &maps {
-        let path = args.out.join(format!("stability-{model}-{name}.svg"));
-        std::fs::write(&path, chart::stability_svg(map)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
+    for (input, map) in &maps {
+        written.push(args.out.join(write_heat_map(&args.out, input, map)?));
     }
     if args.json {
         let doc: Vec<_> = maps.iter().map(|(n, m)| serde_json::json!({ "input": n, "map": m })).collect();
