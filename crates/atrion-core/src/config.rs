@@ -157,6 +157,14 @@ pub struct HalfOpenConfig {
     pub close_after: u32,
     /// Largest fraction of unhealthy probes a half-open phase tolerates before it re-trips.
     pub max_probe_failure: f64,
+    /// While open, one request per this interval goes through as a scout; a healthy scout
+    /// ends the open interval at once (recovery follows evidence, not the backoff timer).
+    #[serde(with = "serde_secs")]
+    pub scout_interval: Duration,
+    /// Each healthy probe heals this fraction of the scar, so that a route whose probes
+    /// succeed comes back as fast as the evidence allows. Closing also halves the count of
+    /// recent trips behind the backoff.
+    pub probe_heal: f64,
 }
 
 impl Default for HalfOpenConfig {
@@ -173,7 +181,96 @@ impl Default for HalfOpenConfig {
             probe_max: 32,
             close_after: 5,
             max_probe_failure: 0.2,
+            scout_interval: Duration::from_secs(1),
+            probe_heal: 0.5,
         }
+    }
+}
+
+/// The default model's per-route normal: each route learns what its own healthy latency
+/// looks like, and latency pressure is measured against that, not against one engine-wide
+/// constant.
+///
+/// The latency baseline of a route is
+/// `b = clamp(max(headroom * mean, mean + k * sd), floor_ms, ceiling_ms)`, where `mean` and
+/// `sd` are the time-weighted statistics of the route's smoothed latency. For the first
+/// `warmup` (and at least `warmup_samples` reports) every sample is learned and latency is
+/// judged against `ceiling_ms` only, so that a slow mode that is normal (a bimodal route)
+/// becomes part of the normal. After it, a sample is learned only while the route is healthy
+/// (latency under its baseline, errors under their tolerance, no throttle, closed), so that
+/// a creeping latency (the boiling frog) outruns what is learned and is caught, and an
+/// overload is never learned as normal.
+///
+/// `slo_ms` fixes the baseline (no learning): the route's latency objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NormalConfig {
+    /// Learn each route's latency normal. When false (or `slo_ms` is set) the latency
+    /// baseline is fixed: `slo_ms`, else `baseline.latency`.
+    pub learn: bool,
+    /// Time constant of the learned statistics, once warm.
+    #[serde(with = "serde_secs")]
+    pub horizon: Duration,
+    /// How long a new route learns everything it sees before it judges latency by it.
+    #[serde(with = "serde_secs")]
+    pub warmup: Duration,
+    /// Reports a new route learns at least before it judges latency by them.
+    pub warmup_samples: u32,
+    /// Latency up to `headroom` times the learned mean is healthy.
+    pub headroom: f64,
+    /// ... as is latency up to `k` standard deviations above it (noisy routes).
+    pub k: f64,
+    /// The lowest latency baseline (ms): below it, a difference is not a failure.
+    pub floor_ms: f64,
+    /// The highest latency baseline (ms), whatever was learned: the absolute ceiling.
+    pub ceiling_ms: f64,
+    /// A fixed latency baseline for the route (ms), instead of a learned one.
+    pub slo_ms: Option<f64>,
+}
+
+impl Default for NormalConfig {
+    fn default() -> Self {
+        NormalConfig {
+            learn: true,
+            horizon: Duration::from_secs(120),
+            warmup: Duration::from_secs(10),
+            warmup_samples: 30,
+            headroom: 2.0,
+            k: 3.0,
+            floor_ms: 5.0,
+            ceiling_ms: 60_000.0,
+            slo_ms: None,
+        }
+    }
+}
+
+/// The default model's proportional answer to overload: a shed ratio driven by how far the
+/// route's latency is above its baseline, before any trip.
+///
+/// `shed = I + proportional * max(0, e)`, `dI/dt = gain * e`, `e = (x - b) / b` (each clamped to `[0, max]`), where `x` is the smoothed
+/// latency and `b` the route's latency baseline: an integral controller that settles where
+/// latency sits at the baseline, whatever the offered load, and lets go at the same pace
+/// once latency is back under it. Decisions shed that ratio deterministically (no
+/// randomness), weighted by priority; critical traffic is never throttled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ThrottleConfig {
+    /// Throttle at all; when false the route is either admitting by priority or tripped.
+    pub enabled: bool,
+    /// Integral gain: shed ratio gained per second per unit of relative latency excess.
+    pub gain: f64,
+    /// Proportional gain: shed ratio added at once per unit of relative latency excess
+    /// (the damping that keeps the integral from overshooting while a queue drains).
+    pub proportional: f64,
+    /// The highest shed ratio: some traffic always goes through, to keep the route measured.
+    pub max: f64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig { enabled: true, gain: 1.0, proportional: 0.5, max: 0.9 }
     }
 }
 
@@ -216,7 +313,9 @@ pub struct PhysicsConfig {
     /// Upper clamp of resistance (ohms). The reference has none; its config sets this
     /// far out of reach.
     pub r_max: f64,
-    /// Baselines per channel: latency in ms (the SLO), error rate, saturation.
+    /// Baselines per channel: latency in ms (the SLO; the default model learns one per
+    /// route instead, see [`NormalConfig`]), error rate (the default model: the tolerated
+    /// error rate), saturation.
     pub baseline: Channels,
     /// Pressure gain per channel (`k`, dimensionless).
     pub gain: Channels,
@@ -266,6 +365,10 @@ pub struct PhysicsConfig {
     pub half_open: HalfOpenConfig,
     /// Priority shedding (default model).
     pub priority: PriorityThresholds,
+    /// Per-route learned latency normal (default model).
+    pub normal: NormalConfig,
+    /// Proportional shedding under overload (default model).
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for PhysicsConfig {
@@ -274,10 +377,14 @@ impl Default for PhysicsConfig {
             model: Model::Default,
             r_base: 10.0,
             r_max: 1_000.0,
-            // Per-request outcomes are smoothed over a short window, where a 1% target cannot
-            // be told from noise: the default model aims at 5% with half the gain.
-            baseline: Channels { latency: 100.0, error: 0.05, saturation: 0.5 },
-            gain: Channels { latency: 1.0, error: 0.5, saturation: 1.0 },
+            // The default model measures latency against each route's learned normal
+            // (`normal`); `baseline.latency` is the fixed baseline when learning is off.
+            // Errors are a tolerance: fast errors that cost no capacity are no reason to shed
+            // the requests that succeed, up to half of them (a common breaker's threshold);
+            // above it error pressure rises as `tanh(gain (e - b) / (1 - b))`, past the
+            // critical pressure from about 72% errors. Slow errors count through latency.
+            baseline: Channels { latency: 100.0, error: 0.5, saturation: 0.5 },
+            gain: Channels { latency: 1.0, error: 2.0, saturation: 1.0 },
             criticality: Channels { latency: 5.0, error: 8.0, saturation: 3.0 },
             momentum_weight: 5.0,
             momentum_max: 2.0,
@@ -299,6 +406,8 @@ impl Default for PhysicsConfig {
             tuner: TunerConfig::default(),
             half_open: HalfOpenConfig::default(),
             priority: PriorityThresholds::default(),
+            normal: NormalConfig::default(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -321,6 +430,8 @@ impl PhysicsConfig {
             baseline: Channels { latency: 100.0, error: 0.01, saturation: 0.5 },
             gain: Channels { latency: 1.0, error: 1.0, saturation: 1.0 },
             tuner: TunerConfig { ceiling: 500.0, ..TunerConfig::default() },
+            normal: NormalConfig { learn: false, ..NormalConfig::default() },
+            throttle: ThrottleConfig { enabled: false, ..ThrottleConfig::default() },
             ..PhysicsConfig::default()
         }
     }
@@ -466,8 +577,37 @@ impl PhysicsConfig {
                 expected: "< 1",
             });
         }
+        duration("half_open.scout_interval", h.scout_interval)?;
+        finite("half_open.probe_heal", h.probe_heal)?;
+        if !(0.0..1.0).contains(&h.probe_heal) {
+            return Err(E::OutOfRange { field: "half_open.probe_heal", value: h.probe_heal, expected: "in [0, 1)" });
+        }
         if h.close_after == 0 {
             return Err(E::OutOfRange { field: "half_open.close_after", value: 0.0, expected: ">= 1" });
+        }
+
+        let n = &self.normal;
+        duration("normal.horizon", n.horizon)?;
+        positive("normal.headroom", n.headroom)?;
+        if n.headroom < 1.0 {
+            return Err(E::OutOfRange { field: "normal.headroom", value: n.headroom, expected: ">= 1" });
+        }
+        non_negative("normal.k", n.k)?;
+        positive("normal.floor_ms", n.floor_ms)?;
+        positive("normal.ceiling_ms", n.ceiling_ms)?;
+        order("normal.floor_ms", n.floor_ms, "normal.ceiling_ms", n.ceiling_ms)?;
+        if let Some(slo) = n.slo_ms {
+            positive("normal.slo_ms", slo)?;
+        }
+        if self.model == Model::Default && self.baseline.error >= 1.0 {
+            return Err(E::OutOfRange { field: "baseline.error", value: self.baseline.error, expected: "< 1 (a tolerated error rate)" });
+        }
+        let th = &self.throttle;
+        positive("throttle.gain", th.gain)?;
+        non_negative("throttle.proportional", th.proportional)?;
+        fraction("throttle.max", th.max)?;
+        if th.max >= 1.0 {
+            return Err(E::OutOfRange { field: "throttle.max", value: th.max, expected: "< 1: some traffic must go through" });
         }
 
         let p = &self.priority;

@@ -99,6 +99,9 @@ pub enum Reason {
     Overloaded,
     /// The reference's v1 guard: `R > soft_limit * break`.
     SoftLimit,
+    /// Shed by the proportional answer to overload: the route's latency is above its
+    /// baseline, and this share of its traffic is being turned away (default model).
+    Throttled,
 }
 
 impl Reason {
@@ -113,6 +116,7 @@ impl Reason {
             Reason::ProbeQuota => "probe_quota",
             Reason::Overloaded => "overloaded",
             Reason::SoftLimit => "soft_limit",
+            Reason::Throttled => "throttled",
         }
     }
 }

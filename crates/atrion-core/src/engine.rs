@@ -140,12 +140,16 @@ struct View {
     scar: AtomicU64,
     at: AtomicU64,
     break_point: AtomicU64,
-    last_seen: AtomicU64,
+    /// The shed ratio of the proportional answer (f64 bits; default model).
+    throttle: AtomicU64,
     /// The other nodes' scar for this route (f64 bits) and when it was that value; only
     /// meaningful while `cluster_on`.
     cluster_scar: AtomicU64,
     cluster_at: AtomicU64,
-    // Second line: open, half-open, keep-alive and bookkeeping.
+    // Second line: open, half-open, keep-alive, throttle sequence and bookkeeping.
+    last_seen: AtomicU64,
+    /// Decisions that met the throttle: the deterministic dither counts them.
+    throttled: AtomicU64,
     quota: AtomicU32,
     open_until: AtomicU64,
     window_start: AtomicU64,
@@ -213,6 +217,7 @@ impl RouteCell {
         store_f(&v.scar, s.scar);
         v.at.store(s.last.as_nanos(), Relaxed);
         store_f(&v.break_point, s.break_point);
+        store_f(&v.throttle, s.throttle);
         v.open_until.store(s.open_until.as_nanos(), Relaxed);
         v.quota.store(s.probe_quota(phys), Relaxed);
         Mode::from_u8(v.mode.swap(s.mode as u8, Release))
@@ -602,6 +607,13 @@ impl<O: PhysicsObserver> Engine<O> {
         if mode == Mode::Open {
             let until = Timestamp::from_nanos(v.open_until.load(Relaxed));
             if now < until {
+                // One scout per interval, so that recovery is seen before the timer ends.
+                let last = v.keepalive_at.load(Relaxed);
+                if now.as_nanos().saturating_sub(last) >= c.half_open.scout_interval.as_nanos() as u64
+                    && v.keepalive_at.compare_exchange(last, now.as_nanos(), Relaxed, Relaxed).is_ok()
+                {
+                    return Decision::admit(Reason::Probe, mode, r);
+                }
                 return Decision::shed(Reason::Open, mode, r, until.saturating_since(now));
             }
             // The open interval is over: half-open, whether or not telemetry arrives.
@@ -649,7 +661,11 @@ impl<O: PhysicsObserver> Engine<O> {
         };
         let threshold = c.r_base + fraction * (load_f(&v.break_point) - c.r_base);
         if r_now <= threshold {
-            return Decision::admit(base, mode, r_now);
+            let ratio = load_f(&v.throttle) * fraction_weight(priority);
+            if ratio <= 0.0 || dither_admits(&v.throttled, ratio) {
+                return Decision::admit(base, mode, r_now);
+            }
+            return Decision::shed(Reason::Throttled, mode, r_now, c.keepalive);
         }
         // Over threshold. One request per keep-alive interval still goes through, so that
         // a route shed for lack of telemetry can learn that it has recovered.
@@ -693,6 +709,9 @@ impl<O: PhysicsObserver> Engine<O> {
                 }
                 Model::Default => s.update(&self.phys, telemetry.channels(), now, None, cluster),
             };
+            if change.is_some_and(|c| c.to == Mode::Open) {
+                cell.view.keepalive_at.store(now.as_nanos(), Relaxed);
+            }
             if change.is_some_and(|c| c.to == Mode::HalfOpen) {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
                 cell.view.probes.store(0, Relaxed);
@@ -756,6 +775,29 @@ impl<O: PhysicsObserver> Engine<O> {
             }
         }
     }
+}
+
+/// How much of the route's throttle a priority takes: bulk twice, low one and a half,
+/// normal all of it, high half (critical never reaches the throttle).
+#[inline]
+fn fraction_weight(priority: Priority) -> f64 {
+    match priority {
+        Priority::Critical => 0.0,
+        Priority::High => 0.5,
+        Priority::Normal => 1.0,
+        Priority::Low => 1.5,
+        Priority::Bulk => 2.0,
+    }
+}
+
+/// Sheds `ratio` of the calls deterministically: the `n`-th call is admitted when
+/// `floor((n + 1) a) > floor(n a)` with `a = 1 - ratio`, which spreads the admitted calls
+/// evenly (one `fetch_add`, no randomness, no lock).
+#[inline]
+fn dither_admits(counter: &AtomicU64, ratio: f64) -> bool {
+    let a = (1.0 - ratio).clamp(0.0, 1.0);
+    let n = counter.fetch_add(1, Relaxed) as f64;
+    ((n + 1.0) * a).floor() > (n * a).floor()
 }
 
 fn check_id(route: &str) -> Result<(), EngineError> {

@@ -29,6 +29,7 @@ pub(crate) struct Physics {
     pub tau_fast: f64,
     pub tau_slow: f64,
     pub tuner_tau: f64,
+    pub normal_tau: f64,
     pub ref_alpha: f64,
     pub backoff_lambda: f64,
 }
@@ -43,6 +44,7 @@ impl Physics {
             tau_fast: cfg.smoothing.as_secs_f64(),
             tau_slow: cfg.smoothing_slow.as_secs_f64(),
             tuner_tau: cfg.tuner.horizon.as_secs_f64(),
+            normal_tau: cfg.normal.horizon.as_secs_f64(),
             ref_alpha: 2.0 / (f64::from(cfg.tuner.window) + 1.0),
             backoff_lambda: std::f64::consts::LN_2 / cfg.half_open.backoff_half_life.as_secs_f64(),
             cfg,
@@ -61,17 +63,26 @@ impl Physics {
         p
     }
 
-    /// The positive excess over baseline per channel, `max(0, k_j (x_j - b_j) / b_j)`,
-    /// capped at [`EXCESS_CAP`] baselines.
-    pub fn excess(&self, raw: [f64; 3]) -> [f64; 3] {
-        let mut e = [0.0; 3];
-        for j in 0..3 {
-            let b = self.baseline[j];
-            if b > 0.0 && raw[j].is_finite() {
-                e[j] = (self.gain[j] * (raw[j] - b) / b).clamp(0.0, EXCESS_CAP);
-            }
-        }
-        e
+    /// The default model's pressure: latency against the route's baseline `b_lat`,
+    /// `tanh(k (x - b) / b)`; errors over their tolerance `b`, `tanh(k (e - b) / (1 - b))`;
+    /// saturation as in the reference. Zero for a non-finite input.
+    pub fn pressure_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
+        self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
+    }
+
+    /// The default model's excess over baseline per channel (the argument of its tanh),
+    /// clamped to `[0, EXCESS_CAP]`.
+    pub fn excess_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
+        self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.clamp(0.0, EXCESS_CAP) } else { 0.0 })
+    }
+
+    fn relative_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
+        let (be, bs) = (self.baseline[1], self.baseline[2]);
+        [
+            self.gain[0] * (raw[0] - b_lat) / b_lat,
+            self.gain[1] * (raw[1] - be) / (1.0 - be),
+            self.gain[2] * (raw[2] - bs) / bs,
+        ]
     }
 
     /// `sum_j w_j p_j`
@@ -166,6 +177,17 @@ impl Tuner {
         self.learn(x, 1.0 / self.weight);
     }
 
+    /// A plain time-weighted sample (the learned latency normal): the weight of past samples
+    /// decays with time constant `tau`, so the first samples average plainly and later ones
+    /// move the mean by about `1 / (rate * tau)` each.
+    fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        self.weight = self.weight * decay(dt_s, tau) + 1.0;
+        self.learn(x, 1.0 / self.weight);
+    }
+
     /// (break, recovery) from what has been learned.
     pub fn points(&self, phys: &Physics, min_sd: f64) -> (f64, f64) {
         let t = &phys.cfg.tuner;
@@ -214,6 +236,14 @@ pub(crate) struct RouteState {
     /// Default: decayed count of recent trips, behind the re-trip backoff.
     pub trips: f64,
     pub trips_at: Timestamp,
+    /// Default: the learned latency normal (mean and variance of the smoothed latency, ms).
+    pub normal: Tuner,
+    /// Default: the shed ratio of the proportional answer, in `[0, throttle.max]`.
+    pub throttle: f64,
+    /// Default: the integral part of the throttle.
+    pub integral: f64,
+    /// Default: the first report, when the warm-up began.
+    pub born: Timestamp,
 }
 
 impl RouteState {
@@ -240,6 +270,10 @@ impl RouteState {
             open_until: Timestamp::ZERO,
             trips: 0.0,
             trips_at: Timestamp::ZERO,
+            normal: Tuner::default(),
+            throttle: 0.0,
+            integral: 0.0,
+            born: Timestamp::ZERO,
         }
     }
 
@@ -329,20 +363,24 @@ impl RouteState {
         cluster: Option<f64>,
     ) -> Option<Change> {
         let c = &phys.cfg;
+        if !self.seen {
+            self.born = now;
+        }
         let dt_s = self.advance(now);
         self.updates = self.updates.saturating_add(1);
 
         self.fast.push(raw, decay(dt_s, phys.tau_fast));
         self.slow.push(raw, decay(dt_s, phys.tau_slow));
-        let p = phys.pressure(self.fast.mean());
+        let fast = self.fast.mean();
+        let warm = self.warm(phys, now);
+        let b_lat = self.latency_baseline(phys, warm);
+        let p = phys.pressure_default(fast, b_lat);
         let over = positive_norm(p);
         // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
         // pressure within a fraction of a second of any real failure, which would leave
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
-        let fast = phys.excess(self.fast.mean());
-        let slow = phys.excess(self.slow.mean());
-        let gap = norm(fast) - norm(slow);
+        let gap = norm(phys.excess_default(fast, b_lat)) - norm(phys.excess_default(self.slow.mean(), b_lat));
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         let is_over = over > c.critical_pressure;
@@ -363,6 +401,25 @@ impl RouteState {
         self.resistance = r.clamp(c.r_base, c.r_max);
         self.pressure = p;
 
+        // The proportional answer: an integral controller on the relative latency excess.
+        // It acts only once the route knows its normal and while it is closed.
+        let excess = ((fast[0] - b_lat) / b_lat).clamp(-1.0, EXCESS_CAP);
+        let t = &c.throttle;
+        if t.enabled && warm && self.mode == Mode::Operational {
+            self.integral = (self.integral + dt_s * t.gain * excess).clamp(0.0, t.max);
+            self.throttle = (self.integral + t.proportional * excess.max(0.0)).min(t.max);
+        } else {
+            self.integral = 0.0;
+            self.throttle = 0.0;
+        }
+
+        // Learning the normal: everything while warming up; once warm, only what a healthy
+        // route shows, so that neither an overload nor a creeping latency is learned.
+        let closed = matches!(self.mode, Mode::Bootstrap | Mode::Operational);
+        if closed && (!warm || (fast[0] <= b_lat && p[1] <= 0.0 && self.throttle == 0.0)) {
+            self.normal.observe(fast[0], dt_s, phys.normal_tau);
+        }
+
         let healthy = over <= c.critical_pressure;
         if self.mode == Mode::Operational && healthy && self.resistance < self.break_point {
             self.tuner.observe_robust(self.resistance, dt_s, phys);
@@ -382,9 +439,42 @@ impl RouteState {
                 let change = self.set_mode(Mode::HalfOpen);
                 self.probe(phys, raw, now, cluster).or(change)
             }
+            // A scout: a healthy sample once the scout interval has passed since the trip ends
+            // the open interval early (requests admitted before the trip do not count).
+            Mode::Open
+                if now.saturating_since(self.trips_at) >= c.half_open.scout_interval
+                    && positive_norm(phys.pressure_default(raw, b_lat)) <= c.critical_pressure =>
+            {
+                let change = self.set_mode(Mode::HalfOpen);
+                self.probe(phys, raw, now, cluster).or(change)
+            }
             Mode::Open => None,
             Mode::HalfOpen => self.probe(phys, raw, now, cluster),
         }
+    }
+
+    /// Whether the route has learned its normal long enough to judge latency by it.
+    fn warm(&self, phys: &Physics, now: Timestamp) -> bool {
+        let n = &phys.cfg.normal;
+        self.normal.samples >= n.warmup_samples && now.saturating_since(self.born) >= n.warmup
+    }
+
+    /// The route's latency baseline (ms): fixed (`slo_ms`, or `baseline.latency` when
+    /// learning is off), the ceiling while warming up, else
+    /// `clamp(max(headroom * mean, mean + k * sd), floor, ceiling)` of what was learned.
+    pub fn latency_baseline(&self, phys: &Physics, warm: bool) -> f64 {
+        let n = &phys.cfg.normal;
+        if let Some(slo) = n.slo_ms {
+            return slo;
+        }
+        if !n.learn {
+            return phys.baseline[0];
+        }
+        if !warm {
+            return n.ceiling_ms;
+        }
+        let (mean, sd) = (self.normal.mean, self.normal.var.sqrt());
+        (n.headroom * mean).max(mean + n.k * sd).clamp(n.floor_ms, n.ceiling_ms)
     }
 
     /// A sample while half-open is a probe. The phase re-trips as soon as more than
@@ -395,7 +485,8 @@ impl RouteState {
         let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
-        if positive_norm(phys.pressure(raw)) > phys.cfg.critical_pressure {
+        let b_lat = self.latency_baseline(phys, self.warm(phys, now));
+        if positive_norm(phys.pressure_default(raw, b_lat)) > phys.cfg.critical_pressure {
             self.probe_bad = self.probe_bad.saturating_add(1);
             let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
             if f64::from(self.probe_bad) > h.max_probe_failure * total {
@@ -404,7 +495,12 @@ impl RouteState {
             return None;
         }
         self.probe_ok = self.probe_ok.saturating_add(1);
+        // Evidence heals: each healthy probe takes a share of the scar away.
+        let healed = self.scar * h.probe_heal;
+        self.scar -= healed;
+        self.resistance = (self.resistance - healed).max(phys.cfg.r_base);
         if u32::from(self.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.recovery {
+            self.trips *= 0.5;
             return self.set_mode(Mode::Operational);
         }
         None
