@@ -266,11 +266,23 @@ pub struct ThrottleConfig {
     pub proportional: f64,
     /// The highest shed ratio: some traffic always goes through, to keep the route measured.
     pub max: f64,
+    /// Time constant of the latency the throttle reads: shorter than `smoothing`, because
+    /// every lag in the loop makes the shed ratio overshoot while a queue drains.
+    #[serde(with = "serde_secs")]
+    pub smoothing: Duration,
+    /// How long the throttle sheds at half its maximum or more before it asks whether
+    /// shedding helps: if latency is no lower than when it began, the excess is not a queue
+    /// (a slower dependency, the boiling frog) and shedding would only lose goodput. The
+    /// throttle then lets go and takes the current latency as its target; the target heals
+    /// back to the baseline with `normal.horizon` once latency is under it. Failure beyond
+    /// that is the scar's to judge, against the route's learned normal.
+    #[serde(with = "serde_secs")]
+    pub patience: Duration,
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        ThrottleConfig { enabled: true, gain: 1.0, proportional: 0.5, max: 0.9 }
+        ThrottleConfig { enabled: true, gain: 1.0, proportional: 0.5, max: 0.9, smoothing: Duration::from_millis(100), patience: Duration::from_secs(2) }
     }
 }
 
@@ -606,6 +618,8 @@ impl PhysicsConfig {
         positive("throttle.gain", th.gain)?;
         non_negative("throttle.proportional", th.proportional)?;
         fraction("throttle.max", th.max)?;
+        duration("throttle.smoothing", th.smoothing)?;
+        duration("throttle.patience", th.patience)?;
         if th.max >= 1.0 {
             return Err(E::OutOfRange { field: "throttle.max", value: th.max, expected: "< 1: some traffic must go through" });
         }

@@ -30,6 +30,7 @@ pub(crate) struct Physics {
     pub tau_slow: f64,
     pub tuner_tau: f64,
     pub normal_tau: f64,
+    pub tau_throttle: f64,
     pub ref_alpha: f64,
     pub backoff_lambda: f64,
 }
@@ -45,6 +46,7 @@ impl Physics {
             tau_slow: cfg.smoothing_slow.as_secs_f64(),
             tuner_tau: cfg.tuner.horizon.as_secs_f64(),
             normal_tau: cfg.normal.horizon.as_secs_f64(),
+            tau_throttle: cfg.throttle.smoothing.as_secs_f64(),
             ref_alpha: 2.0 / (f64::from(cfg.tuner.window) + 1.0),
             backoff_lambda: std::f64::consts::LN_2 / cfg.half_open.backoff_half_life.as_secs_f64(),
             cfg,
@@ -132,6 +134,24 @@ impl Smoother {
 
     fn mean(&self) -> [f64; 3] {
         if self.weight > 0.0 { self.sum.map(|s| s / self.weight) } else { [0.0; 3] }
+    }
+}
+
+/// [`Smoother`] of one channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Smoother1 {
+    weight: f64,
+    sum: f64,
+}
+
+impl Smoother1 {
+    fn push(&mut self, x: f64, decay: f64) {
+        self.weight = self.weight * decay + 1.0;
+        self.sum = self.sum * decay + x;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.weight > 0.0 { self.sum / self.weight } else { 0.0 }
     }
 }
 
@@ -240,8 +260,15 @@ pub(crate) struct RouteState {
     pub normal: Tuner,
     /// Default: the shed ratio of the proportional answer, in `[0, throttle.max]`.
     pub throttle: f64,
+    /// Default: latency smoothed for the throttle (shorter than `fast`).
+    pub quick: Smoother1,
     /// Default: the integral part of the throttle.
     pub integral: f64,
+    /// Default: the throttle's own target latency once shedding proved futile (0: none).
+    pub target: f64,
+    /// Default: when the throttle reached half its maximum, and the latency then (0: not).
+    pub engaged_at: Timestamp,
+    pub engaged_x: f64,
     /// Default: the first report, when the warm-up began.
     pub born: Timestamp,
 }
@@ -273,6 +300,10 @@ impl RouteState {
             normal: Tuner::default(),
             throttle: 0.0,
             integral: 0.0,
+            target: 0.0,
+            engaged_at: Timestamp::ZERO,
+            engaged_x: 0.0,
+            quick: Smoother1::default(),
             born: Timestamp::ZERO,
         }
     }
@@ -374,18 +405,36 @@ impl RouteState {
         let fast = self.fast.mean();
         let warm = self.warm(phys, now);
         let b_lat = self.latency_baseline(phys, warm);
-        let p = phys.pressure_default(fast, b_lat);
-        let over = positive_norm(p);
+
+        // The proportional answer comes first: latency trouble is the throttle's to answer
+        // while it can (an integral controller on the relative excess, once the route knows
+        // its normal and while it is closed).
+        self.quick.push(raw[0], decay(dt_s, phys.tau_throttle));
+        let throttling = c.throttle.enabled && warm && self.mode == Mode::Operational;
+        if throttling {
+            self.update_throttle(phys, b_lat, dt_s, now);
+        } else {
+            self.integral = 0.0;
+            self.throttle = 0.0;
+        }
+        // Latency is judged against the normal, or against the throttle's target once
+        // shedding proved that the excess is no queue.
+        let b_judged = b_lat.max(self.target);
+        let p = phys.pressure_default(fast, b_judged);
         // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
         // pressure within a fraction of a second of any real failure, which would leave
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
-        let gap = norm(phys.excess_default(fast, b_lat)) - norm(phys.excess_default(self.slow.mean(), b_lat));
+        let gap = norm(phys.excess_default(fast, b_judged)) - norm(phys.excess_default(self.slow.mean(), b_judged));
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
+        // Latency becomes trauma only when the throttle cannot answer it (it is at its
+        // maximum, or not acting); errors and saturation always can.
+        let answered = throttling && self.throttle < c.throttle.max;
+        let over = positive_norm(if answered { [0.0, p[1], p[2]] } else { p });
         let is_over = over > c.critical_pressure;
         // A healthy route without scar has nothing to decay or accrue: skip the exp.
-        let decay = if self.scar > 0.0 || is_over || self.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
+        let heal = if self.scar > 0.0 || is_over || self.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
         // Trauma accrues per second of over-pressure, whatever the sample rate, and up to
         // `1 + momentum_scar` times faster while pressure is still rising: tanh saturates pressure within
         // a fraction of a second of a fast ramp, so momentum must leave a mark in the scar,
@@ -395,23 +444,11 @@ impl RouteState {
         // so a slow sample rate does not charge the whole gap to the first bad sample.
         let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.was_over))) / 2.0;
         self.was_over = is_over;
-        let trauma = share * rate / c.scar_decay * (1.0 - decay);
-        self.scar = (self.scar * decay + trauma).clamp(0.0, c.scar_max);
+        let trauma = share * rate / c.scar_decay * (1.0 - heal);
+        self.scar = (self.scar * heal + trauma).clamp(0.0, c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
         self.pressure = p;
-
-        // The proportional answer: an integral controller on the relative latency excess.
-        // It acts only once the route knows its normal and while it is closed.
-        let excess = ((fast[0] - b_lat) / b_lat).clamp(-1.0, EXCESS_CAP);
-        let t = &c.throttle;
-        if t.enabled && warm && self.mode == Mode::Operational {
-            self.integral = (self.integral + dt_s * t.gain * excess).clamp(0.0, t.max);
-            self.throttle = (self.integral + t.proportional * excess.max(0.0)).min(t.max);
-        } else {
-            self.integral = 0.0;
-            self.throttle = 0.0;
-        }
 
         // Learning the normal: everything while warming up; once warm, only what a healthy
         // route shows, so that neither an overload nor a creeping latency is learned.
@@ -420,7 +457,7 @@ impl RouteState {
             self.normal.observe(fast[0], dt_s, phys.normal_tau);
         }
 
-        let healthy = over <= c.critical_pressure;
+        let healthy = positive_norm(p) <= c.critical_pressure;
         if self.mode == Mode::Operational && healthy && self.resistance < self.break_point {
             self.tuner.observe_robust(self.resistance, dt_s, phys);
             (self.break_point, self.recovery) = self.tuner.points(phys, c.tuner.min_sd);
@@ -443,13 +480,48 @@ impl RouteState {
             // the open interval early (requests admitted before the trip do not count).
             Mode::Open
                 if now.saturating_since(self.trips_at) >= c.half_open.scout_interval
-                    && positive_norm(phys.pressure_default(raw, b_lat)) <= c.critical_pressure =>
+                    && positive_norm(phys.pressure_default(raw, b_judged)) <= c.critical_pressure =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
                 self.probe(phys, raw, now, cluster).or(change)
             }
             Mode::Open => None,
             Mode::HalfOpen => self.probe(phys, raw, now, cluster),
+        }
+    }
+
+    /// The proportional answer: an integral controller on the relative latency excess over
+    /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
+    fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, now: Timestamp) {
+        let t = &phys.cfg.throttle;
+        let x = self.quick.mean();
+        let target = b_lat.max(self.target);
+        if x < target && self.target > 0.0 {
+            // Under the target: it heals back towards the baseline.
+            self.target *= decay(dt_s, phys.normal_tau);
+        }
+        let excess = ((x - target) / target).clamp(-1.0, EXCESS_CAP);
+        self.integral = (self.integral + dt_s * t.gain * excess).clamp(0.0, t.max);
+        let was = self.throttle;
+        self.throttle = (self.integral + t.proportional * excess.max(0.0)).min(t.max);
+        if self.throttle < 0.5 * t.max {
+            if was >= 0.5 * t.max || self.engaged_x == 0.0 {
+                self.engaged_x = 0.0;
+            }
+            return;
+        }
+        if self.engaged_x == 0.0 {
+            (self.engaged_at, self.engaged_x) = (now, x);
+        } else if now.saturating_since(self.engaged_at) >= t.patience {
+            if x >= self.engaged_x {
+                // Shedding did not bring latency down: not a queue. Let go.
+                self.target = x.min(phys.cfg.normal.ceiling_ms);
+                self.integral = 0.0;
+                self.throttle = 0.0;
+                self.engaged_x = 0.0;
+            } else {
+                (self.engaged_at, self.engaged_x) = (now, x);
+            }
         }
     }
 
@@ -485,8 +557,8 @@ impl RouteState {
         let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
-        let b_lat = self.latency_baseline(phys, self.warm(phys, now));
-        if positive_norm(phys.pressure_default(raw, b_lat)) > phys.cfg.critical_pressure {
+        let b_judged = self.latency_baseline(phys, self.warm(phys, now)).max(self.target);
+        if positive_norm(phys.pressure_default(raw, b_judged)) > phys.cfg.critical_pressure {
             self.probe_bad = self.probe_bad.saturating_add(1);
             let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
             if f64::from(self.probe_bad) > h.max_probe_failure * total {
