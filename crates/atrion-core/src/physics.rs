@@ -19,6 +19,11 @@ use crate::time::Timestamp;
 /// times its SLO is as bad as it gets).
 pub(crate) const EXCESS_CAP: f64 = 10.0;
 
+/// When shedding proved futile, the throttle's new target is this many times the latency it
+/// could not bring down: a dead band, so that a slow creep does not re-engage the throttle at
+/// every step (chosen with the wind tunnel, docs/TUNING.md).
+pub(crate) const LATCH_MARGIN: f64 = 1.5;
+
 /// Constants derived once from a validated [`PhysicsConfig`].
 #[derive(Debug, Clone)]
 pub(crate) struct Physics {
@@ -515,7 +520,7 @@ impl RouteState {
         } else if now.saturating_since(self.engaged_at) >= t.patience {
             if x >= self.engaged_x {
                 // Shedding did not bring latency down: not a queue. Let go.
-                self.target = x.min(phys.cfg.normal.ceiling_ms);
+                self.target = (LATCH_MARGIN * x).min(phys.cfg.normal.ceiling_ms);
                 self.integral = 0.0;
                 self.throttle = 0.0;
                 self.engaged_x = 0.0;
