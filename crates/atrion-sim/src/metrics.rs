@@ -42,17 +42,15 @@ pub fn histogram() -> hdrhistogram::Histogram<u32> {
 pub(crate) struct Recorder {
     bins: Vec<Bin>,
     width: u64,
-    slo_ms: f64,
     current: usize,
     latency: hdrhistogram::Histogram<u32>,
 }
 
 impl Recorder {
-    pub fn new(bins: usize, width: u64, slo_ms: f64) -> Self {
+    pub fn new(bins: usize, width: u64) -> Self {
         Recorder {
             bins: vec![Bin::default(); bins.max(1)],
             width: width.max(1),
-            slo_ms,
             current: 0,
             latency: histogram(),
         }
@@ -88,12 +86,13 @@ impl Recorder {
         self.bins[i].shed += 1;
     }
 
-    pub fn completed(&mut self, t: u64, ok: bool, latency_ms: f64, weight: f64) {
+    /// A completion at `t`: a success within `slo_ms` counts `weight` of goodput.
+    pub fn completed(&mut self, t: u64, ok: bool, latency_ms: f64, weight: f64, slo_ms: f64) {
         let i = self.index(t);
         let b = &mut self.bins[i];
         if ok {
             b.ok += 1;
-            if latency_ms <= self.slo_ms {
+            if latency_ms <= slo_ms {
                 b.good += weight;
             }
         } else {
@@ -162,15 +161,15 @@ const HOLD_S: f64 = 2.0;
 /// A bin "detects" when the controller sheds at least this fraction of what is offered.
 const DETECTED: f64 = 0.1;
 
-/// Summarises a trace of `scenario` (with `duration_s` as run).
-pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
-    let bins = &trace.bins;
+/// Healthy shed, detect and recover of one series of bins (the whole service, or one route).
+struct Windows {
+    healthy_shed: f64,
+    detect_s: Option<f64>,
+    recover_s: Option<f64>,
+}
+
+fn windows(scenario: &Scenario, bins: &[Bin]) -> Windows {
     let width = scenario.bin_ms / 1e3;
-    let sum = |f: &dyn Fn(&Bin) -> f64| bins.iter().map(f).sum::<f64>();
-    let offered = sum(&|b| f64::from(b.offered));
-    let shed = sum(&|b| f64::from(b.shed));
-    let ok = sum(&|b| f64::from(b.ok));
-    let failed = sum(&|b| f64::from(b.failed));
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let bin_of = |t: f64| ((t / width).floor().max(0.0) as usize).min(bins.len());
 
@@ -202,6 +201,27 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
                 .map(|i| (i - e) as f64 * width);
         }
     }
+    Windows { healthy_shed: ratio(healthy_shed, healthy_offered), detect_s, recover_s }
+}
+
+/// Summarises a trace of `scenario` (with `duration_s` as run).
+pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
+    let bins = &trace.bins;
+    let sum = |f: &dyn Fn(&Bin) -> f64| bins.iter().map(f).sum::<f64>();
+    let offered = sum(&|b| f64::from(b.offered));
+    let shed = sum(&|b| f64::from(b.shed));
+    let ok = sum(&|b| f64::from(b.ok));
+    let failed = sum(&|b| f64::from(b.failed));
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let w = windows(scenario, bins);
+    let mut routes = trace.routes.clone();
+    for (count, rb) in routes.iter_mut().zip(&trace.route_bins) {
+        let rw = windows(scenario, rb);
+        count.goodput = rb.iter().map(|b| b.good).sum::<f64>() / scenario.duration_s;
+        count.healthy_shed = rw.healthy_shed;
+        count.detect_s = rw.detect_s;
+        count.recover_s = rw.recover_s;
+    }
 
     let h = &trace.latency;
     let q = |p: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(p) as f64 / 1e3 };
@@ -209,14 +229,14 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
         goodput: sum(&|b| b.good) / scenario.duration_s,
         p50_ms: q(0.5),
         p99_ms: q(0.99),
-        healthy_shed: ratio(healthy_shed, healthy_offered),
+        healthy_shed: w.healthy_shed,
         shed: ratio(shed, offered),
         error_rate: ratio(failed, ok + failed),
-        detect_s,
-        recover_s,
+        detect_s: w.detect_s,
+        recover_s: w.recover_s,
         transitions: trace.transitions,
         offered: offered as u64,
         requests: trace.requests,
-        routes: trace.routes.clone(),
+        routes,
     }
 }

@@ -156,6 +156,49 @@ pub struct RouteSpec {
     /// Weight of the route's goodput (revenue per request, say); 1 by default.
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// The route's own latency objective (ms): its successes count as goodput only within
+    /// it. The scenario's `slo_ms` when absent. Controllers are not told.
+    #[serde(default)]
+    pub slo_ms: Option<f64>,
+    /// The clients of the route's own traffic retry what fails or is shed.
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Atrion's physics for this route only, merged over the controller's settings
+    /// (`[route.atrion]`: an SLO or a ceiling the operator knows). Used by `atrion-default`
+    /// and `atrion-aimd`.
+    #[serde(default)]
+    pub atrion: Option<toml::Table>,
+}
+
+/// Client retries: a failed or shed request is offered again after a backoff, while the
+/// retry budget allows: every first attempt earns `budget` tokens (at most 10 saved), every
+/// retry spends one (the retry budget of gRPC and Finagle). Retries draw from the route's
+/// call stream, since whether they happen depends on the controller.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Retries after the first attempt, at most.
+    pub attempts: u32,
+    /// The first backoff, milliseconds; each next one is `multiplier` times longer, with
+    /// equal jitter (half fixed, half uniform).
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: f64,
+    /// Backoff growth per attempt.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Retry tokens earned per first attempt (0.2: retries add at most 20% load).
+    #[serde(default = "default_budget")]
+    pub budget: f64,
+}
+
+fn default_backoff() -> f64 {
+    50.0
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_budget() -> f64 {
+    0.2
 }
 
 fn default_workers() -> u32 {
@@ -206,6 +249,19 @@ pub enum ServiceTime {
         /// Shape.
         sigma: f64,
     },
+    /// A mixture of two log-normals of shape `sigma`: a share `slow_share` of requests
+    /// takes `slow_ms` on average, the rest `mean_ms` (a cache miss, a cold path: a slow
+    /// mode that is normal).
+    Bimodal {
+        /// Milliseconds, the fast mode's mean.
+        mean_ms: f64,
+        /// Milliseconds, the slow mode's mean.
+        slow_ms: f64,
+        /// Fraction of requests in the slow mode, in [0, 1].
+        slow_share: f64,
+        /// Shape of both modes.
+        sigma: f64,
+    },
 }
 
 impl ServiceTime {
@@ -215,6 +271,9 @@ impl ServiceTime {
             ServiceTime::Constant { mean_ms }
             | ServiceTime::Exponential { mean_ms }
             | ServiceTime::Lognormal { mean_ms, .. } => mean_ms,
+            ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, .. } => {
+                (1.0 - slow_share) * mean_ms + slow_share * slow_ms
+            }
         }
     }
 }
@@ -364,6 +423,8 @@ struct RawFault {
     mode: Option<OutageMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to_multiplier: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
 }
 
 impl TryFrom<RawFault> for FaultSpec {
@@ -371,7 +432,7 @@ impl TryFrom<RawFault> for FaultSpec {
     fn try_from(r: RawFault) -> Result<Self, String> {
         let need = |v: Option<f64>, name: &str| v.ok_or_else(|| format!("fault kind `{}` needs `{name}`", r.kind));
         let kind = match r.kind.as_str() {
-            "errors" => FaultKind::Errors { rate: need(r.rate, "rate")? },
+            "errors" => FaultKind::Errors { rate: need(r.rate, "rate")?, latency_ms: r.latency_ms },
             "latency" => FaultKind::Latency { multiplier: need(r.multiplier, "multiplier")? },
             "capacity" => FaultKind::Capacity { factor: need(r.factor, "factor")? },
             "outage" => FaultKind::Outage { mode: r.mode.unwrap_or_default() },
@@ -405,10 +466,12 @@ impl From<FaultSpec> for RawFault {
             factor: None,
             mode: None,
             to_multiplier: None,
+            latency_ms: None,
         };
         r.kind = match f.kind {
-            FaultKind::Errors { rate } => {
+            FaultKind::Errors { rate, latency_ms } => {
                 r.rate = Some(rate);
+                r.latency_ms = latency_ms;
                 "errors"
             }
             FaultKind::Latency { multiplier } => {
@@ -436,10 +499,13 @@ impl From<FaultSpec> for RawFault {
 /// What goes wrong during a fault.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum FaultKind {
-    /// A fraction of requests fail after their service time.
+    /// A fraction of requests fail after their service time, or after `latency_ms` when
+    /// given (slow errors, which hold a worker that long).
     Errors {
         /// Fraction in [0, 1].
         rate: f64,
+        /// How long a failing request takes, milliseconds.
+        latency_ms: Option<f64>,
     },
     /// Service time is multiplied (a slow dependency, GC pauses).
     Latency {
@@ -771,9 +837,30 @@ impl Scenario {
             let svc_ok = match r.service {
                 ServiceTime::Constant { mean_ms } | ServiceTime::Exponential { mean_ms } => pos(mean_ms),
                 ServiceTime::Lognormal { mean_ms, sigma } => pos(mean_ms) && sigma.is_finite() && sigma >= 0.0,
+                ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, sigma } => {
+                    pos(mean_ms)
+                        && pos(slow_ms)
+                        && (0.0..=1.0).contains(&slow_share)
+                        && sigma.is_finite()
+                        && sigma >= 0.0
+                }
             };
             if !svc_ok {
-                return Err(self.invalid(f("service"), "mean_ms must be positive and sigma >= 0"));
+                return Err(self.invalid(f("service"), "means must be positive, sigma >= 0, slow_share in [0, 1]"));
+            }
+            if r.slo_ms.is_some_and(|v| !pos(v)) {
+                return Err(self.invalid(f("slo_ms"), "must be positive"));
+            }
+            if let Some(rt) = &r.retry {
+                if rt.attempts == 0 || rt.attempts > 10 {
+                    return Err(self.invalid(f("retry.attempts"), "must be in [1, 10]"));
+                }
+                if !pos(rt.backoff_ms) || !(rt.multiplier.is_finite() && rt.multiplier >= 1.0) {
+                    return Err(self.invalid(f("retry.backoff_ms"), "backoff_ms must be positive, multiplier >= 1"));
+                }
+                if !(rt.budget.is_finite() && rt.budget >= 0.0) {
+                    return Err(self.invalid(f("retry.budget"), "must be finite and >= 0"));
+                }
             }
             if let Some(p) = &r.priority {
                 p.parse::<atrion_core::Priority>().map_err(|e| self.invalid(f("priority"), e.to_string()))?;
@@ -861,7 +948,9 @@ impl Scenario {
                 return Err(self.invalid(f("route"), format!("unknown route `{route}`")));
             }
             let ok = match fault.kind {
-                FaultKind::Errors { rate } => (0.0..=1.0).contains(&rate),
+                FaultKind::Errors { rate, latency_ms } => {
+                    (0.0..=1.0).contains(&rate) && latency_ms.is_none_or(|l| l.is_finite() && l >= 0.0)
+                }
                 FaultKind::Latency { multiplier } => multiplier.is_finite() && multiplier >= 0.0,
                 FaultKind::Capacity { factor } => factor > 0.0 && factor <= 1.0,
                 FaultKind::Outage { .. } => true,

@@ -19,9 +19,11 @@ use rand_distr::{Distribution, Exp1, StandardNormal};
 
 use crate::controller::{Controller, Gauge, Sample};
 use crate::metrics::{Bin, Recorder};
-use crate::scenario::{FaultKind, OutageMode, Scenario, ServiceTime, Traffic};
+use crate::scenario::{FaultKind, OutageMode, RetrySpec, Scenario, ServiceTime, Traffic};
 
 const NONE: u32 = u32::MAX;
+/// Retry tokens a route's clients may save (the retry budget's burst).
+const RETRY_TOKENS_MAX: f64 = 10.0;
 const SEC: f64 = 1e9;
 const MS: f64 = 1e6;
 
@@ -29,6 +31,8 @@ const MS: f64 = 1e6;
 #[derive(Debug, Clone, Copy)]
 struct Conditions {
     error_rate: f64,
+    /// How long a failing request takes, when errors are slow (ms).
+    error_latency: Option<f64>,
     latency: f64,
     capacity: f64,
     outage: Option<OutageMode>,
@@ -87,6 +91,11 @@ struct Route {
     calls: Option<usize>,
     fallback: Option<usize>,
     weight: f64,
+    /// The route's latency objective, ms.
+    slo_ms: f64,
+    retry: Option<RetrySpec>,
+    /// Retry tokens saved (the retry budget).
+    tokens: f64,
     faults: Vec<Fault>,
     arrivals: Arrivals,
     rng_arrival: ChaCha8Rng,
@@ -97,7 +106,7 @@ struct Route {
 
 impl Route {
     fn conditions(&self, t: u64) -> Conditions {
-        let mut c = Conditions { error_rate: 0.0, latency: 1.0, capacity: 1.0, outage: None };
+        let mut c = Conditions { error_rate: 0.0, error_latency: None, latency: 1.0, capacity: 1.0, outage: None };
         for f in &self.faults {
             if t < f.start || t >= f.end {
                 continue;
@@ -108,7 +117,10 @@ impl Route {
                 continue;
             }
             match f.kind {
-                FaultKind::Errors { rate } => c.error_rate = c.error_rate.max(rate),
+                FaultKind::Errors { rate, latency_ms } => {
+                    c.error_rate = c.error_rate.max(rate);
+                    c.error_latency = latency_ms.or(c.error_latency);
+                }
                 FaultKind::Latency { multiplier } => c.latency *= multiplier,
                 FaultKind::Capacity { factor } => c.capacity = c.capacity.min(factor),
                 FaultKind::Outage { mode } => c.outage = Some(mode),
@@ -187,6 +199,13 @@ fn draw_service(service: ServiceTime, mu: f64, rng: &mut ChaCha8Rng) -> f64 {
             let z: f64 = StandardNormal.sample(rng);
             (mu + sigma * z).exp()
         }
+        ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, sigma } => {
+            // Two draws for every request, whichever mode it falls in.
+            let u: f64 = rng.random();
+            let z: f64 = StandardNormal.sample(rng);
+            let m = if u < slow_share { slow_ms } else { mean_ms };
+            (m.ln() - sigma * sigma / 2.0 + sigma * z).exp()
+        }
     }
 }
 
@@ -207,6 +226,8 @@ struct Request {
     service_ms: f64,
     err_draw: f64,
     inflight: u32,
+    /// 0 for a first attempt, then the retry's number.
+    attempt: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -215,6 +236,8 @@ enum Kind {
     Served,
     Deadline,
     Pump,
+    /// A client retry: the id indexes `Sim::retries`.
+    Retry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -238,6 +261,9 @@ pub struct Trace {
     pub requests: u64,
     /// Counts per route, in the scenario's order (empty for telemetry runs).
     pub routes: Vec<RouteCount>,
+    /// Per-route bins: what was offered to each route's controller (calls included), in
+    /// the scenario's order (empty for telemetry runs).
+    pub route_bins: Vec<Vec<Bin>>,
 }
 
 /// What reached one route: every request offered to its controller (its own traffic,
@@ -254,6 +280,15 @@ pub struct RouteCount {
     pub ok: u64,
     /// Completed with an error or a timeout.
     pub failed: u64,
+    /// Successes within the route's SLO per second (unweighted).
+    pub goodput: f64,
+    /// Fraction of what was offered to the route shed while the service was healthy.
+    pub healthy_shed: f64,
+    /// Seconds from the incident's start to the route's first bin shedding 10% or more.
+    pub detect_s: Option<f64>,
+    /// Seconds from the incident's end until the route's goodput holds 90% of its level
+    /// before it (`None`: never, or the route had none before).
+    pub recover_s: Option<f64>,
 }
 
 /// Runs `scenario` (request-level) against `controller` with `seed`.
@@ -273,6 +308,10 @@ struct Sim {
     seq: u64,
     end: u64,
     rec: Recorder,
+    /// One recorder per route: what was offered to its controller and how it ended.
+    route_rec: Vec<Recorder>,
+    /// Pending client retries: (route, attempt).
+    retries: Vec<(u32, u8)>,
     requests: u64,
 }
 
@@ -328,6 +367,9 @@ impl Sim {
                 calls: spec.calls.as_deref().and_then(index),
                 fallback: spec.fallback.as_deref().and_then(index),
                 weight: spec.weight,
+                slo_ms: spec.slo_ms.unwrap_or(scenario.slo_ms),
+                retry: spec.retry.clone(),
+                tokens: 0.0,
                 faults,
                 arrivals,
                 rng_arrival: stream(seed, i, 0),
@@ -367,7 +409,9 @@ impl Sim {
             heap: BinaryHeap::new(),
             seq: 0,
             end,
-            rec: Recorder::new(bins, (scenario.bin_ms * MS) as u64, scenario.slo_ms),
+            rec: Recorder::new(bins, (scenario.bin_ms * MS) as u64),
+            route_rec: (0..scenario.routes.len()).map(|_| Recorder::new(bins, (scenario.bin_ms * MS) as u64)).collect(),
+            retries: Vec::new(),
             requests: 0,
         })
     }
@@ -421,6 +465,9 @@ impl Sim {
                 break;
             }
             self.rec.advance(ev.at, || controller.gauge(chart_route));
+            for (i, r) in self.route_rec.iter_mut().enumerate() {
+                r.advance(ev.at, || controller.gauge(i));
+            }
             match ev.kind {
                 Kind::Arrival if (ev.id as usize) < n => self.arrival(controller, ev.id as usize, ev.at),
                 Kind::Arrival => self.balanced(controller, ev.id as usize - n, ev.at),
@@ -438,19 +485,49 @@ impl Sim {
                     let pool = self.routes[ev.id as usize].pool;
                     self.pump(pool, ev.at);
                 }
+                Kind::Retry => {
+                    let (route, attempt) = self.retries[ev.id as usize];
+                    self.attempt(controller, route as usize, ev.at, attempt);
+                }
             }
         }
         self.rec.advance(self.end, || controller.gauge(chart_route));
+        let route_bins = self
+            .route_rec
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.advance(self.end, || controller.gauge(i));
+                r.finish().0
+            })
+            .collect();
         let (bins, latency) = self.rec.finish();
-        Ok(Trace { bins, latency, transitions: controller.transitions(), requests: self.requests, routes: self.counts })
+        Ok(Trace {
+            bins,
+            latency,
+            transitions: controller.transitions(),
+            requests: self.requests,
+            routes: self.counts,
+            route_bins,
+        })
     }
 
     fn arrival(&mut self, controller: &mut dyn Controller, route: usize, now: u64) {
         if let Some(t) = self.routes[route].next_arrival(now, self.end) {
             self.push(t, Kind::Arrival, route as u32);
         }
+        let r = &mut self.routes[route];
+        if let Some(retry) = &r.retry {
+            r.tokens = (r.tokens + retry.budget).min(RETRY_TOKENS_MAX);
+        }
+        self.attempt(controller, route, now, 0);
+    }
+
+    /// One attempt of a request of `route`'s own traffic: the first, or a client retry.
+    fn attempt(&mut self, controller: &mut dyn Controller, route: usize, now: u64, attempt: u8) {
         self.rec.offered(now);
-        let mut id = self.offer(controller, route, now, NONE, true, false);
+        // Retries depend on the controller: they draw from the call stream.
+        let mut id = self.offer(controller, route, now, NONE, true, attempt > 0, attempt);
         if id == NONE {
             // Shed by the route's controller, even when a fallback then takes it.
             self.rec.shed(now);
@@ -461,10 +538,30 @@ impl Sim {
             // A router's fallback: what the primary's controller sheds is offered to the
             // fallback route's controller (draws from the fallback's call stream, so that its
             // own traffic sees the same draws under every controller).
-            id = self.offer(controller, fallback, now, NONE, true, true);
+            id = self.offer(controller, fallback, now, NONE, true, true, attempt);
         }
         if id != NONE {
             self.rec.admitted(now);
+        } else {
+            self.retry(route, now, attempt);
+        }
+    }
+
+    /// Schedules a client retry of `route`'s request after attempt `attempt` failed, if its
+    /// retry policy and budget allow.
+    fn retry(&mut self, route: usize, now: u64, attempt: u8) {
+        let r = &mut self.routes[route];
+        let Some(spec) = &r.retry else { return };
+        if u32::from(attempt) >= spec.attempts || r.tokens < 1.0 {
+            return;
+        }
+        r.tokens -= 1.0;
+        let backoff = spec.backoff_ms * spec.multiplier.powi(i32::from(attempt));
+        let u: f64 = r.rng_call.random();
+        let at = now + (backoff * (0.5 + 0.5 * u) * MS) as u64;
+        if at < self.end {
+            self.retries.push((route as u32, attempt + 1));
+            self.push(at, Kind::Retry, (self.retries.len() - 1) as u32);
         }
     }
 
@@ -481,7 +578,7 @@ impl Sim {
         let u: f64 = bal.rng_select.random();
         let route = controller.select(&bal.members, now, u);
         self.rec.offered(now);
-        if self.offer(controller, route, now, NONE, true, true) == NONE {
+        if self.offer(controller, route, now, NONE, true, true, 0) == NONE {
             self.rec.shed(now);
         } else {
             self.rec.admitted(now);
@@ -497,9 +594,11 @@ impl Sim {
         parent: u32,
         external: bool,
         call_stream: bool,
+        attempt: u8,
     ) -> u32 {
         self.requests += 1;
         self.counts[route].offered += 1;
+        self.route_rec[route].offered(now);
         let r = &mut self.routes[route];
         // Draws for every offered request, admitted or not, so that all controllers see
         // the same service times and error draws.
@@ -508,8 +607,10 @@ impl Sim {
         let err_draw: f64 = rng.random();
         let inflight = r.inflight + 1;
         if !controller.admit(route, now, r.inflight) {
+            self.route_rec[route].shed(now);
             return NONE;
         }
+        self.route_rec[route].admitted(now);
         r.inflight = inflight;
         self.counts[route].admitted += 1;
         let id = self.alloc(Request {
@@ -527,6 +628,7 @@ impl Sim {
             service_ms,
             err_draw,
             inflight,
+            attempt,
         });
         self.dispatch(controller, id, now);
         id
@@ -577,7 +679,8 @@ impl Sim {
         req.started = true;
         let (ms, failed) = match c.outage {
             Some(_) => (r.timeout as f64 / MS, true),
-            None => (req.service_ms * c.latency, req.err_draw < c.error_rate),
+            None if req.err_draw < c.error_rate => (c.error_latency.unwrap_or(req.service_ms * c.latency), true),
+            None => (req.service_ms * c.latency, false),
         };
         req.failed = failed;
         let done = now + (ms * MS) as u64;
@@ -608,7 +711,7 @@ impl Sim {
         {
             // The worker waits for the downstream answer: the call is a new request offered
             // to the downstream route's controller.
-            if self.offer(controller, down, now, id, false, true) == NONE {
+            if self.offer(controller, down, now, id, false, true, 0) == NONE {
                 self.finish_worker(id, now);
                 self.report(controller, id, now, false, (now - req.arrival) as f64 / MS);
             }
@@ -652,8 +755,13 @@ impl Sim {
         } else {
             count.failed += 1;
         }
+        let slo = r.slo_ms;
+        self.route_rec[route].completed(now, ok, latency_ms, 1.0, slo);
         if req.external {
-            self.rec.completed(now, ok, latency_ms, weight);
+            self.rec.completed(now, ok, latency_ms, weight, slo);
+            if !ok && req.parent == NONE {
+                self.retry(route, now, req.attempt);
+            }
         }
         if req.parent != NONE {
             // The caller's worker is released when the answer (or the timeout) comes.
@@ -725,6 +833,7 @@ pub fn run_ticks(scenario: &Scenario, controller: &mut dyn Controller) -> Option
         transitions: controller.transitions(),
         requests: u64::from(spec.ticks),
         routes: Vec::new(),
+        route_bins: Vec::new(),
     })
 }
 
@@ -742,6 +851,9 @@ mod tests {
             mu: 20f64.ln() - 0.32,
             calls: None,
             weight: 1.0,
+            slo_ms: 100.0,
+            retry: None,
+            tokens: 0.0,
             faults: vec![],
             arrivals: Arrivals::None,
             rng_arrival: stream(1, 0, 0),
