@@ -191,12 +191,19 @@ fn store_f(a: &AtomicU64, v: f64) {
 struct RouteCell {
     view: View,
     name: Box<str>,
+    /// The route's physics: the engine's, or a per-route override's.
+    phys: Arc<Physics>,
     state: Mutex<RouteState>,
 }
 
 impl RouteCell {
-    fn new(name: &str, phys: &Physics, now: Timestamp) -> Self {
-        let cell = RouteCell { view: View::default(), name: name.into(), state: Mutex::new(RouteState::new(phys)) };
+    fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
+        let cell = RouteCell {
+            view: View::default(),
+            name: name.into(),
+            phys: phys.clone(),
+            state: Mutex::new(RouteState::new(phys)),
+        };
         let state = RouteState::new(phys);
         cell.publish(&state, phys);
         cell.view.last_seen.store(now.as_nanos(), Relaxed);
@@ -270,7 +277,9 @@ type RouteMap = papaya::HashMap<Box<str>, Arc<RouteCell>, foldhash::fast::Random
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Engine<O = SilentObserver> {
-    phys: Physics,
+    phys: Arc<Physics>,
+    /// Per-route physics: (pattern, physics), exact ids first, then prefixes longest first.
+    overrides: std::sync::RwLock<Vec<(RoutePattern, Arc<Physics>)>>,
     routes: RouteMap,
     overflow: Arc<RouteCell>,
     limits: EngineLimits,
@@ -301,7 +310,7 @@ impl<O: PhysicsObserver> Engine<O> {
         if limits.max_routes == 0 {
             return Err(ConfigError::OutOfRange { field: "limits.max_routes", value: 0.0, expected: ">= 1" });
         }
-        let phys = Physics::new(config);
+        let phys = Arc::new(Physics::new(config));
         let overflow = Arc::new(RouteCell::new(OVERFLOW_ROUTE, &phys, Timestamp::ZERO));
         let routes = papaya::HashMap::builder()
             .hasher(foldhash::fast::RandomState::default())
@@ -309,6 +318,7 @@ impl<O: PhysicsObserver> Engine<O> {
             .build();
         Ok(Engine {
             phys,
+            overrides: std::sync::RwLock::new(Vec::new()),
             routes,
             overflow,
             limits,
@@ -320,9 +330,91 @@ impl<O: PhysicsObserver> Engine<O> {
         })
     }
 
-    /// The validated configuration.
+    /// The validated engine-wide configuration (routes without an override run it).
     pub fn config(&self) -> &PhysicsConfig {
         &self.phys.cfg
+    }
+
+    /// The configuration `route` runs: its override's, or the engine's.
+    pub fn route_config(&self, route: &str) -> PhysicsConfig {
+        let map = self.routes.pin();
+        match map.get(route) {
+            Some(cell) => cell.phys.cfg.clone(),
+            None => self.physics_for(route).cfg.clone(),
+        }
+    }
+
+    /// Sets the physics of the routes that `pattern` matches (`Some`), or removes the
+    /// override so that they run the engine's config again (`None`).
+    ///
+    /// A pattern is an exact route id (`GET /users`) or a prefix ending in `*`
+    /// (`GET /reports/*`); an exact id wins over a prefix, and a longer prefix over a shorter
+    /// one. The config is validated and must be of the engine's model. Routes that exist
+    /// keep what they learned (scar, normal, tuner, mode) and run the new constants from
+    /// their next decision; a report racing with the change may land in the old cell and be
+    /// lost. This is the hook that per-route policies (an SLO, a ceiling, a throttle off for
+    /// one route) are built on.
+    pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
+        let pat = RoutePattern::parse(pattern)?;
+        let phys = match config {
+            Some(cfg) => {
+                cfg.validate()?;
+                if cfg.model != self.phys.cfg.model {
+                    return Err(EngineError::ModelMismatch {
+                        route: pattern.to_owned(),
+                        expected: self.phys.cfg.model,
+                        found: cfg.model,
+                    });
+                }
+                Some(Arc::new(Physics::new(cfg)))
+            }
+            None => None,
+        };
+        {
+            let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
+            o.retain(|(p, _)| *p != pat);
+            if let Some(phys) = phys {
+                o.push((pat.clone(), phys));
+            }
+            // Exact ids first, then prefixes from the longest.
+            o.sort_by_key(|(p, _)| (p.prefix, std::cmp::Reverse(p.text.len())));
+        }
+        // Existing routes move to a new cell with the same state and the new physics.
+        let map = self.routes.pin();
+        for (name, cell) in map.iter() {
+            if !pat.matches(name) {
+                continue;
+            }
+            let phys = self.physics_for(name);
+            if Arc::ptr_eq(&phys, &cell.phys) {
+                continue;
+            }
+            let state = cell.lock();
+            let fresh = RouteCell {
+                view: View::default(),
+                name: name.clone(),
+                phys: phys.clone(),
+                state: Mutex::new(state.clone()),
+            };
+            fresh.publish(&state, &phys);
+            let v = &cell.view;
+            fresh.view.last_seen.store(v.last_seen.load(Relaxed), Relaxed);
+            fresh.view.skews.store(v.skews.load(Relaxed), Relaxed);
+            fresh.view.dirty.store(true, Relaxed);
+            if v.cluster_on.load(Acquire) {
+                fresh.view.cluster_scar.store(v.cluster_scar.load(Relaxed), Relaxed);
+                fresh.view.cluster_at.store(v.cluster_at.load(Relaxed), Relaxed);
+                fresh.view.cluster_on.store(true, Release);
+            }
+            map.insert(name.clone(), Arc::new(fresh));
+        }
+        Ok(())
+    }
+
+    /// The physics a route of this id runs: the best-matching override, or the engine's.
+    fn physics_for(&self, route: &str) -> Arc<Physics> {
+        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
+        o.iter().find(|(p, _)| p.matches(route)).map_or_else(|| self.phys.clone(), |(_, phys)| phys.clone())
     }
 
     /// The observer.
@@ -398,11 +490,11 @@ impl<O: PhysicsObserver> Engine<O> {
         let v = &cell.view;
         let (r, scar) = (load_f(&v.resistance), load_f(&v.scar));
         let age = secs_since(now, v.at.load(Relaxed));
-        let healed = decayed_resistance(&self.phys, r, scar, age);
-        match cell.cluster(&self.phys, now) {
+        let healed = decayed_resistance(&cell.phys, r, scar, age);
+        match cell.cluster(&cell.phys, now) {
             Some(cluster) => {
-                let local = if scar > 0.0 { scar * heal(self.phys.cfg.scar_decay * age) } else { 0.0 };
-                blend(&self.phys, healed, local, Some(cluster))
+                let local = if scar > 0.0 { scar * heal(cell.phys.cfg.scar_decay * age) } else { 0.0 };
+                blend(&cell.phys, healed, local, Some(cluster))
             }
             None => healed,
         }
@@ -477,10 +569,10 @@ impl<O: PhysicsObserver> Engine<O> {
             });
         }
         v.validate().map_err(|source| EngineError::InvalidSnapshot { route: route.to_owned(), source })?;
-        let c = &self.phys.cfg;
         let cell = self.cell_or_create(route, now);
+        let c = &cell.phys.cfg;
         let mut s = cell.lock();
-        *s = RouteState::new(&self.phys);
+        *s = RouteState::new(&cell.phys);
         s.mode = v.mode;
         s.resistance = v.resistance.clamp(c.r_base, c.r_max);
         s.scar = v.scar.min(c.scar_max);
@@ -496,7 +588,7 @@ impl<O: PhysicsObserver> Engine<O> {
         s.open_until = v.open_until;
         s.last = v.timestamp;
         s.seen = true;
-        cell.publish(&s, &self.phys);
+        cell.publish(&s, &cell.phys);
         Ok(())
     }
 
@@ -533,7 +625,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let v = &cell.view;
         match scar {
             Some(s) if s.is_finite() => {
-                store_f(&v.cluster_scar, s.clamp(0.0, self.phys.cfg.scar_max));
+                store_f(&v.cluster_scar, s.clamp(0.0, cell.phys.cfg.scar_max));
                 v.cluster_at.store(now.as_nanos(), Relaxed);
                 v.cluster_on.store(true, Release);
             }
@@ -544,7 +636,9 @@ impl<O: PhysicsObserver> Engine<O> {
 
     /// The other nodes' scar for `route` as decisions see it at `now` (healed), if any.
     pub fn cluster_scar(&self, route: &str, now: Timestamp) -> Option<f64> {
-        self.routes.pin().get(route)?.cluster(&self.phys, now)
+        let map = self.routes.pin();
+        let cell = map.get(route)?;
+        cell.cluster(&cell.phys, now)
     }
 
     /// Seeds `route`'s local scar from a previous life of this node (warm start): the scar
@@ -556,16 +650,16 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         let cell = self.cell_or_create(route, now);
         let mut s = cell.lock();
-        let healed = scar * (-self.phys.cfg.scar_decay * now.saturating_since(at).as_secs_f64()).exp();
+        let healed = scar * (-cell.phys.cfg.scar_decay * now.saturating_since(at).as_secs_f64()).exp();
         if healed > s.scar {
-            let c = &self.phys.cfg;
+            let c = &cell.phys.cfg;
             s.resistance = (s.resistance + (healed.min(c.scar_max) - s.scar)).clamp(c.r_base, c.r_max);
             s.scar = healed.min(c.scar_max);
             if !s.seen || now > s.last {
                 s.last = now;
                 s.seen = true;
             }
-            cell.publish(&s, &self.phys);
+            cell.publish(&s, &cell.phys);
         }
         Ok(())
     }
@@ -582,10 +676,10 @@ impl<O: PhysicsObserver> Engine<O> {
     /// when the priority's voltage exceeds R. The reference gives no retry hint; ours is
     /// `half_open.open_base`.
     fn decide_reference(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
-        let c = &self.phys.cfg;
+        let c = &cell.phys.cfg;
         let v = &cell.view;
         let mode = Mode::from_u8(v.mode.load(Acquire));
-        let r = blend(&self.phys, load_f(&v.resistance), load_f(&v.scar), cell.cluster(&self.phys, now));
+        let r = blend(&cell.phys, load_f(&v.resistance), load_f(&v.scar), cell.cluster(&cell.phys, now));
         if mode == Mode::Open {
             return Decision::shed(Reason::Open, mode, r, c.half_open.open_base);
         }
@@ -600,7 +694,7 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     fn decide_default(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
-        let c = &self.phys.cfg;
+        let c = &cell.phys.cfg;
         let v = &cell.view;
         let mut mode = Mode::from_u8(v.mode.load(Acquire));
         let r = load_f(&v.resistance);
@@ -701,13 +795,13 @@ impl<O: PhysicsObserver> Engine<O> {
             if s.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
                 s.set_mode(Mode::HalfOpen);
             }
-            let cluster = cell.cluster(&self.phys, now);
-            let change = match self.phys.cfg.model {
+            let cluster = cell.cluster(&cell.phys, now);
+            let change = match cell.phys.cfg.model {
                 Model::Reference => {
                     let mut shared = self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.update(&self.phys, telemetry.channels(), now, Some(&mut shared), cluster)
+                    s.update(&cell.phys, telemetry.channels(), now, Some(&mut shared), cluster)
                 }
-                Model::Default => s.update(&self.phys, telemetry.channels(), now, None, cluster),
+                Model::Default => s.update(&cell.phys, telemetry.channels(), now, None, cluster),
             };
             if change.is_some_and(|c| c.to == Mode::Open) {
                 cell.view.keepalive_at.store(now.as_nanos(), Relaxed);
@@ -716,7 +810,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
                 cell.view.probes.store(0, Relaxed);
             }
-            let before = cell.publish(&s, &self.phys);
+            let before = cell.publish(&s, &cell.phys);
             cell.view.dirty.store(true, Relaxed);
             (change, before, (s.mode, s.resistance, s.scar, s.momentum))
         };
@@ -751,7 +845,8 @@ impl<O: PhysicsObserver> Engine<O> {
             }
         }
         let map = self.routes.pin();
-        map.get_or_insert_with(route.into(), || Arc::new(RouteCell::new(route, &self.phys, now))).clone()
+        let phys = self.physics_for(route);
+        map.get_or_insert_with(route.into(), || Arc::new(RouteCell::new(route, &phys, now))).clone()
     }
 
     /// Evicts idle routes. Runs at most once a second, so that a flood of new route ids
@@ -798,6 +893,34 @@ fn dither_admits(counter: &AtomicU64, ratio: f64) -> bool {
     let a = (1.0 - ratio).clamp(0.0, 1.0);
     let n = counter.fetch_add(1, Relaxed) as f64;
     ((n + 1.0) * a).floor() > (n * a).floor()
+}
+
+/// A route pattern of a per-route config: an exact id, or a prefix ending in `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoutePattern {
+    text: Box<str>,
+    prefix: bool,
+}
+
+impl RoutePattern {
+    fn parse(pattern: &str) -> Result<Self, EngineError> {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                if prefix.len() > 1024 {
+                    return Err(EngineError::InvalidRouteId { len: pattern.len() });
+                }
+                Ok(RoutePattern { text: prefix.into(), prefix: true })
+            }
+            None => {
+                check_id(pattern)?;
+                Ok(RoutePattern { text: pattern.into(), prefix: false })
+            }
+        }
+    }
+
+    fn matches(&self, route: &str) -> bool {
+        if self.prefix { route.starts_with(&*self.text) } else { route == &*self.text }
+    }
 }
 
 fn check_id(route: &str) -> Result<(), EngineError> {

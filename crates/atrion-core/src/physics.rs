@@ -458,8 +458,11 @@ impl RouteState {
         // Learning the normal: everything while warming up; once warm, only what a healthy
         // route shows, so that neither an overload nor a creeping latency is learned.
         let closed = matches!(self.mode, Mode::Bootstrap | Mode::Operational);
-        if closed && (!warm || (fast[0] <= b_lat && p[1] <= 0.0 && self.throttle == 0.0)) {
-            self.normal.observe(fast[0], dt_s, phys.normal_tau);
+        // The statistics are of the throttle's quick latency, the noisiest signal that is
+        // compared with the baseline, so that the `k * sd` band covers its noise.
+        let quick = self.quick.mean();
+        if closed && (!warm || (quick <= b_lat && p[1] <= 0.0 && self.throttle == 0.0)) {
+            self.normal.observe(quick, dt_s, phys.normal_tau);
         }
 
         let healthy = positive_norm(p) <= c.critical_pressure;

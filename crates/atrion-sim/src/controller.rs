@@ -147,6 +147,9 @@ pub struct RouteInfo {
     /// reference model: critical, its default voltage of 100; the default model: normal,
     /// as the `atrion` facade).
     pub priority: Option<Priority>,
+    /// Atrion's physics for this route only (`[route.atrion]`), merged over the
+    /// controller's settings.
+    pub atrion: Option<toml::Table>,
 }
 
 /// Builds controller `name` for `routes`, with a scenario's overrides.
@@ -841,6 +844,16 @@ impl Atrion {
         let cfg = physics_config(name, model, settings)?;
         let engine =
             Engine::new(cfg).map_err(|source| SettingsError::Physics { controller: name.to_owned(), source })?;
+        for r in routes {
+            let Some(own) = &r.atrion else { continue };
+            let mut merged = settings.cloned().unwrap_or_default();
+            merge(&mut merged, own);
+            let cfg = physics_config(name, model, Some(&merged))?;
+            engine.set_route_config(&r.name, Some(cfg)).map_err(|e| SettingsError::Invalid {
+                controller: name.to_owned(),
+                reason: format!("route `{}`: {e}", r.name),
+            })?;
+        }
         Ok(Atrion {
             name,
             engine,
@@ -1037,7 +1050,7 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let routes = [RouteInfo { name: "a".into(), priority: None }];
+        let routes = [RouteInfo { name: "a".into(), priority: None, atrion: None }];
         let bad: toml::Table = toml::from_str("min_limit = 50\ninitial_limit = 20").unwrap();
         assert!(matches!(build("aimd", &routes, Some(&bad)), Err(SettingsError::Invalid { .. })));
         let unknown: toml::Table = toml::from_str("windw = 5").unwrap();

@@ -112,6 +112,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("no-traffic-recovery", include_str!("../../../scenarios/no-traffic-recovery.toml")),
     ("gradient2-drift", include_str!("../../../scenarios/gradient2-drift.toml")),
     ("replica-remodeling", include_str!("../../../scenarios/replica-remodeling.toml")),
+    ("slow-routes", include_str!("../../../scenarios/slow-routes.toml")),
+    ("bimodal", include_str!("../../../scenarios/bimodal.toml")),
+    ("cheap-errors", include_str!("../../../scenarios/cheap-errors.toml")),
+    ("slow-errors", include_str!("../../../scenarios/slow-errors.toml")),
+    ("retry-storm", include_str!("../../../scenarios/retry-storm.toml")),
 ];
 
 /// A built-in scenario by name, parsed; `None` when no built-in has that name.
@@ -159,12 +164,16 @@ pub fn run_scenario_with(
     let scenario = if options.quick { scenario.quick() } else { scenario.clone() };
     let seed = options.seed.unwrap_or(scenario.seed);
     let routes: Vec<RouteInfo> = if scenario.telemetry.is_some() {
-        vec![RouteInfo { name: "route".into(), priority: Some(Priority::Critical) }]
+        vec![RouteInfo { name: "route".into(), priority: Some(Priority::Critical), atrion: None }]
     } else {
         scenario
             .routes
             .iter()
-            .map(|r| RouteInfo { name: r.name.clone(), priority: r.priority.as_deref().and_then(|p| p.parse().ok()) })
+            .map(|r| RouteInfo {
+                name: r.name.clone(),
+                priority: r.priority.as_deref().and_then(|p| p.parse().ok()),
+                atrion: r.atrion.clone(),
+            })
             .collect()
     };
     let mut results = Vec::new();

@@ -152,6 +152,22 @@ impl Summary {
             Metric::Transitions => Some(self.transitions as f64),
         }
     }
+
+    /// The value of `metric` for one route (`None` where it has none, or the route or the
+    /// metric is not measured per route).
+    pub fn route_get(&self, route: &str, metric: Metric) -> Option<f64> {
+        let r = self.routes.iter().find(|r| r.route == route)?;
+        let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+        match metric {
+            Metric::Goodput => Some(r.goodput),
+            Metric::HealthyShed => Some(r.healthy_shed),
+            Metric::Shed => Some(ratio(r.offered - r.admitted, r.offered)),
+            Metric::ErrorRate => Some(ratio(r.failed, r.ok + r.failed)),
+            Metric::DetectS => r.detect_s,
+            Metric::RecoverS => r.recover_s,
+            _ => None,
+        }
+    }
 }
 
 /// Recovery holds when goodput stays at this fraction of its level before the incident...

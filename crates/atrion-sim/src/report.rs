@@ -63,13 +63,16 @@ impl ScenarioReport {
 }
 
 pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Check> {
-    let value = |name: &str, m: Metric| -> Option<Option<f64>> {
-        results.iter().find(|r| r.controller == name).map(|r| r.summary.get(m))
-    };
     scenario
         .expects
         .iter()
         .map(|e| {
+            let value = |name: &str, m: Metric| -> Option<Option<f64>> {
+                results.iter().find(|r| r.controller == name).map(|r| match &e.route {
+                    Some(route) => r.summary.route_get(route, m),
+                    None => r.summary.get(m),
+                })
+            };
             let Some(v) = value(&e.controller, e.metric) else {
                 return Check {
                     expect: e.clone(),
@@ -117,7 +120,12 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
                 value: v,
                 bound,
                 passed,
-                detail: format!("{} {} = {} {}", e.controller, e.metric.as_str(), fmt(v), parts.join(", ")),
+                detail: match &e.route {
+                    Some(route) => {
+                        format!("{} {}[{route}] = {} {}", e.controller, e.metric.as_str(), fmt(v), parts.join(", "))
+                    }
+                    None => format!("{} {} = {} {}", e.controller, e.metric.as_str(), fmt(v), parts.join(", ")),
+                },
             }
         })
         .collect()

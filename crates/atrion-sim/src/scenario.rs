@@ -628,6 +628,19 @@ impl Metric {
         Metric::Transitions,
     ];
 
+    /// Whether the metric is also measured per route.
+    pub fn per_route(self) -> bool {
+        matches!(
+            self,
+            Metric::Goodput
+                | Metric::HealthyShed
+                | Metric::Shed
+                | Metric::ErrorRate
+                | Metric::DetectS
+                | Metric::RecoverS
+        )
+    }
+
     /// The name used in files and output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -654,6 +667,10 @@ pub struct Expect {
     pub controller: String,
     /// The metric.
     pub metric: Metric,
+    /// Judge one route's value instead of the whole service's (goodput, healthy_shed,
+    /// shed, error_rate, detect_s, recover_s: what was offered to that route's controller).
+    #[serde(default)]
+    pub route: Option<String>,
     /// Value must be `>= min`.
     #[serde(default)]
     pub min: Option<f64>,
@@ -970,6 +987,17 @@ impl Scenario {
             for other in [&e.at_most, &e.at_least].into_iter().flatten() {
                 if !crate::controller::NAMES.contains(&other.as_str()) {
                     return Err(self.invalid(f("at_most/at_least"), format!("unknown controller `{other}`")));
+                }
+            }
+            if let Some(route) = &e.route {
+                if !names.contains(&route.as_str()) {
+                    return Err(self.invalid(f("route"), format!("unknown route `{route}`")));
+                }
+                if !e.metric.per_route() {
+                    return Err(self.invalid(
+                        f("route"),
+                        format!("`{}` is not measured per route (goodput, healthy_shed, shed, error_rate, detect_s, recover_s are)", e.metric.as_str()),
+                    ));
                 }
             }
             if e.min.is_none() && e.max.is_none() && e.equals.is_none() && e.at_most.is_none() && e.at_least.is_none() {
