@@ -151,6 +151,8 @@ struct View {
     /// Decisions that met the throttle: the deterministic dither counts them.
     throttled: AtomicU64,
     quota: AtomicU32,
+    /// Reported since the state layer last collected this route.
+    dirty: AtomicBool,
     open_until: AtomicU64,
     window_start: AtomicU64,
     probes: AtomicU64,
@@ -159,8 +161,6 @@ struct View {
     /// route's lock; per route, so that threads reporting out of order to different routes
     /// never share a counter).
     skews: AtomicU64,
-    /// Reported since the state layer last collected this route.
-    dirty: AtomicBool,
 }
 
 /// `e^(-x)` for `x >= 0`: a short series where `x` is small (merged cluster values are
@@ -224,7 +224,7 @@ impl RouteCell {
         store_f(&v.scar, s.scar);
         v.at.store(s.last.as_nanos(), Relaxed);
         store_f(&v.break_point, s.break_point);
-        store_f(&v.throttle, s.throttle);
+        store_f(&v.throttle, s.throttle());
         v.open_until.store(s.open_until.as_nanos(), Relaxed);
         v.quota.store(s.probe_quota(phys), Relaxed);
         Mode::from_u8(v.mode.swap(s.mode as u8, Release))
@@ -578,7 +578,9 @@ impl<O: PhysicsObserver> Engine<O> {
         s.scar = v.scar.min(c.scar_max);
         s.momentum = v.momentum;
         s.pressure = v.pressure;
-        s.prev = [v.pressure, v.pressure];
+        if let crate::physics::Memory::Reference { prev } = &mut s.memory {
+            *prev = [v.pressure, v.pressure];
+        }
         s.break_point = v.break_point;
         s.recovery = v.recovery;
         s.tuner = Tuner { samples: v.tuner_samples, weight: v.tuner_weight, mean: v.tuner_mean, var: v.tuner_var };
@@ -974,6 +976,7 @@ mod tests {
 
     #[test]
     fn per_route_memory_is_bounded() {
+        assert_eq!(std::mem::size_of::<View>(), 128, "two cache lines");
         // The physics state itself, which a snapshot carries.
         assert!(std::mem::size_of::<RouteState>() <= 256, "RouteState: {}", std::mem::size_of::<RouteState>());
         // With its published view (two cache lines) and lock, the whole cell (the name aside).

@@ -123,41 +123,170 @@ pub(crate) fn positive_norm(p: [f64; 3]) -> f64 {
 /// A rate-invariant running mean: the sample-weighted mean of the telemetry seen in the
 /// last `tau` seconds or so, whatever the sample rate. Every sample adds weight 1, and all
 /// weight decays by `e^(-dt/tau)`.
+///
+/// Stored in `f32` (a route's state is kept small); the arithmetic is in `f64`. Seven
+/// significant digits are far more than telemetry carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Smoother {
-    weight: f64,
-    sum: [f64; 3],
+    weight: f32,
+    sum: [f32; 3],
 }
 
 impl Smoother {
     fn push(&mut self, x: [f64; 3], decay: f64) {
-        self.weight = self.weight * decay + 1.0;
+        self.weight = (f64::from(self.weight) * decay + 1.0) as f32;
         for (s, v) in self.sum.iter_mut().zip(x) {
-            *s = *s * decay + v;
+            *s = (f64::from(*s) * decay + v) as f32;
         }
     }
 
     fn mean(&self) -> [f64; 3] {
-        if self.weight > 0.0 { self.sum.map(|s| s / self.weight) } else { [0.0; 3] }
+        if self.weight > 0.0 { self.sum.map(|s| f64::from(s) / f64::from(self.weight)) } else { [0.0; 3] }
     }
 }
 
 /// [`Smoother`] of one channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Smoother1 {
-    weight: f64,
-    sum: f64,
+    weight: f32,
+    sum: f32,
 }
 
 impl Smoother1 {
     fn push(&mut self, x: f64, decay: f64) {
-        self.weight = self.weight * decay + 1.0;
-        self.sum = self.sum * decay + x;
+        self.weight = (f64::from(self.weight) * decay + 1.0) as f32;
+        self.sum = (f64::from(self.sum) * decay + x) as f32;
     }
 
     fn mean(&self) -> f64 {
-        if self.weight > 0.0 { self.sum / self.weight } else { 0.0 }
+        if self.weight > 0.0 { f64::from(self.sum) / f64::from(self.weight) } else { 0.0 }
     }
+}
+
+/// A route's learned latency normal: the time-weighted mean and variance of its quick
+/// latency (ms). The weight of past samples decays with the horizon, so the first samples
+/// average plainly and later ones move the mean by about `1 / (rate * horizon)` each.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Normal {
+    pub samples: u32,
+    weight: f32,
+    pub mean: f32,
+    pub var: f32,
+}
+
+impl Normal {
+    fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        let weight = f64::from(self.weight) * decay(dt_s, tau) + 1.0;
+        let (mean, var) = (f64::from(self.mean), f64::from(self.var));
+        let (mean, var) = if self.samples == 0 {
+            (x, 0.0)
+        } else {
+            let a = 1.0 / weight;
+            let d = x - mean;
+            (mean + a * d, (1.0 - a) * (var + a * d * d))
+        };
+        (self.weight, self.mean, self.var) = (weight as f32, mean as f32, var as f32);
+        self.samples = self.samples.saturating_add(1);
+    }
+}
+
+/// What the default model keeps beyond the shared state: telemetry smoothing, the learned
+/// normal and the throttle.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Learned {
+    /// Fast and slow telemetry smoothing (pressure; momentum is their gap).
+    pub fast: Smoother,
+    pub slow: Smoother,
+    /// Latency smoothed for the throttle (shorter than `fast`).
+    pub quick: Smoother1,
+    pub normal: Normal,
+    /// The first report, when the warm-up began.
+    pub born: Timestamp,
+    /// The shed ratio of the proportional answer, in `[0, throttle.max]`, and its integral part.
+    pub throttle: f32,
+    pub integral: f32,
+    /// The throttle's own target latency once shedding proved futile (0: none).
+    pub target: f32,
+    /// While the throttle sheds at half its maximum or more: the latency when it began
+    /// (0: not engaged) and the seconds since.
+    pub engaged_x: f32,
+    pub engaged_s: f32,
+}
+
+impl Learned {
+    /// Whether the route has learned its normal long enough to judge latency by it.
+    fn warm(&self, phys: &Physics, now: Timestamp) -> bool {
+        let n = &phys.cfg.normal;
+        self.normal.samples >= n.warmup_samples && now.saturating_since(self.born) >= n.warmup
+    }
+
+    /// The route's latency baseline (ms): fixed (`slo_ms`, or `baseline.latency` when
+    /// learning is off), the ceiling while warming up, else
+    /// `clamp(max(headroom * mean, mean + k * sd), floor, ceiling)` of what was learned.
+    fn latency_baseline(&self, phys: &Physics, warm: bool) -> f64 {
+        let n = &phys.cfg.normal;
+        if let Some(slo) = n.slo_ms {
+            return slo;
+        }
+        if !n.learn {
+            return phys.baseline[0];
+        }
+        if !warm {
+            return n.ceiling_ms;
+        }
+        let (mean, sd) = (f64::from(self.normal.mean), f64::from(self.normal.var).sqrt());
+        (n.headroom * mean).max(mean + n.k * sd).clamp(n.floor_ms, n.ceiling_ms)
+    }
+
+    /// The proportional answer: an integral controller on the relative latency excess over
+    /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
+    fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64) {
+        let t = &phys.cfg.throttle;
+        let x = self.quick.mean();
+        let mut target = f64::from(self.target);
+        if x < b_lat.max(target) && target > 0.0 {
+            // Under the target: it heals back towards the baseline.
+            target *= decay(dt_s, phys.normal_tau);
+        }
+        let goal = b_lat.max(target);
+        let excess = ((x - goal) / goal).clamp(-1.0, EXCESS_CAP);
+        let integral = (f64::from(self.integral) + dt_s * t.gain * excess).clamp(0.0, t.max);
+        let was = f64::from(self.throttle);
+        let mut throttle = (integral + t.proportional * excess.max(0.0)).min(t.max);
+        let mut integral = integral;
+        if throttle < 0.5 * t.max {
+            if was >= 0.5 * t.max {
+                self.engaged_x = 0.0;
+            }
+        } else if self.engaged_x == 0.0 {
+            (self.engaged_x, self.engaged_s) = (x as f32, 0.0);
+        } else {
+            self.engaged_s += dt_s as f32;
+            if f64::from(self.engaged_s) >= t.patience.as_secs_f64() {
+                if x >= f64::from(self.engaged_x) {
+                    // Shedding did not bring latency down: not a queue. Let go.
+                    target = (LATCH_MARGIN * x).min(phys.cfg.normal.ceiling_ms);
+                    (integral, throttle) = (0.0, 0.0);
+                    self.engaged_x = 0.0;
+                } else {
+                    (self.engaged_x, self.engaged_s) = (x as f32, 0.0);
+                }
+            }
+        }
+        (self.target, self.integral, self.throttle) = (target as f32, integral as f32, throttle as f32);
+    }
+}
+
+/// Model-specific memory of a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Memory {
+    /// Reference: pressure one and two updates back.
+    Reference { prev: [[f64; 3]; 2] },
+    /// Default: smoothing, the learned normal and the throttle.
+    Default(Learned),
 }
 
 /// Exponentially weighted mean and variance of resistance, the AutoTuner's memory.
@@ -202,17 +331,6 @@ impl Tuner {
         self.learn(x, 1.0 / self.weight);
     }
 
-    /// A plain time-weighted sample (the learned latency normal): the weight of past samples
-    /// decays with time constant `tau`, so the first samples average plainly and later ones
-    /// move the mean by about `1 / (rate * tau)` each.
-    fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
-        if !x.is_finite() {
-            return;
-        }
-        self.weight = self.weight * decay(dt_s, tau) + 1.0;
-        self.learn(x, 1.0 / self.weight);
-    }
-
     /// (break, recovery) from what has been learned.
     pub fn points(&self, phys: &Physics, min_sd: f64) -> (f64, f64) {
         let t = &phys.cfg.tuner;
@@ -251,31 +369,12 @@ pub(crate) struct RouteState {
     pub break_point: f64,
     pub recovery: f64,
     pub tuner: Tuner,
-    /// Reference: pressure one and two updates back.
-    pub prev: [[f64; 3]; 2],
-    /// Default: fast and slow telemetry smoothing.
-    pub fast: Smoother,
-    pub slow: Smoother,
     /// Default: when the open state ends.
     pub open_until: Timestamp,
     /// Default: decayed count of recent trips, behind the re-trip backoff.
     pub trips: f64,
     pub trips_at: Timestamp,
-    /// Default: the learned latency normal (mean and variance of the smoothed latency, ms).
-    pub normal: Tuner,
-    /// Default: the shed ratio of the proportional answer, in `[0, throttle.max]`.
-    pub throttle: f64,
-    /// Default: latency smoothed for the throttle (shorter than `fast`).
-    pub quick: Smoother1,
-    /// Default: the integral part of the throttle.
-    pub integral: f64,
-    /// Default: the throttle's own target latency once shedding proved futile (0: none).
-    pub target: f64,
-    /// Default: when the throttle reached half its maximum, and the latency then (0: not).
-    pub engaged_at: Timestamp,
-    pub engaged_x: f64,
-    /// Default: the first report, when the warm-up began.
-    pub born: Timestamp,
+    pub memory: Memory,
 }
 
 impl RouteState {
@@ -296,20 +395,13 @@ impl RouteState {
             break_point,
             recovery,
             tuner: Tuner::default(),
-            prev: [[0.0; 3]; 2],
-            fast: Smoother::default(),
-            slow: Smoother::default(),
             open_until: Timestamp::ZERO,
             trips: 0.0,
             trips_at: Timestamp::ZERO,
-            normal: Tuner::default(),
-            throttle: 0.0,
-            integral: 0.0,
-            target: 0.0,
-            engaged_at: Timestamp::ZERO,
-            engaged_x: 0.0,
-            quick: Smoother1::default(),
-            born: Timestamp::ZERO,
+            memory: match phys.cfg.model {
+                Model::Reference => Memory::Reference { prev: [[0.0; 3]; 2] },
+                Model::Default => Memory::Default(Learned::default()),
+            },
         }
     }
 
@@ -356,7 +448,7 @@ impl RouteState {
             // No physics during bootstrap: R is fixed and the route cannot trip. The
             // pressure history is kept so that momentum has something to compare with.
             self.pressure = p;
-            self.prev = [p, self.prev[0]];
+            self.push_prev(p);
             self.resistance = 1.2 * c.r_base;
             if self.updates >= u64::from(c.bootstrap_updates) {
                 return self.set_mode(Mode::Operational);
@@ -364,14 +456,18 @@ impl RouteState {
             return None;
         }
         let dt_ms = dt_s * 1e3;
-        let delta = [p[0] - self.prev[1][0], p[1] - self.prev[1][1], p[2] - self.prev[1][2]];
+        let two_back = match self.memory {
+            Memory::Reference { prev } => prev[1],
+            Memory::Default(_) => [0.0; 3],
+        };
+        let delta = [p[0] - two_back[0], p[1] - two_back[1], p[2] - two_back[2]];
         self.momentum = if dt_ms > 0.0 { norm(delta) / dt_ms } else { 0.0 };
         let trauma = if positive_norm(p) > c.critical_pressure { c.scar_rate } else { 0.0 };
         self.scar = (self.scar * (-c.scar_decay * dt_s).exp() + trauma).min(c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
         self.pressure = p;
-        self.prev = [p, self.prev[0]];
+        self.push_prev(p);
 
         let mut own = self.tuner;
         let tuner = shared.unwrap_or(&mut own);
@@ -391,6 +487,26 @@ impl RouteState {
         }
     }
 
+    /// Reference: remembers `p` as the latest pressure.
+    fn push_prev(&mut self, p: [f64; 3]) {
+        if let Memory::Reference { prev } = &mut self.memory {
+            *prev = [p, prev[0]];
+        }
+    }
+
+    /// Default: the learned memory (fresh if this state came from the other model).
+    pub fn learned(&self) -> Learned {
+        match self.memory {
+            Memory::Default(m) => m,
+            Memory::Reference { .. } => Learned::default(),
+        }
+    }
+
+    /// Default: the throttle's shed ratio.
+    pub fn throttle(&self) -> f64 {
+        f64::from(self.learned().throttle)
+    }
+
     fn update_default(
         &mut self,
         phys: &Physics,
@@ -399,43 +515,43 @@ impl RouteState {
         cluster: Option<f64>,
     ) -> Option<Change> {
         let c = &phys.cfg;
+        let mut m = self.learned();
         if !self.seen {
-            self.born = now;
+            m.born = now;
         }
         let dt_s = self.advance(now);
         self.updates = self.updates.saturating_add(1);
 
-        self.fast.push(raw, decay(dt_s, phys.tau_fast));
-        self.slow.push(raw, decay(dt_s, phys.tau_slow));
-        let fast = self.fast.mean();
-        let warm = self.warm(phys, now);
-        let b_lat = self.latency_baseline(phys, warm);
+        m.fast.push(raw, decay(dt_s, phys.tau_fast));
+        m.slow.push(raw, decay(dt_s, phys.tau_slow));
+        let fast = m.fast.mean();
+        let warm = m.warm(phys, now);
+        let b_lat = m.latency_baseline(phys, warm);
 
         // The proportional answer comes first: latency trouble is the throttle's to answer
         // while it can (an integral controller on the relative excess, once the route knows
         // its normal and while it is closed).
-        self.quick.push(raw[0], decay(dt_s, phys.tau_throttle));
+        m.quick.push(raw[0], decay(dt_s, phys.tau_throttle));
         let throttling = c.throttle.enabled && warm && self.mode == Mode::Operational;
         if throttling {
-            self.update_throttle(phys, b_lat, dt_s, now);
+            m.update_throttle(phys, b_lat, dt_s);
         } else {
-            self.integral = 0.0;
-            self.throttle = 0.0;
+            (m.integral, m.throttle, m.engaged_x) = (0.0, 0.0, 0.0);
         }
         // Latency is judged against the normal, or against the throttle's target once
         // shedding proved that the excess is no queue.
-        let b_judged = b_lat.max(self.target);
+        let b_judged = b_lat.max(f64::from(m.target));
         let p = phys.pressure_default(fast, b_judged);
         // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
         // pressure within a fraction of a second of any real failure, which would leave
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
-        let gap = norm(phys.excess_default(fast, b_judged)) - norm(phys.excess_default(self.slow.mean(), b_judged));
+        let gap = norm(phys.excess_default(fast, b_judged)) - norm(phys.excess_default(m.slow.mean(), b_judged));
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
         // maximum, or not acting); errors and saturation always can.
-        let answered = throttling && self.throttle < c.throttle.max;
+        let answered = throttling && f64::from(m.throttle) < c.throttle.max;
         let over = positive_norm(if answered { [0.0, p[1], p[2]] } else { p });
         let is_over = over > c.critical_pressure;
         // A healthy route without scar has nothing to decay or accrue: skip the exp.
@@ -460,10 +576,11 @@ impl RouteState {
         let closed = matches!(self.mode, Mode::Bootstrap | Mode::Operational);
         // The statistics are of the throttle's quick latency, the noisiest signal that is
         // compared with the baseline, so that the `k * sd` band covers its noise.
-        let quick = self.quick.mean();
-        if closed && (!warm || (quick <= b_lat && p[1] <= 0.0 && self.throttle == 0.0)) {
-            self.normal.observe(quick, dt_s, phys.normal_tau);
+        let quick = m.quick.mean();
+        if closed && (!warm || (quick <= b_lat && p[1] <= 0.0 && m.throttle == 0.0)) {
+            m.normal.observe(quick, dt_s, phys.normal_tau);
         }
+        self.memory = Memory::Default(m);
 
         let healthy = positive_norm(p) <= c.critical_pressure;
         if self.mode == Mode::Operational && healthy && self.resistance < self.break_point {
@@ -482,7 +599,7 @@ impl RouteState {
             Mode::Operational => None,
             Mode::Open if now >= self.open_until => {
                 let change = self.set_mode(Mode::HalfOpen);
-                self.probe(phys, raw, now, cluster).or(change)
+                self.probe(phys, raw, now, cluster, b_judged).or(change)
             }
             // A scout: a healthy sample once the scout interval has passed since the trip ends
             // the open interval early (requests admitted before the trip do not count).
@@ -491,81 +608,28 @@ impl RouteState {
                     && positive_norm(phys.pressure_default(raw, b_judged)) <= c.critical_pressure =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
-                self.probe(phys, raw, now, cluster).or(change)
+                self.probe(phys, raw, now, cluster, b_judged).or(change)
             }
             Mode::Open => None,
-            Mode::HalfOpen => self.probe(phys, raw, now, cluster),
+            Mode::HalfOpen => self.probe(phys, raw, now, cluster, b_judged),
         }
-    }
-
-    /// The proportional answer: an integral controller on the relative latency excess over
-    /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
-    fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, now: Timestamp) {
-        let t = &phys.cfg.throttle;
-        let x = self.quick.mean();
-        let target = b_lat.max(self.target);
-        if x < target && self.target > 0.0 {
-            // Under the target: it heals back towards the baseline.
-            self.target *= decay(dt_s, phys.normal_tau);
-        }
-        let excess = ((x - target) / target).clamp(-1.0, EXCESS_CAP);
-        self.integral = (self.integral + dt_s * t.gain * excess).clamp(0.0, t.max);
-        let was = self.throttle;
-        self.throttle = (self.integral + t.proportional * excess.max(0.0)).min(t.max);
-        if self.throttle < 0.5 * t.max {
-            if was >= 0.5 * t.max || self.engaged_x == 0.0 {
-                self.engaged_x = 0.0;
-            }
-            return;
-        }
-        if self.engaged_x == 0.0 {
-            (self.engaged_at, self.engaged_x) = (now, x);
-        } else if now.saturating_since(self.engaged_at) >= t.patience {
-            if x >= self.engaged_x {
-                // Shedding did not bring latency down: not a queue. Let go.
-                self.target = (LATCH_MARGIN * x).min(phys.cfg.normal.ceiling_ms);
-                self.integral = 0.0;
-                self.throttle = 0.0;
-                self.engaged_x = 0.0;
-            } else {
-                (self.engaged_at, self.engaged_x) = (now, x);
-            }
-        }
-    }
-
-    /// Whether the route has learned its normal long enough to judge latency by it.
-    fn warm(&self, phys: &Physics, now: Timestamp) -> bool {
-        let n = &phys.cfg.normal;
-        self.normal.samples >= n.warmup_samples && now.saturating_since(self.born) >= n.warmup
-    }
-
-    /// The route's latency baseline (ms): fixed (`slo_ms`, or `baseline.latency` when
-    /// learning is off), the ceiling while warming up, else
-    /// `clamp(max(headroom * mean, mean + k * sd), floor, ceiling)` of what was learned.
-    pub fn latency_baseline(&self, phys: &Physics, warm: bool) -> f64 {
-        let n = &phys.cfg.normal;
-        if let Some(slo) = n.slo_ms {
-            return slo;
-        }
-        if !n.learn {
-            return phys.baseline[0];
-        }
-        if !warm {
-            return n.ceiling_ms;
-        }
-        let (mean, sd) = (self.normal.mean, self.normal.var.sqrt());
-        (n.headroom * mean).max(mean + n.k * sd).clamp(n.floor_ms, n.ceiling_ms)
     }
 
     /// A sample while half-open is a probe. The phase re-trips as soon as more than
     /// `max_probe_failure` of its probes were unhealthy (so the first probe failing re-trips
     /// at once, while one background error among many healthy probes does not); it closes
     /// after `close_after` healthy probes once resistance is back under the recovery point.
-    fn probe(&mut self, phys: &Physics, raw: [f64; 3], now: Timestamp, cluster: Option<f64>) -> Option<Change> {
+    fn probe(
+        &mut self,
+        phys: &Physics,
+        raw: [f64; 3],
+        now: Timestamp,
+        cluster: Option<f64>,
+        b_judged: f64,
+    ) -> Option<Change> {
         let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
-        let b_judged = self.latency_baseline(phys, self.warm(phys, now)).max(self.target);
         if positive_norm(phys.pressure_default(raw, b_judged)) > phys.cfg.critical_pressure {
             self.probe_bad = self.probe_bad.saturating_add(1);
             let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
