@@ -71,7 +71,7 @@ impl Physics {
     }
 
     /// The default model's pressure: latency against the route's baseline `b_lat`,
-    /// `tanh(k (x - b) / b)`; errors over their tolerance `b`, `tanh(k (e - b) / (1 - b))`;
+    /// `tanh(k (x - b) / b)`; errors over their tolerance `b`, `tanh(k max(0, e - b) / (1 - b))`;
     /// saturation as in the reference. Zero for a non-finite input.
     pub fn pressure_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
         self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
@@ -87,7 +87,9 @@ impl Physics {
         let (be, bs) = (self.baseline[1], self.baseline[2]);
         [
             self.gain[0] * (raw[0] - b_lat) / b_lat,
-            self.gain[1] * (raw[1] - be) / (1.0 - be),
+            // A tolerance, not a target: fewer errors than tolerated is not "better than
+            // baseline", which would hide the pressure of the other channels.
+            (self.gain[1] * (raw[1] - be) / (1.0 - be)).max(0.0),
             self.gain[2] * (raw[2] - bs) / bs,
         ]
     }

@@ -143,6 +143,9 @@ fn handles_decide_like_the_engine() {
     }
     assert_eq!(h.status().mode, Mode::Open);
     assert_eq!(h.status(), e.status("checkout").unwrap());
+    // The first decision once the scout interval has passed is the open route's scout.
+    let scout = e.decide("checkout", ms(20_000), Priority::Normal);
+    assert_eq!((scout.is_admitted(), scout.reason), (true, atrion_core::Reason::Probe));
     assert_eq!(h.decide(ms(20_000), Priority::Normal), e.decide("checkout", ms(20_000), Priority::Normal));
 }
 

@@ -94,7 +94,10 @@ proptest! {
         scar in 1.0..80.0f64,
         gaps in prop::collection::vec(1u64..1_000, 1..20),
     ) {
-        let cfg = PhysicsConfig::for_model(model).with_scar_half_life(Duration::from_secs_f64(half_life_s));
+        // The decay law alone: healthy half-open probes also heal scar (`probe_heal`), which
+        // `healthy_probes_heal_scar` tests.
+        let mut cfg = PhysicsConfig::for_model(model).with_scar_half_life(Duration::from_secs_f64(half_life_s));
+        cfg.half_open.probe_heal = 0.0;
         let e = Engine::new(cfg).unwrap();
         let healthy = Telemetry::new(20.0, 0.0, 0.1).unwrap();
         for k in 0..20 {
