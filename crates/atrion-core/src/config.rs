@@ -273,9 +273,10 @@ pub struct ThrottleConfig {
     /// How long the throttle sheds at half its maximum or more before it asks whether
     /// shedding helps: if latency is no lower than when it began, the excess is not a queue
     /// (a slower dependency, the boiling frog) and shedding would only lose goodput. The
-    /// throttle then lets go and takes the current latency as its target; the target heals
-    /// back to the baseline with `normal.horizon` once latency is under it. Failure beyond
-    /// that is the scar's to judge, against the route's learned normal.
+    /// throttle then lets go and takes 1.5 times the current latency as its target (latency
+    /// is judged against it, by the throttle and the scar alike, while the slowness lasts);
+    /// once latency is back under the normal's baseline, the target heals away with
+    /// `normal.horizon`. The learned normal itself never follows.
     #[serde(with = "serde_secs")]
     pub patience: Duration,
 }

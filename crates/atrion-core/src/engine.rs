@@ -553,6 +553,9 @@ impl<O: PhysicsObserver> Engine<O> {
             trips: s.trips,
             open_until: s.open_until,
             timestamp: s.last,
+            normal_samples: s.learned().normal.samples,
+            normal_mean: f64::from(s.learned().normal.mean),
+            normal_var: f64::from(s.learned().normal.var),
         })
     }
 
@@ -578,8 +581,13 @@ impl<O: PhysicsObserver> Engine<O> {
         s.scar = v.scar.min(c.scar_max);
         s.momentum = v.momentum;
         s.pressure = v.pressure;
-        if let crate::physics::Memory::Reference { prev } = &mut s.memory {
-            *prev = [v.pressure, v.pressure];
+        match &mut s.memory {
+            crate::physics::Memory::Reference { prev } => *prev = [v.pressure, v.pressure],
+            crate::physics::Memory::Default(m) => {
+                m.normal = crate::physics::Normal::restored(v.normal_samples, v.normal_mean, v.normal_var);
+                // What was learned counts as learned: the warm-up is not run again.
+                m.born = v.timestamp.saturating_sub(c.normal.warmup);
+            }
         }
         s.break_point = v.break_point;
         s.recovery = v.recovery;

@@ -177,6 +177,16 @@ pub(crate) struct Normal {
 }
 
 impl Normal {
+    /// A normal restored from a snapshot. The sample weight is not carried: it restarts
+    /// from the sample count (at most 1,000), so that the restored mean is not swept away by
+    /// the first new samples.
+    pub fn restored(samples: u32, mean: f64, var: f64) -> Self {
+        if samples == 0 || !mean.is_finite() || !var.is_finite() {
+            return Normal::default();
+        }
+        Normal { samples, weight: samples.min(1_000) as f32, mean: mean.max(0.0) as f32, var: var.max(0.0) as f32 }
+    }
+
     fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
         if !x.is_finite() {
             return;
@@ -249,8 +259,9 @@ impl Learned {
         let t = &phys.cfg.throttle;
         let x = self.quick.mean();
         let mut target = f64::from(self.target);
-        if x < b_lat.max(target) && target > 0.0 {
-            // Under the target: it heals back towards the baseline.
+        if x <= b_lat && target > 0.0 {
+            // Back under the normal's baseline: the slowness is gone, and the target heals
+            // back towards the baseline.
             target *= decay(dt_s, phys.normal_tau);
         }
         let goal = b_lat.max(target);

@@ -57,6 +57,12 @@ impl Timestamp {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
+    /// This timestamp moved `d` earlier (saturating at the epoch).
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(nanos))
+    }
+
     /// This timestamp moved `d` later (saturating at the far future).
     pub fn saturating_add(self, d: Duration) -> Timestamp {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);

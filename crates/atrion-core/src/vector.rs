@@ -12,7 +12,7 @@ use crate::mode::Mode;
 use crate::time::Timestamp;
 
 /// The binary encoding's version. Bump it whenever the layout of [`PhysicsVector`] changes.
-pub const VECTOR_VERSION: u8 = 1;
+pub const VECTOR_VERSION: u8 = 2;
 
 /// A route's physics at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,15 @@ pub struct PhysicsVector {
     pub open_until: Timestamp,
     /// When these values were computed.
     pub timestamp: Timestamp,
+    /// Default model: samples behind the learned latency normal (0: none learned).
+    #[serde(default)]
+    pub normal_samples: u32,
+    /// Default model: the learned latency normal, mean (ms).
+    #[serde(default)]
+    pub normal_mean: f64,
+    /// Default model: the learned latency normal, variance (ms²).
+    #[serde(default)]
+    pub normal_var: f64,
 }
 
 /// Bytes that are not a valid encoded [`PhysicsVector`].
@@ -130,6 +139,8 @@ impl PhysicsVector {
             ("tuner_mean", self.tuner_mean),
             ("tuner_var", self.tuner_var),
             ("trips", self.trips),
+            ("normal_mean", self.normal_mean),
+            ("normal_var", self.normal_var),
         ];
         for (field, value) in finite {
             if !value.is_finite() {
@@ -145,6 +156,8 @@ impl PhysicsVector {
             ("tuner_weight", self.tuner_weight),
             ("tuner_var", self.tuner_var),
             ("trips", self.trips),
+            ("normal_mean", self.normal_mean),
+            ("normal_var", self.normal_var),
         ];
         for (field, value) in non_negative {
             if value < 0.0 {
@@ -186,6 +199,9 @@ mod tests {
             trips: 1.5,
             open_until: Timestamp::from_millis(9_000),
             timestamp: Timestamp::from_millis(8_000),
+            normal_samples: 300,
+            normal_mean: 41.5,
+            normal_var: 25.0,
         }
     }
 

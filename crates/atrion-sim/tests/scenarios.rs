@@ -59,6 +59,11 @@ scenario_tests! {
     no_traffic_recovery => "no-traffic-recovery",
     gradient2_drift => "gradient2-drift",
     replica_remodeling => "replica-remodeling",
+    slow_routes => "slow-routes",
+    bimodal => "bimodal",
+    cheap_errors => "cheap-errors",
+    slow_errors => "slow-errors",
+    retry_storm => "retry-storm",
 }
 
 #[test]

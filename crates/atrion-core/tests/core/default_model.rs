@@ -304,6 +304,9 @@ fn priority_sheds_bulk_first_and_critical_last() {
         trips: 0.0,
         open_until: Timestamp::ZERO,
         timestamp: now,
+        normal_samples: 0,
+        normal_mean: 0.0,
+        normal_var: 0.0,
     };
     e.restore("r", &v, now).unwrap();
     // Thresholds on the way from 10 to 30: bulk 16, low 20, normal 25, high 28.
@@ -331,4 +334,227 @@ fn a_shed_route_keeps_one_request_per_keepalive_flowing() {
     let per = e.config().keepalive.as_secs_f64();
     assert_eq!(admitted.len() as f64, (2.0 / per).round(), "one per keep-alive interval over two seconds");
     assert!(admitted.iter().all(|d| d.reason == Reason::Keepalive));
+}
+
+// ---- issue 9: per-route normals, the proportional answer, recovery that follows evidence ----
+
+/// Drives `route` at `rate`/s from `from` to `to` s through decide and report, with the
+/// telemetry `f(t)`; returns (offered, shed).
+fn serve<O: atrion_core::PhysicsObserver>(
+    e: &Engine<O>,
+    route: &str,
+    rate: f64,
+    from: f64,
+    to: f64,
+    mut f: impl FnMut(f64) -> Telemetry,
+) -> (u64, u64) {
+    let n = ((to - from) * rate).round() as u64;
+    let mut shed = 0;
+    for i in 0..n {
+        let t = from + i as f64 / rate;
+        if e.decide(route, secs(t), Priority::Normal).is_admitted() {
+            e.report(route, f(t), secs(t));
+        } else {
+            shed += 1;
+        }
+    }
+    (n, shed)
+}
+
+/// Latency with a deterministic spread around `mean` (a lognormal-like cycle of factors).
+fn around(mean: f64, t: f64) -> f64 {
+    const F: [f64; 8] = [0.7, 1.3, 0.9, 1.1, 0.8, 1.5, 1.0, 0.7];
+    mean * F[((t * 997.0) as usize) % F.len()]
+}
+
+#[test]
+fn slow_healthy_routes_learn_their_normal_and_are_not_shed() {
+    // One engine, zero configuration: routes at 10 ms, 800 ms, 3 s and 10 s.
+    let e = engine(Model::Default);
+    for (route, mean, rate) in [("cache", 10.0, 200.0), ("search", 800.0, 20.0), ("llm", 3_000.0, 5.0), ("report", 10_000.0, 1.0)] {
+        let (offered, shed) = serve(&e, route, rate, 0.0, 120.0, |t| Telemetry::new(around(mean, t), 0.0, 0.3).unwrap());
+        assert_eq!(shed, 0, "{route}: {shed} of {offered} shed");
+        assert_eq!(e.status(route).unwrap().mode, Mode::Operational, "{route}");
+    }
+    // The fast route still trips on an outage.
+    let (_, shed) = serve(&e, "cache", 200.0, 120.0, 130.0, |_| outage());
+    assert!(shed > 1_000, "{shed}");
+}
+
+#[test]
+fn a_normal_slow_mode_is_learned() {
+    // 90% at 25 ms, 10% at 1.5 s (every tenth request), 100/s.
+    let e = engine(Model::Default);
+    let mut k = 0u64;
+    let (offered, shed) = serve(&e, "r", 100.0, 0.0, 120.0, |_| {
+        k += 1;
+        Telemetry::new(if k % 10 == 0 { 1_500.0 } else { 25.0 }, 0.0, 0.3).unwrap()
+    });
+    assert!(shed * 200 <= offered, "{shed} of {offered} shed (at most 0.5%)");
+    assert_eq!(e.status("r").unwrap().mode, Mode::Operational);
+}
+
+#[test]
+fn the_normal_does_not_follow_a_creep() {
+    // 40 ms for a minute, then latency creeps x12 over two minutes. What is learned while
+    // the route is healthy stays near 40 ms: the creep is judged against the old normal.
+    let e = engine(Model::Default);
+    serve(&e, "r", 100.0, 0.0, 60.0, |_| Telemetry::new(40.0, 0.0, 0.3).unwrap());
+    let learned = |e: &Engine| e.snapshot("r").unwrap().normal_mean;
+    let before = learned(&e);
+    assert!((before - 40.0).abs() < 2.0, "{before}");
+    let (_, shed) = serve(&e, "r", 100.0, 60.0, 180.0, |t| Telemetry::new(40.0 * (1.0 + 11.0 * (t - 60.0) / 120.0), 0.0, 0.3).unwrap());
+    let after = learned(&e);
+    assert!(after < 2.0 * before, "the normal followed the creep: {before} -> {after}");
+    assert!(shed > 0, "the creep was noticed");
+}
+
+#[test]
+fn cheap_errors_under_the_tolerance_are_not_shed_and_a_total_failure_is() {
+    let e = engine(Model::Default);
+    serve(&e, "r", 200.0, 0.0, 20.0, |_| healthy());
+    // 25% fast errors for a minute: nothing is shed.
+    let mut k = 0u64;
+    let (offered, shed) = serve(&e, "r", 200.0, 20.0, 80.0, |_| {
+        k += 1;
+        Telemetry::outcome(20.0, k % 4 != 0, 0.3).unwrap()
+    });
+    assert_eq!(shed, 0, "{shed} of {offered}");
+    // Every request failing, fast: the route trips.
+    let (offered, shed) = serve(&e, "r", 200.0, 80.0, 90.0, |_| Telemetry::outcome(20.0, false, 0.3).unwrap());
+    assert!(shed * 2 > offered, "{shed} of {offered}");
+}
+
+/// A service with `capacity` requests/s in front of a queue: the latency a request
+/// admitted at `t` sees, given how many were admitted in the last second.
+struct Queue {
+    admitted: std::collections::VecDeque<f64>,
+    capacity: f64,
+    service_ms: f64,
+}
+
+impl Queue {
+    fn latency(&mut self, t: f64) -> f64 {
+        while self.admitted.front().is_some_and(|&a| a < t - 1.0) {
+            self.admitted.pop_front();
+        }
+        self.admitted.push_back(t);
+        let excess = (self.admitted.len() as f64 - self.capacity).max(0.0);
+        self.service_ms + 1_000.0 * excess / self.capacity
+    }
+}
+
+#[test]
+fn overload_is_answered_in_proportion_without_a_trip() {
+    // 20% more traffic than capacity: the throttle sheds about the excess, the route never
+    // opens, and latency is held near its baseline.
+    let e = Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), CollectorObserver::new()).unwrap();
+    let mut q = Queue { admitted: Default::default(), capacity: 400.0, service_ms: 20.0 };
+    serve(&e, "r", 300.0, 0.0, 30.0, |t| Telemetry::new(q.latency(t), 0.0, 0.3).unwrap());
+    let (offered, shed) = serve(&e, "r", 480.0, 30.0, 90.0, |t| Telemetry::new(q.latency(t), 0.0, 0.3).unwrap());
+    let ratio = shed as f64 / offered as f64;
+    assert!(ratio > 0.1 && ratio < 0.4, "shed {ratio} of an overload of 1/6");
+    let opened = e.observer().transitions().iter().any(|(_, _, _, to)| *to == Mode::Open);
+    assert!(!opened, "no trip: the throttle answered the overload");
+    let d = (0..10).map(|k| e.decide("r", secs(90.0 + k as f64 * 0.001), Priority::Normal)).find(|d| !d.is_admitted());
+    assert_eq!(d.map(|d| d.reason), Some(Reason::Throttled));
+    assert_eq!(e.decide("r", secs(90.0), Priority::Critical).is_admitted(), true, "critical is never throttled");
+}
+
+#[test]
+fn the_throttle_lets_go_when_shedding_does_not_help() {
+    // Latency x4 whatever is shed (a slower dependency, not a queue): after its patience the
+    // throttle lets go and nothing more is shed.
+    let e = engine(Model::Default);
+    serve(&e, "r", 200.0, 0.0, 30.0, |_| healthy());
+    let (_, early) = serve(&e, "r", 200.0, 30.0, 36.0, |_| Telemetry::new(80.0, 0.0, 0.3).unwrap());
+    assert!(early > 0, "the throttle tried");
+    let (offered, late) = serve(&e, "r", 200.0, 36.0, 96.0, |_| Telemetry::new(80.0, 0.0, 0.3).unwrap());
+    assert_eq!(late, 0, "{late} of {offered} shed after the throttle let go");
+    assert_eq!(e.status("r").unwrap().mode, Mode::Operational);
+}
+
+#[test]
+fn recovery_follows_evidence_scouts_and_probe_healing() {
+    // A 20 s total outage, then health: the route is admitting fully again within a few
+    // seconds, at any rate (the backoff of re-trips during the outage does not hold it).
+    for rate in [20.0, 200.0, 2_000.0] {
+        let e = engine(Model::Default);
+        serve(&e, "r", rate, 0.0, 20.0, |_| healthy());
+        serve(&e, "r", rate, 20.0, 40.0, |_| outage());
+        assert_ne!(e.status("r").unwrap().mode, Mode::Operational, "{rate}/s: tripped");
+        let mut back = None;
+        for s in 0..30 {
+            let from = 40.0 + f64::from(s);
+            let (offered, shed) = serve(&e, "r", rate, from, from + 1.0, |_| healthy());
+            if shed * 100 <= offered {
+                back = Some(f64::from(s));
+                break;
+            }
+        }
+        let back = back.expect("recovers");
+        assert!(back <= 4.0, "{rate}/s: admitting fully {back} s after the outage");
+    }
+}
+
+#[test]
+fn healthy_probes_heal_scar() {
+    let mut cfg = PhysicsConfig::default();
+    cfg.half_open.probe_heal = 0.0;
+    let slow = Engine::new(cfg).unwrap();
+    let fast = engine(Model::Default);
+    for e in [&slow, &fast] {
+        serve(e, "r", 100.0, 0.0, 20.0, |_| healthy());
+        serve(e, "r", 100.0, 20.0, 30.0, |_| outage());
+        serve(e, "r", 100.0, 30.0, 33.0, |_| healthy());
+    }
+    let (s, f) = (slow.snapshot("r").unwrap().scar, fast.snapshot("r").unwrap().scar);
+    assert!(f < 0.5 * s, "probe healing {f} vs the decay law alone {s}");
+}
+
+// ---- per-route configuration ----
+
+#[test]
+fn per_route_config_by_exact_id_and_prefix() {
+    let e = engine(Model::Default);
+    let mut slo = PhysicsConfig::default();
+    slo.normal.slo_ms = Some(250.0);
+    let mut no_throttle = PhysicsConfig::default();
+    no_throttle.throttle.enabled = false;
+    e.set_route_config("GET /reports/*", Some(slo.clone())).unwrap();
+    e.set_route_config("GET /reports/daily", Some(no_throttle.clone())).unwrap();
+    assert_eq!(e.route_config("GET /reports/weekly").normal.slo_ms, Some(250.0), "prefix");
+    assert!(!e.route_config("GET /reports/daily").throttle.enabled, "an exact id wins over a prefix");
+    assert_eq!(e.route_config("GET /users"), *e.config(), "no match: the engine's");
+    // An existing route keeps what it learned and runs the new constants.
+    serve(&e, "GET /users", 100.0, 0.0, 20.0, |_| healthy());
+    let before = e.snapshot("GET /users").unwrap();
+    e.set_route_config("GET /users", Some(slo)).unwrap();
+    assert_eq!(e.route_config("GET /users").normal.slo_ms, Some(250.0));
+    assert_eq!(e.snapshot("GET /users").unwrap().updates, before.updates);
+    e.set_route_config("GET /users", None).unwrap();
+    assert_eq!(e.route_config("GET /users").normal.slo_ms, None, "removed");
+    // Errors name the problem.
+    let mut bad = PhysicsConfig::default();
+    bad.throttle.max = 1.0;
+    assert!(matches!(e.set_route_config("x", Some(bad)), Err(atrion_core::EngineError::Config(_))));
+    assert!(matches!(
+        e.set_route_config("x", Some(PhysicsConfig::reference())),
+        Err(atrion_core::EngineError::ModelMismatch { .. })
+    ));
+    assert!(matches!(e.set_route_config("", Some(PhysicsConfig::default())), Err(atrion_core::EngineError::InvalidRouteId { .. })));
+}
+
+#[test]
+fn an_slo_fixes_the_latency_baseline() {
+    // A route that is slow from its first request (so it would learn 600 ms as normal) but
+    // whose objective is 200 ms: with the SLO set, it is throttled and shed.
+    let e = engine(Model::Default);
+    let mut cfg = PhysicsConfig::default();
+    cfg.normal.slo_ms = Some(200.0);
+    e.set_route_config("strict", Some(cfg)).unwrap();
+    let (_, free) = serve(&e, "free", 100.0, 0.0, 60.0, |_| Telemetry::new(600.0, 0.0, 0.3).unwrap());
+    let (_, strict) = serve(&e, "strict", 100.0, 0.0, 60.0, |_| Telemetry::new(600.0, 0.0, 0.3).unwrap());
+    assert_eq!(free, 0);
+    assert!(strict > 0);
 }
