@@ -52,8 +52,8 @@ mod time;
 mod vector;
 
 pub use config::{
-    Channels, ConfigError, HalfOpenConfig, Model, NormalConfig, PhysicsConfig, PriorityThresholds, Profile, ThrottleConfig,
-    TunerConfig, serde_secs,
+    Channels, ConfigError, HalfOpenConfig, Model, NormalConfig, PhysicsConfig, PriorityThresholds, Profile,
+    ThrottleConfig, TunerConfig, serde_secs,
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{

@@ -19,6 +19,11 @@ use crate::time::Timestamp;
 /// times its SLO is as bad as it gets).
 pub(crate) const EXCESS_CAP: f64 = 10.0;
 
+/// The gain of the error channel's trauma pressure above the tolerance: at twice the
+/// tolerated excess... `tanh(4 x)` passes the critical pressure 0.7 a fifth of the way from
+/// the tolerance to 100% errors (60% errors at the default tolerance of 50%).
+pub(crate) const TOLERANCE_GAIN: f64 = 4.0;
+
 /// When shedding proved futile, the throttle's new target is this many times the latency it
 /// could not bring down: a dead band, so that a slow creep does not re-engage the throttle at
 /// every step (chosen with the wind tunnel, docs/TUNING.md).
@@ -71,10 +76,19 @@ impl Physics {
     }
 
     /// The default model's pressure: latency against the route's baseline `b_lat`,
-    /// `tanh(k (x - b) / b)`; errors over their tolerance `b`, `tanh(k max(0, e - b) / (1 - b))`;
-    /// saturation as in the reference. Zero for a non-finite input.
+    /// `tanh(k (x - b) / b)`; errors and saturation as in the reference. Zero for a
+    /// non-finite input.
     pub fn pressure_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
         self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
+    }
+
+    /// The default model's trauma pressure: as [`Physics::pressure_default`], but errors
+    /// count only above `error_tolerance`, as `tanh(4 (e - t) / (1 - t))`.
+    pub fn trauma_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
+        let mut p = self.pressure_default(raw, b_lat);
+        let t = self.cfg.error_tolerance;
+        p[1] = if raw[1].is_finite() { (TOLERANCE_GAIN * (raw[1] - t).max(0.0) / (1.0 - t)).tanh() } else { 0.0 };
+        p
     }
 
     /// The default model's excess over baseline per channel (the argument of its tanh),
@@ -85,13 +99,7 @@ impl Physics {
 
     fn relative_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
         let (be, bs) = (self.baseline[1], self.baseline[2]);
-        [
-            self.gain[0] * (raw[0] - b_lat) / b_lat,
-            // A tolerance, not a target: fewer errors than tolerated is not "better than
-            // baseline", which would hide the pressure of the other channels.
-            (self.gain[1] * (raw[1] - be) / (1.0 - be)).max(0.0),
-            self.gain[2] * (raw[2] - bs) / bs,
-        ]
+        [self.gain[0] * (raw[0] - b_lat) / b_lat, self.gain[1] * (raw[1] - be) / be, self.gain[2] * (raw[2] - bs) / bs]
     }
 
     /// `sum_j w_j p_j`
@@ -563,9 +571,10 @@ impl RouteState {
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
-        // maximum, or not acting); errors and saturation always can.
+        // maximum, or not acting); errors above their tolerance and saturation always can.
         let answered = throttling && f64::from(m.throttle) < c.throttle.max;
-        let over = positive_norm(if answered { [0.0, p[1], p[2]] } else { p });
+        let pt = phys.trauma_default(fast, b_judged);
+        let over = positive_norm(if answered { [0.0, pt[1], pt[2]] } else { pt });
         let is_over = over > c.critical_pressure;
         // A healthy route without scar has nothing to decay or accrue: skip the exp.
         let heal = if self.scar > 0.0 || is_over || self.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
@@ -618,7 +627,7 @@ impl RouteState {
             // the open interval early (requests admitted before the trip do not count).
             Mode::Open
                 if now.saturating_since(self.trips_at) >= c.half_open.scout_interval
-                    && positive_norm(phys.pressure_default(raw, b_judged)) <= c.critical_pressure =>
+                    && positive_norm(phys.trauma_default(raw, b_judged)) <= c.critical_pressure =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
                 self.probe(phys, raw, now, cluster, b_judged).or(change)
@@ -643,7 +652,7 @@ impl RouteState {
         let h = &phys.cfg.half_open;
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
-        if positive_norm(phys.pressure_default(raw, b_judged)) > phys.cfg.critical_pressure {
+        if positive_norm(phys.trauma_default(raw, b_judged)) > phys.cfg.critical_pressure {
             self.probe_bad = self.probe_bad.saturating_add(1);
             let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
             if f64::from(self.probe_bad) > h.max_probe_failure * total {

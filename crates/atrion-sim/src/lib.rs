@@ -44,8 +44,8 @@ pub use controller::{Controller, Gauge, NAMES, RouteInfo, Sample, SettingsError,
 pub use metrics::{Bin, Summary, summarize};
 pub use report::{Check, ControllerResult, ScenarioReport, markdown_routes, markdown_table, text_table};
 pub use scenario::{
-    BalancerSpec, Expect, FaultKind, FaultSpec, Metric, OutageMode, RouteSpec, Scenario, ScenarioError, ServiceTime,
-    Signal, TelemetrySpec, Traffic,
+    BalancerSpec, Expect, FaultKind, FaultSpec, Metric, OutageMode, RetrySpec, RouteSpec, Scenario, ScenarioError,
+    ServiceTime, Signal, TelemetrySpec, Traffic,
 };
 pub use sim::{RouteCount, Trace};
 

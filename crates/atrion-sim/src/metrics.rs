@@ -48,12 +48,7 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub fn new(bins: usize, width: u64) -> Self {
-        Recorder {
-            bins: vec![Bin::default(); bins.max(1)],
-            width: width.max(1),
-            current: 0,
-            latency: histogram(),
-        }
+        Recorder { bins: vec![Bin::default(); bins.max(1)], width: width.max(1), current: 0, latency: histogram() }
     }
 
     fn index(&self, t: u64) -> usize {

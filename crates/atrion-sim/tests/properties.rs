@@ -1,7 +1,9 @@
 //! Properties of the simulator over random scenarios: it never panics, its books balance,
 //! and the same seed gives the same result.
 
-use atrion_sim::{FaultKind, FaultSpec, RouteSpec, RunOptions, Scenario, ServiceTime, Traffic, run_scenario};
+use atrion_sim::{
+    FaultKind, FaultSpec, RetrySpec, RouteSpec, RunOptions, Scenario, ServiceTime, Traffic, run_scenario,
+};
 use proptest::prelude::*;
 
 fn service() -> impl Strategy<Value = ServiceTime> {
@@ -9,12 +11,16 @@ fn service() -> impl Strategy<Value = ServiceTime> {
         (1.0..100.0f64).prop_map(|mean_ms| ServiceTime::Constant { mean_ms }),
         (1.0..100.0f64).prop_map(|mean_ms| ServiceTime::Exponential { mean_ms }),
         (1.0..100.0f64, 0.0..1.5f64).prop_map(|(mean_ms, sigma)| ServiceTime::Lognormal { mean_ms, sigma }),
+        (1.0..50.0f64, 50.0..500.0f64, 0.0..=1.0f64, 0.0..1.0f64).prop_map(|(mean_ms, slow_ms, slow_share, sigma)| {
+            ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, sigma }
+        }),
     ]
 }
 
 fn fault(routes: usize) -> impl Strategy<Value = FaultSpec> {
     let kind = prop_oneof![
-        (0.0..=1.0f64).prop_map(|rate| FaultKind::Errors { rate }),
+        (0.0..=1.0f64, proptest::option::of(0.0..2_000.0f64))
+            .prop_map(|(rate, latency_ms)| FaultKind::Errors { rate, latency_ms }),
         (0.0..20.0f64).prop_map(|multiplier| FaultKind::Latency { multiplier }),
         (0.05..=1.0f64).prop_map(|factor| FaultKind::Capacity { factor }),
         any::<bool>().prop_map(|hang| FaultKind::Outage {
@@ -37,14 +43,23 @@ fn fault(routes: usize) -> impl Strategy<Value = FaultSpec> {
 fn scenario() -> impl Strategy<Value = Scenario> {
     (1usize..=3).prop_flat_map(|n| {
         let routes = proptest::collection::vec(
-            (1u32..16, 0u32..32, 10.0..500.0f64, service(), 1.0..2_000.0f64, any::<bool>()),
+            (
+                1u32..16,
+                0u32..32,
+                10.0..500.0f64,
+                service(),
+                1.0..2_000.0f64,
+                any::<bool>(),
+                proptest::option::of(1.0..1_000.0f64),
+                proptest::option::of((1u32..4, 1.0..200.0f64, 0.0..2.0f64)),
+            ),
             n,
         );
         (routes, proptest::collection::vec(fault(n), 0..4), any::<u64>()).prop_map(move |(specs, faults, seed)| {
             let routes = specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (workers, queue, timeout_ms, service, rps, chain))| RouteSpec {
+                .map(|(i, (workers, queue, timeout_ms, service, rps, chain, slo_ms, retry))| RouteSpec {
                     name: format!("r{i}"),
                     workers,
                     queue,
@@ -56,6 +71,14 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     fallback: None,
                     priority: None,
                     weight: 1.0,
+                    slo_ms,
+                    retry: retry.map(|(attempts, backoff_ms, budget)| RetrySpec {
+                        attempts,
+                        backoff_ms,
+                        multiplier: 2.0,
+                        budget,
+                    }),
+                    atrion: None,
                 })
                 .collect();
             let text = format!("name = \"random\"\ndescription = \"random\"\nduration_s = 5\nseed = {seed}\n");

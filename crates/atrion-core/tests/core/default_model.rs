@@ -371,8 +371,11 @@ fn around(mean: f64, t: f64) -> f64 {
 fn slow_healthy_routes_learn_their_normal_and_are_not_shed() {
     // One engine, zero configuration: routes at 10 ms, 800 ms, 3 s and 10 s.
     let e = engine(Model::Default);
-    for (route, mean, rate) in [("cache", 10.0, 200.0), ("search", 800.0, 20.0), ("llm", 3_000.0, 5.0), ("report", 10_000.0, 1.0)] {
-        let (offered, shed) = serve(&e, route, rate, 0.0, 120.0, |t| Telemetry::new(around(mean, t), 0.0, 0.3).unwrap());
+    for (route, mean, rate) in
+        [("cache", 10.0, 200.0), ("search", 800.0, 20.0), ("llm", 3_000.0, 5.0), ("report", 10_000.0, 1.0)]
+    {
+        let (offered, shed) =
+            serve(&e, route, rate, 0.0, 120.0, |t| Telemetry::new(around(mean, t), 0.0, 0.3).unwrap());
         assert_eq!(shed, 0, "{route}: {shed} of {offered} shed");
         assert_eq!(e.status(route).unwrap().mode, Mode::Operational, "{route}");
     }
@@ -403,7 +406,9 @@ fn the_normal_does_not_follow_a_creep() {
     let learned = |e: &Engine| e.snapshot("r").unwrap().normal_mean;
     let before = learned(&e);
     assert!((before - 40.0).abs() < 2.0, "{before}");
-    let (_, shed) = serve(&e, "r", 100.0, 60.0, 180.0, |t| Telemetry::new(40.0 * (1.0 + 11.0 * (t - 60.0) / 120.0), 0.0, 0.3).unwrap());
+    let (_, shed) = serve(&e, "r", 100.0, 60.0, 180.0, |t| {
+        Telemetry::new(40.0 * (1.0 + 11.0 * (t - 60.0) / 120.0), 0.0, 0.3).unwrap()
+    });
     let after = learned(&e);
     assert!(after < 2.0 * before, "the normal followed the creep: {before} -> {after}");
     assert!(shed > 0, "the creep was noticed");
@@ -542,7 +547,10 @@ fn per_route_config_by_exact_id_and_prefix() {
         e.set_route_config("x", Some(PhysicsConfig::reference())),
         Err(atrion_core::EngineError::ModelMismatch { .. })
     ));
-    assert!(matches!(e.set_route_config("", Some(PhysicsConfig::default())), Err(atrion_core::EngineError::InvalidRouteId { .. })));
+    assert!(matches!(
+        e.set_route_config("", Some(PhysicsConfig::default())),
+        Err(atrion_core::EngineError::InvalidRouteId { .. })
+    ));
 }
 
 #[test]
