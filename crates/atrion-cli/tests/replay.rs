@@ -41,10 +41,11 @@ fn outage_trips_and_recovers_on_the_default_model() {
     assert!(m.contains(&("operational".into(), "open".into())), "{m:?}");
     assert!(m.contains(&("open".into(), "half_open".into())), "{m:?}");
     assert_eq!(m.last().unwrap(), &("half_open".to_owned(), "operational".to_owned()), "recovers: {m:?}");
-    // It trips within a second of the outage (at 30 s) and sheds while down.
+    // It trips within two seconds of the outage (at 30 s: errors must pass their tolerance,
+    // and the latency is first the throttle's) and sheds while down.
     let trip = checkout["transitions"].as_array().unwrap().iter().find(|t| t["to"] == "open").unwrap();
     let at = trip["at_ms"].as_f64().unwrap();
-    assert!((30_000.0..31_000.0).contains(&at), "{at}");
+    assert!((30_000.0..32_000.0).contains(&at), "{at}");
     // 750 checkout requests fall inside the outage (30 s to 45 s, 50 per second).
     assert!(checkout["shed"].as_u64().unwrap() > 600, "{}", checkout["shed"]);
     assert!(checkout["peak_resistance"].as_f64().unwrap() > 30.0);

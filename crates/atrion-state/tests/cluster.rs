@@ -236,7 +236,7 @@ async fn a_failing_store_degrades_then_resyncs_without_touching_decisions() {
 
     down.store(true, Ordering::Relaxed);
     // Decisions go on, on local state, while every push fails.
-    a.traffic("q", 1.0, true).await;
+    a.traffic("q", 2.0, true).await;
     for i in 0..50 {
         a.traffic(&format!("other/{i}"), 0.01, true).await;
     }
