@@ -872,7 +872,7 @@ impl Scenario {
                 if rt.attempts == 0 || rt.attempts > 10 {
                     return Err(self.invalid(f("retry.attempts"), "must be in [1, 10]"));
                 }
-                if !pos(rt.backoff_ms) || !(rt.multiplier.is_finite() && rt.multiplier >= 1.0) {
+                if !(pos(rt.backoff_ms) && rt.multiplier.is_finite() && rt.multiplier >= 1.0) {
                     return Err(self.invalid(f("retry.backoff_ms"), "backoff_ms must be positive, multiplier >= 1"));
                 }
                 if !(rt.budget.is_finite() && rt.budget >= 0.0) {

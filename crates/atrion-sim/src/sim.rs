@@ -230,6 +230,29 @@ struct Request {
     attempt: u8,
 }
 
+/// Where an offered request comes from.
+#[derive(Debug, Clone, Copy)]
+struct Offer {
+    /// The request whose worker waits for this one (a downstream call), or `NONE`.
+    parent: u32,
+    /// From outside: counted in the service's bins.
+    external: bool,
+    /// Draws from the route's call stream (its arrival depends on the controller).
+    call_stream: bool,
+    /// 0 for a first attempt, then the retry's number.
+    attempt: u8,
+}
+
+impl Offer {
+    fn external(call_stream: bool, attempt: u8) -> Self {
+        Offer { parent: NONE, external: true, call_stream, attempt }
+    }
+
+    fn call(parent: u32) -> Self {
+        Offer { parent, external: false, call_stream: true, attempt: 0 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     Arrival,
@@ -527,7 +550,7 @@ impl Sim {
     fn attempt(&mut self, controller: &mut dyn Controller, route: usize, now: u64, attempt: u8) {
         self.rec.offered(now);
         // Retries depend on the controller: they draw from the call stream.
-        let mut id = self.offer(controller, route, now, NONE, true, attempt > 0, attempt);
+        let mut id = self.offer(controller, route, now, Offer::external(attempt > 0, attempt));
         if id == NONE {
             // Shed by the route's controller, even when a fallback then takes it.
             self.rec.shed(now);
@@ -538,7 +561,7 @@ impl Sim {
             // A router's fallback: what the primary's controller sheds is offered to the
             // fallback route's controller (draws from the fallback's call stream, so that its
             // own traffic sees the same draws under every controller).
-            id = self.offer(controller, fallback, now, NONE, true, true, attempt);
+            id = self.offer(controller, fallback, now, Offer::external(true, attempt));
         }
         if id != NONE {
             self.rec.admitted(now);
@@ -578,7 +601,7 @@ impl Sim {
         let u: f64 = bal.rng_select.random();
         let route = controller.select(&bal.members, now, u);
         self.rec.offered(now);
-        if self.offer(controller, route, now, NONE, true, true, 0) == NONE {
+        if self.offer(controller, route, now, Offer::external(true, 0)) == NONE {
             self.rec.shed(now);
         } else {
             self.rec.admitted(now);
@@ -586,16 +609,8 @@ impl Sim {
     }
 
     /// A request offered to `route`'s controller; returns its id, or `NONE` when shed.
-    fn offer(
-        &mut self,
-        controller: &mut dyn Controller,
-        route: usize,
-        now: u64,
-        parent: u32,
-        external: bool,
-        call_stream: bool,
-        attempt: u8,
-    ) -> u32 {
+    fn offer(&mut self, controller: &mut dyn Controller, route: usize, now: u64, how: Offer) -> u32 {
+        let Offer { parent, external, call_stream, attempt } = how;
         self.requests += 1;
         self.counts[route].offered += 1;
         self.route_rec[route].offered(now);
@@ -711,7 +726,7 @@ impl Sim {
         {
             // The worker waits for the downstream answer: the call is a new request offered
             // to the downstream route's controller.
-            if self.offer(controller, down, now, id, false, true, 0) == NONE {
+            if self.offer(controller, down, now, Offer::call(id)) == NONE {
                 self.finish_worker(id, now);
                 self.report(controller, id, now, false, (now - req.arrival) as f64 / MS);
             }
