@@ -24,6 +24,13 @@ pub(crate) const EXCESS_CAP: f64 = 10.0;
 /// the tolerance to 100% errors (60% errors at the default tolerance of 50%).
 pub(crate) const TOLERANCE_GAIN: f64 = 4.0;
 
+/// Latency over the baseline for longer than this (seconds) is no longer learned: a spike
+/// of a normal slow mode is brief, an overload or a creep is not.
+pub(crate) const PERSISTENT_S: f64 = 1.0;
+
+/// Nothing is learned until the throttle has been idle this long (seconds).
+pub(crate) const CALM_S: f64 = 5.0;
+
 /// When shedding proved futile, the throttle's new target is this many times the latency it
 /// could not bring down: a dead band, so that a slow creep does not re-engage the throttle at
 /// every step (chosen with the wind tunnel, docs/TUNING.md).
@@ -234,6 +241,13 @@ pub(crate) struct Learned {
     /// (0: not engaged) and the seconds since.
     pub engaged_x: f32,
     pub engaged_s: f32,
+    /// The previous quick latency was over the throttle's goal, and for how long (s).
+    pub was_excess: bool,
+    pub over_s: f32,
+    /// Seconds the quick latency has been over the normal's baseline without a break.
+    pub excess_s: f32,
+    /// Seconds since the throttle last shed.
+    pub idle_s: f32,
 }
 
 impl Learned {
@@ -273,7 +287,18 @@ impl Learned {
             target *= decay(dt_s, phys.normal_tau);
         }
         let goal = b_lat.max(target);
-        let excess = ((x - goal) / goal).clamp(-1.0, EXCESS_CAP);
+        let mut excess = ((x - goal) / goal).clamp(-1.0, EXCESS_CAP);
+        // A queue keeps latency over the goal; a spike of a normal slow mode does not. An idle
+        // throttle engages once the excess has lasted twice the quick smoothing, over two
+        // samples or more (at a few requests a second the quick mean is the last sample);
+        // once engaged, it follows every sample.
+        self.over_s = if excess > 0.0 && self.was_excess { self.over_s + dt_s as f32 } else { 0.0 };
+        let persistent =
+            excess <= 0.0 || self.integral > 0.0 || f64::from(self.over_s) >= 2.0 * phys.tau_throttle;
+        self.was_excess = excess > 0.0;
+        if !persistent {
+            excess = 0.0;
+        }
         let integral = (f64::from(self.integral) + dt_s * t.gain * excess).clamp(0.0, t.max);
         let was = f64::from(self.throttle);
         let mut throttle = (integral + t.proportional * excess.max(0.0)).min(t.max);
@@ -599,7 +624,17 @@ impl RouteState {
         // The statistics are of the throttle's quick latency, the noisiest signal that is
         // compared with the baseline, so that the `k * sd` band covers its noise.
         let quick = m.quick.mean();
-        if closed && (!warm || (quick <= b_lat && p[1] <= 0.0 && m.throttle == 0.0)) {
+        // Latency over the baseline is learned while it is brief (a normal slow mode: leaving
+        // its spikes out would shrink the learned spread until the slow mode is shed); once
+        // it has lasted `PERSISTENT_S` (an overload, a creep), it is not.
+        m.excess_s = if quick > b_lat { m.excess_s + dt_s as f32 } else { 0.0 };
+        let brief = f64::from(m.excess_s) < PERSISTENT_S;
+        // Nor is anything learned until the throttle has been idle for `CALM_S`: at the edge
+        // of an overload latency sits just under the baseline, and learning it would drift
+        // the normal upwards (Gradient2's failure).
+        m.idle_s = if m.throttle > 0.0 { 0.0 } else { m.idle_s + dt_s as f32 };
+        let calm = f64::from(m.idle_s) >= CALM_S;
+        if closed && (!warm || ((quick <= b_lat || brief) && p[1] <= 0.0 && calm)) {
             m.normal.observe(quick, dt_s, phys.normal_tau);
         }
         self.memory = Memory::Default(m);
