@@ -289,12 +289,11 @@ impl Learned {
         let goal = b_lat.max(target);
         let mut excess = ((x - goal) / goal).clamp(-1.0, EXCESS_CAP);
         // A queue keeps latency over the goal; a spike of a normal slow mode does not. An idle
-        // throttle engages once the excess has lasted twice the quick smoothing, over two
+        // throttle engages once the excess has lasted the quick smoothing's time constant, over two
         // samples or more (at a few requests a second the quick mean is the last sample);
         // once engaged, it follows every sample.
         self.over_s = if excess > 0.0 && self.was_excess { self.over_s + dt_s as f32 } else { 0.0 };
-        let persistent =
-            excess <= 0.0 || self.integral > 0.0 || f64::from(self.over_s) >= 2.0 * phys.tau_throttle;
+        let persistent = excess <= 0.0 || self.integral > 0.0 || f64::from(self.over_s) >= phys.tau_throttle;
         self.was_excess = excess > 0.0;
         if !persistent {
             excess = 0.0;
