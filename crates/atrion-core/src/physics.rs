@@ -634,7 +634,9 @@ impl RouteState {
         m.idle_s = if m.throttle > 0.0 { 0.0 } else { m.idle_s + dt_s as f32 };
         let calm = f64::from(m.idle_s) >= CALM_S;
         if closed && (!warm || ((quick <= b_lat || brief) && p[1] <= 0.0 && calm)) {
-            m.normal.observe(quick, dt_s, phys.normal_tau);
+            // A brief excess teaches at most twice the baseline, so that one second of a fast
+            // ramp cannot widen the learned spread enough to hide the failure that follows.
+            m.normal.observe(quick.min(2.0 * b_lat), dt_s, phys.normal_tau);
         }
         self.memory = Memory::Default(m);
 
