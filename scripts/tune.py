@@ -7,6 +7,8 @@ with `--set atrion-default.KEY=VALUE`) and scores each combination:
 - criteria: how many scenario criteria `atrion-default` passes (out of all it is named in);
 - goodput: the mean, over request-level scenarios, of atrion-default's goodput divided by
   the best goodput of the peers (none, breaker, aimd, gradient2, envoy);
+- within 5%: in how many request-level scenarios that goodput is at least 95% of the best;
+- worst healthy shed: the largest share shed while healthy, over all scenarios;
 - recover: the mean recovery time over the scenarios where it recovers at all;
 - flaps: transitions in `threshold-flapping`.
 
@@ -23,10 +25,9 @@ import sys
 
 ATRION = "target/release/atrion"
 GRID = {
-    "scar_decay": [0.1386, 0.2310, 0.3466],  # half-life 5 s, 3 s, 2 s
-    "scar_rate": [6.0, 10.0],
-    "half_open.open_max": [10.0, 30.0],
-    "half_open.backoff_factor": [1.5, 2.0],
+    "throttle.gain": [0.5, 1.0, 2.0],
+    "throttle.proportional": [0.25, 0.5, 1.0],
+    "throttle.patience": [1.0, 2.0, 4.0],
 }
 PEERS = ["none", "breaker", "aimd", "gradient2", "envoy"]
 
@@ -43,7 +44,7 @@ def run(values):
 
 def score(reports):
     passed = total = 0
-    ratios, recovers, flaps = [], [], None
+    ratios, recovers, flaps, worst_shed = [], [], None, 0.0
     for r in reports:
         for c in r["checks"]:
             if c["expect"]["controller"] == "atrion-default":
@@ -53,6 +54,7 @@ def score(reports):
         ours = res.get("atrion-default")
         if ours is None or r["scenario"].get("telemetry"):
             continue
+        worst_shed = max(worst_shed, ours["healthy_shed"])
         best = max(res[p]["goodput"] for p in PEERS if p in res)
         if best > 0:
             ratios.append(ours["goodput"] / best)
@@ -60,7 +62,16 @@ def score(reports):
             recovers.append(ours["recover_s"])
         if r["scenario"]["name"] == "threshold-flapping":
             flaps = ours["transitions"]
-    return passed, total, sum(ratios) / len(ratios), sum(recovers) / max(len(recovers), 1), flaps
+    within = sum(1 for x in ratios if x >= 0.95)
+    return (
+        passed,
+        total,
+        sum(ratios) / len(ratios),
+        f"{within}/{len(ratios)}",
+        worst_shed,
+        sum(recovers) / max(len(recovers), 1),
+        flaps,
+    )
 
 
 def main():
@@ -71,11 +82,14 @@ def main():
         values = dict(zip(keys, combo))
         rows.append((values, score(run(values))))
     rows.sort(key=lambda r: (-r[1][0], -r[1][2]))
-    print("| " + " | ".join(keys) + " | criteria | goodput vs best peer | mean recover s | flaps |")
-    print("|" + "---|" * (len(keys) + 4))
-    for values, (p, t, g, rec, fl) in rows:
+    print(
+        "| " + " | ".join(keys) + " | criteria | goodput vs best peer | within 5% | worst healthy shed"
+        " | mean recover s | flaps |"
+    )
+    print("|" + "---|" * (len(keys) + 6))
+    for values, (p, t, g, within, shed, rec, fl) in rows:
         cells = [f"{values[k]:g}" for k in keys]
-        print(f"| {' | '.join(cells)} | {p}/{t} | {g:.3f} | {rec:.1f} | {fl} |")
+        print(f"| {' | '.join(cells)} | {p}/{t} | {g:.3f} | {within} | {100 * shed:.2f}% | {rec:.1f} | {fl} |")
 
 
 if __name__ == "__main__":

@@ -327,6 +327,12 @@ fn markdown_page(reports: &[ScenarioReport], base: &str, args: &SimulateArgs) ->
                  balancer picks included):\n\n{routes}"
             ));
         }
+        if let Some(times) = atrion_sim::markdown_route_times(r) {
+            out.push_str(&format!(
+                "\nPer route, healthy shed / detect s / recover s, measured on what was offered to the route's \
+                 controller:\n\n{times}"
+            ));
+        }
         let l = losses(r);
         if !l.is_empty() {
             out.push_str(&format!("\nWhere `atrion-default` is beaten: {}.\n", l.join("; ")));

@@ -5,11 +5,13 @@
 //!
 //! | quantity | [`Model::Reference`] | [`Model::Default`] |
 //! |---|---|---|
-//! | pressure `p_j` | `tanh(k (x_j - b_j) / b_j)` of the sample | same, of the time-smoothed telemetry |
+//! | latency baseline | one engine-wide constant | learned per route (`max(headroom·mean, mean + k·sd)` of its own healthy latency), or the route's SLO |
+//! | pressure `p_j` | `tanh(k (x_j - b_j) / b_j)` of the sample | same, of the time-smoothed telemetry, against the route's baseline |
+//! | between healthy and open | priority shedding only | a throttle: a shed ratio from an integral controller on latency over the baseline, which lets go when shedding does not help |
 //! | momentum `M` | `\|P_now - P_two_back\| / dt_ms` | rise of the excess over baseline (fast vs slow smoothing), baselines per second, clamped |
-//! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ'/λ)(1 - e^(-λ dt))` while over-pressured: per second, `σ' = σ (1 + m_s M / M_max)` |
+//! | scar `S` | `S e^(-λ dt) + σ` per over-pressured update | `S e^(-λ dt) + (σ'/λ)(1 - e^(-λ dt))` while *trauma* pressure is over critical: per second, `σ' = σ (1 + m_s M / M_max)`; errors count only above their tolerance, latency only when the throttle cannot answer it |
 //! | tuner | one EMA shared by all routes | per route, time-weighted, winsorised, frozen while unhealthy |
-//! | open | until telemetry says healthy | timed, then half-open with a ramping probe quota |
+//! | open | until telemetry says healthy | timed, with a scout per interval; then half-open with a ramping probe quota; healthy probes heal scar |
 
 use crate::config::{Model, PhysicsConfig};
 use crate::mode::Mode;

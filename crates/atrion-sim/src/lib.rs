@@ -42,7 +42,9 @@ pub mod trace;
 
 pub use controller::{Controller, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
 pub use metrics::{Bin, Summary, summarize};
-pub use report::{Check, ControllerResult, ScenarioReport, markdown_routes, markdown_table, text_table};
+pub use report::{
+    Check, ControllerResult, ScenarioReport, markdown_route_times, markdown_routes, markdown_table, text_table,
+};
 pub use scenario::{
     BalancerSpec, Expect, FaultKind, FaultSpec, Metric, OutageMode, RetrySpec, RouteSpec, Scenario, ScenarioError,
     ServiceTime, Signal, TelemetrySpec, Traffic,

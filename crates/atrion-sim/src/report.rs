@@ -233,14 +233,24 @@ pub fn text_table(report: &ScenarioReport) -> String {
 /// For scenarios with several routes, what reached each route under each controller, as a
 /// Markdown table (`offered / ok / failed`); `None` for a single route.
 pub fn markdown_routes(report: &ScenarioReport) -> Option<String> {
+    routes_table(report, |c| format!("{} / {} / {}", c.offered, c.ok, c.failed))
+}
+
+/// For scenarios with several routes, each route's own healthy shed, detect and recover
+/// under each controller, as a Markdown table (`healthy shed / detect s / recover s`);
+/// `None` for a single route.
+pub fn markdown_route_times(report: &ScenarioReport) -> Option<String> {
+    routes_table(report, |c| format!("{} / {} / {}", pct(c.healthy_shed), fmt(c.detect_s), fmt(c.recover_s)))
+}
+
+fn routes_table(report: &ScenarioReport, cell: impl Fn(&crate::sim::RouteCount) -> String) -> Option<String> {
     let names: Vec<&str> = report.scenario.routes.iter().map(|r| r.name.as_str()).collect();
     if names.len() < 2 {
         return None;
     }
     let mut out = format!("| controller | {} |\n|---|{}\n", names.join(" | "), "---:|".repeat(names.len()));
     for r in &report.results {
-        let cells: Vec<String> =
-            r.summary.routes.iter().map(|c| format!("{} / {} / {}", c.offered, c.ok, c.failed)).collect();
+        let cells: Vec<String> = r.summary.routes.iter().map(&cell).collect();
         out.push_str(&format!("| {} | {} |\n", r.controller, cells.join(" | ")));
     }
     Some(out)

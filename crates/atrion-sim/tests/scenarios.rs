@@ -248,3 +248,80 @@ fn per_route_counts_show_isolation() {
     assert_eq!(routes[0].failed, 0);
     assert!(atrion_sim::markdown_routes(&quick("chaos")).is_none());
 }
+
+fn run_text(text: &str, controllers: &[&str]) -> ScenarioReport {
+    let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).expect("valid");
+    let options = RunOptions { controllers: controllers.iter().map(|c| c.to_string()).collect(), ..RunOptions::default() };
+    run_scenario(&s, &options).expect("runs")
+}
+
+#[test]
+fn retries_follow_their_policy_and_budget() {
+    // Every request fails; clients retry up to 3 times. Without a budget limit each first
+    // attempt brings 3 retries; with a budget of 0.5 retries add at most half the load.
+    let scenario = |budget: f64| {
+        format!(
+            "name = \"r\"\ndescription = \"d\"\nduration_s = 20\nseed = 3\n\
+             [[route]]\nname = \"a\"\nservice = {{ dist = \"constant\", mean_ms = 5 }}\n\
+             traffic = {{ pattern = \"constant\", rps = 100 }}\n\
+             retry = {{ attempts = 3, backoff_ms = 10, budget = {budget} }}\n\
+             [[fault]]\nstart_s = 0\nend_s = 20\nkind = \"errors\"\nrate = 1.0\n"
+        )
+    };
+    let offered = |budget: f64| run_text(&scenario(budget), &["none"]).result("none").unwrap().summary.offered as f64;
+    let (free, budgeted) = (offered(10.0), offered(0.5));
+    assert!(free > 3.8 * 2_000.0, "first attempts and three retries each: {free}");
+    assert!(budgeted < 1.55 * 2_000.0 && budgeted > 1.4 * 2_000.0, "the budget caps retries at half: {budgeted}");
+}
+
+#[test]
+fn slow_errors_hold_their_workers() {
+    // 4 workers, 50% errors that take 400 ms: the errors alone need 100 rps x 0.5 x 0.4 s =
+    // 20 workers, so the queue overflows and requests are refused; fast errors would not.
+    let scenario = |latency: &str| {
+        format!(
+            "name = \"s\"\ndescription = \"d\"\nduration_s = 10\nseed = 3\n\
+             [[route]]\nname = \"a\"\nworkers = 4\nqueue = 8\ntimeout_ms = 5000\n\
+             service = {{ dist = \"constant\", mean_ms = 5 }}\ntraffic = {{ pattern = \"constant\", rps = 100 }}\n\
+             [[fault]]\nstart_s = 0\nend_s = 10\nkind = \"errors\"\nrate = 0.5\n{latency}"
+        )
+    };
+    let error_rate = |latency: &str| run_text(&scenario(latency), &["none"]).result("none").unwrap().summary.error_rate;
+    let (fast, slow) = (error_rate(""), error_rate("latency_ms = 400\n"));
+    assert!((fast - 0.5).abs() < 0.05, "{fast}");
+    assert!(slow > 0.8, "refusals on top of the errors: {slow}");
+}
+
+#[test]
+fn per_route_criteria_and_atrion_tables_apply_to_their_route() {
+    // Two routes at 600 ms; the second has an SLO of 200 ms in its own [route.atrion] table,
+    // so only it is shed, and a per-route criterion sees that.
+    let text = "name = \"p\"\ndescription = \"d\"\nduration_s = 60\nseed = 3\nslo_ms = 5000\n\
+        [[route]]\nname = \"free\"\nworkers = 256\nservice = { dist = \"constant\", mean_ms = 600 }\n\
+        traffic = { pattern = \"poisson\", rps = 50 }\n\
+        [[route]]\nname = \"strict\"\nworkers = 256\nservice = { dist = \"constant\", mean_ms = 600 }\n\
+        traffic = { pattern = \"poisson\", rps = 50 }\natrion = { normal = { slo_ms = 200.0 } }\n\
+        [[expect]]\ncontroller = \"atrion-default\"\nmetric = \"shed\"\nroute = \"free\"\nmax = 0.0\n\
+        [[expect]]\ncontroller = \"atrion-default\"\nmetric = \"shed\"\nroute = \"strict\"\nmin = 0.05\n";
+    let report = run_text(text, &["atrion-default"]);
+    assert!(report.passed(), "{:#?}", report.checks);
+    let bad = text.replace("route = \"free\"", "route = \"nope\"");
+    assert!(atrion_sim::Scenario::from_toml(&bad, std::path::Path::new(".")).is_err(), "an unknown route is refused");
+}
+
+#[test]
+fn bimodal_service_times_have_the_mixture_mean() {
+    let text = "name = \"b\"\ndescription = \"d\"\nduration_s = 60\nseed = 3\nslo_ms = 100000\n\
+        [[route]]\nname = \"a\"\nworkers = 4096\nqueue = 0\ntimeout_ms = 60000\n\
+        service = { dist = \"bimodal\", mean_ms = 20, slow_ms = 1000, slow_share = 0.1, sigma = 0.3 }\n\
+        traffic = { pattern = \"poisson\", rps = 500 }\n";
+    let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).unwrap();
+    assert!((s.routes[0].service.mean_ms() - 118.0).abs() < 1e-9);
+    let r = run_text(text, &["none"]);
+    let bins = &r.result("none").unwrap().bins;
+    let (sum, n) = bins.iter().fold((0.0, 0u64), |(s, n), b| (s + b.latency_sum, n + u64::from(b.ok + b.failed)));
+    let mean = sum / n as f64;
+    assert!((mean - 118.0).abs() < 8.0, "{mean}");
+    let p50 = r.result("none").unwrap().summary.p50_ms;
+    assert!(p50 < 30.0, "the median is in the fast mode: {p50}");
+}
