@@ -94,9 +94,13 @@ impl Physics {
     /// The default model's trauma pressure: as [`Physics::pressure_default`], but errors
     /// count only above `error_tolerance`, as `tanh(4 (e - t) / (1 - t))`.
     pub fn trauma_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
-        let mut p = self.pressure_default(raw, b_lat);
+        self.trauma_from(self.pressure_default(raw, b_lat), raw[1])
+    }
+
+    /// [`Physics::trauma_default`] from the pressure already computed and the error rate.
+    pub fn trauma_from(&self, mut p: [f64; 3], error: f64) -> [f64; 3] {
         let t = self.cfg.error_tolerance;
-        p[1] = if raw[1].is_finite() { (TOLERANCE_GAIN * (raw[1] - t).max(0.0) / (1.0 - t)).tanh() } else { 0.0 };
+        p[1] = if error > t && error.is_finite() { (TOLERANCE_GAIN * (error - t) / (1.0 - t)).tanh() } else { 0.0 };
         p
     }
 
@@ -126,7 +130,16 @@ impl Physics {
 /// common at high rates, and skip the exp).
 #[inline]
 fn decay(dt_s: f64, tau: f64) -> f64 {
-    if dt_s > 0.0 { (-dt_s / tau).exp() } else { 1.0 }
+    let x = dt_s / tau;
+    if x <= 0.0 {
+        1.0
+    } else if x < 0.06 {
+        // A short series where samples come often (its error is below x^4 / 24, under 5e-7):
+        // a report computes several decays, and most are of a few milliseconds.
+        1.0 - x * (1.0 - x * (0.5 - x / 6.0))
+    } else {
+        (-x).exp()
+    }
 }
 
 /// Euclidean norm.
@@ -599,7 +612,7 @@ impl RouteState {
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
         // maximum, or not acting); errors above their tolerance and saturation always can.
         let answered = throttling && f64::from(m.throttle) < c.throttle.max;
-        let pt = phys.trauma_default(fast, b_judged);
+        let pt = phys.trauma_from(p, fast[1]);
         let over = positive_norm(if answered { [0.0, pt[1], pt[2]] } else { pt });
         let is_over = over > c.critical_pressure;
         // A healthy route without scar has nothing to decay or accrue: skip the exp.
