@@ -30,6 +30,14 @@ pub(crate) const TOLERANCE_GAIN: f64 = 4.0;
 /// of a normal slow mode is brief, an overload or a creep is not.
 pub(crate) const PERSISTENT_S: f64 = 1.0;
 
+/// The futility test: shedding helps if the smoothed latency fell at least this far (a
+/// fifth) below where it was when the throttle engaged, within its patience.
+pub(crate) const DIP: f64 = 0.8;
+
+/// Smoothed saturation at or above which a route counts as full: the throttle's futility
+/// test does not let go of a full route (unknown saturation is reported as neutral, 0.5).
+pub(crate) const SATURATED: f64 = 0.9;
+
 /// Nothing is learned until the throttle has been idle this long (seconds).
 pub(crate) const CALM_S: f64 = 5.0;
 
@@ -252,9 +260,10 @@ pub(crate) struct Learned {
     pub integral: f32,
     /// The throttle's own target latency once shedding proved futile (0: none).
     pub target: f32,
-    /// While the throttle sheds at half its maximum or more: the latency when it began
-    /// (0: not engaged) and the seconds since.
+    /// While the throttle sheds at half its maximum or more: the smoothed latency when it
+    /// began (0: not engaged), the lowest since, and the seconds since.
     pub engaged_x: f32,
+    pub engaged_min: f32,
     pub engaged_s: f32,
     /// The previous quick latency was over the throttle's goal, and for how long (s).
     pub was_excess: bool,
@@ -292,7 +301,7 @@ impl Learned {
 
     /// The proportional answer: an integral controller on the relative latency excess over
     /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
-    fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64) {
+    fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, settled: f64, saturation: f64) {
         let t = &phys.cfg.throttle;
         let x = self.quick.mean();
         let mut target = f64::from(self.target);
@@ -322,17 +331,23 @@ impl Learned {
                 self.engaged_x = 0.0;
             }
         } else if self.engaged_x == 0.0 {
-            (self.engaged_x, self.engaged_s) = (x as f32, 0.0);
+            (self.engaged_x, self.engaged_min, self.engaged_s) = (settled as f32, settled as f32, 0.0);
         } else {
             self.engaged_s += dt_s as f32;
+            self.engaged_min = self.engaged_min.min(settled as f32);
             if f64::from(self.engaged_s) >= t.patience.as_secs_f64() {
-                if x >= f64::from(self.engaged_x) {
-                    // Shedding did not bring latency down: not a queue. Let go.
-                    target = (LATCH_MARGIN * x).min(phys.cfg.normal.ceiling_ms);
+                // Shedding half or more for the whole patience never brought the (smoothed)
+                // latency a fifth below where it began: not a queue (a slower dependency, a
+                // creep). A queue drains when shedding exceeds the overload, and its latency
+                // falls. A route whose workers are full is overloaded beyond what the
+                // throttle sheds: it keeps shedding, and the scar judges the rest.
+                if f64::from(self.engaged_min) >= DIP * f64::from(self.engaged_x) && saturation < SATURATED {
+                    // Let go, and take the latency shedding could not bring down as the goal.
+                    target = (LATCH_MARGIN * settled).min(phys.cfg.normal.ceiling_ms);
                     (integral, throttle) = (0.0, 0.0);
                     self.engaged_x = 0.0;
                 } else {
-                    (self.engaged_x, self.engaged_s) = (x as f32, 0.0);
+                    (self.engaged_x, self.engaged_min, self.engaged_s) = (settled as f32, settled as f32, 0.0);
                 }
             }
         }
@@ -594,7 +609,7 @@ impl RouteState {
         m.quick.push(raw[0], decay(dt_s, phys.tau_throttle));
         let throttling = c.throttle.enabled && warm && self.mode == Mode::Operational;
         if throttling {
-            m.update_throttle(phys, b_lat, dt_s);
+            m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2]);
         } else {
             (m.integral, m.throttle, m.engaged_x) = (0.0, 0.0, 0.0);
         }
