@@ -141,8 +141,8 @@ fn decay(dt_s: f64, tau: f64) -> f64 {
     let x = dt_s / tau;
     if x <= 0.0 {
         1.0
-    } else if x < 0.06 {
-        // A short series where samples come often (its error is below x^4 / 24, under 5e-7):
+    } else if x < 0.01 {
+        // A short series where samples come often (its error is below x^4 / 24, under 5e-10):
         // a report computes several decays, and most are of a few milliseconds.
         1.0 - x * (1.0 - x * (0.5 - x / 6.0))
     } else {
