@@ -176,7 +176,9 @@ impl Default for HalfOpenConfig {
             open_max: Duration::from_secs(30),
             backoff_factor: 1.5,
             backoff_half_life: Duration::from_secs(120),
-            probe_window: Duration::from_millis(500),
+            // 100 ms (issue 9's sweep, docs/TUNING.md): at 500 ms a busy route needed 1-1.5 s of
+            // quota windows to gather its healthy probes after a fault ended.
+            probe_window: Duration::from_millis(100),
             probe_min: 1,
             probe_max: 32,
             close_after: 5,

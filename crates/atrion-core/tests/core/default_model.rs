@@ -215,7 +215,7 @@ fn open_sheds_with_the_remaining_interval_as_hint() {
 fn half_open_probe_quota_ramps_with_health_then_closes() {
     let (e, at) = tripped_engine();
     let mut now = e.status("r").unwrap().open_until;
-    let window = Duration::from_millis(500);
+    let window = e.config().half_open.probe_window;
     let mut quotas = Vec::new();
     // Scar heals while the route probes; count admitted probes per window.
     for _ in 0..80 {
