@@ -251,7 +251,8 @@ fn per_route_counts_show_isolation() {
 
 fn run_text(text: &str, controllers: &[&str]) -> ScenarioReport {
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).expect("valid");
-    let options = RunOptions { controllers: controllers.iter().map(|c| c.to_string()).collect(), ..RunOptions::default() };
+    let options =
+        RunOptions { controllers: controllers.iter().map(|c| c.to_string()).collect(), ..RunOptions::default() };
     run_scenario(&s, &options).expect("runs")
 }
 
