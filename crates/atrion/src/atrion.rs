@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrion_core::{
-    ConfigError, Decision, Engine, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority, RouteStatus,
-    SilentObserver, Telemetry, TelemetryError,
+    ConfigError, Decision, Engine, EngineError, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority,
+    RouteStatus, SilentObserver, Telemetry, TelemetryError,
 };
 use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, StoreError, SyncConfig, SyncStats};
 
@@ -27,6 +27,10 @@ pub enum AtrionError {
     /// Connecting needs a tokio runtime.
     #[error("Atrion::connect must be called from within a tokio runtime")]
     NoRuntime,
+    /// A per-route configuration was refused (an invalid pattern, a config of the other
+    /// model).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 /// Builds an [`Atrion`]. Every setting has a default: `Atrion::builder().build()` is the
@@ -37,6 +41,7 @@ pub struct AtrionBuilder<O = SilentObserver> {
     store: Option<Arc<dyn StateStore>>,
     sync: SyncConfig,
     observer: O,
+    routes: Vec<(String, PhysicsConfig)>,
 }
 
 impl Default for AtrionBuilder<SilentObserver> {
@@ -47,6 +52,7 @@ impl Default for AtrionBuilder<SilentObserver> {
             store: None,
             sync: SyncConfig::default(),
             observer: SilentObserver,
+            routes: Vec::new(),
         }
     }
 }
@@ -115,7 +121,23 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
 
     /// The observer of engine events (replaces any set before).
     pub fn observer<P: PhysicsObserver + 'static>(self, observer: P) -> AtrionBuilder<P> {
-        AtrionBuilder { config: self.config, limits: self.limits, store: self.store, sync: self.sync, observer }
+        AtrionBuilder {
+            config: self.config,
+            limits: self.limits,
+            store: self.store,
+            sync: self.sync,
+            observer,
+            routes: self.routes,
+        }
+    }
+
+    /// The physics of the routes `pattern` matches: an exact route id, or a prefix ending in
+    /// `*` (`"GET /reports/*"`). Routes need none; use it for what you know of a route (a
+    /// latency objective: `config.normal.slo_ms`, a throttle off). Checked at
+    /// [`AtrionBuilder::build`]; see [`Engine::set_route_config`].
+    pub fn route_config(mut self, pattern: impl Into<String>, config: PhysicsConfig) -> Self {
+        self.routes.push((pattern.into(), config));
+        self
     }
 
     /// Validates everything and builds. Call [`Atrion::connect`] to join the cluster.
@@ -124,6 +146,9 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
         let default_priority = Priority::Normal;
         let neutral_saturation = self.config.baseline.saturation;
         let engine = Arc::new(Engine::with_observer(self.config, self.limits, self.observer)?);
+        for (pattern, config) in self.routes {
+            engine.set_route_config(&pattern, Some(config))?;
+        }
         Ok(Atrion {
             engine,
             clock: SystemClock::new(),
@@ -238,6 +263,12 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine<O>> {
         &self.engine
+    }
+
+    /// Sets (`Some`) or removes (`None`) the physics of the routes `pattern` matches, at run
+    /// time; see [`Engine::set_route_config`].
+    pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), AtrionError> {
+        Ok(self.engine.set_route_config(pattern, config)?)
     }
 
     /// The state store.

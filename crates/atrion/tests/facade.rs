@@ -130,3 +130,18 @@ async fn stores_are_built_from_typed_validated_config() {
     assert_eq!(service.active_store().backend(), "file");
     assert!(service.exists("k").await.unwrap());
 }
+
+#[test]
+fn per_route_configs_are_set_at_build_and_at_run_time() {
+    let mut slo = atrion::PhysicsConfig::default();
+    slo.normal.slo_ms = Some(250.0);
+    let atrion = atrion::Atrion::builder().route_config("GET /reports/*", slo.clone()).build().unwrap();
+    assert_eq!(atrion.engine().route_config("GET /reports/daily").normal.slo_ms, Some(250.0));
+    assert_eq!(atrion.engine().route_config("GET /users").normal.slo_ms, None);
+    atrion.set_route_config("GET /users", Some(slo)).unwrap();
+    assert_eq!(atrion.engine().route_config("GET /users").normal.slo_ms, Some(250.0));
+    // A config of the other model is refused at build, with the reason.
+    let e = atrion::Atrion::builder().route_config("x", atrion::PhysicsConfig::reference()).build().unwrap_err();
+    assert!(matches!(e, atrion::AtrionError::Engine(_)), "{e}");
+    assert!(e.to_string().contains("Reference"), "{e}");
+}
