@@ -573,9 +573,7 @@ impl PhysicsConfig {
         order("tuner.floor", t.floor, "tuner.ceiling", t.ceiling)?;
         order("tuner.ceiling", t.ceiling, "r_max", self.r_max)?;
         fraction("tuner.recovery_ratio", t.recovery_ratio)?;
-        if t.recovery_ratio >= 1.0 {
-            return Err(E::OutOfRange { field: "tuner.recovery_ratio", value: t.recovery_ratio, expected: "< 1" });
-        }
+        under_one("tuner.recovery_ratio", t.recovery_ratio, "< 1")?;
         positive("tuner.recovery_floor", t.recovery_floor)?;
         order("tuner.recovery_floor", t.recovery_floor, "tuner.floor", t.floor)?;
         positive("tuner.winsor", t.winsor)?;
@@ -602,18 +600,10 @@ impl PhysicsConfig {
         }
         order("half_open.probe_min", f64::from(h.probe_min), "half_open.probe_max", f64::from(h.probe_max))?;
         fraction("half_open.max_probe_failure", h.max_probe_failure)?;
-        if h.max_probe_failure >= 1.0 {
-            return Err(E::OutOfRange {
-                field: "half_open.max_probe_failure",
-                value: h.max_probe_failure,
-                expected: "< 1",
-            });
-        }
+        under_one("half_open.max_probe_failure", h.max_probe_failure, "< 1")?;
         duration("half_open.scout_interval", h.scout_interval)?;
-        finite("half_open.probe_heal", h.probe_heal)?;
-        if !(0.0..1.0).contains(&h.probe_heal) {
-            return Err(E::OutOfRange { field: "half_open.probe_heal", value: h.probe_heal, expected: "in [0, 1)" });
-        }
+        non_negative("half_open.probe_heal", h.probe_heal)?;
+        under_one("half_open.probe_heal", h.probe_heal, "in [0, 1)")?;
         if h.close_after == 0 {
             return Err(E::OutOfRange { field: "half_open.close_after", value: 0.0, expected: ">= 1" });
         }
@@ -631,26 +621,15 @@ impl PhysicsConfig {
         if let Some(slo) = n.slo_ms {
             positive("normal.slo_ms", slo)?;
         }
-        if self.model == Model::Default && self.baseline.error >= 1.0 {
-            return Err(E::OutOfRange {
-                field: "baseline.error",
-                value: self.baseline.error,
-                expected: "< 1 (a tolerated error rate)",
-            });
-        }
+        non_negative("error_tolerance", self.error_tolerance)?;
+        under_one("error_tolerance", self.error_tolerance, "in [0, 1)")?;
         let th = &self.throttle;
         positive("throttle.gain", th.gain)?;
         non_negative("throttle.proportional", th.proportional)?;
         fraction("throttle.max", th.max)?;
         duration("throttle.smoothing", th.smoothing)?;
         duration("throttle.patience", th.patience)?;
-        if th.max >= 1.0 {
-            return Err(E::OutOfRange {
-                field: "throttle.max",
-                value: th.max,
-                expected: "< 1: some traffic must go through",
-            });
-        }
+        under_one("throttle.max", th.max, "< 1: some traffic must go through")?;
 
         let p = &self.priority;
         fraction("priority.high", p.high)?;
@@ -666,6 +645,11 @@ impl PhysicsConfig {
 
 fn finite(field: &'static str, v: f64) -> Result<(), ConfigError> {
     if v.is_finite() { Ok(()) } else { Err(ConfigError::NotFinite { field, value: v }) }
+}
+
+/// `v < 1`, or an out-of-range error saying `expected`.
+fn under_one(field: &'static str, v: f64, expected: &'static str) -> Result<(), ConfigError> {
+    if v < 1.0 { Ok(()) } else { Err(ConfigError::OutOfRange { field, value: v, expected }) }
 }
 
 fn order(field: &'static str, value: f64, other: &'static str, other_value: f64) -> Result<(), ConfigError> {
@@ -774,6 +758,18 @@ mod tests {
         let mut c = PhysicsConfig::default();
         c.half_open.open_max = Duration::from_millis(1);
         assert!(matches!(c.validate(), Err(ConfigError::Order { field: "half_open.open_base", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.error_tolerance = 1.0;
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "error_tolerance", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.throttle.max = 1.0;
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "throttle.max", .. })));
+
+        let mut c = PhysicsConfig::default();
+        c.normal.slo_ms = Some(-3.0);
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "normal.slo_ms", .. })));
 
         let mut c = PhysicsConfig::default();
         c.priority.bulk = 0.95;
