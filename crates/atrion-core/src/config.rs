@@ -759,8 +759,7 @@ mod tests {
         c.half_open.open_max = Duration::from_millis(1);
         assert!(matches!(c.validate(), Err(ConfigError::Order { field: "half_open.open_base", .. })));
 
-        let mut c = PhysicsConfig::default();
-        c.error_tolerance = 1.0;
+        let c = PhysicsConfig { error_tolerance: 1.0, ..PhysicsConfig::default() };
         assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "error_tolerance", .. })));
 
         let mut c = PhysicsConfig::default();
