@@ -96,7 +96,7 @@ impl Physics {
     /// `tanh(k (x - b) / b)`; errors and saturation as in the reference. Zero for a
     /// non-finite input.
     pub fn pressure_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
-        self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
+        pressure_of(self.relative_default(raw, b_lat))
     }
 
     /// The default model's trauma pressure: as [`Physics::pressure_default`], but errors
@@ -115,10 +115,11 @@ impl Physics {
     /// The default model's excess over baseline per channel (the argument of its tanh),
     /// clamped to `[0, EXCESS_CAP]`.
     pub fn excess_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
-        self.relative_default(raw, b_lat).map(|x| if x.is_finite() { x.clamp(0.0, EXCESS_CAP) } else { 0.0 })
+        excess_of(self.relative_default(raw, b_lat))
     }
 
-    fn relative_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
+    /// The default model's relative excess per channel, the argument of its tanh.
+    pub fn relative_default(&self, raw: [f64; 3], b_lat: f64) -> [f64; 3] {
         let (be, bs) = (self.baseline[1], self.baseline[2]);
         [self.gain[0] * (raw[0] - b_lat) / b_lat, self.gain[1] * (raw[1] - be) / be, self.gain[2] * (raw[2] - bs) / bs]
     }
@@ -150,6 +151,16 @@ fn decay(dt_s: f64, tau: f64) -> f64 {
     }
 }
 
+/// Pressure from the relative excess: `tanh`, zero where not finite.
+fn pressure_of(rel: [f64; 3]) -> [f64; 3] {
+    rel.map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
+}
+
+/// The relative excess clamped to `[0, EXCESS_CAP]`, zero where not finite.
+fn excess_of(rel: [f64; 3]) -> [f64; 3] {
+    rel.map(|x| if x.is_finite() { x.clamp(0.0, EXCESS_CAP) } else { 0.0 })
+}
+
 /// Euclidean norm.
 pub(crate) fn norm(p: [f64; 3]) -> f64 {
     (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt()
@@ -166,40 +177,28 @@ pub(crate) fn positive_norm(p: [f64; 3]) -> f64 {
 ///
 /// Stored in `f32` (a route's state is kept small); the arithmetic is in `f64`. Seven
 /// significant digits are far more than telemetry carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Smoother {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Smoother<const N: usize = 3> {
     weight: f32,
-    sum: [f32; 3],
+    sum: [f32; N],
 }
 
-impl Smoother {
-    fn push(&mut self, x: [f64; 3], decay: f64) {
+impl<const N: usize> Default for Smoother<N> {
+    fn default() -> Self {
+        Smoother { weight: 0.0, sum: [0.0; N] }
+    }
+}
+
+impl<const N: usize> Smoother<N> {
+    fn push(&mut self, x: [f64; N], decay: f64) {
         self.weight = (f64::from(self.weight) * decay + 1.0) as f32;
         for (s, v) in self.sum.iter_mut().zip(x) {
             *s = (f64::from(*s) * decay + v) as f32;
         }
     }
 
-    fn mean(&self) -> [f64; 3] {
-        if self.weight > 0.0 { self.sum.map(|s| f64::from(s) / f64::from(self.weight)) } else { [0.0; 3] }
-    }
-}
-
-/// [`Smoother`] of one channel.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct Smoother1 {
-    weight: f32,
-    sum: f32,
-}
-
-impl Smoother1 {
-    fn push(&mut self, x: f64, decay: f64) {
-        self.weight = (f64::from(self.weight) * decay + 1.0) as f32;
-        self.sum = (f64::from(self.sum) * decay + x) as f32;
-    }
-
-    fn mean(&self) -> f64 {
-        if self.weight > 0.0 { f64::from(self.sum) / f64::from(self.weight) } else { 0.0 }
+    fn mean(&self) -> [f64; N] {
+        if self.weight > 0.0 { self.sum.map(|s| f64::from(s) / f64::from(self.weight)) } else { [0.0; N] }
     }
 }
 
@@ -225,21 +224,19 @@ impl Normal {
         Normal { samples, weight: samples.min(1_000) as f32, mean: mean.max(0.0) as f32, var: var.max(0.0) as f32 }
     }
 
+    /// One sample, by the tuner's time-weighted recurrence ([`Tuner::observe_weighted`]).
     fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
         if !x.is_finite() {
             return;
         }
-        let weight = f64::from(self.weight) * decay(dt_s, tau) + 1.0;
-        let (mean, var) = (f64::from(self.mean), f64::from(self.var));
-        let (mean, var) = if self.samples == 0 {
-            (x, 0.0)
-        } else {
-            let a = 1.0 / weight;
-            let d = x - mean;
-            (mean + a * d, (1.0 - a) * (var + a * d * d))
+        let mut t = Tuner {
+            samples: self.samples,
+            weight: f64::from(self.weight),
+            mean: f64::from(self.mean),
+            var: f64::from(self.var),
         };
-        (self.weight, self.mean, self.var) = (weight as f32, mean as f32, var as f32);
-        self.samples = self.samples.saturating_add(1);
+        t.observe_weighted(x, dt_s, tau);
+        *self = Normal { samples: t.samples, weight: t.weight as f32, mean: t.mean as f32, var: t.var as f32 };
     }
 }
 
@@ -251,7 +248,7 @@ pub(crate) struct Learned {
     pub fast: Smoother,
     pub slow: Smoother,
     /// Latency smoothed for the throttle (shorter than `fast`).
-    pub quick: Smoother1,
+    pub quick: Smoother<1>,
     pub normal: Normal,
     /// The first report, when the warm-up began.
     pub born: Timestamp,
@@ -303,7 +300,7 @@ impl Learned {
     /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
     fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, settled: f64, saturation: f64) {
         let t = &phys.cfg.throttle;
-        let x = self.quick.mean();
+        let x = self.quick.mean()[0];
         let mut target = f64::from(self.target);
         if x <= b_lat && target > 0.0 {
             // Back under the normal's baseline: the slowness is gone, and the target heals
@@ -393,17 +390,23 @@ impl Tuner {
         self.samples = self.samples.saturating_add(1);
     }
 
+    /// One sample with weight `1 / W`, where `W` is the sample weight decayed with time
+    /// constant `tau` (seconds), so that the horizon is in seconds, not samples.
+    fn observe_weighted(&mut self, x: f64, dt_s: f64, tau: f64) {
+        self.weight = self.weight * decay(dt_s, tau) + 1.0;
+        self.learn(x, 1.0 / self.weight);
+    }
+
     /// The default tuner: time-weighted, winsorised.
     fn observe_robust(&mut self, x: f64, dt_s: f64, phys: &Physics) {
         let t = &phys.cfg.tuner;
-        self.weight = self.weight * decay(dt_s, phys.tuner_tau) + 1.0;
         let x = if self.samples == 0 {
             x
         } else {
             let band = t.winsor * self.var.sqrt().max(t.min_sd);
             x.clamp(self.mean - band, self.mean + band)
         };
-        self.learn(x, 1.0 / self.weight);
+        self.observe_weighted(x, dt_s, phys.tuner_tau);
     }
 
     /// (break, recovery) from what has been learned.
@@ -579,7 +582,10 @@ impl RouteState {
 
     /// Default: the throttle's shed ratio.
     pub fn throttle(&self) -> f64 {
-        f64::from(self.learned().throttle)
+        match &self.memory {
+            Memory::Default(m) => f64::from(m.throttle),
+            Memory::Reference { .. } => 0.0,
+        }
     }
 
     fn update_default(
@@ -606,7 +612,7 @@ impl RouteState {
         // The proportional answer comes first: latency trouble is the throttle's to answer
         // while it can (an integral controller on the relative excess, once the route knows
         // its normal and while it is closed).
-        m.quick.push(raw[0], decay(dt_s, phys.tau_throttle));
+        m.quick.push([raw[0]], decay(dt_s, phys.tau_throttle));
         let throttling = c.throttle.enabled && warm && self.mode == Mode::Operational;
         if throttling {
             m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2]);
@@ -616,12 +622,13 @@ impl RouteState {
         // Latency is judged against the normal, or against the throttle's target once
         // shedding proved that the excess is no queue.
         let b_judged = b_lat.max(f64::from(m.target));
-        let p = phys.pressure_default(fast, b_judged);
+        let rel = phys.relative_default(fast, b_judged);
+        let p = pressure_of(rel);
         // Momentum is the rise of the excess over baseline, not of pressure: tanh saturates
         // pressure within a fraction of a second of any real failure, which would leave
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
-        let gap = norm(phys.excess_default(fast, b_judged)) - norm(phys.excess_default(m.slow.mean(), b_judged));
+        let gap = norm(excess_of(rel)) - norm(phys.excess_default(m.slow.mean(), b_judged));
         self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
@@ -652,7 +659,7 @@ impl RouteState {
         let closed = matches!(self.mode, Mode::Bootstrap | Mode::Operational);
         // The statistics are of the throttle's quick latency, the noisiest signal that is
         // compared with the baseline, so that the `k * sd` band covers its noise.
-        let quick = m.quick.mean();
+        let quick = m.quick.mean()[0];
         // Latency over the baseline is learned while it is brief (a normal slow mode: leaving
         // its spikes out would shrink the learned spread until the slow mode is shed); once
         // it has lasted `PERSISTENT_S` (an overload, a creep), it is not.
@@ -685,15 +692,13 @@ impl RouteState {
             }
             Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.trip(phys, now),
             Mode::Operational => None,
-            Mode::Open if now >= self.open_until => {
-                let change = self.set_mode(Mode::HalfOpen);
-                self.probe(phys, raw, now, cluster, b_judged).or(change)
-            }
-            // A scout: a healthy sample once the scout interval has passed since the trip ends
-            // the open interval early (requests admitted before the trip do not count).
+            // The open interval is over, or a scout is back healthy: a healthy sample once the
+            // scout interval has passed since the trip ends the open interval early (requests
+            // admitted before the trip do not count).
             Mode::Open
-                if now.saturating_since(self.trips_at) >= c.half_open.scout_interval
-                    && positive_norm(phys.trauma_default(raw, b_judged)) <= c.critical_pressure =>
+                if now >= self.open_until
+                    || (now.saturating_since(self.trips_at) >= c.half_open.scout_interval
+                        && positive_norm(phys.trauma_default(raw, b_judged)) <= c.critical_pressure) =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
                 self.probe(phys, raw, now, cluster, b_judged).or(change)
