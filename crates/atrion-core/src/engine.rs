@@ -198,15 +198,14 @@ struct RouteCell {
 
 impl RouteCell {
     fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
-        let cell = RouteCell {
-            view: View::default(),
-            name: name.into(),
-            phys: phys.clone(),
-            state: Mutex::new(RouteState::new(phys)),
-        };
-        let state = RouteState::new(phys);
-        cell.publish(&state, phys);
-        cell.view.last_seen.store(now.as_nanos(), Relaxed);
+        RouteCell::with_state(name, phys, RouteState::new(phys), now.as_nanos())
+    }
+
+    /// A cell holding `state`, published; `last_seen` in nanoseconds.
+    fn with_state(name: &str, phys: &Arc<Physics>, state: RouteState, last_seen: u64) -> Self {
+        let cell = RouteCell { view: View::default(), name: name.into(), phys: phys.clone(), state: Mutex::new(state) };
+        cell.publish(&cell.lock(), phys);
+        cell.view.last_seen.store(last_seen, Relaxed);
         cell
     }
 
@@ -390,15 +389,8 @@ impl<O: PhysicsObserver> Engine<O> {
                 continue;
             }
             let state = cell.lock();
-            let fresh = RouteCell {
-                view: View::default(),
-                name: name.clone(),
-                phys: phys.clone(),
-                state: Mutex::new(state.clone()),
-            };
-            fresh.publish(&state, &phys);
             let v = &cell.view;
-            fresh.view.last_seen.store(v.last_seen.load(Relaxed), Relaxed);
+            let fresh = RouteCell::with_state(name, &phys, state.clone(), v.last_seen.load(Relaxed));
             fresh.view.skews.store(v.skews.load(Relaxed), Relaxed);
             fresh.view.dirty.store(true, Relaxed);
             if v.cluster_on.load(Acquire) {
@@ -536,6 +528,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let map = self.routes.pin();
         let cell = map.get(route).ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })?;
         let s = cell.lock();
+        let normal = s.learned().normal;
         Ok(PhysicsVector {
             model: self.phys.cfg.model,
             mode: s.mode,
@@ -553,9 +546,9 @@ impl<O: PhysicsObserver> Engine<O> {
             trips: s.trips,
             open_until: s.open_until,
             timestamp: s.last,
-            normal_samples: s.learned().normal.samples,
-            normal_mean: f64::from(s.learned().normal.mean),
-            normal_var: f64::from(s.learned().normal.var),
+            normal_samples: normal.samples,
+            normal_mean: f64::from(normal.mean),
+            normal_var: f64::from(normal.var),
         })
     }
 
@@ -712,10 +705,7 @@ impl<O: PhysicsObserver> Engine<O> {
             let until = Timestamp::from_nanos(v.open_until.load(Relaxed));
             if now < until {
                 // One scout per interval, so that recovery is seen before the timer ends.
-                let last = v.keepalive_at.load(Relaxed);
-                if now.as_nanos().saturating_sub(last) >= c.half_open.scout_interval.as_nanos() as u64
-                    && v.keepalive_at.compare_exchange(last, now.as_nanos(), Relaxed, Relaxed).is_ok()
-                {
+                if take_slot(&v.keepalive_at, now, c.half_open.scout_interval) {
                     return Decision::admit(Reason::Probe, mode, r);
                 }
                 return Decision::shed(Reason::Open, mode, r, until.saturating_since(now));
@@ -737,10 +727,7 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         if mode == Mode::HalfOpen {
             let window = c.half_open.probe_window;
-            let start = v.window_start.load(Relaxed);
-            if now.as_nanos().saturating_sub(start) >= window.as_nanos() as u64
-                && v.window_start.compare_exchange(start, now.as_nanos(), Relaxed, Relaxed).is_ok()
-            {
+            if take_slot(&v.window_start, now, window) {
                 v.probes.store(0, Relaxed);
             }
             if v.probes.fetch_add(1, Relaxed) < u64::from(v.quota.load(Relaxed)) {
@@ -773,10 +760,7 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         // Over threshold. One request per keep-alive interval still goes through, so that
         // a route shed for lack of telemetry can learn that it has recovered.
-        let last = v.keepalive_at.load(Relaxed);
-        if now.as_nanos().saturating_sub(last) >= c.keepalive.as_nanos() as u64
-            && v.keepalive_at.compare_exchange(last, now.as_nanos(), Relaxed, Relaxed).is_ok()
-        {
+        if take_slot(&v.keepalive_at, now, c.keepalive) {
             return Decision::admit(Reason::Keepalive, mode, r_now);
         }
         // The hint: how long until scar has healed enough to bring R under the threshold.
@@ -882,6 +866,16 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 }
 
+/// Claims the slot `at` (a timestamp in nanoseconds) when `every` has passed since it was
+/// last claimed: one caller wins the CAS, the others see it taken. Behind the keep-alive, the
+/// open route's scout and the half-open probe window.
+#[inline]
+fn take_slot(at: &AtomicU64, now: Timestamp, every: Duration) -> bool {
+    let last = at.load(Relaxed);
+    now.as_nanos().saturating_sub(last) >= every.as_nanos() as u64
+        && at.compare_exchange(last, now.as_nanos(), Relaxed, Relaxed).is_ok()
+}
+
 /// How much of the route's throttle a priority takes: bulk twice, low one and a half,
 /// normal all of it, high half (critical never reaches the throttle).
 #[inline]
@@ -916,7 +910,7 @@ impl RoutePattern {
     fn parse(pattern: &str) -> Result<Self, EngineError> {
         match pattern.strip_suffix('*') {
             Some(prefix) => {
-                if prefix.len() > 1024 {
+                if prefix.len() > MAX_ROUTE_ID {
                     return Err(EngineError::InvalidRouteId { len: pattern.len() });
                 }
                 Ok(RoutePattern { text: prefix.into(), prefix: true })
@@ -933,8 +927,11 @@ impl RoutePattern {
     }
 }
 
+/// The longest route id, in bytes.
+const MAX_ROUTE_ID: usize = 1024;
+
 fn check_id(route: &str) -> Result<(), EngineError> {
-    if route.is_empty() || route.len() > 1024 {
+    if route.is_empty() || route.len() > MAX_ROUTE_ID {
         return Err(EngineError::InvalidRouteId { len: route.len() });
     }
     Ok(())
