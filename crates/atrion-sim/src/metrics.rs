@@ -43,12 +43,19 @@ pub(crate) struct Recorder {
     bins: Vec<Bin>,
     width: u64,
     current: usize,
-    latency: hdrhistogram::Histogram<u32>,
+    /// Latencies of what completes: the service's recorder keeps them, per-route ones do not.
+    latency: Option<hdrhistogram::Histogram<u32>>,
 }
 
 impl Recorder {
+    /// A recorder of bins and of a latency histogram.
     pub fn new(bins: usize, width: u64) -> Self {
-        Recorder { bins: vec![Bin::default(); bins.max(1)], width: width.max(1), current: 0, latency: histogram() }
+        Recorder { latency: Some(histogram()), ..Recorder::bins_only(bins, width) }
+    }
+
+    /// A recorder of bins only (a route's, beside the service's).
+    pub fn bins_only(bins: usize, width: u64) -> Self {
+        Recorder { bins: vec![Bin::default(); bins.max(1)], width: width.max(1), current: 0, latency: None }
     }
 
     fn index(&self, t: u64) -> usize {
@@ -94,12 +101,14 @@ impl Recorder {
             b.failed += 1;
         }
         b.latency_sum += latency_ms;
-        let us = (latency_ms * 1e3).round().clamp(1.0, 3.6e9) as u64;
-        self.latency.saturating_record(us);
+        if let Some(h) = &mut self.latency {
+            h.saturating_record((latency_ms * 1e3).round().clamp(1.0, 3.6e9) as u64);
+        }
     }
 
+    /// The bins and the latency histogram (empty for a bins-only recorder).
     pub fn finish(self) -> (Vec<Bin>, hdrhistogram::Histogram<u32>) {
-        (self.bins, self.latency)
+        (self.bins, self.latency.unwrap_or_else(histogram))
     }
 }
 

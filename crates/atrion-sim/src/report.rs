@@ -120,12 +120,14 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
                 value: v,
                 bound,
                 passed,
-                detail: match &e.route {
-                    Some(route) => {
-                        format!("{} {}[{route}] = {} {}", e.controller, e.metric.as_str(), fmt(v), parts.join(", "))
-                    }
-                    None => format!("{} {} = {} {}", e.controller, e.metric.as_str(), fmt(v), parts.join(", ")),
-                },
+                detail: format!(
+                    "{} {}{} = {} {}",
+                    e.controller,
+                    e.metric.as_str(),
+                    e.route.as_ref().map(|r| format!("[{r}]")).unwrap_or_default(),
+                    fmt(v),
+                    parts.join(", ")
+                ),
             }
         })
         .collect()

@@ -187,6 +187,11 @@ impl Arrivals {
     }
 }
 
+/// The location of a log-normal of shape `sigma` whose mean is `mean_ms`.
+fn lognormal_mu(mean_ms: f64, sigma: f64) -> f64 {
+    mean_ms.ln() - sigma * sigma / 2.0
+}
+
 /// One service time draw in milliseconds, before faults. `mu` is the log-normal's location.
 fn draw_service(service: ServiceTime, mu: f64, rng: &mut ChaCha8Rng) -> f64 {
     match service {
@@ -204,7 +209,7 @@ fn draw_service(service: ServiceTime, mu: f64, rng: &mut ChaCha8Rng) -> f64 {
             let u: f64 = rng.random();
             let z: f64 = StandardNormal.sample(rng);
             let m = if u < slow_share { slow_ms } else { mean_ms };
-            (m.ln() - sigma * sigma / 2.0 + sigma * z).exp()
+            (lognormal_mu(m, sigma) + sigma * z).exp()
         }
     }
 }
@@ -379,7 +384,7 @@ impl Sim {
                 })
                 .collect();
             let mu = match spec.service {
-                ServiceTime::Lognormal { mean_ms, sigma } => mean_ms.ln() - sigma * sigma / 2.0,
+                ServiceTime::Lognormal { mean_ms, sigma } => lognormal_mu(mean_ms, sigma),
                 _ => 0.0,
             };
             routes.push(Route {
@@ -433,7 +438,9 @@ impl Sim {
             seq: 0,
             end,
             rec: Recorder::new(bins, (scenario.bin_ms * MS) as u64),
-            route_rec: (0..scenario.routes.len()).map(|_| Recorder::new(bins, (scenario.bin_ms * MS) as u64)).collect(),
+            route_rec: (0..scenario.routes.len())
+                .map(|_| Recorder::bins_only(bins, (scenario.bin_ms * MS) as u64))
+                .collect(),
             retries: Vec::new(),
             requests: 0,
         })
