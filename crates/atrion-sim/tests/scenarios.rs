@@ -326,3 +326,26 @@ fn bimodal_service_times_have_the_mixture_mean() {
     let p50 = r.result("none").unwrap().summary.p50_ms;
     assert!(p50 < 30.0, "the median is in the fast mode: {p50}");
 }
+
+#[test]
+fn the_new_keys_refuse_impossible_values_naming_the_field() {
+    let base = "name = \"v\"\ndescription = \"d\"\n[[route]]\nname = \"a\"\nservice = { dist = \"constant\", mean_ms = 5 }\n\
+                traffic = { pattern = \"poisson\", rps = 10 }\n";
+    let refused = |extra: &str, field: &str| {
+        let text = format!("{base}{extra}");
+        let e = atrion_sim::Scenario::from_toml(&text, std::path::Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains(field), "`{extra}` -> {e}");
+    };
+    refused("retry = { attempts = 0 }\n", "route[0].retry.attempts");
+    refused("retry = { attempts = 2, backoff_ms = -1 }\n", "route[0].retry.backoff_ms");
+    refused("retry = { attempts = 2, budget = -0.5 }\n", "route[0].retry.budget");
+    refused("slo_ms = 0\n", "route[0].slo_ms");
+    refused("[[fault]]\nstart_s = 0\nend_s = 1\nkind = \"errors\"\nrate = 0.5\nlatency_ms = -3\n", "fault[0].kind");
+    refused("[[expect]]\ncontroller = \"none\"\nmetric = \"p99_ms\"\nroute = \"a\"\nmax = 1\n", "expect[0].route");
+    let bimodal = base.replace(
+        "{ dist = \"constant\", mean_ms = 5 }",
+        "{ dist = \"bimodal\", mean_ms = 5, slow_ms = 50, slow_share = 1.5, sigma = 0.3 }",
+    );
+    let e = atrion_sim::Scenario::from_toml(&bimodal, std::path::Path::new(".")).unwrap_err().to_string();
+    assert!(e.contains("route[0].service") && e.contains("slow_share"), "{e}");
+}
