@@ -445,6 +445,13 @@ impl Default for PhysicsConfig {
 }
 
 impl PhysicsConfig {
+    /// The longest duration a field may hold: one year. Longer ones would overflow the
+    /// nanosecond timestamps they are added to; none of them makes sense for a route.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3_600);
+
+    /// The shortest scar half-life allowed (`scar_decay` at most `ln 2 / 1 ms`).
+    pub const MIN_SCAR_HALF_LIFE: Duration = Duration::from_millis(1);
+
     /// The constants of the reference model (SPEC 9.1), exactly.
     pub fn reference() -> Self {
         PhysicsConfig {
@@ -512,7 +519,13 @@ impl PhysicsConfig {
             if v > 0.0 && v <= 1.0 { Ok(()) } else { Err(E::OutOfRange { field, value: v, expected: "in (0, 1]" }) }
         };
         let duration = |field: &'static str, d: Duration| -> Result<(), ConfigError> {
-            if d.is_zero() { Err(E::OutOfRange { field, value: 0.0, expected: "> 0 s" }) } else { Ok(()) }
+            if d.is_zero() {
+                Err(E::OutOfRange { field, value: 0.0, expected: "> 0 s" })
+            } else if d > Self::MAX_DURATION {
+                Err(E::OutOfRange { field, value: d.as_secs_f64(), expected: "at most one year (31536000 s)" })
+            } else {
+                Ok(())
+            }
         };
 
         positive("r_base", self.r_base)?;
@@ -530,6 +543,14 @@ impl PhysicsConfig {
         positive("momentum_max", self.momentum_max)?;
         non_negative("momentum_scar", self.momentum_scar)?;
         positive("scar_decay", self.scar_decay)?;
+        let half_life = std::f64::consts::LN_2 / self.scar_decay;
+        if !(Self::MIN_SCAR_HALF_LIFE.as_secs_f64()..=Self::MAX_DURATION.as_secs_f64()).contains(&half_life) {
+            return Err(E::OutOfRange {
+                field: "scar_decay",
+                value: self.scar_decay,
+                expected: "a half-life (ln 2 / scar_decay) between 1 ms and one year",
+            });
+        }
         non_negative("scar_rate", self.scar_rate)?;
         positive("scar_max", self.scar_max)?;
         positive("critical_pressure", self.critical_pressure)?;
@@ -560,6 +581,7 @@ impl PhysicsConfig {
                 other_value: self.smoothing_slow.as_secs_f64(),
             });
         }
+        duration("smoothing_slow", self.smoothing_slow)?;
 
         let t = &self.tuner;
         if t.window == 0 {
@@ -583,6 +605,7 @@ impl PhysicsConfig {
         duration("half_open.open_base", h.open_base)?;
         duration("half_open.probe_window", h.probe_window)?;
         duration("half_open.backoff_half_life", h.backoff_half_life)?;
+        duration("half_open.open_max", h.open_max)?;
         if h.open_max < h.open_base {
             return Err(E::Order {
                 field: "half_open.open_base",

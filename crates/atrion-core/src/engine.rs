@@ -772,9 +772,11 @@ impl<O: PhysicsObserver> Engine<O> {
         } else {
             c.keepalive.as_secs_f64()
         };
+        // `min` then `max`, not `clamp`: `open_max` may be under the 1 ms floor of a hint.
         let retry = Duration::try_from_secs_f64(heal_secs)
             .unwrap_or(c.keepalive)
-            .clamp(Duration::from_millis(1), c.half_open.open_max);
+            .min(c.half_open.open_max)
+            .max(Duration::from_millis(1));
         Decision::shed(Reason::Overloaded, mode, r_now, retry)
     }
 

@@ -151,14 +151,16 @@ fn decay(dt_s: f64, tau: f64) -> f64 {
     }
 }
 
-/// Pressure from the relative excess: `tanh`, zero where not finite.
+/// Pressure from the relative excess: `tanh` (an infinite excess is full pressure, never
+/// none), zero where NaN.
 fn pressure_of(rel: [f64; 3]) -> [f64; 3] {
-    rel.map(|x| if x.is_finite() { x.tanh() } else { 0.0 })
+    rel.map(|x| if x.is_nan() { 0.0 } else { x.tanh() })
 }
 
-/// The relative excess clamped to `[0, EXCESS_CAP]`, zero where not finite.
+/// The relative excess clamped to `[0, EXCESS_CAP]` (an infinite one to the cap), zero where
+/// NaN.
 fn excess_of(rel: [f64; 3]) -> [f64; 3] {
-    rel.map(|x| if x.is_finite() { x.clamp(0.0, EXCESS_CAP) } else { 0.0 })
+    rel.map(|x| if x.is_nan() { 0.0 } else { x.clamp(0.0, EXCESS_CAP) })
 }
 
 /// Euclidean norm.
@@ -751,7 +753,8 @@ impl RouteState {
         self.trips = (previous + 1.0).min(64.0);
         self.trips_at = now;
         let secs = (h.open_base.as_secs_f64() * h.backoff_factor.powf(previous)).min(h.open_max.as_secs_f64());
-        self.open_until = now.saturating_add(std::time::Duration::from_secs_f64(secs));
+        let open = std::time::Duration::try_from_secs_f64(secs).unwrap_or(h.open_max).min(h.open_max);
+        self.open_until = now.saturating_add(open);
         self.set_mode(Mode::Open)
     }
 

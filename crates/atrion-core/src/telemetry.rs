@@ -35,7 +35,8 @@ pub enum TelemetryError {
 ///
 /// Built only through constructors that validate every field, so a `Telemetry` in hand is
 /// always usable by the physics:
-/// - `latency_ms`: finite and `>= 0`.
+/// - `latency_ms`: finite, in `[0, MAX_LATENCY_MS]` (one day: a longer "latency" is a
+///   unit mistake or garbage, and would swamp the route's smoothing for hours).
 /// - `error`: finite and in `[0, 1]` — an error *rate* over a window, or a single outcome
 ///   (`0` success, `1` failure) through [`Telemetry::outcome`].
 /// - `saturation`: finite and in `[0, 1]` (0 idle, 1 full).
@@ -47,24 +48,30 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// The largest latency accepted, in milliseconds: one day.
+    pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+
+    /// The largest error or saturation *score* [`Telemetry::unbounded`] accepts.
+    pub const MAX_SCORE: f64 = 1e6;
+
     /// Telemetry with an error rate over some window.
     pub fn new(latency_ms: f64, error_rate: f64, saturation: f64) -> Result<Self, TelemetryError> {
         Ok(Telemetry {
-            latency_ms: check(latency_ms, "latency_ms", 0.0, f64::MAX)?,
+            latency_ms: check(latency_ms, "latency_ms", 0.0, Self::MAX_LATENCY_MS)?,
             error: check(error_rate, "error_rate", 0.0, 1.0)?,
             saturation: check(saturation, "saturation", 0.0, 1.0)?,
         })
     }
 
-    /// Telemetry whose channels are only required to be finite and `>= 0`: an error or
+    /// Telemetry whose score channels may exceed 1 (up to [`Telemetry::MAX_SCORE`]): an error or
     /// saturation *score* beyond 1. This exists to reproduce the reference's experiments
     /// (SPEC 9.3's stability map feeds an error "rate" of 50); services report through
     /// [`Telemetry::new`] or [`Telemetry::outcome`].
     pub fn unbounded(latency_ms: f64, error: f64, saturation: f64) -> Result<Self, TelemetryError> {
         Ok(Telemetry {
-            latency_ms: check(latency_ms, "latency_ms", 0.0, f64::MAX)?,
-            error: check(error, "error_rate", 0.0, f64::MAX)?,
-            saturation: check(saturation, "saturation", 0.0, f64::MAX)?,
+            latency_ms: check(latency_ms, "latency_ms", 0.0, Self::MAX_LATENCY_MS)?,
+            error: check(error, "error_rate", 0.0, Self::MAX_SCORE)?,
+            saturation: check(saturation, "saturation", 0.0, Self::MAX_SCORE)?,
         })
     }
 
@@ -73,9 +80,10 @@ impl Telemetry {
         Telemetry::new(latency_ms, if ok { 0.0 } else { 1.0 }, saturation)
     }
 
-    /// Telemetry of a single request measured as a [`Duration`].
+    /// Telemetry of a single request measured as a [`Duration`]. A measured duration is
+    /// always valid: one longer than [`Telemetry::MAX_LATENCY_MS`] counts as that much.
     pub fn from_duration(latency: Duration, ok: bool, saturation: f64) -> Result<Self, TelemetryError> {
-        Telemetry::outcome(latency.as_secs_f64() * 1e3, ok, saturation)
+        Telemetry::outcome((latency.as_secs_f64() * 1e3).min(Self::MAX_LATENCY_MS), ok, saturation)
     }
 
     /// Latency in milliseconds.
@@ -138,5 +146,7 @@ mod tests {
     fn outcome_maps_to_zero_or_one() {
         assert_eq!(Telemetry::outcome(5.0, false, 0.2).unwrap().error(), 1.0);
         assert_eq!(Telemetry::from_duration(Duration::from_millis(7), true, 0.0).unwrap().latency_ms(), 7.0);
+        let long = Telemetry::from_duration(Duration::MAX, false, 0.0).unwrap();
+        assert_eq!(long.latency_ms(), Telemetry::MAX_LATENCY_MS);
     }
 }

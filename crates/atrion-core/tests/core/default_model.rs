@@ -158,7 +158,11 @@ fn peak_resistance(model: Model) -> f64 {
     let e = engine(model);
     let mut peak: f64 = 0.0;
     for k in 0..400u64 {
-        let t = if k % 3 == 0 { Telemetry::new(0.0, 0.0, 0.0) } else { Telemetry::new(1e9, 1.0, 1.0) };
+        let t = if k % 3 == 0 {
+            Telemetry::new(0.0, 0.0, 0.0)
+        } else {
+            Telemetry::new(Telemetry::MAX_LATENCY_MS, 1.0, 1.0)
+        };
         peak = peak.max(e.report("r", t.unwrap(), Timestamp::from_micros(k)).resistance);
     }
     peak

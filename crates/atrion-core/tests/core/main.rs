@@ -2,6 +2,7 @@
 
 mod default_model;
 mod engine;
+mod hostile;
 mod properties;
 mod reference;
 
