@@ -163,7 +163,10 @@ pub async fn binary_and_large_values(s: Store) {
 
 pub async fn invalid_keys_are_rejected(s: Store) {
     let long = "k".repeat(MAX_KEY_LEN + 1);
-    for key in ["", long.as_str()] {
+    // Multi-byte characters across every cut an error message might make.
+    let wide = "é".repeat(MAX_KEY_LEN / 2 + 1);
+    let wider = format!("k{}", "🔑".repeat(MAX_KEY_LEN / 4 + 1));
+    for key in ["", long.as_str(), wide.as_str(), wider.as_str()] {
         for e in [
             s.get(key).await.err(),
             s.set(key, b("v")).await.err(),
@@ -179,6 +182,12 @@ pub async fn invalid_keys_are_rejected(s: Store) {
     let longest = "k".repeat(MAX_KEY_LEN);
     s.set(&longest, b("v")).await.unwrap();
     assert!(s.exists(&longest).await.unwrap());
+    // The longest key in multi-byte characters: 1,024 bytes exactly.
+    let longest_wide = format!("{}{}", "k".repeat(MAX_KEY_LEN % 3), "鍵".repeat(MAX_KEY_LEN / 3));
+    assert_eq!(longest_wide.len(), MAX_KEY_LEN);
+    s.set(&longest_wide, b("wide")).await.unwrap();
+    assert_eq!(s.get(&longest_wide).await.unwrap().unwrap().value, b("wide"));
+    assert!(s.list_keys("").await.unwrap().contains(&longest_wide));
 }
 
 pub async fn compare_and_swap(s: Store) {

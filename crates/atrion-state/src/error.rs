@@ -102,10 +102,14 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    /// An error without a source.
+    /// An error without a source. A key longer than [`StoreError::KEY_EXCERPT`] bytes is
+    /// kept as its first characters and `…`, cut on a character boundary.
     pub fn new(backend: &'static str, op: Op, key: Option<&str>, kind: ErrorKind) -> Self {
-        StoreError { backend, op, key: key.map(str::to_owned), kind, source: None }
+        StoreError { backend, op, key: key.map(excerpt), kind, source: None }
     }
+
+    /// The most bytes of a key an error keeps.
+    pub const KEY_EXCERPT: usize = 128;
 
     /// Attaches the driver's error.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -114,9 +118,25 @@ impl StoreError {
     }
 }
 
+fn excerpt(key: &str) -> String {
+    if key.len() <= StoreError::KEY_EXCERPT {
+        return key.to_owned();
+    }
+    format!("{}…", &key[..key.floor_char_boundary(StoreError::KEY_EXCERPT)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_keys_are_cut_on_a_character_boundary() {
+        let key = "é".repeat(600);
+        let e = StoreError::new("memory", Op::Get, Some(&key), ErrorKind::InvalidKey("longer than 1024 bytes"));
+        let kept = e.key.unwrap();
+        assert!(kept.ends_with('…') && kept.len() <= StoreError::KEY_EXCERPT + '…'.len_utf8(), "{kept}");
+        assert_eq!(StoreError::new("memory", Op::Get, Some("short"), ErrorKind::Corrupt).key.as_deref(), Some("short"));
+    }
 
     #[test]
     fn message_names_backend_op_key_and_keeps_source() {

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, Op, StoreError};
+use crate::keys::ClusterKeys;
 use crate::store::{Change, StateStore};
 
 /// Engine time and wall-clock time, read together.
@@ -151,20 +152,9 @@ impl SyncConfig {
         Ok(())
     }
 
-    fn route_prefix(&self) -> String {
-        format!("{}/route/", self.namespace)
-    }
-
-    fn node_prefix(&self) -> String {
-        format!("{}/node/", self.namespace)
-    }
-
-    fn contribution_key(&self, route: &str) -> String {
-        format!("{}/route/{route}/node/{}", self.namespace, self.node_id)
-    }
-
-    fn heartbeat_key(&self) -> String {
-        format!("{}/node/{}", self.namespace, self.node_id)
+    /// The keys this node reads and writes.
+    pub fn keys(&self) -> ClusterKeys {
+        ClusterKeys::new(&self.namespace, &self.node_id)
     }
 }
 
@@ -227,6 +217,12 @@ pub struct SyncStats {
     pub decode_errors: u64,
     /// Contributions waiting to be pushed.
     pub buffered: u64,
+    /// Contributions not shared because their route id is too long for a cluster key
+    /// ([`ClusterKeys::max_route_len`]): those routes are decided on local state only.
+    pub kept_local: u64,
+    /// Contributions the store refused for themselves (not for being unreachable): dropped,
+    /// so that one bad item never blocks the rest of a batch.
+    pub rejected: u64,
     /// The last push failed: deciding on local state only.
     pub degraded: bool,
 }
@@ -242,6 +238,8 @@ struct Counters {
     store_errors: AtomicU64,
     decode_errors: AtomicU64,
     buffered: AtomicU64,
+    kept_local: AtomicU64,
+    rejected: AtomicU64,
     degraded: AtomicBool,
 }
 
@@ -265,6 +263,10 @@ struct Shared<O> {
     engine: Arc<Engine<O>>,
     store: Arc<dyn StateStore>,
     cfg: SyncConfig,
+    keys: ClusterKeys,
+    /// One pulse at a time: a pulse that overtook another could write an older contribution
+    /// over a newer one.
+    pulsing: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     state: Mutex<SyncState>,
     counters: Counters,
@@ -296,10 +298,18 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
         cfg.validate()?;
-        let shared =
-            Arc::new(Shared { engine, store, cfg, clock, state: Mutex::default(), counters: Counters::default() });
+        let shared = Arc::new(Shared {
+            engine,
+            store,
+            keys: cfg.keys(),
+            cfg,
+            pulsing: tokio::sync::Mutex::new(()),
+            clock,
+            state: Mutex::default(),
+            counters: Counters::default(),
+        });
         shared.full_sync(true).await?;
-        let mut feed = shared.store.subscribe(&format!("{}/", shared.cfg.namespace)).await.ok().flatten();
+        let mut feed = shared.store.subscribe(shared.keys.cluster_prefix()).await.ok().flatten();
         let token = CancellationToken::new();
         let (s, stop) = (shared.clone(), token.clone());
         let task = tokio::spawn(async move {
@@ -323,7 +333,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             }
             // Flush what this node learned, and leave the cluster.
             s.pulse().await;
-            if s.store.delete(&s.cfg.heartbeat_key()).await.is_err() {
+            if s.store.delete(&s.keys.heartbeat()).await.is_err() {
                 s.counters.store_errors.fetch_add(1, Relaxed);
             }
         });
@@ -343,6 +353,8 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             store_errors: c.store_errors.load(Relaxed),
             decode_errors: c.decode_errors.load(Relaxed),
             buffered: c.buffered.load(Relaxed),
+            kept_local: c.kept_local.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
     }
@@ -386,12 +398,25 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
 
     /// BUFFER, PUSH, MERGE.
     async fn pulse(&self) {
+        let _one_at_a_time = self.pulsing.lock().await;
         self.counters.pulses.fetch_add(1, Relaxed);
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
-        let batch: Vec<(String, Bytes, Option<Duration>)> = {
+        let max_route = self.keys.max_route_len();
+        let (sent, batch) = {
             let mut st = self.lock();
             let st = &mut *st;
             self.engine.take_dirty(|route, c| {
+                if route.len() > max_route {
+                    if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
+                        tracing::warn!(
+                            node = %self.cfg.node_id,
+                            len = route.len(),
+                            max = max_route,
+                            "a route id is too long for a cluster key: it is decided on local state only"
+                        );
+                    }
+                    return;
+                }
                 let at_ms = wall.saturating_sub(now.saturating_since(c.at).as_millis() as u64);
                 let quiet = c.scar <= 0.0 && c.momentum <= 0.0;
                 if quiet && st.quiet.contains(route) {
@@ -408,19 +433,38 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     st.pending.remove(&route);
                 }
             }
-            let mut batch: Vec<_> =
-                st.pending.iter().map(|(route, c)| (self.cfg.contribution_key(route), c.encode(), None)).collect();
+            let (mut sent, mut batch) =
+                (Vec::with_capacity(st.pending.len()), Vec::with_capacity(st.pending.len() + 1));
+            for (route, c) in &st.pending {
+                if let Some(key) = self.keys.contribution(route) {
+                    sent.push((route.clone(), *c));
+                    batch.push((key, c.encode(), None));
+                }
+            }
             let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
-            batch.push((self.cfg.heartbeat_key(), Bytes::copy_from_slice(&wall.to_le_bytes()), ttl));
-            batch
+            batch.push((self.keys.heartbeat(), Bytes::copy_from_slice(&wall.to_le_bytes()), ttl));
+            (sent, batch)
         };
-        let pushed = batch.len() as u64 - 1;
-        let outcome = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch)).await;
+        let outcome = match tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch.clone())).await {
+            Ok(Ok(_)) => Ok(vec![true; sent.len()]),
+            // Refused for something in it, not for being unreachable: write item by item, so
+            // that one bad item does not block the rest.
+            Ok(Err(e)) if !transient(&e) => self.push_one_by_one(batch).await,
+            Ok(Err(_)) | Err(_) => Err(()),
+        };
         match outcome {
-            Ok(Ok(_)) => {
+            Ok(done) => {
                 let mut st = self.lock();
-                let sent: Vec<(String, Contribution)> = st.pending.drain().collect();
-                for (route, c) in sent {
+                let mut pushed = 0;
+                for ((route, c), ok) in sent.into_iter().zip(done) {
+                    // Only what was sent leaves the buffer: a newer contribution stays.
+                    if st.pending.get(&route) == Some(&c) {
+                        st.pending.remove(&route);
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    pushed += 1;
                     if c.scar <= 0.0 && c.momentum <= 0.0 {
                         st.quiet.insert(route);
                     } else {
@@ -434,7 +478,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     st.resync = true;
                 }
             }
-            Ok(Err(_)) | Err(_) => {
+            Err(()) => {
                 // Failed or timed out: the contributions stay pending, newest per route.
                 self.counters.store_errors.fetch_add(1, Relaxed);
                 if !self.counters.degraded.swap(true, Relaxed) {
@@ -451,6 +495,26 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             }
         }
         self.merge_if_liveness_changed();
+    }
+
+    /// Writes a batch item by item after the store refused it whole. Items refused for
+    /// themselves are dropped and counted; `Err` when the store is unreachable (the caller
+    /// keeps everything pending). The heartbeat is the batch's last item and has no flag.
+    async fn push_one_by_one(&self, batch: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<bool>, ()> {
+        let mut done = Vec::with_capacity(batch.len());
+        for (key, value, ttl) in batch {
+            match tokio::time::timeout(self.cfg.store_timeout, self.store.put(&key, value, ttl)).await {
+                Ok(Ok(_)) => done.push(true),
+                Ok(Err(e)) if !transient(&e) => {
+                    self.counters.rejected.fetch_add(1, Relaxed);
+                    tracing::warn!(node = %self.cfg.node_id, key = %key, error = %e, "the store refused a contribution: dropped");
+                    done.push(false);
+                }
+                Ok(Err(_)) | Err(_) => return Err(()),
+            }
+        }
+        done.pop(); // the heartbeat
+        Ok(done)
     }
 
     /// Re-merges the routes of nodes that joined or fell silent since the last pulse. Other
@@ -493,11 +557,10 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             e
         };
         let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
-        let keys =
-            tokio::time::timeout(self.cfg.store_timeout, self.store.list_keys(&format!("{}/", self.cfg.namespace)))
-                .await
-                .map_err(|_| fail(timeout(Op::ListKeys)))?
-                .map_err(fail)?;
+        let keys = tokio::time::timeout(self.cfg.store_timeout, self.store.list_keys(self.keys.cluster_prefix()))
+            .await
+            .map_err(|_| fail(timeout(Op::ListKeys)))?
+            .map_err(fail)?;
         let mut entries = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(512) {
             let got = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_get(chunk))
@@ -507,11 +570,11 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 Ok(got) => entries.extend(got),
                 // Something under our keys that the store cannot even return as an entry
                 // (written by someone else): read the chunk key by key and skip the bad ones.
-                Err(e) if !matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                Err(e) if !transient(&e) => {
                     for key in chunk {
                         match self.store.get(key).await {
                             Ok(entry) => entries.push(entry),
-                            Err(e) if !matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                            Err(e) if !transient(&e) => {
                                 self.counters.decode_errors.fetch_add(1, Relaxed);
                                 tracing::warn!(key = %key, error = %e, "skipping an unreadable value under the cluster's keys");
                                 entries.push(None);
@@ -524,15 +587,14 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             }
         }
         self.counters.full_syncs.fetch_add(1, Relaxed);
-        let (route_prefix, node_prefix) = (self.cfg.route_prefix(), self.cfg.node_prefix());
         let mut remote: HashMap<String, HashMap<String, Contribution>> = HashMap::new();
         let mut heartbeats = HashMap::new();
         let mut own = Vec::new();
         for (key, entry) in keys.iter().zip(entries) {
             let Some(entry) = entry else { continue };
-            if let Some(node) = key.strip_prefix(&node_prefix) {
+            if let Some(node) = self.keys.parse_heartbeat(key) {
                 match decode_heartbeat(&entry.value) {
-                    Some(ms) if node != self.cfg.node_id => {
+                    Some(ms) if !self.keys.is_own(node) => {
                         heartbeats.insert(node.to_owned(), ms);
                     }
                     Some(_) => {}
@@ -540,13 +602,13 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                         self.counters.decode_errors.fetch_add(1, Relaxed);
                     }
                 }
-            } else if let Some((route, node)) = parse_contribution_key(&route_prefix, key) {
+            } else if let Some((route, node)) = self.keys.parse_contribution(key) {
                 let Some(c) = Contribution::decode(&entry.value) else {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
                     tracing::warn!(key = %key, "skipping a contribution that does not decode");
                     continue;
                 };
-                if node == self.cfg.node_id {
+                if self.keys.is_own(node) {
                     own.push((route.to_owned(), c));
                 } else {
                     remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
@@ -586,23 +648,22 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             Change::Set { key, .. } => key,
             Change::Deleted { key } | Change::Expired { key } => {
                 let mut st = self.lock();
-                if let Some((route, node)) = parse_contribution_key(&self.cfg.route_prefix(), &key) {
+                if let Some((route, node)) = self.keys.parse_contribution(&key) {
                     if let Some(m) = st.remote.get_mut(route) {
                         m.remove(node);
                     }
                     let route = route.to_owned();
                     drop(st);
                     self.merge_route(&route);
-                } else if let Some(node) = key.strip_prefix(&self.cfg.node_prefix()) {
+                } else if let Some(node) = self.keys.parse_heartbeat(&key) {
                     st.heartbeats.remove(node);
                 }
                 return;
             }
         };
-        let own_heartbeat = key == self.cfg.heartbeat_key();
-        let contribution = parse_contribution_key(&self.cfg.route_prefix(), &key);
-        let heartbeat = key.strip_prefix(&self.cfg.node_prefix()).filter(|_| !own_heartbeat);
-        if contribution.is_none_or(|(_, node)| node == self.cfg.node_id) && heartbeat.is_none() {
+        let contribution = self.keys.parse_contribution(&key);
+        let heartbeat = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node));
+        if contribution.is_none_or(|(_, node)| self.keys.is_own(node)) && heartbeat.is_none() {
             return; // ours, or not ours to read
         }
         let entry = match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
@@ -665,12 +726,10 @@ fn decode_heartbeat(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_le_bytes)
 }
 
-/// `{ns}/route/{route}/node/{node}` -> (route, node). Node ids have no `/`, so the last
-/// `/node/` is the separator even when the route id contains one.
-fn parse_contribution_key<'k>(route_prefix: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
-    let rest = key.strip_prefix(route_prefix)?;
-    let (route, node) = rest.rsplit_once("/node/")?;
-    (!route.is_empty() && !node.is_empty() && !node.contains('/')).then_some((route, node))
+/// Whether an error says the store is away (retry later) rather than that the request was
+/// refused for itself.
+fn transient(e: &StoreError) -> bool {
+    matches!(e.kind, ErrorKind::Unavailable | ErrorKind::Timeout)
 }
 
 #[cfg(test)]
@@ -689,15 +748,6 @@ mod tests {
         assert_eq!(Contribution::decode(&nan.encode()), None);
         let negative = Contribution { scar: -1.0, ..c };
         assert_eq!(Contribution::decode(&negative.encode()), None);
-    }
-
-    #[test]
-    fn keys_parse_even_with_slashes_in_routes() {
-        let p = "ns/route/";
-        assert_eq!(parse_contribution_key(p, "ns/route/GET /a/node/b/node/n1"), Some(("GET /a/node/b", "n1")));
-        assert_eq!(parse_contribution_key(p, "ns/route/x/node/"), None);
-        assert_eq!(parse_contribution_key(p, "ns/node/n1"), None);
-        assert_eq!(parse_contribution_key(p, "other/route/x/node/n1"), None);
     }
 
     #[test]

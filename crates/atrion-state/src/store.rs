@@ -291,7 +291,7 @@ pub fn check_key(backend: &'static str, op: Op, key: &str) -> Result<(), StoreEr
     } else {
         return Ok(());
     };
-    Err(StoreError::new(backend, op, Some(&key[..key.len().min(64)]), ErrorKind::InvalidKey(problem)))
+    Err(StoreError::new(backend, op, Some(key), ErrorKind::InvalidKey(problem)))
 }
 
 /// Checks a value's size against the port's rules, for adapters.

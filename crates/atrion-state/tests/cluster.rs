@@ -162,17 +162,44 @@ async fn a_silent_node_drops_out_after_its_ttl() {
 }
 
 /// A real in-memory store whose every operation can be made to fail, like a store that
-/// went away.
-#[derive(Debug, Clone)]
+/// went away; whose writes can be slowed; and that refuses chosen keys, for themselves
+/// (`poison`) or once as if it were away (`fail_once`).
+#[derive(Debug, Clone, Default)]
 struct Flaky {
     inner: InMemoryStore,
     down: Arc<AtomicBool>,
+    faults: Arc<Faults>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    slow_writes: Option<Duration>,
+    poison: Option<&'static str>,
+    fail_once: std::sync::Mutex<Option<&'static str>>,
 }
 
 impl Flaky {
     fn check(&self, op: Op) -> Result<(), StoreError> {
         if self.down.load(Ordering::Relaxed) {
             return Err(StoreError::new("flaky", op, None, ErrorKind::Unavailable));
+        }
+        Ok(())
+    }
+
+    async fn check_write(&self, key: &str) -> Result<(), StoreError> {
+        self.check(Op::Set)?;
+        if self.faults.poison.is_some_and(|p| key.contains(p)) {
+            return Err(StoreError::new("flaky", Op::Set, Some(key), ErrorKind::Backend));
+        }
+        let failed_once = {
+            let mut once = self.faults.fail_once.lock().unwrap();
+            once.is_some_and(|p| key.contains(p)) && once.take().is_some()
+        };
+        if failed_once {
+            return Err(StoreError::new("flaky", Op::Set, Some(key), ErrorKind::Unavailable));
+        }
+        if let Some(d) = self.faults.slow_writes {
+            tokio::time::sleep(d).await;
         }
         Ok(())
     }
@@ -191,7 +218,7 @@ impl StateStore for Flaky {
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
-        self.check(Op::Set)?;
+        self.check_write(key).await?;
         self.inner.put(key, value, ttl).await
     }
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -228,7 +255,7 @@ impl StateStore for Flaky {
 #[tokio::test(start_paused = true)]
 async fn a_failing_store_degrades_then_resyncs_without_touching_decisions() {
     let down = Arc::new(AtomicBool::new(false));
-    let store: Arc<dyn StateStore> = Arc::new(Flaky { inner: InMemoryStore::new(), down: down.clone() });
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { down: down.clone(), ..Flaky::default() });
     let clock = Arc::new(TokioClock::new());
     let a = Node::start("a", store.clone(), clock.clone()).await;
     let b = Node::start("b", store.clone(), clock.clone()).await;
@@ -270,4 +297,92 @@ async fn garbage_under_our_keys_is_skipped() {
     a.traffic("x", 0.2, false).await;
     assert_eq!(a.resistance("x"), 10.0);
     a.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_too_long_for_a_key_stays_local_and_never_blocks_sync() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    // Accepted by the engine (up to 1,024 bytes), too long once the key adds its parts.
+    let long = format!("GET /{}", "x".repeat(1_000));
+    let max = SyncConfig::for_node("a").keys().max_route_len();
+    assert!(long.len() > max && long.len() <= 1_024);
+    a.traffic(&long, 2.0, true).await;
+    a.traffic("q", 2.0, true).await;
+    tokio::time::sleep(3 * PULSE).await;
+    let stats = a.manager.stats();
+    assert!(stats.kept_local >= 1 && !stats.degraded && stats.buffered == 0, "{stats:?}");
+    assert_eq!(stats.store_errors, 0, "{stats:?}");
+    assert!(a.engine.snapshot(&long).unwrap().scar > 5.0, "decided on local state");
+    assert!(b.resistance("q") > 10.0, "the other routes are shared");
+    assert_eq!(b.resistance(&long), 10.0, "the long one is not");
+    assert!(store.get("atrion/node/a").await.unwrap().is_some(), "the heartbeat goes on");
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_refused_item_never_blocks_a_batch() {
+    let faults = Faults { poison: Some("poison"), ..Faults::default() };
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { faults: Arc::new(faults), ..Flaky::default() });
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("poison", 2.0, true).await;
+    a.traffic("q", 2.0, true).await;
+    tokio::time::sleep(3 * PULSE).await;
+    let stats = a.manager.stats();
+    assert!(stats.rejected >= 1 && !stats.degraded && stats.buffered == 0, "{stats:?}");
+    assert!(b.resistance("q") > 10.0, "the rest of the batch went through");
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_pulses_lose_no_update() {
+    let faults = Faults {
+        slow_writes: Some(Duration::from_millis(50)),
+        fail_once: std::sync::Mutex::new(Some("/route/r2/")),
+        ..Faults::default()
+    };
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { faults: Arc::new(faults), ..Flaky::default() });
+    let clock = Arc::new(TokioClock::new());
+    let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let mut cfg = SyncConfig::for_node("a");
+    // The background pulse stays out of the way: the test pulses by hand.
+    cfg.pulse = Duration::from_secs(600);
+    cfg.full_sync = Duration::from_secs(600);
+    cfg.node_ttl = Duration::from_secs(1_200);
+    let manager = Arc::new(
+        StateManager::start(engine.clone(), store.clone(), cfg, clock.clone() as Arc<dyn Clock>).await.unwrap(),
+    );
+    let scar = |route: &str| {
+        for i in 0..200 {
+            let now = clock.now() + Duration::from_millis(i);
+            engine.report(route, Telemetry::new(1_000.0, 1.0, 0.9).unwrap(), now);
+        }
+    };
+    scar("r1");
+    // A slow pulse is under way with r1 when r2 changes and a second pulse, whose write
+    // fails once, starts beside it.
+    let first = tokio::spawn({
+        let m = manager.clone();
+        async move { m.pulse_now().await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    scar("r2");
+    let second = tokio::spawn({
+        let m = manager.clone();
+        async move { m.pulse_now().await }
+    });
+    first.await.unwrap();
+    second.await.unwrap();
+    manager.pulse_now().await;
+    for route in ["r1", "r2"] {
+        let key = format!("atrion/route/{route}/node/a");
+        assert!(store.get(&key).await.unwrap().is_some(), "{route} was never written: {:?}", manager.stats());
+    }
+    assert_eq!(manager.stats().buffered, 0);
 }
