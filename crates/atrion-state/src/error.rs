@@ -122,7 +122,9 @@ fn excerpt(key: &str) -> String {
     if key.len() <= StoreError::KEY_EXCERPT {
         return key.to_owned();
     }
-    format!("{}…", &key[..key.floor_char_boundary(StoreError::KEY_EXCERPT)])
+    // (`str::floor_char_boundary` is newer than the workspace's MSRV.)
+    let end = (0..=StoreError::KEY_EXCERPT).rev().find(|&i| key.is_char_boundary(i)).unwrap_or(0);
+    format!("{}…", &key[..end])
 }
 
 #[cfg(test)]
