@@ -172,8 +172,16 @@ impl StateServiceBuilder {
                 active: ArcSwap::from_pointee(Active { name, store, mirror: None }),
                 gate: RwLock::new(()),
                 switching: Mutex::new(()),
+                switched: tokio::sync::watch::Sender::new(0),
             }),
         })
+    }
+}
+
+async fn next_change(feed: &mut Option<ChangeFeed>) -> Option<crate::Change> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -192,6 +200,8 @@ struct Inner {
     gate: RwLock<()>,
     /// One switch at a time.
     switching: Mutex<()>,
+    /// Bumped by each completed switch: change feeds move to the new backend.
+    switched: tokio::sync::watch::Sender<u64>,
 }
 
 /// A registry of configured backends with one active, itself a [`StateStore`].
@@ -282,6 +292,7 @@ impl StateService {
         match outcome {
             Ok((copied, verified)) => {
                 self.inner.active.store(Arc::new(Active { name: name.to_owned(), store: target, mirror: None }));
+                self.inner.switched.send_modify(|n| *n += 1);
                 Ok(SwitchReport { from: current.name.clone(), to: name.to_owned(), copied, verified })
             }
             Err(e) => {
@@ -545,8 +556,43 @@ impl StateStore for StateService {
         Ok(stats)
     }
 
+    /// The active backend's changes; after a switch, the new backend's, preceded by a
+    /// [`crate::Change::Resync`] (what changed during the switch was seen on neither feed).
+    /// `None` when no configured backend has a feed.
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        self.inner.active.load().store.subscribe(prefix).await
+        if !self.inner.backends.values().any(|b| b.capabilities().change_feed) {
+            return Ok(None);
+        }
+        let mut switched = self.inner.switched.subscribe();
+        let mut feed = self.inner.active.load().store.subscribe(prefix).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let inner = Arc::downgrade(&self.inner);
+        let owned_prefix = prefix.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => break,
+                    changed = switched.changed() => {
+                        // The service is gone when the sender is.
+                        let Ok(()) = changed else { break };
+                        let Some(store) = inner.upgrade().map(|i| i.active.load().store.clone()) else { break };
+                        feed = store.subscribe(&owned_prefix).await.ok().flatten();
+                        if tx.send(crate::Change::Resync).await.is_err() {
+                            break;
+                        }
+                    }
+                    change = next_change(&mut feed) => match change {
+                        Some(change) => {
+                            if tx.send(change).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => feed = None,
+                    },
+                }
+            }
+        });
+        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
     }
 
     async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {

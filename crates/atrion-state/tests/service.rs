@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use atrion_state::{InMemoryStore, ServiceError, StateService, StateStore, update};
+use atrion_state::{Change, InMemoryStore, ServiceError, StateService, StateStore, update};
 use bytes::Bytes;
 
 fn two_memories() -> (StateService, InMemoryStore, InMemoryStore) {
@@ -168,4 +168,25 @@ async fn cleanup_task_runs_and_stops_on_shutdown() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(matches!(feed.recv().await, Some(atrion_state::Change::Set { .. })));
     assert!(tokio::time::timeout(Duration::from_secs(1), feed.recv()).await.is_err(), "no cleanup after shutdown");
+}
+
+#[tokio::test]
+async fn a_change_feed_follows_a_switch() {
+    let (service, _a, b) = two_memories();
+    let mut feed = service.subscribe("k/").await.unwrap().expect("memory backends have feeds");
+    service.set("k/1", Bytes::from_static(b"on a")).await.unwrap();
+    assert!(matches!(feed.recv().await, Some(Change::Set { key, .. }) if key == "k/1"));
+    service.switch_backend("b").await.unwrap();
+    // Whatever the old backend said during the switch, a resync follows it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let change = tokio::time::timeout_at(deadline, feed.recv()).await.expect("a resync after the switch");
+        if matches!(change, Some(Change::Resync)) {
+            break;
+        }
+    }
+    // Written to the new backend directly, as another node sharing it would.
+    b.set("k/2", Bytes::from_static(b"on b")).await.unwrap();
+    let change = tokio::time::timeout_at(deadline, feed.recv()).await.expect("the new backend's change");
+    assert!(matches!(&change, Some(Change::Set { key, .. }) if key == "k/2"), "{change:?}");
 }
