@@ -98,42 +98,70 @@ impl RedisConfig {
     }
 }
 
-const PUT: &str = r"
-local ver = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ver)
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('PUBLISH', ARGV[3], 'set ' .. ver .. ' ' .. ARGV[4])
-return ver
+/// Repairs shared by the write scripts, each counted in the script's last reply:
+/// - `writable`: something that is not one of our hashes under one of our keys (written by
+///   someone else) is deleted before the write replaces it.
+/// - `bump`: a version counter that is not an integer restarts above every version handed
+///   out, at the server's clock in microseconds (versions come from `INCRBY`, which cannot
+///   outrun one per microsecond).
+const REPAIRS: &str = r"
+local function writable(k)
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'hash' or t == 'none' then return 0 end
+  redis.call('DEL', k)
+  return 1
+end
+local function int(x) return string.format('%d', x) end
+local function bump(counter, n)
+  local r = redis.pcall('INCRBY', counter, n)
+  if type(r) == 'number' then return r, 0 end
+  local now = redis.call('TIME')
+  redis.call('DEL', counter)
+  redis.call('SET', counter, now[1] .. string.format('%06d', tonumber(now[2])))
+  return redis.call('INCRBY', counter, n), 1
+end
 ";
 
+const PUT: &str = r"
+local fixed = writable(KEYS[1])
+local ver, reset = bump(KEYS[2], 1)
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', int(ver))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
+redis.call('PUBLISH', ARGV[3], 'set ' .. int(ver) .. ' ' .. ARGV[4])
+return {ver, fixed + reset}
+";
+
+/// A key holding something else than one of our hashes counts as absent (and is repaired).
 const CAS: &str = r"
+local fixed = writable(KEYS[1])
 local cur = redis.call('HGET', KEYS[1], 'ver')
 if cur == false then cur = '' end
-if cur ~= ARGV[5] then return {0, cur} end
-local ver = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', ver)
+if cur ~= ARGV[5] then return {0, cur, fixed} end
+local ver, reset = bump(KEYS[2], 1)
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', int(ver))
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('PUBLISH', ARGV[3], 'set ' .. ver .. ' ' .. ARGV[4])
-return {1, tostring(ver)}
+redis.call('PUBLISH', ARGV[3], 'set ' .. int(ver) .. ' ' .. ARGV[4])
+return {1, int(ver), fixed + reset}
 ";
 
 /// Many writes in one script: one counter bump, one notification for the whole chunk.
 const PUT_BATCH: &str = r"
 local n = #KEYS - 1
-local last = redis.call('INCRBY', KEYS[1], n)
+local last, fixed = bump(KEYS[1], n)
 local first = last - n
 local msg = {'batch'}
 for i = 1, n do
   local ver = first + i
   local base = 1 + (i - 1) * 3
-  redis.call('HSET', KEYS[i + 1], 'v', ARGV[base + 1], 'ver', ver)
+  fixed = fixed + writable(KEYS[i + 1])
+  redis.call('HSET', KEYS[i + 1], 'v', ARGV[base + 1], 'ver', int(ver))
   local ttl = tonumber(ARGV[base + 2])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], ttl) else redis.call('PERSIST', KEYS[i + 1]) end
   local key = ARGV[base + 3]
-  msg[#msg + 1] = ver .. ' ' .. #key .. ' ' .. key
+  msg[#msg + 1] = int(ver) .. ' ' .. #key .. ' ' .. key
 end
 redis.call('PUBLISH', ARGV[1], table.concat(msg, ' '))
-return {first + 1, last}
+return {first + 1, last, fixed}
 ";
 
 /// Entries per batch script.
@@ -155,6 +183,7 @@ pub struct RedisStore {
     put_batch: Script,
     cas: Script,
     delete: Script,
+    repairs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -211,11 +240,32 @@ impl RedisStore {
             client,
             conn,
             cfg: cfg.clone(),
-            put: Script::new(PUT),
-            put_batch: Script::new(PUT_BATCH),
-            cas: Script::new(CAS),
+            put: Script::new(&format!("{REPAIRS}{PUT}")),
+            put_batch: Script::new(&format!("{REPAIRS}{PUT_BATCH}")),
+            cas: Script::new(&format!("{REPAIRS}{CAS}")),
             delete: Script::new(DELETE),
+            repairs: Default::default(),
         })
+    }
+
+    /// Damaged values repaired by writes since this store connected: something else than
+    /// one of our entries under one of our keys (replaced), or a version counter that was
+    /// not an integer (restarted above every version handed out). Each is also logged.
+    pub fn repairs(&self) -> u64 {
+        self.repairs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn repaired(&self, n: u64, op: Op, key: Option<&str>) {
+        if n > 0 {
+            self.repairs.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                namespace = %self.cfg.namespace,
+                %op,
+                key = key.unwrap_or("(batch)"),
+                repaired = n,
+                "replaced damaged values under the store's keys (a foreign value or a non-integer version counter)"
+            );
+        }
     }
 
     fn counter(&self) -> String {
@@ -309,7 +359,8 @@ impl StateStore for RedisStore {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
         let mut conn = self.conn.clone();
-        self.put
+        let (version, fixed): (u64, u64) = self
+            .put
             .key(self.redis_key(key))
             .key(self.counter())
             .arg(value.as_ref())
@@ -318,7 +369,9 @@ impl StateStore for RedisStore {
             .arg(key)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| err(Op::Set, Some(key), e))
+            .map_err(|e| err(Op::Set, Some(key), e))?;
+        self.repaired(fixed, Op::Set, Some(key));
+        Ok(version)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -358,7 +411,7 @@ impl StateStore for RedisStore {
         check_key(BACKEND, Op::CompareAndSwap, key)?;
         check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
         let mut conn = self.conn.clone();
-        let (swapped, version): (u8, String) = self
+        let (swapped, version, fixed): (u8, String, u64) = self
             .cas
             .key(self.redis_key(key))
             .key(self.counter())
@@ -370,6 +423,7 @@ impl StateStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| err(Op::CompareAndSwap, Some(key), e))?;
+        self.repaired(fixed, Op::CompareAndSwap, Some(key));
         let corrupt = || StoreError::new(BACKEND, Op::CompareAndSwap, Some(key), ErrorKind::Corrupt);
         let parsed = if version.is_empty() { None } else { Some(version.parse::<u64>().map_err(|_| corrupt())?) };
         Ok(match (swapped, parsed) {
@@ -513,8 +567,9 @@ impl StateStore for RedisStore {
             pipe.invoke_script(&inv);
         }
         let mut conn = self.conn.clone();
-        let ranges: Vec<(u64, u64)> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))?;
-        Ok(ranges.into_iter().flat_map(|(first, last)| first..=last).collect())
+        let ranges: Vec<(u64, u64, u64)> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))?;
+        self.repaired(ranges.iter().map(|r| r.2).sum(), Op::BatchSet, None);
+        Ok(ranges.into_iter().flat_map(|(first, last, _)| first..=last).collect())
     }
 
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {

@@ -65,6 +65,46 @@ async fn garbage_under_our_keys_is_an_error_not_a_panic() {
     assert!(s.list_keys("").await.unwrap().contains(&"bad".to_owned()));
 }
 
+#[tokio::test]
+async fn damaged_values_are_repaired_by_writes_never_blocking_them() {
+    use atrion_state::CasOutcome;
+    use bytes::Bytes;
+    let Some(server) = RedisServer::start() else { return };
+    let s = store(&server).await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let v1 = s.set("k1", Bytes::from_static(b"a")).await.unwrap();
+
+    // A string where one of our hashes belongs: the write replaces it.
+    let _: () = redis::cmd("SET").arg("atrion:e:{bad}").arg("x").query_async(&mut raw).await.unwrap();
+    s.set("bad", Bytes::from_static(b"ok")).await.unwrap();
+    assert_eq!(s.get("bad").await.unwrap().unwrap().value, Bytes::from_static(b"ok"));
+    assert_eq!(s.repairs(), 1);
+
+    // A version counter that is not an integer: versions go on increasing.
+    let _: () = redis::cmd("SET").arg("atrion:version").arg("garbage").query_async(&mut raw).await.unwrap();
+    let v2 = s.set("k2", Bytes::from_static(b"b")).await.unwrap();
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_eq!(s.get("k2").await.unwrap().unwrap().version, v2, "versions past 14 digits stay exact");
+    assert_eq!(s.repairs(), 2);
+
+    // Both at once, in a batch: a counter of the wrong type and a list under a key.
+    let _: () = redis::cmd("DEL").arg("atrion:version").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET").arg("atrion:version").arg("f").arg("v").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("RPUSH").arg("atrion:e:{listed}").arg("x").query_async(&mut raw).await.unwrap();
+    let items = ["listed", "k3"].map(|k| (k.to_owned(), Bytes::from_static(b"c"), None)).to_vec();
+    let versions = s.batch_set(items).await.unwrap();
+    assert!(versions.iter().all(|&v| v > v2), "{versions:?} > {v2}");
+    assert_eq!(s.get("listed").await.unwrap().unwrap().value, Bytes::from_static(b"c"));
+    assert_eq!(s.repairs(), 4);
+
+    // Compare-and-swap treats a foreign value as absent.
+    let _: () = redis::cmd("SET").arg("atrion:e:{cas}").arg("x").query_async(&mut raw).await.unwrap();
+    let out = s.compare_and_swap("cas", None, Bytes::from_static(b"d"), None).await.unwrap();
+    assert!(matches!(out, CasOutcome::Swapped { version } if version > v2), "{out:?}");
+    assert_eq!(s.repairs(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_converge_through_a_real_redis() {
     let Some(server) = RedisServer::start() else { return };
