@@ -124,8 +124,17 @@ fn print_config(model: ModelArg) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Warnings and errors of the libraries go to stderr; `RUST_LOG` (e.g. `atrion_state=debug`)
+/// says more.
+fn install_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging();
     let result: Result<ExitCode> = match cli.command {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),

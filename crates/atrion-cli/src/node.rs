@@ -3,7 +3,10 @@
 //! It sends `--rate` requests per second on `--route`, failing while inside `--fail`, shares
 //! state through the store at `--store`, and prints its view every `--every` as JSON lines:
 //! `{"t": seconds, "wall_ms", "node": id, "mode", "resistance" (null while open), "local_scar",
-//! "cluster_scar" (null when no other node reports on the route)}`.
+//! "cluster_scar" (null when no other node reports on the route), "sync": {"degraded",
+//! "store_errors", "decode_errors", "rejected", "kept_local", "repairs" (Redis: damaged
+//! values its writes replaced)}}`. Warnings (an unreachable store, values that do not
+//! decode, repairs) go to stderr; `RUST_LOG` says more.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -48,26 +51,64 @@ pub struct NodeArgs {
     pub every_ms: u64,
 }
 
+/// The fewest and most requests per second a node sends, and the longest run.
+const MIN_RATE: f64 = 1e-3;
+const MAX_RATE: f64 = 1e6;
+const MAX_DURATION_S: f64 = 365.0 * 24.0 * 3600.0;
+
 fn window(spec: &str) -> Result<(f64, f64)> {
-    let (a, b) = spec.split_once("..").context("--fail takes FROM..UNTIL, in seconds")?;
-    let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
+    let (a, b) = spec.split_once("..").with_context(|| format!("--fail {spec:?}: expected FROM..UNTIL, in seconds"))?;
+    let number = |what: &str, x: &str| -> Result<f64> {
+        x.trim().parse::<f64>().with_context(|| format!("--fail {spec:?}: {what} {x:?} is not a number of seconds"))
+    };
+    let (a, b) = (number("FROM", a)?, number("UNTIL", b)?);
     if !(a.is_finite() && b.is_finite() && 0.0 <= a && a <= b) {
-        bail!("--fail {spec}: expected 0 <= FROM <= UNTIL");
+        bail!("--fail {spec:?}: expected 0 <= FROM <= UNTIL");
     }
     Ok((a, b))
 }
 
+/// Every flag, checked before anything starts.
+fn check(args: &NodeArgs, sync: &SyncConfig) -> Result<()> {
+    if !(args.rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&args.rate)) {
+        bail!("--rate {}: expected requests per second in [{MIN_RATE}, {MAX_RATE}]", args.rate);
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= MAX_DURATION_S) {
+        bail!("--duration {}: expected seconds in (0, {MAX_DURATION_S}]", args.duration);
+    }
+    let max = sync.keys().max_route_len();
+    if args.route.is_empty() || args.route.len() > max {
+        bail!(
+            "--route is {} bytes: a route shared through the cluster is 1 to {max} bytes (with this namespace and node id)",
+            args.route.len()
+        );
+    }
+    for (flag, ms) in [("--pulse-ms", args.pulse_ms), ("--every-ms", args.every_ms)] {
+        if ms == 0 || ms > 3_600_000 {
+            bail!("{flag} {ms}: expected 1 to 3600000 milliseconds");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &NodeArgs) -> Result<ExitCode> {
     let fail = args.fail.as_deref().map(window).transpose()?;
-    if !(args.rate > 0.0 && args.rate.is_finite() && args.duration > 0.0 && args.duration.is_finite()) {
-        bail!("--rate and --duration must be positive numbers");
-    }
+    let mut sync = SyncConfig::for_node(&args.node_id);
+    sync.namespace = args.namespace.clone();
+    sync.pulse = Duration::from_millis(args.pulse_ms.max(1));
+    sync.node_ttl = sync.node_ttl.max(4 * sync.pulse);
+    sync.full_sync = sync.full_sync.max(sync.pulse);
+    sync.validate().map_err(|e| anyhow::anyhow!("--node-id / --namespace: {e}"))?;
+    check(args, &sync)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
+        let mut redis = None;
         let store: Arc<dyn StateStore> = if args.store.starts_with("redis") {
             let mut c = RedisConfig::new(&args.store);
             c.namespace = args.namespace.clone();
-            Arc::new(RedisStore::connect(&c).await?)
+            let s = RedisStore::connect(&c).await?;
+            redis = Some(s.clone());
+            Arc::new(s)
         } else if args.store.starts_with("postgres") {
             let mut c = PostgresConfig::new(&args.store);
             c.namespace = args.namespace.clone();
@@ -75,11 +116,6 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
         } else {
             bail!("--store must be a redis://, rediss:// or postgres:// URL");
         };
-        let mut sync = SyncConfig::for_node(&args.node_id);
-        sync.namespace = args.namespace.clone();
-        sync.pulse = Duration::from_millis(args.pulse_ms.max(1));
-        sync.node_ttl = sync.node_ttl.max(4 * sync.pulse);
-        sync.full_sync = sync.full_sync.max(sync.pulse);
         let atrion = Atrion::builder().store_arc(store).sync(sync).build()?;
         atrion.connect().await.context("joining the cluster")?;
         let clock = atrion.clock();
@@ -103,6 +139,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                 next_print = t + every;
                 let engine = atrion.engine();
                 let status = engine.status(&args.route).ok();
+                let sync = atrion.sync_stats().await.unwrap_or_default();
                 let line = serde_json::json!({
                     "t": t.as_secs_f64(),
                     "wall_ms": atrion::state::Clock::wall_ms(&clock),
@@ -111,6 +148,14 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                     "resistance": engine.resistance(&args.route, now),
                     "local_scar": engine.snapshot(&args.route).map(|v| v.scar).unwrap_or(0.0),
                     "cluster_scar": engine.cluster_scar(&args.route, now),
+                    "sync": {
+                        "degraded": sync.degraded,
+                        "store_errors": sync.store_errors,
+                        "decode_errors": sync.decode_errors,
+                        "rejected": sync.rejected,
+                        "kept_local": sync.kept_local,
+                        "repairs": redis.as_ref().map_or(0, RedisStore::repairs),
+                    },
                 });
                 writeln!(out, "{line}")?;
                 out.flush()?;

@@ -90,3 +90,27 @@ fn three_processes_converge_through_postgres() {
     let Some(server) = PgServer::start() else { return };
     three_processes(&server.url());
 }
+
+#[test]
+fn node_flags_are_validated_before_anything_starts() {
+    let long = "r".repeat(1_020);
+    for (flags, says) in [
+        (vec!["--rate", "1e-20"], "--rate 0.00000000000000000001: expected requests per second"),
+        (vec!["--rate", "NaN"], "--rate NaN"),
+        (vec!["--duration", "1e300"], "--duration"),
+        (vec!["--route", ""], "--route is 0 bytes"),
+        (vec!["--route", long.as_str()], "--route is 1020 bytes"),
+        (vec!["--fail", "a..b"], "FROM \"a\" is not a number"),
+        (vec!["--fail", "5"], "expected FROM..UNTIL"),
+        (vec!["--pulse-ms", "0"], "--pulse-ms 0"),
+        (vec!["--namespace", "a/b"], "namespace"),
+    ] {
+        // Nothing listens on port 1: a run that got past validation would fail to connect.
+        let mut args = vec!["node", "--store", "redis://127.0.0.1:1", "--node-id", "a"];
+        args.extend(&flags);
+        let out = Command::new(env!("CARGO_BIN_EXE_atrion")).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+}
