@@ -43,7 +43,10 @@ fn first(view: &[Value], f: impl Fn(&Value) -> bool) -> Option<f64> {
 
 /// The value of `k` at the first sample at or after `t`.
 fn at(view: &[Value], t: f64, k: &str) -> f64 {
-    view.iter().find(|v| field(v, "t") >= t).map(|v| field(v, k)).unwrap()
+    view.iter()
+        .find(|v| field(v, "t") >= t)
+        .map(|v| field(v, k))
+        .unwrap_or_else(|| panic!("no sample at {t}: {} lines, the last {:?}", view.len(), view.last()))
 }
 
 fn three_processes(store: &str) {
@@ -51,7 +54,9 @@ fn three_processes(store: &str) {
     let a = spawn(store, "a", Some("1.0..2.5"));
     let b = spawn(store, "b", None);
     let c = spawn(store, "c", None);
-    let (a, b, c) = (lines(a), lines(b), lines(c));
+    // Read the three at once: a node blocked on a full pipe would stop sampling.
+    let [a, b, c] = [a, b, c].map(|child| std::thread::spawn(move || lines(child)));
+    let (a, b, c) = (a.join().unwrap(), b.join().unwrap(), c.join().unwrap());
 
     // Processes start at different moments: compare them on wall-clock time.
     let wall = |view: &[Value], f: &dyn Fn(&Value) -> bool| view.iter().find(|v| f(v)).map(|v| field(v, "wall_ms"));
