@@ -118,7 +118,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
         };
         let atrion = Atrion::builder().store_arc(store).sync(sync).build()?;
         atrion.connect().await.context("joining the cluster")?;
-        let clock = atrion.clock();
+        let clock = atrion.clock().clone();
         let start = clock.now();
         let gap = Duration::from_secs_f64(1.0 / args.rate);
         let every = Duration::from_millis(args.every_ms.max(1));
@@ -142,7 +142,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                 let sync = atrion.sync_stats().await.unwrap_or_default();
                 let line = serde_json::json!({
                     "t": t.as_secs_f64(),
-                    "wall_ms": atrion::state::Clock::wall_ms(&clock),
+                    "wall_ms": clock.wall_ms(),
                     "node": args.node_id,
                     "mode": status.map(|s| s.mode),
                     "resistance": engine.resistance(&args.route, now),

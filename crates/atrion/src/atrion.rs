@@ -1,11 +1,11 @@
 //! `Atrion`: the engine, a clock and (optionally) a cluster, behind one handle.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use atrion_core::{
     ConfigError, Decision, Engine, EngineError, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority,
-    RouteStatus, SilentObserver, Telemetry, TelemetryError,
+    RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
 };
 use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, StoreError, SyncConfig, SyncStats};
 
@@ -42,6 +42,7 @@ pub struct AtrionBuilder<O = SilentObserver> {
     sync: SyncConfig,
     observer: O,
     routes: Vec<(String, PhysicsConfig)>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Default for AtrionBuilder<SilentObserver> {
@@ -53,6 +54,7 @@ impl Default for AtrionBuilder<SilentObserver> {
             sync: SyncConfig::default(),
             observer: SilentObserver,
             routes: Vec::new(),
+            clock: None,
         }
     }
 }
@@ -128,7 +130,16 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
             sync: self.sync,
             observer,
             routes: self.routes,
+            clock: self.clock,
         }
+    }
+
+    /// The clock of decisions, of the guard's and the layers' latencies, and of the cluster
+    /// sync (one clock for all of them). Default: [`SystemClock`]. Tests pass a
+    /// [`atrion_state::TokioClock`] to run on tokio's paused time.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
     }
 
     /// The physics of the routes `pattern` matches: an exact route id, or a prefix ending in
@@ -151,7 +162,7 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
         }
         Ok(Atrion {
             engine,
-            clock: SystemClock::new(),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
             store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
             sync: self.sync,
             manager: tokio::sync::Mutex::new(None),
@@ -179,7 +190,7 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
 /// ```
 pub struct Atrion<O: PhysicsObserver + 'static = SilentObserver> {
     engine: Arc<Engine<O>>,
-    clock: SystemClock,
+    clock: Arc<dyn Clock>,
     store: Arc<dyn StateStore>,
     sync: SyncConfig,
     manager: tokio::sync::Mutex<Option<StateManager<O>>>,
@@ -227,7 +238,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         if !decision.is_admitted() {
             return Err(decision);
         }
-        Ok(Guard { atrion: self, route: route.to_owned(), started: Instant::now(), failed: false, saturation: None })
+        Ok(Guard { atrion: self, route: route.to_owned(), started: self.now(), failed: false, saturation: None })
     }
 
     /// The default priority of requests that do not say.
@@ -241,7 +252,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         tokio::runtime::Handle::try_current().map_err(|_| AtrionError::NoRuntime)?;
         let mut manager = self.manager.lock().await;
         if manager.is_none() {
-            let clock: Arc<dyn Clock> = Arc::new(self.clock);
+            let clock = self.clock.clone();
             *manager =
                 Some(StateManager::start(self.engine.clone(), self.store.clone(), self.sync.clone(), clock).await?);
         }
@@ -277,8 +288,27 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     }
 
     /// The clock decisions are made with.
-    pub fn clock(&self) -> SystemClock {
-        self.clock
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Now, on [`Atrion::clock`].
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Reports a request that started at `started` (on [`Atrion::now`]) and ends now.
+    pub fn report_since(
+        &self,
+        route: &str,
+        started: Timestamp,
+        ok: bool,
+        saturation: Option<f64>,
+    ) -> Result<RouteStatus, TelemetryError> {
+        let now = self.clock.now();
+        let t =
+            Telemetry::from_duration(now.saturating_since(started), ok, saturation.unwrap_or(self.neutral_saturation))?;
+        Ok(self.engine.report(route, t, now))
     }
 }
 
@@ -286,7 +316,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
 pub struct Guard<'a, O: PhysicsObserver + 'static> {
     atrion: &'a Atrion<O>,
     route: String,
-    started: Instant,
+    started: Timestamp,
     failed: bool,
     saturation: Option<f64>,
 }
@@ -307,9 +337,9 @@ impl<O: PhysicsObserver + 'static> Drop for Guard<'_, O> {
     fn drop(&mut self) {
         let failed = self.failed || std::thread::panicking();
         // An out-of-range saturation falls back to neutral rather than losing the sample.
-        let latency = self.started.elapsed();
-        if self.atrion.report(&self.route, latency, !failed, self.saturation).is_err() {
-            let _ = self.atrion.report(&self.route, latency, !failed, None);
+        let (atrion, started) = (self.atrion, self.started);
+        if atrion.report_since(&self.route, started, !failed, self.saturation).is_err() {
+            let _ = atrion.report_since(&self.route, started, !failed, None);
         }
     }
 }

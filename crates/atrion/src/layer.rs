@@ -9,9 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use atrion_core::{Decision, PhysicsObserver, Priority, SilentObserver};
+use atrion_core::{Decision, PhysicsObserver, Priority, SilentObserver, Timestamp};
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
@@ -150,7 +149,7 @@ where
         ResponseFuture {
             state: State::Called {
                 future: self.inner.call(req),
-                report: Some(Report { layer: self.layer.clone(), route, started: Instant::now() }),
+                report: Some(Report { started: self.layer.atrion.now(), layer: self.layer.clone(), route }),
             },
         }
     }
@@ -159,13 +158,13 @@ where
 struct Report<O: PhysicsObserver + 'static> {
     layer: AtrionLayer<O>,
     route: String,
-    started: Instant,
+    started: Timestamp,
 }
 
 impl<O: PhysicsObserver + 'static> Report<O> {
     fn send(self, failed: bool) {
         // Saturation is not known here: the neutral baseline.
-        let _ = self.layer.atrion.report(&self.route, self.started.elapsed(), !failed, None);
+        let _ = self.layer.atrion.report_since(&self.route, self.started, !failed, None);
     }
 }
 
@@ -302,7 +301,7 @@ where
         if !decision.is_admitted() {
             return ShedFuture { state: ShedState::Shed { decision: Some(decision) } };
         }
-        let report = (self.layer.atrion.clone(), route, Instant::now());
+        let report = (self.layer.atrion.clone(), route, self.layer.atrion.now());
         ShedFuture { state: ShedState::Called { future: self.inner.call(req), report: Some(report) } }
     }
 }
@@ -319,7 +318,7 @@ pin_project_lite::pin_project! {
     #[project = ShedStateProj]
     enum ShedState<F, O> where O: PhysicsObserver, O: 'static {
         Shed { decision: Option<Decision> },
-        Called { #[pin] future: F, report: Option<(Arc<Atrion<O>>, String, Instant)> },
+        Called { #[pin] future: F, report: Option<(Arc<Atrion<O>>, String, Timestamp)> },
     }
 }
 
@@ -339,7 +338,7 @@ where
             ShedStateProj::Called { future, report } => {
                 let out = std::task::ready!(future.poll(cx));
                 if let Some((atrion, route, started)) = report.take() {
-                    let _ = atrion.report(&route, started.elapsed(), out.is_ok(), None);
+                    let _ = atrion.report_since(&route, started, out.is_ok(), None);
                 }
                 Poll::Ready(out.map_err(ShedError::Inner))
             }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use atrion::state::TokioClock;
+use tokio::time::Instant;
 
 use atrion::{Atrion, AtrionLayer, PhysicsConfig, Priority};
 use axum::Router;
@@ -42,9 +45,11 @@ async fn serve(atrion: Arc<Atrion>, failing: Arc<AtomicBool>) -> String {
     format!("http://{addr}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Real TCP, tokio's paused time: the engine's clock is tokio's, so the physics sees the
+/// test's sleeps, not the machine's speed.
+#[tokio::test(start_paused = true)]
 async fn failures_become_503s_and_then_recover() {
-    let atrion = Arc::new(Atrion::builder().config(quick()).build().unwrap());
+    let atrion = Arc::new(Atrion::builder().config(quick()).clock(TokioClock::new()).build().unwrap());
     let failing = Arc::new(AtomicBool::new(false));
     let base = serve(atrion.clone(), failing.clone()).await;
     let client = reqwest::Client::new();
@@ -60,7 +65,7 @@ async fn failures_become_503s_and_then_recover() {
     failing.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
     let retry_after = loop {
-        assert!(Instant::now() < deadline, "no 503 within 10 s");
+        assert!(Instant::now() < deadline, "no 503 within 10 s of tokio's time");
         let r = get(1).await.unwrap();
         if r.status() == 503 {
             break r.headers().get("retry-after").expect("Retry-After").to_str().unwrap().parse::<u64>().unwrap();
@@ -74,7 +79,7 @@ async fn failures_become_503s_and_then_recover() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut ok_in_a_row = 0;
     while ok_in_a_row < 20 {
-        assert!(Instant::now() < deadline, "did not recover within 20 s");
+        assert!(Instant::now() < deadline, "did not recover within 20 s of tokio's time");
         let status = get(1).await.unwrap().status();
         ok_in_a_row = if status == 200 { ok_in_a_row + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -101,12 +106,12 @@ async fn routes_and_priorities_can_be_chosen() {
     assert!(atrion.engine().status("tenant:acme").is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn other_services_get_a_typed_error_when_shed() {
     use atrion::{ShedError, ShedLayer};
     use tower::{Service, ServiceBuilder, ServiceExt};
 
-    let atrion = Arc::new(Atrion::builder().config(quick()).build().unwrap());
+    let atrion = Arc::new(Atrion::builder().config(quick()).clock(TokioClock::new()).build().unwrap());
     let failing = Arc::new(AtomicBool::new(true));
     let f = failing.clone();
     let mut svc = ServiceBuilder::new()
