@@ -454,6 +454,12 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(RouteHandle { engine: self, cell: self.cell_or_create(route, now) })
     }
 
+    /// A handle on `route` that never fails: an id that is not valid, or a new route when
+    /// the table is full, gets the overflow route's handle, as [`Engine::decide`] would.
+    pub fn handle(&self, route: &str, now: Timestamp) -> RouteHandle<'_, O> {
+        RouteHandle { engine: self, cell: self.cell_or_create(route, now) }
+    }
+
     /// The status of a tracked route.
     pub fn status(&self, route: &str) -> Result<RouteStatus, EngineError> {
         self.routes

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use atrion_core::{
     ConfigError, Decision, Engine, EngineError, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority,
-    RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
+    RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
 };
 use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, StoreError, SyncConfig, SyncStats};
 
@@ -233,12 +233,16 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// Admits a request and returns a guard that reports its latency and outcome when
     /// dropped (a failure if dropped while panicking or after [`Guard::fail`]); or the
     /// shedding decision.
+    ///
+    /// Allocates nothing: the guard holds the route's handle, not a copy of its name.
     pub fn enter(&self, route: &str, priority: Priority) -> Result<Guard<'_, O>, Decision> {
-        let decision = self.decide(route, priority);
+        let now = self.clock.now();
+        let handle = self.engine.handle(route, now);
+        let decision = handle.decide(now, priority);
         if !decision.is_admitted() {
             return Err(decision);
         }
-        Ok(Guard { atrion: self, route: route.to_owned(), started: self.now(), failed: false, saturation: None })
+        Ok(Guard { atrion: self, handle, started: now, failed: false, saturation: None })
     }
 
     /// The default priority of requests that do not say.
@@ -315,7 +319,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
 /// An admitted request in flight; reports on drop.
 pub struct Guard<'a, O: PhysicsObserver + 'static> {
     atrion: &'a Atrion<O>,
-    route: String,
+    handle: RouteHandle<'a, O>,
     started: Timestamp,
     failed: bool,
     saturation: Option<f64>,
@@ -337,9 +341,13 @@ impl<O: PhysicsObserver + 'static> Drop for Guard<'_, O> {
     fn drop(&mut self) {
         let failed = self.failed || std::thread::panicking();
         // An out-of-range saturation falls back to neutral rather than losing the sample.
-        let (atrion, started) = (self.atrion, self.started);
-        if atrion.report_since(&self.route, started, !failed, self.saturation).is_err() {
-            let _ = atrion.report_since(&self.route, started, !failed, None);
+        let now = self.atrion.clock.now();
+        let latency = now.saturating_since(self.started);
+        let neutral = self.atrion.neutral_saturation;
+        let t = Telemetry::from_duration(latency, !failed, self.saturation.unwrap_or(neutral))
+            .or_else(|_| Telemetry::from_duration(latency, !failed, neutral));
+        if let Ok(t) = t {
+            self.handle.report(t, now);
         }
     }
 }
