@@ -55,7 +55,7 @@ enum Command {
 /// Arguments of `atrion replay`.
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The trace file.
+    /// The trace file, or `-` for standard input.
     pub trace: PathBuf,
     /// The physics model.
     #[arg(long, value_enum, default_value_t = ModelArg::Default, conflicts_with = "config")]
@@ -71,6 +71,14 @@ pub struct ReplayArgs {
     /// would have seen in production), or every row.
     #[arg(long, value_enum, default_value_t = FeedArg::Admitted)]
     pub feed: FeedArg,
+    /// The unit of the `timestamp_ms` column; a value that is not plausible in it (past the
+    /// year 2286) is a malformed row.
+    #[arg(long, value_enum, default_value_t = TimeUnitArg::Ms)]
+    pub time_unit: TimeUnitArg,
+    /// Routes tracked (and reported) one by one; rows of further routes share the engine's
+    /// overflow route and are reported together.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_routes: usize,
     /// Print one JSON document instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +105,32 @@ pub enum FormatArg {
     Jsonl,
     /// Comma-separated values with a header row.
     Csv,
+}
+
+/// `--time-unit`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TimeUnitArg {
+    /// Seconds.
+    S,
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds.
+    Ns,
+}
+
+impl TimeUnitArg {
+    /// The trace reader's unit.
+    pub fn unit(self) -> atrion_sim::trace::TimeUnit {
+        use atrion_sim::trace::TimeUnit;
+        match self {
+            TimeUnitArg::S => TimeUnit::S,
+            TimeUnitArg::Ms => TimeUnit::Ms,
+            TimeUnitArg::Us => TimeUnit::Us,
+            TimeUnitArg::Ns => TimeUnit::Ns,
+        }
+    }
 }
 
 /// `--feed`

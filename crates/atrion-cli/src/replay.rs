@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read};
+use std::io::{BufReader, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,12 +10,19 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use atrion::{
     CollectorObserver, Engine, EngineLimits, Event, FilteredObserver, Mode, Model, OwnedEvent, PhysicsConfig, Priority,
+    Timestamp,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{FeedArg, FormatArg, ReplayArgs};
-use atrion_sim::trace::{self, Row, RowError};
+use atrion_sim::trace::{Format, Row, RowError, TraceReader};
+
+/// The most routes `--max-routes` may ask for.
+const MAX_ROUTES: usize = 10_000_000;
+
+/// Route names of the overflow kept as examples.
+const OVERFLOW_EXAMPLES: usize = 5;
 
 /// Rows with errors printed before the rest are only counted.
 const ERRORS_SHOWN: usize = 20;
@@ -41,13 +48,27 @@ struct TransitionReport {
     resistance: f64,
 }
 
+/// Rows whose route the engine pooled into its shared overflow route: an id that is not
+/// valid (empty, over 1,024 bytes), or a route past `--max-routes`. Decided together, on
+/// one shared state, and reported here instead of under their own names.
+#[derive(Debug, Default, Serialize)]
+struct OverflowReport {
+    rows: u64,
+    admitted: u64,
+    shed: u64,
+    /// A few of the names, cut to 80 bytes.
+    examples: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     trace: String,
     model: Model,
     rows: u64,
     malformed: u64,
+    max_routes: usize,
     routes: Vec<RouteReport>,
+    overflow: Option<OverflowReport>,
     errors: Vec<RowError>,
 }
 
@@ -58,6 +79,9 @@ fn transitions_only(e: &Event<'_>) -> bool {
 }
 
 pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
+    if args.max_routes == 0 || args.max_routes > MAX_ROUTES {
+        bail!("--max-routes {}: expected 1 to {MAX_ROUTES}", args.max_routes);
+    }
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -69,41 +93,51 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
     // The reference's default voltage is 100 (critical); ours is normal.
     let default_priority = if model == Model::Reference { Priority::Critical } else { Priority::Normal };
     let observer: Collector = FilteredObserver::new(CollectorObserver::new(), transitions_only);
-    let engine = Engine::with_observer(config, EngineLimits::default(), observer).context("invalid physics config")?;
+    let mut limits = EngineLimits::default();
+    limits.max_routes = args.max_routes;
+    let engine = Engine::with_observer(config, limits, observer)?;
 
-    let file = File::open(&args.trace).with_context(|| format!("opening {}", args.trace.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (input, size) = open(&args.trace)?;
     let progress = progress_bar(size, args.no_progress || args.json);
-    let reader = BufReader::new(progress.wrap_read(file));
-    let mut routes: BTreeMap<String, RouteReport> = BTreeMap::new();
+    let reader = BufReader::new(progress.wrap_read(input));
+    let name = if args.trace == Path::new("-") { "stdin".to_owned() } else { args.trace.display().to_string() };
+    let mut trace = TraceReader::new(reader, format(&args.trace, args.format), args.time_unit.unit())
+        .with_context(|| format!("{name} is not a trace"))?;
+    let mut replay = Replay {
+        engine: &engine,
+        routes: BTreeMap::new(),
+        overflow: OverflowReport::default(),
+        max_routes: args.max_routes,
+        default_priority,
+        feed: args.feed,
+    };
     let mut errors = Vec::new();
-    let mut malformed = 0u64;
-    let mut rows = 0u64;
-    let mut on_row = |row: Result<Row, RowError>| match row {
-        Ok(row) => {
-            rows += 1;
-            replay_row(&engine, &mut routes, row, default_priority, args.feed);
-        }
-        Err(e) => {
-            malformed += 1;
-            if errors.len() < ERRORS_SHOWN {
-                errors.push(e);
+    let (mut rows, mut malformed) = (0u64, 0u64);
+    for row in trace.by_ref() {
+        match row {
+            Ok(row) => {
+                rows += 1;
+                replay.row(row);
+            }
+            Err(e) => {
+                malformed += 1;
+                if errors.len() < ERRORS_SHOWN {
+                    errors.push(e);
+                }
             }
         }
-    };
-    match format(&args.trace, args.format)? {
-        FormatArg::Csv => match trace::csv(reader) {
-            Ok(iter) => iter.for_each(&mut on_row),
-            Err(e) => on_row(Err(e)),
-        },
-        _ => trace::jsonl(reader).for_each(&mut on_row),
     }
     progress.finish_and_clear();
+    trace.finish().with_context(|| format!("reading {name} stopped after {rows} row(s)"))?;
+    if rows == 0 && malformed == 0 {
+        bail!("{name} has no rows");
+    }
 
+    let Replay { mut routes, overflow, .. } = replay;
     for event in engine.observer().inner().drain() {
         if let OwnedEvent::Transition { route, at, from, to, resistance } = event {
             if let Some(r) = routes.get_mut(&route) {
-                r.transitions.push(TransitionReport { at_ms: at.as_millis_f64(), from, to, resistance });
+                r.transitions.push(TransitionReport { at_ms: millis(at), from, to, resistance });
             }
         }
     }
@@ -114,17 +148,26 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
         }
     }
     let report = Report {
-        trace: args.trace.display().to_string(),
+        trace: name,
         model,
         rows,
         malformed,
+        max_routes: args.max_routes,
         routes: routes.into_values().collect(),
+        overflow: (overflow.rows > 0).then_some(overflow),
         errors,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
+    }
+    if let Some(o) = &report.overflow {
+        eprintln!(
+            "warning: {} row(s) went to the shared overflow route (route ids that are empty or over 1,024 bytes, \
+             or past --max-routes {}): decided together, reported as one",
+            o.rows, report.max_routes
+        );
     }
     if malformed > 0 {
         for e in &report.errors {
@@ -139,50 +182,89 @@ pub fn run(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay_row(
-    engine: &Engine<Collector>,
-    routes: &mut BTreeMap<String, RouteReport>,
-    row: Row,
+/// The input and its size (0 when unknown): a file, or standard input for `-`.
+fn open(path: &Path) -> Result<(Box<dyn std::io::Read>, u64)> {
+    if path == Path::new("-") {
+        return Ok((Box::new(std::io::stdin().lock()), 0));
+    }
+    let meta = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{} is a directory, not a trace", path.display());
+    }
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok((Box::new(file), if meta.is_file() { meta.len() } else { 0 }))
+}
+
+/// Milliseconds of a timestamp, exact for whole milliseconds at any epoch (an `f64` of the
+/// nanoseconds would not be past 2^53 ns).
+fn millis(t: Timestamp) -> f64 {
+    let ns = t.as_nanos();
+    (ns / 1_000_000) as f64 + (ns % 1_000_000) as f64 / 1e6
+}
+
+struct Replay<'e> {
+    engine: &'e Engine<Collector>,
+    routes: BTreeMap<String, RouteReport>,
+    overflow: OverflowReport,
+    max_routes: usize,
     default_priority: Priority,
     feed: FeedArg,
-) {
-    let decision = engine.decide(&row.route, row.at, row.priority.unwrap_or(default_priority));
-    let report = match routes.get_mut(&row.route) {
-        Some(r) => r,
-        None => routes
-            .entry(row.route.clone())
-            .or_insert_with(|| RouteReport { route: row.route.clone(), ..RouteReport::default() }),
-    };
-    *report.by_reason.entry(decision.reason.as_str()).or_default() += 1;
-    if decision.is_admitted() {
-        report.admitted += 1;
-    } else {
-        report.shed += 1;
-    }
-    if decision.is_admitted() || feed == FeedArg::All {
-        let status = engine.report(&row.route, row.telemetry, row.at);
-        if status.resistance > report.peak_resistance {
-            report.peak_resistance = status.resistance;
-            report.peak_at_ms = row.at.as_millis_f64();
+}
+
+impl Replay<'_> {
+    fn row(&mut self, row: Row) {
+        let engine = self.engine;
+        let decision = engine.decide(&row.route, row.at, row.priority.unwrap_or(self.default_priority));
+        let feed = decision.is_admitted() || self.feed == FeedArg::All;
+        if !self.routes.contains_key(&row.route) {
+            // A route the engine did not take in was decided on the overflow route.
+            if self.routes.len() >= self.max_routes || engine.status(&row.route).is_err() {
+                let o = &mut self.overflow;
+                o.rows += 1;
+                if decision.is_admitted() {
+                    o.admitted += 1;
+                } else {
+                    o.shed += 1;
+                }
+                if o.examples.len() < OVERFLOW_EXAMPLES {
+                    let cut = (0..=80.min(row.route.len())).rev().find(|&i| row.route.is_char_boundary(i)).unwrap_or(0);
+                    o.examples.push(row.route[..cut].to_owned());
+                }
+                if feed {
+                    // By its own name: the engine pools it as it did for the decision.
+                    engine.report(&row.route, row.telemetry, row.at);
+                }
+                return;
+            }
+            self.routes.insert(row.route.clone(), RouteReport { route: row.route.clone(), ..RouteReport::default() });
+        }
+        let Some(report) = self.routes.get_mut(&row.route) else { return };
+        *report.by_reason.entry(decision.reason.as_str()).or_default() += 1;
+        if decision.is_admitted() {
+            report.admitted += 1;
+        } else {
+            report.shed += 1;
+        }
+        if feed {
+            let status = engine.report(&row.route, row.telemetry, row.at);
+            if status.resistance > report.peak_resistance {
+                report.peak_resistance = status.resistance;
+                report.peak_at_ms = millis(row.at);
+            }
         }
     }
 }
 
-fn format(path: &Path, format: FormatArg) -> Result<FormatArg> {
-    if format != FormatArg::Auto {
-        return Ok(format);
-    }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("csv") => return Ok(FormatArg::Csv),
-        Some("jsonl" | "ndjson" | "json") => return Ok(FormatArg::Jsonl),
-        _ => {}
-    }
-    let mut head = [0u8; 256];
-    let n = File::open(path)?.read(&mut head)?;
-    match head[..n].iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(FormatArg::Jsonl),
-        Some(_) => Ok(FormatArg::Csv),
-        None => bail!("{} is empty", path.display()),
+/// The format `--format` gives, or the extension's; `None`: detected from the content.
+fn format(path: &Path, format: FormatArg) -> Option<Format> {
+    match format {
+        FormatArg::Csv => Some(Format::Csv),
+        FormatArg::Jsonl => Some(Format::Jsonl),
+        FormatArg::Auto => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => Some(Format::Csv),
+            Some("jsonl" | "ndjson" | "json") => Some(Format::Jsonl),
+            _ => None,
+        },
     }
 }
 
@@ -209,6 +291,15 @@ fn print_report(r: &Report) {
         r.rows,
         r.routes.len()
     );
+    if let Some(o) = &r.overflow {
+        println!();
+        println!(
+            "overflow (one shared route; ids that are empty or over 1,024 bytes, or past --max-routes {})",
+            r.max_routes
+        );
+        println!("  decisions    {} admitted, {} shed of {} rows", o.admitted, o.shed, o.rows);
+        println!("  e.g.         {}", o.examples.join(" | "));
+    }
     for route in &r.routes {
         println!();
         println!("route {}", route.route);

@@ -804,23 +804,15 @@ fn trace_arrivals(scenario: &Scenario, file: &std::path::Path, speed: f64) -> Re
     let f = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
     let reader = std::io::BufReader::new(f);
     let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let format = csv.then_some(crate::trace::Format::Csv);
+    let mut rows =
+        crate::trace::TraceReader::new(reader, format, crate::trace::TimeUnit::Ms).map_err(|e| fail(e.to_string()))?;
     let mut times = Vec::new();
-    let mut on_row = |row: Result<crate::trace::Row, crate::trace::RowError>| match row {
-        Ok(r) => {
-            times.push((r.at.as_nanos() as f64 / speed) as u64);
-            Ok(())
-        }
-        Err(e) => Err(fail(format!("line {}: {}", e.line, e.reason))),
-    };
-    if csv {
-        for row in crate::trace::csv(reader).map_err(|e| fail(e.reason))? {
-            on_row(row)?;
-        }
-    } else {
-        for row in crate::trace::jsonl(reader) {
-            on_row(row)?;
-        }
+    for row in rows.by_ref() {
+        let r = row.map_err(|e| fail(format!("line {}: {}", e.line, e.reason)))?;
+        times.push((r.at.as_nanos() as f64 / speed) as u64);
     }
+    rows.finish().map_err(|e| fail(e.to_string()))?;
     times.sort_unstable();
     let first = times.first().copied().unwrap_or(0);
     for t in &mut times {
