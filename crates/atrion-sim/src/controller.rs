@@ -164,10 +164,10 @@ pub fn build(
             parse::<NoSettings>(name, settings)?;
             Box::new(Unprotected)
         }
-        "breaker" => Box::new(Breaker::new(parse(name, settings)?, n)),
+        "breaker" => Box::new(Breaker::new(check(name, parse::<BreakerSettings>(name, settings)?)?, n)),
         "aimd" => Box::new(Aimd::new(check(name, parse::<AimdSettings>(name, settings)?)?, n)),
         "gradient2" => Box::new(Gradient2::new(check(name, parse::<Gradient2Settings>(name, settings)?)?, n)),
-        "envoy" => Box::new(Envoy::new(parse(name, settings)?, n)),
+        "envoy" => Box::new(Envoy::new(check(name, parse::<EnvoySettings>(name, settings)?)?, n)),
         "atrion-reference" => Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?),
         "atrion-default" => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
         "atrion-aimd" => {
@@ -198,19 +198,77 @@ fn parse<T: DeserializeOwned + Default>(name: &str, settings: Option<&toml::Tabl
     }
 }
 
-fn check<T: Limits>(name: &str, s: T) -> Result<T, SettingsError> {
-    let (initial, min, max) = s.limits();
-    if min < 1 || min > max || initial < min || initial > max {
-        return Err(SettingsError::Invalid {
-            controller: name.to_owned(),
-            reason: format!("need 1 <= min_limit ({min}) <= initial_limit ({initial}) <= max_limit ({max})"),
-        });
+fn check<T: Checked>(name: &str, s: T) -> Result<T, SettingsError> {
+    match s.problem() {
+        None => Ok(s),
+        Some(reason) => Err(SettingsError::Invalid { controller: name.to_owned(), reason }),
     }
-    Ok(s)
 }
 
-trait Limits {
-    fn limits(&self) -> (u32, u32, u32);
+/// Settings that can say what is wrong with them.
+trait Checked {
+    /// The first rule broken, in words naming the key.
+    fn problem(&self) -> Option<String>;
+}
+
+/// The largest limit, window or count a setting may hold.
+const MAX_COUNT: u32 = 1_000_000;
+/// The longest duration a setting may hold, milliseconds (one day).
+const MAX_MS: f64 = 86_400_000.0;
+
+fn limits_problem(initial: u32, min: u32, max: u32) -> Option<String> {
+    (min < 1 || min > max || initial < min || initial > max || max > MAX_COUNT).then(|| {
+        format!("need 1 <= min_limit ({min}) <= initial_limit ({initial}) <= max_limit ({max}) <= {MAX_COUNT}")
+    })
+}
+
+/// `Some(message)` when `v` is not a finite number in `range`.
+fn outside(key: &str, v: f64, range: std::ops::RangeInclusive<f64>, words: &str) -> Option<String> {
+    (!(v.is_finite() && range.contains(&v))).then(|| format!("`{key}` must be {words}, got {v}"))
+}
+
+fn duration_ms(key: &str, v: f64) -> Option<String> {
+    outside(key, v, f64::MIN_POSITIVE..=MAX_MS, "a positive number of milliseconds up to one day")
+}
+
+fn count(key: &str, v: u32, min: u32) -> Option<String> {
+    (v < min || v > MAX_COUNT).then(|| format!("`{key}` must be in [{min}, {MAX_COUNT}], got {v}"))
+}
+
+impl Checked for BreakerSettings {
+    fn problem(&self) -> Option<String> {
+        count("window", self.window, 1)
+            .or_else(|| outside("failure_threshold", self.failure_threshold, 0.0..=1.0, "a rate in [0, 1]"))
+            .or_else(|| count("min_calls", self.min_calls, 0))
+            .or_else(|| duration_ms("open_ms", self.open_ms))
+            .or_else(|| count("half_open_calls", self.half_open_calls, 0))
+            .or_else(|| self.slow_call_ms.and_then(|v| duration_ms("slow_call_ms", v)))
+    }
+}
+
+impl Checked for EnvoySettings {
+    fn problem(&self) -> Option<String> {
+        duration_ms("interval_ms", self.interval_ms)
+            .or_else(|| {
+                let p = self.percentile;
+                (!(p.is_finite() && p > 0.0 && p < 1.0)).then(|| format!("`percentile` must be in (0, 1), got {p}"))
+            })
+            .or_else(|| count("min_concurrency", self.min_concurrency, 1))
+            .or_else(|| {
+                count("max_limit", self.max_limit, self.min_concurrency.max(1))
+                    .map(|m| format!("{m} (and >= min_concurrency)"))
+            })
+            .or_else(|| {
+                outside(
+                    "min_rtt_interval_s",
+                    self.min_rtt_interval_s,
+                    f64::MIN_POSITIVE..=86_400.0,
+                    "positive seconds up to one day",
+                )
+            })
+            .or_else(|| count("min_rtt_requests", self.min_rtt_requests, 1))
+            .or_else(|| outside("buffer", self.buffer, 0.0..=100.0, "a fraction in [0, 100]"))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -449,9 +507,14 @@ impl Default for AimdSettings {
     }
 }
 
-impl Limits for AimdSettings {
-    fn limits(&self) -> (u32, u32, u32) {
-        (self.initial_limit, self.min_limit, self.max_limit)
+impl Checked for AimdSettings {
+    fn problem(&self) -> Option<String> {
+        limits_problem(self.initial_limit, self.min_limit, self.max_limit)
+            .or_else(|| {
+                let b = self.backoff_ratio;
+                (!(b.is_finite() && b > 0.0 && b < 1.0)).then(|| format!("`backoff_ratio` must be in (0, 1), got {b}"))
+            })
+            .or_else(|| duration_ms("timeout_ms", self.timeout_ms))
     }
 }
 
@@ -535,9 +598,13 @@ impl Default for Gradient2Settings {
     }
 }
 
-impl Limits for Gradient2Settings {
-    fn limits(&self) -> (u32, u32, u32) {
-        (self.initial_limit, self.min_limit, self.max_limit)
+impl Checked for Gradient2Settings {
+    fn problem(&self) -> Option<String> {
+        limits_problem(self.initial_limit, self.min_limit, self.max_limit)
+            .or_else(|| outside("smoothing", self.smoothing, f64::MIN_POSITIVE..=1.0, "in (0, 1]"))
+            .or_else(|| outside("queue_size", self.queue_size, 0.0..=f64::from(MAX_COUNT), "finite and >= 0"))
+            .or_else(|| count("long_window", self.long_window, 1))
+            .or_else(|| outside("rtt_tolerance", self.rtt_tolerance, 1.0..=1e6, ">= 1"))
     }
 }
 
@@ -1058,6 +1125,22 @@ mod tests {
         let physics: toml::Table = toml::from_str("scar_decay = -1.0").unwrap();
         assert!(matches!(build("atrion-default", &routes, Some(&physics)), Err(SettingsError::Physics { .. })));
         assert!(matches!(build("nope", &routes, None), Err(SettingsError::Unknown(_))));
+        for (controller, text, says) in [
+            ("breaker", "failure_threshold = nan", "failure_threshold"),
+            ("breaker", "window = 0", "window"),
+            ("breaker", "open_ms = 1e300", "open_ms"),
+            ("envoy", "percentile = 7.0", "percentile"),
+            ("envoy", "min_concurrency = 0", "min_concurrency"),
+            ("envoy", "interval_ms = -1.0", "interval_ms"),
+            ("aimd", "backoff_ratio = 1.5", "backoff_ratio"),
+            ("gradient2", "smoothing = 0.0", "smoothing"),
+        ] {
+            let t: toml::Table = toml::from_str(text).unwrap();
+            match build(controller, &routes, Some(&t)) {
+                Err(SettingsError::Invalid { reason, .. }) => assert!(reason.contains(says), "{controller}: {reason}"),
+                other => panic!("{controller} {text}: {:?}", other.map(|c| c.name())),
+            }
+        }
         let nested: toml::Table = toml::from_str("half_open = { open_max = 10.0 }").unwrap();
         let cfg = physics_config("atrion-default", Model::Default, Some(&nested)).unwrap();
         assert_eq!(cfg.half_open.open_max.as_secs(), 10);

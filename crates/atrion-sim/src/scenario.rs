@@ -558,6 +558,18 @@ pub struct TelemetrySpec {
     pub saturation: Signal,
 }
 
+/// Resource bounds of a scenario: what a run may ask for before it is refused with its
+/// estimate (memory or time that would be absurd).
+const MAX_BINS: f64 = 2_000_000.0;
+const MAX_TICKS: u32 = 10_000_000;
+const MAX_WORKERS: u32 = 100_000;
+const MAX_QUEUE: u32 = 10_000_000;
+/// The longest time in milliseconds a scenario value may hold: one day.
+const MAX_MS: f64 = 86_400_000.0;
+const MAX_SIGMA: f64 = 5.0;
+const MAX_MULTIPLIER: f64 = 10_000.0;
+const MAX_REQUESTS: f64 = 2e9;
+
 /// A signal over ticks `t = 1, 2, ...`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
@@ -578,6 +590,29 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// What makes the signal unusable as input on channel `max` (a latency in ms up to
+    /// [`atrion_core::Telemetry::MAX_LATENCY_MS`], a score up to
+    /// [`atrion_core::Telemetry::MAX_SCORE`]): a value that is not finite, is negative, or
+    /// is over `max` (the engine would refuse it, and the run would measure nothing).
+    pub fn problem(&self, max: f64) -> Option<String> {
+        let ok = |v: f64| v.is_finite() && (0.0..=max).contains(&v);
+        match self {
+            Signal::Constant(v) if !ok(*v) => Some(format!("{v} is not in [0, {max}]")),
+            Signal::Alternate(vs) if vs.is_empty() => Some("no values".into()),
+            Signal::Alternate(vs) => vs.iter().find(|v| !ok(**v)).map(|v| format!("{v} is not in [0, {max}]")),
+            Signal::Sine { offset, amplitude, period } => {
+                if !(ok(*offset) && amplitude.is_finite() && ok(offset + amplitude.abs())) {
+                    Some(format!("offset and offset + |amplitude| must be in [0, {max}]"))
+                } else if !(period.is_finite() && *period > 0.0) {
+                    Some(format!("period must be positive, got {period}"))
+                } else {
+                    None
+                }
+            }
+            Signal::Constant(_) => None,
+        }
+    }
+
     /// The value at tick `t` (0-based index, as the reference's series are).
     pub fn at(&self, t: u32) -> f64 {
         match self {
@@ -804,6 +839,20 @@ impl Scenario {
         if !pos(self.bin_ms) || self.bin_ms > self.duration_s * 1e3 {
             return Err(self.invalid("bin_ms", "must be positive and at most the duration"));
         }
+        let bins = self.duration_s * 1e3 / self.bin_ms;
+        if bins > MAX_BINS {
+            // Each bin is kept per route and per controller, twice (goodput and shedding).
+            let bytes = bins * (self.routes.len() + 1) as f64 * crate::controller::NAMES.len() as f64 * 64.0;
+            return Err(self.invalid(
+                "bin_ms",
+                format!(
+                    "{} ms bins over {} s are {bins:.3e} bins (about {:.1} GB); at most {MAX_BINS:.0}",
+                    self.bin_ms,
+                    self.duration_s,
+                    bytes / 1e9
+                ),
+            ));
+        }
         if !pos(self.slo_ms) {
             return Err(self.invalid("slo_ms", "must be positive"));
         }
@@ -818,19 +867,17 @@ impl Scenario {
             }
         }
         if let Some(t) = &self.telemetry {
-            if !pos(t.tick_ms) || t.ticks == 0 {
-                return Err(self.invalid("telemetry", "tick_ms must be positive and ticks at least 1"));
+            if !pos(t.tick_ms) || t.tick_ms > MAX_MS || t.ticks == 0 || t.ticks > MAX_TICKS {
+                return Err(self
+                    .invalid("telemetry", format!("tick_ms must be in (0, {MAX_MS}] and ticks in [1, {MAX_TICKS}]")));
             }
-            for (name, sig) in [("latency", &t.latency), ("error", &t.error), ("saturation", &t.saturation)] {
-                let ok = match sig {
-                    Signal::Constant(v) => v.is_finite() && *v >= 0.0,
-                    Signal::Alternate(vs) => !vs.is_empty() && vs.iter().all(|v| v.is_finite() && *v >= 0.0),
-                    Signal::Sine { offset, amplitude, period } => {
-                        offset.is_finite() && amplitude.is_finite() && pos(*period)
-                    }
-                };
-                if !ok {
-                    return Err(self.invalid(format!("telemetry.{name}"), "values must be finite and >= 0"));
+            for (name, sig, max) in [
+                ("latency", &t.latency, atrion_core::Telemetry::MAX_LATENCY_MS),
+                ("error", &t.error, atrion_core::Telemetry::MAX_SCORE),
+                ("saturation", &t.saturation, atrion_core::Telemetry::MAX_SCORE),
+            ] {
+                if let Some(why) = sig.problem(max) {
+                    return Err(self.invalid(format!("telemetry.{name}"), why));
                 }
             }
         } else if self.routes.is_empty() {
@@ -842,28 +889,32 @@ impl Scenario {
             if r.name.is_empty() || names[..i].contains(&r.name.as_str()) {
                 return Err(self.invalid(f("name"), "must be non-empty and unique"));
             }
-            if r.workers == 0 {
-                return Err(self.invalid(f("workers"), "must be at least 1"));
+            if r.workers == 0 || r.workers > MAX_WORKERS {
+                return Err(self.invalid(f("workers"), format!("must be in [1, {MAX_WORKERS}]")));
             }
-            if !pos(r.timeout_ms) {
-                return Err(self.invalid(f("timeout_ms"), "must be positive"));
+            if r.queue > MAX_QUEUE {
+                return Err(self.invalid(f("queue"), format!("must be at most {MAX_QUEUE}")));
+            }
+            if !pos(r.timeout_ms) || r.timeout_ms > MAX_MS {
+                return Err(self.invalid(f("timeout_ms"), format!("must be in (0, {MAX_MS}] (one day)")));
             }
             if !(r.weight.is_finite() && r.weight >= 0.0) {
                 return Err(self.invalid(f("weight"), "must be finite and >= 0"));
             }
+            let ms = |v: f64| pos(v) && v <= MAX_MS;
+            let sigma_ok = |v: f64| (0.0..=MAX_SIGMA).contains(&v);
             let svc_ok = match r.service {
-                ServiceTime::Constant { mean_ms } | ServiceTime::Exponential { mean_ms } => pos(mean_ms),
-                ServiceTime::Lognormal { mean_ms, sigma } => pos(mean_ms) && sigma.is_finite() && sigma >= 0.0,
+                ServiceTime::Constant { mean_ms } | ServiceTime::Exponential { mean_ms } => ms(mean_ms),
+                ServiceTime::Lognormal { mean_ms, sigma } => ms(mean_ms) && sigma_ok(sigma),
                 ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, sigma } => {
-                    pos(mean_ms)
-                        && pos(slow_ms)
-                        && (0.0..=1.0).contains(&slow_share)
-                        && sigma.is_finite()
-                        && sigma >= 0.0
+                    ms(mean_ms) && ms(slow_ms) && (0.0..=1.0).contains(&slow_share) && sigma_ok(sigma)
                 }
             };
             if !svc_ok {
-                return Err(self.invalid(f("service"), "means must be positive, sigma >= 0, slow_share in [0, 1]"));
+                return Err(self.invalid(
+                    f("service"),
+                    format!("means in (0, {MAX_MS}] ms, sigma in [0, {MAX_SIGMA}], slow_share in [0, 1]"),
+                ));
             }
             if r.slo_ms.is_some_and(|v| !pos(v)) {
                 return Err(self.invalid(f("slo_ms"), "must be positive"));
@@ -872,11 +923,14 @@ impl Scenario {
                 if rt.attempts == 0 || rt.attempts > 10 {
                     return Err(self.invalid(f("retry.attempts"), "must be in [1, 10]"));
                 }
-                if !(pos(rt.backoff_ms) && rt.multiplier.is_finite() && rt.multiplier >= 1.0) {
-                    return Err(self.invalid(f("retry.backoff_ms"), "backoff_ms must be positive, multiplier >= 1"));
+                if !(ms(rt.backoff_ms) && (1.0..=100.0).contains(&rt.multiplier)) {
+                    return Err(self.invalid(
+                        f("retry.backoff_ms"),
+                        format!("backoff_ms in (0, {MAX_MS}], multiplier in [1, 100]"),
+                    ));
                 }
-                if !(rt.budget.is_finite() && rt.budget >= 0.0) {
-                    return Err(self.invalid(f("retry.budget"), "must be finite and >= 0"));
+                if !(0.0..=1e6).contains(&rt.budget) {
+                    return Err(self.invalid(f("retry.budget"), "must be in [0, 1e6]"));
                 }
             }
             if let Some(p) = &r.priority {
@@ -956,8 +1010,10 @@ impl Scenario {
             {
                 return Err(self.invalid(f("start_s"), "need 0 <= start_s < end_s"));
             }
-            if fault.period_s.is_some_and(|p| !(p.is_finite() && p > 0.0)) || !(fault.duty > 0.0 && fault.duty <= 1.0) {
-                return Err(self.invalid(f("period_s"), "period_s must be positive and duty in (0, 1]"));
+            if fault.period_s.is_some_and(|p| !(0.001..=86_400.0).contains(&p))
+                || !(fault.duty > 0.0 && fault.duty <= 1.0)
+            {
+                return Err(self.invalid(f("period_s"), "period_s must be in [0.001, 86400] and duty in (0, 1]"));
             }
             if let Some(route) = &fault.route
                 && !names.contains(&route.as_str())
@@ -966,18 +1022,35 @@ impl Scenario {
             }
             let ok = match fault.kind {
                 FaultKind::Errors { rate, latency_ms } => {
-                    (0.0..=1.0).contains(&rate) && latency_ms.is_none_or(|l| l.is_finite() && l >= 0.0)
+                    (0.0..=1.0).contains(&rate) && latency_ms.is_none_or(|l| (0.0..=MAX_MS).contains(&l))
                 }
-                FaultKind::Latency { multiplier } => multiplier.is_finite() && multiplier >= 0.0,
+                FaultKind::Latency { multiplier } => (0.0..=MAX_MULTIPLIER).contains(&multiplier),
                 FaultKind::Capacity { factor } => factor > 0.0 && factor <= 1.0,
                 FaultKind::Outage { .. } => true,
-                FaultKind::Degrade { to_multiplier } => to_multiplier.is_finite() && to_multiplier >= 1.0,
+                FaultKind::Degrade { to_multiplier } => (1.0..=MAX_MULTIPLIER).contains(&to_multiplier),
             };
             if !ok {
-                return Err(
-                    self.invalid(f("kind"), "rate in [0, 1], multiplier >= 0, factor in (0, 1], to_multiplier >= 1")
-                );
+                return Err(self.invalid(
+                    f("kind"),
+                    format!(
+                        "rate in [0, 1], latency_ms in [0, {MAX_MS}], multiplier in [0, {MAX_MULTIPLIER}], \
+                         factor in (0, 1], to_multiplier in [1, {MAX_MULTIPLIER}]"
+                    ),
+                ));
             }
+        }
+        // The work: every offered request is an event; refuse a run that would take hours.
+        let offered: f64 = self.routes.iter().filter_map(|r| r.traffic.as_ref()).map(Traffic::peak).sum::<f64>()
+            + self.balancers.iter().map(|b| b.traffic.peak()).sum::<f64>();
+        let requests = offered * self.duration_s;
+        if requests > MAX_REQUESTS {
+            return Err(self.invalid(
+                "traffic",
+                format!(
+                    "up to {requests:.3e} requests per controller (about {:.0} s at 2 M/s each); at most {MAX_REQUESTS:.0e}",
+                    requests / 2e6
+                ),
+            ));
         }
         for (i, e) in self.expects.iter().enumerate() {
             let f = |k: &str| format!("expect[{i}].{k}");

@@ -175,6 +175,36 @@ pub fn run(config: &StabilityConfig, mut progress: impl FnMut()) -> Result<Stabi
     if config.lambda.steps == 0 || config.sigma.steps == 0 {
         return Err(invalid("each axis needs at least one step"));
     }
+    let work = u64::from(config.lambda.steps) * u64::from(config.sigma.steps) * u64::from(config.ticks);
+    if config.lambda.steps > 1_000 || config.sigma.steps > 1_000 || work > 100_000_000 {
+        return Err(SettingsError::Invalid {
+            controller: "stability-map".into(),
+            reason: format!(
+                "{} x {} cells of {} ticks are {work:.3e} updates; at most 1,000 steps per axis and 1e8 updates",
+                config.lambda.steps, config.sigma.steps, config.ticks
+            ),
+        });
+    }
+    for (axis, a) in [("lambda", &config.lambda), ("sigma", &config.sigma)] {
+        if !(a.min.is_finite() && a.max.is_finite() && a.min >= 0.0 && a.min <= a.max) {
+            return Err(SettingsError::Invalid {
+                controller: "stability-map".into(),
+                reason: format!("axis `{axis}`: need 0 <= min <= max, got {} ..= {}", a.min, a.max),
+            });
+        }
+    }
+    for (name, sig, max) in [
+        ("latency", &config.latency, atrion_core::Telemetry::MAX_LATENCY_MS),
+        ("error", &config.error, atrion_core::Telemetry::MAX_SCORE),
+        ("saturation", &config.saturation, atrion_core::Telemetry::MAX_SCORE),
+    ] {
+        if let Some(why) = sig.problem(max) {
+            return Err(SettingsError::Invalid {
+                controller: "stability-map".into(),
+                reason: format!("`{name}`: {why}"),
+            });
+        }
+    }
     let lambdas = config.lambda.values();
     let sigmas = config.sigma.values();
     let mut scores = Vec::with_capacity(lambdas.len());

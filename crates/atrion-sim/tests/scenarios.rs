@@ -349,3 +349,46 @@ fn the_new_keys_refuse_impossible_values_naming_the_field() {
     let e = atrion_sim::Scenario::from_toml(&bimodal, std::path::Path::new(".")).unwrap_err().to_string();
     assert!(e.contains("route[0].service") && e.contains("slow_share"), "{e}");
 }
+
+/// What a scenario, a telemetry experiment or the stability map cannot run is refused by
+/// validation, with the bound or the estimate, never a panic or an aborted allocation.
+#[test]
+fn what_cannot_run_is_refused_with_its_estimate() {
+    let route = |extra: &str| {
+        format!(
+            "name = \"x\"\ndescription = \"y\"\n{extra}\n[[route]]\nname = \"a\"\nservice = {{ dist = \"constant\", mean_ms = 5 }}\ntraffic = {{ pattern = \"poisson\", rps = 100 }}\n"
+        )
+    };
+    let fault = |kind: &str| format!("{}[[fault]]\nstart_s = 1\nend_s = 2\n{kind}\n", route(""));
+    for (text, says) in [
+        (fault("kind = \"errors\"\nrate = 0.5\nperiod_s = 1e-10"), "fault[0].period_s"),
+        (route("bin_ms = 1e-6"), "bins (about"),
+        (fault("kind = \"latency\"\nmultiplier = 1e300"), "fault[0].kind"),
+        (route("").replace("mean_ms = 5 }", "mean_ms = 5 }\nworkers = 4294967295"), "route[0].workers"),
+        (route("").replace("mean_ms = 5 }", "mean_ms = 5 }\ntimeout_ms = 1e20"), "route[0].timeout_ms"),
+        (route("").replace("rps = 100", "rps = 10000000").replace("\"y\"", "\"y\"\nduration_s = 86400"), "requests per controller"),
+        (
+            "name = \"t\"\ndescription = \"y\"\n[telemetry]\ntick_ms = 100\nticks = 4294967295\nlatency = { constant = 1 }\nerror = { constant = 0 }\nsaturation = { constant = 0 }\n".to_owned(),
+            "ticks in [1, 10000000]",
+        ),
+        (
+            "name = \"t\"\ndescription = \"y\"\n[telemetry]\ntick_ms = 100\nticks = 10\nlatency = { constant = -5 }\nerror = { constant = 0 }\nsaturation = { constant = 0 }\n".to_owned(),
+            "telemetry.latency",
+        ),
+    ] {
+        let e = atrion_sim::Scenario::from_toml(&text, std::path::Path::new(".")).unwrap_err();
+        assert!(e.to_string().contains(says), "{says}: {e}\n{text}");
+    }
+
+    use atrion_sim::stability::{self, StabilityConfig};
+    let mut c = StabilityConfig::reference();
+    c.lambda.steps = u32::MAX;
+    let e = stability::run(&c, || {}).unwrap_err();
+    assert!(e.to_string().contains("updates"), "{e}");
+    for bad in [atrion_sim::Signal::Constant(-1.0), atrion_sim::Signal::Constant(f64::NAN)] {
+        let mut c = StabilityConfig::reference();
+        c.error = bad;
+        let e = stability::run(&c, || {}).unwrap_err();
+        assert!(e.to_string().contains("`error`"), "{e}");
+    }
+}
