@@ -1,0 +1,168 @@
+//! # atrion-fuzz
+//!
+//! The bodies of Atrion's fuzz targets: every input surface that takes bytes from outside.
+//! `fuzz/` (cargo fuzz, on the nightly toolchain) calls them with generated inputs; the
+//! test `tests/corpus.rs` replays the committed corpora on stable, so CI keeps every input
+//! that was ever interesting. Each function panics only when an invariant breaks.
+//!
+//! | target | surface | invariants |
+//! |---|---|---|
+//! | [`trace`] | the trace reader (JSON lines and CSV) | no panic, bounded lines |
+//! | [`config`] | scenario TOML and the physics config through `validate` | no panic; a config that validates runs extreme telemetry with finite values |
+//! | [`codecs`] | `PhysicsVector` and the cluster contribution | no panic; what decodes validates and round-trips |
+//! | [`store_values`] | garbage under the cluster's keys, read by a node's sync; a backup file restored | no panic; the engine's values stay finite |
+//! | [`engine`] | arbitrary sequences of decide, report, time steps and cluster views | every value finite, scar never negative, route count bounded |
+
+use std::time::Duration;
+
+use atrion_core::{Engine, EngineLimits, PhysicsConfig, PhysicsVector, Priority, Telemetry, Timestamp};
+use atrion_state::{Contribution, InMemoryStore, StateStore};
+
+/// The trace reader on arbitrary bytes, format detected and forced to CSV.
+pub fn trace(data: &[u8]) {
+    use atrion_sim::trace::{Format, TimeUnit, TraceReader};
+    for format in [None, Some(Format::Csv)] {
+        if let Ok(mut t) = TraceReader::new(data, format, TimeUnit::Ms) {
+            for row in t.by_ref().flatten() {
+                assert!(!row.route.is_empty());
+                assert!(row.telemetry.latency_ms() <= Telemetry::MAX_LATENCY_MS);
+            }
+            let _ = t.finish();
+        }
+    }
+}
+
+/// Scenario TOML and the physics config on arbitrary text.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = atrion_sim::Scenario::from_toml(text, std::path::Path::new("."));
+    if let Ok(cfg) = toml::from_str::<PhysicsConfig>(text)
+        && cfg.validate().is_ok()
+    {
+        drive(cfg);
+    }
+}
+
+/// A validated config through health, an outage with extreme values, and recovery.
+fn drive(cfg: PhysicsConfig) {
+    let engine = Engine::new(cfg).expect("validated");
+    let ok = Telemetry::new(20.0, 0.0, 0.3).expect("valid");
+    let worst = Telemetry::new(Telemetry::MAX_LATENCY_MS, 1.0, 1.0).expect("valid");
+    let mut t = 0u64;
+    for k in 0..300u64 {
+        t += if k % 50 == 0 { 60_000 } else { 37 };
+        let now = Timestamp::from_millis(t);
+        let d = engine.decide("r", now, Priority::ALL[(k % 5) as usize]);
+        assert!(d.resistance.is_finite());
+        engine.report("r", if (100..200).contains(&k) { worst } else { ok }, now);
+        check(&engine, "r");
+    }
+}
+
+fn check<O: atrion_core::PhysicsObserver>(engine: &Engine<O>, route: &str) {
+    if let Ok(v) = engine.snapshot(route) {
+        assert!(v.validate().is_ok(), "{v:?}");
+        assert!(v.scar >= 0.0 && v.resistance.is_finite());
+    }
+}
+
+/// The physics vector and the cluster contribution decoders on arbitrary bytes.
+pub fn codecs(data: &[u8]) {
+    if let Ok(v) = PhysicsVector::from_bytes(data) {
+        assert!(v.validate().is_ok(), "decoded means validated: {v:?}");
+        let engine = Engine::new(PhysicsConfig::default()).expect("defaults are valid");
+        if engine.restore("r", &v, Timestamp::from_millis(1)).is_ok() {
+            let d = engine.decide("r", Timestamp::from_millis(2), Priority::Normal);
+            assert!(d.resistance.is_finite());
+            check(&engine, "r");
+        }
+    }
+    if let Some(c) = Contribution::decode(data) {
+        assert!(c.scar.is_finite() && c.scar >= 0.0 && c.momentum.is_finite() && c.momentum >= 0.0);
+        assert_eq!(Contribution::decode(&c.encode()), Some(c));
+    }
+}
+
+/// Arbitrary values under the cluster's keys, read by a node's warm start and merged into
+/// its engine; and the same bytes restored as a backup file.
+pub fn store_values(data: &[u8]) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    rt.block_on(async {
+        let store = InMemoryStore::new();
+        for (i, chunk) in data.chunks(25).take(64).enumerate() {
+            let value = bytes::Bytes::copy_from_slice(chunk);
+            let key = match i % 3 {
+                0 => format!("atrion/route/r{}/node/n{}", i % 4, i % 5),
+                1 => format!("atrion/node/n{}", i % 5),
+                _ => format!("atrion/route/a{i}/node/a"),
+            };
+            store.set(&key, value).await.expect("the memory store takes any value");
+        }
+        let engine = std::sync::Arc::new(Engine::new(PhysicsConfig::default()).expect("defaults are valid"));
+        let clock = std::sync::Arc::new(atrion_state::TokioClock::new());
+        let cfg = atrion_state::SyncConfig::for_node("a");
+        if let Ok(m) = atrion_state::StateManager::start(engine.clone(), std::sync::Arc::new(store), cfg, clock).await {
+            for route in engine.route_ids() {
+                check(&engine, &route);
+                let d = engine.decide(&route, Timestamp::from_millis(1), Priority::Normal);
+                assert!(d.resistance.is_finite());
+            }
+            m.shutdown().await;
+        }
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("backup.jsonl");
+        std::fs::write(&path, data).expect("writable");
+        let service = atrion_state::StateService::builder().backend("m", InMemoryStore::new()).build().expect("valid");
+        let _ = service.restore(&path).await;
+    });
+}
+
+/// The engine driven by arbitrary operations, four bytes each: an operation, a route (of
+/// eight, in a table of four), and two bytes of argument.
+pub fn engine(data: &[u8]) {
+    let mut limits = EngineLimits::default();
+    limits.max_routes = 4;
+    limits.idle_timeout = Duration::from_secs(5);
+    let model = if data.first().is_some_and(|b| b & 1 == 1) {
+        atrion_core::Model::Reference
+    } else {
+        atrion_core::Model::Default
+    };
+    let engine = Engine::with_observer(PhysicsConfig::for_model(model), limits, ()).expect("defaults are valid");
+    let mut now: u64 = 1_000_000_000;
+    for op in data.chunks_exact(4) {
+        let route = ["a", "b", "c", "d", "e", "f", "", "x"][usize::from(op[1] % 8)];
+        let arg = u16::from_le_bytes([op[2], op[3]]);
+        match op[0] % 8 {
+            0 | 1 => {
+                let d = engine.decide(route, Timestamp::from_nanos(now), Priority::ALL[usize::from(op[2] % 5)]);
+                assert!(d.resistance.is_finite());
+                if let Some(r) = d.retry_after {
+                    assert!(r > Duration::ZERO);
+                }
+            }
+            2 | 3 => {
+                let latency = match op[3] % 4 {
+                    0 => Telemetry::MAX_LATENCY_MS,
+                    1 => 0.0,
+                    _ => f64::from(arg),
+                };
+                let t =
+                    Telemetry::new(latency, f64::from(op[2] % 3) / 2.0, f64::from(op[3]) / 255.0).expect("in range");
+                let st = engine.report(route, t, Timestamp::from_nanos(now));
+                assert!(st.resistance.is_finite());
+            }
+            4 => now = now.saturating_add(u64::from(arg) * 1_000_000),
+            5 => now = now.saturating_sub(u64::from(arg) * 1_000),
+            6 => now = now.saturating_add(u64::from(arg) << 32),
+            _ => {
+                let scar = if arg == u16::MAX { None } else { Some(f64::from(arg) / 10.0) };
+                let _ = engine.set_cluster(route, scar, Timestamp::from_nanos(now));
+            }
+        }
+        assert!(engine.stats().routes <= 4, "bounded route table");
+        for id in engine.route_ids() {
+            check(&engine, &id);
+        }
+    }
+}

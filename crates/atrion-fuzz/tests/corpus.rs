@@ -1,0 +1,43 @@
+//! Replays every committed fuzz corpus (`fuzz/corpus/<target>/`) through its target, on
+//! stable: inputs that once found something, or widened coverage, stay tested.
+
+use std::path::PathBuf;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut n = 0;
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        run(&data);
+        n += 1;
+    }
+    assert!(n > 0, "the corpus of {target} is empty");
+    eprintln!("{target}: {n} inputs replayed");
+}
+
+#[test]
+fn trace() {
+    replay("trace", atrion_fuzz::trace);
+}
+
+#[test]
+fn config() {
+    replay("config", atrion_fuzz::config);
+}
+
+#[test]
+fn codecs() {
+    replay("codecs", atrion_fuzz::codecs);
+}
+
+#[test]
+fn store_values() {
+    replay("store_values", atrion_fuzz::store_values);
+}
+
+#[test]
+fn engine() {
+    replay("engine", atrion_fuzz::engine);
+}
