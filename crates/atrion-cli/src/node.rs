@@ -4,7 +4,7 @@
 //! state through the store at `--store`, and prints its view every `--every` as JSON lines:
 //! `{"t": seconds, "wall_ms", "node": id, "mode", "resistance" (null while open), "local_scar",
 //! "cluster_scar" (null when no other node reports on the route), "sync": {"degraded",
-//! "store_errors", "decode_errors", "rejected", "kept_local", "repairs" (Redis: damaged
+//! "store_errors", "decode_errors", "rejected", "kept_local", "republished", "repairs" (Redis: damaged
 //! values its writes replaced)}}`. Warnings (an unreachable store, values that do not
 //! decode, repairs) go to stderr; `RUST_LOG` says more.
 
@@ -154,6 +154,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                         "decode_errors": sync.decode_errors,
                         "rejected": sync.rejected,
                         "kept_local": sync.kept_local,
+                        "republished": sync.republished,
                         "repairs": redis.as_ref().map_or(0, RedisStore::repairs),
                     },
                 });

@@ -223,6 +223,9 @@ pub struct SyncStats {
     /// Contributions the store refused for themselves (not for being unreachable): dropped,
     /// so that one bad item never blocks the rest of a batch.
     pub rejected: u64,
+    /// Contributions pushed again because a full sync found that the store had lost them
+    /// after acknowledging them (a restarted store without persistence).
+    pub republished: u64,
     /// The last push failed: deciding on local state only.
     pub degraded: bool,
 }
@@ -240,6 +243,7 @@ struct Counters {
     buffered: AtomicU64,
     kept_local: AtomicU64,
     rejected: AtomicU64,
+    republished: AtomicU64,
     degraded: AtomicBool,
 }
 
@@ -253,6 +257,10 @@ struct SyncState {
     pending: HashMap<String, Contribution>,
     /// Routes whose last pushed contribution was zero (nothing to say until they change).
     quiet: std::collections::HashSet<String>,
+    /// Our last contribution the store acknowledged, per route that has something to say:
+    /// re-pushed when a full sync finds it missing (a store that lost its data, a key
+    /// deleted by hand), so that an acknowledged write is never lost for good.
+    stored: HashMap<String, Contribution>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     resync: bool,
     /// The other nodes counted live at the last merge.
@@ -355,6 +363,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             buffered: c.buffered.load(Relaxed),
             kept_local: c.kept_local.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
+            republished: c.republished.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
     }
@@ -466,9 +475,11 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     }
                     pushed += 1;
                     if c.scar <= 0.0 && c.momentum <= 0.0 {
+                        st.stored.remove(&route);
                         st.quiet.insert(route);
                     } else {
                         st.quiet.remove(&route);
+                        st.stored.insert(route, c);
                     }
                 }
                 self.counters.pushed.fetch_add(pushed, Relaxed);
@@ -614,6 +625,23 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
                 }
             }
+        }
+        let own_routes: std::collections::HashSet<&str> = own.iter().map(|(r, _)| r.as_str()).collect();
+        {
+            // What the store acknowledged but no longer holds is pushed again.
+            let mut st = self.lock();
+            let st = &mut *st;
+            let lost: Vec<(String, Contribution)> = st
+                .stored
+                .iter()
+                .filter(|(r, _)| !own_routes.contains(r.as_str()) && !st.pending.contains_key(*r))
+                .map(|(r, c)| (r.clone(), *c))
+                .collect();
+            if !lost.is_empty() {
+                self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
+                tracing::warn!(node = %self.cfg.node_id, routes = lost.len(), "the store lost contributions it had acknowledged: pushing them again");
+            }
+            st.pending.extend(lost);
         }
         if warm_start {
             let (now, wall) = (self.clock.now(), self.clock.wall_ms());

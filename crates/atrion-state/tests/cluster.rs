@@ -386,3 +386,27 @@ async fn concurrent_pulses_lose_no_update() {
     }
     assert_eq!(manager.stats().buffered, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn contributions_a_store_lost_are_pushed_again() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("q", 1.5, true).await;
+    tokio::time::sleep(2 * PULSE).await;
+    let key = "atrion/route/q/node/a";
+    assert!(store.get(key).await.unwrap().is_some());
+    // The store loses everything (a restart without persistence), after acknowledging it.
+    for k in store.list_keys("").await.unwrap() {
+        store.delete(&k).await.unwrap();
+    }
+    // The next full sync finds the loss and pushes the contribution again.
+    tokio::time::sleep(SyncConfig::default().full_sync + 3 * PULSE).await;
+    let stats = a.manager.stats();
+    assert!(stats.republished >= 1, "{stats:?}");
+    assert!(store.get(key).await.unwrap().is_some(), "the acknowledged write is back");
+    assert!(b.resistance("q") > 10.0, "and the other node sees it again");
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
