@@ -3,7 +3,8 @@
 //! It sends `--rate` requests per second on `--route`, failing while inside `--fail`, shares
 //! state through the store at `--store`, and prints its view every `--every` as JSON lines:
 //! `{"t": seconds, "wall_ms", "node": id, "mode", "resistance" (null while open), "local_scar",
-//! "cluster_scar" (null when no other node reports on the route), "sync": {"degraded",
+//! "cluster_scar" (null when no other node reports on the route), "decide_us_max" (the
+//! slowest decision so far, wall-clock microseconds), "sync": {"degraded",
 //! "store_errors", "decode_errors", "rejected", "kept_local", "republished", "repairs" (Redis: damaged
 //! values its writes replaced)}}`. Warnings (an unreachable store, values that do not
 //! decode, repairs) go to stderr; `RUST_LOG` says more.
@@ -123,6 +124,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
         let gap = Duration::from_secs_f64(1.0 / args.rate);
         let every = Duration::from_millis(args.every_ms.max(1));
         let mut next_print = Duration::ZERO;
+        let mut decide_max = Duration::ZERO;
         let mut out = std::io::stdout().lock();
         loop {
             let now = clock.now();
@@ -131,7 +133,10 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                 break;
             }
             let failing = fail.is_some_and(|(a, b)| (a..b).contains(&t.as_secs_f64()));
-            if atrion.decide(&args.route, Priority::Critical).is_admitted() {
+            let started = std::time::Instant::now();
+            let admitted = atrion.decide(&args.route, Priority::Critical).is_admitted();
+            decide_max = decide_max.max(started.elapsed());
+            if admitted {
                 let latency = Duration::from_millis(if failing { 900 } else { 20 });
                 atrion.report(&args.route, latency, !failing, Some(if failing { 0.9 } else { 0.3 }))?;
             }
@@ -148,6 +153,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                     "resistance": engine.resistance(&args.route, now),
                     "local_scar": engine.snapshot(&args.route).map(|v| v.scar).unwrap_or(0.0),
                     "cluster_scar": engine.cluster_scar(&args.route, now),
+                    "decide_us_max": decide_max.as_micros() as u64,
                     "sync": {
                         "degraded": sync.degraded,
                         "store_errors": sync.store_errors,
