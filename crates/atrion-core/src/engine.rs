@@ -22,7 +22,7 @@ use crate::config::{ConfigError, Model, PhysicsConfig};
 use crate::decision::{Decision, Priority, Reason, softmax_select};
 use crate::mode::Mode;
 use crate::observer::{Event, PhysicsObserver, SilentObserver};
-use crate::physics::{Change, Physics, RouteState, Tuner, blend, decayed_resistance};
+use crate::physics::{Change, Physics, RouteState, Tuner, blend, decayed_resistance, heal, heal_factor_fast};
 use crate::telemetry::Telemetry;
 use crate::time::Timestamp;
 use crate::vector::{DecodeError, PhysicsVector};
@@ -163,14 +163,6 @@ struct View {
     skews: AtomicU64,
 }
 
-/// `e^(-x)` for `x >= 0`: a short series where `x` is small (merged cluster values are
-/// refreshed every pulse, so `x` is tiny on the decision path), the exact function beyond.
-/// The series' error is below `x^4 / 24`, under 5e-7 for `x < 0.06`.
-#[inline]
-fn heal(x: f64) -> f64 {
-    if x < 0.06 { 1.0 - x * (1.0 - x * (0.5 - x / 6.0)) } else { (-x).exp() }
-}
-
 /// Seconds from `then_ns` to `now` (zero if `then` is later), without building a `Duration`.
 #[inline]
 fn secs_since(now: Timestamp, then_ns: u64) -> f64 {
@@ -237,7 +229,7 @@ impl RouteCell {
             return None;
         }
         let age = secs_since(now, v.cluster_at.load(Relaxed));
-        Some(load_f(&v.cluster_scar) * heal(phys.cfg.scar_decay * age))
+        Some(load_f(&v.cluster_scar) * heal_factor_fast(phys.cfg.scar_decay * age))
     }
 
     fn touch(&self, now: Timestamp) {
@@ -491,7 +483,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let healed = decayed_resistance(&cell.phys, r, scar, age);
         match cell.cluster(&cell.phys, now) {
             Some(cluster) => {
-                let local = if scar > 0.0 { scar * heal(cell.phys.cfg.scar_decay * age) } else { 0.0 };
+                let local = if scar > 0.0 { scar * heal_factor_fast(cell.phys.cfg.scar_decay * age) } else { 0.0 };
                 blend(&cell.phys, healed, local, Some(cluster))
             }
             None => healed,
@@ -643,6 +635,26 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 
+    /// Merges the other nodes' contributions to `route` (SPEC 4): each `(scar, age_s)` healed
+    /// by the route's own law ([`heal`]) to `now`, and the largest becomes its cluster view
+    /// ([`Engine::set_cluster`]); none clears the view. Cluster sync only moves bytes: the
+    /// physics of the merge is here.
+    pub fn merge_cluster(
+        &self,
+        route: &str,
+        contributions: impl IntoIterator<Item = (f64, f64)>,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        check_id(route)?;
+        let lambda = self.physics_for(route).cfg.scar_decay;
+        let merged = contributions
+            .into_iter()
+            .filter(|(scar, age)| scar.is_finite() && *scar >= 0.0 && age.is_finite())
+            .map(|(scar, age)| heal(scar, lambda, age.max(0.0)))
+            .fold(None, |acc: Option<f64>, s| Some(acc.map_or(s, |a| a.max(s))));
+        self.set_cluster(route, merged, now)
+    }
+
     /// The other nodes' scar for `route` as decisions see it at `now` (healed), if any.
     pub fn cluster_scar(&self, route: &str, now: Timestamp) -> Option<f64> {
         let map = self.routes.pin();
@@ -659,7 +671,7 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         let cell = self.cell_or_create(route, now);
         let mut s = cell.lock();
-        let healed = scar * (-cell.phys.cfg.scar_decay * now.saturating_since(at).as_secs_f64()).exp();
+        let healed = heal(scar, cell.phys.cfg.scar_decay, now.saturating_since(at).as_secs_f64());
         if healed > s.scar {
             let c = &cell.phys.cfg;
             s.resistance = (s.resistance + (healed.min(c.scar_max) - s.scar)).clamp(c.r_base, c.r_max);
@@ -773,7 +785,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let excess = r_now - threshold;
         let (scar, age) = (load_f(&v.scar), secs_since(now, v.at.load(Relaxed)));
         let heal_secs = if scar > excess && excess > 0.0 {
-            let remaining = scar * (-c.scar_decay * age).exp();
+            let remaining = heal(scar, c.scar_decay, age);
             (remaining / (remaining - excess).max(f64::MIN_POSITIVE)).ln() / c.scar_decay
         } else {
             c.keepalive.as_secs_f64()
@@ -979,12 +991,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heal_matches_exp() {
+    fn the_decision_paths_heal_matches_the_law() {
         for i in 0..1_000 {
             let x = f64::from(i) * 0.001;
-            assert!((heal(x) - (-x).exp()).abs() < 5e-7, "{x}");
+            assert!((heal_factor_fast(x) - (-x).exp()).abs() < 5e-7, "{x}");
         }
-        assert_eq!(heal(3.0), (-3.0f64).exp());
+        assert_eq!(heal_factor_fast(3.0), (-3.0f64).exp());
+        assert_eq!(heal(8.0, 0.5, 2.0), 8.0 * (-1.0f64).exp());
     }
 
     #[test]

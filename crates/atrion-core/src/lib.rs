@@ -49,6 +49,7 @@ mod engine;
 mod mode;
 mod observer;
 mod physics;
+pub use physics::heal;
 mod telemetry;
 mod time;
 mod vector;

@@ -729,22 +729,22 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
-    /// `S_cluster` = the largest scar among the other live nodes' contributions, each healed
-    /// to now; handed to the engine, which blends it by gamma.
+    /// Hands the other live nodes' contributions to `route`, with their ages, to the
+    /// engine, which heals and merges them ([`Engine::merge_cluster`]) and blends the result
+    /// by gamma. The physics of the merge is the engine's; this only moves values.
     fn merge_route(&self, route: &str) {
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
-        let lambda = self.engine.config().scar_decay;
         let ttl = self.cfg.node_ttl.as_millis() as u64;
-        let cluster = {
+        let live: Vec<(f64, f64)> = {
             let st = self.lock();
             let Some(nodes) = st.remote.get(route) else { return };
             nodes
                 .iter()
                 .filter(|(node, _)| st.heartbeats.get(*node).is_some_and(|&hb| wall.saturating_sub(hb) <= ttl))
-                .map(|(_, c)| c.scar * (-lambda * wall.saturating_sub(c.at_ms) as f64 / 1e3).exp())
-                .fold(None, |acc: Option<f64>, s| Some(acc.map_or(s, |a| a.max(s))))
+                .map(|(_, c)| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3))
+                .collect()
         };
-        if self.engine.set_cluster(route, cluster, now).is_ok() {
+        if self.engine.merge_cluster(route, live, now).is_ok() {
             self.counters.merges.fetch_add(1, Relaxed);
         }
     }

@@ -264,3 +264,22 @@ fn warm_start_seeds_healed_local_scar() {
     e.warm_start("r", 1.0, now, now).unwrap();
     assert!((e.snapshot("r").unwrap().scar - 20.0).abs() < 1e-6);
 }
+
+#[test]
+fn cluster_contributions_heal_by_the_routes_own_law_and_the_largest_wins() {
+    let e = engine(Model::Default);
+    let fast = PhysicsConfig::default().with_scar_half_life(Duration::from_secs(1));
+    e.set_route_config("fast/*", Some(fast)).unwrap();
+    let now = ms(10_000);
+    // Two contributions: 10 ohms one half-life old, 4 ohms fresh.
+    e.merge_cluster("fast/a", [(10.0, 1.0), (4.0, 0.0), (f64::NAN, 0.0), (-3.0, 0.0)], now).unwrap();
+    let s = e.cluster_scar("fast/a", now).unwrap();
+    assert!((s - 5.0).abs() < 1e-9, "{s}");
+    // The engine's default law elsewhere: half-life 3 s.
+    e.merge_cluster("slow", [(10.0, 3.0)], now).unwrap();
+    assert!((e.cluster_scar("slow", now).unwrap() - 5.0).abs() < 1e-9);
+    // Nothing live: the view is cleared.
+    e.merge_cluster("slow", [], now).unwrap();
+    assert_eq!(e.cluster_scar("slow", now), None);
+    assert_eq!(atrion_core::heal(8.0, std::f64::consts::LN_2, 1.0), 4.0);
+}
