@@ -21,7 +21,7 @@ fn scenario(name: &str) -> Scenario {
 
 /// Requests one run simulates with `controller`, counted once before measuring.
 fn requests(s: &Scenario, controller: &str) -> u64 {
-    let options = RunOptions { controllers: vec![controller.into()], ..RunOptions::default() };
+    let options = RunOptions { controllers: vec![controller.parse().unwrap()], ..RunOptions::default() };
     run_scenario(s, &options).unwrap().result(controller).unwrap().summary.requests
 }
 
@@ -30,7 +30,7 @@ fn bench_scenario(c: &mut Criterion, group: &str, s: &Scenario, controllers: &[&
     g.sample_size(10);
     for &controller in controllers {
         g.throughput(Throughput::Elements(requests(s, controller)));
-        let options = RunOptions { controllers: vec![controller.into()], ..RunOptions::default() };
+        let options = RunOptions { controllers: vec![controller.parse().unwrap()], ..RunOptions::default() };
         g.bench_function(controller, |b| b.iter(|| black_box(run_scenario(s, &options).unwrap())));
     }
     g.finish();

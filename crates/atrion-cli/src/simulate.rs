@@ -25,7 +25,7 @@ pub struct SimulateArgs {
     pub list: bool,
     /// Only these controllers (comma-separated; those a criterion compares with still run).
     #[arg(long, value_delimiter = ',')]
-    pub controllers: Vec<String>,
+    pub controllers: Vec<atrion_sim::ControllerKind>,
     /// Override each scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -102,14 +102,12 @@ fn apply_set(scenario: &mut Scenario, set: &str) -> Result<()> {
     let (path, value) = set.split_once('=').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
     let (controller, key) =
         path.split_once('.').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
-    if !atrion_sim::NAMES.contains(&controller) {
-        bail!("--set `{set}`: unknown controller `{controller}` (known: {:?})", atrion_sim::NAMES);
-    }
+    let controller: atrion_sim::ControllerKind = controller.parse().with_context(|| format!("--set `{set}`"))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let mut table = scenario.settings.entry(controller.to_owned()).or_default();
+    let mut table = scenario.settings.entry(controller).or_default();
     let keys: Vec<&str> = key.split('.').collect();
     for k in &keys[..keys.len() - 1] {
         let entry = table.entry((*k).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -149,11 +147,6 @@ pub fn run(args: &SimulateArgs) -> Result<ExitCode> {
             println!("{name:<22} {}", s.description);
         }
         return Ok(ExitCode::SUCCESS);
-    }
-    for c in &args.controllers {
-        if !atrion_sim::NAMES.contains(&c.as_str()) {
-            bail!("unknown controller `{c}` (known: {:?})", atrion_sim::NAMES);
-        }
     }
     let list = scenarios(args)?;
     let options = RunOptions { seed: args.seed, controllers: args.controllers.clone(), quick: args.quick };

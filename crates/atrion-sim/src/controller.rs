@@ -17,10 +17,79 @@
 use std::collections::VecDeque;
 
 use atrion_core::{Engine, Mode, Model, PhysicsConfig, Priority, Telemetry, Timestamp};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-/// The names of all controllers, in table order.
+/// A controller of the wind tunnel, by the name scenarios, settings tables and the command
+/// line use (`none`, `breaker`, `aimd`, `gradient2`, `envoy`, `atrion-reference`,
+/// `atrion-default`, `atrion-aimd`). Parsing one is the only check a name needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControllerKind {
+    /// No protection.
+    None,
+    /// The count-window circuit breaker.
+    Breaker,
+    /// Netflix's AIMD limit.
+    Aimd,
+    /// Netflix's Gradient2 limit.
+    Gradient2,
+    /// Envoy's adaptive-concurrency gradient controller.
+    Envoy,
+    /// Atrion's reference model.
+    AtrionReference,
+    /// Atrion's default model.
+    AtrionDefault,
+    /// Atrion's default model behind an AIMD limit.
+    AtrionAimd,
+}
+
+impl ControllerKind {
+    /// Every controller, in table order.
+    pub const ALL: [ControllerKind; 8] = [
+        ControllerKind::None,
+        ControllerKind::Breaker,
+        ControllerKind::Aimd,
+        ControllerKind::Gradient2,
+        ControllerKind::Envoy,
+        ControllerKind::AtrionReference,
+        ControllerKind::AtrionDefault,
+        ControllerKind::AtrionAimd,
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        NAMES[self as usize]
+    }
+}
+
+/// Ordered by name, as the settings tables that are keyed by it are written.
+impl Ord for ControllerKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for ControllerKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for ControllerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ControllerKind {
+    type Err = SettingsError;
+    fn from_str(s: &str) -> Result<Self, SettingsError> {
+        ControllerKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| SettingsError::Unknown(s.to_owned()))
+    }
+}
+
+/// The names of all controllers, in table order ([`ControllerKind::name`]).
 pub const NAMES: [&str; 8] =
     ["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default", "atrion-aimd"];
 
@@ -152,25 +221,30 @@ pub struct RouteInfo {
     pub atrion: Option<toml::Table>,
 }
 
-/// Builds controller `name` for `routes`, with a scenario's overrides.
+/// Builds controller `kind` for `routes`, with a scenario's overrides.
 pub fn build(
-    name: &str,
+    kind: ControllerKind,
     routes: &[RouteInfo],
     settings: Option<&toml::Table>,
 ) -> Result<Box<dyn Controller>, SettingsError> {
     let n = routes.len();
-    Ok(match name {
-        "none" => {
+    let name = kind.name();
+    Ok(match kind {
+        ControllerKind::None => {
             parse::<NoSettings>(name, settings)?;
             Box::new(Unprotected)
         }
-        "breaker" => Box::new(Breaker::new(check(name, parse::<BreakerSettings>(name, settings)?)?, n)),
-        "aimd" => Box::new(Aimd::new(check(name, parse::<AimdSettings>(name, settings)?)?, n)),
-        "gradient2" => Box::new(Gradient2::new(check(name, parse::<Gradient2Settings>(name, settings)?)?, n)),
-        "envoy" => Box::new(Envoy::new(check(name, parse::<EnvoySettings>(name, settings)?)?, n)),
-        "atrion-reference" => Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?),
-        "atrion-default" => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
-        "atrion-aimd" => {
+        ControllerKind::Breaker => Box::new(Breaker::new(check(name, parse::<BreakerSettings>(name, settings)?)?, n)),
+        ControllerKind::Aimd => Box::new(Aimd::new(check(name, parse::<AimdSettings>(name, settings)?)?, n)),
+        ControllerKind::Gradient2 => {
+            Box::new(Gradient2::new(check(name, parse::<Gradient2Settings>(name, settings)?)?, n))
+        }
+        ControllerKind::Envoy => Box::new(Envoy::new(check(name, parse::<EnvoySettings>(name, settings)?)?, n)),
+        ControllerKind::AtrionReference => {
+            Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?)
+        }
+        ControllerKind::AtrionDefault => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
+        ControllerKind::AtrionAimd => {
             // `[settings.atrion-aimd]`: an `aimd` table for the limit, the rest for the physics.
             let mut physics = settings.cloned().unwrap_or_default();
             let aimd = match physics.remove("aimd") {
@@ -186,7 +260,6 @@ pub fn build(
             let atrion = Atrion::new("atrion-aimd", Model::Default, routes, Some(&physics))?;
             Box::new(Paired { atrion, limit: Aimd::new(check(name, aimd)?, n) })
         }
-        other => return Err(SettingsError::Unknown(other.to_owned())),
     })
 }
 
@@ -1119,21 +1192,33 @@ mod tests {
     fn settings_are_checked() {
         let routes = [RouteInfo { name: "a".into(), priority: None, atrion: None }];
         let bad: toml::Table = toml::from_str("min_limit = 50\ninitial_limit = 20").unwrap();
-        assert!(matches!(build("aimd", &routes, Some(&bad)), Err(SettingsError::Invalid { .. })));
+        assert!(matches!(build(ControllerKind::Aimd, &routes, Some(&bad)), Err(SettingsError::Invalid { .. })));
         let unknown: toml::Table = toml::from_str("windw = 5").unwrap();
-        assert!(matches!(build("breaker", &routes, Some(&unknown)), Err(SettingsError::Malformed { .. })));
+        assert!(matches!(
+            build(ControllerKind::Breaker, &routes, Some(&unknown)),
+            Err(SettingsError::Malformed { .. })
+        ));
         let physics: toml::Table = toml::from_str("scar_decay = -1.0").unwrap();
-        assert!(matches!(build("atrion-default", &routes, Some(&physics)), Err(SettingsError::Physics { .. })));
-        assert!(matches!(build("nope", &routes, None), Err(SettingsError::Unknown(_))));
+        assert!(matches!(
+            build(ControllerKind::AtrionDefault, &routes, Some(&physics)),
+            Err(SettingsError::Physics { .. })
+        ));
+        assert!(matches!("nope".parse::<ControllerKind>(), Err(SettingsError::Unknown(_))));
+        assert_eq!("atrion-aimd".parse::<ControllerKind>().unwrap(), ControllerKind::AtrionAimd);
+        for k in ControllerKind::ALL {
+            assert_eq!(k.name().parse::<ControllerKind>().unwrap(), k);
+            let t: toml::Table = toml::from_str(&format!("k = \"{k}\"")).unwrap();
+            assert_eq!(t["k"].clone().try_into::<ControllerKind>().unwrap(), k, "serde uses the same names");
+        }
         for (controller, text, says) in [
-            ("breaker", "failure_threshold = nan", "failure_threshold"),
-            ("breaker", "window = 0", "window"),
-            ("breaker", "open_ms = 1e300", "open_ms"),
-            ("envoy", "percentile = 7.0", "percentile"),
-            ("envoy", "min_concurrency = 0", "min_concurrency"),
-            ("envoy", "interval_ms = -1.0", "interval_ms"),
-            ("aimd", "backoff_ratio = 1.5", "backoff_ratio"),
-            ("gradient2", "smoothing = 0.0", "smoothing"),
+            (ControllerKind::Breaker, "failure_threshold = nan", "failure_threshold"),
+            (ControllerKind::Breaker, "window = 0", "window"),
+            (ControllerKind::Breaker, "open_ms = 1e300", "open_ms"),
+            (ControllerKind::Envoy, "percentile = 7.0", "percentile"),
+            (ControllerKind::Envoy, "min_concurrency = 0", "min_concurrency"),
+            (ControllerKind::Envoy, "interval_ms = -1.0", "interval_ms"),
+            (ControllerKind::Aimd, "backoff_ratio = 1.5", "backoff_ratio"),
+            (ControllerKind::Gradient2, "smoothing = 0.0", "smoothing"),
         ] {
             let t: toml::Table = toml::from_str(text).unwrap();
             match build(controller, &routes, Some(&t)) {

@@ -40,7 +40,7 @@ mod sim;
 pub mod stability;
 pub mod trace;
 
-pub use controller::{Controller, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
+pub use controller::{Controller, ControllerKind, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
 pub use metrics::{Bin, Summary, summarize};
 pub use report::{
     Check, ControllerResult, ScenarioReport, markdown_route_times, markdown_routes, markdown_table, text_table,
@@ -83,7 +83,7 @@ pub struct RunOptions {
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
     /// Runs only these controllers (and those the criteria compare with); all when empty.
-    pub controllers: Vec<String>,
+    pub controllers: Vec<ControllerKind>,
     /// Runs the shortened form of the scenario (`quick_duration_s`).
     pub quick: bool,
 }
@@ -140,16 +140,14 @@ pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
 }
 
 /// The controllers that run `scenario` under `options`, in table order.
-pub fn controllers_for(scenario: &Scenario, options: &RunOptions) -> Vec<&'static str> {
-    let wanted = |n: &str| {
-        let listed = |list: &[String]| list.is_empty() || list.iter().any(|c| c == n);
-        let compared = scenario
-            .expects
-            .iter()
-            .any(|e| e.at_most.as_deref() == Some(n) || e.at_least.as_deref() == Some(n) || e.controller == n);
+pub fn controllers_for(scenario: &Scenario, options: &RunOptions) -> Vec<ControllerKind> {
+    let wanted = |k: ControllerKind| {
+        let listed = |list: &[ControllerKind]| list.is_empty() || list.contains(&k);
+        let compared =
+            scenario.expects.iter().any(|e| e.at_most == Some(k) || e.at_least == Some(k) || e.controller == k);
         listed(&scenario.controllers) && (listed(&options.controllers) || compared)
     };
-    NAMES.iter().copied().filter(|n| wanted(n)).collect()
+    ControllerKind::ALL.into_iter().filter(|&k| wanted(k)).collect()
 }
 
 /// Runs every controller that applies over `scenario` and judges its criteria.
@@ -179,14 +177,17 @@ pub fn run_scenario_with(
             .collect()
     };
     let mut results = Vec::new();
-    for name in controllers_for(&scenario, options) {
+    for kind in controllers_for(&scenario, options) {
         // `atrion-aimd` runs the default model: it takes `atrion-default`'s settings (a
         // route's SLO, say) unless the scenario gives it its own.
-        let settings = match name {
-            "atrion-aimd" => scenario.settings.get(name).or_else(|| scenario.settings.get("atrion-default")),
-            _ => scenario.settings.get(name),
+        let settings = match kind {
+            ControllerKind::AtrionAimd => {
+                scenario.settings.get(&kind).or_else(|| scenario.settings.get(&ControllerKind::AtrionDefault))
+            }
+            _ => scenario.settings.get(&kind),
         };
-        let mut c = controller::build(name, &routes, settings)
+        let name = kind.name();
+        let mut c = controller::build(kind, &routes, settings)
             .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source: Box::new(source) })?;
         let trace = if scenario.telemetry.is_some() {
             match sim::run_ticks(&scenario, c.as_mut()) {

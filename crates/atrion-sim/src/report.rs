@@ -73,7 +73,7 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
                     None => r.summary.get(m),
                 })
             };
-            let Some(v) = value(&e.controller, e.metric) else {
+            let Some(v) = value(e.controller.name(), e.metric) else {
                 return Check {
                     expect: e.clone(),
                     value: None,
@@ -101,7 +101,7 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
             }
             for (other, at_most) in [(&e.at_most, true), (&e.at_least, false)] {
                 let Some(other) = other else { continue };
-                let y = value(other, e.metric).map(|o| o.unwrap_or(f64::INFINITY) * e.factor);
+                let y = value(other.name(), e.metric).map(|o| o.unwrap_or(f64::INFINITY) * e.factor);
                 match y {
                     None => {
                         passed = false;

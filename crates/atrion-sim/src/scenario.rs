@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::controller::ControllerKind;
 use serde::{Deserialize, Serialize};
 
 /// A scenario that could not be used.
@@ -99,10 +100,10 @@ pub struct Scenario {
     pub telemetry: Option<TelemetrySpec>,
     /// Which controllers run it (all that apply, by default).
     #[serde(default)]
-    pub controllers: Vec<String>,
+    pub controllers: Vec<ControllerKind>,
     /// Settings per controller: a table of overrides keyed by controller name.
     #[serde(default)]
-    pub settings: BTreeMap<String, toml::Table>,
+    pub settings: BTreeMap<ControllerKind, toml::Table>,
     /// The pass criteria.
     #[serde(default, rename = "expect")]
     pub expects: Vec<Expect>,
@@ -699,7 +700,7 @@ impl Metric {
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The controller judged.
-    pub controller: String,
+    pub controller: ControllerKind,
     /// The metric.
     pub metric: Metric,
     /// Judge one route's value instead of the whole service's (goodput, healthy_shed,
@@ -717,10 +718,10 @@ pub struct Expect {
     pub equals: Option<f64>,
     /// Value must be `<= factor *` that controller's value.
     #[serde(default)]
-    pub at_most: Option<String>,
+    pub at_most: Option<ControllerKind>,
     /// Value must be `>= factor *` that controller's value.
     #[serde(default)]
-    pub at_least: Option<String>,
+    pub at_least: Option<ControllerKind>,
     /// Factor of the comparison with another controller (1 by default).
     #[serde(default = "default_factor")]
     pub factor: f64,
@@ -855,16 +856,6 @@ impl Scenario {
         }
         if !pos(self.slo_ms) {
             return Err(self.invalid("slo_ms", "must be positive"));
-        }
-        for name in &self.controllers {
-            if !crate::controller::NAMES.contains(&name.as_str()) {
-                return Err(self.invalid("controllers", format!("unknown controller `{name}`")));
-            }
-        }
-        for name in self.settings.keys() {
-            if !crate::controller::NAMES.contains(&name.as_str()) {
-                return Err(self.invalid("settings", format!("unknown controller `{name}`")));
-            }
         }
         if let Some(t) = &self.telemetry {
             if !pos(t.tick_ms) || t.tick_ms > MAX_MS || t.ticks == 0 || t.ticks > MAX_TICKS {
@@ -1054,14 +1045,6 @@ impl Scenario {
         }
         for (i, e) in self.expects.iter().enumerate() {
             let f = |k: &str| format!("expect[{i}].{k}");
-            if !crate::controller::NAMES.contains(&e.controller.as_str()) {
-                return Err(self.invalid(f("controller"), format!("unknown controller `{}`", e.controller)));
-            }
-            for other in [&e.at_most, &e.at_least].into_iter().flatten() {
-                if !crate::controller::NAMES.contains(&other.as_str()) {
-                    return Err(self.invalid(f("at_most/at_least"), format!("unknown controller `{other}`")));
-                }
-            }
             if let Some(route) = &e.route {
                 if !names.contains(&route.as_str()) {
                     return Err(self.invalid(f("route"), format!("unknown route `{route}`")));

@@ -1,7 +1,7 @@
 //! Every built-in scenario's pass criteria, run on its shortened form; the reference
 //! figures; determinism; and rate invariance.
 
-use atrion_sim::{BUILTIN, Metric, RunOptions, ScenarioReport, builtin, run_scenario};
+use atrion_sim::{BUILTIN, ControllerKind, Metric, RunOptions, ScenarioReport, builtin, run_scenario};
 
 fn quick(name: &str) -> ScenarioReport {
     let scenario = builtin(name).expect("built in").expect("valid");
@@ -169,7 +169,7 @@ traffic = { pattern = "replay", file = "t.jsonl" }
 "#;
     std::fs::write(dir.path().join("s.toml"), text).unwrap();
     let s = atrion_sim::Scenario::from_file(&dir.path().join("s.toml")).unwrap();
-    let r = run_scenario(&s, &RunOptions { controllers: vec!["none".into()], ..RunOptions::default() }).unwrap();
+    let r = run_scenario(&s, &RunOptions { controllers: vec![ControllerKind::None], ..RunOptions::default() }).unwrap();
     // 100 requests per second for 5 seconds.
     let offered = r.result("none").unwrap().summary.offered;
     assert_eq!(offered, 500);
@@ -212,7 +212,7 @@ service = { dist = "constant", mean_ms = 5 }
 traffic = { pattern = "constant", rps = 100 }
 "#;
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).unwrap();
-    let r = run_scenario(&s, &RunOptions { controllers: vec!["none".into()], ..RunOptions::default() }).unwrap();
+    let r = run_scenario(&s, &RunOptions { controllers: vec![ControllerKind::None], ..RunOptions::default() }).unwrap();
     let summary = &r.result("none").unwrap().summary;
     // 100 requests/s for 20 s, less the first gap; `a` fails most of its requests.
     assert!((summary.goodput * 20.0 - 1_999.0).abs() < 1.0, "b's goodput {}", summary.goodput);
@@ -252,7 +252,7 @@ fn per_route_counts_show_isolation() {
 fn run_text(text: &str, controllers: &[&str]) -> ScenarioReport {
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).expect("valid");
     let options =
-        RunOptions { controllers: controllers.iter().map(|c| c.to_string()).collect(), ..RunOptions::default() };
+        RunOptions { controllers: controllers.iter().map(|c| c.parse().unwrap()).collect(), ..RunOptions::default() };
     run_scenario(&s, &options).expect("runs")
 }
 
