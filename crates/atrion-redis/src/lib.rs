@@ -26,152 +26,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError,
-    StoreStats, check_key, check_value,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
+    check_key, check_value,
 };
 use bytes::Bytes;
-use futures_util::StreamExt;
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
+mod config;
+mod feed;
+mod scripts;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use config::RedisConfig;
+use scripts::{BATCH_CHUNK, CAS, DELETE, PUT, PUT_BATCH, REPAIRS};
+
 const BACKEND: &str = "redis";
-
-/// Configuration of a [`RedisStore`], readable from a config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RedisConfig {
-    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://...` for TLS.
-    pub url: String,
-    /// Key namespace of the cluster (no `:`, `{` or `}`).
-    pub namespace: String,
-    /// Giving up on a connection attempt after this long.
-    #[serde(with = "atrion_state::serde_secs")]
-    pub connect_timeout: Duration,
-    /// Giving up on a command after this long.
-    #[serde(with = "atrion_state::serde_secs")]
-    pub command_timeout: Duration,
-    /// For `rediss://`: a PEM file of the certificate authority to trust (default: the
-    /// system's roots).
-    pub ca_cert: Option<std::path::PathBuf>,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: "redis://127.0.0.1:6379".into(),
-            namespace: "atrion".into(),
-            connect_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(1),
-            ca_cert: None,
-        }
-    }
-}
-
-impl RedisConfig {
-    /// The defaults, for the server at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig { url: url.into(), ..RedisConfig::default() }
-    }
-
-    /// Checks every field.
-    pub fn validate(&self) -> Result<(), StoreError> {
-        let bad = |why: String| Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
-        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
-            return bad("`url` must start with redis:// or rediss://".into());
-        }
-        if self.namespace.is_empty() || self.namespace.contains([':', '{', '}']) {
-            return bad(format!("`namespace` must be non-empty without `:`, `{{` or `}}`, got {:?}", self.namespace));
-        }
-        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return bad("timeouts must be > 0".into());
-        }
-        if self.ca_cert.is_some() && !self.url.starts_with("rediss://") {
-            return bad("`ca_cert` is for rediss:// URLs".into());
-        }
-        Ok(())
-    }
-}
-
-/// Repairs shared by the write scripts, each counted in the script's last reply:
-/// - `writable`: something that is not one of our hashes under one of our keys (written by
-///   someone else) is deleted before the write replaces it.
-/// - `bump`: a version counter that is not an integer restarts above every version handed
-///   out, at the server's clock in microseconds (versions come from `INCRBY`, which cannot
-///   outrun one per microsecond).
-const REPAIRS: &str = r"
-local function writable(k)
-  local t = redis.call('TYPE', k)['ok']
-  if t == 'hash' or t == 'none' then return 0 end
-  redis.call('DEL', k)
-  return 1
-end
-local function int(x) return string.format('%d', x) end
-local function bump(counter, n)
-  local r = redis.pcall('INCRBY', counter, n)
-  if type(r) == 'number' then return r, 0 end
-  local now = redis.call('TIME')
-  redis.call('DEL', counter)
-  redis.call('SET', counter, now[1] .. string.format('%06d', tonumber(now[2])))
-  return redis.call('INCRBY', counter, n), 1
-end
-";
-
-const PUT: &str = r"
-local fixed = writable(KEYS[1])
-local ver, reset = bump(KEYS[2], 1)
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', int(ver))
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('PUBLISH', ARGV[3], 'set ' .. int(ver) .. ' ' .. ARGV[4])
-return {ver, fixed + reset}
-";
-
-/// A key holding something else than one of our hashes counts as absent (and is repaired).
-const CAS: &str = r"
-local fixed = writable(KEYS[1])
-local cur = redis.call('HGET', KEYS[1], 'ver')
-if cur == false then cur = '' end
-if cur ~= ARGV[5] then return {0, cur, fixed} end
-local ver, reset = bump(KEYS[2], 1)
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', int(ver))
-if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('PUBLISH', ARGV[3], 'set ' .. int(ver) .. ' ' .. ARGV[4])
-return {1, int(ver), fixed + reset}
-";
-
-/// Many writes in one script: one counter bump, one notification for the whole chunk.
-const PUT_BATCH: &str = r"
-local n = #KEYS - 1
-local last, fixed = bump(KEYS[1], n)
-local first = last - n
-local msg = {'batch'}
-for i = 1, n do
-  local ver = first + i
-  local base = 1 + (i - 1) * 3
-  fixed = fixed + writable(KEYS[i + 1])
-  redis.call('HSET', KEYS[i + 1], 'v', ARGV[base + 1], 'ver', int(ver))
-  local ttl = tonumber(ARGV[base + 2])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], ttl) else redis.call('PERSIST', KEYS[i + 1]) end
-  local key = ARGV[base + 3]
-  msg[#msg + 1] = int(ver) .. ' ' .. #key .. ' ' .. key
-end
-redis.call('PUBLISH', ARGV[1], table.concat(msg, ' '))
-return {first + 1, last, fixed}
-";
-
-/// Entries per batch script.
-const BATCH_CHUNK: usize = 256;
-
-const DELETE: &str = r"
-local n = redis.call('DEL', KEYS[1])
-if n == 1 then redis.call('PUBLISH', ARGV[1], 'del ' .. ARGV[2]) end
-return n
-";
 
 /// The Redis store. Cheap to clone: clones share the connection.
 #[derive(Clone)]
@@ -466,55 +338,7 @@ impl StateStore for RedisStore {
         let channel = self.channel();
         let mut pubsub = client.get_async_pubsub().await.map_err(|e| err(Op::Subscribe, None, e))?;
         pubsub.subscribe(&channel).await.map_err(|e| err(Op::Subscribe, None, e))?;
-        tokio::spawn(async move {
-            loop {
-                let mut stream = pubsub.into_on_message();
-                while let Some(msg) = stream.next().await {
-                    let Ok(text) = msg.get_payload::<String>() else { continue };
-                    if let Some(rest) = text.strip_prefix("batch ") {
-                        for change in parse_batch(rest) {
-                            if tx.send(change).await.is_err() {
-                                return;
-                            }
-                        }
-                        continue;
-                    }
-                    let change = if let Some(rest) = text.strip_prefix("set ") {
-                        match rest.split_once(' ') {
-                            Some((ver, key)) => match ver.parse() {
-                                Ok(version) => Change::Set { key: key.to_owned(), version },
-                                Err(_) => continue,
-                            },
-                            None => continue,
-                        }
-                    } else if let Some(key) = text.strip_prefix("del ") {
-                        Change::Deleted { key: key.to_owned() }
-                    } else {
-                        continue;
-                    };
-                    if tx.send(change).await.is_err() {
-                        return; // the feed was dropped
-                    }
-                }
-                // Disconnected: whatever was published meanwhile is lost. Reconnect, then
-                // tell the reader to resynchronise.
-                loop {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if let Ok(mut p) = client.get_async_pubsub().await
-                        && p.subscribe(&channel).await.is_ok()
-                    {
-                        pubsub = p;
-                        break;
-                    }
-                }
-                if tx.send(Change::Resync).await.is_err() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(feed::forward(client, channel, pubsub, tx));
         Ok(Some(ChangeFeed::from_channel(rx, prefix)))
     }
 
@@ -588,20 +412,6 @@ impl StateStore for RedisStore {
     }
 }
 
-/// The changes of a batch notification: `<version> <key length> <key>`, repeated.
-fn parse_batch(mut rest: &str) -> Vec<Change> {
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let Some((ver, tail)) = rest.split_once(' ') else { break };
-        let Some((len, tail)) = tail.split_once(' ') else { break };
-        let (Ok(version), Ok(len)) = (ver.parse::<u64>(), len.parse::<usize>()) else { break };
-        let Some(key) = tail.get(..len) else { break };
-        out.push(Change::Set { key: key.to_owned(), version });
-        rest = tail[len..].strip_prefix(' ').unwrap_or("");
-    }
-    out
-}
-
 /// `{prefix}{tag}rest`: the tag is the key up to its last `/node/` (one route, one slot), or
 /// the whole key; `{}` (no tag) when the tag itself has braces.
 fn redis_key(prefix: &str, key: &str) -> String {
@@ -635,25 +445,5 @@ mod tests {
             assert_eq!(user_key(p, &redis_key(p, key)).as_deref(), Some(key), "{key}");
         }
         assert_eq!(user_key(p, "other:e:{x}"), None);
-    }
-
-    #[test]
-    fn batch_notifications_parse_keys_with_spaces() {
-        let changes = parse_batch("7 9 GET /a b/ 8 1 x");
-        assert_eq!(
-            changes,
-            vec![Change::Set { key: "GET /a b/".into(), version: 7 }, Change::Set { key: "x".into(), version: 8 }]
-        );
-        assert!(parse_batch("garbage").is_empty());
-    }
-
-    #[test]
-    fn config_is_validated() {
-        assert!(RedisConfig::default().validate().is_ok());
-        assert!(RedisConfig::new("http://x").validate().is_err());
-        let c = RedisConfig { namespace: "a:b".into(), ..RedisConfig::default() };
-        assert!(c.validate().is_err());
-        let c = RedisConfig { command_timeout: Duration::ZERO, ..RedisConfig::default() };
-        assert!(c.validate().is_err());
     }
 }

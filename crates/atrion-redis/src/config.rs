@@ -1,0 +1,80 @@
+//! The Redis store's configuration.
+
+use std::time::Duration;
+
+use atrion_state::{ErrorKind, Op, StoreError};
+use serde::Deserialize;
+
+use crate::BACKEND;
+
+/// Configuration of a [`RedisStore`], readable from a config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db]` or `rediss://...` for TLS.
+    pub url: String,
+    /// Key namespace of the cluster (no `:`, `{` or `}`).
+    pub namespace: String,
+    /// Giving up on a connection attempt after this long.
+    #[serde(with = "atrion_state::serde_secs")]
+    pub connect_timeout: Duration,
+    /// Giving up on a command after this long.
+    #[serde(with = "atrion_state::serde_secs")]
+    pub command_timeout: Duration,
+    /// For `rediss://`: a PEM file of the certificate authority to trust (default: the
+    /// system's roots).
+    pub ca_cert: Option<std::path::PathBuf>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            namespace: "atrion".into(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(1),
+            ca_cert: None,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults, for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig { url: url.into(), ..RedisConfig::default() }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |why: String| Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
+        if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
+            return bad("`url` must start with redis:// or rediss://".into());
+        }
+        if self.namespace.is_empty() || self.namespace.contains([':', '{', '}']) {
+            return bad(format!("`namespace` must be non-empty without `:`, `{{` or `}}`, got {:?}", self.namespace));
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return bad("timeouts must be > 0".into());
+        }
+        if self.ca_cert.is_some() && !self.url.starts_with("rediss://") {
+            return bad("`ca_cert` is for rediss:// URLs".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_validated() {
+        assert!(RedisConfig::default().validate().is_ok());
+        assert!(RedisConfig::new("http://x").validate().is_err());
+        let c = RedisConfig { namespace: "a:b".into(), ..RedisConfig::default() };
+        assert!(c.validate().is_err());
+        let c = RedisConfig { command_timeout: Duration::ZERO, ..RedisConfig::default() };
+        assert!(c.validate().is_err());
+    }
+}
