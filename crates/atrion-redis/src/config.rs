@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::BACKEND;
 
-/// Configuration of a [`RedisStore`], readable from a config file.
+/// Configuration of a [`crate::RedisStore`], readable from a config file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

@@ -9,7 +9,7 @@
 //!   so that one route's keys share a hash slot.
 //! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
 //!   TTL and the change notification happen atomically. Batches are pipelined.
-//! - The change feed: hints over pub/sub, and a [`Change::Resync`] after every reconnect,
+//! - The change feed: hints over pub/sub, and a [`atrion_state::Change::Resync`] after every reconnect,
 //!   since pub/sub loses what is sent while a client is away.
 //! - `redis://` and `rediss://` (TLS, rustls with ring; a private CA through
 //!   [`RedisConfig::ca_cert`]), with AUTH from the URL (`redis://user:password@host`).
