@@ -9,7 +9,7 @@
 //! - Compare-and-swap is one statement (`UPDATE ... WHERE version = $expected`, or an
 //!   insert that only replaces an expired row).
 //! - The change feed: a trigger sends `NOTIFY atrion_changes`; a listener forwards the hints
-//!   and asks for a [`Change::Resync`] after every reconnect (notifications sent meanwhile
+//!   and asks for a [`atrion_state::Change::Resync`] after every reconnect (notifications sent meanwhile
 //!   are lost).
 //! - Expired rows are invisible at once and deleted by [`StateStore::cleanup`].
 //!
@@ -23,117 +23,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError,
-    StoreStats, check_key, check_value,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
+    check_key, check_value,
 };
 use bytes::Bytes;
-use serde::Deserialize;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::mpsc;
 
+mod config;
+mod feed;
+mod sql;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use config::PostgresConfig;
+use sql::{LIVE, SCHEMA, TTL_MS, expiry};
 
 const BACKEND: &str = "postgres";
 const SCHEMA_VERSION: i32 = 1;
 const CHANNEL: &str = "atrion_changes";
-
-const SCHEMA: &str = r"
-SELECT pg_advisory_xact_lock(7274661);
-CREATE TABLE IF NOT EXISTS atrion_entries (
-    namespace  text        NOT NULL,
-    key        text        NOT NULL,
-    value      bytea       NOT NULL,
-    version    bigint      NOT NULL,
-    expires_at timestamptz,
-    PRIMARY KEY (namespace, key)
-);
-CREATE SEQUENCE IF NOT EXISTS atrion_version_seq;
-CREATE TABLE IF NOT EXISTS atrion_schema (
-    id         int         PRIMARY KEY,
-    version    int         NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-INSERT INTO atrion_schema (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING;
-CREATE OR REPLACE FUNCTION atrion_notify() RETURNS trigger AS $$
-BEGIN
-    IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('atrion_changes', 'del ' || OLD.namespace || ' ' || OLD.key);
-    ELSE
-        PERFORM pg_notify('atrion_changes', 'set ' || NEW.version || ' ' || NEW.namespace || ' ' || NEW.key);
-    END IF;
-    RETURN NULL;
-END
-$$ LANGUAGE plpgsql;
-CREATE OR REPLACE TRIGGER atrion_notify AFTER INSERT OR UPDATE OR DELETE ON atrion_entries
-    FOR EACH ROW EXECUTE FUNCTION atrion_notify();
-";
-
-// Every dynamic statement below is assembled from the constants in this file only (never
-// from input): hence `AssertSqlSafe`. Values always travel as bind parameters.
-
-/// Rows that are live now.
-const LIVE: &str = "(expires_at IS NULL OR expires_at > clock_timestamp())";
-/// Milliseconds left, or NULL.
-const TTL_MS: &str = "CASE WHEN expires_at IS NULL THEN NULL \
-     ELSE GREATEST(0, EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000)::float8 END";
-/// An expiry from a nullable millisecond parameter.
-fn expiry(param: usize) -> String {
-    format!(
-        "CASE WHEN ${param}::bigint IS NULL THEN NULL ELSE clock_timestamp() + ${param}::bigint * interval '1 millisecond' END"
-    )
-}
-
-/// Configuration of a [`PostgresStore`], readable from a config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct PostgresConfig {
-    /// `postgres://user[:password]@host[:port]/database[?sslmode=...]`.
-    pub url: String,
-    /// Key namespace of the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
-    pub namespace: String,
-    /// Most pooled connections.
-    pub max_connections: u32,
-    /// Giving up on acquiring a connection after this long.
-    #[serde(with = "atrion_state::serde_secs")]
-    pub connect_timeout: Duration,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            namespace: "atrion".into(),
-            max_connections: 8,
-            connect_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-impl PostgresConfig {
-    /// The defaults, for the database at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        PostgresConfig { url: url.into(), ..PostgresConfig::default() }
-    }
-
-    /// Checks every field.
-    pub fn validate(&self) -> Result<(), StoreError> {
-        let bad = |why: String| Err(StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)));
-        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
-            return bad("`url` must start with postgres:// or postgresql://".into());
-        }
-        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if self.namespace.is_empty() || self.namespace.len() > 64 || !self.namespace.chars().all(ok) {
-            return bad(format!("`namespace` must be 1 to 64 of [A-Za-z0-9._-], got {:?}", self.namespace));
-        }
-        if self.max_connections == 0 || self.connect_timeout.is_zero() {
-            return bad("`max_connections` and `connect_timeout` must be > 0".into());
-        }
-        Ok(())
-    }
-}
 
 /// The PostgreSQL store. Cheap to clone: clones share the pool.
 #[derive(Debug, Clone)]
@@ -392,38 +301,7 @@ impl StateStore for PostgresStore {
         let (tx, rx) = mpsc::channel(4096);
         let namespace = self.namespace.clone();
         let pool = self.pool.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
-                        let Some(change) = parse(n.payload(), &namespace) else { continue };
-                        if tx.send(change).await.is_err() {
-                            return; // the feed was dropped
-                        }
-                    }
-                    // The connection was lost (`None` or an error): whatever was notified
-                    // meanwhile is gone. Listen again on a fresh connection, and only then ask
-                    // the reader to resynchronise, so that nothing written after its full
-                    // sync can slip between the two.
-                    Ok(None) | Err(_) => {
-                        listener = loop {
-                            if tx.is_closed() {
-                                return;
-                            }
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            if let Ok(mut l) = PgListener::connect_with(&pool).await
-                                && l.listen(CHANNEL).await.is_ok()
-                            {
-                                break l;
-                            }
-                        };
-                        if tx.send(Change::Resync).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        tokio::spawn(feed::forward(listener, pool, namespace, tx));
         Ok(Some(ChangeFeed::from_channel(rx, prefix)))
     }
 
@@ -491,41 +369,5 @@ impl StateStore for PostgresStore {
             .await
             .map_err(|e| err(Op::BatchDelete, None, e))?;
         Ok(n as u64)
-    }
-}
-
-/// `set <version> <namespace> <key>` or `del <namespace> <key>`, for our namespace only.
-fn parse(payload: &str, namespace: &str) -> Option<Change> {
-    if let Some(rest) = payload.strip_prefix("set ") {
-        let (ver, rest) = rest.split_once(' ')?;
-        let (ns, key) = rest.split_once(' ')?;
-        let version = ver.parse().ok()?;
-        (ns == namespace).then(|| Change::Set { key: key.to_owned(), version })
-    } else {
-        let rest = payload.strip_prefix("del ")?;
-        let (ns, key) = rest.split_once(' ')?;
-        (ns == namespace).then(|| Change::Deleted { key: key.to_owned() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notifications_parse_for_our_namespace_only() {
-        assert_eq!(parse("set 7 atrion GET /a b", "atrion"), Some(Change::Set { key: "GET /a b".into(), version: 7 }));
-        assert_eq!(parse("del atrion k", "atrion"), Some(Change::Deleted { key: "k".into() }));
-        assert_eq!(parse("set 7 other k", "atrion"), None);
-        assert_eq!(parse("set x atrion k", "atrion"), None);
-        assert_eq!(parse("garbage", "atrion"), None);
-    }
-
-    #[test]
-    fn config_is_validated() {
-        assert!(PostgresConfig::default().validate().is_ok());
-        assert!(PostgresConfig::new("mysql://x").validate().is_err());
-        let c = PostgresConfig { namespace: "has space".into(), ..PostgresConfig::default() };
-        assert!(c.validate().is_err());
     }
 }
