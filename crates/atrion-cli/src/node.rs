@@ -17,8 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use atrion::state::{StateStore, SyncConfig};
 use atrion::{Atrion, Priority};
-use atrion_postgres::{PostgresConfig, PostgresStore};
-use atrion_redis::{RedisConfig, RedisStore};
 
 /// Arguments of `atrion node`.
 #[derive(Debug, clap::Args)]
@@ -103,19 +101,20 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
     check(args, &sync)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
+        let mut config: atrion::StoreConfig = args.store.parse()?;
+        if matches!(config, atrion::StoreConfig::Memory | atrion::StoreConfig::File(_)) {
+            bail!("--store must be a store the cluster shares: a redis://, rediss:// or postgres:// URL");
+        }
+        config.set_namespace(&args.namespace);
+        // The Redis store is kept typed as well, for its repair counter.
         let mut redis = None;
-        let store: Arc<dyn StateStore> = if args.store.starts_with("redis") {
-            let mut c = RedisConfig::new(&args.store);
-            c.namespace = args.namespace.clone();
-            let s = RedisStore::connect(&c).await?;
-            redis = Some(s.clone());
-            Arc::new(s)
-        } else if args.store.starts_with("postgres") {
-            let mut c = PostgresConfig::new(&args.store);
-            c.namespace = args.namespace.clone();
-            Arc::new(PostgresStore::connect(&c).await?)
-        } else {
-            bail!("--store must be a redis://, rediss:// or postgres:// URL");
+        let store: Arc<dyn StateStore> = match &config {
+            atrion::StoreConfig::Redis(c) => {
+                let s = atrion::redis::RedisStore::connect(c).await?;
+                redis = Some(s.clone());
+                Arc::new(s)
+            }
+            other => other.build().await?,
         };
         let atrion = Atrion::builder().store_arc(store).sync(sync).build()?;
         atrion.connect().await.context("joining the cluster")?;
@@ -161,7 +160,7 @@ pub fn run(args: &NodeArgs) -> Result<ExitCode> {
                         "rejected": sync.rejected,
                         "kept_local": sync.kept_local,
                         "republished": sync.republished,
-                        "repairs": redis.as_ref().map_or(0, RedisStore::repairs),
+                        "repairs": redis.as_ref().map_or(0, atrion::redis::RedisStore::repairs),
                     },
                 });
                 writeln!(out, "{line}")?;

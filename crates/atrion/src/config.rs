@@ -14,6 +14,10 @@ use crate::AtrionError;
 /// backend = "file"
 /// path = "/var/lib/atrion/state.redb"
 /// ```
+///
+/// or as a URL ([`StoreConfig::from_url`], also `str::parse`): `memory`, `file:PATH`,
+/// `redis://…`, `rediss://…`, `postgres://…` (`postgresql://…`). A backend whose feature is
+/// not compiled in is a clear error, not a surprise at connect time.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase")]
 #[non_exhaustive]
@@ -23,15 +27,84 @@ pub enum StoreConfig {
     /// The embedded file store (feature `file`).
     #[cfg(feature = "file")]
     File(atrion_file::FileConfig),
+    /// Redis, shared by a cluster (feature `redis`).
+    #[cfg(feature = "redis")]
+    Redis(atrion_redis::RedisConfig),
+    /// PostgreSQL, shared by a cluster (feature `postgres`).
+    #[cfg(feature = "postgres")]
+    Postgres(atrion_postgres::PostgresConfig),
+}
+
+/// The URL forms [`StoreConfig::from_url`] reads.
+const URL_FORMS: &str = "`memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…` or `postgresql://…`";
+
+impl std::str::FromStr for StoreConfig {
+    type Err = AtrionError;
+    fn from_str(url: &str) -> Result<Self, AtrionError> {
+        StoreConfig::from_url(url)
+    }
 }
 
 impl StoreConfig {
-    /// Builds (and for the file store, opens) the store; the config is validated first.
+    /// The store a URL names, with that backend's defaults otherwise; validated when built.
+    pub fn from_url(url: &str) -> Result<StoreConfig, AtrionError> {
+        let missing = |feature: &str| {
+            AtrionError::Service(format!(
+                "store `{url}`: this build has no `{feature}` feature (a cargo feature of atrion)"
+            ))
+        };
+        if url == "memory" {
+            return Ok(StoreConfig::Memory);
+        }
+        if let Some(path) = url.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(AtrionError::Service("store `file:`: a path is needed, as in `file:./atrion.redb`".into()));
+            }
+            #[cfg(feature = "file")]
+            return Ok(StoreConfig::File(atrion_file::FileConfig::new(path)));
+            #[cfg(not(feature = "file"))]
+            return Err(missing("file"));
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            #[cfg(feature = "redis")]
+            return Ok(StoreConfig::Redis(atrion_redis::RedisConfig::new(url)));
+            #[cfg(not(feature = "redis"))]
+            return Err(missing("redis"));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return Ok(StoreConfig::Postgres(atrion_postgres::PostgresConfig::new(url)));
+            #[cfg(not(feature = "postgres"))]
+            return Err(missing("postgres"));
+        }
+        let _ = missing;
+        Err(AtrionError::Service(format!("store `{url}`: expected {URL_FORMS}")))
+    }
+
+    /// Sets the key namespace of a shared store (Redis, PostgreSQL); the others have none.
+    pub fn set_namespace(&mut self, namespace: &str) {
+        match self {
+            #[cfg(feature = "redis")]
+            StoreConfig::Redis(c) => c.namespace = namespace.to_owned(),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(c) => c.namespace = namespace.to_owned(),
+            _ => {
+                let _ = namespace;
+            }
+        }
+    }
+
+    /// Builds (and for the file store, opens; for the shared stores, connects) the store;
+    /// the config is validated first.
     pub async fn build(&self) -> Result<Arc<dyn StateStore>, AtrionError> {
         Ok(match self {
             StoreConfig::Memory => Arc::new(InMemoryStore::new()),
             #[cfg(feature = "file")]
             StoreConfig::File(c) => Arc::new(atrion_file::FileStore::open(c).await?),
+            #[cfg(feature = "redis")]
+            StoreConfig::Redis(c) => Arc::new(atrion_redis::RedisStore::connect(c).await?),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(c) => Arc::new(atrion_postgres::PostgresStore::connect(c).await?),
         })
     }
 }

@@ -59,6 +59,18 @@ pub mod file {
     pub use atrion_file::*;
 }
 
+/// The Redis store (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use atrion_redis::*;
+}
+
+/// The PostgreSQL store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    pub use atrion_postgres::*;
+}
+
 /// A monotonic clock that turns [`Instant`]s into the engine's [`Timestamp`]s, counting from
 /// its own creation.
 #[derive(Debug, Clone, Copy)]

@@ -142,3 +142,25 @@ fn per_route_configs_are_set_at_build_and_at_run_time() {
     assert!(matches!(e, atrion::AtrionError::Engine(_)), "{e}");
     assert!(e.to_string().contains("Reference"), "{e}");
 }
+
+#[test]
+fn every_store_url_parses_into_its_typed_config() {
+    use atrion::StoreConfig;
+    assert_eq!("memory".parse::<StoreConfig>().unwrap(), StoreConfig::Memory);
+    assert!(
+        matches!("file:./s.redb".parse::<StoreConfig>().unwrap(), StoreConfig::File(c) if c.path.ends_with("s.redb"))
+    );
+    for url in ["redis://127.0.0.1:6379", "rediss://user:pw@cache:6380/2"] {
+        assert!(matches!(url.parse::<StoreConfig>().unwrap(), StoreConfig::Redis(c) if c.url == url), "{url}");
+    }
+    for url in ["postgres://u@db/atrion", "postgresql://u@db/atrion"] {
+        assert!(matches!(url.parse::<StoreConfig>().unwrap(), StoreConfig::Postgres(c) if c.url == url), "{url}");
+    }
+    let mut c: StoreConfig = "redis://x".parse().unwrap();
+    c.set_namespace("blue");
+    assert!(matches!(c, StoreConfig::Redis(r) if r.namespace == "blue"));
+    for bad in ["", "file:", "etcd://x", "http://x", "mem"] {
+        let e = bad.parse::<StoreConfig>().unwrap_err().to_string();
+        assert!(e.contains("store `"), "{bad}: {e}");
+    }
+}
