@@ -570,7 +570,9 @@ impl<O: PhysicsObserver> Engine<O> {
         s.mode = v.mode;
         s.resistance = v.resistance.clamp(c.r_base, c.r_max);
         s.scar = v.scar.min(c.scar_max);
-        s.momentum = v.momentum;
+        // A snapshot comes from elsewhere: every value is brought into the range the physics
+        // keeps, so that no later update can overflow from it.
+        s.momentum = v.momentum.min(c.momentum_max);
         s.pressure = v.pressure;
         match &mut s.memory {
             crate::physics::Memory::Reference { prev } => *prev = [v.pressure, v.pressure],
@@ -580,11 +582,16 @@ impl<O: PhysicsObserver> Engine<O> {
                 m.born = v.timestamp.saturating_sub(c.normal.warmup);
             }
         }
-        s.break_point = v.break_point;
-        s.recovery = v.recovery;
-        s.tuner = Tuner { samples: v.tuner_samples, weight: v.tuner_weight, mean: v.tuner_mean, var: v.tuner_var };
+        s.break_point = v.break_point.clamp(c.r_base, c.r_max);
+        s.recovery = v.recovery.clamp(c.r_base, c.r_max);
+        s.tuner = Tuner {
+            samples: v.tuner_samples,
+            weight: v.tuner_weight.min(f64::from(u32::MAX)),
+            mean: v.tuner_mean.min(c.r_max),
+            var: v.tuner_var.min(c.r_max * c.r_max),
+        };
         s.updates = v.updates;
-        s.trips = v.trips;
+        s.trips = v.trips.min(64.0);
         s.trips_at = v.timestamp;
         s.open_until = v.open_until;
         s.last = v.timestamp;

@@ -246,7 +246,13 @@ impl Normal {
         if samples == 0 || !mean.is_finite() || !var.is_finite() {
             return Normal::default();
         }
-        Normal { samples, weight: samples.min(1_000) as f32, mean: mean.max(0.0) as f32, var: var.max(0.0) as f32 }
+        let max = crate::Telemetry::MAX_LATENCY_MS;
+        Normal {
+            samples,
+            weight: samples.min(1_000) as f32,
+            mean: mean.clamp(0.0, max) as f32,
+            var: var.clamp(0.0, max * max) as f32,
+        }
     }
 
     /// One sample, by the tuner's time-weighted recurrence ([`Tuner::observe_weighted`]).

@@ -164,6 +164,14 @@ impl PhysicsVector {
                 return Err(DecodeError::Invalid { field, value });
             }
         }
+        let max_latency = crate::Telemetry::MAX_LATENCY_MS;
+        for (field, value, max) in
+            [("normal_mean", self.normal_mean, max_latency), ("normal_var", self.normal_var, max_latency * max_latency)]
+        {
+            if value > max {
+                return Err(DecodeError::Invalid { field, value });
+            }
+        }
         for (field, value) in [
             ("pressure.latency", self.pressure[0]),
             ("pressure.error", self.pressure[1]),

@@ -222,3 +222,34 @@ proptest! {
         drive_hard(PhysicsConfig::for_model(model), &steps);
     }
 }
+
+/// Found by fuzzing: a snapshot whose values are finite but beyond what the physics keeps (a
+/// learned normal of 1e300 ms, a tuner variance of 1e300) became infinite once restored.
+#[test]
+fn a_restored_snapshot_cannot_bring_a_value_past_the_physics_range() {
+    use atrion_core::PhysicsVector;
+    let e = Engine::new(PhysicsConfig::default()).unwrap();
+    for _ in 0..100 {
+        e.report("r", healthy(), ms(1_000));
+    }
+    let good = e.snapshot("r").unwrap();
+    let mut v = good.clone();
+    v.normal_mean = 1e300;
+    assert!(v.validate().is_err(), "a learned normal past a day is refused");
+    assert!(PhysicsVector::from_bytes(&v.to_bytes()).is_err());
+    let mut v = good.clone();
+    v.tuner_mean = 1e300;
+    v.tuner_var = 1e300;
+    v.momentum = 1e300;
+    v.break_point = 1e300;
+    v.trips = 1e300;
+    let other = Engine::new(PhysicsConfig::default()).unwrap();
+    other.restore("r", &v, ms(2_000)).unwrap();
+    for k in 0..200 {
+        let now = ms(2_000 + 50 * k);
+        other.decide("r", now, Priority::Normal);
+        other.report("r", if k % 3 == 0 { outage() } else { healthy() }, now);
+        let s = other.snapshot("r").unwrap();
+        assert!(s.validate().is_ok(), "{s:?}");
+    }
+}
