@@ -4,7 +4,9 @@
 //!   direct `check()` and failsafe's `is_call_permitted` / `on_success`;
 //! - 10,000 routes round-robin, beside governor's keyed `check_key()`;
 //! - two threads on distinct routes against one thread (scaling);
-//! - the silent observer against an empty dynamic composite (what observation costs).
+//! - the silent observer against an empty dynamic composite (what observation costs);
+//! - the facade: `Atrion::decide` (the clock read included) and an admitted request through
+//!   `Atrion::enter` and its guard's report on drop.
 //!
 //! Run: `cargo bench -p atrion-bench --bench engine`
 
@@ -192,5 +194,22 @@ fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = single_route, many_routes, threads }
+/// The facade a service uses: its own clock read (the system clock), the guard's report.
+fn facade(c: &mut Criterion) {
+    let mut g = c.benchmark_group("facade");
+    g.throughput(Throughput::Elements(1));
+    let atrion = atrion::Atrion::builder().build().unwrap();
+    for _ in 0..1_000 {
+        drop(atrion.enter("GET /checkout", Priority::Normal));
+    }
+    g.bench_function("atrion/decide", |b| {
+        b.iter(|| black_box(atrion.decide(black_box("GET /checkout"), Priority::Normal)))
+    });
+    g.bench_function("atrion/enter_and_report", |b| {
+        b.iter(|| drop(black_box(atrion.enter(black_box("GET /checkout"), Priority::Normal))))
+    });
+    g.finish();
+}
+
+criterion_group! { name = benches; config = config(); targets = single_route, many_routes, threads, facade }
 criterion_main!(benches);
