@@ -84,10 +84,7 @@ impl Controller for Aimd {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(latency_ms: f64, ok: bool, inflight: u32) -> Sample {
-        Sample { latency_ms, ok, saturation: 0.0, inflight }
-    }
+    use crate::controller::tests::sample;
 
     #[test]
     fn aimd_adds_one_when_busy_and_multiplies_on_a_drop() {

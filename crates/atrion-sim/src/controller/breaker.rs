@@ -204,10 +204,7 @@ impl Controller for Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(latency_ms: f64, ok: bool, inflight: u32) -> Sample {
-        Sample { latency_ms, ok, saturation: 0.0, inflight }
-    }
+    use crate::controller::tests::sample;
 
     #[test]
     fn breaker_opens_at_the_failure_rate_then_probes_then_closes() {

@@ -162,10 +162,7 @@ impl Controller for Envoy {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample(latency_ms: f64, ok: bool, inflight: u32) -> Sample {
-        Sample { latency_ms, ok, saturation: 0.0, inflight }
-    }
+    use crate::controller::tests::sample;
 
     #[test]
     fn envoy_gradient_and_headroom() {

@@ -348,8 +348,13 @@ impl Controller for Unprotected {
 const MS: f64 = 1e6;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A completed request, for the controllers' formula tests.
+    pub(crate) fn sample(latency_ms: f64, ok: bool, inflight: u32) -> Sample {
+        Sample { latency_ms, ok, saturation: 0.0, inflight }
+    }
 
     #[test]
     fn settings_are_checked() {
