@@ -4,7 +4,9 @@
 //! - one pulse pushing 10,000 dirty routes (pipelined scripts);
 //! - convergence delay: from a route's report on node A to its scar in node B's engine,
 //!   over 1,000 changes at a 10 ms pulse (p50 and p99 printed after the run);
-//! - `decide` with a Redis-backed manager attached, beside the bare engine.
+//! - `decide` with a Redis-backed manager attached, beside the bare engine;
+//! - `decide` + `report` while that Redis is killed and the node is degraded (the tests
+//!   assert only that decisions go on; how fast they go is this bench's claim).
 //!
 //! Run: `cargo bench -p atrion-bench --bench cluster`
 
@@ -139,8 +141,54 @@ fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: 
     rt.block_on(manager.shutdown());
 }
 
+fn decide_during_outage(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &mut RedisServer) {
+    let clock = Arc::new(TokioClock::new());
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let bare = Engine::new(PhysicsConfig::default()).unwrap();
+    let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+    let s: Arc<dyn StateStore> = Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap());
+    let manager = rt.block_on(async {
+        StateManager::start(
+            synced.clone(),
+            s,
+            sync("bench-outage", "decider", Duration::from_millis(10)),
+            clock.clone() as Arc<dyn Clock>,
+        )
+        .await
+        .unwrap()
+    });
+    server.kill();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !manager.stats().degraded {
+        synced.report("GET /checkout", ok, clock.now());
+        assert!(Instant::now() < deadline, "the node never noticed the outage");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut g = c.benchmark_group("redis_down_decide_report");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("bare_engine", |b| {
+        b.iter(|| {
+            black_box(bare.decide(black_box("GET /checkout"), clock.now(), Priority::Normal));
+            bare.report("GET /checkout", ok, clock.now())
+        })
+    });
+    g.bench_function("with_degraded_redis_manager", |b| {
+        b.iter(|| {
+            black_box(synced.decide(black_box("GET /checkout"), clock.now(), Priority::Normal));
+            synced.report("GET /checkout", ok, clock.now())
+        })
+    });
+    g.finish();
+    assert!(manager.stats().degraded, "measured while degraded");
+    rt.block_on(manager.shutdown());
+    server.restart();
+}
+
 fn adapters(c: &mut Criterion) {
     let rt = runtime();
+    if let Some(mut outage) = RedisServer::start() {
+        decide_during_outage(c, &rt, &mut outage);
+    }
     if let Some(server) = RedisServer::start() {
         let backend = Backend {
             name: "redis",
