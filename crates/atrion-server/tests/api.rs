@@ -1,0 +1,144 @@
+//! The API over real TCP on loopback, on tokio's paused clock (the engine's clock is
+//! tokio's, so the physics sees the test's sleeps, not the machine's speed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrion::state::TokioClock;
+use atrion::{Atrion, PhysicsConfig};
+use atrion_server::{ServerConfig, router};
+use serde_json::{Value, json};
+
+async fn start() -> (Arc<Atrion>, String) {
+    let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
+    c.scar_rate = 60.0;
+    let atrion = Arc::new(Atrion::builder().config(c).clock(TokioClock::new()).build().unwrap());
+    let app = router(atrion.clone(), &ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (atrion, format!("http://{addr}"))
+}
+
+async fn post(base: &str, path: &str, body: &str) -> (u16, String, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let kind = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let text = r.text().await.unwrap();
+    (status, kind, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_decide_and_report_by_ticket_and_by_route() {
+    let (atrion, base) = start().await;
+    let health: Value = reqwest::get(format!("{base}/healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready: Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!((ready["ready"].clone(), ready["degraded"].clone()), (json!(true), json!(false)));
+
+    let (status, _, d) = post(&base, "/v1/decide", r#"{"route": "GET /users", "priority": "high"}"#).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["verdict"], "admit");
+    let ticket = d["ticket"].as_str().expect("an admitted decision carries a ticket").to_owned();
+    // The server measures the latency from the ticket: 250 ms of tokio's time.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (status, _, r) = post(&base, "/v1/report", &json!({"ticket": ticket, "ok": true}).to_string()).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["route"], "GET /users");
+    assert_eq!(atrion.engine().snapshot("GET /users").unwrap().updates, 1);
+
+    // A failing route, reported by route, is shed with a retry hint and no ticket.
+    let mut shed = None;
+    for _ in 0..400 {
+        let (_, _, d) = post(&base, "/v1/decide", r#"{"route": "GET /broken"}"#).await;
+        if d["verdict"] == "shed" {
+            shed = Some(d);
+            break;
+        }
+        let (status, _, r) =
+            post(&base, "/v1/report", r#"{"route": "GET /broken", "latency_ms": 900, "ok": false, "saturation": 0.9}"#)
+                .await;
+        assert_eq!(status, 200, "{r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("a failing route is shed");
+    assert!(shed["retry_after_ms"].as_u64().unwrap() >= 1 && shed["ticket"].is_null(), "{shed}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
+    let (atrion, base) = start().await;
+    let long = "r".repeat(1_100);
+    let big = format!(r#"{{"route": "{}"}}"#, "x".repeat(70_000));
+    let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
+        ("/v1/decide", "{not json".into(), 400, "malformed-json", None),
+        ("/v1/decide", r#"{"route": 5}"#.into(), 400, "invalid-body", Some("route")),
+        ("/v1/decide", r#"{"route": "a", "prio": "high"}"#.into(), 400, "invalid-body", None),
+        ("/v1/decide", r#"{"route": ""}"#.into(), 422, "invalid-value", Some("route")),
+        ("/v1/decide", format!(r#"{{"route": "{long}"}}"#), 422, "invalid-value", Some("route")),
+        ("/v1/decide", r#"{"route": "a", "priority": "vip"}"#.into(), 422, "invalid-value", Some("priority")),
+        ("/v1/decide", big, 413, "body-too-large", None),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": -1, "ok": true}"#.into(),
+            422,
+            "invalid-value",
+            Some("latency_ms"),
+        ),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": 5, "ok": true, "saturation": 1.5}"#.into(),
+            422,
+            "invalid-value",
+            Some("saturation"),
+        ),
+        ("/v1/report", r#"{"route": "a", "latency_ms": 5}"#.into(), 422, "invalid-value", Some("ok")),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": 5, "ok": true, "error_rate": 0.5}"#.into(),
+            422,
+            "invalid-value",
+            Some("ok"),
+        ),
+        (
+            "/v1/report",
+            r#"{"ticket": "v1.5.YQ", "route": "a", "ok": true}"#.into(),
+            422,
+            "invalid-value",
+            Some("ticket"),
+        ),
+        ("/v1/report", r#"{"ticket": "forged", "ok": true}"#.into(), 422, "invalid-value", Some("ticket")),
+        (
+            "/v1/report",
+            r#"{"ticket": "v1.5.YQ", "ok": true, "latency_ms": 3}"#.into(),
+            422,
+            "invalid-value",
+            Some("latency_ms"),
+        ),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": "fast", "ok": true}"#.into(),
+            400,
+            "invalid-body",
+            Some("latency_ms"),
+        ),
+    ];
+    for (path, body, status, kind, field) in cases {
+        let (got, content_type, p) = post(&base, path, &body).await;
+        let shown = &body[..body.len().min(80)];
+        assert_eq!(got, status, "{path} {shown}: {p}");
+        assert_eq!(content_type, "application/problem+json", "{path} {shown}");
+        assert_eq!(p["type"], format!("tag:atrion,2026:problem/{kind}"), "{path} {shown}: {p}");
+        assert_eq!(p["status"], status);
+        if let Some(field) = field {
+            assert_eq!(p["field"], field, "{path} {shown}: {p}");
+        }
+    }
+    assert!(atrion.engine().route_ids().is_empty(), "no error created a route: {:?}", atrion.engine().route_ids());
+}
