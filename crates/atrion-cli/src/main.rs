@@ -9,7 +9,7 @@
 //! - `atrion stability-map`: the reference's stability grid, and the same without
 //!   saturated inputs, as tables and heat maps.
 //!
-//! A later issue adds `serve`.
+//! - `atrion serve`: the sidecar, an HTTP decision service (`atrion-server`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod node;
 mod replay;
+mod serve;
 mod simulate;
 
 /// Physics-based admission control: replay traces, run the wind tunnel, run cluster nodes.
@@ -44,6 +45,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// The stability map: resistance variance over a grid of scar decay and trauma.
     StabilityMap(simulate::StabilityArgs),
+    /// Run the sidecar: an HTTP decision service on loopback (port 7878), its state in a
+    /// store (an embedded file in ./atrion-data by default).
+    Serve(serve::ServeArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {
         /// The model whose constants to print.
@@ -173,6 +177,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::StabilityMap(args) => simulate::stability_map(&args),
     };
