@@ -13,6 +13,8 @@
 //! | `GET /readyz` | | `{"ready": true, "degraded": false}`; degraded (the store is away) is still ready: decisions go on on local state |
 //! | `POST /v1/decide` | `{"route", "priority"?}` | `{"verdict", "reason", "mode", "resistance", "retry_after_ms", "ticket"}` (a ticket when admitted) |
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
+//! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
+//! | `GET /v1/routes`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar |
 //!
 //! A ticket carries the decision's time: reporting by ticket, the server measures the
 //! latency, so clients need no clock. Errors are `application/problem+json` (RFC 9457) with
@@ -46,16 +48,19 @@ pub const MAX_ROUTE_LEN: usize = 1024;
 pub struct ServerConfig {
     /// The largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// The most items in one `/v1/batch` (decisions and reports together).
+    pub max_batch: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 64 * 1024 }
+        ServerConfig { max_body_bytes: 1024 * 1024, max_batch: 1_000 }
     }
 }
 
 struct Shared {
     atrion: Arc<Atrion>,
+    max_batch: usize,
 }
 
 /// The sidecar's HTTP API over `atrion`.
@@ -65,8 +70,11 @@ pub fn router(atrion: Arc<Atrion>, config: &ServerConfig) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/decide", post(decide))
         .route("/v1/report", post(report))
+        .route("/v1/batch", post(batch))
+        .route("/v1/routes", get(routes))
+        .route("/v1/routes/{*route}", get(route))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(Arc::new(Shared { atrion }))
+        .with_state(Arc::new(Shared { atrion, max_batch: config.max_batch }))
 }
 
 /// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
@@ -176,6 +184,10 @@ struct DecideResponse {
 
 async fn decide(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Problem> {
     let req: DecideRequest = parse(body)?;
+    Ok(Json(decide_one(&s, &req)?).into_response())
+}
+
+fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem> {
     check_route("route", &req.route)?;
     let priority = match &req.priority {
         None => s.atrion.default_priority(),
@@ -185,15 +197,14 @@ async fn decide(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection
     let d: Decision = s.atrion.engine().decide(&req.route, now, priority);
     let ticket = d.is_admitted().then(|| Ticket { at: now, route: req.route.as_str() }.encode());
     let retry_after_ms = d.retry_after.map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
-    let answer = DecideResponse {
+    Ok(DecideResponse {
         verdict: d.verdict,
         reason: d.reason,
         mode: d.mode,
         resistance: d.resistance,
         retry_after_ms,
         ticket,
-    };
-    Ok(Json(answer).into_response())
+    })
 }
 
 /// `POST /v1/report`: by ticket, or by route with the latency measured by the client.
@@ -225,6 +236,10 @@ struct ReportResponse {
 
 async fn report(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Problem> {
     let req: ReportRequest = parse(body)?;
+    Ok(Json(report_one(&s, &req)?).into_response())
+}
+
+fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem> {
     let now = s.atrion.now();
     let saturation = req.saturation.unwrap_or(s.atrion.engine().config().baseline.saturation);
     let (route, telemetry) = match (&req.ticket, &req.route) {
@@ -261,8 +276,140 @@ async fn report(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection
         Problem::invalid(field, e.to_string())
     })?;
     let status = s.atrion.engine().report(&route, telemetry, now);
-    Ok(Json(ReportResponse { route, mode: status.mode, resistance: status.resistance, scar: status.scar })
-        .into_response())
+    Ok(ReportResponse { route, mode: status.mode, resistance: status.resistance, scar: status.scar })
+}
+
+/// `POST /v1/batch`: many decisions and reports in one body. Each item is answered on its
+/// own (a result, or a problem whose field is the item's path); one bad item changes nothing
+/// and does not fail the others.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    #[serde(default)]
+    decide: Vec<serde_json::Value>,
+    #[serde(default)]
+    report: Vec<serde_json::Value>,
+}
+
+/// One item's answer in a batch.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Item<T> {
+    Ok(T),
+    Problem { problem: Problem },
+}
+
+fn item<Req: DeserializeOwned, T>(
+    list: &str,
+    i: usize,
+    value: serde_json::Value,
+    run: impl FnOnce(&Req) -> Result<T, Problem>,
+) -> Item<T> {
+    let at = |p: &mut Problem, field: Option<&str>| {
+        p.field = Some(match field {
+            Some(f) if f != "." => format!("{list}[{i}].{f}"),
+            _ => format!("{list}[{i}]"),
+        });
+    };
+    let parsed: Result<Req, Problem> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            "The body does not match the request's schema",
+            e.into_inner().to_string(),
+        );
+        at(&mut p, Some(&path));
+        p
+    });
+    match parsed.and_then(|req| {
+        run(&req).map_err(|mut p| {
+            let f = p.field.take();
+            at(&mut p, f.as_deref());
+            p
+        })
+    }) {
+        Ok(t) => Item::Ok(t),
+        Err(problem) => Item::Problem { problem },
+    }
+}
+
+async fn batch(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Result<Response, Problem> {
+    let req: BatchRequest = parse(body)?;
+    let n = req.decide.len() + req.report.len();
+    if n > s.max_batch {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch-too-large",
+            "Too many items in one batch",
+            format!("{n} items, at most {}", s.max_batch),
+        ));
+    }
+    let decide: Vec<Item<DecideResponse>> = req
+        .decide
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| item("decide", i, v, |r: &DecideRequest| decide_one(&s, r)))
+        .collect();
+    let report: Vec<Item<ReportResponse>> = req
+        .report
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| item("report", i, v, |r: &ReportRequest| report_one(&s, r)))
+        .collect();
+    Ok(Json(serde_json::json!({ "decide": decide, "report": report })).into_response())
+}
+
+/// A route as `/v1/routes` shows it.
+#[derive(Debug, Serialize)]
+struct RouteView {
+    route: String,
+    mode: atrion::Mode,
+    resistance: f64,
+    scar: f64,
+    momentum: f64,
+    break_point: f64,
+    tuner_mean: f64,
+    tuner_sd: f64,
+    updates: u64,
+    cluster_scar: Option<f64>,
+}
+
+fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
+    let engine = s.atrion.engine();
+    let v = engine.snapshot(route).ok()?;
+    Some(RouteView {
+        route: route.to_owned(),
+        mode: v.mode,
+        resistance: v.resistance,
+        scar: v.scar,
+        momentum: v.momentum,
+        break_point: v.break_point,
+        tuner_mean: v.tuner_mean,
+        tuner_sd: v.tuner_var.sqrt(),
+        updates: v.updates,
+        cluster_scar: engine.cluster_scar(route, s.atrion.now()),
+    })
+}
+
+/// `GET /v1/routes`: every tracked route, sorted by id.
+async fn routes(State(s): State<Arc<Shared>>) -> Json<Vec<RouteView>> {
+    let mut ids = s.atrion.engine().route_ids();
+    ids.sort_unstable();
+    Json(ids.iter().filter_map(|id| route_view(&s, id)).collect())
+}
+
+/// `GET /v1/routes/{route}` (the route percent-encoded).
+async fn route(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(route): axum::extract::Path<String>,
+) -> Result<Json<RouteView>, Problem> {
+    route_view(&s, &route).map(Json).ok_or_else(|| {
+        let mut p =
+            Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", format!("no route `{route}`"));
+        p.field = Some("route".into());
+        p
+    })
 }
 
 /// A decision's ticket: `v1.<engine nanoseconds>.<route, base64url>`. It proves nothing (a

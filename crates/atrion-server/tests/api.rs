@@ -75,7 +75,7 @@ async fn health_decide_and_report_by_ticket_and_by_route() {
 async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
     let (atrion, base) = start().await;
     let long = "r".repeat(1_100);
-    let big = format!(r#"{{"route": "{}"}}"#, "x".repeat(70_000));
+    let big = format!(r#"{{"route": "{}"}}"#, "x".repeat(1_100_000));
     let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
         ("/v1/decide", "{not json".into(), 400, "malformed-json", None),
         ("/v1/decide", r#"{"route": 5}"#.into(), 400, "invalid-body", Some("route")),
@@ -141,4 +141,40 @@ async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
         }
     }
     assert!(atrion.engine().route_ids().is_empty(), "no error created a route: {:?}", atrion.engine().route_ids());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_answers_each_item_and_routes_are_readable() {
+    let (atrion, base) = start().await;
+    let body = json!({
+        "decide": [{"route": "GET /a"}, {"route": ""}, {"route": "GET /b", "priority": "bulk"}],
+        "report": [
+            {"route": "GET /a", "latency_ms": 12, "ok": true},
+            {"route": "GET /a", "latency_ms": -3, "ok": true},
+            {"route": "GET /c", "latency_ms": "x", "ok": true}
+        ]
+    });
+    let (status, _, r) = post(&base, "/v1/batch", &body.to_string()).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["decide"][0]["verdict"], "admit");
+    assert_eq!(r["decide"][1]["problem"]["field"], "decide[1].route", "{r}");
+    assert_eq!(r["decide"][2]["verdict"], "admit");
+    assert_eq!(r["report"][0]["route"], "GET /a");
+    assert_eq!(r["report"][1]["problem"]["field"], "report[1].latency_ms", "{r}");
+    assert_eq!(r["report"][2]["problem"]["field"], "report[2].latency_ms", "{r}");
+    assert!(atrion.engine().status("GET /c").is_err(), "a bad item changed nothing");
+
+    let too_many = json!({ "decide": vec![json!({"route": "x"}); 1_001] });
+    let (status, _, p) = post(&base, "/v1/batch", &too_many.to_string()).await;
+    assert_eq!((status, p["type"].clone()), (413, json!("tag:atrion,2026:problem/batch-too-large")));
+
+    let list: Value = reqwest::get(format!("{base}/v1/routes")).await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["route"].as_str().unwrap()).collect();
+    assert_eq!(names, ["GET /a", "GET /b"]);
+    let one: Value = reqwest::get(format!("{base}/v1/routes/GET%20%2Fa")).await.unwrap().json().await.unwrap();
+    assert_eq!((one["route"].clone(), one["updates"].clone()), (json!("GET /a"), json!(1)), "{one}");
+    let r = reqwest::get(format!("{base}/v1/routes/nope")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "tag:atrion,2026:problem/unknown-route");
 }
