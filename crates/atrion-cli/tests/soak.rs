@@ -7,7 +7,7 @@
 //! the live nodes and the probe's acknowledged contribution are in the store.
 //!
 //! Ignored by the README's test command (it takes minutes); `.ci/run` runs one minute of
-//! it: `cargo test -p atrion-cli --test soak -- --ignored --nocapture`.
+//! it: `cargo test --workspace -- --ignored --exact chaos_soak --nocapture`.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
