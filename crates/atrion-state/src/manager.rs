@@ -333,7 +333,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                     _ = full.tick() => {
                         let _ = s.full_sync(false).await;
                     }
-                    change = recv(&mut feed) => match change {
+                    change = crate::ChangeFeed::next_or_pending(&mut feed) => match change {
                         Some(change) => s.apply(change).await,
                         None => feed = None,
                     },
@@ -390,13 +390,6 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
 impl<O> Drop for StateManager<O> {
     fn drop(&mut self) {
         self.token.cancel();
-    }
-}
-
-async fn recv(feed: &mut Option<crate::ChangeFeed>) -> Option<Change> {
-    match feed {
-        Some(f) => f.recv().await,
-        None => std::future::pending().await,
     }
 }
 

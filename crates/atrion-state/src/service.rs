@@ -178,13 +178,6 @@ impl StateServiceBuilder {
     }
 }
 
-async fn next_change(feed: &mut Option<ChangeFeed>) -> Option<crate::Change> {
-    match feed {
-        Some(f) => f.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn lookup(backends: &BTreeMap<String, Arc<dyn StateStore>>, name: &str) -> Result<Arc<dyn StateStore>, ServiceError> {
     backends.get(name).cloned().ok_or_else(|| ServiceError::UnknownBackend {
         name: name.to_owned(),
@@ -581,7 +574,7 @@ impl StateStore for StateService {
                             break;
                         }
                     }
-                    change = next_change(&mut feed) => match change {
+                    change = ChangeFeed::next_or_pending(&mut feed) => match change {
                         Some(change) => {
                             if tx.send(change).await.is_err() {
                                 break;

@@ -164,6 +164,15 @@ impl ChangeFeed {
         ChangeFeed { source: Source::Channel(rx), prefix: prefix.to_owned() }
     }
 
+    /// The next change of `feed`, or never when there is no feed (for a `select!` beside
+    /// other events).
+    pub(crate) async fn next_or_pending(feed: &mut Option<ChangeFeed>) -> Option<Change> {
+        match feed {
+            Some(f) => f.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// The next change under the prefix; `None` once the store is gone.
     pub async fn recv(&mut self) -> Option<Change> {
         loop {
