@@ -241,7 +241,6 @@ async fn report(State(s): State<Arc<Shared>>, body: Result<Bytes, BytesRejection
 
 fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem> {
     let now = s.atrion.now();
-    let saturation = req.saturation.unwrap_or(s.atrion.engine().config().baseline.saturation);
     let (route, telemetry) = match (&req.ticket, &req.route) {
         (Some(ticket), None) => {
             if req.latency_ms.is_some() || req.error_rate.is_some() {
@@ -252,8 +251,7 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
             }
             let ok = req.ok.ok_or_else(|| Problem::invalid("ok", "a report by ticket needs `ok`"))?;
             let t = Ticket::decode(ticket).ok_or_else(|| Problem::invalid("ticket", "not a ticket of this server"))?;
-            let latency = now.saturating_since(t.at);
-            (t.route, Telemetry::from_duration(latency, ok, saturation))
+            (t.route, s.atrion.telemetry(now.saturating_since(t.at), ok, req.saturation))
         }
         (None, Some(route)) => {
             check_route("route", route)?;
@@ -264,6 +262,7 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
                 (None, Some(rate)) => rate,
                 _ => return Err(Problem::invalid("ok", "give exactly one of `ok` and `error_rate`")),
             };
+            let saturation = req.saturation.unwrap_or(s.atrion.neutral_saturation());
             (route.clone(), Telemetry::new(latency, error, saturation))
         }
         _ => return Err(Problem::invalid("ticket", "give exactly one of `ticket` and `route`")),

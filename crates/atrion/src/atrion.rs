@@ -226,8 +226,20 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         ok: bool,
         saturation: Option<f64>,
     ) -> Result<RouteStatus, TelemetryError> {
-        let t = Telemetry::from_duration(latency, ok, saturation.unwrap_or(self.neutral_saturation))?;
+        let t = self.telemetry(latency, ok, saturation)?;
         Ok(self.engine.report(route, t, self.clock.now()))
+    }
+
+    /// The telemetry of one request: its latency, its outcome, and `saturation` (the
+    /// neutral baseline when not given, [`Atrion::neutral_saturation`]).
+    pub fn telemetry(&self, latency: Duration, ok: bool, saturation: Option<f64>) -> Result<Telemetry, TelemetryError> {
+        Telemetry::from_duration(latency, ok, saturation.unwrap_or(self.neutral_saturation))
+    }
+
+    /// The saturation reported when a caller does not measure it: the model's baseline, so
+    /// that it adds no pressure.
+    pub fn neutral_saturation(&self) -> f64 {
+        self.neutral_saturation
     }
 
     /// Admits a request and returns a guard that reports its latency and outcome when
@@ -310,8 +322,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         saturation: Option<f64>,
     ) -> Result<RouteStatus, TelemetryError> {
         let now = self.clock.now();
-        let t =
-            Telemetry::from_duration(now.saturating_since(started), ok, saturation.unwrap_or(self.neutral_saturation))?;
+        let t = self.telemetry(now.saturating_since(started), ok, saturation)?;
         Ok(self.engine.report(route, t, now))
     }
 }
@@ -343,9 +354,10 @@ impl<O: PhysicsObserver + 'static> Drop for Guard<'_, O> {
         // An out-of-range saturation falls back to neutral rather than losing the sample.
         let now = self.atrion.clock.now();
         let latency = now.saturating_since(self.started);
-        let neutral = self.atrion.neutral_saturation;
-        let t = Telemetry::from_duration(latency, !failed, self.saturation.unwrap_or(neutral))
-            .or_else(|_| Telemetry::from_duration(latency, !failed, neutral));
+        let t = self
+            .atrion
+            .telemetry(latency, !failed, self.saturation)
+            .or_else(|_| self.atrion.telemetry(latency, !failed, None));
         if let Ok(t) = t {
             self.handle.report(t, now);
         }
