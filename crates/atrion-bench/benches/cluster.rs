@@ -100,22 +100,34 @@ fn convergence(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend
     });
 }
 
-fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
+/// A bare engine beside one whose state a manager syncs through `store` (10 ms pulse), on
+/// one clock: what the decide benches compare.
+struct Beside {
+    clock: Arc<TokioClock>,
+    bare: Engine,
+    synced: Arc<Engine>,
+    manager: StateManager<atrion::SilentObserver>,
+}
+
+fn beside(rt: &tokio::runtime::Runtime, store: Arc<dyn StateStore>, namespace: &str) -> Beside {
     let clock = Arc::new(TokioClock::new());
-    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
-    let bare = Engine::new(PhysicsConfig::default()).unwrap();
     let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
-    let s = store(server);
     let manager = rt.block_on(async {
         StateManager::start(
             synced.clone(),
-            s,
-            sync("bench-decide", "decider", Duration::from_millis(10)),
+            store,
+            sync(namespace, "decider", Duration::from_millis(10)),
             clock.clone() as Arc<dyn Clock>,
         )
         .await
         .unwrap()
     });
+    Beside { clock, bare: Engine::new(PhysicsConfig::default()).unwrap(), synced, manager }
+}
+
+fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let Beside { clock, bare, synced, manager } = beside(rt, store(server), "bench-decide");
     for _ in 0..1_000 {
         bare.report("GET /checkout", ok, clock.now());
         synced.report("GET /checkout", ok, clock.now());
@@ -142,21 +154,9 @@ fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: 
 }
 
 fn decide_during_outage(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &mut RedisServer) {
-    let clock = Arc::new(TokioClock::new());
     let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
-    let bare = Engine::new(PhysicsConfig::default()).unwrap();
-    let synced = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
     let s: Arc<dyn StateStore> = Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap());
-    let manager = rt.block_on(async {
-        StateManager::start(
-            synced.clone(),
-            s,
-            sync("bench-outage", "decider", Duration::from_millis(10)),
-            clock.clone() as Arc<dyn Clock>,
-        )
-        .await
-        .unwrap()
-    });
+    let Beside { clock, bare, synced, manager } = beside(rt, s, "bench-outage");
     server.kill();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !manager.stats().degraded {
