@@ -694,10 +694,12 @@ impl<O: PhysicsObserver> Engine<O> {
 
     fn decide_cell(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
         cell.touch(now);
-        match self.phys.cfg.model {
+        let decision = match self.phys.cfg.model {
             Model::Reference => self.decide_reference(cell, now, priority),
             Model::Default => self.decide_default(cell, now, priority),
-        }
+        };
+        self.observer.on_event(&Event::Decided { route: &cell.name, at: now, priority, decision });
+        decision
     }
 
     /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::decision::{Decision, Priority};
 use crate::mode::Mode;
 use crate::time::Timestamp;
 
@@ -42,6 +43,18 @@ pub enum Event<'a> {
         /// Resistance at the time (ohms).
         resistance: f64,
     },
+    /// A request was admitted or shed. Emitted on every decision, so an observer that
+    /// keeps it must be cheap (a counter); [`SilentObserver`] compiles it away.
+    Decided {
+        /// The route.
+        route: &'a str,
+        /// When.
+        at: Timestamp,
+        /// The request's priority.
+        priority: Priority,
+        /// The decision.
+        decision: Decision,
+    },
     /// An idle route was dropped to keep the route table bounded.
     Evicted {
         /// The route.
@@ -55,7 +68,10 @@ impl Event<'_> {
     /// The route the event is about.
     pub fn route(&self) -> &str {
         match self {
-            Event::Update { route, .. } | Event::Transition { route, .. } | Event::Evicted { route, .. } => route,
+            Event::Update { route, .. }
+            | Event::Transition { route, .. }
+            | Event::Decided { route, .. }
+            | Event::Evicted { route, .. } => route,
         }
     }
 
@@ -68,6 +84,9 @@ impl Event<'_> {
             Event::Transition { route, at, from, to, resistance } => {
                 OwnedEvent::Transition { route: route.to_owned(), at, from, to, resistance }
             }
+            Event::Decided { route, at, priority, decision } => {
+                OwnedEvent::Decided { route: route.to_owned(), at, priority, decision }
+            }
             Event::Evicted { route, at } => OwnedEvent::Evicted { route: route.to_owned(), at },
         }
     }
@@ -79,6 +98,7 @@ impl Event<'_> {
 pub enum OwnedEvent {
     Update { route: String, at: Timestamp, mode: Mode, resistance: f64, scar: f64, momentum: f64 },
     Transition { route: String, at: Timestamp, from: Mode, to: Mode, resistance: f64 },
+    Decided { route: String, at: Timestamp, priority: Priority, decision: Decision },
     Evicted { route: String, at: Timestamp },
 }
 

@@ -30,6 +30,7 @@
 //! - `tower` (default): [`AtrionLayer`].
 //! - `axum`: the layer's default route uses axum's matched path (`GET /users/{id}`).
 //! - `file`: the embedded file store, as `file::FileStore`.
+//! - `metrics`: [`metrics::MetricsObserver`], Atrion's metrics through the `metrics` facade.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -42,6 +43,8 @@ mod atrion;
 mod config;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
 pub use config::{StoreConfig, state_service};
