@@ -30,6 +30,29 @@ pub struct ServeArgs {
     /// Listen on a non-loopback address although the API has no authentication yet.
     #[arg(long)]
     pub i_know_this_exposes_the_api: bool,
+    /// Routes that get their own `route` label in `/metrics`; the rest are `other`.
+    #[arg(long, default_value_t = 100)]
+    pub metrics_routes: usize,
+}
+
+/// Installs the Prometheus recorder (before the engine's observer registers its handles)
+/// and keeps its histograms drained.
+fn install_metrics() -> Result<atrion_server::MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(atrion_server::HTTP_DURATION.to_owned()), &buckets)?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(atrion_server::MetricsRender(Arc::new(move || handle.render())))
 }
 
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
@@ -48,20 +71,18 @@ pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let built = store.build().await.with_context(|| format!("opening the store {}", args.store))?;
-        let atrion = Arc::new(atrion::Atrion::builder().store_arc(built).sync(sync).build()?);
+        let metrics = install_metrics()?;
+        let observer = atrion_server::SidecarObserver::new().with_metrics(args.metrics_routes);
+        let atrion = Arc::new(atrion::Atrion::builder().observer(observer).store_arc(built).sync(sync).build()?);
         atrion.connect().await.context("loading what the store knows")?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
         println!("atrion serve: listening on http://{addr} (node {}, store {})", args.node_id, args.store);
-        atrion_server::serve(
-            listener,
-            atrion,
-            &atrion_server::ServerConfig::default(),
-            atrion_server::shutdown_signal(),
-        )
-        .await?;
+        let mut config = atrion_server::ServerConfig::default();
+        config.metrics = Some(metrics);
+        atrion_server::serve(listener, atrion, &config, atrion_server::shutdown_signal()).await?;
         println!("atrion serve: stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use atrion::state::TokioClock;
 use atrion::{Atrion, PhysicsConfig};
-use atrion_server::{ServerConfig, router};
+use atrion_server::{ServerConfig, SidecarAtrion, SidecarObserver, router};
 use serde_json::{Value, json};
 
-async fn start() -> (Arc<Atrion>, String) {
+async fn start() -> (Arc<SidecarAtrion>, String) {
     let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
     c.scar_rate = 60.0;
-    let atrion = Arc::new(Atrion::builder().config(c).clock(TokioClock::new()).build().unwrap());
+    let atrion = Arc::new(
+        Atrion::builder().observer(SidecarObserver::new()).config(c).clock(TokioClock::new()).build().unwrap(),
+    );
     let app = router(atrion.clone(), &ServerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -173,6 +175,7 @@ async fn a_batch_answers_each_item_and_routes_are_readable() {
     assert_eq!(names, ["GET /a", "GET /b"]);
     let one: Value = reqwest::get(format!("{base}/v1/routes/GET%20%2Fa")).await.unwrap().json().await.unwrap();
     assert_eq!((one["route"].clone(), one["updates"].clone()), (json!("GET /a"), json!(1)), "{one}");
+    assert_eq!(one["decisions"], json!({"admitted": 1, "shed": 0}), "{one}");
     let r = reqwest::get(format!("{base}/v1/routes/nope")).await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let p: Value = r.json().await.unwrap();

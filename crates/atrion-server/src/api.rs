@@ -1,0 +1,273 @@
+//! Health, decisions, reports and batches.
+
+use std::sync::Arc;
+
+use atrion::{Decision, Priority, Telemetry, Timestamp};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Problem, check_route, parse};
+use crate::{MAX_ROUTE_LEN, Shared};
+
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let degraded = s.atrion.sync_stats().await.is_some_and(|st| st.degraded);
+    Json(serde_json::json!({ "ready": true, "degraded": degraded }))
+}
+
+/// `POST /v1/decide`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecideRequest {
+    route: String,
+    #[serde(default)]
+    priority: Option<String>,
+}
+
+/// The answer to `POST /v1/decide`.
+#[derive(Debug, Serialize)]
+pub(crate) struct DecideResponse {
+    verdict: atrion::Verdict,
+    reason: atrion::Reason,
+    mode: atrion::Mode,
+    resistance: f64,
+    retry_after_ms: Option<u64>,
+    ticket: Option<String>,
+}
+
+pub(crate) async fn decide(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let req: DecideRequest = parse(body)?;
+    Ok(Json(decide_one(&s, &req)?).into_response())
+}
+
+fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem> {
+    check_route("route", &req.route)?;
+    let priority = match &req.priority {
+        None => s.atrion.default_priority(),
+        Some(p) => p.parse::<Priority>().map_err(|e| Problem::invalid("priority", e.to_string()))?,
+    };
+    let now = s.atrion.now();
+    let d: Decision = s.atrion.engine().decide(&req.route, now, priority);
+    let ticket = d.is_admitted().then(|| Ticket { at: now, route: req.route.as_str() }.encode());
+    let retry_after_ms = d.retry_after.map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
+    Ok(DecideResponse {
+        verdict: d.verdict,
+        reason: d.reason,
+        mode: d.mode,
+        resistance: d.resistance,
+        retry_after_ms,
+        ticket,
+    })
+}
+
+/// `POST /v1/report`: by ticket, or by route with the latency measured by the client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportRequest {
+    #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    latency_ms: Option<f64>,
+    #[serde(default)]
+    ok: Option<bool>,
+    #[serde(default)]
+    error_rate: Option<f64>,
+    #[serde(default)]
+    saturation: Option<f64>,
+}
+
+/// The answer to `POST /v1/report`.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReportResponse {
+    route: String,
+    mode: atrion::Mode,
+    resistance: f64,
+    scar: f64,
+}
+
+pub(crate) async fn report(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let req: ReportRequest = parse(body)?;
+    Ok(Json(report_one(&s, &req)?).into_response())
+}
+
+fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem> {
+    let now = s.atrion.now();
+    let (route, telemetry) = match (&req.ticket, &req.route) {
+        (Some(ticket), None) => {
+            if req.latency_ms.is_some() || req.error_rate.is_some() {
+                return Err(Problem::invalid(
+                    "latency_ms",
+                    "a report by ticket gives `ok` only: the server measures the latency",
+                ));
+            }
+            let ok = req.ok.ok_or_else(|| Problem::invalid("ok", "a report by ticket needs `ok`"))?;
+            let t = Ticket::decode(ticket).ok_or_else(|| Problem::invalid("ticket", "not a ticket of this server"))?;
+            (t.route, s.atrion.telemetry(now.saturating_since(t.at), ok, req.saturation))
+        }
+        (None, Some(route)) => {
+            check_route("route", route)?;
+            let latency =
+                req.latency_ms.ok_or_else(|| Problem::invalid("latency_ms", "a report by route needs `latency_ms`"))?;
+            let error = match (req.ok, req.error_rate) {
+                (Some(ok), None) => f64::from(u8::from(!ok)),
+                (None, Some(rate)) => rate,
+                _ => return Err(Problem::invalid("ok", "give exactly one of `ok` and `error_rate`")),
+            };
+            let saturation = req.saturation.unwrap_or(s.atrion.neutral_saturation());
+            (route.clone(), Telemetry::new(latency, error, saturation))
+        }
+        _ => return Err(Problem::invalid("ticket", "give exactly one of `ticket` and `route`")),
+    };
+    let telemetry = telemetry.map_err(|e| {
+        let field = match e {
+            atrion::TelemetryError::NotFinite { field, .. } | atrion::TelemetryError::OutOfRange { field, .. } => field,
+            _ => "telemetry",
+        };
+        Problem::invalid(field, e.to_string())
+    })?;
+    let status = s.atrion.engine().report(&route, telemetry, now);
+    Ok(ReportResponse { route, mode: status.mode, resistance: status.resistance, scar: status.scar })
+}
+
+/// `POST /v1/batch`: many decisions and reports in one body. Each item is answered on its
+/// own (a result, or a problem whose field is the item's path); one bad item changes nothing
+/// and does not fail the others.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchRequest {
+    #[serde(default)]
+    decide: Vec<serde_json::Value>,
+    #[serde(default)]
+    report: Vec<serde_json::Value>,
+}
+
+/// One item's answer in a batch.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Item<T> {
+    Ok(T),
+    Problem { problem: Problem },
+}
+
+fn item<Req: DeserializeOwned, T>(
+    list: &str,
+    i: usize,
+    value: serde_json::Value,
+    run: impl FnOnce(&Req) -> Result<T, Problem>,
+) -> Item<T> {
+    let at = |p: &mut Problem, field: Option<&str>| {
+        p.field = Some(match field {
+            Some(f) if f != "." => format!("{list}[{i}].{f}"),
+            _ => format!("{list}[{i}]"),
+        });
+    };
+    let parsed: Result<Req, Problem> = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let mut p = Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            "The body does not match the request's schema",
+            e.into_inner().to_string(),
+        );
+        at(&mut p, Some(&path));
+        p
+    });
+    match parsed.and_then(|req| {
+        run(&req).map_err(|mut p| {
+            let f = p.field.take();
+            at(&mut p, f.as_deref());
+            p
+        })
+    }) {
+        Ok(t) => Item::Ok(t),
+        Err(problem) => Item::Problem { problem },
+    }
+}
+
+pub(crate) async fn batch(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let req: BatchRequest = parse(body)?;
+    let n = req.decide.len() + req.report.len();
+    if n > s.max_batch {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch-too-large",
+            "Too many items in one batch",
+            format!("{n} items, at most {}", s.max_batch),
+        ));
+    }
+    let decide: Vec<Item<DecideResponse>> = req
+        .decide
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| item("decide", i, v, |r: &DecideRequest| decide_one(&s, r)))
+        .collect();
+    let report: Vec<Item<ReportResponse>> = req
+        .report
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| item("report", i, v, |r: &ReportRequest| report_one(&s, r)))
+        .collect();
+    Ok(Json(serde_json::json!({ "decide": decide, "report": report })).into_response())
+}
+
+/// A decision's ticket: `v1.<engine nanoseconds>.<route, base64url>`. It proves nothing (a
+/// client can report any latency by route anyway); it saves the client a clock.
+struct Ticket<R> {
+    at: Timestamp,
+    route: R,
+}
+
+impl Ticket<&str> {
+    fn encode(&self) -> String {
+        format!("v1.{}.{}", self.at.as_nanos(), URL_SAFE_NO_PAD.encode(self.route))
+    }
+}
+
+impl Ticket<String> {
+    fn decode(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("v1.")?;
+        let (at, route) = rest.split_once('.')?;
+        let route = String::from_utf8(URL_SAFE_NO_PAD.decode(route).ok()?).ok()?;
+        if route.is_empty() || route.len() > MAX_ROUTE_LEN {
+            return None;
+        }
+        Some(Ticket { at: Timestamp::from_nanos(at.parse().ok()?), route })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_roundtrip_and_garbage_is_refused() {
+        let t = Ticket { at: Timestamp::from_nanos(123_456), route: "GET /a.b/{id}" }.encode();
+        let back = Ticket::decode(&t).unwrap();
+        assert_eq!((back.at, back.route.as_str()), (Timestamp::from_nanos(123_456), "GET /a.b/{id}"));
+        for bad in ["", "v1.", "v1.x.YQ", "v2.1.YQ", "v1.1.!!", "v1.1."] {
+            assert!(Ticket::decode(bad).is_none(), "{bad}");
+        }
+    }
+}

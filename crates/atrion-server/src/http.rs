@@ -1,0 +1,74 @@
+//! What every request goes through (a time limit, the request-duration histogram), the
+//! metrics endpoint, and the answer to a path the API does not have.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::Shared;
+use crate::problem::Problem;
+
+/// The request-duration histogram's name.
+pub const HTTP_DURATION: &str = "atrion_http_request_duration_seconds";
+
+/// Bounds a request's time (body included) and records its duration by method, path
+/// template and status.
+pub(crate) async fn observe(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let path =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "The request took too long",
+            format!("a request may take at most {} ms, its body included", limit.as_millis()),
+        )
+        .into_response(),
+    };
+    metrics::histogram!(
+        HTTP_DURATION,
+        "method" => method,
+        "path" => path,
+        "status" => response.status().as_str().to_owned(),
+    )
+    .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text format, with the sync counters read just now.
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let Some(render) = &s.metrics else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "metrics-disabled",
+            "Metrics are not enabled",
+            "this server was built without a metrics exporter",
+        )
+        .into_response();
+    };
+    if let Some(stats) = s.atrion.sync_stats().await {
+        atrion::metrics::record_sync(&stats);
+    }
+    let mut response = (render.0)().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// A path the API does not have.
+pub(crate) async fn not_found(request: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "No such endpoint",
+        format!("{} {} is not part of the API", request.method(), request.uri().path()),
+    )
+}

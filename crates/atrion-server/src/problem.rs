@@ -1,0 +1,87 @@
+//! RFC 9457 problems, and reading a JSON body into a request type with the offending field named.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::MAX_ROUTE_LEN;
+
+/// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// A machine-readable type: `tag:atrion,2026:problem/<kind>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, human-readable summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What exactly was wrong.
+    pub detail: String,
+    /// The path of the offending field in the body, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    pub(crate) fn new(status: StatusCode, kind: &str, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("tag:atrion,2026:problem/{kind}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-value", "A value is not valid", detail);
+        p.field = Some(field.to_owned());
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+/// The body as `T`, or a problem naming the field.
+pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
+        Problem::new(status, kind, "The request body cannot be read", r.body_text())
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_owned(), e)));
+    value.map_err(|(path, inner)| {
+        let (kind, title) = if inner.is_syntax() || inner.is_eof() {
+            ("malformed-json", "The body is not valid JSON")
+        } else {
+            ("invalid-body", "The body does not match the request's schema")
+        };
+        let mut p = Problem::new(StatusCode::BAD_REQUEST, kind, title, inner.to_string());
+        if path != "." {
+            p.field = Some(path);
+        }
+        p
+    })
+}
+
+pub(crate) fn check_route(field: &str, route: &str) -> Result<(), Problem> {
+    if route.is_empty() || route.len() > MAX_ROUTE_LEN {
+        return Err(Problem::invalid(field, format!("a route is 1 to {MAX_ROUTE_LEN} bytes, got {}", route.len())));
+    }
+    Ok(())
+}
