@@ -102,6 +102,9 @@ pub enum Reason {
     /// Shed by the proportional answer to overload: the route's latency is above its
     /// baseline, and this share of its traffic is being turned away (default model).
     Throttled,
+    /// An operator holds the route open (every request shed) or closed (every request
+    /// admitted), whatever its physics says ([`crate::Engine::hold`]).
+    Held,
 }
 
 impl Reason {
@@ -117,6 +120,7 @@ impl Reason {
             Reason::Overloaded => "overloaded",
             Reason::SoftLimit => "soft_limit",
             Reason::Throttled => "throttled",
+            Reason::Held => "held",
         }
     }
 }

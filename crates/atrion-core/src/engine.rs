@@ -14,6 +14,7 @@
 //!   and if none are, the new route's traffic is pooled into one overflow route, so that
 //!   unbounded route ids cannot exhaust memory.
 
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -135,6 +136,8 @@ pub struct EngineStats {
 struct View {
     // First cache line: what every decision reads.
     mode: AtomicU8,
+    /// An operator's hold ([`Hold`] as a byte; 0 when none).
+    held: AtomicU8,
     cluster_on: AtomicBool,
     resistance: AtomicU64,
     scar: AtomicU64,
@@ -384,6 +387,7 @@ impl<O: PhysicsObserver> Engine<O> {
             let v = &cell.view;
             let fresh = RouteCell::with_state(name, &phys, state.clone(), v.last_seen.load(Relaxed));
             fresh.view.skews.store(v.skews.load(Relaxed), Relaxed);
+            fresh.view.held.store(v.held.load(Relaxed), Relaxed);
             fresh.view.dirty.store(true, Relaxed);
             if v.cluster_on.load(Acquire) {
                 fresh.view.cluster_scar.store(v.cluster_scar.load(Relaxed), Relaxed);
@@ -600,6 +604,48 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 
+    /// Holds `route` open (every request shed with [`Reason::Held`]), closed (every request
+    /// admitted), or releases it to its physics. The route is created if unknown; telemetry
+    /// goes on being learned while it is held, and a held route is never evicted.
+    pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
+        check_id(route)?;
+        self.cell_or_create(route, now).view.held.store(hold as u8, Relaxed);
+        Ok(())
+    }
+
+    /// The operator's hold on a tracked route.
+    pub fn held(&self, route: &str) -> Result<Hold, EngineError> {
+        self.routes
+            .pin()
+            .get(route)
+            .map(|c| Hold::from_u8(c.view.held.load(Relaxed)))
+            .ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })
+    }
+
+    /// Forgets what a tracked route learned (scar, normal, tuner, mode): it starts again as
+    /// new, in bootstrap. A hold stays; the cluster's view of the route is kept.
+    pub fn reset(&self, route: &str, now: Timestamp) -> Result<(), EngineError> {
+        let map = self.routes.pin();
+        let cell = map.get(route).ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })?;
+        let mut s = cell.lock();
+        *s = RouteState::new(&cell.phys);
+        s.last = now;
+        let before = cell.publish(&s, &cell.phys);
+        cell.view.dirty.store(true, Relaxed);
+        drop(s);
+        if before != Mode::Bootstrap {
+            let resistance = load_f(&cell.view.resistance);
+            self.observer.on_event(&Event::Transition {
+                route,
+                at: now,
+                from: before,
+                to: Mode::Bootstrap,
+                resistance,
+            });
+        }
+        Ok(())
+    }
+
     /// Counters of the route table.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
@@ -694,9 +740,10 @@ impl<O: PhysicsObserver> Engine<O> {
 
     fn decide_cell(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
         cell.touch(now);
-        let decision = match self.phys.cfg.model {
-            Model::Reference => self.decide_reference(cell, now, priority),
-            Model::Default => self.decide_default(cell, now, priority),
+        let decision = match (Hold::from_u8(cell.view.held.load(Relaxed)), self.phys.cfg.model) {
+            (Hold::Released, Model::Reference) => self.decide_reference(cell, now, priority),
+            (Hold::Released, Model::Default) => self.decide_default(cell, now, priority),
+            (hold, _) => held_decision(cell, hold),
         };
         self.observer.on_event(&Event::Decided { route: &cell.name, at: now, priority, decision });
         decision
@@ -887,11 +934,52 @@ impl<O: PhysicsObserver> Engine<O> {
         let idle = self.limits.idle_timeout.as_nanos() as u64;
         let map = self.routes.pin();
         for (name, cell) in map.iter() {
-            if now.as_nanos().saturating_sub(cell.view.last_seen.load(Relaxed)) > idle && map.remove(name).is_some() {
+            // A held route stays: the operator's hold outlives idleness.
+            let held = cell.view.held.load(Relaxed) != Hold::Released as u8;
+            if !held
+                && now.as_nanos().saturating_sub(cell.view.last_seen.load(Relaxed)) > idle
+                && map.remove(name).is_some()
+            {
                 self.evicted.fetch_add(1, Relaxed);
                 self.observer.on_event(&Event::Evicted { route: name, at: now });
             }
         }
+    }
+}
+
+/// An operator's hold on a route ([`Engine::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Hold {
+    /// No hold: the physics decides.
+    #[default]
+    Released = 0,
+    /// Every request is shed.
+    Open = 1,
+    /// Every request is admitted.
+    Closed = 2,
+}
+
+impl Hold {
+    fn from_u8(v: u8) -> Hold {
+        match v {
+            1 => Hold::Open,
+            2 => Hold::Closed,
+            _ => Hold::Released,
+        }
+    }
+}
+
+/// The decision on a held route: shed (retry after a second) or admit, at the route's
+/// published resistance and mode.
+#[cold]
+fn held_decision(cell: &RouteCell, hold: Hold) -> Decision {
+    let mode = Mode::from_u8(cell.view.mode.load(Acquire));
+    let r = load_f(&cell.view.resistance);
+    match hold {
+        Hold::Open => Decision::shed(Reason::Held, mode, r, Duration::from_secs(1)),
+        _ => Decision::admit(Reason::Held, mode, r),
     }
 }
 

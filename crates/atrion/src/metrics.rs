@@ -50,7 +50,7 @@ const MODES: [Mode; 4] = [Mode::Bootstrap, Mode::Operational, Mode::HalfOpen, Mo
 
 /// Slots for decision counters: one per reason the engine gives, one spare for a reason
 /// added later.
-const REASON_SLOTS: usize = 10;
+const REASON_SLOTS: usize = 11;
 
 fn reason_slot(reason: Reason) -> usize {
     match reason {
@@ -63,7 +63,8 @@ fn reason_slot(reason: Reason) -> usize {
         Reason::Overloaded => 6,
         Reason::SoftLimit => 7,
         Reason::Throttled => 8,
-        _ => 9,
+        Reason::Held => 9,
+        _ => 10,
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{
-    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Mode, Model, OVERFLOW_ROUTE, OwnedEvent,
-    PhysicsConfig, PhysicsVector, Priority, Telemetry, Timestamp,
+    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Hold, Mode, Model, OVERFLOW_ROUTE, OwnedEvent,
+    PhysicsConfig, PhysicsVector, Priority, Reason, Telemetry, Timestamp, Verdict,
 };
 
 use super::{drive, engine, healthy, ms, outage};
@@ -282,4 +282,60 @@ fn cluster_contributions_heal_by_the_routes_own_law_and_the_largest_wins() {
     e.merge_cluster("slow", [], now).unwrap();
     assert_eq!(e.cluster_scar("slow", now), None);
     assert_eq!(atrion_core::heal(8.0, std::f64::consts::LN_2, 1.0), 4.0);
+}
+
+#[test]
+fn an_operator_holds_a_route_open_or_closed_and_reset_forgets_what_it_learned() {
+    for model in [Model::Default, Model::Reference] {
+        let e = Engine::with_observer(
+            PhysicsConfig::for_model(model),
+            limits(2, Duration::from_secs(1)),
+            CollectorObserver::new(),
+        )
+        .unwrap();
+        // Held open: a healthy route sheds everything, with a retry hint, and keeps learning.
+        drive_collector(&e, "a", 0.0, 10.0, healthy);
+        e.hold("a", Hold::Open, ms(10_000)).unwrap();
+        let d = e.decide("a", ms(10_000), Priority::Critical);
+        assert_eq!((d.verdict, d.reason), (Verdict::Shed, Reason::Held), "{model:?}");
+        assert!(d.retry_after.is_some());
+        let updates = e.snapshot("a").unwrap().updates;
+        e.report("a", healthy(), ms(10_010));
+        assert_eq!(e.snapshot("a").unwrap().updates, updates + 1);
+        // Held closed: an open (failing) route admits everything.
+        let opened = drive_collector(&e, "b", 0.0, 30.0, outage);
+        assert!(opened, "{model:?}: the outage opens the route");
+        e.hold("b", Hold::Closed, ms(30_000)).unwrap();
+        let d = e.decide("b", ms(30_000), Priority::Bulk);
+        assert_eq!((d.verdict, d.reason), (Verdict::Admit, Reason::Held));
+        assert_eq!(e.held("b"), Ok(Hold::Closed));
+        // Released: the physics decides again.
+        e.hold("b", Hold::Released, ms(30_000)).unwrap();
+        assert_ne!(e.decide("b", ms(30_000), Priority::Bulk).reason, Reason::Held);
+        // Reset: what the route learned is gone; it is new again.
+        assert!(e.snapshot("b").unwrap().scar > 0.0);
+        e.reset("b", ms(30_001)).unwrap();
+        let v = e.snapshot("b").unwrap();
+        assert_eq!((v.mode, v.scar, v.updates), (Mode::Bootstrap, 0.0, 0));
+        let d = e.decide("b", ms(30_002), Priority::Normal);
+        assert_eq!(d.verdict, Verdict::Admit, "{model:?} {d:?}");
+        assert!(matches!(e.reset("nope", ms(0)), Err(EngineError::UnknownRoute { .. })));
+        assert!(matches!(e.hold("", Hold::Open, ms(0)), Err(EngineError::InvalidRouteId { len: 0 })));
+        // A full table evicts idle routes, but not a held one.
+        e.decide("c", ms(100_000), Priority::Normal);
+        assert_eq!(e.held("a"), Ok(Hold::Open), "{model:?}: held routes are not evicted");
+        assert!(e.status("b").is_err(), "{model:?}: an idle released route is");
+    }
+}
+
+/// As `drive`, on an engine with a collector: whether the route opened.
+fn drive_collector(e: &Engine<CollectorObserver>, route: &str, from: f64, to: f64, f: fn() -> Telemetry) -> bool {
+    let mut opened = false;
+    let mut t = from;
+    while t < to {
+        let status = e.report(route, f(), Timestamp::from_nanos((t * 1e9) as u64));
+        opened |= status.mode == Mode::Open;
+        t += 0.01;
+    }
+    opened
 }
