@@ -31,12 +31,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+mod admin;
 mod api;
+mod auth;
 mod http;
 mod observer;
 mod problem;
 mod views;
 
+pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::Problem;
@@ -70,6 +73,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Serves `GET /metrics` when set.
     pub metrics: Option<MetricsRender>,
+    /// The tokens that open `/v1/admin/*`; none disables administration (`403`).
+    pub admin_tokens: Vec<AdminToken>,
+    /// The largest body of `POST /v1/admin/restore`, in bytes.
+    pub max_restore_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +86,8 @@ impl Default for ServerConfig {
             max_batch: 1_000,
             request_timeout: Duration::from_secs(10),
             metrics: None,
+            admin_tokens: Vec::new(),
+            max_restore_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -87,11 +96,17 @@ struct Shared {
     atrion: Arc<SidecarAtrion>,
     max_batch: usize,
     metrics: Option<MetricsRender>,
+    admin_tokens: Vec<AdminToken>,
 }
 
 /// The sidecar's HTTP API over `atrion`.
 pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
-    let shared = Arc::new(Shared { atrion, max_batch: config.max_batch, metrics: config.metrics.clone() });
+    let shared = Arc::new(Shared {
+        atrion,
+        max_batch: config.max_batch,
+        metrics: config.metrics.clone(),
+        admin_tokens: config.admin_tokens.clone(),
+    });
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
@@ -101,6 +116,12 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
         .route("/v1/batch", post(api::batch))
         .route("/v1/routes", get(views::routes))
         .route("/v1/routes/{*route}", get(views::route))
+        .route("/v1/admin/open", post(admin::open))
+        .route("/v1/admin/close", post(admin::close))
+        .route("/v1/admin/release", post(admin::release))
+        .route("/v1/admin/reset", post(admin::reset))
+        .route("/v1/admin/backup", get(admin::backup))
+        .route("/v1/admin/restore", post(admin::restore).layer(DefaultBodyLimit::max(config.max_restore_bytes)))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))

@@ -24,9 +24,10 @@ pub(crate) struct RouteView {
     updates: u64,
     cluster_scar: Option<f64>,
     decisions: DecisionCounts,
+    held: atrion::Hold,
 }
 
-fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
+pub(crate) fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
     let engine = s.atrion.engine();
     let v = engine.snapshot(route).ok()?;
     Some(RouteView {
@@ -41,6 +42,7 @@ fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
         updates: v.updates,
         cluster_scar: engine.cluster_scar(route, s.atrion.now()),
         decisions: engine.observer().counts(route),
+        held: engine.held(route).unwrap_or_default(),
     })
 }
 

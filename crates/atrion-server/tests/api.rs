@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use atrion::state::TokioClock;
 use atrion::{Atrion, PhysicsConfig};
-use atrion_server::{ServerConfig, SidecarAtrion, SidecarObserver, router};
+use atrion_server::{AdminToken, ServerConfig, SidecarAtrion, SidecarObserver, router};
 use serde_json::{Value, json};
 
 async fn start() -> (Arc<SidecarAtrion>, String) {
+    start_with(ServerConfig::default()).await
+}
+
+async fn start_with(config: ServerConfig) -> (Arc<SidecarAtrion>, String) {
     let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
     c.scar_rate = 60.0;
     let atrion = Arc::new(
         Atrion::builder().observer(SidecarObserver::new()).config(c).clock(TokioClock::new()).build().unwrap(),
     );
-    let app = router(atrion.clone(), &ServerConfig::default());
+    let app = router(atrion.clone(), &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -180,4 +184,94 @@ async fn a_batch_answers_each_item_and_routes_are_readable() {
     assert_eq!(r.status().as_u16(), 404);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["type"], "tag:atrion,2026:problem/unknown-route");
+}
+
+const SECRET: &str = "s3cret-s3cret-s3cret";
+
+async fn send(method: reqwest::Method, url: String, token: Option<&str>, body: Option<String>) -> (u16, Value) {
+    let mut r = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.header("content-type", "application/json").body(b);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_needs_a_named_token_and_holds_resets_backs_up_and_restores() {
+    let mut config = ServerConfig::default();
+    config.admin_tokens = AdminToken::parse_list(&format!("ops:{SECRET}")).unwrap();
+    let (atrion, base) = start_with(config).await;
+    let post = reqwest::Method::POST;
+    post_json(&base, "/v1/decide", json!({"route": "GET /x"})).await;
+    let before = atrion.engine().snapshot("GET /x").unwrap();
+
+    // Missing and wrong tokens: 401 with the problem's type, and nothing changed.
+    let open = || Some(json!({"route": "GET /x"}).to_string());
+    for (token, kind) in [(None, "missing-token"), (Some("not-the-token-at-all"), "invalid-token")] {
+        let (status, p) = send(post.clone(), format!("{base}/v1/admin/open"), token, open()).await;
+        assert_eq!((status, p["type"].as_str().unwrap()), (401, &*format!("tag:atrion,2026:problem/{kind}")), "{p}");
+        assert!(!p.to_string().contains(SECRET));
+        assert_eq!(atrion.engine().held("GET /x"), Ok(atrion::Hold::Released));
+    }
+    // A token on a read endpoint that needs none changes nothing about the answer.
+    let (s1, with) = send(reqwest::Method::GET, format!("{base}/v1/routes"), Some(SECRET), None).await;
+    let (s2, without) = send(reqwest::Method::GET, format!("{base}/v1/routes"), None, None).await;
+    assert_eq!((s1, &with), (s2, &without));
+
+    // Held open: shed with reason `held`; closed: admitted; released: the physics again.
+    let (status, view) = send(post.clone(), format!("{base}/v1/admin/open"), Some(SECRET), open()).await;
+    assert_eq!((status, view["held"].clone()), (200, json!("open")), "{view}");
+    let d = post_json(&base, "/v1/decide", json!({"route": "GET /x", "priority": "critical"})).await;
+    assert_eq!((d["verdict"].clone(), d["reason"].clone()), (json!("shed"), json!("held")), "{d}");
+    send(post.clone(), format!("{base}/v1/admin/close"), Some(SECRET), open()).await;
+    assert_eq!(post_json(&base, "/v1/decide", json!({"route": "GET /x"})).await["reason"], "held");
+    send(post.clone(), format!("{base}/v1/admin/release"), Some(SECRET), open()).await;
+    assert_ne!(post_json(&base, "/v1/decide", json!({"route": "GET /x"})).await["reason"], "held");
+
+    // Reset: what the route learned is gone.
+    post_json(&base, "/v1/report", json!({"route": "GET /x", "latency_ms": 900, "ok": false})).await;
+    assert!(atrion.engine().snapshot("GET /x").unwrap().updates > before.updates);
+    let (status, view) = send(post.clone(), format!("{base}/v1/admin/reset"), Some(SECRET), open()).await;
+    assert_eq!((status, view["updates"].clone()), (200, json!(0)), "{view}");
+    let (status, p) =
+        send(post.clone(), format!("{base}/v1/admin/reset"), Some(SECRET), Some(json!({"route": "nope"}).to_string()))
+            .await;
+    assert_eq!((status, p["type"].clone()), (404, json!("tag:atrion,2026:problem/unknown-route")));
+
+    // Backup and restore: JSON lines; a bad line refuses the whole body and writes nothing.
+    let store = atrion.store().clone();
+    store.put("atrion/test/a", bytes::Bytes::from_static(b"one"), None).await.unwrap();
+    let r = reqwest::Client::new().get(format!("{base}/v1/admin/backup")).bearer_auth(SECRET).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let lines = r.text().await.unwrap();
+    assert!(lines.lines().any(|l| l.contains("atrion/test/a")), "{lines}");
+    store.delete("atrion/test/a").await.unwrap();
+    let bad = format!("{lines}{{\"key\": \"k\"}}\n");
+    let (status, p) = send(post.clone(), format!("{base}/v1/admin/restore"), Some(SECRET), Some(bad)).await;
+    assert_eq!((status, p["type"].clone()), (400, json!("tag:atrion,2026:problem/malformed-backup")), "{p}");
+    assert!(store.get("atrion/test/a").await.unwrap().is_none(), "a refused restore wrote nothing");
+    let (status, r) = send(post.clone(), format!("{base}/v1/admin/restore"), Some(SECRET), Some(lines.clone())).await;
+    assert_eq!((status, r["restored"].as_u64()), (200, Some(lines.lines().count() as u64)), "{r}");
+    assert_eq!(store.get("atrion/test/a").await.unwrap().unwrap().value, bytes::Bytes::from_static(b"one"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_tokens_administration_is_disabled() {
+    let (_, base) = start().await;
+    let (status, p) =
+        send(reqwest::Method::POST, format!("{base}/v1/admin/open"), Some(SECRET), Some(r#"{"route":"a"}"#.into()))
+            .await;
+    assert_eq!((status, p["type"].clone()), (403, json!("tag:atrion,2026:problem/admin-disabled")));
+}
+
+async fn post_json(base: &str, path: &str, body: Value) -> Value {
+    let (status, _, v) = post(base, path, &body.to_string()).await;
+    assert_eq!(status, 200, "{path} {v}");
+    v
 }

@@ -30,6 +30,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod backup;
 mod error;
 mod keys;
 mod manager;
@@ -42,6 +43,7 @@ pub mod conformance;
 
 /// Durations in config files are written as seconds: `#[serde(with = "atrion_state::serde_secs")]`.
 pub use atrion_core::serde_secs;
+pub use backup::{BACKUP_CHUNK, BackupLine};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use keys::ClusterKeys;
 pub use manager::{Clock, Contribution, StateManager, SyncConfig, SyncStats, TokioClock};

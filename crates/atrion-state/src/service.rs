@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use tokio::sync::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::{BACKUP_CHUNK, BackupLine};
 use crate::error::StoreError;
 use crate::store::{Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats};
 
@@ -356,15 +355,9 @@ impl StateService {
         let tmp = path.with_extension("partial");
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
         let mut n = 0;
-        for chunk in keys.chunks(COPY_CHUNK) {
-            for (key, entry) in chunk.iter().zip(store.batch_get(chunk).await?) {
-                let Some(entry) = entry else { continue };
-                let line = serde_json::json!({
-                    "key": key,
-                    "value": BASE64.encode(&entry.value),
-                    "ttl_ms": entry.ttl.map(|t| t.as_millis() as u64),
-                });
-                writeln!(out, "{line}").map_err(io)?;
+        for chunk in keys.chunks(BACKUP_CHUNK) {
+            for line in BackupLine::read(store.as_ref(), chunk).await? {
+                writeln!(out, "{}", line.encode()).map_err(io)?;
                 n += 1;
             }
         }
@@ -385,18 +378,12 @@ impl StateService {
             if line.trim().is_empty() {
                 continue;
             }
-            let bad = |reason: String| ServiceError::Malformed { path: path.to_owned(), line: i as u64 + 1, reason };
-            #[derive(serde::Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Line {
-                key: String,
-                value: String,
-                ttl_ms: Option<u64>,
-            }
-            let l: Line = serde_json::from_str(&line).map_err(|e| bad(e.to_string()))?;
-            let value = BASE64.decode(&l.value).map_err(|e| bad(format!("value is not base64: {e}")))?;
-            crate::check_key("service", crate::Op::BatchSet, &l.key).map_err(|e| bad(e.to_string()))?;
-            items.push((l.key, Bytes::from(value), l.ttl_ms.map(Duration::from_millis)));
+            let l = BackupLine::decode(&line).map_err(|reason| ServiceError::Malformed {
+                path: path.to_owned(),
+                line: i as u64 + 1,
+                reason,
+            })?;
+            items.push((l.key, l.value, l.ttl));
         }
         let n = items.len() as u64;
         for chunk in items.chunks(COPY_CHUNK) {

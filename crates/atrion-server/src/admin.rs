@@ -1,0 +1,150 @@
+//! Administration, behind an admin token: hold a route open or closed, release it, reset
+//! it; back the store up as streamed JSON lines and restore it. Every action is recorded in
+//! the audit trail (`tracing` target `atrion::audit`) with the token's name.
+
+use std::sync::Arc;
+
+use atrion::Hold;
+use atrion::state::{BACKUP_CHUNK, BackupLine};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::Shared;
+use crate::auth::Admin;
+use crate::problem::{Problem, check_route, parse};
+use crate::views::{RouteView, route_view};
+
+/// `POST /v1/admin/{open,close,release,reset}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteAction {
+    route: String,
+}
+
+fn store_problem(e: &atrion::state::StoreError) -> Problem {
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The store cannot be reached", e.to_string())
+}
+
+async fn hold_route(
+    s: &Shared,
+    admin: &Admin,
+    body: Result<Bytes, BytesRejection>,
+    hold: Hold,
+) -> Result<Json<RouteView>, Problem> {
+    let req: RouteAction = parse(body)?;
+    check_route("route", &req.route)?;
+    let now = s.atrion.now();
+    s.atrion.engine().hold(&req.route, hold, now).map_err(|e| Problem::invalid("route", e.to_string()))?;
+    tracing::info!(target: "atrion::audit", token = %admin.0, action = ?hold, route = %req.route, "route hold");
+    route_view(s, &req.route).map(Json).ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
+}
+
+/// Holds a route open: every request is shed until it is released.
+pub(crate) async fn open(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RouteView>, Problem> {
+    hold_route(&s, &admin, body, Hold::Open).await
+}
+
+/// Holds a route closed: every request is admitted until it is released.
+pub(crate) async fn close(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RouteView>, Problem> {
+    hold_route(&s, &admin, body, Hold::Closed).await
+}
+
+/// Releases a route's hold: its physics decides again.
+pub(crate) async fn release(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RouteView>, Problem> {
+    hold_route(&s, &admin, body, Hold::Released).await
+}
+
+/// Resets a route: it forgets what it learned and starts again as new.
+pub(crate) async fn reset(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RouteView>, Problem> {
+    let req: RouteAction = parse(body)?;
+    check_route("route", &req.route)?;
+    s.atrion.engine().reset(&req.route, s.atrion.now()).map_err(|e| {
+        let mut p = Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", e.to_string());
+        p.field = Some("route".into());
+        p
+    })?;
+    tracing::info!(target: "atrion::audit", token = %admin.0, action = "reset", route = %req.route, "route reset");
+    route_view(&s, &req.route).map(Json).ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
+}
+
+/// `GET /v1/admin/backup`: every entry of the store, streamed as JSON lines (the format of
+/// `StateService::backup`), read a chunk at a time.
+pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
+    let store = s.atrion.store().clone();
+    let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
+    tracing::info!(target: "atrion::audit", token = %admin.0, action = "backup", keys = keys.len(), "backup");
+    let chunks = futures_util::stream::unfold((store, keys, 0usize), |(store, keys, at)| async move {
+        if at >= keys.len() {
+            return None;
+        }
+        let end = (at + BACKUP_CHUNK).min(keys.len());
+        let chunk = BackupLine::read(store.as_ref(), &keys[at..end]).await.map(|lines| {
+            let mut text = String::new();
+            for line in lines {
+                text.push_str(&line.encode());
+                text.push('\n');
+            }
+            Bytes::from(text)
+        });
+        Some((chunk, (store, keys, end)))
+    });
+    let mut response = Body::from_stream(chunks).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(response)
+}
+
+/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. The whole body is checked
+/// before anything is written; existing keys are overwritten. The engine's own state is not
+/// rewritten (it warm-starts from the store at the next start).
+pub(crate) async fn restore(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = body.map_err(|r| {
+        let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
+        Problem::new(r.status(), kind, "The request body cannot be read", r.body_text())
+    })?;
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
+    })?;
+    let mut items = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l = BackupLine::decode(line).map_err(|reason| {
+            let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
+            p.field = Some(format!("line {}", i + 1));
+            p
+        })?;
+        items.push((l.key, l.value, l.ttl));
+    }
+    let n = items.len();
+    for chunk in items.chunks(BACKUP_CHUNK) {
+        s.atrion.store().batch_set(chunk.to_vec()).await.map_err(|e| store_problem(&e))?;
+    }
+    tracing::info!(target: "atrion::audit", token = %admin.0, action = "restore", keys = n, "restore");
+    Ok(Json(serde_json::json!({ "restored": n })).into_response())
+}
