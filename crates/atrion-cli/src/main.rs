@@ -164,23 +164,40 @@ fn print_config(model: ModelArg) -> Result<ExitCode> {
 
 /// Warnings and errors of the libraries go to stderr; `RUST_LOG` (e.g. `atrion_state=debug`)
 /// says more.
-fn install_logging() {
+fn install_logging(format: serve::LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        serve::LogFormat::Json => fmt.json().flatten_event(true).try_init(),
+        serve::LogFormat::Text => fmt.try_init(),
+    };
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_logging();
-    let result: Result<ExitCode> = match cli.command {
+    // The sidecar installs its own logging, as its settings say (JSON off a terminal).
+    if !matches!(cli.command, Command::Serve(_)) {
+        install_logging(serve::LogFormat::Text, "warn");
+    }
+    finish(run(cli.command))
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
-        Command::Serve(args) => serve::run(&args),
+        Command::Serve(args) => serve::Settings::resolve(&args).and_then(|settings| {
+            install_logging(settings.log_format, "info");
+            serve::run(&settings)
+        }),
         Command::Simulate(args) => simulate::run(&args),
         Command::StabilityMap(args) => simulate::stability_map(&args),
-    };
+    }
+}
+
+fn finish(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

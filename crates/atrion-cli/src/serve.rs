@@ -1,38 +1,210 @@
 //! `atrion serve`: the sidecar. The HTTP API of `atrion-server` over an `Atrion` whose state
 //! lives in a store (by default an embedded, crash-safe file in `./atrion-data`).
+//!
+//! Every setting comes from, in this order of precedence: a flag, an `ATRION_*` environment
+//! variable, the TOML file given by `--config` (keys named as the flags, without the dashes
+//! in front: `node-id = "a"`), the default.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use atrion::state::SyncConfig;
+use atrion_server::{AdminToken, ServerConfig};
+use clap::ValueEnum;
+use serde::Deserialize;
 
 /// The port `atrion serve` listens on by default, on loopback.
 pub const DEFAULT_PORT: u16 = 7878;
 
-/// Arguments of `atrion serve`.
-#[derive(Debug, clap::Args)]
+/// The store `atrion serve` uses by default.
+pub const DEFAULT_STORE: &str = "file:./atrion-data/state.redb";
+
+/// Arguments of `atrion serve`. Each may also come from the environment or the file.
+#[derive(Debug, Default, clap::Args)]
 pub struct ServeArgs {
-    /// Where to listen. Loopback by default; another address needs
-    /// `--i-know-this-exposes-the-api` until admin tokens exist.
-    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
-    pub listen: SocketAddr,
-    /// The store: `memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…`.
-    #[arg(long, default_value = "file:./atrion-data/state.redb")]
-    pub store: String,
-    /// This node's id in the cluster (1 to 64 of `[A-Za-z0-9._-]`).
-    #[arg(long, default_value = "node-1")]
-    pub node_id: String,
-    /// The cluster's namespace.
-    #[arg(long, default_value = "atrion")]
-    pub namespace: String,
-    /// Listen on a non-loopback address although the API has no authentication yet.
-    #[arg(long)]
+    /// A TOML file holding any of the settings below (keys as the flags: `node-id = "a"`).
+    #[arg(long, env = "ATRION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where to listen [default: 127.0.0.1:7878]. An address that is not loopback needs an
+    /// admin token, or `--i-know-this-exposes-the-api`.
+    #[arg(long, env = "ATRION_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The store: `memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…`
+    /// [default: file:./atrion-data/state.redb].
+    #[arg(long, env = "ATRION_STORE")]
+    pub store: Option<String>,
+    /// This node's id in the cluster, 1 to 64 of `[A-Za-z0-9._-]` [default: node-1].
+    #[arg(long, env = "ATRION_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The cluster's namespace [default: atrion].
+    #[arg(long, env = "ATRION_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// A file of admin tokens, one `name:secret` per line (`#` starts a comment).
+    #[arg(long, env = "ATRION_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without an admin token.
+    #[arg(long, env = "ATRION_I_KNOW_THIS_EXPOSES_THE_API")]
     pub i_know_this_exposes_the_api: bool,
-    /// Routes that get their own `route` label in `/metrics`; the rest are `other`.
-    #[arg(long, default_value_t = 100)]
-    pub metrics_routes: usize,
+    /// Routes that get their own `route` label in `/metrics`; the rest are `other`
+    /// [default: 100].
+    #[arg(long, env = "ATRION_METRICS_ROUTES")]
+    pub metrics_routes: Option<usize>,
+    /// Log lines as JSON or as text [default: json when stderr is not a terminal].
+    #[arg(long, env = "ATRION_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// The largest request body, in bytes [default: 1048576].
+    #[arg(long, env = "ATRION_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// The most items in one `/v1/batch` [default: 1000].
+    #[arg(long, env = "ATRION_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// The longest a request may take, in milliseconds [default: 10000].
+    #[arg(long, env = "ATRION_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// `--log-format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// The settings a `--config` file may hold: the flags' names, every one optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    store: Option<String>,
+    node_id: Option<String>,
+    namespace: Option<String>,
+    admin_tokens_file: Option<PathBuf>,
+    i_know_this_exposes_the_api: Option<bool>,
+    metrics_routes: Option<usize>,
+    log_format: Option<LogFormat>,
+    max_body_bytes: Option<usize>,
+    max_batch: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+/// Everything `atrion serve` runs with, resolved and checked.
+#[derive(Debug)]
+pub struct Settings {
+    listen: SocketAddr,
+    store: String,
+    node_id: String,
+    namespace: String,
+    admin_tokens: Vec<AdminToken>,
+    exposed_anyway: bool,
+    metrics_routes: usize,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    max_body_bytes: usize,
+    max_batch: usize,
+    request_timeout: Duration,
+}
+
+/// A setting that is not valid: the key, where it came from, and why.
+fn bad(key: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("setting `{key}`: {why}")
+}
+
+impl Settings {
+    /// Flags and environment (already merged by clap) over the file over the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let tokens_file = args.admin_tokens_file.clone().or(file.admin_tokens_file);
+        let mut admin_tokens = match &tokens_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("admin-tokens-file", format!("{}: {e}", path.display())))?;
+                AdminToken::parse_list(&text)
+                    .map_err(|e| bad("admin-tokens-file", format!("{}: {e}", path.display())))?
+            }
+            None => Vec::new(),
+        };
+        if let Ok(text) = std::env::var("ATRION_ADMIN_TOKENS") {
+            for t in AdminToken::parse_list(&text).map_err(|e| bad("ATRION_ADMIN_TOKENS", e))? {
+                if admin_tokens.iter().any(|o| o.name() == t.name()) {
+                    return Err(bad("ATRION_ADMIN_TOKENS", format!("token name `{}` is also in the file", t.name())));
+                }
+                admin_tokens.push(t);
+            }
+        }
+        let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let s = Settings {
+            listen: args.listen.or(file.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+            store: args.store.clone().or(file.store).unwrap_or_else(|| DEFAULT_STORE.to_owned()),
+            node_id: args.node_id.clone().or(file.node_id).unwrap_or_else(|| "node-1".to_owned()),
+            namespace: args.namespace.clone().or(file.namespace).unwrap_or_else(|| "atrion".to_owned()),
+            admin_tokens,
+            exposed_anyway: args.i_know_this_exposes_the_api || file.i_know_this_exposes_the_api.unwrap_or(false),
+            metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
+            log_format: args.log_format.or(file.log_format).unwrap_or(if on_terminal {
+                LogFormat::Text
+            } else {
+                LogFormat::Json
+            }),
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
+            max_batch: args.max_batch.or(file.max_batch).unwrap_or(1_000),
+            request_timeout: Duration::from_millis(
+                args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
+            ),
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<()> {
+        if !self.listen.ip().is_loopback() && self.admin_tokens.is_empty() && !self.exposed_anyway {
+            return Err(bad(
+                "listen",
+                format!(
+                    "{} is not a loopback address and no admin token is set; give tokens \
+                     (admin-tokens-file or ATRION_ADMIN_TOKENS) or pass --i-know-this-exposes-the-api",
+                    self.listen
+                ),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max-body-bytes", format!("{} is under the least useful body, 1024", self.max_body_bytes)));
+        }
+        if self.max_batch == 0 {
+            return Err(bad("max-batch", "must be at least 1"));
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > Duration::from_secs(3_600) {
+            return Err(bad("request-timeout-ms", "must be 1 ms to one hour"));
+        }
+        if self.metrics_routes > 100_000 {
+            return Err(bad("metrics-routes", "at most 100000 route labels"));
+        }
+        Ok(())
+    }
+
+    fn server_config(&self, metrics: atrion_server::MetricsRender) -> ServerConfig {
+        let mut c = ServerConfig::default();
+        c.max_body_bytes = self.max_body_bytes;
+        c.max_batch = self.max_batch;
+        c.request_timeout = self.request_timeout;
+        c.metrics = Some(metrics);
+        c.admin_tokens = self.admin_tokens.clone();
+        c
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 
 /// Installs the Prometheus recorder (before the engine's observer registers its handles)
@@ -46,7 +218,7 @@ fn install_metrics() -> Result<atrion_server::MetricsRender> {
         .context("installing the metrics recorder")?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
             upkeep.run_upkeep();
@@ -55,35 +227,32 @@ fn install_metrics() -> Result<atrion_server::MetricsRender> {
     Ok(atrion_server::MetricsRender(Arc::new(move || handle.render())))
 }
 
-pub fn run(args: &ServeArgs) -> Result<ExitCode> {
-    if !args.listen.ip().is_loopback() && !args.i_know_this_exposes_the_api {
-        bail!(
-            "--listen {}: not a loopback address, and the API has no authentication yet; \
-             pass --i-know-this-exposes-the-api to listen there anyway",
-            args.listen
-        );
-    }
-    let mut store: atrion::StoreConfig = args.store.parse().with_context(|| format!("--store {}", args.store))?;
-    store.set_namespace(&args.namespace);
-    let mut sync = SyncConfig::for_node(&args.node_id);
-    sync.namespace = args.namespace.clone();
-    sync.validate().map_err(|e| anyhow::anyhow!("--node-id / --namespace: {e}"))?;
+/// Runs the sidecar with resolved settings until SIGTERM or ctrl-c.
+pub fn run(s: &Settings) -> Result<ExitCode> {
+    let mut store: atrion::StoreConfig = s.store.parse().map_err(|e| bad("store", format!("{}: {e}", s.store)))?;
+    store.set_namespace(&s.namespace);
+    let mut sync = SyncConfig::for_node(&s.node_id);
+    sync.namespace = s.namespace.clone();
+    sync.validate().map_err(|e| bad("node-id / namespace", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let built = store.build().await.with_context(|| format!("opening the store {}", args.store))?;
+        let built = store.build().await.with_context(|| format!("opening the store {}", s.store))?;
         let metrics = install_metrics()?;
-        let observer = atrion_server::SidecarObserver::new().with_metrics(args.metrics_routes);
+        let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
         let atrion = Arc::new(atrion::Atrion::builder().observer(observer).store_arc(built).sync(sync).build()?);
         atrion.connect().await.context("loading what the store knows")?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
-        println!("atrion serve: listening on http://{addr} (node {}, store {})", args.node_id, args.store);
-        let mut config = atrion_server::ServerConfig::default();
-        config.metrics = Some(metrics);
-        atrion_server::serve(listener, atrion, &config, atrion_server::shutdown_signal()).await?;
+        let tokens: Vec<&str> = s.admin_tokens.iter().map(AdminToken::name).collect();
+        println!("atrion serve: listening on http://{addr} (node {}, store {})", s.node_id, s.store);
+        tracing::info!(%addr, node = %s.node_id, store = %s.store, admin_tokens = ?tokens, "atrion serve started");
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
+        }
+        atrion_server::serve(listener, atrion, &s.server_config(metrics), atrion_server::shutdown_signal()).await?;
         println!("atrion serve: stopped");
+        tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -12,7 +12,18 @@ fn free_port() -> u16 {
 
 /// Starts `atrion serve` and waits for the line that says where it listens.
 fn start(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrion"))
+    start_env(args, &[])
+}
+
+/// As `start`, with environment variables (the `ATRION_*` of the test's own environment
+/// removed, so that only the given ones count).
+fn start_env(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd
+        .envs(env.iter().copied())
         .arg("serve")
         .args(args)
         .stdout(Stdio::piped())
@@ -22,6 +33,7 @@ fn start(args: &[&str]) -> (Child, String) {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
+    LAST_LINE.with(|l| *l.borrow_mut() = line.clone());
     let Some(url) = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned)
     else {
         let _ = child.kill();
@@ -31,6 +43,11 @@ fn start(args: &[&str]) -> (Child, String) {
     // Keep reading stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in out.lines() {});
     (child, url)
+}
+
+thread_local! {
+    /// The listening line of the last `start` on this thread.
+    static LAST_LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 fn stop(mut child: Child) {
@@ -84,7 +101,7 @@ async fn serve_answers_stops_on_sigterm_and_keeps_what_it_knew_on_the_file_store
 fn a_non_loopback_address_or_a_bad_store_stops_the_start_with_the_reason() {
     for (args, says) in [
         (vec!["--listen", "0.0.0.0:0", "--store", "memory"], "not a loopback address"),
-        (vec!["--listen", "127.0.0.1:0", "--store", "etcd://x"], "--store etcd://x"),
+        (vec!["--listen", "127.0.0.1:0", "--store", "etcd://x"], "setting `store`: etcd://x"),
         (vec!["--listen", "127.0.0.1:0", "--store", "memory", "--node-id", "no spaces"], "node_id"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("serve").args(&args).output().unwrap();
@@ -92,4 +109,111 @@ fn a_non_loopback_address_or_a_bad_store_stops_the_start_with_the_reason() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// Runs `atrion serve` expecting it to refuse to start; returns what it said.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd.envs(env.iter().copied()).arg("serve").args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?} should not start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn settings_come_from_flags_over_env_over_the_file_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file_port = free_port();
+    let flag_listen = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("atrion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{file_port}\"\nstore = \"memory\"\nnode-id = \"from-file\"\nnamespace = \"ns-file\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    // The flag beats the file (listen); the environment beats the file (node id); the file
+    // beats the default (store).
+    let (child, url) = start_env(&["--config", &config, "--listen", &flag_listen], &[("ATRION_NODE_ID", "from-env")]);
+    let line = LAST_LINE.with(|l| l.borrow().clone());
+    stop(child);
+    assert_eq!(url, format!("http://{flag_listen}"), "{line}");
+    assert!(line.contains("node from-env") && line.contains("store memory"), "{line}");
+    // The flag beats the environment too.
+    let (child, _) = start_env(
+        &["--config", &config, "--listen", &flag_listen, "--node-id", "from-flag"],
+        &[("ATRION_NODE_ID", "from-env")],
+    );
+    let line = LAST_LINE.with(|l| l.borrow().clone());
+    stop(child);
+    assert!(line.contains("node from-flag"), "{line}");
+    // The environment alone, without a file.
+    let (child, url) = start_env(&[], &[("ATRION_LISTEN", &flag_listen), ("ATRION_STORE", "memory")]);
+    stop(child);
+    assert_eq!(url, format!("http://{flag_listen}"));
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_naming_the_key_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let cases = [
+        (write("unknown.toml", "lisen = \"127.0.0.1:1\"\n"), "lisen"),
+        (write("type.toml", "max-batch = \"many\"\n"), "max-batch"),
+        (write("zero.toml", "store = \"memory\"\nmax-batch = 0\n"), "setting `max-batch`: must be at least 1"),
+        (write("addr.toml", "listen = \"not an address\"\n"), "listen"),
+        (write("syntax.toml", "store = \n"), "syntax.toml"),
+    ];
+    for (path, says) in &cases {
+        let err = refused(&["--config", path], &[]);
+        assert!(err.contains(says), "{path}: {err}");
+    }
+    let err = refused(&["--config", &dir.path().join("absent.toml").display().to_string()], &[]);
+    assert!(err.contains("absent.toml"), "{err}");
+    // Tokens: a weak secret is refused by name, and no secret is ever echoed.
+    let tokens = write("tokens", "ops:short\n");
+    let err = refused(&["--store", "memory", "--admin-tokens-file", &tokens], &[]);
+    assert!(err.contains("admin-tokens-file") && err.contains("ops") && !err.contains("short"), "{err}");
+    let err = refused(&["--store", "memory"], &[("ATRION_ADMIN_TOKENS", "ci=nocolon-secret-secret")]);
+    assert!(err.contains("ATRION_ADMIN_TOKENS") && !err.contains("nocolon-secret"), "{err}");
+    // Beyond loopback: refused without a token, named.
+    let err = refused(&["--store", "memory", "--listen", "0.0.0.0:0"], &[]);
+    assert!(err.contains("setting `listen`") && err.contains("not a loopback address"), "{err}");
+    let err = refused(&["--store", "memory", "--max-batch", "x"], &[]);
+    assert!(err.contains("--max-batch"), "{err}");
+}
+
+#[test]
+fn logs_are_json_lines_off_a_terminal_and_name_tokens_not_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# ops team\nops:0123456789abcdef-secret\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atrion"))
+        .args(["serve", "--store", "memory", "--listen", &listen])
+        .arg("--admin-tokens-file")
+        .arg(&tokens)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = child.wait();
+    let log: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    assert_eq!(log["message"], "atrion serve started", "{log}");
+    assert_eq!(log["level"], "INFO");
+    assert!(line.contains("ops") && !line.contains("0123456789abcdef"), "{line}");
 }
