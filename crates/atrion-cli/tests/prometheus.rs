@@ -4,15 +4,13 @@
 //! Needs the `prometheus` binary (`.ci/run` installs the Debian package); with
 //! `ATRION_SKIP_SERVICES=1` set by hand, a missing binary skips the test with a reason.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{Serve, free_port};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Kills the child when dropped, so that a failing assertion leaves no process behind.
 struct Killed(Child);
@@ -22,21 +20,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn serve(listen: &str) -> Killed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrion"))
-        .args(["serve", "--store", "memory", "--listen", listen])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("atrion serve starts");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    std::thread::spawn(move || for _ in out.lines() {});
-    Killed(child)
 }
 
 fn prometheus_binary() -> Option<&'static str> {
@@ -79,7 +62,7 @@ fn value(series: &[Value]) -> f64 {
 async fn prometheus_scrapes_the_sidecar() {
     let Some(prometheus) = prometheus_binary() else { return };
     let sidecar = format!("127.0.0.1:{}", free_port());
-    let _serve = serve(&sidecar);
+    let _serve = Serve::start(&["--store", "memory", "--listen", &sidecar], &[]);
     let base = format!("http://{sidecar}");
     let client = reqwest::Client::new();
     // Known traffic: 5 decisions on one route (all admitted: a new route learns), 3 reports.

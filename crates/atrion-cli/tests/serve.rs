@@ -1,60 +1,22 @@
 //! `atrion serve` as a process: it says where it listens, answers over real TCP, stops
 //! cleanly on SIGTERM, and what it knew survives a restart on the file store.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{Serve, free_port};
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+fn start(args: &[&str]) -> (Serve, String) {
+    let s = Serve::start(args, &[]);
+    let url = s.url.clone();
+    (s, url)
 }
 
-/// Starts `atrion serve` and waits for the line that says where it listens.
-fn start(args: &[&str]) -> (Child, String) {
-    start_env(args, &[])
-}
-
-/// As `start`, with environment variables (the `ATRION_*` of the test's own environment
-/// removed, so that only the given ones count).
-fn start_env(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
-        cmd.env_remove(k);
-    }
-    let mut child = cmd
-        .envs(env.iter().copied())
-        .arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("atrion serve starts");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    LAST_LINE.with(|l| *l.borrow_mut() = line.clone());
-    let Some(url) = line.split("listening on ").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned)
-    else {
-        let _ = child.kill();
-        let err = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
-        panic!("no listening line: {line:?} {err}")
-    };
-    // Keep reading stdout so the process never blocks on a full pipe.
-    std::thread::spawn(move || for _ in out.lines() {});
-    (child, url)
-}
-
-thread_local! {
-    /// The listening line of the last `start` on this thread.
-    static LAST_LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "a clean exit on SIGTERM: {status:?}");
+fn stop(s: Serve) {
+    s.stop();
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
@@ -138,22 +100,23 @@ fn settings_come_from_flags_over_env_over_the_file_over_defaults() {
     let config = config.display().to_string();
     // The flag beats the file (listen); the environment beats the file (node id); the file
     // beats the default (store).
-    let (child, url) = start_env(&["--config", &config, "--listen", &flag_listen], &[("ATRION_NODE_ID", "from-env")]);
-    let line = LAST_LINE.with(|l| l.borrow().clone());
-    stop(child);
+    let s = Serve::start(&["--config", &config, "--listen", &flag_listen], &[("ATRION_NODE_ID", "from-env")]);
+    let (url, line) = (s.url.clone(), s.line.clone());
+    s.stop();
     assert_eq!(url, format!("http://{flag_listen}"), "{line}");
     assert!(line.contains("node from-env") && line.contains("store memory"), "{line}");
     // The flag beats the environment too.
-    let (child, _) = start_env(
+    let s = Serve::start(
         &["--config", &config, "--listen", &flag_listen, "--node-id", "from-flag"],
         &[("ATRION_NODE_ID", "from-env")],
     );
-    let line = LAST_LINE.with(|l| l.borrow().clone());
-    stop(child);
+    let line = s.line.clone();
+    s.stop();
     assert!(line.contains("node from-flag"), "{line}");
     // The environment alone, without a file.
-    let (child, url) = start_env(&[], &[("ATRION_LISTEN", &flag_listen), ("ATRION_STORE", "memory")]);
-    stop(child);
+    let s = Serve::start(&[], &[("ATRION_LISTEN", &flag_listen), ("ATRION_STORE", "memory")]);
+    let url = s.url.clone();
+    s.stop();
     assert_eq!(url, format!("http://{flag_listen}"));
 }
 

@@ -41,7 +41,10 @@ async fn hold_route(
     let now = s.atrion.now();
     s.atrion.engine().hold(&req.route, hold, now).map_err(|e| Problem::invalid("route", e.to_string()))?;
     tracing::info!(target: "atrion::audit", token = %admin.0, action = ?hold, route = %req.route, "route hold");
-    route_view(s, &req.route).map(Json).ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
+    route_view(s, &req.route)
+        .await
+        .map(Json)
+        .ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
 }
 
 /// Holds a route open: every request is shed until it is released.
@@ -85,7 +88,10 @@ pub(crate) async fn reset(
         p
     })?;
     tracing::info!(target: "atrion::audit", token = %admin.0, action = "reset", route = %req.route, "route reset");
-    route_view(&s, &req.route).map(Json).ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
+    route_view(&s, &req.route)
+        .await
+        .map(Json)
+        .ok_or_else(|| Problem::invalid("route", "the route was evicted meanwhile"))
 }
 
 /// `GET /v1/admin/backup`: every entry of the store, streamed as JSON lines (the format of

@@ -116,6 +116,7 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
         .route("/v1/batch", post(api::batch))
         .route("/v1/routes", get(views::routes))
         .route("/v1/routes/{*route}", get(views::route))
+        .route("/v1/nodes", get(views::nodes))
         .route("/v1/admin/open", post(admin::open))
         .route("/v1/admin/close", post(admin::close))
         .route("/v1/admin/release", post(admin::release))

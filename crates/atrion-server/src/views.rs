@@ -25,9 +25,27 @@ pub(crate) struct RouteView {
     cluster_scar: Option<f64>,
     decisions: DecisionCounts,
     held: atrion::Hold,
+    /// The other nodes' contributions, as they reported them.
+    nodes: Vec<NodeContribution>,
 }
 
-pub(crate) fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
+/// One other node's contribution to a route.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeContribution {
+    node: String,
+    scar: f64,
+    momentum: f64,
+    at_ms: u64,
+}
+
+pub(crate) async fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
+    let nodes = s
+        .atrion
+        .route_nodes(route)
+        .await
+        .into_iter()
+        .map(|(node, c)| NodeContribution { node, scar: c.scar, momentum: c.momentum, at_ms: c.at_ms })
+        .collect();
     let engine = s.atrion.engine();
     let v = engine.snapshot(route).ok()?;
     Some(RouteView {
@@ -43,6 +61,7 @@ pub(crate) fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
         cluster_scar: engine.cluster_scar(route, s.atrion.now()),
         decisions: engine.observer().counts(route),
         held: engine.held(route).unwrap_or_default(),
+        nodes,
     })
 }
 
@@ -50,7 +69,16 @@ pub(crate) fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
 pub(crate) async fn routes(State(s): State<Arc<Shared>>) -> Json<Vec<RouteView>> {
     let mut ids = s.atrion.engine().route_ids();
     ids.sort_unstable();
-    Json(ids.iter().filter_map(|id| route_view(&s, id)).collect())
+    let mut views = Vec::with_capacity(ids.len());
+    for id in &ids {
+        views.extend(route_view(&s, id).await);
+    }
+    Json(views)
+}
+
+/// `GET /v1/nodes`: the cluster as this node sees it, itself first.
+pub(crate) async fn nodes(State(s): State<Arc<Shared>>) -> Json<Vec<atrion::state::NodeInfo>> {
+    Json(s.atrion.nodes().await.unwrap_or_default())
 }
 
 /// `GET /v1/routes/{route}` (the route percent-encoded).
@@ -58,7 +86,7 @@ pub(crate) async fn route(
     State(s): State<Arc<Shared>>,
     axum::extract::Path(route): axum::extract::Path<String>,
 ) -> Result<Json<RouteView>, Problem> {
-    route_view(&s, &route).map(Json).ok_or_else(|| {
+    route_view(&s, &route).await.map(Json).ok_or_else(|| {
         let mut p =
             Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", format!("no route `{route}`"));
         p.field = Some("route".into());

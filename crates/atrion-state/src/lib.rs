@@ -46,7 +46,7 @@ pub use atrion_core::serde_secs;
 pub use backup::{BACKUP_CHUNK, BackupLine};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use keys::ClusterKeys;
-pub use manager::{Clock, Contribution, StateManager, SyncConfig, SyncStats, TokioClock};
+pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock};
 pub use memory::InMemoryStore;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{

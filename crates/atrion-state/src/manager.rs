@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atrion_core::{Engine, PhysicsObserver, Timestamp};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -230,6 +230,37 @@ pub struct SyncStats {
     pub degraded: bool,
 }
 
+/// A node's health as another node sees it, from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Heard from within a third of `node_ttl` (this node: its last push succeeded).
+    Healthy,
+    /// Late, but still counted in the aggregate (this node: degraded, or not pushed yet).
+    Suspect,
+    /// Silent for longer than `node_ttl`, or left: out of the aggregate.
+    Gone,
+}
+
+/// One node of the cluster, as [`StateManager::nodes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// Whether it is the node answering.
+    pub this_node: bool,
+    /// Its status.
+    pub status: NodeStatus,
+    /// Its last heartbeat (this node: its last acknowledged push), in ms since the Unix
+    /// epoch; 0 if never.
+    pub last_seen_ms: u64,
+    /// Its software version, if it says.
+    pub version: Option<String>,
+    /// How far behind the present this node's view of it is, in ms (this node: since its
+    /// last acknowledged push); `None` before the first.
+    pub sync_lag_ms: Option<u64>,
+}
+
 #[derive(Default)]
 struct Counters {
     pulses: AtomicU64,
@@ -245,14 +276,19 @@ struct Counters {
     rejected: AtomicU64,
     republished: AtomicU64,
     degraded: AtomicBool,
+    /// When the store last acknowledged a pulse (wall ms; 0 before the first).
+    last_push_ms: AtomicU64,
 }
 
 #[derive(Default)]
 struct SyncState {
     /// route -> node -> contribution, other nodes only.
     remote: HashMap<String, HashMap<String, Contribution>>,
-    /// node -> last heartbeat (wall ms), other nodes only.
-    heartbeats: HashMap<String, u64>,
+    /// node -> last heartbeat, other nodes only.
+    heartbeats: HashMap<String, Heartbeat>,
+    /// Nodes whose heartbeat is gone from the store (left, or expired), with their last
+    /// one; kept for [`StateManager::nodes`] a while ([`departed_retention`]).
+    departed: HashMap<String, Heartbeat>,
     /// Our contributions not yet pushed.
     pending: HashMap<String, Contribution>,
     /// Routes whose last pushed contribution was zero (nothing to say until they change).
@@ -368,6 +404,64 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         }
     }
 
+    /// The cluster as this node sees it: itself first, then every other node it has heard
+    /// from, by id (a departed node stays listed as gone for a while).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let s = &self.shared;
+        let wall = s.clock.wall_ms();
+        let ttl = s.cfg.node_ttl.as_millis() as u64;
+        let last_push = s.counters.last_push_ms.load(Relaxed);
+        let ours = NodeInfo {
+            id: s.cfg.node_id.clone(),
+            this_node: true,
+            status: if s.counters.degraded.load(Relaxed) || last_push == 0 {
+                NodeStatus::Suspect
+            } else {
+                NodeStatus::Healthy
+            },
+            last_seen_ms: last_push,
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            sync_lag_ms: if last_push == 0 { None } else { Some(wall.saturating_sub(last_push)) },
+        };
+        let mut st = s.lock();
+        let keep = departed_retention(s.cfg.node_ttl);
+        st.departed.retain(|_, hb| wall.saturating_sub(hb.ms) <= keep);
+        let mut others: Vec<NodeInfo> = st
+            .heartbeats
+            .iter()
+            .map(|(id, hb)| (id, hb, false))
+            .chain(st.departed.iter().map(|(id, hb)| (id, hb, true)))
+            .map(|(id, hb, departed)| {
+                let age = wall.saturating_sub(hb.ms);
+                let status = match age {
+                    _ if departed || age > ttl => NodeStatus::Gone,
+                    _ if age > ttl / 3 => NodeStatus::Suspect,
+                    _ => NodeStatus::Healthy,
+                };
+                NodeInfo {
+                    id: id.clone(),
+                    this_node: false,
+                    status,
+                    last_seen_ms: hb.ms,
+                    version: hb.version.clone(),
+                    sync_lag_ms: Some(age),
+                }
+            })
+            .collect();
+        others.sort_by(|a, b| a.id.cmp(&b.id));
+        std::iter::once(ours).chain(others).collect()
+    }
+
+    /// The other nodes' contributions to `route`, as they reported them (not healed), by
+    /// node id.
+    pub fn route_nodes(&self, route: &str) -> Vec<(String, Contribution)> {
+        let st = self.shared.lock();
+        let mut v: Vec<(String, Contribution)> =
+            st.remote.get(route).map(|m| m.iter().map(|(n, c)| (n.clone(), *c)).collect()).unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// The engine this manager feeds.
     pub fn engine(&self) -> &Arc<Engine<O>> {
         &self.shared.engine
@@ -444,7 +538,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 }
             }
             let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
-            batch.push((self.keys.heartbeat(), Bytes::copy_from_slice(&wall.to_le_bytes()), ttl));
+            batch.push((self.keys.heartbeat(), Heartbeat::ours(wall).encode(), ttl));
             (sent, batch)
         };
         let outcome = match tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch.clone())).await {
@@ -476,6 +570,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     }
                 }
                 self.counters.pushed.fetch_add(pushed, Relaxed);
+                self.counters.last_push_ms.store(wall, Relaxed);
                 if self.counters.degraded.swap(false, Relaxed) {
                     // The store is back: whatever changed meanwhile was not seen.
                     tracing::info!(node = %self.cfg.node_id, "store reachable again: resynchronising");
@@ -532,7 +627,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             let live: std::collections::HashSet<String> = st
                 .heartbeats
                 .iter()
-                .filter(|(_, hb)| wall.saturating_sub(**hb) <= ttl)
+                .filter(|(_, hb)| wall.saturating_sub(hb.ms) <= ttl)
                 .map(|(n, _)| n.clone())
                 .collect();
             if live == st.live {
@@ -597,9 +692,9 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         for (key, entry) in keys.iter().zip(entries) {
             let Some(entry) = entry else { continue };
             if let Some(node) = self.keys.parse_heartbeat(key) {
-                match decode_heartbeat(&entry.value) {
-                    Some(ms) if !self.keys.is_own(node) => {
-                        heartbeats.insert(node.to_owned(), ms);
+                match Heartbeat::decode(&entry.value) {
+                    Some(hb) if !self.keys.is_own(node) => {
+                        heartbeats.insert(node.to_owned(), hb);
                     }
                     Some(_) => {}
                     None => {
@@ -651,6 +746,11 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 let _ = self.engine.set_cluster(route, None, self.clock.now());
             }
             st.remote = remote;
+            // Nodes whose heartbeat is no longer in the store have left (or expired).
+            let gone: Vec<(String, Heartbeat)> =
+                st.heartbeats.drain().filter(|(n, _)| !heartbeats.contains_key(n)).collect();
+            st.departed.extend(gone);
+            st.departed.retain(|n, _| !heartbeats.contains_key(n));
             st.heartbeats = heartbeats;
         }
         self.merge_all();
@@ -676,8 +776,10 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     let route = route.to_owned();
                     drop(st);
                     self.merge_route(&route);
-                } else if let Some(node) = self.keys.parse_heartbeat(&key) {
-                    st.heartbeats.remove(node);
+                } else if let Some(node) = self.keys.parse_heartbeat(&key)
+                    && let Some(hb) = st.heartbeats.remove(node)
+                {
+                    st.departed.insert(node.to_owned(), hb);
                 }
                 return;
             }
@@ -697,9 +799,11 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         };
         self.counters.pulled.fetch_add(1, Relaxed);
         if let Some(node) = heartbeat {
-            match decode_heartbeat(&entry.value) {
-                Some(ms) => {
-                    self.lock().heartbeats.insert(node.to_owned(), ms);
+            match Heartbeat::decode(&entry.value) {
+                Some(hb) => {
+                    let mut st = self.lock();
+                    st.departed.remove(node);
+                    st.heartbeats.insert(node.to_owned(), hb);
                 }
                 None => {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
@@ -733,7 +837,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             let Some(nodes) = st.remote.get(route) else { return };
             nodes
                 .iter()
-                .filter(|(node, _)| st.heartbeats.get(*node).is_some_and(|&hb| wall.saturating_sub(hb) <= ttl))
+                .filter(|(node, _)| st.heartbeats.get(*node).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl))
                 .map(|(_, c)| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3))
                 .collect()
         };
@@ -743,8 +847,38 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     }
 }
 
-fn decode_heartbeat(bytes: &[u8]) -> Option<u64> {
-    bytes.try_into().ok().map(u64::from_le_bytes)
+/// A node's heartbeat as stored: its wall-clock milliseconds (8 bytes, little-endian), then
+/// its software version (UTF-8, at most 32 bytes; absent from older nodes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Heartbeat {
+    ms: u64,
+    version: Option<String>,
+}
+
+impl Heartbeat {
+    fn ours(ms: u64) -> Self {
+        Heartbeat { ms, version: Some(env!("CARGO_PKG_VERSION").to_owned()) }
+    }
+
+    fn encode(&self) -> Bytes {
+        let mut out = self.ms.to_le_bytes().to_vec();
+        out.extend_from_slice(self.version.as_deref().unwrap_or("").as_bytes());
+        Bytes::from(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Heartbeat> {
+        let (ms, version) = bytes.split_first_chunk::<8>()?;
+        if version.len() > 32 {
+            return None;
+        }
+        let version = std::str::from_utf8(version).ok()?;
+        Some(Heartbeat { ms: u64::from_le_bytes(*ms), version: (!version.is_empty()).then(|| version.to_owned()) })
+    }
+}
+
+/// How long a departed node stays listed by [`StateManager::nodes`] (as gone).
+fn departed_retention(node_ttl: Duration) -> u64 {
+    (node_ttl.as_millis() as u64).saturating_mul(20).max(60_000)
 }
 
 /// Whether an error says the store is away (retry later) rather than that the request was

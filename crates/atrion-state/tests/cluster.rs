@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
 use atrion_state::{
-    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, Op, StateManager,
-    StateStore, StoreError, StoreStats, SyncConfig, TokioClock,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, NodeStatus, Op,
+    StateManager, StateStore, StoreError, StoreStats, SyncConfig, TokioClock,
 };
 use bytes::Bytes;
 
@@ -158,6 +158,45 @@ async fn a_silent_node_drops_out_after_its_ttl() {
     drop(a.manager);
     tokio::time::sleep(SyncConfig::default().node_ttl + 3 * PULSE).await;
     assert_eq!(b.resistance("x"), 10.0);
+    b.manager.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_node_lists_the_cluster_healthy_then_suspect_then_gone() {
+    let mem = InMemoryStore::new();
+    let cut = Flaky { inner: mem.clone(), ..Flaky::default() };
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", Arc::new(cut.clone()), clock.clone()).await;
+    let b = Node::start("b", Arc::new(mem.clone()), clock.clone()).await;
+    a.traffic("x", 1.0, true).await;
+    tokio::time::sleep(2 * PULSE).await;
+    let status = |n: &Node| -> Vec<(String, NodeStatus, bool)> {
+        n.manager.nodes().into_iter().map(|i| (i.id, i.status, i.this_node)).collect()
+    };
+    assert_eq!(status(&b), [("b".into(), NodeStatus::Healthy, true), ("a".into(), NodeStatus::Healthy, false)]);
+    let seen = b.manager.nodes()[1].clone();
+    assert_eq!(seen.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert!(seen.sync_lag_ms.unwrap() <= 3 * PULSE.as_millis() as u64, "{seen:?}");
+    let (node, c) = b.manager.route_nodes("x").pop().expect("a's contribution to x");
+    assert!(node == "a" && c.scar > 0.0, "{node} {c:?}");
+    // A's store goes away: A goes silent for B, late first, then gone; A sees itself
+    // degraded (suspect).
+    cut.down.store(true, Ordering::Relaxed);
+    let ttl = SyncConfig::default().node_ttl;
+    tokio::time::sleep(ttl / 2).await;
+    assert_eq!(status(&b)[1].1, NodeStatus::Suspect);
+    assert_eq!(status(&a)[0], ("a".into(), NodeStatus::Suspect, true));
+    tokio::time::sleep(ttl / 2 + 3 * PULSE).await;
+    assert_eq!(status(&b)[1].1, NodeStatus::Gone);
+    // Back: healthy again, on both sides.
+    cut.down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(3 * PULSE).await;
+    assert_eq!(status(&b)[1].1, NodeStatus::Healthy);
+    assert_eq!(status(&a)[0].1, NodeStatus::Healthy);
+    // A node that leaves cleanly is listed as gone.
+    a.manager.shutdown().await;
+    tokio::time::sleep(2 * PULSE).await;
+    assert_eq!(status(&b)[1], ("a".into(), NodeStatus::Gone, false));
     b.manager.shutdown().await;
 }
 

@@ -7,7 +7,9 @@ use atrion_core::{
     ConfigError, Decision, Engine, EngineError, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority,
     RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
 };
-use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, StoreError, SyncConfig, SyncStats};
+use atrion_state::{
+    Clock, Contribution, InMemoryStore, NodeInfo, StateManager, StateStore, StoreError, SyncConfig, SyncStats,
+};
 
 use crate::SystemClock;
 
@@ -285,6 +287,16 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// Counters of the cluster sync (`None` before `connect`).
     pub async fn sync_stats(&self) -> Option<SyncStats> {
         self.manager.lock().await.as_ref().map(StateManager::stats)
+    }
+
+    /// The cluster's nodes as this one sees them, itself first (`None` before `connect`).
+    pub async fn nodes(&self) -> Option<Vec<NodeInfo>> {
+        self.manager.lock().await.as_ref().map(StateManager::nodes)
+    }
+
+    /// The other nodes' contributions to `route`, by node (empty before `connect`).
+    pub async fn route_nodes(&self, route: &str) -> Vec<(String, Contribution)> {
+        self.manager.lock().await.as_ref().map(|m| m.route_nodes(route)).unwrap_or_default()
     }
 
     /// The engine.
