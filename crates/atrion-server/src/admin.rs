@@ -20,10 +20,18 @@ use crate::problem::{Problem, check_route, parse};
 use crate::views::{RouteView, route_view};
 
 /// `POST /v1/admin/{open,close,release,reset}`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
+    /// The route.
     route: String,
+}
+
+/// The answer to `POST /v1/admin/restore`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Restored {
+    /// Entries written.
+    restored: usize,
 }
 
 fn store_problem(e: &atrion::state::StoreError) -> Problem {
@@ -48,6 +56,8 @@ async fn hold_route(
 }
 
 /// Holds a route open: every request is shed until it is released.
+#[utoipa::path(post, path = "/v1/admin/open", tag = "admin", security(("admin" = [])), request_body = RouteAction,
+    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn open(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -57,6 +67,8 @@ pub(crate) async fn open(
 }
 
 /// Holds a route closed: every request is admitted until it is released.
+#[utoipa::path(post, path = "/v1/admin/close", tag = "admin", security(("admin" = [])), request_body = RouteAction,
+    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn close(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -66,6 +78,8 @@ pub(crate) async fn close(
 }
 
 /// Releases a route's hold: its physics decides again.
+#[utoipa::path(post, path = "/v1/admin/release", tag = "admin", security(("admin" = [])), request_body = RouteAction,
+    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn release(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -75,6 +89,8 @@ pub(crate) async fn release(
 }
 
 /// Resets a route: it forgets what it learned and starts again as new.
+#[utoipa::path(post, path = "/v1/admin/reset", tag = "admin", security(("admin" = [])), request_body = RouteAction,
+    responses((status = 200, body = RouteView), (status = 404, description = "No such route", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn reset(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -96,6 +112,9 @@ pub(crate) async fn reset(
 
 /// `GET /v1/admin/backup`: every entry of the store, streamed as JSON lines (the format of
 /// `StateService::backup`), read a chunk at a time.
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", security(("admin" = [])),
+    responses((status = 200, description = "JSON lines: {key, value (base64), ttl_ms}", body = String, content_type = "application/x-ndjson"),
+        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
     let store = s.atrion.store().clone();
     let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
@@ -123,6 +142,10 @@ pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result
 /// `POST /v1/admin/restore`: JSON lines as `backup` writes them. The whole body is checked
 /// before anything is written; existing keys are overwritten. The engine's own state is not
 /// rewritten (it warm-starts from the store at the next start).
+#[utoipa::path(post, path = "/v1/admin/restore", tag = "admin", security(("admin" = [])),
+    request_body(content = String, content_type = "application/x-ndjson", description = "JSON lines as the backup writes them"),
+    responses((status = 200, body = Restored), (status = 400, description = "A line is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn restore(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -152,5 +175,5 @@ pub(crate) async fn restore(
         s.atrion.store().batch_set(chunk.to_vec()).await.map_err(|e| store_problem(&e))?;
     }
     tracing::info!(target: "atrion::audit", token = %admin.0, action = "restore", keys = n, "restore");
-    Ok(Json(serde_json::json!({ "restored": n })).into_response())
+    Ok(Json(Restored { restored: n }).into_response())
 }

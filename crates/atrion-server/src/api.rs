@@ -13,39 +13,76 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::problem::{Problem, check_route, parse};
 use crate::{MAX_ROUTE_LEN, Shared};
 
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// The answer to `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok` while the process serves.
+    status: &'static str,
 }
 
-pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+/// The answer to `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Ready {
+    /// Ready to decide (after the warm start).
+    ready: bool,
+    /// The store is away: decisions go on, on local state.
+    degraded: bool,
+}
+
+/// Liveness: the process serves.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: ready after the warm start; degraded mode is reported, and decisions keep
+/// working in it.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Ready)))]
+pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
     let degraded = s.atrion.sync_stats().await.is_some_and(|st| st.degraded);
-    Json(serde_json::json!({ "ready": true, "degraded": degraded }))
+    Json(Ready { ready: true, degraded })
 }
 
 /// `POST /v1/decide`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecideRequest {
+    /// The route, 1 to 1,024 bytes.
     route: String,
+    /// `critical`, `high`, `normal`, `low` or `bulk`; the server's default when absent.
     #[serde(default)]
     priority: Option<String>,
 }
 
 /// The answer to `POST /v1/decide`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DecideResponse {
+    /// `admit` or `shed`.
+    #[schema(value_type = String, example = "admit")]
     verdict: atrion::Verdict,
+    /// Why: `healthy`, `bootstrap`, `probe`, `keepalive`, `open`, `probe_quota`,
+    /// `overloaded`, `soft_limit`, `throttled`, `held`.
+    #[schema(value_type = String, example = "healthy")]
     reason: atrion::Reason,
+    /// The route's mode: `bootstrap`, `operational`, `open`, `half_open`.
+    #[schema(value_type = String, example = "operational")]
     mode: atrion::Mode,
+    /// The resistance the decision saw (ohms).
     resistance: f64,
+    /// When shed: retry after this many milliseconds.
     retry_after_ms: Option<u64>,
+    /// When admitted: give it back with the report, and the server measures the latency.
     ticket: Option<String>,
 }
 
+/// May I call this route now? Admitted requests carry a ticket for the report.
+#[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest,
+    responses((status = 200, body = DecideResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -74,33 +111,49 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
     })
 }
 
-/// `POST /v1/report`: by ticket, or by route with the latency measured by the client.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/report`: by ticket (`ticket`, `ok`, `saturation`?), or by route with the
+/// latency measured by the client (`route`, `latency_ms`, `ok` or `error_rate`,
+/// `saturation`?).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReportRequest {
+    /// The ticket of the decision (then the server measures the latency).
     #[serde(default)]
     ticket: Option<String>,
+    /// The route, when reporting without a ticket.
     #[serde(default)]
     route: Option<String>,
+    /// The latency in milliseconds, when reporting by route (finite, not negative).
     #[serde(default)]
     latency_ms: Option<f64>,
+    /// Whether the call succeeded.
     #[serde(default)]
     ok: Option<bool>,
+    /// Instead of `ok`, by route: the share of failed calls, in [0, 1].
     #[serde(default)]
     error_rate: Option<f64>,
+    /// The route's saturation, in [0, 1]; a neutral value when absent.
     #[serde(default)]
     saturation: Option<f64>,
 }
 
 /// The answer to `POST /v1/report`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ReportResponse {
+    /// The route.
     route: String,
+    /// Its mode after the report.
+    #[schema(value_type = String, example = "operational")]
     mode: atrion::Mode,
+    /// Its resistance after the report (ohms).
     resistance: f64,
+    /// Its scar tissue after the report (ohms).
     scar: f64,
 }
 
+/// How a call went: by ticket, or by route with the latency.
+#[utoipa::path(post, path = "/v1/report", tag = "decisions", request_body = ReportRequest,
+    responses((status = 200, body = ReportResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn report(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -151,13 +204,29 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
 /// `POST /v1/batch`: many decisions and reports in one body. Each item is answered on its
 /// own (a result, or a problem whose field is the item's path); one bad item changes nothing
 /// and does not fail the others.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
+    /// Decisions to make, each as `POST /v1/decide` takes it.
     #[serde(default)]
+    #[schema(value_type = Vec<DecideRequest>)]
     decide: Vec<serde_json::Value>,
+    /// Reports, each as `POST /v1/report` takes it.
     #[serde(default)]
+    #[schema(value_type = Vec<ReportRequest>)]
     report: Vec<serde_json::Value>,
+}
+
+/// The answer to `POST /v1/batch`: each item's answer in order, or `{"problem": ..}` for
+/// that item alone.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchResponse {
+    /// A `DecideResponse`, or `{"problem": Problem}`, per decision.
+    #[schema(value_type = Vec<Object>)]
+    decide: Vec<Item<DecideResponse>>,
+    /// A `ReportResponse`, or `{"problem": Problem}`, per report.
+    #[schema(value_type = Vec<Object>)]
+    report: Vec<Item<ReportResponse>>,
 }
 
 /// One item's answer in a batch.
@@ -203,6 +272,9 @@ fn item<Req: DeserializeOwned, T>(
     }
 }
 
+/// Many decisions and reports in one body.
+#[utoipa::path(post, path = "/v1/batch", tag = "decisions", request_body = BatchRequest,
+    responses((status = 200, body = BatchResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn batch(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -229,7 +301,7 @@ pub(crate) async fn batch(
         .enumerate()
         .map(|(i, v)| item("report", i, v, |r: &ReportRequest| report_one(&s, r)))
         .collect();
-    Ok(Json(serde_json::json!({ "decide": decide, "report": report })).into_response())
+    Ok(Json(BatchResponse { decide, report }).into_response())
 }
 
 /// A decision's ticket: `v1.<engine nanoseconds>.<route, base64url>`. It proves nothing (a

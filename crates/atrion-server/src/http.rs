@@ -42,7 +42,10 @@ pub(crate) async fn observe(State(limit): State<Duration>, request: Request, nex
     response
 }
 
-/// `GET /metrics`: the Prometheus text format, with the sync counters read just now.
+/// Atrion's metrics in Prometheus' text format (the sync counters read just now).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 404, description = "No metrics exporter", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let Some(render) = &s.metrics else {
         return Problem::new(

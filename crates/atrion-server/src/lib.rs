@@ -29,13 +29,16 @@ use std::time::Duration;
 use atrion::Atrion;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod admin;
 mod api;
 mod auth;
 mod http;
 mod observer;
+mod openapi;
 mod problem;
 mod views;
 
@@ -97,36 +100,52 @@ struct Shared {
     max_batch: usize,
     metrics: Option<MetricsRender>,
     admin_tokens: Vec<AdminToken>,
+    openapi: utoipa::openapi::OpenApi,
 }
 
-/// The sidecar's HTTP API over `atrion`.
+/// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
+/// operation: the router and `GET /openapi.json` come from the same declarations.
 pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
+    let (router, api) = api_router(config).split_for_parts();
     let shared = Arc::new(Shared {
         atrion,
         max_batch: config.max_batch,
         metrics: config.metrics.clone(),
         admin_tokens: config.admin_tokens.clone(),
+        openapi: api,
     });
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(http::metrics))
-        .route("/v1/decide", post(api::decide))
-        .route("/v1/report", post(api::report))
-        .route("/v1/batch", post(api::batch))
-        .route("/v1/routes", get(views::routes))
-        .route("/v1/routes/{*route}", get(views::route))
-        .route("/v1/nodes", get(views::nodes))
-        .route("/v1/admin/open", post(admin::open))
-        .route("/v1/admin/close", post(admin::close))
-        .route("/v1/admin/release", post(admin::release))
-        .route("/v1/admin/reset", post(admin::reset))
-        .route("/v1/admin/backup", get(admin::backup))
-        .route("/v1/admin/restore", post(admin::restore).layer(DefaultBodyLimit::max(config.max_restore_bytes)))
+    router
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared)
+}
+
+/// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router(&ServerConfig::default()).split_for_parts().1
+}
+
+fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
+    let (schemas, paths, restore) = routes!(admin::restore);
+    let restore = (schemas, paths, restore.layer(DefaultBodyLimit::max(config.max_restore_bytes)));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::readyz))
+        .routes(routes!(http::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(api::decide))
+        .routes(routes!(api::report))
+        .routes(routes!(api::batch))
+        .routes(routes!(views::routes))
+        .routes(routes!(views::route))
+        .routes(routes!(views::nodes))
+        .routes(routes!(admin::open))
+        .routes(routes!(admin::close))
+        .routes(routes!(admin::release))
+        .routes(routes!(admin::reset))
+        .routes(routes!(admin::backup))
+        .routes(restore)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests

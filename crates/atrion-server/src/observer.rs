@@ -10,7 +10,7 @@ use atrion::{Event, PhysicsObserver, Verdict};
 use serde::Serialize;
 
 /// Decisions on one route since the sidecar started (or since the route was last evicted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DecisionCounts {
     /// Requests admitted.
     pub admitted: u64,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::MAX_ROUTE_LEN;
 
 /// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A machine-readable type: `tag:atrion,2026:problem/<kind>`.
     #[serde(rename = "type")]

@@ -275,3 +275,41 @@ async fn post_json(base: &str, path: &str, body: Value) -> Value {
     assert_eq!(status, 200, "{path} {v}");
     v
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_openapi_document_lists_every_route_the_router_serves() {
+    let (_, base) = start().await;
+    let doc: Value = reqwest::get(format!("{base}/openapi.json")).await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    assert_eq!(doc, serde_json::to_value(atrion_server::openapi()).unwrap(), "one document, served as built");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            operations += 1;
+            let url = format!("{base}{}", path.replace("{route}", "x"));
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = reqwest::Client::new().request(m, url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            assert_ne!(status, 405, "{method} {path} is documented but not routed");
+            assert!(!body.contains("problem/not-found"), "{method} {path} is documented but not routed: {body}");
+        }
+    }
+    assert!(operations >= 16, "{operations} operations: {:?}", paths.keys().collect::<Vec<_>>());
+    // The other way round: every route is declared with its operation (`routes!`), never
+    // added to the router on its own.
+    for (file, text) in [
+        ("lib.rs", include_str!("../src/lib.rs")),
+        ("api.rs", include_str!("../src/api.rs")),
+        ("admin.rs", include_str!("../src/admin.rs")),
+        ("views.rs", include_str!("../src/views.rs")),
+        ("http.rs", include_str!("../src/http.rs")),
+    ] {
+        assert!(!text.contains(".route(\""), "{file} adds a route outside the OpenAPI declarations");
+    }
+    // An unknown path is a problem, not an empty 404.
+    let r = reqwest::get(format!("{base}/v2/nothing")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["type"], "tag:atrion,2026:problem/not-found");
+}
