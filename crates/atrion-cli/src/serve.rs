@@ -244,13 +244,15 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let listener =
             tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
+        // Before the announcement: a SIGTERM sent as soon as it is read must not be lost.
+        let shutdown = atrion_server::shutdown_signal();
         let tokens: Vec<&str> = s.admin_tokens.iter().map(AdminToken::name).collect();
         println!("atrion serve: listening on http://{addr} (node {}, store {})", s.node_id, s.store);
         tracing::info!(%addr, node = %s.node_id, store = %s.store, admin_tokens = ?tokens, "atrion serve started");
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
-        atrion_server::serve(listener, atrion, &s.server_config(metrics), atrion_server::shutdown_signal()).await?;
+        atrion_server::serve(listener, atrion, &s.server_config(metrics), shutdown).await?;
         println!("atrion serve: stopped");
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)
