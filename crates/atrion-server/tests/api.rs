@@ -105,6 +105,22 @@ async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
             Some("saturation"),
         ),
         ("/v1/report", r#"{"route": "a", "latency_ms": 5}"#.into(), 422, "invalid-value", Some("ok")),
+        // JSON has no NaN: the literal is malformed, an overflowing number out of range.
+        ("/v1/report", r#"{"route": "a", "latency_ms": NaN, "ok": true}"#.into(), 400, "malformed-json", None),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": 1e999, "ok": true}"#.into(),
+            400,
+            "malformed-json",
+            Some("latency_ms"),
+        ),
+        (
+            "/v1/report",
+            r#"{"route": "a", "latency_ms": 5, "error_rate": -0.1}"#.into(),
+            422,
+            "invalid-value",
+            Some("error_rate"),
+        ),
         (
             "/v1/report",
             r#"{"route": "a", "latency_ms": 5, "ok": true, "error_rate": 0.5}"#.into(),
