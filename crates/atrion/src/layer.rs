@@ -4,6 +4,11 @@
 //! at once, and either passed to the service — whose latency and outcome (5xx = failure by
 //! default) are then reported — or answered `503 Service Unavailable` with `Retry-After`,
 //! without calling the service. Nothing is queued.
+//!
+//! The outcome is reported when the response **body ends** ([`ReportBody`]), not when its
+//! headers leave: a streamed response that takes ten seconds, or fails half-way, counts as
+//! such. A body that fails while streaming is a failure; a body the client drops before its
+//! end is reported then, with the status's outcome.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -129,7 +134,7 @@ where
     O: PhysicsObserver + 'static,
     ResB: Default,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ReportBody<ResB, O>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, O>;
 
@@ -169,6 +174,77 @@ impl<O: PhysicsObserver + 'static> Report<O> {
 }
 
 pin_project_lite::pin_project! {
+    /// A response body that reports the request's outcome to Atrion when it ends: at its
+    /// last frame, at an error (a failure), or when it is dropped before its end (with the
+    /// status's outcome). A shed response's body reports nothing.
+    pub struct ReportBody<B, O> where O: PhysicsObserver, O: 'static {
+        #[pin]
+        inner: B,
+        report: Option<Report<O>>,
+        failed: bool,
+    }
+
+    impl<B, O> PinnedDrop for ReportBody<B, O> where O: PhysicsObserver, O: 'static {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(r) = this.report.take() {
+                r.send(*this.failed);
+            }
+        }
+    }
+}
+
+impl<B: Default, O: PhysicsObserver + 'static> Default for ReportBody<B, O> {
+    fn default() -> Self {
+        ReportBody { inner: B::default(), report: None, failed: false }
+    }
+}
+
+impl<B, O: PhysicsObserver + 'static> ReportBody<B, O> {
+    /// A body that reports nothing.
+    pub fn plain(inner: B) -> Self {
+        ReportBody { inner, report: None, failed: false }
+    }
+}
+
+impl<B, O> http_body::Body for ReportBody<B, O>
+where
+    B: http_body::Body,
+    O: PhysicsObserver + 'static,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let ended = match &frame {
+            None => true,
+            Some(Err(_)) => {
+                *this.failed = true;
+                true
+            }
+            Some(Ok(_)) => false,
+        };
+        if let Some(r) = this.report.take_if(|_| ended) {
+            r.send(*this.failed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
     /// The response future of [`AtrionService`].
     pub struct ResponseFuture<F, O> where O: PhysicsObserver, O: 'static {
         #[pin]
@@ -190,7 +266,7 @@ where
     O: PhysicsObserver + 'static,
     ResB: Default,
 {
-    type Output = Result<Response<ResB>, E>;
+    type Output = Result<Response<ReportBody<ResB, O>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -200,14 +276,20 @@ where
             }
             StateProj::Called { future, report } => {
                 let out = std::task::ready!(future.poll(cx));
-                if let Some(r) = report.take() {
-                    let is_failure = r.layer.is_failure.clone();
-                    r.send(match &out {
-                        Ok(response) => is_failure(response.status()),
-                        Err(_) => true,
-                    });
-                }
-                Poll::Ready(out)
+                let report = report.take();
+                Poll::Ready(match out {
+                    Ok(response) => {
+                        // The outcome is known now; it is reported when the body ends.
+                        let failed = report.as_ref().is_some_and(|r| (r.layer.is_failure)(response.status()));
+                        Ok(response.map(|inner| ReportBody { inner, report, failed }))
+                    }
+                    Err(e) => {
+                        if let Some(r) = report {
+                            r.send(true);
+                        }
+                        Err(e)
+                    }
+                })
             }
         }
     }

@@ -49,7 +49,7 @@ pub mod metrics;
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
 pub use config::{StoreConfig, state_service};
 #[cfg(feature = "tower")]
-pub use layer::{AtrionLayer, AtrionService, ShedError, ShedLayer, ShedService};
+pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService};
 
 /// The state layer: the `StateStore` port, stores, the service and the cluster sync.
 pub mod state {

@@ -138,3 +138,73 @@ async fn other_services_get_a_typed_error_when_shed() {
     assert!(d.retry_after.is_some());
     assert!(atrion.engine().status("queue:resize").is_ok());
 }
+
+/// The outcome is reported when the response body ends, not when its headers leave: a
+/// streamed body's time counts, and a body that fails half-way is a failure.
+#[tokio::test(start_paused = true)]
+async fn the_outcome_is_reported_when_the_body_ends() {
+    use axum::body::{Body, Bytes};
+    let atrion = Arc::new(Atrion::builder().config(quick()).clock(TokioClock::new()).build().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(move || {
+                let rx = rx.clone();
+                async move {
+                    let rx = rx.lock().await.take().unwrap();
+                    Body::from_stream(tokio_stream_from(rx))
+                }
+            }),
+        )
+        .route(
+            "/broken",
+            get(|| async {
+                let parts: Vec<Result<Bytes, std::io::Error>> =
+                    vec![Ok(Bytes::from_static(b"half")), Err(std::io::Error::other("upstream cut"))];
+                Body::from_stream(futures_util::stream::iter(parts))
+            }),
+        )
+        .layer(AtrionLayer::new(atrion.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let updates = |route: &str| atrion.engine().snapshot(route).map_or(0, |v| v.updates);
+    let mut response = reqwest::get(format!("{base}/stream")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    tx.send(Ok(Bytes::from_static(b"first"))).await.unwrap();
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "first");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(updates("GET /stream"), 0, "headers and a first chunk have left: nothing reported yet");
+    tx.send(Ok(Bytes::from_static(b"last"))).await.unwrap();
+    drop(tx);
+    assert_eq!(response.chunk().await.unwrap().unwrap(), "last");
+    assert!(response.chunk().await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(updates("GET /stream"), 1, "reported at the body's end");
+
+    // A 200 whose body fails half-way counts as a failure (by its status it would be a
+    // success): enough of them, and the route sheds.
+    let mut shed = false;
+    for _ in 0..200 {
+        // The client sees the message cut (before or after the headers, as hyper flushes).
+        if let Ok(r) = reqwest::get(format!("{base}/broken")).await {
+            if r.status() == 503 {
+                shed = true;
+                break;
+            }
+            assert!(r.bytes().await.is_err(), "the client sees the body cut");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(shed, "failed bodies are failures: {:?}", atrion.engine().snapshot("GET /broken"));
+}
+
+/// A receiver as a stream of body chunks.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
