@@ -65,7 +65,21 @@ pub struct ServeArgs {
     /// The longest a request may take, in milliseconds [default: 10000].
     #[arg(long, env = "ATRION_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// Proxy mode: also forward requests to this service (`http://host:port`), deciding on
+    /// each and shedding with 503 + Retry-After.
+    #[arg(long, env = "ATRION_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Where proxy mode listens [default: 127.0.0.1:7879].
+    #[arg(long, env = "ATRION_PROXY_LISTEN")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// Path templates of proxy mode, such as `/users/{id}`, comma-separated or the flag
+    /// repeated (in the file, a list): matching paths share one route.
+    #[arg(long, env = "ATRION_PATH_TEMPLATES", value_delimiter = ',')]
+    pub path_templates: Vec<String>,
 }
+
+/// The port proxy mode listens on by default, on loopback.
+pub const DEFAULT_PROXY_PORT: u16 = 7879;
 
 /// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -92,6 +106,9 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
     request_timeout_ms: Option<u64>,
+    upstream: Option<String>,
+    proxy_listen: Option<SocketAddr>,
+    path_templates: Option<Vec<String>>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -109,6 +126,7 @@ pub struct Settings {
     max_body_bytes: usize,
     max_batch: usize,
     request_timeout: Duration,
+    proxy: Option<(SocketAddr, atrion_server::ProxyConfig)>,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -142,7 +160,7 @@ impl Settings {
             }
         }
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let s = Settings {
+        let mut s = Settings {
             listen: args.listen.or(file.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
             store: args.store.clone().or(file.store).unwrap_or_else(|| DEFAULT_STORE.to_owned()),
             node_id: args.node_id.clone().or(file.node_id).unwrap_or_else(|| "node-1".to_owned()),
@@ -160,7 +178,28 @@ impl Settings {
             request_timeout: Duration::from_millis(
                 args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
             ),
+            proxy: None,
         };
+        let templates = if args.path_templates.is_empty() {
+            file.path_templates.unwrap_or_default()
+        } else {
+            args.path_templates.clone()
+        };
+        match args.upstream.clone().or(file.upstream) {
+            Some(upstream) => {
+                let config = atrion_server::ProxyConfig::new(&upstream, &templates).map_err(|e| match e {
+                    atrion_server::ProxyError::Template { .. } => bad("path-templates", e),
+                    _ => bad("upstream", e),
+                })?;
+                let at = args
+                    .proxy_listen
+                    .or(file.proxy_listen)
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PROXY_PORT)));
+                s.proxy = Some((at, config));
+            }
+            None if !templates.is_empty() => return Err(bad("path-templates", "they need an upstream")),
+            None => {}
+        }
         s.check()?;
         Ok(s)
     }
@@ -184,6 +223,15 @@ impl Settings {
         }
         if self.request_timeout.is_zero() || self.request_timeout > Duration::from_secs(3_600) {
             return Err(bad("request-timeout-ms", "must be 1 ms to one hour"));
+        }
+        if let Some((at, _)) = &self.proxy
+            && !at.ip().is_loopback()
+            && !self.exposed_anyway
+        {
+            return Err(bad(
+                "proxy-listen",
+                format!("{at} is not a loopback address; pass --i-know-this-exposes-the-api to proxy there"),
+            ));
         }
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
@@ -244,6 +292,12 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let listener =
             tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
+        let proxy_listener = match &s.proxy {
+            Some((at, _)) => {
+                Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("listening on {at} (proxy)"))?)
+            }
+            None => None,
+        };
         // Before the announcement: a SIGTERM sent as soon as it is read must not be lost.
         let shutdown = atrion_server::shutdown_signal();
         let tokens: Vec<&str> = s.admin_tokens.iter().map(AdminToken::name).collect();
@@ -252,7 +306,38 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
-        atrion_server::serve(listener, atrion, &s.server_config(metrics), shutdown).await?;
+        // One signal stops both the API and the proxy.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let proxy = match (proxy_listener, &s.proxy) {
+            (Some(proxy_listener), Some((_, config))) => {
+                let proxy_addr = proxy_listener.local_addr()?;
+                println!("atrion serve: proxying http://{proxy_addr} to {}", config.upstream);
+                tracing::info!(%proxy_addr, upstream = %config.upstream, "proxy mode");
+                let app = atrion_server::proxy_router(atrion.clone(), config);
+                let stopped = stop.clone().cancelled_owned();
+                Some(tokio::spawn(
+                    async move { axum::serve(proxy_listener, app).with_graceful_shutdown(stopped).await },
+                ))
+            }
+            _ => None,
+        };
+        let signalled = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signalled.cancel();
+        });
+        let proxy_stopped = async move {
+            if let Some(task) = proxy {
+                let _ = task.await;
+            }
+        };
+        let config = s.server_config(metrics);
+        atrion_server::serve(listener, atrion, &config, async move {
+            stop.cancelled().await;
+            // The proxy drains first: its requests still report to the engine.
+            proxy_stopped.await;
+        })
+        .await?;
         println!("atrion serve: stopped");
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)

@@ -180,3 +180,30 @@ fn logs_are_json_lines_off_a_terminal_and_name_tokens_not_secrets() {
     assert_eq!(log["level"], "INFO");
     assert!(line.contains("ops") && !line.contains("0123456789abcdef"), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_mode_forwards_to_the_upstream_under_its_path_templates() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+    let app = axum::Router::new().route("/users/{id}", axum::routing::get(|| async { "user" }));
+    tokio::spawn(async move { axum::serve(upstream, app).await.unwrap() });
+    let (listen, proxy) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let s = Serve::start(
+        &["--store", "memory", "--listen", &listen, "--upstream", &upstream_url, "--proxy-listen", &proxy],
+        &[("ATRION_PATH_TEMPLATES", "/users/{id},/orders/{id}")],
+    );
+    for i in 0..5 {
+        let body = reqwest::get(format!("http://{proxy}/users/{i}")).await.unwrap().text().await.unwrap();
+        assert_eq!(body, "user");
+    }
+    let view = s.get("/v1/routes/GET%20%2Fusers%2F%7Bid%7D").await;
+    assert_eq!(view["decisions"]["admitted"], 5, "{view}");
+    s.stop();
+
+    let err = refused(&["--store", "memory", "--path-templates", "/a/{b}"], &[]);
+    assert!(err.contains("setting `path-templates`: they need an upstream"), "{err}");
+    let err = refused(&["--store", "memory", "--upstream", "https://x"], &[]);
+    assert!(err.contains("setting `upstream`"), "{err}");
+    let err = refused(&["--store", "memory", "--upstream", "http://127.0.0.1:1", "--path-templates", "users"], &[]);
+    assert!(err.contains("setting `path-templates`"), "{err}");
+}

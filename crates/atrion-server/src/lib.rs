@@ -40,12 +40,14 @@ mod http;
 mod observer;
 mod openapi;
 mod problem;
+mod proxy;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::Problem;
+pub use proxy::{PathTemplate, ProxyConfig, ProxyError, proxy_router};
 
 /// The longest route id the API takes, in bytes (the engine's own limit).
 pub const MAX_ROUTE_LEN: usize = 1024;

@@ -1,0 +1,255 @@
+//! Proxy mode: a reverse proxy in front of a service, guarded by Atrion, so that a service in
+//! any language is protected without a code change.
+//!
+//! Each request is mapped to a route (`METHOD /path`, the path replaced by the first
+//! configured template that matches it, such as `/users/{id}`), decided on, and forwarded to
+//! the upstream or answered `503` with `Retry-After`. Its latency and outcome (a 5xx or a
+//! body cut half-way is a failure) are reported when the response body ends: the
+//! [`atrion::AtrionLayer`] rule. Bodies stream both ways without buffering. Hop-by-hop
+//! headers (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`) are not forwarded; `Host` becomes the upstream's, and the
+//! client's goes in `X-Forwarded-Host`. Protocol upgrades (WebSocket) are not proxied.
+
+use std::sync::Arc;
+
+use atrion::AtrionLayer;
+use atrion::layer::RequestHead;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::SidecarAtrion;
+use crate::problem::Problem;
+
+/// Why a proxy cannot be built from its settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The upstream is not an `http://host:port` URL without a path.
+    #[error("upstream `{url}`: {why}")]
+    Upstream {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A path template is not `/segment/{param}/...`.
+    #[error("path template `{template}`: {why}")]
+    Template {
+        /// The template given.
+        template: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// A path template: literal segments and `{param}` segments, such as `/users/{id}/orders`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathTemplate {
+    text: String,
+    /// `None` for a parameter.
+    segments: Vec<Option<String>>,
+}
+
+impl PathTemplate {
+    /// Parses a template: it starts with `/`; a segment is literal or a whole `{name}`.
+    pub fn parse(text: &str) -> Result<PathTemplate, ProxyError> {
+        let bad = |why| ProxyError::Template { template: text.to_owned(), why };
+        let rest = text.strip_prefix('/').ok_or_else(|| bad("it must start with `/`"))?;
+        let mut segments = Vec::new();
+        for seg in rest.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                if name.is_empty() || name.contains(['{', '}']) {
+                    return Err(bad("a parameter is `{name}`"));
+                }
+                segments.push(None);
+            } else if seg.contains(['{', '}']) {
+                return Err(bad("a parameter must be a whole segment"));
+            } else {
+                segments.push(Some(seg.to_owned()));
+            }
+        }
+        Ok(PathTemplate { text: text.to_owned(), segments })
+    }
+
+    /// Whether `path` (without its query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else { return false };
+        let mut parts = rest.split('/');
+        for seg in &self.segments {
+            match (seg, parts.next()) {
+                (_, None) => return false,
+                (None, Some(p)) if p.is_empty() => return false,
+                (Some(lit), Some(p)) if lit != p => return false,
+                _ => {}
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The template's text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// The settings of proxy mode.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// Where requests go: `http://host:port`.
+    pub upstream: Uri,
+    /// Path templates, tried in order; a path no template matches is its own route.
+    pub templates: Vec<PathTemplate>,
+}
+
+impl ProxyConfig {
+    /// A proxy to `upstream` (`http://host:port`, no path) with these path templates.
+    pub fn new(upstream: &str, templates: &[String]) -> Result<ProxyConfig, ProxyError> {
+        let bad = |why| ProxyError::Upstream { url: upstream.to_owned(), why };
+        let uri: Uri = upstream.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(bad("only http:// upstreams are proxied"));
+        }
+        if uri.authority().is_none() {
+            return Err(bad("no host"));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(bad("an upstream has no path or query"));
+        }
+        let templates = templates.iter().map(|t| PathTemplate::parse(t)).collect::<Result<_, _>>()?;
+        Ok(ProxyConfig { upstream: uri, templates })
+    }
+
+    /// The route of a request: `METHOD /template` or `METHOD /path`.
+    pub fn route(&self, head: &RequestHead<'_>) -> String {
+        let path = head.uri.path();
+        match self.templates.iter().find(|t| t.matches(path)) {
+            Some(t) => format!("{} {}", head.method, t.as_str()),
+            None => format!("{} {path}", head.method),
+        }
+    }
+}
+
+struct Proxy {
+    scheme: Scheme,
+    authority: Authority,
+    host: HeaderValue,
+    client: Client<HttpConnector, Body>,
+}
+
+/// The proxy: every request is decided on, then forwarded to `config.upstream` or shed.
+pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
+    let authority = config.upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+    let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let proxy = Arc::new(Proxy {
+        scheme: Scheme::HTTP,
+        authority,
+        host,
+        client: Client::builder(TokioExecutor::new()).build(connector),
+    });
+    let routes = config.clone();
+    let layer = AtrionLayer::new(atrion).route(move |head| routes.route(head));
+    Router::new().fallback(forward).layer(layer).with_state(proxy)
+}
+
+/// Hop-by-hop headers: meaningful for one connection only, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
+    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri =
+        Uri::builder().scheme(proxy.scheme.clone()).authority(proxy.authority.clone()).path_and_query(path).build();
+    let Ok(uri) = uri else {
+        return Problem::new(StatusCode::BAD_REQUEST, "bad-target", "The request target cannot be forwarded", "")
+            .into_response();
+    };
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(original) = headers.remove(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), original);
+    }
+    headers.insert(header::HOST, proxy.host.clone());
+    match proxy.client.request(request).await {
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            strip_hop_by_hop(response.headers_mut());
+            response
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "the upstream cannot be reached");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "The upstream cannot be reached",
+                "the proxied service did not answer",
+            )
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_whole_segments() {
+        let t = PathTemplate::parse("/users/{id}/orders").unwrap();
+        assert!(t.matches("/users/42/orders"));
+        assert!(!t.matches("/users/42"));
+        assert!(!t.matches("/users//orders"));
+        assert!(!t.matches("/users/42/orders/7"));
+        assert!(PathTemplate::parse("/").unwrap().matches("/"));
+        for bad in ["users", "/users/{}", "/users/id{x}", "/a/{b{c}}"] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+        for bad in ["https://x", "http://", "http://h:1/base", "not a url"] {
+            assert!(ProxyConfig::new(bad, &[]).is_err(), "{bad}");
+        }
+        assert!(ProxyConfig::new("http://127.0.0.1:8080", &["/a/{b}".into()]).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+}

@@ -1,0 +1,177 @@
+//! Proxy mode in front of a real upstream HTTP server started by the test, over real TCP on
+//! tokio's paused clock: a failing route is shed with 503 and Retry-After while healthy
+//! routes flow, it comes back after the upstream recovers, a large streamed body passes
+//! through intact both ways, and hop-by-hop headers stay on their hop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use atrion::state::TokioClock;
+use atrion::{Atrion, PhysicsConfig};
+use atrion_server::{ProxyConfig, SidecarAtrion, SidecarObserver, proxy_router};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+
+fn quick() -> PhysicsConfig {
+    let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
+    c.scar_rate = 60.0;
+    c.half_open.open_base = Duration::from_millis(200);
+    c.half_open.open_max = Duration::from_millis(400);
+    c.half_open.probe_window = Duration::from_millis(50);
+    c
+}
+
+async fn listen(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The upstream: `/users/{id}` healthy, `/pay` failing while `failing` is set, `/big`
+/// streams 8 MiB in 64 KiB chunks, `/echo` sends the request body back, `/headers` shows
+/// what arrived.
+async fn upstream(failing: Arc<AtomicBool>) -> String {
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/pay",
+            get(move || {
+                let failing = failing.clone();
+                async move {
+                    if failing.load(Ordering::Relaxed) {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "down")
+                    } else {
+                        (StatusCode::OK, "paid")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/big",
+            get(|| async {
+                let chunks =
+                    (0..128u32).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![(i % 251) as u8; 64 * 1024])));
+                Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route("/echo", post(|body: Bytes| async move { body }).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route(
+            "/headers",
+            get(|headers: HeaderMap| async move {
+                let mut names: Vec<String> =
+                    headers.iter().map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?"))).collect();
+                names.sort();
+                names.join("\n")
+            }),
+        );
+    listen(app).await
+}
+
+async fn start(upstream: &str) -> (Arc<SidecarAtrion>, String) {
+    let atrion = Arc::new(
+        Atrion::builder().observer(SidecarObserver::new()).config(quick()).clock(TokioClock::new()).build().unwrap(),
+    );
+    let config = ProxyConfig::new(upstream, &["/users/{id}".to_owned()]).unwrap();
+    let proxy = listen(proxy_router(atrion.clone(), &config)).await;
+    (atrion, proxy)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_proxy_sheds_a_failing_route_keeps_the_others_and_lets_it_back() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let (atrion, proxy) = start(&upstream(failing.clone()).await).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{proxy}{path}")).send();
+
+    for i in 0..30 {
+        assert_eq!(get(&format!("/users/{i}")).await.unwrap().text().await.unwrap(), "user");
+        assert_eq!(get("/pay").await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Path templates bound the routes: thirty users are one route.
+    let mut ids = atrion.engine().route_ids();
+    ids.sort();
+    assert_eq!(ids, ["GET /pay", "GET /users/{id}"]);
+
+    failing.store(true, Ordering::Relaxed);
+    let mut shed = None;
+    for i in 0..400 {
+        let r = get("/pay").await.unwrap();
+        if r.status() == 503 {
+            shed = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 500, "the upstream's failure passes through until Atrion sheds");
+        // Healthy routes keep flowing meanwhile.
+        assert_eq!(get(&format!("/users/{i}")).await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("the failing route is shed");
+    let retry: u64 = shed.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    assert_eq!(get("/users/7").await.unwrap().status(), 200, "a healthy route is not shed");
+
+    // The upstream recovers: the route comes back.
+    failing.store(false, Ordering::Relaxed);
+    let mut back = false;
+    for _ in 0..600 {
+        if get("/pay").await.unwrap().status() == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "the route is let back after recovery");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_stream_through_intact_and_hop_by_hop_headers_stay_behind() {
+    let (atrion, proxy) = start(&upstream(Arc::new(AtomicBool::new(false))).await).await;
+    let client = reqwest::Client::new();
+    // 8 MiB down, in chunks, read as a stream.
+    let mut r = client.get(format!("{proxy}/big")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (mut n, mut sum) = (0usize, 0u64);
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        n += chunk.len();
+        sum += chunk.iter().map(|&b| u64::from(b)).sum::<u64>();
+    }
+    let expected: u64 = (0..128u64).map(|i| (i % 251) * 64 * 1024).sum();
+    assert_eq!((n, sum), (8 * 1024 * 1024, expected));
+    assert_eq!(atrion.engine().snapshot("GET /big").unwrap().updates, 1, "reported once, at the body's end");
+    // 4 MiB up and back.
+    let body: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let r = client.post(format!("{proxy}/echo")).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == body, "the request body streams up intact");
+    // Hop-by-hop headers, and those `Connection` names, are not forwarded; Host is the upstream's.
+    let seen = client
+        .get(format!("{proxy}/headers"))
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("x-end-to-end", "kept")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(seen.contains("x-end-to-end=kept"), "{seen}");
+    assert!(!seen.contains("x-hop") && !seen.contains("proxy-authorization"), "{seen}");
+    assert!(seen.contains("x-forwarded-host=127.0.0.1"), "{seen}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_is_away_is_a_502_problem_and_a_failure() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (atrion, proxy) = start(&format!("http://127.0.0.1:{port}")).await;
+    let r = reqwest::get(format!("{proxy}/users/1")).await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(atrion.engine().snapshot("GET /users/{id}").unwrap().updates, 1);
+}
