@@ -85,7 +85,7 @@ impl PathTemplate {
         for seg in &self.segments {
             match (seg, parts.next()) {
                 (_, None) => return false,
-                (None, Some(p)) if p.is_empty() => return false,
+                (None, Some("")) => return false,
                 (Some(lit), Some(p)) if lit != p => return false,
                 _ => {}
             }
