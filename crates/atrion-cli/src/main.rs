@@ -18,6 +18,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod node;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod replay;
 mod serve;
 mod simulate;
@@ -162,23 +164,48 @@ fn print_config(model: ModelArg) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Warnings and errors of the libraries go to stderr; `RUST_LOG` (e.g. `atrion_state=debug`)
-/// says more.
-fn install_logging(format: serve::LogFormat, level: &str) {
+/// Warnings and errors of the libraries go to stderr, as text or JSON lines; `RUST_LOG`
+/// (e.g. `atrion_state=debug`) says more. With an OTLP endpoint (feature `otlp`), spans are
+/// also exported; the returned provider flushes them when shut down.
+fn install_logging(format: serve::LogFormat, level: &str, otlp: Option<&str>) -> Result<Option<Tracing>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        serve::LogFormat::Json => fmt.json().flatten_event(true).try_init(),
-        serve::LogFormat::Text => fmt.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        serve::LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        serve::LogFormat::Text => fmt.boxed(),
     };
+    let (provider, exported) = match otlp {
+        #[cfg(feature = "otlp")]
+        Some(endpoint) => {
+            let (provider, layer) = otlp::tracing_layer(endpoint)?;
+            (Some(provider), Some(layer.boxed()))
+        }
+        #[cfg(not(feature = "otlp"))]
+        Some(_) => anyhow::bail!("setting `otlp-endpoint`: this atrion was built without the `otlp` feature"),
+        None => (None, None),
+    };
+    let layers: Vec<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> =
+        std::iter::once(fmt).chain(exported).collect();
+    let _ = tracing_subscriber::registry().with(layers).with(filter).try_init();
+    Ok(provider)
 }
+
+/// What flushes exported spans at exit.
+#[cfg(feature = "otlp")]
+type Tracing = opentelemetry_sdk::trace::SdkTracerProvider;
+/// (No span export without the `otlp` feature.)
+#[cfg(not(feature = "otlp"))]
+type Tracing = std::convert::Infallible;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sidecar installs its own logging, as its settings say (JSON off a terminal).
     if !matches!(cli.command, Command::Serve(_)) {
-        install_logging(serve::LogFormat::Text, "warn");
+        let _ = install_logging(serve::LogFormat::Text, "warn", None);
     }
     finish(run(cli.command))
 }
@@ -189,8 +216,15 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
         Command::Serve(args) => serve::Settings::resolve(&args).and_then(|settings| {
-            install_logging(settings.log_format, "info");
-            serve::run(&settings)
+            let tracing = install_logging(settings.log_format, "info", settings.otlp_endpoint.as_deref())?;
+            let result = serve::run(&settings);
+            #[cfg(feature = "otlp")]
+            if let Some(provider) = tracing {
+                let _ = provider.shutdown();
+            }
+            #[cfg(not(feature = "otlp"))]
+            let _: Option<Tracing> = tracing;
+            result
         }),
         Command::Simulate(args) => simulate::run(&args),
         Command::StabilityMap(args) => simulate::stability_map(&args),

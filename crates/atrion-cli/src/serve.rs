@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// repeated (in the file, a list): matching paths share one route.
     #[arg(long, env = "ATRION_PATH_TEMPLATES", value_delimiter = ',')]
     pub path_templates: Vec<String>,
+    /// Export traces and metrics over OTLP/HTTP to this collector (`http://host:4318`).
+    #[arg(long, env = "ATRION_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -109,6 +112,7 @@ struct FileSettings {
     upstream: Option<String>,
     proxy_listen: Option<SocketAddr>,
     path_templates: Option<Vec<String>>,
+    otlp_endpoint: Option<String>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -127,6 +131,8 @@ pub struct Settings {
     max_batch: usize,
     request_timeout: Duration,
     proxy: Option<(SocketAddr, atrion_server::ProxyConfig)>,
+    /// Where traces and metrics go over OTLP/HTTP, if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -179,6 +185,7 @@ impl Settings {
                 args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
             ),
             proxy: None,
+            otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
         };
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
@@ -232,6 +239,11 @@ impl Settings {
                 "proxy-listen",
                 format!("{at} is not a loopback address; pass --i-know-this-exposes-the-api to proxy there"),
             ));
+        }
+        if let Some(e) = &self.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(bad("otlp-endpoint", format!("`{e}` is not an http:// or https:// URL")));
         }
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
@@ -289,6 +301,11 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
         let atrion = Arc::new(atrion::Atrion::builder().observer(observer).store_arc(built).sync(sync).build()?);
         atrion.connect().await.context("loading what the store knows")?;
+        #[cfg(feature = "otlp")]
+        let meter = match &s.otlp_endpoint {
+            Some(endpoint) => Some(crate::otlp::meter(endpoint, atrion.clone(), s.metrics_routes)?),
+            None => None,
+        };
         let listener =
             tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
@@ -338,6 +355,10 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             proxy_stopped.await;
         })
         .await?;
+        #[cfg(feature = "otlp")]
+        if let Some(meter) = meter {
+            let _ = meter.shutdown();
+        }
         println!("atrion serve: stopped");
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)

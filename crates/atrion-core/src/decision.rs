@@ -78,6 +78,16 @@ pub enum Verdict {
     Shed,
 }
 
+impl Verdict {
+    /// The name used in output (`admit`, `shed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Admit => "admit",
+            Verdict::Shed => "shed",
+        }
+    }
+}
+
 /// Why a decision went the way it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -88,7 +88,12 @@ pub(crate) async fn decide(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let req: DecideRequest = parse(body)?;
-    Ok(Json(decide_one(&s, &req)?).into_response())
+    let answer = decide_one(&s, &req)?;
+    let span = tracing::Span::current();
+    span.record("atrion.route", req.route.as_str());
+    span.record("atrion.verdict", answer.verdict.as_str());
+    span.record("atrion.reason", answer.reason.as_str());
+    Ok(Json(answer).into_response())
 }
 
 fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem> {
@@ -159,7 +164,9 @@ pub(crate) async fn report(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let req: ReportRequest = parse(body)?;
-    Ok(Json(report_one(&s, &req)?).into_response())
+    let answer = report_one(&s, &req)?;
+    tracing::Span::current().record("atrion.route", answer.route.as_str());
+    Ok(Json(answer).into_response())
 }
 
 fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem> {

@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use crate::Shared;
 use crate::problem::Problem;
@@ -17,12 +18,25 @@ pub const HTTP_DURATION: &str = "atrion_http_request_duration_seconds";
 
 /// Bounds a request's time (body included) and records its duration by method, path
 /// template and status.
+///
+/// Each request runs in a span `atrion.request` (method, path template, status; a decision
+/// adds the route, verdict and reason), which OpenTelemetry exports when it is installed.
 pub(crate) async fn observe(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = request.method().as_str().to_owned();
     let path =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = match tokio::time::timeout(limit, next.run(request)).await {
+    let span = tracing::info_span!(
+        "atrion.request",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %path,
+        http.response.status_code = tracing::field::Empty,
+        atrion.route = tracing::field::Empty,
+        atrion.verdict = tracing::field::Empty,
+        atrion.reason = tracing::field::Empty,
+    );
+    let response = match tokio::time::timeout(limit, next.run(request)).instrument(span.clone()).await {
         Ok(response) => response,
         Err(_) => Problem::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -32,6 +46,7 @@ pub(crate) async fn observe(State(limit): State<Duration>, request: Request, nex
         )
         .into_response(),
     };
+    span.record("http.response.status_code", response.status().as_u16());
     metrics::histogram!(
         HTTP_DURATION,
         "method" => method,

@@ -86,6 +86,17 @@ impl PhysicsObserver for SidecarObserver {
             Event::Evicted { route, .. } => {
                 self.counts.pin().remove(route);
             }
+            // In the span of the request that caused it, when there is one.
+            Event::Transition { route, from, to, resistance, .. } => {
+                tracing::info!(
+                    target: "atrion::transition",
+                    route,
+                    from = from.as_str(),
+                    to = to.as_str(),
+                    resistance,
+                    "mode transition"
+                );
+            }
             _ => {}
         }
         if let Some(m) = &self.metrics {

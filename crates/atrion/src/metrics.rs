@@ -68,13 +68,6 @@ fn reason_slot(reason: Reason) -> usize {
     }
 }
 
-fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Admit => "admit",
-        Verdict::Shed => "shed",
-    }
-}
-
 /// One label's handles, registered once and then only incremented or set.
 struct RouteMetrics {
     label: SharedString,
@@ -101,7 +94,7 @@ impl RouteMetrics {
             metrics::counter!(
                 "atrion_decisions_total",
                 "route" => self.label.clone(),
-                "verdict" => verdict_str(verdict),
+                "verdict" => verdict.as_str(),
                 "reason" => reason.as_str(),
             )
         });
