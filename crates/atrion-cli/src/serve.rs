@@ -332,9 +332,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 tracing::info!(%proxy_addr, upstream = %config.upstream, "proxy mode");
                 let app = atrion_server::proxy_router(atrion.clone(), config);
                 let stopped = stop.clone().cancelled_owned();
-                Some(tokio::spawn(
-                    async move { axum::serve(proxy_listener, app).with_graceful_shutdown(stopped).await },
-                ))
+                Some(tokio::spawn(async move {
+                    axum::serve(atrion_server::nodelay(proxy_listener), app).with_graceful_shutdown(stopped).await
+                }))
             }
             _ => None,
         };

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::problem::{Problem, check_route, parse};
@@ -215,13 +216,15 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
     /// Decisions to make, each as `POST /v1/decide` takes it.
+    /// (Each item is kept as its raw text and read on its own: one bad item is that item's
+    /// problem, not the batch's.)
     #[serde(default)]
     #[schema(value_type = Vec<DecideRequest>)]
-    decide: Vec<serde_json::Value>,
+    decide: Vec<Box<RawValue>>,
     /// Reports, each as `POST /v1/report` takes it.
     #[serde(default)]
     #[schema(value_type = Vec<ReportRequest>)]
-    report: Vec<serde_json::Value>,
+    report: Vec<Box<RawValue>>,
 }
 
 /// The answer to `POST /v1/batch`: each item's answer in order, or `{"problem": ..}` for
@@ -247,7 +250,7 @@ pub(crate) enum Item<T> {
 fn item<Req: DeserializeOwned, T>(
     list: &str,
     i: usize,
-    value: serde_json::Value,
+    raw: &RawValue,
     run: impl FnOnce(&Req) -> Result<T, Problem>,
 ) -> Item<T> {
     let at = |p: &mut Problem, field: Option<&str>| {
@@ -256,7 +259,8 @@ fn item<Req: DeserializeOwned, T>(
             _ => format!("{list}[{i}]"),
         });
     };
-    let parsed: Result<Req, Problem> = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let parsed: Result<Req, Problem> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let mut p = Problem::new(
             StatusCode::BAD_REQUEST,
@@ -300,13 +304,13 @@ pub(crate) async fn batch(
         .decide
         .into_iter()
         .enumerate()
-        .map(|(i, v)| item("decide", i, v, |r: &DecideRequest| decide_one(&s, r)))
+        .map(|(i, v)| item("decide", i, &v, |r: &DecideRequest| decide_one(&s, r)))
         .collect();
     let report: Vec<Item<ReportResponse>> = req
         .report
         .into_iter()
         .enumerate()
-        .map(|(i, v)| item("report", i, v, |r: &ReportRequest| report_one(&s, r)))
+        .map(|(i, v)| item("report", i, &v, |r: &ReportRequest| report_one(&s, r)))
         .collect();
     Ok(Json(BatchResponse { decide, report }).into_response())
 }
@@ -320,7 +324,11 @@ struct Ticket<R> {
 
 impl Ticket<&str> {
     fn encode(&self) -> String {
-        format!("v1.{}.{}", self.at.as_nanos(), URL_SAFE_NO_PAD.encode(self.route))
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(24 + self.route.len().div_ceil(3) * 4);
+        let _ = write!(text, "v1.{}.", self.at.as_nanos());
+        URL_SAFE_NO_PAD.encode_string(self.route, &mut text);
+        text
     }
 }
 

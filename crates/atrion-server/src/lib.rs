@@ -47,7 +47,7 @@ pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::Problem;
-pub use proxy::{PathTemplate, ProxyConfig, ProxyError, proxy_router};
+pub use proxy::{PathTemplate, ProxyConfig, ProxyError, forwarding_router, proxy_router};
 
 /// The longest route id the API takes, in bytes (the engine's own limit).
 pub const MAX_ROUTE_LEN: usize = 1024;
@@ -159,10 +159,21 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(atrion.clone(), config);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(nodelay(listener), app).with_graceful_shutdown(shutdown).await?;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())
+}
+
+/// The listener with `TCP_NODELAY` on every connection: small answers leave at once,
+/// instead of waiting for the client's delayed acknowledgement (tens of milliseconds).
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+    })
 }
 
 /// Completes on ctrl-c or, on Unix, SIGTERM. The handlers are installed when this is

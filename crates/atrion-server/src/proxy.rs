@@ -146,6 +146,14 @@ struct Proxy {
 
 /// The proxy: every request is decided on, then forwarded to `config.upstream` or shed.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
+    let routes = config.clone();
+    let layer = AtrionLayer::new(atrion).route(move |head| routes.route(head));
+    forwarding_router(config).layer(layer)
+}
+
+/// The same forwarding without Atrion: a plain reverse proxy on the same stack, what
+/// proxy mode's cost is measured against.
+pub fn forwarding_router(config: &ProxyConfig) -> Router {
     let authority = config.upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
     let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
     let mut connector = HttpConnector::new();
@@ -156,9 +164,7 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
         host,
         client: Client::builder(TokioExecutor::new()).build(connector),
     });
-    let routes = config.clone();
-    let layer = AtrionLayer::new(atrion).route(move |head| routes.route(head));
-    Router::new().fallback(forward).layer(layer).with_state(proxy)
+    Router::new().fallback(forward).with_state(proxy)
 }
 
 /// Hop-by-hop headers: meaningful for one connection only, never forwarded.
