@@ -289,17 +289,32 @@ fn install_metrics() -> Result<atrion_server::MetricsRender> {
 
 /// Runs the sidecar with resolved settings until SIGTERM or ctrl-c.
 pub fn run(s: &Settings) -> Result<ExitCode> {
-    let mut store: atrion::StoreConfig = s.store.parse().map_err(|e| bad("store", format!("{}: {e}", s.store)))?;
+    let mut store: atrion::StoreConfig =
+        s.store.parse().map_err(|e| bad("store", format!("{}: {e}", atrion::redacted_url(&s.store))))?;
     store.set_namespace(&s.namespace);
     let mut sync = SyncConfig::for_node(&s.node_id);
     sync.namespace = s.namespace.clone();
     sync.validate().map_err(|e| bad("node-id / namespace", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let built = store.build().await.with_context(|| format!("opening the store {}", s.store))?;
+        let shown = atrion::redacted_url(&s.store);
+        let built = store.build().await.with_context(|| format!("opening the store {shown}"))?;
+        // The state goes through a service, so that an admin can switch stores at run time.
+        let service = atrion::state::StateService::builder().backend_arc(shown.clone(), built).build()?;
+        let namespace = s.namespace.clone();
+        let open: atrion_server::OpenStore = Arc::new(move |url: String| {
+            let namespace = namespace.clone();
+            Box::pin(async move {
+                let mut config: atrion::StoreConfig = url.parse().map_err(|e| format!("{e}"))?;
+                config.set_namespace(&namespace);
+                config.build().await.map_err(|e| format!("{e}"))
+            })
+        });
+        let switch = atrion_server::StoreSwitch { service: service.clone(), open };
         let metrics = install_metrics()?;
         let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
-        let atrion = Arc::new(atrion::Atrion::builder().observer(observer).store_arc(built).sync(sync).build()?);
+        let atrion =
+            Arc::new(atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service)).sync(sync).build()?);
         atrion.connect().await.context("loading what the store knows")?;
         #[cfg(feature = "otlp")]
         let meter = match &s.otlp_endpoint {
@@ -318,8 +333,8 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         // Before the announcement: a SIGTERM sent as soon as it is read must not be lost.
         let shutdown = atrion_server::shutdown_signal();
         let tokens: Vec<&str> = s.admin_tokens.iter().map(AdminToken::name).collect();
-        println!("atrion serve: listening on http://{addr} (node {}, store {})", s.node_id, s.store);
-        tracing::info!(%addr, node = %s.node_id, store = %s.store, admin_tokens = ?tokens, "atrion serve started");
+        println!("atrion serve: listening on http://{addr} (node {}, store {shown})", s.node_id);
+        tracing::info!(%addr, node = %s.node_id, store = %shown, admin_tokens = ?tokens, "atrion serve started");
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
@@ -348,7 +363,8 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 let _ = task.await;
             }
         };
-        let config = s.server_config(metrics);
+        let mut config = s.server_config(metrics);
+        config.store_switch = Some(switch);
         atrion_server::serve(listener, atrion, &config, async move {
             stop.cancelled().await;
             // The proxy drains first: its requests still report to the engine.

@@ -207,3 +207,37 @@ async fn proxy_mode_forwards_to_the_upstream_under_its_path_templates() {
     let err = refused(&["--store", "memory", "--upstream", "http://127.0.0.1:1", "--path-templates", "users"], &[]);
     assert!(err.contains("setting `path-templates`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_moves_the_state_to_another_store_and_a_restart_there_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.redb"), dir.path().join("new.redb"));
+    let (old, new) = (format!("file:{}", old.display()), format!("file:{}", new.display()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let secret = "0123456789abcdef-switch";
+    let tokens = [("ATRION_ADMIN_TOKENS", &*format!("ops:{secret}"))];
+    let s = Serve::start(&["--store", &old, "--listen", &listen, "--node-id", "mover"], &tokens);
+    for _ in 0..40 {
+        s.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Let a pulse carry the scar to the store.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/admin/store", s.url))
+        .bearer_auth(secret)
+        .json(&json!({"url": new}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["to"], json!(new), "{report}");
+    assert!(report["copied"].as_u64().unwrap() >= 1, "{report}");
+    s.stop();
+    // Started on the new store alone: the scar learned on the old one is there.
+    let s = Serve::start(&["--store", &new, "--listen", &listen, "--node-id", "mover"], &[]);
+    let r = s.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 5, "ok": true})).await;
+    assert!(r["scar"].as_f64().unwrap() > 0.0, "the state moved with the switch: {r}");
+    s.stop();
+}

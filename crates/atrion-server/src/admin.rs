@@ -177,3 +177,76 @@ pub(crate) async fn restore(
     tracing::info!(target: "atrion::audit", token = %admin.0, action = "restore", keys = n, "restore");
     Ok(Json(Restored { restored: n }).into_response())
 }
+
+/// `POST /v1/admin/store`
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StoreRequest {
+    /// The store to switch to: `memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…`.
+    url: String,
+}
+
+/// The answer to `POST /v1/admin/store`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Switched {
+    /// The store active before (its URL, password hidden).
+    from: String,
+    /// The store active now.
+    to: String,
+    /// Keys copied (the rest were written through during the switch).
+    copied: u64,
+    /// Keys verified equal before the flip.
+    verified: u64,
+}
+
+/// Switches the state to another store, with migration: every key is copied while writes
+/// go on (mirrored to both), verified, and only then does the new store become active.
+/// A switch that fails leaves the old store active.
+#[utoipa::path(post, path = "/v1/admin/store", tag = "admin", security(("admin" = [])), request_body = StoreRequest,
+    responses((status = 200, body = Switched),
+        (status = 404, description = "This server cannot switch stores", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "That store is already the active one", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The URL is not a store, or the store cannot be opened", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The copy could not be made or verified: the old store stays", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn switch_store(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Switched>, Problem> {
+    let req: StoreRequest = parse(body)?;
+    let Some(switch) = &s.store_switch else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "switch-unavailable",
+            "This server cannot switch stores",
+            "it was built without a state service",
+        ));
+    };
+    let name = atrion::redacted_url(&req.url);
+    if switch.service.active_name() == name {
+        return Err(Problem::new(StatusCode::CONFLICT, "already-active", "That store is already active", name));
+    }
+    if !switch.service.backend_names().contains(&name) {
+        let store = (switch.open)(req.url.clone()).await.map_err(|why| {
+            // Whatever the opener says, the URL's password does not leave.
+            let why = why.replace(&req.url, &name);
+            let mut p =
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "store-unopenable", "The store cannot be opened", why);
+            p.field = Some("url".into());
+            p
+        })?;
+        switch.service.add_backend(name.clone(), store).map_err(|e| Problem::invalid("url", e.to_string()))?;
+    }
+    tracing::info!(target: "atrion::audit", token = %admin.0, action = "switch-store", to = %name, "store switch");
+    let report = switch.service.switch_backend(&name).await.map_err(|e| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "switch-failed",
+            "The switch failed: the old store stays",
+            e.to_string(),
+        )
+    })?;
+    tracing::info!(target: "atrion::audit", token = %admin.0, from = %report.from, to = %report.to, copied = report.copied, "store switched");
+    Ok(Json(Switched { from: report.from, to: report.to, copied: report.copied, verified: report.verified }))
+}

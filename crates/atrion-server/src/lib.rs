@@ -66,6 +66,33 @@ impl std::fmt::Debug for MetricsRender {
     }
 }
 
+/// Opens a store from its URL, for `POST /v1/admin/store` (the application decides which
+/// backends it can build, and in which namespace).
+pub type OpenStore = Arc<
+    dyn Fn(
+            String,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Arc<dyn atrion::state::StateStore>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
+/// What `POST /v1/admin/store` needs: the service the engine's state goes through, and how
+/// to open the store to switch to.
+#[derive(Clone)]
+pub struct StoreSwitch {
+    /// The state service the sidecar's `Atrion` was built over.
+    pub service: atrion::state::StateService,
+    /// Opens a store from its URL.
+    pub open: OpenStore,
+}
+
+impl std::fmt::Debug for StoreSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSwitch").field("service", &self.service).finish()
+    }
+}
+
 /// Limits and options of the HTTP API.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -82,6 +109,8 @@ pub struct ServerConfig {
     pub admin_tokens: Vec<AdminToken>,
     /// The largest body of `POST /v1/admin/restore`, in bytes.
     pub max_restore_bytes: usize,
+    /// Serves `POST /v1/admin/store` when set.
+    pub store_switch: Option<StoreSwitch>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +122,7 @@ impl Default for ServerConfig {
             metrics: None,
             admin_tokens: Vec::new(),
             max_restore_bytes: 256 * 1024 * 1024,
+            store_switch: None,
         }
     }
 }
@@ -103,6 +133,7 @@ struct Shared {
     metrics: Option<MetricsRender>,
     admin_tokens: Vec<AdminToken>,
     openapi: utoipa::openapi::OpenApi,
+    store_switch: Option<StoreSwitch>,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
@@ -115,6 +146,7 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
         metrics: config.metrics.clone(),
         admin_tokens: config.admin_tokens.clone(),
         openapi: api,
+        store_switch: config.store_switch.clone(),
     });
     router
         .fallback(http::not_found)
@@ -147,6 +179,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(admin::release))
         .routes(routes!(admin::reset))
         .routes(routes!(admin::backup))
+        .routes(routes!(admin::switch_store))
         .routes(restore)
 }
 

@@ -329,3 +329,44 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     assert_eq!(r.status().as_u16(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["type"], "tag:atrion,2026:problem/not-found");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_admin_switches_the_store_with_its_state_migrated() {
+    use atrion::state::{InMemoryStore, StateService, StateStore};
+    let service = StateService::builder().backend("first", InMemoryStore::new()).build().unwrap();
+    service.put("atrion/route/a/node/n", bytes::Bytes::from_static(b"kept"), None).await.unwrap();
+    let mut config = ServerConfig::default();
+    config.admin_tokens = AdminToken::parse_list(&format!("ops:{SECRET}")).unwrap();
+    config.store_switch = Some(atrion_server::StoreSwitch {
+        service: service.clone(),
+        open: Arc::new(|url: String| {
+            Box::pin(async move {
+                match url.as_str() {
+                    "memory" => Ok(Arc::new(InMemoryStore::new()) as Arc<dyn StateStore>),
+                    other => Err(format!("cannot open `{other}`")),
+                }
+            })
+        }),
+    });
+    let (_, base) = start_with(config).await;
+    let switch = |url: &str| {
+        send(
+            reqwest::Method::POST,
+            format!("{base}/v1/admin/store"),
+            Some(SECRET),
+            Some(json!({"url": url}).to_string()),
+        )
+    };
+    let (status, p) = switch("redis://:pw@127.0.0.1:1").await;
+    assert_eq!((status, p["type"].clone()), (422, json!("tag:atrion,2026:problem/store-unopenable")), "{p}");
+    assert!(!p.to_string().contains(":pw@"), "no password in a problem: {p}");
+    assert_eq!(service.active_name(), "first", "a failed switch changes nothing");
+    let (status, r) = switch("memory").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!((r["from"].clone(), r["to"].clone(), r["copied"].clone()), (json!("first"), json!("memory"), json!(1)));
+    assert_eq!(service.active_name(), "memory");
+    let moved = service.get("atrion/route/a/node/n").await.unwrap().unwrap();
+    assert_eq!(moved.value, bytes::Bytes::from_static(b"kept"), "the state came along");
+    let (status, p) = switch("memory").await;
+    assert_eq!((status, p["type"].clone()), (409, json!("tag:atrion,2026:problem/already-active")));
+}

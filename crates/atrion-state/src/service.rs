@@ -167,7 +167,7 @@ impl StateServiceBuilder {
         let store = lookup(&backends, &name)?;
         Ok(StateService {
             inner: Arc::new(Inner {
-                backends,
+                backends: std::sync::RwLock::new(backends),
                 active: ArcSwap::from_pointee(Active { name, store, mirror: None }),
                 gate: RwLock::new(()),
                 switching: Mutex::new(()),
@@ -185,7 +185,9 @@ fn lookup(backends: &BTreeMap<String, Arc<dyn StateStore>>, name: &str) -> Resul
 }
 
 struct Inner {
-    backends: BTreeMap<String, Arc<dyn StateStore>>,
+    /// Read at a switch and by [`StateService::backend_names`]; written by
+    /// [`StateService::add_backend`]. Never on a read or write of keys.
+    backends: std::sync::RwLock<BTreeMap<String, Arc<dyn StateStore>>>,
     active: ArcSwap<Active>,
     /// Writers hold it shared for the length of one write; a switch holds it exclusively
     /// only to change mode and to verify. Reads never touch it.
@@ -213,7 +215,7 @@ impl std::fmt::Debug for StateService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateService")
             .field("active", &self.active_name())
-            .field("backends", &self.inner.backends.keys().collect::<Vec<_>>())
+            .field("backends", &self.backend_names())
             .finish()
     }
 }
@@ -236,7 +238,26 @@ impl StateService {
 
     /// The configured backends' names.
     pub fn backend_names(&self) -> Vec<String> {
-        self.inner.backends.keys().cloned().collect()
+        self.backends().keys().cloned().collect()
+    }
+
+    fn backends(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<dyn StateStore>>> {
+        self.inner.backends.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers another backend at run time (to switch to it with
+    /// [`StateService::switch_backend`]). Its name must be new and not empty.
+    pub fn add_backend(&self, name: impl Into<String>, store: Arc<dyn StateStore>) -> Result<(), ServiceError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ServiceError::Config("a backend name is empty".into()));
+        }
+        let mut backends = self.inner.backends.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if backends.contains_key(&name) {
+            return Err(ServiceError::Config(format!("backend `{name}` is registered twice")));
+        }
+        backends.insert(name, store);
+        Ok(())
     }
 
     /// Starts one write. The mode is read under the write gate, so a switch cannot begin
@@ -257,7 +278,7 @@ impl StateService {
     /// active, if the copy cannot be verified.
     pub async fn switch_backend(&self, name: &str) -> Result<SwitchReport, ServiceError> {
         let _one_at_a_time = self.inner.switching.lock().await;
-        let target = lookup(&self.inner.backends, name)?;
+        let target = lookup(&self.backends(), name)?;
         let current = self.inner.active.load_full();
         if current.name == name {
             return Ok(SwitchReport { from: name.into(), to: name.into(), copied: 0, verified: 0 });
@@ -540,7 +561,7 @@ impl StateStore for StateService {
     /// [`crate::Change::Resync`] (what changed during the switch was seen on neither feed).
     /// `None` when no configured backend has a feed.
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        if !self.inner.backends.values().any(|b| b.capabilities().change_feed) {
+        if !self.backends().values().any(|b| b.capabilities().change_feed) {
             return Ok(None);
         }
         let mut switched = self.inner.switched.subscribe();

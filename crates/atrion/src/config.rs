@@ -45,12 +45,28 @@ impl std::str::FromStr for StoreConfig {
     }
 }
 
+/// A store URL fit for logs and answers: the password, if any, replaced by `***`
+/// (`redis://:s3cret@host` becomes `redis://:***@host`).
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let shown = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_owned() };
+            format!("{scheme}://{shown}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 impl StoreConfig {
     /// The store a URL names, with that backend's defaults otherwise; validated when built.
     pub fn from_url(url: &str) -> Result<StoreConfig, AtrionError> {
         let missing = |feature: &str| {
             AtrionError::Service(format!(
-                "store `{url}`: this build has no `{feature}` feature (a cargo feature of atrion)"
+                "store `{}`: this build has no `{feature}` feature (a cargo feature of atrion)",
+                redacted_url(url)
             ))
         };
         if url == "memory" {
@@ -78,7 +94,7 @@ impl StoreConfig {
             return Err(missing("postgres"));
         }
         let _ = missing;
-        Err(AtrionError::Service(format!("store `{url}`: expected {URL_FORMS}")))
+        Err(AtrionError::Service(format!("store `{}`: expected {URL_FORMS}", redacted_url(url))))
     }
 
     /// Sets the key namespace of a shared store (Redis, PostgreSQL); the others have none.
@@ -119,4 +135,18 @@ pub async fn state_service(backends: &[(&str, StoreConfig)]) -> Result<StateServ
         atrion_state::ServiceError::Store(s) => AtrionError::Store(s),
         other => AtrionError::Service(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redacted_url("redis://:s3cret@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redacted_url("postgres://me:pw@db/atrion"), "postgres://me:***@db/atrion");
+        assert_eq!(redacted_url("rediss://token@h"), "rediss://***@h");
+        assert_eq!(redacted_url("file:./x.redb"), "file:./x.redb");
+        assert_eq!(redacted_url("redis://host:6379"), "redis://host:6379");
+    }
 }

@@ -47,7 +47,7 @@ pub mod layer;
 pub mod metrics;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
-pub use config::{StoreConfig, state_service};
+pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
 pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService};
 
