@@ -12,6 +12,7 @@
 //! | [`codecs`] | `PhysicsVector` and the cluster contribution | no panic; what decodes validates and round-trips |
 //! | [`store_values`] | garbage under the cluster's keys, read by a node's sync; a backup file restored | no panic; the engine's values stay finite |
 //! | [`engine`] | arbitrary sequences of decide, report, time steps and cluster views | every value finite, scar never negative, route count bounded |
+//! | [`api`] | the sidecar's request bodies (decide, report, batch, admin hold and restore) | never a 5xx; a 4xx is a problem+json with a type and changes no route; a 2xx is JSON |
 
 use std::time::Duration;
 
@@ -163,6 +164,69 @@ pub fn engine(data: &[u8]) {
         assert!(engine.stats().routes <= 4, "bounded route table");
         for id in engine.route_ids() {
             check(&engine, &id);
+        }
+    }
+}
+
+/// The sidecar's router, built once, over an in-memory store, with one admin token.
+struct Sidecar {
+    rt: tokio::runtime::Runtime,
+    app: axum::Router,
+    atrion: std::sync::Arc<atrion_server::SidecarAtrion>,
+}
+
+/// The admin token of [`api`]'s sidecar.
+const FUZZ_TOKEN: &str = "fuzz-token-0123456789";
+
+fn sidecar() -> &'static Sidecar {
+    static SIDECAR: std::sync::OnceLock<Sidecar> = std::sync::OnceLock::new();
+    SIDECAR.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let atrion = std::sync::Arc::new(
+            atrion::Atrion::builder().observer(atrion_server::SidecarObserver::new()).build().expect("an engine"),
+        );
+        let mut config = atrion_server::ServerConfig::default();
+        config.admin_tokens =
+            atrion_server::AdminToken::parse_list(&format!("fuzz:{FUZZ_TOKEN}")).expect("a valid token");
+        let app = atrion_server::router(atrion.clone(), &config);
+        Sidecar { rt, app, atrion }
+    })
+}
+
+/// The sidecar's API on arbitrary bodies: the first byte picks the endpoint, the rest is the
+/// body. Client mistakes are 4xx problems that change no route; nothing is ever a 5xx.
+pub fn api(data: &[u8]) {
+    use tower::ServiceExt as _;
+    let Some((&pick, body)) = data.split_first() else { return };
+    let (path, admin) = match pick % 6 {
+        0 => ("/v1/decide", false),
+        1 => ("/v1/report", false),
+        2 => ("/v1/batch", false),
+        3 => ("/v1/admin/open", true),
+        4 => ("/v1/admin/restore", true),
+        _ => ("/v1/admin/reset", true),
+    };
+    let s = sidecar();
+    let routes_before = s.atrion.engine().route_ids().len();
+    let mut req = axum::http::Request::post(path).header("content-type", "application/json");
+    if admin {
+        req = req.header("authorization", format!("Bearer {FUZZ_TOKEN}"));
+    }
+    let req = req.body(axum::body::Body::from(body.to_vec())).expect("a request");
+    let (status, kind, bytes) = s.rt.block_on(async {
+        let r = s.app.clone().oneshot(req).await.expect("the router is infallible");
+        let status = r.status();
+        let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("a body");
+        (status, kind, bytes)
+    });
+    assert!(!status.is_server_error(), "{path}: {status} for a client's body");
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("every answer is JSON");
+    if status.is_client_error() {
+        assert_eq!(kind, "application/problem+json", "{path}: {answer}");
+        assert!(answer["type"].as_str().is_some_and(|t| t.starts_with("tag:atrion,2026:problem/")), "{answer}");
+        if path == "/v1/decide" || path == "/v1/report" {
+            assert_eq!(s.atrion.engine().route_ids().len(), routes_before, "{path}: a refused body created a route");
         }
     }
 }

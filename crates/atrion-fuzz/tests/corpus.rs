@@ -46,3 +46,8 @@ fn store_values() {
 fn engine() {
     replay("engine", atrion_fuzz::engine);
 }
+
+#[test]
+fn api() {
+    replay("api", atrion_fuzz::api);
+}
