@@ -6,6 +6,13 @@
 //! cargo run --release -p atrion-bench --bin load -- [SECONDS] [CONNECTIONS]
 //! ```
 //!
+//! or, the servers and the load in two processes (each pinned to a core with `taskset`):
+//!
+//! ```text
+//! taskset -c 1 target/release/load serve > addrs &      # prints one line of addresses
+//! taskset -c 0 target/release/load drive "$(cat addrs)" [SECONDS] [CONNECTIONS]
+//! ```
+//!
 //! Prints a Markdown table: decide+report pairs per second at the most (closed loop), the
 //! latency of those requests at half that rate (open loop, from each request's scheduled
 //! time, so a stall is not hidden), `/v1/batch` decisions per second in batches of 100, and
@@ -194,28 +201,59 @@ fn pair(i: u64) -> Vec<Call> {
     ]
 }
 
+/// The servers under test: (sidecar, floor, upstream, Atrion's proxy, plain proxy).
+type Addrs = (SocketAddr, SocketAddr, SocketAddr, SocketAddr, SocketAddr);
+
+async fn servers() -> Addrs {
+    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
+    let sidecar = listen(atrion_server::router(atrion.clone(), &ServerConfig::default())).await;
+    let constant = || async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) };
+    let floor = listen(Router::new().route("/v1/decide", post(constant)).route("/v1/report", post(constant))).await;
+    let upstream = listen(Router::new().route("/users/{id}", get(|| async { Body::from("user") }))).await;
+    let config = ProxyConfig::new(&format!("http://{upstream}"), &["/users/{id}".to_owned()]).expect("a proxy config");
+    let guarded = listen(atrion_server::proxy_router(atrion, &config)).await;
+    let plain = listen(atrion_server::forwarding_router(&config)).await;
+    (sidecar, floor, upstream, guarded, plain)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let secs: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0);
-    let connections: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
-    // The servers on their own runtime, the load on another: both share the machine.
-    let servers =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
-    let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
-
-    let (sidecar, floor, upstream, guarded, plain) = servers.block_on(async {
-        let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
-        let sidecar = listen(atrion_server::router(atrion.clone(), &ServerConfig::default())).await;
-        let constant = || async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) };
-        let floor = listen(Router::new().route("/v1/decide", post(constant)).route("/v1/report", post(constant))).await;
-        let upstream = listen(Router::new().route("/users/{id}", get(|| async { Body::from("user") }))).await;
-        let config =
-            ProxyConfig::new(&format!("http://{upstream}"), &["/users/{id}".to_owned()]).expect("a proxy config");
-        let guarded = listen(atrion_server::proxy_router(atrion, &config)).await;
-        let plain = listen(atrion_server::forwarding_router(&config)).await;
-        (sidecar, floor, upstream, guarded, plain)
-    });
-
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match args.first().map(String::as_str) {
+        Some("serve") => "serve",
+        Some("drive") => "drive",
+        _ => "both",
+    };
+    if mode != "both" {
+        args.remove(0);
+    }
+    if mode == "serve" {
+        let rt = runtime();
+        let (a, b, c, d, e) = rt.block_on(servers());
+        println!("{a} {b} {c} {d} {e}");
+        rt.block_on(std::future::pending::<()>());
+        return;
+    }
+    // Kept for the whole run when the servers live in this process.
+    let mut _servers = None;
+    let addrs = if mode == "drive" {
+        let line = args.remove(0);
+        let v: Vec<SocketAddr> = line.split_whitespace().map(|a| a.parse().expect("an address")).collect();
+        (v[0], v[1], v[2], v[3], v[4])
+    } else {
+        // The servers on their own runtime, the load on another: both share the machine.
+        let rt = runtime();
+        let addrs = rt.block_on(servers());
+        _servers = Some(rt);
+        addrs
+    };
+    let secs: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5.0);
+    let connections: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(32);
+    let (sidecar, floor, upstream, guarded, plain) = addrs;
+    let load = runtime();
     load.block_on(async {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
