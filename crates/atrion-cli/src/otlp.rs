@@ -6,7 +6,7 @@
 //!   the request that caused them;
 //! - metrics, read from the engine at each export (every 10 s, and at shutdown):
 //!   `atrion.decisions` (by route and verdict) and `atrion.route.resistance`, with at most
-//!   `--metrics-routes` route labels (the rest as `other`).
+//!   `--metrics-routes` route labels: the busiest routes at each export (the rest as `other`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,9 +54,14 @@ pub fn meter(base: &str, atrion: Arc<atrion_server::SidecarAtrion>, max_routes: 
     let reader = PeriodicReader::builder(exporter).with_interval(Duration::from_secs(10)).build();
     let provider = SdkMeterProvider::builder().with_resource(resource()).with_reader(reader).build();
     let meter = provider.meter("atrion");
+    // The busiest routes by decisions have their own label; the rest are `other`.
     let labelled = move |atrion: &atrion_server::SidecarAtrion| {
         let mut ids = atrion.engine().route_ids();
-        ids.sort_unstable();
+        let busy = |r: &str| {
+            let c = atrion.engine().observer().counts(r);
+            c.admitted + c.shed
+        };
+        ids.sort_by_cached_key(|r| (std::cmp::Reverse(busy(r)), r.clone()));
         let rest = ids.split_off(ids.len().min(max_routes));
         (ids, rest)
     };

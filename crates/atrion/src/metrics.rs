@@ -25,17 +25,22 @@
 //! | `atrion_route_mode` | gauge, 1 for the route's mode and 0 for the others | `route`, `mode` |
 //! | `atrion_sync_*_total`, `atrion_sync_buffered`, `atrion_sync_degraded` | counters, gauges | |
 //!
-//! **Route labels are bounded.** A route gets its own `route` label when it is first seen
-//! while fewer than `max_routes` routes hold one; every other route is counted under
-//! `route="other"` (counters only: a gauge of many routes would mean nothing). A route the
-//! engine evicts (idle) gives its label back, so the labelled routes are the live ones that
-//! came first. The engine's route bound keeps this observer's memory bounded too.
+//! **Route labels are bounded: the busiest `max_routes` routes have their own.** Every route's
+//! decisions are counted; while fewer than `max_routes` routes hold a label, a route gets one
+//! at its first decision. Once they are all taken, a route without a label that has made a
+//! quarter more decisions than the least busy labelled route takes that one's place: it is
+//! *promoted* into its own series (which counts from then on) and the other is *demoted*
+//! (its series stops growing, its gauges become NaN). Everything a route decides without a
+//! label is counted under `route="other"` (counters only: a gauge of many routes would mean
+//! nothing). So each series only grows, and the series of all labels and `other` add up to
+//! every decision. A route the engine evicts (idle) gives its label back. The engine's route
+//! bound keeps this observer's memory bounded too.
 //!
 //! [`AtrionBuilder::observer`]: crate::AtrionBuilder::observer
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use atrion_core::{Event, Mode, PhysicsObserver, Reason, Verdict};
 use metrics::{Counter, Gauge, SharedString, Unit};
@@ -71,8 +76,12 @@ fn reason_slot(reason: Reason) -> usize {
 /// One label's handles, registered once and then only incremented or set.
 struct RouteMetrics {
     label: SharedString,
-    /// Whether this is a route's own label (it has gauges) or [`OTHER_ROUTE`].
+    /// Whether this is a route (it can hold a label) or [`OTHER_ROUTE`].
     own: bool,
+    /// The route's decisions, labelled or not (what "busiest" is judged by).
+    seen: AtomicU64,
+    /// Whether the route holds a label now: its decisions go to its own series.
+    labelled: AtomicBool,
     decisions: [OnceLock<Counter>; REASON_SLOTS],
     gauges: OnceLock<RouteGauges>,
 }
@@ -86,7 +95,14 @@ struct RouteGauges {
 
 impl RouteMetrics {
     fn new(label: SharedString, own: bool) -> Self {
-        RouteMetrics { label, own, decisions: Default::default(), gauges: OnceLock::new() }
+        RouteMetrics {
+            label,
+            own,
+            seen: AtomicU64::new(0),
+            labelled: AtomicBool::new(false),
+            decisions: Default::default(),
+            gauges: OnceLock::new(),
+        }
     }
 
     fn decided(&self, verdict: Verdict, reason: Reason) {
@@ -102,7 +118,7 @@ impl RouteMetrics {
     }
 
     fn gauges(&self) -> Option<&RouteGauges> {
-        if !self.own {
+        if !self.own || !self.labelled.load(Acquire) {
             return None;
         }
         Some(
@@ -118,6 +134,16 @@ impl RouteMetrics {
 }
 
 impl RouteGauges {
+    /// A demoted or evicted route's gauges: no value.
+    fn clear(&self) {
+        self.resistance.set(f64::NAN);
+        self.scar.set(f64::NAN);
+        for g in &self.modes {
+            g.set(f64::NAN);
+        }
+        self.last_mode.store(u8::MAX, Release);
+    }
+
     fn mode(&self, mode: Mode) {
         let i = MODES.iter().position(|m| *m == mode).unwrap_or(0);
         let before = self.last_mode.swap(i as u8, AcqRel);
@@ -133,8 +159,14 @@ impl RouteGauges {
 /// `max_routes` route labels (see the [module](self) docs).
 pub struct MetricsObserver {
     max_routes: usize,
-    labelled: AtomicUsize,
     routes: papaya::HashMap<Box<str>, Arc<RouteMetrics>>,
+    /// The routes holding a label (at most `max_routes`); changed under this lock only.
+    labelled: Mutex<Vec<Arc<RouteMetrics>>>,
+    /// Whether every label is taken.
+    full: AtomicBool,
+    /// The least `seen` among the labelled routes when they fill every label: a route
+    /// without a label checks it without taking the lock.
+    floor: AtomicU64,
     other: Arc<RouteMetrics>,
     evictions: Counter,
 }
@@ -143,7 +175,7 @@ impl std::fmt::Debug for MetricsObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsObserver")
             .field("max_routes", &self.max_routes)
-            .field("labelled", &self.labelled.load(Relaxed))
+            .field("labelled", &self.labelled_routes())
             .finish()
     }
 }
@@ -155,7 +187,9 @@ impl MetricsObserver {
         describe();
         MetricsObserver {
             max_routes,
-            labelled: AtomicUsize::new(0),
+            labelled: Mutex::new(Vec::new()),
+            full: AtomicBool::new(max_routes == 0),
+            floor: AtomicU64::new(0),
             routes: papaya::HashMap::new(),
             other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER_ROUTE), false)),
             evictions: metrics::counter!("atrion_evictions_total"),
@@ -164,7 +198,11 @@ impl MetricsObserver {
 
     /// Routes holding their own label now.
     pub fn labelled_routes(&self) -> usize {
-        self.labelled.load(Relaxed)
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<RouteMetrics>>> {
+        self.labelled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn route(&self, route: &str) -> Arc<RouteMetrics> {
@@ -172,27 +210,78 @@ impl MetricsObserver {
         if let Some(m) = map.get(route) {
             return m.clone();
         }
-        let claimed = self.labelled.fetch_update(AcqRel, Acquire, |n| (n < self.max_routes).then_some(n + 1)).is_ok();
-        let metrics = if claimed {
-            Arc::new(RouteMetrics::new(SharedString::from(Arc::<str>::from(route)), true))
-        } else {
-            self.other.clone()
-        };
-        let kept = map.get_or_insert(route.into(), metrics.clone()).clone();
-        if claimed && !Arc::ptr_eq(&kept, &metrics) {
-            // Another thread labelled it first: give the claim back.
-            self.labelled.fetch_sub(1, AcqRel);
+        let fresh = Arc::new(RouteMetrics::new(SharedString::from(Arc::<str>::from(route)), true));
+        map.get_or_insert(route.into(), fresh).clone()
+    }
+
+    /// Counts a decision of `m` and gives it a label if there is a free one, or if it has
+    /// become busier than the least busy labelled route (by a quarter, so that two routes of
+    /// equal traffic do not take turns).
+    fn decided(&self, m: &Arc<RouteMetrics>, verdict: Verdict, reason: Reason) {
+        let seen = m.seen.fetch_add(1, Relaxed) + 1;
+        if !m.labelled.load(Acquire)
+            && (!self.full.load(Relaxed) || seen > self.floor.load(Relaxed).saturating_mul(5) / 4)
+        {
+            self.promote(m);
         }
-        kept
+        if m.labelled.load(Acquire) { m.decided(verdict, reason) } else { self.other.decided(verdict, reason) }
+    }
+
+    #[cold]
+    fn promote(&self, m: &Arc<RouteMetrics>) {
+        let mut labelled = self.lock();
+        if m.labelled.load(Acquire) {
+            return;
+        }
+        if labelled.len() >= self.max_routes {
+            let Some((i, least)) = labelled.iter().enumerate().min_by_key(|(_, r)| r.seen.load(Relaxed)) else {
+                return; // no labels at all (max_routes = 0)
+            };
+            let least_seen = least.seen.load(Relaxed);
+            if m.seen.load(Relaxed) <= least_seen.saturating_mul(5) / 4 {
+                // Not busier after all: the floor was stale; refresh it.
+                self.floor.store(least_seen, Relaxed);
+                return;
+            }
+            let demoted = labelled.swap_remove(i);
+            demoted.labelled.store(false, Release);
+            if let Some(g) = demoted.gauges.get() {
+                g.clear();
+            }
+        }
+        m.labelled.store(true, Release);
+        labelled.push(m.clone());
+        self.full.store(labelled.len() >= self.max_routes, Relaxed);
+        self.floor.store(labelled.iter().map(|r| r.seen.load(Relaxed)).min().unwrap_or(0), Relaxed);
+    }
+
+    fn evicted(&self, route: &str) {
+        let Some(m) = self.routes.pin().remove(route).cloned() else { return };
+        let mut labelled = self.lock();
+        if let Some(i) = labelled.iter().position(|r| Arc::ptr_eq(r, &m)) {
+            labelled.swap_remove(i);
+            m.labelled.store(false, Release);
+            if let Some(g) = m.gauges.get() {
+                g.clear();
+            }
+            self.full.store(false, Relaxed);
+        }
     }
 }
 
 impl PhysicsObserver for MetricsObserver {
     fn on_event(&self, event: &Event<'_>) {
         match *event {
-            Event::Decided { route, decision, .. } => self.route(route).decided(decision.verdict, decision.reason),
+            Event::Decided { route, decision, .. } => {
+                self.decided(&self.route(route), decision.verdict, decision.reason);
+            }
             Event::Update { route, mode, resistance, scar, .. } => {
-                if let Some(g) = self.route(route).gauges() {
+                let m = self.route(route);
+                if !m.labelled.load(Acquire) && !self.full.load(Relaxed) {
+                    // A free label: a route that is only reported on gets its gauges too.
+                    self.promote(&m);
+                }
+                if let Some(g) = m.gauges() {
                     g.resistance.set(resistance);
                     g.scar.set(scar);
                     g.mode(mode);
@@ -200,9 +289,10 @@ impl PhysicsObserver for MetricsObserver {
             }
             Event::Transition { route, from, to, .. } => {
                 let m = self.route(route);
+                let label = if m.labelled.load(Acquire) { m.label.clone() } else { self.other.label.clone() };
                 metrics::counter!(
                     "atrion_transitions_total",
-                    "route" => m.label.clone(),
+                    "route" => label,
                     "from" => from.as_str(),
                     "to" => to.as_str(),
                 )
@@ -213,11 +303,7 @@ impl PhysicsObserver for MetricsObserver {
             }
             Event::Evicted { route, .. } => {
                 self.evictions.increment(1);
-                if let Some(m) = self.routes.pin().remove(route)
-                    && m.own
-                {
-                    self.labelled.fetch_sub(1, AcqRel);
-                }
+                self.evicted(route);
             }
             _ => {}
         }
@@ -340,5 +426,54 @@ mod tests {
                 .count()
         };
         assert_eq!((gauges_of("a"), gauges_of(OTHER_ROUTE)), (1, 0));
+    }
+
+    #[test]
+    fn a_route_that_becomes_the_busiest_takes_a_label_and_every_series_only_grows() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // A snapshot gives each counter's increase since the last one: add them up.
+        let seen = std::cell::RefCell::new(std::collections::HashMap::<String, u64>::new());
+        let read = || {
+            for (k, _, _, v) in snapshotter.snapshot().into_vec() {
+                let key = k.key();
+                if key.name() != "atrion_decisions_total" {
+                    continue;
+                }
+                let route = key.labels().find(|l| l.key() == "route").map(|l| l.value().to_owned()).unwrap_or_default();
+                if let DebugValue::Counter(n) = v {
+                    *seen.borrow_mut().entry(route).or_default() += n;
+                }
+            }
+            seen.borrow().clone()
+        };
+        let total = |s: &std::collections::HashMap<String, u64>, route: &str| s.get(route).copied().unwrap_or(0);
+        metrics::with_local_recorder(&recorder, || {
+            let engine =
+                Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), MetricsObserver::new(2))
+                    .unwrap();
+            let now = Timestamp::from_millis(1);
+            let decide = |route: &str, n: usize| {
+                for _ in 0..n {
+                    engine.decide(route, now, Priority::Normal);
+                }
+            };
+            decide("a", 3);
+            decide("b", 5);
+            decide("c", 3); // as busy as a: not enough to take its label
+            let s = read();
+            assert_eq!((total(&s, "a"), total(&s, "b"), total(&s, "c"), total(&s, OTHER_ROUTE)), (3, 5, 0, 3));
+            decide("c", 7); // now 10: busier than a (3) by far
+            let s = read();
+            assert_eq!(total(&s, "a"), 3, "a demoted: its series stops, it does not go back");
+            assert_eq!(total(&s, "c"), 7 - 1 + 1, "c's series counts from its promotion (its 4th decision)");
+            assert_eq!(total(&s, OTHER_ROUTE), 3, "what c decided before stays in `other`");
+            decide("a", 2);
+            let s = read();
+            assert_eq!((total(&s, "a"), total(&s, OTHER_ROUTE)), (3, 5), "a now counts under `other`");
+            let sum: u64 = ["a", "b", "c", OTHER_ROUTE].iter().map(|r| total(&s, r)).sum();
+            assert_eq!(sum, 3 + 5 + 10 + 2, "the series add up to every decision");
+            assert_eq!(engine.observer().labelled_routes(), 2);
+        });
     }
 }
