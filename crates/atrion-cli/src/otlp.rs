@@ -5,7 +5,8 @@
 //!   decision's route, verdict and reason), with mode transitions as events in the span of
 //!   the request that caused them;
 //! - metrics, read from the engine at each export (every 10 s, and at shutdown):
-//!   `atrion.decisions` (by route and verdict) and `atrion.route.resistance`, with at most
+//!   `atrion.decisions` (by route and verdict), `atrion.route.resistance`, `atrion.sync` (the
+//!   sync's counters, by kind) and `atrion.sync.degraded`, with at most
 //!   `--metrics-routes` route labels: the busiest routes at each export (the rest as `other`).
 
 use std::sync::Arc;
@@ -84,6 +85,39 @@ pub fn meter(base: &str, atrion: Arc<atrion_server::SidecarAtrion>, max_routes: 
                 for (verdict, n) in [("admit", admitted), ("shed", shed)] {
                     observer.observe(n, &[KeyValue::new("route", "other"), KeyValue::new("verdict", verdict)]);
                 }
+            }
+        })
+        .build();
+    let a = atrion.clone();
+    let _sync = meter
+        .u64_observable_counter("atrion.sync")
+        .with_description("The cluster sync's counters, by kind (pushed, pulled, merges, resyncs, store_errors, ...).")
+        .with_callback(move |observer| {
+            let Some(st) = a.try_sync_stats() else { return };
+            for (kind, n) in [
+                ("pulses", st.pulses),
+                ("pushed", st.pushed),
+                ("pulled", st.pulled),
+                ("merges", st.merges),
+                ("full_syncs", st.full_syncs),
+                ("resyncs", st.resyncs),
+                ("store_errors", st.store_errors),
+                ("decode_errors", st.decode_errors),
+                ("kept_local", st.kept_local),
+                ("rejected", st.rejected),
+                ("republished", st.republished),
+            ] {
+                observer.observe(n, &[KeyValue::new("kind", kind)]);
+            }
+        })
+        .build();
+    let a = atrion.clone();
+    let _degraded = meter
+        .u64_observable_gauge("atrion.sync.degraded")
+        .with_description("1 while the store is away and decisions use local state only.")
+        .with_callback(move |observer| {
+            if let Some(st) = a.try_sync_stats() {
+                observer.observe(u64::from(st.degraded), &[]);
             }
         })
         .build();

@@ -365,10 +365,17 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         };
         let mut config = s.server_config(metrics);
         config.store_switch = Some(switch);
+        #[cfg(feature = "otlp")]
+        let flush = meter.clone();
         atrion_server::serve(listener, atrion, &config, async move {
             stop.cancelled().await;
             // The proxy drains first: its requests still report to the engine.
             proxy_stopped.await;
+            // One export while the cluster sync is still there to read (it leaves next).
+            #[cfg(feature = "otlp")]
+            if let Some(meter) = flush {
+                let _ = tokio::task::spawn_blocking(move || meter.force_flush()).await;
+            }
         })
         .await?;
         #[cfg(feature = "otlp")]

@@ -127,4 +127,13 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
     })
     .await;
     assert_eq!(admitted, 3);
+    let full_syncs = eventually("the sync counters arrive", || async {
+        let got = got.lock().unwrap();
+        got.metrics
+            .iter()
+            .find(|(name, a, _)| name == "atrion.sync" && a.contains(&("kind".into(), "full_syncs".into())))
+            .map(|m| m.2)
+    })
+    .await;
+    assert!(full_syncs >= 1, "the warm start is a full sync");
 }

@@ -289,6 +289,12 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         self.manager.lock().await.as_ref().map(StateManager::stats)
     }
 
+    /// As [`Atrion::sync_stats`], from synchronous code that must not wait (a metrics
+    /// callback): `None` also while `connect` or `shutdown` holds the manager.
+    pub fn try_sync_stats(&self) -> Option<SyncStats> {
+        self.manager.try_lock().ok()?.as_ref().map(StateManager::stats)
+    }
+
     /// The cluster's nodes as this one sees them, itself first (`None` before `connect`).
     pub async fn nodes(&self) -> Option<Vec<NodeInfo>> {
         self.manager.lock().await.as_ref().map(StateManager::nodes)
