@@ -86,6 +86,13 @@ pub enum EngineError {
         /// Its length.
         len: usize,
     },
+    /// A new route cannot be tracked: the table is full and no route is idle (its traffic
+    /// shares the overflow route).
+    #[error("route `{route}`: the route table is full and no route is idle")]
+    TableFull {
+        /// The route.
+        route: String,
+    },
 }
 
 /// A route's state, read without a lock.
@@ -609,7 +616,12 @@ impl<O: PhysicsObserver> Engine<O> {
     /// goes on being learned while it is held, and a held route is never evicted.
     pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        self.cell_or_create(route, now).view.held.store(hold as u8, Relaxed);
+        let cell = self.cell_or_create(route, now);
+        if Arc::ptr_eq(&cell, &self.overflow) && route != OVERFLOW_ROUTE {
+            // Holding the overflow route would hold every route that shares it.
+            return Err(EngineError::TableFull { route: route.to_owned() });
+        }
+        cell.view.held.store(hold as u8, Relaxed);
         Ok(())
     }
 

@@ -47,7 +47,12 @@ async fn hold_route(
     let req: RouteAction = parse(body)?;
     check_route("route", &req.route)?;
     let now = s.atrion.now();
-    s.atrion.engine().hold(&req.route, hold, now).map_err(|e| Problem::invalid("route", e.to_string()))?;
+    s.atrion.engine().hold(&req.route, hold, now).map_err(|e| match e {
+        atrion::EngineError::TableFull { .. } => {
+            Problem::new(StatusCode::CONFLICT, "route-table-full", "The route table is full", e.to_string())
+        }
+        e => Problem::invalid("route", e.to_string()),
+    })?;
     tracing::info!(target: "atrion::audit", token = %admin.0, action = ?hold, route = %req.route, "route hold");
     route_view(s, &req.route)
         .await

@@ -324,6 +324,9 @@ fn an_operator_holds_a_route_open_or_closed_and_reset_forgets_what_it_learned() 
         // A full table evicts idle routes, but not a held one.
         e.decide("c", ms(100_000), Priority::Normal);
         assert_eq!(e.held("a"), Ok(Hold::Open), "{model:?}: held routes are not evicted");
+        // A full table with nothing idle: a new route cannot be held (that would hold the
+        // overflow route, and every route sharing it).
+        assert!(matches!(e.hold("d", Hold::Open, ms(100_000)), Err(EngineError::TableFull { .. })), "{model:?}");
         assert!(e.status("b").is_err(), "{model:?}: an idle released route is");
     }
 }
