@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::auth::Admin;
-use crate::problem::{Problem, check_route, parse};
+use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse};
 use crate::views::{RouteView, route_view};
 
 /// `POST /v1/admin/{open,close,release,reset}`
@@ -62,7 +62,7 @@ async fn hold_route(
 
 /// Holds a route open: every request is shed until it is released.
 #[utoipa::path(post, path = "/v1/admin/open", tag = "admin", security(("admin" = [])), request_body = RouteAction,
-    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RouteView), BodyProblems, AdminProblems))]
 pub(crate) async fn open(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -73,7 +73,7 @@ pub(crate) async fn open(
 
 /// Holds a route closed: every request is admitted until it is released.
 #[utoipa::path(post, path = "/v1/admin/close", tag = "admin", security(("admin" = [])), request_body = RouteAction,
-    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RouteView), BodyProblems, AdminProblems))]
 pub(crate) async fn close(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -84,7 +84,7 @@ pub(crate) async fn close(
 
 /// Releases a route's hold: its physics decides again.
 #[utoipa::path(post, path = "/v1/admin/release", tag = "admin", security(("admin" = [])), request_body = RouteAction,
-    responses((status = 200, body = RouteView), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RouteView), BodyProblems, AdminProblems))]
 pub(crate) async fn release(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -95,7 +95,7 @@ pub(crate) async fn release(
 
 /// Resets a route: it forgets what it learned and starts again as new.
 #[utoipa::path(post, path = "/v1/admin/reset", tag = "admin", security(("admin" = [])), request_body = RouteAction,
-    responses((status = 200, body = RouteView), (status = 404, description = "No such route", body = Problem, content_type = "application/problem+json"), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RouteView), (status = 404, description = "No such route", body = Problem, content_type = "application/problem+json"), BodyProblems, AdminProblems))]
 pub(crate) async fn reset(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -119,7 +119,7 @@ pub(crate) async fn reset(
 /// `StateService::backup`), read a chunk at a time.
 #[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", security(("admin" = [])),
     responses((status = 200, description = "JSON lines: {key, value (base64), ttl_ms}", body = String, content_type = "application/x-ndjson"),
-        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
     let store = s.atrion.store().clone();
     let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
@@ -150,7 +150,7 @@ pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result
 #[utoipa::path(post, path = "/v1/admin/restore", tag = "admin", security(("admin" = [])),
     request_body(content = String, content_type = "application/x-ndjson", description = "JSON lines as the backup writes them"),
     responses((status = 200, body = Restored), (status = 400, description = "A line is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn restore(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -213,7 +213,7 @@ pub(crate) struct Switched {
         (status = 409, description = "That store is already the active one", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The URL is not a store, or the store cannot be opened", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The copy could not be made or verified: the old store stays", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No token, or not one of ours", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Administration is disabled (no tokens)", body = Problem, content_type = "application/problem+json")))]
+        AdminProblems))]
 pub(crate) async fn switch_store(
     State(s): State<Arc<Shared>>,
     admin: Admin,

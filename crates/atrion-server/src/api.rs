@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use crate::problem::{Problem, check_route, parse};
+use crate::problem::{BodyProblems, Problem, check_route, parse};
 use crate::{MAX_ROUTE_LEN, Shared};
 
 /// The answer to `GET /healthz`.
@@ -83,7 +83,7 @@ pub(crate) struct DecideResponse {
 
 /// May I call this route now? Admitted requests carry a ticket for the report.
 #[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest,
-    responses((status = 200, body = DecideResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = DecideResponse), BodyProblems))]
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -159,7 +159,7 @@ pub(crate) struct ReportResponse {
 
 /// How a call went: by ticket, or by route with the latency.
 #[utoipa::path(post, path = "/v1/report", tag = "decisions", request_body = ReportRequest,
-    responses((status = 200, body = ReportResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ReportResponse), BodyProblems))]
 pub(crate) async fn report(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -285,7 +285,7 @@ fn item<Req: DeserializeOwned, T>(
 
 /// Many decisions and reports in one body.
 #[utoipa::path(post, path = "/v1/batch", tag = "decisions", request_body = BatchRequest,
-    responses((status = 200, body = BatchResponse), (status = 400, description = "Malformed JSON or a body that does not match the schema", body = Problem, content_type = "application/problem+json"), (status = 413, description = "The body is too large", body = Problem, content_type = "application/problem+json"), (status = 422, description = "A value is not valid", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = BatchResponse), BodyProblems))]
 pub(crate) async fn batch(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,

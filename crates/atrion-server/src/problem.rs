@@ -45,6 +45,35 @@ impl Problem {
     }
 }
 
+/// The problems a request body can cause, as the OpenAPI document lists them (a schema
+/// only: handlers answer with [`Problem`] itself).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum BodyProblems {
+    /// Malformed JSON or a body that does not match the schema
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The body is too large
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// A value is not valid
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+}
+
+/// The problems of an admin request without a valid token, as the OpenAPI document lists
+/// them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum AdminProblems {
+    /// No token, or not one of ours
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// Administration is disabled (no tokens)
+    #[response(status = 403, content_type = "application/problem+json")]
+    Disabled(Problem),
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);

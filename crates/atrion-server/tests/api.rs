@@ -299,6 +299,14 @@ async fn the_openapi_document_lists_every_route_the_router_serves() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
     assert_eq!(doc, serde_json::to_value(atrion_server::openapi()).unwrap(), "one document, served as built");
     let paths = doc["paths"].as_object().unwrap();
+    // Client mistakes and admin refusals are documented as problems.
+    for (path, codes) in [("/v1/decide", &["400", "413", "422"][..]), ("/v1/admin/open", &["400", "401", "403", "422"])]
+    {
+        let responses = &paths[path]["post"]["responses"];
+        for code in codes {
+            assert!(responses[*code]["content"]["application/problem+json"].is_object(), "{path} {code}: {responses}");
+        }
+    }
     let mut operations = 0;
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
