@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::auth::Admin;
-use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse};
+use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse, read_body};
 use crate::views::{RouteView, route_view};
 
 /// `POST /v1/admin/{open,close,release,reset}`
@@ -31,7 +31,7 @@ pub(crate) struct RouteAction {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Restored {
     /// Entries written.
-    restored: usize,
+    restored: u64,
 }
 
 fn store_problem(e: &atrion::state::StoreError) -> Problem {
@@ -103,11 +103,7 @@ pub(crate) async fn reset(
 ) -> Result<Json<RouteView>, Problem> {
     let req: RouteAction = parse(body)?;
     check_route("route", &req.route)?;
-    s.atrion.engine().reset(&req.route, s.atrion.now()).map_err(|e| {
-        let mut p = Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", e.to_string());
-        p.field = Some("route".into());
-        p
-    })?;
+    s.atrion.engine().reset(&req.route, s.atrion.now()).map_err(|e| Problem::unknown_route(e.to_string()))?;
     tracing::info!(target: "atrion::audit", token = %admin.0, action = "reset", route = %req.route, "route reset");
     route_view(&s, &req.route)
         .await
@@ -156,29 +152,16 @@ pub(crate) async fn restore(
     admin: Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
-    let body = body.map_err(|r| {
-        let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
-        Problem::new(r.status(), kind, "The request body cannot be read", r.body_text())
-    })?;
+    let body = read_body(body)?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
     })?;
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let l = BackupLine::decode(line).map_err(|reason| {
-            let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
-            p.field = Some(format!("line {}", i + 1));
-            p
-        })?;
-        items.push((l.key, l.value, l.ttl));
-    }
-    let n = items.len();
-    for chunk in items.chunks(BACKUP_CHUNK) {
-        s.atrion.store().batch_set(chunk.to_vec()).await.map_err(|e| store_problem(&e))?;
-    }
+    let lines = BackupLine::decode_all(text).map_err(|(line, reason)| {
+        let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
+        p.field = Some(format!("line {line}"));
+        p
+    })?;
+    let n = BackupLine::write_all(s.atrion.store().as_ref(), lines).await.map_err(|e| store_problem(&e))?;
     tracing::info!(target: "atrion::audit", token = %admin.0, action = "restore", keys = n, "restore");
     Ok(Json(Restored { restored: n }).into_response())
 }

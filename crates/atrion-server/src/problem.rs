@@ -38,6 +38,13 @@ impl Problem {
         }
     }
 
+    /// `404`: the route named in the request is not tracked.
+    pub(crate) fn unknown_route(detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", detail);
+        p.field = Some("route".into());
+        p
+    }
+
     pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Self {
         let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-value", "A value is not valid", detail);
         p.field = Some(field.to_owned());
@@ -85,11 +92,7 @@ impl IntoResponse for Problem {
 
 /// The body as `T`, or a problem naming the field.
 pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
-    let body = body.map_err(|r| {
-        let status = r.status();
-        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
-        Problem::new(status, kind, "The request body cannot be read", r.body_text())
-    })?;
+    let body = read_body(body)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| (e.path().to_string(), e.into_inner()))
@@ -105,6 +108,15 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
             p.field = Some(path);
         }
         p
+    })
+}
+
+/// The body, or the problem of a body that could not be read (too large, cut off).
+pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    body.map_err(|r| {
+        let status = r.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
+        Problem::new(status, kind, "The request body cannot be read", r.body_text())
     })
 }
 

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -141,10 +140,5 @@ pub(crate) async fn route(
     State(s): State<Arc<Shared>>,
     axum::extract::Path(route): axum::extract::Path<String>,
 ) -> Result<Json<RouteView>, Problem> {
-    route_view(&s, &route).await.map(Json).ok_or_else(|| {
-        let mut p =
-            Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", format!("no route `{route}`"));
-        p.field = Some("route".into());
-        p
-    })
+    route_view(&s, &route).await.map(Json).ok_or_else(|| Problem::unknown_route(format!("no route `{route}`")))
 }

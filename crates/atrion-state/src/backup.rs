@@ -52,6 +52,28 @@ impl BackupLine {
         Ok(BackupLine { key: l.key, value: Bytes::from(value), ttl: l.ttl_ms.map(Duration::from_millis) })
     }
 
+    /// A whole backup, one line each (blank lines skipped); the error is the first bad
+    /// line's number (from 1) and what is wrong with it. Nothing is written by reading.
+    pub fn decode_all(text: &str) -> Result<Vec<BackupLine>, (u64, String)> {
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| BackupLine::decode(line).map_err(|reason| (i as u64 + 1, reason)))
+            .collect()
+    }
+
+    /// Writes `lines` into `store`, [`BACKUP_CHUNK`] at a time (existing keys are
+    /// overwritten); returns how many.
+    pub async fn write_all(store: &dyn StateStore, lines: Vec<BackupLine>) -> Result<u64, StoreError> {
+        let n = lines.len() as u64;
+        let items: Vec<(String, Bytes, Option<Duration>)> =
+            lines.into_iter().map(|l| (l.key, l.value, l.ttl)).collect();
+        for chunk in items.chunks(BACKUP_CHUNK) {
+            store.batch_set(chunk.to_vec()).await?;
+        }
+        Ok(n)
+    }
+
     /// The live entries of `keys` in `store`, as lines (a key gone meanwhile is skipped).
     pub async fn read(store: &dyn StateStore, keys: &[String]) -> Result<Vec<BackupLine>, StoreError> {
         let entries = store.batch_get(keys).await?;
@@ -78,5 +100,13 @@ mod tests {
         assert!(BackupLine::decode(r#"{"key":"k","value":"!!","ttl_ms":null}"#).unwrap_err().contains("base64"));
         assert!(BackupLine::decode(r#"{"key":"k","value":"","extra":1}"#).unwrap_err().contains("extra"));
         assert!(BackupLine::decode(r#"{"key":"","value":"","ttl_ms":null}"#).is_err());
+        let two = format!("{}\n\n{}\n", l2().encode(), l2().encode());
+        assert_eq!(BackupLine::decode_all(&two).map(|v| v.len()), Ok(2));
+        let bad = format!("{}\n\nnot json\n", l2().encode());
+        assert_eq!(BackupLine::decode_all(&bad).map_err(|(line, _)| line), Err(3));
+    }
+
+    fn l2() -> BackupLine {
+        BackupLine { key: "ns/k".into(), value: Bytes::from_static(b"v"), ttl: None }
     }
 }

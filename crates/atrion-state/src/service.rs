@@ -2,7 +2,7 @@
 //! losing a write; backup and restore; a background TTL cleanup that stops when told.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -391,26 +391,14 @@ impl StateService {
     /// file is checked before anything is written.
     pub async fn restore(&self, path: impl AsRef<Path>) -> Result<u64, ServiceError> {
         let path = path.as_ref();
-        let io = |source| ServiceError::Io { path: path.to_owned(), source };
-        let file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-        let mut items = Vec::new();
-        for (i, line) in file.lines().enumerate() {
-            let line = line.map_err(io)?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let l = BackupLine::decode(&line).map_err(|reason| ServiceError::Malformed {
-                path: path.to_owned(),
-                line: i as u64 + 1,
-                reason,
-            })?;
-            items.push((l.key, l.value, l.ttl));
-        }
-        let n = items.len() as u64;
-        for chunk in items.chunks(COPY_CHUNK) {
-            self.batch_set(chunk.to_vec()).await?;
-        }
-        Ok(n)
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ServiceError::Io { path: path.to_owned(), source })?;
+        let lines = BackupLine::decode_all(&text).map_err(|(line, reason)| ServiceError::Malformed {
+            path: path.to_owned(),
+            line,
+            reason,
+        })?;
+        Ok(BackupLine::write_all(self, lines).await?)
     }
 
     /// Starts a background task that removes expired entries of the active backend every
