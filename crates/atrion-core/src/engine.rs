@@ -1056,8 +1056,8 @@ impl RoutePattern {
     }
 }
 
-/// The longest route id, in bytes.
-const MAX_ROUTE_ID: usize = 1024;
+/// The longest route id, in bytes (a route id is 1 to this many bytes).
+pub const MAX_ROUTE_ID: usize = 1024;
 
 fn check_id(route: &str) -> Result<(), EngineError> {
     if route.is_empty() || route.len() > MAX_ROUTE_ID {

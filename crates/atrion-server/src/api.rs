@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use crate::Shared;
 use crate::problem::{BodyProblems, Problem, check_route, parse};
-use crate::{MAX_ROUTE_LEN, Shared};
 
 /// The answer to `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -337,9 +337,7 @@ impl Ticket<String> {
         let rest = text.strip_prefix("v1.")?;
         let (at, route) = rest.split_once('.')?;
         let route = String::from_utf8(URL_SAFE_NO_PAD.decode(route).ok()?).ok()?;
-        if route.is_empty() || route.len() > MAX_ROUTE_LEN {
-            return None;
-        }
+        check_route("ticket", &route).ok()?;
         Some(Ticket { at: Timestamp::from_nanos(at.parse().ok()?), route })
     }
 }

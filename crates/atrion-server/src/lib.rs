@@ -49,9 +49,6 @@ pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::Problem;
 pub use proxy::{PathTemplate, ProxyConfig, ProxyError, forwarding_router, proxy_router};
 
-/// The longest route id the API takes, in bytes (the engine's own limit).
-pub const MAX_ROUTE_LEN: usize = 1024;
-
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;
 

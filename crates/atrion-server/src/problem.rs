@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::MAX_ROUTE_LEN;
+use atrion::MAX_ROUTE_ID;
 
 /// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -121,8 +121,8 @@ pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Pr
 }
 
 pub(crate) fn check_route(field: &str, route: &str) -> Result<(), Problem> {
-    if route.is_empty() || route.len() > MAX_ROUTE_LEN {
-        return Err(Problem::invalid(field, format!("a route is 1 to {MAX_ROUTE_LEN} bytes, got {}", route.len())));
+    if route.is_empty() || route.len() > MAX_ROUTE_ID {
+        return Err(Problem::invalid(field, format!("a route is 1 to {MAX_ROUTE_ID} bytes, got {}", route.len())));
     }
     Ok(())
 }
