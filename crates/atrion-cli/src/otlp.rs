@@ -94,19 +94,7 @@ pub fn meter(base: &str, atrion: Arc<atrion_server::SidecarAtrion>, max_routes: 
         .with_description("The cluster sync's counters, by kind (pushed, pulled, merges, resyncs, store_errors, ...).")
         .with_callback(move |observer| {
             let Some(st) = a.try_sync_stats() else { return };
-            for (kind, n) in [
-                ("pulses", st.pulses),
-                ("pushed", st.pushed),
-                ("pulled", st.pulled),
-                ("merges", st.merges),
-                ("full_syncs", st.full_syncs),
-                ("resyncs", st.resyncs),
-                ("store_errors", st.store_errors),
-                ("decode_errors", st.decode_errors),
-                ("kept_local", st.kept_local),
-                ("rejected", st.rejected),
-                ("republished", st.republished),
-            ] {
+            for (kind, n) in st.counters() {
                 observer.observe(n, &[KeyValue::new("kind", kind)]);
             }
         })

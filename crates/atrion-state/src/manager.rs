@@ -230,6 +230,26 @@ pub struct SyncStats {
     pub degraded: bool,
 }
 
+impl SyncStats {
+    /// The counters by name (`pulses`, `pushed`, ...), in one place for every exporter; the
+    /// gauges `buffered` and `degraded` are not among them.
+    pub fn counters(&self) -> [(&'static str, u64); 11] {
+        [
+            ("pulses", self.pulses),
+            ("pushed", self.pushed),
+            ("pulled", self.pulled),
+            ("merges", self.merges),
+            ("full_syncs", self.full_syncs),
+            ("resyncs", self.resyncs),
+            ("store_errors", self.store_errors),
+            ("decode_errors", self.decode_errors),
+            ("kept_local", self.kept_local),
+            ("rejected", self.rejected),
+            ("republished", self.republished),
+        ]
+    }
+}
+
 /// A node's health as another node sees it, from its heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

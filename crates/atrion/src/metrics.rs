@@ -76,8 +76,6 @@ fn reason_slot(reason: Reason) -> usize {
 /// One label's handles, registered once and then only incremented or set.
 struct RouteMetrics {
     label: SharedString,
-    /// Whether this is a route (it can hold a label) or [`OTHER_ROUTE`].
-    own: bool,
     /// The route's decisions, labelled or not (what "busiest" is judged by).
     seen: AtomicU64,
     /// Whether the route holds a label now: its decisions go to its own series.
@@ -94,10 +92,9 @@ struct RouteGauges {
 }
 
 impl RouteMetrics {
-    fn new(label: SharedString, own: bool) -> Self {
+    fn new(label: SharedString) -> Self {
         RouteMetrics {
             label,
-            own,
             seen: AtomicU64::new(0),
             labelled: AtomicBool::new(false),
             decisions: Default::default(),
@@ -118,7 +115,8 @@ impl RouteMetrics {
     }
 
     fn gauges(&self) -> Option<&RouteGauges> {
-        if !self.own || !self.labelled.load(Acquire) {
+        // (`other` is never labelled: it has no gauges.)
+        if !self.labelled.load(Acquire) {
             return None;
         }
         Some(
@@ -191,7 +189,7 @@ impl MetricsObserver {
             full: AtomicBool::new(max_routes == 0),
             floor: AtomicU64::new(0),
             routes: papaya::HashMap::new(),
-            other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER_ROUTE), false)),
+            other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER_ROUTE))),
             evictions: metrics::counter!("atrion_evictions_total"),
         }
     }
@@ -210,7 +208,7 @@ impl MetricsObserver {
         if let Some(m) = map.get(route) {
             return m.clone();
         }
-        let fresh = Arc::new(RouteMetrics::new(SharedString::from(Arc::<str>::from(route)), true));
+        let fresh = Arc::new(RouteMetrics::new(SharedString::from(Arc::<str>::from(route))));
         map.get_or_insert(route.into(), fresh).clone()
     }
 
@@ -313,27 +311,10 @@ impl PhysicsObserver for MetricsObserver {
 /// Records the cluster sync's counters (from [`Atrion::sync_stats`](crate::Atrion::sync_stats))
 /// as `atrion_sync_*` metrics; call it before each scrape or on a timer.
 pub fn record_sync(stats: &SyncStats) {
-    let counters: [(&'static str, u64); 12] = [
-        ("atrion_sync_pulses_total", stats.pulses),
-        ("atrion_sync_pushed_total", stats.pushed),
-        ("atrion_sync_pulled_total", stats.pulled),
-        ("atrion_sync_merges_total", stats.merges),
-        ("atrion_sync_full_syncs_total", stats.full_syncs),
-        ("atrion_sync_resyncs_total", stats.resyncs),
-        ("atrion_sync_store_errors_total", stats.store_errors),
-        ("atrion_sync_decode_errors_total", stats.decode_errors),
-        ("atrion_sync_kept_local_total", stats.kept_local),
-        ("atrion_sync_rejected_total", stats.rejected),
-        ("atrion_sync_republished_total", stats.republished),
-        ("atrion_sync_buffered", stats.buffered),
-    ];
-    for (name, value) in counters {
-        if name.ends_with("_total") {
-            metrics::counter!(name).absolute(value);
-        } else {
-            metrics::gauge!(name).set(value as f64);
-        }
+    for (kind, value) in stats.counters() {
+        metrics::counter!(format!("atrion_sync_{kind}_total")).absolute(value);
     }
+    metrics::gauge!("atrion_sync_buffered").set(stats.buffered as f64);
     metrics::gauge!("atrion_sync_degraded").set(f64::from(u8::from(stats.degraded)));
 }
 
