@@ -166,11 +166,13 @@ impl Settings {
             }
         }
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        // The libraries own their defaults: the server's limits, the cluster's ids.
+        let (server, sync) = (ServerConfig::default(), SyncConfig::default());
         let mut s = Settings {
             listen: args.listen.or(file.listen).unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
             store: args.store.clone().or(file.store).unwrap_or_else(|| DEFAULT_STORE.to_owned()),
-            node_id: args.node_id.clone().or(file.node_id).unwrap_or_else(|| "node-1".to_owned()),
-            namespace: args.namespace.clone().or(file.namespace).unwrap_or_else(|| "atrion".to_owned()),
+            node_id: args.node_id.clone().or(file.node_id).unwrap_or(sync.node_id),
+            namespace: args.namespace.clone().or(file.namespace).unwrap_or(sync.namespace),
             admin_tokens,
             exposed_anyway: args.i_know_this_exposes_the_api || file.i_know_this_exposes_the_api.unwrap_or(false),
             metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
@@ -179,11 +181,12 @@ impl Settings {
             } else {
                 LogFormat::Json
             }),
-            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(1024 * 1024),
-            max_batch: args.max_batch.or(file.max_batch).unwrap_or(1_000),
-            request_timeout: Duration::from_millis(
-                args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(10_000),
-            ),
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(server.max_body_bytes),
+            max_batch: args.max_batch.or(file.max_batch).unwrap_or(server.max_batch),
+            request_timeout: args
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .map_or(server.request_timeout, Duration::from_millis),
             proxy: None,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
         };
