@@ -290,11 +290,18 @@ fn install_metrics() -> Result<atrion_server::MetricsRender> {
     Ok(atrion_server::MetricsRender(Arc::new(move || handle.render())))
 }
 
+/// A store's config from its URL, in the cluster's namespace: the store at start, and the
+/// one an admin switches to.
+fn store_config(url: &str, namespace: &str) -> Result<atrion::StoreConfig, atrion::AtrionError> {
+    let mut config: atrion::StoreConfig = url.parse()?;
+    config.set_namespace(namespace);
+    Ok(config)
+}
+
 /// Runs the sidecar with resolved settings until SIGTERM or ctrl-c.
 pub fn run(s: &Settings) -> Result<ExitCode> {
-    let mut store: atrion::StoreConfig =
-        s.store.parse().map_err(|e| bad("store", format!("{}: {e}", atrion::redacted_url(&s.store))))?;
-    store.set_namespace(&s.namespace);
+    let store = store_config(&s.store, &s.namespace)
+        .map_err(|e| bad("store", format!("{}: {e}", atrion::redacted_url(&s.store))))?;
     let mut sync = SyncConfig::for_node(&s.node_id);
     sync.namespace = s.namespace.clone();
     sync.validate().map_err(|e| bad("node-id / namespace", e))?;
@@ -308,9 +315,8 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let open: atrion_server::OpenStore = Arc::new(move |url: String| {
             let namespace = namespace.clone();
             Box::pin(async move {
-                let mut config: atrion::StoreConfig = url.parse().map_err(|e| format!("{e}"))?;
-                config.set_namespace(&namespace);
-                config.build().await.map_err(|e| format!("{e}"))
+                let config = store_config(&url, &namespace).map_err(|e| e.to_string())?;
+                config.build().await.map_err(|e| e.to_string())
             })
         });
         let switch = atrion_server::StoreSwitch { service: service.clone(), open };
