@@ -440,7 +440,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                 NodeStatus::Healthy
             },
             last_seen_ms: last_push,
-            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            version: Some(VERSION.to_owned()),
             sync_lag_ms: if last_push == 0 { None } else { Some(wall.saturating_sub(last_push)) },
         };
         let mut st = s.lock();
@@ -558,7 +558,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 }
             }
             let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
-            batch.push((self.keys.heartbeat(), Heartbeat::ours(wall).encode(), ttl));
+            batch.push((self.keys.heartbeat(), Heartbeat::encode(wall, VERSION), ttl));
             (sent, batch)
         };
         let outcome = match tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch.clone())).await {
@@ -875,14 +875,14 @@ struct Heartbeat {
     version: Option<String>,
 }
 
-impl Heartbeat {
-    fn ours(ms: u64) -> Self {
-        Heartbeat { ms, version: Some(env!("CARGO_PKG_VERSION").to_owned()) }
-    }
+/// This node's software version, as its heartbeat carries it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-    fn encode(&self) -> Bytes {
-        let mut out = self.ms.to_le_bytes().to_vec();
-        out.extend_from_slice(self.version.as_deref().unwrap_or("").as_bytes());
+impl Heartbeat {
+    fn encode(ms: u64, version: &str) -> Bytes {
+        let mut out = Vec::with_capacity(8 + version.len());
+        out.extend_from_slice(&ms.to_le_bytes());
+        out.extend_from_slice(version.as_bytes());
         Bytes::from(out)
     }
 
