@@ -200,13 +200,6 @@ impl<B: Default, O: PhysicsObserver + 'static> Default for ReportBody<B, O> {
     }
 }
 
-impl<B, O: PhysicsObserver + 'static> ReportBody<B, O> {
-    /// A body that reports nothing.
-    pub fn plain(inner: B) -> Self {
-        ReportBody { inner, report: None, failed: false }
-    }
-}
-
 impl<B, O> http_body::Body for ReportBody<B, O>
 where
     B: http_body::Body,
