@@ -203,7 +203,7 @@ pub(crate) async fn switch_store(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Switched>, Problem> {
     let req: StoreRequest = parse(body)?;
-    let Some(switch) = &s.store_switch else {
+    let Some(switch) = &s.config.store_switch else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "switch-unavailable",

@@ -292,12 +292,12 @@ pub(crate) async fn batch(
 ) -> Result<Response, Problem> {
     let req: BatchRequest = parse(body)?;
     let n = req.decide.len() + req.report.len();
-    if n > s.max_batch {
+    if n > s.config.max_batch {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch-too-large",
             "Too many items in one batch",
-            format!("{n} items, at most {}", s.max_batch),
+            format!("{n} items, at most {}", s.config.max_batch),
         ));
     }
     let decide: Vec<Item<DecideResponse>> = req

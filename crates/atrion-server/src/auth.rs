@@ -135,7 +135,7 @@ impl FromRequestParts<Arc<Shared>> for Admin {
     type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Self::Rejection> {
-        if s.admin_tokens.is_empty() {
+        if s.config.admin_tokens.is_empty() {
             return Err(Refused(Problem::new(
                 StatusCode::FORBIDDEN,
                 "admin-disabled",
@@ -157,7 +157,7 @@ impl FromRequestParts<Arc<Shared>> for Admin {
                 "send `Authorization: Bearer <token>`",
             )));
         };
-        match who(&s.admin_tokens, presented.as_bytes()) {
+        match who(&s.config.admin_tokens, presented.as_bytes()) {
             Some(name) => Ok(Admin(name)),
             None => {
                 tracing::warn!(target: "atrion::audit", path = %parts.uri.path(), "refused: a token that is not ours");

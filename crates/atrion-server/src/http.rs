@@ -62,7 +62,7 @@ pub(crate) async fn observe(State(limit): State<Duration>, request: Request, nex
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         (status = 404, description = "No metrics exporter", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let Some(render) = &s.metrics else {
+    let Some(render) = &s.config.metrics else {
         return Problem::new(
             StatusCode::NOT_FOUND,
             "metrics-disabled",

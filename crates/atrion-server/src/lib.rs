@@ -126,25 +126,15 @@ impl Default for ServerConfig {
 
 struct Shared {
     atrion: Arc<SidecarAtrion>,
-    max_batch: usize,
-    metrics: Option<MetricsRender>,
-    admin_tokens: Vec<AdminToken>,
+    config: ServerConfig,
     openapi: utoipa::openapi::OpenApi,
-    store_switch: Option<StoreSwitch>,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
 /// operation: the router and `GET /openapi.json` come from the same declarations.
 pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
     let (router, api) = api_router(config).split_for_parts();
-    let shared = Arc::new(Shared {
-        atrion,
-        max_batch: config.max_batch,
-        metrics: config.metrics.clone(),
-        admin_tokens: config.admin_tokens.clone(),
-        openapi: api,
-        store_switch: config.store_switch.clone(),
-    });
+    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api });
     router
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
