@@ -138,7 +138,6 @@ impl ProxyConfig {
 }
 
 struct Proxy {
-    scheme: Scheme,
     authority: Authority,
     host: HeaderValue,
     client: Client<HttpConnector, Body>,
@@ -158,12 +157,7 @@ pub fn forwarding_router(config: &ProxyConfig) -> Router {
     let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let proxy = Arc::new(Proxy {
-        scheme: Scheme::HTTP,
-        authority,
-        host,
-        client: Client::builder(TokioExecutor::new()).build(connector),
-    });
+    let proxy = Arc::new(Proxy { authority, host, client: Client::builder(TokioExecutor::new()).build(connector) });
     Router::new().fallback(forward).with_state(proxy)
 }
 
@@ -194,8 +188,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
     let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri =
-        Uri::builder().scheme(proxy.scheme.clone()).authority(proxy.authority.clone()).path_and_query(path).build();
+    let uri = Uri::builder().scheme(Scheme::HTTP).authority(proxy.authority.clone()).path_and_query(path).build();
     let Ok(uri) = uri else {
         return Problem::new(StatusCode::BAD_REQUEST, "bad-target", "The request target cannot be forwarded", "")
             .into_response();
