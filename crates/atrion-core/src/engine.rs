@@ -15,7 +15,7 @@
 //!   unbounded route ids cannot exhaust memory.
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -136,10 +136,11 @@ pub struct EngineStats {
 }
 
 /// What a decision reads: published by `report`, read without a lock. The fields every
-/// decision reads come first and share one cache line; the half-open and keep-alive
-/// bookkeeping follows.
+/// decision reads come first, 64 bytes together; the half-open and keep-alive bookkeeping
+/// follows. Not aligned to a cache line: the padding would cost more memory per route than
+/// the line it saves.
 #[derive(Debug, Default)]
-#[repr(C, align(64))]
+#[repr(C)]
 struct View {
     // First cache line: what every decision reads.
     mode: AtomicU8,
@@ -187,28 +188,39 @@ fn store_f(a: &AtomicU64, v: f64) {
     a.store(v.to_bits(), Relaxed);
 }
 
-/// One route: the view decisions read, then its physics behind a short mutex.
+/// One route: the view decisions read, then its physics behind a short mutex. Its id
+/// follows it in the same allocation ([`Route`]).
 #[derive(Debug)]
 #[repr(C)]
 struct RouteCell {
     view: View,
-    name: Box<str>,
-    /// The route's physics: the engine's, or a per-route override's.
-    phys: Arc<Physics>,
+    /// The route's physics: the engine's, or a per-route override's. Points into the
+    /// engine's [`PhysicsSet`], which keeps every physics it hands out for as long as the
+    /// engine lives; a cell is only used through its engine.
+    phys: AtomicPtr<Physics>,
     state: Mutex<RouteState>,
 }
 
 impl RouteCell {
-    fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
-        RouteCell::with_state(name, phys, RouteState::new(phys), now.as_nanos())
-    }
-
     /// A cell holding `state`, published; `last_seen` in nanoseconds.
-    fn with_state(name: &str, phys: &Arc<Physics>, state: RouteState, last_seen: u64) -> Self {
-        let cell = RouteCell { view: View::default(), name: name.into(), phys: phys.clone(), state: Mutex::new(state) };
+    fn with_state(phys: &Arc<Physics>, state: RouteState, last_seen: u64) -> Self {
+        let cell = RouteCell {
+            view: View::default(),
+            phys: AtomicPtr::new(Arc::as_ptr(phys).cast_mut()),
+            state: Mutex::new(state),
+        };
         cell.publish(&cell.lock(), phys);
         cell.view.last_seen.store(last_seen, Relaxed);
         cell
+    }
+
+    /// The route's physics.
+    #[inline]
+    fn phys(&self) -> &Physics {
+        // SAFETY: the pointer comes from an `Arc<Physics>` that the engine's `PhysicsSet`
+        // holds until the engine is dropped, and a cell is only used through a borrow of its
+        // engine (the map, a `RouteHandle<'e>`), so the physics outlives every use.
+        unsafe { &*self.phys.load(Acquire) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RouteState> {
@@ -262,7 +274,76 @@ impl RouteCell {
     }
 }
 
-type RouteMap = papaya::HashMap<Box<str>, Arc<RouteCell>, foldhash::fast::RandomState>;
+/// A route: its cell and its id, in one allocation (`triomphe`'s header-and-slice `Arc`,
+/// whose count has no weak half). It is the route table's key, hashed and compared by id,
+/// so that the id is stored once.
+#[derive(Clone)]
+struct Route(triomphe::Arc<triomphe::HeaderSlice<RouteCell, str>>);
+
+impl Route {
+    fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
+        Route::with_cell(name, RouteCell::with_state(phys, RouteState::new(phys), now.as_nanos()))
+    }
+
+    fn with_cell(name: &str, cell: RouteCell) -> Self {
+        Route(triomphe::Arc::from_header_and_str(cell, name))
+    }
+
+    #[inline]
+    fn name(&self) -> &str {
+        &self.0.slice
+    }
+
+    #[inline]
+    fn cell(&self) -> &RouteCell {
+        &self.0.header
+    }
+
+    fn same(&self, other: &Route) -> bool {
+        triomphe::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::borrow::Borrow<str> for Route {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+/// Every physics the engine has handed to a route, kept until the engine is dropped (cells
+/// point into it). Equal configurations share one, so that setting the same per-route
+/// config again and again does not grow it.
+#[derive(Debug, Default)]
+struct PhysicsSet(Mutex<Vec<Arc<Physics>>>);
+
+impl PhysicsSet {
+    fn keep(&self, phys: Physics) -> Arc<Physics> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(same) = all.iter().find(|p| p.cfg == phys.cfg) {
+            return same.clone();
+        }
+        let phys = Arc::new(phys);
+        all.push(phys.clone());
+        phys
+    }
+}
+
+/// The route table: lock-free reads (`scc`'s `HashIndex`), entries inline in its buckets.
+type RouteMap = scc::HashIndex<Route, (), foldhash::fast::RandomState>;
 
 /// The Atrion engine: per-route physics and decisions for many routes, `Send + Sync`.
 ///
@@ -281,8 +362,10 @@ pub struct Engine<O = SilentObserver> {
     phys: Arc<Physics>,
     /// Per-route physics: (pattern, physics), exact ids first, then prefixes longest first.
     overrides: std::sync::RwLock<Vec<(RoutePattern, Arc<Physics>)>>,
+    /// Every physics handed to a route (cells point into it).
+    physics: PhysicsSet,
     routes: RouteMap,
-    overflow: Arc<RouteCell>,
+    overflow: Route,
     limits: EngineLimits,
     shared_tuner: Mutex<Tuner>,
     observer: O,
@@ -311,15 +394,14 @@ impl<O: PhysicsObserver> Engine<O> {
         if limits.max_routes == 0 {
             return Err(ConfigError::OutOfRange { field: "limits.max_routes", value: 0.0, expected: ">= 1" });
         }
-        let phys = Arc::new(Physics::new(config));
-        let overflow = Arc::new(RouteCell::new(OVERFLOW_ROUTE, &phys, Timestamp::ZERO));
-        let routes = papaya::HashMap::builder()
-            .hasher(foldhash::fast::RandomState::default())
-            .capacity(limits.max_routes.min(4_096))
-            .build();
+        let physics = PhysicsSet::default();
+        let phys = physics.keep(Physics::new(config));
+        let overflow = Route::new(OVERFLOW_ROUTE, &phys, Timestamp::ZERO);
+        let routes = scc::HashIndex::with_hasher(foldhash::fast::RandomState::default());
         Ok(Engine {
             phys,
             overrides: std::sync::RwLock::new(Vec::new()),
+            physics,
             routes,
             overflow,
             limits,
@@ -338,11 +420,7 @@ impl<O: PhysicsObserver> Engine<O> {
 
     /// The configuration `route` runs: its override's, or the engine's.
     pub fn route_config(&self, route: &str) -> PhysicsConfig {
-        let map = self.routes.pin();
-        match map.get(route) {
-            Some(cell) => cell.phys.cfg.clone(),
-            None => self.physics_for(route).cfg.clone(),
-        }
+        self.find(route, |r| r.cell().phys().cfg.clone()).unwrap_or_else(|| self.physics_for(route).cfg.clone())
     }
 
     /// Sets the physics of the routes that `pattern` matches (`Some`), or removes the
@@ -352,8 +430,9 @@ impl<O: PhysicsObserver> Engine<O> {
     /// (`GET /reports/*`); an exact id wins over a prefix, and a longer prefix over a shorter
     /// one. The config is validated and must be of the engine's model. Routes that exist
     /// keep what they learned (scar, normal, tuner, mode) and run the new constants from
-    /// their next decision; a report racing with the change may land in the old cell and be
-    /// lost. This is the hook that per-route policies (an SLO, a ceiling, a throttle off for
+    /// their next decision (the physics is swapped under each route's lock, so that no
+    /// report is lost or straddles two configs). Every config set stays in memory until the
+    /// engine is dropped; equal configs share one. This is the hook that per-route policies (an SLO, a ceiling, a throttle off for
     /// one route) are built on.
     pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
         let pat = RoutePattern::parse(pattern)?;
@@ -367,7 +446,7 @@ impl<O: PhysicsObserver> Engine<O> {
                         found: cfg.model,
                     });
                 }
-                Some(Arc::new(Physics::new(cfg)))
+                Some(self.physics.keep(Physics::new(cfg)))
             }
             None => None,
         };
@@ -380,28 +459,22 @@ impl<O: PhysicsObserver> Engine<O> {
             // Exact ids first, then prefixes from the longest.
             o.sort_by_key(|(p, _)| (p.prefix, std::cmp::Reverse(p.text.len())));
         }
-        // Existing routes move to a new cell with the same state and the new physics.
-        let map = self.routes.pin();
-        for (name, cell) in map.iter() {
-            if !pat.matches(name) {
+        // Existing routes keep their cell and state and run the new physics from now on:
+        // swapped under the route's lock, so that no report straddles two physics.
+        let guard = scc::Guard::new();
+        for (route, ()) in self.routes.iter(&guard) {
+            if !pat.matches(route.name()) {
                 continue;
             }
-            let phys = self.physics_for(name);
-            if Arc::ptr_eq(&phys, &cell.phys) {
-                continue;
-            }
+            let phys = self.physics_for(route.name());
+            let cell = route.cell();
             let state = cell.lock();
-            let v = &cell.view;
-            let fresh = RouteCell::with_state(name, &phys, state.clone(), v.last_seen.load(Relaxed));
-            fresh.view.skews.store(v.skews.load(Relaxed), Relaxed);
-            fresh.view.held.store(v.held.load(Relaxed), Relaxed);
-            fresh.view.dirty.store(true, Relaxed);
-            if v.cluster_on.load(Acquire) {
-                fresh.view.cluster_scar.store(v.cluster_scar.load(Relaxed), Relaxed);
-                fresh.view.cluster_at.store(v.cluster_at.load(Relaxed), Relaxed);
-                fresh.view.cluster_on.store(true, Release);
+            if std::ptr::eq(Arc::as_ptr(&phys), cell.phys()) {
+                continue;
             }
-            map.insert(name.clone(), Arc::new(fresh));
+            cell.phys.store(Arc::as_ptr(&phys).cast_mut(), Release);
+            cell.publish(&state, &phys);
+            cell.view.dirty.store(true, Relaxed);
         }
         Ok(())
     }
@@ -424,7 +497,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// into the overflow route.
     #[inline]
     pub fn decide(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
-        self.with_cell(route, now, |cell| self.decide_cell(cell, now, priority))
+        self.with_route(route, now, |r| self.decide_route(r, now, priority))
     }
 
     /// Feed one telemetry sample of `route` at `now` into the physics.
@@ -433,20 +506,22 @@ impl<O: PhysicsObserver> Engine<O> {
     /// passes (nothing heals or ages), the route keeps its later time, and the skew is
     /// counted in [`EngineStats::clock_skews`].
     pub fn report(&self, route: &str, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
-        self.with_cell(route, now, |cell| self.report_cell(cell, telemetry, now))
+        self.with_route(route, now, |r| self.report_route(r, telemetry, now))
     }
 
-    /// Runs `f` on the route's cell: found under the map's epoch guard, or created.
+    /// Runs `f` on the route: found under the table's epoch guard, or created.
     #[inline]
-    fn with_cell<R>(&self, route: &str, now: Timestamp, f: impl FnOnce(&RouteCell) -> R) -> R {
-        let map = self.routes.pin();
-        match map.get(route) {
-            Some(cell) => f(cell),
-            None => {
-                drop(map);
-                f(&self.cell_or_create(route, now))
-            }
+    fn with_route<R>(&self, route: &str, now: Timestamp, f: impl Fn(&Route) -> R) -> R {
+        match self.find(route, &f) {
+            Some(out) => out,
+            None => f(&self.route_or_create(route, now)),
         }
+    }
+
+    /// Runs `f` on a tracked route, under the table's epoch guard.
+    #[inline]
+    fn find<R>(&self, route: &str, f: impl FnOnce(&Route) -> R) -> Option<R> {
+        self.routes.peek_with(route, |r, ()| f(r))
     }
 
     /// A handle to `route` (created if unknown) that decides and reports without looking
@@ -454,51 +529,28 @@ impl<O: PhysicsObserver> Engine<O> {
     /// held goes on working on its own, detached from the table.
     pub fn route(&self, route: &str, now: Timestamp) -> Result<RouteHandle<'_, O>, EngineError> {
         check_id(route)?;
-        Ok(RouteHandle { engine: self, cell: self.cell_or_create(route, now) })
+        Ok(RouteHandle { engine: self, route: self.route_or_create(route, now) })
     }
 
     /// A handle on `route` that never fails: an id that is not valid, or a new route when
     /// the table is full, gets the overflow route's handle, as [`Engine::decide`] would.
     pub fn handle(&self, route: &str, now: Timestamp) -> RouteHandle<'_, O> {
-        RouteHandle { engine: self, cell: self.cell_or_create(route, now) }
+        RouteHandle { engine: self, route: self.route_or_create(route, now) }
     }
 
     /// The status of a tracked route.
     pub fn status(&self, route: &str) -> Result<RouteStatus, EngineError> {
-        self.routes
-            .pin()
-            .get(route)
-            .map(|c| c.status())
-            .ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })
+        self.find(route, |r| r.cell().status()).ok_or_else(|| unknown(route))
     }
 
     /// Resistance of `route` as a decision at `now` would see it (scar healed since the
     /// last update). `None` for an unknown or open route.
     pub fn resistance(&self, route: &str, now: Timestamp) -> Option<f64> {
-        let map = self.routes.pin();
-        let cell = map.get(route)?;
-        let v = &cell.view;
-        if Mode::from_u8(v.mode.load(Acquire)) == Mode::Open {
-            return None;
-        }
-        Some(self.resistance_now(cell, now))
-    }
-
-    /// What a decision sees: the published resistance, with scar healed to `now` and the
-    /// cluster's scar blended in.
-    #[inline]
-    fn resistance_now(&self, cell: &RouteCell, now: Timestamp) -> f64 {
-        let v = &cell.view;
-        let (r, scar) = (load_f(&v.resistance), load_f(&v.scar));
-        let age = secs_since(now, v.at.load(Relaxed));
-        let healed = decayed_resistance(&cell.phys, r, scar, age);
-        match cell.cluster(&cell.phys, now) {
-            Some(cluster) => {
-                let local = if scar > 0.0 { scar * heal_factor_fast(cell.phys.cfg.scar_decay * age) } else { 0.0 };
-                blend(&cell.phys, healed, local, Some(cluster))
-            }
-            None => healed,
-        }
+        self.find(route, |r| {
+            let cell = r.cell();
+            (Mode::from_u8(cell.view.mode.load(Acquire)) != Mode::Open).then(|| resistance_now(cell, now))
+        })
+        .flatten()
     }
 
     /// Softmax route selection among `routes` (SPEC 9.1): picks one with probability
@@ -510,33 +562,35 @@ impl<O: PhysicsObserver> Engine<O> {
     /// traffic and it starts to learn. `u` is a uniform random number in `[0, 1)`, passed
     /// in so that selection is testable. Returns `None` only when every route is open.
     pub fn select(&self, routes: &[&str], now: Timestamp, beta: f64, u: f64) -> Option<usize> {
-        let map = self.routes.pin();
         let new_route = match self.phys.cfg.model {
             Model::Reference => 1.2 * self.phys.cfg.r_base,
             Model::Default => self.phys.cfg.r_base,
         };
         let timed = self.phys.cfg.model == Model::Default;
-        let resistance = |r: &&str| match map.get(*r) {
-            None => Some(new_route),
-            Some(cell) if Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::Open => {
-                let until = cell.view.open_until.load(Relaxed);
-                (timed && now.as_nanos() >= until).then(|| self.resistance_now(cell, now))
-            }
-            Some(cell) => Some(self.resistance_now(cell, now)),
+        let resistance = |r: &&str| {
+            self.find(r, |route| {
+                let cell = route.cell();
+                if Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::Open {
+                    let until = cell.view.open_until.load(Relaxed);
+                    return (timed && now.as_nanos() >= until).then(|| resistance_now(cell, now));
+                }
+                Some(resistance_now(cell, now))
+            })
+            .unwrap_or(Some(new_route))
         };
         softmax_select(routes.iter().map(resistance), beta, u)
     }
 
     /// Route ids tracked now (allocates; for tools and dumps).
     pub fn route_ids(&self) -> Vec<String> {
-        self.routes.pin().keys().map(|k| k.to_string()).collect()
+        let guard = scc::Guard::new();
+        self.routes.iter(&guard).map(|(r, ())| r.name().to_owned()).collect()
     }
 
     /// A snapshot of a route's physics.
     pub fn snapshot(&self, route: &str) -> Result<PhysicsVector, EngineError> {
-        let map = self.routes.pin();
-        let cell = map.get(route).ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })?;
-        let s = cell.lock();
+        let found = self.find(route, Route::clone).ok_or_else(|| unknown(route))?;
+        let s = found.cell().lock();
         let normal = s.learned().normal;
         Ok(PhysicsVector {
             model: self.phys.cfg.model,
@@ -574,10 +628,12 @@ impl<O: PhysicsObserver> Engine<O> {
             });
         }
         v.validate().map_err(|source| EngineError::InvalidSnapshot { route: route.to_owned(), source })?;
-        let cell = self.cell_or_create(route, now);
-        let c = &cell.phys.cfg;
+        let found = self.route_or_create(route, now);
+        let cell = found.cell();
+        let phys = cell.phys();
+        let c = &phys.cfg;
         let mut s = cell.lock();
-        *s = RouteState::new(&cell.phys);
+        *s = RouteState::new(phys);
         s.mode = v.mode;
         s.resistance = v.resistance.clamp(c.r_base, c.r_max);
         s.scar = v.scar.min(c.scar_max);
@@ -607,7 +663,7 @@ impl<O: PhysicsObserver> Engine<O> {
         s.open_until = v.open_until;
         s.last = v.timestamp;
         s.seen = true;
-        cell.publish(&s, &cell.phys);
+        cell.publish(&s, phys);
         Ok(())
     }
 
@@ -616,33 +672,29 @@ impl<O: PhysicsObserver> Engine<O> {
     /// goes on being learned while it is held, and a held route is never evicted.
     pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        let cell = self.cell_or_create(route, now);
-        if Arc::ptr_eq(&cell, &self.overflow) && route != OVERFLOW_ROUTE {
+        let found = self.route_or_create(route, now);
+        if found.same(&self.overflow) && route != OVERFLOW_ROUTE {
             // Holding the overflow route would hold every route that shares it.
             return Err(EngineError::TableFull { route: route.to_owned() });
         }
-        cell.view.held.store(hold as u8, Relaxed);
+        found.cell().view.held.store(hold as u8, Relaxed);
         Ok(())
     }
 
     /// The operator's hold on a tracked route.
     pub fn held(&self, route: &str) -> Result<Hold, EngineError> {
-        self.routes
-            .pin()
-            .get(route)
-            .map(|c| Hold::from_u8(c.view.held.load(Relaxed)))
-            .ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })
+        self.find(route, |r| Hold::from_u8(r.cell().view.held.load(Relaxed))).ok_or_else(|| unknown(route))
     }
 
     /// Forgets what a tracked route learned (scar, normal, tuner, mode): it starts again as
     /// new, in bootstrap. A hold stays; the cluster's view of the route is kept.
     pub fn reset(&self, route: &str, now: Timestamp) -> Result<(), EngineError> {
-        let map = self.routes.pin();
-        let cell = map.get(route).ok_or_else(|| EngineError::UnknownRoute { route: route.to_owned() })?;
+        let found = self.find(route, Route::clone).ok_or_else(|| unknown(route))?;
+        let cell = found.cell();
         let mut s = cell.lock();
-        *s = RouteState::new(&cell.phys);
+        *s = RouteState::new(cell.phys());
         s.last = now;
-        let before = cell.publish(&s, &cell.phys);
+        let before = cell.publish(&s, cell.phys());
         cell.view.dirty.store(true, Relaxed);
         drop(s);
         if before != Mode::Bootstrap {
@@ -664,8 +716,12 @@ impl<O: PhysicsObserver> Engine<O> {
             routes: self.routes.len(),
             overflowed: self.overflowed.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
-            clock_skews: self.routes.pin().values().map(|c| c.view.skews.load(Relaxed)).sum::<u64>()
-                + self.overflow.view.skews.load(Relaxed),
+            clock_skews: self
+                .routes
+                .iter(&scc::Guard::new())
+                .map(|(r, ())| r.cell().view.skews.load(Relaxed))
+                .sum::<u64>()
+                + self.overflow.cell().view.skews.load(Relaxed),
         }
     }
 
@@ -673,11 +729,12 @@ impl<O: PhysicsObserver> Engine<O> {
     /// (what its own telemetry produced: never the cluster's), and marks it clean. For the
     /// state layer's pulse; takes each dirty route's lock briefly.
     pub fn take_dirty(&self, mut f: impl FnMut(&str, LocalContribution)) {
-        let map = self.routes.pin();
-        for (name, cell) in map.iter() {
+        let guard = scc::Guard::new();
+        for (route, ()) in self.routes.iter(&guard) {
+            let cell = route.cell();
             if cell.view.dirty.swap(false, AcqRel) {
                 let s = cell.lock();
-                f(name, LocalContribution { scar: s.scar, momentum: s.momentum, at: s.last });
+                f(route.name(), LocalContribution { scar: s.scar, momentum: s.momentum, at: s.last });
             }
         }
     }
@@ -687,11 +744,12 @@ impl<O: PhysicsObserver> Engine<O> {
     /// [`PhysicsConfig::gamma`], healing it at the local rate.
     pub fn set_cluster(&self, route: &str, scar: Option<f64>, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        let cell = self.cell_or_create(route, now);
+        let found = self.route_or_create(route, now);
+        let cell = found.cell();
         let v = &cell.view;
         match scar {
             Some(s) if s.is_finite() => {
-                store_f(&v.cluster_scar, s.clamp(0.0, cell.phys.cfg.scar_max));
+                store_f(&v.cluster_scar, s.clamp(0.0, cell.phys().cfg.scar_max));
                 v.cluster_at.store(now.as_nanos(), Relaxed);
                 v.cluster_on.store(true, Release);
             }
@@ -722,9 +780,7 @@ impl<O: PhysicsObserver> Engine<O> {
 
     /// The other nodes' scar for `route` as decisions see it at `now` (healed), if any.
     pub fn cluster_scar(&self, route: &str, now: Timestamp) -> Option<f64> {
-        let map = self.routes.pin();
-        let cell = map.get(route)?;
-        cell.cluster(&cell.phys, now)
+        self.find(route, |r| r.cell().cluster(r.cell().phys(), now)).flatten()
     }
 
     /// Seeds `route`'s local scar from a previous life of this node (warm start): the scar
@@ -734,56 +790,40 @@ impl<O: PhysicsObserver> Engine<O> {
         if !scar.is_finite() || scar < 0.0 {
             return Ok(());
         }
-        let cell = self.cell_or_create(route, now);
+        let found = self.route_or_create(route, now);
+        let cell = found.cell();
+        let phys = cell.phys();
         let mut s = cell.lock();
-        let healed = heal(scar, cell.phys.cfg.scar_decay, now.saturating_since(at).as_secs_f64());
+        let healed = heal(scar, phys.cfg.scar_decay, now.saturating_since(at).as_secs_f64());
         if healed > s.scar {
-            let c = &cell.phys.cfg;
+            let c = &phys.cfg;
             s.resistance = (s.resistance + (healed.min(c.scar_max) - s.scar)).clamp(c.r_base, c.r_max);
             s.scar = healed.min(c.scar_max);
             if !s.seen || now > s.last {
                 s.last = now;
                 s.seen = true;
             }
-            cell.publish(&s, &cell.phys);
+            cell.publish(&s, phys);
         }
         Ok(())
     }
 
-    fn decide_cell(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
+    #[inline]
+    fn decide_route(&self, route: &Route, now: Timestamp, priority: Priority) -> Decision {
+        let cell = route.cell();
         cell.touch(now);
         let decision = match (Hold::from_u8(cell.view.held.load(Relaxed)), self.phys.cfg.model) {
-            (Hold::Released, Model::Reference) => self.decide_reference(cell, now, priority),
-            (Hold::Released, Model::Default) => self.decide_default(cell, now, priority),
+            (Hold::Released, Model::Reference) => decide_reference(cell, now, priority),
+            (Hold::Released, Model::Default) => self.decide_default(route, now, priority),
             (hold, _) => held_decision(cell, hold),
         };
-        self.observer.on_event(&Event::Decided { route: &cell.name, at: now, priority, decision });
+        self.observer.on_event(&Event::Decided { route: route.name(), at: now, priority, decision });
         decision
     }
 
-    /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit
-    /// when the priority's voltage exceeds R. The reference gives no retry hint; ours is
-    /// `half_open.open_base`.
-    fn decide_reference(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
-        let c = &cell.phys.cfg;
-        let v = &cell.view;
-        let mode = Mode::from_u8(v.mode.load(Acquire));
-        let r = blend(&cell.phys, load_f(&v.resistance), load_f(&v.scar), cell.cluster(&cell.phys, now));
-        if mode == Mode::Open {
-            return Decision::shed(Reason::Open, mode, r, c.half_open.open_base);
-        }
-        if r > c.soft_limit * load_f(&v.break_point) {
-            return Decision::shed(Reason::SoftLimit, mode, r, c.half_open.open_base);
-        }
-        if priority.voltage() > r {
-            let reason = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
-            return Decision::admit(reason, mode, r);
-        }
-        Decision::shed(Reason::Overloaded, mode, r, c.half_open.open_base)
-    }
-
-    fn decide_default(&self, cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
-        let c = &cell.phys.cfg;
+    fn decide_default(&self, route: &Route, now: Timestamp, priority: Priority) -> Decision {
+        let cell = route.cell();
+        let c = &cell.phys().cfg;
         let v = &cell.view;
         let mut mode = Mode::from_u8(v.mode.load(Acquire));
         let r = load_f(&v.resistance);
@@ -802,7 +842,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 v.probes.store(0, Relaxed);
                 v.quota.store(c.half_open.probe_min, Relaxed);
                 self.observer.on_event(&Event::Transition {
-                    route: &cell.name,
+                    route: route.name(),
                     at: now,
                     from: Mode::Open,
                     to: Mode::HalfOpen,
@@ -827,7 +867,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 ends.saturating_since(now).max(Duration::from_millis(1)),
             );
         }
-        let r_now = self.resistance_now(cell, now);
+        let r_now = resistance_now(cell, now);
         let base = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
         let fraction = match priority {
             Priority::Critical => return Decision::admit(base, mode, r_now),
@@ -866,7 +906,8 @@ impl<O: PhysicsObserver> Engine<O> {
         Decision::shed(Reason::Overloaded, mode, r_now, retry)
     }
 
-    fn report_cell(&self, cell: &RouteCell, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+    fn report_route(&self, route: &Route, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        let cell = route.cell();
         cell.touch(now);
         let (change, before_view, update) = {
             let mut s = cell.lock();
@@ -877,13 +918,14 @@ impl<O: PhysicsObserver> Engine<O> {
             if s.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
                 s.set_mode(Mode::HalfOpen);
             }
-            let cluster = cell.cluster(&cell.phys, now);
-            let change = match cell.phys.cfg.model {
+            let phys = cell.phys();
+            let cluster = cell.cluster(phys, now);
+            let change = match phys.cfg.model {
                 Model::Reference => {
                     let mut shared = self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.update(&cell.phys, telemetry.channels(), now, Some(&mut shared), cluster)
+                    s.update(phys, telemetry.channels(), now, Some(&mut shared), cluster)
                 }
-                Model::Default => s.update(&cell.phys, telemetry.channels(), now, None, cluster),
+                Model::Default => s.update(phys, telemetry.channels(), now, None, cluster),
             };
             if change.is_some_and(|c| c.to == Mode::Open) {
                 cell.view.keepalive_at.store(now.as_nanos(), Relaxed);
@@ -892,43 +934,44 @@ impl<O: PhysicsObserver> Engine<O> {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
                 cell.view.probes.store(0, Relaxed);
             }
-            let before = cell.publish(&s, &cell.phys);
+            let before = cell.publish(&s, phys);
             cell.view.dirty.store(true, Relaxed);
             (change, before, (s.mode, s.resistance, s.scar, s.momentum))
         };
         let (mode, resistance, scar, momentum) = update;
-        self.observer.on_event(&Event::Update { route: &cell.name, at: now, mode, resistance, scar, momentum });
+        self.observer.on_event(&Event::Update { route: route.name(), at: now, mode, resistance, scar, momentum });
         if let Some(Change { from, to }) = change {
             // Suppress the event a racing decision already emitted for the same timer.
             if !(to == Mode::HalfOpen && before_view == Mode::HalfOpen) {
-                self.observer.on_event(&Event::Transition { route: &cell.name, at: now, from, to, resistance });
+                self.observer.on_event(&Event::Transition { route: route.name(), at: now, from, to, resistance });
             }
         }
         cell.status()
     }
 
-    /// The route's cell, creating it (or pooling into the overflow route) when unknown.
+    /// The route, creating it (or pooling into the overflow route) when unknown.
     #[cold]
-    fn cell_or_create(&self, route: &str, now: Timestamp) -> Arc<RouteCell> {
+    fn route_or_create(&self, route: &str, now: Timestamp) -> Route {
         if check_id(route).is_err() {
             self.overflowed.fetch_add(1, Relaxed);
             return self.overflow.clone();
         }
-        let map = self.routes.pin();
-        if let Some(cell) = map.get(route) {
-            return cell.clone();
+        if let Some(found) = self.find(route, Route::clone) {
+            return found;
         }
-        if map.len() >= self.limits.max_routes {
-            drop(map);
+        if self.routes.len() >= self.limits.max_routes {
             self.sweep(now);
             if self.routes.len() >= self.limits.max_routes {
                 self.overflowed.fetch_add(1, Relaxed);
                 return self.overflow.clone();
             }
         }
-        let map = self.routes.pin();
-        let phys = self.physics_for(route);
-        map.get_or_insert_with(route.into(), || Arc::new(RouteCell::new(route, &phys, now))).clone()
+        let fresh = Route::new(route, &self.physics_for(route), now);
+        match self.routes.entry_sync(fresh) {
+            // Another thread created it first: theirs is the route.
+            scc::hash_index::Entry::Occupied(o) => o.key().clone(),
+            scc::hash_index::Entry::Vacant(v) => v.insert_entry(()).key().clone(),
+        }
     }
 
     /// Evicts idle routes. Runs at most once a second, so that a flood of new route ids
@@ -944,17 +987,21 @@ impl<O: PhysicsObserver> Engine<O> {
             return;
         }
         let idle = self.limits.idle_timeout.as_nanos() as u64;
-        let map = self.routes.pin();
-        for (name, cell) in map.iter() {
+        let mut evicted = Vec::new();
+        self.routes.retain_sync(|route, ()| {
+            let v = &route.cell().view;
             // A held route stays: the operator's hold outlives idleness.
-            let held = cell.view.held.load(Relaxed) != Hold::Released as u8;
-            if !held
-                && now.as_nanos().saturating_sub(cell.view.last_seen.load(Relaxed)) > idle
-                && map.remove(name).is_some()
-            {
-                self.evicted.fetch_add(1, Relaxed);
-                self.observer.on_event(&Event::Evicted { route: name, at: now });
+            let held = v.held.load(Relaxed) != Hold::Released as u8;
+            let keep = held || now.as_nanos().saturating_sub(v.last_seen.load(Relaxed)) <= idle;
+            if !keep {
+                evicted.push(route.clone());
             }
+            keep
+        });
+        // Told after the table's buckets are unlocked, so that an observer may use the engine.
+        for route in evicted {
+            self.evicted.fetch_add(1, Relaxed);
+            self.observer.on_event(&Event::Evicted { route: route.name(), at: now });
         }
     }
 }
@@ -981,6 +1028,50 @@ impl Hold {
             _ => Hold::Released,
         }
     }
+}
+
+/// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit
+/// when the priority's voltage exceeds R. The reference gives no retry hint; ours is
+/// `half_open.open_base`.
+fn decide_reference(cell: &RouteCell, now: Timestamp, priority: Priority) -> Decision {
+    let phys = cell.phys();
+    let c = &phys.cfg;
+    let v = &cell.view;
+    let mode = Mode::from_u8(v.mode.load(Acquire));
+    let r = blend(phys, load_f(&v.resistance), load_f(&v.scar), cell.cluster(phys, now));
+    if mode == Mode::Open {
+        return Decision::shed(Reason::Open, mode, r, c.half_open.open_base);
+    }
+    if r > c.soft_limit * load_f(&v.break_point) {
+        return Decision::shed(Reason::SoftLimit, mode, r, c.half_open.open_base);
+    }
+    if priority.voltage() > r {
+        let reason = if mode == Mode::Bootstrap { Reason::Bootstrap } else { Reason::Healthy };
+        return Decision::admit(reason, mode, r);
+    }
+    Decision::shed(Reason::Overloaded, mode, r, c.half_open.open_base)
+}
+
+/// What a decision sees: the published resistance, with scar healed to `now` and the
+/// cluster's scar blended in.
+#[inline]
+fn resistance_now(cell: &RouteCell, now: Timestamp) -> f64 {
+    let phys = cell.phys();
+    let v = &cell.view;
+    let (r, scar) = (load_f(&v.resistance), load_f(&v.scar));
+    let age = secs_since(now, v.at.load(Relaxed));
+    let healed = decayed_resistance(phys, r, scar, age);
+    match cell.cluster(phys, now) {
+        Some(cluster) => {
+            let local = if scar > 0.0 { scar * heal_factor_fast(phys.cfg.scar_decay * age) } else { 0.0 };
+            blend(phys, healed, local, Some(cluster))
+        }
+        None => healed,
+    }
+}
+
+fn unknown(route: &str) -> EngineError {
+    EngineError::UnknownRoute { route: route.to_owned() }
 }
 
 /// The decision on a held route: shed (retry after a second) or admit, at the route's
@@ -1069,29 +1160,29 @@ fn check_id(route: &str) -> Result<(), EngineError> {
 /// A route resolved once, for callers that decide on the same route many times.
 pub struct RouteHandle<'e, O> {
     engine: &'e Engine<O>,
-    cell: Arc<RouteCell>,
+    route: Route,
 }
 
 impl<O: PhysicsObserver> RouteHandle<'_, O> {
     /// The route id.
     pub fn id(&self) -> &str {
-        &self.cell.name
+        self.route.name()
     }
 
     /// As [`Engine::decide`], without the lookup.
     #[inline]
     pub fn decide(&self, now: Timestamp, priority: Priority) -> Decision {
-        self.engine.decide_cell(&self.cell, now, priority)
+        self.engine.decide_route(&self.route, now, priority)
     }
 
     /// As [`Engine::report`], without the lookup.
     pub fn report(&self, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
-        self.engine.report_cell(&self.cell, telemetry, now)
+        self.engine.report_route(&self.route, telemetry, now)
     }
 
     /// The route's status.
     pub fn status(&self) -> RouteStatus {
-        self.cell.status()
+        self.route.cell().status()
     }
 }
 
@@ -1111,10 +1202,11 @@ mod tests {
 
     #[test]
     fn per_route_memory_is_bounded() {
-        assert_eq!(std::mem::size_of::<View>(), 128, "two cache lines");
+        assert_eq!(std::mem::size_of::<View>(), 128, "two cache lines' worth");
         // The physics state itself, which a snapshot carries.
         assert!(std::mem::size_of::<RouteState>() <= 256, "RouteState: {}", std::mem::size_of::<RouteState>());
-        // With its published view (two cache lines) and lock, the whole cell (the name aside).
-        assert!(std::mem::size_of::<RouteCell>() <= 448, "RouteCell: {}", std::mem::size_of::<RouteCell>());
+        // With its published view and lock, the whole cell (its id follows it in the same
+        // allocation; `tests/memory.rs` counts the whole).
+        assert!(std::mem::size_of::<RouteCell>() <= 392, "RouteCell: {}", std::mem::size_of::<RouteCell>());
     }
 }
