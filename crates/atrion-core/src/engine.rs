@@ -538,6 +538,13 @@ impl<O: PhysicsObserver> Engine<O> {
         RouteHandle { engine: self, route: self.route_or_create(route, now) }
     }
 
+    /// As [`Engine::handle`], for an engine behind an `Arc`: the handle owns a reference to
+    /// the engine, so that it can be kept across `.await`s and threads (a tower layer holds
+    /// one from a request's decision to its report). Allocates nothing on a known route.
+    pub fn owned_handle(self: &Arc<Self>, route: &str, now: Timestamp) -> OwnedRouteHandle<O> {
+        OwnedRouteHandle { engine: self.clone(), route: self.route_or_create(route, now) }
+    }
+
     /// The status of a tracked route.
     pub fn status(&self, route: &str) -> Result<RouteStatus, EngineError> {
         self.find(route, |r| r.cell().status()).ok_or_else(|| unknown(route))
@@ -1183,6 +1190,41 @@ impl<O: PhysicsObserver> RouteHandle<'_, O> {
     /// The route's status.
     pub fn status(&self) -> RouteStatus {
         self.route.cell().status()
+    }
+}
+
+/// A route resolved once, holding its engine: [`RouteHandle`] without the borrow.
+pub struct OwnedRouteHandle<O> {
+    engine: Arc<Engine<O>>,
+    route: Route,
+}
+
+impl<O: PhysicsObserver> OwnedRouteHandle<O> {
+    /// The route id.
+    pub fn id(&self) -> &str {
+        self.route.name()
+    }
+
+    /// As [`Engine::decide`], without the lookup.
+    #[inline]
+    pub fn decide(&self, now: Timestamp, priority: Priority) -> Decision {
+        self.engine.decide_route(&self.route, now, priority)
+    }
+
+    /// As [`Engine::report`], without the lookup.
+    pub fn report(&self, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
+        self.engine.report_route(&self.route, telemetry, now)
+    }
+
+    /// The route's status.
+    pub fn status(&self) -> RouteStatus {
+        self.route.cell().status()
+    }
+}
+
+impl<O> std::fmt::Debug for OwnedRouteHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnedRouteHandle").field(&self.route.name()).finish()
     }
 }
 

@@ -60,8 +60,8 @@ pub use config::{
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
-    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OVERFLOW_ROUTE, RouteHandle,
-    RouteStatus,
+    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OVERFLOW_ROUTE,
+    OwnedRouteHandle, RouteHandle, RouteStatus,
 };
 pub use mode::Mode;
 pub use observer::{

@@ -10,6 +10,7 @@
 //! `Transfer-Encoding`, `Upgrade`) are not forwarded; `Host` becomes the upstream's, and the
 //! client's goes in `X-Forwarded-Host`. Protocol upgrades (WebSocket) are not proxied.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use atrion::AtrionLayer;
@@ -127,13 +128,11 @@ impl ProxyConfig {
         Ok(ProxyConfig { upstream: uri, templates })
     }
 
-    /// The route of a request: `METHOD /template` or `METHOD /path`.
-    pub fn route(&self, head: &RequestHead<'_>) -> String {
+    /// The route of a request, written into `out`: `METHOD /template` or `METHOD /path`.
+    pub fn route(&self, head: &RequestHead<'_>, out: &mut String) {
         let path = head.uri.path();
-        match self.templates.iter().find(|t| t.matches(path)) {
-            Some(t) => format!("{} {}", head.method, t.as_str()),
-            None => format!("{} {path}", head.method),
-        }
+        let shown = self.templates.iter().find(|t| t.matches(path)).map_or(path, |t| t.as_str());
+        let _ = write!(out, "{} {shown}", head.method);
     }
 }
 
@@ -146,7 +145,7 @@ struct Proxy {
 /// The proxy: every request is decided on, then forwarded to `config.upstream` or shed.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
     let routes = config.clone();
-    let layer = AtrionLayer::new(atrion).route(move |head| routes.route(head));
+    let layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
     forwarding_router(config).layer(layer)
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{
-    ConfigError, Decision, Engine, EngineError, EngineLimits, Model, PhysicsConfig, PhysicsObserver, Priority,
-    RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
+    ConfigError, Decision, Engine, EngineError, EngineLimits, Model, OwnedRouteHandle, PhysicsConfig, PhysicsObserver,
+    Priority, RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
 };
 use atrion_state::{
     Clock, Contribution, InMemoryStore, NodeInfo, StateManager, StateStore, StoreError, SyncConfig, SyncStats,
@@ -339,9 +339,38 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         ok: bool,
         saturation: Option<f64>,
     ) -> Result<RouteStatus, TelemetryError> {
-        let now = self.clock.now();
-        let t = self.telemetry(now.saturating_since(started), ok, saturation)?;
+        let (t, now) = self.ended(started, ok, saturation)?;
         Ok(self.engine.report(route, t, now))
+    }
+
+    /// An owned handle on `route` (created if unknown), for code that decides now and
+    /// reports later, across `.await`s: what the tower layers hold between a request's
+    /// decision and its report. Allocates nothing on a known route.
+    pub fn route_handle(&self, route: &str) -> OwnedRouteHandle<O> {
+        self.engine.owned_handle(route, self.clock.now())
+    }
+
+    /// As [`Atrion::report_since`], on a handle.
+    pub fn report_handle_since(
+        &self,
+        handle: &OwnedRouteHandle<O>,
+        started: Timestamp,
+        ok: bool,
+        saturation: Option<f64>,
+    ) -> Result<RouteStatus, TelemetryError> {
+        let (t, now) = self.ended(started, ok, saturation)?;
+        Ok(handle.report(t, now))
+    }
+
+    /// The telemetry of a request that started at `started` and ends now, and now.
+    fn ended(
+        &self,
+        started: Timestamp,
+        ok: bool,
+        saturation: Option<f64>,
+    ) -> Result<(Telemetry, Timestamp), TelemetryError> {
+        let now = self.clock.now();
+        Ok((self.telemetry(now.saturating_since(started), ok, saturation)?, now))
     }
 }
 

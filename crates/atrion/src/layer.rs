@@ -9,13 +9,19 @@
 //! headers leave: a streamed response that takes ten seconds, or fails half-way, counts as
 //! such. A body that fails while streaming is a failure; a body the client drops before its
 //! end is reported then, with the status's outcome.
+//!
+//! An admitted request allocates nothing here: its route id is written into a buffer that
+//! each thread reuses, and the request holds the route's handle (not a copy of its id) until
+//! it reports.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use atrion_core::{Decision, PhysicsObserver, Priority, SilentObserver, Timestamp};
+use atrion_core::{Decision, MAX_ROUTE_ID, OwnedRouteHandle, PhysicsObserver, Priority, SilentObserver, Timestamp};
 use http::{Extensions, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
@@ -34,18 +40,49 @@ pub struct RequestHead<'a> {
     pub extensions: &'a Extensions,
 }
 
-type RouteFn = Arc<dyn Fn(&RequestHead<'_>) -> String + Send + Sync>;
+type RouteFn = Arc<dyn Fn(&RequestHead<'_>, &mut String) + Send + Sync>;
 type PriorityFn = Arc<dyn Fn(&RequestHead<'_>) -> Priority + Send + Sync>;
 type ClassifyFn = Arc<dyn Fn(StatusCode) -> bool + Send + Sync>;
 
-/// The default route: `METHOD /matched/{path}` when axum has matched one (feature `axum`),
-/// else `METHOD /raw/path` (unbounded ids are pooled by the engine's route limit).
-pub fn default_route(head: &RequestHead<'_>) -> String {
+/// The default route, written into `out`: `METHOD /matched/{path}` when axum has matched one
+/// (feature `axum`), else `METHOD /raw/path` (unbounded ids are pooled by the engine's route
+/// limit).
+pub fn default_route(head: &RequestHead<'_>, out: &mut String) {
     #[cfg(feature = "axum")]
     if let Some(matched) = head.extensions.get::<axum::extract::MatchedPath>() {
-        return format!("{} {}", head.method, matched.as_str());
+        let _ = write!(out, "{} {}", head.method, matched.as_str());
+        return;
     }
-    format!("{} {}", head.method, head.uri.path())
+    let _ = write!(out, "{} {}", head.method, head.uri.path());
+}
+
+thread_local! {
+    /// The route id being named, reused by every request on this thread.
+    static ROUTE_ID: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The handle of the route that `name` writes, named in this thread's reused buffer (or in a
+/// fresh one if a route function itself names a route through a layer).
+fn resolve<O: PhysicsObserver + 'static>(
+    atrion: &crate::Atrion<O>,
+    name: impl FnOnce(&mut String),
+) -> OwnedRouteHandle<O> {
+    let named = |id: &mut String| {
+        id.clear();
+        name(id);
+        atrion.route_handle(id)
+    };
+    ROUTE_ID.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut id) => {
+            let handle = named(&mut id);
+            if id.capacity() > 4 * MAX_ROUTE_ID {
+                // An id that long is pooled anyway; do not keep its buffer.
+                *id = String::new();
+            }
+            handle
+        }
+        Err(_) => named(&mut String::new()),
+    })
 }
 
 /// Guards an HTTP service with Atrion. Cheap to clone.
@@ -80,8 +117,20 @@ impl<O: PhysicsObserver + 'static> AtrionLayer<O> {
         }
     }
 
-    /// Maps requests to routes.
-    pub fn route(mut self, f: impl Fn(&RequestHead<'_>) -> String + Send + Sync + 'static) -> Self {
+    /// Maps requests to routes: `f` writes the route id into the (empty) string it is given,
+    /// a buffer reused from request to request, so that naming a route allocates nothing.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use atrion::{Atrion, layer::AtrionLayer};
+    /// # let atrion = Arc::new(Atrion::builder().build().unwrap());
+    /// use std::fmt::Write;
+    /// let layer = AtrionLayer::new(atrion).route(|head, id| {
+    ///     let tenant = head.headers.get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    ///     let _ = write!(id, "tenant:{tenant}");
+    /// });
+    /// ```
+    pub fn route(mut self, f: impl Fn(&RequestHead<'_>, &mut String) + Send + Sync + 'static) -> Self {
         self.route = Arc::new(f);
         self
     }
@@ -145,16 +194,18 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let head =
             RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), extensions: req.extensions() };
-        let route = (self.layer.route)(&head);
+        let atrion = &self.layer.atrion;
+        let handle = resolve(atrion, |id| (self.layer.route)(&head, id));
         let priority = (self.layer.priority)(&head);
-        let decision = self.layer.atrion.decide(&route, priority);
+        let started = atrion.now();
+        let decision = handle.decide(started, priority);
         if !decision.is_admitted() {
             return ResponseFuture { state: State::Shed { decision: Some(decision) } };
         }
         ResponseFuture {
             state: State::Called {
                 future: self.inner.call(req),
-                report: Some(Report { started: self.layer.atrion.now(), layer: self.layer.clone(), route }),
+                report: Some(Report { started, layer: self.layer.clone(), handle }),
             },
         }
     }
@@ -162,14 +213,14 @@ where
 
 struct Report<O: PhysicsObserver + 'static> {
     layer: AtrionLayer<O>,
-    route: String,
+    handle: OwnedRouteHandle<O>,
     started: Timestamp,
 }
 
 impl<O: PhysicsObserver + 'static> Report<O> {
     fn send(self, failed: bool) {
         // Saturation is not known here: the neutral baseline.
-        let _ = self.layer.atrion.report_since(&self.route, self.started, !failed, None);
+        let _ = self.layer.atrion.report_handle_since(&self.handle, self.started, !failed, None);
     }
 }
 
@@ -303,7 +354,8 @@ impl<O: PhysicsObserver + 'static, F> Clone for ShedLayer<O, F> {
 }
 
 impl<O: PhysicsObserver + 'static, F> ShedLayer<O, F> {
-    /// A layer that maps each request to a route with `route`.
+    /// A layer that maps each request to a route with `route`, which writes the route id
+    /// into the (empty, reused) string it is given.
     pub fn new(atrion: Arc<Atrion<O>>, route: F) -> Self {
         ShedLayer { atrion, route: Arc::new(route) }
     }
@@ -360,7 +412,7 @@ impl<S, O, F, Req> Service<Req> for ShedService<S, O, F>
 where
     S: Service<Req>,
     O: PhysicsObserver + 'static,
-    F: Fn(&Req) -> String,
+    F: Fn(&Req, &mut String),
 {
     type Response = S::Response;
     type Error = ShedError<S::Error>;
@@ -371,12 +423,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let route = (self.layer.route)(&req);
-        let decision = self.layer.atrion.decide(&route, self.layer.atrion.default_priority());
+        let atrion = &self.layer.atrion;
+        let handle = resolve(atrion, |id| (self.layer.route)(&req, id));
+        let started = atrion.now();
+        let decision = handle.decide(started, atrion.default_priority());
         if !decision.is_admitted() {
             return ShedFuture { state: ShedState::Shed { decision: Some(decision) } };
         }
-        let report = (self.layer.atrion.clone(), route, self.layer.atrion.now());
+        let report = (atrion.clone(), handle, started);
         ShedFuture { state: ShedState::Called { future: self.inner.call(req), report: Some(report) } }
     }
 }
@@ -393,7 +447,7 @@ pin_project_lite::pin_project! {
     #[project = ShedStateProj]
     enum ShedState<F, O> where O: PhysicsObserver, O: 'static {
         Shed { decision: Option<Decision> },
-        Called { #[pin] future: F, report: Option<(Arc<Atrion<O>>, String, Timestamp)> },
+        Called { #[pin] future: F, report: Option<(Arc<Atrion<O>>, OwnedRouteHandle<O>, Timestamp)> },
     }
 }
 
@@ -412,8 +466,8 @@ where
             }
             ShedStateProj::Called { future, report } => {
                 let out = std::task::ready!(future.poll(cx));
-                if let Some((atrion, route, started)) = report.take() {
-                    let _ = atrion.report_since(&route, started, out.is_ok(), None);
+                if let Some((atrion, handle, started)) = report.take() {
+                    let _ = atrion.report_handle_since(&handle, started, out.is_ok(), None);
                 }
                 Poll::Ready(out.map_err(ShedError::Inner))
             }

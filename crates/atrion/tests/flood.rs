@@ -51,7 +51,7 @@ async fn a_million_route_ids_stay_within_the_table_and_known_routes_keep_their_d
     // Half the flood straight through the facade, half through the tower layer, 1 ms apart
     // on tokio's clock, the known routes kept busy throughout.
     let svc = AtrionLayer::new(atrion.clone())
-        .route(|head| head.uri.path().to_owned())
+        .route(|head, id| id.push_str(head.uri.path()))
         .layer(tower::service_fn(|_req: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) }));
     let (mut shed_bad, mut admitted_ok, mut checks) = (0u64, 0u64, 0u64);
     for i in 0..FLOOD {

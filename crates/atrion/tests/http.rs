@@ -1,6 +1,7 @@
 //! The tower layer in front of a real axum server on loopback, driven by a real HTTP
 //! client: failures turn into 503s with Retry-After, and then recover.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -92,8 +93,9 @@ async fn routes_and_priorities_can_be_chosen() {
     let atrion = Arc::new(Atrion::builder().build().unwrap());
     let app = Router::new().route("/x", get(|| async { "x" })).layer(
         AtrionLayer::new(atrion.clone())
-            .route(|head| {
-                format!("tenant:{}", head.headers.get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("-"))
+            .route(|head, id| {
+                let tenant = head.headers.get("x-tenant").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                let _ = write!(id, "tenant:{tenant}");
             })
             .priority(|head| if head.headers.contains_key("x-vip") { Priority::Critical } else { Priority::Bulk })
             .failure(|status| status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS),
@@ -115,7 +117,9 @@ async fn other_services_get_a_typed_error_when_shed() {
     let failing = Arc::new(AtomicBool::new(true));
     let f = failing.clone();
     let mut svc = ServiceBuilder::new()
-        .layer(ShedLayer::new(atrion.clone(), |job: &String| format!("queue:{job}")))
+        .layer(ShedLayer::new(atrion.clone(), |job: &String, id: &mut String| {
+            let _ = write!(id, "queue:{job}");
+        }))
         .service_fn(move |job: String| {
             let f = f.clone();
             async move {
