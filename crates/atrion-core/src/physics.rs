@@ -458,53 +458,47 @@ pub(crate) struct Change {
     pub to: Mode,
 }
 
-/// Everything the physics keeps about one route. At most 256 bytes (a test checks).
+/// What the physics keeps about one route between updates, beside the values it publishes
+/// for decisions ([`Published`], which the engine stores only in the route's view).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RouteState {
+pub(crate) struct Kept {
     pub mode: Mode,
     /// Healthy and unhealthy probes in this half-open phase.
     pub probe_ok: u16,
     pub probe_bad: u16,
-    pub updates: u64,
-    /// The latest `now` seen; never moves backwards (the clock-skew rule).
-    pub last: Timestamp,
     pub seen: bool,
     /// Default: the previous update was over-pressured.
     pub was_over: bool,
-    pub pressure: [f64; 3],
+    /// Reports whose timestamp was earlier than the route's last.
+    pub skews: u32,
+    /// Saturates at `u32::MAX` (only the bootstrap count reads it).
+    pub updates: u32,
+    /// Only reported (snapshots): no update reads it back, so `f32` loses nothing a
+    /// decision uses.
+    pub pressure: [f32; 3],
     pub momentum: f64,
-    pub scar: f64,
-    pub resistance: f64,
-    pub break_point: f64,
     pub recovery: f64,
     pub tuner: Tuner,
-    /// Default: when the open state ends.
-    pub open_until: Timestamp,
     /// Default: decayed count of recent trips, behind the re-trip backoff.
     pub trips: f64,
     pub trips_at: Timestamp,
     pub memory: Memory,
 }
 
-impl RouteState {
+impl Kept {
     pub fn new(phys: &Physics) -> Self {
-        let (break_point, recovery) = phys.static_points();
-        RouteState {
+        Kept {
             mode: Mode::Bootstrap,
             probe_ok: 0,
             probe_bad: 0,
-            updates: 0,
-            last: Timestamp::ZERO,
             seen: false,
             was_over: false,
+            skews: 0,
+            updates: 0,
             pressure: [0.0; 3],
             momentum: 0.0,
-            scar: 0.0,
-            resistance: phys.cfg.r_base,
-            break_point,
-            recovery,
+            recovery: phys.static_points().1,
             tuner: Tuner::default(),
-            open_until: Timestamp::ZERO,
             trips: 0.0,
             trips_at: Timestamp::ZERO,
             memory: match phys.cfg.model {
@@ -514,14 +508,110 @@ impl RouteState {
         }
     }
 
+    /// Default: the learned memory (fresh if this state came from the other model).
+    pub fn learned(&self) -> Learned {
+        match self.memory {
+            Memory::Default(m) => m,
+            Memory::Reference { .. } => Learned::default(),
+        }
+    }
+
+    /// Default: the throttle's shed ratio (kept in `f32`).
+    pub fn throttle(&self) -> f32 {
+        match &self.memory {
+            Memory::Default(m) => m.throttle,
+            Memory::Reference { .. } => 0.0,
+        }
+    }
+
+    /// The probe quota while half-open: doubles with each healthy probe, and an unhealthy
+    /// one takes two doublings back.
+    pub fn probe_quota(&self, phys: &Physics) -> u32 {
+        let h = &phys.cfg.half_open;
+        let shift = u32::from(self.probe_ok.saturating_sub(self.probe_bad.saturating_mul(2))).min(31);
+        h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
+    }
+}
+
+/// The values of a route's state that decisions read. The engine publishes them in the
+/// route's view and stores them only there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Published {
+    pub resistance: f64,
+    pub scar: f64,
+    pub break_point: f64,
+    /// The latest `now` seen; never moves backwards (the clock-skew rule).
+    pub last: Timestamp,
+    /// Default: when the open state ends.
+    pub open_until: Timestamp,
+}
+
+impl Published {
+    pub fn new(phys: &Physics) -> Self {
+        Published {
+            resistance: phys.cfg.r_base,
+            scar: 0.0,
+            break_point: phys.static_points().0,
+            last: Timestamp::ZERO,
+            open_until: Timestamp::ZERO,
+        }
+    }
+}
+
+/// A route's whole state for the length of one update: its kept part, borrowed in place
+/// (under the route's lock), and its published values, read from the view and published
+/// again after. Nothing is copied but the five published values.
+#[derive(Debug)]
+pub(crate) struct RouteState<'k> {
+    pub k: &'k mut Kept,
+    pub resistance: f64,
+    pub scar: f64,
+    pub break_point: f64,
+    pub last: Timestamp,
+    pub open_until: Timestamp,
+}
+
+impl<'k> RouteState<'k> {
+    pub fn new(k: &'k mut Kept, p: Published) -> Self {
+        RouteState {
+            k,
+            resistance: p.resistance,
+            scar: p.scar,
+            break_point: p.break_point,
+            last: p.last,
+            open_until: p.open_until,
+        }
+    }
+
+    /// The values to publish.
+    pub fn published(&self) -> Published {
+        Published {
+            resistance: self.resistance,
+            scar: self.scar,
+            break_point: self.break_point,
+            last: self.last,
+            open_until: self.open_until,
+        }
+    }
+
+    /// Forgets everything: the state of a new route (the clock-skew count stays).
+    pub fn reset(&mut self, phys: &Physics) {
+        let skews = self.k.skews;
+        *self.k = Kept::new(phys);
+        self.k.skews = skews;
+        let p = Published::new(phys);
+        (self.resistance, self.scar, self.break_point, self.last, self.open_until) =
+            (p.resistance, p.scar, p.break_point, p.last, p.open_until);
+    }
+
     /// Seconds since the last update, under the clock-skew rule (never negative), and moves
     /// `last` forward.
     fn advance(&mut self, now: Timestamp) -> f64 {
-        let dt = if self.seen { now.saturating_since(self.last).as_secs_f64() } else { 0.0 };
-        if !self.seen || now > self.last {
+        let dt = if self.k.seen { now.saturating_since(self.last).as_secs_f64() } else { 0.0 };
+        if !self.k.seen || now > self.last {
             self.last = now;
         }
-        self.seen = true;
+        self.k.seen = true;
         dt
     }
 
@@ -551,44 +641,44 @@ impl RouteState {
     ) -> Option<Change> {
         let c = &phys.cfg;
         let dt_s = self.advance(now);
-        self.updates = self.updates.saturating_add(1);
+        self.k.updates = self.k.updates.saturating_add(1);
         let p = phys.pressure(raw);
-        if self.mode == Mode::Bootstrap {
+        if self.k.mode == Mode::Bootstrap {
             // No physics during bootstrap: R is fixed and the route cannot trip. The
             // pressure history is kept so that momentum has something to compare with.
-            self.pressure = p;
+            self.k.pressure = p.map(|x| x as f32);
             self.push_prev(p);
             self.resistance = 1.2 * c.r_base;
-            if self.updates >= u64::from(c.bootstrap_updates) {
+            if self.k.updates >= c.bootstrap_updates {
                 return self.set_mode(Mode::Operational);
             }
             return None;
         }
         let dt_ms = dt_s * 1e3;
-        let two_back = match self.memory {
+        let two_back = match self.k.memory {
             Memory::Reference { prev } => prev[1],
             Memory::Default(_) => [0.0; 3],
         };
         let delta = [p[0] - two_back[0], p[1] - two_back[1], p[2] - two_back[2]];
-        self.momentum = if dt_ms > 0.0 { norm(delta) / dt_ms } else { 0.0 };
+        self.k.momentum = if dt_ms > 0.0 { norm(delta) / dt_ms } else { 0.0 };
         let trauma = if positive_norm(p) > c.critical_pressure { c.scar_rate } else { 0.0 };
         self.scar = (heal(self.scar, c.scar_decay, dt_s) + trauma).min(c.scar_max);
-        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
-        self.pressure = p;
+        self.k.pressure = p.map(|x| x as f32);
         self.push_prev(p);
 
-        let mut own = self.tuner;
+        let mut own = self.k.tuner;
         let tuner = shared.unwrap_or(&mut own);
         tuner.learn(self.resistance, phys.ref_alpha);
-        (self.break_point, self.recovery) = tuner.points(phys, 0.0);
-        self.tuner = *tuner;
+        (self.break_point, self.k.recovery) = tuner.points(phys, 0.0);
+        self.k.tuner = *tuner;
 
-        match self.mode {
+        match self.k.mode {
             Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.set_mode(Mode::Open),
             Mode::Open
                 if (self.scar < c.scar_rate && norm(p) < c.critical_pressure)
-                    || self.effective(phys, cluster) < self.recovery =>
+                    || self.effective(phys, cluster) < self.k.recovery =>
             {
                 self.set_mode(Mode::Operational)
             }
@@ -598,24 +688,8 @@ impl RouteState {
 
     /// Reference: remembers `p` as the latest pressure.
     fn push_prev(&mut self, p: [f64; 3]) {
-        if let Memory::Reference { prev } = &mut self.memory {
+        if let Memory::Reference { prev } = &mut self.k.memory {
             *prev = [p, prev[0]];
-        }
-    }
-
-    /// Default: the learned memory (fresh if this state came from the other model).
-    pub fn learned(&self) -> Learned {
-        match self.memory {
-            Memory::Default(m) => m,
-            Memory::Reference { .. } => Learned::default(),
-        }
-    }
-
-    /// Default: the throttle's shed ratio.
-    pub fn throttle(&self) -> f64 {
-        match &self.memory {
-            Memory::Default(m) => f64::from(m.throttle),
-            Memory::Reference { .. } => 0.0,
         }
     }
 
@@ -627,12 +701,12 @@ impl RouteState {
         cluster: Option<f64>,
     ) -> Option<Change> {
         let c = &phys.cfg;
-        let mut m = self.learned();
-        if !self.seen {
+        let mut m = self.k.learned();
+        if !self.k.seen {
             m.born = now;
         }
         let dt_s = self.advance(now);
-        self.updates = self.updates.saturating_add(1);
+        self.k.updates = self.k.updates.saturating_add(1);
 
         m.fast.push(raw, decay(dt_s, phys.tau_fast));
         m.slow.push(raw, decay(dt_s, phys.tau_slow));
@@ -644,7 +718,7 @@ impl RouteState {
         // while it can (an integral controller on the relative excess, once the route knows
         // its normal and while it is closed).
         m.quick.push([raw[0]], decay(dt_s, phys.tau_throttle));
-        let throttling = c.throttle.enabled && warm && self.mode == Mode::Operational;
+        let throttling = c.throttle.enabled && warm && self.k.mode == Mode::Operational;
         if throttling {
             m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2]);
         } else {
@@ -660,7 +734,7 @@ impl RouteState {
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
         let gap = norm(excess_of(rel)) - norm(phys.excess_default(m.slow.mean(), b_judged));
-        self.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
+        self.k.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
 
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
         // maximum, or not acting); errors above their tolerance and saturation always can.
@@ -669,25 +743,25 @@ impl RouteState {
         let over = positive_norm(if answered { [0.0, pt[1], pt[2]] } else { pt });
         let is_over = over > c.critical_pressure;
         // A healthy route without scar has nothing to decay or accrue: skip the exp.
-        let heal = if self.scar > 0.0 || is_over || self.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
+        let heal = if self.scar > 0.0 || is_over || self.k.was_over { decay(dt_s, 1.0 / c.scar_decay) } else { 1.0 };
         // Trauma accrues per second of over-pressure, whatever the sample rate, and up to
         // `1 + momentum_scar` times faster while pressure is still rising: tanh saturates pressure within
         // a fraction of a second of a fast ramp, so momentum must leave a mark in the scar,
         // which outlasts the ramp, to make a fast ramp trip earlier than a slow one.
-        let rate = c.scar_rate * (1.0 + c.momentum_scar * self.momentum / c.momentum_max);
+        let rate = c.scar_rate * (1.0 + c.momentum_scar * self.k.momentum / c.momentum_max);
         // Trapezoid rule: an interval that ends over-pressured but began healthy counts half,
         // so a slow sample rate does not charge the whole gap to the first bad sample.
-        let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.was_over))) / 2.0;
-        self.was_over = is_over;
+        let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.k.was_over))) / 2.0;
+        self.k.was_over = is_over;
         let trauma = share * rate / c.scar_decay * (1.0 - heal);
         self.scar = (self.scar * heal + trauma).clamp(0.0, c.scar_max);
-        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.momentum + self.scar;
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
-        self.pressure = p;
+        self.k.pressure = p.map(|x| x as f32);
 
         // Learning the normal: everything while warming up; once warm, only what a healthy
         // route shows, so that neither an overload nor a creeping latency is learned.
-        let closed = matches!(self.mode, Mode::Bootstrap | Mode::Operational);
+        let closed = matches!(self.k.mode, Mode::Bootstrap | Mode::Operational);
         // The statistics are of the throttle's quick latency, the noisiest signal that is
         // compared with the baseline, so that the `k * sd` band covers its noise.
         let quick = m.quick.mean()[0];
@@ -706,17 +780,17 @@ impl RouteState {
             // ramp cannot widen the learned spread enough to hide the failure that follows.
             m.normal.observe(quick.min(2.0 * b_lat), dt_s, phys.normal_tau);
         }
-        self.memory = Memory::Default(m);
+        self.k.memory = Memory::Default(m);
 
         let healthy = positive_norm(p) <= c.critical_pressure;
-        if self.mode == Mode::Operational && healthy && self.resistance < self.break_point {
-            self.tuner.observe_robust(self.resistance, dt_s, phys);
-            (self.break_point, self.recovery) = self.tuner.points(phys, c.tuner.min_sd);
+        if self.k.mode == Mode::Operational && healthy && self.resistance < self.break_point {
+            self.k.tuner.observe_robust(self.resistance, dt_s, phys);
+            (self.break_point, self.k.recovery) = self.k.tuner.points(phys, c.tuner.min_sd);
         }
 
-        match self.mode {
+        match self.k.mode {
             Mode::Bootstrap => {
-                if self.updates >= u64::from(c.bootstrap_updates) {
+                if self.k.updates >= c.bootstrap_updates {
                     return self.set_mode(Mode::Operational);
                 }
                 None
@@ -728,7 +802,7 @@ impl RouteState {
             // admitted before the trip do not count).
             Mode::Open
                 if now >= self.open_until
-                    || (now.saturating_since(self.trips_at) >= c.half_open.scout_interval
+                    || (now.saturating_since(self.k.trips_at) >= c.half_open.scout_interval
                         && positive_norm(phys.trauma_default(raw, b_judged)) <= c.critical_pressure) =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
@@ -755,20 +829,20 @@ impl RouteState {
         // Only the probe's own health counts: resistance may still be high from scar that is
         // healing, which is what the recovery point is for.
         if positive_norm(phys.trauma_default(raw, b_judged)) > phys.cfg.critical_pressure {
-            self.probe_bad = self.probe_bad.saturating_add(1);
-            let total = f64::from(self.probe_ok) + f64::from(self.probe_bad);
-            if f64::from(self.probe_bad) > h.max_probe_failure * total {
+            self.k.probe_bad = self.k.probe_bad.saturating_add(1);
+            let total = f64::from(self.k.probe_ok) + f64::from(self.k.probe_bad);
+            if f64::from(self.k.probe_bad) > h.max_probe_failure * total {
                 return self.trip(phys, now);
             }
             return None;
         }
-        self.probe_ok = self.probe_ok.saturating_add(1);
+        self.k.probe_ok = self.k.probe_ok.saturating_add(1);
         // Evidence heals: each healthy probe takes a share of the scar away.
         let healed = self.scar * h.probe_heal;
         self.scar -= healed;
         self.resistance = (self.resistance - healed).max(phys.cfg.r_base);
-        if u32::from(self.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.recovery {
-            self.trips *= 0.5;
+        if u32::from(self.k.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.k.recovery {
+            self.k.trips *= 0.5;
             return self.set_mode(Mode::Operational);
         }
         None
@@ -777,22 +851,14 @@ impl RouteState {
     /// Opens the route for `open_base * factor^(recent trips)`, capped at `open_max`.
     fn trip(&mut self, phys: &Physics, now: Timestamp) -> Option<Change> {
         let h = &phys.cfg.half_open;
-        let age = now.saturating_since(self.trips_at).as_secs_f64();
-        let previous = self.trips * (-phys.backoff_lambda * age).exp();
-        self.trips = (previous + 1.0).min(64.0);
-        self.trips_at = now;
+        let age = now.saturating_since(self.k.trips_at).as_secs_f64();
+        let previous = self.k.trips * (-phys.backoff_lambda * age).exp();
+        self.k.trips = (previous + 1.0).min(64.0);
+        self.k.trips_at = now;
         let secs = (h.open_base.as_secs_f64() * h.backoff_factor.powf(previous)).min(h.open_max.as_secs_f64());
         let open = std::time::Duration::try_from_secs_f64(secs).unwrap_or(h.open_max).min(h.open_max);
         self.open_until = now.saturating_add(open);
         self.set_mode(Mode::Open)
-    }
-
-    /// The probe quota while half-open: doubles with each healthy probe, and an unhealthy
-    /// one takes two doublings back.
-    pub fn probe_quota(&self, phys: &Physics) -> u32 {
-        let h = &phys.cfg.half_open;
-        let shift = u32::from(self.probe_ok.saturating_sub(self.probe_bad.saturating_mul(2))).min(31);
-        h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
     }
 
     /// Resistance with the cluster's scar blended in: `S = g S_cluster + (1 - g) S_local`.
@@ -802,14 +868,14 @@ impl RouteState {
     }
 
     pub fn set_mode(&mut self, to: Mode) -> Option<Change> {
-        let from = self.mode;
+        let from = self.k.mode;
         if from == to {
             return None;
         }
-        self.mode = to;
+        self.k.mode = to;
         if to == Mode::HalfOpen || to == Mode::Open {
-            self.probe_ok = 0;
-            self.probe_bad = 0;
+            self.k.probe_ok = 0;
+            self.k.probe_bad = 0;
         }
         Some(Change { from, to })
     }
@@ -837,8 +903,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn route_state_fits_in_256_bytes() {
-        assert!(std::mem::size_of::<RouteState>() <= 256, "{}", std::mem::size_of::<RouteState>());
+    fn a_routes_kept_state_fits_in_200_bytes() {
+        assert!(std::mem::size_of::<Kept>() <= 200, "{}", std::mem::size_of::<Kept>());
     }
 
     #[test]
