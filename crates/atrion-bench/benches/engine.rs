@@ -6,7 +6,10 @@
 //! - two threads on distinct routes against one thread (scaling);
 //! - the silent observer against an empty dynamic composite (what observation costs);
 //! - the facade: `Atrion::decide` (the clock read included) and an admitted request through
-//!   `Atrion::enter` and its guard's report on drop.
+//!   `Atrion::enter` and its guard's report on drop;
+//! - `report`'s floor: the resistance formula alone on the same inputs (`formula_floor`);
+//! - decide + report per call with the clock moving 1 ms a call, on 1 and 10,000 routes: the
+//!   workload the original TypeScript implementation's `route()` is measured on.
 //!
 //! Run: `cargo bench -p atrion-bench --bench engine`
 
@@ -190,6 +193,65 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor of `report`: the resistance formula alone (SPEC 1), on the warm route's inputs
+/// (20 ms, no errors, saturation 0.3) and the default config's constants: three `tanh`
+/// pressures, their weights, momentum and one `exp` of scar healing. No smoothing, no
+/// learning, no lock, no lookup: what a report cannot cost less than.
+fn formula_floor(c: &mut Criterion) {
+    let cfg = PhysicsConfig::default();
+    let baseline = [cfg.baseline.latency, cfg.baseline.error, cfg.baseline.saturation];
+    let gain = [cfg.gain.latency, cfg.gain.error, cfg.gain.saturation];
+    let weights = [cfg.criticality.latency, cfg.criticality.error, cfg.criticality.saturation].map(f64::ln_1p);
+    let (r_base, momentum_weight, lambda) = (cfg.r_base, cfg.momentum_weight, cfg.scar_decay);
+    let mut g = c.benchmark_group("warm_route");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("formula_floor", |b| {
+        b.iter(|| {
+            let x = black_box([20.0, 0.0, 0.3]);
+            let (momentum, scar, dt) = black_box((0.01, 0.5, 0.001));
+            let mut r = r_base + momentum_weight * momentum + scar * (-lambda * dt).exp();
+            for j in 0..3 {
+                r += weights[j] * (gain[j] * (x[j] - baseline[j]) / baseline[j]).tanh();
+            }
+            black_box(r)
+        })
+    });
+    g.finish();
+}
+
+/// The workload the original TypeScript implementation's `route()` was measured on: one
+/// decide and one report per call, the clock moving 1 ms a call, healthy telemetry, on one
+/// route and on 10,000 routes round-robin.
+fn calm(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let mut g = c.benchmark_group("calm_decide_report_1ms");
+    g.throughput(Throughput::Elements(1));
+    let names: Vec<String> = (0..N).map(|i| format!("route-{i}")).collect();
+    for routes in [1, N] {
+        let e = engine();
+        let mut ms = 0u64;
+        let mut call = |i: usize| {
+            ms += 1;
+            let now = Timestamp::from_millis(ms);
+            let route = &names[i % routes];
+            black_box(e.decide(route, now, Priority::Normal));
+            black_box(e.report(route, ok, now));
+        };
+        for i in 0..(routes * 30).max(200_000) {
+            call(i);
+        }
+        let mut i = 0;
+        g.bench_function(format!("atrion/{routes}_routes"), |b| {
+            b.iter(|| {
+                i += 1;
+                call(i)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
@@ -211,5 +273,5 @@ fn facade(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! { name = benches; config = config(); targets = single_route, many_routes, threads, facade }
+criterion_group! { name = benches; config = config(); targets = single_route, formula_floor, many_routes, calm, threads, facade }
 criterion_main!(benches);
