@@ -1199,13 +1199,22 @@ fn check_id(route: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// A route resolved once, for callers that decide on the same route many times.
-pub struct RouteHandle<'e, O> {
-    engine: &'e Engine<O>,
+/// A route resolved once, for callers that decide on the same route many times: decides
+/// and reports without looking the route up again. `E` is how it holds its engine: a borrow
+/// ([`RouteHandle`], from [`Engine::route`] and [`Engine::handle`]) or an `Arc`
+/// ([`OwnedRouteHandle`], from [`Engine::owned_handle`], to keep across `.await`s).
+pub struct Handle<E> {
+    engine: E,
     route: Route,
 }
 
-impl<O: PhysicsObserver> RouteHandle<'_, O> {
+/// A handle borrowing its engine.
+pub type RouteHandle<'e, O> = Handle<&'e Engine<O>>;
+
+/// A handle holding its engine.
+pub type OwnedRouteHandle<O> = Handle<Arc<Engine<O>>>;
+
+impl<E: std::ops::Deref<Target = Engine<O>>, O: PhysicsObserver> Handle<E> {
     /// The route id.
     pub fn id(&self) -> &str {
         self.route.name()
@@ -1228,38 +1237,9 @@ impl<O: PhysicsObserver> RouteHandle<'_, O> {
     }
 }
 
-/// A route resolved once, holding its engine: [`RouteHandle`] without the borrow.
-pub struct OwnedRouteHandle<O> {
-    engine: Arc<Engine<O>>,
-    route: Route,
-}
-
-impl<O: PhysicsObserver> OwnedRouteHandle<O> {
-    /// The route id.
-    pub fn id(&self) -> &str {
-        self.route.name()
-    }
-
-    /// As [`Engine::decide`], without the lookup.
-    #[inline]
-    pub fn decide(&self, now: Timestamp, priority: Priority) -> Decision {
-        self.engine.decide_route(&self.route, now, priority)
-    }
-
-    /// As [`Engine::report`], without the lookup.
-    pub fn report(&self, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
-        self.engine.report_route(&self.route, telemetry, now)
-    }
-
-    /// The route's status.
-    pub fn status(&self) -> RouteStatus {
-        self.route.cell().status()
-    }
-}
-
-impl<O> std::fmt::Debug for OwnedRouteHandle<O> {
+impl<E> std::fmt::Debug for Handle<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("OwnedRouteHandle").field(&self.route.name()).finish()
+        f.debug_tuple("Handle").field(&self.route.name()).finish()
     }
 }
 
