@@ -220,8 +220,9 @@ impl RouteCell {
     #[inline]
     fn phys(&self) -> &Physics {
         // SAFETY: the pointer comes from an `Arc<Physics>` that the engine's `PhysicsSet`
-        // holds until the engine is dropped, and a cell is only used through a borrow of its
-        // engine (the map, a `RouteHandle<'e>`), so the physics outlives every use.
+        // holds until the engine is dropped, and a cell is only used through its own engine
+        // (the engine's methods, a `Handle` holding a borrow or an `Arc` of it; nothing
+        // reads the physics when a cell is dropped), so the physics outlives every use.
         unsafe { &*self.phys.load(Acquire) }
     }
 
