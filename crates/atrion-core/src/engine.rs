@@ -316,11 +316,7 @@ struct Route(triomphe::Arc<triomphe::HeaderSlice<RouteCell, str>>);
 
 impl Route {
     fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
-        Route::with_cell(name, RouteCell::new(phys, now.as_nanos()))
-    }
-
-    fn with_cell(name: &str, cell: RouteCell) -> Self {
-        Route(triomphe::Arc::from_header_and_str(cell, name))
+        Route(triomphe::Arc::from_header_and_str(RouteCell::new(phys, now.as_nanos()), name))
     }
 
     #[inline]
@@ -465,9 +461,9 @@ impl<O: PhysicsObserver> Engine<O> {
     /// one. The config is validated and must be of the engine's model. Routes that exist
     /// keep what they learned (scar, normal, tuner, mode) and run the new constants from
     /// their next decision (the physics is swapped under each route's lock, so that no
-    /// report is lost or straddles two configs). Every config set stays in memory until the
-    /// engine is dropped; equal configs share one. This is the hook that per-route policies (an SLO, a ceiling, a throttle off for
-    /// one route) are built on.
+    /// report is lost or straddles two configs). Every config set stays in memory until
+    /// the engine is dropped; equal configs share one. This is the hook that per-route
+    /// policies (an SLO, a ceiling, a throttle off for one route) are built on.
     pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
         let pat = RoutePattern::parse(pattern)?;
         let phys = match config {
