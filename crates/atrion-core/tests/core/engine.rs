@@ -342,3 +342,47 @@ fn drive_collector(e: &Engine<CollectorObserver>, route: &str, from: f64, to: f6
     }
     opened
 }
+
+#[test]
+fn no_report_is_lost_while_a_routes_config_changes() {
+    let e = Arc::new(engine(Model::Default));
+    let slow = PhysicsConfig::default().with_scar_half_life(Duration::from_secs(30));
+    const REPORTS: u64 = 20_000;
+    std::thread::scope(|s| {
+        let reporter = s.spawn(|| {
+            let t = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+            for k in 0..REPORTS {
+                e.report("api/x", t, ms(k));
+            }
+        });
+        // Swap the route's physics back and forth for as long as the reports go on.
+        let mut swaps = 0u64;
+        while !reporter.is_finished() || swaps == 0 {
+            let config = if swaps % 2 == 0 { Some(slow.clone()) } else { None };
+            e.set_route_config("api/*", config).unwrap();
+            swaps += 1;
+        }
+    });
+    // Every report reached the route's one cell: none landed in a cell that was replaced.
+    assert_eq!(e.snapshot("api/x").unwrap().updates, REPORTS);
+    assert_eq!(e.stats().routes, 1);
+}
+
+#[test]
+fn an_owned_handle_keeps_its_route_and_engine() {
+    let e = Arc::new(engine(Model::Default));
+    let h = e.owned_handle("api/owned", ms(0));
+    assert_eq!(h.id(), "api/owned");
+    let t = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    for k in 0..50 {
+        assert!(h.decide(ms(k), Priority::Normal).is_admitted());
+        h.report(t, ms(k));
+    }
+    // The handle and the engine see the same route.
+    assert_eq!(e.snapshot("api/owned").unwrap().updates, 50);
+    assert_eq!(h.status(), e.status("api/owned").unwrap());
+    // The handle keeps the engine alive on its own.
+    drop(e);
+    h.report(t, ms(60));
+    assert_eq!(h.status().mode, Mode::Operational);
+}
