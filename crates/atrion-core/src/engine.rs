@@ -1,15 +1,17 @@
 //! The engine: many routes at once, shared across threads.
 //!
 //! Concurrency contract:
-//! - [`Engine::decide`] takes no lock. It finds the route in a lock-free map (`papaya`,
-//!   epoch-protected reads) and reads the route's published view: a handful of atomics.
+//! - [`Engine::decide`] takes no lock. It finds the route in a lock-free map (`scc`'s
+//!   `HashIndex`, epoch-protected reads) and reads the route's published view: a handful
+//!   of atomics.
 //!   In half-open it may take a probe with one atomic add. It never allocates on a route
 //!   that exists.
 //! - [`Engine::report`] takes the route's own mutex for the length of one physics update
 //!   (a few hundred nanoseconds of arithmetic, no I/O, no allocation), then publishes the
 //!   view. Reports of different routes never contend; the reference model's shared tuner
 //!   is the one exception, as in the reference.
-//! - A new route is created on first sight; that allocates once. The route table is
+//! - A new route is created on first sight; that allocates once (its cell and its id
+//!   together, the table's entry inline in its buckets). The route table is
 //!   bounded: when it is full, routes idle for longer than the idle timeout are evicted,
 //!   and if none are, the new route's traffic is pooled into one overflow route, so that
 //!   unbounded route ids cannot exhaust memory.
@@ -1261,7 +1263,7 @@ mod tests {
         // What the physics keeps beside what the view publishes.
         assert!(std::mem::size_of::<Kept>() <= 200, "Kept: {}", std::mem::size_of::<Kept>());
         // With its published view and lock, the whole cell (its id follows it in the same
-        // allocation; `tests/memory.rs` counts the whole).
+        // allocation; `tests/alloc.rs` counts the whole).
         assert!(std::mem::size_of::<RouteCell>() <= 328, "RouteCell: {}", std::mem::size_of::<RouteCell>());
     }
 }
