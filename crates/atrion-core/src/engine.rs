@@ -260,6 +260,11 @@ impl RouteCell {
     fn modify<R>(&self, phys: &Physics, f: impl FnOnce(&mut RouteState) -> R) -> (R, Mode) {
         let mut kept = self.lock();
         let mut s = RouteState::new(&mut kept, self.published());
+        // A decision may have moved the route to half-open on its timer; follow it, so that
+        // publishing does not undo it.
+        if s.k.mode == Mode::Open && Mode::from_u8(self.view.mode.load(Acquire)) == Mode::HalfOpen {
+            s.set_mode(Mode::HalfOpen);
+        }
         let out = f(&mut s);
         let published = s.published();
         (out, self.publish(&kept, &published, phys))
@@ -930,10 +935,6 @@ impl<O: PhysicsObserver> Engine<O> {
         let ((change, update), before_view) = cell.modify(phys, |s| {
             if s.k.seen && now < s.last {
                 s.k.skews = s.k.skews.saturating_add(1);
-            }
-            // A decision may have moved the route to half-open on its timer; follow it.
-            if s.k.mode == Mode::Open && Mode::from_u8(cell.view.mode.load(Acquire)) == Mode::HalfOpen {
-                s.set_mode(Mode::HalfOpen);
             }
             let cluster = cell.cluster(phys, now);
             let change = match phys.cfg.model {
