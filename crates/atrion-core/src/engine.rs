@@ -17,7 +17,7 @@
 //!   unbounded route ids cannot exhaust memory.
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -402,6 +402,8 @@ pub struct Engine<O = SilentObserver> {
     /// Every physics handed to a route (cells point into it).
     physics: PhysicsSet,
     routes: RouteMap,
+    /// Routes in the table: counted here, because counting the table walks its buckets.
+    tracked: AtomicUsize,
     overflow: Route,
     limits: EngineLimits,
     shared_tuner: Mutex<Tuner>,
@@ -413,7 +415,10 @@ pub struct Engine<O = SilentObserver> {
 
 impl<O> std::fmt::Debug for Engine<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("model", &self.phys.cfg.model).field("routes", &self.routes.len()).finish()
+        f.debug_struct("Engine")
+            .field("model", &self.phys.cfg.model)
+            .field("routes", &self.tracked.load(Relaxed))
+            .finish()
     }
 }
 
@@ -440,6 +445,7 @@ impl<O: PhysicsObserver> Engine<O> {
             overrides: std::sync::RwLock::new(Vec::new()),
             physics,
             routes,
+            tracked: AtomicUsize::new(0),
             overflow,
             limits,
             shared_tuner: Mutex::new(Tuner::default()),
@@ -733,7 +739,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Counters of the route table.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            routes: self.routes.len(),
+            routes: self.tracked.load(Relaxed),
             overflowed: self.overflowed.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
             clock_skews: self
@@ -975,9 +981,9 @@ impl<O: PhysicsObserver> Engine<O> {
         if let Some(found) = self.find(route, Route::clone) {
             return found;
         }
-        if self.routes.len() >= self.limits.max_routes {
+        if self.tracked.load(Relaxed) >= self.limits.max_routes {
             self.sweep(now);
-            if self.routes.len() >= self.limits.max_routes {
+            if self.tracked.load(Relaxed) >= self.limits.max_routes {
                 self.overflowed.fetch_add(1, Relaxed);
                 return self.overflow.clone();
             }
@@ -986,7 +992,10 @@ impl<O: PhysicsObserver> Engine<O> {
         match self.routes.entry_sync(fresh) {
             // Another thread created it first: theirs is the route.
             scc::hash_index::Entry::Occupied(o) => o.key().clone(),
-            scc::hash_index::Entry::Vacant(v) => v.insert_entry(()).key().clone(),
+            scc::hash_index::Entry::Vacant(v) => {
+                self.tracked.fetch_add(1, Relaxed);
+                v.insert_entry(()).key().clone()
+            }
         }
     }
 
@@ -1014,6 +1023,7 @@ impl<O: PhysicsObserver> Engine<O> {
             }
             keep
         });
+        self.tracked.fetch_sub(evicted.len(), Relaxed);
         // Told after the table's buckets are unlocked, so that an observer may use the engine.
         for route in evicted {
             self.evicted.fetch_add(1, Relaxed);
