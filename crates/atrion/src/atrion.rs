@@ -347,7 +347,12 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// reports later, across `.await`s: what the tower layers hold between a request's
     /// decision and its report. Allocates nothing on a known route.
     pub fn route_handle(&self, route: &str) -> OwnedRouteHandle<O> {
-        self.engine.owned_handle(route, self.clock.now())
+        self.route_handle_at(route, self.clock.now())
+    }
+
+    /// As [`Atrion::route_handle`], with now already read from [`Atrion::clock`].
+    pub(crate) fn route_handle_at(&self, route: &str, now: Timestamp) -> OwnedRouteHandle<O> {
+        self.engine.owned_handle(route, now)
     }
 
     /// As [`Atrion::report_since`], on a handle.

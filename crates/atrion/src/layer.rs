@@ -62,15 +62,17 @@ thread_local! {
 }
 
 /// The handle of the route that `name` writes, named in this thread's reused buffer (or in a
-/// fresh one if a route function itself names a route through a layer).
+/// fresh one if a route function itself names a route through a layer); `now` on the
+/// facade's clock.
 fn resolve<O: PhysicsObserver + 'static>(
     atrion: &crate::Atrion<O>,
+    now: Timestamp,
     name: impl FnOnce(&mut String),
 ) -> OwnedRouteHandle<O> {
     let named = |id: &mut String| {
         id.clear();
         name(id);
-        atrion.route_handle(id)
+        atrion.route_handle_at(id, now)
     };
     ROUTE_ID.with(|cell| match cell.try_borrow_mut() {
         Ok(mut id) => {
@@ -195,9 +197,9 @@ where
         let head =
             RequestHead { method: req.method(), uri: req.uri(), headers: req.headers(), extensions: req.extensions() };
         let atrion = &self.layer.atrion;
-        let handle = resolve(atrion, |id| (self.layer.route)(&head, id));
-        let priority = (self.layer.priority)(&head);
         let started = atrion.now();
+        let handle = resolve(atrion, started, |id| (self.layer.route)(&head, id));
+        let priority = (self.layer.priority)(&head);
         let decision = handle.decide(started, priority);
         if !decision.is_admitted() {
             return ResponseFuture { state: State::Shed { decision: Some(decision) } };
@@ -424,8 +426,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let atrion = &self.layer.atrion;
-        let handle = resolve(atrion, |id| (self.layer.route)(&req, id));
         let started = atrion.now();
+        let handle = resolve(atrion, started, |id| (self.layer.route)(&req, id));
         let decision = handle.decide(started, atrion.default_priority());
         if !decision.is_admitted() {
             return ShedFuture { state: ShedState::Shed { decision: Some(decision) } };
