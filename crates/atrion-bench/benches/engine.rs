@@ -6,21 +6,30 @@
 //! - two threads on distinct routes against one thread (scaling);
 //! - the silent observer against an empty dynamic composite (what observation costs);
 //! - the facade: `Atrion::decide` (the clock read included) and an admitted request through
-//!   `Atrion::enter` and its guard's report on drop;
+//!   `Atrion::enter` and its guard's report on drop, and an admitted request through the
+//!   tower layer beside the same service bare;
 //! - `report`'s floor: the resistance formula alone on the same inputs (`formula_floor`);
 //! - decide + report per call with the clock moving 1 ms a call, on 1 and 10,000 routes: the
 //!   workload the original TypeScript implementation's `route()` is measured on.
 //!
 //! Run: `cargo bench -p atrion-bench --bench engine`
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use atrion::layer::AtrionLayer;
 use atrion::{CompositeObserver, Engine, EngineLimits, PhysicsConfig, PhysicsObserver, Priority, Telemetry, Timestamp};
+use axum::body::HttpBody;
+use axum::http::{Request, Response, Uri};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
+use tower::{Layer, Service};
 
 /// A clock for the benches: a counter, so that time moves as in production (1 µs a call)
 /// without a clock read being part of what is measured.
@@ -270,7 +279,32 @@ fn facade(c: &mut Criterion) {
     g.bench_function("atrion/enter_and_report", |b| {
         b.iter(|| drop(black_box(atrion.enter(black_box("GET /checkout"), Priority::Normal))))
     });
+    // An admitted request through the tower layer (the route named, decided, the inner
+    // service called, the body read to its end, the report), beside the same service bare.
+    let inner = tower::service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    let mut layered = AtrionLayer::new(Arc::new(atrion)).layer(inner);
+    let mut bare = inner;
+    g.bench_function("atrion/layer_request", |b| b.iter(|| black_box(request(&mut layered))));
+    g.bench_function("bare/service_request", |b| b.iter(|| black_box(request(&mut bare))));
     g.finish();
+}
+
+/// One `GET /checkout` through `service`, polled to its end (the services answer at once),
+/// its body read to the end; whether it succeeded.
+fn request<S, B>(service: &mut S) -> bool
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    B: HttpBody,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut req = Request::new(());
+    *req.uri_mut() = Uri::from_static("/checkout");
+    let mut future = std::pin::pin!(service.call(req));
+    let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else { return false };
+    let ok = response.status().is_success();
+    let mut body = std::pin::pin!(response.into_body());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
+    ok
 }
 
 criterion_group! { name = benches; config = config(); targets = single_route, formula_floor, many_routes, calm, threads, facade }
