@@ -207,14 +207,22 @@ where
         ResponseFuture {
             state: State::Called {
                 future: self.inner.call(req),
-                report: Some(Report { started, layer: self.layer.clone(), handle }),
+                report: Some(Report {
+                    atrion: self.layer.atrion.clone(),
+                    is_failure: self.layer.is_failure.clone(),
+                    handle,
+                    started,
+                }),
             },
         }
     }
 }
 
+/// What a request needs to report: only the parts of the layer it uses, so that a request
+/// clones two shared pointers, not four.
 struct Report<O: PhysicsObserver + 'static> {
-    layer: AtrionLayer<O>,
+    atrion: Arc<Atrion<O>>,
+    is_failure: ClassifyFn,
     handle: OwnedRouteHandle<O>,
     started: Timestamp,
 }
@@ -222,7 +230,7 @@ struct Report<O: PhysicsObserver + 'static> {
 impl<O: PhysicsObserver + 'static> Report<O> {
     fn send(self, failed: bool) {
         // Saturation is not known here: the neutral baseline.
-        let _ = self.layer.atrion.report_handle_since(&self.handle, self.started, !failed, None);
+        let _ = self.atrion.report_handle_since(&self.handle, self.started, !failed, None);
     }
 }
 
@@ -326,7 +334,7 @@ where
                 Poll::Ready(match out {
                     Ok(response) => {
                         // The outcome is known now; it is reported when the body ends.
-                        let failed = report.as_ref().is_some_and(|r| (r.layer.is_failure)(response.status()));
+                        let failed = report.as_ref().is_some_and(|r| (r.is_failure)(response.status()));
                         Ok(response.map(|inner| ReportBody { inner, report, failed }))
                     }
                     Err(e) => {
