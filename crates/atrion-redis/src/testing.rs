@@ -1,5 +1,6 @@
 //! A private `redis-server` for tests and benches (feature `testing`): on a free loopback
-//! port, in a temporary folder, stopped (or killed, or restarted) at will.
+//! port, in a temporary folder, stopped (or killed, or restarted) at will; and a private
+//! Redis Cluster of six of them.
 #![allow(clippy::unwrap_used)] // test support: a failure must stop loudly
 
 use std::net::TcpListener;
@@ -15,10 +16,15 @@ pub struct RedisServer {
     child: Option<Child>,
     password: Option<String>,
     tls: bool,
+    cluster: bool,
 }
 
 fn binary() -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join("redis-server")).find(|p| p.is_file())
+    on_path("redis-server")
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
 }
 
 /// Whether tests that need Redis may be skipped (only when asked for by hand).
@@ -34,6 +40,10 @@ impl RedisServer {
     /// Starts a server, or returns `None` (printing why) when redis-server is missing and
     /// `ATRION_SKIP_SERVICES=1`. Without that variable a missing server fails the test.
     pub fn start() -> Option<RedisServer> {
+        RedisServer::start_on(free_port(), false)
+    }
+
+    fn start_on(port: u16, cluster: bool) -> Option<RedisServer> {
         if binary().is_none() {
             if may_skip() {
                 eprintln!("skipped: redis-server not found and ATRION_SKIP_SERVICES=1");
@@ -41,13 +51,8 @@ impl RedisServer {
             }
             panic!("redis-server not found on PATH: install it (.ci/run does) or set ATRION_SKIP_SERVICES=1");
         }
-        let mut server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            password: None,
-            tls: false,
-        };
+        let mut server =
+            RedisServer { port, dir: tempfile::tempdir().unwrap(), child: None, password: None, tls: false, cluster };
         server.launch();
         Some(server)
     }
@@ -157,6 +162,23 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(self.password.iter().flat_map(|p| ["--requirepass".to_owned(), p.clone()]))
+            // A cluster node keeps its identity in `nodes.conf` in its folder, so that it
+            // rejoins as itself after a restart; a dead primary is failed over after 2 s, by
+            // a replica whatever the age of its data (the tests' data is disposable).
+            .args(if self.cluster {
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -187,6 +209,116 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A private Redis Cluster: six `redis-server`s on free loopback ports (three primaries,
+/// three replicas), created with `redis-cli --cluster create`, each killed or restarted at
+/// will. Dropped, it stops them all.
+pub struct RedisCluster {
+    /// The nodes, in the order they were given to `--cluster create` (the first three are
+    /// the primaries it chose at creation).
+    pub nodes: Vec<RedisServer>,
+}
+
+/// A free loopback port whose cluster bus port (`port + 10000`) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= u16::MAX - 10_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts and creates the cluster and waits until every node says `cluster_state:ok`;
+    /// `None` (printing why) only when a binary is missing and `ATRION_SKIP_SERVICES=1`.
+    pub fn start() -> Option<RedisCluster> {
+        if on_path("redis-cli").is_none() {
+            if may_skip() {
+                eprintln!("skipped: redis-cli not found and ATRION_SKIP_SERVICES=1");
+                return None;
+            }
+            panic!("redis-cli not found on PATH: install redis-tools (.ci/run does) or set ATRION_SKIP_SERVICES=1");
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            nodes.push(RedisServer::start_on(free_cluster_port(), true)?);
+        }
+        let cluster = RedisCluster { nodes };
+        let addrs = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port));
+        let out = Command::new(on_path("redis-cli").unwrap())
+            .args(["--cluster", "create"])
+            .args(addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        cluster.wait_until_ok(Duration::from_secs(30));
+        // Every replica in sync with its primary, so that a failover has data to promote.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..cluster.nodes.len() {
+            while cluster.cli(i, &["info", "replication"]).contains("role:slave")
+                && !cluster.cli(i, &["info", "replication"]).contains("master_link_status:up")
+            {
+                assert!(Instant::now() < deadline, "replica {i} did not sync with its primary within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Some(cluster)
+    }
+
+    /// `redis://127.0.0.1:{port}` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Runs `redis-cli` against node `i` (`-c`: following the cluster's redirections) and
+    /// returns what it printed.
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new(on_path("redis-cli").unwrap())
+            .args(["-c", "-p", &self.nodes[i].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` (after a creation, a
+    /// failover or a restart), at most `limit`.
+    pub fn wait_until_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).collect();
+        while !running.iter().all(|&i| self.cli(i, &["cluster", "info"]).contains("cluster_state:ok")) {
+            assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The index of the node that is primary for the slot of `key` now.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let slot = self.cli(0, &["cluster", "keyslot", key]).trim().to_owned();
+        let slot = slot.parse().expect("CLUSTER KEYSLOT answers a number");
+        (0..self.nodes.len())
+            .find(|&i| self.nodes[i].child.is_some() && self.owns_slot(i, slot))
+            .expect("a running primary serves the slot")
+    }
+
+    /// Whether node `i` is a primary serving `slot` (from its own `CLUSTER NODES` line,
+    /// whose fields from the ninth on are its slot ranges).
+    fn owns_slot(&self, i: usize, slot: u16) -> bool {
+        let nodes = self.cli(i, &["cluster", "nodes"]);
+        nodes.lines().filter(|l| l.contains("myself") && l.contains("master")).any(|l| {
+            l.split_whitespace().skip(8).any(|range| {
+                let mut ends = range.split('-').filter_map(|p| p.parse::<u16>().ok());
+                match (ends.next(), ends.next()) {
+                    (Some(a), Some(b)) => (a..=b).contains(&slot),
+                    (Some(a), None) => a == slot,
+                    _ => false,
+                }
+            })
+        })
     }
 }
 

@@ -351,3 +351,25 @@ async fn tls_with_a_private_ca() {
     bad.ca_cert = Some("/nonexistent/ca.pem".into());
     assert!(matches!(RedisStore::connect(&bad).await.unwrap_err().kind, ErrorKind::Config(_)));
 }
+
+/// The local Redis Cluster the scale-out work is tested on: six nodes form a cluster, a key
+/// is served by its slot's primary, and when that primary is killed its replica takes over
+/// and the cluster serves again (writes resume); the killed node rejoins.
+#[test]
+fn a_local_redis_cluster_forms_fails_over_and_heals() {
+    let Some(mut cluster) = atrion_redis::testing::RedisCluster::start() else { return };
+    assert_eq!(cluster.cli(0, &["set", "{route}/x", "1"]).trim(), "OK");
+    assert_eq!(cluster.cli(3, &["get", "{route}/x"]).trim(), "1", "any node redirects to the slot's primary");
+    let primary = cluster.primary_of("{route}/x");
+    cluster.nodes[primary].kill();
+    let survivor = (primary + 1) % cluster.nodes.len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cluster.cli(survivor, &["set", "{route}/x", "2"]).trim() != "OK" {
+        assert!(std::time::Instant::now() < deadline, "no replica took over the killed primary's slots");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_ne!(cluster.primary_of("{route}/x"), primary, "a replica was promoted");
+    cluster.nodes[primary].restart();
+    cluster.wait_until_ok(std::time::Duration::from_secs(30));
+    assert_eq!(cluster.cli(primary, &["get", "{route}/x"]).trim(), "2", "the old primary rejoined and redirects");
+}
