@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Serve, free_port};
+use common::{Serve, eventually, free_port};
 use serde_json::{Value, json};
 
 fn start(args: &[&str]) -> (Serve, String) {
@@ -221,8 +221,13 @@ async fn an_admin_moves_the_state_to_another_store_and_a_restart_there_keeps_it(
         s.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9})).await;
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    // Let a pulse carry the scar to the store.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // A pulse has carried the scar to the store (the node's own count of pushed routes).
+    eventually("a pulse pushes the route", || async {
+        let text = reqwest::get(format!("{}/metrics", s.url)).await.ok()?.text().await.ok()?;
+        let pushed = text.lines().find_map(|l| l.strip_prefix("atrion_sync_pushed_total "))?;
+        (pushed.trim().parse::<f64>().ok()? >= 1.0).then_some(())
+    })
+    .await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/admin/store", s.url))
         .bearer_auth(secret)
