@@ -40,6 +40,11 @@ async fn serve(atrion: Arc<Atrion>, failing: Arc<AtomicBool>) -> String {
             }),
         )
         .layer(AtrionLayer::new(atrion));
+    listen(app).await
+}
+
+/// Serves `app` on a free loopback port; its base URL.
+async fn listen(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -100,10 +105,8 @@ async fn routes_and_priorities_can_be_chosen() {
             .priority(|head| if head.headers.contains_key("x-vip") { Priority::Critical } else { Priority::Bulk })
             .failure(|status| status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let r = reqwest::Client::new().get(format!("http://{addr}/x")).header("x-tenant", "acme").send().await.unwrap();
+    let base = listen(app).await;
+    let r = reqwest::Client::new().get(format!("{base}/x")).header("x-tenant", "acme").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(atrion.engine().status("tenant:acme").is_ok());
 }
@@ -171,9 +174,7 @@ async fn the_outcome_is_reported_when_the_body_ends() {
             }),
         )
         .layer(AtrionLayer::new(atrion.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = listen(app).await;
 
     let updates = |route: &str| atrion.engine().snapshot(route).map_or(0, |v| v.updates);
     let mut response = reqwest::get(format!("{base}/stream")).await.unwrap();
