@@ -259,9 +259,11 @@ impl RedisCluster {
         // Every replica in sync with its primary, so that a failover has data to promote.
         let deadline = Instant::now() + Duration::from_secs(30);
         for i in 0..cluster.nodes.len() {
-            while cluster.cli(i, &["info", "replication"]).contains("role:slave")
-                && !cluster.cli(i, &["info", "replication"]).contains("master_link_status:up")
-            {
+            let syncing = || {
+                let replication = cluster.cli(i, &["info", "replication"]);
+                replication.contains("role:slave") && !replication.contains("master_link_status:up")
+            };
+            while syncing() {
                 assert!(Instant::now() < deadline, "replica {i} did not sync with its primary within 30 s");
                 std::thread::sleep(Duration::from_millis(100));
             }
