@@ -291,7 +291,7 @@ impl RedisCluster {
     /// failover or a restart), at most `limit`.
     pub fn wait_until_ok(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).collect();
+        let running = self.running();
         while !running.iter().all(|&i| self.cli(i, &["cluster", "info"]).contains("cluster_state:ok")) {
             assert!(Instant::now() < deadline, "the cluster did not reach cluster_state:ok within {limit:?}");
             std::thread::sleep(Duration::from_millis(100));
@@ -300,11 +300,16 @@ impl RedisCluster {
 
     /// The index of the node that is primary for the slot of `key` now.
     pub fn primary_of(&self, key: &str) -> usize {
-        let slot = self.cli(0, &["cluster", "keyslot", key]).trim().to_owned();
-        let slot = slot.parse().expect("CLUSTER KEYSLOT answers a number");
-        (0..self.nodes.len())
-            .find(|&i| self.nodes[i].child.is_some() && self.owns_slot(i, slot))
-            .expect("a running primary serves the slot")
+        let running = self.running();
+        let any = *running.first().expect("a node runs");
+        let slot =
+            self.cli(any, &["cluster", "keyslot", key]).trim().parse().expect("CLUSTER KEYSLOT answers a number");
+        running.into_iter().find(|&i| self.owns_slot(i, slot)).expect("a running primary serves the slot")
+    }
+
+    /// The indices of the nodes that run now.
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).collect()
     }
 
     /// Whether node `i` is a primary serving `slot` (from its own `CLUSTER NODES` line,
