@@ -123,6 +123,9 @@ pub struct LocalContribution {
     pub momentum: f64,
     /// When these were computed (the route's last update).
     pub at: Timestamp,
+    /// The route's healing rate (`scar_decay`, per second), for predicting and ranking its
+    /// scar ([`crate::heal`], [`crate::heal_rank`]).
+    pub scar_decay: f64,
 }
 
 /// Counters of the route table.
@@ -759,8 +762,13 @@ impl<O: PhysicsObserver> Engine<O> {
         for (route, ()) in self.routes.iter(&guard) {
             let cell = route.cell();
             if cell.view.dirty.swap(false, AcqRel) {
-                let contribution =
-                    cell.inspect(|s| LocalContribution { scar: s.scar, momentum: s.k.momentum, at: s.last });
+                let scar_decay = cell.phys().cfg.scar_decay;
+                let contribution = cell.inspect(|s| LocalContribution {
+                    scar: s.scar,
+                    momentum: s.k.momentum,
+                    at: s.last,
+                    scar_decay,
+                });
                 f(route.name(), contribution);
             }
         }

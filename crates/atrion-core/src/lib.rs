@@ -49,7 +49,7 @@ mod engine;
 mod mode;
 mod observer;
 mod physics;
-pub use physics::heal;
+pub use physics::{heal, heal_rank};
 mod telemetry;
 mod time;
 mod vector;

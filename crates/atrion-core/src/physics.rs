@@ -144,6 +144,16 @@ pub fn heal(scar: f64, lambda: f64, age_s: f64) -> f64 {
     scar * heal_factor(lambda * age_s)
 }
 
+/// The order of healed scars, whatever the time they are compared at: for scars `a` and `b`
+/// measured at times `t_a` and `t_b` (seconds on one clock), `heal(a, λ, t - t_a) >
+/// heal(b, λ, t - t_b)` at every `t` exactly when `heal_rank(a, λ, t_a) > heal_rank(b, λ,
+/// t_b)`. It is `ln S + λ t`, so a store can keep the largest healed scar of many nodes
+/// without knowing the law; no scar ranks `-inf`.
+#[inline]
+pub fn heal_rank(scar: f64, lambda: f64, at_s: f64) -> f64 {
+    if scar > 0.0 { scar.ln() + lambda * at_s } else { f64::NEG_INFINITY }
+}
+
 /// `e^(-x)`, `x = λ t`: the share of scar left.
 #[inline]
 pub(crate) fn heal_factor(x: f64) -> f64 {

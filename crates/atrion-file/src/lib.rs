@@ -260,10 +260,10 @@ impl StateStore for FileStore {
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
-        let items = vec![(key.to_owned(), value, ttl)];
+        let items = vec![(key.to_owned(), value.clone(), ttl)];
         let versions = self.blocking(Op::Set, Some(key), move |db| Self::write_all(db, Op::Set, &items)).await?;
         let version = versions.first().copied().unwrap_or_default();
-        self.notify(Change::Set { key: key.to_owned(), version });
+        self.notify(Change::Set { key: key.to_owned(), version, value: Some(value) });
         Ok(version)
     }
 
@@ -323,6 +323,7 @@ impl StateStore for FileStore {
         check_key(BACKEND, Op::CompareAndSwap, key)?;
         check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
         let k = key.to_owned();
+        let written = value.clone();
         let outcome = self
             .blocking(Op::CompareAndSwap, Some(key), move |db| {
                 let op = Op::CompareAndSwap;
@@ -352,7 +353,7 @@ impl StateStore for FileStore {
             })
             .await?;
         if let CasOutcome::Swapped { version } = outcome {
-            self.notify(Change::Set { key: key.to_owned(), version });
+            self.notify(Change::Set { key: key.to_owned(), version, value: Some(written) });
         }
         Ok(outcome)
     }
@@ -437,10 +438,10 @@ impl StateStore for FileStore {
             check_key(BACKEND, Op::BatchSet, k)?;
             check_value(BACKEND, Op::BatchSet, k, v)?;
         }
-        let keys: Vec<String> = items.iter().map(|(k, _, _)| k.clone()).collect();
+        let written: Vec<(String, Bytes)> = items.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
         let versions = self.blocking(Op::BatchSet, None, move |db| Self::write_all(db, Op::BatchSet, &items)).await?;
-        for (key, version) in keys.into_iter().zip(&versions) {
-            self.notify(Change::Set { key, version: *version });
+        for ((key, value), version) in written.into_iter().zip(&versions) {
+            self.notify(Change::Set { key, version: *version, value: Some(value) });
         }
         Ok(versions)
     }

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use atrion_state::Change;
+use atrion_state::shares::next_token;
+use bytes::Bytes;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::mpsc;
 
@@ -16,9 +18,10 @@ pub(crate) async fn forward(mut listener: PgListener, pool: PgPool, namespace: S
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => {
-                let Some(change) = parse(n.payload(), &namespace) else { continue };
-                if tx.send(change).await.is_err() {
-                    return; // the feed was dropped
+                for change in parse(n.payload(), &namespace) {
+                    if tx.send(change).await.is_err() {
+                        return; // the feed was dropped
+                    }
                 }
             }
             // The connection was lost (`None` or an error): whatever was notified
@@ -45,18 +48,43 @@ pub(crate) async fn forward(mut listener: PgListener, pool: PgPool, namespace: S
     }
 }
 
-/// `set <version> <namespace> <key>` or `del <namespace> <key>`, for our namespace only.
-fn parse(payload: &str, namespace: &str) -> Option<Change> {
-    if let Some(rest) = payload.strip_prefix("set ") {
-        let (ver, rest) = rest.split_once(' ')?;
-        let (ns, key) = rest.split_once(' ')?;
-        let version = ver.parse().ok()?;
-        (ns == namespace).then(|| Change::Set { key: key.to_owned(), version })
-    } else {
-        let rest = payload.strip_prefix("del ")?;
-        let (ns, key) = rest.split_once(' ')?;
-        (ns == namespace).then(|| Change::Deleted { key: key.to_owned() })
+/// The changes of one notification of our namespace: records of tokens (`sql.rs`),
+/// `set <version> <ns> <key> <hex value>`, `ref <version> <ns> <key>`, `del 0 <ns> <key>`.
+/// Parsing stops at the first record that does not read.
+fn parse(payload: &str, namespace: &str) -> Vec<Change> {
+    let mut rest = payload.as_bytes();
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let Some((ns, change)) = record(&mut rest) else { break };
+        if ns == namespace.as_bytes() {
+            out.push(change);
+        }
     }
+    out
+}
+
+fn record<'p>(rest: &mut &'p [u8]) -> Option<(&'p [u8], Change)> {
+    let kind = next_token(rest)?;
+    let version = std::str::from_utf8(next_token(rest)?).ok()?.parse().ok()?;
+    let ns = next_token(rest)?;
+    let key = std::str::from_utf8(next_token(rest)?).ok()?.to_owned();
+    let change = match kind {
+        b"set" => Change::Set { key, version, value: Some(unhex(next_token(rest)?)?) },
+        b"ref" => Change::Set { key, version, value: None },
+        b"del" => Change::Deleted { key },
+        _ => return None,
+    };
+    Some((ns, change))
+}
+
+/// Bytes from PostgreSQL's `encode(.., 'hex')`.
+fn unhex(hex: &[u8]) -> Option<Bytes> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let pairs = hex.chunks(2).map(|p| match p {
+        [a, b] => Some(digit(*a)? << 4 | digit(*b)?),
+        _ => None,
+    });
+    pairs.collect::<Option<Vec<u8>>>().map(Bytes::from)
 }
 
 #[cfg(test)]
@@ -65,10 +93,17 @@ mod tests {
 
     #[test]
     fn notifications_parse_for_our_namespace_only() {
-        assert_eq!(parse("set 7 atrion GET /a b", "atrion"), Some(Change::Set { key: "GET /a b".into(), version: 7 }));
-        assert_eq!(parse("del atrion k", "atrion"), Some(Change::Deleted { key: "k".into() }));
-        assert_eq!(parse("set 7 other k", "atrion"), None);
-        assert_eq!(parse("set x atrion k", "atrion"), None);
-        assert_eq!(parse("garbage", "atrion"), None);
+        let payload = "3:set1:76:atrion8:GET /a b6:00ff3a3:ref1:86:atrion1:x3:del1:05:other1:k3:del1:06:atrion1:y";
+        assert_eq!(
+            parse(payload, "atrion"),
+            vec![
+                Change::Set { key: "GET /a b".into(), version: 7, value: Some(Bytes::from_static(&[0, 255, b':'])) },
+                Change::Set { key: "x".into(), version: 8, value: None },
+                Change::Deleted { key: "y".into() },
+            ]
+        );
+        assert!(parse("garbage", "atrion").is_empty());
+        assert!(parse("3:set1:x6:atrion1:k0:", "atrion").is_empty(), "a version that is not a number");
+        assert!(parse("3:set1:76:atrion1:k3:0ff", "atrion").is_empty(), "odd hex");
     }
 }

@@ -8,9 +8,13 @@
 //!   (idempotently, under an advisory lock) and its version recorded in `atrion_schema`.
 //! - Compare-and-swap is one statement (`UPDATE ... WHERE version = $expected`, or an
 //!   insert that only replaces an expired row).
-//! - The change feed: a trigger sends `NOTIFY atrion_changes`; a listener forwards the hints
-//!   and asks for a [`atrion_state::Change::Resync`] after every reconnect (notifications sent meanwhile
-//!   are lost).
+//! - Shares ([`atrion_state::shares`]) in `atrion_shares (namespace, key, member, rank,
+//!   value)`, written in one statement per batch.
+//! - The change feed: statement-level triggers send one `NOTIFY atrion_changes` per
+//!   statement (split to stay within PostgreSQL's 8,000-byte payloads), carrying values up to
+//!   1 KiB and, for shares, each changed key's two leaders and member count; a listener
+//!   forwards them and asks for a [`atrion_state::Change::Resync`] after every reconnect
+//!   (notifications sent meanwhile are lost).
 //! - Expired rows are invisible at once and deleted by [`StateStore::cleanup`].
 //!
 //! ## Features
@@ -22,9 +26,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use atrion_state::shares::{Share, ShareWrite, Shares};
 use atrion_state::{
     Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
-    check_key, check_value,
+    check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -41,7 +46,7 @@ pub use config::PostgresConfig;
 use sql::{LIVE, SCHEMA, TTL_MS, expiry};
 
 const BACKEND: &str = "postgres";
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 const CHANNEL: &str = "atrion_changes";
 
 /// The PostgreSQL store. Cheap to clone: clones share the pool.
@@ -138,6 +143,51 @@ impl PostgresStore {
             out.insert(key, version as u64);
         }
         Ok(out)
+    }
+
+    /// The shares of `keys`: the top `limit` of each by rank (all for `None`), and `member`'s.
+    async fn read_shares(
+        &self,
+        keys: &[String],
+        member: &str,
+        limit: Option<i64>,
+    ) -> Result<Vec<Option<Shares>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        for k in keys {
+            check_key(BACKEND, Op::GetShares, k)?;
+        }
+        let rows = sqlx::query(
+            "SELECT key, member, rank, value, n FROM (
+                SELECT key, member, rank, value, count(*) OVER (PARTITION BY key) AS n,
+                       row_number() OVER (PARTITION BY key ORDER BY rank DESC, member COLLATE \"C\" DESC) AS pos
+                FROM atrion_shares WHERE namespace = $1 AND key = ANY($2::text[])) t
+             WHERE $3::bigint IS NULL OR pos <= $3 OR member = $4
+             ORDER BY key, pos",
+        )
+        .bind(&self.namespace)
+        .bind(keys)
+        .bind(limit)
+        .bind(member)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| err(Op::GetShares, None, e))?;
+        let mut found: HashMap<String, Shares> = HashMap::new();
+        for row in rows {
+            let get = |e| err(Op::GetShares, None, e);
+            let key: String = row.try_get("key").map_err(get)?;
+            let n: i64 = row.try_get("n").map_err(get)?;
+            let share = Share {
+                member: row.try_get("member").map_err(get)?,
+                rank: row.try_get("rank").map_err(get)?,
+                value: Bytes::from(row.try_get::<Vec<u8>, _>("value").map_err(get)?),
+            };
+            let shares = found.entry(key).or_default();
+            shares.members = u32::try_from(n).unwrap_or(u32::MAX);
+            shares.top.push(share);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
     }
 }
 
@@ -349,6 +399,62 @@ impl StateStore for PostgresStore {
                     .ok_or_else(|| StoreError::new(BACKEND, Op::BatchSet, Some(k), ErrorKind::Backend))
             })
             .collect()
+    }
+
+    /// One statement for the whole batch (one notification); a member given twice for one
+    /// key keeps its last share.
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for w in &items {
+            check_share(BACKEND, Op::PutShares, w)?;
+        }
+        let mut last: HashMap<(&str, &str), &Share> = HashMap::new();
+        for w in &items {
+            last.insert((w.key.as_str(), w.share.member.as_str()), &w.share);
+        }
+        let (mut keys, mut members, mut ranks, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((k, m), s) in last {
+            keys.push(k);
+            members.push(m);
+            ranks.push(s.rank);
+            values.push(s.value.as_ref());
+        }
+        sqlx::query(
+            "INSERT INTO atrion_shares (namespace, key, member, rank, value)
+             SELECT $1, k, m, r, v FROM unnest($2::text[], $3::text[], $4::float8[], $5::bytea[]) AS t(k, m, r, v)
+             ON CONFLICT (namespace, key, member) DO UPDATE SET rank = excluded.rank, value = excluded.value",
+        )
+        .bind(&self.namespace)
+        .bind(&keys)
+        .bind(&members)
+        .bind(&ranks)
+        .bind(&values)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| err(Op::PutShares, None, e))?;
+        Ok(())
+    }
+
+    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
+        self.read_shares(keys, member, Some(2)).await
+    }
+
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        Ok(self.read_shares(std::slice::from_ref(&key.to_owned()), "", None).await?.pop().flatten())
+    }
+
+    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT key FROM atrion_shares WHERE namespace = $1 AND starts_with(key, $2)")
+                .bind(&self.namespace)
+                .bind(prefix)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| err(Op::ListShares, None, e))?;
+        keys.sort_unstable();
+        Ok(keys)
     }
 
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {

@@ -1,7 +1,8 @@
-//! The SQL of the PostgreSQL store: its schema (a table, a version sequence, a
-//! notification trigger) and the fragments its statements are assembled from.
+//! The SQL of the PostgreSQL store: its schema (the entries and shares tables, a version
+//! sequence, statement-level notification triggers) and the fragments its statements are
+//! assembled from.
 
-pub(crate) const SCHEMA: &str = r"
+pub(crate) const SCHEMA: &str = r#"
 SELECT pg_advisory_xact_lock(7274661);
 CREATE TABLE IF NOT EXISTS atrion_entries (
     namespace  text        NOT NULL,
@@ -17,20 +18,93 @@ CREATE TABLE IF NOT EXISTS atrion_schema (
     version    int         NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO atrion_schema (id, version) VALUES (1, 1) ON CONFLICT (id) DO NOTHING;
-CREATE OR REPLACE FUNCTION atrion_notify() RETURNS trigger AS $$
+CREATE TABLE IF NOT EXISTS atrion_shares (
+    namespace  text        NOT NULL,
+    key        text        NOT NULL,
+    member     text        NOT NULL,
+    rank       float8      NOT NULL,
+    value      bytea       NOT NULL,
+    PRIMARY KEY (namespace, key, member)
+);
+-- Version 2: one notification per statement (not per row), carrying values, and shares.
+INSERT INTO atrion_schema (id, version) VALUES (1, 2)
+    ON CONFLICT (id) DO UPDATE SET version = 2, applied_at = now() WHERE atrion_schema.version < 2;
+DROP TRIGGER IF EXISTS atrion_notify ON atrion_entries;
+DROP FUNCTION IF EXISTS atrion_notify();
+-- `<octet length>:<text>`, the token of a notification.
+CREATE OR REPLACE FUNCTION atrion_tok(t text) RETURNS text
+    AS $$ SELECT octet_length(t)::text || ':' || t $$ LANGUAGE sql IMMUTABLE;
+CREATE OR REPLACE FUNCTION atrion_btok(b bytea) RETURNS bytea
+    AS $$ SELECT convert_to(octet_length(b)::text || ':', 'UTF8') || b $$ LANGUAGE sql IMMUTABLE;
+-- Sends `records` (ns, rec) as few notifications of at most 7,900 bytes (PostgreSQL's limit
+-- is 8,000): one per statement, split where it must be.
+CREATE OR REPLACE FUNCTION atrion_send(records text[]) RETURNS void AS $$
+DECLARE
+    rec text;
+    msg text := '';
+BEGIN
+    FOREACH rec IN ARRAY records LOOP
+        IF msg <> '' AND octet_length(msg) + octet_length(rec) > 7900 THEN
+            PERFORM pg_notify('atrion_changes', msg);
+            msg := '';
+        END IF;
+        msg := msg || rec;
+    END LOOP;
+    IF msg <> '' THEN
+        PERFORM pg_notify('atrion_changes', msg);
+    END IF;
+END
+$$ LANGUAGE plpgsql;
+-- Entries: `set <version> <ns> <key> <hex value>` (values up to 1,024 bytes), `ref <version>
+-- <ns> <key>` (larger), `del 0 <ns> <key>`.
+CREATE OR REPLACE FUNCTION atrion_notify_entries() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        PERFORM pg_notify('atrion_changes', 'del ' || OLD.namespace || ' ' || OLD.key);
+        PERFORM atrion_send(ARRAY(
+            SELECT atrion_tok('del') || atrion_tok('0') || atrion_tok(namespace) || atrion_tok(key) FROM changed));
     ELSE
-        PERFORM pg_notify('atrion_changes', 'set ' || NEW.version || ' ' || NEW.namespace || ' ' || NEW.key);
+        PERFORM atrion_send(ARRAY(
+            SELECT CASE WHEN octet_length(value) <= 1024
+                THEN atrion_tok('set') || atrion_tok(version::text) || atrion_tok(namespace) || atrion_tok(key)
+                     || atrion_tok(encode(value, 'hex'))
+                ELSE atrion_tok('ref') || atrion_tok(version::text) || atrion_tok(namespace) || atrion_tok(key)
+                END
+            FROM changed));
     END IF;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
-CREATE OR REPLACE TRIGGER atrion_notify AFTER INSERT OR UPDATE OR DELETE ON atrion_entries
-    FOR EACH ROW EXECUTE FUNCTION atrion_notify();
-";
+CREATE OR REPLACE TRIGGER atrion_notify_insert AFTER INSERT ON atrion_entries
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION atrion_notify_entries();
+CREATE OR REPLACE TRIGGER atrion_notify_update AFTER UPDATE ON atrion_entries
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION atrion_notify_entries();
+CREATE OR REPLACE TRIGGER atrion_notify_delete AFTER DELETE ON atrion_entries
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION atrion_notify_entries();
+-- Shares: `set 0 <ns> <key> <hex of the key's leaders>` per key the statement changed: its
+-- top two by rank and its member count, encoded as `atrion_state::shares::Shares`.
+CREATE OR REPLACE FUNCTION atrion_notify_shares() RETURNS trigger AS $$
+BEGIN
+    PERFORM atrion_send(ARRAY(
+        SELECT atrion_tok('set') || atrion_tok('0') || atrion_tok(k.namespace) || atrion_tok(k.key)
+            || atrion_tok(encode(
+                atrion_btok('s1') || atrion_btok(convert_to(
+                    (SELECT count(*) FROM atrion_shares s WHERE s.namespace = k.namespace AND s.key = k.key)::text, 'UTF8'))
+                || coalesce((SELECT string_agg(atrion_btok(convert_to(t.member, 'UTF8'))
+                        || atrion_btok(convert_to(t.rank::text, 'UTF8')) || atrion_btok(t.value), ''::bytea
+                        ORDER BY t.rank DESC, t.member COLLATE "C" DESC)
+                    FROM (SELECT member, rank, value FROM atrion_shares s
+                          WHERE s.namespace = k.namespace AND s.key = k.key
+                          ORDER BY rank DESC, member COLLATE "C" DESC LIMIT 2) t), ''::bytea),
+                'hex'))
+        FROM (SELECT DISTINCT namespace, key FROM changed) k));
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE TRIGGER atrion_notify_shares_insert AFTER INSERT ON atrion_shares
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION atrion_notify_shares();
+CREATE OR REPLACE TRIGGER atrion_notify_shares_update AFTER UPDATE ON atrion_shares
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION atrion_notify_shares();
+"#;
 
 // Every dynamic statement below is assembled from the constants in this file only (never
 // from input): hence `AssertSqlSafe`. Values always travel as bind parameters.

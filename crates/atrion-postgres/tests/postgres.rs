@@ -68,3 +68,70 @@ async fn two_nodes_converge_through_postgres() {
     let stores: [Arc<dyn StateStore>; 2] = [Arc::new(store(&server).await), Arc::new(store(&server).await)];
     atrion_state::conformance::two_nodes_converge(stores).await;
 }
+
+/// A batch is one statement and reaches listeners as few notifications, each within
+/// PostgreSQL's 8,000-byte limit, carrying every value (no read-back); a share batch carries
+/// each changed key's leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_notified_in_few_payloads_within_the_limit_and_carries_its_values() {
+    use atrion_state::Change;
+    use atrion_state::shares::{Share, ShareWrite, Shares};
+    use bytes::Bytes;
+
+    let Some(server) = PgServer::start() else { return };
+    let s = store(&server).await;
+    let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+    let mut raw = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    raw.listen("atrion_changes").await.unwrap();
+    let mut feed = s.subscribe("batch/").await.unwrap().unwrap();
+
+    let items: Vec<(String, Bytes, Option<Duration>)> =
+        (0..500).map(|i| (format!("batch/{i:03}"), Bytes::from(vec![i as u8; 60]), None)).collect();
+    s.batch_set(items.clone()).await.unwrap();
+    // 500 records of ~150 bytes: a handful of payloads, not 500.
+    let mut payloads = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 500 {
+        let change = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("every change").unwrap();
+        let Change::Set { key, value, .. } = change else { panic!("{change:?}") };
+        seen.insert(key, value.expect("a small value travels with its notice"));
+    }
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), raw.recv()).await {
+        payloads.push(n.payload().len());
+    }
+    assert!((2..=20).contains(&payloads.len()), "{} notifications for one batch of 500", payloads.len());
+    assert!(payloads.iter().all(|&len| len <= 8_000), "{payloads:?}");
+    for (k, v, _) in &items {
+        assert_eq!(&seen[k], v, "{k}");
+    }
+
+    // Shares: 300 keys in one batch, three members each in three batches.
+    let mut feed = s.subscribe("shares/").await.unwrap().unwrap();
+    for (m, rank) in [("n1", 1.0), ("n2", 3.0), ("n3", 2.0)] {
+        let batch = (0..300)
+            .map(|i| ShareWrite {
+                key: format!("shares/{i:03}"),
+                share: Share { member: m.into(), rank, value: Bytes::from(vec![0, 255, i as u8]) },
+            })
+            .collect();
+        s.put_shares(batch).await.unwrap();
+    }
+    let mut last: std::collections::HashMap<String, Shares> = std::collections::HashMap::new();
+    while last.len() < 300 || last.values().any(|x| x.members < 3) {
+        let change = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("every change").unwrap();
+        let Change::Set { key, value, .. } = change else { panic!("{change:?}") };
+        last.insert(key, Shares::decode(&value.expect("shares travel with their notice")).expect("it decodes"));
+    }
+    let mut count = 0;
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), raw.recv()).await {
+        assert!(n.payload().len() <= 8_000);
+        count += 1;
+    }
+    assert!((3..=60).contains(&count), "{count} notifications for three batches of 300 keys");
+    for (key, shares) in &last {
+        let leaders: Vec<&str> = shares.top.iter().map(|x| x.member.as_str()).collect();
+        assert_eq!(leaders, ["n2", "n3"], "{key}: the two leaders, by rank");
+        let i: u8 = key.trim_start_matches("shares/").parse::<u16>().unwrap() as u8;
+        assert_eq!(shares.top[0].value.as_ref(), [0, 255, i]);
+    }
+}

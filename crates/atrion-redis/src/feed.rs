@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use atrion_state::Change;
+use atrion_state::shares::next_token;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -19,30 +21,10 @@ pub(crate) async fn forward(
     loop {
         let mut stream = pubsub.into_on_message();
         while let Some(msg) = stream.next().await {
-            let Ok(text) = msg.get_payload::<String>() else { continue };
-            if let Some(rest) = text.strip_prefix("batch ") {
-                for change in parse_batch(rest) {
-                    if tx.send(change).await.is_err() {
-                        return;
-                    }
+            for change in parse(msg.get_payload_bytes()) {
+                if tx.send(change).await.is_err() {
+                    return; // the feed was dropped
                 }
-                continue;
-            }
-            let change = if let Some(rest) = text.strip_prefix("set ") {
-                match rest.split_once(' ') {
-                    Some((ver, key)) => match ver.parse() {
-                        Ok(version) => Change::Set { key: key.to_owned(), version },
-                        Err(_) => continue,
-                    },
-                    None => continue,
-                }
-            } else if let Some(key) = text.strip_prefix("del ") {
-                Change::Deleted { key: key.to_owned() }
-            } else {
-                continue;
-            };
-            if tx.send(change).await.is_err() {
-                return; // the feed was dropped
             }
         }
         // Disconnected: whatever was published meanwhile is lost. Reconnect, then
@@ -65,18 +47,28 @@ pub(crate) async fn forward(
     }
 }
 
-/// The changes of a batch notification: `<version> <key length> <key>`, repeated.
-fn parse_batch(mut rest: &str) -> Vec<Change> {
+/// The changes of a notification: records of tokens (`scripts.rs`), `set <version> <key>
+/// <value>`, `ref <version> <key>`, `del 0 <key>`. Parsing stops at the first record that
+/// does not read.
+fn parse(mut rest: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let Some((ver, tail)) = rest.split_once(' ') else { break };
-        let Some((len, tail)) = tail.split_once(' ') else { break };
-        let (Ok(version), Ok(len)) = (ver.parse::<u64>(), len.parse::<usize>()) else { break };
-        let Some(key) = tail.get(..len) else { break };
-        out.push(Change::Set { key: key.to_owned(), version });
-        rest = tail[len..].strip_prefix(' ').unwrap_or("");
+        let Some(change) = record(&mut rest) else { break };
+        out.push(change);
     }
     out
+}
+
+fn record(rest: &mut &[u8]) -> Option<Change> {
+    let kind = next_token(rest)?;
+    let version = std::str::from_utf8(next_token(rest)?).ok()?.parse().ok()?;
+    let key = std::str::from_utf8(next_token(rest)?).ok()?.to_owned();
+    Some(match kind {
+        b"set" => Change::Set { key, version, value: Some(Bytes::copy_from_slice(next_token(rest)?)) },
+        b"ref" => Change::Set { key, version, value: None },
+        b"del" => Change::Deleted { key },
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -84,12 +76,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_notifications_parse_keys_with_spaces() {
-        let changes = parse_batch("7 9 GET /a b/ 8 1 x");
+    fn notifications_parse_keys_with_spaces_and_binary_values() {
+        let changes = parse(b"3:set1:79:GET /a b/3:\x00:\xff3:ref1:81:x3:del1:01:y");
         assert_eq!(
             changes,
-            vec![Change::Set { key: "GET /a b/".into(), version: 7 }, Change::Set { key: "x".into(), version: 8 }]
+            vec![
+                Change::Set { key: "GET /a b/".into(), version: 7, value: Some(Bytes::from_static(b"\x00:\xff")) },
+                Change::Set { key: "x".into(), version: 8, value: None },
+                Change::Deleted { key: "y".into() },
+            ]
         );
-        assert!(parse_batch("garbage").is_empty());
+        assert!(parse(b"garbage").is_empty());
+        assert_eq!(parse(b"3:del1:01:y3:zzz").len(), 1, "stops at the first record that does not read");
     }
 }

@@ -25,9 +25,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use atrion_state::shares::{ShareWrite, Shares, format_rank};
 use atrion_state::{
     Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
-    check_key, check_value,
+    check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use redis::Script;
@@ -41,7 +42,7 @@ mod scripts;
 pub mod testing;
 
 pub use config::RedisConfig;
-use scripts::{BATCH_CHUNK, CAS, DELETE, PUT, PUT_BATCH, REPAIRS};
+use scripts::{BATCH_CHUNK, CAS, DELETE, PUT, PUT_BATCH, REPAIRS, SHARE_PUT, SHARES_COMMON, SHARES_READ};
 
 const BACKEND: &str = "redis";
 
@@ -55,6 +56,8 @@ pub struct RedisStore {
     put_batch: Script,
     cas: Script,
     delete: Script,
+    share_put: Script,
+    shares_read: Script,
     repairs: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -116,6 +119,8 @@ impl RedisStore {
             put_batch: Script::new(&format!("{REPAIRS}{PUT_BATCH}")),
             cas: Script::new(&format!("{REPAIRS}{CAS}")),
             delete: Script::new(DELETE),
+            share_put: Script::new(&format!("{SHARES_COMMON}{SHARE_PUT}")),
+            shares_read: Script::new(&format!("{SHARES_COMMON}{SHARES_READ}")),
             repairs: Default::default(),
         })
     }
@@ -160,6 +165,47 @@ impl RedisStore {
         user_key(&self.entries_prefix(), rk)
     }
 
+    /// The hash of values and the sorted set of ranks of `key`'s shares: `{ns}:sv:{key}` and
+    /// `{ns}:sr:{key}`, the key escaped so that it is their hash tag (one slot).
+    fn share_keys(&self, key: &str) -> (String, String) {
+        let tag = escape_tag(key);
+        (format!("{}:sv:{{{tag}}}", self.cfg.namespace), format!("{}:sr:{{{tag}}}", self.cfg.namespace))
+    }
+
+    /// Reads the shares of `keys` (the top `last + 1` of each, all for -1, and `member`'s).
+    async fn read_shares(
+        &self,
+        op: Op,
+        keys: &[String],
+        member: &str,
+        last: i64,
+    ) -> Result<Vec<Option<Shares>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.shares_read).ignore();
+        for k in keys {
+            check_key(BACKEND, op, k)?;
+            let (values, ranks) = self.share_keys(k);
+            pipe.invoke_script(self.shares_read.key(values).key(ranks).arg(member).arg(last));
+        }
+        let mut conn = self.conn.clone();
+        let raw: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| err(op, None, e))?;
+        keys.iter()
+            .zip(raw)
+            .map(|(k, reply)| match reply {
+                redis::Value::Nil => Ok(None),
+                // Something else than our hash and sorted set under the key (a script error,
+                // WRONGTYPE), or bytes that do not decode.
+                other => match redis::from_redis_value::<Vec<u8>>(other).ok().and_then(|b| Shares::decode(&b)) {
+                    Some(shares) => Ok(Some(shares)),
+                    None => Err(StoreError::new(BACKEND, op, Some(k), ErrorKind::Corrupt)),
+                },
+            })
+            .collect()
+    }
+
     fn ttl_ms(ttl: Option<Duration>) -> u64 {
         ttl.map_or(0, |t| (t.as_millis() as u64).max(1))
     }
@@ -177,15 +223,18 @@ impl RedisStore {
     }
 
     async fn scan(&self, op: Op) -> Result<Vec<String>, StoreError> {
+        self.scan_match(op, &format!("{}*", self.entries_prefix())).await
+    }
+
+    async fn scan_match(&self, op: Op, pattern: &str) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
-        let pattern = format!("{}*", self.entries_prefix());
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(1_000)
                 .query_async(&mut conn)
@@ -396,6 +445,54 @@ impl StateStore for RedisStore {
         Ok(ranges.into_iter().flat_map(|(first, last, _)| first..=last).collect())
     }
 
+    /// One script per share, pipelined (each script stays in its key's slot); the scripts
+    /// notify only when a key's two leaders or member count change.
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        for w in &items {
+            check_share(BACKEND, Op::PutShares, w)?;
+        }
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.share_put).ignore();
+        let channel = self.channel();
+        for w in &items {
+            let (values, ranks) = self.share_keys(&w.key);
+            let mut inv = self.share_put.prepare_invoke();
+            inv.key(values).key(ranks);
+            inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref());
+            inv.arg(&channel).arg(&w.key);
+            pipe.invoke_script(&inv);
+        }
+        let mut conn = self.conn.clone();
+        let fixed: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::PutShares, None, e))?;
+        self.repaired(fixed.iter().sum(), Op::PutShares, None);
+        Ok(())
+    }
+
+    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
+        self.read_shares(Op::GetShares, keys, member, 1).await
+    }
+
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        Ok(self.read_shares(Op::GetShares, std::slice::from_ref(&key.to_owned()), "", -1).await?.pop().flatten())
+    }
+
+    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let head = format!("{}:sr:{{", self.cfg.namespace);
+        let mut keys: Vec<String> = self
+            .scan_match(Op::ListShares, &format!("{head}*"))
+            .await?
+            .iter()
+            .filter_map(|k| unescape_tag(k.strip_prefix(&head)?.strip_suffix('}')?))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
         if keys.is_empty() {
             return Ok(0);
@@ -424,6 +521,32 @@ fn redis_key(prefix: &str, key: &str) -> String {
     }
 }
 
+/// `key` with `%`, `{` and `}` escaped (`%25`, `%7B`, `%7D`), to be a hash tag.
+fn escape_tag(key: &str) -> String {
+    key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D")
+}
+
+/// The inverse of [`escape_tag`]; `None` for a tag it cannot have built.
+fn unescape_tag(tag: &str) -> Option<String> {
+    if tag.contains(['{', '}']) {
+        return None;
+    }
+    let mut out = String::with_capacity(tag.len());
+    let mut rest = tag;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        out.push(match rest.get(i + 1..i + 3)? {
+            "25" => '%',
+            "7B" => '{',
+            "7D" => '}',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// The inverse of [`redis_key`].
 fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
     let rest = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
@@ -445,5 +568,16 @@ mod tests {
             assert_eq!(user_key(p, &redis_key(p, key)).as_deref(), Some(key), "{key}");
         }
         assert_eq!(user_key(p, "other:e:{x}"), None);
+    }
+
+    #[test]
+    fn share_tags_escape_braces_and_come_back() {
+        for key in ["ns/route/GET /a", "a{b}c", "100%", "%7B", "{}", ""] {
+            let tag = escape_tag(key);
+            assert!(!tag.contains(['{', '}']), "{tag}");
+            assert_eq!(unescape_tag(&tag).as_deref(), Some(key));
+        }
+        assert_eq!(unescape_tag("%zz"), None);
+        assert_eq!(unescape_tag("%7"), None);
     }
 }

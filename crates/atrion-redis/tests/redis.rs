@@ -263,13 +263,22 @@ async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
     let Some(server) = RedisServer::start() else { return };
     let client = redis::Client::open(server.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    // A string where a hash belongs, a hash of someone else's bytes, right under our keys.
-    let _: () =
-        redis::cmd("SET").arg("atrion:e:{atrion/route/x}/node/evil").arg("x").query_async(&mut raw).await.unwrap();
+    // A string where a route's ranks belong, someone else's bytes as a share and as a
+    // heartbeat, right under our keys.
+    let _: () = redis::cmd("SET").arg("atrion:sr:{atrion/route/x}").arg("x").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("HSET")
-        .arg("atrion:e:{atrion/route/y}/node/evil")
-        .arg("v")
+        .arg("atrion:sv:{atrion/route/y}")
+        .arg("evil")
         .arg("not a contribution")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () =
+        redis::cmd("ZADD").arg("atrion:sr:{atrion/route/y}").arg(1).arg("evil").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("atrion:e:{atrion}/node/evil")
+        .arg("v")
+        .arg("??")
         .arg("ver")
         .arg(1)
         .query_async(&mut raw)

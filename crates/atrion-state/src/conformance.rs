@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::shares::{Best, Share, ShareWrite, Shares};
 use crate::{CasOutcome, Change, ErrorKind, MAX_KEY_LEN, StateStore, update};
 
 type Store = Arc<dyn StateStore>;
@@ -30,7 +31,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             get_set_delete, versions_are_unique_and_increase, ttl_expires, prefix_listing, batches,
             binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
-            cas_under_contention, change_feed, stats_and_cleanup);
+            cas_under_contention, change_feed, stats_and_cleanup, shares_rank_and_replace,
+            shares_are_validated, shares_under_contention, share_changes_carry_the_leaders);
     };
     (@each $make:expr; $($check:ident),*) => {
         $(
@@ -260,7 +262,13 @@ pub async fn change_feed(s: Store) {
     s.set("conf/other/x", b("1")).await.unwrap();
     s.delete("conf/feed/a").await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("an event").unwrap();
-    assert_eq!(first, Change::Set { key: "conf/feed/a".into(), version: v });
+    match first {
+        Change::Set { key, version, value } => {
+            assert_eq!((key.as_str(), version), ("conf/feed/a", v));
+            assert!(value.as_ref().is_none_or(|x| *x == b("1")), "a carried value is the written one: {value:?}");
+        }
+        other => panic!("expected a set, got {other:?}"),
+    }
     let second = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("an event").unwrap();
     assert_eq!(second, Change::Deleted { key: "conf/feed/a".into() }, "nothing from outside the prefix");
 }
@@ -286,6 +294,118 @@ pub async fn stats_and_cleanup(s: Store) {
         assert!(cleaned.expired <= 1, "{cleaned:?}");
         assert_eq!(s.cleanup().await.unwrap().expired, 0);
         assert!(!s.exists("conf/stats/ttl").await.unwrap());
+    }
+}
+
+fn share(key: &str, member: &str, rank: f64, value: &str) -> ShareWrite {
+    ShareWrite { key: key.into(), share: Share { member: member.into(), rank, value: b(value) } }
+}
+
+fn members(s: &Shares) -> Vec<&str> {
+    s.top.iter().map(|x| x.member.as_str()).collect()
+}
+
+/// Shares are ranked, a member's write replaces only its own share, and a reader gets at
+/// least the two leaders and its own share, wherever it ranks.
+pub async fn shares_rank_and_replace(s: Store) {
+    let k = "conf/shares/a".to_owned();
+    assert_eq!(s.shares(std::slice::from_ref(&k), "n1").await.unwrap(), vec![None]);
+    assert_eq!(s.all_shares(&k).await.unwrap(), None);
+    s.put_shares(vec![share(&k, "n1", 1.0, "one"), share(&k, "n2", 5.5, "two")]).await.unwrap();
+    s.put_shares(vec![share(&k, "n3", 3.25, "three"), share(&k, "n4", f64::NEG_INFINITY, "four")]).await.unwrap();
+    let got = s.shares(std::slice::from_ref(&k), "n1").await.unwrap().pop().unwrap().unwrap();
+    assert_eq!(got.members, 4);
+    assert_eq!(&members(&got)[..2], ["n2", "n3"], "the two leaders first, by rank");
+    let own = got.get("n1").expect("the reader's own share is listed");
+    assert_eq!((own.rank, own.value.as_ref()), (1.0, &b"one"[..]));
+    assert!(matches!(got.best(|m| m != "n2"), Best::Found(x) if x.member == "n3"));
+    let all = s.all_shares(&k).await.unwrap().unwrap();
+    assert!(all.complete());
+    assert_eq!(members(&all), ["n2", "n3", "n1", "n4"]);
+    assert_eq!(all.get("n4").unwrap().rank, f64::NEG_INFINITY);
+    // n2 falls behind: its share is replaced, the others are untouched.
+    s.put_shares(vec![share(&k, "n2", 0.5, "two again")]).await.unwrap();
+    let all = s.all_shares(&k).await.unwrap().unwrap();
+    assert_eq!((all.members, members(&all)), (4, vec!["n3", "n1", "n2", "n4"]));
+    assert_eq!(all.get("n2").unwrap().value.as_ref(), b"two again");
+    assert_eq!(all.get("n3").unwrap().value.as_ref(), b"three");
+    s.put_shares(vec![share("conf/shares/b", "n1", 0.0, "")]).await.unwrap();
+    let listed = s.list_shares("conf/shares/").await.unwrap();
+    assert_eq!(listed, ["conf/shares/a", "conf/shares/b"]);
+    assert!(s.list_shares("conf/nothing/").await.unwrap().is_empty());
+}
+
+/// Bad shares are refused with a typed error, and refused batches write nothing.
+pub async fn shares_are_validated(s: Store) {
+    let k = "conf/shares-bad/a";
+    for (bad, what) in [
+        (share(k, "n1", f64::NAN, "v"), "NaN rank"),
+        (share(k, "", 1.0, "v"), "empty member"),
+        (share(k, &"m".repeat(256), 1.0, "v"), "long member"),
+    ] {
+        let e = s.put_shares(vec![share(k, "ok", 1.0, "v"), bad]).await.unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::InvalidShare(_)), "{what}: {e}");
+    }
+    let e = s.put_shares(vec![share("", "n1", 1.0, "v")]).await.unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::InvalidKey(_)), "{e}");
+    assert_eq!(s.all_shares(k).await.unwrap(), None, "a refused batch writes nothing");
+    // Something that is not shares under a key reads as corrupt, and a write repairs it.
+    s.set(k, b("not shares")).await.unwrap();
+    if let Ok(got) = s.shares(&[k.to_owned()], "n1").await {
+        // A backend that keeps shares apart from its keys does not see the value at all.
+        assert_eq!(got, vec![None]);
+    } else {
+        let e = s.shares(&[k.to_owned()], "n1").await.unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Corrupt), "{e}");
+    }
+    s.put_shares(vec![share(k, "n1", 2.0, "v")]).await.unwrap();
+    assert_eq!(members(&s.all_shares(k).await.unwrap().unwrap()), ["n1"]);
+}
+
+/// Many members writing one key at once: no member's share is lost.
+pub async fn shares_under_contention(s: Store) {
+    let k = "conf/shares-race/a";
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for round in 0..5 {
+                    let rank = f64::from(i * 10 + round);
+                    s.put_shares(vec![share(k, &format!("m{i:02}"), rank, &round.to_string())]).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = s.all_shares(k).await.unwrap().unwrap();
+    assert_eq!(all.members, 16);
+    assert_eq!(all.top.len(), 16);
+    for x in &all.top {
+        assert_eq!(x.value.as_ref(), b"4", "{}: its last write", x.member);
+    }
+    assert_eq!(all.top[0].member, "m15");
+}
+
+/// A change of a key's leaders reaches the feed with the new leaders as its value.
+pub async fn share_changes_carry_the_leaders(s: Store) {
+    let Some(mut feed) = s.subscribe("conf/shares-feed/").await.unwrap() else { return };
+    let k = "conf/shares-feed/a";
+    s.put_shares(vec![share(k, "n1", 1.0, "low")]).await.unwrap();
+    s.put_shares(vec![share(k, "n2", 2.0, "high")]).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let change = tokio::time::timeout(left, feed.recv()).await.expect("the new leader is notified").unwrap();
+        let Change::Set { key, value, .. } = change else { continue };
+        assert_eq!(key, k);
+        let shares = Shares::decode(&value.expect("a share change carries its value")).expect("it decodes");
+        if shares.members == 2 {
+            assert!(matches!(shares.best(|_| true), Best::Found(x) if x.member == "n2" && x.value == b("high")));
+            assert!(matches!(shares.best(|m| m != "n2"), Best::Found(x) if x.member == "n1"));
+            break;
+        }
     }
 }
 

@@ -24,6 +24,9 @@ pub enum Op {
     Stats,
     Cleanup,
     Subscribe,
+    PutShares,
+    GetShares,
+    ListShares,
 }
 
 impl fmt::Display for Op {
@@ -42,6 +45,9 @@ impl fmt::Display for Op {
             Op::Stats => "stats",
             Op::Cleanup => "cleanup",
             Op::Subscribe => "subscribe",
+            Op::PutShares => "put_shares",
+            Op::GetShares => "shares",
+            Op::ListShares => "list_shares",
         })
     }
 }
@@ -53,6 +59,9 @@ pub enum ErrorKind {
     /// The key is empty, too long, or otherwise unusable.
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
+    /// A share's member or rank is unusable ([`crate::check_share`]).
+    #[error("invalid share: {0}")]
+    InvalidShare(&'static str),
     /// The value is larger than the store accepts.
     #[error("value of {len} bytes exceeds the limit of {max}")]
     ValueTooLarge {

@@ -2,14 +2,12 @@
 //! a [`crate::StateManager`] reads and writes.
 //!
 //! ```text
-//! {namespace}/route/{route}/node/{node}   one node's contribution to a route
-//! {namespace}/node/{node}                 a node's heartbeat
+//! {namespace}/route/{route}   the route's shares: one per node, its contribution (crate::shares)
+//! {namespace}/node/{node}     a node's heartbeat
 //! ```
 //!
-//! Node ids have no `/`, so the last `/node/` of a contribution key separates the route
-//! (which may contain `/`) from the node. A key is at most [`MAX_KEY_LEN`] bytes, so the
-//! longest route that can be shared is [`ClusterKeys::max_route_len`]; a longer one stays
-//! local to its node.
+//! A key is at most [`MAX_KEY_LEN`] bytes, so the longest route that can be shared is
+//! [`ClusterKeys::max_route_len`]; a longer one stays local to its node.
 
 use crate::store::MAX_KEY_LEN;
 
@@ -26,8 +24,6 @@ pub struct ClusterKeys {
     routes: String,
     /// `{namespace}/node/`
     nodes: String,
-    /// `/node/{node}`
-    suffix: String,
 }
 
 impl ClusterKeys {
@@ -39,7 +35,6 @@ impl ClusterKeys {
             all: format!("{namespace}/"),
             routes: format!("{namespace}{ROUTE}"),
             nodes: format!("{namespace}{NODE}"),
-            suffix: format!("{NODE}{node_id}"),
         }
     }
 
@@ -48,18 +43,33 @@ impl ClusterKeys {
         &self.all
     }
 
-    /// The longest route id (bytes) whose contribution key fits in [`MAX_KEY_LEN`].
-    pub fn max_route_len(&self) -> usize {
-        MAX_KEY_LEN.saturating_sub(self.routes.len() + self.suffix.len())
+    /// The prefix of every route's key.
+    pub fn routes_prefix(&self) -> &str {
+        &self.routes
     }
 
-    /// This node's contribution key for `route`, or `None` when it would be longer than
-    /// [`MAX_KEY_LEN`] (or the route is empty): such a route is kept local.
-    pub fn contribution(&self, route: &str) -> Option<String> {
+    /// The prefix of every heartbeat key.
+    pub fn nodes_prefix(&self) -> &str {
+        &self.nodes
+    }
+
+    /// This node's id: its member name in every route's shares.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The longest route id (bytes) whose key fits in [`MAX_KEY_LEN`].
+    pub fn max_route_len(&self) -> usize {
+        MAX_KEY_LEN.saturating_sub(self.routes.len())
+    }
+
+    /// The key of `route`'s shares, or `None` when it would be longer than [`MAX_KEY_LEN`]
+    /// (or the route is empty): such a route is kept local.
+    pub fn route(&self, route: &str) -> Option<String> {
         if route.is_empty() || route.len() > self.max_route_len() {
             return None;
         }
-        Some(format!("{}{route}{}", self.routes, self.suffix))
+        Some(format!("{}{route}", self.routes))
     }
 
     /// This node's heartbeat key.
@@ -67,11 +77,9 @@ impl ClusterKeys {
         format!("{}{}", self.nodes, self.node_id)
     }
 
-    /// `(route, node)` of a contribution key of this cluster, any node.
-    pub fn parse_contribution<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
-        let rest = key.strip_prefix(self.routes.as_str())?;
-        let (route, node) = rest.rsplit_once(NODE)?;
-        (!route.is_empty() && !node.is_empty() && !node.contains('/')).then_some((route, node))
+    /// The route of a route key of this cluster.
+    pub fn parse_route<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.routes.as_str()).filter(|r| !r.is_empty())
     }
 
     /// The node of a heartbeat key of this cluster, any node.
@@ -92,15 +100,16 @@ mod tests {
     #[test]
     fn keys_roundtrip_even_with_slashes_in_routes() {
         let k = ClusterKeys::new("ns", "n1");
-        let key = k.contribution("GET /a/node/b").unwrap();
-        assert_eq!(key, "ns/route/GET /a/node/b/node/n1");
-        assert_eq!(k.parse_contribution(&key), Some(("GET /a/node/b", "n1")));
-        assert_eq!(k.parse_contribution("ns/route/x/node/"), None);
-        assert_eq!(k.parse_contribution("ns/node/n1"), None);
-        assert_eq!(k.parse_contribution("other/route/x/node/n1"), None);
+        let key = k.route("GET /a/node/b").unwrap();
+        assert_eq!(key, "ns/route/GET /a/node/b");
+        assert_eq!(k.parse_route(&key), Some("GET /a/node/b"));
+        assert_eq!(k.parse_route("ns/route/"), None);
+        assert_eq!(k.parse_route("ns/node/n1"), None);
+        assert_eq!(k.parse_route("other/route/x"), None);
         assert_eq!(k.parse_heartbeat(&k.heartbeat()), Some("n1"));
         assert_eq!(k.parse_heartbeat("ns/node/"), None);
         assert!(k.is_own("n1") && !k.is_own("n2"));
+        assert_eq!((k.routes_prefix(), k.nodes_prefix(), k.node_id()), ("ns/route/", "ns/node/", "n1"));
     }
 
     #[test]
@@ -108,16 +117,13 @@ mod tests {
         let k = ClusterKeys::new("atrion", "node-with-a-long-name");
         let max = k.max_route_len();
         let fits = "r".repeat(max);
-        assert_eq!(k.contribution(&fits).unwrap().len(), MAX_KEY_LEN);
-        assert_eq!(
-            k.parse_contribution(&k.contribution(&fits).unwrap()),
-            Some((fits.as_str(), "node-with-a-long-name"))
-        );
-        assert_eq!(k.contribution(&"r".repeat(max + 1)), None);
-        assert_eq!(k.contribution(""), None);
+        assert_eq!(k.route(&fits).unwrap().len(), MAX_KEY_LEN);
+        assert_eq!(k.parse_route(&k.route(&fits).unwrap()), Some(fits.as_str()));
+        assert_eq!(k.route(&"r".repeat(max + 1)), None);
+        assert_eq!(k.route(""), None);
         // Multi-byte characters count in bytes.
         let wide = "é".repeat(max / 2 + 1);
         assert!(wide.len() > max);
-        assert_eq!(k.contribution(&wide), None);
+        assert_eq!(k.route(&wide), None);
     }
 }

@@ -36,6 +36,7 @@ mod keys;
 mod manager;
 mod memory;
 mod service;
+pub mod shares;
 mod store;
 
 #[cfg(feature = "testing")]
@@ -51,5 +52,5 @@ pub use memory::InMemoryStore;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN,
-    StateStore, StoreStats, check_key, check_value, update,
+    StateStore, StoreStats, check_key, check_share, check_value, update,
 };

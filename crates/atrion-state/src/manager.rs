@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrion_core::{Engine, PhysicsObserver, Timestamp};
+use atrion_core::{Engine, PhysicsObserver, Timestamp, heal, heal_rank};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, Op, StoreError};
 use crate::keys::ClusterKeys;
+use crate::shares::{Best, Share, ShareWrite, Shares};
 use crate::store::{Change, StateStore};
 
 /// Engine time and wall-clock time, read together.
@@ -102,6 +103,14 @@ pub struct SyncConfig {
     /// degraded), whatever the adapter's own timeouts.
     #[serde(with = "atrion_core::serde_secs")]
     pub store_timeout: Duration,
+    /// The deadband (ohms): a route's contribution is pushed only when its scar differs by
+    /// more than this from what the other nodes predict (the last pushed scar, healed by the
+    /// route's law), or when `max_interval` has passed. 0 pushes every change.
+    pub deadband: f64,
+    /// The longest a scarred route goes without being pushed again (its momentum and time
+    /// are refreshed even while its scar heals as predicted).
+    #[serde(with = "atrion_core::serde_secs")]
+    pub max_interval: Duration,
 }
 
 impl Default for SyncConfig {
@@ -114,6 +123,8 @@ impl Default for SyncConfig {
             node_ttl: Duration::from_secs(3),
             max_buffered: 100_000,
             store_timeout: Duration::from_secs(1),
+            deadband: 0.5,
+            max_interval: Duration::from_secs(10),
         }
     }
 }
@@ -148,6 +159,12 @@ impl SyncConfig {
         }
         if self.store_timeout.is_zero() {
             return bad("`store_timeout` must be > 0".into());
+        }
+        if !(self.deadband.is_finite() && self.deadband >= 0.0) {
+            return bad(format!("`deadband` must be a finite number of ohms >= 0, got {}", self.deadband));
+        }
+        if self.max_interval < self.pulse {
+            return bad("`max_interval` must be at least `pulse`".into());
         }
         Ok(())
     }
@@ -226,6 +243,12 @@ pub struct SyncStats {
     /// Contributions pushed again because a full sync found that the store had lost them
     /// after acknowledging them (a restarted store without persistence).
     pub republished: u64,
+    /// Contributions not pushed because the cluster's prediction of them (the last pushed
+    /// scar, healed) was within the deadband.
+    pub deadbanded: u64,
+    /// Routes whose shares were read in full because every leader listed was this node or a
+    /// node gone silent.
+    pub rebuilds: u64,
     /// The last push failed: deciding on local state only.
     pub degraded: bool,
 }
@@ -233,7 +256,7 @@ pub struct SyncStats {
 impl SyncStats {
     /// The counters by name (`pulses`, `pushed`, ...), in one place for every exporter; the
     /// gauges `buffered` and `degraded` are not among them.
-    pub fn counters(&self) -> [(&'static str, u64); 11] {
+    pub fn counters(&self) -> [(&'static str, u64); 13] {
         [
             ("pulses", self.pulses),
             ("pushed", self.pushed),
@@ -246,6 +269,8 @@ impl SyncStats {
             ("kept_local", self.kept_local),
             ("rejected", self.rejected),
             ("republished", self.republished),
+            ("deadbanded", self.deadbanded),
+            ("rebuilds", self.rebuilds),
         ]
     }
 }
@@ -295,6 +320,8 @@ struct Counters {
     kept_local: AtomicU64,
     rejected: AtomicU64,
     republished: AtomicU64,
+    deadbanded: AtomicU64,
+    rebuilds: AtomicU64,
     degraded: AtomicBool,
     /// When the store last acknowledged a pulse (wall ms; 0 before the first).
     last_push_ms: AtomicU64,
@@ -302,25 +329,52 @@ struct Counters {
 
 #[derive(Default)]
 struct SyncState {
-    /// route -> node -> contribution, other nodes only.
-    remote: HashMap<String, HashMap<String, Contribution>>,
+    /// route -> the leaders of its shares as last read or notified (other nodes', and
+    /// perhaps this node's own).
+    remote: HashMap<String, Shares>,
     /// node -> last heartbeat, other nodes only.
     heartbeats: HashMap<String, Heartbeat>,
     /// Nodes whose heartbeat is gone from the store (left, or expired), with their last
     /// one; kept for [`StateManager::nodes`] a while ([`departed_retention`]).
     departed: HashMap<String, Heartbeat>,
-    /// Our contributions not yet pushed.
-    pending: HashMap<String, Contribution>,
-    /// Routes whose last pushed contribution was zero (nothing to say until they change).
-    quiet: std::collections::HashSet<String>,
-    /// Our last contribution the store acknowledged, per route that has something to say:
-    /// re-pushed when a full sync finds it missing (a store that lost its data, a key
-    /// deleted by hand), so that an acknowledged write is never lost for good.
-    stored: HashMap<String, Contribution>,
+    /// Our contributions not yet pushed, with their routes' healing rates.
+    pending: HashMap<String, Pushed>,
+    /// Our last contribution the store acknowledged, per route: what the other nodes
+    /// predict (the deadband compares with it healed), and what is pushed again when a
+    /// full sync finds it missing (a store that lost its data), so that an acknowledged
+    /// write is never lost for good.
+    stored: HashMap<String, Pushed>,
+    /// Routes whose every listed leader is us or a silent node: read in full next pulse.
+    rebuild: std::collections::HashSet<String>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     resync: bool,
     /// The other nodes counted live at the last merge.
     live: std::collections::HashSet<String>,
+    /// When our heartbeat was last acknowledged (wall ms).
+    heartbeat_ms: u64,
+}
+
+/// A contribution with its route's healing rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pushed {
+    c: Contribution,
+    scar_decay: f64,
+}
+
+impl Pushed {
+    /// The share this contribution is, for the store: ranked by its healed scar.
+    fn share(&self, node: &str) -> Share {
+        Share {
+            member: node.to_owned(),
+            rank: heal_rank(self.c.scar, self.scar_decay, self.c.at_ms as f64 / 1e3),
+            value: self.c.encode(),
+        }
+    }
+
+    /// The scar the other nodes expect of this route at `at_ms`.
+    fn predicted(&self, at_ms: u64) -> f64 {
+        heal(self.c.scar, self.scar_decay, at_ms.saturating_sub(self.c.at_ms) as f64 / 1e3)
+    }
 }
 
 struct Shared<O> {
@@ -420,6 +474,8 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             kept_local: c.kept_local.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             republished: c.republished.load(Relaxed),
+            deadbanded: c.deadbanded.load(Relaxed),
+            rebuilds: c.rebuilds.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
     }
@@ -472,12 +528,24 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         std::iter::once(ours).chain(others).collect()
     }
 
-    /// The other nodes' contributions to `route`, as they reported them (not healed), by
-    /// node id.
+    /// The other nodes' contributions to `route` that this node knows, as they reported them
+    /// (not healed), by node id: the route's leaders (every contributor, on a store without
+    /// a native aggregate).
     pub fn route_nodes(&self, route: &str) -> Vec<(String, Contribution)> {
         let st = self.shared.lock();
-        let mut v: Vec<(String, Contribution)> =
-            st.remote.get(route).map(|m| m.iter().map(|(n, c)| (n.clone(), *c)).collect()).unwrap_or_default();
+        let keys = &self.shared.keys;
+        let mut v: Vec<(String, Contribution)> = st
+            .remote
+            .get(route)
+            .map(|shares| {
+                shares
+                    .top
+                    .iter()
+                    .filter(|s| !keys.is_own(&s.member))
+                    .filter_map(|s| Some((s.member.clone(), Contribution::decode(&s.value)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -512,15 +580,36 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How often the heartbeat is written: six times per `node_ttl`, at most every pulse.
+    fn heartbeat_every(&self) -> u64 {
+        (self.cfg.node_ttl / 6).max(self.cfg.pulse).as_millis() as u64
+    }
+
+    /// Whether `next` says something the other nodes cannot predict from `last` (the
+    /// deadband), or `last` is old enough to refresh.
+    fn worth_pushing(&self, last: Option<&Pushed>, next: &Pushed) -> bool {
+        let band = self.cfg.deadband;
+        match last {
+            None => next.c.scar > band,
+            Some(last) => {
+                let off = (next.c.scar - last.predicted(next.c.at_ms)).abs() > band;
+                let old = next.c.at_ms.saturating_sub(last.c.at_ms) >= self.cfg.max_interval.as_millis() as u64;
+                off || (old && next.c.scar > band) || (band == 0.0 && next.c != last.c)
+            }
+        }
+    }
+
     /// BUFFER, PUSH, MERGE.
     async fn pulse(&self) {
         let _one_at_a_time = self.pulsing.lock().await;
         self.counters.pulses.fetch_add(1, Relaxed);
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let max_route = self.keys.max_route_len();
-        let (sent, batch) = {
+        let node = self.keys.node_id();
+        let (sent, shares, beat) = {
             let mut st = self.lock();
             let st = &mut *st;
+            let mut deadbanded = 0;
             self.engine.take_dirty(|route, c| {
                 if route.len() > max_route {
                     if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
@@ -534,67 +623,66 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     return;
                 }
                 let at_ms = wall.saturating_sub(now.saturating_since(c.at).as_millis() as u64);
-                let quiet = c.scar <= 0.0 && c.momentum <= 0.0;
-                if quiet && st.quiet.contains(route) {
-                    return; // still nothing to say
+                let next =
+                    Pushed { c: Contribution { scar: c.scar, momentum: c.momentum, at_ms }, scar_decay: c.scar_decay };
+                let last = st.pending.get(route).or_else(|| st.stored.get(route));
+                if self.worth_pushing(last, &next) {
+                    st.pending.insert(route.to_owned(), next);
+                } else {
+                    deadbanded += 1;
                 }
-                st.pending.insert(route.to_owned(), Contribution { scar: c.scar, momentum: c.momentum, at_ms });
             });
+            self.counters.deadbanded.fetch_add(deadbanded, Relaxed);
             if st.pending.len() > self.cfg.max_buffered {
                 // Bounded: keep the newest contributions.
-                let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, c)| (c.at_ms, r.clone())).collect();
+                let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, p)| (p.c.at_ms, r.clone())).collect();
                 by_age.sort_unstable();
                 let excess = st.pending.len() - self.cfg.max_buffered;
                 for (_, route) in by_age.into_iter().take(excess) {
                     st.pending.remove(&route);
                 }
             }
-            let (mut sent, mut batch) =
-                (Vec::with_capacity(st.pending.len()), Vec::with_capacity(st.pending.len() + 1));
-            for (route, c) in &st.pending {
-                if let Some(key) = self.keys.contribution(route) {
-                    sent.push((route.clone(), *c));
-                    batch.push((key, c.encode(), None));
+            let (mut sent, mut shares) = (Vec::with_capacity(st.pending.len()), Vec::with_capacity(st.pending.len()));
+            for (route, p) in &st.pending {
+                if let Some(key) = self.keys.route(route) {
+                    sent.push((route.clone(), *p));
+                    shares.push(ShareWrite { key, share: p.share(node) });
                 }
             }
-            let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
-            batch.push((self.keys.heartbeat(), Heartbeat::encode(wall, VERSION), ttl));
-            (sent, batch)
+            let degraded = self.counters.degraded.load(Relaxed);
+            (sent, shares, degraded || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every())
         };
-        let outcome = match tokio::time::timeout(self.cfg.store_timeout, self.store.batch_set(batch.clone())).await {
-            Ok(Ok(_)) => Ok(vec![true; sent.len()]),
-            // Refused for something in it, not for being unreachable: write item by item, so
-            // that one bad item does not block the rest.
-            Ok(Err(e)) if !transient(&e) => self.push_one_by_one(batch).await,
-            Ok(Err(_)) | Err(_) => Err(()),
+        let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares).await };
+        let beat = match (&pushed, beat) {
+            (Ok(_), true) => self.beat(wall).await.map(|()| true),
+            (Ok(_), false) => Ok(false),
+            (Err(()), _) => Err(()),
         };
-        match outcome {
-            Ok(done) => {
-                let mut st = self.lock();
-                let mut pushed = 0;
-                for ((route, c), ok) in sent.into_iter().zip(done) {
-                    // Only what was sent leaves the buffer: a newer contribution stays.
-                    if st.pending.get(&route) == Some(&c) {
-                        st.pending.remove(&route);
-                    }
-                    if !ok {
-                        continue;
-                    }
-                    pushed += 1;
-                    if c.scar <= 0.0 && c.momentum <= 0.0 {
-                        st.stored.remove(&route);
-                        st.quiet.insert(route);
-                    } else {
-                        st.quiet.remove(&route);
-                        st.stored.insert(route, c);
-                    }
+        if let Ok(done) = pushed {
+            let mut st = self.lock();
+            let mut n = 0;
+            for ((route, p), ok) in sent.into_iter().zip(done) {
+                // Only what was sent leaves the buffer: a newer contribution stays.
+                if st.pending.get(&route) == Some(&p) {
+                    st.pending.remove(&route);
                 }
-                self.counters.pushed.fetch_add(pushed, Relaxed);
+                if ok {
+                    n += 1;
+                    st.stored.insert(route, p);
+                }
+            }
+            self.counters.pushed.fetch_add(n, Relaxed);
+        }
+        match beat {
+            Ok(beat) => {
+                if beat {
+                    self.lock().heartbeat_ms = wall;
+                }
                 self.counters.last_push_ms.store(wall, Relaxed);
                 if self.counters.degraded.swap(false, Relaxed) {
                     // The store is back: whatever changed meanwhile was not seen.
                     tracing::info!(node = %self.cfg.node_id, "store reachable again: resynchronising");
-                    st.resync = true;
+                    self.lock().resync = true;
                 }
             }
             Err(()) => {
@@ -613,17 +701,37 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 self.lock().resync = true;
             }
         }
+        self.rebuild().await;
         self.merge_if_liveness_changed();
     }
 
-    /// Writes a batch item by item after the store refused it whole. Items refused for
-    /// themselves are dropped and counted; `Err` when the store is unreachable (the caller
-    /// keeps everything pending). The heartbeat is the batch's last item and has no flag.
-    async fn push_one_by_one(&self, batch: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<bool>, ()> {
-        let mut done = Vec::with_capacity(batch.len());
-        for (key, value, ttl) in batch {
-            match tokio::time::timeout(self.cfg.store_timeout, self.store.put(&key, value, ttl)).await {
-                Ok(Ok(_)) => done.push(true),
+    /// Writes this node's heartbeat.
+    async fn beat(&self, wall: u64) -> Result<(), ()> {
+        let ttl = self.store.capabilities().ttl.then_some(self.cfg.node_ttl * 3);
+        let key = self.keys.heartbeat();
+        let put = self.store.put(&key, Heartbeat::encode(wall, VERSION), ttl);
+        match tokio::time::timeout(self.cfg.store_timeout, put).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(()),
+        }
+    }
+
+    /// Pushes shares in one call; after the store refused the batch for something in it (not
+    /// for being unreachable), item by item, so that one bad item does not block the rest:
+    /// items refused for themselves are dropped and counted. Which were written, in order;
+    /// `Err` when the store is unreachable (the caller keeps everything pending).
+    async fn push_shares(&self, shares: Vec<ShareWrite>) -> Result<Vec<bool>, ()> {
+        let n = shares.len();
+        match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(shares.clone())).await {
+            Ok(Ok(())) => return Ok(vec![true; n]),
+            Ok(Err(e)) if !transient(&e) => {}
+            Ok(Err(_)) | Err(_) => return Err(()),
+        }
+        let mut done = Vec::with_capacity(n);
+        for w in shares {
+            let key = w.key.clone();
+            match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(vec![w])).await {
+                Ok(Ok(())) => done.push(true),
                 Ok(Err(e)) if !transient(&e) => {
                     self.counters.rejected.fetch_add(1, Relaxed);
                     tracing::warn!(node = %self.cfg.node_id, key = %key, error = %e, "the store refused a contribution: dropped");
@@ -632,13 +740,43 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 Ok(Err(_)) | Err(_) => return Err(()),
             }
         }
-        done.pop(); // the heartbeat
         Ok(done)
     }
 
-    /// Re-merges the routes of nodes that joined or fell silent since the last pulse. Other
-    /// routes need nothing: the engine heals cluster values on its own, and changed
-    /// contributions are merged as they arrive.
+    /// Reads in full the shares of routes whose listed leaders all stopped counting (this
+    /// node, or nodes gone silent), and merges them.
+    async fn rebuild(&self) {
+        let routes: Vec<String> = self.lock().rebuild.drain().collect();
+        for route in routes {
+            let Some(key) = self.keys.route(&route) else { continue };
+            match tokio::time::timeout(self.cfg.store_timeout, self.store.all_shares(&key)).await {
+                Ok(Ok(shares)) => {
+                    self.counters.rebuilds.fetch_add(1, Relaxed);
+                    let mut st = self.lock();
+                    match shares {
+                        Some(shares) => st.remote.insert(route.clone(), shares),
+                        None => st.remote.insert(route.clone(), Shares::default()),
+                    };
+                }
+                Ok(Err(e)) if !transient(&e) => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                    self.lock().remote.remove(&route);
+                    let _ = self.engine.set_cluster(&route, None, self.clock.now());
+                    continue;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                    self.lock().rebuild.insert(route);
+                    continue;
+                }
+            }
+            self.merge_route(&route);
+        }
+    }
+
+    /// Re-merges the routes whose listed shares name nodes that joined or fell silent since
+    /// the last pulse. Other routes need nothing: the engine heals cluster values on its own,
+    /// and changed shares are merged as they arrive.
     fn merge_if_liveness_changed(&self) {
         let wall = self.clock.wall_ms();
         let ttl = self.cfg.node_ttl.as_millis() as u64;
@@ -657,7 +795,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             let routes = st
                 .remote
                 .iter()
-                .filter(|(_, nodes)| nodes.keys().any(|n| changed.contains(n)))
+                .filter(|(_, shares)| !shares.complete() || shares.top.iter().any(|s| changed.contains(&s.member)))
                 .map(|(r, _)| r.clone())
                 .collect();
             st.live = live;
@@ -668,35 +806,37 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
-    /// Re-reads every contribution and heartbeat. At start, also seeds this node's own
-    /// earlier scar (warm start).
+    /// Re-reads every route's leading shares and every heartbeat. At start, also seeds this
+    /// node's own earlier scar (warm start).
     async fn full_sync(&self, warm_start: bool) -> Result<(), StoreError> {
         let fail = |e: StoreError| {
             self.counters.store_errors.fetch_add(1, Relaxed);
             e
         };
         let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
-        let keys = tokio::time::timeout(self.cfg.store_timeout, self.store.list_keys(self.keys.cluster_prefix()))
+        let within = self.cfg.store_timeout;
+        let node = self.keys.node_id();
+        let keys = tokio::time::timeout(within, self.store.list_shares(self.keys.routes_prefix()))
             .await
-            .map_err(|_| fail(timeout(Op::ListKeys)))?
+            .map_err(|_| fail(timeout(Op::ListShares)))?
             .map_err(fail)?;
-        let mut entries = Vec::with_capacity(keys.len());
+        let mut views: Vec<Option<Shares>> = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(512) {
-            let got = tokio::time::timeout(self.cfg.store_timeout, self.store.batch_get(chunk))
+            let got = tokio::time::timeout(within, self.store.shares(chunk, node))
                 .await
-                .map_err(|_| fail(timeout(Op::BatchGet)))?;
+                .map_err(|_| fail(timeout(Op::GetShares)))?;
             match got {
-                Ok(got) => entries.extend(got),
-                // Something under our keys that the store cannot even return as an entry
-                // (written by someone else): read the chunk key by key and skip the bad ones.
+                Ok(got) => views.extend(got),
+                // Something under our keys that is not shares (written by someone else):
+                // read the chunk key by key and skip the bad ones.
                 Err(e) if !transient(&e) => {
                     for key in chunk {
-                        match self.store.get(key).await {
-                            Ok(entry) => entries.push(entry),
+                        match self.store.shares(std::slice::from_ref(key), node).await {
+                            Ok(mut one) => views.push(one.pop().flatten()),
                             Err(e) if !transient(&e) => {
                                 self.counters.decode_errors.fetch_add(1, Relaxed);
                                 tracing::warn!(key = %key, error = %e, "skipping an unreadable value under the cluster's keys");
-                                entries.push(None);
+                                views.push(None);
                             }
                             Err(e) => return Err(fail(e)),
                         }
@@ -705,45 +845,56 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 Err(e) => return Err(fail(e)),
             }
         }
+        let hb_keys = tokio::time::timeout(within, self.store.list_keys(self.keys.nodes_prefix()))
+            .await
+            .map_err(|_| fail(timeout(Op::ListKeys)))?
+            .map_err(fail)?;
+        let mut hb_entries = Vec::with_capacity(hb_keys.len());
+        for chunk in hb_keys.chunks(512) {
+            let got = tokio::time::timeout(within, self.store.batch_get(chunk))
+                .await
+                .map_err(|_| fail(timeout(Op::BatchGet)))?
+                .map_err(fail)?;
+            hb_entries.extend(got);
+        }
         self.counters.full_syncs.fetch_add(1, Relaxed);
-        let mut remote: HashMap<String, HashMap<String, Contribution>> = HashMap::new();
         let mut heartbeats = HashMap::new();
+        for (key, entry) in hb_keys.iter().zip(hb_entries) {
+            let (Some(entry), Some(node)) = (entry, self.keys.parse_heartbeat(key)) else { continue };
+            match Heartbeat::decode(&entry.value) {
+                Some(hb) if !self.keys.is_own(node) => {
+                    heartbeats.insert(node.to_owned(), hb);
+                }
+                Some(_) => {}
+                None => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let mut remote: HashMap<String, Shares> = HashMap::new();
         let mut own = Vec::new();
-        for (key, entry) in keys.iter().zip(entries) {
-            let Some(entry) = entry else { continue };
-            if let Some(node) = self.keys.parse_heartbeat(key) {
-                match Heartbeat::decode(&entry.value) {
-                    Some(hb) if !self.keys.is_own(node) => {
-                        heartbeats.insert(node.to_owned(), hb);
-                    }
-                    Some(_) => {}
+        for (key, view) in keys.iter().zip(views) {
+            let (Some(shares), Some(route)) = (view, self.keys.parse_route(key)) else { continue };
+            if let Some(mine) = shares.get(node) {
+                match Contribution::decode(&mine.value) {
+                    Some(c) => own.push((route.to_owned(), c)),
                     None => {
                         self.counters.decode_errors.fetch_add(1, Relaxed);
                     }
                 }
-            } else if let Some((route, node)) = self.keys.parse_contribution(key) {
-                let Some(c) = Contribution::decode(&entry.value) else {
-                    self.counters.decode_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(key = %key, "skipping a contribution that does not decode");
-                    continue;
-                };
-                if self.keys.is_own(node) {
-                    own.push((route.to_owned(), c));
-                } else {
-                    remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
-                }
             }
+            remote.insert(route.to_owned(), shares);
         }
         let own_routes: std::collections::HashSet<&str> = own.iter().map(|(r, _)| r.as_str()).collect();
         {
             // What the store acknowledged but no longer holds is pushed again.
             let mut st = self.lock();
             let st = &mut *st;
-            let lost: Vec<(String, Contribution)> = st
+            let lost: Vec<(String, Pushed)> = st
                 .stored
                 .iter()
                 .filter(|(r, _)| !own_routes.contains(r.as_str()) && !st.pending.contains_key(*r))
-                .map(|(r, c)| (r.clone(), *c))
+                .map(|(r, p)| (r.clone(), *p))
                 .collect();
             if !lost.is_empty() {
                 self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
@@ -761,7 +912,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
         {
             let mut st = self.lock();
-            // Routes that no longer have remote contributions lose their cluster view.
+            // Routes that no longer have shares lose their cluster view.
             for route in st.remote.keys().filter(|r| !remote.contains_key(*r)) {
                 let _ = self.engine.set_cluster(route, None, self.clock.now());
             }
@@ -777,49 +928,69 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         Ok(())
     }
 
-    /// Applies one change from the feed.
+    /// Applies one change from the feed. A change carries its value where the store can
+    /// (every change of a route's shares does); otherwise the key is read.
     async fn apply(&self, change: Change) {
-        let key = match change {
+        let (key, value) = match change {
             Change::Resync => {
                 tracing::debug!(node = %self.cfg.node_id, "change feed lost events: full sync at the next pulse");
                 self.counters.resyncs.fetch_add(1, Relaxed);
                 self.lock().resync = true;
                 return;
             }
-            Change::Set { key, .. } => key,
+            Change::Set { key, value, .. } => (key, value),
             Change::Deleted { key } | Change::Expired { key } => {
-                let mut st = self.lock();
-                if let Some((route, node)) = self.keys.parse_contribution(&key) {
-                    if let Some(m) = st.remote.get_mut(route) {
-                        m.remove(node);
+                if let Some(route) = self.keys.parse_route(&key) {
+                    self.lock().remote.remove(route);
+                    let _ = self.engine.set_cluster(route, None, self.clock.now());
+                } else if let Some(node) = self.keys.parse_heartbeat(&key) {
+                    let mut st = self.lock();
+                    if let Some(hb) = st.heartbeats.remove(node) {
+                        st.departed.insert(node.to_owned(), hb);
                     }
-                    let route = route.to_owned();
-                    drop(st);
-                    self.merge_route(&route);
-                } else if let Some(node) = self.keys.parse_heartbeat(&key)
-                    && let Some(hb) = st.heartbeats.remove(node)
-                {
-                    st.departed.insert(node.to_owned(), hb);
                 }
                 return;
             }
         };
-        let contribution = self.keys.parse_contribution(&key);
-        let heartbeat = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node));
-        if contribution.is_none_or(|(_, node)| self.keys.is_own(node)) && heartbeat.is_none() {
-            return; // ours, or not ours to read
-        }
-        let entry = match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
-            Ok(Ok(Some(e))) => e,
-            Ok(Ok(None)) => return,
-            Ok(Err(_)) | Err(_) => {
-                self.counters.store_errors.fetch_add(1, Relaxed);
+        if let Some(route) = self.keys.parse_route(&key) {
+            let shares = match value {
+                Some(v) => Shares::decode(&v),
+                None => {
+                    let read = self.store.shares(std::slice::from_ref(&key), self.keys.node_id());
+                    match tokio::time::timeout(self.cfg.store_timeout, read).await {
+                        Ok(Ok(mut got)) => match got.pop().flatten() {
+                            Some(shares) => Some(shares),
+                            None => return,
+                        },
+                        Ok(Err(e)) if !transient(&e) => None,
+                        Ok(Err(_)) | Err(_) => {
+                            self.counters.store_errors.fetch_add(1, Relaxed);
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(shares) = shares else {
+                self.counters.decode_errors.fetch_add(1, Relaxed);
                 return;
-            }
-        };
-        self.counters.pulled.fetch_add(1, Relaxed);
-        if let Some(node) = heartbeat {
-            match Heartbeat::decode(&entry.value) {
+            };
+            self.counters.pulled.fetch_add(1, Relaxed);
+            self.lock().remote.insert(route.to_owned(), shares);
+            self.merge_route(route);
+        } else if let Some(node) = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node)) {
+            let value = match value {
+                Some(v) => v,
+                None => match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+                    Ok(Ok(Some(e))) => e.value,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(_)) | Err(_) => {
+                        self.counters.store_errors.fetch_add(1, Relaxed);
+                        return;
+                    }
+                },
+            };
+            self.counters.pulled.fetch_add(1, Relaxed);
+            match Heartbeat::decode(&value) {
                 Some(hb) => {
                     let mut st = self.lock();
                     st.departed.remove(node);
@@ -829,13 +1000,6 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
                 }
             }
-        } else if let Some((route, node)) = contribution {
-            let Some(c) = Contribution::decode(&entry.value) else {
-                self.counters.decode_errors.fetch_add(1, Relaxed);
-                return;
-            };
-            self.lock().remote.entry(route.to_owned()).or_default().insert(node.to_owned(), c);
-            self.merge_route(route);
         }
     }
 
@@ -846,22 +1010,36 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
-    /// Hands the other live nodes' contributions to `route`, with their ages, to the
-    /// engine, which heals and merges them ([`Engine::merge_cluster`]) and blends the result
-    /// by gamma. The physics of the merge is the engine's; this only moves values.
+    /// Hands the leading share of `route` among the other live nodes, with its age, to the
+    /// engine, which heals it ([`Engine::merge_cluster`]) and blends the result by gamma. The
+    /// shares are ranked by healed scar, so the leader is the largest at any time; when every
+    /// listed leader is this node or a silent one, the route is read in full next pulse.
     fn merge_route(&self, route: &str) {
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let ttl = self.cfg.node_ttl.as_millis() as u64;
-        let live: Vec<(f64, f64)> = {
-            let st = self.lock();
-            let Some(nodes) = st.remote.get(route) else { return };
-            nodes
-                .iter()
-                .filter(|(node, _)| st.heartbeats.get(*node).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl))
-                .map(|(_, c)| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3))
-                .collect()
+        let leader = {
+            let mut st = self.lock();
+            let Some(shares) = st.remote.get(route) else { return };
+            let counts = |m: &str| {
+                !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl)
+            };
+            match shares.best(counts) {
+                Best::Found(s) => match Contribution::decode(&s.value) {
+                    Some(c) => Some(c),
+                    None => {
+                        self.counters.decode_errors.fetch_add(1, Relaxed);
+                        None
+                    }
+                },
+                Best::None => None,
+                Best::Incomplete => {
+                    st.rebuild.insert(route.to_owned());
+                    return;
+                }
+            }
         };
-        if self.engine.merge_cluster(route, live, now).is_ok() {
+        let contributions = leader.map(|c| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3));
+        if self.engine.merge_cluster(route, contributions, now).is_ok() {
             self.counters.merges.fetch_add(1, Relaxed);
         }
     }

@@ -115,8 +115,8 @@ impl StateStore for InMemoryStore {
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
-        let version = Self::insert(&mut self.write(), key, value, ttl, Instant::now());
-        self.notify(Change::Set { key: key.to_owned(), version });
+        let version = Self::insert(&mut self.write(), key, value.clone(), ttl, Instant::now());
+        self.notify(Change::Set { key: key.to_owned(), version, value: Some(value) });
         Ok(version)
     }
 
@@ -158,9 +158,9 @@ impl StateStore for InMemoryStore {
             if current != expected {
                 return Ok(CasOutcome::Conflict { current });
             }
-            Self::insert(&mut data, key, value, ttl, now)
+            Self::insert(&mut data, key, value.clone(), ttl, now)
         };
-        self.notify(Change::Set { key: key.to_owned(), version });
+        self.notify(Change::Set { key: key.to_owned(), version, value: Some(value) });
         Ok(CasOutcome::Swapped { version })
     }
 
@@ -203,8 +203,8 @@ impl StateStore for InMemoryStore {
             let mut data = self.write();
             items.iter().map(|(k, v, ttl)| Self::insert(&mut data, k, v.clone(), *ttl, now)).collect()
         };
-        for ((key, _, _), version) in items.into_iter().zip(&versions) {
-            self.notify(Change::Set { key, version: *version });
+        for ((key, value, _), version) in items.into_iter().zip(&versions) {
+            self.notify(Change::Set { key, version: *version, value: Some(value) });
         }
         Ok(versions)
     }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BACKUP_CHUNK, BackupLine};
 use crate::error::StoreError;
+use crate::shares::{ShareWrite, Shares};
 use crate::store::{Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats};
 
 /// Keys copied per round trip while migrating.
@@ -319,10 +320,24 @@ impl StateService {
         }
     }
 
-    /// Copies every key not written through since the switch began.
+    /// Copies the shares a backend keeps apart from its keys (natively) through the shares
+    /// API, then every key not written through since the switch began. (Shares kept under
+    /// ordinary keys, the port's default, are copied as keys: a backend that keeps them
+    /// natively then does not list them, and each node pushes its own again at its next
+    /// full sync.)
     async fn migrate(&self, from: &Active, to: &Mirror) -> Result<u64, ServiceError> {
-        let keys = from.store.list_keys("").await?;
+        let (keys, shared) = keys_and_shares(from.store.as_ref()).await?;
         let mut copied = 0;
+        for key in &shared {
+            // Under the mirror lock, read and written at once: a member's write through the
+            // service happened before (and is read) or happens after (and overwrites).
+            let _touched = to.touched.lock().await;
+            if let Some(shares) = from.store.all_shares(key).await? {
+                let items = shares.top.into_iter().map(|share| ShareWrite { key: key.clone(), share }).collect();
+                to.store.put_shares(items).await?;
+                copied += 1;
+            }
+        }
         for chunk in keys.chunks(COPY_CHUNK) {
             let entries = from.store.batch_get(chunk).await?;
             // Under the mirror lock: a write to one of these keys either happened before
@@ -342,13 +357,29 @@ impl StateService {
         Ok(copied)
     }
 
-    /// With writers held off: the new backend must hold exactly the old one's keys and values.
+    /// With writers held off: the new backend must hold exactly the old one's keys and values,
+    /// and the same shares.
     async fn verify(&self, from: &Active, to: &Mirror) -> Result<u64, ServiceError> {
-        let source: BTreeSet<String> = from.store.list_keys("").await?.into_iter().collect();
-        let extra: Vec<String> = to.store.list_keys("").await?.into_iter().filter(|k| !source.contains(k)).collect();
+        let (source_keys, shared) = keys_and_shares(from.store.as_ref()).await?;
+        let (mut missing, mut differing) = (0, 0);
+        for key in &shared {
+            let sorted = |s: Option<crate::shares::Shares>| {
+                s.map(|mut s| {
+                    s.top.sort_by(|a, b| a.member.cmp(&b.member));
+                    s
+                })
+            };
+            match (sorted(from.store.all_shares(key).await?), sorted(to.store.all_shares(key).await?)) {
+                (Some(x), Some(y)) if x != y => differing += 1,
+                (Some(_), None) => missing += 1,
+                _ => {}
+            }
+        }
+        let (target_keys, target_shared) = keys_and_shares(to.store.as_ref()).await?;
+        let source: BTreeSet<String> = source_keys.into_iter().collect();
+        let extra: Vec<String> = target_keys.into_iter().filter(|k| !source.contains(k)).collect();
         to.store.batch_delete(&extra).await?;
         let keys: Vec<String> = source.into_iter().collect();
-        let (mut missing, mut differing) = (0, 0);
         for chunk in keys.chunks(COPY_CHUNK) {
             let (a, b) = (from.store.batch_get(chunk).await?, to.store.batch_get(chunk).await?);
             for (x, y) in a.iter().zip(&b) {
@@ -359,11 +390,12 @@ impl StateService {
                 }
             }
         }
-        let extra = to.store.list_keys("").await?.len().saturating_sub(keys.len());
+        let extra =
+            to.store.list_keys("").await?.len().saturating_sub(keys.len()) + target_shared.difference(&shared).count();
         if missing + differing + extra > 0 {
             return Err(ServiceError::VerifyFailed { to: to.name.clone(), missing, differing, extra });
         }
-        Ok(keys.len() as u64)
+        Ok((keys.len() + shared.len()) as u64)
     }
 
     /// Writes every live entry of the active backend to `path` as JSON lines
@@ -476,6 +508,16 @@ impl Drop for CleanupTask {
     fn drop(&mut self) {
         self.token.cancel();
     }
+}
+
+/// All keys of `store`, and the keys whose shares it keeps apart from them. Shares are
+/// listed first: a key written in between is then a key, never taken for shares.
+async fn keys_and_shares(store: &dyn StateStore) -> Result<(Vec<String>, BTreeSet<String>), StoreError> {
+    let shares = store.list_shares("").await?;
+    let keys = store.list_keys("").await?;
+    let listed: BTreeSet<&String> = keys.iter().collect();
+    let apart = shares.into_iter().filter(|k| !listed.contains(k)).collect();
+    Ok((keys, apart))
 }
 
 #[async_trait]
@@ -606,5 +648,26 @@ impl StateStore for StateService {
         }
         w.touch(keys.iter().map(String::as_str));
         Ok(n)
+    }
+
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        let w = self.begin_write().await;
+        w.store().put_shares(items.clone()).await?;
+        if let Some(m) = w.mirror() {
+            m.put_shares(items).await?;
+        }
+        Ok(())
+    }
+
+    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
+        self.inner.active.load().store.shares(keys, member).await
+    }
+
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        self.inner.active.load().store.all_shares(key).await
+    }
+
+    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.active.load().store.list_shares(prefix).await
     }
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{ErrorKind, Op, StoreError};
+use crate::shares::{ShareWrite, Shares};
 
 /// The longest key a store accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -83,6 +84,9 @@ pub enum Change {
         key: String,
         /// Its new version.
         version: u64,
+        /// The new value, where the backend carries it (values of the cluster's size, and
+        /// always for shares: [`StateStore::put_shares`]); `None`: read the key for it.
+        value: Option<Bytes>,
     },
     /// A key was deleted.
     Deleted {
@@ -289,6 +293,71 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         }
         Ok(n)
     }
+
+    /// Sets each member's share of its key ([`crate::shares`]), replacing that member's
+    /// earlier share; other members' shares are never touched. Each key changes atomically,
+    /// and a change feed carries the key's new leaders ([`Shares`], encoded) as the value of
+    /// a [`Change::Set`] — a backend with a native aggregate only when they changed.
+    ///
+    /// The default keeps all of a key's shares in one value under the key, changed by
+    /// compare-and-swap ([`update`]); it needs [`Capabilities::atomic`]. Something under the
+    /// key that is not shares is replaced.
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        for w in &items {
+            check_share(self.backend(), Op::PutShares, w)?;
+        }
+        for w in items {
+            update(self, &w.key, 64, |current| {
+                let mut shares = current.and_then(|v| Shares::decode(v)).unwrap_or_default();
+                shares.upsert(w.share.clone());
+                shares.encode()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The leaders of each key's shares, in order (`None`: no shares): at least the top two
+    /// by rank, plus `member`'s own share wherever it ranks.
+    /// [`ErrorKind::Corrupt`] when a key holds something that is not shares.
+    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
+        let _ = member; // the default returns every share
+        let entries = self.batch_get(keys).await?;
+        keys.iter()
+            .zip(entries)
+            .map(|(key, entry)| match entry {
+                None => Ok(None),
+                Some(e) => Shares::decode(&e.value)
+                    .map(Some)
+                    .ok_or_else(|| StoreError::new(self.backend(), Op::GetShares, Some(key), ErrorKind::Corrupt)),
+            })
+            .collect()
+    }
+
+    /// Every share of `key` (`None`: none), highest rank first.
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        Ok(self.shares(std::slice::from_ref(&key.to_owned()), "").await?.pop().flatten())
+    }
+
+    /// The keys holding shares, starting with `prefix`, sorted.
+    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.list_keys(prefix).await
+    }
+}
+
+/// Checks a share write against the port's rules, for adapters: a valid key, a non-empty
+/// member of at most 255 bytes, a rank that is not NaN, a value within [`MAX_VALUE_LEN`].
+pub fn check_share(backend: &'static str, op: Op, w: &ShareWrite) -> Result<(), StoreError> {
+    check_key(backend, op, &w.key)?;
+    check_value(backend, op, &w.key, &w.share.value)?;
+    let problem = if w.share.member.is_empty() || w.share.member.len() > 255 {
+        "a member must be 1 to 255 bytes"
+    } else if w.share.rank.is_nan() {
+        "a rank must not be NaN"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::new(backend, op, Some(&w.key), ErrorKind::InvalidShare(problem)))
 }
 
 /// Checks a key against the port's rules, for adapters.
@@ -321,13 +390,9 @@ pub fn check_value(backend: &'static str, op: Op, key: &str, value: &[u8]) -> Re
 /// value (`None` if absent) and returns the new one; it may run several times.
 ///
 /// Gives up with [`ErrorKind::Contended`] after `max_attempts` conflicts.
-pub async fn update<F>(
-    store: &dyn StateStore,
-    key: &str,
-    max_attempts: u32,
-    mut f: F,
-) -> Result<(Bytes, u64), StoreError>
+pub async fn update<S, F>(store: &S, key: &str, max_attempts: u32, mut f: F) -> Result<(Bytes, u64), StoreError>
 where
+    S: StateStore + ?Sized,
     F: FnMut(Option<&Bytes>) -> Bytes + Send,
 {
     for _ in 0..max_attempts {

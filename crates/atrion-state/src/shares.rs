@@ -1,0 +1,212 @@
+//! Shared aggregates: many members (the nodes of a cluster) each own one *share* of a key
+//! (a route), and a reader gets the key's leaders in one read instead of one read per member.
+//!
+//! A share carries a rank, computed by the writer, and opaque bytes. A store keeps every
+//! share (for a dump and for rebuilding) and serves the highest-ranked ones: a store with a
+//! native aggregate (Redis) keeps the ranking itself and returns its top two, plus the
+//! reader's own share; the port's default keeps every share of a key in one value under that
+//! key and returns all of them. Either way a [`Shares`] is a prefix of the ranking, highest
+//! first, and says how many members there are in all, so a reader knows when the prefix is
+//! not enough ([`Shares::best`]).
+//!
+//! The encoding below is the one place that builds and reads these bytes: stored by the
+//! default implementation, and carried as the value of a [`crate::Change::Set`] on a change
+//! feed by every backend (a Redis script builds the same tokens).
+
+use bytes::Bytes;
+
+/// One member's share of a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    /// The member (a node id).
+    pub member: String,
+    /// Its rank: higher leads. Never NaN.
+    pub rank: f64,
+    /// Its value.
+    pub value: Bytes,
+}
+
+/// A write of one member's share of one key, for [`crate::StateStore::put_shares`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareWrite {
+    /// The key (a route's key).
+    pub key: String,
+    /// The member's share.
+    pub share: Share,
+}
+
+/// The leaders of a key's shares, highest rank first (ties: by member, descending), and how
+/// many members the key has.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Shares {
+    /// Members holding a share of the key.
+    pub members: u32,
+    /// A prefix of the ranking (the whole of it when `top.len() == members`), possibly
+    /// followed by the reader's own share.
+    pub top: Vec<Share>,
+}
+
+/// What [`Shares::best`] found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Best<'a> {
+    /// The highest-ranked share that counts.
+    Found(&'a Share),
+    /// No share counts.
+    None,
+    /// Every share listed is excluded but the key has more: read all of them
+    /// ([`crate::StateStore::all_shares`]).
+    Incomplete,
+}
+
+const TAG: &[u8] = b"s1";
+
+impl Shares {
+    /// Whether every member's share is listed.
+    pub fn complete(&self) -> bool {
+        self.top.len() as u64 >= u64::from(self.members)
+    }
+
+    /// The highest-ranked share whose member `counts`.
+    pub fn best(&self, counts: impl Fn(&str) -> bool) -> Best<'_> {
+        // The listed shares are a prefix of the ranking (plus, perhaps, the reader's own, which
+        // never counts for it): the first that counts leads all the unlisted ones too.
+        let mut ranked: Vec<&Share> = self.top.iter().collect();
+        ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
+        match ranked.into_iter().find(|s| counts(&s.member)) {
+            Some(s) => Best::Found(s),
+            None if self.complete() => Best::None,
+            None => Best::Incomplete,
+        }
+    }
+
+    /// Sets `share` in a complete list (replacing the member's earlier one, or counting a
+    /// new member); keeps `top` sorted.
+    pub fn upsert(&mut self, share: Share) {
+        match self.top.iter_mut().find(|s| s.member == share.member) {
+            Some(s) => *s = share,
+            None => {
+                self.top.push(share);
+                self.members = self.members.saturating_add(1);
+            }
+        }
+        self.top.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
+    }
+
+    /// The share of `member`, if listed.
+    pub fn get(&self, member: &str) -> Option<&Share> {
+        self.top.iter().find(|s| s.member == member)
+    }
+
+    /// The stored and notified form: length-prefixed tokens (`<len>:<bytes>`): `s1`, the
+    /// member count, then member, rank (decimal text; `-inf` for nothing) and value per share.
+    pub fn encode(&self) -> Bytes {
+        let mut out =
+            Vec::with_capacity(16 + self.top.iter().map(|s| s.member.len() + s.value.len() + 32).sum::<usize>());
+        token(&mut out, TAG);
+        token(&mut out, self.members.to_string().as_bytes());
+        for s in &self.top {
+            token(&mut out, s.member.as_bytes());
+            token(&mut out, format_rank(s.rank).as_bytes());
+            token(&mut out, &s.value);
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes; `None` for anything that is not the encoding above (a foreign or damaged
+    /// value).
+    pub fn decode(bytes: &[u8]) -> Option<Shares> {
+        let mut rest = bytes;
+        if next_token(&mut rest)? != TAG {
+            return None;
+        }
+        let members = std::str::from_utf8(next_token(&mut rest)?).ok()?.parse().ok()?;
+        let mut top = Vec::new();
+        while !rest.is_empty() {
+            let member = std::str::from_utf8(next_token(&mut rest)?).ok()?.to_owned();
+            let rank = parse_rank(next_token(&mut rest)?)?;
+            let value = Bytes::copy_from_slice(next_token(&mut rest)?);
+            if member.is_empty() {
+                return None;
+            }
+            top.push(Share { member, rank, value });
+        }
+        Some(Shares { members, top })
+    }
+}
+
+/// A rank as text both Rust and Redis read back exactly (`-inf` and `inf` included).
+pub fn format_rank(rank: f64) -> String {
+    if rank.is_infinite() { if rank > 0.0 { "inf".into() } else { "-inf".into() } } else { format!("{rank:?}") }
+}
+
+/// The inverse of [`format_rank`] (also reads Redis's `%.17g` and PostgreSQL's
+/// `-Infinity`); NaN is refused.
+pub fn parse_rank(text: &[u8]) -> Option<f64> {
+    let r: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+    (!r.is_nan()).then_some(r)
+}
+
+fn token(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(bytes);
+}
+
+/// The next `<len>:<bytes>` token of `rest`, advancing it; `None` when `rest` does not
+/// start with one. For adapters that read these tokens from a server's notifications.
+pub fn next_token<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
+    let colon = rest.iter().take(12).position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let body = rest.get(colon + 1..colon + 1 + len)?;
+    *rest = &rest[colon + 1 + len..];
+    Some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(member: &str, rank: f64) -> Share {
+        Share { member: member.into(), rank, value: Bytes::from(vec![0, 255, b':', 7]) }
+    }
+
+    #[test]
+    fn shares_roundtrip_and_garbage_is_refused() {
+        let s = Shares { members: 5, top: vec![share("b", 3.25), share("a", f64::NEG_INFINITY), share("c", 1e300)] };
+        assert_eq!(Shares::decode(&s.encode()), Some(s));
+        assert_eq!(Shares::decode(b""), None);
+        assert_eq!(Shares::decode(b"2:s1"), None, "no count");
+        assert_eq!(Shares::decode(b"2:s11:3"), Some(Shares { members: 3, top: vec![] }));
+        assert_eq!(Shares::decode(b"2:s11:31:a3:NaN0:"), None, "NaN rank");
+        assert_eq!(Shares::decode(b"2:s11:31:a1:1"), None, "cut short");
+        assert_eq!(Shares::decode(b"2:x11:3"), None);
+        assert_eq!(Shares::decode(b"99999999999999999999:s1"), None);
+    }
+
+    #[test]
+    fn the_best_share_skips_excluded_members_and_knows_when_the_prefix_is_not_enough() {
+        let mut s = Shares { members: 3, top: vec![share("a", 9.0), share("b", 5.0)] };
+        assert!(matches!(s.best(|_| true), Best::Found(x) if x.member == "a"));
+        assert!(matches!(s.best(|m| m != "a"), Best::Found(x) if x.member == "b"));
+        assert_eq!(s.best(|m| m == "c"), Best::Incomplete, "c is the unlisted third");
+        s.members = 2;
+        s.upsert(share("c", 7.0));
+        assert!(s.complete());
+        assert!(matches!(s.best(|m| m == "c"), Best::Found(x) if x.member == "c"));
+        assert_eq!(s.best(|_| false), Best::None);
+        s.upsert(share("a", 1.0));
+        assert_eq!(s.members, 3);
+        assert_eq!(s.top.iter().map(|x| x.member.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn ranks_read_back_exactly() {
+        for r in [0.1, -3.5e-300, 1.7e12 + 0.123, f64::INFINITY, f64::NEG_INFINITY, f64::MAX] {
+            assert_eq!(parse_rank(format_rank(r).as_bytes()), Some(r));
+        }
+        assert_eq!(parse_rank(b"nan"), None);
+        // PostgreSQL's `float8::text`.
+        assert_eq!(parse_rank(b"-Infinity"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_rank(b"1.7000000000000001e+18"), Some(1.7e18));
+    }
+}
