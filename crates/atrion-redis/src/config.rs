@@ -25,6 +25,24 @@ pub struct RedisConfig {
     /// For `rediss://`: a PEM file of the certificate authority to trust (default: the
     /// system's roots).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// A single server or a Redis Cluster (default: asked of the server at `url`).
+    pub mode: RedisMode,
+    /// More nodes of a Redis Cluster to start from, beside `url` (same scheme and
+    /// credentials), so that the store connects while `url`'s node is down.
+    pub nodes: Vec<String>,
+}
+
+/// Whether the store talks to one server or to a Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// Ask the server at `url` (`INFO cluster`).
+    #[default]
+    Auto,
+    /// One server (or a primary with replicas behind one address).
+    Single,
+    /// A Redis Cluster: commands are routed by hash slot, and follow failovers.
+    Cluster,
 }
 
 impl Default for RedisConfig {
@@ -35,6 +53,8 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
             ca_cert: None,
+            mode: RedisMode::Auto,
+            nodes: Vec::new(),
         }
     }
 }
@@ -60,6 +80,13 @@ impl RedisConfig {
         if self.ca_cert.is_some() && !self.url.starts_with("rediss://") {
             return bad("`ca_cert` is for rediss:// URLs".into());
         }
+        let scheme = |u: &str| u.split_once("://").map(|(s, _)| s.to_owned());
+        if let Some(node) = self.nodes.iter().find(|n| scheme(n) != scheme(&self.url)) {
+            return bad(format!("`nodes` must use the scheme of `url`, got {node:?}"));
+        }
+        if !self.nodes.is_empty() && self.mode == RedisMode::Single {
+            return bad("`nodes` are for a Redis Cluster (`mode` is `single`)".into());
+        }
         Ok(())
     }
 }
@@ -76,5 +103,11 @@ mod tests {
         assert!(c.validate().is_err());
         let c = RedisConfig { command_timeout: Duration::ZERO, ..RedisConfig::default() };
         assert!(c.validate().is_err());
+        let c = RedisConfig { nodes: vec!["rediss://b:1".into()], ..RedisConfig::default() };
+        assert!(c.validate().is_err(), "another scheme");
+        let c = RedisConfig { nodes: vec!["redis://b:1".into()], mode: RedisMode::Single, ..RedisConfig::default() };
+        assert!(c.validate().is_err(), "nodes without a cluster");
+        let c = RedisConfig { nodes: vec!["redis://b:1".into()], ..RedisConfig::default() };
+        assert!(c.validate().is_ok());
     }
 }

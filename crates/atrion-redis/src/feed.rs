@@ -10,10 +10,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-/// Forwards the notifications of `channel` to `tx` until the feed is dropped, reconnecting
-/// through `client` whenever the subscription breaks.
+/// Forwards the notifications of `channel` to `tx` until the feed is dropped, subscribing
+/// again whenever the subscription breaks: through `clients[at]`, or the next client that
+/// answers (another node of a cluster).
 pub(crate) async fn forward(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
+    mut at: usize,
     channel: String,
     mut pubsub: redis::aio::PubSub,
     tx: mpsc::Sender<Change>,
@@ -34,12 +36,16 @@ pub(crate) async fn forward(
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Ok(mut p) = client.get_async_pubsub().await
-                && p.subscribe(&channel).await.is_ok()
-            {
+            let attempt = async {
+                let mut p = clients[at].get_async_pubsub().await?;
+                p.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(p)
+            };
+            if let Ok(Ok(p)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 pubsub = p;
                 break;
             }
+            at = (at + 1) % clients.len();
         }
         if tx.send(Change::Resync).await.is_err() {
             return;

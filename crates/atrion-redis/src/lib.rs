@@ -1,24 +1,33 @@
 //! # atrion-redis
 //!
-//! A [`StateStore`] over Redis, so that the pods of a cluster share scar tissue.
+//! A [`StateStore`] over Redis or a Redis Cluster, so that the pods of a cluster share scar
+//! tissue.
 //!
-//! - One auto-reconnecting, multiplexed connection ([`redis::aio::ConnectionManager`]) shared
-//!   by all callers; connect and command timeouts.
-//! - Each entry is a hash (`v` = value, `ver` = version) under `{namespace}:{tag}rest`, where
-//!   the hash tag is the route part of Atrion's keys (everything before the last `/node/`),
-//!   so that one route's keys share a hash slot.
+//! - One auto-reconnecting, multiplexed connection shared by all callers: a
+//!   [`redis::aio::ConnectionManager`] for one server, the cluster-aware
+//!   [`redis::cluster_async::ClusterConnection`] for a Redis Cluster (routing by hash slot,
+//!   following failovers and resharding). [`RedisConfig::mode`] chooses, or the server says
+//!   (`INFO cluster`). Connect and command timeouts.
+//! - Each entry is a hash (`v` = value, `ver` = version) under `{namespace}:e:{key}`, its
+//!   version counter under `{namespace}:v:{key}`: the key (escaped, [`escape_tag`]) is their
+//!   hash tag, so every script touches one slot. Versions are per key: unique and increasing
+//!   for that key across deletes, which is what compare-and-swap needs (the port's contract).
+//! - Shares ([`atrion_state::shares`]) natively: a hash of values and a sorted set of ranks per
+//!   key, in one slot; a script sets a member's share and notifies the key's new leaders
+//!   only when the two leaders or the member count change.
 //! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
-//!   TTL and the change notification happen atomically. Batches are pipelined.
-//! - The change feed: hints over pub/sub, and a [`atrion_state::Change::Resync`] after every reconnect,
-//!   since pub/sub loses what is sent while a client is away.
+//!   TTL and the change notification happen atomically. Batches are pipelined on one server,
+//!   sent concurrently (each to its slot's primary) on a cluster.
+//! - The change feed: notices over pub/sub carrying values up to 1 KiB (`scripts.rs`), and a
+//!   [`atrion_state::Change::Resync`] after every reconnect, since pub/sub loses what is sent
+//!   while a client is away. On a cluster, any node's subscription hears every node's
+//!   `PUBLISH`; a lost node's subscription moves to another.
 //! - `redis://` and `rediss://` (TLS, rustls with ring; a private CA through
 //!   [`RedisConfig::ca_cert`]), with AUTH from the URL (`redis://user:password@host`).
 //!
-//! Redis Cluster: the version counter is one key, so the scripts touch two slots; this
-//! adapter targets a single Redis (or a primary with replicas) today.
-//!
 //! ## Features
-//! - `testing`: `testing::RedisServer`, a private `redis-server` for tests and benches.
+//! - `testing`: `testing::RedisServer`, a private `redis-server`, and `testing::RedisCluster`,
+//!   a private six-node Redis Cluster, for tests and benches.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -31,8 +40,11 @@ use atrion_state::{
     check_key, check_share, check_value,
 };
 use bytes::Bytes;
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures_util::future::try_join_all;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use tokio::sync::mpsc;
 
 mod config;
@@ -41,19 +53,55 @@ mod scripts;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::RedisConfig;
-use scripts::{BATCH_CHUNK, CAS, DELETE, PUT, PUT_BATCH, REPAIRS, SHARE_PUT, SHARES_COMMON, SHARES_READ};
+pub use config::{RedisConfig, RedisMode};
+use scripts::{CAS, DELETE, PUT, REPAIRS, SHARE_PUT, SHARES_COMMON, SHARES_READ};
 
 const BACKEND: &str = "redis";
+
+/// The connection: to one server, or to a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// The Redis store. Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
+    /// Where the change feed subscribes: the server, or every known node of the cluster
+    /// (tried in turn).
+    subscribe_via: Vec<redis::Client>,
     cfg: RedisConfig,
     put: Script,
-    put_batch: Script,
     cas: Script,
     delete: Script,
     share_put: Script,
@@ -63,14 +111,29 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("namespace", &self.cfg.namespace).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.cfg.namespace)
+            .field("cluster", &self.is_cluster())
+            .finish_non_exhaustive()
     }
 }
 
 fn err(op: Op, key: Option<&str>, e: redis::RedisError) -> StoreError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
-    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+    } else if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_cluster_error()
+        || matches!(
+            e.kind(),
+            redis::ErrorKind::Server(
+                redis::ServerErrorKind::TryAgain
+                    | redis::ServerErrorKind::ClusterDown
+                    | redis::ServerErrorKind::MasterDown
+            )
+        )
+    {
         ErrorKind::Unavailable
     } else {
         ErrorKind::Backend
@@ -79,50 +142,84 @@ fn err(op: Op, key: Option<&str>, e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects (within `connect_timeout`) and checks the server answers.
+    /// Connects (within `connect_timeout`) to the server or the cluster and checks that it
+    /// answers.
     pub async fn connect(cfg: &RedisConfig) -> Result<Self, StoreError> {
         cfg.validate()?;
-        let invalid = |e: redis::RedisError| {
-            StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(format!("invalid url: {e}"))).with_source(e)
+        let open = |e: redis::RedisError| err(Op::Open, None, e);
+        let timed_out = || StoreError::new(BACKEND, Op::Open, None, ErrorKind::Timeout);
+        let certs = certificates(cfg)?;
+        let client = client(&cfg.url, certs.clone())?;
+        let cluster = match cfg.mode {
+            RedisMode::Single => false,
+            RedisMode::Cluster => true,
+            RedisMode::Auto if !cfg.nodes.is_empty() => true,
+            RedisMode::Auto => {
+                let ask = async {
+                    let mut c = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("INFO").arg("cluster").query_async::<String>(&mut c).await
+                };
+                let info =
+                    tokio::time::timeout(cfg.connect_timeout, ask).await.map_err(|_| timed_out())?.map_err(open)?;
+                info.lines().any(|l| l.trim() == "cluster_enabled:1")
+            }
         };
-        let client = if cfg.url.starts_with("rediss://") {
-            // One crypto provider is compiled in (ring); make it the process default if
-            // nothing else has been chosen.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let root_cert = match &cfg.ca_cert {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    let why = format!("cannot read `ca_cert` {}", path.display());
-                    StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)).with_source(e)
-                })?),
-                None => None,
-            };
-            let certs = redis::TlsCertificates { client_tls: None, root_cert };
-            redis::Client::build_with_tls(cfg.url.as_str(), certs).map_err(invalid)?
+        let mut subscribe_via = vec![client.clone()];
+        let mut conn = if cluster {
+            let seeds: Vec<&str> =
+                std::iter::once(cfg.url.as_str()).chain(cfg.nodes.iter().map(String::as_str)).collect();
+            let mut builder = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(cfg.connect_timeout)
+                .response_timeout(cfg.command_timeout)
+                .retries(3);
+            if cfg.url.starts_with("rediss://") {
+                builder = builder.certs(certs.clone());
+            }
+            let cluster = builder.build().map_err(|e| config_error(format!("invalid cluster: {e}"), e))?;
+            let c = tokio::time::timeout(cfg.connect_timeout, cluster.get_async_connection())
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(open)?;
+            for node in &cfg.nodes {
+                subscribe_via.push(self::client(node, certs.clone())?);
+            }
+            Conn::Cluster(c)
         } else {
-            redis::Client::open(cfg.url.as_str()).map_err(invalid)?
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                .set_response_timeout(Some(cfg.command_timeout))
+                .set_number_of_retries(2);
+            let connect = client.get_connection_manager_with_config(config);
+            Conn::Single(
+                tokio::time::timeout(cfg.connect_timeout, connect).await.map_err(|_| timed_out())?.map_err(open)?,
+            )
         };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_number_of_retries(2);
-        let connect = client.get_connection_manager_with_config(config);
-        let mut conn = tokio::time::timeout(cfg.connect_timeout, connect)
-            .await
-            .map_err(|_| StoreError::new(BACKEND, Op::Open, None, ErrorKind::Timeout))?
-            .map_err(|e| err(Op::Open, None, e))?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| err(Op::Open, None, e))?;
-        Ok(RedisStore {
-            client,
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(open)?;
+        let store = RedisStore {
             conn,
+            subscribe_via,
             cfg: cfg.clone(),
             put: Script::new(&format!("{REPAIRS}{PUT}")),
-            put_batch: Script::new(&format!("{REPAIRS}{PUT_BATCH}")),
             cas: Script::new(&format!("{REPAIRS}{CAS}")),
             delete: Script::new(DELETE),
             share_put: Script::new(&format!("{SHARES_COMMON}{SHARE_PUT}")),
             shares_read: Script::new(&format!("{SHARES_COMMON}{SHARES_READ}")),
             repairs: Default::default(),
-        })
+        };
+        if cluster {
+            // Every node can carry the feed: a lost node's subscription moves to another.
+            let mut via = store.subscribe_via.clone();
+            for (host, port) in store.nodes(false).await.unwrap_or_default() {
+                via.push(self::client(&node_url(&cfg.url, &host, port), certs.clone())?);
+            }
+            return Ok(RedisStore { subscribe_via: via, ..store });
+        }
+        Ok(store)
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     /// Damaged values repaired by writes since this store connected: something else than
@@ -145,10 +242,6 @@ impl RedisStore {
         }
     }
 
-    fn counter(&self) -> String {
-        format!("{}:version", self.cfg.namespace)
-    }
-
     fn channel(&self) -> String {
         format!("{}:changes", self.cfg.namespace)
     }
@@ -157,53 +250,24 @@ impl RedisStore {
         format!("{}:e:", self.cfg.namespace)
     }
 
+    /// `key`'s entry and its version counter, in one slot.
+    fn redis_keys(&self, key: &str) -> (String, String) {
+        let tag = escape_tag(key);
+        (format!("{}:e:{{{tag}}}", self.cfg.namespace), format!("{}:v:{{{tag}}}", self.cfg.namespace))
+    }
+
     fn redis_key(&self, key: &str) -> String {
-        redis_key(&self.entries_prefix(), key)
+        self.redis_keys(key).0
     }
 
     fn user_key(&self, rk: &str) -> Option<String> {
         user_key(&self.entries_prefix(), rk)
     }
 
-    /// The hash of values and the sorted set of ranks of `key`'s shares: `{ns}:sv:{key}` and
-    /// `{ns}:sr:{key}`, the key escaped so that it is their hash tag (one slot).
+    /// The hash of values and the sorted set of ranks of `key`'s shares, in one slot.
     fn share_keys(&self, key: &str) -> (String, String) {
         let tag = escape_tag(key);
         (format!("{}:sv:{{{tag}}}", self.cfg.namespace), format!("{}:sr:{{{tag}}}", self.cfg.namespace))
-    }
-
-    /// Reads the shares of `keys` (the top `last + 1` of each, all for -1, and `member`'s).
-    async fn read_shares(
-        &self,
-        op: Op,
-        keys: &[String],
-        member: &str,
-        last: i64,
-    ) -> Result<Vec<Option<Shares>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.shares_read).ignore();
-        for k in keys {
-            check_key(BACKEND, op, k)?;
-            let (values, ranks) = self.share_keys(k);
-            pipe.invoke_script(self.shares_read.key(values).key(ranks).arg(member).arg(last));
-        }
-        let mut conn = self.conn.clone();
-        let raw: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| err(op, None, e))?;
-        keys.iter()
-            .zip(raw)
-            .map(|(k, reply)| match reply {
-                redis::Value::Nil => Ok(None),
-                // Something else than our hash and sorted set under the key (a script error,
-                // WRONGTYPE), or bytes that do not decode.
-                other => match redis::from_redis_value::<Vec<u8>>(other).ok().and_then(|b| Shares::decode(&b)) {
-                    Some(shares) => Ok(Some(shares)),
-                    None => Err(StoreError::new(BACKEND, op, Some(k), ErrorKind::Corrupt)),
-                },
-            })
-            .collect()
     }
 
     fn ttl_ms(ttl: Option<Duration>) -> u64 {
@@ -222,31 +286,211 @@ impl RedisStore {
         }
     }
 
+    /// Runs invocations of `script`, replies in order: one pipeline on a single server;
+    /// concurrently, each to its key's slot, on a cluster (a pipeline must stay in one slot).
+    async fn invoke_all(&self, script: &Script, invs: &[ScriptInvocation<'_>]) -> redis::RedisResult<Vec<Value>> {
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                pipe.load_script(script).ignore();
+                for inv in invs {
+                    pipe.invoke_script(inv);
+                }
+                pipe.query_async(&mut c.clone()).await
+            }
+            Conn::Cluster(c) => {
+                try_join_all(invs.iter().map(|inv| {
+                    let mut c = c.clone();
+                    async move { inv.invoke_async::<Value>(&mut c).await }
+                }))
+                .await
+            }
+        }
+    }
+
+    /// Runs groups of commands, each group on one key (one slot), replies flattened in
+    /// order: one pipeline on a single server; one pipeline per group, concurrently, on a
+    /// cluster.
+    async fn run_groups(&self, groups: Vec<Vec<Cmd>>) -> redis::RedisResult<Vec<Value>> {
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in groups.into_iter().flatten() {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut c.clone()).await
+            }
+            Conn::Cluster(c) => {
+                let replies = try_join_all(groups.into_iter().map(|group| {
+                    let mut c = c.clone();
+                    async move {
+                        let mut pipe = redis::pipe();
+                        for cmd in group {
+                            pipe.add_command(cmd);
+                        }
+                        pipe.query_async::<Vec<Value>>(&mut c).await
+                    }
+                }))
+                .await?;
+                Ok(replies.into_iter().flatten().collect())
+            }
+        }
+    }
+
+    /// The primaries of the cluster (`primaries`), or all of its nodes, as `(host, port)`,
+    /// from `CLUSTER NODES`; failed nodes left out.
+    async fn nodes(&self, primaries: bool) -> redis::RedisResult<Vec<(String, u16)>> {
+        let Conn::Cluster(c) = &self.conn else { return Ok(Vec::new()) };
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c.clone()).await?;
+        Ok(parse_cluster_nodes(&text, primaries))
+    }
+
+    /// The keys matching `pattern`: `SCAN` on the server, or on every primary of the cluster.
+    async fn scan_match(&self, op: Op, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let scan_one = async |conn: &mut Conn, route: Option<&(String, u16)>| -> redis::RedisResult<Vec<String>> {
+            let mut cursor: u64 = 0;
+            let mut keys = Vec::new();
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1_000);
+                let reply = match (&mut *conn, route) {
+                    (Conn::Cluster(c), Some((host, port))) => {
+                        let at = SingleNodeRoutingInfo::ByAddress { host: host.clone(), port: *port };
+                        c.route_command(cmd, RoutingInfo::SingleNode(at)).await?
+                    }
+                    (conn, _) => cmd.query_async::<Value>(conn).await?,
+                };
+                let (next, batch): (u64, Vec<String>) = redis::from_redis_value(reply)?;
+                keys.extend(batch);
+                if next == 0 {
+                    return Ok(keys);
+                }
+                cursor = next;
+            }
+        };
+        let mut conn = self.conn.clone();
+        if !self.is_cluster() {
+            return scan_one(&mut conn, None).await.map_err(|e| err(op, None, e));
+        }
+        let mut keys = Vec::new();
+        for node in self.nodes(true).await.map_err(|e| err(op, None, e))? {
+            keys.extend(scan_one(&mut conn, Some(&node)).await.map_err(|e| err(op, None, e))?);
+        }
+        Ok(keys)
+    }
+
     async fn scan(&self, op: Op) -> Result<Vec<String>, StoreError> {
         self.scan_match(op, &format!("{}*", self.entries_prefix())).await
     }
 
-    async fn scan_match(&self, op: Op, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1_000)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| err(op, None, e))?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
+    /// Reads the shares of `keys` (the top `last + 1` of each, all for -1, and `member`'s).
+    async fn read_shares(
+        &self,
+        op: Op,
+        keys: &[String],
+        member: &str,
+        last: i64,
+    ) -> Result<Vec<Option<Shares>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut invs = Vec::with_capacity(keys.len());
+        for k in keys {
+            check_key(BACKEND, op, k)?;
+            let (values, ranks) = self.share_keys(k);
+            let mut inv = self.shares_read.prepare_invoke();
+            inv.key(values).key(ranks).arg(member).arg(last);
+            invs.push(inv);
+        }
+        let raw = match self.invoke_all(&self.shares_read, &invs).await {
+            Ok(raw) => raw,
+            // One key holding something else than our hash and sorted set fails the batch;
+            // read key by key to say which.
+            Err(e) if keys.len() > 1 && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in keys {
+                    out.extend(Box::pin(self.read_shares(op, std::slice::from_ref(k), member, last)).await?);
+                }
+                return Ok(out);
+            }
+            Err(e) => return Err(err(op, (keys.len() == 1).then(|| keys[0].as_str()), e)),
+        };
+        keys.iter()
+            .zip(raw)
+            .map(|(k, reply)| match reply {
+                Value::Nil => Ok(None),
+                // Something else than our hash and sorted set under the key (a script error,
+                // WRONGTYPE), or bytes that do not decode.
+                other => match redis::from_redis_value::<Vec<u8>>(other).ok().and_then(|b| Shares::decode(&b)) {
+                    Some(shares) => Ok(Some(shares)),
+                    None => Err(StoreError::new(BACKEND, op, Some(k), ErrorKind::Corrupt)),
+                },
+            })
+            .collect()
     }
+}
+
+fn config_error(why: String, e: redis::RedisError) -> StoreError {
+    StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)).with_source(e)
+}
+
+/// The TLS roots of `cfg` (a private CA, or none: the system's).
+fn certificates(cfg: &RedisConfig) -> Result<redis::TlsCertificates, StoreError> {
+    let root_cert = match &cfg.ca_cert {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            let why = format!("cannot read `ca_cert` {}", path.display());
+            StoreError::new(BACKEND, Op::Open, None, ErrorKind::Config(why)).with_source(e)
+        })?),
+        None => None,
+    };
+    Ok(redis::TlsCertificates { client_tls: None, root_cert })
+}
+
+/// A client of the server at `url`.
+fn client(url: &str, certs: redis::TlsCertificates) -> Result<redis::Client, StoreError> {
+    let invalid = |e: redis::RedisError| config_error(format!("invalid url: {e}"), e);
+    if url.starts_with("rediss://") {
+        // One crypto provider is compiled in (ring); make it the process default if
+        // nothing else has been chosen.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        redis::Client::build_with_tls(url, certs).map_err(invalid)
+    } else {
+        redis::Client::open(url).map_err(invalid)
+    }
+}
+
+/// `url` with its host and port replaced (scheme, credentials and database kept).
+fn node_url(url: &str, host: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (auth, rest) = match rest.rfind('@') {
+        Some(i) if !rest[..i].contains('/') => (&rest[..=i], &rest[i + 1..]),
+        _ => ("", rest),
+    };
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    format!("{scheme}://{auth}{host}:{port}{path}")
+}
+
+/// The nodes of a `CLUSTER NODES` reply as `(host, port)`: primaries only, or all; nodes
+/// flagged as failed, or without an address, left out.
+fn parse_cluster_nodes(text: &str, primaries: bool) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (addr, flags) = (fields.get(1)?, fields.get(2)?);
+            if flags.split(',').any(|f| f == "fail" || f == "noaddr" || f == "handshake") {
+                return None;
+            }
+            if primaries && !flags.split(',').any(|f| f == "master") {
+                return None;
+            }
+            let addr = addr.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port: u16 = port.parse().ok()?;
+            (!host.is_empty()).then(|| (host.to_owned(), port))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -280,10 +524,11 @@ impl StateStore for RedisStore {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
         let mut conn = self.conn.clone();
+        let (entry, counter) = self.redis_keys(key);
         let (version, fixed): (u64, u64) = self
             .put
-            .key(self.redis_key(key))
-            .key(self.counter())
+            .key(entry)
+            .key(counter)
             .arg(value.as_ref())
             .arg(Self::ttl_ms(ttl))
             .arg(self.channel())
@@ -332,10 +577,11 @@ impl StateStore for RedisStore {
         check_key(BACKEND, Op::CompareAndSwap, key)?;
         check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
         let mut conn = self.conn.clone();
+        let (entry, counter) = self.redis_keys(key);
         let (swapped, version, fixed): (u8, String, u64) = self
             .cas
-            .key(self.redis_key(key))
-            .key(self.counter())
+            .key(entry)
+            .key(counter)
             .arg(value.as_ref())
             .arg(Self::ttl_ms(ttl))
             .arg(self.channel())
@@ -356,20 +602,28 @@ impl StateStore for RedisStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let keys = self.scan(Op::Stats).await?;
-        let mut conn = self.conn.clone();
         let mut stats = StoreStats::default();
         for chunk in keys.chunks(500) {
-            // One round trip per chunk: the value's length, and whether the key still lives
-            // (one that expired since SCAN reads as 0 bytes; an empty value does too).
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.cmd("HSTRLEN").arg(k).arg("v").cmd("EXISTS").arg(k);
-            }
-            let replies: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::Stats, None, e))?;
+            // The value's length, and whether the key still lives (one that expired since
+            // SCAN reads as 0 bytes; an empty value does too).
+            let groups = chunk
+                .iter()
+                .map(|k| {
+                    let mut len = redis::cmd("HSTRLEN");
+                    len.arg(k).arg("v");
+                    let mut exists = redis::cmd("EXISTS");
+                    exists.arg(k);
+                    vec![len, exists]
+                })
+                .collect();
+            let replies = self.run_groups(groups).await.map_err(|e| err(Op::Stats, None, e))?;
             for pair in replies.chunks(2) {
-                if let [len, 1] = pair {
+                let n = |v: &Value| redis::from_redis_value_ref::<u64>(v).unwrap_or(0);
+                if let [len, live] = pair
+                    && n(live) == 1
+                {
                     stats.keys += 1;
-                    stats.value_bytes += len;
+                    stats.value_bytes += n(len);
                 }
             }
         }
@@ -383,26 +637,41 @@ impl StateStore for RedisStore {
 
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
         let (tx, rx) = mpsc::channel(4096);
-        let client = self.client.clone();
         let channel = self.channel();
-        let mut pubsub = client.get_async_pubsub().await.map_err(|e| err(Op::Subscribe, None, e))?;
-        pubsub.subscribe(&channel).await.map_err(|e| err(Op::Subscribe, None, e))?;
-        tokio::spawn(feed::forward(client, channel, pubsub, tx));
-        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
+        let mut last = None;
+        for (i, client) in self.subscribe_via.iter().enumerate() {
+            let attempt = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            match tokio::time::timeout(self.cfg.connect_timeout, attempt).await {
+                Ok(Ok(pubsub)) => {
+                    tokio::spawn(feed::forward(self.subscribe_via.clone(), i, channel, pubsub, tx));
+                    return Ok(Some(ChangeFeed::from_channel(rx, prefix)));
+                }
+                Ok(Err(e)) => last = Some(err(Op::Subscribe, None, e)),
+                Err(_) => last = Some(StoreError::new(BACKEND, Op::Subscribe, None, ErrorKind::Timeout)),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::new(BACKEND, Op::Subscribe, None, ErrorKind::Unavailable)))
     }
 
     async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut groups = Vec::with_capacity(keys.len());
         for k in keys {
             check_key(BACKEND, Op::BatchGet, k)?;
             let rk = self.redis_key(k);
-            pipe.cmd("HMGET").arg(&rk).arg("v").arg("ver").cmd("PTTL").arg(&rk);
+            let mut fields = redis::cmd("HMGET");
+            fields.arg(&rk).arg("v").arg("ver");
+            let mut pttl = redis::cmd("PTTL");
+            pttl.arg(&rk);
+            groups.push(vec![fields, pttl]);
         }
-        let mut conn = self.conn.clone();
-        let raw: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchGet, None, e))?;
+        let raw = self.run_groups(groups).await.map_err(|e| err(Op::BatchGet, None, e))?;
         let mut out = Vec::with_capacity(keys.len());
         for (k, pair) in keys.iter().zip(raw.chunks(2)) {
             let (fields, pttl) = match pair {
@@ -425,24 +694,27 @@ impl StateStore for RedisStore {
             check_key(BACKEND, Op::BatchSet, k)?;
             check_value(BACKEND, Op::BatchSet, k, v)?;
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.put_batch).ignore();
-        let counter = self.counter();
         let channel = self.channel();
-        for chunk in items.chunks(BATCH_CHUNK) {
-            let mut inv = self.put_batch.prepare_invoke();
-            inv.key(&counter);
-            inv.arg(&channel);
-            for (k, v, ttl) in chunk {
-                inv.key(self.redis_key(k));
-                inv.arg(v.as_ref()).arg(Self::ttl_ms(*ttl)).arg(k.as_str());
-            }
-            pipe.invoke_script(&inv);
+        let invs: Vec<ScriptInvocation<'_>> = items
+            .iter()
+            .map(|(k, v, ttl)| {
+                let (entry, counter) = self.redis_keys(k);
+                let mut inv = self.put.prepare_invoke();
+                inv.key(entry).key(counter).arg(v.as_ref()).arg(Self::ttl_ms(*ttl)).arg(&channel).arg(k.as_str());
+                inv
+            })
+            .collect();
+        let replies = self.invoke_all(&self.put, &invs).await.map_err(|e| err(Op::BatchSet, None, e))?;
+        let mut versions = Vec::with_capacity(items.len());
+        let mut fixed = 0;
+        for reply in replies {
+            let (version, f): (u64, u64) =
+                redis::from_redis_value(reply).map_err(|e| err(Op::BatchSet, None, e.into()))?;
+            versions.push(version);
+            fixed += f;
         }
-        let mut conn = self.conn.clone();
-        let ranges: Vec<(u64, u64, u64)> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchSet, None, e))?;
-        self.repaired(ranges.iter().map(|r| r.2).sum(), Op::BatchSet, None);
-        Ok(ranges.into_iter().flat_map(|(first, last, _)| first..=last).collect())
+        self.repaired(fixed, Op::BatchSet, None);
+        Ok(versions)
     }
 
     /// One script per share, pipelined (each script stays in its key's slot); the scripts
@@ -454,20 +726,21 @@ impl StateStore for RedisStore {
         for w in &items {
             check_share(BACKEND, Op::PutShares, w)?;
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.share_put).ignore();
         let channel = self.channel();
-        for w in &items {
-            let (values, ranks) = self.share_keys(&w.key);
-            let mut inv = self.share_put.prepare_invoke();
-            inv.key(values).key(ranks);
-            inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref());
-            inv.arg(&channel).arg(&w.key);
-            pipe.invoke_script(&inv);
-        }
-        let mut conn = self.conn.clone();
-        let fixed: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::PutShares, None, e))?;
-        self.repaired(fixed.iter().sum(), Op::PutShares, None);
+        let invs: Vec<ScriptInvocation<'_>> = items
+            .iter()
+            .map(|w| {
+                let (values, ranks) = self.share_keys(&w.key);
+                let mut inv = self.share_put.prepare_invoke();
+                inv.key(values).key(ranks);
+                inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref());
+                inv.arg(&channel).arg(&w.key);
+                inv
+            })
+            .collect();
+        let replies = self.invoke_all(&self.share_put, &invs).await.map_err(|e| err(Op::PutShares, None, e))?;
+        let fixed = replies.iter().map(|r| redis::from_redis_value_ref::<u64>(r).unwrap_or(0)).sum();
+        self.repaired(fixed, Op::PutShares, None);
         Ok(())
     }
 
@@ -497,31 +770,21 @@ impl StateStore for RedisStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.delete).ignore();
+        let channel = self.channel();
+        let mut invs = Vec::with_capacity(keys.len());
         for k in keys {
             check_key(BACKEND, Op::BatchDelete, k)?;
-            pipe.invoke_script(self.delete.key(self.redis_key(k)).arg(self.channel()).arg(k));
+            let mut inv = self.delete.prepare_invoke();
+            inv.key(self.redis_key(k)).arg(&channel).arg(k.as_str());
+            invs.push(inv);
         }
-        let mut conn = self.conn.clone();
-        let deleted: Vec<u64> = pipe.query_async(&mut conn).await.map_err(|e| err(Op::BatchDelete, None, e))?;
-        Ok(deleted.iter().sum())
+        let replies = self.invoke_all(&self.delete, &invs).await.map_err(|e| err(Op::BatchDelete, None, e))?;
+        Ok(replies.iter().map(|r| redis::from_redis_value_ref::<u64>(r).unwrap_or(0)).sum())
     }
 }
 
-/// `{prefix}{tag}rest`: the tag is the key up to its last `/node/` (one route, one slot), or
-/// the whole key; `{}` (no tag) when the tag itself has braces.
-fn redis_key(prefix: &str, key: &str) -> String {
-    let tag_len = key.rfind("/node/").unwrap_or(key.len());
-    let (tag, rest) = key.split_at(tag_len);
-    if tag.is_empty() || tag.contains(['{', '}']) {
-        format!("{prefix}{{}}{key}")
-    } else {
-        format!("{prefix}{{{tag}}}{rest}")
-    }
-}
-
-/// `key` with `%`, `{` and `}` escaped (`%25`, `%7B`, `%7D`), to be a hash tag.
+/// `key` with `%`, `{` and `}` escaped (`%25`, `%7B`, `%7D`), to be a hash tag: the keys
+/// built around one tag share a slot.
 fn escape_tag(key: &str) -> String {
     key.replace('%', "%25").replace('{', "%7B").replace('}', "%7D")
 }
@@ -547,11 +810,9 @@ fn unescape_tag(tag: &str) -> Option<String> {
     Some(out)
 }
 
-/// The inverse of [`redis_key`].
+/// The user's key of an entry's Redis key (`{prefix}{escaped key}`).
 fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
-    let rest = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
-    let close = rest.find('}')?;
-    Some(format!("{}{}", &rest[..close], &rest[close + 1..]))
+    unescape_tag(redis_key.strip_prefix(prefix)?.strip_prefix('{')?.strip_suffix('}')?)
 }
 
 #[cfg(test)]
@@ -559,25 +820,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_map_to_one_slot_per_route_and_back() {
-        let p = "ns:e:";
-        assert_eq!(redis_key(p, "ns/route/GET /a/node/n1"), "ns:e:{ns/route/GET /a}/node/n1");
-        assert_eq!(redis_key(p, "plain"), "ns:e:{plain}");
-        assert_eq!(redis_key(p, "with{brace}/node/x"), "ns:e:{}with{brace}/node/x");
-        for key in ["ns/route/GET /a/node/n1", "plain", "with{brace}/node/x", "a}b", "/node/x", "k/node/a/node/b"] {
-            assert_eq!(user_key(p, &redis_key(p, key)).as_deref(), Some(key), "{key}");
-        }
-        assert_eq!(user_key(p, "other:e:{x}"), None);
-    }
-
-    #[test]
-    fn share_tags_escape_braces_and_come_back() {
-        for key in ["ns/route/GET /a", "a{b}c", "100%", "%7B", "{}", ""] {
+    fn tags_escape_braces_and_come_back() {
+        for key in ["ns/route/GET /a", "a{b}c", "100%", "%7B", "{}", "", "ns/node/n1"] {
             let tag = escape_tag(key);
             assert!(!tag.contains(['{', '}']), "{tag}");
             assert_eq!(unescape_tag(&tag).as_deref(), Some(key));
+            assert_eq!(user_key("ns:e:", &format!("ns:e:{{{tag}}}")).as_deref(), Some(key));
         }
         assert_eq!(unescape_tag("%zz"), None);
         assert_eq!(unescape_tag("%7"), None);
+        assert_eq!(user_key("ns:e:", "other:e:{x}"), None);
+        assert_eq!(user_key("ns:e:", "ns:e:{x}rest"), None);
+    }
+
+    #[test]
+    fn cluster_nodes_parse_into_addresses() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+a2 127.0.0.1:7001@17001,host2 master - 0 0 2 connected 5461-10922
+a3 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected
+a4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+a5 :0@0 master,noaddr - 0 0 4 disconnected
+a6 [::1]:7005@17005 slave a2 0 0 2 connected
+";
+        assert_eq!(parse_cluster_nodes(text, true), [("127.0.0.1".into(), 7000), ("127.0.0.1".into(), 7001)]);
+        assert_eq!(parse_cluster_nodes(text, false).len(), 4);
+        assert_eq!(parse_cluster_nodes(text, false)[3], ("::1".into(), 7005));
+    }
+
+    #[test]
+    fn node_urls_keep_scheme_credentials_and_database() {
+        assert_eq!(node_url("redis://u:p@h:1/2", "10.0.0.9", 7000), "redis://u:p@10.0.0.9:7000/2");
+        assert_eq!(node_url("rediss://h", "x", 1), "rediss://x:1");
+        assert_eq!(node_url("redis://h:1", "::1", 2), "redis://[::1]:2");
     }
 }

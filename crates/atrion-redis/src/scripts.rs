@@ -56,28 +56,6 @@ redis.call('PUBLISH', ARGV[3], record(int(ver), ARGV[4], ARGV[1]))
 return {1, int(ver), fixed + reset}
 ";
 
-/// Many writes in one script: one counter bump, one notification for the whole chunk.
-pub(crate) const PUT_BATCH: &str = r"
-local n = #KEYS - 1
-local last, fixed = bump(KEYS[1], n)
-local first = last - n
-local msg = {}
-for i = 1, n do
-  local ver = first + i
-  local base = 1 + (i - 1) * 3
-  fixed = fixed + writable(KEYS[i + 1])
-  redis.call('HSET', KEYS[i + 1], 'v', ARGV[base + 1], 'ver', int(ver))
-  local ttl = tonumber(ARGV[base + 2])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[i + 1], ttl) else redis.call('PERSIST', KEYS[i + 1]) end
-  msg[#msg + 1] = record(int(ver), ARGV[base + 3], ARGV[base + 1])
-end
-redis.call('PUBLISH', ARGV[1], table.concat(msg))
-return {first + 1, last, fixed}
-";
-
-/// Entries per batch script.
-pub(crate) const BATCH_CHUNK: usize = 256;
-
 pub(crate) const DELETE: &str = r"
 local n = redis.call('DEL', KEYS[1])
 if n == 1 then redis.call('PUBLISH', ARGV[1], '3:del1:0' .. #ARGV[2] .. ':' .. ARGV[2]) end

@@ -81,27 +81,28 @@ async fn damaged_values_are_repaired_by_writes_never_blocking_them() {
     assert_eq!(s.get("bad").await.unwrap().unwrap().value, Bytes::from_static(b"ok"));
     assert_eq!(s.repairs(), 1);
 
-    // A version counter that is not an integer: versions go on increasing.
-    let _: () = redis::cmd("SET").arg("atrion:version").arg("garbage").query_async(&mut raw).await.unwrap();
+    // A version counter that is not an integer: the key's versions go on increasing.
+    let v1 = s.set("k2", Bytes::from_static(b"a")).await.unwrap().max(v1);
+    let _: () = redis::cmd("SET").arg("atrion:v:{k2}").arg("garbage").query_async(&mut raw).await.unwrap();
     let v2 = s.set("k2", Bytes::from_static(b"b")).await.unwrap();
     assert!(v2 > v1, "{v2} > {v1}");
     assert_eq!(s.get("k2").await.unwrap().unwrap().version, v2, "versions past 14 digits stay exact");
     assert_eq!(s.repairs(), 2);
 
     // Both at once, in a batch: a counter of the wrong type and a list under a key.
-    let _: () = redis::cmd("DEL").arg("atrion:version").query_async(&mut raw).await.unwrap();
-    let _: () = redis::cmd("HSET").arg("atrion:version").arg("f").arg("v").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("DEL").arg("atrion:v:{k2}").query_async(&mut raw).await.unwrap();
+    let _: () = redis::cmd("HSET").arg("atrion:v:{k2}").arg("f").arg("v").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("RPUSH").arg("atrion:e:{listed}").arg("x").query_async(&mut raw).await.unwrap();
-    let items = ["listed", "k3"].map(|k| (k.to_owned(), Bytes::from_static(b"c"), None)).to_vec();
+    let items = ["listed", "k2"].map(|k| (k.to_owned(), Bytes::from_static(b"c"), None)).to_vec();
     let versions = s.batch_set(items).await.unwrap();
-    assert!(versions.iter().all(|&v| v > v2), "{versions:?} > {v2}");
+    assert!(versions[1] > v2, "{versions:?} > {v2}");
     assert_eq!(s.get("listed").await.unwrap().unwrap().value, Bytes::from_static(b"c"));
     assert_eq!(s.repairs(), 4);
 
     // Compare-and-swap treats a foreign value as absent.
     let _: () = redis::cmd("SET").arg("atrion:e:{cas}").arg("x").query_async(&mut raw).await.unwrap();
     let out = s.compare_and_swap("cas", None, Bytes::from_static(b"d"), None).await.unwrap();
-    assert!(matches!(out, CasOutcome::Swapped { version } if version > v2), "{out:?}");
+    assert!(matches!(out, CasOutcome::Swapped { .. }), "{out:?}");
     assert_eq!(s.repairs(), 5);
 }
 
@@ -276,7 +277,7 @@ async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
     let _: () =
         redis::cmd("ZADD").arg("atrion:sr:{atrion/route/y}").arg(1).arg("evil").query_async(&mut raw).await.unwrap();
     let _: () = redis::cmd("HSET")
-        .arg("atrion:e:{atrion}/node/evil")
+        .arg("atrion:e:{atrion/node/evil}")
         .arg("v")
         .arg("??")
         .arg("ver")
@@ -359,26 +360,4 @@ async fn tls_with_a_private_ca() {
     let mut bad = RedisConfig::new(server.url());
     bad.ca_cert = Some("/nonexistent/ca.pem".into());
     assert!(matches!(RedisStore::connect(&bad).await.unwrap_err().kind, ErrorKind::Config(_)));
-}
-
-/// The local Redis Cluster the scale-out work is tested on: six nodes form a cluster, a key
-/// is served by its slot's primary, and when that primary is killed its replica takes over
-/// and the cluster serves again (writes resume); the killed node rejoins.
-#[test]
-fn a_local_redis_cluster_forms_fails_over_and_heals() {
-    let Some(mut cluster) = atrion_redis::testing::RedisCluster::start() else { return };
-    assert_eq!(cluster.cli(0, &["set", "{route}/x", "1"]).trim(), "OK");
-    assert_eq!(cluster.cli(3, &["get", "{route}/x"]).trim(), "1", "any node redirects to the slot's primary");
-    let primary = cluster.primary_of("{route}/x");
-    cluster.nodes[primary].kill();
-    let survivor = (primary + 1) % cluster.nodes.len();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while cluster.cli(survivor, &["set", "{route}/x", "2"]).trim() != "OK" {
-        assert!(std::time::Instant::now() < deadline, "no replica took over the killed primary's slots");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_ne!(cluster.primary_of("{route}/x"), primary, "a replica was promoted");
-    cluster.nodes[primary].restart();
-    cluster.wait_until_ok(std::time::Duration::from_secs(30));
-    assert_eq!(cluster.cli(primary, &["get", "{route}/x"]).trim(), "2", "the old primary rejoined and redirects");
 }

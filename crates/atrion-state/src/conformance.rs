@@ -65,13 +65,15 @@ pub async fn get_set_delete(s: Store) {
     assert!(!s.exists(k).await.unwrap());
 }
 
+/// Versions are per key: each write of a key gets a version above all of that key's
+/// earlier ones (what compare-and-swap needs; a backend may also order them across keys).
 pub async fn versions_are_unique_and_increase(s: Store) {
-    let mut last = 0;
+    let mut last = [0; 3];
     for i in 0..20 {
         let key = format!("conf/versions/{}", i % 3);
         let v = s.set(&key, b("x")).await.unwrap();
-        assert!(v > last, "version {v} after {last}");
-        last = v;
+        assert!(v > last[i % 3], "{key}: version {v} after {}", last[i % 3]);
+        last[i % 3] = v;
     }
     // A deleted and recreated key gets a fresh version, never an old one.
     let k = "conf/versions/recreated";

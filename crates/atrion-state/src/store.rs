@@ -19,8 +19,10 @@ pub const MAX_VALUE_LEN: usize = 16 << 20;
 pub struct Entry {
     /// The bytes.
     pub value: Bytes,
-    /// The version of this write: unique within the store and increasing with every write,
-    /// so that a deleted and recreated key never reuses one (no ABA for compare-and-swap).
+    /// The version of this write: larger than every version the key had before, across
+    /// deletes, so that a deleted and recreated key never reuses one (no ABA for
+    /// compare-and-swap). Versions of different keys need not be ordered (a backend that
+    /// spreads keys over shards keeps one counter per key).
     pub version: u64,
     /// Time left before the entry expires, if it has a TTL.
     pub ttl: Option<Duration>,
@@ -201,8 +203,10 @@ impl ChangeFeed {
 /// - **Keys** are 1 to [`MAX_KEY_LEN`] bytes of UTF-8; anything else is refused with
 ///   [`ErrorKind::InvalidKey`] (see [`check_key`]). Values are any bytes up to
 ///   [`MAX_VALUE_LEN`].
-/// - **Versions**: every successful write returns a version that is unique in the store and
-///   larger than every version returned before it.
+/// - **Versions**: every successful write of a key returns a version larger than every
+///   version that key had before, including before it was deleted. That is what
+///   compare-and-swap needs; versions of different keys need not be ordered, so that a
+///   sharded backend (Redis Cluster) keeps each key's counter in the key's own shard.
 /// - **Atomicity**: each method is atomic on its own; `compare_and_swap` writes only if the
 ///   key's current version is the expected one (`None`: the key must not exist), atomically
 ///   with that check, when [`Capabilities::atomic`] is advertised.
