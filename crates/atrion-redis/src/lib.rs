@@ -14,7 +14,8 @@
 //!   for that key across deletes, which is what compare-and-swap needs (the port's contract).
 //! - Shares ([`atrion_state::shares`]) natively: a hash of values and a sorted set of ranks per
 //!   key, in one slot; a script sets a member's share and notifies the key's new leaders
-//!   only when the two leaders or the member count change.
+//!   only when the member count changes or a leader's rank moves by more than
+//!   [`atrion_state::shares::NOTIFY_RANK_STEP`].
 //! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
 //!   TTL and the change notification happen atomically. Batches are pipelined on one server,
 //!   sent concurrently (each to its slot's primary) on a cluster.
@@ -34,7 +35,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use atrion_state::shares::{ShareWrite, Shares, format_rank};
+use atrion_state::shares::{NOTIFY_RANK_STEP, ShareWrite, Shares, format_rank};
 use atrion_state::{
     Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
     check_key, check_share, check_value,
@@ -718,7 +719,8 @@ impl StateStore for RedisStore {
     }
 
     /// One script per share, pipelined (each script stays in its key's slot); the scripts
-    /// notify only when a key's two leaders or member count change.
+    /// notify only when a key's member count changes or a leader's rank moves by more than
+    /// [`NOTIFY_RANK_STEP`].
     async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
@@ -734,7 +736,7 @@ impl StateStore for RedisStore {
                 let mut inv = self.share_put.prepare_invoke();
                 inv.key(values).key(ranks);
                 inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref());
-                inv.arg(&channel).arg(&w.key);
+                inv.arg(&channel).arg(&w.key).arg(NOTIFY_RANK_STEP);
                 inv
             })
             .collect();

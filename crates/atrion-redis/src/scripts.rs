@@ -78,21 +78,31 @@ local function leaders(last)
 end
 ";
 
-/// Sets one member's share; when the two leaders or the member count change, bumps the key's
-/// version and notifies the new leaders. Something else than our hash or sorted set under
-/// either key is deleted first (counted in the reply).
+/// Sets one member's share; when the member count changes, or the rank of either of the
+/// two leaders moves by more than `ARGV[6]` ([`atrion_state::shares::NOTIFY_RANK_STEP`]),
+/// bumps the key's version and notifies the new leaders. Something else than our hash or
+/// sorted set under either key is deleted first (counted in the reply).
 pub(crate) const SHARE_PUT: &str = r"
 local fixed = 0
 for i, want in ipairs({'hash', 'zset'}) do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= want and t ~= 'none' then redis.call('DEL', KEYS[i]); fixed = fixed + 1 end
 end
-local before = leaders(1) .. '#' .. redis.call('ZCARD', KEYS[2])
+local function ranks(t) return tonumber(t[2]) or -math.huge, tonumber(t[4]) or -math.huge end
+local n0 = redis.call('ZCARD', KEYS[2])
+local a0, b0 = ranks(redis.call('ZREVRANGE', KEYS[2], 0, 1, 'WITHSCORES'))
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 local n = redis.call('ZCARD', KEYS[2])
-local top = leaders(1)
-if top .. '#' .. n ~= before then
+local top, t = leaders(1)
+local a1, b1 = ranks(t)
+local step = tonumber(ARGV[6])
+local function moved(x, y)
+  if x == y then return false end
+  if x == -math.huge or y == -math.huge then return true end
+  return math.abs(x - y) > step
+end
+if n ~= n0 or moved(a0, a1) or moved(b0, b1) then
   local ver = redis.call('HINCRBY', KEYS[1], '', 1)
   local shares = tok('s1') .. tok(n) .. top
   redis.call('PUBLISH', ARGV[4], tok('set') .. tok(ver) .. tok(ARGV[5]) .. tok(shares))

@@ -41,7 +41,12 @@ struct Panel<'a> {
     lines: Vec<Line>,
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) -> Result<(), ChartError> {
+fn draw_panel(
+    area: &DrawingArea<SVGBackend, Shift>,
+    panel: &Panel,
+    x_max: f64,
+    x_desc: &str,
+) -> Result<(), ChartError> {
     let y_max = panel
         .lines
         .iter()
@@ -57,7 +62,7 @@ fn draw_panel(area: &DrawingArea<SVGBackend, Shift>, panel: &Panel, x_max: f64) 
         .y_label_area_size(56)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("seconds").y_desc(panel.y_label).max_light_lines(0).draw().map_err(err)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(panel.y_label).max_light_lines(0).draw().map_err(err)?;
     for (name, c, pts) in &panel.lines {
         let c = *c;
         chart
@@ -178,7 +183,63 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
         let root = root.titled(&title, ("sans-serif", 18)).map_err(err)?;
         let areas = root.split_evenly((panels.len(), 1));
         for (area, panel) in areas.iter().zip(&panels) {
-            draw_panel(area, panel, x_max)?;
+            draw_panel(area, panel, x_max, "seconds")?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
+/// A named line of measured points, for [`lines_svg`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The legend.
+    pub name: String,
+    /// `(x, y)` points, in order of `x`.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A panel of [`lines_svg`]: its title, its y axis, its lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinePanel {
+    /// The panel's title.
+    pub title: String,
+    /// The y axis's label.
+    pub y_label: String,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+/// Measurements beside the wind tunnel's, drawn the same way: panels of lines over one x
+/// axis (a fleet's cost against its number of nodes). Returns the SVG document.
+pub fn lines_svg(title: &str, x_label: &str, panels: &[LinePanel]) -> Result<String, ChartError> {
+    let x_max = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|pt| pt.0)))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.04;
+    let drawn: Vec<Panel> = panels
+        .iter()
+        .map(|p| Panel {
+            title: &p.title,
+            y_label: &p.y_label,
+            lines: p
+                .series
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.clone(), COLORS[(i + 1) % COLORS.len()], s.points.clone()))
+                .collect(),
+        })
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 300 * drawn.len().max(1) as u32 + 40)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(title, ("sans-serif", 18)).map_err(err)?;
+        let areas = root.split_evenly((drawn.len().max(1), 1));
+        for (area, panel) in areas.iter().zip(&drawn) {
+            draw_panel(area, panel, x_max, x_label)?;
         }
         root.present().map_err(err)?;
     }

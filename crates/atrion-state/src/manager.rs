@@ -426,8 +426,9 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             state: Mutex::default(),
             counters: Counters::default(),
         });
-        shared.full_sync(true).await?;
+        // Subscribed first: whatever changes after the full sync's reads is on the feed.
         let mut feed = shared.store.subscribe(shared.keys.cluster_prefix()).await.ok().flatten();
+        shared.full_sync(true).await?;
         let token = CancellationToken::new();
         let (s, stop) = (shared.clone(), token.clone());
         let task = tokio::spawn(async move {

@@ -1,70 +1,434 @@
-//! Today's cluster sync as a fleet: N nodes (an engine and a `StateManager` each, in one
-//! process) over one in-memory store. Every pulse, every node reports on 5% of its routes
-//! (so that they are dirty and pushed); after a few seconds it prints, per N, what one node
-//! pushed and pulled per pulse on average. The baseline that issue 13's sync, whose cost per
-//! node must not grow with N, is measured against.
+//! The cluster sync as a fleet: N nodes in one process (an engine and a `StateManager`
+//! each, with its own connection) over one store: in memory, a private `redis-server`, or a
+//! private six-node Redis Cluster. Every pulse each node reports failures on the same fraction
+//! of the routes (a load-balanced fleet whose downstreams go bad for every replica at once),
+//! so that their scar changes and is pushed; one node per pulse scars a fresh probe route,
+//! and the time until every other node's merged view shows it is the convergence time.
 //!
-//! Run: `cargo run --release -p atrion-bench --bin fleet [-- ROUTES]`
+//! Per node per pulse it prints the store operations (one per key read or written: one Redis
+//! command or script each), the round trips, the bytes written and received (keys and
+//! values, change notices included) and the CPU time of the process divided among the nodes;
+//! and convergence p50 / p99 in pulses. `--json FILE` also writes the rows.
+//!
+//! Run: `cargo run --release -p atrion-bench --bin fleet -- [--store memory|redis|cluster]
+//! [--nodes 3,10,30,100] [--routes 1000,10000] [--pulses 40] [--dirty 0.05] [--deadband OHMS]
+//! [--json FILE]` (`--deadband 0` pushes every change: the most the sync can cost)
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
+use async_trait::async_trait;
 use atrion::state::{Clock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
-use atrion::{Engine, PhysicsConfig, Telemetry};
+use atrion::{Engine, PhysicsConfig, Telemetry, Timestamp};
+use atrion_redis::testing::{RedisCluster, RedisServer};
+use atrion_redis::{RedisConfig, RedisStore};
+use atrion_state::shares::{ShareWrite, Shares};
+use atrion_state::{Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, StoreError, StoreStats};
+use bytes::Bytes;
 
 const PULSE: Duration = Duration::from_millis(100);
-const PULSES: u64 = 30;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> anyhow::Result<()> {
-    let routes: usize = std::env::args().nth(1).map_or(Ok(1_000), |a| a.parse())?;
-    let dirty = (routes / 20).max(1);
-    println!("{routes} routes, {dirty} dirty per node per {PULSE:?} pulse, {PULSES} pulses, one in-memory store");
-    println!(
-        "| nodes | pushed per node per pulse | pulled per node per pulse | pulled / (nodes - 1) | pulses per node | resyncs per node |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    let names: Vec<String> = (0..routes).map(|i| format!("GET /api/items/{i}")).collect();
-    let bad = Telemetry::new(900.0, 1.0, 0.9)?;
-    for n in [3usize, 10, 30] {
-        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
-        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let engine = Arc::new(Engine::new(PhysicsConfig::default())?);
-            let mut cfg = SyncConfig::for_node(format!("node-{i}"));
-            cfg.namespace = format!("fleet-{n}");
-            cfg.pulse = PULSE;
-            cfg.node_ttl = Duration::from_secs(60);
-            let manager = StateManager::start(engine.clone(), store.clone(), cfg, clock.clone()).await?;
-            nodes.push((engine, manager));
-        }
-        for k in 0..PULSES {
-            for (i, (engine, _)) in nodes.iter().enumerate() {
-                let now = clock.now();
-                for j in 0..dirty {
-                    engine.report(&names[(k as usize * dirty + j * 7 + i) % routes], bad, now);
+/// What one node's store connection did.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Calls of the port (round trips).
+    calls: AtomicU64,
+    /// Keys read or written (one Redis command or script each).
+    ops: AtomicU64,
+    /// Bytes of keys and values written.
+    bytes_out: AtomicU64,
+    /// Bytes of keys and values read, change notices included.
+    bytes_in: AtomicU64,
+}
+
+impl Tally {
+    fn call(&self, ops: usize, out: usize, inn: usize) {
+        self.calls.fetch_add(1, Relaxed);
+        self.ops.fetch_add(ops as u64, Relaxed);
+        self.bytes_out.fetch_add(out as u64, Relaxed);
+        self.bytes_in.fetch_add(inn as u64, Relaxed);
+    }
+}
+
+/// A store that counts what its node asks of it.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn StateStore>,
+    tally: Arc<Tally>,
+}
+
+fn entry_len(e: &Option<Entry>) -> usize {
+    e.as_ref().map_or(0, |e| e.value.len())
+}
+
+fn shares_len(s: &Option<Shares>) -> usize {
+    s.as_ref().map_or(0, |s| s.top.iter().map(|x| x.member.len() + x.value.len() + 8).sum())
+}
+
+#[async_trait]
+impl StateStore for Counting {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        let got = self.inner.get(key).await?;
+        self.tally.call(1, key.len(), entry_len(&got));
+        Ok(got)
+    }
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        self.tally.call(1, key.len() + value.len(), 0);
+        self.inner.put(key, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.tally.call(1, key.len(), 0);
+        self.inner.delete(key).await
+    }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self.inner.list_keys(prefix).await?;
+        self.tally.call(1, prefix.len(), keys.iter().map(String::len).sum());
+        Ok(keys)
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<CasOutcome, StoreError> {
+        self.tally.call(1, key.len() + value.len(), 0);
+        self.inner.compare_and_swap(key, expected, value, ttl).await
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
+        self.inner.cleanup().await
+    }
+    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
+        let Some(mut feed) = self.inner.subscribe(prefix).await? else { return Ok(None) };
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let tally = self.tally.clone();
+        tokio::spawn(async move {
+            while let Some(change) = feed.recv().await {
+                let len = match &change {
+                    Change::Set { key, value, .. } => key.len() + value.as_ref().map_or(0, Bytes::len),
+                    Change::Deleted { key } | Change::Expired { key } => key.len(),
+                    _ => 0,
+                };
+                tally.bytes_in.fetch_add(len as u64, Relaxed);
+                if tx.send(change).await.is_err() {
+                    break;
                 }
             }
-            tokio::time::sleep(PULSE).await;
+        });
+        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
+    }
+    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
+        let got = self.inner.batch_get(keys).await?;
+        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), got.iter().map(entry_len).sum());
+        Ok(got)
+    }
+    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
+        self.tally.call(items.len(), items.iter().map(|(k, v, _)| k.len() + v.len()).sum(), 0);
+        self.inner.batch_set(items).await
+    }
+    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
+        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), 0);
+        self.inner.batch_delete(keys).await
+    }
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        let out = items.iter().map(|w| w.key.len() + w.share.member.len() + w.share.value.len() + 8).sum();
+        self.tally.call(items.len(), out, 0);
+        self.inner.put_shares(items).await
+    }
+    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
+        let got = self.inner.shares(keys, member).await?;
+        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), got.iter().map(shares_len).sum());
+        Ok(got)
+    }
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        let got = self.inner.all_shares(key).await?;
+        self.tally.call(1, key.len(), shares_len(&got));
+        Ok(got)
+    }
+    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let keys = self.inner.list_shares(prefix).await?;
+        self.tally.call(1, prefix.len(), keys.iter().map(String::len).sum());
+        Ok(keys)
+    }
+}
+
+/// The store the fleet shares, and what keeps it running.
+enum Backend {
+    Memory(InMemoryStore),
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    async fn connect(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        Ok(match self {
+            Backend::Memory(m) => Arc::new(m.clone()),
+            Backend::Redis(server) => Arc::new(RedisStore::connect(&RedisConfig::new(server.url())).await?),
+            Backend::Cluster(cluster) => {
+                let urls = cluster.urls();
+                let mut cfg = RedisConfig::new(urls[0].clone());
+                cfg.nodes = urls[1..].to_vec();
+                Arc::new(RedisStore::connect(&cfg).await?)
+            }
+        })
+    }
+}
+
+struct Args {
+    store: String,
+    nodes: Vec<usize>,
+    routes: Vec<usize>,
+    pulses: u64,
+    dirty: f64,
+    deadband: f64,
+    json: Option<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        store: "memory".into(),
+        nodes: vec![3, 10, 30, 100],
+        routes: vec![1_000, 10_000],
+        pulses: 40,
+        dirty: 0.05,
+        deadband: SyncConfig::default().deadband,
+        json: None,
+    };
+    let list = |v: &str| v.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--store" => a.store = value,
+            "--nodes" => a.nodes = list(&value)?,
+            "--routes" => a.routes = list(&value)?,
+            "--pulses" => a.pulses = value.parse()?,
+            "--dirty" => a.dirty = value.parse()?,
+            "--deadband" => a.deadband = value.parse()?,
+            "--json" => a.json = Some(value),
+            _ => bail!("unknown flag {flag}"),
         }
-        let (mut pushed, mut pulled, mut pulses, mut resyncs) = (0u64, 0u64, 0u64, 0u64);
-        for (_, manager) in &nodes {
-            let s = manager.stats();
-            (pushed, pulled, pulses) = (pushed + s.pushed, pulled + s.pulled, pulses + s.pulses.max(1));
-            resyncs += s.resyncs + s.full_syncs;
+    }
+    if !["memory", "redis", "cluster"].contains(&a.store.as_str()) {
+        bail!("--store is memory, redis or cluster");
+    }
+    Ok(a)
+}
+
+/// User and system CPU time of this process so far.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
+    Duration::from_millis(ticks * 10)
+}
+
+/// `ms` milliseconds before `now`: the failures of a pulse happened during it.
+fn ago(now: Timestamp, ms: u64) -> Timestamp {
+    Timestamp::from_nanos(now.as_nanos().saturating_sub(ms * 1_000_000))
+}
+
+/// One measured configuration.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    store: String,
+    nodes: usize,
+    routes: usize,
+    dirty_per_node: usize,
+    pulses: u64,
+    ops: f64,
+    calls: f64,
+    bytes_out: f64,
+    bytes_in: f64,
+    cpu_ms: f64,
+    pushed: f64,
+    deadbanded: f64,
+    resyncs: f64,
+    converge_p50: f64,
+    converge_p99: f64,
+    unconverged: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) -> anyhow::Result<Row> {
+    let dirty = ((routes as f64 * a.dirty) as usize).max(1);
+    let clock: Arc<TokioClock> = Arc::new(TokioClock::new());
+    let namespace = format!("fleet-{n}-{routes}-{}", std::process::id());
+    let mut nodes = Vec::with_capacity(n);
+    let mut tallies = Vec::with_capacity(n);
+    for i in 0..n {
+        let engine = Arc::new(Engine::new(PhysicsConfig::default())?);
+        let mut cfg = SyncConfig::for_node(format!("node-{i}"));
+        cfg.namespace = namespace.clone();
+        cfg.pulse = PULSE;
+        cfg.node_ttl = Duration::from_secs(60);
+        cfg.full_sync = Duration::from_secs(600);
+        cfg.deadband = a.deadband;
+        let tally = Arc::new(Tally::default());
+        let counted: Arc<dyn StateStore> = Arc::new(Counting { inner: backend.connect().await?, tally: tally.clone() });
+        let manager = StateManager::start(engine.clone(), counted, cfg, clock.clone() as Arc<dyn Clock>).await?;
+        nodes.push((engine, manager));
+        tallies.push(tally);
+    }
+    let names: Vec<String> = (0..routes).map(|i| format!("GET /api/items/{i}")).collect();
+    let bad = Telemetry::new(900.0, 1.0, 0.9)?;
+    let engines: Arc<Vec<Arc<Engine>>> = Arc::new(nodes.iter().map(|(e, _)| e.clone()).collect());
+    // Failures spread over the pulse on each changing route, so that its scar moves. A
+    // load-balanced fleet: every node sees the same routes go bad.
+    let load = |k: u64| {
+        let now = clock.now();
+        for engine in engines.iter() {
+            for j in 0..dirty {
+                let route = &names[(k as usize * dirty + j * 7) % routes];
+                for t in 0..5u64 {
+                    engine.report(route, bad, ago(now, 80 - 20 * t));
+                }
+            }
         }
-        let (push, pull) = (pushed as f64 / pulses as f64, pulled as f64 / pulses as f64);
-        let per_node = |x: u64| x as f64 / n as f64;
-        println!(
-            "| {n} | {push:.1} | {pull:.1} | {:.1} | {:.1} | {:.1} |",
-            pull / (n - 1) as f64,
-            per_node(pulses),
-            per_node(resyncs)
-        );
-        for (_, manager) in nodes {
-            manager.shutdown().await;
+    };
+    // Warm-up, not counted: one round over every route, so that each route has every node's
+    // share (a node joining a route is news once; the steady state is measured).
+    let rounds = routes.div_ceil(dirty) as u64 + 2;
+    for k in 0..rounds {
+        load(k);
+        tokio::time::sleep(PULSE).await;
+    }
+    let base: Vec<(u64, u64, u64, u64)> = tallies
+        .iter()
+        .map(|t| (t.ops.load(Relaxed), t.calls.load(Relaxed), t.bytes_out.load(Relaxed), t.bytes_in.load(Relaxed)))
+        .collect();
+    let stats0: Vec<_> = nodes.iter().map(|(_, m)| m.stats()).collect();
+    let (cpu0, wall0) = (cpu(), Instant::now());
+    let mut probes = Vec::new();
+    for k in 0..a.pulses {
+        let now = clock.now();
+        load(rounds + k);
+        // A fresh route scarred on one node: how long until every other node sees it.
+        let writer = k as usize % n;
+        let probe = format!("probe/{k}");
+        for t in 0..50u64 {
+            engines[writer].report(&probe, bad, ago(now, 98 - 2 * t));
         }
+        let (engines, clock) = (engines.clone(), clock.clone());
+        probes.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let seen = |e: &Engine| e.cluster_scar(&probe, clock.now()).is_some_and(|s| s > 0.0);
+            while start.elapsed() < Duration::from_secs(10) {
+                if engines.iter().enumerate().all(|(i, e)| i == writer || seen(e)) {
+                    return Some(start.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            None
+        }));
+        tokio::time::sleep(PULSE).await;
+    }
+    let (cpu1, wall) = (cpu(), wall0.elapsed());
+    let pulses = wall.as_secs_f64() / PULSE.as_secs_f64();
+    let per = |f: &dyn Fn(usize) -> u64| (0..n).map(f).sum::<u64>() as f64 / n as f64 / pulses;
+    let row_ops = per(&|i| tallies[i].ops.load(Relaxed) - base[i].0);
+    let row_calls = per(&|i| tallies[i].calls.load(Relaxed) - base[i].1);
+    let row_out = per(&|i| tallies[i].bytes_out.load(Relaxed) - base[i].2);
+    let row_in = per(&|i| tallies[i].bytes_in.load(Relaxed) - base[i].3);
+    let stats1: Vec<_> = nodes.iter().map(|(_, m)| m.stats()).collect();
+    let pushed = per(&|i| stats1[i].pushed - stats0[i].pushed);
+    let deadbanded = per(&|i| stats1[i].deadbanded - stats0[i].deadbanded);
+    let resyncs = (0..n).map(|i| stats1[i].resyncs - stats0[i].resyncs).sum::<u64>() as f64 / n as f64;
+    let mut times = Vec::new();
+    let mut unconverged = 0;
+    for p in probes {
+        match p.await? {
+            Some(t) => times.push(t.as_secs_f64() / PULSE.as_secs_f64()),
+            None => unconverged += 1,
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    for (_, m) in nodes {
+        m.shutdown().await;
+    }
+    Ok(Row {
+        store: store.to_owned(),
+        nodes: n,
+        routes,
+        dirty_per_node: dirty,
+        pulses: a.pulses,
+        ops: row_ops,
+        calls: row_calls,
+        bytes_out: row_out,
+        bytes_in: row_in,
+        cpu_ms: (cpu1 - cpu0).as_secs_f64() * 1e3 / n as f64 / pulses,
+        pushed,
+        deadbanded,
+        resyncs,
+        converge_p50: percentile(&times, 0.5),
+        converge_p99: percentile(&times, 0.99),
+        unconverged,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let backend = match a.store.as_str() {
+        "memory" => Backend::Memory(InMemoryStore::new()),
+        "redis" => Backend::Redis(RedisServer::start().context("redis-server is needed")?),
+        _ => Backend::Cluster(RedisCluster::start().context("redis-server and redis-cli are needed")?),
+    };
+    println!(
+        "store {}, {} pulses of {PULSE:?}, {:.0}% of routes reported failing per node per pulse, deadband {} ohm",
+        a.store,
+        a.pulses,
+        a.dirty * 100.0,
+        a.deadband
+    );
+    println!(
+        "| nodes | routes | store ops / node / pulse | round trips | bytes out | bytes in | CPU ms / node / pulse | pushed | deadbanded | resyncs / node | convergence p50 / p99 (pulses) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut rows = Vec::new();
+    for &routes in &a.routes {
+        for &n in &a.nodes {
+            let r = run(&backend, &a.store, n, routes, &a).await?;
+            println!(
+                "| {} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2}{} |",
+                r.nodes,
+                r.routes,
+                r.ops,
+                r.calls,
+                r.bytes_out,
+                r.bytes_in,
+                r.cpu_ms,
+                r.pushed,
+                r.deadbanded,
+                r.resyncs,
+                r.converge_p50,
+                r.converge_p99,
+                if r.unconverged > 0 { format!(" ({} never)", r.unconverged) } else { String::new() }
+            );
+            rows.push(r);
+        }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
 }
