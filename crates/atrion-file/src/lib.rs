@@ -240,6 +240,7 @@ impl StateStore for FileStore {
             change_feed: true,
             persistent: true,
             shared: false,
+            native_shares: false,
         }
     }
 

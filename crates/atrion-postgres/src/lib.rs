@@ -198,7 +198,15 @@ impl StateStore for PostgresStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { ttl: true, atomic: true, transactions: false, change_feed: true, persistent: true, shared: true }
+        Capabilities {
+            ttl: true,
+            atomic: true,
+            transactions: false,
+            change_feed: true,
+            persistent: true,
+            shared: true,
+            native_shares: true,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {

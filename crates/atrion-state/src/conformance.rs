@@ -334,6 +334,12 @@ pub async fn shares_rank_and_replace(s: Store) {
     s.put_shares(vec![share("conf/shares/b", "n1", 0.0, "")]).await.unwrap();
     let listed = s.list_shares("conf/shares/").await.unwrap();
     assert_eq!(listed, ["conf/shares/a", "conf/shares/b"]);
+    let as_keys = s.list_keys("conf/shares/").await.unwrap();
+    assert_eq!(
+        as_keys.is_empty(),
+        s.capabilities().native_shares,
+        "native shares are apart from the keys: {as_keys:?}"
+    );
     assert!(s.list_shares("conf/nothing/").await.unwrap().is_empty());
 }
 

@@ -246,6 +246,10 @@ pub struct SyncStats {
     /// Contributions not pushed because the cluster's prediction of them (the last pushed
     /// scar, healed) was within the deadband.
     pub deadbanded: u64,
+    /// Contributions not pushed because two other live nodes lead the route and this one
+    /// would not beat the second by more than the deadband: no node's merged view would move
+    /// by more than that.
+    pub outranked: u64,
     /// Routes whose shares were read in full because every leader listed was this node or a
     /// node gone silent.
     pub rebuilds: u64,
@@ -256,7 +260,7 @@ pub struct SyncStats {
 impl SyncStats {
     /// The counters by name (`pulses`, `pushed`, ...), in one place for every exporter; the
     /// gauges `buffered` and `degraded` are not among them.
-    pub fn counters(&self) -> [(&'static str, u64); 13] {
+    pub fn counters(&self) -> [(&'static str, u64); 14] {
         [
             ("pulses", self.pulses),
             ("pushed", self.pushed),
@@ -270,6 +274,7 @@ impl SyncStats {
             ("rejected", self.rejected),
             ("republished", self.republished),
             ("deadbanded", self.deadbanded),
+            ("outranked", self.outranked),
             ("rebuilds", self.rebuilds),
         ]
     }
@@ -321,6 +326,7 @@ struct Counters {
     rejected: AtomicU64,
     republished: AtomicU64,
     deadbanded: AtomicU64,
+    outranked: AtomicU64,
     rebuilds: AtomicU64,
     degraded: AtomicBool,
     /// When the store last acknowledged a pulse (wall ms; 0 before the first).
@@ -346,6 +352,9 @@ struct SyncState {
     stored: HashMap<String, Pushed>,
     /// Routes whose every listed leader is us or a silent node: read in full next pulse.
     rebuild: std::collections::HashSet<String>,
+    /// Our latest contribution per route that was held back (deadband, outranked): pushed
+    /// when the node leaves.
+    held: HashMap<String, Pushed>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     resync: bool,
     /// The other nodes counted live at the last merge.
@@ -432,7 +441,11 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         let token = CancellationToken::new();
         let (s, stop) = (shared.clone(), token.clone());
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(s.cfg.pulse);
+            // Each node pulses at its own phase (from its id): nodes started together (a
+            // deploy) do not all hit the store in the same instant, and a node sees the
+            // leaders others pushed earlier in the pulse before it decides to push.
+            let phase = s.cfg.pulse.mul_f64(phase_of(&s.cfg.node_id));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, s.cfg.pulse);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut full = tokio::time::interval(s.cfg.full_sync);
             full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,7 +453,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => s.pulse().await,
+                    _ = tick.tick() => s.pulse(false).await,
                     _ = full.tick() => {
                         let _ = s.full_sync(false).await;
                     }
@@ -450,8 +463,8 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                     },
                 }
             }
-            // Flush what this node learned, and leave the cluster.
-            s.pulse().await;
+            // Flush what this node learned, held back or not, and leave the cluster.
+            s.pulse(true).await;
             if s.store.delete(&s.keys.heartbeat()).await.is_err() {
                 s.counters.store_errors.fetch_add(1, Relaxed);
             }
@@ -476,6 +489,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             rejected: c.rejected.load(Relaxed),
             republished: c.republished.load(Relaxed),
             deadbanded: c.deadbanded.load(Relaxed),
+            outranked: c.outranked.load(Relaxed),
             rebuilds: c.rebuilds.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
@@ -558,7 +572,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
 
     /// Pushes what is dirty now and merges, without waiting for the next pulse.
     pub async fn pulse_now(&self) {
-        self.shared.pulse().await;
+        self.shared.pulse(false).await;
     }
 
     /// Flushes this node's contributions, removes its heartbeat, and stops the pulse.
@@ -586,22 +600,62 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         (self.cfg.node_ttl / 6).max(self.cfg.pulse).as_millis() as u64
     }
 
-    /// Whether `next` says something the other nodes cannot predict from `last` (the
-    /// deadband), or `last` is old enough to refresh.
-    fn worth_pushing(&self, last: Option<&Pushed>, next: &Pushed) -> bool {
+    /// Whether to push `next`, after `last`: `Some(true)` to push; `Some(false)` when the
+    /// other nodes predict it from `last` (the deadband); `None` when two other live nodes
+    /// lead the route and `next` would not beat the second by more than the deadband, so
+    /// that no node's merged view would move by more (readers take the best share but their
+    /// own: the two leaders are all they use). A contribution older than `max_interval` is
+    /// refreshed either way.
+    fn worth_pushing(
+        &self,
+        st: &SyncState,
+        route: &str,
+        last: Option<&Pushed>,
+        next: &Pushed,
+        wall: u64,
+    ) -> Option<bool> {
         let band = self.cfg.deadband;
-        match last {
-            None => next.c.scar > band,
+        let (changed, stale) = match last {
+            None => (next.c.scar > band, false),
             Some(last) => {
                 let off = (next.c.scar - last.predicted(next.c.at_ms)).abs() > band;
                 let old = next.c.at_ms.saturating_sub(last.c.at_ms) >= self.cfg.max_interval.as_millis() as u64;
-                off || (old && next.c.scar > band) || (band == 0.0 && next.c != last.c)
+                (off || (band == 0.0 && next.c != last.c), old && next.c.scar > band)
             }
+        };
+        if stale {
+            return Some(true);
         }
+        if !changed {
+            return Some(false);
+        }
+        (!self.outranked(st, route, next, wall)).then_some(true)
     }
 
-    /// BUFFER, PUSH, MERGE.
-    async fn pulse(&self) {
+    /// Whether `route` has two other live leaders and `next` would not beat the second by
+    /// more than the deadband: then every node's merged view (the best share but its own) is
+    /// within the deadband of what it would be with `next` pushed.
+    fn outranked(&self, st: &SyncState, route: &str, next: &Pushed, wall: u64) -> bool {
+        let Some(shares) = st.remote.get(route) else { return false };
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        let mut leaders: Vec<&Share> = shares.top.iter().collect();
+        leaders.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
+        let mut ahead = 0;
+        for s in leaders.into_iter().take(2) {
+            let live = st.heartbeats.get(&s.member).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl);
+            let Some(c) = Contribution::decode(&s.value) else { return false };
+            let healed = heal(c.scar, next.scar_decay, next.c.at_ms.saturating_sub(c.at_ms) as f64 / 1e3);
+            if self.keys.is_own(&s.member) || !live || next.c.scar > healed + self.cfg.deadband {
+                return false;
+            }
+            ahead += 1;
+        }
+        ahead == 2
+    }
+
+    /// BUFFER, PUSH, MERGE. `flush`: also push every contribution held back by the deadband
+    /// or outranked (a node leaving), so that the store keeps its exact last word.
+    async fn pulse(&self, flush: bool) {
         let _one_at_a_time = self.pulsing.lock().await;
         self.counters.pulses.fetch_add(1, Relaxed);
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
@@ -610,7 +664,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         let (sent, shares, beat) = {
             let mut st = self.lock();
             let st = &mut *st;
-            let mut deadbanded = 0;
+            let (mut deadbanded, mut outranked) = (0, 0);
             self.engine.take_dirty(|route, c| {
                 if route.len() > max_route {
                     if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
@@ -627,13 +681,29 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 let next =
                     Pushed { c: Contribution { scar: c.scar, momentum: c.momentum, at_ms }, scar_decay: c.scar_decay };
                 let last = st.pending.get(route).or_else(|| st.stored.get(route));
-                if self.worth_pushing(last, &next) {
-                    st.pending.insert(route.to_owned(), next);
-                } else {
-                    deadbanded += 1;
+                match self.worth_pushing(st, route, last, &next, wall) {
+                    Some(true) => {
+                        st.held.remove(route);
+                        st.pending.insert(route.to_owned(), next);
+                    }
+                    held => {
+                        if held.is_some() {
+                            deadbanded += 1;
+                        } else {
+                            outranked += 1;
+                        }
+                        st.held.insert(route.to_owned(), next);
+                    }
                 }
             });
+            if flush {
+                let held = std::mem::take(&mut st.held);
+                let changed: Vec<(String, Pushed)> =
+                    held.into_iter().filter(|(r, p)| st.stored.get(r).is_none_or(|s| s.c != p.c)).collect();
+                st.pending.extend(changed);
+            }
             self.counters.deadbanded.fetch_add(deadbanded, Relaxed);
+            self.counters.outranked.fetch_add(outranked, Relaxed);
             if st.pending.len() > self.cfg.max_buffered {
                 // Bounded: keep the newest contributions.
                 let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, p)| (p.c.at_ms, r.clone())).collect();
@@ -1073,6 +1143,13 @@ impl Heartbeat {
         let version = std::str::from_utf8(version).ok()?;
         Some(Heartbeat { ms: u64::from_le_bytes(*ms), version: (!version.is_empty()).then(|| version.to_owned()) })
     }
+}
+
+/// A node's pulse phase, in [0, 1) of a pulse: a hash of its id (FNV-1a), so that it is
+/// stable across restarts and spread across a fleet.
+fn phase_of(node_id: &str) -> f64 {
+    let h = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// How long a departed node stays listed by [`StateManager::nodes`] (as gone).

@@ -103,6 +103,7 @@ impl StateStore for InMemoryStore {
             change_feed: true,
             persistent: false,
             shared: false,
+            native_shares: false,
         }
     }
 

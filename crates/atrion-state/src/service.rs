@@ -510,14 +510,14 @@ impl Drop for CleanupTask {
     }
 }
 
-/// All keys of `store`, and the keys whose shares it keeps apart from them. Shares are
-/// listed first: a key written in between is then a key, never taken for shares.
+/// All keys of `store`, and the keys whose shares it keeps natively, apart from them.
 async fn keys_and_shares(store: &dyn StateStore) -> Result<(Vec<String>, BTreeSet<String>), StoreError> {
-    let shares = store.list_shares("").await?;
-    let keys = store.list_keys("").await?;
-    let listed: BTreeSet<&String> = keys.iter().collect();
-    let apart = shares.into_iter().filter(|k| !listed.contains(k)).collect();
-    Ok((keys, apart))
+    let apart = if store.capabilities().native_shares {
+        store.list_shares("").await?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    Ok((store.list_keys("").await?, apart))
 }
 
 #[async_trait]

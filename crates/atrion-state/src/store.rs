@@ -59,6 +59,9 @@ pub struct Capabilities {
     pub persistent: bool,
     /// Several processes can share the data.
     pub shared: bool,
+    /// Shares ([`StateStore::put_shares`]) are kept natively, apart from the keys (not
+    /// listed by `list_keys`); without it they are ordinary values under their keys.
+    pub native_shares: bool,
 }
 
 /// Counters of a store.

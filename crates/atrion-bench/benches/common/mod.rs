@@ -40,7 +40,9 @@ pub fn bench_pulse(
     let names: Vec<String> = (0..PULSE_ROUTES).map(|i| format!("GET /api/items/{i}")).collect();
     // A pulse far in the future: only `pulse_now` pushes.
     let manager = rt.block_on(async {
-        let cfg = sync(&format!("bench-pulse-{name}"), "pusher", Duration::from_secs(3_600));
+        let mut cfg = sync(&format!("bench-pulse-{name}"), "pusher", Duration::from_secs(3_600));
+        cfg.deadband = 0.0; // every change pushed: the pulse's full cost
+        cfg.max_interval = cfg.pulse;
         StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap()
     });
     // Let the pulse task's first, immediate tick pass before measuring.

@@ -256,6 +256,7 @@ struct Row {
     cpu_ms: f64,
     pushed: f64,
     deadbanded: f64,
+    outranked: f64,
     resyncs: f64,
     converge_p50: f64,
     converge_p99: f64,
@@ -352,7 +353,18 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
     let stats1: Vec<_> = nodes.iter().map(|(_, m)| m.stats()).collect();
     let pushed = per(&|i| stats1[i].pushed - stats0[i].pushed);
     let deadbanded = per(&|i| stats1[i].deadbanded - stats0[i].deadbanded);
+    let outranked = per(&|i| stats1[i].outranked - stats0[i].outranked);
     let resyncs = (0..n).map(|i| stats1[i].resyncs - stats0[i].resyncs).sum::<u64>() as f64 / n as f64;
+    let sum = |f: &dyn Fn(&atrion_state::SyncStats) -> u64| (0..n).map(|i| f(&stats1[i])).sum::<u64>();
+    eprintln!(
+        "  n={n} routes={routes}: pulses {} store_errors {} degraded {} rebuilds {} decode_errors {} pulled {}",
+        sum(&|s| s.pulses),
+        sum(&|s| s.store_errors),
+        sum(&|s| u64::from(s.degraded)),
+        sum(&|s| s.rebuilds),
+        sum(&|s| s.decode_errors),
+        sum(&|s| s.pulled)
+    );
     let mut times = Vec::new();
     let mut unconverged = 0;
     for p in probes {
@@ -378,6 +390,7 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
         cpu_ms: (cpu1 - cpu0).as_secs_f64() * 1e3 / n as f64 / pulses,
         pushed,
         deadbanded,
+        outranked,
         resyncs,
         converge_p50: percentile(&times, 0.5),
         converge_p99: percentile(&times, 0.99),
@@ -401,15 +414,15 @@ async fn main() -> anyhow::Result<()> {
         a.deadband
     );
     println!(
-        "| nodes | routes | store ops / node / pulse | round trips | bytes out | bytes in | CPU ms / node / pulse | pushed | deadbanded | resyncs / node | convergence p50 / p99 (pulses) |"
+        "| nodes | routes | store ops / node / pulse | round trips | bytes out | bytes in | CPU ms / node / pulse | pushed | deadbanded | outranked | resyncs / node | convergence p50 / p99 (pulses) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let mut rows = Vec::new();
     for &routes in &a.routes {
         for &n in &a.nodes {
             let r = run(&backend, &a.store, n, routes, &a).await?;
             println!(
-                "| {} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2}{} |",
+                "| {} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} / {:.2}{} |",
                 r.nodes,
                 r.routes,
                 r.ops,
@@ -419,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
                 r.cpu_ms,
                 r.pushed,
                 r.deadbanded,
+                r.outranked,
                 r.resyncs,
                 r.converge_p50,
                 r.converge_p99,
