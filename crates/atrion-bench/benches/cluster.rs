@@ -4,7 +4,8 @@
 //! - one pulse pushing 10,000 dirty routes (pipelined scripts);
 //! - convergence delay: from a route's report on node A to its scar in node B's engine,
 //!   over 1,000 changes at a 10 ms pulse (p50 and p99 printed after the run);
-//! - `decide` with a Redis-backed manager attached, beside the bare engine;
+//! - `decide` with a Redis-backed manager attached, beside the bare engine; and on one node
+//!   of a fleet of 30 managers on one Redis under load;
 //! - `decide` + `report` while that Redis is killed and the node is degraded (the tests
 //!   assert only that decisions go on; how fast they go is this bench's claim).
 //!
@@ -153,6 +154,71 @@ fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: 
     rt.block_on(manager.shutdown());
 }
 
+/// `decide` on one node of a fleet of 30 (each an engine and a manager with its own
+/// connection to one store, all pulsing every 100 ms while 5% of 1,000 routes fail on every
+/// node each pulse), beside a bare engine measured under the same background.
+fn decide_beside_a_fleet(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
+    const NODES: usize = 30;
+    let clock = Arc::new(TokioClock::new());
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let mut fleet = Vec::new();
+    for i in 0..NODES {
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let cfg = sync("bench-fleet", &format!("node-{i}"), Duration::from_millis(100));
+        let m = rt
+            .block_on(StateManager::start(engine.clone(), store(server), cfg, clock.clone() as Arc<dyn Clock>))
+            .unwrap();
+        fleet.push((engine, m));
+    }
+    let engines: Vec<Arc<Engine>> = fleet.iter().map(|(e, _)| e.clone()).collect();
+    let load = rt.spawn({
+        let clock = clock.clone();
+        async move {
+            let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
+            let names: Vec<String> = (0..1_000).map(|i| format!("GET /api/items/{i}")).collect();
+            for k in 0usize.. {
+                let now = clock.now();
+                for e in &engines {
+                    for j in 0..50 {
+                        e.report(&names[(k * 50 + j * 7) % 1_000], bad, now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let bare = Engine::new(PhysicsConfig::default()).unwrap();
+    let synced = fleet[0].0.clone();
+    for _ in 0..1_000 {
+        bare.report("GET /checkout", ok, clock.now());
+        synced.report("GET /checkout", ok, clock.now());
+    }
+    let mut g = c.benchmark_group(format!("{}_decide_beside_{NODES}_nodes", server.name));
+    g.throughput(Throughput::Elements(1));
+    let mut n = 0u32;
+    let mut now = clock.now();
+    let mut tick = |clock: &TokioClock| {
+        n = n.wrapping_add(1);
+        if n % 256 == 0 {
+            now = clock.now();
+        }
+        now
+    };
+    g.bench_function("bare_engine", |b| {
+        b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+    });
+    g.bench_function("node_of_the_fleet", |b| {
+        b.iter(|| black_box(synced.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+    });
+    g.finish();
+    load.abort();
+    rt.block_on(async {
+        for (_, m) in fleet {
+            m.shutdown().await;
+        }
+    });
+}
+
 fn decide_during_outage(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &mut RedisServer) {
     let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
     let s: Arc<dyn StateStore> = Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap());
@@ -200,6 +266,7 @@ fn adapters(c: &mut Criterion) {
         pulse_10k(c, &rt, &backend);
         convergence(c, &rt, &backend);
         decide_with_manager(c, &rt, &backend);
+        decide_beside_a_fleet(c, &rt, &backend);
     }
     if let Some(server) = PgServer::start() {
         let backend = Backend {

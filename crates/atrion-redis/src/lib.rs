@@ -9,7 +9,7 @@
 //!   following failovers and resharding). [`RedisConfig::mode`] chooses, or the server says
 //!   (`INFO cluster`). Connect and command timeouts.
 //! - Each entry is a hash (`v` = value, `ver` = version) under `{namespace}:e:{key}`, its
-//!   version counter under `{namespace}:v:{key}`: the key (escaped, [`escape_tag`]) is their
+//!   version counter under `{namespace}:v:{key}`: the key (`%`, `{`, `}` escaped as `%25`, `%7B`, `%7D`) is their
 //!   hash tag, so every script touches one slot. Versions are per key: unique and increasing
 //!   for that key across deletes, which is what compare-and-swap needs (the port's contract).
 //! - Shares ([`atrion_state::shares`]) natively: a hash of values and a sorted set of ranks per

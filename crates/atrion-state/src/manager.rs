@@ -653,8 +653,9 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         ahead == 2
     }
 
-    /// BUFFER, PUSH, MERGE. `flush`: also push every contribution held back by the deadband
-    /// or outranked (a node leaving), so that the store keeps its exact last word.
+    /// BUFFER, PUSH, MERGE. `flush`: also push the contributions held back by the deadband
+    /// or outranked on routes this node has a share of (a node leaving), so that the store
+    /// keeps its exact last word for its warm start.
     async fn pulse(&self, flush: bool) {
         let _one_at_a_time = self.pulsing.lock().await;
         self.counters.pulses.fetch_add(1, Relaxed);
@@ -697,9 +698,11 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 }
             });
             if flush {
+                // The exact last word, for the routes this node has a share of (a share it
+                // never pushed would only add a member that leads nothing).
                 let held = std::mem::take(&mut st.held);
                 let changed: Vec<(String, Pushed)> =
-                    held.into_iter().filter(|(r, p)| st.stored.get(r).is_none_or(|s| s.c != p.c)).collect();
+                    held.into_iter().filter(|(r, p)| st.stored.get(r).is_some_and(|s| s.c != p.c)).collect();
                 st.pending.extend(changed);
             }
             self.counters.deadbanded.fetch_add(deadbanded, Relaxed);

@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo run --release -p atrion-bench --bin fleet -- [--store memory|redis|cluster]
 //! [--nodes 3,10,30,100] [--routes 1000,10000] [--pulses 40] [--dirty 0.05] [--deadband OHMS]
-//! [--json FILE]` (`--deadband 0` pushes every change: the most the sync can cost)
+//! [--json FILE]` (`--deadband 0` pushes every change: the most the sync can cost);
+//! `fleet --plot OUT.svg LABEL=ROWS.json...` draws the chart of `docs/SCALING.md`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -242,7 +243,7 @@ fn ago(now: Timestamp, ms: u64) -> Timestamp {
 }
 
 /// One measured configuration.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Row {
     store: String,
     nodes: usize,
@@ -398,8 +399,60 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
     })
 }
 
+/// `fleet --plot OUT.svg LABEL=ROWS.json...`: the chart of cost against the number of nodes,
+/// one line per file and route count.
+fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
+    use atrion_sim::chart::{LinePanel, Series, lines_svg};
+    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
+    for input in inputs {
+        let (label, path) = input.split_once('=').context("inputs are LABEL=FILE.json")?;
+        // NaN (no probe converged) is written as null: read it back as "no point".
+        let text = std::fs::read_to_string(path)?.replace("null", "-1");
+        let rows: Vec<Row> = serde_json::from_str(&text)?;
+        // A run where most probes never converged fell behind: its per-pulse figures mean
+        // nothing, so it is left off the chart.
+        let rows = rows.into_iter().filter(|r| r.unconverged * 2 <= r.pulses as usize);
+        let mut by_routes: std::collections::BTreeMap<usize, Vec<Row>> = Default::default();
+        for r in rows {
+            by_routes.entry(r.routes).or_default().push(r);
+        }
+        for (routes, rows) in by_routes {
+            series.push((format!("{label}, {routes} routes"), rows));
+        }
+    }
+    let panel = |title: &str, y: &str, f: &dyn Fn(&Row) -> f64| LinePanel {
+        title: title.into(),
+        y_label: y.into(),
+        series: series
+            .iter()
+            .map(|(name, rows)| Series {
+                name: name.clone(),
+                points: rows.iter().map(|r| (r.nodes as f64, f(r))).filter(|p| p.1.is_finite() && p.1 >= 0.0).collect(),
+            })
+            .collect(),
+    };
+    let svg = lines_svg(
+        "Cluster sync cost per node against the number of nodes (5% of routes failing per 100 ms pulse)",
+        "nodes",
+        &[
+            panel("store operations per node per pulse", "operations", &|r| r.ops),
+            panel("bytes received per node per pulse (reads and change notices)", "bytes", &|r| r.bytes_in),
+            panel("convergence p99, write on one node to the merged view on all (pulses)", "pulses", &|r| {
+                r.converge_p99
+            }),
+        ],
+    )?;
+    std::fs::write(out, svg)?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--plot") {
+        let out = argv.get(2).context("--plot OUT.svg LABEL=ROWS.json...")?;
+        return plot(out, &argv[3..]);
+    }
     let a = args()?;
     let backend = match a.store.as_str() {
         "memory" => Backend::Memory(InMemoryStore::new()),
