@@ -55,7 +55,7 @@ mod scripts;
 pub mod testing;
 
 pub use config::{RedisConfig, RedisMode};
-use scripts::{CAS, DELETE, PUT, REPAIRS, SHARE_PUT, SHARES_COMMON, SHARES_READ};
+use scripts::{CAS, DELETE, PUT, REPAIRS, SHARE_PUT, SHARES_CHUNK, SHARES_COMMON, SHARES_READ};
 
 const BACKEND: &str = "redis";
 
@@ -726,8 +726,9 @@ impl StateStore for RedisStore {
         Ok(versions)
     }
 
-    /// One script per share, pipelined (each script stays in its key's slot); the scripts
-    /// notify only when a key's member count changes or a leader's rank moves by more than
+    /// Scripts of up to [`SHARES_CHUNK`] shares, pipelined, on one server; one script per
+    /// share (each in its key's slot), sent concurrently, on a cluster. A key is notified
+    /// only when its member count changes or a leader's rank moves by more than
     /// [`NOTIFY_RANK_STEP`].
     async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
         if items.is_empty() {
@@ -737,14 +738,17 @@ impl StateStore for RedisStore {
             check_share(BACKEND, Op::PutShares, w)?;
         }
         let channel = self.channel();
+        let chunk = if self.is_cluster() { 1 } else { SHARES_CHUNK };
         let invs: Vec<ScriptInvocation<'_>> = items
-            .iter()
-            .map(|w| {
-                let (values, ranks) = self.share_keys(&w.key);
+            .chunks(chunk)
+            .map(|chunk| {
                 let mut inv = self.share_put.prepare_invoke();
-                inv.key(values).key(ranks);
-                inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref());
-                inv.arg(&channel).arg(&w.key).arg(NOTIFY_RANK_STEP);
+                inv.arg(&channel).arg(NOTIFY_RANK_STEP);
+                for w in chunk {
+                    let (values, ranks) = self.share_keys(&w.key);
+                    inv.key(values).key(ranks);
+                    inv.arg(&w.share.member).arg(format_rank(w.share.rank)).arg(w.share.value.as_ref()).arg(&w.key);
+                }
                 inv
             })
             .collect();

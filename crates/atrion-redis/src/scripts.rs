@@ -64,58 +64,74 @@ return n
 
 /// The shares of one key live in two Redis keys of one hash slot: a hash of values by member
 /// (and the key's version under the empty field, which no member can be) and a sorted set
-/// of ranks. Shared by the share scripts: `leaders(n)` encodes the top `n` (all for -1) as
-/// `Shares` tokens, member, rank, value.
+/// of ranks. Shared by the share scripts: `leaders(values, ranks, last)` encodes the top
+/// `last + 1` (all for -1) as `Shares` tokens, member, rank, value.
 pub(crate) const SHARES_COMMON: &str = r"
 local function tok(s) s = tostring(s) return #s .. ':' .. s end
-local function leaders(last)
-  local t = redis.call('ZREVRANGE', KEYS[2], 0, last, 'WITHSCORES')
+local function leaders(vk, rk, last)
+  local t = redis.call('ZREVRANGE', rk, 0, last, 'WITHSCORES')
   local out = {}
   for i = 1, #t, 2 do
-    out[#out + 1] = tok(t[i]) .. tok(t[i + 1]) .. tok(redis.call('HGET', KEYS[1], t[i]) or '')
+    out[#out + 1] = tok(t[i]) .. tok(t[i + 1]) .. tok(redis.call('HGET', vk, t[i]) or '')
   end
   return table.concat(out), t
 end
 ";
 
-/// Sets one member's share; when the member count changes, or the rank of either of the
-/// two leaders moves by more than `ARGV[6]` ([`atrion_state::shares::NOTIFY_RANK_STEP`]),
-/// bumps the key's version and notifies the new leaders. Something else than our hash or
-/// sorted set under either key is deleted first (counted in the reply).
+/// Sets members' shares: `put_share` for each (hash of values, sorted set of ranks) pair of
+/// KEYS with (member, rank, value, key) in ARGV after the channel and the step; when a key's
+/// member count changes, or the rank of either of its two leaders moves by more than the
+/// step ([`atrion_state::shares::NOTIFY_RANK_STEP`]), bumps the key's version and notifies
+/// its new leaders (one `PUBLISH` for the whole call). Something else than our hash or sorted
+/// set under a key is deleted first (counted in the reply). On a Redis Cluster each call
+/// carries one key (one slot); on one server, up to [`SHARES_CHUNK`].
 pub(crate) const SHARE_PUT: &str = r"
-local fixed = 0
-for i, want in ipairs({'hash', 'zset'}) do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= want and t ~= 'none' then redis.call('DEL', KEYS[i]); fixed = fixed + 1 end
-end
 local function ranks(t) return tonumber(t[2]) or -math.huge, tonumber(t[4]) or -math.huge end
-local n0 = redis.call('ZCARD', KEYS[2])
-local a0, b0 = ranks(redis.call('ZREVRANGE', KEYS[2], 0, 1, 'WITHSCORES'))
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-local n = redis.call('ZCARD', KEYS[2])
-local top, t = leaders(1)
-local a1, b1 = ranks(t)
-local step = tonumber(ARGV[6])
+local step = tonumber(ARGV[2])
 local function moved(x, y)
   if x == y then return false end
   if x == -math.huge or y == -math.huge then return true end
   return math.abs(x - y) > step
 end
-if n ~= n0 or moved(a0, a1) or moved(b0, b1) then
-  local ver = redis.call('HINCRBY', KEYS[1], '', 1)
-  local shares = tok('s1') .. tok(n) .. top
-  redis.call('PUBLISH', ARGV[4], tok('set') .. tok(ver) .. tok(ARGV[5]) .. tok(shares))
+local fixed, msg = 0, {}
+for i = 1, #KEYS / 2 do
+  local vk, rk = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 2 + (i - 1) * 4
+  -- Something else under a key fails its first command: deleted, counted, done again.
+  local function call(k, ...)
+    local r = redis.pcall(...)
+    if type(r) == 'table' and r.err then
+      redis.call('DEL', k)
+      fixed = fixed + 1
+      r = redis.call(...)
+    end
+    return r
+  end
+  local n0 = call(rk, 'ZCARD', rk)
+  local a0, b0 = ranks(redis.call('ZREVRANGE', rk, 0, 1, 'WITHSCORES'))
+  call(vk, 'HSET', vk, ARGV[a + 1], ARGV[a + 3])
+  redis.call('ZADD', rk, ARGV[a + 2], ARGV[a + 1])
+  local n = redis.call('ZCARD', rk)
+  local a1, b1 = ranks(redis.call('ZREVRANGE', rk, 0, 1, 'WITHSCORES'))
+  if n ~= n0 or moved(a0, a1) or moved(b0, b1) then
+    local ver = redis.call('HINCRBY', vk, '', 1)
+    local top = leaders(vk, rk, 1)
+    msg[#msg + 1] = tok('set') .. tok(ver) .. tok(ARGV[a + 4]) .. tok(tok('s1') .. tok(n) .. top)
+  end
 end
+if #msg > 0 then redis.call('PUBLISH', ARGV[1], table.concat(msg)) end
 return fixed
 ";
+
+/// Shares per `SHARE_PUT` call on one server.
+pub(crate) const SHARES_CHUNK: usize = 256;
 
 /// The encoded shares of one key: the top `ARGV[2] + 1` (all for -1), then `ARGV[1]`'s own
 /// share if it is not among them; `false` when the key has none.
 pub(crate) const SHARES_READ: &str = r"
 local n = redis.call('ZCARD', KEYS[2])
 if n == 0 then return false end
-local top, t = leaders(tonumber(ARGV[2]))
+local top, t = leaders(KEYS[1], KEYS[2], tonumber(ARGV[2]))
 local out = tok('s1') .. tok(n) .. top
 if ARGV[1] ~= '' then
   for i = 1, #t, 2 do if t[i] == ARGV[1] then return out end end

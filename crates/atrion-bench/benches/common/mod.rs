@@ -48,6 +48,15 @@ pub fn bench_pulse(
     // Let the pulse task's first, immediate tick pass before measuring.
     std::thread::sleep(Duration::from_millis(200));
     let bad = Telemetry::new(900.0, 1.0, 0.9).unwrap();
+    // Every route scarred first (failures over the last 100 ms) and pushed once, not
+    // measured: a route with no scar has nothing to share.
+    let t0 = clock.now().as_nanos();
+    for n in &names {
+        for t in 0..5u64 {
+            engine.report(n, bad, atrion::Timestamp::from_nanos(t0.saturating_sub((5 - t) * 20_000_000)));
+        }
+    }
+    rt.block_on(manager.pulse_now());
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
