@@ -127,13 +127,21 @@ fn beside(rt: &tokio::runtime::Runtime, store: Arc<dyn StateStore>, namespace: &
 }
 
 fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
-    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
     let Beside { clock, bare, synced, manager } = beside(rt, store(server), "bench-decide");
+    let label = format!("with_{}_manager", server.name);
+    decide_pair(c, &format!("{}_decide", server.name), &clock, &bare, (&label, &synced));
+    rt.block_on(manager.shutdown());
+}
+
+/// `decide` on a warm route, on `bare` and on `other.1` (named `other.0`), in group `group`;
+/// the clock is read every 256 calls.
+fn decide_pair(c: &mut Criterion, group: &str, clock: &TokioClock, bare: &Engine, other: (&str, &Engine)) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
     for _ in 0..1_000 {
         bare.report("GET /checkout", ok, clock.now());
-        synced.report("GET /checkout", ok, clock.now());
+        other.1.report("GET /checkout", ok, clock.now());
     }
-    let mut g = c.benchmark_group(format!("{}_decide", server.name));
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     let mut n = 0u32;
     let mut now = clock.now();
@@ -145,13 +153,12 @@ fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: 
         now
     };
     g.bench_function("bare_engine", |b| {
-        b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+        b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(clock), Priority::Normal)))
     });
-    g.bench_function(format!("with_{}_manager", server.name), |b| {
-        b.iter(|| black_box(synced.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
+    g.bench_function(other.0, |b| {
+        b.iter(|| black_box(other.1.decide(black_box("GET /checkout"), tick(clock), Priority::Normal)))
     });
     g.finish();
-    rt.block_on(manager.shutdown());
 }
 
 /// `decide` on one node of a fleet of 30 (each an engine and a manager with its own
@@ -160,7 +167,6 @@ fn decide_with_manager(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: 
 fn decide_beside_a_fleet(c: &mut Criterion, rt: &tokio::runtime::Runtime, server: &Backend<'_>) {
     const NODES: usize = 30;
     let clock = Arc::new(TokioClock::new());
-    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
     let mut fleet = Vec::new();
     for i in 0..NODES {
         let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
@@ -188,29 +194,8 @@ fn decide_beside_a_fleet(c: &mut Criterion, rt: &tokio::runtime::Runtime, server
         }
     });
     let bare = Engine::new(PhysicsConfig::default()).unwrap();
-    let synced = fleet[0].0.clone();
-    for _ in 0..1_000 {
-        bare.report("GET /checkout", ok, clock.now());
-        synced.report("GET /checkout", ok, clock.now());
-    }
-    let mut g = c.benchmark_group(format!("{}_decide_beside_{NODES}_nodes", server.name));
-    g.throughput(Throughput::Elements(1));
-    let mut n = 0u32;
-    let mut now = clock.now();
-    let mut tick = |clock: &TokioClock| {
-        n = n.wrapping_add(1);
-        if n % 256 == 0 {
-            now = clock.now();
-        }
-        now
-    };
-    g.bench_function("bare_engine", |b| {
-        b.iter(|| black_box(bare.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
-    });
-    g.bench_function("node_of_the_fleet", |b| {
-        b.iter(|| black_box(synced.decide(black_box("GET /checkout"), tick(&clock), Priority::Normal)))
-    });
-    g.finish();
+    let group = format!("{}_decide_beside_{NODES}_nodes", server.name);
+    decide_pair(c, &group, &clock, &bare, ("node_of_the_fleet", &fleet[0].0));
     load.abort();
     rt.block_on(async {
         for (_, m) in fleet {
