@@ -67,7 +67,7 @@ fn check<O: atrion_core::PhysicsObserver>(engine: &Engine<O>, route: &str) {
     }
 }
 
-/// The physics vector and the cluster contribution decoders on arbitrary bytes.
+/// The physics vector, the cluster contribution and the shares decoders on arbitrary bytes.
 pub fn codecs(data: &[u8]) {
     if let Ok(v) = PhysicsVector::from_bytes(data) {
         assert!(v.validate().is_ok(), "decoded means validated: {v:?}");
@@ -82,6 +82,10 @@ pub fn codecs(data: &[u8]) {
         assert!(c.scar.is_finite() && c.scar >= 0.0 && c.momentum.is_finite() && c.momentum >= 0.0);
         assert_eq!(Contribution::decode(&c.encode()), Some(c));
     }
+    if let Some(s) = atrion_state::shares::Shares::decode(data) {
+        assert!(s.top.iter().all(|x| !x.rank.is_nan() && !x.member.is_empty()));
+        assert_eq!(atrion_state::shares::Shares::decode(&s.encode()), Some(s));
+    }
 }
 
 /// Arbitrary values under the cluster's keys, read by a node's warm start and merged into
@@ -93,11 +97,16 @@ pub fn store_values(data: &[u8]) {
         for (i, chunk) in data.chunks(25).take(64).enumerate() {
             let value = bytes::Bytes::copy_from_slice(chunk);
             let key = match i % 3 {
-                0 => format!("atrion/route/r{}/node/n{}", i % 4, i % 5),
+                0 => format!("atrion/route/r{}", i % 4),
                 1 => format!("atrion/node/n{}", i % 5),
-                _ => format!("atrion/route/a{i}/node/a"),
+                _ => format!("atrion/route/a{i}"),
             };
             store.set(&key, value).await.expect("the memory store takes any value");
+        }
+        // The whole input as a route's shares, when it reads as such.
+        if atrion_state::shares::Shares::decode(data).is_some() {
+            let value = bytes::Bytes::copy_from_slice(data);
+            store.set("atrion/route/whole", value).await.expect("the memory store takes any value");
         }
         let engine = std::sync::Arc::new(Engine::new(PhysicsConfig::default()).expect("defaults are valid"));
         let clock = std::sync::Arc::new(atrion_state::TokioClock::new());
