@@ -726,7 +726,7 @@ impl StateStore for RedisStore {
         Ok(versions)
     }
 
-    /// Scripts of up to [`SHARES_CHUNK`] shares, pipelined, on one server; one script per
+    /// Scripts of up to 256 shares, pipelined, on one server; one script per
     /// share (each in its key's slot), sent concurrently, on a cluster. A key is notified
     /// only when its member count changes or a leader's rank moves by more than
     /// [`NOTIFY_RANK_STEP`].
