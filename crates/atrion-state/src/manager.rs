@@ -6,11 +6,14 @@
 //! ```
 //!
 //! - The engine decides on local state only; the manager never sits on the decision path.
-//! - Each node writes only its own contribution for a route, under
-//!   `{namespace}/route/{route}/node/{node}`: its *local* scar and momentum and the wall-clock
-//!   time they were computed, never the merged value (no echo).
-//! - A reader heals each remote contribution to its own `now` and takes the maximum over the
-//!   other live nodes as `S_cluster`; the engine blends it by gamma.
+//! - Each node writes only its own contribution for a route, as its share of
+//!   `{namespace}/route/{route}` ([`crate::shares`]): its *local* scar and momentum and the
+//!   wall-clock time they were computed, never the merged value (no echo), ranked by
+//!   [`atrion_core::heal_rank`]; it holds back what the others can predict (the deadband)
+//!   and what would not beat the route's second leader by more than the deadband.
+//! - A reader takes the best live share but its own from the route's leaders (carried by the
+//!   change notice, never read back), healed to its own `now`, as `S_cluster`; the engine
+//!   blends it by gamma.
 //! - Nodes heartbeat under `{namespace}/node/{node}`; a node silent for longer than
 //!   `node_ttl` drops out of the aggregate.
 //! - A failing store is counted and retried every pulse; unpushed contributions are kept,
