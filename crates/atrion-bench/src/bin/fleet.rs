@@ -432,7 +432,7 @@ fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
             .collect(),
     };
     let svg = lines_svg(
-        "Cluster sync cost per node against the number of nodes (5% of routes failing per 100 ms pulse)",
+        "Cluster sync per node against the number of nodes (the runs of docs/SCALING.md)",
         "nodes",
         &[
             panel("store operations per node per pulse", "operations", &|r| r.ops),
