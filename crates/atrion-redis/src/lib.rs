@@ -251,10 +251,15 @@ impl RedisStore {
         format!("{}:e:", self.cfg.namespace)
     }
 
+    /// `{ns}:{a}:{key}` and `{ns}:{b}:{key}`, the key escaped as their hash tag: one slot.
+    fn slot_pair(&self, key: &str, a: &str, b: &str) -> (String, String) {
+        let (ns, tag) = (&self.cfg.namespace, escape_tag(key));
+        (format!("{ns}:{a}:{{{tag}}}"), format!("{ns}:{b}:{{{tag}}}"))
+    }
+
     /// `key`'s entry and its version counter, in one slot.
     fn redis_keys(&self, key: &str) -> (String, String) {
-        let tag = escape_tag(key);
-        (format!("{}:e:{{{tag}}}", self.cfg.namespace), format!("{}:v:{{{tag}}}", self.cfg.namespace))
+        self.slot_pair(key, "e", "v")
     }
 
     fn redis_key(&self, key: &str) -> String {
@@ -267,8 +272,7 @@ impl RedisStore {
 
     /// The hash of values and the sorted set of ranks of `key`'s shares, in one slot.
     fn share_keys(&self, key: &str) -> (String, String) {
-        let tag = escape_tag(key);
-        (format!("{}:sv:{{{tag}}}", self.cfg.namespace), format!("{}:sr:{{{tag}}}", self.cfg.namespace))
+        self.slot_pair(key, "sv", "sr")
     }
 
     fn ttl_ms(ttl: Option<Duration>) -> u64 {

@@ -641,10 +641,8 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     fn outranked(&self, st: &SyncState, route: &str, next: &Pushed, wall: u64) -> bool {
         let Some(shares) = st.remote.get(route) else { return false };
         let ttl = self.cfg.node_ttl.as_millis() as u64;
-        let mut leaders: Vec<&Share> = shares.top.iter().collect();
-        leaders.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
         let mut ahead = 0;
-        for s in leaders.into_iter().take(2) {
+        for s in shares.ranked().into_iter().take(2) {
             let live = st.heartbeats.get(&s.member).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl);
             let Some(c) = Contribution::decode(&s.value) else { return false };
             let healed = heal(c.scar, next.scar_decay, next.c.at_ms.saturating_sub(c.at_ms) as f64 / 1e3);

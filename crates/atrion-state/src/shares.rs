@@ -77,9 +77,7 @@ impl Shares {
     pub fn best(&self, counts: impl Fn(&str) -> bool) -> Best<'_> {
         // The listed shares are a prefix of the ranking (plus, perhaps, the reader's own, which
         // never counts for it): the first that counts leads all the unlisted ones too.
-        let mut ranked: Vec<&Share> = self.top.iter().collect();
-        ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
-        match ranked.into_iter().find(|s| counts(&s.member)) {
+        match self.ranked().into_iter().find(|s| counts(&s.member)) {
             Some(s) => Best::Found(s),
             None if self.complete() => Best::None,
             None => Best::Incomplete,
@@ -96,7 +94,15 @@ impl Shares {
                 self.members = self.members.saturating_add(1);
             }
         }
-        self.top.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member)));
+        self.top.sort_by(by_rank);
+    }
+
+    /// The listed shares in ranking order, highest first (the reader's own share, listed
+    /// last by a store, in its place).
+    pub fn ranked(&self) -> Vec<&Share> {
+        let mut ranked: Vec<&Share> = self.top.iter().collect();
+        ranked.sort_by(|a, b| by_rank(a, b));
+        ranked
     }
 
     /// The share of `member`, if listed.
@@ -139,6 +145,11 @@ impl Shares {
         }
         Some(Shares { members, top })
     }
+}
+
+/// The ranking order, highest first; ties by member, descending (as Redis's `ZREVRANGE`).
+fn by_rank(a: &Share, b: &Share) -> std::cmp::Ordering {
+    b.rank.total_cmp(&a.rank).then_with(|| b.member.cmp(&a.member))
 }
 
 /// A rank as text both Rust and Redis read back exactly (`-inf` and `inf` included).
