@@ -74,6 +74,7 @@ async fn the_conformance_suite_passes_on_a_redis_cluster() {
     conformance::shares_are_validated(s.clone()).await;
     conformance::shares_under_contention(s.clone()).await;
     conformance::share_changes_carry_the_leaders(s.clone()).await;
+    conformance::share_notices_follow_the_leaders(s.clone()).await;
     conformance::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
     // Keys of every primary are listed.
     let keys = s.list_keys("").await.unwrap();

@@ -32,7 +32,8 @@ macro_rules! conformance_tests {
             get_set_delete, versions_are_unique_and_increase, ttl_expires, prefix_listing, batches,
             binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
             cas_under_contention, change_feed, stats_and_cleanup, shares_rank_and_replace,
-            shares_are_validated, shares_under_contention, share_changes_carry_the_leaders);
+            shares_are_validated, shares_under_contention, share_changes_carry_the_leaders,
+            share_notices_follow_the_leaders);
     };
     (@each $make:expr; $($check:ident),*) => {
         $(
@@ -413,6 +414,45 @@ pub async fn share_changes_carry_the_leaders(s: Store) {
             assert!(matches!(shares.best(|_| true), Best::Found(x) if x.member == "n2" && x.value == b("high")));
             assert!(matches!(shares.best(|m| m != "n2"), Best::Found(x) if x.member == "n1"));
             break;
+        }
+    }
+}
+
+/// Whatever a store leaves unnotified, the notices end on the key's true leaders: a leader
+/// that falls to last place gives way to the next two (which the store must find beyond
+/// the old top two), a newcomer that leads is announced, a share written with no change is
+/// no news that contradicts them, and ranks may be infinite.
+pub async fn share_notices_follow_the_leaders(s: Store) {
+    let Some(mut feed) = s.subscribe("conf/shares-follow/").await.unwrap() else { return };
+    let k = "conf/shares-follow/a";
+    for (m, r) in [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0)] {
+        s.put_shares(vec![share(k, m, r, m)]).await.unwrap();
+    }
+    // The leader drops below everyone, in a batch with an unchanged share.
+    s.put_shares(vec![share(k, "a", 0.5, "a"), share(k, "d", 1.0, "d")]).await.unwrap();
+    // Expect b, then c, leading; then a newcomer at +inf on top of b; then the newcomer at -inf.
+    let steps: [(&[(&str, f64)], u32, &str, f64); 3] =
+        [(&[], 4, "b", 2.0), (&[("e", f64::INFINITY)], 5, "e", 3.0), (&[("e", f64::NEG_INFINITY)], 5, "b", 2.0)];
+    for (writes, members, leader, second_rank) in steps {
+        for (m, r) in writes {
+            s.put_shares(vec![share(k, m, *r, m)]).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let change = tokio::time::timeout(left, feed.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no notice shows {leader} leading {members} members"))
+                .unwrap();
+            let Change::Set { key, value: Some(value), .. } = change else { continue };
+            assert_eq!(key, k);
+            let shares = Shares::decode(&value).expect("a notice decodes");
+            let ranked = shares.ranked();
+            if shares.members == members && ranked.first().is_some_and(|x| x.member == leader) {
+                assert_eq!(ranked[0].value, b(leader), "a leader's value travels with it");
+                assert_eq!(ranked.get(1).map(|x| x.rank), Some(second_rank), "the second leader: {ranked:?}");
+                break;
+            }
         }
     }
 }
