@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::shares::{Best, Share, ShareWrite, Shares};
-use crate::{CasOutcome, Change, ErrorKind, MAX_KEY_LEN, StateStore, update};
+use crate::{CasOutcome, Change, ChangeFeed, ErrorKind, MAX_KEY_LEN, StateStore, update};
 
 type Store = Arc<dyn StateStore>;
 
@@ -430,29 +430,32 @@ pub async fn share_notices_follow_the_leaders(s: Store) {
     }
     // The leader drops below everyone, in a batch with an unchanged share.
     s.put_shares(vec![share(k, "a", 0.5, "a"), share(k, "d", 1.0, "d")]).await.unwrap();
-    // Expect b, then c, leading; then a newcomer at +inf on top of b; then the newcomer at -inf.
-    let steps: [(&[(&str, f64)], u32, &str, f64); 3] =
-        [(&[], 4, "b", 2.0), (&[("e", f64::INFINITY)], 5, "e", 3.0), (&[("e", f64::NEG_INFINITY)], 5, "b", 2.0)];
-    for (writes, members, leader, second_rank) in steps {
-        for (m, r) in writes {
-            s.put_shares(vec![share(k, m, *r, m)]).await.unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let change = tokio::time::timeout(left, feed.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no notice shows {leader} leading {members} members"))
-                .unwrap();
-            let Change::Set { key, value: Some(value), .. } = change else { continue };
-            assert_eq!(key, k);
-            let shares = Shares::decode(&value).expect("a notice decodes");
-            let ranked = shares.ranked();
-            if shares.members == members && ranked.first().is_some_and(|x| x.member == leader) {
-                assert_eq!(ranked[0].value, b(leader), "a leader's value travels with it");
-                assert_eq!(ranked.get(1).map(|x| x.rank), Some(second_rank), "the second leader: {ranked:?}");
-                break;
-            }
+    expect_leaders(&mut feed, k, 4, "b", 2.0).await;
+    // A newcomer at +inf leads; back at -inf, it leaves the lead to b and c again.
+    s.put_shares(vec![share(k, "e", f64::INFINITY, "e")]).await.unwrap();
+    expect_leaders(&mut feed, k, 5, "e", 3.0).await;
+    s.put_shares(vec![share(k, "e", f64::NEG_INFINITY, "e")]).await.unwrap();
+    expect_leaders(&mut feed, k, 5, "b", 2.0).await;
+}
+
+/// Waits (a minute at most) for a notice of `key` with `members` members, led by `leader`
+/// (carrying its value) and a second leader at `second_rank`.
+async fn expect_leaders(feed: &mut ChangeFeed, key: &str, members: u32, leader: &str, second_rank: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let change = tokio::time::timeout(left, feed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no notice shows {leader} leading {members} members"))
+            .unwrap();
+        let Change::Set { key: k, value: Some(value), .. } = change else { continue };
+        assert_eq!(k, key);
+        let shares = Shares::decode(&value).expect("a notice decodes");
+        let ranked = shares.ranked();
+        if shares.members == members && ranked.first().is_some_and(|x| x.member == leader) {
+            assert_eq!(ranked[0].value, b(leader), "a leader's value travels with it");
+            assert_eq!(ranked.get(1).map(|x| x.rank), Some(second_rank), "the second leader: {ranked:?}");
+            return;
         }
     }
 }
