@@ -10,7 +10,10 @@
 //!   `{namespace}/route/{route}` ([`crate::shares`]): its *local* scar and momentum and the
 //!   wall-clock time they were computed, never the merged value (no echo), ranked by
 //!   [`atrion_core::heal_rank`]; it holds back what the others can predict (the deadband)
-//!   and what would not beat the route's second leader by more than the deadband.
+//!   and what would not beat the route's second leader by more than the deadband. Two
+//!   nodes per route (rendezvous hashing over the live nodes) push a change at once; the
+//!   others give it a second look later in the pulse ([`SyncConfig::second_look`]), when
+//!   the designated ones' shares have usually made it news no more.
 //! - A reader takes the best live share but its own from the route's leaders (carried by the
 //!   change notice, never read back), healed to its own `now`, as `S_cluster`; the engine
 //!   blends it by gamma.
@@ -114,6 +117,13 @@ pub struct SyncConfig {
     /// are refreshed even while its scar heals as predicted).
     #[serde(with = "atrion_core::serde_secs")]
     pub max_interval: Duration,
+    /// How long, as a fraction of `pulse`, a node that is not one of a route's two
+    /// designated pushers (by rendezvous hashing of the route over the live nodes) waits
+    /// before pushing a change of it: a second look, by which time the designated nodes have
+    /// usually pushed the same news, so that it is outranked. A fleet that sees the same
+    /// failures then writes about two shares per changed route, not one per node; a change
+    /// only this node sees reaches the others that much later. In [0, 1); 0 pushes at once.
+    pub second_look: f64,
 }
 
 impl Default for SyncConfig {
@@ -128,6 +138,7 @@ impl Default for SyncConfig {
             store_timeout: Duration::from_secs(1),
             deadband: 0.5,
             max_interval: Duration::from_secs(10),
+            second_look: 0.75,
         }
     }
 }
@@ -168,6 +179,9 @@ impl SyncConfig {
         }
         if self.max_interval < self.pulse {
             return bad("`max_interval` must be at least `pulse`".into());
+        }
+        if !(0.0..1.0).contains(&self.second_look) {
+            return bad(format!("`second_look` is a fraction of `pulse` in [0, 1), got {}", self.second_look));
         }
         Ok(())
     }
@@ -256,6 +270,9 @@ pub struct SyncStats {
     /// Routes whose shares were read in full because every leader listed was this node or a
     /// node gone silent.
     pub rebuilds: u64,
+    /// Changes held for a second look because this node is not one of the route's two
+    /// designated pushers ([`SyncConfig::second_look`]).
+    pub deferred: u64,
     /// The last push failed: deciding on local state only.
     pub degraded: bool,
 }
@@ -263,7 +280,7 @@ pub struct SyncStats {
 impl SyncStats {
     /// The counters by name (`pulses`, `pushed`, ...), in one place for every exporter; the
     /// gauges `buffered` and `degraded` are not among them.
-    pub fn counters(&self) -> [(&'static str, u64); 14] {
+    pub fn counters(&self) -> [(&'static str, u64); 15] {
         [
             ("pulses", self.pulses),
             ("pushed", self.pushed),
@@ -279,6 +296,7 @@ impl SyncStats {
             ("deadbanded", self.deadbanded),
             ("outranked", self.outranked),
             ("rebuilds", self.rebuilds),
+            ("deferred", self.deferred),
         ]
     }
 }
@@ -331,6 +349,7 @@ struct Counters {
     deadbanded: AtomicU64,
     outranked: AtomicU64,
     rebuilds: AtomicU64,
+    deferred: AtomicU64,
     degraded: AtomicBool,
     /// When the store last acknowledged a pulse (wall ms; 0 before the first).
     last_push_ms: AtomicU64,
@@ -358,6 +377,8 @@ struct SyncState {
     /// Our latest contribution per route that was held back (deadband, outranked): pushed
     /// when the node leaves.
     held: HashMap<String, Pushed>,
+    /// Changes worth pushing that wait for a second look ([`SyncConfig::second_look`]).
+    deferred: HashMap<String, Pushed>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     resync: bool,
     /// The other nodes counted live at the last merge.
@@ -453,10 +474,25 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             let mut full = tokio::time::interval(s.cfg.full_sync);
             full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             full.tick().await;
+            // When the changes held at the last pulse get their second look.
+            let mut second: Option<tokio::time::Instant> = None;
             loop {
+                let second_look = async {
+                    match second {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tick.tick() => s.pulse(false).await,
+                    at = tick.tick() => {
+                        s.pulse(Look::Pulse).await;
+                        second = s.has_deferred().then(|| at + s.cfg.pulse.mul_f64(s.cfg.second_look));
+                    }
+                    _ = second_look => {
+                        second = None;
+                        s.pulse(Look::Second).await;
+                    }
                     _ = full.tick() => {
                         let _ = s.full_sync(false).await;
                     }
@@ -467,7 +503,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                 }
             }
             // Flush what this node learned, held back or not, and leave the cluster.
-            s.pulse(true).await;
+            s.pulse(Look::Flush).await;
             if s.store.delete(&s.keys.heartbeat()).await.is_err() {
                 s.counters.store_errors.fetch_add(1, Relaxed);
             }
@@ -494,6 +530,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             deadbanded: c.deadbanded.load(Relaxed),
             outranked: c.outranked.load(Relaxed),
             rebuilds: c.rebuilds.load(Relaxed),
+            deferred: c.deferred.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
     }
@@ -573,9 +610,11 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         &self.shared.engine
     }
 
-    /// Pushes what is dirty now and merges, without waiting for the next pulse.
+    /// Pushes what is dirty now and merges, without waiting for the next pulse; changes held
+    /// for a second look ([`SyncConfig::second_look`]) get it at once.
     pub async fn pulse_now(&self) {
-        self.shared.pulse(false).await;
+        self.shared.pulse(Look::Pulse).await;
+        self.shared.pulse(Look::Second).await;
     }
 
     /// Flushes this node's contributions, removes its heartbeat, and stops the pulse.
@@ -654,50 +693,101 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         ahead == 2
     }
 
-    /// BUFFER, PUSH, MERGE. `flush`: also push the contributions held back by the deadband
-    /// or outranked on routes this node has a share of (a node leaving), so that the store
+    /// Whether changes wait for their second look.
+    fn has_deferred(&self) -> bool {
+        !self.lock().deferred.is_empty()
+    }
+
+    /// Judges one contribution of `route`: pending (to push), deferred (for its second
+    /// look, when `may_wait` and this node is not one of the route's designated pushers), or
+    /// held back (deadband, outranked).
+    fn judge(
+        &self,
+        st: &mut SyncState,
+        route: &str,
+        next: Pushed,
+        may_wait: Option<&[u64]>,
+        wall: u64,
+        tally: &mut [u64; 3],
+    ) {
+        let last = st.pending.get(route).or_else(|| st.stored.get(route));
+        match self.worth_pushing(st, route, last, &next, wall) {
+            Some(true) if may_wait.is_some_and(|others| !designated(&self.cfg.node_id, route, others)) => {
+                tally[2] += 1;
+                st.deferred.insert(route.to_owned(), next);
+            }
+            Some(true) => {
+                st.held.remove(route);
+                st.pending.insert(route.to_owned(), next);
+            }
+            held => {
+                tally[usize::from(held.is_none())] += 1;
+                st.held.insert(route.to_owned(), next);
+            }
+        }
+    }
+
+    /// The rendezvous seeds of the other nodes live at `wall`.
+    fn live_seeds(&self, st: &SyncState, wall: u64) -> Vec<u64> {
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        st.heartbeats
+            .iter()
+            .filter(|(_, hb)| wall.saturating_sub(hb.ms) <= ttl)
+            .map(|(n, _)| fnv1a(n.as_bytes()))
+            .collect()
+    }
+
+    /// BUFFER, PUSH, MERGE. A pulse judges the dirty routes and the changes held for a
+    /// second look; a second look judges only the latter, and writes no heartbeat; a flush
+    /// (a node leaving) holds nothing for later and also pushes the contributions held back
+    /// by the deadband or outranked on routes this node has a share of, so that the store
     /// keeps its exact last word for its warm start.
-    async fn pulse(&self, flush: bool) {
+    async fn pulse(&self, look: Look) {
         let _one_at_a_time = self.pulsing.lock().await;
-        self.counters.pulses.fetch_add(1, Relaxed);
+        if look == Look::Second && self.lock().deferred.is_empty() {
+            return;
+        }
+        if look != Look::Second {
+            self.counters.pulses.fetch_add(1, Relaxed);
+        }
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let max_route = self.keys.max_route_len();
         let node = self.keys.node_id();
         let (sent, shares, beat) = {
             let mut st = self.lock();
             let st = &mut *st;
-            let (mut deadbanded, mut outranked) = (0, 0);
-            self.engine.take_dirty(|route, c| {
-                if route.len() > max_route {
-                    if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
-                        tracing::warn!(
-                            node = %self.cfg.node_id,
-                            len = route.len(),
-                            max = max_route,
-                            "a route id is too long for a cluster key: it is decided on local state only"
-                        );
-                    }
-                    return;
-                }
-                let at_ms = wall.saturating_sub(now.saturating_since(c.at).as_millis() as u64);
-                let next =
-                    Pushed { c: Contribution { scar: c.scar, momentum: c.momentum, at_ms }, scar_decay: c.scar_decay };
-                let last = st.pending.get(route).or_else(|| st.stored.get(route));
-                match self.worth_pushing(st, route, last, &next, wall) {
-                    Some(true) => {
-                        st.held.remove(route);
-                        st.pending.insert(route.to_owned(), next);
-                    }
-                    held => {
-                        if held.is_some() {
-                            deadbanded += 1;
-                        } else {
-                            outranked += 1;
+            // deadbanded, outranked, deferred
+            let mut tally = [0u64; 3];
+            let mut waited = std::mem::take(&mut st.deferred);
+            let seeds = (look == Look::Pulse && self.cfg.second_look > 0.0).then(|| self.live_seeds(st, wall));
+            if look != Look::Second {
+                self.engine.take_dirty(|route, c| {
+                    if route.len() > max_route {
+                        if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
+                            tracing::warn!(
+                                node = %self.cfg.node_id,
+                                len = route.len(),
+                                max = max_route,
+                                "a route id is too long for a cluster key: it is decided on local state only"
+                            );
                         }
-                        st.held.insert(route.to_owned(), next);
+                        return;
                     }
-                }
-            });
+                    let at_ms = wall.saturating_sub(now.saturating_since(c.at).as_millis() as u64);
+                    let next = Pushed {
+                        c: Contribution { scar: c.scar, momentum: c.momentum, at_ms },
+                        scar_decay: c.scar_decay,
+                    };
+                    // A change that already waited its second look does not wait again.
+                    let may_wait = if waited.remove(route).is_some() { None } else { seeds.as_deref() };
+                    self.judge(st, route, next, may_wait, wall, &mut tally);
+                });
+            }
+            for (route, next) in waited {
+                self.judge(st, &route, next, None, wall, &mut tally);
+            }
+            let [deadbanded, outranked, deferred] = tally;
+            let flush = look == Look::Flush;
             if flush {
                 // The exact last word, for the routes this node has a share of (a share it
                 // never pushed would only add a member that leads nothing).
@@ -708,6 +798,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             }
             self.counters.deadbanded.fetch_add(deadbanded, Relaxed);
             self.counters.outranked.fetch_add(outranked, Relaxed);
+            self.counters.deferred.fetch_add(deferred, Relaxed);
             if st.pending.len() > self.cfg.max_buffered {
                 // Bounded: keep the newest contributions.
                 let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, p)| (p.c.at_ms, r.clone())).collect();
@@ -725,7 +816,8 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 }
             }
             let degraded = self.counters.degraded.load(Relaxed);
-            (sent, shares, degraded || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every())
+            let beat = degraded || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
+            (sent, shares, look != Look::Second && beat)
         };
         let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares).await };
         let beat = match (&pushed, beat) {
@@ -1152,8 +1244,46 @@ impl Heartbeat {
 /// A node's pulse phase, in [0, 1) of a pulse: a hash of its id (FNV-1a), so that it is
 /// stable across restarts and spread across a fleet.
 fn phase_of(node_id: &str) -> f64 {
-    let h = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    (fnv1a(node_id.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// FNV-1a, 64 bits: stable across processes and versions (every node must agree).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// How many nodes push a route's change at once; the others give it a second look.
+const DESIGNATED: usize = 2;
+
+/// Whether `node` is one of the [`DESIGNATED`] pushers of `route` among itself and the
+/// nodes of `others` (their [`fnv1a`] seeds): rendezvous hashing, so that every node with
+/// the same view of who is live picks the same ones, and a node joining or leaving moves
+/// only the routes it wins or held.
+fn designated(node: &str, route: &str, others: &[u64]) -> bool {
+    if others.len() < DESIGNATED {
+        return true;
+    }
+    let r = fnv1a(route.as_bytes());
+    let score = |seed: u64| {
+        // splitmix64's finaliser: the seed and route mixed into an even spread.
+        let mut z = (seed ^ r).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mine = score(fnv1a(node.as_bytes()));
+    others.iter().filter(|&&o| score(o) > mine).count() < DESIGNATED
+}
+
+/// What a run of [`Shared::pulse`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// The regular pulse.
+    Pulse,
+    /// The second look at the changes a pulse held ([`SyncConfig::second_look`]).
+    Second,
+    /// The last pulse of a node leaving.
+    Flush,
 }
 
 /// How long a departed node stays listed by [`StateManager::nodes`] (as gone).
@@ -1195,9 +1325,35 @@ mod tests {
             SyncConfig { pulse: Duration::ZERO, ..SyncConfig::default() },
             SyncConfig { node_ttl: Duration::from_millis(150), ..SyncConfig::default() },
             SyncConfig { full_sync: Duration::from_millis(10), ..SyncConfig::default() },
+            SyncConfig { second_look: 1.0, ..SyncConfig::default() },
+            SyncConfig { second_look: f64::NAN, ..SyncConfig::default() },
         ] {
             let e = bad.validate().unwrap_err();
             assert!(matches!(e.kind, ErrorKind::Config(_)), "{e}");
         }
+    }
+
+    #[test]
+    fn every_node_agrees_on_two_designated_pushers_per_route_spread_over_the_fleet() {
+        let nodes: Vec<String> = (0..12).map(|i| format!("node-{i}")).collect();
+        let mut wins = vec![0; nodes.len()];
+        for r in 0..600 {
+            let route = format!("GET /r/{r}");
+            let picked: Vec<usize> = (0..nodes.len())
+                .filter(|&i| {
+                    let others: Vec<u64> =
+                        nodes.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, n)| fnv1a(n.as_bytes())).collect();
+                    designated(&nodes[i], &route, &others)
+                })
+                .collect();
+            assert_eq!(picked.len(), DESIGNATED, "{route}: {picked:?}");
+            for i in picked {
+                wins[i] += 1;
+            }
+        }
+        // 1,200 picks over 12 nodes: 100 each on average.
+        assert!(wins.iter().all(|&w| (50..=150).contains(&w)), "{wins:?}");
+        // Alone or with one other node, a node always pushes at once.
+        assert!(designated("a", "r", &[]) && designated("a", "r", &[fnv1a(b"b")]));
     }
 }

@@ -217,6 +217,8 @@ struct Faults {
     slow_writes: Option<Duration>,
     poison: Option<&'static str>,
     fail_once: std::sync::Mutex<Option<&'static str>>,
+    /// Change notices arrive this late (a loaded store).
+    feed_delay: Option<Duration>,
 }
 
 impl Flaky {
@@ -289,8 +291,82 @@ impl StateStore for Flaky {
         self.inner.cleanup().await
     }
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        self.inner.subscribe(prefix).await
+        let Some(mut feed) = self.inner.subscribe(prefix).await? else { return Ok(None) };
+        let Some(delay) = self.faults.feed_delay else { return Ok(Some(feed)) };
+        // Stamped on arrival, handed on `delay` later, in order.
+        let (stamped, mut later) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(change) = feed.recv().await {
+                if stamped.send((tokio::time::Instant::now() + delay, change)).is_err() {
+                    return;
+                }
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            while let Some((at, change)) = later.recv().await {
+                tokio::time::sleep_until(at).await;
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
     }
+}
+
+/// Eight nodes of a load-balanced fleet see the same routes fail at once, over a store whose
+/// notices take 20 ms to arrive. Returns the shares pushed per changed route, and whether
+/// every node's merged view holds every route's scar.
+async fn same_failures_everywhere(second_look: f64) -> (f64, bool) {
+    let faults = Faults { feed_delay: Some(Duration::from_millis(20)), ..Faults::default() };
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { faults: Arc::new(faults), ..Flaky::default() });
+    let clock = Arc::new(TokioClock::new());
+    let mut nodes = Vec::new();
+    for i in 0..8 {
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let mut cfg = SyncConfig::for_node(format!("node-{i}"));
+        cfg.pulse = PULSE;
+        cfg.second_look = second_look;
+        let m = StateManager::start(engine.clone(), store.clone(), cfg, clock.clone() as Arc<dyn Clock>).await.unwrap();
+        nodes.push((engine, m));
+    }
+    // Every node's heartbeat heard.
+    tokio::time::sleep(5 * PULSE).await;
+    let before: u64 = nodes.iter().map(|(_, m)| m.stats().pushed).sum();
+    let bad = Telemetry::new(1_000.0, 1.0, 0.9).unwrap();
+    let routes: Vec<String> = (0..100).map(|r| format!("GET /r/{r}")).collect();
+    // Each round, 20 routes fail on every node for a pulse.
+    for round in routes.chunks(20) {
+        for _ in 0..10 {
+            let now = clock.now();
+            for (engine, _) in &nodes {
+                for route in round {
+                    engine.report(route, bad, now);
+                }
+            }
+            tokio::time::sleep(PULSE / 10).await;
+        }
+    }
+    tokio::time::sleep(5 * PULSE).await;
+    let pushed: u64 = nodes.iter().map(|(_, m)| m.stats().pushed).sum::<u64>() - before;
+    let now = clock.now();
+    let seen = nodes.iter().all(|(e, _)| routes.iter().all(|r| e.cluster_scar(r, now).is_some_and(|s| s > 0.0)));
+    for (_, m) in nodes {
+        m.shutdown().await;
+    }
+    (pushed as f64 / routes.len() as f64, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_seeing_the_same_failures_writes_about_two_shares_per_changed_route() {
+    let (with, seen) = same_failures_everywhere(SyncConfig::default().second_look).await;
+    assert!(seen, "every node sees every route's scar");
+    let (without, seen_without) = same_failures_everywhere(0.0).await;
+    assert!(seen_without);
+    eprintln!("shares per changed route: {with} with the second look, {without} without");
+    assert!(with <= 3.0, "{with} shares per changed route with the second look");
+    assert!(without > with, "{without} without the second look vs {with}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,7 +12,8 @@
 //!
 //! Run: `cargo run --release -p atrion-bench --bin fleet -- [--store memory|redis|cluster]
 //! [--nodes 3,10,30,100] [--routes 1000,10000] [--pulses 40] [--dirty 0.05] [--deadband OHMS]
-//! [--json FILE]` (`--deadband 0` pushes every change: the most the sync can cost);
+//! [--second-look FRACTION] [--json FILE]` (`--deadband 0` pushes every change: the most the
+//! sync can cost; `--second-look 0` has every node push at once);
 //! `fleet --plot OUT.svg LABEL=ROWS.json...` draws the chart of `docs/SCALING.md`.
 
 use std::sync::Arc;
@@ -193,6 +194,7 @@ struct Args {
     pulses: u64,
     dirty: f64,
     deadband: f64,
+    second_look: f64,
     json: Option<String>,
 }
 
@@ -204,6 +206,7 @@ fn args() -> anyhow::Result<Args> {
         pulses: 40,
         dirty: 0.05,
         deadband: SyncConfig::default().deadband,
+        second_look: SyncConfig::default().second_look,
         json: None,
     };
     let list = |v: &str| v.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>();
@@ -217,6 +220,7 @@ fn args() -> anyhow::Result<Args> {
             "--pulses" => a.pulses = value.parse()?,
             "--dirty" => a.dirty = value.parse()?,
             "--deadband" => a.deadband = value.parse()?,
+            "--second-look" => a.second_look = value.parse()?,
             "--json" => a.json = Some(value),
             _ => bail!("unknown flag {flag}"),
         }
@@ -285,6 +289,7 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
         cfg.node_ttl = Duration::from_secs(60);
         cfg.full_sync = Duration::from_secs(600);
         cfg.deadband = a.deadband;
+        cfg.second_look = a.second_look;
         let tally = Arc::new(Tally::default());
         let counted: Arc<dyn StateStore> = Arc::new(Counting { inner: backend.connect().await?, tally: tally.clone() });
         let manager = StateManager::start(engine.clone(), counted, cfg, clock.clone() as Arc<dyn Clock>).await?;
@@ -460,11 +465,12 @@ async fn main() -> anyhow::Result<()> {
         _ => Backend::Cluster(RedisCluster::start().context("redis-server and redis-cli are needed")?),
     };
     println!(
-        "store {}, {} pulses of {PULSE:?}, {:.0}% of routes reported failing per node per pulse, deadband {} ohm",
+        "store {}, {} pulses of {PULSE:?}, {:.0}% of routes reported failing per node per pulse, deadband {} ohm, second look {}",
         a.store,
         a.pulses,
         a.dirty * 100.0,
-        a.deadband
+        a.deadband,
+        a.second_look
     );
     println!(
         "| nodes | routes | store ops / node / pulse | round trips | bytes out | bytes in | CPU ms / node / pulse | pushed | deadbanded | outranked | resyncs / node | convergence p50 / p99 (pulses) |"
