@@ -1142,8 +1142,27 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 return;
             };
             self.counters.pulled.fetch_add(1, Relaxed);
-            self.lock().remote.insert(route.to_owned(), shares);
-            self.merge_route(route);
+            // A notice that leaves this node's leader as it was (another node's share moved
+            // below it, or this node's own) changes nothing to merge.
+            let same_leader = {
+                let mut st = self.lock();
+                let st = &mut *st;
+                let old = match st.remote.get_mut(route) {
+                    Some(slot) => Some(std::mem::replace(slot, shares)),
+                    None => {
+                        st.remote.insert(route.to_owned(), shares);
+                        None
+                    }
+                };
+                let counts = self.counts(st, self.clock.wall_ms());
+                old.is_some_and(|old| match (old.best(&counts), st.remote[route].best(&counts)) {
+                    (Best::Found(a), Best::Found(b)) => a.member == b.member && a.value == b.value,
+                    _ => false,
+                })
+            };
+            if !same_leader {
+                self.merge_route(route);
+            }
         } else if let Some(node) = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node)) {
             let value = match value {
                 Some(v) => v,
@@ -1170,6 +1189,13 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
+    /// Whether a member's share counts in this node's merged view at `wall`: another node,
+    /// live.
+    fn counts<'a>(&'a self, st: &'a SyncState, wall: u64) -> impl Fn(&str) -> bool + 'a {
+        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        move |m: &str| !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl)
+    }
+
     fn merge_all(&self) {
         let routes: Vec<String> = self.lock().remote.keys().cloned().collect();
         for route in routes {
@@ -1183,14 +1209,10 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     /// listed leader is this node or a silent one, the route is read in full next pulse.
     fn merge_route(&self, route: &str) {
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
-        let ttl = self.cfg.node_ttl.as_millis() as u64;
         let leader = {
             let mut st = self.lock();
             let Some(shares) = st.remote.get(route) else { return };
-            let counts = |m: &str| {
-                !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl)
-            };
-            match shares.best(counts) {
+            match shares.best(self.counts(&st, wall)) {
                 Best::Found(s) => match Contribution::decode(&s.value) {
                     Some(c) => Some(c),
                     None => {
