@@ -1143,7 +1143,8 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             };
             self.counters.pulled.fetch_add(1, Relaxed);
             // A notice that leaves this node's leader as it was (another node's share moved
-            // below it, or this node's own) changes nothing to merge.
+            // below it, or this node's own; or there is still none but its own) changes
+            // nothing to merge.
             let same_leader = {
                 let mut st = self.lock();
                 let st = &mut *st;
@@ -1157,6 +1158,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 let counts = self.counts(st, self.clock.wall_ms());
                 old.is_some_and(|old| match (old.best(&counts), st.remote[route].best(&counts)) {
                     (Best::Found(a), Best::Found(b)) => a.member == b.member && a.value == b.value,
+                    (Best::None, Best::None) => true,
                     _ => false,
                 })
             };
