@@ -10,6 +10,7 @@
 //! | [`trace`] | the trace reader (JSON lines and CSV) | no panic, bounded lines |
 //! | [`config`] | scenario TOML and the physics config through `validate` | no panic; a config that validates runs extreme telemetry with finite values |
 //! | [`codecs`] | `PhysicsVector` and the cluster contribution | no panic; what decodes validates and round-trips |
+//! | [`notices`] | change notices as the Redis and PostgreSQL feeds receive them | no panic; what parses re-encodes to a payload that parses the same; carried values decode or are refused |
 //! | [`store_values`] | garbage under the cluster's keys, read by a node's sync; a backup file restored | no panic; the engine's values stay finite |
 //! | [`engine`] | arbitrary sequences of decide, report, time steps and cluster views | every value finite, scar never negative, route count bounded |
 //! | [`api`] | the sidecar's request bodies (decide, report, batch, admin hold and restore) | never a 5xx; a 4xx is a problem+json with a type and changes no route; a 2xx is JSON |
@@ -85,6 +86,51 @@ pub fn codecs(data: &[u8]) {
     if let Some(s) = atrion_state::shares::Shares::decode(data) {
         assert!(s.top.iter().all(|x| !x.rank.is_nan() && !x.member.is_empty()));
         assert_eq!(atrion_state::shares::Shares::decode(&s.encode()), Some(s));
+    }
+}
+
+/// Change notices on arbitrary payloads, as the Redis feed (bytes) and the PostgreSQL feed
+/// (text, values hex-coded) receive them.
+pub fn notices(data: &[u8]) {
+    use atrion_state::Change;
+    use atrion_state::shares::Shares;
+    fn tok(out: &mut Vec<u8>, t: &[u8]) {
+        out.extend_from_slice(t.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(t);
+    }
+    // The records of `changes` again, `ns` after the version where the backend writes one,
+    // values through `value`.
+    fn encode(changes: &[Change], ns: Option<&[u8]>, value: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in changes {
+            let (kind, version, key) = match c {
+                Change::Set { key, version, value: Some(_) } => (&b"set"[..], *version, key),
+                Change::Set { key, version, value: None } => (&b"ref"[..], *version, key),
+                Change::Deleted { key } => (&b"del"[..], 0, key),
+                other => panic!("a notice never says {other:?}"),
+            };
+            tok(&mut out, kind);
+            tok(&mut out, version.to_string().as_bytes());
+            if let Some(ns) = ns {
+                tok(&mut out, ns);
+            }
+            tok(&mut out, key.as_bytes());
+            if let Change::Set { value: Some(v), .. } = c {
+                tok(&mut out, &value(v));
+                // A carried value is a route's shares or a heartbeat: decoding never panics.
+                let _ = Shares::decode(v);
+            }
+        }
+        out
+    }
+    let redis = atrion_redis::parse_notice(data);
+    assert_eq!(atrion_redis::parse_notice(&encode(&redis, None, <[u8]>::to_vec)), redis);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let pg = atrion_postgres::parse_notice(text, "atrion");
+        let hex = |v: &[u8]| v.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect();
+        let again = String::from_utf8(encode(&pg, Some(b"atrion"), hex)).expect("keys are text, values hex");
+        assert_eq!(atrion_postgres::parse_notice(&again, "atrion"), pg);
     }
 }
 

@@ -38,6 +38,11 @@ fn codecs() {
 }
 
 #[test]
+fn notices() {
+    replay("notices", atrion_fuzz::notices);
+}
+
+#[test]
 fn store_values() {
     replay("store_values", atrion_fuzz::store_values);
 }

@@ -51,7 +51,7 @@ pub(crate) async fn forward(mut listener: PgListener, pool: PgPool, namespace: S
 /// The changes of one notification of our namespace: records of tokens (`sql.rs`),
 /// `set <version> <ns> <key> <hex value>`, `ref <version> <ns> <key>`, `del 0 <ns> <key>`.
 /// Parsing stops at the first record that does not read.
-fn parse(payload: &str, namespace: &str) -> Vec<Change> {
+pub(crate) fn parse(payload: &str, namespace: &str) -> Vec<Change> {
     let mut rest = payload.as_bytes();
     let mut out = Vec::new();
     while !rest.is_empty() {

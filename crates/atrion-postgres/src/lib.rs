@@ -56,6 +56,15 @@ pub struct PostgresStore {
     namespace: String,
 }
 
+/// The changes of `namespace` one notification on the `atrion_changes` channel carries
+/// (records of length-prefixed tokens: `set <version> <ns> <key> <hex value>`, `ref <version>
+/// <ns> <key>`, `del 0 <ns> <key>`); parsing stops at the first record that does not read, so
+/// garbage yields nothing. Public for tools that listen on the channel themselves, and for the
+/// fuzz targets.
+pub fn parse_notice(payload: &str, namespace: &str) -> Vec<atrion_state::Change> {
+    feed::parse(payload, namespace)
+}
+
 fn err(op: Op, key: Option<&str>, e: sqlx::Error) -> StoreError {
     let kind = match &e {
         sqlx::Error::PoolTimedOut => ErrorKind::Timeout,

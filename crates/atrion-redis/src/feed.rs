@@ -56,7 +56,7 @@ pub(crate) async fn forward(
 /// The changes of a notification: records of tokens (`scripts.rs`), `set <version> <key>
 /// <value>`, `ref <version> <key>`, `del 0 <key>`. Parsing stops at the first record that
 /// does not read.
-fn parse(mut rest: &[u8]) -> Vec<Change> {
+pub(crate) fn parse(mut rest: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
     while !rest.is_empty() {
         let Some(change) = record(&mut rest) else { break };

@@ -119,6 +119,14 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The changes one notification on this store's channel carries (records of length-prefixed
+/// tokens: `set <version> <key> <value>`, `ref <version> <key>`, `del 0 <key>`); parsing stops
+/// at the first record that does not read, so garbage yields nothing. Public for tools that
+/// listen on the channel themselves, and for the fuzz targets.
+pub fn parse_notice(payload: &[u8]) -> Vec<atrion_state::Change> {
+    feed::parse(payload)
+}
+
 fn err(op: Op, key: Option<&str>, e: redis::RedisError) -> StoreError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
