@@ -97,7 +97,10 @@ pub struct SyncConfig {
     /// How often dirty routes are pushed and aggregates recomputed.
     #[serde(with = "atrion_core::serde_secs")]
     pub pulse: Duration,
-    /// How often everything is re-read from the store, repairing lost change events.
+    /// How often everything is re-read from the store, repairing change events lost without
+    /// a disconnect (a disconnect, or a feed that fell behind, forces a full sync at once).
+    /// Each one reads every route's leaders: a node's store reads are its route count per
+    /// period, so a large fleet wants it rare.
     #[serde(with = "atrion_core::serde_secs")]
     pub full_sync: Duration,
     /// A node whose heartbeat is older than this drops out of the aggregate.
@@ -132,7 +135,7 @@ impl Default for SyncConfig {
             namespace: "atrion".into(),
             node_id: "node-1".into(),
             pulse: Duration::from_millis(100),
-            full_sync: Duration::from_secs(5),
+            full_sync: Duration::from_secs(60),
             node_ttl: Duration::from_secs(3),
             max_buffered: 100_000,
             store_timeout: Duration::from_secs(1),
