@@ -682,13 +682,12 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     /// within the deadband of what it would be with `next` pushed.
     fn outranked(&self, st: &SyncState, route: &str, next: &Pushed, wall: u64) -> bool {
         let Some(shares) = st.remote.get(route) else { return false };
-        let ttl = self.cfg.node_ttl.as_millis() as u64;
+        let counts = self.counts(st, wall);
         let mut ahead = 0;
         for s in shares.ranked().into_iter().take(2) {
-            let live = st.heartbeats.get(&s.member).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl);
             let Some(c) = Contribution::decode(&s.value) else { return false };
             let healed = heal(c.scar, next.scar_decay, next.c.at_ms.saturating_sub(c.at_ms) as f64 / 1e3);
-            if self.keys.is_own(&s.member) || !live || next.c.scar > healed + self.cfg.deadband {
+            if !counts(&s.member) || next.c.scar > healed + self.cfg.deadband {
                 return false;
             }
             ahead += 1;
@@ -732,12 +731,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
 
     /// The rendezvous seeds of the other nodes live at `wall`.
     fn live_seeds(&self, st: &SyncState, wall: u64) -> Vec<u64> {
-        let ttl = self.cfg.node_ttl.as_millis() as u64;
-        st.heartbeats
-            .iter()
-            .filter(|(_, hb)| wall.saturating_sub(hb.ms) <= ttl)
-            .map(|(n, _)| fnv1a(n.as_bytes()))
-            .collect()
+        self.live_nodes(st, wall).map(|n| fnv1a(n.as_bytes())).collect()
     }
 
     /// BUFFER, PUSH, MERGE. A pulse judges the dirty routes and the changes held for a
@@ -949,15 +943,9 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     /// and changed shares are merged as they arrive.
     fn merge_if_liveness_changed(&self) {
         let wall = self.clock.wall_ms();
-        let ttl = self.cfg.node_ttl.as_millis() as u64;
         let routes: Vec<String> = {
             let mut st = self.lock();
-            let live: std::collections::HashSet<String> = st
-                .heartbeats
-                .iter()
-                .filter(|(_, hb)| wall.saturating_sub(hb.ms) <= ttl)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let live: std::collections::HashSet<String> = self.live_nodes(&st, wall).cloned().collect();
             if live == st.live {
                 return;
             }
@@ -1194,11 +1182,20 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
+    /// Whether a node last heard from at `hb` still counts at `wall`: within `node_ttl`.
+    fn is_live(&self, hb: &Heartbeat, wall: u64) -> bool {
+        wall.saturating_sub(hb.ms) <= self.cfg.node_ttl.as_millis() as u64
+    }
+
+    /// The other nodes live at `wall`.
+    fn live_nodes<'a>(&'a self, st: &'a SyncState, wall: u64) -> impl Iterator<Item = &'a String> + 'a {
+        st.heartbeats.iter().filter(move |(_, hb)| self.is_live(hb, wall)).map(|(n, _)| n)
+    }
+
     /// Whether a member's share counts in this node's merged view at `wall`: another node,
     /// live.
     fn counts<'a>(&'a self, st: &'a SyncState, wall: u64) -> impl Fn(&str) -> bool + 'a {
-        let ttl = self.cfg.node_ttl.as_millis() as u64;
-        move |m: &str| !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| wall.saturating_sub(hb.ms) <= ttl)
+        move |m: &str| !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| self.is_live(hb, wall))
     }
 
     fn merge_all(&self) {
