@@ -710,20 +710,24 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         next: Pushed,
         may_wait: Option<&[u64]>,
         wall: u64,
-        tally: &mut [u64; 3],
+        tally: &mut Judged,
     ) {
         let last = st.pending.get(route).or_else(|| st.stored.get(route));
         match self.worth_pushing(st, route, last, &next, wall) {
             Some(true) if may_wait.is_some_and(|others| !designated(&self.cfg.node_id, route, others)) => {
-                tally[2] += 1;
+                tally.deferred += 1;
                 st.deferred.insert(route.to_owned(), next);
             }
             Some(true) => {
                 st.held.remove(route);
                 st.pending.insert(route.to_owned(), next);
             }
-            held => {
-                tally[usize::from(held.is_none())] += 1;
+            Some(false) => {
+                tally.deadbanded += 1;
+                st.held.insert(route.to_owned(), next);
+            }
+            None => {
+                tally.outranked += 1;
                 st.held.insert(route.to_owned(), next);
             }
         }
@@ -753,8 +757,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         let (sent, shares, beat) = {
             let mut st = self.lock();
             let st = &mut *st;
-            // deadbanded, outranked, deferred
-            let mut tally = [0u64; 3];
+            let mut tally = Judged::default();
             let mut waited = std::mem::take(&mut st.deferred);
             let seeds = (look == Look::Pulse && self.cfg.second_look > 0.0).then(|| self.live_seeds(st, wall));
             if look != Look::Second {
@@ -783,7 +786,6 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             for (route, next) in waited {
                 self.judge(st, &route, next, None, wall, &mut tally);
             }
-            let [deadbanded, outranked, deferred] = tally;
             let flush = look == Look::Flush;
             if flush {
                 // The exact last word, for the routes this node has a share of (a share it
@@ -793,9 +795,9 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                     held.into_iter().filter(|(r, p)| st.stored.get(r).is_some_and(|s| s.c != p.c)).collect();
                 st.pending.extend(changed);
             }
-            self.counters.deadbanded.fetch_add(deadbanded, Relaxed);
-            self.counters.outranked.fetch_add(outranked, Relaxed);
-            self.counters.deferred.fetch_add(deferred, Relaxed);
+            self.counters.deadbanded.fetch_add(tally.deadbanded, Relaxed);
+            self.counters.outranked.fetch_add(tally.outranked, Relaxed);
+            self.counters.deferred.fetch_add(tally.deferred, Relaxed);
             if st.pending.len() > self.cfg.max_buffered {
                 // Bounded: keep the newest contributions.
                 let mut by_age: Vec<(u64, String)> = st.pending.iter().map(|(r, p)| (p.c.at_ms, r.clone())).collect();
@@ -1297,6 +1299,14 @@ fn designated(node: &str, route: &str, others: &[u64]) -> bool {
     };
     let mine = score(fnv1a(node.as_bytes()));
     others.iter().filter(|&&o| score(o) > mine).count() < DESIGNATED
+}
+
+/// What one pulse's judging held back, by reason ([`Shared::judge`]).
+#[derive(Debug, Default)]
+struct Judged {
+    deadbanded: u64,
+    outranked: u64,
+    deferred: u64,
 }
 
 /// What a run of [`Shared::pulse`] does.
