@@ -211,7 +211,7 @@ impl RedisStore {
             put: Script::new(&format!("{REPAIRS}{PUT}")),
             cas: Script::new(&format!("{REPAIRS}{CAS}")),
             delete: Script::new(DELETE),
-            share_put: Script::new(SHARE_PUT),
+            share_put: Script::new(&format!("{SHARES_COMMON}{SHARE_PUT}")),
             shares_read: Script::new(&format!("{SHARES_COMMON}{SHARES_READ}")),
             repairs: Default::default(),
         };

@@ -64,8 +64,8 @@ return n
 
 /// The shares of one key live in two Redis keys of one hash slot: a hash of values by member
 /// (and the key's version under the empty field, which no member can be) and a sorted set
-/// of ranks. For the read script: `leaders(values, ranks, last)` encodes the top `last + 1`
-/// (all for -1) as `Shares` tokens, member, rank, value.
+/// of ranks. Shared by the share scripts: `tok` writes a token; `leaders(values, ranks, last)`
+/// encodes the top `last + 1` (all for -1) as `Shares` tokens, member, rank, value.
 pub(crate) const SHARES_COMMON: &str = r"
 local function tok(s) s = tostring(s) return #s .. ':' .. s end
 local function leaders(vk, rk, last)
@@ -135,19 +135,17 @@ for i = 1, #KEYS / 2 do
   table.sort(l, before)
   local a1, b1 = l[1][3], l[2] and l[2][3]
   if added == 1 or moved(num(t[2]), a1) or moved(num(t[4]), b1) then
-    local ver = tostring(redis.call('HINCRBY', vk, '', 1))
+    local ver = redis.call('HINCRBY', vk, '', 1)
     local n = #t / 2 + added
     if #t == 6 then n = redis.call('ZCARD', rk) end
-    n = tostring(n)
-    local s = '2:s1' .. #n .. ':' .. n
+    local s = tok('s1') .. tok(n)
     for j = 1, math.min(#l, 2) do
       local mem, r = l[j][1], l[j][2]
       local val = v
       if mem ~= m then val = redis.call('HGET', vk, mem) or '' end
-      s = s .. #mem .. ':' .. mem .. #r .. ':' .. r .. #val .. ':' .. val
+      s = s .. tok(mem) .. tok(r) .. tok(val)
     end
-    local key = ARGV[a + 4]
-    msg[#msg + 1] = '3:set' .. #ver .. ':' .. ver .. #key .. ':' .. key .. #s .. ':' .. s
+    msg[#msg + 1] = tok('set') .. tok(ver) .. tok(ARGV[a + 4]) .. tok(s)
   end
 end
 if #msg > 0 then redis.call('PUBLISH', ARGV[1], table.concat(msg)) end
