@@ -93,12 +93,7 @@ pub fn codecs(data: &[u8]) {
 /// (text, values hex-coded) receive them.
 pub fn notices(data: &[u8]) {
     use atrion_state::Change;
-    use atrion_state::shares::Shares;
-    fn tok(out: &mut Vec<u8>, t: &[u8]) {
-        out.extend_from_slice(t.len().to_string().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(t);
-    }
+    use atrion_state::shares::{Shares, push_token as tok};
     // The records of `changes` again, `ns` after the version where the backend writes one,
     // values through `value`.
     fn encode(changes: &[Change], ns: Option<&[u8]>, value: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {

@@ -115,12 +115,12 @@ impl Shares {
     pub fn encode(&self) -> Bytes {
         let mut out =
             Vec::with_capacity(16 + self.top.iter().map(|s| s.member.len() + s.value.len() + 32).sum::<usize>());
-        token(&mut out, TAG);
-        token(&mut out, self.members.to_string().as_bytes());
+        push_token(&mut out, TAG);
+        push_token(&mut out, self.members.to_string().as_bytes());
         for s in &self.top {
-            token(&mut out, s.member.as_bytes());
-            token(&mut out, format_rank(s.rank).as_bytes());
-            token(&mut out, &s.value);
+            push_token(&mut out, s.member.as_bytes());
+            push_token(&mut out, format_rank(s.rank).as_bytes());
+            push_token(&mut out, &s.value);
         }
         Bytes::from(out)
     }
@@ -164,7 +164,9 @@ pub fn parse_rank(text: &[u8]) -> Option<f64> {
     (!r.is_nan()).then_some(r)
 }
 
-fn token(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Appends `bytes` to `out` as a `<len>:<bytes>` token, the inverse of [`next_token`]. For
+/// tools that write these tokens (a store's notifications).
+pub fn push_token(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes.len().to_string().as_bytes());
     out.push(b':');
     out.extend_from_slice(bytes);
