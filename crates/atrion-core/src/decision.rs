@@ -115,6 +115,11 @@ pub enum Reason {
     /// An operator holds the route open (every request shed) or closed (every request
     /// admitted), whatever its physics says ([`crate::Engine::hold`]).
     Held,
+    /// A ban on the route or on the caller's client key is in force until its deadline
+    /// (a cluster-wide policy).
+    Banned,
+    /// Admitted although the physics would shed: the route runs in shadow mode.
+    Shadow,
 }
 
 impl Reason {
@@ -131,6 +136,8 @@ impl Reason {
             Reason::SoftLimit => "soft_limit",
             Reason::Throttled => "throttled",
             Reason::Held => "held",
+            Reason::Banned => "banned",
+            Reason::Shadow => "shadow",
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::config::{ConfigError, Model, PhysicsConfig};
 use crate::decision::{Decision, Priority, Reason, softmax_select};
 use crate::mode::Mode;
 use crate::observer::{Event, PhysicsObserver, SilentObserver};
+use crate::pattern::RoutePattern;
 use crate::physics::{
     Change, Kept, Physics, Published, RouteState, Tuner, blend, decayed_resistance, heal, heal_factor_fast,
 };
@@ -169,6 +170,9 @@ struct View {
     cluster_at: AtomicU64,
     /// The half-open probe quota.
     quota: AtomicU32,
+    /// Sheds turned into admits by a shadow hold (in the padding before the next field;
+    /// wraps after 2^32).
+    shadowed: AtomicU32,
     // Then open, half-open, keep-alive, throttle sequence and bookkeeping.
     last_seen: AtomicU64,
     /// Decisions that met the throttle: the deterministic dither counts them.
@@ -400,8 +404,8 @@ type RouteMap = scc::HashIndex<Route, (), foldhash::fast::RandomState>;
 /// ```
 pub struct Engine<O = SilentObserver> {
     phys: Arc<Physics>,
-    /// Per-route physics: (pattern, physics), exact ids first, then prefixes longest first.
-    overrides: std::sync::RwLock<Vec<(RoutePattern, Arc<Physics>)>>,
+    /// Per-route physics and holds, the most specific pattern first.
+    overrides: std::sync::RwLock<Vec<Override>>,
     /// Every physics handed to a route (cells point into it).
     physics: PhysicsSet,
     routes: RouteMap,
@@ -472,61 +476,122 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Sets the physics of the routes that `pattern` matches (`Some`), or removes the
     /// override so that they run the engine's config again (`None`).
     ///
-    /// A pattern is an exact route id (`GET /users`) or a prefix ending in `*`
-    /// (`GET /reports/*`); an exact id wins over a prefix, and a longer prefix over a shorter
-    /// one. The config is validated and must be of the engine's model. Routes that exist
-    /// keep what they learned (scar, normal, tuner, mode) and run the new constants from
-    /// their next decision (the physics is swapped under each route's lock, so that no
-    /// report is lost or straddles two configs). Every config set stays in memory until
-    /// the engine is dropped; equal configs share one. This is the hook that per-route
-    /// policies (an SLO, a ceiling, a throttle off for one route) are built on.
+    /// A pattern is an exact route id (`GET /users`) or a glob ([`RoutePattern`]: `*` any
+    /// run of characters, `?` one): `GET /reports/*`; an exact id wins over a glob, and a
+    /// glob with more literal characters over one with fewer. The config is validated and
+    /// must be of the engine's model. Routes that exist keep what they learned (scar,
+    /// normal, tuner, mode) and run the new constants from their next decision (the physics
+    /// is swapped under each route's lock, so that no report is lost or straddles two
+    /// configs). Every config set stays in memory until the engine is dropped; equal configs
+    /// share one. A hold a policy set on the same pattern ([`Engine::set_policies`]) stays.
     pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
         let pat = RoutePattern::parse(pattern)?;
-        let phys = match config {
-            Some(cfg) => {
-                cfg.validate()?;
-                if cfg.model != self.phys.cfg.model {
-                    return Err(EngineError::ModelMismatch {
-                        route: pattern.to_owned(),
-                        expected: self.phys.cfg.model,
-                        found: cfg.model,
-                    });
-                }
-                Some(self.physics.keep(Physics::new(cfg)))
-            }
-            None => None,
-        };
-        {
-            let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-            o.retain(|(p, _)| *p != pat);
-            if let Some(phys) = phys {
-                o.push((pat.clone(), phys));
-            }
-            // Exact ids first, then prefixes from the longest.
-            o.sort_by_key(|(p, _)| (p.prefix, std::cmp::Reverse(p.text.len())));
+        let phys = config.map(|cfg| self.physics_of(pattern, cfg)).transpose()?;
+        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let hold = list.iter().find(|o| o.pat == pat).map_or(Hold::Released, |o| o.hold);
+        list.retain(|o| o.pat != pat);
+        match phys {
+            Some(phys) => list.push(Override { pat, phys, hold }),
+            None if hold != Hold::Released => list.push(Override { pat, phys: self.phys.clone(), hold }),
+            None => {}
         }
+        self.install(list);
+        Ok(())
+    }
+
+    /// Replaces every per-route override at once with `policies`: the physics and the hold
+    /// each pattern's routes run (a hot patch: routes keep their scar, mode, tuner and
+    /// normal). Everything is checked first; on an error nothing changes. A route whose
+    /// applicable hold changes gets it (an operator's own [`Engine::hold`] on a route
+    /// stays until its policy's hold changes); routes created later take their policy's
+    /// physics and hold when they appear. The resolution happens here, never per decision.
+    pub fn set_policies(&self, policies: Vec<RoutePolicy>) -> Result<(), EngineError> {
+        let mut list = Vec::with_capacity(policies.len());
+        for p in policies {
+            let pat = RoutePattern::parse(&p.pattern)?;
+            let phys = match p.config {
+                Some(cfg) => self.physics_of(&p.pattern, cfg)?,
+                None => self.phys.clone(),
+            };
+            list.push(Override { pat, phys, hold: p.hold });
+        }
+        self.install(list);
+        Ok(())
+    }
+
+    /// The validated physics of `cfg`, shared with any equal config already kept.
+    fn physics_of(&self, pattern: &str, cfg: PhysicsConfig) -> Result<Arc<Physics>, EngineError> {
+        cfg.validate()?;
+        if cfg.model != self.phys.cfg.model {
+            return Err(EngineError::ModelMismatch {
+                route: pattern.to_owned(),
+                expected: self.phys.cfg.model,
+                found: cfg.model,
+            });
+        }
+        Ok(self.physics.keep(Physics::new(cfg)))
+    }
+
+    /// Installs `list` as the overrides and re-resolves the routes an added, removed or
+    /// changed override matches.
+    fn install(&self, mut list: Vec<Override>) {
+        // The most specific first; equal ones in a stable order.
+        list.sort_by(|a, b| {
+            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
+        });
+        let old = {
+            let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *o, list.clone())
+        };
+        let same = |a: &Override, b: &Override| a.pat == b.pat && Arc::ptr_eq(&a.phys, &b.phys) && a.hold == b.hold;
+        let changed: Vec<&RoutePattern> = old
+            .iter()
+            .filter(|o| !list.iter().any(|n| same(o, n)))
+            .chain(list.iter().filter(|n| !old.iter().any(|o| same(o, n))))
+            .map(|o| &o.pat)
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let resolve = |l: &[Override], route: &str| {
+            l.iter()
+                .find(|o| o.pat.matches(route))
+                .map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
+        };
         // Existing routes keep their cell and state and run the new physics from now on:
         // swapped under the route's lock, so that no report straddles two physics.
         let guard = scc::Guard::new();
         for (route, ()) in self.routes.iter(&guard) {
-            if !pat.matches(route.name()) {
+            let name = route.name();
+            if !changed.iter().any(|p| p.matches(name)) {
                 continue;
             }
-            let phys = self.physics_for(route.name());
+            let (phys, hold) = resolve(&list, name);
+            let (_, was) = resolve(&old, name);
             let cell = route.cell();
+            if hold != was {
+                cell.view.held.store(hold as u8, Relaxed);
+            }
             if std::ptr::eq(Arc::as_ptr(&phys), cell.phys()) {
                 continue;
             }
             cell.modify(&phys, |_| cell.phys.store(Arc::as_ptr(&phys).cast_mut(), Release));
             cell.view.dirty.store(true, Relaxed);
         }
-        Ok(())
+    }
+
+    /// The physics and hold a route of this id starts with: the best-matching override's,
+    /// or the engine's.
+    fn override_for(&self, route: &str) -> (Arc<Physics>, Hold) {
+        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
+        o.iter()
+            .find(|o| o.pat.matches(route))
+            .map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
     }
 
     /// The physics a route of this id runs: the best-matching override, or the engine's.
     fn physics_for(&self, route: &str) -> Arc<Physics> {
-        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.iter().find(|(p, _)| p.matches(route)).map_or_else(|| self.phys.clone(), |(_, phys)| phys.clone())
+        self.override_for(route).0
     }
 
     /// The observer.
@@ -715,6 +780,11 @@ impl<O: PhysicsObserver> Engine<O> {
         self.find(route, |r| Hold::from_u8(r.cell().view.held.load(Relaxed))).ok_or_else(|| unknown(route))
     }
 
+    /// How many of a tracked route's decisions a shadow hold turned from shed into admit.
+    pub fn shadowed(&self, route: &str) -> Result<u32, EngineError> {
+        self.find(route, |r| r.cell().view.shadowed.load(Relaxed)).ok_or_else(|| unknown(route))
+    }
+
     /// Forgets what a tracked route learned (scar, normal, tuner, mode): it starts again as
     /// new, in bootstrap. A hold stays; the cluster's view of the route is kept.
     pub fn reset(&self, route: &str, now: Timestamp) -> Result<(), EngineError> {
@@ -850,6 +920,18 @@ impl<O: PhysicsObserver> Engine<O> {
         let decision = match (Hold::from_u8(cell.view.held.load(Relaxed)), self.phys.cfg.model) {
             (Hold::Released, Model::Reference) => decide_reference(cell, now, priority),
             (Hold::Released, Model::Default) => self.decide_default(route, now, priority),
+            (Hold::Shadow, model) => {
+                let d = match model {
+                    Model::Reference => decide_reference(cell, now, priority),
+                    Model::Default => self.decide_default(route, now, priority),
+                };
+                if d.is_admitted() {
+                    d
+                } else {
+                    cell.view.shadowed.fetch_add(1, Relaxed);
+                    Decision::admit(Reason::Shadow, d.mode, d.resistance)
+                }
+            }
             (hold, _) => held_decision(cell, hold),
         };
         self.observer.on_event(&Event::Decided { route: route.name(), at: now, priority, decision });
@@ -996,7 +1078,9 @@ impl<O: PhysicsObserver> Engine<O> {
                 return self.overflow.clone();
             }
         }
-        let fresh = Route::new(route, &self.physics_for(route), now);
+        let (phys, hold) = self.override_for(route);
+        let fresh = Route::new(route, &phys, now);
+        fresh.cell().view.held.store(hold as u8, Relaxed);
         match self.routes.entry_sync(fresh) {
             // Another thread created it first: theirs is the route.
             scc::hash_index::Entry::Occupied(o) => o.key().clone(),
@@ -1052,6 +1136,30 @@ pub enum Hold {
     Open = 1,
     /// Every request is admitted.
     Closed = 2,
+    /// Shadow: the physics decides and its decision is recorded, but nothing is shed (a
+    /// shed becomes an admit with [`Reason::Shadow`], counted by [`Engine::shadowed`]): the
+    /// safe way to roll Atrion out on a route.
+    Shadow = 3,
+}
+
+/// One per-route override of [`Engine::set_policies`]: the routes a pattern matches run
+/// `config` (the engine's when `None`) under `hold`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePolicy {
+    /// An exact route id or a glob ([`RoutePattern`]).
+    pub pattern: String,
+    /// The physics of its routes; `None`: the engine's.
+    pub config: Option<PhysicsConfig>,
+    /// Its routes' hold.
+    pub hold: Hold,
+}
+
+/// An installed override.
+#[derive(Debug, Clone)]
+struct Override {
+    pat: RoutePattern,
+    phys: Arc<Physics>,
+    hold: Hold,
 }
 
 impl Hold {
@@ -1059,6 +1167,7 @@ impl Hold {
         match v {
             1 => Hold::Open,
             2 => Hold::Closed,
+            3 => Hold::Shadow,
             _ => Hold::Released,
         }
     }
@@ -1177,34 +1286,6 @@ fn dither_admits(counter: &AtomicU64, ratio: f64) -> bool {
     let a = (1.0 - ratio).clamp(0.0, 1.0);
     let n = counter.fetch_add(1, Relaxed) as f64;
     ((n + 1.0) * a).floor() > (n * a).floor()
-}
-
-/// A route pattern of a per-route config: an exact id, or a prefix ending in `*`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RoutePattern {
-    text: Box<str>,
-    prefix: bool,
-}
-
-impl RoutePattern {
-    fn parse(pattern: &str) -> Result<Self, EngineError> {
-        match pattern.strip_suffix('*') {
-            Some(prefix) => {
-                if prefix.len() > MAX_ROUTE_ID {
-                    return Err(EngineError::InvalidRouteId { len: pattern.len() });
-                }
-                Ok(RoutePattern { text: prefix.into(), prefix: true })
-            }
-            None => {
-                check_id(pattern)?;
-                Ok(RoutePattern { text: pattern.into(), prefix: false })
-            }
-        }
-    }
-
-    fn matches(&self, route: &str) -> bool {
-        if self.prefix { route.starts_with(&*self.text) } else { route == &*self.text }
-    }
 }
 
 /// The longest route id, in bytes (a route id is 1 to this many bytes).

@@ -48,6 +48,7 @@ mod decision;
 mod engine;
 mod mode;
 mod observer;
+mod pattern;
 mod physics;
 pub use physics::{heal, heal_rank};
 mod telemetry;
@@ -61,12 +62,13 @@ pub use config::{
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
     Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OVERFLOW_ROUTE,
-    OwnedRouteHandle, RouteHandle, RouteStatus,
+    OwnedRouteHandle, RouteHandle, RoutePolicy, RouteStatus,
 };
 pub use mode::Mode;
 pub use observer::{
     CollectorObserver, CompositeObserver, Event, FilteredObserver, OwnedEvent, PhysicsObserver, SilentObserver,
 };
+pub use pattern::RoutePattern;
 pub use telemetry::{Telemetry, TelemetryError};
 pub use time::Timestamp;
 pub use vector::{DecodeError, PhysicsVector, VECTOR_VERSION};

@@ -55,7 +55,7 @@ const MODES: [Mode; 4] = [Mode::Bootstrap, Mode::Operational, Mode::HalfOpen, Mo
 
 /// Slots for decision counters: one per reason the engine gives, one spare for a reason
 /// added later.
-const REASON_SLOTS: usize = 11;
+const REASON_SLOTS: usize = 13;
 
 fn reason_slot(reason: Reason) -> usize {
     match reason {
@@ -69,7 +69,9 @@ fn reason_slot(reason: Reason) -> usize {
         Reason::SoftLimit => 7,
         Reason::Throttled => 8,
         Reason::Held => 9,
-        _ => 10,
+        Reason::Banned => 10,
+        Reason::Shadow => 11,
+        _ => 12,
     }
 }
 

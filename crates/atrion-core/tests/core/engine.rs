@@ -386,3 +386,88 @@ fn an_owned_handle_keeps_its_route_and_engine() {
     h.report(t, ms(60));
     assert_eq!(h.status().mode, Mode::Operational);
 }
+
+fn policy(pattern: &str, config: Option<PhysicsConfig>, hold: Hold) -> atrion_core::RoutePolicy {
+    atrion_core::RoutePolicy { pattern: pattern.into(), config, hold }
+}
+
+#[test]
+fn policies_hot_patch_routes_that_keep_scar_mode_and_tuner() {
+    let e =
+        Engine::with_observer(PhysicsConfig::default(), limits(16, Duration::from_secs(60)), CollectorObserver::new())
+            .unwrap();
+    // A route learns its normal, then fails and trips.
+    drive_collector(&e, "GET /pay", 0.0, 10.0, healthy);
+    assert!(drive_collector(&e, "GET /pay", 10.0, 13.0, outage), "the outage trips the route");
+    let before = e.snapshot("GET /pay").unwrap();
+    assert_eq!(before.mode, Mode::Open);
+    let mut patched = PhysicsConfig::default();
+    patched.tuner.k = 5.0;
+    e.set_policies(vec![policy("GET /*", Some(patched.clone()), Hold::Released)]).unwrap();
+    assert_eq!(e.route_config("GET /pay").tuner.k, 5.0, "the new constants are in force");
+    let after = e.snapshot("GET /pay").unwrap();
+    assert_eq!((after.mode, after.scar, after.updates), (before.mode, before.scar, before.updates));
+    assert_eq!((after.tuner_mean, after.tuner_var), (before.tuner_mean, before.tuner_var));
+    // A bad entry refuses the whole set: what was in force stays.
+    let mut bad = PhysicsConfig::default();
+    bad.tuner.k = -1.0;
+    assert!(
+        e.set_policies(vec![policy("GET /a", None, Hold::Open), policy("GET /b", Some(bad), Hold::Released)]).is_err()
+    );
+    assert_eq!(e.route_config("GET /pay").tuner.k, 5.0);
+    assert_eq!(e.held("GET /pay"), Ok(Hold::Released));
+}
+
+#[test]
+fn the_most_specific_policy_wins_and_new_routes_take_their_hold() {
+    let e = engine(Model::Default);
+    let mut k4 = PhysicsConfig::default();
+    k4.tuner.k = 4.0;
+    e.set_policies(vec![
+        policy("GET /*", Some(k4), Hold::Released),
+        policy("GET /admin/*", None, Hold::Open),
+        policy("GET /admin/health", None, Hold::Closed),
+    ])
+    .unwrap();
+    // Routes that appear after the policies take them when they appear.
+    assert_eq!(e.decide("GET /admin/users", ms(0), Priority::Critical).reason, Reason::Held);
+    assert_eq!(e.held("GET /admin/users"), Ok(Hold::Open));
+    assert_eq!(e.held("GET /admin/health"), Err(EngineError::UnknownRoute { route: "GET /admin/health".into() }));
+    assert!(e.decide("GET /admin/health", ms(0), Priority::Bulk).is_admitted());
+    assert_eq!(e.held("GET /admin/health"), Ok(Hold::Closed));
+    assert_eq!(e.route_config("GET /users").tuner.k, 4.0);
+    assert_eq!(e.route_config("GET /admin/users").tuner.k, PhysicsConfig::default().tuner.k, "the whole policy wins");
+    // An operator's own hold stays while its policy's hold does not change.
+    e.hold("GET /users", Hold::Open, ms(1)).unwrap();
+    e.set_policies(vec![policy("GET /*", None, Hold::Released), policy("GET /admin/*", None, Hold::Released)]).unwrap();
+    assert_eq!(e.held("GET /users"), Ok(Hold::Open));
+    assert_eq!(e.held("GET /admin/users"), Ok(Hold::Released), "the policy's hold is lifted");
+    assert_eq!(e.held("GET /admin/health"), Ok(Hold::Released));
+    assert_eq!(e.route_config("GET /users").tuner.k, PhysicsConfig::default().tuner.k);
+}
+
+#[test]
+fn a_shadow_route_never_sheds_and_counts_what_it_would_have_shed() {
+    for model in [Model::Default, Model::Reference] {
+        let e = Engine::with_observer(
+            PhysicsConfig::for_model(model),
+            limits(4, Duration::from_secs(60)),
+            CollectorObserver::new(),
+        )
+        .unwrap();
+        e.set_policies(vec![policy("pay", None, Hold::Shadow)]).unwrap();
+        drive_collector(&e, "pay", 0.0, 5.0, healthy);
+        assert!(drive_collector(&e, "pay", 5.0, 8.0, outage), "{model:?}: the physics trips the route");
+        let mut shadowed = 0;
+        for i in 0..100 {
+            let d = e.decide("pay", ms(8_000 + i), Priority::Bulk);
+            assert!(d.is_admitted(), "{model:?}: {d:?}");
+            shadowed += u32::from(d.reason == Reason::Shadow);
+        }
+        assert!(shadowed > 90, "{model:?}: the would-be sheds are marked: {shadowed}");
+        assert_eq!(e.shadowed("pay"), Ok(shadowed));
+        // Out of shadow, the same route sheds.
+        e.set_policies(Vec::new()).unwrap();
+        assert!(!e.decide("pay", ms(8_200), Priority::Bulk).is_admitted(), "{model:?}");
+    }
+}
