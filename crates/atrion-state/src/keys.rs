@@ -13,6 +13,8 @@ use crate::store::MAX_KEY_LEN;
 
 const ROUTE: &str = "/route/";
 const NODE: &str = "/node/";
+const POLICY: &str = "/policy/";
+const AUDIT: &str = "/audit/";
 
 /// Builds and parses the keys of one node of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,37 @@ impl ClusterKeys {
     }
 
     /// Whether `node` is this node.
+    /// The key of the cluster's desired policies (one document).
+    pub fn policy_desired(&self) -> String {
+        format!("{}{}desired", self.all.trim_end_matches('/'), POLICY)
+    }
+
+    /// Where every policy key lives (the reconciler's feed).
+    pub fn policy_prefix(&self) -> String {
+        format!("{}{}", self.all.trim_end_matches('/'), POLICY)
+    }
+
+    /// Where nodes report the policies they run (their current state).
+    pub fn policy_reports_prefix(&self) -> String {
+        format!("{}node/", self.policy_prefix())
+    }
+
+    /// This node's policy report.
+    pub fn policy_report(&self) -> String {
+        format!("{}{}", self.policy_reports_prefix(), self.node_id)
+    }
+
+    /// Where the history of applied policy changes lives.
+    pub fn policy_history_prefix(&self) -> String {
+        format!("{}history/", self.policy_prefix())
+    }
+
+    /// Where the audit trail lives.
+    pub fn audit_prefix(&self) -> String {
+        format!("{}{}", self.all.trim_end_matches('/'), AUDIT)
+    }
+
+    /// Whether `node` is this node's id.
     pub fn is_own(&self, node: &str) -> bool {
         node == self.node_id
     }

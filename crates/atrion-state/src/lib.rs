@@ -47,7 +47,7 @@ pub use atrion_core::serde_secs;
 pub use backup::{BACKUP_CHUNK, BackupLine};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use keys::ClusterKeys;
-pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock};
+pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock, fnv1a};
 pub use memory::InMemoryStore;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{

@@ -1273,8 +1273,9 @@ fn phase_of(node_id: &str) -> f64 {
     (fnv1a(node_id.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// FNV-1a, 64 bits: stable across processes and versions (every node must agree).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: stable across processes and versions (every node must agree): pulse
+/// phases, designated pushers, and the hash of the policies a node runs.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 

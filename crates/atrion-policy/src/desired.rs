@@ -1,0 +1,152 @@
+//! The desired state in the shared store: read it, and change it by compare-and-swap.
+
+use std::sync::Arc;
+
+use atrion_state::{CasOutcome, ClusterKeys, StateStore};
+use bytes::Bytes;
+
+use crate::PolicyError;
+use crate::model::{Ban, Desired, Policy, PolicySet, Source};
+use crate::validate::Validator;
+
+/// How often a change is retried when another writer got there first (without an expected
+/// version, every writer's change lands, one after the other).
+const MAX_ATTEMPTS: u32 = 64;
+
+/// A change to one layer of the desired state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Replace the layer's policies and bans.
+    Replace(PolicySet),
+    /// Add a policy, or replace the one on its pattern.
+    Upsert(Policy),
+    /// Remove the policy on this pattern.
+    Remove(String),
+    /// Add a ban, or move the deadline of the one on its target.
+    Ban(Ban),
+    /// Lift the ban on this target (route, client).
+    Unban(Option<String>, Option<String>),
+}
+
+/// What a change did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed {
+    /// The desired state before.
+    pub before: Desired,
+    /// The desired state after (equal to `before` when the change changed nothing: no new
+    /// version is written then).
+    pub after: Desired,
+}
+
+/// The desired state's document in a store.
+#[derive(Debug, Clone)]
+pub struct DesiredStore {
+    store: Arc<dyn StateStore>,
+    key: String,
+    validator: Validator,
+}
+
+impl DesiredStore {
+    /// The desired state of the cluster whose keys are `keys`.
+    pub fn new(store: Arc<dyn StateStore>, keys: &ClusterKeys, validator: Validator) -> Self {
+        DesiredStore { store, key: keys.policy_desired(), validator }
+    }
+
+    /// The validator changes go through.
+    pub fn validator(&self) -> &Validator {
+        &self.validator
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The desired state (the empty one, version 0, when none was ever written), and the
+    /// store's version of its key.
+    pub async fn read(&self) -> Result<(Desired, Option<u64>), PolicyError> {
+        match self.store.get(&self.key).await? {
+            None => Ok((Desired::default(), None)),
+            Some(e) => Ok((decode(&self.key, &e.value)?, Some(e.version))),
+        }
+    }
+
+    /// Applies `change` to `source`'s layer as `who` at `now_ms`. With `expected`, only if
+    /// the desired version is still that one ([`PolicyError::Conflict`] otherwise); without,
+    /// a writer that lost the race re-reads and applies its change again, so that no
+    /// change is lost. The result is validated as a whole first: a rejected change leaves
+    /// the store untouched.
+    pub async fn change(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Changed, PolicyError> {
+        if let Change::Ban(b) = change {
+            self.validator.check_ban(b, now_ms)?;
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let (before, stored) = self.read().await?;
+            if let Some(e) = expected
+                && e != before.version
+            {
+                return Err(PolicyError::Conflict { expected: e, found: before.version });
+            }
+            let mut after = before.clone();
+            apply(after.layer_mut(source), change)?;
+            if after.layer(source) == before.layer(source) {
+                return Ok(Changed { after: before.clone(), before });
+            }
+            self.validator.check_desired(&after)?;
+            after.version = before.version + 1;
+            after.updated_ms = now_ms;
+            after.updated_by = who.to_owned();
+            let bytes = Bytes::from(serde_json::to_vec(&after).map_err(|e| PolicyError::Encode(e.to_string()))?);
+            match self.store.compare_and_swap(&self.key, stored, bytes, None).await? {
+                CasOutcome::Swapped { .. } => return Ok(Changed { before, after }),
+                CasOutcome::Conflict { .. } if expected.is_some() => {
+                    let (now, _) = self.read().await?;
+                    return Err(PolicyError::Conflict { expected: before.version, found: now.version });
+                }
+                CasOutcome::Conflict { .. } => continue,
+            }
+        }
+        Err(PolicyError::Contended { attempts: MAX_ATTEMPTS })
+    }
+}
+
+fn apply(layer: &mut PolicySet, change: &Change) -> Result<(), PolicyError> {
+    match change {
+        Change::Replace(set) => *layer = set.clone(),
+        Change::Upsert(p) => match layer.policies.iter_mut().find(|q| q.route == p.route) {
+            Some(q) => *q = p.clone(),
+            None => layer.policies.push(p.clone()),
+        },
+        Change::Remove(route) => {
+            let n = layer.policies.len();
+            layer.policies.retain(|p| &p.route != route);
+            if layer.policies.len() == n {
+                return Err(PolicyError::NotFound { what: format!("a policy on `{route}`") });
+            }
+        }
+        Change::Ban(b) => match layer.bans.iter_mut().find(|o| o.same_target(b)) {
+            Some(o) => *o = b.clone(),
+            None => layer.bans.push(b.clone()),
+        },
+        Change::Unban(route, client) => {
+            let n = layer.bans.len();
+            layer.bans.retain(|b| !(&b.route == route && &b.client == client));
+            if layer.bans.len() == n {
+                return Err(PolicyError::NotFound { what: "a ban on that target".into() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The desired document from its bytes.
+pub fn decode(key: &str, bytes: &[u8]) -> Result<Desired, PolicyError> {
+    serde_json::from_slice(bytes).map_err(|e| PolicyError::Corrupt { key: key.to_owned(), reason: e.to_string() })
+}

@@ -1,0 +1,89 @@
+//! # atrion-policy
+//!
+//! Policies across a cluster: how an operator steers running Atrion nodes.
+//!
+//! - **Desired state** ([`Desired`]) lives in the shared store as one versioned document,
+//!   written by compare-and-swap ([`DesiredStore`]): the management API's layer (first
+//!   priority) and the policy file's (second); routes no policy targets run the node's
+//!   defaults (third). A [`Policy`] targets routes by exact id or glob (the most
+//!   specific wins, whole) and sets physics overrides, priority lanes, a manual state
+//!   (open, closed, shadow); a [`Ban`] sheds a route or a client key until a deadline.
+//! - **Validation** ([`Validator`]): schema → semantic → resource; every issue with its
+//!   path; any issue rejects the whole change.
+//! - **Applicable and current state** ([`PolicyNode`]): each node resolves desired state
+//!   into its engine's overrides at apply time ([`atrion_core::Engine::set_policies`], a
+//!   hot patch that keeps each route's scar, mode and tuner) and into the [`Gate`] of bans
+//!   and VIP lanes, then reports the version and a hash of what it runs.
+//! - **Reconciliation**: on a change of desired state and on every tick; each change is a
+//!   [`HistoryEvent`] in a bounded log; a node behind desired state for too long raises a
+//!   divergence [`Alert`], classified as in the distributed state design.
+//! - **Audit trail**: every admin action, and every refused attempt ([`AuditEntry`]).
+//!
+//! Keys live under the cluster's namespace ([`atrion_state::ClusterKeys`]).
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod desired;
+mod log;
+mod model;
+mod reconcile;
+mod runtime;
+mod validate;
+
+pub use desired::{Change, Changed, DesiredStore, decode};
+pub use log::{Log, Logged, Page};
+pub use model::{Ban, Desired, Lanes, ManualState, Policy, PolicySet, Source};
+pub use reconcile::{
+    Alert, Applicable, ApplyError, AuditEntry, Divergence, HistoryEvent, NodeDiff, PolicyChange, PolicyConfig,
+    PolicyEvent, PolicyNode, Report, StateDump,
+};
+pub use runtime::Gate;
+pub use validate::{Issue, Limits, Rejected, Stage, Validator};
+
+use atrion_state::StoreError;
+
+/// Why a policy operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The change breaks the validation pipeline; nothing was written.
+    #[error("the change is rejected: {0}")]
+    Rejected(#[from] Rejected),
+    /// Another writer changed desired state first (compare-and-swap).
+    #[error("desired state is at version {found}, not {expected}: re-read and try again")]
+    Conflict {
+        /// The version the writer expected.
+        expected: u64,
+        /// The version found.
+        found: u64,
+    },
+    /// Writers kept racing: the change was tried this many times.
+    #[error("desired state changed under the writer {attempts} times: try again")]
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Nothing to remove.
+    #[error("{what} is not in desired state")]
+    NotFound {
+        /// What was asked for.
+        what: String,
+    },
+    /// The stored document does not decode.
+    #[error("`{key}` does not hold a desired-state document: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store did not answer in time.
+    #[error("the store did not answer in time")]
+    Timeout,
+    /// A value could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}

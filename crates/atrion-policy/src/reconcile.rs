@@ -1,0 +1,833 @@
+//! The reconciliation loop of one node: desired → applicable → current, the history of
+//! what changed, the node's report (its current state), and divergence alerts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use atrion_core::{Engine, EngineError, PhysicsConfig, PhysicsObserver, RoutePolicy};
+use atrion_state::{Change as FeedChange, Clock, ClusterKeys, StateStore, fnv1a};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::PolicyError;
+use crate::desired::{Change, Changed, DesiredStore};
+use crate::log::{Log, Page};
+use crate::model::{Ban, Desired, ManualState, Policy, Source};
+use crate::runtime::Gate;
+use crate::validate::{Limits, Validator};
+
+/// How a node's reconciliation runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PolicyConfig {
+    /// The tick: a full read of the desired state (beside the change feed), and the
+    /// divergence check. The sidecar sets its pulse.
+    pub every: Duration,
+    /// How often a node rewrites its report when nothing changed (its policy heartbeat).
+    pub report_every: Duration,
+    /// Ticks a node may stay behind desired state before a divergence alert.
+    pub divergence_after: u32,
+    /// The most history events kept.
+    pub history_limit: usize,
+    /// The most audit entries kept.
+    pub audit_limit: usize,
+    /// The bounds of the validation pipeline.
+    pub limits: Limits,
+    /// The longest a store call may take.
+    pub store_timeout: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            every: Duration::from_secs(1),
+            report_every: Duration::from_secs(1),
+            divergence_after: 5,
+            history_limit: 10_000,
+            audit_limit: 100_000,
+            limits: Limits::default(),
+            store_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The classes of divergence (seed 003): what an operator should do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Divergence {
+    /// The node is alive and reports, but runs an older version: it will reconcile.
+    ConfigurationDrift,
+    /// The node (or this node's link to the store) is silent: retry, check the network.
+    NetworkIssue,
+    /// The node cannot take the policies for lack of room (its route table is full).
+    ResourceConstraint,
+    /// The node refuses the policies (a policy it cannot apply): investigate.
+    SoftwareBug,
+}
+
+/// Why a node could not apply the desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyError {
+    /// The class.
+    pub class: Divergence,
+    /// What happened.
+    pub message: String,
+}
+
+/// A node's current state, as it reports it under `{ns}/policy/node/{node}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The node.
+    pub node: String,
+    /// The desired version it runs (0: none yet).
+    pub version: u64,
+    /// A hash of what it runs (the applicable policies and bans).
+    pub hash: String,
+    /// When it applied them (ms since the Unix epoch).
+    pub applied_ms: u64,
+    /// When it wrote this report.
+    pub at_ms: u64,
+    /// Why it could not apply a newer version, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApplyError>,
+}
+
+/// A divergence alert: a node that stayed behind desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The node.
+    pub node: String,
+    /// The class.
+    pub class: Divergence,
+    /// Since when it is behind (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// The desired version.
+    pub desired: u64,
+    /// The version the node runs, as last heard.
+    pub current: u64,
+    /// In words.
+    pub message: String,
+}
+
+/// A policy as a node applies it: the pattern, its source, and what its routes run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applicable {
+    /// The pattern.
+    pub route: String,
+    /// Where it comes from.
+    pub source: Source,
+    /// The physics its routes run (`None`: the node's defaults).
+    pub physics: Option<PhysicsConfig>,
+    /// The manual state.
+    pub state: Option<ManualState>,
+    /// The VIP client keys.
+    pub vip: Vec<String>,
+}
+
+/// One change as the history records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// The pattern (or a ban's target, `ban route=… client=…`).
+    pub target: String,
+    /// Before (`None`: added).
+    pub from: Option<serde_json::Value>,
+    /// After (`None`: removed).
+    pub to: Option<serde_json::Value>,
+}
+
+/// A history event: what a node changed when it applied a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// The desired version applied.
+    pub version: u64,
+    /// The node that applied it.
+    pub node: String,
+    /// When.
+    pub at_ms: u64,
+    /// What changed.
+    pub changes: Vec<PolicyChange>,
+}
+
+/// An admin action, or a refused attempt, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// Who: the token's name (`-` when none was valid).
+    pub who: String,
+    /// The action (`policy.apply`, `ban`, `route.open`, `restore`, `auth`...).
+    pub action: String,
+    /// What it was about (a route, a pattern, a store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// After.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+    /// Whether it was done.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The node that took it.
+    pub node: String,
+}
+
+/// What the policy layer tells its observers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PolicyEvent {
+    /// This node applied a desired version.
+    Applied {
+        /// The version.
+        version: u64,
+        /// How many policies and bans changed.
+        changes: usize,
+    },
+    /// This node could not apply a desired version.
+    Failed {
+        /// The version.
+        version: u64,
+        /// Why.
+        error: ApplyError,
+    },
+    /// A node stayed behind desired state.
+    Diverged(Alert),
+    /// A node caught up.
+    Converged {
+        /// The node.
+        node: String,
+    },
+}
+
+/// A state dump: desired, applicable (this node) and current (every node).
+#[derive(Debug, Clone, Serialize)]
+pub struct StateDump {
+    /// This node.
+    pub node: String,
+    /// The desired state.
+    pub desired: Desired,
+    /// What this node resolved it into.
+    pub applicable: Vec<Applicable>,
+    /// Every node's report, this node's first.
+    pub current: Vec<Report>,
+    /// Divergence alerts in force.
+    pub alerts: Vec<Alert>,
+}
+
+/// What one node runs that differs from desired.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeDiff {
+    /// The node.
+    pub node: String,
+    /// The version it runs.
+    pub version: u64,
+    /// The desired version.
+    pub desired: u64,
+    /// Whether it runs desired state.
+    pub in_sync: bool,
+    /// The changes of the versions it has not applied (from the history), newest last.
+    pub missing: Vec<PolicyChange>,
+    /// Why it could not apply, if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApplyError>,
+}
+
+struct NodeState {
+    desired: Desired,
+    applied: Vec<Applicable>,
+    current: Report,
+    /// When the last report was written (engine instant), and what it said.
+    reported: Option<(Instant, Report)>,
+    reports: Vec<Report>,
+    /// Nodes behind desired: since when (wall ms).
+    behind: HashMap<String, u64>,
+    alerts: BTreeMap<String, Alert>,
+    /// When this node last read the desired state (wall ms).
+    read_ok_ms: u64,
+}
+
+struct Inner<O> {
+    engine: Arc<Engine<O>>,
+    desired: DesiredStore,
+    keys: ClusterKeys,
+    clock: Arc<dyn Clock>,
+    gate: Arc<Gate>,
+    history: Log,
+    audit: Log,
+    cfg: PolicyConfig,
+    state: Mutex<NodeState>,
+    events: broadcast::Sender<PolicyEvent>,
+    /// One reconciliation at a time.
+    running: tokio::sync::Mutex<()>,
+}
+
+/// One node's policy layer: it reconciles its engine with the cluster's desired state in
+/// the background, and answers the API's questions.
+pub struct PolicyNode<O> {
+    inner: Arc<Inner<O>>,
+    cancel: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<O> std::fmt::Debug for PolicyNode<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyNode").field("node", &self.inner.keys.node_id()).finish()
+    }
+}
+
+impl<O: PhysicsObserver + 'static> PolicyNode<O> {
+    /// Starts the policy layer of `engine` (whose engine-wide physics is the defaults that
+    /// policies override) over `store`, as the node and namespace of `keys`: one
+    /// reconciliation at once, then on every change of the desired state and every tick.
+    pub async fn start(
+        engine: Arc<Engine<O>>,
+        store: Arc<dyn StateStore>,
+        keys: ClusterKeys,
+        clock: Arc<dyn Clock>,
+        cfg: PolicyConfig,
+    ) -> Arc<Self> {
+        let validator = Validator::new(engine.config().clone(), cfg.limits.clone());
+        let node = keys.node_id().to_owned();
+        let inner = Arc::new(Inner {
+            desired: DesiredStore::new(store.clone(), &keys, validator),
+            history: Log::new(store.clone(), keys.policy_history_prefix(), &node, cfg.history_limit),
+            audit: Log::new(store, keys.audit_prefix(), &node, cfg.audit_limit),
+            engine,
+            clock,
+            gate: Gate::new(),
+            state: Mutex::new(NodeState {
+                desired: Desired::default(),
+                applied: Vec::new(),
+                current: Report {
+                    node: node.clone(),
+                    version: 0,
+                    hash: hash_of(&[], &[]),
+                    applied_ms: 0,
+                    at_ms: 0,
+                    error: None,
+                },
+                reported: None,
+                reports: Vec::new(),
+                behind: HashMap::new(),
+                alerts: BTreeMap::new(),
+                read_ok_ms: 0,
+            }),
+            events: broadcast::channel(256).0,
+            running: tokio::sync::Mutex::new(()),
+            keys,
+            cfg,
+        });
+        let this =
+            Arc::new(PolicyNode { inner: inner.clone(), cancel: CancellationToken::new(), task: Mutex::new(None) });
+        let cancel = this.cancel.clone();
+        let task = tokio::spawn(async move { inner.run(cancel).await });
+        *this.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        this
+    }
+
+    /// Bans and VIP lanes, for the decision path.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.inner.gate
+    }
+
+    /// The desired state's store, to change it.
+    pub fn desired(&self) -> &DesiredStore {
+        &self.inner.desired
+    }
+
+    /// The clock (wall time of bans and logs).
+    pub fn wall_ms(&self) -> u64 {
+        self.inner.clock.wall_ms()
+    }
+
+    /// Events: applied versions, failures, divergence and convergence.
+    pub fn events(&self) -> broadcast::Receiver<PolicyEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// This node's current state.
+    pub fn current(&self) -> Report {
+        self.inner.lock().current.clone()
+    }
+
+    /// Divergence alerts in force.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.inner.lock().alerts.values().cloned().collect()
+    }
+
+    /// Changes the desired state (see [`DesiredStore::change`]) and reconciles this node at
+    /// once; the change is recorded in the audit trail, refused or not.
+    pub async fn change(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+    ) -> Result<Changed, PolicyError> {
+        let now = self.wall_ms();
+        let result = self.inner.desired.change(source, change, who, expected, now).await;
+        let (action, target) = describe(change);
+        let entry = match &result {
+            Ok(c) => AuditEntry {
+                at_ms: now,
+                who: who.to_owned(),
+                action: action.into(),
+                target,
+                before: serde_json::to_value(c.before.layer(source)).ok(),
+                after: serde_json::to_value(c.after.layer(source)).ok(),
+                ok: true,
+                error: None,
+                node: self.inner.keys.node_id().to_owned(),
+            },
+            Err(e) => AuditEntry {
+                at_ms: now,
+                who: who.to_owned(),
+                action: action.into(),
+                target,
+                before: None,
+                after: serde_json::to_value(change_value(change)).ok(),
+                ok: false,
+                error: Some(e.to_string()),
+                node: self.inner.keys.node_id().to_owned(),
+            },
+        };
+        if let Err(e) = self.audit(entry).await {
+            tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
+        }
+        let changed = result?;
+        self.inner.reconcile().await;
+        Ok(changed)
+    }
+
+    /// Appends to the audit trail (also logged under the `atrion::audit` target).
+    pub async fn audit(&self, entry: AuditEntry) -> Result<String, PolicyError> {
+        tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
+        let at = entry.at_ms;
+        self.inner.timed(self.inner.audit.append(at, &entry)).await
+    }
+
+    /// A page of the audit trail, newest first.
+    pub async fn audit_page(&self, before: Option<&str>, limit: usize) -> Result<Page<AuditEntry>, PolicyError> {
+        self.inner.timed(self.inner.audit.page(before, limit)).await
+    }
+
+    /// The whole audit trail, oldest first.
+    pub async fn audit_all(&self) -> Result<Vec<crate::log::Logged<AuditEntry>>, PolicyError> {
+        self.inner.timed(self.inner.audit.all()).await
+    }
+
+    /// A page of the history of applied changes, newest first.
+    pub async fn history(&self, before: Option<&str>, limit: usize) -> Result<Page<HistoryEvent>, PolicyError> {
+        self.inner.timed(self.inner.history.page(before, limit)).await
+    }
+
+    /// Reconciles now (a tick's work, without waiting for it).
+    pub async fn reconcile_now(&self) {
+        self.inner.reconcile().await;
+        self.inner.check_divergence().await;
+    }
+
+    /// Desired, applicable and current state, as this node knows them now (desired and the
+    /// reports are read from the store).
+    pub async fn dump(&self) -> Result<StateDump, PolicyError> {
+        let (desired, _) = self.inner.timed(self.inner.desired.read()).await?;
+        let reports = self.inner.read_reports().await?;
+        let st = self.inner.lock();
+        let me = self.inner.keys.node_id();
+        let mut current: Vec<Report> = reports.into_iter().filter(|r| r.node != me).collect();
+        current.insert(0, st.current.clone());
+        Ok(StateDump {
+            node: me.to_owned(),
+            desired,
+            applicable: st.applied.clone(),
+            current,
+            alerts: st.alerts.values().cloned().collect(),
+        })
+    }
+
+    /// What each node runs that differs from desired.
+    pub async fn diff(&self) -> Result<Vec<NodeDiff>, PolicyError> {
+        let dump = self.dump().await?;
+        let behind = dump.current.iter().map(|r| r.version).filter(|v| *v < dump.desired.version).min();
+        let events: Vec<HistoryEvent> = match behind {
+            None => Vec::new(),
+            Some(_) => {
+                self.inner.timed(self.inner.history.all::<HistoryEvent>()).await?.into_iter().map(|l| l.entry).collect()
+            }
+        };
+        Ok(dump
+            .current
+            .into_iter()
+            .map(|r| {
+                let mut missing: Vec<PolicyChange> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for e in events.iter().filter(|e| e.version > r.version) {
+                    if seen.insert(e.version) {
+                        missing.extend(e.changes.iter().cloned());
+                    }
+                }
+                NodeDiff {
+                    in_sync: r.version == dump.desired.version && r.error.is_none(),
+                    node: r.node,
+                    version: r.version,
+                    desired: dump.desired.version,
+                    missing,
+                    error: r.error,
+                }
+            })
+            .collect())
+    }
+
+    /// Stops the loop.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl<O> Drop for PolicyNode<O> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl<O: PhysicsObserver + 'static> Inner<O> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn timed<T>(&self, f: impl Future<Output = Result<T, PolicyError>>) -> Result<T, PolicyError> {
+        tokio::time::timeout(self.cfg.store_timeout, f).await.unwrap_or(Err(PolicyError::Timeout))
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut feed = None;
+        let mut tick = tokio::time::interval(self.cfg.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if feed.is_none() {
+                // Subscribed before the read, so that a change in between is not missed.
+                let key = self.keys.policy_desired();
+                let sub = self.desired.store().subscribe(&key);
+                feed = tokio::time::timeout(self.cfg.store_timeout, sub).await.ok().and_then(Result::ok).flatten();
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {
+                    self.reconcile().await;
+                    self.check_divergence().await;
+                    self.report(false).await;
+                }
+                change = next(&mut feed) => match change {
+                    Some(FeedChange::Set { .. } | FeedChange::Deleted { .. } | FeedChange::Expired { .. } | FeedChange::Resync) => {
+                        self.reconcile().await;
+                        self.report(false).await;
+                    }
+                    None => feed = None,
+                },
+            }
+        }
+    }
+
+    /// Reads desired state and applies what changed. Store errors leave everything as it
+    /// is (the next tick or change tries again).
+    async fn reconcile(&self) {
+        let _one = self.running.lock().await;
+        let started = Instant::now();
+        let desired = match self.timed(self.desired.read()).await {
+            Ok((d, _)) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "the desired policies cannot be read");
+                if !matches!(e, PolicyError::Corrupt { .. }) {
+                    return;
+                }
+                let version = self.lock().desired.version + 1;
+                self.fail(version, Divergence::SoftwareBug, e.to_string());
+                return;
+            }
+        };
+        let now = self.clock.wall_ms();
+        {
+            let mut st = self.lock();
+            st.read_ok_ms = now;
+            if st.desired == desired && st.current.version == desired.version {
+                return;
+            }
+        }
+        let version = desired.version;
+        let resolved = self.resolve(&desired);
+        let (applicable, policies) = match resolved {
+            Ok(r) => r,
+            Err(message) => return self.fail(version, Divergence::SoftwareBug, message),
+        };
+        if let Err(e) = self.engine.set_policies(policies) {
+            let class = match e {
+                EngineError::TableFull { .. } => Divergence::ResourceConstraint,
+                _ => Divergence::SoftwareBug,
+            };
+            return self.fail(version, class, e.to_string());
+        }
+        self.gate.install(&desired);
+        let bans = desired.bans();
+        let changes = {
+            let mut st = self.lock();
+            let changes = diff(&st.desired, &desired);
+            st.current = Report {
+                node: self.keys.node_id().to_owned(),
+                version,
+                hash: hash_of(&applicable, &bans),
+                applied_ms: now,
+                at_ms: now,
+                error: None,
+            };
+            st.applied = applicable;
+            st.desired = desired;
+            changes
+        };
+        metrics::histogram!("atrion_policy_reconcile_seconds").record(started.elapsed().as_secs_f64());
+        metrics::gauge!("atrion_policy_version").set(version as f64);
+        metrics::gauge!("atrion_policy_bans").set(self.gate.bans_in_force(now) as f64);
+        tracing::info!(version, changes = changes.len(), "policies applied");
+        let _ = self.events.send(PolicyEvent::Applied { version, changes: changes.len() });
+        if !changes.is_empty() {
+            let event = HistoryEvent { version, node: self.keys.node_id().to_owned(), at_ms: now, changes };
+            if let Err(e) = self.timed(self.history.append(now, &event)).await {
+                tracing::warn!(error = %e, version, "the history event could not be written");
+            }
+        }
+        drop(_one);
+        self.report(true).await;
+    }
+
+    /// Desired state resolved into what this node applies: every policy in force with its
+    /// physics, and the engine's overrides.
+    fn resolve(&self, desired: &Desired) -> Result<(Vec<Applicable>, Vec<RoutePolicy>), String> {
+        let v = self.desired.validator();
+        v.check_desired(desired).map_err(|e| e.to_string())?;
+        let mut applicable = Vec::new();
+        let mut policies = Vec::new();
+        for (source, p) in desired.effective() {
+            let physics = v
+                .physics(p)
+                .map_err(|issues| issues.iter().map(|i| format!("{}: {i}", p.route)).collect::<Vec<_>>().join("; "))?;
+            policies.push(RoutePolicy {
+                pattern: p.route.clone(),
+                config: physics.clone(),
+                hold: p.state.map_or(atrion_core::Hold::Released, Into::into),
+            });
+            applicable.push(Applicable {
+                route: p.route.clone(),
+                source,
+                physics,
+                state: p.state,
+                vip: p.lanes.as_ref().map(|l| l.vip.clone()).unwrap_or_default(),
+            });
+        }
+        Ok((applicable, policies))
+    }
+
+    fn fail(&self, version: u64, class: Divergence, message: String) {
+        metrics::counter!("atrion_policy_reconcile_errors_total").increment(1);
+        let error = ApplyError { class, message };
+        let mut st = self.lock();
+        if st.current.error.as_ref() == Some(&error) {
+            return;
+        }
+        tracing::error!(version, class = ?error.class, error = %error.message, "the desired policies cannot be applied: the node keeps what it runs");
+        st.current.error = Some(error.clone());
+        drop(st);
+        let _ = self.events.send(PolicyEvent::Failed { version, error });
+    }
+
+    /// Writes this node's report when it changed, or when `report_every` passed.
+    async fn report(&self, changed: bool) {
+        let now = self.clock.wall_ms();
+        let report = {
+            let mut st = self.lock();
+            st.current.at_ms = now;
+            let due = st.reported.as_ref().is_none_or(|(at, r)| {
+                at.elapsed() >= self.cfg.report_every || r.version != st.current.version || r.error != st.current.error
+            });
+            if !changed && !due {
+                return;
+            }
+            st.current.clone()
+        };
+        let Ok(bytes) = serde_json::to_vec(&report) else { return };
+        let ttl = self.desired.store().capabilities().ttl.then_some(self.cfg.report_every * 30);
+        let key = self.keys.policy_report();
+        let put = self.desired.store().put(&key, Bytes::from(bytes), ttl);
+        if let Ok(Ok(_)) = tokio::time::timeout(self.cfg.store_timeout, put).await {
+            self.lock().reported = Some((Instant::now(), report));
+        }
+    }
+
+    async fn read_reports(&self) -> Result<Vec<Report>, PolicyError> {
+        let store = self.desired.store();
+        let keys = self.timed(async { Ok(store.list_keys(&self.keys.policy_reports_prefix()).await?) }).await?;
+        let values = self.timed(async { Ok(store.batch_get(&keys).await?) }).await?;
+        Ok(values.into_iter().flatten().filter_map(|e| serde_json::from_slice::<Report>(&e.value).ok()).collect())
+    }
+
+    /// Compares every node's report with desired state; raises and clears alerts.
+    async fn check_divergence(&self) {
+        let now = self.clock.wall_ms();
+        let reports = self.read_reports().await;
+        let limit = self.cfg.every.as_millis() as u64 * u64::from(self.cfg.divergence_after);
+        let silent_after = self.cfg.report_every.as_millis() as u64 * 3;
+        let mut raised = Vec::new();
+        let mut cleared = Vec::new();
+        {
+            let mut st = self.lock();
+            let desired = st.desired.version;
+            let me = self.keys.node_id().to_owned();
+            if let Ok(r) = reports {
+                st.reports = r.into_iter().filter(|r| r.node != me).collect();
+            }
+            // This node: behind when it cannot read desired state, or cannot apply it.
+            let mut views: Vec<(String, u64, Option<ApplyError>, bool)> = vec![(
+                me.clone(),
+                st.current.version,
+                st.current.error.clone(),
+                now.saturating_sub(st.read_ok_ms) > silent_after,
+            )];
+            views.extend(
+                st.reports
+                    .iter()
+                    .map(|r| (r.node.clone(), r.version, r.error.clone(), now.saturating_sub(r.at_ms) > silent_after)),
+            );
+            let mut seen = Vec::new();
+            for (node, version, error, silent) in views {
+                seen.push(node.clone());
+                let behind = version < desired || error.is_some() || (node == me && silent);
+                if !behind {
+                    st.behind.remove(&node);
+                    if st.alerts.remove(&node).is_some() {
+                        cleared.push(node);
+                    }
+                    continue;
+                }
+                let since = *st.behind.entry(node.clone()).or_insert(now);
+                if now.saturating_sub(since) < limit || st.alerts.contains_key(&node) {
+                    continue;
+                }
+                let (class, message) = match (&error, silent) {
+                    (_, true) if node == me => {
+                        (Divergence::NetworkIssue, "this node cannot read the desired state".to_owned())
+                    }
+                    (_, true) => (Divergence::NetworkIssue, format!("no report for {} ms", now.saturating_sub(since))),
+                    (Some(e), false) => (e.class, e.message.clone()),
+                    (None, false) => {
+                        (Divergence::ConfigurationDrift, format!("runs version {version}, desired {desired}"))
+                    }
+                };
+                let alert = Alert { node: node.clone(), class, since_ms: since, desired, current: version, message };
+                st.alerts.insert(node, alert.clone());
+                raised.push(alert);
+            }
+            st.behind.retain(|n, _| seen.contains(n));
+            let gone: Vec<String> = st.alerts.keys().filter(|n| !seen.contains(n)).cloned().collect();
+            for n in gone {
+                st.alerts.remove(&n);
+                cleared.push(n);
+            }
+            metrics::gauge!("atrion_policy_desired_version").set(desired as f64);
+            metrics::gauge!("atrion_policy_divergence_alerts").set(st.alerts.len() as f64);
+            for r in &st.reports {
+                metrics::gauge!("atrion_policy_node_version", "node" => r.node.clone()).set(r.version as f64);
+            }
+        }
+        metrics::gauge!("atrion_policy_bans").set(self.gate.bans_in_force(now) as f64);
+        for a in raised {
+            tracing::warn!(node = %a.node, class = ?a.class, desired = a.desired, current = a.current, "{}", a.message);
+            let _ = self.events.send(PolicyEvent::Diverged(a));
+        }
+        for node in cleared {
+            tracing::info!(node = %node, "the node runs desired state again");
+            let _ = self.events.send(PolicyEvent::Converged { node });
+        }
+    }
+}
+
+async fn next(feed: &mut Option<atrion_state::ChangeFeed>) -> Option<FeedChange> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The hash of what a node runs: FNV-1a over the applicable policies and bans as JSON.
+fn hash_of(applicable: &[Applicable], bans: &[Ban]) -> String {
+    let bytes = serde_json::to_vec(&(applicable, bans)).unwrap_or_default();
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+/// The changes between two desired states: policies in force by pattern, bans by target.
+fn diff(before: &Desired, after: &Desired) -> Vec<PolicyChange> {
+    let map = |d: &Desired| -> BTreeMap<String, Policy> {
+        d.effective().into_iter().map(|(_, p)| (p.route.clone(), p.clone())).collect()
+    };
+    let (a, b) = (map(before), map(after));
+    let mut out = Vec::new();
+    let json = |p: Option<&Policy>| p.and_then(|p| serde_json::to_value(p).ok());
+    for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
+        let (x, y) = (a.get(k), b.get(k));
+        if x != y {
+            out.push(PolicyChange { target: k.clone(), from: json(x), to: json(y) });
+        }
+    }
+    let target = |b: &Ban| {
+        format!("ban route={} client={}", b.route.as_deref().unwrap_or("*"), b.client.as_deref().unwrap_or("*"))
+    };
+    let (ba, bb) = (before.bans(), after.bans());
+    for x in &ba {
+        let y = bb.iter().find(|y| y.same_target(x));
+        if y != Some(x) {
+            out.push(PolicyChange {
+                target: target(x),
+                from: serde_json::to_value(x).ok(),
+                to: y.and_then(|y| serde_json::to_value(y).ok()),
+            });
+        }
+    }
+    for y in bb.iter().filter(|y| !ba.iter().any(|x| x.same_target(y))) {
+        out.push(PolicyChange { target: target(y), from: None, to: serde_json::to_value(y).ok() });
+    }
+    out
+}
+
+fn describe(change: &Change) -> (&'static str, Option<String>) {
+    match change {
+        Change::Replace(_) => ("policy.replace", None),
+        Change::Upsert(p) => ("policy.set", Some(p.route.clone())),
+        Change::Remove(r) => ("policy.delete", Some(r.clone())),
+        Change::Ban(b) => (
+            "ban",
+            Some(format!("route={} client={}", b.route.as_deref().unwrap_or("*"), b.client.as_deref().unwrap_or("*"))),
+        ),
+        Change::Unban(r, c) => {
+            ("unban", Some(format!("route={} client={}", r.as_deref().unwrap_or("*"), c.as_deref().unwrap_or("*"))))
+        }
+    }
+}
+
+fn change_value(change: &Change) -> serde_json::Value {
+    match change {
+        Change::Replace(s) => serde_json::to_value(s).unwrap_or_default(),
+        Change::Upsert(p) => serde_json::to_value(p).unwrap_or_default(),
+        Change::Remove(r) => serde_json::Value::from(r.as_str()),
+        Change::Ban(b) => serde_json::to_value(b).unwrap_or_default(),
+        Change::Unban(r, c) => serde_json::json!({"route": r, "client": c}),
+    }
+}

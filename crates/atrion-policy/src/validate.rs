@@ -1,0 +1,505 @@
+//! The validation pipeline: schema (unknown fields, types) → semantic (ranges, order,
+//! pattern syntax, ambiguous patterns, deadlines) → resource (how many, how long). Every
+//! stage runs on what the one before let through, every issue is collected with its path,
+//! and any issue rejects the whole change.
+
+use atrion_core::{ConfigError, PhysicsConfig, RoutePattern};
+use serde_json::{Map, Value};
+
+use crate::model::{Ban, Desired, Lanes, Policy, PolicySet};
+
+/// The stage an issue was found at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Unknown fields, wrong types, text that does not parse.
+    Schema,
+    /// Ranges, order, pattern syntax, overlapping patterns, deadlines.
+    Semantic,
+    /// Bounds on counts and lengths.
+    Resource,
+}
+
+/// One problem, at a path into the document (`policies[3].physics.tuner.k`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Issue {
+    /// Where it was found.
+    pub stage: Stage,
+    /// The path.
+    pub path: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A change refused by the pipeline, with every issue found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} issue(s): {}", issues.len(), issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct Rejected {
+    /// The issues, in document order within each stage.
+    pub issues: Vec<Issue>,
+}
+
+/// Bounds of the resource stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Policies in one layer.
+    pub max_policies: usize,
+    /// Bans in one layer.
+    pub max_bans: usize,
+    /// The longest pattern, in bytes.
+    pub max_pattern_len: usize,
+    /// The longest client key, in bytes.
+    pub max_client_len: usize,
+    /// VIP client keys in one policy.
+    pub max_vip: usize,
+    /// The longest note or ban reason, in bytes.
+    pub max_note_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_policies: 10_000,
+            max_bans: 10_000,
+            max_pattern_len: 256,
+            max_client_len: 256,
+            max_vip: 1_000,
+            max_note_len: 1_024,
+        }
+    }
+}
+
+/// Validates policy sets against the physics a node runs.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    base: PhysicsConfig,
+    base_json: Map<String, Value>,
+    limits: Limits,
+}
+
+impl Validator {
+    /// A validator for nodes whose engine-wide physics is `base`.
+    pub fn new(base: PhysicsConfig, limits: Limits) -> Self {
+        let base_json = match serde_json::to_value(&base) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        Validator { base, base_json, limits }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A policy file's text (TOML), through the whole pipeline.
+    pub fn check_toml(&self, text: &str) -> Result<PolicySet, Rejected> {
+        let value: toml::Value = toml::from_str(text).map_err(|e| one(Stage::Schema, "", e.message().to_owned()))?;
+        let value = serde_json::to_value(value).map_err(|e| one(Stage::Schema, "", e.to_string()))?;
+        self.check_value(&value)
+    }
+
+    /// A policy set as JSON text, through the whole pipeline.
+    pub fn check_json(&self, text: &str) -> Result<PolicySet, Rejected> {
+        let value: Value = serde_json::from_str(text).map_err(|e| one(Stage::Schema, "", e.to_string()))?;
+        self.check_value(&value)
+    }
+
+    /// A policy set as a JSON value, through the whole pipeline.
+    pub fn check_value(&self, value: &Value) -> Result<PolicySet, Rejected> {
+        let mut issues = Vec::new();
+        let set = schema(value, &mut issues);
+        if issues.is_empty() {
+            self.semantic_and_resource(&set, "", &mut issues);
+        }
+        if issues.is_empty() { Ok(set) } else { Err(Rejected { issues }) }
+    }
+
+    /// A desired document as a whole (both layers, and the patterns of the policies in
+    /// force, checked together for ambiguity).
+    pub fn check_desired(&self, desired: &Desired) -> Result<(), Rejected> {
+        let mut issues = Vec::new();
+        self.semantic_and_resource(&desired.api, "api.", &mut issues);
+        self.semantic_and_resource(&desired.file, "file.", &mut issues);
+        let effective: Vec<&Policy> = desired.effective().into_iter().map(|(_, p)| p).collect();
+        ambiguous(&effective, "", &mut issues);
+        if issues.is_empty() { Ok(()) } else { Err(Rejected { issues }) }
+    }
+
+    /// The physics a policy's routes run: the base with the policy's overrides and lanes
+    /// merged in; `None` when it sets neither.
+    pub fn physics(&self, policy: &Policy) -> Result<Option<PhysicsConfig>, Vec<Issue>> {
+        if policy.physics.is_none() && !policy.lanes.as_ref().is_some_and(has_thresholds) {
+            return Ok(None);
+        }
+        let mut merged = self.base_json.clone();
+        if let Some(patch) = &policy.physics {
+            merge(&mut merged, patch);
+        }
+        if let Some(l) = &policy.lanes {
+            let lane = Map::from_iter(
+                [("high", l.high), ("normal", l.normal), ("low", l.low), ("bulk", l.bulk)]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_owned(), Value::from(v?)))),
+            );
+            merge(&mut merged, &Map::from_iter([("priority".to_owned(), Value::Object(lane))]));
+        }
+        let de = Value::Object(merged);
+        let cfg: PhysicsConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            vec![Issue { stage: Stage::Schema, path: format!("physics.{path}"), message: e.into_inner().to_string() }]
+        })?;
+        if cfg.model != self.base.model {
+            return Err(vec![Issue {
+                stage: Stage::Semantic,
+                path: "physics.model".into(),
+                message: format!("must be the node's model ({:?}), got {:?}", self.base.model, cfg.model),
+            }]);
+        }
+        cfg.validate().map_err(|e| vec![config_issue(&e)])?;
+        Ok(Some(cfg))
+    }
+
+    fn semantic_and_resource(&self, set: &PolicySet, prefix: &str, issues: &mut Vec<Issue>) {
+        let l = &self.limits;
+        let mut add = |stage, path: String, message: String| issues.push(Issue { stage, path, message });
+        for (i, p) in set.policies.iter().enumerate() {
+            let at = format!("{prefix}policies[{i}]");
+            if let Err(e) = RoutePattern::parse(&p.route) {
+                add(Stage::Semantic, format!("{at}.route"), e.to_string());
+            }
+            if set.policies[..i].iter().any(|q| q.route == p.route) {
+                add(Stage::Semantic, format!("{at}.route"), format!("`{}` has a policy already", p.route));
+            }
+            match self.physics(p) {
+                Ok(_) => {}
+                Err(found) => {
+                    for f in found {
+                        add(f.stage, format!("{at}.{}", lanes_path(p, &f.path)), f.message);
+                    }
+                }
+            }
+            if let Some(lanes) = &p.lanes {
+                for (j, c) in lanes.vip.iter().enumerate() {
+                    if let Err(m) = client_ok(c, l) {
+                        add(Stage::Semantic, format!("{at}.lanes.vip[{j}]"), m);
+                    }
+                }
+                if lanes.vip.len() > l.max_vip {
+                    add(
+                        Stage::Resource,
+                        format!("{at}.lanes.vip"),
+                        format!("at most {} keys, got {}", l.max_vip, lanes.vip.len()),
+                    );
+                }
+            }
+            if p.route.len() > l.max_pattern_len {
+                add(
+                    Stage::Resource,
+                    format!("{at}.route"),
+                    format!("at most {} bytes, got {}", l.max_pattern_len, p.route.len()),
+                );
+            }
+            if p.note.as_ref().is_some_and(|n| n.len() > l.max_note_len) {
+                add(Stage::Resource, format!("{at}.note"), format!("at most {} bytes", l.max_note_len));
+            }
+        }
+        let policies: Vec<&Policy> = set.policies.iter().collect();
+        ambiguous(&policies, prefix, issues);
+        for (i, b) in set.bans.iter().enumerate() {
+            let at = format!("{prefix}bans[{i}]");
+            ban_issues(b, &at, l, issues);
+        }
+        if set.policies.len() > l.max_policies {
+            issues.push(Issue {
+                stage: Stage::Resource,
+                path: format!("{prefix}policies"),
+                message: format!("at most {} policies, got {}", l.max_policies, set.policies.len()),
+            });
+        }
+        if set.bans.len() > l.max_bans {
+            issues.push(Issue {
+                stage: Stage::Resource,
+                path: format!("{prefix}bans"),
+                message: format!("at most {} bans, got {}", l.max_bans, set.bans.len()),
+            });
+        }
+        issues.sort_by_key(|i| i.stage as u8);
+    }
+
+    /// Checks a ban on its own (the API's `POST /v1/policies/bans`): a deadline in the
+    /// future (`now_ms`), a valid pattern and client key.
+    pub fn check_ban(&self, ban: &Ban, now_ms: u64) -> Result<(), Rejected> {
+        let mut issues = Vec::new();
+        ban_issues(ban, "ban", &self.limits, &mut issues);
+        if ban.until_ms <= now_ms {
+            issues.push(Issue {
+                stage: Stage::Semantic,
+                path: "ban.until_ms".into(),
+                message: format!("must be in the future (now {now_ms}), got {}", ban.until_ms),
+            });
+        }
+        if issues.is_empty() { Ok(()) } else { Err(Rejected { issues }) }
+    }
+}
+
+fn has_thresholds(l: &Lanes) -> bool {
+    l.high.or(l.normal).or(l.low).or(l.bulk).is_some()
+}
+
+/// Lanes are merged into `physics.priority`; an issue there is reported at the lane.
+fn lanes_path(p: &Policy, path: &str) -> String {
+    match path.strip_prefix("physics.priority.") {
+        Some(lane) if p.lanes.is_some() && !p.physics.as_ref().is_some_and(|m| m.contains_key("priority")) => {
+            format!("lanes.{lane}")
+        }
+        _ => path.to_owned(),
+    }
+}
+
+fn ban_issues(b: &Ban, at: &str, l: &Limits, issues: &mut Vec<Issue>) {
+    let mut add = |stage, path: String, message: String| issues.push(Issue { stage, path, message });
+    if b.route.is_none() && b.client.is_none() {
+        add(Stage::Semantic, at.to_owned(), "a ban needs a `route`, a `client`, or both".into());
+    }
+    if let Some(r) = &b.route {
+        if let Err(e) = RoutePattern::parse(r) {
+            add(Stage::Semantic, format!("{at}.route"), e.to_string());
+        }
+        if r.len() > l.max_pattern_len {
+            add(
+                Stage::Resource,
+                format!("{at}.route"),
+                format!("at most {} bytes, got {}", l.max_pattern_len, r.len()),
+            );
+        }
+    }
+    if let Some(c) = &b.client
+        && let Err(m) = client_ok(c, l)
+    {
+        add(Stage::Semantic, format!("{at}.client"), m);
+    }
+    if b.reason.as_ref().is_some_and(|n| n.len() > l.max_note_len) {
+        add(Stage::Resource, format!("{at}.reason"), format!("at most {} bytes", l.max_note_len));
+    }
+}
+
+fn client_ok(c: &str, l: &Limits) -> Result<(), String> {
+    if c.is_empty() || c.len() > l.max_client_len || c.chars().any(char::is_control) {
+        return Err(format!("a client key is 1 to {} bytes without control characters", l.max_client_len));
+    }
+    Ok(())
+}
+
+/// Patterns of equal specificity that can match the same route: neither would win.
+fn ambiguous(policies: &[&Policy], prefix: &str, issues: &mut Vec<Issue>) {
+    let parsed: Vec<(usize, RoutePattern)> =
+        policies.iter().enumerate().filter_map(|(i, p)| Some((i, RoutePattern::parse(&p.route).ok()?))).collect();
+    for (n, (i, a)) in parsed.iter().enumerate() {
+        for (j, b) in &parsed[..n] {
+            if a.is_glob() && a != b && a.specificity() == b.specificity() && a.overlaps(b) {
+                issues.push(Issue {
+                    stage: Stage::Semantic,
+                    path: format!("{prefix}policies[{i}].route"),
+                    message: format!(
+                        "`{a}` and `{b}` (policies[{j}]) are equally specific and can match the same route: make one more specific"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+fn config_issue(e: &ConfigError) -> Issue {
+    let (field, message) = match e {
+        ConfigError::NotFinite { field, value } => (*field, format!("must be finite, got {value}")),
+        ConfigError::OutOfRange { field, value, expected } => (*field, format!("must be {expected}, got {value}")),
+        ConfigError::Order { field, value, other, other_value } => {
+            (*field, format!("must not exceed `{other}` ({other_value}), got {value}"))
+        }
+        ConfigError::UnknownName { field, expected } => (*field, format!("unknown, expected {expected}")),
+        other => ("", other.to_string()),
+    };
+    Issue { stage: Stage::Semantic, path: format!("physics.{field}"), message }
+}
+
+fn one(stage: Stage, path: &str, message: String) -> Rejected {
+    Rejected { issues: vec![Issue { stage, path: path.to_owned(), message }] }
+}
+
+/// Deep merge: objects merge key by key, anything else replaces.
+fn merge(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        match (base.get_mut(k), v) {
+            (Some(Value::Object(b)), Value::Object(p)) => merge(b, p),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The schema stage: the document's shape, each policy and ban on its own, so that every
+/// malformed item is reported, not just the first.
+fn schema(value: &Value, issues: &mut Vec<Issue>) -> PolicySet {
+    let mut set = PolicySet::default();
+    let Some(top) = value.as_object() else {
+        issues.push(Issue {
+            stage: Stage::Schema,
+            path: String::new(),
+            message: "expected a table of `policies` and `bans`".into(),
+        });
+        return set;
+    };
+    for k in top.keys().filter(|k| !matches!(k.as_str(), "policies" | "bans")) {
+        issues.push(Issue {
+            stage: Stage::Schema,
+            path: k.clone(),
+            message: "unknown field, expected `policies` or `bans`".into(),
+        });
+    }
+    fn items<T: serde::de::DeserializeOwned>(top: &Map<String, Value>, name: &str, issues: &mut Vec<Issue>) -> Vec<T> {
+        let Some(v) = top.get(name) else { return Vec::new() };
+        let Some(list) = v.as_array() else {
+            issues.push(Issue { stage: Stage::Schema, path: name.to_owned(), message: "expected a list".into() });
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            match serde_path_to_error::deserialize::<_, T>(item) {
+                Ok(t) => out.push(t),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let path = if path == "." { format!("{name}[{i}]") } else { format!("{name}[{i}].{path}") };
+                    issues.push(Issue { stage: Stage::Schema, path, message: e.into_inner().to_string() });
+                }
+            }
+        }
+        out
+    }
+    set.policies = items(top, "policies", issues);
+    set.bans = items(top, "bans", issues);
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v() -> Validator {
+        Validator::new(PhysicsConfig::default(), Limits::default())
+    }
+
+    fn paths(r: Rejected) -> Vec<(Stage, String)> {
+        r.issues.into_iter().map(|i| (i.stage, i.path)).collect()
+    }
+
+    #[test]
+    fn a_good_file_passes_and_keeps_what_it_says() {
+        let set = v()
+            .check_toml(
+                r#"
+                [[policies]]
+                route = "GET /pay"
+                physics = { tuner = { k = 4.0 }, normal = { slo_ms = 250.0 } }
+                lanes = { bulk = 0.2, vip = ["acme"] }
+                [[policies]]
+                route = "GET /admin/*"
+                state = "shadow"
+                [[bans]]
+                client = "scraper"
+                until_ms = 99999999999999
+                "#,
+            )
+            .unwrap();
+        assert_eq!(set.policies.len(), 2);
+        let cfg = v().physics(&set.policies[0]).unwrap().unwrap();
+        assert_eq!((cfg.tuner.k, cfg.priority.bulk), (4.0, 0.2));
+        assert_eq!(v().physics(&set.policies[1]).unwrap(), None);
+    }
+
+    #[test]
+    fn every_issue_is_reported_with_its_path_and_stage() {
+        let err = v()
+            .check_json(
+                r#"{"policies": [
+                    {"route": "a", "physics": {"tuner": {"k": -1}}},
+                    {"route": "b", "stat": "open"},
+                    {"route": "c", "state": "sideways"},
+                    {"route": "d", "physics": {"tuner": {"kk": 1}}}
+                ], "extra": 1}"#,
+            )
+            .unwrap_err();
+        assert_eq!(
+            paths(err),
+            [
+                (Stage::Schema, "extra".into()),
+                (Stage::Schema, "policies[1].stat".into()),
+                (Stage::Schema, "policies[2].state".into()),
+            ]
+        );
+        let err = v().check_json(r#"{"policies": [{"route": "a", "physics": {"tuner": {"k": -1}}}, {"route": "d", "physics": {"tuner": {"kk": 1}}}]}"#).unwrap_err();
+        let text: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+        assert!(text.contains(&"policies[0].physics.tuner.k: must be > 0, got -1".to_owned()), "{text:?}");
+        assert_eq!(paths(err)[0], (Stage::Schema, "policies[1].physics.tuner.kk".into()), "schema first");
+    }
+
+    #[test]
+    fn semantic_and_resource_rules() {
+        let err = v()
+            .check_json(
+                r#"{"policies": [
+                    {"route": "GET /*"}, {"route": "*ET /a"},
+                    {"route": "p", "physics": {"tuner": {"floor": 500, "ceiling": 100}}},
+                    {"route": "q", "lanes": {"bulk": 2}},
+                    {"route": "q"},
+                    {"route": ""}
+                ], "bans": [{"until_ms": 5}, {"client": "x", "route": "GET /x", "until_ms": 5}]}"#,
+            )
+            .unwrap_err();
+        let p = paths(err.clone());
+        assert!(p.contains(&(Stage::Semantic, "policies[1].route".into())), "ambiguous: {err}");
+        assert!(p.contains(&(Stage::Semantic, "policies[2].physics.tuner.floor".into())), "{err}");
+        assert!(p.contains(&(Stage::Semantic, "policies[3].lanes.bulk".into())), "{err}");
+        assert!(p.contains(&(Stage::Semantic, "policies[4].route".into())), "duplicate: {err}");
+        assert!(p.contains(&(Stage::Semantic, "policies[5].route".into())), "empty: {err}");
+        assert!(p.contains(&(Stage::Semantic, "bans[0]".into())), "{err}");
+        let long = "x".repeat(300);
+        let err = v().check_json(&format!(r#"{{"policies": [{{"route": "{long}"}}]}}"#)).unwrap_err();
+        assert_eq!(paths(err), [(Stage::Resource, "policies[0].route".into())]);
+        let few = Limits { max_policies: 1, ..Limits::default() };
+        let err = Validator::new(PhysicsConfig::default(), few)
+            .check_json(r#"{"policies": [{"route": "a"}, {"route": "b"}]}"#)
+            .unwrap_err();
+        assert_eq!(paths(err), [(Stage::Resource, "policies".into())]);
+        let ban = Ban { route: None, client: Some("c".into()), until_ms: 10, reason: None };
+        assert!(v().check_ban(&ban, 20).is_err());
+        assert!(v().check_ban(&ban, 5).is_ok());
+    }
+
+    #[test]
+    fn the_api_layer_wins_over_the_file_and_ambiguity_is_checked_across_layers() {
+        let mut d = Desired::default();
+        d.file.policies.push(Policy {
+            route: "a".into(),
+            physics: None,
+            lanes: None,
+            state: Some(crate::ManualState::Open),
+            note: None,
+        });
+        d.api.policies.push(Policy { route: "a".into(), physics: None, lanes: None, state: None, note: None });
+        let eff = d.effective();
+        assert_eq!(eff.len(), 1);
+        assert_eq!(eff[0].0, crate::Source::Api);
+        d.api.policies.push(Policy { route: "x*".into(), physics: None, lanes: None, state: None, note: None });
+        d.file.policies.push(Policy { route: "*y".into(), physics: None, lanes: None, state: None, note: None });
+        assert!(v().check_desired(&d).is_err());
+    }
+}
