@@ -29,6 +29,7 @@ mod model;
 mod reconcile;
 mod runtime;
 mod validate;
+mod view;
 
 pub use desired::{Change, Changed, DesiredStore, decode};
 pub use log::{Log, Logged, Page};
@@ -39,6 +40,7 @@ pub use reconcile::{
 };
 pub use runtime::Gate;
 pub use validate::{Issue, Limits, Rejected, Stage, Validator};
+pub use view::Cluster;
 
 use atrion_state::StoreError;
 

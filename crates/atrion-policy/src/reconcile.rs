@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use atrion_core::{Engine, EngineError, PhysicsConfig, PhysicsObserver, RoutePolicy};
+use atrion_core::{Engine, EngineError, PhysicsConfig, PhysicsObserver};
 use atrion_state::{Change as FeedChange, Clock, ClusterKeys, StateStore, fnv1a};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
-use crate::log::{Log, Page};
 use crate::model::{Ban, Desired, ManualState, Policy, Source};
 use crate::runtime::Gate;
 use crate::validate::{Limits, Validator};
+use crate::view::{Cluster, resolve};
 
 /// How a node's reconciliation runs.
 #[derive(Debug, Clone)]
@@ -210,8 +210,8 @@ pub enum PolicyEvent {
 /// A state dump: desired, applicable (this node) and current (every node).
 #[derive(Debug, Clone, Serialize)]
 pub struct StateDump {
-    /// This node.
-    pub node: String,
+    /// The node answering (`None`: read from the store directly).
+    pub node: Option<String>,
     /// The desired state.
     pub desired: Desired,
     /// What this node resolved it into.
@@ -256,12 +256,11 @@ struct NodeState {
 
 struct Inner<O> {
     engine: Arc<Engine<O>>,
+    cluster: Cluster,
     desired: DesiredStore,
     keys: ClusterKeys,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
-    history: Log,
-    audit: Log,
     cfg: PolicyConfig,
     state: Mutex<NodeState>,
     events: broadcast::Sender<PolicyEvent>,
@@ -296,10 +295,10 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     ) -> Arc<Self> {
         let validator = Validator::new(engine.config().clone(), cfg.limits.clone());
         let node = keys.node_id().to_owned();
+        let cluster = Cluster::new(store, keys.clone(), validator, cfg.history_limit, cfg.audit_limit);
         let inner = Arc::new(Inner {
-            desired: DesiredStore::new(store.clone(), &keys, validator),
-            history: Log::new(store.clone(), keys.policy_history_prefix(), &node, cfg.history_limit),
-            audit: Log::new(store, keys.audit_prefix(), &node, cfg.audit_limit),
+            desired: cluster.desired().clone(),
+            cluster,
             engine,
             clock,
             gate: Gate::new(),
@@ -331,6 +330,11 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         let task = tokio::spawn(async move { inner.run(cancel).await });
         *this.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         this
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        self.inner.keys.node_id()
     }
 
     /// Bans and VIP lanes, for the decision path.
@@ -409,24 +413,12 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
 
     /// Appends to the audit trail (also logged under the `atrion::audit` target).
     pub async fn audit(&self, entry: AuditEntry) -> Result<String, PolicyError> {
-        tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
-        let at = entry.at_ms;
-        self.inner.timed(self.inner.audit.append(at, &entry)).await
+        self.inner.timed(self.inner.cluster.audit(&entry)).await
     }
 
-    /// A page of the audit trail, newest first.
-    pub async fn audit_page(&self, before: Option<&str>, limit: usize) -> Result<Page<AuditEntry>, PolicyError> {
-        self.inner.timed(self.inner.audit.page(before, limit)).await
-    }
-
-    /// The whole audit trail, oldest first.
-    pub async fn audit_all(&self) -> Result<Vec<crate::log::Logged<AuditEntry>>, PolicyError> {
-        self.inner.timed(self.inner.audit.all()).await
-    }
-
-    /// A page of the history of applied changes, newest first.
-    pub async fn history(&self, before: Option<&str>, limit: usize) -> Result<Page<HistoryEvent>, PolicyError> {
-        self.inner.timed(self.inner.history.page(before, limit)).await
+    /// The cluster's state in the store: desired state, reports, history, audit trail.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Reconciles now (a tick's work, without waiting for it).
@@ -436,16 +428,17 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     }
 
     /// Desired, applicable and current state, as this node knows them now (desired and the
-    /// reports are read from the store).
+    /// other nodes' reports are read from the store).
     pub async fn dump(&self) -> Result<StateDump, PolicyError> {
-        let (desired, _) = self.inner.timed(self.inner.desired.read()).await?;
-        let reports = self.inner.read_reports().await?;
+        let c = &self.inner.cluster;
+        let (desired, _) = self.inner.timed(c.desired.read()).await?;
+        let reports = self.inner.timed(c.reports()).await?;
         let st = self.inner.lock();
         let me = self.inner.keys.node_id();
         let mut current: Vec<Report> = reports.into_iter().filter(|r| r.node != me).collect();
         current.insert(0, st.current.clone());
         Ok(StateDump {
-            node: me.to_owned(),
+            node: Some(me.to_owned()),
             desired,
             applicable: st.applied.clone(),
             current,
@@ -456,34 +449,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     /// What each node runs that differs from desired.
     pub async fn diff(&self) -> Result<Vec<NodeDiff>, PolicyError> {
         let dump = self.dump().await?;
-        let behind = dump.current.iter().map(|r| r.version).filter(|v| *v < dump.desired.version).min();
-        let events: Vec<HistoryEvent> = match behind {
-            None => Vec::new(),
-            Some(_) => {
-                self.inner.timed(self.inner.history.all::<HistoryEvent>()).await?.into_iter().map(|l| l.entry).collect()
-            }
-        };
-        Ok(dump
-            .current
-            .into_iter()
-            .map(|r| {
-                let mut missing: Vec<PolicyChange> = Vec::new();
-                let mut seen = std::collections::HashSet::new();
-                for e in events.iter().filter(|e| e.version > r.version) {
-                    if seen.insert(e.version) {
-                        missing.extend(e.changes.iter().cloned());
-                    }
-                }
-                NodeDiff {
-                    in_sync: r.version == dump.desired.version && r.error.is_none(),
-                    node: r.node,
-                    version: r.version,
-                    desired: dump.desired.version,
-                    missing,
-                    error: r.error,
-                }
-            })
-            .collect())
+        self.inner.timed(self.inner.cluster.diff(&dump)).await
     }
 
     /// Stops the loop.
@@ -566,7 +532,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             }
         }
         let version = desired.version;
-        let resolved = self.resolve(&desired);
+        let resolved = resolve(self.desired.validator(), &desired);
         let (applicable, policies) = match resolved {
             Ok(r) => r,
             Err(message) => return self.fail(version, Divergence::SoftwareBug, message),
@@ -602,39 +568,12 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         let _ = self.events.send(PolicyEvent::Applied { version, changes: changes.len() });
         if !changes.is_empty() {
             let event = HistoryEvent { version, node: self.keys.node_id().to_owned(), at_ms: now, changes };
-            if let Err(e) = self.timed(self.history.append(now, &event)).await {
+            if let Err(e) = self.timed(self.cluster.history.append(now, &event)).await {
                 tracing::warn!(error = %e, version, "the history event could not be written");
             }
         }
         drop(_one);
         self.report(true).await;
-    }
-
-    /// Desired state resolved into what this node applies: every policy in force with its
-    /// physics, and the engine's overrides.
-    fn resolve(&self, desired: &Desired) -> Result<(Vec<Applicable>, Vec<RoutePolicy>), String> {
-        let v = self.desired.validator();
-        v.check_desired(desired).map_err(|e| e.to_string())?;
-        let mut applicable = Vec::new();
-        let mut policies = Vec::new();
-        for (source, p) in desired.effective() {
-            let physics = v
-                .physics(p)
-                .map_err(|issues| issues.iter().map(|i| format!("{}: {i}", p.route)).collect::<Vec<_>>().join("; "))?;
-            policies.push(RoutePolicy {
-                pattern: p.route.clone(),
-                config: physics.clone(),
-                hold: p.state.map_or(atrion_core::Hold::Released, Into::into),
-            });
-            applicable.push(Applicable {
-                route: p.route.clone(),
-                source,
-                physics,
-                state: p.state,
-                vip: p.lanes.as_ref().map(|l| l.vip.clone()).unwrap_or_default(),
-            });
-        }
-        Ok((applicable, policies))
     }
 
     fn fail(&self, version: u64, class: Divergence, message: String) {
@@ -673,17 +612,10 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         }
     }
 
-    async fn read_reports(&self) -> Result<Vec<Report>, PolicyError> {
-        let store = self.desired.store();
-        let keys = self.timed(async { Ok(store.list_keys(&self.keys.policy_reports_prefix()).await?) }).await?;
-        let values = self.timed(async { Ok(store.batch_get(&keys).await?) }).await?;
-        Ok(values.into_iter().flatten().filter_map(|e| serde_json::from_slice::<Report>(&e.value).ok()).collect())
-    }
-
     /// Compares every node's report with desired state; raises and clears alerts.
     async fn check_divergence(&self) {
         let now = self.clock.wall_ms();
-        let reports = self.read_reports().await;
+        let reports = self.timed(self.cluster.reports()).await;
         let limit = self.cfg.every.as_millis() as u64 * u64::from(self.cfg.divergence_after);
         let silent_after = self.cfg.report_every.as_millis() as u64 * 3;
         let mut raised = Vec::new();

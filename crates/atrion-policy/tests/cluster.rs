@@ -74,7 +74,7 @@ async fn a_change_on_one_node_is_in_force_on_the_others_and_keeps_route_state() 
     let diff = a.diff().await.unwrap();
     assert!(diff.iter().all(|d| d.in_sync), "{diff:?}");
     // The history has one event per node for version 1.
-    let h = a.history(None, 10).await.unwrap();
+    let h = a.cluster().history(None, 10).await.unwrap();
     let mut nodes: Vec<&str> = h.entries.iter().map(|e| e.entry.node.as_str()).collect();
     nodes.sort_unstable();
     assert_eq!(nodes, ["a", "b"]);
@@ -135,7 +135,7 @@ async fn rejected_changes_leave_state_untouched_and_are_audited() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(a.gate().banned("GET /x", Some("bot"), a.wall_ms()), None, "expired at its deadline");
     // Every action is in the audit trail, newest first, the refused ones too.
-    let page = a.audit_page(None, 10).await.unwrap();
+    let page = a.cluster().audit_page(None, 10).await.unwrap();
     let seen: Vec<(&str, &str, bool)> =
         page.entries.iter().map(|e| (e.entry.who.as_str(), e.entry.action.as_str(), e.entry.ok)).collect();
     assert_eq!(
@@ -147,7 +147,7 @@ async fn rejected_changes_leave_state_untouched_and_are_audited() {
             ("alice", "policy.set", true)
         ]
     );
-    let older = a.audit_page(Some(&page.entries[1].id), 10).await.unwrap();
+    let older = a.cluster().audit_page(Some(&page.entries[1].id), 10).await.unwrap();
     assert_eq!(older.entries.len(), 2, "paging goes on from a cursor");
     a.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! Administration, behind an admin token: hold a route open or closed, release it, reset
 //! it; back the store up as streamed JSON lines and restore it. Every action is recorded in
-//! the audit trail (`tracing` target `atrion::audit`) with the token's name.
+//! the audit trail with the token's name: in the store when the server runs policies, and
+//! in the log (`tracing` target `atrion::audit`) always.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::auth::Admin;
+use crate::policies::audit;
 use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse, read_body};
 use crate::views::{RouteView, route_view};
 
@@ -53,7 +55,13 @@ async fn hold_route(
         }
         e => Problem::invalid("route", e.to_string()),
     })?;
-    tracing::info!(target: "atrion::audit", token = %admin.0, action = ?hold, route = %req.route, "route hold");
+    let action = match hold {
+        Hold::Open => "route.open",
+        Hold::Closed => "route.close",
+        Hold::Shadow => "route.shadow",
+        _ => "route.release",
+    };
+    audit(s, &admin.0, action, Some(req.route.clone()), true, None).await;
     route_view(s, &req.route)
         .await
         .map(Json)
@@ -104,7 +112,7 @@ pub(crate) async fn reset(
     let req: RouteAction = parse(body)?;
     check_route("route", &req.route)?;
     s.atrion.engine().reset(&req.route, s.atrion.now()).map_err(|e| Problem::unknown_route(e.to_string()))?;
-    tracing::info!(target: "atrion::audit", token = %admin.0, action = "reset", route = %req.route, "route reset");
+    audit(&s, &admin.0, "route.reset", Some(req.route.clone()), true, None).await;
     route_view(&s, &req.route)
         .await
         .map(Json)
@@ -119,7 +127,7 @@ pub(crate) async fn reset(
 pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
     let store = s.atrion.store().clone();
     let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
-    tracing::info!(target: "atrion::audit", token = %admin.0, action = "backup", keys = keys.len(), "backup");
+    audit(&s, &admin.0, "backup", Some(format!("{} keys", keys.len())), true, None).await;
     let chunks = futures_util::stream::unfold((store, keys, 0usize), |(store, keys, at)| async move {
         if at >= keys.len() {
             return None;
@@ -161,8 +169,15 @@ pub(crate) async fn restore(
         p.field = Some(format!("line {line}"));
         p
     })?;
-    let n = BackupLine::write_all(s.atrion.store().as_ref(), lines).await.map_err(|e| store_problem(&e))?;
-    tracing::info!(target: "atrion::audit", token = %admin.0, action = "restore", keys = n, "restore");
+    let written = BackupLine::write_all(s.atrion.store().as_ref(), lines).await;
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            audit(&s, &admin.0, "restore", None, false, Some(e.to_string())).await;
+            return Err(store_problem(&e));
+        }
+    };
+    audit(&s, &admin.0, "restore", Some(format!("{n} keys")), true, None).await;
     Ok(Json(Restored { restored: n }).into_response())
 }
 
@@ -226,15 +241,18 @@ pub(crate) async fn switch_store(
         })?;
         switch.service.add_backend(name.clone(), store).map_err(|e| Problem::invalid("url", e.to_string()))?;
     }
-    tracing::info!(target: "atrion::audit", token = %admin.0, action = "switch-store", to = %name, "store switch");
-    let report = switch.service.switch_backend(&name).await.map_err(|e| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "switch-failed",
-            "The switch failed: the old store stays",
-            e.to_string(),
-        )
-    })?;
-    tracing::info!(target: "atrion::audit", token = %admin.0, from = %report.from, to = %report.to, copied = report.copied, "store switched");
+    let report = match switch.service.switch_backend(&name).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit(&s, &admin.0, "store.switch", Some(name), false, Some(e.to_string())).await;
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "switch-failed",
+                "The switch failed: the old store stays",
+                e.to_string(),
+            ));
+        }
+    };
+    audit(&s, &admin.0, "store.switch", Some(format!("{} -> {}", report.from, report.to)), true, None).await;
     Ok(Json(Switched { from: report.from, to: report.to, copied: report.copied, verified: report.verified }))
 }

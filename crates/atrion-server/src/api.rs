@@ -58,6 +58,9 @@ pub(crate) struct DecideRequest {
     /// `critical`, `high`, `normal`, `low` or `bulk`; the server's default when absent.
     #[serde(default)]
     priority: Option<String>,
+    /// The caller's client key, for cluster-wide bans and VIP lanes (policies).
+    #[serde(default)]
+    client: Option<String>,
 }
 
 /// The answer to `POST /v1/decide`.
@@ -67,7 +70,8 @@ pub(crate) struct DecideResponse {
     #[schema(value_type = String, example = "admit")]
     verdict: atrion::Verdict,
     /// Why: `healthy`, `bootstrap`, `probe`, `keepalive`, `open`, `probe_quota`,
-    /// `overloaded`, `soft_limit`, `throttled`, `held`.
+    /// `overloaded`, `soft_limit`, `throttled`, `held`, `banned` (a policy's ban), `shadow`
+    /// (admitted: the route runs in shadow mode and would have shed).
     #[schema(value_type = String, example = "healthy")]
     reason: atrion::Reason,
     /// The route's mode: `bootstrap`, `operational`, `open`, `half_open`.
@@ -104,6 +108,16 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
         Some(p) => p.parse::<Priority>().map_err(|e| Problem::invalid("priority", e.to_string()))?,
     };
     let now = s.atrion.now();
+    let mut priority = priority;
+    if let Some(p) = &s.config.policy {
+        let gate = p.gate();
+        if let Some(until) = gate.banned(&req.route, req.client.as_deref(), p.wall_ms()) {
+            return Ok(banned(s, &req.route, until.saturating_sub(p.wall_ms())));
+        }
+        if req.client.as_deref().is_some_and(|c| gate.vip(&req.route, c)) {
+            priority = Priority::Critical;
+        }
+    }
     let d: Decision = s.atrion.engine().decide(&req.route, now, priority);
     let ticket = d.is_admitted().then(|| Ticket { at: now, route: req.route.as_str() }.encode());
     let retry_after_ms = d.retry_after.map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
@@ -115,6 +129,20 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
         retry_after_ms,
         ticket,
     })
+}
+
+/// The answer to a banned request: shed until the ban's deadline, at the route's state as
+/// last published (a ban does not create a route).
+fn banned(s: &Shared, route: &str, left_ms: u64) -> DecideResponse {
+    let status = s.atrion.engine().status(route).ok();
+    DecideResponse {
+        verdict: atrion::Verdict::Shed,
+        reason: atrion::Reason::Banned,
+        mode: status.as_ref().map_or(atrion::Mode::Operational, |st| st.mode),
+        resistance: status.map_or(0.0, |st| st.resistance),
+        retry_after_ms: Some(left_ms.max(1)),
+        ticket: None,
+    }
 }
 
 /// `POST /v1/report`: by ticket (`ticket`, `ok`, `saturation`?), or by route with the

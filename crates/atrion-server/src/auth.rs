@@ -150,6 +150,7 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let Some(presented) = presented else {
+            refused(s, parts.uri.path(), "no token");
             return Err(Refused(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "missing-token",
@@ -161,6 +162,7 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             Some(name) => Ok(Admin(name)),
             None => {
                 tracing::warn!(target: "atrion::audit", path = %parts.uri.path(), "refused: a token that is not ours");
+                refused(s, parts.uri.path(), "a token that is not ours");
                 Err(Refused(Problem::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid-token",
@@ -170,6 +172,15 @@ impl FromRequestParts<Arc<Shared>> for Admin {
             }
         }
     }
+}
+
+/// Records a refused attempt in the audit trail, off the request's path.
+fn refused(s: &Arc<Shared>, path: &str, why: &str) {
+    if s.config.policy.is_none() {
+        return;
+    }
+    let (s, path, why) = (s.clone(), path.to_owned(), why.to_owned());
+    tokio::spawn(async move { crate::policies::audit(&s, "-", "auth", Some(path), false, Some(why)).await });
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ mod auth;
 mod http;
 mod observer;
 mod openapi;
+mod policies;
 mod problem;
 mod proxy;
 mod views;
@@ -46,11 +47,14 @@ mod views;
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
-pub use problem::Problem;
+pub use problem::{Problem, ProblemIssue};
 pub use proxy::{PathTemplate, ProxyConfig, ProxyError, forwarding_router, proxy_router};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;
+
+/// The policy layer of the sidecar's engine.
+pub type PolicyHandle = Arc<atrion_policy::PolicyNode<SidecarObserver>>;
 
 /// Renders the metrics registry in Prometheus' text format (the exporter's handle, installed
 /// by the application).
@@ -108,6 +112,9 @@ pub struct ServerConfig {
     pub max_restore_bytes: usize,
     /// Serves `POST /v1/admin/store` when set.
     pub store_switch: Option<StoreSwitch>,
+    /// The policy layer: serves `/v1/policies`, `/v1/bans`, `/v1/state*` and `/v1/audit*`,
+    /// applies bans and VIP lanes to decisions, and keeps the audit trail in the store.
+    pub policy: Option<PolicyHandle>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +127,7 @@ impl Default for ServerConfig {
             admin_tokens: Vec::new(),
             max_restore_bytes: 256 * 1024 * 1024,
             store_switch: None,
+            policy: None,
         }
     }
 }
@@ -168,6 +176,13 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(admin::backup))
         .routes(routes!(admin::switch_store))
         .routes(restore)
+        .routes(routes!(policies::get_policies, policies::put_policies, policies::post_policy, policies::delete_policy))
+        .routes(routes!(policies::ban, policies::unban))
+        .routes(routes!(policies::state))
+        .routes(routes!(policies::diff))
+        .routes(routes!(policies::history))
+        .routes(routes!(policies::audit_page))
+        .routes(routes!(policies::audit_export))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests

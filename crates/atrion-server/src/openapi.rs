@@ -18,7 +18,8 @@ use crate::Shared;
         (name = "routes", description = "What this node knows of each route"),
         (name = "cluster", description = "The cluster's nodes"),
         (name = "health", description = "Liveness, readiness, metrics, this document"),
-        (name = "admin", description = "Behind a bearer token")
+        (name = "admin", description = "Behind a bearer token"),
+        (name = "policies", description = "Desired, applicable and current state across the cluster; bans; the audit trail")
     )
 )]
 pub(crate) struct ApiDoc;

@@ -25,6 +25,20 @@ pub struct Problem {
     /// The path of the offending field in the body, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every issue a validation found, each with its path (a rejected policy change).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub issues: Vec<ProblemIssue>,
+}
+
+/// One issue of a rejected change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ProblemIssue {
+    /// `schema`, `semantic` or `resource`.
+    pub stage: String,
+    /// Where, in the document (`policies[3].physics.tuner.k`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
 }
 
 impl Problem {
@@ -35,6 +49,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            issues: Vec::new(),
         }
     }
 

@@ -36,9 +36,11 @@ pub(crate) struct RouteView {
     cluster_scar: Option<f64>,
     /// Decisions on this node, by verdict.
     decisions: DecisionCounts,
-    /// An operator's hold: `released`, `open`, `closed`.
+    /// An operator's or a policy's hold: `released`, `open`, `closed`, `shadow`.
     #[schema(value_type = String, example = "released")]
     held: atrion::Hold,
+    /// Decisions a shadow hold turned from shed into admit (what the route would have shed).
+    shadowed: u32,
     /// The other nodes' contributions, as they reported them.
     nodes: Vec<NodeContribution>,
 }
@@ -110,6 +112,7 @@ pub(crate) async fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
         cluster_scar: engine.cluster_scar(route, s.atrion.now()),
         decisions: engine.observer().counts(route),
         held: engine.held(route).unwrap_or_default(),
+        shadowed: engine.shadowed(route).unwrap_or_default(),
         nodes,
     })
 }

@@ -1,0 +1,146 @@
+//! The cluster's policy state as the store holds it: desired state, every node's report,
+//! the history and the audit trail. What a node serves, and what the CLI reads straight
+//! from a store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use atrion_core::{Hold, RoutePolicy};
+use atrion_state::{ClusterKeys, StateStore};
+
+use crate::PolicyError;
+use crate::desired::DesiredStore;
+use crate::log::{Log, Logged, Page};
+use crate::model::Desired;
+use crate::reconcile::{Applicable, AuditEntry, HistoryEvent, NodeDiff, PolicyChange, Report, StateDump};
+use crate::validate::Validator;
+
+/// The cluster's policy state in a store.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub(crate) desired: DesiredStore,
+    pub(crate) history: Arc<Log>,
+    pub(crate) audit: Arc<Log>,
+    keys: ClusterKeys,
+}
+
+impl Cluster {
+    /// The state of the cluster whose keys are `keys` (its node id names what this side
+    /// appends to the logs), logs bounded to about `history_limit` and `audit_limit`.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        keys: ClusterKeys,
+        validator: Validator,
+        history_limit: usize,
+        audit_limit: usize,
+    ) -> Self {
+        let node = keys.node_id().to_owned();
+        Cluster {
+            desired: DesiredStore::new(store.clone(), &keys, validator),
+            history: Arc::new(Log::new(store.clone(), keys.policy_history_prefix(), &node, history_limit)),
+            audit: Arc::new(Log::new(store, keys.audit_prefix(), &node, audit_limit)),
+            keys,
+        }
+    }
+
+    /// Desired state.
+    pub fn desired(&self) -> &DesiredStore {
+        &self.desired
+    }
+
+    /// Every node's last report.
+    pub async fn reports(&self) -> Result<Vec<Report>, PolicyError> {
+        let store = self.desired.store();
+        let keys = store.list_keys(&self.keys.policy_reports_prefix()).await?;
+        let values = store.batch_get(&keys).await?;
+        Ok(values.into_iter().flatten().filter_map(|e| serde_json::from_slice::<Report>(&e.value).ok()).collect())
+    }
+
+    /// Desired state, what it resolves to (on nodes whose defaults are the validator's),
+    /// and every node's report: the dump without a node of its own (no alerts: those are a
+    /// node's judgement).
+    pub async fn dump(&self) -> Result<StateDump, PolicyError> {
+        let (desired, _) = self.desired.read().await?;
+        let applicable = resolve(self.desired.validator(), &desired).map(|(a, _)| a).unwrap_or_default();
+        Ok(StateDump { node: None, current: self.reports().await?, desired, applicable, alerts: Vec::new() })
+    }
+
+    /// What each node of `dump` runs that differs from desired: the changes of the versions
+    /// it has not applied, from the history.
+    pub async fn diff(&self, dump: &StateDump) -> Result<Vec<NodeDiff>, PolicyError> {
+        let desired = dump.desired.version;
+        let events: Vec<HistoryEvent> = if dump.current.iter().any(|r| r.version < desired) {
+            self.history.all::<HistoryEvent>().await?.into_iter().map(|l| l.entry).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(dump
+            .current
+            .iter()
+            .map(|r| {
+                let mut missing: Vec<PolicyChange> = Vec::new();
+                let mut seen = HashSet::new();
+                for e in events.iter().filter(|e| e.version > r.version) {
+                    if seen.insert(e.version) {
+                        missing.extend(e.changes.iter().cloned());
+                    }
+                }
+                NodeDiff {
+                    in_sync: r.version == desired && r.error.is_none(),
+                    node: r.node.clone(),
+                    version: r.version,
+                    desired,
+                    missing,
+                    error: r.error.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// A page of the history of applied changes, newest first.
+    pub async fn history(&self, before: Option<&str>, limit: usize) -> Result<Page<HistoryEvent>, PolicyError> {
+        self.history.page(before, limit).await
+    }
+
+    /// A page of the audit trail, newest first.
+    pub async fn audit_page(&self, before: Option<&str>, limit: usize) -> Result<Page<AuditEntry>, PolicyError> {
+        self.audit.page(before, limit).await
+    }
+
+    /// The whole audit trail, oldest first.
+    pub async fn audit_all(&self) -> Result<Vec<Logged<AuditEntry>>, PolicyError> {
+        self.audit.all().await
+    }
+
+    /// Appends to the audit trail (also logged under the `atrion::audit` target).
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<String, PolicyError> {
+        tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
+        self.audit.append(entry.at_ms, entry).await
+    }
+}
+
+/// Desired state resolved into what a node applies: every policy in force with its
+/// physics, and the engine's overrides. `Err` says why it cannot be applied.
+pub(crate) fn resolve(v: &Validator, desired: &Desired) -> Result<(Vec<Applicable>, Vec<RoutePolicy>), String> {
+    v.check_desired(desired).map_err(|e| e.to_string())?;
+    let mut applicable = Vec::new();
+    let mut policies = Vec::new();
+    for (source, p) in desired.effective() {
+        let physics = v
+            .physics(p)
+            .map_err(|issues| issues.iter().map(|i| format!("{}: {i}", p.route)).collect::<Vec<_>>().join("; "))?;
+        policies.push(RoutePolicy {
+            pattern: p.route.clone(),
+            config: physics.clone(),
+            hold: p.state.map_or(Hold::Released, Into::into),
+        });
+        applicable.push(Applicable {
+            route: p.route.clone(),
+            source,
+            physics,
+            state: p.state,
+            vip: p.lanes.as_ref().map(|l| l.vip.clone()).unwrap_or_default(),
+        });
+    }
+    Ok((applicable, policies))
+}

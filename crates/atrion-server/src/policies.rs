@@ -1,0 +1,343 @@
+//! Policies across the cluster: desired state (read by anyone, changed behind an admin
+//! token), the state dump, diff and history, bans, and the audit trail.
+
+use std::sync::Arc;
+
+use atrion_policy::{AuditEntry, Ban, Change, PolicyError, PolicySet, Rejected, Source};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Admin;
+use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemIssue, parse, read_body};
+use crate::{PolicyHandle, Shared};
+
+fn node(s: &Shared) -> Result<&PolicyHandle, Problem> {
+    s.config.policy.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "policies-unavailable",
+            "This server runs no policies",
+            "it was built without a policy node",
+        )
+    })
+}
+
+/// The problem of a failed policy operation.
+pub(crate) fn policy_problem(e: &PolicyError) -> Problem {
+    match e {
+        PolicyError::Rejected(r) => rejected(r),
+        PolicyError::Conflict { .. } | PolicyError::Contended { .. } => {
+            Problem::new(StatusCode::CONFLICT, "version-conflict", "Desired state changed meanwhile", e.to_string())
+        }
+        PolicyError::NotFound { .. } => {
+            Problem::new(StatusCode::NOT_FOUND, "no-such-policy", "Nothing to remove", e.to_string())
+        }
+        _ => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "The store cannot be reached",
+            e.to_string(),
+        ),
+    }
+}
+
+fn rejected(r: &Rejected) -> Problem {
+    let mut p =
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "policy-rejected", "The change is rejected", r.to_string());
+    p.field = r.issues.first().map(|i| i.path.clone());
+    p.issues = r
+        .issues
+        .iter()
+        .map(|i| ProblemIssue {
+            stage: serde_json::to_value(i.stage).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            path: i.path.clone(),
+            message: i.message.clone(),
+        })
+        .collect();
+    p
+}
+
+/// Records an admin action in the audit trail when the server runs policies (and in the
+/// log in any case).
+pub(crate) async fn audit(
+    s: &Shared,
+    who: &str,
+    action: &str,
+    target: Option<String>,
+    ok: bool,
+    error: Option<String>,
+) {
+    let Some(p) = &s.config.policy else {
+        tracing::info!(target: "atrion::audit", who, action, target = ?target, ok, error = ?error, "admin action");
+        return;
+    };
+    let entry = AuditEntry {
+        at_ms: p.wall_ms(),
+        who: who.to_owned(),
+        action: action.to_owned(),
+        target,
+        before: None,
+        after: None,
+        ok,
+        error,
+        node: p.node_id().to_owned(),
+    };
+    if let Err(e) = p.audit(entry).await {
+        tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
+    }
+}
+
+/// `?expected_version=N`: change only if desired state is still at version N.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Expected {
+    /// The desired version the change is based on (a conflict otherwise).
+    expected_version: Option<u64>,
+}
+
+/// `?route=…&expected_version=N`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RouteQuery {
+    /// The policy's pattern.
+    route: String,
+    /// The desired version the change is based on.
+    expected_version: Option<u64>,
+}
+
+/// The answer to a change: the desired version now, and whether it changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChangeAnswer {
+    /// The desired version after the change.
+    version: u64,
+    /// False when the change changed nothing (no new version).
+    changed: bool,
+    /// The API layer after the change.
+    #[schema(value_type = Object)]
+    api: PolicySet,
+}
+
+async fn change(s: &Shared, admin: &Admin, c: Change, expected: Option<u64>) -> Result<Json<ChangeAnswer>, Problem> {
+    let p = node(s)?;
+    let done = p.change(Source::Api, &c, &admin.0, expected).await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(ChangeAnswer { version: done.after.version, changed: done.after != done.before, api: done.after.api }))
+}
+
+/// A body through the schema stage of the pipeline, for the paths of its issues.
+fn checked(
+    s: &Shared,
+    body: Result<Bytes, BytesRejection>,
+    wrap: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> Result<PolicySet, Problem> {
+    let p = node(s)?;
+    let body = read_body(body)?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The body is not valid JSON", e.to_string())
+    })?;
+    p.desired().validator().check_value(&wrap(value)).map_err(|r| rejected(&r))
+}
+
+/// The cluster's desired policies: both layers, their version, and who changed them last.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies",
+    responses((status = 200, description = "The desired state", body = Object),
+        (status = 404, description = "No policies on this server", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn get_policies(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+    let p = node(&s)?;
+    let (d, _) = p.desired().read().await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(d).into_response())
+}
+
+/// Replaces the API's policies and bans (the policy file's stay; the API's win on a pattern
+/// both set). The whole set goes through the validation pipeline; a rejected set changes
+/// nothing and lists every issue with its path.
+#[utoipa::path(put, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(Expected),
+    request_body(content = Object, description = "`{\"policies\": [..], \"bans\": [..]}`"),
+    responses((status = 200, body = ChangeAnswer), (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"),
+        BodyProblems, AdminProblems))]
+pub(crate) async fn put_policies(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    Query(q): Query<Expected>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    let set = match checked(&s, body, |v| v) {
+        Ok(set) => set,
+        Err(p) => return Err(refused(&s, &admin, "policy.replace", None, p).await),
+    };
+    change(&s, &admin, Change::Replace(set), q.expected_version).await
+}
+
+/// Sets one policy (replacing the API's policy on its pattern).
+#[utoipa::path(post, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(Expected),
+    request_body(content = Object, description = "One policy: `{\"route\", \"physics\"?, \"lanes\"?, \"state\"?, \"note\"?}`"),
+    responses((status = 200, body = ChangeAnswer), (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"),
+        BodyProblems, AdminProblems))]
+pub(crate) async fn post_policy(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    Query(q): Query<Expected>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    let mut set = match checked(&s, body, |v| serde_json::json!({ "policies": [v] })) {
+        Ok(set) => set,
+        Err(p) => return Err(refused(&s, &admin, "policy.set", None, p).await),
+    };
+    let Some(policy) = set.policies.pop() else {
+        return Err(Problem::invalid("route", "a policy is needed"));
+    };
+    change(&s, &admin, Change::Upsert(policy), q.expected_version).await
+}
+
+/// Removes the API's policy on a pattern.
+#[utoipa::path(delete, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(RouteQuery),
+    responses((status = 200, body = ChangeAnswer), (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+pub(crate) async fn delete_policy(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    Query(q): Query<RouteQuery>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    change(&s, &admin, Change::Remove(q.route), q.expected_version).await
+}
+
+/// `POST /v1/bans`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BanRequest {
+    /// The routes banned (a pattern); every route when absent.
+    route: Option<String>,
+    /// The client key banned (as `client` in `/v1/decide`); every client when absent.
+    client: Option<String>,
+    /// The deadline, ms since the Unix epoch; or
+    until_ms: Option<u64>,
+    /// how long from now, in ms.
+    for_ms: Option<u64>,
+    /// Why.
+    reason: Option<String>,
+}
+
+/// Bans a route, a client key, or a client key on a route, on every node until a deadline
+/// (a ban on the same target moves its deadline).
+#[utoipa::path(post, path = "/v1/bans", tag = "policies", security(("admin" = [])), request_body = BanRequest,
+    responses((status = 200, body = ChangeAnswer), BodyProblems, AdminProblems))]
+pub(crate) async fn ban(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    let req: BanRequest = parse(body)?;
+    let now = node(&s)?.wall_ms();
+    let until_ms = match (req.until_ms, req.for_ms) {
+        (Some(u), None) => u,
+        (None, Some(f)) => now.saturating_add(f),
+        _ => return Err(Problem::invalid("until_ms", "give one of `until_ms` and `for_ms`")),
+    };
+    let b = Ban { route: req.route, client: req.client, until_ms, reason: req.reason };
+    change(&s, &admin, Change::Ban(b), None).await
+}
+
+/// `?route=…&client=…`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct BanTarget {
+    /// The ban's route pattern, if it has one.
+    route: Option<String>,
+    /// The ban's client key, if it has one.
+    client: Option<String>,
+}
+
+/// Lifts a ban before its deadline.
+#[utoipa::path(delete, path = "/v1/bans", tag = "policies", security(("admin" = [])), params(BanTarget),
+    responses((status = 200, body = ChangeAnswer), (status = 404, description = "No such ban", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+pub(crate) async fn unban(
+    State(s): State<Arc<Shared>>,
+    admin: Admin,
+    Query(q): Query<BanTarget>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    change(&s, &admin, Change::Unban(q.route, q.client), None).await
+}
+
+/// Desired, applicable (this node) and current (every node's report) state, and the
+/// divergence alerts in force.
+#[utoipa::path(get, path = "/v1/state", tag = "policies",
+    responses((status = 200, description = "The state dump", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn state(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+    let dump = node(&s)?.dump().await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(dump).into_response())
+}
+
+/// What each node runs that differs from desired: its version, and the changes of the
+/// versions it has not applied.
+#[utoipa::path(get, path = "/v1/state/diff", tag = "policies",
+    responses((status = 200, description = "One entry per node", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn diff(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+    let diff = node(&s)?.diff().await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(diff).into_response())
+}
+
+/// `?before=ID&limit=N`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Paging {
+    /// Entries older than this id (the `next` of the page before).
+    before: Option<String>,
+    /// At most this many (default 50, at most 1,000).
+    limit: Option<usize>,
+}
+
+impl Paging {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(50).clamp(1, 1_000)
+    }
+}
+
+/// The history of applied changes, newest first: which node applied which version, and
+/// what changed, from what to what.
+#[utoipa::path(get, path = "/v1/state/history", tag = "policies", params(Paging),
+    responses((status = 200, description = "A page: `{entries, next}`", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn history(State(s): State<Arc<Shared>>, Query(q): Query<Paging>) -> Result<Response, Problem> {
+    let page = node(&s)?.cluster().history(q.before.as_deref(), q.limit()).await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// The audit trail, newest first: every admin action and every refused attempt, with who,
+/// what, before and after.
+#[utoipa::path(get, path = "/v1/audit", tag = "policies", security(("admin" = [])), params(Paging),
+    responses((status = 200, description = "A page: `{entries, next}`", body = Object), AdminProblems))]
+pub(crate) async fn audit_page(
+    State(s): State<Arc<Shared>>,
+    _admin: Admin,
+    Query(q): Query<Paging>,
+) -> Result<Response, Problem> {
+    let page = node(&s)?.cluster().audit_page(q.before.as_deref(), q.limit()).await.map_err(|e| policy_problem(&e))?;
+    Ok(Json(page).into_response())
+}
+
+/// The whole audit trail as JSON lines, oldest first.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "policies", security(("admin" = [])),
+    responses((status = 200, description = "JSON lines", body = String, content_type = "application/x-ndjson"), AdminProblems))]
+pub(crate) async fn audit_export(State(s): State<Arc<Shared>>, _admin: Admin) -> Result<Response, Problem> {
+    let all = node(&s)?.cluster().audit_all().await.map_err(|e| policy_problem(&e))?;
+    let mut text = String::new();
+    for e in all {
+        if let Ok(line) = serde_json::to_string(&e) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let mut response = Body::from(text).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    Ok(response)
+}
+
+/// Records a change refused before it reached the store, and returns its problem.
+async fn refused(s: &Shared, admin: &Admin, action: &str, target: Option<String>, p: Problem) -> Problem {
+    audit(s, &admin.0, action, target, false, Some(p.detail.clone())).await;
+    p
+}
