@@ -9,7 +9,11 @@
 //! - `atrion stability-map`: the reference's stability grid, and the same without
 //!   saturated inputs, as tables and heat maps.
 //!
-//! - `atrion serve`: the sidecar, an HTTP decision service (`atrion-server`).
+//! - `atrion serve`: the sidecar, an HTTP decision service (`atrion-server`), with the
+//!   cluster's policies (`--policy-file`, watched).
+//! - `atrion policy check|apply|get|delete|ban|unban`, `atrion state dump|diff|history`,
+//!   `atrion audit`: steer a running cluster, through a sidecar (`--server`) or its store
+//!   (`--store`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +24,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod node;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod policy;
 mod replay;
 mod serve;
 mod simulate;
@@ -50,6 +55,15 @@ enum Command {
     /// Run the sidecar: an HTTP decision service on loopback (port 7878), its state in a
     /// store (an embedded file in ./atrion-data by default).
     Serve(serve::ServeArgs),
+    /// Policies across the cluster: check a file offline, apply, get, delete, ban, unban.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// The cluster's policy state: dump (desired, applicable, current per node), diff,
+    /// history.
+    #[command(subcommand)]
+    State(policy::StateCmd),
+    /// The audit trail: every admin action and refused attempt, newest first.
+    Audit(policy::AuditArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {
         /// The model whose constants to print.
@@ -215,6 +229,9 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
+        Command::Policy(cmd) => policy::policy(cmd),
+        Command::State(cmd) => policy::state(cmd),
+        Command::Audit(args) => policy::audit(args),
         Command::Serve(args) => serve::Settings::resolve(&args).and_then(|settings| {
             let tracing = install_logging(settings.log_format, "info", settings.otlp_endpoint.as_deref())?;
             let result = serve::run(&settings);

@@ -79,6 +79,14 @@ pub struct ServeArgs {
     /// Export traces and metrics over OTLP/HTTP to this collector (`http://host:4318`).
     #[arg(long, env = "ATRION_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// A policy file (TOML: `[[policies]]` and `[[bans]]`), watched: each valid edit
+    /// replaces the file's layer of the cluster's desired state; an invalid one is logged
+    /// and the previous policies stay.
+    #[arg(long, env = "ATRION_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+    /// Pulses a node may stay behind desired state before a divergence alert [default: 5].
+    #[arg(long, env = "ATRION_DIVERGENCE_PULSES")]
+    pub divergence_pulses: Option<u32>,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -113,6 +121,8 @@ struct FileSettings {
     proxy_listen: Option<SocketAddr>,
     path_templates: Option<Vec<String>>,
     otlp_endpoint: Option<String>,
+    policy_file: Option<PathBuf>,
+    divergence_pulses: Option<u32>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -133,6 +143,8 @@ pub struct Settings {
     proxy: Option<(SocketAddr, atrion_server::ProxyConfig)>,
     /// Where traces and metrics go over OTLP/HTTP, if anywhere.
     pub otlp_endpoint: Option<String>,
+    policy_file: Option<PathBuf>,
+    divergence_pulses: u32,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -189,6 +201,11 @@ impl Settings {
                 .map_or(server.request_timeout, Duration::from_millis),
             proxy: None,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
+            policy_file: args.policy_file.clone().or(file.policy_file),
+            divergence_pulses: args
+                .divergence_pulses
+                .or(file.divergence_pulses)
+                .unwrap_or(atrion_policy::PolicyConfig::default().divergence_after),
         };
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
@@ -248,6 +265,9 @@ impl Settings {
         {
             return Err(bad("otlp-endpoint", format!("`{e}` is not an http:// or https:// URL")));
         }
+        if self.divergence_pulses == 0 {
+            return Err(bad("divergence-pulses", "must be at least 1"));
+        }
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
         }
@@ -305,6 +325,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
     let mut sync = SyncConfig::for_node(&s.node_id);
     sync.namespace = s.namespace.clone();
     sync.validate().map_err(|e| bad("node-id / namespace", e))?;
+    let pulse = sync.pulse;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let shown = atrion::redacted_url(&s.store);
@@ -322,9 +343,24 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let switch = atrion_server::StoreSwitch { service: service.clone(), open };
         let metrics = install_metrics()?;
         let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
-        let atrion =
-            Arc::new(atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service)).sync(sync).build()?);
+        let atrion = Arc::new(
+            atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service.clone())).sync(sync).build()?,
+        );
         atrion.connect().await.context("loading what the store knows")?;
+        let mut pcfg = atrion_policy::PolicyConfig::default();
+        pcfg.every = pulse;
+        pcfg.divergence_after = s.divergence_pulses;
+        let policy = atrion_policy::PolicyNode::start(
+            atrion.engine().clone(),
+            Arc::new(service.clone()),
+            atrion::state::ClusterKeys::new(&s.namespace, &s.node_id),
+            atrion.clock().clone(),
+            pcfg,
+        )
+        .await;
+        if let Some(path) = &s.policy_file {
+            tokio::spawn(crate::policy::watch_file(policy.clone(), path.clone()));
+        }
         #[cfg(feature = "otlp")]
         let meter = match &s.otlp_endpoint {
             Some(endpoint) => Some(crate::otlp::meter(endpoint, atrion.clone(), s.metrics_routes)?),
@@ -374,6 +410,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         };
         let mut config = s.server_config(metrics);
         config.store_switch = Some(switch);
+        config.policy = Some(policy.clone());
         #[cfg(feature = "otlp")]
         let flush = meter.clone();
         atrion_server::serve(listener, atrion, &config, async move {
@@ -387,6 +424,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             }
         })
         .await?;
+        policy.shutdown().await;
         #[cfg(feature = "otlp")]
         if let Some(meter) = meter {
             let _ = meter.shutdown();

@@ -377,36 +377,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         expected: Option<u64>,
     ) -> Result<Changed, PolicyError> {
         let now = self.wall_ms();
-        let result = self.inner.desired.change(source, change, who, expected, now).await;
-        let (action, target) = describe(change);
-        let entry = match &result {
-            Ok(c) => AuditEntry {
-                at_ms: now,
-                who: who.to_owned(),
-                action: action.into(),
-                target,
-                before: serde_json::to_value(c.before.layer(source)).ok(),
-                after: serde_json::to_value(c.after.layer(source)).ok(),
-                ok: true,
-                error: None,
-                node: self.inner.keys.node_id().to_owned(),
-            },
-            Err(e) => AuditEntry {
-                at_ms: now,
-                who: who.to_owned(),
-                action: action.into(),
-                target,
-                before: None,
-                after: serde_json::to_value(change_value(change)).ok(),
-                ok: false,
-                error: Some(e.to_string()),
-                node: self.inner.keys.node_id().to_owned(),
-            },
-        };
-        if let Err(e) = self.audit(entry).await {
-            tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
-        }
-        let changed = result?;
+        let changed = self.inner.cluster.change(source, change, who, expected, now).await?;
         self.inner.reconcile().await;
         Ok(changed)
     }
@@ -737,29 +708,4 @@ fn diff(before: &Desired, after: &Desired) -> Vec<PolicyChange> {
         out.push(PolicyChange { target: target(y), from: None, to: serde_json::to_value(y).ok() });
     }
     out
-}
-
-fn describe(change: &Change) -> (&'static str, Option<String>) {
-    match change {
-        Change::Replace(_) => ("policy.replace", None),
-        Change::Upsert(p) => ("policy.set", Some(p.route.clone())),
-        Change::Remove(r) => ("policy.delete", Some(r.clone())),
-        Change::Ban(b) => (
-            "ban",
-            Some(format!("route={} client={}", b.route.as_deref().unwrap_or("*"), b.client.as_deref().unwrap_or("*"))),
-        ),
-        Change::Unban(r, c) => {
-            ("unban", Some(format!("route={} client={}", r.as_deref().unwrap_or("*"), c.as_deref().unwrap_or("*"))))
-        }
-    }
-}
-
-fn change_value(change: &Change) -> serde_json::Value {
-    match change {
-        Change::Replace(s) => serde_json::to_value(s).unwrap_or_default(),
-        Change::Upsert(p) => serde_json::to_value(p).unwrap_or_default(),
-        Change::Remove(r) => serde_json::Value::from(r.as_str()),
-        Change::Ban(b) => serde_json::to_value(b).unwrap_or_default(),
-        Change::Unban(r, c) => serde_json::json!({"route": r, "client": c}),
-    }
 }

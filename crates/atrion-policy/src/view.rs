@@ -9,9 +9,9 @@ use atrion_core::{Hold, RoutePolicy};
 use atrion_state::{ClusterKeys, StateStore};
 
 use crate::PolicyError;
-use crate::desired::DesiredStore;
+use crate::desired::{Change, Changed, DesiredStore};
 use crate::log::{Log, Logged, Page};
-use crate::model::Desired;
+use crate::model::{Desired, Source};
 use crate::reconcile::{Applicable, AuditEntry, HistoryEvent, NodeDiff, PolicyChange, Report, StateDump};
 use crate::validate::Validator;
 
@@ -112,6 +112,44 @@ impl Cluster {
         self.audit.all().await
     }
 
+    /// Changes desired state ([`DesiredStore::change`]) and records it in the audit trail,
+    /// refused or not (a trail that cannot be written is logged, and does not undo the
+    /// change).
+    pub async fn change(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Changed, PolicyError> {
+        let result = self.desired.change(source, change, who, expected, now_ms).await;
+        let (action, target) = describe(change);
+        let (before, after, error) = match &result {
+            Ok(c) => (
+                serde_json::to_value(c.before.layer(source)).ok(),
+                serde_json::to_value(c.after.layer(source)).ok(),
+                None,
+            ),
+            Err(e) => (None, Some(change_value(change)), Some(e.to_string())),
+        };
+        let entry = AuditEntry {
+            at_ms: now_ms,
+            who: who.to_owned(),
+            action: action.into(),
+            target,
+            before,
+            after,
+            ok: result.is_ok(),
+            error,
+            node: self.keys.node_id().to_owned(),
+        };
+        if let Err(e) = self.audit(&entry).await {
+            tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
+        }
+        result
+    }
+
     /// Appends to the audit trail (also logged under the `atrion::audit` target).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<String, PolicyError> {
         tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
@@ -143,4 +181,27 @@ pub(crate) fn resolve(v: &Validator, desired: &Desired) -> Result<(Vec<Applicabl
         });
     }
     Ok((applicable, policies))
+}
+
+fn describe(change: &Change) -> (&'static str, Option<String>) {
+    let ban = |r: &Option<String>, c: &Option<String>| {
+        format!("route={} client={}", r.as_deref().unwrap_or("*"), c.as_deref().unwrap_or("*"))
+    };
+    match change {
+        Change::Replace(_) => ("policy.replace", None),
+        Change::Upsert(p) => ("policy.set", Some(p.route.clone())),
+        Change::Remove(r) => ("policy.delete", Some(r.clone())),
+        Change::Ban(b) => ("ban", Some(ban(&b.route, &b.client))),
+        Change::Unban(r, c) => ("unban", Some(ban(r, c))),
+    }
+}
+
+fn change_value(change: &Change) -> serde_json::Value {
+    match change {
+        Change::Replace(s) => serde_json::to_value(s).unwrap_or_default(),
+        Change::Upsert(p) => serde_json::to_value(p).unwrap_or_default(),
+        Change::Remove(r) => serde_json::Value::from(r.as_str()),
+        Change::Ban(b) => serde_json::to_value(b).unwrap_or_default(),
+        Change::Unban(r, c) => serde_json::json!({"route": r, "client": c}),
+    }
 }

@@ -134,12 +134,14 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
 /// The answer to a banned request: shed until the ban's deadline, at the route's state as
 /// last published (a ban does not create a route).
 fn banned(s: &Shared, route: &str, left_ms: u64) -> DecideResponse {
-    let status = s.atrion.engine().status(route).ok();
+    let engine = s.atrion.engine();
+    let status = engine.status(route).ok();
     DecideResponse {
         verdict: atrion::Verdict::Shed,
         reason: atrion::Reason::Banned,
-        mode: status.as_ref().map_or(atrion::Mode::Operational, |st| st.mode),
-        resistance: status.map_or(0.0, |st| st.resistance),
+        // A route never seen would start in bootstrap, at its base resistance.
+        mode: status.as_ref().map_or(atrion::Mode::Bootstrap, |st| st.mode),
+        resistance: status.map_or_else(|| engine.route_config(route).r_base, |st| st.resistance),
         retry_after_ms: Some(left_ms.max(1)),
         ticket: None,
     }
