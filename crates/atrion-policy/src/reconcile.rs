@@ -212,6 +212,9 @@ pub enum PolicyEvent {
 pub struct StateDump {
     /// The node answering (`None`: read from the store directly).
     pub node: Option<String>,
+    /// The store could not be read: desired state and the others' reports are as this
+    /// node last read them.
+    pub stale: bool,
     /// The desired state.
     pub desired: Desired,
     /// What this node resolved it into.
@@ -400,16 +403,22 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
 
     /// Desired, applicable and current state, as this node knows them now (desired and the
     /// other nodes' reports are read from the store).
+    ///
+    /// When the store cannot be reached, the dump says what this node last knew, marked
+    /// `stale`: a partitioned node can still be asked what it runs.
     pub async fn dump(&self) -> Result<StateDump, PolicyError> {
         let c = &self.inner.cluster;
-        let (desired, _) = self.inner.timed(c.desired.read()).await?;
-        let reports = self.inner.timed(c.reports()).await?;
+        let read = async { Ok((self.inner.timed(c.desired.read()).await?.0, self.inner.timed(c.reports()).await?)) };
+        let fresh: Result<(Desired, Vec<Report>), PolicyError> = read.await;
         let st = self.inner.lock();
+        let stale = fresh.is_err();
+        let (desired, reports) = fresh.unwrap_or_else(|_| (st.desired.clone(), st.reports.clone()));
         let me = self.inner.keys.node_id();
         let mut current: Vec<Report> = reports.into_iter().filter(|r| r.node != me).collect();
         current.insert(0, st.current.clone());
         Ok(StateDump {
             node: Some(me.to_owned()),
+            stale,
             desired,
             applicable: st.applied.clone(),
             current,
@@ -622,19 +631,25 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
                     continue;
                 }
                 let since = *st.behind.entry(node.clone()).or_insert(now);
-                if now.saturating_sub(since) < limit || st.alerts.contains_key(&node) {
+                if now.saturating_sub(since) < limit {
                     continue;
                 }
                 let (class, message) = match (&error, silent) {
                     (_, true) if node == me => {
                         (Divergence::NetworkIssue, "this node cannot read the desired state".to_owned())
                     }
-                    (_, true) => (Divergence::NetworkIssue, format!("no report for {} ms", now.saturating_sub(since))),
+                    (_, true) => {
+                        (Divergence::NetworkIssue, "no report from the node: it cannot reach the store".to_owned())
+                    }
                     (Some(e), false) => (e.class, e.message.clone()),
                     (None, false) => {
                         (Divergence::ConfigurationDrift, format!("runs version {version}, desired {desired}"))
                     }
                 };
+                // Raised once; judged again every check (a late node turns out to be silent).
+                if st.alerts.get(&node).is_some_and(|a| a.class == class && a.desired == desired) {
+                    continue;
+                }
                 let alert = Alert { node: node.clone(), class, since_ms: since, desired, current: version, message };
                 st.alerts.insert(node, alert.clone());
                 raised.push(alert);

@@ -62,7 +62,14 @@ impl Cluster {
     pub async fn dump(&self) -> Result<StateDump, PolicyError> {
         let (desired, _) = self.desired.read().await?;
         let applicable = resolve(self.desired.validator(), &desired).map(|(a, _)| a).unwrap_or_default();
-        Ok(StateDump { node: None, current: self.reports().await?, desired, applicable, alerts: Vec::new() })
+        Ok(StateDump {
+            node: None,
+            stale: false,
+            current: self.reports().await?,
+            desired,
+            applicable,
+            alerts: Vec::new(),
+        })
     }
 
     /// What each node of `dump` runs that differs from desired: the changes of the versions

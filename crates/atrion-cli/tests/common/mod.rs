@@ -22,6 +22,8 @@ pub struct Serve {
     pub url: String,
     /// The line it printed on start.
     pub line: String,
+    /// What it wrote on stderr (its log), line by line.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Serve {
@@ -62,8 +64,14 @@ impl Serve {
         // Keep reading both pipes so the process never blocks on a full one.
         std::thread::spawn(move || for _ in out.lines() {});
         let err = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || for _ in err.lines() {});
-        Serve { child: Some(child), url, line }
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for l in err.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(l);
+            }
+        });
+        Serve { child: Some(child), url, line, logs }
     }
 
     /// SIGTERM, and a clean exit.
@@ -92,6 +100,24 @@ impl Serve {
         let r = reqwest::Client::new().post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
         assert!(r.status().is_success(), "{path} {body}: {}", r.status());
         r.json().await.unwrap()
+    }
+}
+
+impl Serve {
+    /// Whether a line of its log contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// A request with the admin bearer `token`: (status, JSON body).
+    pub async fn admin(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 }
 
