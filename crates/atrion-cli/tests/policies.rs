@@ -299,3 +299,28 @@ async fn the_policy_file_is_watched_and_the_audit_trail_outlives_a_restart() {
     assert_eq!(trail(&after), trail(&before), "the audit trail survives the restart");
     a.stop();
 }
+
+#[test]
+fn policy_check_validates_a_file_offline_with_every_issue_and_its_path() {
+    let bin = env!("CARGO_BIN_EXE_atrion");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies.toml");
+    let ok = std::process::Command::new(bin).args(["policy", "check", example]).output().unwrap();
+    assert!(ok.status.success(), "the README's example is valid: {}", String::from_utf8_lossy(&ok.stdout));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[policies]]\nroute = \"a*\"\n[[policies]]\nroute = \"*a\"\nphysics = { tuner = { k = -1 } }\n\
+         [[bans]]\nclient = \"x\"\nuntil_ms = 5\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin).args(["policy", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for path in ["policies[1].physics.tuner.k: must be > 0, got -1", "policies[1].route", "bans[0].until_ms"] {
+        assert!(text.contains(path), "{path} in {text}");
+    }
+    std::fs::write(&bad, "[[policies]]\nroute = \"a\"\nstat = \"open\"\n").unwrap();
+    let out = std::process::Command::new(bin).args(["policy", "check"]).arg(&bad).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Schema: policies[0].stat"), "{out:?}");
+}

@@ -95,6 +95,8 @@ impl DesiredStore {
                 return Err(PolicyError::Conflict { expected: e, found: before.version });
             }
             let mut after = before.clone();
+            // Bans past their deadline leave the layer with the next change to it.
+            after.layer_mut(source).bans.retain(|b| b.until_ms > now_ms);
             apply(after.layer_mut(source), change)?;
             if after.layer(source) == before.layer(source) {
                 return Ok(Changed { after: before.clone(), before });

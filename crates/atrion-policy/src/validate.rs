@@ -118,6 +118,14 @@ impl Validator {
         let set = schema(value, &mut issues);
         if issues.is_empty() {
             self.semantic_and_resource(&set, "", &mut issues);
+            // A change may not add a ban that is over already (a stored ban expires later).
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            for (i, b) in set.bans.iter().enumerate() {
+                if b.until_ms <= now {
+                    issues.push(past(&format!("bans[{i}].until_ms"), b.until_ms, now));
+                }
+            }
         }
         if issues.is_empty() { Ok(set) } else { Err(Rejected { issues }) }
     }
@@ -240,13 +248,17 @@ impl Validator {
         let mut issues = Vec::new();
         ban_issues(ban, "ban", &self.limits, &mut issues);
         if ban.until_ms <= now_ms {
-            issues.push(Issue {
-                stage: Stage::Semantic,
-                path: "ban.until_ms".into(),
-                message: format!("must be in the future (now {now_ms}), got {}", ban.until_ms),
-            });
+            issues.push(past("ban.until_ms", ban.until_ms, now_ms));
         }
         if issues.is_empty() { Ok(()) } else { Err(Rejected { issues }) }
+    }
+}
+
+fn past(path: &str, until_ms: u64, now_ms: u64) -> Issue {
+    Issue {
+        stage: Stage::Semantic,
+        path: path.to_owned(),
+        message: format!("a ban's deadline must be in the future (now {now_ms}), got {until_ms}"),
     }
 }
 
@@ -471,6 +483,7 @@ mod tests {
         assert!(p.contains(&(Stage::Semantic, "policies[4].route".into())), "duplicate: {err}");
         assert!(p.contains(&(Stage::Semantic, "policies[5].route".into())), "empty: {err}");
         assert!(p.contains(&(Stage::Semantic, "bans[0]".into())), "{err}");
+        assert!(p.contains(&(Stage::Semantic, "bans[1].until_ms".into())), "a deadline in the past: {err}");
         let long = "x".repeat(300);
         let err = v().check_json(&format!(r#"{{"policies": [{{"route": "{long}"}}]}}"#)).unwrap_err();
         assert_eq!(paths(err), [(Stage::Resource, "policies[0].route".into())]);
