@@ -279,6 +279,16 @@ async fn the_policy_file_is_watched_and_the_audit_trail_outlives_a_restart() {
     assert!(a.logged("policies[0].state"), "the path is in the log");
     assert_eq!(a.get("/v1/policies").await["version"].as_u64(), Some(version));
     assert_eq!(decide(&a, "GET /b1", None).await["reason"], "held");
+    // The policy layer's metrics are in the sidecar's scrape.
+    let text = reqwest::get(format!("{}/metrics", a.url)).await.unwrap().text().await.unwrap();
+    for m in [
+        "atrion_policy_version",
+        "atrion_policy_desired_version",
+        "atrion_policy_divergence_alerts",
+        "atrion_policy_reconcile_seconds",
+    ] {
+        assert!(text.contains(m), "{m} in /metrics");
+    }
     // An admin action, then a restart on the same store: the trail is still there.
     let (status, _) = a.admin(Method::POST, "/v1/admin/open", TOKEN, Some(json!({"route": "GET /c"}))).await;
     assert_eq!(status, 200);

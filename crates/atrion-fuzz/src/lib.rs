@@ -13,6 +13,7 @@
 //! | [`notices`] | change notices as the Redis and PostgreSQL feeds receive them | no panic; what parses re-encodes to a payload that parses the same; carried values decode or are refused |
 //! | [`store_values`] | garbage under the cluster's keys, read by a node's sync; a backup file restored | no panic; the engine's values stay finite |
 //! | [`engine`] | arbitrary sequences of decide, report, time steps and cluster views | every value finite, scar never negative, route count bounded |
+//! | [`policies`] | policy files (TOML) and API bodies (JSON) through the validation pipeline; route patterns | no panic; what passes resolves and installs in an engine; two patterns that match one route overlap |
 //! | [`api`] | the sidecar's request bodies (decide, report, batch, admin hold and restore) | never a 5xx; a 4xx is a problem+json with a type and changes no route; a 2xx is JSON |
 
 use std::time::Duration;
@@ -278,5 +279,49 @@ pub fn api(data: &[u8]) {
         if path == "/v1/decide" || path == "/v1/report" {
             assert_eq!(s.atrion.engine().route_ids().len(), routes_before, "{path}: a refused body created a route");
         }
+    }
+}
+
+/// Policy documents through the validation pipeline, and route patterns. The first byte
+/// picks TOML or JSON; the text is the document. Three lines of text (two patterns and a
+/// route) also check that patterns which both match a route are found to overlap.
+pub fn policies(data: &[u8]) {
+    use atrion_policy::{Desired, Limits, Validator};
+    let Some((&pick, body)) = data.split_first() else { return };
+    let Ok(text) = std::str::from_utf8(body) else { return };
+    let mut lines = text.lines();
+    if let (Some(p), Some(q), Some(route)) = (lines.next(), lines.next(), lines.next())
+        && let (Ok(p), Ok(q)) = (atrion_core::RoutePattern::parse(p), atrion_core::RoutePattern::parse(q))
+        && p.matches(route)
+        && q.matches(route)
+    {
+        assert!(p.overlaps(&q) && q.overlaps(&p), "`{p}` and `{q}` both match `{route}`");
+    }
+    let v = Validator::new(PhysicsConfig::default(), Limits::default());
+    let checked = if pick % 2 == 0 { v.check_toml(text) } else { v.check_json(text) };
+    let set = match checked {
+        Ok(set) => set,
+        Err(r) => {
+            assert!(!r.issues.is_empty(), "a rejection names its issues");
+            return;
+        }
+    };
+    let desired = Desired { api: set, ..Desired::default() };
+    v.check_desired(&desired).expect("a set that passes alone passes as a document");
+    let engine = Engine::new(PhysicsConfig::default()).expect("the default config");
+    let mut installed = Vec::new();
+    for (_, p) in desired.effective() {
+        let physics = v.physics(p).expect("validated physics resolves");
+        installed.push(atrion_core::RoutePolicy {
+            pattern: p.route.clone(),
+            config: physics,
+            hold: p.state.map_or(atrion_core::Hold::Released, Into::into),
+        });
+    }
+    engine.set_policies(installed).expect("validated policies install");
+    for (_, p) in desired.effective().into_iter().take(16) {
+        let route = p.route.replace(['*', '?'], "x");
+        let d = engine.decide(&route, Timestamp::from_millis(1), Priority::Normal);
+        assert!(d.resistance.is_finite());
     }
 }

@@ -56,3 +56,8 @@ fn engine() {
 fn api() {
     replay("api", atrion_fuzz::api);
 }
+
+#[test]
+fn policies() {
+    replay("policies", atrion_fuzz::policies);
+}

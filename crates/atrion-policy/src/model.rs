@@ -94,6 +94,11 @@ pub struct Ban {
 }
 
 impl Ban {
+    /// A ban's target in words: `route=GET /a* client=bot` (`*` for every one).
+    pub fn target_text(route: Option<&str>, client: Option<&str>) -> String {
+        format!("route={} client={}", route.unwrap_or("*"), client.unwrap_or("*"))
+    }
+
     /// Whether two bans target the same thing (their deadlines aside).
     pub fn same_target(&self, other: &Ban) -> bool {
         self.route == other.route && self.client == other.client

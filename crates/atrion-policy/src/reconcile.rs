@@ -705,9 +705,7 @@ fn diff(before: &Desired, after: &Desired) -> Vec<PolicyChange> {
             out.push(PolicyChange { target: k.clone(), from: json(x), to: json(y) });
         }
     }
-    let target = |b: &Ban| {
-        format!("ban route={} client={}", b.route.as_deref().unwrap_or("*"), b.client.as_deref().unwrap_or("*"))
-    };
+    let target = |b: &Ban| format!("ban {}", Ban::target_text(b.route.as_deref(), b.client.as_deref()));
     let (ba, bb) = (before.bans(), after.bans());
     for x in &ba {
         let y = bb.iter().find(|y| y.same_target(x));

@@ -11,7 +11,7 @@ use atrion_state::{ClusterKeys, StateStore};
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
 use crate::log::{Log, Logged, Page};
-use crate::model::{Desired, Source};
+use crate::model::{Ban, Desired, Source};
 use crate::reconcile::{Applicable, AuditEntry, HistoryEvent, NodeDiff, PolicyChange, Report, StateDump};
 use crate::validate::Validator;
 
@@ -191,9 +191,7 @@ pub(crate) fn resolve(v: &Validator, desired: &Desired) -> Result<(Vec<Applicabl
 }
 
 fn describe(change: &Change) -> (&'static str, Option<String>) {
-    let ban = |r: &Option<String>, c: &Option<String>| {
-        format!("route={} client={}", r.as_deref().unwrap_or("*"), c.as_deref().unwrap_or("*"))
-    };
+    let ban = |r: &Option<String>, c: &Option<String>| Ban::target_text(r.as_deref(), c.as_deref());
     match change {
         Change::Replace(_) => ("policy.replace", None),
         Change::Upsert(p) => ("policy.set", Some(p.route.clone())),
