@@ -302,6 +302,11 @@ async fn the_policy_file_is_watched_and_the_audit_trail_outlives_a_restart() {
     };
     let (_, before) = a.admin(Method::GET, "/v1/audit", TOKEN, None).await;
     assert!(trail(&before).contains(&("route.open".to_owned(), true)), "{before}");
+    let open = before["entries"].as_array().unwrap().iter().find(|e| e["action"] == "route.open").unwrap();
+    assert_eq!(
+        (&open["who"], &open["target"], &open["before"], &open["after"]),
+        (&json!("alice"), &json!("GET /c"), &json!("released"), &json!("open"))
+    );
     assert!(trail(&before).contains(&("policy.file".to_owned(), false)), "{before}");
     a.stop();
     let a = start(&store, "a", "file", &[]);

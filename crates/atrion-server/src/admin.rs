@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::Shared;
 use crate::auth::Admin;
-use crate::policies::audit;
+use crate::policies::{Act, audit};
 use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse, read_body};
 use crate::views::{RouteView, route_view};
 
@@ -49,6 +49,7 @@ async fn hold_route(
     let req: RouteAction = parse(body)?;
     check_route("route", &req.route)?;
     let now = s.atrion.now();
+    let before = s.atrion.engine().held(&req.route).unwrap_or_default();
     s.atrion.engine().hold(&req.route, hold, now).map_err(|e| match e {
         atrion::EngineError::TableFull { .. } => {
             Problem::new(StatusCode::CONFLICT, "route-table-full", "The route table is full", e.to_string())
@@ -61,7 +62,7 @@ async fn hold_route(
         Hold::Shadow => "route.shadow",
         _ => "route.release",
     };
-    audit(s, &admin.0, action, Some(req.route.clone()), true, None).await;
+    audit(s, &admin.0, Act::new(action, Some(req.route.clone())).change(before, hold)).await;
     route_view(s, &req.route)
         .await
         .map(Json)
@@ -111,8 +112,15 @@ pub(crate) async fn reset(
 ) -> Result<Json<RouteView>, Problem> {
     let req: RouteAction = parse(body)?;
     check_route("route", &req.route)?;
+    let before = s
+        .atrion
+        .engine()
+        .snapshot(&req.route)
+        .ok()
+        .map(|v| serde_json::json!({"mode": v.mode, "scar": v.scar, "updates": v.updates}));
     s.atrion.engine().reset(&req.route, s.atrion.now()).map_err(|e| Problem::unknown_route(e.to_string()))?;
-    audit(&s, &admin.0, "route.reset", Some(req.route.clone()), true, None).await;
+    let after = serde_json::json!({"mode": atrion::Mode::Bootstrap, "scar": 0.0, "updates": 0});
+    audit(&s, &admin.0, Act::new("route.reset", Some(req.route.clone())).change(before, after)).await;
     route_view(&s, &req.route)
         .await
         .map(Json)
@@ -127,7 +135,7 @@ pub(crate) async fn reset(
 pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
     let store = s.atrion.store().clone();
     let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
-    audit(&s, &admin.0, "backup", Some(format!("{} keys", keys.len())), true, None).await;
+    audit(&s, &admin.0, Act::new("backup", Some(format!("{} keys", keys.len())))).await;
     let chunks = futures_util::stream::unfold((store, keys, 0usize), |(store, keys, at)| async move {
         if at >= keys.len() {
             return None;
@@ -173,11 +181,11 @@ pub(crate) async fn restore(
     let n = match written {
         Ok(n) => n,
         Err(e) => {
-            audit(&s, &admin.0, "restore", None, false, Some(e.to_string())).await;
+            audit(&s, &admin.0, Act::new("restore", None).failed(&e)).await;
             return Err(store_problem(&e));
         }
     };
-    audit(&s, &admin.0, "restore", Some(format!("{n} keys")), true, None).await;
+    audit(&s, &admin.0, Act::new("restore", Some(format!("{n} keys")))).await;
     Ok(Json(Restored { restored: n }).into_response())
 }
 
@@ -244,7 +252,7 @@ pub(crate) async fn switch_store(
     let report = match switch.service.switch_backend(&name).await {
         Ok(r) => r,
         Err(e) => {
-            audit(&s, &admin.0, "store.switch", Some(name), false, Some(e.to_string())).await;
+            audit(&s, &admin.0, Act::new("store.switch", Some(name)).failed(&e)).await;
             return Err(Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "switch-failed",
@@ -253,6 +261,7 @@ pub(crate) async fn switch_store(
             ));
         }
     };
-    audit(&s, &admin.0, "store.switch", Some(format!("{} -> {}", report.from, report.to)), true, None).await;
+    let act = Act::new("store.switch", None).change(&report.from, &report.to);
+    audit(&s, &admin.0, act).await;
     Ok(Json(Switched { from: report.from, to: report.to, copied: report.copied, verified: report.verified }))
 }

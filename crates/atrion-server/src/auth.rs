@@ -180,7 +180,9 @@ fn refused(s: &Arc<Shared>, path: &str, why: &str) {
         return;
     }
     let (s, path, why) = (s.clone(), path.to_owned(), why.to_owned());
-    tokio::spawn(async move { crate::policies::audit(&s, "-", "auth", Some(path), false, Some(why)).await });
+    tokio::spawn(async move {
+        crate::policies::audit(&s, "-", crate::policies::Act::new("auth", Some(path)).failed(why)).await;
+    });
 }
 
 #[cfg(test)]

@@ -63,18 +63,42 @@ fn rejected(r: &Rejected) -> Problem {
     p
 }
 
+/// An admin action as the audit trail records it.
+pub(crate) struct Act<'a> {
+    action: &'a str,
+    target: Option<String>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+    error: Option<String>,
+}
+
+impl<'a> Act<'a> {
+    /// `action` on `target`, done.
+    pub(crate) fn new(action: &'a str, target: Option<String>) -> Self {
+        Act { action, target, before: None, after: None, error: None }
+    }
+
+    /// What it changed, from and to.
+    pub(crate) fn change(mut self, before: impl Serialize, after: impl Serialize) -> Self {
+        self.before = serde_json::to_value(before).ok();
+        self.after = serde_json::to_value(after).ok();
+        self
+    }
+
+    /// It failed, for this reason.
+    pub(crate) fn failed(mut self, error: impl std::fmt::Display) -> Self {
+        self.error = Some(error.to_string());
+        self
+    }
+}
+
 /// Records an admin action in the audit trail when the server runs policies (and in the
 /// log in any case).
-pub(crate) async fn audit(
-    s: &Shared,
-    who: &str,
-    action: &str,
-    target: Option<String>,
-    ok: bool,
-    error: Option<String>,
-) {
+pub(crate) async fn audit(s: &Shared, who: &str, act: Act<'_>) {
+    let Act { action, target, before, after, error } = act;
+    let ok = error.is_none();
     let Some(p) = &s.config.policy else {
-        tracing::info!(target: "atrion::audit", who, action, target = ?target, ok, error = ?error, "admin action");
+        tracing::info!(target: "atrion::audit", who, action, target = ?target, before = ?before, after = ?after, ok, error = ?error, "admin action");
         return;
     };
     let entry = AuditEntry {
@@ -82,8 +106,8 @@ pub(crate) async fn audit(
         who: who.to_owned(),
         action: action.to_owned(),
         target,
-        before: None,
-        after: None,
+        before,
+        after,
         ok,
         error,
         node: p.node_id().to_owned(),
@@ -338,6 +362,6 @@ pub(crate) async fn audit_export(State(s): State<Arc<Shared>>, _admin: Admin) ->
 
 /// Records a change refused before it reached the store, and returns its problem.
 async fn refused(s: &Shared, admin: &Admin, action: &str, target: Option<String>, p: Problem) -> Problem {
-    audit(s, &admin.0, action, target, false, Some(p.detail.clone())).await;
+    audit(s, &admin.0, Act::new(action, target).failed(&p.detail)).await;
     p
 }
