@@ -25,10 +25,14 @@ use crate::view::{Cluster, resolve};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PolicyConfig {
-    /// The tick: a full read of the desired state (beside the change feed), and the
-    /// divergence check. The sidecar sets its pulse.
+    /// The tick: the divergence check (on what the change feed brought; no store call). The
+    /// sidecar sets its pulse.
     pub every: Duration,
-    /// How often a node rewrites its report when nothing changed (its policy heartbeat).
+    /// How often desired state and every node's report are read in full, beside the change
+    /// feed (at once after the feed is lost or lagged; every tick when the store has none).
+    pub full_sync: Duration,
+    /// How often a node rewrites its report when nothing changed (its policy heartbeat); a
+    /// node silent for three of these is taken for cut off.
     pub report_every: Duration,
     /// Ticks a node may stay behind desired state before a divergence alert.
     pub divergence_after: u32,
@@ -46,7 +50,8 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             every: Duration::from_secs(1),
-            report_every: Duration::from_secs(1),
+            full_sync: Duration::from_secs(5),
+            report_every: Duration::from_secs(2),
             divergence_after: 5,
             history_limit: 10_000,
             audit_limit: 100_000,
@@ -398,7 +403,8 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     /// Reconciles now (a tick's work, without waiting for it).
     pub async fn reconcile_now(&self) {
         self.inner.reconcile().await;
-        self.inner.check_divergence().await;
+        self.inner.read_reports().await;
+        self.inner.check_divergence();
     }
 
     /// Desired, applicable and current state, as this node knows them now (desired and the
@@ -461,28 +467,75 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         let mut feed = None;
         let mut tick = tokio::time::interval(self.cfg.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let desired_key = self.keys.policy_desired();
+        let mut full_at: Option<Instant> = None;
         loop {
             if feed.is_none() {
-                // Subscribed before the read, so that a change in between is not missed.
-                let key = self.keys.policy_desired();
-                let sub = self.desired.store().subscribe(&key);
+                // Subscribed before the full read, so that a change in between is not missed.
+                let prefix = self.keys.policy_prefix();
+                let sub = self.desired.store().subscribe(&prefix);
                 feed = tokio::time::timeout(self.cfg.store_timeout, sub).await.ok().and_then(Result::ok).flatten();
+                full_at = None;
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = tick.tick() => {
-                    self.reconcile().await;
-                    self.check_divergence().await;
+                    if feed.is_none() || full_at.is_none_or(|at| at.elapsed() >= self.cfg.full_sync) {
+                        self.reconcile().await;
+                        if self.read_reports().await {
+                            full_at = Some(Instant::now());
+                        }
+                    }
+                    self.check_divergence();
                     self.report(false).await;
                 }
                 change = next(&mut feed) => match change {
-                    Some(FeedChange::Set { .. } | FeedChange::Deleted { .. } | FeedChange::Expired { .. } | FeedChange::Resync) => {
+                    Some(FeedChange::Resync) => full_at = None,
+                    Some(c) if c.key() == Some(desired_key.as_str()) => {
                         self.reconcile().await;
                         self.report(false).await;
                     }
+                    Some(c) => self.heard(c).await,
                     None => feed = None,
                 },
             }
+        }
+    }
+
+    /// A change under the policy prefix other than desired state: a node's report.
+    async fn heard(&self, change: FeedChange) {
+        let Some(node) = change.key().and_then(|k| k.strip_prefix(self.keys.policy_reports_prefix().as_str())) else {
+            return;
+        };
+        if self.keys.is_own(node) {
+            return;
+        }
+        let node = node.to_owned();
+        let value = match change {
+            FeedChange::Set { value: Some(v), .. } => Some(v),
+            FeedChange::Set { key, .. } => {
+                match self.timed(async { Ok(self.desired.store().get(&key).await?) }).await {
+                    Ok(entry) => entry.map(|e| e.value),
+                    Err(_) => return,
+                }
+            }
+            _ => None,
+        };
+        let report = value.and_then(|v| serde_json::from_slice::<Report>(&v).ok()).filter(|r| r.node == node);
+        let mut st = self.lock();
+        st.reports.retain(|r| r.node != node);
+        st.reports.extend(report);
+    }
+
+    /// Reads every node's report in full; whether it could.
+    async fn read_reports(&self) -> bool {
+        match self.timed(self.cluster.reports()).await {
+            Ok(r) => {
+                let me = self.keys.node_id();
+                self.lock().reports = r.into_iter().filter(|r| r.node != me).collect();
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -593,9 +646,8 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
     }
 
     /// Compares every node's report with desired state; raises and clears alerts.
-    async fn check_divergence(&self) {
+    fn check_divergence(&self) {
         let now = self.clock.wall_ms();
-        let reports = self.timed(self.cluster.reports()).await;
         let limit = self.cfg.every.as_millis() as u64 * u64::from(self.cfg.divergence_after);
         let silent_after = self.cfg.report_every.as_millis() as u64 * 3;
         let mut raised = Vec::new();
@@ -604,9 +656,6 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             let mut st = self.lock();
             let desired = st.desired.version;
             let me = self.keys.node_id().to_owned();
-            if let Ok(r) = reports {
-                st.reports = r.into_iter().filter(|r| r.node != me).collect();
-            }
             // This node: behind when it cannot read desired state, or cannot apply it.
             let mut views: Vec<(String, u64, Option<ApplyError>, bool)> = vec![(
                 me.clone(),

@@ -109,7 +109,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn key(&self) -> Option<&str> {
+    /// The key it is about (`None` for [`Change::Resync`]).
+    pub fn key(&self) -> Option<&str> {
         match self {
             Change::Set { key, .. } | Change::Deleted { key } | Change::Expired { key } => Some(key),
             Change::Resync => None,
