@@ -390,7 +390,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 let proxy_addr = proxy_listener.local_addr()?;
                 println!("atrion serve: proxying http://{proxy_addr} to {}", config.upstream);
                 tracing::info!(%proxy_addr, upstream = %config.upstream, "proxy mode");
-                let app = atrion_server::proxy_router(atrion.clone(), config);
+                let mut config = config.clone();
+                config.policy = Some(policy.clone());
+                let app = atrion_server::proxy_router(atrion.clone(), &config);
                 let stopped = stop.clone().cancelled_owned();
                 Some(tokio::spawn(async move {
                     axum::serve(atrion_server::nodelay(proxy_listener), app).with_graceful_shutdown(stopped).await

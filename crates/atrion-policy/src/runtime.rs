@@ -79,6 +79,12 @@ impl Gate {
         until
     }
 
+    /// Whether no ban is installed (expired ones count until the next apply): one load.
+    pub fn no_bans(&self) -> bool {
+        let t = self.tables.load();
+        t.routes.is_empty() && t.clients.is_empty()
+    }
+
     /// Whether `client` is in a VIP lane of `route`.
     pub fn vip(&self, route: &str, client: &str) -> bool {
         self.tables.load().vip.get(client).is_some_and(|pats| pats.iter().any(|p| p.matches(route)))

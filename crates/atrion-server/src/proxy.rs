@@ -108,6 +108,11 @@ pub struct ProxyConfig {
     pub upstream: Uri,
     /// Path templates, tried in order; a path no template matches is its own route.
     pub templates: Vec<PathTemplate>,
+    /// The cluster's policies: bans (a banned request is answered `503` with `Retry-After`
+    /// until the ban's deadline) and VIP lanes (a VIP client's requests run as critical).
+    pub policy: Option<crate::PolicyHandle>,
+    /// The header that carries a request's client key, for bans and VIP lanes.
+    pub client_header: HeaderName,
 }
 
 impl ProxyConfig {
@@ -125,7 +130,12 @@ impl ProxyConfig {
             return Err(bad("an upstream has no path or query"));
         }
         let templates = templates.iter().map(|t| PathTemplate::parse(t)).collect::<Result<_, _>>()?;
-        Ok(ProxyConfig { upstream: uri, templates })
+        Ok(ProxyConfig {
+            upstream: uri,
+            templates,
+            policy: None,
+            client_header: HeaderName::from_static("x-atrion-client"),
+        })
     }
 
     /// The route of a request, written into `out`: `METHOD /template` or `METHOD /path`.
@@ -145,8 +155,61 @@ struct Proxy {
 /// The proxy: every request is decided on, then forwarded to `config.upstream` or shed.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
     let routes = config.clone();
-    let layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
-    forwarding_router(config).layer(layer)
+    let default = atrion.default_priority();
+    let mut layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
+    let Some(policy) = config.policy.clone() else {
+        return forwarding_router(config).layer(layer);
+    };
+    let (cfg, p) = (config.clone(), policy.clone());
+    layer = layer.priority(move |head| {
+        let vip = client_key(head.headers, &cfg.client_header).is_some_and(|c| {
+            let mut route = String::new();
+            cfg.route(head, &mut route);
+            p.gate().vip(&route, c)
+        });
+        if vip { atrion::Priority::Critical } else { default }
+    });
+    forwarding_router(config)
+        .layer(layer)
+        .layer(axum::middleware::from_fn_with_state((config.clone(), policy), shed_banned))
+}
+
+fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Answers a banned request `503` with `Retry-After` (whole seconds to the deadline), before
+/// it reaches the engine; the route is only worked out while a ban is in force.
+async fn shed_banned(
+    State((config, policy)): State<(ProxyConfig, crate::PolicyHandle)>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let gate = policy.gate();
+    let now = policy.wall_ms();
+    if !gate.no_bans() {
+        let head = RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        };
+        let mut route = String::new();
+        config.route(&head, &mut route);
+        if let Some(until) = gate.banned(&route, client_key(request.headers(), &config.client_header), now) {
+            let secs = until.saturating_sub(now).div_ceil(1_000).max(1);
+            let mut r = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "banned",
+                "Banned",
+                format!("`{route}` is banned for this client"),
+            )
+            .into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    }
+    next.run(request).await
 }
 
 /// The same forwarding without Atrion: a plain reverse proxy on the same stack, what

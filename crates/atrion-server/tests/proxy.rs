@@ -175,3 +175,44 @@ async fn an_upstream_that_is_away_is_a_502_problem_and_a_failure() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(atrion.engine().snapshot("GET /users/{id}").unwrap().updates, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_proxy_sheds_banned_clients_and_routes_until_the_deadline() {
+    use atrion_policy::{Ban, Change, PolicyConfig, PolicyNode, Source};
+    let upstream = upstream(Arc::new(AtomicBool::new(false))).await;
+    let atrion = Arc::new(
+        Atrion::builder().observer(SidecarObserver::new()).config(quick()).clock(TokioClock::new()).build().unwrap(),
+    );
+    let store: Arc<dyn atrion::state::StateStore> = Arc::new(atrion::state::InMemoryStore::new());
+    let policy = PolicyNode::start(
+        atrion.engine().clone(),
+        store,
+        atrion::state::ClusterKeys::new("proxy", "p"),
+        atrion.clock().clone(),
+        PolicyConfig::default(),
+    )
+    .await;
+    let mut config = ProxyConfig::new(&upstream, &["/users/{id}".to_owned()]).unwrap();
+    config.policy = Some(policy.clone());
+    let proxy = listen(proxy_router(atrion.clone(), &config)).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, key: &str| client.get(format!("{proxy}{path}")).header("x-atrion-client", key).send();
+    assert_eq!(get("/users/1", "bot").await.unwrap().status(), 200, "nothing banned yet");
+    let until = policy.wall_ms() + 5_000;
+    let bans = [
+        Ban { route: None, client: Some("bot".into()), until_ms: until, reason: None },
+        Ban { route: Some("GET /pay".into()), client: None, until_ms: until, reason: None },
+    ];
+    for b in bans {
+        policy.change(Source::Api, &Change::Ban(b), "test", None).await.unwrap();
+    }
+    let r = get("/users/1", "bot").await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(get("/users/1", "alice").await.unwrap().status(), 200, "other clients pass");
+    assert_eq!(get("/pay", "alice").await.unwrap().status(), 503, "a banned route is shed for everyone");
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    assert_eq!(get("/users/1", "bot").await.unwrap().status(), 200, "the ban is over at its deadline");
+    assert_eq!(get("/pay", "alice").await.unwrap().status(), 200);
+    policy.shutdown().await;
+}
