@@ -1105,10 +1105,15 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         let idle = self.limits.idle_timeout.as_nanos() as u64;
         let mut evicted = Vec::new();
+        let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
         self.routes.retain_sync(|route, ()| {
             let v = &route.cell().view;
-            // A held route stays: the operator's hold outlives idleness.
-            let held = v.held.load(Relaxed) != Hold::Released as u8;
+            // An operator's hold outlives idleness. A hold its policy gives stays in the
+            // policy: the route may go, and comes back with it (else a held pattern would
+            // keep every id ever seen under it).
+            let hold = v.held.load(Relaxed);
+            let given = overrides.iter().find(|o| o.pat.matches(route.name())).map_or(Hold::Released, |o| o.hold);
+            let held = hold != Hold::Released as u8 && hold != given as u8;
             let keep = held || now.as_nanos().saturating_sub(v.last_seen.load(Relaxed)) <= idle;
             if !keep {
                 evicted.push(route.clone());

@@ -471,3 +471,22 @@ fn a_shadow_route_never_sheds_and_counts_what_it_would_have_shed() {
         assert!(!e.decide("pay", ms(8_200), Priority::Bulk).is_admitted(), "{model:?}");
     }
 }
+
+#[test]
+fn routes_held_by_a_policy_pattern_are_evicted_when_idle_and_come_back_held() {
+    let e = Engine::with_observer(PhysicsConfig::default(), limits(4, Duration::from_secs(1)), ()).unwrap();
+    e.set_policies(vec![policy("GET /admin/*", None, Hold::Open)]).unwrap();
+    e.hold("GET /mine", Hold::Open, ms(0)).unwrap();
+    for i in 0..3 {
+        e.decide(&format!("GET /admin/{i}"), ms(0), Priority::Normal);
+    }
+    // The table is full; later, fresh ids under the pattern evict the idle policy-held ones,
+    // and the operator's own hold stays.
+    for i in 3..10 {
+        let d = e.decide(&format!("GET /admin/{i}"), ms(10_000 + i * 2_000), Priority::Normal);
+        assert_eq!(d.reason, Reason::Held, "each new route takes the policy's hold");
+    }
+    assert!(e.stats().evicted > 0);
+    assert_eq!(e.held("GET /mine"), Ok(Hold::Open));
+    assert_eq!(e.held("GET /admin/9"), Ok(Hold::Open));
+}
