@@ -231,6 +231,12 @@ async fn a_partitioned_node_is_flagged_and_catches_up_when_the_link_heals() {
         assert_eq!(alert["desired"].as_u64(), Some(version), "{alert}");
     }
     assert!(running(&c).await.unwrap() < version, "C cannot know yet");
+    let own = eventually("C flags itself: it cannot read desired state", || async {
+        let v = c.get("/v1/state").await;
+        v["alerts"].as_array()?.iter().find(|al| al["node"] == "c").cloned().map(|al| (al, v["stale"].clone()))
+    })
+    .await;
+    assert_eq!((&own.0["class"], &own.1), (&json!("network_issue"), &json!(true)), "{own:?}");
     assert_eq!(decide(&c, "GET /p", None).await["verdict"], "admit", "decisions go on, on local state");
     proxy.heal();
     eventually("C catches up", || async { (running(&c).await? == version).then_some(()) }).await;

@@ -258,8 +258,8 @@ struct NodeState {
     /// Nodes behind desired: since when (wall ms).
     behind: HashMap<String, u64>,
     alerts: BTreeMap<String, Alert>,
-    /// When this node last read the desired state (wall ms).
-    read_ok_ms: u64,
+    /// Since when this node's reads of desired state fail (wall ms); `None` while they work.
+    read_failing_since: Option<u64>,
 }
 
 struct Inner<O> {
@@ -325,7 +325,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
                 reports: Vec::new(),
                 behind: HashMap::new(),
                 alerts: BTreeMap::new(),
-                read_ok_ms: 0,
+                read_failing_since: None,
             }),
             events: broadcast::channel(256).0,
             running: tokio::sync::Mutex::new(()),
@@ -549,6 +549,8 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             Err(e) => {
                 tracing::debug!(error = %e, "the desired policies cannot be read");
                 if !matches!(e, PolicyError::Corrupt { .. }) {
+                    let now = self.clock.wall_ms();
+                    self.lock().read_failing_since.get_or_insert(now);
                     return;
                 }
                 let version = self.lock().desired.version + 1;
@@ -559,7 +561,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         let now = self.clock.wall_ms();
         {
             let mut st = self.lock();
-            st.read_ok_ms = now;
+            st.read_failing_since = None;
             if st.desired == desired && st.current.version == desired.version {
                 return;
             }
@@ -661,7 +663,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
                 me.clone(),
                 st.current.version,
                 st.current.error.clone(),
-                now.saturating_sub(st.read_ok_ms) > silent_after,
+                st.read_failing_since.is_some_and(|since| now.saturating_sub(since) > silent_after),
             )];
             views.extend(
                 st.reports
