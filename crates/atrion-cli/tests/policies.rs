@@ -70,6 +70,7 @@ async fn steer_three_nodes(store: &str, ns: &str) {
         println!("{ns}: in force on {} after {:?}", n.url, t0.elapsed());
     }
     let after = b.get("/v1/routes/GET%20%2Fpay").await;
+    assert_eq!(after["policy"], "GET /*", "the route's applicable policy");
     for k in ["scar", "mode", "updates", "tuner_mean", "tuner_sd"] {
         assert_eq!(before[k], after[k], "a hot patch keeps `{k}`");
     }

@@ -589,6 +589,13 @@ impl<O: PhysicsObserver> Engine<O> {
             .map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
     }
 
+    /// The pattern of the override a route of this id runs (the most specific that matches),
+    /// `None` when it runs the engine's defaults: its applicable policy.
+    pub fn route_pattern(&self, route: &str) -> Option<String> {
+        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
+        o.iter().find(|o| o.pat.matches(route)).map(|o| o.pat.as_str().to_owned())
+    }
+
     /// The physics a route of this id runs: the best-matching override, or the engine's.
     fn physics_for(&self, route: &str) -> Arc<Physics> {
         self.override_for(route).0

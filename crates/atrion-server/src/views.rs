@@ -41,6 +41,8 @@ pub(crate) struct RouteView {
     held: atrion::Hold,
     /// Decisions a shadow hold turned from shed into admit (what the route would have shed).
     shadowed: u32,
+    /// The pattern of the policy the route runs (its applicable policy); none: the defaults.
+    policy: Option<String>,
     /// The other nodes' contributions, as they reported them.
     nodes: Vec<NodeContribution>,
 }
@@ -113,6 +115,7 @@ pub(crate) async fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
         decisions: engine.observer().counts(route),
         held: engine.held(route).unwrap_or_default(),
         shadowed: engine.shadowed(route).unwrap_or_default(),
+        policy: engine.route_pattern(route),
         nodes,
     })
 }

@@ -437,6 +437,9 @@ fn the_most_specific_policy_wins_and_new_routes_take_their_hold() {
     assert_eq!(e.held("GET /admin/health"), Ok(Hold::Closed));
     assert_eq!(e.route_config("GET /users").tuner.k, 4.0);
     assert_eq!(e.route_config("GET /admin/users").tuner.k, PhysicsConfig::default().tuner.k, "the whole policy wins");
+    assert_eq!(e.route_pattern("GET /admin/users").as_deref(), Some("GET /admin/*"));
+    assert_eq!(e.route_pattern("GET /admin/health").as_deref(), Some("GET /admin/health"));
+    assert_eq!(e.route_pattern("POST /x"), None, "the defaults");
     // An operator's own hold stays while its policy's hold does not change.
     e.hold("GET /users", Hold::Open, ms(1)).unwrap();
     e.set_policies(vec![policy("GET /*", None, Hold::Released), policy("GET /admin/*", None, Hold::Released)]).unwrap();
