@@ -438,12 +438,16 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         self.inner.timed(self.inner.cluster.diff(&dump)).await
     }
 
-    /// Stops the loop.
+    /// Stops the loop, and leaves: this node's report and its place in the report index are
+    /// removed (bounded by the store timeout), so that the others do not take it for cut off.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
         let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(t) = task {
             let _ = t.await;
+            if let Err(e) = self.inner.timed(self.inner.cluster.leave()).await {
+                tracing::debug!(error = %e, "this node's policy report could not be removed");
+            }
         }
     }
 }
@@ -643,7 +647,11 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         let key = self.keys.policy_report();
         let put = self.desired.store().put(&key, Bytes::from(bytes), ttl);
         if let Ok(Ok(_)) = tokio::time::timeout(self.cfg.store_timeout, put).await {
-            self.lock().reported = Some((Instant::now(), report));
+            let first = self.lock().reported.replace((Instant::now(), report)).is_none();
+            if first && self.timed(self.cluster.join()).await.is_err() {
+                // Joined at the next report instead.
+                self.lock().reported = None;
+            }
         }
     }
 

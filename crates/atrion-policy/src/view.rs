@@ -48,12 +48,66 @@ impl Cluster {
         &self.desired
     }
 
-    /// Every node's last report.
+    /// Every node's last report: the nodes of the report index (a scan of the namespace
+    /// only where there is no index yet). Nodes whose report is gone (expired) leave the
+    /// index.
     pub async fn reports(&self) -> Result<Vec<Report>, PolicyError> {
         let store = self.desired.store();
-        let keys = store.list_keys(&self.keys.policy_reports_prefix()).await?;
+        let (nodes, keys) = match self.index().await? {
+            Some(nodes) => {
+                let keys = nodes.iter().map(|n| self.keys.policy_report_of(n)).collect();
+                (nodes, keys)
+            }
+            None => (Vec::new(), store.list_keys(&self.keys.policy_reports_prefix()).await?),
+        };
         let values = store.batch_get(&keys).await?;
+        let gone: Vec<&String> = nodes.iter().zip(&values).filter(|(_, v)| v.is_none()).map(|(n, _)| n).collect();
+        if !gone.is_empty() {
+            let gone: Vec<String> = gone.into_iter().cloned().collect();
+            self.reindex(|list| list.retain(|n| !gone.contains(n))).await?;
+        }
         Ok(values.into_iter().flatten().filter_map(|e| serde_json::from_slice::<Report>(&e.value).ok()).collect())
+    }
+
+    /// The node ids of the report index; `None` when there is none.
+    async fn index(&self) -> Result<Option<Vec<String>>, PolicyError> {
+        let key = self.keys.policy_index();
+        match self.desired.store().get(&key).await? {
+            None => Ok(None),
+            // A garbled index is rebuilt by the next node that reports.
+            Some(e) => Ok(Some(serde_json::from_slice(&e.value).unwrap_or_default())),
+        }
+    }
+
+    /// Changes the report index by compare-and-swap.
+    async fn reindex(&self, f: impl Fn(&mut Vec<String>) + Send + Sync) -> Result<(), PolicyError> {
+        let key = self.keys.policy_index();
+        atrion_state::update(self.desired.store().as_ref(), &key, 32, |current| {
+            let mut list: Vec<String> = current.and_then(|v| serde_json::from_slice(v).ok()).unwrap_or_default();
+            f(&mut list);
+            list.sort_unstable();
+            list.dedup();
+            bytes::Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Puts this side's node in the report index (once it reports).
+    pub(crate) async fn join(&self) -> Result<(), PolicyError> {
+        let me = self.keys.node_id().to_owned();
+        if self.index().await?.is_some_and(|nodes| nodes.contains(&me)) {
+            return Ok(());
+        }
+        self.reindex(|list| list.push(me.clone())).await
+    }
+
+    /// Takes this side's node out: its report and its place in the index (a node that
+    /// leaves cleanly is not taken for cut off).
+    pub(crate) async fn leave(&self) -> Result<(), PolicyError> {
+        self.desired.store().delete(&self.keys.policy_report()).await?;
+        let me = self.keys.node_id().to_owned();
+        self.reindex(|list| list.retain(|n| *n != me)).await
     }
 
     /// Desired state, what it resolves to (on nodes whose defaults are the validator's),

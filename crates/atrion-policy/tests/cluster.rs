@@ -160,8 +160,9 @@ async fn a_silent_node_raises_a_divergence_alert_that_clears_when_it_catches_up(
     let mut events = a.events();
     until("A hears C", || true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.shutdown().await;
+    // Dropped without a shutdown: its loop stops, its report stays (a crash, or a cut link).
     drop(c);
+    tokio::time::sleep(Duration::from_millis(50)).await; // its loop sees the cancellation
     a.change(Source::Api, &Change::Upsert(policy("x", json!({"route": ""}))), "alice", None).await.unwrap();
     until("A raises an alert for C", || a.alerts().iter().any(|al| al.node == "c")).await;
     let alert = a.alerts().into_iter().find(|al| al.node == "c").unwrap();
@@ -197,5 +198,25 @@ async fn a_desired_state_a_node_cannot_apply_is_reported_and_kept_out() {
     assert_eq!(e.held("x"), Ok(Hold::Shadow), "the last good policies stay");
     until("A alerts on itself", || a.alerts().iter().any(|al| al.node == "a")).await;
     let _ = ManualState::Open;
+    a.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_leaves_cleanly_is_not_taken_for_cut_off() {
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let (_, a) = node(&store, "a").await;
+    let (_, b) = node(&store, "b").await;
+    until("A lists B's report", || true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.dump().await.unwrap().current.len(), 2);
+    let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), ["a", "b"]);
+    b.shutdown().await;
+    assert_eq!(a.dump().await.unwrap().current.len(), 1, "B's report is gone with it");
+    a.change(Source::Api, &Change::Upsert(policy("x", json!({"route": ""}))), "alice", None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(a.alerts().is_empty(), "{:?}", a.alerts());
+    let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), ["a"]);
     a.shutdown().await;
 }

@@ -107,7 +107,18 @@ impl ClusterKeys {
 
     /// This node's policy report.
     pub fn policy_report(&self) -> String {
-        format!("{}{}", self.policy_reports_prefix(), self.node_id)
+        self.policy_report_of(&self.node_id)
+    }
+
+    /// A node's policy report.
+    pub fn policy_report_of(&self, node: &str) -> String {
+        format!("{}{node}", self.policy_reports_prefix())
+    }
+
+    /// The index of the nodes that report (so that reading every report is O(nodes), not a
+    /// scan of the namespace).
+    pub fn policy_index(&self) -> String {
+        format!("{}index", self.policy_prefix())
     }
 
     /// Where the history of applied policy changes lives.
