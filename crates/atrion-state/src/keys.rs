@@ -154,6 +154,21 @@ mod tests {
         assert_eq!(k.parse_heartbeat("ns/node/"), None);
         assert!(k.is_own("n1") && !k.is_own("n2"));
         assert_eq!((k.routes_prefix(), k.nodes_prefix(), k.node_id()), ("ns/route/", "ns/node/", "n1"));
+        // The policy layer's keys, under the namespace and apart from routes and heartbeats.
+        assert_eq!(k.policy_desired(), "ns/policy/desired");
+        assert_eq!(
+            (k.policy_report(), k.policy_report_of("n2")),
+            ("ns/policy/node/n1".into(), "ns/policy/node/n2".into())
+        );
+        assert_eq!(
+            (k.policy_index(), k.policy_history_prefix(), k.audit_prefix()),
+            ("ns/policy/index".into(), "ns/policy/history/".into(), "ns/audit/".into())
+        );
+        for key in [k.policy_desired(), k.policy_report(), k.policy_index(), k.audit_prefix()] {
+            assert!(key.starts_with(k.cluster_prefix()));
+            assert_eq!((k.parse_route(&key), k.parse_heartbeat(&key)), (None, None), "{key}");
+        }
+        assert!(!k.policy_index().starts_with(&k.policy_reports_prefix()), "the index is not a report");
     }
 
     #[test]
