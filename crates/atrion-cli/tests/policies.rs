@@ -100,6 +100,8 @@ async fn steer_three_nodes(store: &str, ns: &str) {
         .await;
     assert_eq!(status, 422, "{p}");
     assert!(p["issues"].as_array().unwrap().len() >= 2, "every issue: {p}");
+    let (status, p) = c.admin(Method::DELETE, "/v1/policies?route=GET%20%2Fx&expected_version=soon", TOKEN, None).await;
+    assert_eq!((status, &p["type"]), (400, &json!("tag:atrion,2026:problem/invalid-query")), "{p}");
     assert_eq!(a.get("/v1/policies").await["version"].as_u64(), Some(version), "nothing changed");
 
     // Many writers at once, through all three nodes: no change is lost.

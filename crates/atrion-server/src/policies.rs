@@ -6,7 +6,7 @@ use std::sync::Arc;
 use atrion_policy::{AuditEntry, Ban, Change, PolicyError, PolicySet, Rejected, Source};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +61,16 @@ fn rejected(r: &Rejected) -> Problem {
         })
         .collect();
     p
+}
+
+/// The query string as `T`, or a problem naming what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(t)| t).map_err(|e| {
+        let mut p =
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", e.body_text());
+        p.field = Some("query".into());
+        p
+    })
 }
 
 /// An admin action as the audit trail records it.
@@ -187,9 +197,10 @@ pub(crate) async fn get_policies(State(s): State<Arc<Shared>>) -> Result<Respons
 pub(crate) async fn put_policies(
     State(s): State<Arc<Shared>>,
     admin: Admin,
-    Query(q): Query<Expected>,
+    q: Result<Query<Expected>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
+    let q = query(q)?;
     let set = match checked(&s, body, |v| v) {
         Ok(set) => set,
         Err(p) => return Err(refused(&s, &admin, "policy.replace", None, p).await),
@@ -205,9 +216,10 @@ pub(crate) async fn put_policies(
 pub(crate) async fn post_policy(
     State(s): State<Arc<Shared>>,
     admin: Admin,
-    Query(q): Query<Expected>,
+    q: Result<Query<Expected>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
+    let q = query(q)?;
     let mut set = match checked(&s, body, |v| serde_json::json!({ "policies": [v] })) {
         Ok(set) => set,
         Err(p) => return Err(refused(&s, &admin, "policy.set", None, p).await),
@@ -225,8 +237,9 @@ pub(crate) async fn post_policy(
 pub(crate) async fn delete_policy(
     State(s): State<Arc<Shared>>,
     admin: Admin,
-    Query(q): Query<RouteQuery>,
+    q: Result<Query<RouteQuery>, QueryRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
+    let q = query(q)?;
     change(&s, &admin, Change::Remove(q.route), q.expected_version).await
 }
 
@@ -282,8 +295,9 @@ pub(crate) struct BanTarget {
 pub(crate) async fn unban(
     State(s): State<Arc<Shared>>,
     admin: Admin,
-    Query(q): Query<BanTarget>,
+    q: Result<Query<BanTarget>, QueryRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
+    let q = query(q)?;
     change(&s, &admin, Change::Unban(q.route, q.client), None).await
 }
 
@@ -325,7 +339,11 @@ impl Paging {
 /// what changed, from what to what.
 #[utoipa::path(get, path = "/v1/state/history", tag = "policies", params(Paging),
     responses((status = 200, description = "A page: `{entries, next}`", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn history(State(s): State<Arc<Shared>>, Query(q): Query<Paging>) -> Result<Response, Problem> {
+pub(crate) async fn history(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<Paging>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let q = query(q)?;
     let page = node(&s)?.cluster().history(q.before.as_deref(), q.limit()).await.map_err(|e| policy_problem(&e))?;
     Ok(Json(page).into_response())
 }
@@ -337,8 +355,9 @@ pub(crate) async fn history(State(s): State<Arc<Shared>>, Query(q): Query<Paging
 pub(crate) async fn audit_page(
     State(s): State<Arc<Shared>>,
     _admin: Admin,
-    Query(q): Query<Paging>,
+    q: Result<Query<Paging>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    let q = query(q)?;
     let page = node(&s)?.cluster().audit_page(q.before.as_deref(), q.limit()).await.map_err(|e| policy_problem(&e))?;
     Ok(Json(page).into_response())
 }
