@@ -14,6 +14,7 @@
 //! | [`store_values`] | garbage under the cluster's keys, read by a node's sync; a backup file restored | no panic; the engine's values stay finite |
 //! | [`engine`] | arbitrary sequences of decide, report, time steps and cluster views | every value finite, scar never negative, route count bounded |
 //! | [`policies`] | policy files (TOML) and API bodies (JSON) through the validation pipeline; route patterns | no panic; what passes resolves and installs in an engine; two patterns that match one route overlap |
+//! | [`policy_api`] | the policy endpoints' bodies (replace, set one, ban) | never a 5xx; a 4xx is a problem+json that leaves desired state at its version; a 2xx is in force on the node when answered |
 //! | [`api`] | the sidecar's request bodies (decide, report, batch, admin hold and restore) | never a 5xx; a 4xx is a problem+json with a type and changes no route; a 2xx is JSON |
 
 use std::time::Duration;
@@ -219,11 +220,13 @@ pub fn engine(data: &[u8]) {
     }
 }
 
-/// The sidecar's router, built once, over an in-memory store, with one admin token.
+/// The sidecar's router, built once, over an in-memory store, with one admin token and the
+/// policy layer.
 struct Sidecar {
     rt: tokio::runtime::Runtime,
     app: axum::Router,
     atrion: std::sync::Arc<atrion_server::SidecarAtrion>,
+    policy: atrion_server::PolicyHandle,
 }
 
 /// The admin token of [`api`]'s sidecar.
@@ -239,15 +242,22 @@ fn sidecar() -> &'static Sidecar {
         let mut config = atrion_server::ServerConfig::default();
         config.admin_tokens =
             atrion_server::AdminToken::parse_list(&format!("fuzz:{FUZZ_TOKEN}")).expect("a valid token");
+        let policy = rt.block_on(atrion_policy::PolicyNode::start(
+            atrion.engine().clone(),
+            atrion.store().clone(),
+            atrion_state::ClusterKeys::new("fuzz", "fuzz"),
+            atrion.clock().clone(),
+            atrion_policy::PolicyConfig::default(),
+        ));
+        config.policy = Some(policy.clone());
         let app = atrion_server::router(atrion.clone(), &config);
-        Sidecar { rt, app, atrion }
+        Sidecar { rt, app, atrion, policy }
     })
 }
 
 /// The sidecar's API on arbitrary bodies: the first byte picks the endpoint, the rest is the
 /// body. Client mistakes are 4xx problems that change no route; nothing is ever a 5xx.
 pub fn api(data: &[u8]) {
-    use tower::ServiceExt as _;
     let Some((&pick, body)) = data.split_first() else { return };
     let (path, admin) = match pick % 6 {
         0 => ("/v1/decide", false),
@@ -259,18 +269,7 @@ pub fn api(data: &[u8]) {
     };
     let s = sidecar();
     let routes_before = s.atrion.engine().route_ids().len();
-    let mut req = axum::http::Request::post(path).header("content-type", "application/json");
-    if admin {
-        req = req.header("authorization", format!("Bearer {FUZZ_TOKEN}"));
-    }
-    let req = req.body(axum::body::Body::from(body.to_vec())).expect("a request");
-    let (status, kind, bytes) = s.rt.block_on(async {
-        let r = s.app.clone().oneshot(req).await.expect("the router is infallible");
-        let status = r.status();
-        let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("a body");
-        (status, kind, bytes)
-    });
+    let (status, kind, bytes) = send(s, axum::http::Method::POST, path, admin, body);
     assert!(!status.is_server_error(), "{path}: {status} for a client's body");
     let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("every answer is JSON");
     if status.is_client_error() {
@@ -323,5 +322,54 @@ pub fn policies(data: &[u8]) {
         let route = p.route.replace(['*', '?'], "x");
         let d = engine.decide(&route, Timestamp::from_millis(1), Priority::Normal);
         assert!(d.resistance.is_finite());
+    }
+}
+
+/// One request to the fuzz sidecar: (status, content type, body).
+fn send(
+    s: &Sidecar,
+    method: axum::http::Method,
+    path: &str,
+    admin: bool,
+    body: &[u8],
+) -> (axum::http::StatusCode, String, axum::body::Bytes) {
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if admin {
+        req = req.header("authorization", format!("Bearer {FUZZ_TOKEN}"));
+    }
+    let req = req.body(axum::body::Body::from(body.to_vec())).expect("a request");
+    s.rt.block_on(async {
+        let r = s.app.clone().oneshot(req).await.expect("the router is infallible");
+        let status = r.status();
+        let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.expect("a body");
+        (status, kind, bytes)
+    })
+}
+
+/// The policy endpoints on arbitrary bodies: the first byte picks `PUT /v1/policies`,
+/// `POST /v1/policies` or `POST /v1/bans`. Never a 5xx; a 4xx is a problem+json and leaves
+/// desired state at its version; a 2xx names the version now in force on this node.
+pub fn policy_api(data: &[u8]) {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let (method, path) = match pick % 3 {
+        0 => (axum::http::Method::PUT, "/v1/policies"),
+        1 => (axum::http::Method::POST, "/v1/policies"),
+        _ => (axum::http::Method::POST, "/v1/bans"),
+    };
+    let s = sidecar();
+    let version = || s.rt.block_on(s.policy.desired().read()).expect("the memory store answers").0.version;
+    let before = version();
+    let (status, kind, bytes) = send(s, method, path, true, body);
+    assert!(!status.is_server_error(), "{path}: {status} for a client's body");
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("every answer is JSON");
+    if status.is_client_error() {
+        assert_eq!(kind, "application/problem+json", "{path}: {answer}");
+        assert_eq!(version(), before, "{path}: a refused change changed desired state: {answer}");
+    } else {
+        let now = answer["version"].as_u64().expect("a version");
+        assert!(now >= before);
+        assert_eq!(s.policy.current().version, now, "applied on this node before the answer");
     }
 }

@@ -61,3 +61,8 @@ fn api() {
 fn policies() {
     replay("policies", atrion_fuzz::policies);
 }
+
+#[test]
+fn policy_api() {
+    replay("policy_api", atrion_fuzz::policy_api);
+}
