@@ -265,7 +265,6 @@ struct NodeState {
 struct Inner<O> {
     engine: Arc<Engine<O>>,
     cluster: Cluster,
-    desired: DesiredStore,
     keys: ClusterKeys,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
@@ -305,7 +304,6 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         let node = keys.node_id().to_owned();
         let cluster = Cluster::new(store, keys.clone(), validator, cfg.history_limit, cfg.audit_limit);
         let inner = Arc::new(Inner {
-            desired: cluster.desired().clone(),
             cluster,
             engine,
             clock,
@@ -352,7 +350,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
 
     /// The desired state's store, to change it.
     pub fn desired(&self) -> &DesiredStore {
-        &self.inner.desired
+        self.inner.cluster.desired()
     }
 
     /// The clock (wall time of bans and logs).
@@ -477,7 +475,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             if feed.is_none() {
                 // Subscribed before the full read, so that a change in between is not missed.
                 let prefix = self.keys.policy_prefix();
-                let sub = self.desired.store().subscribe(&prefix);
+                let sub = self.cluster.desired.store().subscribe(&prefix);
                 feed = tokio::time::timeout(self.cfg.store_timeout, sub).await.ok().and_then(Result::ok).flatten();
                 full_at = None;
             }
@@ -518,7 +516,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
         let value = match change {
             FeedChange::Set { value: Some(v), .. } => Some(v),
             FeedChange::Set { key, .. } => {
-                match self.timed(async { Ok(self.desired.store().get(&key).await?) }).await {
+                match self.timed(async { Ok(self.cluster.desired.store().get(&key).await?) }).await {
                     Ok(entry) => entry.map(|e| e.value),
                     Err(_) => return,
                 }
@@ -548,7 +546,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
     async fn reconcile(&self) {
         let _one = self.running.lock().await;
         let started = Instant::now();
-        let desired = match self.timed(self.desired.read()).await {
+        let desired = match self.timed(self.cluster.desired.read()).await {
             Ok((d, _)) => d,
             Err(e) => {
                 tracing::debug!(error = %e, "the desired policies cannot be read");
@@ -571,7 +569,7 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             }
         }
         let version = desired.version;
-        let resolved = resolve(self.desired.validator(), &desired);
+        let resolved = resolve(self.cluster.desired.validator(), &desired);
         let (applicable, policies) = match resolved {
             Ok(r) => r,
             Err(message) => return self.fail(version, Divergence::SoftwareBug, message),
@@ -643,9 +641,9 @@ impl<O: PhysicsObserver + 'static> Inner<O> {
             st.current.clone()
         };
         let Ok(bytes) = serde_json::to_vec(&report) else { return };
-        let ttl = self.desired.store().capabilities().ttl.then_some(self.cfg.report_every * 30);
+        let ttl = self.cluster.desired.store().capabilities().ttl.then_some(self.cfg.report_every * 30);
         let key = self.keys.policy_report();
-        let put = self.desired.store().put(&key, Bytes::from(bytes), ttl);
+        let put = self.cluster.desired.store().put(&key, Bytes::from(bytes), ttl);
         if let Ok(Ok(_)) = tokio::time::timeout(self.cfg.store_timeout, put).await {
             let first = self.lock().reported.replace((Instant::now(), report)).is_none();
             if first && self.timed(self.cluster.join()).await.is_err() {
