@@ -220,8 +220,7 @@ impl Backend {
 
     async fn change(&self, change: Change, expected: Option<u64>) -> Result<Value> {
         let Backend::Store { cluster, who } = self else { bail!("not a store") };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-        let done = cluster.change(Source::Api, &change, who, expected, now).await?;
+        let done = cluster.change(Source::Api, &change, who, expected, wall_ms()).await?;
         Ok(
             serde_json::json!({"version": done.after.version, "changed": done.after != done.before, "api": done.after.api}),
         )
@@ -257,7 +256,13 @@ fn read_policies(v: &Validator, file: &Path) -> Result<atrion_policy::PolicySet,
             message: format!("{}: {e}", file.display()),
         }],
     })?;
-    if file.extension().is_some_and(|e| e == "json") { v.check_json(&text) } else { v.check_toml(&text) }
+    let now = wall_ms();
+    if file.extension().is_some_and(|e| e == "json") { v.check_json(&text, now) } else { v.check_toml(&text, now) }
+}
+
+/// Now, in ms since the Unix epoch: the CLI's side of ban deadlines.
+fn wall_ms() -> u64 {
+    atrion::state::Clock::wall_ms(&atrion::SystemClock::new())
 }
 
 /// `atrion policy …`
@@ -334,11 +339,8 @@ pub fn policy(cmd: PolicyCmd) -> Result<ExitCode> {
                         print(&b.http(reqwest::Method::POST, "/v1/bans", Some(body)).await?)
                     }
                     Backend::Store { .. } => {
-                        let now =
-                            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-                        print(
-                            &b.change(Change::Ban(Ban { route, client, until_ms: now + for_ms, reason }), None).await?,
-                        )
+                        let until_ms = wall_ms() + for_ms;
+                        print(&b.change(Change::Ban(Ban { route, client, until_ms, reason }), None).await?)
                     }
                 }
             }
@@ -444,7 +446,7 @@ pub async fn watch_file<O: atrion::PhysicsObserver + 'static>(node: Arc<PolicyNo
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     seen = Some(bytes);
                     retry = false;
-                    match node.desired().validator().check_toml(&text) {
+                    match node.desired().validator().check_toml(&text, node.wall_ms()) {
                         Ok(set) => match node.change(Source::File, &Change::Replace(set), &who, None).await {
                             Ok(done) => {
                                 tracing::info!(path = %path.display(), version = done.after.version, "policy file applied");

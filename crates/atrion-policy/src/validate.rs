@@ -99,31 +99,30 @@ impl Validator {
         &self.limits
     }
 
-    /// A policy file's text (TOML), through the whole pipeline.
-    pub fn check_toml(&self, text: &str) -> Result<PolicySet, Rejected> {
+    /// A policy file's text (TOML), through the whole pipeline, at `now_ms` (wall ms: a
+    /// ban's deadline must be later).
+    pub fn check_toml(&self, text: &str, now_ms: u64) -> Result<PolicySet, Rejected> {
         let value: toml::Value = toml::from_str(text).map_err(|e| one(Stage::Schema, "", e.message().to_owned()))?;
         let value = serde_json::to_value(value).map_err(|e| one(Stage::Schema, "", e.to_string()))?;
-        self.check_value(&value)
+        self.check_value(&value, now_ms)
     }
 
-    /// A policy set as JSON text, through the whole pipeline.
-    pub fn check_json(&self, text: &str) -> Result<PolicySet, Rejected> {
+    /// A policy set as JSON text, through the whole pipeline, at `now_ms`.
+    pub fn check_json(&self, text: &str, now_ms: u64) -> Result<PolicySet, Rejected> {
         let value: Value = serde_json::from_str(text).map_err(|e| one(Stage::Schema, "", e.to_string()))?;
-        self.check_value(&value)
+        self.check_value(&value, now_ms)
     }
 
-    /// A policy set as a JSON value, through the whole pipeline.
-    pub fn check_value(&self, value: &Value) -> Result<PolicySet, Rejected> {
+    /// A policy set as a JSON value, through the whole pipeline, at `now_ms`.
+    pub fn check_value(&self, value: &Value, now_ms: u64) -> Result<PolicySet, Rejected> {
         let mut issues = Vec::new();
         let set = schema(value, &mut issues);
         if issues.is_empty() {
             self.semantic_and_resource(&set, "", &mut issues);
             // A change may not add a ban that is over already (a stored ban expires later).
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             for (i, b) in set.bans.iter().enumerate() {
-                if b.until_ms <= now {
-                    issues.push(past(&format!("bans[{i}].until_ms"), b.until_ms, now));
+                if b.until_ms <= now_ms {
+                    issues.push(past(&format!("bans[{i}].until_ms"), b.until_ms, now_ms));
                 }
             }
         }
@@ -405,6 +404,9 @@ fn schema(value: &Value, issues: &mut Vec<Issue>) -> PolicySet {
 mod tests {
     use super::*;
 
+    /// The wall time the tests validate at (ms).
+    const NOW: u64 = 1_000_000;
+
     fn v() -> Validator {
         Validator::new(PhysicsConfig::default(), Limits::default())
     }
@@ -429,6 +431,7 @@ mod tests {
                 client = "scraper"
                 until_ms = 99999999999999
                 "#,
+                NOW,
             )
             .unwrap();
         assert_eq!(set.policies.len(), 2);
@@ -447,6 +450,7 @@ mod tests {
                     {"route": "c", "state": "sideways"},
                     {"route": "d", "physics": {"tuner": {"kk": 1}}}
                 ], "extra": 1}"#,
+                NOW,
             )
             .unwrap_err();
         assert_eq!(
@@ -457,7 +461,7 @@ mod tests {
                 (Stage::Schema, "policies[2].state".into()),
             ]
         );
-        let err = v().check_json(r#"{"policies": [{"route": "a", "physics": {"tuner": {"k": -1}}}, {"route": "d", "physics": {"tuner": {"kk": 1}}}]}"#).unwrap_err();
+        let err = v().check_json(r#"{"policies": [{"route": "a", "physics": {"tuner": {"k": -1}}}, {"route": "d", "physics": {"tuner": {"kk": 1}}}]}"#, NOW).unwrap_err();
         let text: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
         assert!(text.contains(&"policies[0].physics.tuner.k: must be > 0, got -1".to_owned()), "{text:?}");
         assert_eq!(paths(err)[0], (Stage::Schema, "policies[1].physics.tuner.kk".into()), "schema first");
@@ -474,6 +478,7 @@ mod tests {
                     {"route": "q"},
                     {"route": ""}
                 ], "bans": [{"until_ms": 5}, {"client": "x", "route": "GET /x", "until_ms": 5}]}"#,
+                NOW,
             )
             .unwrap_err();
         let p = paths(err.clone());
@@ -485,11 +490,11 @@ mod tests {
         assert!(p.contains(&(Stage::Semantic, "bans[0]".into())), "{err}");
         assert!(p.contains(&(Stage::Semantic, "bans[1].until_ms".into())), "a deadline in the past: {err}");
         let long = "x".repeat(300);
-        let err = v().check_json(&format!(r#"{{"policies": [{{"route": "{long}"}}]}}"#)).unwrap_err();
+        let err = v().check_json(&format!(r#"{{"policies": [{{"route": "{long}"}}]}}"#), NOW).unwrap_err();
         assert_eq!(paths(err), [(Stage::Resource, "policies[0].route".into())]);
         let few = Limits { max_policies: 1, ..Limits::default() };
         let err = Validator::new(PhysicsConfig::default(), few)
-            .check_json(r#"{"policies": [{"route": "a"}, {"route": "b"}]}"#)
+            .check_json(r#"{"policies": [{"route": "a"}, {"route": "b"}]}"#, NOW)
             .unwrap_err();
         assert_eq!(paths(err), [(Stage::Resource, "policies".into())]);
         let ban = Ban { route: None, client: Some("c".into()), until_ms: 10, reason: None };

@@ -174,7 +174,7 @@ fn checked(
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The body is not valid JSON", e.to_string())
     })?;
-    p.desired().validator().check_value(&wrap(value)).map_err(|r| rejected(&r))
+    p.desired().validator().check_value(&wrap(value), p.wall_ms()).map_err(|r| rejected(&r))
 }
 
 /// The cluster's desired policies: both layers, their version, and who changed them last.
