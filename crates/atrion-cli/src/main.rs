@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod demo;
 mod node;
 #[cfg(feature = "otlp")]
 mod otlp;
@@ -64,6 +65,10 @@ enum Command {
     State(policy::StateCmd),
     /// The audit trail: every admin action and refused attempt, newest first.
     Audit(policy::AuditArgs),
+    /// Drive a running sidecar with the traffic of a pretend service whose one route fails
+    /// now and then: watch it trip and recover on the dashboard (`atrion serve`, then open
+    /// the printed URL).
+    DemoTraffic(demo::DemoArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {
         /// The model whose constants to print.
@@ -229,6 +234,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Replay(args) => replay::run(&args),
         Command::Config { model } => print_config(model),
         Command::Node(args) => node::run(&args),
+        Command::DemoTraffic(args) => demo::run(&args),
         Command::Policy(cmd) => policy::policy(cmd),
         Command::State(cmd) => policy::state(cmd),
         Command::Audit(args) => policy::audit(args),

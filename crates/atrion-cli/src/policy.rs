@@ -238,7 +238,8 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
 }
 
-fn urlencode(s: &str) -> String {
+/// `s` percent-encoded: every byte but the unreserved ones.
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

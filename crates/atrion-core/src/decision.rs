@@ -123,6 +123,27 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 12] = [
+        Reason::Healthy,
+        Reason::Bootstrap,
+        Reason::Probe,
+        Reason::Keepalive,
+        Reason::Open,
+        Reason::ProbeQuota,
+        Reason::Overloaded,
+        Reason::SoftLimit,
+        Reason::Throttled,
+        Reason::Held,
+        Reason::Banned,
+        Reason::Shadow,
+    ];
+
+    /// Its position in [`Reason::ALL`]: a dense index for per-reason counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -214,6 +235,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_at_its_index() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
 
     #[test]
     fn priority_parses() {

@@ -30,7 +30,9 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub(crate) fn from_u8(v: u8) -> Mode {
+    /// The mode of a [`Mode`]'s `u8` value (`mode as u8`); values past the last are
+    /// half-open.
+    pub fn from_u8(v: u8) -> Mode {
         match v {
             0 => Mode::Bootstrap,
             1 => Mode::Operational,

@@ -368,6 +368,17 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         self.inner.lock().current.clone()
     }
 
+    /// Every node's report as this node last read it (no store access), this node's
+    /// first; and the desired version it last read.
+    pub fn known(&self) -> (u64, Vec<Report>) {
+        let st = self.inner.lock();
+        let me = self.inner.keys.node_id();
+        let mut reports = Vec::with_capacity(st.reports.len() + 1);
+        reports.push(st.current.clone());
+        reports.extend(st.reports.iter().filter(|r| r.node != me).cloned());
+        (st.desired.version, reports)
+    }
+
     /// Divergence alerts in force.
     pub fn alerts(&self) -> Vec<Alert> {
         self.inner.lock().alerts.values().cloned().collect()

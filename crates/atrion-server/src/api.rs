@@ -112,7 +112,16 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
     if let Some(p) = &s.config.policy {
         let gate = p.gate();
         if let Some(until) = gate.banned(&req.route, req.client.as_deref(), p.wall_ms()) {
-            return Ok(banned(s, &req.route, until.saturating_sub(p.wall_ms())));
+            let answer = banned(s, &req.route, until.saturating_sub(p.wall_ms()));
+            let decision = Decision {
+                verdict: answer.verdict,
+                reason: answer.reason,
+                mode: answer.mode,
+                resistance: answer.resistance,
+                retry_after: None,
+            };
+            s.atrion.engine().observer().count_outside(&req.route, now, &decision);
+            return Ok(answer);
         }
         if req.client.as_deref().is_some_and(|c| gate.vip(&req.route, c)) {
             priority = Priority::Critical;

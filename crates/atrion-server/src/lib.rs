@@ -36,6 +36,7 @@ use utoipa_axum::routes;
 mod admin;
 mod api;
 mod auth;
+mod dashboard;
 mod http;
 mod observer;
 mod openapi;
@@ -45,6 +46,7 @@ mod proxy;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
+pub use dashboard::DashboardConfig;
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
@@ -115,6 +117,9 @@ pub struct ServerConfig {
     /// The policy layer: serves `/v1/policies`, `/v1/bans`, `/v1/state*` and `/v1/audit*`,
     /// applies bans and VIP lanes to decisions, and keeps the audit trail in the store.
     pub policy: Option<PolicyHandle>,
+    /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
+    /// (the default).
+    pub dashboard: Option<DashboardConfig>,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +133,7 @@ impl Default for ServerConfig {
             max_restore_bytes: 256 * 1024 * 1024,
             store_switch: None,
             policy: None,
+            dashboard: Some(DashboardConfig::default()),
         }
     }
 }
@@ -136,18 +142,32 @@ struct Shared {
     atrion: Arc<SidecarAtrion>,
     config: ServerConfig,
     openapi: utoipa::openapi::OpenApi,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
 /// operation: the router and `GET /openapi.json` come from the same declarations.
+///
+/// With the dashboard on, its sampler runs while the router lives (when built inside a
+/// tokio runtime); its live feeds stay open until the client leaves, so a graceful
+/// shutdown of a server of your own should close them: [`serve`] does.
 pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
+    build(atrion, config).0
+}
+
+fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shared>) {
     let (router, api) = api_router(config).split_for_parts();
-    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api });
-    router
+    let dashboard =
+        config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
+    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
+    let router = router
+        .route("/", axum::routing::get(dashboard::index))
+        .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
-        .with_state(shared)
+        .with_state(shared.clone());
+    (router, shared)
 }
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
@@ -183,6 +203,9 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(policies::history))
         .routes(routes!(policies::audit_page))
         .routes(routes!(policies::audit_export))
+        .routes(routes!(dashboard::stream))
+        .routes(routes!(dashboard::route_detail))
+        .routes(routes!(dashboard::route_chart))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests
@@ -193,8 +216,15 @@ pub async fn serve(
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(atrion.clone(), config);
-    axum::serve(nodelay(listener), app).with_graceful_shutdown(shutdown).await?;
+    let (app, shared) = build(atrion.clone(), config);
+    let stopping = async move {
+        shutdown.await;
+        // The dashboard's feeds would hold the drain open: they end first.
+        if let Some(d) = &shared.dashboard {
+            d.close();
+        }
+    };
+    axum::serve(nodelay(listener), app).with_graceful_shutdown(stopping).await?;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())

@@ -1,13 +1,21 @@
-//! The sidecar's engine observer: decision counts per route (for `/v1/routes`) and, when
-//! asked, Atrion's metrics (`atrion::metrics::MetricsObserver`).
+//! The sidecar's engine observer: decision counts per route and per reason, the latest
+//! decisions and mode transitions (for `/v1/routes` and the dashboard) and, when asked,
+//! Atrion's metrics (`atrion::metrics::MetricsObserver`).
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
 
 use atrion::metrics::MetricsObserver;
-use atrion::{Event, PhysicsObserver, Verdict};
+use atrion::{Decision, Event, Mode, PhysicsObserver, Reason, Timestamp, Verdict};
 use serde::Serialize;
+
+/// How many of a route's latest decisions are kept.
+pub const RECENT_DECISIONS: usize = 16;
+
+/// How many of a route's latest mode transitions are kept.
+pub const RECENT_TRANSITIONS: usize = 32;
 
 /// Decisions on one route since the sidecar started (or since the route was last evicted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -18,10 +26,67 @@ pub struct DecisionCounts {
     pub shed: u64,
 }
 
+/// One of a route's latest decisions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentDecision {
+    /// When (the engine's clock).
+    pub at: Timestamp,
+    /// Admit or shed.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// The route's mode then.
+    pub mode: Mode,
+    /// The resistance it was made against (ohms, as `f32`).
+    pub resistance: f32,
+}
+
+/// One of a route's mode transitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    /// When (the engine's clock).
+    pub at: Timestamp,
+    /// The mode before.
+    pub from: Mode,
+    /// The mode after.
+    pub to: Mode,
+    /// The resistance that caused it (ohms).
+    pub resistance: f64,
+}
+
 #[derive(Default)]
 struct Counts {
     admitted: AtomicU64,
     shed: AtomicU64,
+    /// Sheds by reason.
+    shed_by: [AtomicU64; Reason::ALL.len()],
+    /// The latest decisions, each packed in one word (`pack`), with its resistance beside
+    /// it: written without a lock on the decision path (a reader may see a decision with
+    /// its neighbour's resistance while both are written; it is a display).
+    recent: [AtomicU64; RECENT_DECISIONS],
+    recent_resistance: [AtomicU32; RECENT_DECISIONS],
+    next: AtomicU32,
+    /// Transitions are rare (a few per minute at most): a lock is fine there.
+    transitions: Mutex<VecDeque<Transition>>,
+}
+
+/// A decision in one word: milliseconds of the engine's clock in the high 48 bits, then
+/// the reason, the mode and the verdict; 0 is an empty slot (at is at least 1).
+fn pack(at: Timestamp, d: &Decision) -> u64 {
+    let ms = (at.as_nanos() / 1_000_000).clamp(1, (1 << 48) - 1);
+    (ms << 16) | ((d.reason.index() as u64) << 8) | (u64::from(d.mode as u8) << 1) | u64::from(d.is_admitted())
+}
+
+fn unpack(word: u64, resistance: f32) -> Option<RecentDecision> {
+    let ms = word >> 16;
+    let reason = *Reason::ALL.get(((word >> 8) & 0xff) as usize)?;
+    (ms > 0).then(|| RecentDecision {
+        at: Timestamp::from_nanos(ms * 1_000_000),
+        verdict: if word & 1 == 1 { Verdict::Admit } else { Verdict::Shed },
+        reason,
+        mode: Mode::from_u8(((word >> 1) & 0x7f) as u8),
+        resistance,
+    })
 }
 
 /// The observer the sidecar's [`Atrion`](atrion::Atrion) runs: build it with
@@ -67,27 +132,90 @@ impl SidecarObserver {
             shed: c.shed.load(Relaxed),
         })
     }
+
+    /// The requests shed on `route` so far by reason, indexed as [`Reason::ALL`].
+    pub fn shed_by_reason(&self, route: &str) -> [u64; Reason::ALL.len()] {
+        self.counts.pin().get(route).map_or([0; Reason::ALL.len()], |c| c.shed_by.each_ref().map(|r| r.load(Relaxed)))
+    }
+
+    /// The latest decisions on `route`, newest first.
+    pub fn recent(&self, route: &str) -> Vec<RecentDecision> {
+        let map = self.counts.pin();
+        let Some(c) = map.get(route) else { return Vec::new() };
+        let next = c.next.load(Relaxed) as usize;
+        let mut out: Vec<RecentDecision> = (1..=RECENT_DECISIONS)
+            .filter_map(|back| {
+                let i = (next + RECENT_DECISIONS - back) % RECENT_DECISIONS;
+                unpack(c.recent[i].load(Relaxed), f32::from_bits(c.recent_resistance[i].load(Relaxed)))
+            })
+            .collect();
+        out.sort_by_key(|d| std::cmp::Reverse(d.at));
+        out
+    }
+
+    /// The latest mode transitions of `route`, oldest first.
+    pub fn transitions(&self, route: &str) -> Vec<Transition> {
+        self.counts.pin().get(route).map_or_else(Vec::new, |c| match c.transitions.lock() {
+            Ok(t) => t.iter().copied().collect(),
+            Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
+        })
+    }
+
+    fn with_counts(&self, route: &str, f: impl FnOnce(&Counts)) {
+        let map = self.counts.pin();
+        match map.get(route) {
+            Some(c) => f(c),
+            None => f(map.get_or_insert_with(route.into(), Arc::default)),
+        }
+    }
+
+    /// Counts a decision made outside the engine (a ban, which sheds before the physics
+    /// is asked), on a route the engine tracks.
+    pub fn count_outside(&self, route: &str, at: Timestamp, decision: &Decision) {
+        if let Some(c) = self.counts.pin().get(route) {
+            c.record(at, decision);
+        }
+    }
+}
+
+impl Counts {
+    fn record(&self, at: Timestamp, d: &Decision) {
+        match d.verdict {
+            Verdict::Admit => self.admitted.fetch_add(1, Relaxed),
+            Verdict::Shed => {
+                self.shed_by[d.reason.index()].fetch_add(1, Relaxed);
+                self.shed.fetch_add(1, Relaxed)
+            }
+        };
+        let slot = self.next.fetch_add(1, Relaxed) as usize % RECENT_DECISIONS;
+        self.recent_resistance[slot].store((d.resistance as f32).to_bits(), Relaxed);
+        self.recent[slot].store(pack(at, d), Relaxed);
+    }
+
+    fn transition(&self, t: Transition) {
+        let mut log = match self.transitions.lock() {
+            Ok(log) => log,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if log.len() == RECENT_TRANSITIONS {
+            log.pop_front();
+        }
+        log.push_back(t);
+    }
 }
 
 impl PhysicsObserver for SidecarObserver {
     fn on_event(&self, event: &Event<'_>) {
         match *event {
-            Event::Decided { route, decision, .. } => {
-                let map = self.counts.pin();
-                let counts = match map.get(route) {
-                    Some(c) => c,
-                    None => map.get_or_insert_with(route.into(), Arc::default),
-                };
-                match decision.verdict {
-                    Verdict::Admit => counts.admitted.fetch_add(1, Relaxed),
-                    Verdict::Shed => counts.shed.fetch_add(1, Relaxed),
-                };
+            Event::Decided { route, at, decision, .. } => {
+                self.with_counts(route, |c| c.record(at, &decision));
             }
             Event::Evicted { route, .. } => {
                 self.counts.pin().remove(route);
             }
             // In the span of the request that caused it, when there is one.
-            Event::Transition { route, from, to, resistance, .. } => {
+            Event::Transition { route, at, from, to, resistance } => {
+                self.with_counts(route, |c| c.transition(Transition { at, from, to, resistance }));
                 tracing::info!(
                     target: "atrion::transition",
                     route,
