@@ -100,6 +100,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         let mut owed = 0.0;
         let mut sent: u64 = 0;
         let mut next_print = 0.0;
+        let mut away = false;
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cycle = args.healthy_secs + args.failing_secs;
@@ -116,28 +117,53 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
             let batch: Vec<&String> = (0..n).map(|i| &routes[((sent + i) % routes.len() as u64) as usize]).collect();
             sent += n;
             if !batch.is_empty() {
-                let decide: Vec<Value> = batch.iter().map(|r| json!({ "route": r })).collect();
-                let answer = post(&http, &base, &json!({ "decide": decide })).await?;
-                let mut reports = Vec::new();
-                for (i, (route, d)) in batch.iter().zip(answer["decide"].as_array().into_iter().flatten()).enumerate() {
-                    if d["verdict"] == "admit" {
-                        let (latency_ms, ok, saturation) = outcome(failing && **route == args.failing, sent + i as u64);
-                        reports.push(
-                            json!({ "route": route, "latency_ms": latency_ms, "ok": ok, "saturation": saturation }),
-                        );
+                let round = exchange(&http, &base, &batch, |route, i| {
+                    outcome(failing && route == args.failing, sent + i as u64)
+                });
+                // A sidecar that restarts is waited for, not given up on.
+                match (round.await, away) {
+                    (Ok(()), true) => {
+                        away = false;
+                        println!("atrion demo-traffic: the sidecar answers again");
                     }
-                }
-                if !reports.is_empty() {
-                    post(&http, &base, &json!({ "report": reports })).await?;
+                    (Err(e), false) => {
+                        away = true;
+                        println!("atrion demo-traffic: {e:#}; retrying every second");
+                    }
+                    (Err(_), true) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    (Ok(()), false) => {}
                 }
             }
-            if args.print_every > 0.0 && t >= next_print {
+            if args.print_every > 0.0 && t >= next_print && !away {
                 next_print = t + args.print_every;
                 print_modes(&http, &base, t, failing, &args.failing).await;
             }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// One tick's requests: their decisions in one batch, the admitted ones' reports in a
+/// second.
+async fn exchange(
+    http: &reqwest::Client,
+    base: &str,
+    batch: &[&String],
+    outcome: impl Fn(&str, usize) -> (f64, bool, f64),
+) -> Result<()> {
+    let decide: Vec<Value> = batch.iter().map(|r| json!({ "route": r })).collect();
+    let answer = post(http, base, &json!({ "decide": decide })).await?;
+    let mut reports = Vec::new();
+    for (i, (route, d)) in batch.iter().zip(answer["decide"].as_array().into_iter().flatten()).enumerate() {
+        if d["verdict"] == "admit" {
+            let (latency_ms, ok, saturation) = outcome(route, i);
+            reports.push(json!({ "route": route, "latency_ms": latency_ms, "ok": ok, "saturation": saturation }));
+        }
+    }
+    if !reports.is_empty() {
+        post(http, base, &json!({ "report": reports })).await?;
+    }
+    Ok(())
 }
 
 async fn post(http: &reqwest::Client, base: &str, body: &Value) -> Result<Value> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Admin;
-use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemIssue, parse, read_body};
+use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemIssue, parse, query, read_body};
 use crate::{PolicyHandle, Shared};
 
 fn node(s: &Shared) -> Result<&PolicyHandle, Problem> {
@@ -61,16 +61,6 @@ fn rejected(r: &Rejected) -> Problem {
         })
         .collect();
     p
-}
-
-/// The query string as `T`, or a problem naming what is wrong with it.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    q.map(|Query(t)| t).map_err(|e| {
-        let mut p =
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", e.body_text());
-        p.field = Some("query".into());
-        p
-    })
 }
 
 /// An admin action as the audit trail records it.

@@ -141,3 +141,15 @@ pub(crate) fn check_route(field: &str, route: &str) -> Result<(), Problem> {
     }
     Ok(())
 }
+
+/// The query string as `T`, or a problem naming what is wrong with it.
+pub(crate) fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, Problem> {
+    q.map(|axum::extract::Query(t)| t).map_err(|e| {
+        let mut p =
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", e.body_text());
+        p.field = Some("query".into());
+        p
+    })
+}

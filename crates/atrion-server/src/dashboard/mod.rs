@@ -212,6 +212,10 @@ impl Dashboard {
                     .counts
                     .back()
                     .map_or((0, 0), |&(a, s, _)| (counts.admitted.saturating_sub(a), counts.shed.saturating_sub(s)));
+                if h.counts.is_empty() {
+                    // Counted before the first sample: measured from zero.
+                    h.counts.push_back((0, 0, [0; Reason::ALL.len()]));
+                }
                 if h.counts.len() > SHED_WINDOW {
                     h.counts.pop_front();
                 }
@@ -520,7 +524,7 @@ pub(crate) async fn route_chart(
     Path(route): Path<String>,
     query: Result<Query<ChartQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(query) = query.map_err(|e| Problem::invalid("kind", e.body_text()))?;
+    let query = crate::problem::query(query)?;
     let d = dashboard(&s)?;
     let (samples, last_ms) = {
         let history = d.lock();

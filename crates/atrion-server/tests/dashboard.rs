@@ -1,0 +1,202 @@
+//! The dashboard's server side over real TCP: the page and its assets, the live feed
+//! (server-sent events), a route's page and charts, the switch that turns it off, and a
+//! graceful shutdown with feeds open. The page itself is tested in real browsers in
+//! `atrion-cli/tests/dashboard.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrion::state::TokioClock;
+use atrion::{Atrion, PhysicsConfig};
+use atrion_server::{ServerConfig, SidecarAtrion, SidecarObserver, router};
+use serde_json::Value;
+
+fn atrion() -> Arc<SidecarAtrion> {
+    let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
+    c.scar_rate = 60.0;
+    Arc::new(Atrion::builder().observer(SidecarObserver::new()).config(c).clock(TokioClock::new()).build().unwrap())
+}
+
+async fn start_with(config: ServerConfig) -> (Arc<SidecarAtrion>, String) {
+    let atrion = atrion();
+    let app = router(atrion.clone(), &config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (atrion, format!("http://{addr}"))
+}
+
+async fn post(base: &str, path: &str, body: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{path} {body}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Fails `GET /broken` until it is open, asks a few more times (shed, by `open`), and
+/// waits for the next sample.
+async fn trip(base: &str) {
+    post(base, "/v1/report", r#"{"route": "GET /fine", "latency_ms": 20, "ok": true}"#).await;
+    for _ in 0..1000 {
+        let d = post(base, "/v1/decide", r#"{"route": "GET /broken"}"#).await;
+        if d["mode"] == "open" {
+            for _ in 0..5 {
+                post(base, "/v1/decide", r#"{"route": "GET /broken"}"#).await;
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            return;
+        }
+        post(base, "/v1/report", r#"{"route": "GET /broken", "latency_ms": 900, "ok": false, "saturation": 0.9}"#)
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a failing route trips open");
+}
+
+/// Reads server-sent events until `n` `update` events have come; returns their data.
+async fn updates(res: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = res.chunk().await.unwrap().expect("the stream stays open");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if event.lines().any(|l| l == "event: update") {
+                let data: String = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                out.push(serde_json::from_str(&data).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn route<'a>(update: &'a Value, id: &str) -> &'a Value {
+    update["routes"].as_array().unwrap().iter().find(|r| r["route"] == id).unwrap_or_else(|| panic!("{id} in {update}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_page_and_its_assets_are_served_with_a_strict_content_policy() {
+    let (_, base) = start_with(ServerConfig::default()).await;
+    for (path, kind, has) in [
+        ("/", "text/html", "<title>Atrion</title>"),
+        ("/assets/app.js", "text/javascript", "EventSource"),
+        ("/assets/app.css", "text/css", ".mode.open"),
+    ] {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}: {:?}", h["content-type"]);
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(r.text().await.unwrap().contains(has), "{path}");
+    }
+    // Nothing is fetched from elsewhere: every script, style and image is the server's own.
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from the internet");
+    let r = reqwest::get(format!("{base}/assets/nope.js")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_feed_sends_every_route_with_its_sparkline_then_one_update_per_sample() {
+    let (_, base) = start_with(ServerConfig::default()).await;
+    trip(&base).await;
+    let mut res = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let got = updates(&mut res, 3).await;
+    let first = route(&got[0], "GET /broken");
+    assert_eq!(first["mode"], "open", "{first}");
+    assert!(first["spark"].as_array().is_some_and(|s| !s.is_empty()), "the first update carries sparklines: {first}");
+    assert!(first["shed_ratio"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["shed_by"]["open"].as_f64().unwrap() > 0.0, "shed by reason: {first}");
+    assert!(first["resistance"].as_f64().unwrap() > first["break_point"].as_f64().unwrap() * 0.5, "{first}");
+    assert!(first["since_ms"].is_u64(), "since when: {first}");
+    assert_eq!(route(&got[0], "GET /fine")["mode"], "bootstrap");
+    for later in &got[1..] {
+        assert!(route(later, "GET /broken").get("spark").is_none(), "later updates carry the new point only");
+        assert_eq!(later["every_ms"], 1000);
+    }
+    assert!(got[0]["policy"].is_null(), "no policy layer on this server");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_page_lists_transitions_and_decisions_and_its_charts_are_svg() {
+    let (_, base) = start_with(ServerConfig::default()).await;
+    trip(&base).await;
+    let d: Value =
+        reqwest::get(format!("{base}/v1/dashboard/routes/GET%20%2Fbroken")).await.unwrap().json().await.unwrap();
+    assert_eq!(d["route"]["route"], "GET /broken");
+    let t = &d["transitions"][0];
+    assert_eq!((t["to"].as_str(), t["from"].as_str()), (Some("open"), Some("operational")), "newest first: {d}");
+    let newest = &d["decisions"][0];
+    assert_eq!((newest["verdict"].as_str(), newest["reason"].as_str()), (Some("shed"), Some("open")), "{d}");
+    assert!(d["decisions"].as_array().unwrap().len() >= 6, "the latest decisions: {d}");
+    for (kind, has) in [("resistance", "break point"), ("tuner", "tuner mean")] {
+        let r =
+            reqwest::get(format!("{base}/v1/dashboard/routes/GET%20%2Fbroken/chart.svg?kind={kind}")).await.unwrap();
+        assert_eq!(r.status(), 200, "{kind}");
+        assert_eq!(r.headers()["content-type"], "image/svg+xml");
+        let svg = r.text().await.unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(has) && svg.contains("seconds ago"), "{kind}: axes and legend");
+    }
+    let r = reqwest::get(format!("{base}/v1/dashboard/routes/GET%20%2Fbroken/chart.svg?kind=pie")).await.unwrap();
+    assert_eq!(r.status(), 400, "an unknown chart is a problem");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["field"], "query", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("pie"), "{p}");
+    for path in ["/v1/dashboard/routes/nope", "/v1/dashboard/routes/nope/chart.svg"] {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_can_be_turned_off() {
+    let mut config = ServerConfig::default();
+    config.dashboard = None;
+    let (_, base) = start_with(config).await;
+    for path in ["/", "/assets/app.js", "/v1/dashboard/stream", "/v1/dashboard/routes/x"] {
+        let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["type"].as_str().map(|t| t.ends_with("dashboard-disabled")), Some(true), "{path}: {p}");
+    }
+    // The API is untouched.
+    post(&base, "/v1/decide", r#"{"route": "GET /a"}"#).await;
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_ends_the_open_feeds() {
+    let atrion = atrion();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        atrion_server::serve(listener, atrion, &ServerConfig::default(), async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut res = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    updates(&mut res, 1).await;
+    stop.send(()).unwrap();
+    // The feed ends (the server does not wait for the page to leave), and the server exits.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = res.chunk().await.unwrap_or(None) {
+            drop(chunk);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the feed ends on shutdown");
+    let exited = tokio::time::timeout(Duration::from_secs(60), server).await;
+    assert!(exited.is_ok_and(|r| r.is_ok_and(|r| r.is_ok())), "the server exits");
+}
