@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// Pulses a node may stay behind desired state before a divergence alert [default: 5].
     #[arg(long, env = "ATRION_DIVERGENCE_PULSES")]
     pub divergence_pulses: Option<u32>,
+    /// Serve no dashboard at `/` (and no `/v1/dashboard` feed): the API alone.
+    #[arg(long, env = "ATRION_NO_DASHBOARD")]
+    pub no_dashboard: bool,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -123,6 +126,7 @@ struct FileSettings {
     otlp_endpoint: Option<String>,
     policy_file: Option<PathBuf>,
     divergence_pulses: Option<u32>,
+    no_dashboard: Option<bool>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -145,6 +149,7 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     policy_file: Option<PathBuf>,
     divergence_pulses: u32,
+    dashboard: bool,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -187,6 +192,7 @@ impl Settings {
             namespace: args.namespace.clone().or(file.namespace).unwrap_or(sync.namespace),
             admin_tokens,
             exposed_anyway: args.i_know_this_exposes_the_api || file.i_know_this_exposes_the_api.unwrap_or(false),
+            dashboard: !(args.no_dashboard || file.no_dashboard.unwrap_or(false)),
             metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
             log_format: args.log_format.or(file.log_format).unwrap_or(if on_terminal {
                 LogFormat::Text
@@ -281,6 +287,9 @@ impl Settings {
         c.request_timeout = self.request_timeout;
         c.metrics = Some(metrics);
         c.admin_tokens = self.admin_tokens.clone();
+        if !self.dashboard {
+            c.dashboard = None;
+        }
         c
     }
 }
@@ -379,6 +388,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let shutdown = atrion_server::shutdown_signal();
         let tokens: Vec<&str> = s.admin_tokens.iter().map(AdminToken::name).collect();
         println!("atrion serve: listening on http://{addr} (node {}, store {shown})", s.node_id);
+        if s.dashboard {
+            println!("atrion serve: the dashboard is at http://{addr}/");
+        }
         tracing::info!(%addr, node = %s.node_id, store = %shown, admin_tokens = ?tokens, "atrion serve started");
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");

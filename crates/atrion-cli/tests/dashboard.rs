@@ -205,7 +205,7 @@ async fn walkthrough(browser: Browser, shots: bool) {
     let c = driver.session().await;
     let base = a.url.clone();
     goto(&c, &base, "#/routes").await;
-    assert_eq!(c.title().await.unwrap(), "Routes · Atrion");
+    eventually("the page titles itself", || async { (c.title().await.ok()? == "Routes · Atrion").then_some(()) }).await;
 
     // The routes appear, live; the failing one turns open, then back.
     eventually("the failing route appears", || async { row_mode(&c, "GET /search").await }).await;

@@ -295,16 +295,16 @@ impl Dashboard {
                     since_ms,
                     held: engine.held(id).unwrap_or_default(),
                     policy: engine.route_pattern(id),
-                    resistance: f64::from(last.resistance),
-                    break_point: f64::from(last.break_point),
-                    scar: f64::from(last.scar),
-                    momentum: f64::from(last.momentum),
-                    rate: f64::from(last.admitted.saturating_add(last.shed)) / every,
-                    shed_ratio,
-                    shed_by,
+                    resistance: round(f64::from(last.resistance), 100.0),
+                    break_point: round(f64::from(last.break_point), 100.0),
+                    scar: round(f64::from(last.scar), 100.0),
+                    momentum: round(f64::from(last.momentum), 1000.0),
+                    rate: round(f64::from(last.admitted.saturating_add(last.shed)) / every, 10.0),
+                    shed_ratio: round(shed_ratio, 1000.0),
+                    shed_by: shed_by.into_iter().map(|(k, v)| (k, round(v, 1000.0))).collect(),
                     spark: spark.then(|| {
                         let skip = h.samples.len().saturating_sub(self.config.sparkline);
-                        h.samples.iter().skip(skip).map(|s| s.resistance).collect()
+                        h.samples.iter().skip(skip).map(|s| round(f64::from(s.resistance), 10.0) as f32).collect()
                     }),
                 })
             })
@@ -312,6 +312,11 @@ impl Dashboard {
         rows.sort_unstable_by(|a, b| a.route.cmp(&b.route));
         rows
     }
+}
+
+/// `x` to the nearest `1 / per`: what a page shows, in fewer bytes than a float's digits.
+fn round(x: f64, per: f64) -> f64 {
+    (x * per).round() / per
 }
 
 /// The share shed over the window, and that share by reason.
