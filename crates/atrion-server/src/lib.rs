@@ -4,8 +4,9 @@
 //! asks "may I call this route now?" over loopback, built as an axum [`Router`] from an
 //! [`Atrion`] instance, so that a Rust service can mount it too. `atrion serve` runs it.
 //!
-//! This is the first part of the sidecar: health, decisions and reports. The API is JSON,
-//! versioned under `/v1`:
+//! Health, decisions and reports, what the node knows, administration, policies, and the
+//! decision dashboard (a page at `/`, fed live by server-sent events; see
+//! [`DashboardConfig`]). The API is JSON, versioned under `/v1`:
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
@@ -15,6 +16,9 @@
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
 //! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
 //! | `GET /v1/routes`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar |
+//! | `GET /` | | the decision dashboard (its files under `/assets/`, built into the binary) |
+//! | `GET /v1/dashboard/stream` | | the dashboard's live feed: server-sent `update` events, one per sample |
+//! | `GET /v1/dashboard/routes/{route}`, `…/chart.svg?kind=resistance\|tuner` | | a route's page: transitions, latest decisions; its charts as SVG |
 //!
 //! A ticket carries the decision's time: reporting by ticket, the server measures the
 //! latency, so clients need no clock. Errors are `application/problem+json` (RFC 9457) with
@@ -221,7 +225,7 @@ pub async fn serve(
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
         if let Some(d) = &shared.dashboard {
-            d.close();
+            d.close().await;
         }
     };
     axum::serve(nodelay(listener), app).with_graceful_shutdown(stopping).await?;

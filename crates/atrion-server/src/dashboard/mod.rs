@@ -89,6 +89,7 @@ pub(crate) struct Dashboard {
     history: Mutex<HashMap<Box<str>, History>>,
     ticks: broadcast::Sender<Arc<str>>,
     closed: watch::Sender<bool>,
+    sampler: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A route's row in the dashboard's table.
@@ -174,18 +175,25 @@ impl Dashboard {
             history: Mutex::new(HashMap::new()),
             ticks,
             closed: watch::Sender::new(false),
+            sampler: Mutex::new(None),
         });
-        // Outside a runtime (a router built in a plain test), the pages get no history.
+        // Outside a runtime (a router built in a plain test), the pages get no history. The
+        // task holds the dashboard weakly: it ends when the router is dropped, or on close.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(sampler(Arc::downgrade(&dashboard), dashboard.config.sample_every));
+            let task = rt.spawn(sampler(Arc::downgrade(&dashboard), dashboard.config.sample_every));
+            *dashboard.sampler.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         }
         dashboard
     }
 
-    /// Ends the open streams and the sampler (before a graceful shutdown, which waits for
-    /// every open connection).
-    pub(crate) fn close(&self) {
+    /// Ends the open feeds (a graceful shutdown waits for every open connection) and the
+    /// sampler, and waits for the sampler to finish.
+    pub(crate) async fn close(&self) {
         self.closed.send_replace(true);
+        let task = self.sampler.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, History>> {
