@@ -264,6 +264,18 @@ async fn walkthrough(browser: Browser, shots: bool) {
         .await;
     let (ok, said) = act(&c, "release").await;
     assert!(ok, "{said}");
+    // Shadow mode is a policy: on every node, and the route's physics decides without
+    // shedding.
+    let (ok, said) = act(&c, "shadow").await;
+    assert!(ok, "{said}");
+    eventually("the route runs in shadow mode", || async {
+        let v = a.get("/v1/routes/GET%20%2Fusers").await;
+        (v["held"] == "shadow" && v["policy"] == "GET /users").then_some(())
+    })
+    .await;
+    eventually("the page shows it", || async { text(&c, "#route-held").await.contains("shadow").then_some(()) }).await;
+    let (ok, said) = act(&c, "unshadow").await;
+    assert!(ok, "{said}");
     // With the policy layer: a ban from the page reaches the policies view.
     let (ok, said) = act(&c, "ban").await;
     assert!(ok, "{said}");
@@ -388,11 +400,23 @@ async fn a_thousand_routes_stay_responsive() {
         text(&c, "#summary").await.starts_with("1000 routes").then_some(())
     })
     .await;
+    // From here on, updates stream in: nothing on the page may move (layout shifts are
+    // what the browser reports when visible content moves without input).
+    js(
+        &c,
+        "window.shifts = 0;
+         new PerformanceObserver(l => { for (const e of l.getEntries()) if (!e.hadRecentInput) window.shifts += e.value; })
+           .observe({type: 'layout-shift'});
+         return 0;",
+    )
+    .await;
     let start = js(&c, "return window.atrionStats.renders").await.as_u64().unwrap();
     eventually("twenty updates are rendered", || async {
         (js(&c, "return window.atrionStats.renders").await.as_u64()? >= start + 20).then_some(())
     })
     .await;
+    let shifts = js(&c, "return window.shifts").await;
+    assert_eq!(shifts.as_f64(), Some(0.0), "no layout jumps while data streams in: {shifts}");
     let stats = js(&c, "return window.atrionStats").await;
     assert_eq!(stats["rows"], 50, "one page of rows is drawn, not 1,000: {stats}");
     let rows = js(&c, "return document.querySelectorAll('#routes tbody tr').length").await;
@@ -430,4 +454,20 @@ async fn a_thousand_routes_stay_responsive() {
     writer.abort();
     c.close().await.unwrap();
     s.stop();
+}
+
+/// `atrion demo-traffic` refuses what it cannot do, with the flag and the reason.
+#[test]
+fn demo_traffic_refuses_bad_flags_and_a_missing_sidecar() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("demo-traffic").args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&["--rate", "0"]);
+    assert!(!ok && err.contains("--rate 0"), "{err}");
+    let (ok, err) = run(&["--failing-secs", "0"]);
+    assert!(!ok && err.contains("--failing-secs"), "{err}");
+    let port = free_port();
+    let (ok, err) = run(&["--server", &format!("http://127.0.0.1:{port}"), "--duration", "1"]);
+    assert!(!ok && err.contains("no sidecar answers"), "{err}");
 }
