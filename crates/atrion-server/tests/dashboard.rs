@@ -3,39 +3,18 @@
 //! graceful shutdown with feeds open. The page itself is tested in real browsers in
 //! `atrion-cli/tests/dashboard.rs`.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use atrion::state::TokioClock;
-use atrion::{Atrion, PhysicsConfig};
-use atrion_server::{ServerConfig, SidecarAtrion, SidecarObserver, router};
+use atrion_server::ServerConfig;
+use common::start_with;
 use serde_json::Value;
 
-fn atrion() -> Arc<SidecarAtrion> {
-    let mut c = PhysicsConfig::default().with_scar_half_life(Duration::from_millis(400));
-    c.scar_rate = 60.0;
-    Arc::new(Atrion::builder().observer(SidecarObserver::new()).config(c).clock(TokioClock::new()).build().unwrap())
-}
-
-async fn start_with(config: ServerConfig) -> (Arc<SidecarAtrion>, String) {
-    let atrion = atrion();
-    let app = router(atrion.clone(), &config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (atrion, format!("http://{addr}"))
-}
-
 async fn post(base: &str, path: &str, body: &str) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{path} {body}: {}", r.status());
-    r.json().await.unwrap()
+    let (status, _, v) = common::post(base, path, body).await;
+    assert_eq!(status, 200, "{path} {body}: {v}");
+    v
 }
 
 /// Fails `GET /broken` until it is open, asks a few more times (shed, by `open`), and
@@ -176,7 +155,7 @@ async fn the_dashboard_can_be_turned_off() {
 
 #[tokio::test]
 async fn a_graceful_shutdown_ends_the_open_feeds() {
-    let atrion = atrion();
+    let atrion = common::sidecar();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -106,49 +106,56 @@ fn timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, window: f64, points: &[Po
     Ok(())
 }
 
-/// Resistance, scar and the break point over time, with the mode timeline under them.
-pub(super) fn resistance(points: &[Point], window: f64) -> Result<String, String> {
+/// An SVG document of `size`, on white, drawn by `draw`.
+fn svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<String, String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT + TIMELINE)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (top, bottom) = root.split_vertically(HEIGHT);
-        let series = |f: fn(&Point) -> f64| points.iter().map(|p| (p.ago_s, f(p))).collect::<Vec<_>>();
-        lines(
-            &top,
-            window,
-            "ohms",
-            &[
-                ("resistance", RESISTANCE, false, series(|p| p.resistance)),
-                ("scar", SCAR, false, series(|p| p.scar)),
-                ("break point", BREAK, true, series(|p| p.break_point)),
-            ],
-        )?;
-        timeline(&bottom, window, points)?;
+        draw(&root)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
 }
 
-/// The tuner's mean, and the mean plus and minus one deviation, over time.
-pub(super) fn tuner(points: &[Point], window: f64) -> Result<String, String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let series = |f: fn(&Point) -> f64| points.iter().map(|p| (p.ago_s, f(p))).collect::<Vec<_>>();
+fn series(points: &[Point], f: fn(&Point) -> f64) -> Vec<(f64, f64)> {
+    points.iter().map(|p| (p.ago_s, f(p))).collect()
+}
+
+/// Resistance, scar and the break point over time, with the mode timeline under them.
+pub(super) fn resistance(points: &[Point], window: f64) -> Result<String, String> {
+    svg((WIDTH, HEIGHT + TIMELINE), |root| {
+        let (top, bottom) = root.split_vertically(HEIGHT);
         lines(
-            &root,
+            &top,
             window,
             "ohms",
             &[
-                ("tuner mean", RESISTANCE, false, series(|p| p.mean)),
-                ("mean + deviation", SCAR, true, series(|p| p.mean + p.sd)),
-                ("mean - deviation", SCAR, true, series(|p| (p.mean - p.sd).max(0.0))),
-                ("break point", BREAK, true, series(|p| p.break_point)),
+                ("resistance", RESISTANCE, false, series(points, |p| p.resistance)),
+                ("scar", SCAR, false, series(points, |p| p.scar)),
+                ("break point", BREAK, true, series(points, |p| p.break_point)),
             ],
         )?;
-        root.present().map_err(err)?;
-    }
-    Ok(svg)
+        timeline(&bottom, window, points)
+    })
+}
+
+/// The tuner's mean, and the mean plus and minus one deviation, over time.
+pub(super) fn tuner(points: &[Point], window: f64) -> Result<String, String> {
+    svg((WIDTH, HEIGHT), |root| {
+        lines(
+            root,
+            window,
+            "ohms",
+            &[
+                ("tuner mean", RESISTANCE, false, series(points, |p| p.mean)),
+                ("mean + deviation", SCAR, true, series(points, |p| p.mean + p.sd)),
+                ("mean - deviation", SCAR, true, series(points, |p| (p.mean - p.sd).max(0.0))),
+                ("break point", BREAK, true, series(points, |p| p.break_point)),
+            ],
+        )
+    })
 }
