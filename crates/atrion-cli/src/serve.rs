@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Serve no dashboard at `/` (and no `/v1/dashboard` feed): the API alone.
     #[arg(long, env = "ATRION_NO_DASHBOARD")]
     pub no_dashboard: bool,
+    /// The most routes the dashboard follows; the rest are counted, not shown
+    /// [default: 2000].
+    #[arg(long, env = "ATRION_DASHBOARD_ROUTES")]
+    pub dashboard_routes: Option<usize>,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -127,6 +131,7 @@ struct FileSettings {
     policy_file: Option<PathBuf>,
     divergence_pulses: Option<u32>,
     no_dashboard: Option<bool>,
+    dashboard_routes: Option<usize>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -150,6 +155,7 @@ pub struct Settings {
     policy_file: Option<PathBuf>,
     divergence_pulses: u32,
     dashboard: bool,
+    dashboard_routes: usize,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -193,6 +199,10 @@ impl Settings {
             admin_tokens,
             exposed_anyway: args.i_know_this_exposes_the_api || file.i_know_this_exposes_the_api.unwrap_or(false),
             dashboard: !(args.no_dashboard || file.no_dashboard.unwrap_or(false)),
+            dashboard_routes: args
+                .dashboard_routes
+                .or(file.dashboard_routes)
+                .unwrap_or(atrion_server::DashboardConfig::default().max_routes),
             metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
             log_format: args.log_format.or(file.log_format).unwrap_or(if on_terminal {
                 LogFormat::Text
@@ -271,6 +281,9 @@ impl Settings {
         {
             return Err(bad("otlp-endpoint", format!("`{e}` is not an http:// or https:// URL")));
         }
+        if !(1..=1_000_000).contains(&self.dashboard_routes) {
+            return Err(bad("dashboard-routes", format!("{}: expected 1 to 1000000", self.dashboard_routes)));
+        }
         if self.divergence_pulses == 0 {
             return Err(bad("divergence-pulses", "must be at least 1"));
         }
@@ -287,9 +300,11 @@ impl Settings {
         c.request_timeout = self.request_timeout;
         c.metrics = Some(metrics);
         c.admin_tokens = self.admin_tokens.clone();
-        if !self.dashboard {
-            c.dashboard = None;
-        }
+        c.dashboard = self.dashboard.then(|| {
+            let mut d = atrion_server::DashboardConfig::default();
+            d.max_routes = self.dashboard_routes;
+            d
+        });
         c
     }
 }

@@ -93,6 +93,7 @@ function onUpdate(u) {
   state.degraded = u.degraded;
   state.nodes = u.nodes || [];
   state.policy = u.policy;
+  state.total = u.routes_total;
   const now = performance.now();
   const seen = new Set();
   for (const r of u.routes) {
@@ -262,8 +263,9 @@ function renderRoutes() {
   });
   stats.rows = drawn;
   const open = [...state.routes.values()].filter((r) => r.mode === "open").length;
+  const past = state.total > total ? " (of " + state.total + " tracked: the dashboard follows the first " + total + ")" : "";
   $("#summary").textContent =
-    total + " routes · " + open + " open" + (state.order.length !== total ? " · " + state.order.length + " shown" : "");
+    total + " routes" + past + " · " + open + " open" + (state.order.length !== total ? " · " + state.order.length + " shown" : "");
   $("#page-info").textContent = "page " + (state.page + 1) + " of " + pages;
   $("#prev").disabled = state.page === 0;
   $("#next").disabled = state.page >= pages - 1;

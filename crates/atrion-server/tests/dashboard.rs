@@ -139,6 +139,25 @@ async fn a_route_page_lists_transitions_and_decisions_and_its_charts_are_svg() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_dashboard_follows_at_most_its_limit_of_routes_and_says_how_many_there_are() {
+    let mut dashboard = atrion_server::DashboardConfig::default();
+    dashboard.max_routes = 2;
+    let mut config = ServerConfig::default();
+    config.dashboard = Some(dashboard);
+    let (_, base) = start_with(config).await;
+    for r in ["GET /a", "GET /b", "GET /c"] {
+        post(&base, "/v1/report", &format!(r#"{{"route": "{r}", "latency_ms": 20, "ok": true}}"#)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut res = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    let got = updates(&mut res, 1).await;
+    assert_eq!(got[0]["routes"].as_array().unwrap().len(), 2, "{}", got[0]);
+    assert_eq!(got[0]["routes_total"], 3);
+    let later = updates(&mut res, 1).await;
+    assert_eq!(later[0]["routes"].as_array().unwrap().len(), 2, "the same two, not a third: {}", later[0]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_dashboard_can_be_turned_off() {
     let mut config = ServerConfig::default();
     config.dashboard = None;

@@ -39,11 +39,21 @@ pub struct DashboardConfig {
     pub history: Duration,
     /// How many samples a route's sparkline shows.
     pub sparkline: usize,
+    /// The most routes the dashboard follows (history and feed). Routes past it are
+    /// counted, not shown; a route that goes away frees its place for the next. Memory is
+    /// bounded by about `max_routes × history / sample_every × 48` bytes (29 MB at the
+    /// defaults with every place taken).
+    pub max_routes: usize,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
-        DashboardConfig { sample_every: Duration::from_secs(1), history: Duration::from_secs(300), sparkline: 120 }
+        DashboardConfig {
+            sample_every: Duration::from_secs(1),
+            history: Duration::from_secs(300),
+            sparkline: 120,
+            max_routes: 2_000,
+        }
     }
 }
 
@@ -90,6 +100,8 @@ pub(crate) struct Dashboard {
     ticks: broadcast::Sender<Arc<str>>,
     closed: watch::Sender<bool>,
     sampler: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Routes the node tracked at the last sample.
+    total: std::sync::atomic::AtomicUsize,
 }
 
 /// A route's row in the dashboard's table.
@@ -157,8 +169,11 @@ pub(crate) struct Update {
     every_ms: u64,
     /// The store is away: decisions go on, on local state.
     degraded: bool,
-    /// Every route.
+    /// Every route the dashboard follows, by id.
     routes: Vec<RouteRow>,
+    /// How many routes the node tracks: more than `routes` holds when past the dashboard's
+    /// limit.
+    routes_total: usize,
     /// The cluster.
     nodes: Vec<NodeRow>,
     /// The policy layer, when the server runs one.
@@ -176,6 +191,7 @@ impl Dashboard {
             ticks,
             closed: watch::Sender::new(false),
             sampler: Mutex::new(None),
+            total: std::sync::atomic::AtomicUsize::new(0),
         });
         // Outside a runtime (a router built in a plain test), the pages get no history. The
         // task holds the dashboard weakly: it ends when the router is dropped, or on close.
@@ -207,11 +223,15 @@ impl Dashboard {
         let at_ms = now.as_nanos() / 1_000_000;
         let keep = self.config.samples();
         let ids = engine.route_ids();
+        self.total.store(ids.len(), std::sync::atomic::Ordering::Relaxed);
         {
             let mut history = self.lock();
             let live: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
             history.retain(|id, _| live.contains(&**id));
             for id in &ids {
+                if history.len() >= self.config.max_routes && !history.contains_key(id.as_str()) {
+                    continue;
+                }
                 let Ok(v) = engine.snapshot(id) else { continue };
                 let counts = engine.observer().counts(id);
                 let shed_by = engine.observer().shed_by_reason(id);
@@ -270,6 +290,7 @@ impl Dashboard {
             every_ms: u64::try_from(self.config.sample_every.as_millis()).unwrap_or(u64::MAX),
             degraded,
             routes: self.rows(first),
+            routes_total: self.total.load(std::sync::atomic::Ordering::Relaxed),
             nodes: nodes
                 .into_iter()
                 .map(|n| {
