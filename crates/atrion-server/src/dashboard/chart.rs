@@ -63,7 +63,7 @@ fn lines(
         .configure_mesh()
         .x_desc("seconds ago")
         .y_desc(y_desc)
-        .x_label_formatter(&|x| format!("{:.0}", (-x).max(0.0)))
+        .x_label_formatter(&|x| format!("{:.0}", (-x).max(0.0) + 0.0))
         .max_light_lines(0)
         .draw()
         .map_err(err)?;

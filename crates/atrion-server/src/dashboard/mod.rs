@@ -565,7 +565,9 @@ pub(crate) async fn route_chart(
         let h = history.get(route.as_str()).ok_or_else(|| Problem::unknown_route(format!("no route `{route}`")))?;
         (h.samples.iter().copied().collect::<Vec<_>>(), h.samples.back().map_or(0, |l| l.at_ms))
     };
-    let window = d.config.history.as_secs_f64();
+    // The chart spans the history there is (a young route's is short), a minute at least.
+    let kept = samples.first().map_or(0.0, |p| last_ms.saturating_sub(p.at_ms) as f64 / 1000.0);
+    let window = kept.clamp(60.0, d.config.history.as_secs_f64().max(60.0));
     let points: Vec<chart::Point> = samples
         .iter()
         .map(|p| chart::Point {
