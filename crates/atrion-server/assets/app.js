@@ -24,6 +24,8 @@ const state = {
   page: 0,
   view: "routes",
   route: null,
+  clockMs: 0,
+  total: 0,
 };
 
 // What the browser tests read: updates received and the time each render took (ms).
@@ -94,6 +96,7 @@ function onUpdate(u) {
   state.nodes = u.nodes || [];
   state.policy = u.policy;
   state.total = u.routes_total;
+  state.clockMs = u.clock_ms;
   const now = performance.now();
   const seen = new Set();
   for (const r of u.routes) {
@@ -110,7 +113,18 @@ function onUpdate(u) {
     r.load = r.break_point > 0 ? r.resistance / r.break_point : 0;
     state.routes.set(r.route, r);
   }
-  for (const k of [...state.routes.keys()]) if (!seen.has(k)) state.routes.delete(k);
+  if (u.full) {
+    // Every route is in a full update: the others are gone.
+    for (const k of [...state.routes.keys()]) if (!seen.has(k)) state.routes.delete(k);
+  } else {
+    // A route left out of a delta is as it was: its sparkline takes its resistance again.
+    for (const [k, r] of state.routes) {
+      if (seen.has(k)) continue;
+      r.spark.push(r.resistance);
+      if (r.spark.length > SPARK) r.spark.splice(0, r.spark.length - SPARK);
+    }
+    for (const k of u.removed || []) state.routes.delete(k);
+  }
   setConn(u.degraded ? "stale" : "live", u.degraded ? "live, store away" : "live");
   clearTimeout(staleTimer);
   staleTimer = setTimeout(() => setConn("stale", "no updates"), Math.max(3000, state.everyMs * 3));
@@ -245,7 +259,7 @@ function renderRoutes() {
     }
     x.mode.className = "mode " + r.mode;
     x.mode.textContent = modeName(r.mode);
-    x.since.textContent = r.since_ms !== null && r.since_ms !== undefined ? span(r.since_ms) : "";
+    x.since.textContent = r.mode_since_ms !== null && r.mode_since_ms !== undefined ? span(state.clockMs - r.mode_since_ms) : "";
     const hold = r.held && r.held !== "released" ? r.held : "";
     x.held.textContent = hold;
     x.held.hidden = !hold;

@@ -98,12 +98,19 @@ async fn the_feed_sends_every_route_with_its_sparkline_then_one_update_per_sampl
     assert!(first["shed_ratio"].as_f64().unwrap() > 0.0, "{first}");
     assert!(first["shed_by"]["open"].as_f64().unwrap() > 0.0, "shed by reason: {first}");
     assert!(first["resistance"].as_f64().unwrap() > first["break_point"].as_f64().unwrap() * 0.5, "{first}");
-    assert!(first["since_ms"].is_u64(), "since when: {first}");
+    assert!(first["mode_since_ms"].as_u64().unwrap() <= got[0]["clock_ms"].as_u64().unwrap(), "since when: {first}");
+    assert_eq!(got[0]["full"], true);
     assert_eq!(route(&got[0], "GET /fine")["mode"], "bootstrap");
     for later in &got[1..] {
-        assert!(route(later, "GET /broken").get("spark").is_none(), "later updates carry the new point only");
+        assert_eq!(later["full"], false, "then deltas: {later}");
         assert_eq!(later["every_ms"], 1000);
+        for r in later["routes"].as_array().unwrap() {
+            assert!(r.get("spark").is_none(), "a delta carries the new point only: {r}");
+        }
     }
+    // Nothing moves on an idle route: after the first delta, it is left out.
+    let fine = |u: &Value| u["routes"].as_array().unwrap().iter().any(|r| r["route"] == "GET /fine");
+    assert!(!fine(&got[2]), "an unchanged row is not sent again: {}", got[2]);
     assert!(got[0]["policy"].is_null(), "no policy layer on this server");
 }
 

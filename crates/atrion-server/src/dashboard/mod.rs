@@ -22,6 +22,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 
@@ -102,6 +103,8 @@ pub(crate) struct Dashboard {
     sampler: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Routes the node tracked at the last sample.
     total: std::sync::atomic::AtomicUsize,
+    /// Each route's row as the last delta sent it.
+    sent: Mutex<HashMap<String, String>>,
 }
 
 /// A route's row in the dashboard's table.
@@ -112,8 +115,9 @@ pub(crate) struct RouteRow {
     /// `bootstrap`, `operational`, `open`, `half_open`.
     #[schema(value_type = String, example = "operational")]
     mode: Mode,
-    /// How long it has been in this mode (ms), when a transition was seen.
-    since_ms: Option<u64>,
+    /// When it entered this mode, on the engine's clock (ms; compare with the update's
+    /// `clock_ms`), when a transition was seen.
+    mode_since_ms: Option<u64>,
     /// An operator's or a policy's hold: `released`, `open`, `closed`, `shadow`.
     #[schema(value_type = String, example = "released")]
     held: atrion::Hold,
@@ -167,10 +171,20 @@ pub(crate) struct Update {
     at_ms: u64,
     /// How often updates come (ms).
     every_ms: u64,
+    /// The engine's clock at the sample (ms): the reference of `mode_since_ms`.
+    clock_ms: u64,
     /// The store is away: decisions go on, on local state.
     degraded: bool,
-    /// Every route the dashboard follows, by id.
-    routes: Vec<RouteRow>,
+    /// Whether `routes` holds every route the dashboard follows (the first message, and
+    /// after a page fell behind), or only those that changed since the update before (a
+    /// route left out is as it was; its sparkline takes its resistance again).
+    full: bool,
+    /// The routes, by id: every one or the changed ones (see `full`).
+    #[schema(value_type = Vec<RouteRow>)]
+    routes: Vec<Box<RawValue>>,
+    /// Routes gone since the update before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removed: Vec<String>,
     /// How many routes the node tracks: more than `routes` holds when past the dashboard's
     /// limit.
     routes_total: usize,
@@ -192,6 +206,7 @@ impl Dashboard {
             closed: watch::Sender::new(false),
             sampler: Mutex::new(None),
             total: std::sync::atomic::AtomicUsize::new(0),
+            sent: Mutex::new(HashMap::new()),
         });
         // Outside a runtime (a router built in a plain test), the pages get no history. The
         // task holds the dashboard weakly: it ends when the router is dropped, or on close.
@@ -272,8 +287,9 @@ impl Dashboard {
         }
     }
 
-    /// The update as JSON; `first`: with each route's sparkline.
-    async fn update(&self, first: bool) -> Arc<str> {
+    /// The update as JSON: `full`, every route with its sparkline; otherwise the routes
+    /// whose row changed since the last update sent.
+    async fn update(&self, full: bool) -> Arc<str> {
         let nodes = self.atrion.nodes().await.unwrap_or_default();
         let degraded = self.atrion.sync_stats().await.is_some_and(|st| st.degraded);
         let (policy, versions) = match &self.policy {
@@ -284,12 +300,16 @@ impl Dashboard {
             }
             None => (None, HashMap::new()),
         };
+        let (routes, removed) = self.changed(full);
         let update = Update {
             node: nodes.iter().find(|n| n.this_node).map(|n| n.id.clone()).unwrap_or_default(),
             at_ms: self.atrion.clock().wall_ms(),
             every_ms: u64::try_from(self.config.sample_every.as_millis()).unwrap_or(u64::MAX),
+            clock_ms: self.atrion.now().as_nanos() / 1_000_000,
             degraded,
-            routes: self.rows(first),
+            full,
+            routes,
+            removed,
             routes_total: self.total.load(std::sync::atomic::Ordering::Relaxed),
             nodes: nodes
                 .into_iter()
@@ -303,9 +323,32 @@ impl Dashboard {
         serde_json::to_string(&update).map_or_else(|_| Arc::from("{}"), Arc::from)
     }
 
+    /// The rows to send, serialized, and the routes gone. A full update (with sparklines)
+    /// leaves the record of what was sent alone: it goes to one page, and the next delta is
+    /// taken against the last delta, which that page's rows already match or precede.
+    fn changed(&self, full: bool) -> (Vec<Box<RawValue>>, Vec<String>) {
+        let raw = |row: &RouteRow| serde_json::value::to_raw_value(row).ok();
+        let rows = self.rows(full);
+        if full {
+            return (rows.iter().filter_map(raw).collect(), Vec::new());
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        let mut now: HashMap<String, String> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let Some(json) = raw(row) else { continue };
+            if sent.get(&row.route).is_none_or(|before| before.as_str() != json.get()) {
+                out.push(json.clone());
+            }
+            now.insert(row.route.clone(), json.get().to_owned());
+        }
+        let removed = sent.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
+        *sent = now;
+        (out, removed)
+    }
+
     fn rows(&self, spark: bool) -> Vec<RouteRow> {
         let engine = self.atrion.engine();
-        let now = self.atrion.now();
         let every = self.config.sample_every.as_secs_f64().max(1e-3);
         let history = self.lock();
         let mut rows: Vec<RouteRow> = history
@@ -313,15 +356,11 @@ impl Dashboard {
             .filter_map(|(id, h)| {
                 let last = h.samples.back()?;
                 let (shed_ratio, shed_by) = shed_window(h);
-                let since_ms = engine
-                    .observer()
-                    .transitions(id)
-                    .last()
-                    .map(|t| now.saturating_since(t.at).as_millis().try_into().unwrap_or(u64::MAX));
+                let mode_since_ms = engine.observer().transitions(id).last().map(|t| t.at.as_nanos() / 1_000_000);
                 Some(RouteRow {
                     route: id.to_string(),
                     mode: last.mode,
-                    since_ms,
+                    mode_since_ms,
                     held: engine.held(id).unwrap_or_default(),
                     policy: engine.route_pattern(id),
                     resistance: round(f64::from(last.resistance), 100.0),
