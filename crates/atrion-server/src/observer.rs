@@ -235,3 +235,62 @@ impl PhysicsObserver for SidecarObserver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atrion::Priority;
+
+    fn decided(o: &SidecarObserver, route: &str, ms: u64, admit: bool) {
+        let decision = Decision {
+            verdict: if admit { Verdict::Admit } else { Verdict::Shed },
+            reason: if admit { Reason::Healthy } else { Reason::Open },
+            mode: if admit { Mode::Operational } else { Mode::Open },
+            resistance: ms as f64,
+            retry_after: None,
+        };
+        let at = Timestamp::from_nanos(ms * 1_000_000);
+        o.on_event(&Event::Decided { route, at, priority: Priority::Normal, decision });
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_decisions_newest_first_and_counts_sheds_by_reason() {
+        let o = SidecarObserver::new();
+        for ms in 1..=40 {
+            decided(&o, "r", ms, ms % 4 != 0);
+        }
+        let recent = o.recent("r");
+        assert_eq!(recent.len(), RECENT_DECISIONS);
+        let times: Vec<u64> = recent.iter().map(|d| d.at.as_nanos() / 1_000_000).collect();
+        assert_eq!(times, (25..=40).rev().collect::<Vec<_>>(), "the last 16, newest first");
+        for d in &recent {
+            let ms = d.at.as_nanos() / 1_000_000;
+            let shed = ms % 4 == 0;
+            assert_eq!(d.verdict, if shed { Verdict::Shed } else { Verdict::Admit }, "{d:?}");
+            assert_eq!(
+                (d.reason, d.mode),
+                if shed { (Reason::Open, Mode::Open) } else { (Reason::Healthy, Mode::Operational) }
+            );
+            assert_eq!(d.resistance, ms as f32, "each decision with its own resistance");
+        }
+        assert_eq!(o.counts("r"), DecisionCounts { admitted: 30, shed: 10 });
+        let by = o.shed_by_reason("r");
+        assert_eq!(by[Reason::Open.index()], 10);
+        assert_eq!(by.iter().sum::<u64>(), 10, "admits are not counted by reason");
+        assert!(o.recent("other").is_empty());
+    }
+
+    #[test]
+    fn transitions_are_kept_oldest_first_up_to_their_bound() {
+        let o = SidecarObserver::new();
+        for i in 0..(RECENT_TRANSITIONS as u64 + 5) {
+            let (from, to) = if i % 2 == 0 { (Mode::Operational, Mode::Open) } else { (Mode::Open, Mode::Operational) };
+            let at = Timestamp::from_nanos((i + 1) * 1_000_000);
+            o.on_event(&Event::Transition { route: "r", at, from, to, resistance: 1.0 });
+        }
+        let t = o.transitions("r");
+        assert_eq!(t.len(), RECENT_TRANSITIONS);
+        assert_eq!(t[0].at, Timestamp::from_nanos(6 * 1_000_000), "the oldest kept");
+        assert!(t.windows(2).all(|w| w[0].at < w[1].at));
+    }
+}
