@@ -34,13 +34,13 @@ pub struct DemoArgs {
     /// Seconds the failing route is healthy between failures.
     #[arg(long, default_value_t = 30.0)]
     pub healthy_secs: f64,
-    /// Seconds each failure lasts (slow: 900 ms, and nine calls in ten fail).
+    /// Seconds each failure lasts (calls take 0.7 to 1.1 s, and nine in ten fail).
     #[arg(long, default_value_t = 20.0)]
     pub failing_secs: f64,
     /// Stop after this many seconds [default: run until interrupted].
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Print the routes' modes every this many seconds (0: quiet).
+    /// Print the failing route's mode every this many seconds (0: quiet).
     #[arg(long, default_value_t = 2.0)]
     pub print_every: f64,
 }
