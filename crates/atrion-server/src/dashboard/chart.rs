@@ -100,7 +100,8 @@ fn timeline(area: &DrawingArea<SVGBackend<'_>, Shift>, window: f64, points: &[Po
     chart.configure_mesh().disable_mesh().disable_x_axis().y_labels(0).draw().map_err(err)?;
     chart
         .draw_series(points.windows(2).map(|w| {
-            Rectangle::new([(w[0].ago_s.max(-window), 0.0), (w[1].ago_s, 1.0)], mode_color(w[0].mode).filled())
+            // The slice up to a sample shows the mode it found: the newest mode is drawn.
+            Rectangle::new([(w[0].ago_s.max(-window), 0.0), (w[1].ago_s, 1.0)], mode_color(w[1].mode).filled())
         }))
         .map_err(err)?;
     Ok(())
