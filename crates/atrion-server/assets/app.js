@@ -106,8 +106,7 @@ function onUpdate(u) {
       r.spark = r.spark.slice(-SPARK);
     } else {
       r.spark = old ? old.spark : [];
-      r.spark.push(r.resistance);
-      if (r.spark.length > SPARK) r.spark.splice(0, r.spark.length - SPARK);
+      pushSpark(r);
     }
     r.flashUntil = old && old.mode !== r.mode ? now + 2000 : old ? old.flashUntil : 0;
     r.load = r.break_point > 0 ? r.resistance / r.break_point : 0;
@@ -119,9 +118,7 @@ function onUpdate(u) {
   } else {
     // A route left out of a delta is as it was: its sparkline takes its resistance again.
     for (const [k, r] of state.routes) {
-      if (seen.has(k)) continue;
-      r.spark.push(r.resistance);
-      if (r.spark.length > SPARK) r.spark.splice(0, r.spark.length - SPARK);
+      if (!seen.has(k)) pushSpark(r);
     }
     for (const k of u.removed || []) state.routes.delete(k);
   }
@@ -133,6 +130,12 @@ function onUpdate(u) {
   $("#alert-count").hidden = alerts === 0;
   $("#alert-count").textContent = alerts;
   schedule();
+}
+
+// A route's sparkline takes its resistance now, keeping the last SPARK points.
+function pushSpark(r) {
+  r.spark.push(r.resistance);
+  if (r.spark.length > SPARK) r.spark.splice(0, r.spark.length - SPARK);
 }
 
 let pending = false;

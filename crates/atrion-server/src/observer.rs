@@ -155,10 +155,14 @@ impl SidecarObserver {
 
     /// The latest mode transitions of `route`, oldest first.
     pub fn transitions(&self, route: &str) -> Vec<Transition> {
-        self.counts.pin().get(route).map_or_else(Vec::new, |c| match c.transitions.lock() {
-            Ok(t) => t.iter().copied().collect(),
-            Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
-        })
+        self.counts.pin().get(route).map_or_else(Vec::new, |c| c.log().iter().copied().collect())
+    }
+
+    /// The latest mode transition of `route`, if one was seen.
+    pub fn last_transition(&self, route: &str) -> Option<Transition> {
+        let map = self.counts.pin();
+        let c = map.get(route)?;
+        c.log().back().copied()
     }
 
     fn with_counts(&self, route: &str, f: impl FnOnce(&Counts)) {
@@ -192,11 +196,13 @@ impl Counts {
         self.recent[slot].store(pack(at, d), Relaxed);
     }
 
+    /// The transitions (a panic while holding them leaves them whole: plain pushes and pops).
+    fn log(&self) -> std::sync::MutexGuard<'_, VecDeque<Transition>> {
+        self.transitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn transition(&self, t: Transition) {
-        let mut log = match self.transitions.lock() {
-            Ok(log) => log,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut log = self.log();
         if log.len() == RECENT_TRANSITIONS {
             log.pop_front();
         }
@@ -292,5 +298,7 @@ mod tests {
         assert_eq!(t.len(), RECENT_TRANSITIONS);
         assert_eq!(t[0].at, Timestamp::from_nanos(6 * 1_000_000), "the oldest kept");
         assert!(t.windows(2).all(|w| w[0].at < w[1].at));
+        assert_eq!(o.last_transition("r"), t.last().copied(), "the newest");
+        assert_eq!(o.last_transition("other"), None);
     }
 }

@@ -356,7 +356,7 @@ impl Dashboard {
             .filter_map(|(id, h)| {
                 let last = h.samples.back()?;
                 let (shed_ratio, shed_by) = shed_window(h);
-                let mode_since_ms = engine.observer().transitions(id).last().map(|t| t.at.as_nanos() / 1_000_000);
+                let mode_since_ms = engine.observer().last_transition(id).map(|t| t.at.as_nanos() / 1_000_000);
                 Some(RouteRow {
                     route: id.to_string(),
                     mode: last.mode,
@@ -367,7 +367,7 @@ impl Dashboard {
                     break_point: round(f64::from(last.break_point), 100.0),
                     scar: round(f64::from(last.scar), 100.0),
                     momentum: round(f64::from(last.momentum), 1000.0),
-                    rate: round(f64::from(last.admitted.saturating_add(last.shed)) / every, 10.0),
+                    rate: round(h.rate(every), 10.0),
                     shed_ratio: round(shed_ratio, 1000.0),
                     shed_by: shed_by.into_iter().map(|(k, v)| (k, round(v, 1000.0))).collect(),
                     spark: spark.then(|| {
@@ -385,6 +385,13 @@ impl Dashboard {
 /// `x` to the nearest `1 / per`: what a page shows, in fewer bytes than a float's digits.
 fn round(x: f64, per: f64) -> f64 {
     (x * per).round() / per
+}
+
+impl History {
+    /// Decisions per second over the last sample, `every` seconds long.
+    fn rate(&self, every: f64) -> f64 {
+        self.samples.back().map_or(0.0, |l| f64::from(l.admitted.saturating_add(l.shed)) / every)
+    }
 }
 
 /// The share shed over the window, and that share by reason.
@@ -537,9 +544,8 @@ pub(crate) async fn route_detail(
         let history = d.lock();
         match history.get(route.as_str()) {
             Some(h) => {
-                let rate = h.samples.back().map_or(0.0, |l| f64::from(l.admitted.saturating_add(l.shed)) / every);
                 let (ratio, by) = shed_window(h);
-                (rate, ratio, by)
+                (h.rate(every), ratio, by)
             }
             None => (0.0, 0.0, BTreeMap::new()),
         }
