@@ -372,11 +372,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     /// first; and the desired version it last read.
     pub fn known(&self) -> (u64, Vec<Report>) {
         let st = self.inner.lock();
-        let me = self.inner.keys.node_id();
-        let mut reports = Vec::with_capacity(st.reports.len() + 1);
-        reports.push(st.current.clone());
-        reports.extend(st.reports.iter().filter(|r| r.node != me).cloned());
-        (st.desired.version, reports)
+        (st.desired.version, self_first(&st.current, st.reports.iter().cloned()))
     }
 
     /// Divergence alerts in force.
@@ -429,8 +425,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         let stale = fresh.is_err();
         let (desired, reports) = fresh.unwrap_or_else(|_| (st.desired.clone(), st.reports.clone()));
         let me = self.inner.keys.node_id();
-        let mut current: Vec<Report> = reports.into_iter().filter(|r| r.node != me).collect();
-        current.insert(0, st.current.clone());
+        let current = self_first(&st.current, reports);
         Ok(StateDump {
             node: Some(me.to_owned()),
             stale,
@@ -465,6 +460,12 @@ impl<O> Drop for PolicyNode<O> {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// This node's report (`own`, as it stands now) first, then the others' from `reports`
+/// (an older copy of this node's own among them is dropped).
+fn self_first(own: &Report, reports: impl IntoIterator<Item = Report>) -> Vec<Report> {
+    std::iter::once(own.clone()).chain(reports.into_iter().filter(|r| r.node != own.node)).collect()
 }
 
 impl<O: PhysicsObserver + 'static> Inner<O> {
