@@ -65,6 +65,10 @@ fn a_non_loopback_address_or_a_bad_store_stops_the_start_with_the_reason() {
         (vec!["--listen", "0.0.0.0:0", "--store", "memory"], "not a loopback address"),
         (vec!["--listen", "127.0.0.1:0", "--store", "etcd://x"], "setting `store`: etcd://x"),
         (vec!["--listen", "127.0.0.1:0", "--store", "memory", "--node-id", "no spaces"], "node_id"),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-routes", "0"],
+            "setting `dashboard-routes`: 0: expected 1 to 1000000",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("serve").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
