@@ -422,7 +422,12 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 let app = atrion_server::proxy_router(atrion.clone(), &config);
                 let stopped = stop.clone().cancelled_owned();
                 Some(tokio::spawn(async move {
-                    axum::serve(atrion_server::nodelay(proxy_listener), app).with_graceful_shutdown(stopped).await
+                    axum::serve(
+                        atrion_server::nodelay(proxy_listener),
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopped)
+                    .await
                 }))
             }
             _ => None,

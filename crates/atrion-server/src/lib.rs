@@ -228,7 +228,10 @@ pub async fn serve(
             d.close().await;
         }
     };
-    axum::serve(nodelay(listener), app).with_graceful_shutdown(stopping).await?;
+    // Handlers that key limits by the caller read its address (`ConnectInfo<SocketAddr>`).
+    axum::serve(nodelay(listener), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stopping)
+        .await?;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())

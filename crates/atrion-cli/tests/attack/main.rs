@@ -1,0 +1,7 @@
+//! Attacks on the sidecar, over real TCP against a real `atrion serve`: one module per
+//! defect class of the sidecar's threat model (`docs/RELIABILITY.md`). Each attack asserts
+//! what must still hold after it (another client's verdicts, `/healthz` answering, memory
+//! back near its baseline, nothing changed by a refused request), never a speed.
+
+#[path = "../common/mod.rs"]
+mod common;
