@@ -55,7 +55,7 @@ enum Command {
     StabilityMap(simulate::StabilityArgs),
     /// Run the sidecar: an HTTP decision service on loopback (port 7878), its state in a
     /// store (an embedded file in ./atrion-data by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Policies across the cluster: check a file offline, apply, get, delete, ban, unban.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),

@@ -40,7 +40,9 @@ use utoipa_axum::routes;
 mod admin;
 mod api;
 mod auth;
+mod conn;
 mod dashboard;
+mod guard;
 mod http;
 mod observer;
 mod openapi;
@@ -50,6 +52,7 @@ mod proxy;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
+pub use conn::{ConnLimits, serve_router};
 pub use dashboard::DashboardConfig;
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
@@ -124,6 +127,20 @@ pub struct ServerConfig {
     /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
     /// (the default).
     pub dashboard: Option<DashboardConfig>,
+    /// Timeouts and caps of the connections [`serve`] accepts (see [`ConnLimits`]).
+    pub connections: ConnLimits,
+    /// Host names the API answers for besides the listen address (and `localhost` on
+    /// loopback): `name` (any port) or `name:port`. A request for any other host gets `421`.
+    /// A [`router`] without names and without [`serve`] checks no Host. Default none.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose browser pages may call the API (CORS); any
+    /// other cross-origin request from a browser gets `403`. Default none.
+    pub cors_origins: Vec<String>,
+    /// Tokens that decide, report and batch require (`Authorization: Bearer`); none: no
+    /// token needed (the default, for a sidecar on loopback).
+    pub client_tokens: Vec<AdminToken>,
+    /// The address [`serve`] listens on: its Host names.
+    listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +155,11 @@ impl Default for ServerConfig {
             store_switch: None,
             policy: None,
             dashboard: Some(DashboardConfig::default()),
+            connections: ConnLimits::default(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            client_tokens: Vec::new(),
+            listen: None,
         }
     }
 }
@@ -160,7 +182,10 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
 }
 
 fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shared>) {
-    let (router, api) = api_router(config).split_for_parts();
+    let (router, mut api) = api_router(config).split_for_parts();
+    guard::declare(&mut api);
+    let checks = Arc::new(guard::Guard::new(config));
+    let cors = checks.cors();
     let dashboard =
         config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
     let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
@@ -169,6 +194,8 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(checks, guard::guard))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared.clone());
     (router, shared)
@@ -176,7 +203,9 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(&ServerConfig::default()).split_for_parts().1
+    let mut api = api_router(&ServerConfig::default()).split_for_parts().1;
+    guard::declare(&mut api);
+    api
 }
 
 fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
@@ -212,15 +241,20 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(dashboard::route_chart))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests
 /// and leaves the cluster (the last pulse is flushed).
+///
+/// Connections get [`ServerConfig::connections`]' limits; the Host check answers for the
+/// listener's address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     atrion: Arc<SidecarAtrion>,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, shared) = build(atrion.clone(), config);
+    let mut config = config.clone();
+    config.listen = Some(listener.local_addr()?);
+    let (app, shared) = build(atrion.clone(), &config);
     let stopping = async move {
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
@@ -228,10 +262,7 @@ pub async fn serve(
             d.close().await;
         }
     };
-    // Handlers that key limits by the caller read its address (`ConnectInfo<SocketAddr>`).
-    axum::serve(nodelay(listener), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopping)
-        .await?;
+    serve_router(listener, app, &config.connections, stopping).await?;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())
