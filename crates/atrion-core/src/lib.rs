@@ -61,7 +61,7 @@ pub use config::{
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
-    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OVERFLOW_ROUTE,
+    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, UNTRACKED_ROUTE,
     OwnedRouteHandle, RouteHandle, RoutePolicy, RouteStatus,
 };
 pub use mode::Mode;
