@@ -845,6 +845,30 @@ impl<O: PhysicsObserver> Engine<O> {
         self.routes.iter(&guard).map(|(r, ())| r.name().to_owned()).collect()
     }
 
+    /// One page of the tracked route ids in order: the first `limit` after `after` (from
+    /// the first when `None`), sorted. One pass over the table, `O(n log limit)`, allocating
+    /// only the page: for listing a large table page by page.
+    pub fn route_ids_after(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        let mut page: std::collections::BinaryHeap<String> = std::collections::BinaryHeap::with_capacity(limit + 1);
+        if limit == 0 {
+            return Vec::new();
+        }
+        let guard = scc::Guard::new();
+        for (route, ()) in self.routes.iter(&guard) {
+            let name = route.name();
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if page.len() < limit {
+                page.push(name.to_owned());
+            } else if page.peek().is_some_and(|last| name < last.as_str()) {
+                page.pop();
+                page.push(name.to_owned());
+            }
+        }
+        page.into_sorted_vec()
+    }
+
     /// A snapshot of a route's physics.
     pub fn snapshot(&self, route: &str) -> Result<PhysicsVector, EngineError> {
         let model = self.phys.cfg.model;

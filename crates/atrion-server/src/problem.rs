@@ -6,8 +6,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use std::time::Duration;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use atrion::MAX_ROUTE_ID;
 

@@ -123,13 +123,7 @@ impl TicketBook {
         #[allow(clippy::expect_used)]
         let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         let words = (REPLAY_BITS / 64) as usize;
-        TicketBook {
-            mac,
-            issuer,
-            ttl,
-            next: AtomicU64::new(1),
-            taken: (0..words).map(|_| AtomicU64::new(0)).collect(),
-        }
+        TicketBook { mac, issuer, ttl, next: AtomicU64::new(1), taken: (0..words).map(|_| AtomicU64::new(0)).collect() }
     }
 
     /// A ticket for a decision on `route` at `at`.

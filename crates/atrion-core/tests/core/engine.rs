@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{
-    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Hold, Mode, Model, UNTRACKED_ROUTE, OwnedEvent,
-    PhysicsConfig, PhysicsVector, Priority, Reason, RoutePolicy, SilentObserver, Telemetry, Timestamp, Verdict,
+    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Hold, Mode, Model, OwnedEvent, PhysicsConfig,
+    PhysicsVector, Priority, Reason, RoutePolicy, SilentObserver, Telemetry, Timestamp, UNTRACKED_ROUTE, Verdict,
 };
 
 use super::{drive, engine, healthy, ms, outage};
