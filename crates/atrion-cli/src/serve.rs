@@ -125,6 +125,20 @@ pub struct ServeArgs {
     /// report and batch then require.
     #[arg(long, env = "ATRION_CLIENT_TOKENS_FILE")]
     pub client_tokens_file: Option<PathBuf>,
+    /// The most routes tracked one by one; past it, idle routes are evicted and new ones
+    /// are decided on no state (`untracked`) [default: 65536].
+    #[arg(long, env = "ATRION_MAX_ROUTES")]
+    pub max_routes: Option<usize>,
+    /// New routes one client (its `X-Atrion-Client`, else its address) may create per
+    /// second; past its budget, `429` with `Retry-After`; 0: no limit [default: 100].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_RATE")]
+    pub route_creation_rate: Option<u32>,
+    /// The most new routes one client may create at once [default: 1000].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_BURST")]
+    pub route_creation_burst: Option<u32>,
+    /// How long a decision's ticket may be reported by, in milliseconds [default: 300000].
+    #[arg(long, env = "ATRION_TICKET_TTL_MS")]
+    pub ticket_ttl_ms: Option<u64>,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -171,6 +185,10 @@ struct FileSettings {
     allowed_hosts: Option<Vec<String>>,
     cors_origins: Option<Vec<String>>,
     client_tokens_file: Option<PathBuf>,
+    max_routes: Option<usize>,
+    route_creation_rate: Option<u32>,
+    route_creation_burst: Option<u32>,
+    ticket_ttl_ms: Option<u64>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -199,6 +217,10 @@ pub struct Settings {
     allowed_hosts: Vec<String>,
     cors_origins: Vec<String>,
     client_tokens: Vec<AdminToken>,
+    limits: atrion::EngineLimits,
+    route_creation_rate: u32,
+    route_creation_burst: u32,
+    ticket_ttl: Duration,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -287,6 +309,19 @@ impl Settings {
                 .divergence_pulses
                 .or(file.divergence_pulses)
                 .unwrap_or(atrion_policy::PolicyConfig::default().divergence_after),
+            limits: args
+                .max_routes
+                .or(file.max_routes)
+                .map_or_else(atrion::EngineLimits::default, atrion::EngineLimits::with_max_routes),
+            route_creation_rate: args
+                .route_creation_rate
+                .or(file.route_creation_rate)
+                .unwrap_or(server.route_creation_rate),
+            route_creation_burst: args
+                .route_creation_burst
+                .or(file.route_creation_burst)
+                .unwrap_or(server.route_creation_burst),
+            ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
         };
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
@@ -378,6 +413,15 @@ impl Settings {
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
         }
+        if !(1..=16_777_216).contains(&self.limits.max_routes) {
+            return Err(bad("max-routes", format!("{}: expected 1 to 16777216", self.limits.max_routes)));
+        }
+        if self.route_creation_rate > 0 && self.route_creation_burst == 0 {
+            return Err(bad("route-creation-burst", "must be at least 1 while route-creation-rate is set"));
+        }
+        if self.ticket_ttl < Duration::from_millis(1) || self.ticket_ttl > Duration::from_secs(86_400) {
+            return Err(bad("ticket-ttl-ms", "must be 1 ms to one day"));
+        }
         Ok(())
     }
 
@@ -392,6 +436,9 @@ impl Settings {
         c.allowed_hosts = self.allowed_hosts.clone();
         c.cors_origins = self.cors_origins.clone();
         c.client_tokens = self.client_tokens.clone();
+        c.route_creation_rate = self.route_creation_rate;
+        c.route_creation_burst = self.route_creation_burst;
+        c.ticket_ttl = self.ticket_ttl;
         c.dashboard = self.dashboard.then(|| {
             let mut d = atrion_server::DashboardConfig::default();
             d.max_routes = self.dashboard_routes;
@@ -519,7 +566,12 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let metrics = install_metrics()?;
         let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
         let atrion = Arc::new(
-            atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service.clone())).sync(sync).build()?,
+            atrion::Atrion::builder()
+                .observer(observer)
+                .limits(s.limits.clone())
+                .store_arc(Arc::new(service.clone()))
+                .sync(sync)
+                .build()?,
         );
         atrion.connect().await.context("loading what the store knows")?;
         let mut pcfg = atrion_policy::PolicyConfig::default();

@@ -41,6 +41,7 @@ mod admin;
 mod api;
 mod auth;
 mod conn;
+mod creation;
 mod dashboard;
 mod guard;
 mod http;
@@ -49,6 +50,7 @@ mod openapi;
 mod policies;
 mod problem;
 mod proxy;
+mod tickets;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
@@ -58,6 +60,7 @@ pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
 pub use proxy::{PathTemplate, ProxyConfig, ProxyError, forwarding_router, proxy_router};
+pub use tickets::{REPLAY_WINDOW, TicketError};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;
@@ -141,6 +144,15 @@ pub struct ServerConfig {
     pub client_tokens: Vec<AdminToken>,
     /// The address [`serve`] listens on: its Host names.
     listen: Option<std::net::SocketAddr>,
+    /// New routes a client may create per second (decisions and reports on routes not
+    /// tracked yet; a route that exists costs nothing); past its budget the answer is `429`
+    /// with `Retry-After`. 0: no limit. Default 100.
+    pub route_creation_rate: u32,
+    /// The most new routes a client may create at once (its budget's burst). Default 1,000.
+    pub route_creation_burst: u32,
+    /// How long a decision's ticket may be reported by (default 5 minutes); tickets are also
+    /// single-use, within the last [`REPLAY_WINDOW`] tickets issued.
+    pub ticket_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -160,6 +172,9 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             client_tokens: Vec::new(),
             listen: None,
+            route_creation_rate: 100,
+            route_creation_burst: 1_000,
+            ticket_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -167,6 +182,10 @@ impl Default for ServerConfig {
 struct Shared {
     atrion: Arc<SidecarAtrion>,
     config: ServerConfig,
+    /// Each client's budget of new routes.
+    creation: creation::RouteCreation,
+    /// This node's tickets.
+    tickets: tickets::TicketBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
 }
@@ -188,7 +207,14 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
     let cors = checks.cors();
     let dashboard =
         config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
-    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
+    let shared = Arc::new(Shared {
+        atrion,
+        config: config.clone(),
+        creation: creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
+        tickets: tickets::TicketBook::new(config.ticket_ttl),
+        openapi: api,
+        dashboard,
+    });
     let router = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
