@@ -139,6 +139,31 @@ pub struct ServeArgs {
     /// How long a decision's ticket may be reported by, in milliseconds [default: 300000].
     #[arg(long, env = "ATRION_TICKET_TTL_MS")]
     pub ticket_ttl_ms: Option<u64>,
+    /// The most dashboard feeds open at once; past it `503` with `Retry-After`
+    /// [default: 64].
+    #[arg(long, env = "ATRION_DASHBOARD_CLIENTS")]
+    pub dashboard_clients: Option<usize>,
+    /// Who may read the dashboard's data (feed, route pages, charts): `none`, `admin` (an
+    /// admin token), or `tokens` (a token of --dashboard-tokens-file, or an admin token)
+    /// [default: none on loopback, admin beyond it when admin tokens are set].
+    #[arg(long, env = "ATRION_DASHBOARD_AUTH", value_enum)]
+    pub dashboard_auth: Option<DashboardAuthArg>,
+    /// A file of read-only dashboard tokens, one `name:secret` per line; implies
+    /// `--dashboard-auth tokens`.
+    #[arg(long, env = "ATRION_DASHBOARD_TOKENS_FILE")]
+    pub dashboard_tokens_file: Option<PathBuf>,
+}
+
+/// `--dashboard-auth`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DashboardAuthArg {
+    /// Anyone who reaches the server.
+    None,
+    /// An admin token.
+    Admin,
+    /// A read-only token of `--dashboard-tokens-file`, or an admin token.
+    Tokens,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -189,6 +214,9 @@ struct FileSettings {
     route_creation_rate: Option<u32>,
     route_creation_burst: Option<u32>,
     ticket_ttl_ms: Option<u64>,
+    dashboard_clients: Option<usize>,
+    dashboard_auth: Option<DashboardAuthArg>,
+    dashboard_tokens_file: Option<PathBuf>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -221,6 +249,8 @@ pub struct Settings {
     route_creation_rate: u32,
     route_creation_burst: u32,
     ticket_ttl: Duration,
+    dashboard_clients: usize,
+    dashboard_auth: atrion_server::DashboardAuth,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -278,6 +308,11 @@ impl Settings {
                 .dashboard_routes
                 .or(file.dashboard_routes)
                 .unwrap_or(atrion_server::DashboardConfig::default().max_routes),
+            dashboard_clients: args
+                .dashboard_clients
+                .or(file.dashboard_clients)
+                .unwrap_or(atrion_server::DashboardConfig::default().max_clients),
+            dashboard_auth: atrion_server::DashboardAuth::Open,
             metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
             log_format: args.log_format.or(file.log_format).unwrap_or(if on_terminal {
                 LogFormat::Text
@@ -323,6 +358,11 @@ impl Settings {
                 .unwrap_or(server.route_creation_burst),
             ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
         };
+        s.dashboard_auth = dashboard_auth(
+            args.dashboard_auth.or(file.dashboard_auth),
+            args.dashboard_tokens_file.as_deref().or(file.dashboard_tokens_file.as_deref()),
+            s.listen.ip().is_loopback() || s.admin_tokens.is_empty(),
+        )?;
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
         } else {
@@ -384,6 +424,12 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.dashboard_routes) {
             return Err(bad("dashboard-routes", format!("{}: expected 1 to 1000000", self.dashboard_routes)));
         }
+        if !(1..=100_000).contains(&self.dashboard_clients) {
+            return Err(bad("dashboard-clients", format!("{}: expected 1 to 100000", self.dashboard_clients)));
+        }
+        if matches!(self.dashboard_auth, atrion_server::DashboardAuth::Admin) && self.admin_tokens.is_empty() {
+            return Err(bad("dashboard-auth", "`admin` needs admin tokens (admin-tokens-file or ATRION_ADMIN_TOKENS)"));
+        }
         if self.divergence_pulses == 0 {
             return Err(bad("divergence-pulses", "must be at least 1"));
         }
@@ -442,6 +488,8 @@ impl Settings {
         c.dashboard = self.dashboard.then(|| {
             let mut d = atrion_server::DashboardConfig::default();
             d.max_routes = self.dashboard_routes;
+            d.max_clients = self.dashboard_clients;
+            d.auth = self.dashboard_auth.clone();
             d
         });
         c
@@ -504,6 +552,36 @@ fn fit_fd_limit(limits: &mut atrion_server::ConnLimits, listeners: u64) {
                 "the file-descriptor limit is below what the connection caps need: the caps were lowered"
             );
         }
+    }
+}
+
+/// Who may read the dashboard: as asked, or by default anyone when `open_by_default`
+/// (on loopback, or with no admin token to ask for), else an admin.
+fn dashboard_auth(
+    asked: Option<DashboardAuthArg>,
+    tokens_file: Option<&Path>,
+    open_by_default: bool,
+) -> Result<atrion_server::DashboardAuth> {
+    use atrion_server::DashboardAuth;
+    match (asked, tokens_file) {
+        (Some(DashboardAuthArg::None | DashboardAuthArg::Admin), Some(_)) => {
+            Err(bad("dashboard-tokens-file", "it goes with --dashboard-auth tokens"))
+        }
+        (Some(DashboardAuthArg::Tokens), None) => Err(bad("dashboard-auth", "`tokens` needs --dashboard-tokens-file")),
+        (Some(DashboardAuthArg::Tokens) | None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad("dashboard-tokens-file", format!("{}: {e}", path.display())))?;
+            let tokens = AdminToken::parse_list(&text)
+                .map_err(|e| bad("dashboard-tokens-file", format!("{}: {e}", path.display())))?;
+            if tokens.is_empty() {
+                return Err(bad("dashboard-tokens-file", format!("{}: no token", path.display())));
+            }
+            Ok(DashboardAuth::Tokens(tokens))
+        }
+        (Some(DashboardAuthArg::None), None) => Ok(DashboardAuth::Open),
+        (Some(DashboardAuthArg::Admin), None) => Ok(DashboardAuth::Admin),
+        (None, None) if open_by_default => Ok(DashboardAuth::Open),
+        (None, None) => Ok(DashboardAuth::Admin),
     }
 }
 

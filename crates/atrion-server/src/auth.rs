@@ -104,7 +104,7 @@ impl AdminToken {
 }
 
 /// The name of the token a request presented: which token, never what it was.
-fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
+pub(crate) fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
     // Every token is compared (no early exit), each in constant time.
     let mut found = None;
     for t in tokens {

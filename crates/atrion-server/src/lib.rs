@@ -55,7 +55,7 @@ mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
 pub use conn::{ConnLimits, serve_router};
-pub use dashboard::DashboardConfig;
+pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};

@@ -8,3 +8,4 @@ mod common;
 
 mod routes;
 mod tickets;
+mod dashboard;
