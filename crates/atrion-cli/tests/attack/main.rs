@@ -9,3 +9,4 @@ mod common;
 mod routes;
 mod tickets;
 mod dashboard;
+mod store_load;
