@@ -239,13 +239,16 @@ pub async fn serve(
 
 /// The listener with `TCP_NODELAY` on every connection: small answers leave at once,
 /// instead of waiting for the client's delayed acknowledgement (tens of milliseconds).
-pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set(tcp: &mut tokio::net::TcpStream) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
-    })
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
 
 /// Completes on ctrl-c or, on Unix, SIGTERM. The handlers are installed when this is
