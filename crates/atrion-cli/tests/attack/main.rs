@@ -10,3 +10,4 @@ mod routes;
 mod tickets;
 mod dashboard;
 mod store_load;
+mod paths;
