@@ -437,7 +437,7 @@ type RouteMap = scc::HashIndex<Route, (), foldhash::fast::RandomState>;
 pub struct Engine<O = SilentObserver> {
     phys: Arc<Physics>,
     /// Per-route physics and holds, the most specific pattern first.
-    overrides: std::sync::RwLock<Vec<Override>>,
+    overrides: std::sync::RwLock<Overrides>,
     /// Every physics handed to a route (cells point into it).
     physics: PhysicsSet,
     routes: RouteMap,
@@ -480,7 +480,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let routes = scc::HashIndex::with_hasher(foldhash::fast::RandomState::default());
         Ok(Engine {
             phys,
-            overrides: std::sync::RwLock::new(Vec::new()),
+            overrides: std::sync::RwLock::new(Overrides::default()),
             physics,
             routes,
             tracked: AtomicUsize::new(0),
@@ -518,7 +518,7 @@ impl<O: PhysicsObserver> Engine<O> {
     pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
         let pat = RoutePattern::parse(pattern)?;
         let phys = config.map(|cfg| self.physics_of(pattern, cfg)).transpose()?;
-        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).list.clone();
         let hold = list.iter().find(|o| o.pat == pat).map_or(Hold::Released, |o| o.hold);
         list.retain(|o| o.pat != pat);
         match phys {
@@ -564,40 +564,41 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     /// Installs `list` as the overrides and re-resolves the routes an added, removed or
-    /// changed override matches.
-    fn install(&self, mut list: Vec<Override>) {
-        // The most specific first; equal ones in a stable order.
-        list.sort_by(|a, b| {
-            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
-        });
+    /// changed override matches. Linear in the overrides (one sort, hashed comparisons) and
+    /// in the routes times the changed globs: a bulk replace is one pass, not one per policy.
+    fn install(&self, list: Vec<Override>) {
+        let new = Overrides::new(list);
         let old = {
             let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *o, list.clone())
+            std::mem::replace(&mut *o, new.clone())
         };
         let same = |a: &Override, b: &Override| a.pat == b.pat && Arc::ptr_eq(&a.phys, &b.phys) && a.hold == b.hold;
+        let unchanged = |o: &Override, other: &Overrides| other.by_text(o.pat.as_str()).is_some_and(|n| same(o, n));
         let changed: Vec<&RoutePattern> = old
+            .list
             .iter()
-            .filter(|o| !list.iter().any(|n| same(o, n)))
-            .chain(list.iter().filter(|n| !old.iter().any(|o| same(o, n))))
+            .filter(|o| !unchanged(o, &new))
+            .chain(new.list.iter().filter(|n| !unchanged(n, &old)))
             .map(|o| &o.pat)
             .collect();
         if changed.is_empty() {
             return;
         }
-        let resolve = |l: &[Override], route: &str| {
-            l.iter()
-                .find(|o| o.pat.matches(route))
-                .map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
+        let changed_ids: std::collections::HashSet<&str> =
+            changed.iter().filter(|p| !p.is_glob()).map(|p| p.as_str()).collect();
+        let changed_globs: Vec<&RoutePattern> = changed.iter().copied().filter(|p| p.is_glob()).collect();
+        let resolve = |l: &Overrides, route: &str| {
+            l.find(route).map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
         };
         // Existing routes keep their cell and state and run the new physics from now on:
         // swapped under the route's lock, so that no report straddles two physics.
         let guard = scc::Guard::new();
         for (route, ()) in self.routes.iter(&guard) {
             let name = route.name();
-            if !changed.iter().any(|p| p.matches(name)) {
+            if !changed_ids.contains(name) && !changed_globs.iter().any(|p| p.matches(name)) {
                 continue;
             }
-            let (phys, hold) = resolve(&list, name);
+            let (phys, hold) = resolve(&new, name);
             let (_, was) = resolve(&old, name);
             let cell = route.cell();
             if hold != was {
@@ -615,16 +616,14 @@ impl<O: PhysicsObserver> Engine<O> {
     /// or the engine's.
     fn override_for(&self, route: &str) -> (Arc<Physics>, Hold) {
         let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.iter()
-            .find(|o| o.pat.matches(route))
-            .map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
+        o.find(route).map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
     }
 
     /// The pattern of the override a route of this id runs (the most specific that matches),
     /// `None` when it runs the engine's defaults: its applicable policy.
     pub fn route_pattern(&self, route: &str) -> Option<String> {
         let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.iter().find(|o| o.pat.matches(route)).map(|o| o.pat.as_str().to_owned())
+        o.find(route).map(|o| o.pat.as_str().to_owned())
     }
 
     /// The physics a route of this id runs: the best-matching override, or the engine's.
@@ -1419,6 +1418,49 @@ struct Override {
     pat: RoutePattern,
     phys: Arc<Physics>,
     hold: Hold,
+}
+
+/// The overrides, the most specific first (exact ids, then globs by literal characters;
+/// equal ones by text), with exact ids and patterns indexed: a route finds its override by
+/// one hash lookup and a scan of the globs alone.
+#[derive(Clone, Default)]
+struct Overrides {
+    list: Vec<Override>,
+    /// Pattern text → index in `list`.
+    by_text: std::collections::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    /// Where the globs start in `list` (exact ids rank above every glob).
+    globs: usize,
+}
+
+impl Overrides {
+    fn new(mut list: Vec<Override>) -> Self {
+        list.sort_by(|a, b| {
+            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
+        });
+        let by_text = list.iter().enumerate().map(|(i, o)| (Box::from(o.pat.as_str()), i)).collect();
+        let globs = list.partition_point(|o| !o.pat.is_glob());
+        Overrides { list, by_text, globs }
+    }
+
+    /// The override on exactly this pattern.
+    fn by_text(&self, pattern: &str) -> Option<&Override> {
+        self.by_text.get(pattern).map(|&i| &self.list[i])
+    }
+
+    /// The most specific override that matches `route`.
+    fn find(&self, route: &str) -> Option<&Override> {
+        self.by_text(route)
+            .filter(|o| !o.pat.is_glob())
+            .or_else(|| self.list[self.globs..].iter().find(|o| o.pat.matches(route)))
+    }
+}
+
+impl std::ops::Deref for Overrides {
+    type Target = [Override];
+
+    fn deref(&self) -> &[Override] {
+        &self.list
+    }
 }
 
 impl Hold {
