@@ -25,7 +25,8 @@ use crate::views::{RouteView, route_view};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    /// The route.
+    /// The route, 1 to 1,024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     route: String,
 }
 
