@@ -15,13 +15,15 @@
 //! | `POST /v1/decide` | `{"route", "priority"?}` | `{"verdict", "reason", "mode", "resistance", "retry_after_ms", "ticket"}` (a ticket when admitted) |
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
 //! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
-//! | `GET /v1/routes`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar |
+//! | `GET /v1/routes?limit=&after=`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar; the list a page at a time (`{"routes", "next"}`) |
 //! | `GET /` | | the decision dashboard (its files under `/assets/`, built into the binary) |
 //! | `GET /v1/dashboard/stream` | | the dashboard's live feed: server-sent `update` events, one per sample |
 //! | `GET /v1/dashboard/routes/{route}`, `…/chart.svg?kind=resistance\|tuner` | | a route's page: transitions, latest decisions; its charts as SVG |
 //!
 //! A ticket carries the decision's time: reporting by ticket, the server measures the
-//! latency, so clients need no clock. Errors are `application/problem+json` (RFC 9457) with
+//! latency, so clients need no clock. It is signed by the node (HMAC-SHA256), good once and
+//! for `ServerConfig::ticket_ttl`. A decision or report that would create a route takes one
+//! of its client's budget of new routes (`ServerConfig::route_creation_rate`): past it, `429`. Errors are `application/problem+json` (RFC 9457) with
 //! a machine-readable `type` and the offending field; client mistakes are 4xx, and an error
 //! changes no state.
 
