@@ -49,7 +49,7 @@ mod problem;
 mod proxy;
 mod views;
 
-pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
+pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
 pub use dashboard::DashboardConfig;
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
@@ -124,6 +124,9 @@ pub struct ServerConfig {
     /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
     /// (the default).
     pub dashboard: Option<DashboardConfig>,
+    /// How failed admin authentications are limited per source (`429` with `Retry-After`,
+    /// backing off) and counted for the audit trail.
+    pub auth: AuthLimits,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +141,7 @@ impl Default for ServerConfig {
             store_switch: None,
             policy: None,
             dashboard: Some(DashboardConfig::default()),
+            auth: AuthLimits::default(),
         }
     }
 }
@@ -147,6 +151,8 @@ struct Shared {
     config: ServerConfig,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
+    /// Failed authentications: their limit and their counts.
+    guard: auth::Guard,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
@@ -163,7 +169,9 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
     let (router, api) = api_router(config).split_for_parts();
     let dashboard =
         config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
-    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
+    let guard = auth::Guard::new(config.auth.clone());
+    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard, guard });
+    auth::spawn_flusher(&shared);
     let router = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
@@ -221,6 +229,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (app, shared) = build(atrion.clone(), config);
+    let flushed = shared.clone();
     let stopping = async move {
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
@@ -232,6 +241,8 @@ pub async fn serve(
     axum::serve(nodelay(listener), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(stopping)
         .await?;
+    // The counts of refused attempts of the minute under way.
+    flushed.guard.flush(&flushed, true).await;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())
@@ -239,13 +250,16 @@ pub async fn serve(
 
 /// The listener with `TCP_NODELAY` on every connection: small answers leave at once,
 /// instead of waiting for the client's delayed acknowledgement (tens of milliseconds).
-pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+pub fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
+    fn set(tcp: &mut tokio::net::TcpStream) {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY could not be set");
         }
-    })
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
 }
 
 /// Completes on ctrl-c or, on Unix, SIGTERM. The handlers are installed when this is
