@@ -82,6 +82,11 @@ impl AdminToken {
         &self.name
     }
 
+    /// Whether `presented` is this token's secret (compared in constant time).
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        bool::from(self.secret.as_slice().ct_eq(presented))
+    }
+
     /// Tokens from text: one `name:secret` per line (or per comma-separated item); blank
     /// lines and lines starting with `#` are skipped. Names must be unique.
     pub fn parse_list(text: &str) -> Result<Vec<AdminToken>, TokenError> {
@@ -104,7 +109,7 @@ impl AdminToken {
 }
 
 /// The name of the token a request presented: which token, never what it was.
-fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
+pub(crate) fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
     // Every token is compared (no early exit), each in constant time.
     let mut found = None;
     for t in tokens {
@@ -169,12 +174,12 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         let source = source(parts);
         let reason = if presented.is_some() { Reason::Invalid } else { Reason::Missing };
         let path = parts.uri.path();
-        let (verdict, first) = s.guard.refused(source, path, reason);
+        let (verdict, first) = s.refusals.refused(source, path, reason);
         if let Some(key) = first {
             // The first refusal of a source in a minute is on record at once; its count
             // is written when the minute is over.
             let s = s.clone();
-            tokio::spawn(async move { s.guard.record_first(&s, key).await });
+            tokio::spawn(async move { s.refusals.record_first(&s, key).await });
         }
         match verdict {
             Verdict::Refuse => Err(match reason {
@@ -461,7 +466,7 @@ pub(crate) fn spawn_flusher(s: &Arc<Shared>) {
         loop {
             every.tick().await;
             let Some(s) = weak.upgrade() else { return };
-            s.guard.flush(&s, false).await;
+            s.refusals.flush(&s, false).await;
         }
     });
 }

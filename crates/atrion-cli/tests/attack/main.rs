@@ -7,4 +7,9 @@
 mod common;
 
 mod audit;
+mod dashboard;
+mod paths;
 mod policies;
+mod routes;
+mod store_load;
+mod tickets;
