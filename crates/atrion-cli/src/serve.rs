@@ -94,6 +94,51 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "ATRION_DASHBOARD_ROUTES")]
     pub dashboard_routes: Option<usize>,
+    /// The longest a request head may take to arrive, in milliseconds; then the connection
+    /// is closed [default: 10000].
+    #[arg(long, env = "ATRION_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// The longest a connection may stay idle between requests, in milliseconds
+    /// [default: 75000].
+    #[arg(long, env = "ATRION_KEEP_ALIVE_TIMEOUT_MS")]
+    pub keep_alive_timeout_ms: Option<u64>,
+    /// Open connections served in full, per listener [default: 4096, lowered to what the
+    /// file-descriptor limit allows].
+    #[arg(long, env = "ATRION_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections past the cap that still serve /healthz, /readyz and /v1/admin/*
+    /// [default: 64].
+    #[arg(long, env = "ATRION_RESERVED_CONNECTIONS")]
+    pub reserved_connections: Option<usize>,
+    /// Open connections one peer address may hold [default: 1024].
+    #[arg(long, env = "ATRION_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
+    /// A host name the API answers for besides the listen address: `name` or `name:port`,
+    /// repeated or comma-separated; other hosts get 421 (DNS rebinding).
+    #[arg(long = "allowed-host", env = "ATRION_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// An origin (`https://app.example`) whose pages may call the API cross-origin (CORS),
+    /// repeated or comma-separated; other browser cross-origin requests get 403.
+    #[arg(long = "cors-origin", env = "ATRION_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// A file of client tokens (`name:secret` per line, as admin tokens) that decide,
+    /// report and batch then require.
+    #[arg(long, env = "ATRION_CLIENT_TOKENS_FILE")]
+    pub client_tokens_file: Option<PathBuf>,
+    /// The most routes tracked one by one; past it, idle routes are evicted and new ones
+    /// are decided on no state (`untracked`) [default: 65536].
+    #[arg(long, env = "ATRION_MAX_ROUTES")]
+    pub max_routes: Option<usize>,
+    /// New routes one client (its `X-Atrion-Client`, else its address) may create per
+    /// second; past its budget, `429` with `Retry-After`; 0: no limit [default: 100].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_RATE")]
+    pub route_creation_rate: Option<u32>,
+    /// The most new routes one client may create at once [default: 1000].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_BURST")]
+    pub route_creation_burst: Option<u32>,
+    /// How long a decision's ticket may be reported by, in milliseconds [default: 300000].
+    #[arg(long, env = "ATRION_TICKET_TTL_MS")]
+    pub ticket_ttl_ms: Option<u64>,
     /// The most dashboard feeds open at once; past it `503` with `Retry-After`
     /// [default: 64].
     #[arg(long, env = "ATRION_DASHBOARD_CLIENTS")]
@@ -157,6 +202,18 @@ struct FileSettings {
     divergence_pulses: Option<u32>,
     no_dashboard: Option<bool>,
     dashboard_routes: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    keep_alive_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    reserved_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    allowed_hosts: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
+    client_tokens_file: Option<PathBuf>,
+    max_routes: Option<usize>,
+    route_creation_rate: Option<u32>,
+    route_creation_burst: Option<u32>,
+    ticket_ttl_ms: Option<u64>,
     dashboard_clients: Option<usize>,
     dashboard_auth: Option<DashboardAuthArg>,
     dashboard_tokens_file: Option<PathBuf>,
@@ -184,6 +241,14 @@ pub struct Settings {
     divergence_pulses: u32,
     dashboard: bool,
     dashboard_routes: usize,
+    connections: atrion_server::ConnLimits,
+    allowed_hosts: Vec<String>,
+    cors_origins: Vec<String>,
+    client_tokens: Vec<AdminToken>,
+    limits: atrion::EngineLimits,
+    route_creation_rate: u32,
+    route_creation_burst: u32,
+    ticket_ttl: Duration,
     dashboard_clients: usize,
     dashboard_auth: atrion_server::DashboardAuth,
 }
@@ -200,6 +265,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let connections = connection_limits(args, &file, &ServerConfig::default().connections);
         let tokens_file = args.admin_tokens_file.clone().or(file.admin_tokens_file);
         let mut admin_tokens = match &tokens_file {
             Some(path) => {
@@ -218,6 +284,15 @@ impl Settings {
                 admin_tokens.push(t);
             }
         }
+        let client_tokens = match args.client_tokens_file.clone().or_else(|| file.client_tokens_file.clone()) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad("client-tokens-file", format!("{}: {e}", path.display())))?;
+                AdminToken::parse_list(&text)
+                    .map_err(|e| bad("client-tokens-file", format!("{}: {e}", path.display())))?
+            }
+            None => Vec::new(),
+        };
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         // The libraries own their defaults: the server's limits, the cluster's ids.
         let (server, sync) = (ServerConfig::default(), SyncConfig::default());
@@ -251,12 +326,37 @@ impl Settings {
                 .or(file.request_timeout_ms)
                 .map_or(server.request_timeout, Duration::from_millis),
             proxy: None,
+            connections,
+            allowed_hosts: if args.allowed_hosts.is_empty() {
+                file.allowed_hosts.clone().unwrap_or_default()
+            } else {
+                args.allowed_hosts.clone()
+            },
+            cors_origins: if args.cors_origins.is_empty() {
+                file.cors_origins.clone().unwrap_or_default()
+            } else {
+                args.cors_origins.clone()
+            },
+            client_tokens,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
             policy_file: args.policy_file.clone().or(file.policy_file),
             divergence_pulses: args
                 .divergence_pulses
                 .or(file.divergence_pulses)
                 .unwrap_or(atrion_policy::PolicyConfig::default().divergence_after),
+            limits: args
+                .max_routes
+                .or(file.max_routes)
+                .map_or_else(atrion::EngineLimits::default, atrion::EngineLimits::with_max_routes),
+            route_creation_rate: args
+                .route_creation_rate
+                .or(file.route_creation_rate)
+                .unwrap_or(server.route_creation_rate),
+            route_creation_burst: args
+                .route_creation_burst
+                .or(file.route_creation_burst)
+                .unwrap_or(server.route_creation_burst),
+            ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
         };
         s.dashboard_auth = dashboard_auth(
             args.dashboard_auth.or(file.dashboard_auth),
@@ -333,8 +433,40 @@ impl Settings {
         if self.divergence_pulses == 0 {
             return Err(bad("divergence-pulses", "must be at least 1"));
         }
+        let c = &self.connections;
+        for (key, d) in [("header-timeout-ms", c.header_timeout), ("keep-alive-timeout-ms", c.keep_alive_timeout)] {
+            if d.is_zero() || d > Duration::from_secs(3_600) {
+                return Err(bad(key, "must be 1 ms to one hour"));
+            }
+        }
+        if c.max_connections == 0 || c.max_per_peer == 0 {
+            return Err(bad("max-connections / max-connections-per-peer", "must be at least 1"));
+        }
+        if c.hard_cap() > 1_000_000 {
+            return Err(bad("max-connections / reserved-connections", "at most 1000000 connections in all"));
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)) {
+                return Err(bad("allowed-host", format!("`{h}` is not a host name, or name:port")));
+            }
+        }
+        for o in &self.cors_origins {
+            let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+                return Err(bad("cors-origin", format!("`{o}` is not an origin (scheme://host[:port])")));
+            }
+        }
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
+        }
+        if !(1..=16_777_216).contains(&self.limits.max_routes) {
+            return Err(bad("max-routes", format!("{}: expected 1 to 16777216", self.limits.max_routes)));
+        }
+        if self.route_creation_rate > 0 && self.route_creation_burst == 0 {
+            return Err(bad("route-creation-burst", "must be at least 1 while route-creation-rate is set"));
+        }
+        if self.ticket_ttl < Duration::from_millis(1) || self.ticket_ttl > Duration::from_secs(86_400) {
+            return Err(bad("ticket-ttl-ms", "must be 1 ms to one day"));
         }
         Ok(())
     }
@@ -346,6 +478,13 @@ impl Settings {
         c.request_timeout = self.request_timeout;
         c.metrics = Some(metrics);
         c.admin_tokens = self.admin_tokens.clone();
+        c.connections = self.connections.clone();
+        c.allowed_hosts = self.allowed_hosts.clone();
+        c.cors_origins = self.cors_origins.clone();
+        c.client_tokens = self.client_tokens.clone();
+        c.route_creation_rate = self.route_creation_rate;
+        c.route_creation_burst = self.route_creation_burst;
+        c.ticket_ttl = self.ticket_ttl;
         c.dashboard = self.dashboard.then(|| {
             let mut d = atrion_server::DashboardConfig::default();
             d.max_routes = self.dashboard_routes;
@@ -354,6 +493,65 @@ impl Settings {
             d
         });
         c
+    }
+}
+
+/// The connection limits: flags over the file over the server's defaults.
+fn connection_limits(
+    args: &ServeArgs,
+    file: &FileSettings,
+    default: &atrion_server::ConnLimits,
+) -> atrion_server::ConnLimits {
+    let mut c = default.clone();
+    if let Some(ms) = args.header_timeout_ms.or(file.header_timeout_ms) {
+        c.header_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.keep_alive_timeout_ms.or(file.keep_alive_timeout_ms) {
+        c.keep_alive_timeout = Duration::from_millis(ms);
+    }
+    c.max_connections = args.max_connections.or(file.max_connections).unwrap_or(c.max_connections);
+    c.reserved = args.reserved_connections.or(file.reserved_connections).unwrap_or(c.reserved);
+    c.max_per_peer = args.max_connections_per_peer.or(file.max_connections_per_peer).unwrap_or(c.max_per_peer);
+    c
+}
+
+/// File descriptors kept beside the connections: the store, logs, the proxy's upstream
+/// pool, the cluster's clients.
+const SPARE_FDS: u64 = 256;
+
+/// Makes room for `needed` open connections: raises the soft file-descriptor limit (up to
+/// the hard one) when it is lower, and otherwise lowers the connection caps to fit, saying so.
+/// Connections past the limit would fail to be accepted, and `/healthz` with them.
+fn fit_fd_limit(limits: &mut atrion_server::ConnLimits, listeners: u64) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let needed = (limits.hard_cap() as u64).saturating_mul(listeners).saturating_add(SPARE_FDS);
+        let mut rl = getrlimit(Resource::Nofile);
+        let Some(soft) = rl.current else { return };
+        if soft >= needed {
+            return;
+        }
+        let raised = rl.maximum.map_or(needed, |hard| hard.min(needed));
+        if raised > soft {
+            rl.current = Some(raised);
+            match setrlimit(Resource::Nofile, rl) {
+                Ok(()) => tracing::info!(from = soft, to = raised, "raised the file-descriptor limit"),
+                Err(e) => tracing::warn!(error = %e, "the file-descriptor limit could not be raised"),
+            }
+        }
+        let have = getrlimit(Resource::Nofile).current.unwrap_or(soft);
+        if have < needed {
+            let per_listener = usize::try_from(have.saturating_sub(SPARE_FDS) / listeners).unwrap_or(usize::MAX);
+            limits.reserved = limits.reserved.min(per_listener / 2);
+            limits.max_connections = per_listener.saturating_sub(limits.reserved).max(1);
+            tracing::warn!(
+                fd_limit = have,
+                max_connections = limits.max_connections,
+                reserved_connections = limits.reserved,
+                "the file-descriptor limit is below what the connection caps need: the caps were lowered"
+            );
+        }
     }
 }
 
@@ -446,7 +644,12 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let metrics = install_metrics()?;
         let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
         let atrion = Arc::new(
-            atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service.clone())).sync(sync).build()?,
+            atrion::Atrion::builder()
+                .observer(observer)
+                .limits(s.limits.clone())
+                .store_arc(Arc::new(service.clone()))
+                .sync(sync)
+                .build()?,
         );
         atrion.connect().await.context("loading what the store knows")?;
         let mut pcfg = atrion_policy::PolicyConfig::default();
@@ -488,6 +691,8 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
+        let mut connections = s.connections.clone();
+        fit_fd_limit(&mut connections, if s.proxy.is_some() { 2 } else { 1 });
         // One signal stops both the API and the proxy.
         let stop = tokio_util::sync::CancellationToken::new();
         let proxy = match (proxy_listener, &s.proxy) {
@@ -499,14 +704,10 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 config.policy = Some(policy.clone());
                 let app = atrion_server::proxy_router(atrion.clone(), &config);
                 let stopped = stop.clone().cancelled_owned();
-                Some(tokio::spawn(async move {
-                    axum::serve(
-                        atrion_server::nodelay(proxy_listener),
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(stopped)
-                    .await
-                }))
+                let limits = connections.clone();
+                Some(tokio::spawn(
+                    async move { atrion_server::serve_router(proxy_listener, app, &limits, stopped).await },
+                ))
             }
             _ => None,
         };
@@ -521,6 +722,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             }
         };
         let mut config = s.server_config(metrics);
+        config.connections = connections;
         config.store_switch = Some(switch);
         config.policy = Some(policy.clone());
         #[cfg(feature = "otlp")]

@@ -55,7 +55,7 @@ const MODES: [Mode; 4] = [Mode::Bootstrap, Mode::Operational, Mode::HalfOpen, Mo
 
 /// Slots for decision counters: one per reason the engine gives, one spare for a reason
 /// added later.
-const REASON_SLOTS: usize = 13;
+const REASON_SLOTS: usize = 14;
 
 fn reason_slot(reason: Reason) -> usize {
     match reason {
@@ -71,7 +71,8 @@ fn reason_slot(reason: Reason) -> usize {
         Reason::Held => 9,
         Reason::Banned => 10,
         Reason::Shadow => 11,
-        _ => 12,
+        Reason::Untracked => 12,
+        _ => 13,
     }
 }
 

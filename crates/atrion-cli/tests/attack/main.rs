@@ -5,4 +5,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod routes;
+mod tickets;
 mod dashboard;
+mod store_load;
+mod paths;
