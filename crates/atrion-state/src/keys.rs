@@ -93,10 +93,12 @@ impl ClusterKeys {
     /// The key of this node's record of `route`, or `None` when it would be longer than
     /// [`MAX_KEY_LEN`] (or the route is empty): such a route is not kept across a restart.
     pub fn local(&self, route: &str) -> Option<String> {
-        if route.is_empty() || self.local.len() + route.len() > MAX_KEY_LEN {
-            return None;
-        }
-        Some(format!("{}{route}", self.local))
+        self.local_fits(route).then(|| format!("{}{route}", self.local))
+    }
+
+    /// Whether `route` has a record key (without building it).
+    pub fn local_fits(&self, route: &str) -> bool {
+        !route.is_empty() && self.local.len() + route.len() <= MAX_KEY_LEN
     }
 
     /// The route of one of this node's record keys.

@@ -906,7 +906,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     /// Notes `route`'s record as of this pulse: pending when it differs from what the store
     /// holds (a route too long for its record key is not kept).
     fn note_record(&self, st: &mut SyncState, route: &str, c: &LocalContribution, now: Timestamp, wall: u64) {
-        if self.keys.local(route).is_none() {
+        if !self.keys.local_fits(route) {
             return;
         }
         let next = RouteRecord::of(c, now, wall);
