@@ -10,6 +10,7 @@ mod audit;
 mod dashboard;
 mod paths;
 mod policies;
+mod restart;
 mod routes;
 mod store_load;
 mod tickets;
