@@ -69,6 +69,18 @@ fn a_non_loopback_address_or_a_bad_store_stops_the_start_with_the_reason() {
             vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-routes", "0"],
             "setting `dashboard-routes`: 0: expected 1 to 1000000",
         ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-clients", "0"],
+            "setting `dashboard-clients`: 0: expected 1 to 100000",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-auth", "admin"],
+            "setting `dashboard-auth`: `admin` needs admin tokens",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-auth", "tokens"],
+            "setting `dashboard-auth`: `tokens` needs --dashboard-tokens-file",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("serve").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

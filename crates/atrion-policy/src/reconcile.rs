@@ -776,8 +776,11 @@ fn diff(before: &Desired, after: &Desired) -> Vec<PolicyChange> {
     }
     let target = |b: &Ban| format!("ban {}", Ban::target_text(b.route.as_deref(), b.client.as_deref()));
     let (ba, bb) = (before.bans(), after.bans());
+    let key = |b: &Ban| (b.route.clone(), b.client.clone());
+    let after_by: HashMap<_, &Ban> = bb.iter().map(|b| (key(b), b)).collect();
+    let before_by: HashMap<_, &Ban> = ba.iter().map(|b| (key(b), b)).collect();
     for x in &ba {
-        let y = bb.iter().find(|y| y.same_target(x));
+        let y = after_by.get(&key(x)).copied();
         if y != Some(x) {
             out.push(PolicyChange {
                 target: target(x),
@@ -786,7 +789,7 @@ fn diff(before: &Desired, after: &Desired) -> Vec<PolicyChange> {
             });
         }
     }
-    for y in bb.iter().filter(|y| !ba.iter().any(|x| x.same_target(y))) {
+    for y in bb.iter().filter(|y| !before_by.contains_key(&key(y))) {
         out.push(PolicyChange { target: target(y), from: None, to: serde_json::to_value(y).ok() });
     }
     out

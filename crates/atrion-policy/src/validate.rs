@@ -177,12 +177,13 @@ impl Validator {
     fn semantic_and_resource(&self, set: &PolicySet, prefix: &str, issues: &mut Vec<Issue>) {
         let l = &self.limits;
         let mut add = |stage, path: String, message: String| issues.push(Issue { stage, path, message });
+        let mut seen = std::collections::HashSet::with_capacity(set.policies.len());
         for (i, p) in set.policies.iter().enumerate() {
             let at = format!("{prefix}policies[{i}]");
             if let Err(e) = RoutePattern::parse(&p.route) {
                 add(Stage::Semantic, format!("{at}.route"), e.to_string());
             }
-            if set.policies[..i].iter().any(|q| q.route == p.route) {
+            if !seen.insert(p.route.as_str()) {
                 add(Stage::Semantic, format!("{at}.route"), format!("`{}` has a policy already", p.route));
             }
             match self.physics(p) {
@@ -310,21 +311,46 @@ fn client_ok(c: &str, l: &Limits) -> Result<(), String> {
 }
 
 /// Patterns of equal specificity that can match the same route: neither would win.
+///
+/// Only globs can be ambiguous (exact ids rank above every glob), and only globs of equal
+/// specificity whose literal prefixes (the text before the first wildcard) are one a prefix
+/// of the other can match a common route: sorted by prefix, each glob is compared with the
+/// run of globs that extend its prefix, not with every other one. A set whose globs share
+/// one prefix still costs a comparison per pair; the resource stage bounds the set.
 fn ambiguous(policies: &[&Policy], prefix: &str, issues: &mut Vec<Issue>) {
-    let parsed: Vec<(usize, RoutePattern)> =
-        policies.iter().enumerate().filter_map(|(i, p)| Some((i, RoutePattern::parse(&p.route).ok()?))).collect();
-    for (n, (i, a)) in parsed.iter().enumerate() {
-        for (j, b) in &parsed[..n] {
-            if a.is_glob() && a != b && a.specificity() == b.specificity() && a.overlaps(b) {
-                issues.push(Issue {
-                    stage: Stage::Semantic,
-                    path: format!("{prefix}policies[{i}].route"),
-                    message: format!(
-                        "`{a}` and `{b}` (policies[{j}]) are equally specific and can match the same route: make one more specific"
-                    ),
-                });
+    let mut globs: Vec<(usize, RoutePattern)> = policies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, RoutePattern::parse(&p.route).ok()?)))
+        .filter(|(_, p)| p.is_glob())
+        .collect();
+    let literal = |p: &RoutePattern| -> usize { p.as_str().find(['*', '?']).unwrap_or(p.as_str().len()) };
+    globs.sort_by(|(_, a), (_, b)| {
+        a.specificity().cmp(&b.specificity()).then_with(|| a.as_str()[..literal(a)].cmp(&b.as_str()[..literal(b)]))
+    });
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (n, (i, a)) in globs.iter().enumerate() {
+        let head = &a.as_str()[..literal(a)];
+        for (j, b) in &globs[n + 1..] {
+            if b.specificity() != a.specificity() || !b.as_str().starts_with(head) {
+                break;
+            }
+            if a != b && a.overlaps(b) {
+                found.push(((*i).max(*j), (*i).min(*j)));
             }
         }
+    }
+    // In document order: reported at the later policy, naming the earlier.
+    found.sort_unstable();
+    for (i, j) in found {
+        let (a, b) = (&policies[i].route, &policies[j].route);
+        issues.push(Issue {
+            stage: Stage::Semantic,
+            path: format!("{prefix}policies[{i}].route"),
+            message: format!(
+                "`{a}` and `{b}` (policies[{j}]) are equally specific and can match the same route: make one more specific"
+            ),
+        });
     }
 }
 

@@ -77,6 +77,11 @@ impl AdminToken {
         &self.name
     }
 
+    /// Whether `presented` is this token's secret (compared in constant time).
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        bool::from(self.secret.as_slice().ct_eq(presented))
+    }
+
     /// Tokens from text: one `name:secret` per line (or per comma-separated item); blank
     /// lines and lines starting with `#` are skipped. Names must be unique.
     pub fn parse_list(text: &str) -> Result<Vec<AdminToken>, TokenError> {
@@ -99,7 +104,7 @@ impl AdminToken {
 }
 
 /// The name of the token a request presented: which token, never what it was.
-fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
+pub(crate) fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
     // Every token is compared (no early exit), each in constant time.
     let mut found = None;
     for t in tokens {

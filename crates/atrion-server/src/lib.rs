@@ -40,20 +40,26 @@ use utoipa_axum::routes;
 mod admin;
 mod api;
 mod auth;
+mod conn;
+mod creation;
 mod dashboard;
+mod guard;
 mod http;
 mod observer;
 mod openapi;
 mod policies;
 mod problem;
 mod proxy;
+mod tickets;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
-pub use dashboard::DashboardConfig;
+pub use conn::{ConnLimits, serve_router};
+pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
+pub use tickets::{REPLAY_WINDOW, TicketError};
 pub use proxy::{PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path, proxy_router};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
@@ -124,6 +130,29 @@ pub struct ServerConfig {
     /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
     /// (the default).
     pub dashboard: Option<DashboardConfig>,
+    /// Timeouts and caps of the connections [`serve`] accepts (see [`ConnLimits`]).
+    pub connections: ConnLimits,
+    /// Host names the API answers for besides the listen address (and `localhost` on
+    /// loopback): `name` (any port) or `name:port`. A request for any other host gets `421`.
+    /// A [`router`] without names and without [`serve`] checks no Host. Default none.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose browser pages may call the API (CORS); any
+    /// other cross-origin request from a browser gets `403`. Default none.
+    pub cors_origins: Vec<String>,
+    /// Tokens that decide, report and batch require (`Authorization: Bearer`); none: no
+    /// token needed (the default, for a sidecar on loopback).
+    pub client_tokens: Vec<AdminToken>,
+    /// The address [`serve`] listens on: its Host names.
+    listen: Option<std::net::SocketAddr>,
+    /// New routes a client may create per second (decisions and reports on routes not
+    /// tracked yet; a route that exists costs nothing); past its budget the answer is `429`
+    /// with `Retry-After`. 0: no limit. Default 100.
+    pub route_creation_rate: u32,
+    /// The most new routes a client may create at once (its budget's burst). Default 1,000.
+    pub route_creation_burst: u32,
+    /// How long a decision's ticket may be reported by (default 5 minutes); tickets are also
+    /// single-use, within the last [`REPLAY_WINDOW`] tickets issued.
+    pub ticket_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +167,14 @@ impl Default for ServerConfig {
             store_switch: None,
             policy: None,
             dashboard: Some(DashboardConfig::default()),
+            connections: ConnLimits::default(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            client_tokens: Vec::new(),
+            listen: None,
+            route_creation_rate: 100,
+            route_creation_burst: 1_000,
+            ticket_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -145,6 +182,10 @@ impl Default for ServerConfig {
 struct Shared {
     atrion: Arc<SidecarAtrion>,
     config: ServerConfig,
+    /// Each client's budget of new routes.
+    creation: creation::RouteCreation,
+    /// This node's tickets.
+    tickets: tickets::TicketBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
 }
@@ -160,15 +201,27 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
 }
 
 fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shared>) {
-    let (router, api) = api_router(config).split_for_parts();
+    let (router, mut api) = api_router(config).split_for_parts();
+    guard::declare(&mut api);
+    let checks = Arc::new(guard::Guard::new(config));
+    let cors = checks.cors();
     let dashboard =
         config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
-    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
+    let shared = Arc::new(Shared {
+        atrion,
+        config: config.clone(),
+        creation: creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
+        tickets: tickets::TicketBook::new(config.ticket_ttl),
+        openapi: api,
+        dashboard,
+    });
     let router = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(checks, guard::guard))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared.clone());
     (router, shared)
@@ -176,7 +229,9 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(&ServerConfig::default()).split_for_parts().1
+    let mut api = api_router(&ServerConfig::default()).split_for_parts().1;
+    guard::declare(&mut api);
+    api
 }
 
 fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
@@ -212,15 +267,20 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(dashboard::route_chart))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests
 /// and leaves the cluster (the last pulse is flushed).
+///
+/// Connections get [`ServerConfig::connections`]' limits; the Host check answers for the
+/// listener's address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     atrion: Arc<SidecarAtrion>,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, shared) = build(atrion.clone(), config);
+    let mut config = config.clone();
+    config.listen = Some(listener.local_addr()?);
+    let (app, shared) = build(atrion.clone(), &config);
     let stopping = async move {
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
@@ -228,10 +288,7 @@ pub async fn serve(
             d.close().await;
         }
     };
-    // Handlers that key limits by the caller read its address (`ConnectInfo<SocketAddr>`).
-    axum::serve(nodelay(listener), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopping)
-        .await?;
+    serve_router(listener, app, &config.connections, stopping).await?;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())
