@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod desired;
+mod families;
 mod log;
 mod model;
 mod reconcile;
@@ -32,6 +33,7 @@ mod validate;
 mod view;
 
 pub use desired::{Change, Changed, DesiredStore, decode};
+pub use families::key_families;
 pub use log::{Log, Logged, Page, RELIST_EVERY, Retention};
 pub use model::{Ban, Desired, Lanes, ManualState, Policy, PolicySet, Source};
 pub use reconcile::{

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use atrion::Hold;
-use atrion::state::{BACKUP_CHUNK, BackupLine};
+use atrion::state::{BACKUP_CHUNK, BackupLine, KeyFamilies, cluster_families};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -157,13 +157,28 @@ pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result
     Ok(response)
 }
 
-/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. The whole body is checked
-/// before anything is written; existing keys are overwritten. The engine's own state is not
-/// rewritten (it warm-starts from the store at the next start).
+/// Every family of keys the sidecar writes in its namespace, each checked by the owner of
+/// its format: what a restore accepts. A new key format adds its family here.
+fn restore_families(s: &Shared) -> KeyFamilies {
+    let keys = s.atrion.keys();
+    let validator = match &s.config.policy {
+        Some(p) => p.desired().validator().clone(),
+        None => atrion_policy::Validator::new(s.atrion.engine().config().clone(), atrion_policy::Limits::default()),
+    };
+    KeyFamilies::new().with(cluster_families(&keys)).with(atrion_policy::key_families(&keys, validator))
+}
+
+/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. Every line is decoded and
+/// checked before anything is written: its key must belong to a family of the namespace
+/// ([`restore_families`]), and its value must decode as that family's owner reads it.
+/// Then all are written, or none (a failed write puts back what was there). Existing keys
+/// are overwritten. The engine's own state is not rewritten (it warm-starts from the store
+/// at the next start).
 #[utoipa::path(post, path = "/v1/admin/restore", tag = "admin", security(("admin" = [])),
     request_body(content = String, content_type = "application/x-ndjson", description = "JSON lines as the backup writes them"),
-    responses((status = 200, body = Restored), (status = 400, description = "A line is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+    responses((status = 200, body = Restored), (status = 400, description = "A line is not valid JSON lines of the backup format", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A line's key is foreign to the namespace, or its value is not what its key holds: nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be reached: nothing was written", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn restore(
     State(s): State<Arc<Shared>>,
     admin: Admin,
@@ -176,11 +191,22 @@ pub(crate) async fn restore(
     let text = std::str::from_utf8(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
     })?;
-    let lines = BackupLine::decode_all(text).map_err(|(line, reason)| {
+    let lines = BackupLine::decode_numbered(text).map_err(|(line, reason)| {
         let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
         p.field = Some(format!("line {line}"));
         p
     })?;
+    let families = restore_families(&s);
+    BackupLine::check_all(&lines, &families).map_err(|refused| {
+        let (kind, title) = match families.family(&refused.key) {
+            None => ("foreign-key", "A backup line's key is not of this namespace"),
+            Some(_) => ("invalid-backup-value", "A backup line's value is not valid for its key"),
+        };
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, kind, title, refused.to_string());
+        p.field = Some(format!("line {}", refused.line));
+        p
+    })?;
+    let lines = lines.into_iter().map(|(_, line)| line).collect();
     let written = BackupLine::write_all(s.atrion.store().as_ref(), lines).await;
     let n = match written {
         Ok(n) => n,

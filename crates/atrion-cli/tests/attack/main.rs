@@ -11,6 +11,7 @@ mod dashboard;
 mod paths;
 mod policies;
 mod restart;
+mod restore;
 mod routes;
 mod store_load;
 mod tickets;
