@@ -559,13 +559,11 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             Some(endpoint) => Some(crate::otlp::meter(endpoint, atrion.clone(), s.metrics_routes)?),
             None => None,
         };
-        let listener =
-            tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
+        // A long accept queue: a burst of connections must not make the kernel drop handshakes.
+        let listener = atrion_server::bind(s.listen).with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
         let proxy_listener = match &s.proxy {
-            Some((at, _)) => {
-                Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("listening on {at} (proxy)"))?)
-            }
+            Some((at, _)) => Some(atrion_server::bind(*at).with_context(|| format!("listening on {at} (proxy)"))?),
             None => None,
         };
         // Before the announcement: a SIGTERM sent as soon as it is read must not be lost.

@@ -167,6 +167,22 @@ impl Slots {
     }
 }
 
+/// The accept queue's length asked of the kernel (which caps it at `net.core.somaxconn`).
+/// tokio and the standard library ask for 128: a burst of connections (a flood, or many
+/// clients starting at once) while the loop is busy overflows it, and the kernel then drops
+/// handshakes, health checks' included, or leaves clients holding connections it forgot.
+pub const BACKLOG: u32 = 4_096;
+
+/// A listener on `addr` with an accept queue of [`BACKLOG`] (and `SO_REUSEADDR`, as
+/// `tokio::net::TcpListener::bind`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` with `limits` until `shutdown` completes; then stops accepting,
 /// lets every connection finish its request in flight, and returns when all are closed.
 ///

@@ -52,7 +52,7 @@ mod proxy;
 mod views;
 
 pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
-pub use conn::{ConnLimits, RELEASE_AFTER, serve_router};
+pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
 pub use dashboard::DashboardConfig;
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
