@@ -34,9 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use atrion_state::shares::{ShareWrite, Shares};
 use atrion_state::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore,
-    StoreError, StoreStats, check_key, check_value,
+    StoreError, StoreStats, check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -222,6 +223,47 @@ impl FileStore {
         }
         txn.commit().map_err(|e| err(op, None, e))?;
         Ok(versions)
+    }
+
+    /// Sets every member's share in one transaction (one commit, one fsync, however many
+    /// routes a pulse carries), each key's shares read and rewritten inside it; returns
+    /// each key's new value and version, in order, for the change feed. One commit per key,
+    /// as the port's default does it, made a pulse with a few hundred changed routes take
+    /// longer than the sync's store timeout: the pulse failed, kept everything pending, and
+    /// failed again, and a healthy file read as degraded.
+    fn write_shares(db: &Database, items: &[ShareWrite]) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
+        let op = Op::PutShares;
+        let txn = db.begin_write().map_err(|e| err(op, None, e))?;
+        let now = now_ms();
+        let mut written = Vec::with_capacity(items.len());
+        {
+            let mut meta = txn.open_table(META).map_err(|e| err(op, None, e))?;
+            let mut entries = txn.open_table(ENTRIES).map_err(|e| err(op, None, e))?;
+            let mut last = meta.get(LAST_VERSION).map_err(|e| err(op, None, e))?.map_or(0, |g| g.value());
+            for w in items {
+                let key = w.key.as_str();
+                // As the port's default: something under the key that is not shares is
+                // replaced, and a key's expiry is kept.
+                let (mut shares, expires_ms) = match entries.get(key).map_err(|e| err(op, Some(key), e))? {
+                    Some(guard) => {
+                        let r = Record::decode(op, key, guard.value())?;
+                        let shares = r.live(now).then(|| Shares::decode(r.value)).flatten();
+                        (shares.unwrap_or_default(), if r.live(now) { r.expires_ms } else { 0 })
+                    }
+                    None => (Shares::default(), 0),
+                };
+                shares.upsert(w.share.clone());
+                let value = shares.encode();
+                check_value(BACKEND, op, key, &value)?;
+                last += 1;
+                let record = Record::encode(last, expires_ms, &value);
+                entries.insert(key, record.as_slice()).map_err(|e| err(op, Some(key), e))?;
+                written.push((w.key.clone(), value, last));
+            }
+            meta.insert(LAST_VERSION, last).map_err(|e| err(op, None, e))?;
+        }
+        txn.commit().map_err(|e| err(op, None, e))?;
+        Ok(written)
     }
 }
 
@@ -445,6 +487,20 @@ impl StateStore for FileStore {
             self.notify(Change::Set { key, version: *version, value: Some(value) });
         }
         Ok(versions)
+    }
+
+    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
+        for w in &items {
+            check_share(BACKEND, Op::PutShares, w)?;
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let written = self.blocking(Op::PutShares, None, move |db| Self::write_shares(db, &items)).await?;
+        for (key, value, version) in written {
+            self.notify(Change::Set { key, version, value: Some(value) });
+        }
+        Ok(())
     }
 }
 

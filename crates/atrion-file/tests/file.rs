@@ -157,3 +157,38 @@ async fn a_service_switches_from_memory_to_file_and_the_data_persists() {
     assert_eq!(reopened.list_keys("route/").await.unwrap().len(), 2_000);
     assert_eq!(reopened.list_keys("live/").await.unwrap().len(), 300, "writes during the switch reached the file");
 }
+
+/// A pulse's shares go in one transaction: every key written, a key given twice keeps both
+/// members, each write is on the change feed with the key's shares, and versions still grow.
+#[tokio::test]
+async fn shares_of_many_routes_are_written_in_one_batch() {
+    use atrion_state::Change;
+    use atrion_state::shares::{Share, ShareWrite, Shares};
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(&FileConfig::new(dir.path().join("state.redb"))).await.unwrap();
+    let before = store.set("ns/other", "x".into()).await.unwrap();
+    let mut feed = store.subscribe("ns/route/").await.unwrap().unwrap();
+    let share = |key: String, member: &str, rank: f64| ShareWrite {
+        key,
+        share: Share { member: member.into(), rank, value: Bytes::from(member.to_owned()) },
+    };
+    let mut batch: Vec<ShareWrite> = (0..500).map(|i| share(format!("ns/route/r{i}"), "n1", f64::from(i))).collect();
+    batch.push(share("ns/route/r7".into(), "n2", 100.0));
+    store.put_shares(batch).await.unwrap();
+    let keys = store.list_shares("ns/route/").await.unwrap();
+    assert_eq!(keys.len(), 500);
+    let r7 = store.all_shares("ns/route/r7").await.unwrap().unwrap();
+    assert_eq!(r7.ranked().iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["n2", "n1"]);
+    let mut seen = 0;
+    while seen < 501 {
+        match feed.recv().await.unwrap() {
+            Change::Set { key, version, value: Some(v) } => {
+                assert!(version > before, "{key}");
+                assert!(Shares::decode(&v).is_some(), "{key}: the feed carries the shares");
+                seen += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(store.set("ns/other", "y".into()).await.unwrap() > before + 501);
+}

@@ -6,6 +6,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audit;
 mod browser;
 mod connections;
+mod dashboard;
+mod paths;
+mod policies;
+mod routes;
+mod store_load;
+mod tickets;
 mod wire;
