@@ -56,7 +56,7 @@ mod tickets;
 mod views;
 
 pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
-pub use conn::{ConnLimits, serve_router};
+pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
 pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};

@@ -7,6 +7,8 @@
 mod common;
 
 mod audit;
+mod browser;
+mod connections;
 mod dashboard;
 mod paths;
 mod policies;
@@ -15,3 +17,4 @@ mod restore;
 mod routes;
 mod store_load;
 mod tickets;
+mod wire;
