@@ -34,7 +34,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ATRION_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The store: `memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…`
-    /// [default: file:./atrion-data/state.redb].
+    /// [default: file:./atrion-data/state.redb]. A `file:` store's folder is created at
+    /// start (the operator chose it); `POST /v1/admin/store` creates none.
     #[arg(long, env = "ATRION_STORE")]
     pub store: Option<String>,
     /// This node's id in the cluster, 1 to 64 of `[A-Za-z0-9._-]` [default: node-1].
