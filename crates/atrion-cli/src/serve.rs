@@ -94,6 +94,36 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "ATRION_DASHBOARD_ROUTES")]
     pub dashboard_routes: Option<usize>,
+    /// Failed admin authentications a source may make before it must wait (429 with
+    /// Retry-After) [default: 20].
+    #[arg(long, env = "ATRION_AUTH_FAILURES")]
+    pub auth_failures: Option<u32>,
+    /// The first wait of a source past its failures, in ms; it doubles with each further
+    /// failure [default: 1000].
+    #[arg(long, env = "ATRION_AUTH_BACKOFF_MS")]
+    pub auth_backoff_ms: Option<u64>,
+    /// The longest wait of a failing source, in ms; a source without failures this long
+    /// starts afresh [default: 60000].
+    #[arg(long, env = "ATRION_AUTH_MAX_BACKOFF_MS")]
+    pub auth_max_backoff_ms: Option<u64>,
+    /// Sources of failed authentications tracked at once; past it, new ones share one
+    /// [default: 10000].
+    #[arg(long, env = "ATRION_AUTH_MAX_SOURCES")]
+    pub auth_max_sources: Option<usize>,
+    /// The most audit entries kept (the oldest go first) [default: 10000].
+    #[arg(long, env = "ATRION_AUDIT_MAX_ENTRIES")]
+    pub audit_max_entries: Option<usize>,
+    /// The most bytes of audit entries kept; one entry takes at most an eighth
+    /// [default: 67108864].
+    #[arg(long, env = "ATRION_AUDIT_MAX_BYTES")]
+    pub audit_max_bytes: Option<u64>,
+    /// The oldest audit entry kept, in days [default: 90].
+    #[arg(long, env = "ATRION_AUDIT_MAX_AGE_DAYS")]
+    pub audit_max_age_days: Option<u64>,
+    /// The most policies in one layer of desired state (a larger set is refused with 422)
+    /// [default: 5000].
+    #[arg(long, env = "ATRION_MAX_POLICIES")]
+    pub max_policies: Option<usize>,
     /// The longest a request head may take to arrive, in milliseconds; then the connection
     /// is closed [default: 10000].
     #[arg(long, env = "ATRION_HEADER_TIMEOUT_MS")]
@@ -202,6 +232,14 @@ struct FileSettings {
     divergence_pulses: Option<u32>,
     no_dashboard: Option<bool>,
     dashboard_routes: Option<usize>,
+    auth_failures: Option<u32>,
+    auth_backoff_ms: Option<u64>,
+    auth_max_backoff_ms: Option<u64>,
+    auth_max_sources: Option<usize>,
+    audit_max_entries: Option<usize>,
+    audit_max_bytes: Option<u64>,
+    audit_max_age_days: Option<u64>,
+    max_policies: Option<usize>,
     header_timeout_ms: Option<u64>,
     keep_alive_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
@@ -241,6 +279,9 @@ pub struct Settings {
     divergence_pulses: u32,
     dashboard: bool,
     dashboard_routes: usize,
+    auth: atrion_server::AuthLimits,
+    audit: atrion_policy::Retention,
+    max_policies: usize,
     connections: atrion_server::ConnLimits,
     allowed_hosts: Vec<String>,
     cors_origins: Vec<String>,
@@ -344,6 +385,12 @@ impl Settings {
                 .divergence_pulses
                 .or(file.divergence_pulses)
                 .unwrap_or(atrion_policy::PolicyConfig::default().divergence_after),
+            auth: atrion_server::AuthLimits::default(),
+            audit: atrion_policy::Retention::default(),
+            max_policies: args
+                .max_policies
+                .or(file.max_policies)
+                .unwrap_or(atrion_policy::Limits::default().max_policies),
             limits: args
                 .max_routes
                 .or(file.max_routes)
@@ -363,6 +410,18 @@ impl Settings {
             args.dashboard_tokens_file.as_deref().or(file.dashboard_tokens_file.as_deref()),
             s.listen.ip().is_loopback() || s.admin_tokens.is_empty(),
         )?;
+        let (auth, audit) = (server.auth.clone(), atrion_policy::Retention::default());
+        s.auth.failures = args.auth_failures.or(file.auth_failures).unwrap_or(auth.failures);
+        s.auth.backoff = args.auth_backoff_ms.or(file.auth_backoff_ms).map_or(auth.backoff, Duration::from_millis);
+        s.auth.max_backoff =
+            args.auth_max_backoff_ms.or(file.auth_max_backoff_ms).map_or(auth.max_backoff, Duration::from_millis);
+        s.auth.max_sources = args.auth_max_sources.or(file.auth_max_sources).unwrap_or(auth.max_sources);
+        s.audit.max_entries = args.audit_max_entries.or(file.audit_max_entries).unwrap_or(audit.max_entries);
+        s.audit.max_bytes = args.audit_max_bytes.or(file.audit_max_bytes).unwrap_or(audit.max_bytes);
+        s.audit.max_age = args
+            .audit_max_age_days
+            .or(file.audit_max_age_days)
+            .map_or(audit.max_age, |d| Duration::from_secs(d.saturating_mul(86_400)));
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
         } else {
@@ -433,6 +492,30 @@ impl Settings {
         if self.divergence_pulses == 0 {
             return Err(bad("divergence-pulses", "must be at least 1"));
         }
+        if self.auth.failures == 0 {
+            return Err(bad("auth-failures", "must be at least 1"));
+        }
+        if self.auth.backoff.is_zero() || self.auth.backoff > self.auth.max_backoff {
+            return Err(bad("auth-backoff-ms", "must be at least 1 ms and at most auth-max-backoff-ms"));
+        }
+        if self.auth.max_backoff > Duration::from_secs(86_400) {
+            return Err(bad("auth-max-backoff-ms", "at most one day"));
+        }
+        if !(1..=10_000_000).contains(&self.auth.max_sources) {
+            return Err(bad("auth-max-sources", "expected 1 to 10000000"));
+        }
+        if !(1..=10_000_000).contains(&self.audit.max_entries) {
+            return Err(bad("audit-max-entries", "expected 1 to 10000000"));
+        }
+        if self.audit.max_bytes < 64 * 1024 {
+            return Err(bad("audit-max-bytes", "at least 65536"));
+        }
+        if self.audit.max_age.is_zero() {
+            return Err(bad("audit-max-age-days", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.max_policies) {
+            return Err(bad("max-policies", "expected 1 to 100000"));
+        }
         let c = &self.connections;
         for (key, d) in [("header-timeout-ms", c.header_timeout), ("keep-alive-timeout-ms", c.keep_alive_timeout)] {
             if d.is_zero() || d > Duration::from_secs(3_600) {
@@ -478,6 +561,7 @@ impl Settings {
         c.request_timeout = self.request_timeout;
         c.metrics = Some(metrics);
         c.admin_tokens = self.admin_tokens.clone();
+        c.auth = self.auth.clone();
         c.connections = self.connections.clone();
         c.allowed_hosts = self.allowed_hosts.clone();
         c.cors_origins = self.cors_origins.clone();
@@ -590,24 +674,52 @@ fn read_file(path: &Path) -> Result<FileSettings> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 
-/// Installs the Prometheus recorder (before the engine's observer registers its handles)
-/// and keeps its histograms drained.
-fn install_metrics() -> Result<atrion_server::MetricsRender> {
+/// How long a route-labelled series may stay still before the exporter drops it: the series
+/// of a route that lost its label (evicted, or outranked) go after this.
+pub const ROUTE_SERIES_IDLE: Duration = Duration::from_secs(60);
+
+/// The Prometheus recorders: route-labelled series in one that drops them after `idle`
+/// still, the rest in another; one render of both.
+fn metrics_recorder(
+    idle: Duration,
+) -> Result<(impl metrics::Recorder + Sync + 'static, [metrics_exporter_prometheus::PrometheusHandle; 2])> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_util::MetricKindMask;
     let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0];
-    let handle = PrometheusBuilder::new()
+    let rest = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(atrion_server::HTTP_DURATION.to_owned()), &buckets)?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let upkeep = handle.clone();
+        .build_recorder();
+    let routes = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::GAUGE, Some(idle))
+        .build_recorder();
+    let handles = [routes.handle(), rest.handle()];
+    Ok((atrion::metrics::RouteSplit::new(routes, rest), handles))
+}
+
+/// Installs the Prometheus recorders (before the engine's observer registers its handles)
+/// and keeps their histograms drained.
+fn install_metrics() -> Result<atrion_server::MetricsRender> {
+    let (recorder, handles) = metrics_recorder(ROUTE_SERIES_IDLE)?;
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    let upkeep = handles.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
-            upkeep.run_upkeep();
+            for h in &upkeep {
+                h.run_upkeep();
+            }
         }
     });
-    Ok(atrion_server::MetricsRender(Arc::new(move || handle.render())))
+    Ok(atrion_server::MetricsRender(Arc::new(move || render(&handles))))
+}
+
+/// Both recorders' text, route series first.
+fn render(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> String {
+    let [routes, rest] = handles;
+    let mut text = routes.render();
+    text.push_str(&rest.render());
+    text
 }
 
 /// A store's config from its URL, in the cluster's namespace: the store at start, and the
@@ -642,7 +754,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         });
         let switch = atrion_server::StoreSwitch { service: service.clone(), open };
         let metrics = install_metrics()?;
-        let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
+        let observer = atrion_server::SidecarObserver::new().with_metrics_observer(
+            atrion::metrics::MetricsObserver::new(s.metrics_routes).with_idle_timeout(ROUTE_SERIES_IDLE),
+        );
         let atrion = Arc::new(
             atrion::Atrion::builder()
                 .observer(observer)
@@ -655,6 +769,8 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let mut pcfg = atrion_policy::PolicyConfig::default();
         pcfg.every = pulse;
         pcfg.divergence_after = s.divergence_pulses;
+        pcfg.audit = s.audit.clone();
+        pcfg.limits.max_policies = s.max_policies;
         let policy = atrion_policy::PolicyNode::start(
             atrion.engine().clone(),
             Arc::new(service.clone()),
@@ -747,4 +863,71 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    use atrion::metrics::MetricsObserver;
+    use atrion::{Engine, EngineLimits, PhysicsConfig, Priority, Timestamp};
+
+    /// The route labels the exporter shows.
+    fn labels(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> BTreeSet<String> {
+        render(handles)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next().map(str::to_owned))
+            .collect()
+    }
+
+    fn names(prefix: &str, n: usize) -> BTreeSet<String> {
+        (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    #[test]
+    fn the_series_of_evicted_routes_go_and_the_route_labels_stay_at_their_bound() {
+        let idle = Duration::from_millis(200);
+        let (recorder, handles) = metrics_recorder(idle).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let mut limits = EngineLimits::with_max_routes(4);
+            limits.idle_timeout = Duration::from_secs(1);
+            let observer = MetricsObserver::new(4).with_idle_timeout(idle);
+            let engine = Engine::with_observer(PhysicsConfig::default(), limits, observer).unwrap();
+            // Engine time runs with the exporter's: from 0, then from 10 s on.
+            let start = Instant::now();
+            let now = |offset: u64| Timestamp::from_nanos(offset + start.elapsed().as_nanos() as u64);
+            for r in names("old", 4) {
+                engine.decide(&r, now(0), Priority::Normal);
+            }
+            assert_eq!(labels(&handles), names("old", 4));
+            // Idle past the engine's timeout: a new generation evicts the old one.
+            let later = 10_000_000_000;
+            for r in names("new", 4) {
+                engine.decide(&r, now(later), Priority::Normal);
+            }
+            assert_eq!(engine.stats().evicted, 4);
+            let mut shown = BTreeSet::new();
+            for _ in 0..600 {
+                // new-0 falls still; the others go on.
+                for r in names("new", 4).iter().skip(1) {
+                    engine.decide(r, now(later), Priority::Normal);
+                }
+                shown = labels(&handles);
+                if !shown.iter().any(|l| l.starts_with("old")) && !shown.contains("new-0") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let expected: BTreeSet<String> = names("new", 4).into_iter().skip(1).collect();
+            assert_eq!(shown, expected, "the evicted routes' series, and a still one, are gone");
+            // The still route's next decision registers its series again: nothing is lost.
+            engine.decide("new-0", now(later), Priority::Normal);
+            let text = render(&handles);
+            assert!(text.lines().any(|l| l.contains("route=\"new-0\"") && l.ends_with(" 1")), "{text}");
+            assert!(labels(&handles).len() <= 4);
+        });
+    }
 }

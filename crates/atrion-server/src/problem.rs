@@ -30,9 +30,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<ProblemIssue>,
     /// When to try again, in milliseconds (a limit: `429`); the answer's `Retry-After`
-    /// header says it in whole seconds.
+    /// header says it in whole seconds. (32 bits, so that a problem stays small.)
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub retry_after_ms: Option<std::num::NonZeroU32>,
 }
 
 /// One issue of a rejected change.
@@ -62,7 +63,8 @@ impl Problem {
     /// `429`: a limit of the caller's; try again after `retry`.
     pub(crate) fn limited(kind: &str, title: &'static str, detail: impl Into<String>, retry: Duration) -> Self {
         let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, kind, title, detail);
-        p.retry_after_ms = Some(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX).max(1));
+        let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
+        p.retry_after_ms = std::num::NonZeroU32::new(ms.max(1));
         p
     }
 
@@ -107,6 +109,10 @@ pub(crate) enum AdminProblems {
     /// Administration is disabled (no tokens)
     #[response(status = 403, content_type = "application/problem+json")]
     Disabled(Problem),
+    /// This source failed to authenticate too often: retry after `Retry-After` seconds
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(Problem),
 }
 
 impl IntoResponse for Problem {
@@ -116,7 +122,7 @@ impl IntoResponse for Problem {
         let mut response = (status, Json(self)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(ms) = retry {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1_000).max(1)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ms.get().div_ceil(1_000)));
         }
         response
     }

@@ -6,8 +6,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod routes;
-mod tickets;
+mod audit;
 mod dashboard;
-mod store_load;
 mod paths;
+mod policies;
+mod routes;
+mod store_load;
+mod tickets;
