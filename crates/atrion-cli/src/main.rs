@@ -38,6 +38,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of `serve`'s many settings costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay a telemetry trace (JSON lines or CSV) through the engine.
@@ -55,7 +57,7 @@ enum Command {
     StabilityMap(simulate::StabilityArgs),
     /// Run the sidecar: an HTTP decision service on loopback (port 7878), its state in a
     /// store (an embedded file in ./atrion-data by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Policies across the cluster: check a file offline, apply, get, delete, ban, unban.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
@@ -100,8 +102,8 @@ pub struct ReplayArgs {
     /// year 2286) is a malformed row.
     #[arg(long, value_enum, default_value_t = TimeUnitArg::Ms)]
     pub time_unit: TimeUnitArg,
-    /// Routes tracked (and reported) one by one; rows of further routes share the engine's
-    /// overflow route and are reported together.
+    /// Routes tracked (and reported) one by one; rows of further routes are decided on no
+    /// state (`untracked`) and reported together.
     #[arg(long, default_value_t = 65_536)]
     pub max_routes: usize,
     /// Print one JSON document instead of the report.

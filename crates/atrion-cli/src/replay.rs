@@ -48,9 +48,9 @@ struct TransitionReport {
     resistance: f64,
 }
 
-/// Rows whose route the engine pooled into its shared overflow route: an id that is not
-/// valid (empty, over 1,024 bytes), or a route past `--max-routes`. Decided together, on
-/// one shared state, and reported here instead of under their own names.
+/// Rows whose route the engine did not track: an id that is not valid (empty, over 1,024
+/// bytes), or a route past `--max-routes`. Each decided on no state (admitted as
+/// `untracked`, its telemetry dropped), and reported here instead of under their own names.
 #[derive(Debug, Default, Serialize)]
 struct OverflowReport {
     rows: u64,
@@ -217,7 +217,7 @@ impl Replay<'_> {
         let decision = engine.decide(&row.route, row.at, row.priority.unwrap_or(self.default_priority));
         let feed = decision.is_admitted() || self.feed == FeedArg::All;
         if !self.routes.contains_key(&row.route) {
-            // A route the engine did not take in was decided on the overflow route.
+            // A route the engine did not take in was decided on no state.
             if self.routes.len() >= self.max_routes || engine.status(&row.route).is_err() {
                 let o = &mut self.overflow;
                 o.rows += 1;
@@ -231,7 +231,7 @@ impl Replay<'_> {
                     o.examples.push(row.route[..cut].to_owned());
                 }
                 if feed {
-                    // By its own name: the engine pools it as it did for the decision.
+                    // By its own name: the engine drops it, as it did not track the route.
                     engine.report(&row.route, row.telemetry, row.at);
                 }
                 return;
@@ -294,7 +294,7 @@ fn print_report(r: &Report) {
     if let Some(o) = &r.overflow {
         println!();
         println!(
-            "overflow (one shared route; ids that are empty or over 1,024 bytes, or past --max-routes {})",
+            "untracked (decided on no state; ids that are empty or over 1,024 bytes, or past --max-routes {})",
             r.max_routes
         );
         println!("  decisions    {} admitted, {} shed of {} rows", o.admitted, o.shed, o.rows);

@@ -94,6 +94,106 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "ATRION_DASHBOARD_ROUTES")]
     pub dashboard_routes: Option<usize>,
+    /// Failed admin authentications a source may make before it must wait (429 with
+    /// Retry-After) [default: 20].
+    #[arg(long, env = "ATRION_AUTH_FAILURES")]
+    pub auth_failures: Option<u32>,
+    /// The first wait of a source past its failures, in ms; it doubles with each further
+    /// failure [default: 1000].
+    #[arg(long, env = "ATRION_AUTH_BACKOFF_MS")]
+    pub auth_backoff_ms: Option<u64>,
+    /// The longest wait of a failing source, in ms; a source without failures this long
+    /// starts afresh [default: 60000].
+    #[arg(long, env = "ATRION_AUTH_MAX_BACKOFF_MS")]
+    pub auth_max_backoff_ms: Option<u64>,
+    /// Sources of failed authentications tracked at once; past it, new ones share one
+    /// [default: 10000].
+    #[arg(long, env = "ATRION_AUTH_MAX_SOURCES")]
+    pub auth_max_sources: Option<usize>,
+    /// The most audit entries kept (the oldest go first) [default: 10000].
+    #[arg(long, env = "ATRION_AUDIT_MAX_ENTRIES")]
+    pub audit_max_entries: Option<usize>,
+    /// The most bytes of audit entries kept; one entry takes at most an eighth
+    /// [default: 67108864].
+    #[arg(long, env = "ATRION_AUDIT_MAX_BYTES")]
+    pub audit_max_bytes: Option<u64>,
+    /// The oldest audit entry kept, in days [default: 90].
+    #[arg(long, env = "ATRION_AUDIT_MAX_AGE_DAYS")]
+    pub audit_max_age_days: Option<u64>,
+    /// The most policies in one layer of desired state (a larger set is refused with 422)
+    /// [default: 5000].
+    #[arg(long, env = "ATRION_MAX_POLICIES")]
+    pub max_policies: Option<usize>,
+    /// The longest a request head may take to arrive, in milliseconds; then the connection
+    /// is closed [default: 10000].
+    #[arg(long, env = "ATRION_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// The longest a connection may stay idle between requests, in milliseconds
+    /// [default: 75000].
+    #[arg(long, env = "ATRION_KEEP_ALIVE_TIMEOUT_MS")]
+    pub keep_alive_timeout_ms: Option<u64>,
+    /// Open connections served in full, per listener [default: 4096, lowered to what the
+    /// file-descriptor limit allows].
+    #[arg(long, env = "ATRION_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Connections past the cap that still serve /healthz, /readyz and /v1/admin/*
+    /// [default: 64].
+    #[arg(long, env = "ATRION_RESERVED_CONNECTIONS")]
+    pub reserved_connections: Option<usize>,
+    /// Open connections one peer address may hold [default: 1024].
+    #[arg(long, env = "ATRION_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<usize>,
+    /// A host name the API answers for besides the listen address: `name` or `name:port`,
+    /// repeated or comma-separated; other hosts get 421 (DNS rebinding).
+    #[arg(long = "allowed-host", env = "ATRION_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// An origin (`https://app.example`) whose pages may call the API cross-origin (CORS),
+    /// repeated or comma-separated; other browser cross-origin requests get 403.
+    #[arg(long = "cors-origin", env = "ATRION_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// A file of client tokens (`name:secret` per line, as admin tokens) that decide,
+    /// report and batch then require.
+    #[arg(long, env = "ATRION_CLIENT_TOKENS_FILE")]
+    pub client_tokens_file: Option<PathBuf>,
+    /// The most routes tracked one by one; past it, idle routes are evicted and new ones
+    /// are decided on no state (`untracked`) [default: 65536].
+    #[arg(long, env = "ATRION_MAX_ROUTES")]
+    pub max_routes: Option<usize>,
+    /// New routes one client (its `X-Atrion-Client`, else its address) may create per
+    /// second; past its budget, `429` with `Retry-After`; 0: no limit [default: 100].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_RATE")]
+    pub route_creation_rate: Option<u32>,
+    /// The most new routes one client may create at once [default: 1000].
+    #[arg(long, env = "ATRION_ROUTE_CREATION_BURST")]
+    pub route_creation_burst: Option<u32>,
+    /// How long a decision's ticket may be reported by, in milliseconds [default: 300000].
+    #[arg(long, env = "ATRION_TICKET_TTL_MS")]
+    pub ticket_ttl_ms: Option<u64>,
+    /// The most dashboard feeds open at once; past it `503` with `Retry-After`
+    /// [default: 64].
+    #[arg(long, env = "ATRION_DASHBOARD_CLIENTS")]
+    pub dashboard_clients: Option<usize>,
+    /// Who may read the dashboard's data (feed, route pages, charts): `none`, `admin` (an
+    /// admin token), or `tokens` (a token of --dashboard-tokens-file, or an admin token)
+    /// [default: none on loopback, admin beyond it when admin tokens are set].
+    #[arg(long, env = "ATRION_DASHBOARD_AUTH", value_enum)]
+    pub dashboard_auth: Option<DashboardAuthArg>,
+    /// A file of read-only dashboard tokens, one `name:secret` per line; implies
+    /// `--dashboard-auth tokens`.
+    #[arg(long, env = "ATRION_DASHBOARD_TOKENS_FILE")]
+    pub dashboard_tokens_file: Option<PathBuf>,
+}
+
+/// `--dashboard-auth`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DashboardAuthArg {
+    /// Anyone who reaches the server.
+    None,
+    /// An admin token.
+    Admin,
+    /// A read-only token of `--dashboard-tokens-file`, or an admin token.
+    Tokens,
 }
 
 /// The port proxy mode listens on by default, on loopback.
@@ -132,6 +232,29 @@ struct FileSettings {
     divergence_pulses: Option<u32>,
     no_dashboard: Option<bool>,
     dashboard_routes: Option<usize>,
+    auth_failures: Option<u32>,
+    auth_backoff_ms: Option<u64>,
+    auth_max_backoff_ms: Option<u64>,
+    auth_max_sources: Option<usize>,
+    audit_max_entries: Option<usize>,
+    audit_max_bytes: Option<u64>,
+    audit_max_age_days: Option<u64>,
+    max_policies: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    keep_alive_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    reserved_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    allowed_hosts: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
+    client_tokens_file: Option<PathBuf>,
+    max_routes: Option<usize>,
+    route_creation_rate: Option<u32>,
+    route_creation_burst: Option<u32>,
+    ticket_ttl_ms: Option<u64>,
+    dashboard_clients: Option<usize>,
+    dashboard_auth: Option<DashboardAuthArg>,
+    dashboard_tokens_file: Option<PathBuf>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -156,6 +279,19 @@ pub struct Settings {
     divergence_pulses: u32,
     dashboard: bool,
     dashboard_routes: usize,
+    auth: atrion_server::AuthLimits,
+    audit: atrion_policy::Retention,
+    max_policies: usize,
+    connections: atrion_server::ConnLimits,
+    allowed_hosts: Vec<String>,
+    cors_origins: Vec<String>,
+    client_tokens: Vec<AdminToken>,
+    limits: atrion::EngineLimits,
+    route_creation_rate: u32,
+    route_creation_burst: u32,
+    ticket_ttl: Duration,
+    dashboard_clients: usize,
+    dashboard_auth: atrion_server::DashboardAuth,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -170,6 +306,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let connections = connection_limits(args, &file, &ServerConfig::default().connections);
         let tokens_file = args.admin_tokens_file.clone().or(file.admin_tokens_file);
         let mut admin_tokens = match &tokens_file {
             Some(path) => {
@@ -188,6 +325,15 @@ impl Settings {
                 admin_tokens.push(t);
             }
         }
+        let client_tokens = match args.client_tokens_file.clone().or_else(|| file.client_tokens_file.clone()) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad("client-tokens-file", format!("{}: {e}", path.display())))?;
+                AdminToken::parse_list(&text)
+                    .map_err(|e| bad("client-tokens-file", format!("{}: {e}", path.display())))?
+            }
+            None => Vec::new(),
+        };
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         // The libraries own their defaults: the server's limits, the cluster's ids.
         let (server, sync) = (ServerConfig::default(), SyncConfig::default());
@@ -203,6 +349,11 @@ impl Settings {
                 .dashboard_routes
                 .or(file.dashboard_routes)
                 .unwrap_or(atrion_server::DashboardConfig::default().max_routes),
+            dashboard_clients: args
+                .dashboard_clients
+                .or(file.dashboard_clients)
+                .unwrap_or(atrion_server::DashboardConfig::default().max_clients),
+            dashboard_auth: atrion_server::DashboardAuth::Open,
             metrics_routes: args.metrics_routes.or(file.metrics_routes).unwrap_or(100),
             log_format: args.log_format.or(file.log_format).unwrap_or(if on_terminal {
                 LogFormat::Text
@@ -216,13 +367,61 @@ impl Settings {
                 .or(file.request_timeout_ms)
                 .map_or(server.request_timeout, Duration::from_millis),
             proxy: None,
+            connections,
+            allowed_hosts: if args.allowed_hosts.is_empty() {
+                file.allowed_hosts.clone().unwrap_or_default()
+            } else {
+                args.allowed_hosts.clone()
+            },
+            cors_origins: if args.cors_origins.is_empty() {
+                file.cors_origins.clone().unwrap_or_default()
+            } else {
+                args.cors_origins.clone()
+            },
+            client_tokens,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
             policy_file: args.policy_file.clone().or(file.policy_file),
             divergence_pulses: args
                 .divergence_pulses
                 .or(file.divergence_pulses)
                 .unwrap_or(atrion_policy::PolicyConfig::default().divergence_after),
+            auth: atrion_server::AuthLimits::default(),
+            audit: atrion_policy::Retention::default(),
+            max_policies: args
+                .max_policies
+                .or(file.max_policies)
+                .unwrap_or(atrion_policy::Limits::default().max_policies),
+            limits: args
+                .max_routes
+                .or(file.max_routes)
+                .map_or_else(atrion::EngineLimits::default, atrion::EngineLimits::with_max_routes),
+            route_creation_rate: args
+                .route_creation_rate
+                .or(file.route_creation_rate)
+                .unwrap_or(server.route_creation_rate),
+            route_creation_burst: args
+                .route_creation_burst
+                .or(file.route_creation_burst)
+                .unwrap_or(server.route_creation_burst),
+            ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
         };
+        s.dashboard_auth = dashboard_auth(
+            args.dashboard_auth.or(file.dashboard_auth),
+            args.dashboard_tokens_file.as_deref().or(file.dashboard_tokens_file.as_deref()),
+            s.listen.ip().is_loopback() || s.admin_tokens.is_empty(),
+        )?;
+        let (auth, audit) = (server.auth.clone(), atrion_policy::Retention::default());
+        s.auth.failures = args.auth_failures.or(file.auth_failures).unwrap_or(auth.failures);
+        s.auth.backoff = args.auth_backoff_ms.or(file.auth_backoff_ms).map_or(auth.backoff, Duration::from_millis);
+        s.auth.max_backoff =
+            args.auth_max_backoff_ms.or(file.auth_max_backoff_ms).map_or(auth.max_backoff, Duration::from_millis);
+        s.auth.max_sources = args.auth_max_sources.or(file.auth_max_sources).unwrap_or(auth.max_sources);
+        s.audit.max_entries = args.audit_max_entries.or(file.audit_max_entries).unwrap_or(audit.max_entries);
+        s.audit.max_bytes = args.audit_max_bytes.or(file.audit_max_bytes).unwrap_or(audit.max_bytes);
+        s.audit.max_age = args
+            .audit_max_age_days
+            .or(file.audit_max_age_days)
+            .map_or(audit.max_age, |d| Duration::from_secs(d.saturating_mul(86_400)));
         let templates = if args.path_templates.is_empty() {
             file.path_templates.unwrap_or_default()
         } else {
@@ -284,11 +483,73 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.dashboard_routes) {
             return Err(bad("dashboard-routes", format!("{}: expected 1 to 1000000", self.dashboard_routes)));
         }
+        if !(1..=100_000).contains(&self.dashboard_clients) {
+            return Err(bad("dashboard-clients", format!("{}: expected 1 to 100000", self.dashboard_clients)));
+        }
+        if matches!(self.dashboard_auth, atrion_server::DashboardAuth::Admin) && self.admin_tokens.is_empty() {
+            return Err(bad("dashboard-auth", "`admin` needs admin tokens (admin-tokens-file or ATRION_ADMIN_TOKENS)"));
+        }
         if self.divergence_pulses == 0 {
             return Err(bad("divergence-pulses", "must be at least 1"));
         }
+        if self.auth.failures == 0 {
+            return Err(bad("auth-failures", "must be at least 1"));
+        }
+        if self.auth.backoff.is_zero() || self.auth.backoff > self.auth.max_backoff {
+            return Err(bad("auth-backoff-ms", "must be at least 1 ms and at most auth-max-backoff-ms"));
+        }
+        if self.auth.max_backoff > Duration::from_secs(86_400) {
+            return Err(bad("auth-max-backoff-ms", "at most one day"));
+        }
+        if !(1..=10_000_000).contains(&self.auth.max_sources) {
+            return Err(bad("auth-max-sources", "expected 1 to 10000000"));
+        }
+        if !(1..=10_000_000).contains(&self.audit.max_entries) {
+            return Err(bad("audit-max-entries", "expected 1 to 10000000"));
+        }
+        if self.audit.max_bytes < 64 * 1024 {
+            return Err(bad("audit-max-bytes", "at least 65536"));
+        }
+        if self.audit.max_age.is_zero() {
+            return Err(bad("audit-max-age-days", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.max_policies) {
+            return Err(bad("max-policies", "expected 1 to 100000"));
+        }
+        let c = &self.connections;
+        for (key, d) in [("header-timeout-ms", c.header_timeout), ("keep-alive-timeout-ms", c.keep_alive_timeout)] {
+            if d.is_zero() || d > Duration::from_secs(3_600) {
+                return Err(bad(key, "must be 1 ms to one hour"));
+            }
+        }
+        if c.max_connections == 0 || c.max_per_peer == 0 {
+            return Err(bad("max-connections / max-connections-per-peer", "must be at least 1"));
+        }
+        if c.hard_cap() > 1_000_000 {
+            return Err(bad("max-connections / reserved-connections", "at most 1000000 connections in all"));
+        }
+        for h in &self.allowed_hosts {
+            if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)) {
+                return Err(bad("allowed-host", format!("`{h}` is not a host name, or name:port")));
+            }
+        }
+        for o in &self.cors_origins {
+            let rest = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+                return Err(bad("cors-origin", format!("`{o}` is not an origin (scheme://host[:port])")));
+            }
+        }
         if self.metrics_routes > 100_000 {
             return Err(bad("metrics-routes", "at most 100000 route labels"));
+        }
+        if !(1..=16_777_216).contains(&self.limits.max_routes) {
+            return Err(bad("max-routes", format!("{}: expected 1 to 16777216", self.limits.max_routes)));
+        }
+        if self.route_creation_rate > 0 && self.route_creation_burst == 0 {
+            return Err(bad("route-creation-burst", "must be at least 1 while route-creation-rate is set"));
+        }
+        if self.ticket_ttl < Duration::from_millis(1) || self.ticket_ttl > Duration::from_secs(86_400) {
+            return Err(bad("ticket-ttl-ms", "must be 1 ms to one day"));
         }
         Ok(())
     }
@@ -300,12 +561,129 @@ impl Settings {
         c.request_timeout = self.request_timeout;
         c.metrics = Some(metrics);
         c.admin_tokens = self.admin_tokens.clone();
+        c.auth = self.auth.clone();
+        c.connections = self.connections.clone();
+        c.allowed_hosts = self.allowed_hosts.clone();
+        c.cors_origins = self.cors_origins.clone();
+        c.client_tokens = self.client_tokens.clone();
+        c.route_creation_rate = self.route_creation_rate;
+        c.route_creation_burst = self.route_creation_burst;
+        c.ticket_ttl = self.ticket_ttl;
         c.dashboard = self.dashboard.then(|| {
             let mut d = atrion_server::DashboardConfig::default();
             d.max_routes = self.dashboard_routes;
+            d.max_clients = self.dashboard_clients;
+            d.auth = self.dashboard_auth.clone();
             d
         });
         c
+    }
+}
+
+/// The connection limits: flags over the file over the server's defaults.
+fn connection_limits(
+    args: &ServeArgs,
+    file: &FileSettings,
+    default: &atrion_server::ConnLimits,
+) -> atrion_server::ConnLimits {
+    let mut c = default.clone();
+    if let Some(ms) = args.header_timeout_ms.or(file.header_timeout_ms) {
+        c.header_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.keep_alive_timeout_ms.or(file.keep_alive_timeout_ms) {
+        c.keep_alive_timeout = Duration::from_millis(ms);
+    }
+    c.max_connections = args.max_connections.or(file.max_connections).unwrap_or(c.max_connections);
+    c.reserved = args.reserved_connections.or(file.reserved_connections).unwrap_or(c.reserved);
+    c.max_per_peer = args.max_connections_per_peer.or(file.max_connections_per_peer).unwrap_or(c.max_per_peer);
+    c
+}
+
+/// File descriptors kept beside the connections: the store, logs, the proxy's upstream
+/// pool, the cluster's clients.
+const SPARE_FDS: u64 = 256;
+
+/// Makes room for `needed` open connections: raises the soft file-descriptor limit (up to
+/// the hard one) when it is lower, and otherwise lowers the connection caps to fit, saying so.
+/// Connections past the limit would fail to be accepted, and `/healthz` with them.
+fn fit_fd_limit(limits: &mut atrion_server::ConnLimits, listeners: u64) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let needed = (limits.hard_cap() as u64).saturating_mul(listeners).saturating_add(SPARE_FDS);
+        let mut rl = getrlimit(Resource::Nofile);
+        let Some(soft) = rl.current else { return };
+        if soft >= needed {
+            return;
+        }
+        let raised = rl.maximum.map_or(needed, |hard| hard.min(needed));
+        if raised > soft {
+            rl.current = Some(raised);
+            match setrlimit(Resource::Nofile, rl) {
+                Ok(()) => tracing::info!(from = soft, to = raised, "raised the file-descriptor limit"),
+                Err(e) => tracing::warn!(error = %e, "the file-descriptor limit could not be raised"),
+            }
+        }
+        let have = getrlimit(Resource::Nofile).current.unwrap_or(soft);
+        if have < needed {
+            let per_listener = usize::try_from(have.saturating_sub(SPARE_FDS) / listeners).unwrap_or(usize::MAX);
+            limits.reserved = limits.reserved.min(per_listener / 2);
+            limits.max_connections = per_listener.saturating_sub(limits.reserved).max(1);
+            tracing::warn!(
+                fd_limit = have,
+                max_connections = limits.max_connections,
+                reserved_connections = limits.reserved,
+                "the file-descriptor limit is below what the connection caps need: the caps were lowered"
+            );
+        }
+    }
+}
+
+/// glibc keeps freed memory in its arenas: after a flood of connections has left,
+/// `malloc_trim` hands it back (measured: 82 MB held after 4,160 connections closed, 33 MB
+/// after the trim, from 31 MB before them).
+fn release_memory() -> Option<fn()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        fn trim() {
+            // SAFETY: malloc_trim only walks and trims glibc's own arenas, under their locks.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        Some(trim)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// Who may read the dashboard: as asked, or by default anyone when `open_by_default`
+/// (on loopback, or with no admin token to ask for), else an admin.
+fn dashboard_auth(
+    asked: Option<DashboardAuthArg>,
+    tokens_file: Option<&Path>,
+    open_by_default: bool,
+) -> Result<atrion_server::DashboardAuth> {
+    use atrion_server::DashboardAuth;
+    match (asked, tokens_file) {
+        (Some(DashboardAuthArg::None | DashboardAuthArg::Admin), Some(_)) => {
+            Err(bad("dashboard-tokens-file", "it goes with --dashboard-auth tokens"))
+        }
+        (Some(DashboardAuthArg::Tokens), None) => Err(bad("dashboard-auth", "`tokens` needs --dashboard-tokens-file")),
+        (Some(DashboardAuthArg::Tokens) | None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad("dashboard-tokens-file", format!("{}: {e}", path.display())))?;
+            let tokens = AdminToken::parse_list(&text)
+                .map_err(|e| bad("dashboard-tokens-file", format!("{}: {e}", path.display())))?;
+            if tokens.is_empty() {
+                return Err(bad("dashboard-tokens-file", format!("{}: no token", path.display())));
+            }
+            Ok(DashboardAuth::Tokens(tokens))
+        }
+        (Some(DashboardAuthArg::None), None) => Ok(DashboardAuth::Open),
+        (Some(DashboardAuthArg::Admin), None) => Ok(DashboardAuth::Admin),
+        (None, None) if open_by_default => Ok(DashboardAuth::Open),
+        (None, None) => Ok(DashboardAuth::Admin),
     }
 }
 
@@ -314,24 +692,52 @@ fn read_file(path: &Path) -> Result<FileSettings> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
 }
 
-/// Installs the Prometheus recorder (before the engine's observer registers its handles)
-/// and keeps its histograms drained.
-fn install_metrics() -> Result<atrion_server::MetricsRender> {
+/// How long a route-labelled series may stay still before the exporter drops it: the series
+/// of a route that lost its label (evicted, or outranked) go after this.
+pub const ROUTE_SERIES_IDLE: Duration = Duration::from_secs(60);
+
+/// The Prometheus recorders: route-labelled series in one that drops them after `idle`
+/// still, the rest in another; one render of both.
+fn metrics_recorder(
+    idle: Duration,
+) -> Result<(impl metrics::Recorder + Sync + 'static, [metrics_exporter_prometheus::PrometheusHandle; 2])> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use metrics_util::MetricKindMask;
     let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0];
-    let handle = PrometheusBuilder::new()
+    let rest = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(atrion_server::HTTP_DURATION.to_owned()), &buckets)?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    let upkeep = handle.clone();
+        .build_recorder();
+    let routes = PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::GAUGE, Some(idle))
+        .build_recorder();
+    let handles = [routes.handle(), rest.handle()];
+    Ok((atrion::metrics::RouteSplit::new(routes, rest), handles))
+}
+
+/// Installs the Prometheus recorders (before the engine's observer registers its handles)
+/// and keeps their histograms drained.
+fn install_metrics() -> Result<atrion_server::MetricsRender> {
+    let (recorder, handles) = metrics_recorder(ROUTE_SERIES_IDLE)?;
+    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    let upkeep = handles.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             every.tick().await;
-            upkeep.run_upkeep();
+            for h in &upkeep {
+                h.run_upkeep();
+            }
         }
     });
-    Ok(atrion_server::MetricsRender(Arc::new(move || handle.render())))
+    Ok(atrion_server::MetricsRender(Arc::new(move || render(&handles))))
+}
+
+/// Both recorders' text, route series first.
+fn render(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> String {
+    let [routes, rest] = handles;
+    let mut text = routes.render();
+    text.push_str(&rest.render());
+    text
 }
 
 /// A store's config from its URL, in the cluster's namespace: the store at start, and the
@@ -366,14 +772,23 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         });
         let switch = atrion_server::StoreSwitch { service: service.clone(), open };
         let metrics = install_metrics()?;
-        let observer = atrion_server::SidecarObserver::new().with_metrics(s.metrics_routes);
+        let observer = atrion_server::SidecarObserver::new().with_metrics_observer(
+            atrion::metrics::MetricsObserver::new(s.metrics_routes).with_idle_timeout(ROUTE_SERIES_IDLE),
+        );
         let atrion = Arc::new(
-            atrion::Atrion::builder().observer(observer).store_arc(Arc::new(service.clone())).sync(sync).build()?,
+            atrion::Atrion::builder()
+                .observer(observer)
+                .limits(s.limits.clone())
+                .store_arc(Arc::new(service.clone()))
+                .sync(sync)
+                .build()?,
         );
         atrion.connect().await.context("loading what the store knows")?;
         let mut pcfg = atrion_policy::PolicyConfig::default();
         pcfg.every = pulse;
         pcfg.divergence_after = s.divergence_pulses;
+        pcfg.audit = s.audit.clone();
+        pcfg.limits.max_policies = s.max_policies;
         let policy = atrion_policy::PolicyNode::start(
             atrion.engine().clone(),
             Arc::new(service.clone()),
@@ -390,13 +805,11 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             Some(endpoint) => Some(crate::otlp::meter(endpoint, atrion.clone(), s.metrics_routes)?),
             None => None,
         };
-        let listener =
-            tokio::net::TcpListener::bind(s.listen).await.with_context(|| format!("listening on {}", s.listen))?;
+        // A long accept queue: a burst of connections must not make the kernel drop handshakes.
+        let listener = atrion_server::bind(s.listen).with_context(|| format!("listening on {}", s.listen))?;
         let addr = listener.local_addr()?;
         let proxy_listener = match &s.proxy {
-            Some((at, _)) => {
-                Some(tokio::net::TcpListener::bind(at).await.with_context(|| format!("listening on {at} (proxy)"))?)
-            }
+            Some((at, _)) => Some(atrion_server::bind(*at).with_context(|| format!("listening on {at} (proxy)"))?),
             None => None,
         };
         // Before the announcement: a SIGTERM sent as soon as it is read must not be lost.
@@ -410,6 +823,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
+        let mut connections = s.connections.clone();
+        fit_fd_limit(&mut connections, if s.proxy.is_some() { 2 } else { 1 });
+        connections.release_memory = release_memory();
         // One signal stops both the API and the proxy.
         let stop = tokio_util::sync::CancellationToken::new();
         let proxy = match (proxy_listener, &s.proxy) {
@@ -421,14 +837,10 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
                 config.policy = Some(policy.clone());
                 let app = atrion_server::proxy_router(atrion.clone(), &config);
                 let stopped = stop.clone().cancelled_owned();
-                Some(tokio::spawn(async move {
-                    axum::serve(
-                        atrion_server::nodelay(proxy_listener),
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(stopped)
-                    .await
-                }))
+                let limits = connections.clone();
+                Some(tokio::spawn(
+                    async move { atrion_server::serve_router(proxy_listener, app, &limits, stopped).await },
+                ))
             }
             _ => None,
         };
@@ -443,6 +855,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             }
         };
         let mut config = s.server_config(metrics);
+        config.connections = connections;
         config.store_switch = Some(switch);
         config.policy = Some(policy.clone());
         #[cfg(feature = "otlp")]
@@ -467,4 +880,71 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
+    use atrion::metrics::MetricsObserver;
+    use atrion::{Engine, EngineLimits, PhysicsConfig, Priority, Timestamp};
+
+    /// The route labels the exporter shows.
+    fn labels(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> BTreeSet<String> {
+        render(handles)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next().map(str::to_owned))
+            .collect()
+    }
+
+    fn names(prefix: &str, n: usize) -> BTreeSet<String> {
+        (0..n).map(|i| format!("{prefix}-{i}")).collect()
+    }
+
+    #[test]
+    fn the_series_of_evicted_routes_go_and_the_route_labels_stay_at_their_bound() {
+        let idle = Duration::from_millis(200);
+        let (recorder, handles) = metrics_recorder(idle).unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let mut limits = EngineLimits::with_max_routes(4);
+            limits.idle_timeout = Duration::from_secs(1);
+            let observer = MetricsObserver::new(4).with_idle_timeout(idle);
+            let engine = Engine::with_observer(PhysicsConfig::default(), limits, observer).unwrap();
+            // Engine time runs with the exporter's: from 0, then from 10 s on.
+            let start = Instant::now();
+            let now = |offset: u64| Timestamp::from_nanos(offset + start.elapsed().as_nanos() as u64);
+            for r in names("old", 4) {
+                engine.decide(&r, now(0), Priority::Normal);
+            }
+            assert_eq!(labels(&handles), names("old", 4));
+            // Idle past the engine's timeout: a new generation evicts the old one.
+            let later = 10_000_000_000;
+            for r in names("new", 4) {
+                engine.decide(&r, now(later), Priority::Normal);
+            }
+            assert_eq!(engine.stats().evicted, 4);
+            let mut shown = BTreeSet::new();
+            for _ in 0..600 {
+                // new-0 falls still; the others go on.
+                for r in names("new", 4).iter().skip(1) {
+                    engine.decide(r, now(later), Priority::Normal);
+                }
+                shown = labels(&handles);
+                if !shown.iter().any(|l| l.starts_with("old")) && !shown.contains("new-0") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let expected: BTreeSet<String> = names("new", 4).into_iter().skip(1).collect();
+            assert_eq!(shown, expected, "the evicted routes' series, and a still one, are gone");
+            // The still route's next decision registers its series again: nothing is lost.
+            engine.decide("new-0", now(later), Priority::Normal);
+            let text = render(&handles);
+            assert!(text.lines().any(|l| l.contains("route=\"new-0\"") && l.ends_with(" 1")), "{text}");
+            assert!(labels(&handles).len() <= 4);
+        });
+    }
 }

@@ -69,6 +69,18 @@ fn a_non_loopback_address_or_a_bad_store_stops_the_start_with_the_reason() {
             vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-routes", "0"],
             "setting `dashboard-routes`: 0: expected 1 to 1000000",
         ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-clients", "0"],
+            "setting `dashboard-clients`: 0: expected 1 to 100000",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-auth", "admin"],
+            "setting `dashboard-auth`: `admin` needs admin tokens",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--store", "memory", "--dashboard-auth", "tokens"],
+            "setting `dashboard-auth`: `tokens` needs --dashboard-tokens-file",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("serve").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -136,6 +148,9 @@ fn a_bad_setting_stops_the_start_naming_the_key_and_never_a_secret() {
         (write("unknown.toml", "lisen = \"127.0.0.1:1\"\n"), "lisen"),
         (write("type.toml", "max-batch = \"many\"\n"), "max-batch"),
         (write("zero.toml", "store = \"memory\"\nmax-batch = 0\n"), "setting `max-batch`: must be at least 1"),
+        (write("routes.toml", "store = \"memory\"\nmax-routes = 0\n"), "setting `max-routes`: 0: expected 1 to"),
+        (write("ttl.toml", "store = \"memory\"\nticket-ttl-ms = 0\n"), "setting `ticket-ttl-ms`"),
+        (write("burst.toml", "store = \"memory\"\nroute-creation-burst = 0\n"), "setting `route-creation-burst`"),
         (write("addr.toml", "listen = \"not an address\"\n"), "listen"),
         (write("syntax.toml", "store = \n"), "syntax.toml"),
     ];

@@ -107,7 +107,7 @@ async fn the_store_killed_under_load_costs_no_error_and_the_node_resyncs() {
     let worker = tokio::spawn(load(s.url.clone(), stop.clone()));
     let count =
         |v: &Value| v["decisions"]["admitted"].as_u64().unwrap_or(0) + v["decisions"]["shed"].as_u64().unwrap_or(0);
-    let decided = || async { s.get("/v1/routes").await.as_array().unwrap().iter().map(count).sum::<u64>() };
+    let decided = || async { s.get("/v1/routes").await["routes"].as_array().unwrap().iter().map(count).sum::<u64>() };
 
     eventually("traffic flows", || async { (decided().await > 50).then_some(()) }).await;
     redis.kill();

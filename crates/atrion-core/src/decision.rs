@@ -120,11 +120,14 @@ pub enum Reason {
     Banned,
     /// Admitted although the physics would shed: the route runs in shadow mode.
     Shadow,
+    /// Admitted on no state: the route table was full and nothing could be evicted, so the
+    /// route is not tracked (its reports are dropped; see [`crate::Engine::decide`]).
+    Untracked,
 }
 
 impl Reason {
     /// Every reason, in the order of [`Reason::index`].
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Healthy,
         Reason::Bootstrap,
         Reason::Probe,
@@ -137,6 +140,7 @@ impl Reason {
         Reason::Held,
         Reason::Banned,
         Reason::Shadow,
+        Reason::Untracked,
     ];
 
     /// Its position in [`Reason::ALL`]: a dense index for per-reason counters.
@@ -159,6 +163,7 @@ impl Reason {
             Reason::Held => "held",
             Reason::Banned => "banned",
             Reason::Shadow => "shadow",
+            Reason::Untracked => "untracked",
         }
     }
 }

@@ -11,10 +11,24 @@
 //!   view. Reports of different routes never contend; the reference model's shared tuner
 //!   is the one exception, as in the reference.
 //! - A new route is created on first sight; that allocates once (its cell and its id
-//!   together, the table's entry inline in its buckets). The route table is
-//!   bounded: when it is full, routes idle for longer than the idle timeout are evicted,
-//!   and if none are, the new route's traffic is pooled into one overflow route, so that
-//!   unbounded route ids cannot exhaust memory.
+//!   together, the table's entry inline in its buckets).
+//!
+//! The route table is bounded ([`EngineLimits`]), and route ids are untrusted input: a
+//! decision on one route never comes from another route's evidence. When the table is full
+//! and a new route comes:
+//! 1. routes idle for longer than [`EngineLimits::idle_timeout`] are evicted, and so are the
+//!    least valuable ones idle for longer than [`EngineLimits::pressure_idle`] (no hold, no
+//!    policy, neither open nor half-open, no scar: nothing a decision would miss). The scan
+//!    runs at most once a second, so that a flood of new ids costs one scan per second.
+//! 2. If that made no room, the new route is **untracked**: it is decided on no state at
+//!    all (admitted with [`Reason::Untracked`], or as its policy's hold says) and its
+//!    reports are dropped; both are counted ([`EngineStats`]). Observers see its decisions
+//!    under [`UNTRACKED_ROUTE`]. It is tracked as soon as there is room again.
+//!
+//! An operator's hold ([`Engine::hold`]) always finds room: a full table is swept at once,
+//! then held routes may use a reserve beyond the bound ([`EngineLimits::held_reserve`]),
+//! and when that is used up too the least valuable route is evicted for it. A policy's hold
+//! applies to untracked routes too.
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -33,8 +47,9 @@ use crate::telemetry::Telemetry;
 use crate::time::Timestamp;
 use crate::vector::{DecodeError, PhysicsVector};
 
-/// The name under which pooled routes are reported once the route table is full.
-pub const OVERFLOW_ROUTE: &str = "<overflow>";
+/// The route name observers see for decisions on untracked routes: made on no state because
+/// the route table was full, or because the id is not valid.
+pub const UNTRACKED_ROUTE: &str = "<untracked>";
 
 /// Limits of the route table.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,11 +60,29 @@ pub struct EngineLimits {
     /// A route with no decision or report for this long may be evicted when the table is
     /// full (default 10 minutes).
     pub idle_timeout: Duration,
+    /// When the table is full, a route of little value (no hold, no policy, neither open nor
+    /// half-open, no scar) idle for this long is evicted too (default 30 s).
+    pub pressure_idle: Duration,
+    /// Routes beyond `max_routes` that an operator's hold may add when nothing can be
+    /// evicted (default 1,024): holds always find room.
+    pub held_reserve: usize,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
-        EngineLimits { max_routes: 65_536, idle_timeout: Duration::from_secs(600) }
+        EngineLimits {
+            max_routes: 65_536,
+            idle_timeout: Duration::from_secs(600),
+            pressure_idle: Duration::from_secs(30),
+            held_reserve: 1_024,
+        }
+    }
+}
+
+impl EngineLimits {
+    /// The default limits with at most `max_routes` routes.
+    pub fn with_max_routes(max_routes: usize) -> Self {
+        EngineLimits { max_routes, ..EngineLimits::default() }
     }
 }
 
@@ -91,9 +124,9 @@ pub enum EngineError {
         /// Its length.
         len: usize,
     },
-    /// A new route cannot be tracked: the table is full and no route is idle (its traffic
-    /// shares the overflow route).
-    #[error("route `{route}`: the route table is full and no route is idle")]
+    /// A new route cannot be tracked: the table is full and no route can be evicted (its
+    /// decisions are untracked).
+    #[error("route `{route}`: the route table is full and no route can be evicted")]
     TableFull {
         /// The route.
         route: String,
@@ -144,8 +177,11 @@ pub type HoldHook = Arc<dyn Fn() + Send + Sync>;
 pub struct EngineStats {
     /// Routes tracked now.
     pub routes: usize,
-    /// Decisions and reports pooled into the overflow route because the table was full.
-    pub overflowed: u64,
+    /// Decisions made on no state ([`Reason::Untracked`]): the table was full, or the id is
+    /// not valid.
+    pub untracked: u64,
+    /// Reports dropped because their route was untracked.
+    pub dropped_reports: u64,
     /// Idle routes evicted.
     pub evicted: u64,
     /// Timestamps that went backwards and were treated as no time passing, summed over the
@@ -352,10 +388,6 @@ impl Route {
     fn cell(&self) -> &RouteCell {
         &self.0.header
     }
-
-    fn same(&self, other: &Route) -> bool {
-        triomphe::Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 impl std::hash::Hash for Route {
@@ -415,18 +447,18 @@ type RouteMap = scc::HashIndex<Route, (), foldhash::fast::RandomState>;
 pub struct Engine<O = SilentObserver> {
     phys: Arc<Physics>,
     /// Per-route physics and holds, the most specific pattern first.
-    overrides: std::sync::RwLock<Vec<Override>>,
+    overrides: std::sync::RwLock<Overrides>,
     /// Every physics handed to a route (cells point into it).
     physics: PhysicsSet,
     routes: RouteMap,
     /// Routes in the table: counted here, because counting the table walks its buckets.
     tracked: AtomicUsize,
-    overflow: Route,
     limits: EngineLimits,
     shared_tuner: Mutex<Tuner>,
     observer: O,
     next_sweep: AtomicU64,
-    overflowed: AtomicU64,
+    untracked: AtomicU64,
+    dropped_reports: AtomicU64,
     evicted: AtomicU64,
     /// Told after each [`Engine::hold`] (the state layer writes holds at once).
     hold_hook: Mutex<Option<HoldHook>>,
@@ -457,20 +489,19 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         let physics = PhysicsSet::default();
         let phys = physics.keep(Physics::new(config));
-        let overflow = Route::new(OVERFLOW_ROUTE, &phys, Timestamp::ZERO);
         let routes = scc::HashIndex::with_hasher(foldhash::fast::RandomState::default());
         Ok(Engine {
             phys,
-            overrides: std::sync::RwLock::new(Vec::new()),
+            overrides: std::sync::RwLock::new(Overrides::default()),
             physics,
             routes,
             tracked: AtomicUsize::new(0),
-            overflow,
             limits,
             shared_tuner: Mutex::new(Tuner::default()),
             observer,
             next_sweep: AtomicU64::new(0),
-            overflowed: AtomicU64::new(0),
+            untracked: AtomicU64::new(0),
+            dropped_reports: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             hold_hook: Mutex::new(None),
         })
@@ -500,7 +531,7 @@ impl<O: PhysicsObserver> Engine<O> {
     pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
         let pat = RoutePattern::parse(pattern)?;
         let phys = config.map(|cfg| self.physics_of(pattern, cfg)).transpose()?;
-        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).list.clone();
         let hold = list.iter().find(|o| o.pat == pat).map_or(Hold::Released, |o| o.hold);
         list.retain(|o| o.pat != pat);
         match phys {
@@ -546,40 +577,41 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     /// Installs `list` as the overrides and re-resolves the routes an added, removed or
-    /// changed override matches.
-    fn install(&self, mut list: Vec<Override>) {
-        // The most specific first; equal ones in a stable order.
-        list.sort_by(|a, b| {
-            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
-        });
+    /// changed override matches. Linear in the overrides (one sort, hashed comparisons) and
+    /// in the routes times the changed globs: a bulk replace is one pass, not one per policy.
+    fn install(&self, list: Vec<Override>) {
+        let new = Overrides::new(list);
         let old = {
             let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *o, list.clone())
+            std::mem::replace(&mut *o, new.clone())
         };
         let same = |a: &Override, b: &Override| a.pat == b.pat && Arc::ptr_eq(&a.phys, &b.phys) && a.hold == b.hold;
+        let unchanged = |o: &Override, other: &Overrides| other.by_text(o.pat.as_str()).is_some_and(|n| same(o, n));
         let changed: Vec<&RoutePattern> = old
+            .list
             .iter()
-            .filter(|o| !list.iter().any(|n| same(o, n)))
-            .chain(list.iter().filter(|n| !old.iter().any(|o| same(o, n))))
+            .filter(|o| !unchanged(o, &new))
+            .chain(new.list.iter().filter(|n| !unchanged(n, &old)))
             .map(|o| &o.pat)
             .collect();
         if changed.is_empty() {
             return;
         }
-        let resolve = |l: &[Override], route: &str| {
-            l.iter()
-                .find(|o| o.pat.matches(route))
-                .map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
+        let changed_ids: std::collections::HashSet<&str> =
+            changed.iter().filter(|p| !p.is_glob()).map(|p| p.as_str()).collect();
+        let changed_globs: Vec<&RoutePattern> = changed.iter().copied().filter(|p| p.is_glob()).collect();
+        let resolve = |l: &Overrides, route: &str| {
+            l.find(route).map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
         };
         // Existing routes keep their cell and state and run the new physics from now on:
         // swapped under the route's lock, so that no report straddles two physics.
         let guard = scc::Guard::new();
         for (route, ()) in self.routes.iter(&guard) {
             let name = route.name();
-            if !changed.iter().any(|p| p.matches(name)) {
+            if !changed_ids.contains(name) && !changed_globs.iter().any(|p| p.matches(name)) {
                 continue;
             }
-            let (phys, hold) = resolve(&list, name);
+            let (phys, hold) = resolve(&new, name);
             let (_, was) = resolve(&old, name);
             let cell = route.cell();
             if hold != was {
@@ -597,16 +629,14 @@ impl<O: PhysicsObserver> Engine<O> {
     /// or the engine's.
     fn override_for(&self, route: &str) -> (Arc<Physics>, Hold) {
         let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.iter()
-            .find(|o| o.pat.matches(route))
-            .map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
+        o.find(route).map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
     }
 
     /// The pattern of the override a route of this id runs (the most specific that matches),
     /// `None` when it runs the engine's defaults: its applicable policy.
     pub fn route_pattern(&self, route: &str) -> Option<String> {
         let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.iter().find(|o| o.pat.matches(route)).map(|o| o.pat.as_str().to_owned())
+        o.find(route).map(|o| o.pat.as_str().to_owned())
     }
 
     /// The physics a route of this id runs: the best-matching override, or the engine's.
@@ -622,11 +652,34 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Admit or shed one request on `route` at `now`.
     ///
     /// Never blocks, never panics, and on a route that exists never allocates. An unknown
-    /// route is created (bootstrap mode). Invalid ids (empty, over 1,024 bytes) are pooled
-    /// into the overflow route.
+    /// route is created (bootstrap mode); when the table is full and nothing can be evicted,
+    /// or the id is not valid (empty, over 1,024 bytes), it is decided on no state
+    /// ([`Reason::Untracked`], see the [module](self) docs).
     #[inline]
     pub fn decide(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
-        self.with_route(route, now, |r| self.decide_route(r, now, priority))
+        self.decide_gated(route, now, priority, || true).unwrap_or_else(|| self.decide_untracked(route, now, priority))
+    }
+
+    /// As [`Engine::decide`], but a route that is not tracked yet is created only if
+    /// `may_create` says so: `None` when it said no (and nothing changed). `may_create` is
+    /// called only when a route would really be created (not for a tracked route, nor for an
+    /// untracked decision on a full table): the place for a per-client budget of new routes.
+    #[inline]
+    pub fn decide_gated(
+        &self,
+        route: &str,
+        now: Timestamp,
+        priority: Priority,
+        may_create: impl FnOnce() -> bool,
+    ) -> Option<Decision> {
+        if let Some(d) = self.find(route, |r| self.decide_route(r, now, priority)) {
+            return Some(d);
+        }
+        match self.route_or_create(route, now, may_create) {
+            Slot::Tracked(r) => Some(self.decide_route(&r, now, priority)),
+            Slot::Untracked => Some(self.decide_untracked(route, now, priority)),
+            Slot::Refused => None,
+        }
     }
 
     /// Feed one telemetry sample of `route` at `now` into the physics.
@@ -634,16 +687,70 @@ impl<O: PhysicsObserver> Engine<O> {
     /// A `now` earlier than the route's last update follows the clock-skew rule: no time
     /// passes (nothing heals or ages), the route keeps its later time, and the skew is
     /// counted in [`EngineStats::clock_skews`].
+    ///
+    /// A report on an untracked route (see [`Engine::decide`]) is dropped and counted in
+    /// [`EngineStats::dropped_reports`]; the status returned is a new route's.
     pub fn report(&self, route: &str, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
-        self.with_route(route, now, |r| self.report_route(r, telemetry, now))
+        self.report_gated(route, telemetry, now, || true).unwrap_or_else(|| self.untracked_status(route))
     }
 
-    /// Runs `f` on the route: found under the table's epoch guard, or created.
-    #[inline]
-    fn with_route<R>(&self, route: &str, now: Timestamp, f: impl Fn(&Route) -> R) -> R {
-        match self.find(route, &f) {
-            Some(out) => out,
-            None => f(&self.route_or_create(route, now)),
+    /// As [`Engine::report`], with a new route created only if `may_create` says so (as
+    /// [`Engine::decide_gated`]): `None` when it said no.
+    pub fn report_gated(
+        &self,
+        route: &str,
+        telemetry: Telemetry,
+        now: Timestamp,
+        may_create: impl FnOnce() -> bool,
+    ) -> Option<RouteStatus> {
+        if let Some(st) = self.find(route, |r| self.report_route(r, telemetry, now)) {
+            return Some(st);
+        }
+        match self.route_or_create(route, now, may_create) {
+            Slot::Tracked(r) => Some(self.report_route(&r, telemetry, now)),
+            Slot::Untracked => {
+                self.dropped_reports.fetch_add(1, Relaxed);
+                Some(self.untracked_status(route))
+            }
+            Slot::Refused => None,
+        }
+    }
+
+    /// Whether `route` is tracked now.
+    pub fn contains(&self, route: &str) -> bool {
+        self.routes.contains(route)
+    }
+
+    /// A decision on no state: admitted ([`Reason::Untracked`]), unless a policy holds the
+    /// route's pattern (an untracked route still obeys its policy's hold).
+    #[cold]
+    fn decide_untracked(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
+        self.untracked.fetch_add(1, Relaxed);
+        let (phys, hold) = match check_id(route) {
+            Ok(()) => self.override_for(route),
+            Err(_) => (self.phys.clone(), Hold::Released),
+        };
+        let r = phys.cfg.r_base;
+        let decision = match hold {
+            Hold::Open => Decision::shed(Reason::Held, Mode::Bootstrap, r, Duration::from_secs(1)),
+            Hold::Closed => Decision::admit(Reason::Held, Mode::Bootstrap, r),
+            Hold::Released | Hold::Shadow => Decision::admit(Reason::Untracked, Mode::Bootstrap, r),
+        };
+        self.observer.on_event(&Event::Decided { route: UNTRACKED_ROUTE, at: now, priority, decision });
+        decision
+    }
+
+    /// What an untracked route looks like: a new route of its physics.
+    #[cold]
+    fn untracked_status(&self, route: &str) -> RouteStatus {
+        let phys = if check_id(route).is_ok() { self.physics_for(route) } else { self.phys.clone() };
+        let p = Published::new(&phys);
+        RouteStatus {
+            mode: Mode::Bootstrap,
+            resistance: p.resistance,
+            scar: p.scar,
+            break_point: p.break_point,
+            open_until: p.open_until,
         }
     }
 
@@ -656,22 +763,49 @@ impl<O: PhysicsObserver> Engine<O> {
     /// A handle to `route` (created if unknown) that decides and reports without looking
     /// the route up again. A handle outlives eviction: a route evicted while a handle is
     /// held goes on working on its own, detached from the table.
+    /// A full table with nothing to evict is [`EngineError::TableFull`].
     pub fn route(&self, route: &str, now: Timestamp) -> Result<RouteHandle<'_, O>, EngineError> {
         check_id(route)?;
-        Ok(RouteHandle { engine: self, route: self.route_or_create(route, now) })
+        match self.target(route, now) {
+            Target::Tracked(r) => Ok(RouteHandle { engine: self, target: Target::Tracked(r) }),
+            Target::Untracked(_) => Err(EngineError::TableFull { route: route.to_owned() }),
+        }
     }
 
     /// A handle on `route` that never fails: an id that is not valid, or a new route when
-    /// the table is full, gets the overflow route's handle, as [`Engine::decide`] would.
+    /// the table is full, gets an untracked handle, deciding on no state as
+    /// [`Engine::decide`] would.
     pub fn handle(&self, route: &str, now: Timestamp) -> RouteHandle<'_, O> {
-        RouteHandle { engine: self, route: self.route_or_create(route, now) }
+        RouteHandle { engine: self, target: self.target(route, now) }
     }
 
     /// As [`Engine::handle`], for an engine behind an `Arc`: the handle owns a reference to
     /// the engine, so that it can be kept across `.await`s and threads (a tower layer holds
     /// one from a request's decision to its report). Allocates nothing on a known route.
     pub fn owned_handle(self: &Arc<Self>, route: &str, now: Timestamp) -> OwnedRouteHandle<O> {
-        OwnedRouteHandle { engine: self.clone(), route: self.route_or_create(route, now) }
+        OwnedRouteHandle { engine: self.clone(), target: self.target(route, now) }
+    }
+
+    fn target(&self, route: &str, now: Timestamp) -> Target {
+        if let Some(r) = self.find(route, Route::clone) {
+            return Target::Tracked(r);
+        }
+        match self.route_or_create(route, now, || true) {
+            Slot::Tracked(r) => Target::Tracked(r),
+            Slot::Untracked | Slot::Refused => Target::Untracked(route.into()),
+        }
+    }
+
+    /// The route, tracked or created; a full table is an error.
+    fn tracked_or_full(&self, route: &str, now: Timestamp) -> Result<Route, EngineError> {
+        check_id(route)?;
+        if let Some(r) = self.find(route, Route::clone) {
+            return Ok(r);
+        }
+        match self.route_or_create(route, now, || true) {
+            Slot::Tracked(r) => Ok(r),
+            Slot::Untracked | Slot::Refused => Err(EngineError::TableFull { route: route.to_owned() }),
+        }
     }
 
     /// The status of a tracked route.
@@ -723,6 +857,30 @@ impl<O: PhysicsObserver> Engine<O> {
         self.routes.iter(&guard).map(|(r, ())| r.name().to_owned()).collect()
     }
 
+    /// One page of the tracked route ids in order: the first `limit` after `after` (from
+    /// the first when `None`), sorted. One pass over the table, `O(n log limit)`, allocating
+    /// only the page: for listing a large table page by page.
+    pub fn route_ids_after(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        let mut page: std::collections::BinaryHeap<String> = std::collections::BinaryHeap::with_capacity(limit + 1);
+        if limit == 0 {
+            return Vec::new();
+        }
+        let guard = scc::Guard::new();
+        for (route, ()) in self.routes.iter(&guard) {
+            let name = route.name();
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            if page.len() < limit {
+                page.push(name.to_owned());
+            } else if page.peek().is_some_and(|last| name < last.as_str()) {
+                page.pop();
+                page.push(name.to_owned());
+            }
+        }
+        page.into_sorted_vec()
+    }
+
     /// A snapshot of a route's physics.
     pub fn snapshot(&self, route: &str) -> Result<PhysicsVector, EngineError> {
         let model = self.phys.cfg.model;
@@ -742,7 +900,7 @@ impl<O: PhysicsObserver> Engine<O> {
             });
         }
         v.validate().map_err(|source| EngineError::InvalidSnapshot { route: route.to_owned(), source })?;
-        let found = self.route_or_create(route, now);
+        let found = self.tracked_or_full(route, now)?;
         let cell = found.cell();
         let phys = cell.phys();
         let c = &phys.cfg;
@@ -784,13 +942,22 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Holds `route` open (every request shed with [`Reason::Held`]), closed (every request
     /// admitted), or releases it to its physics. The route is created if unknown; telemetry
     /// goes on being learned while it is held, and a held route is never evicted.
+    ///
+    /// A hold always finds room: on a full table, idle routes are evicted at once, then the
+    /// route takes a place of the reserve ([`EngineLimits::held_reserve`]), and when that is
+    /// used up too, the least valuable route that no operator holds is evicted for it.
+    /// [`EngineError::TableFull`] only when every route is held.
     pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        let found = self.route_or_create(route, now);
-        if found.same(&self.overflow) && route != OVERFLOW_ROUTE {
-            // Holding the overflow route would hold every route that shares it.
-            return Err(EngineError::TableFull { route: route.to_owned() });
-        }
+        let found = match self.find(route, Route::clone) {
+            Some(r) => r,
+            None => match self.route_or_create(route, now, || true) {
+                Slot::Tracked(r) => r,
+                // Nothing to release on a route that is not tracked: no room is made for it.
+                Slot::Untracked | Slot::Refused if hold == Hold::Released => return Ok(()),
+                Slot::Untracked | Slot::Refused => self.room_for_hold(route, now)?,
+            },
+        };
         let view = &found.cell().view;
         view.held.store(hold as u8, Relaxed);
         // Collected by the next pulse, which the hook may call at once: a hold is rare and
@@ -801,6 +968,18 @@ impl<O: PhysicsObserver> Engine<O> {
             hook();
         }
         Ok(())
+    }
+
+    /// Makes room for a held route on a full table: sweep now, then the reserve, then the
+    /// least valuable route.
+    #[cold]
+    fn room_for_hold(&self, route: &str, now: Timestamp) -> Result<Route, EngineError> {
+        self.sweep(now, true);
+        let room = self.limits.max_routes.saturating_add(self.limits.held_reserve);
+        if self.tracked.load(Relaxed) >= room && !self.evict_least_valuable(now) {
+            return Err(EngineError::TableFull { route: route.to_owned() });
+        }
+        Ok(self.insert(route, now))
     }
 
     /// Sets (`Some`) or removes (`None`) the hook told after every [`Engine::hold`], once the
@@ -847,14 +1026,14 @@ impl<O: PhysicsObserver> Engine<O> {
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             routes: self.tracked.load(Relaxed),
-            overflowed: self.overflowed.load(Relaxed),
+            untracked: self.untracked.load(Relaxed),
+            dropped_reports: self.dropped_reports.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
             clock_skews: self
                 .routes
                 .iter(&scc::Guard::new())
                 .map(|(r, ())| u64::from(r.cell().lock().skews))
-                .sum::<u64>()
-                + u64::from(self.overflow.cell().lock().skews),
+                .sum::<u64>(),
         }
     }
 
@@ -873,9 +1052,9 @@ impl<O: PhysicsObserver> Engine<O> {
                     held
                 } else {
                     // Read once per call, and only when a held route is dirty.
-                    let list: &Vec<Override> = overrides
-                        .get_or_insert_with(|| self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone());
-                    let given = list.iter().find(|o| o.pat.matches(route.name())).map_or(Hold::Released, |o| o.hold);
+                    let list =
+                        overrides.get_or_insert_with(|| self.overrides.read().unwrap_or_else(PoisonError::into_inner));
+                    let given = list.find(route.name()).map_or(Hold::Released, |o| o.hold);
                     if held == given { Hold::Released } else { held }
                 };
                 // The view's mode: a decision may have half-opened the route on its timer.
@@ -901,7 +1080,11 @@ impl<O: PhysicsObserver> Engine<O> {
     /// dependency that may still be failing.
     pub fn resume_open(&self, route: &str, left: Duration, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        let found = self.route_or_create(route, now);
+        let found = match self.route_or_create(route, now, || true) {
+            Slot::Tracked(r) => r,
+            // A full table at the warm start: the route is decided untracked, on no state.
+            Slot::Untracked | Slot::Refused => return Err(EngineError::TableFull { route: route.to_owned() }),
+        };
         let cell = found.cell();
         let phys = cell.phys();
         let h = &phys.cfg.half_open;
@@ -935,9 +1118,14 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Sets the other nodes' scar for `route` as of `now` (`None`: no other node reports on
     /// it), creating the route if unknown. Decisions blend it with the local scar by
     /// [`PhysicsConfig::gamma`], healing it at the local rate.
+    /// Clearing the view of a route that is not tracked does nothing; setting it on a full
+    /// table is [`EngineError::TableFull`].
     pub fn set_cluster(&self, route: &str, scar: Option<f64>, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        let found = self.route_or_create(route, now);
+        if scar.is_none() && !self.contains(route) {
+            return Ok(());
+        }
+        let found = self.tracked_or_full(route, now)?;
         let cell = found.cell();
         let v = &cell.view;
         match scar {
@@ -983,7 +1171,7 @@ impl<O: PhysicsObserver> Engine<O> {
         if !scar.is_finite() || scar < 0.0 {
             return Ok(());
         }
-        let found = self.route_or_create(route, now);
+        let found = self.tracked_or_full(route, now)?;
         let cell = found.cell();
         let phys = cell.phys();
         let healed = heal(scar, phys.cfg.scar_decay, now.saturating_since(at).as_secs_f64());
@@ -1149,23 +1337,30 @@ impl<O: PhysicsObserver> Engine<O> {
         cell.status()
     }
 
-    /// The route, creating it (or pooling into the overflow route) when unknown.
+    /// The route, creating it when unknown and there is room (after evicting what may be
+    /// evicted, and if `may_create` allows it).
     #[cold]
-    fn route_or_create(&self, route: &str, now: Timestamp) -> Route {
+    fn route_or_create(&self, route: &str, now: Timestamp, may_create: impl FnOnce() -> bool) -> Slot {
         if check_id(route).is_err() {
-            self.overflowed.fetch_add(1, Relaxed);
-            return self.overflow.clone();
+            return Slot::Untracked;
         }
         if let Some(found) = self.find(route, Route::clone) {
-            return found;
+            return Slot::Tracked(found);
         }
         if self.tracked.load(Relaxed) >= self.limits.max_routes {
-            self.sweep(now);
+            self.sweep(now, false);
             if self.tracked.load(Relaxed) >= self.limits.max_routes {
-                self.overflowed.fetch_add(1, Relaxed);
-                return self.overflow.clone();
+                return Slot::Untracked;
             }
         }
+        if !may_create() {
+            return Slot::Refused;
+        }
+        Slot::Tracked(self.insert(route, now))
+    }
+
+    /// Puts a new route in the table (or finds the one a racing thread put there first).
+    fn insert(&self, route: &str, now: Timestamp) -> Route {
         let (phys, hold) = self.override_for(route);
         let fresh = Route::new(route, &phys, now);
         fresh.cell().view.held.store(hold as u8, Relaxed);
@@ -1179,42 +1374,97 @@ impl<O: PhysicsObserver> Engine<O> {
         }
     }
 
-    /// Evicts idle routes. Runs at most once a second, so that a flood of new route ids
-    /// against a full table costs one scan per second, not one per request.
-    fn sweep(&self, now: Timestamp) {
+    /// Evicts idle routes: those idle past the idle timeout, and the least valuable ones idle
+    /// past the pressure timeout ([`EngineLimits`]). Runs at most once a second unless
+    /// `forced` (a hold), so that a flood of new route ids against a full table costs one
+    /// scan per second, not one per request.
+    fn sweep(&self, now: Timestamp, forced: bool) {
         let due = self.next_sweep.load(Relaxed);
-        if now.as_nanos() < due
-            || self
-                .next_sweep
-                .compare_exchange(due, now.as_nanos().saturating_add(1_000_000_000), Relaxed, Relaxed)
-                .is_err()
+        if !forced
+            && (now.as_nanos() < due
+                || self
+                    .next_sweep
+                    .compare_exchange(due, now.as_nanos().saturating_add(1_000_000_000), Relaxed, Relaxed)
+                    .is_err())
         {
             return;
         }
         let idle = self.limits.idle_timeout.as_nanos() as u64;
+        let pressure = self.limits.pressure_idle.as_nanos() as u64;
         let mut evicted = Vec::new();
         let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
         self.routes.retain_sync(|route, ()| {
             let v = &route.cell().view;
-            // An operator's hold outlives idleness. A hold its policy gives stays in the
-            // policy: the route may go, and comes back with it (else a held pattern would
-            // keep every id ever seen under it).
-            let hold = v.held.load(Relaxed);
-            let given = overrides.iter().find(|o| o.pat.matches(route.name())).map_or(Hold::Released, |o| o.hold);
-            let held = hold != Hold::Released as u8 && hold != given as u8;
-            let keep = held || now.as_nanos().saturating_sub(v.last_seen.load(Relaxed)) <= idle;
+            let policy = overrides.iter().find(|o| o.pat.matches(route.name()));
+            let since = now.as_nanos().saturating_sub(v.last_seen.load(Relaxed));
+            let keep = operator_held(route, policy)
+                || (since <= idle && (since <= pressure || policy.is_some() || !little_value(route)));
             if !keep {
                 evicted.push(route.clone());
             }
             keep
         });
         self.tracked.fetch_sub(evicted.len(), Relaxed);
-        // Told after the table's buckets are unlocked, so that an observer may use the engine.
+        self.told_evicted(evicted, now);
+    }
+
+    /// Evicts the least valuable route no operator holds: of little value first, then the
+    /// longest idle. False when every route is held.
+    #[cold]
+    fn evict_least_valuable(&self, now: Timestamp) -> bool {
+        let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let guard = scc::Guard::new();
+        let victim = self
+            .routes
+            .iter(&guard)
+            .map(|(r, ())| r)
+            .filter(|r| !operator_held(r, overrides.iter().find(|o| o.pat.matches(r.name()))))
+            .min_by_key(|r| (!little_value(r), r.cell().view.last_seen.load(Relaxed)))
+            .cloned();
+        drop(guard);
+        let Some(victim) = victim else { return false };
+        if self.routes.remove_sync(victim.name()) {
+            self.tracked.fetch_sub(1, Relaxed);
+            self.told_evicted(vec![victim], now);
+        }
+        true
+    }
+
+    /// Counts evictions and tells the observer, after the table's buckets are unlocked (so
+    /// that an observer may use the engine).
+    fn told_evicted(&self, evicted: Vec<Route>, now: Timestamp) {
         for route in evicted {
             self.evicted.fetch_add(1, Relaxed);
             self.observer.on_event(&Event::Evicted { route: route.name(), at: now });
         }
     }
+}
+
+/// Where a route lookup landed.
+enum Slot {
+    /// A route of the table.
+    Tracked(Route),
+    /// No room: decided on no state.
+    Untracked,
+    /// The caller's `may_create` refused a new route.
+    Refused,
+}
+
+/// Whether an operator holds the route: a hold that its policy does not give. (A hold its
+/// policy gives stays in the policy: the route may go, and comes back with it; else a held
+/// pattern would keep every id ever seen under it.)
+fn operator_held(route: &Route, policy: Option<&Override>) -> bool {
+    let hold = route.cell().view.held.load(Relaxed);
+    let given = policy.map_or(Hold::Released, |o| o.hold);
+    hold != Hold::Released as u8 && hold != given as u8
+}
+
+/// Whether a route holds little a decision would miss: neither open nor half-open, and no
+/// scar.
+fn little_value(route: &Route) -> bool {
+    let v = &route.cell().view;
+    let mode = Mode::from_u8(v.mode.load(Relaxed));
+    matches!(mode, Mode::Bootstrap | Mode::Operational) && load_f(&v.scar) <= 0.0 && !v.cluster_on.load(Relaxed)
 }
 
 /// An operator's hold on a route ([`Engine::hold`]).
@@ -1253,6 +1503,49 @@ struct Override {
     pat: RoutePattern,
     phys: Arc<Physics>,
     hold: Hold,
+}
+
+/// The overrides, the most specific first (exact ids, then globs by literal characters;
+/// equal ones by text), with exact ids and patterns indexed: a route finds its override by
+/// one hash lookup and a scan of the globs alone.
+#[derive(Clone, Default)]
+struct Overrides {
+    list: Vec<Override>,
+    /// Pattern text → index in `list`.
+    by_text: std::collections::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    /// Where the globs start in `list` (exact ids rank above every glob).
+    globs: usize,
+}
+
+impl Overrides {
+    fn new(mut list: Vec<Override>) -> Self {
+        list.sort_by(|a, b| {
+            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
+        });
+        let by_text = list.iter().enumerate().map(|(i, o)| (Box::from(o.pat.as_str()), i)).collect();
+        let globs = list.partition_point(|o| !o.pat.is_glob());
+        Overrides { list, by_text, globs }
+    }
+
+    /// The override on exactly this pattern.
+    fn by_text(&self, pattern: &str) -> Option<&Override> {
+        self.by_text.get(pattern).map(|&i| &self.list[i])
+    }
+
+    /// The most specific override that matches `route`.
+    fn find(&self, route: &str) -> Option<&Override> {
+        self.by_text(route)
+            .filter(|o| !o.pat.is_glob())
+            .or_else(|| self.list[self.globs..].iter().find(|o| o.pat.matches(route)))
+    }
+}
+
+impl std::ops::Deref for Overrides {
+    type Target = [Override];
+
+    fn deref(&self) -> &[Override] {
+        &self.list
+    }
 }
 
 impl Hold {
@@ -1397,7 +1690,15 @@ fn check_id(route: &str) -> Result<(), EngineError> {
 /// ([`OwnedRouteHandle`], from [`Engine::owned_handle`], to keep across `.await`s).
 pub struct Handle<E> {
     engine: E,
-    route: Route,
+    target: Target,
+}
+
+/// What a handle decides on.
+enum Target {
+    /// A route of the table (or one evicted since: it goes on, detached).
+    Tracked(Route),
+    /// No room when the handle was made: decided on no state, reports dropped.
+    Untracked(Box<str>),
 }
 
 /// A handle borrowing its engine.
@@ -1409,29 +1710,53 @@ pub type OwnedRouteHandle<O> = Handle<Arc<Engine<O>>>;
 impl<E: std::ops::Deref<Target = Engine<O>>, O: PhysicsObserver> Handle<E> {
     /// The route id.
     pub fn id(&self) -> &str {
-        self.route.name()
+        match &self.target {
+            Target::Tracked(r) => r.name(),
+            Target::Untracked(id) => id,
+        }
+    }
+
+    /// Whether the handle decides on a tracked route (false: untracked, on no state).
+    pub fn is_tracked(&self) -> bool {
+        matches!(self.target, Target::Tracked(_))
     }
 
     /// As [`Engine::decide`], without the lookup.
     #[inline]
     pub fn decide(&self, now: Timestamp, priority: Priority) -> Decision {
-        self.engine.decide_route(&self.route, now, priority)
+        match &self.target {
+            Target::Tracked(r) => self.engine.decide_route(r, now, priority),
+            Target::Untracked(id) => self.engine.decide_untracked(id, now, priority),
+        }
     }
 
     /// As [`Engine::report`], without the lookup.
     pub fn report(&self, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
-        self.engine.report_route(&self.route, telemetry, now)
+        match &self.target {
+            Target::Tracked(r) => self.engine.report_route(r, telemetry, now),
+            Target::Untracked(id) => {
+                self.engine.dropped_reports.fetch_add(1, Relaxed);
+                self.engine.untracked_status(id)
+            }
+        }
     }
 
     /// The route's status.
     pub fn status(&self) -> RouteStatus {
-        self.route.cell().status()
+        match &self.target {
+            Target::Tracked(r) => r.cell().status(),
+            Target::Untracked(id) => self.engine.untracked_status(id),
+        }
     }
 }
 
 impl<E> std::fmt::Debug for Handle<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Handle").field(&self.route.name()).finish()
+        let id: &str = match &self.target {
+            Target::Tracked(r) => r.name(),
+            Target::Untracked(id) => id,
+        };
+        f.debug_tuple("Handle").field(&id).finish()
     }
 }
 

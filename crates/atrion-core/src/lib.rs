@@ -61,8 +61,8 @@ pub use config::{
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
-    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OVERFLOW_ROUTE,
-    OwnedRouteHandle, RouteHandle, RoutePolicy, RouteStatus,
+    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OwnedRouteHandle,
+    RouteHandle, RoutePolicy, RouteStatus, UNTRACKED_ROUTE,
 };
 pub use mode::Mode;
 pub use observer::{

@@ -16,6 +16,7 @@
 //! | [`policies`] | policy files (TOML) and API bodies (JSON) through the validation pipeline; route patterns | no panic; what passes resolves and installs in an engine; two patterns that match one route overlap |
 //! | [`policy_api`] | the policy endpoints' bodies (replace, set one, ban) | never a 5xx; a 4xx is a problem+json that leaves desired state at its version; a 2xx is in force on the node when answered |
 //! | [`api`] | the sidecar's request bodies (decide, report, batch, admin hold and restore) | never a 5xx; a 4xx is a problem+json with a type and changes no route; a 2xx is JSON |
+//! | [`proxy_path`] | request targets through proxy mode to a real upstream | what is forwarded is what was decided on: the normal path's route, the query as it came; a path that cannot be normalized is a 400 that reaches nothing; the normal form is idempotent and names the same resource |
 
 use std::time::Duration;
 
@@ -374,4 +375,176 @@ pub fn policy_api(data: &[u8]) {
         assert!(now >= before);
         assert_eq!(s.policy.current().version, now, "applied on this node before the answer");
     }
+}
+
+/// Proxy mode in front of an upstream on loopback that records each request target it
+/// receives; the runtime that drives both.
+struct Proxied {
+    rt: tokio::runtime::Runtime,
+    upstream: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn proxied() -> &'static Proxied {
+    static PROXIED: std::sync::OnceLock<Proxied> = std::sync::OnceLock::new();
+    PROXIED.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            kept.lock().expect("not poisoned").push(uri.to_string());
+            std::future::ready("upstream")
+        });
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("a loopback port");
+        let upstream = format!("http://{}", listener.local_addr().expect("bound"));
+        rt.spawn(async move { axum::serve(listener, app).await });
+        Proxied { rt, upstream, seen }
+    })
+}
+
+/// Proxy mode's path normalization on arbitrary request targets, through the real proxy
+/// (normalization, route, decision, forwarding) to a real upstream. What it forwards is what
+/// it decided on: the upstream receives the normal path (the query as it came) and the one
+/// route decided is that path's route; a path that cannot be normalized is a `400` problem
+/// that creates no route and reaches nothing. The normal form is idempotent, holds no empty,
+/// `.` or `..` segment, no lowercase or needless escape, and names the same resource: its
+/// decoded segments are those of the target's, resolved by a plain model of RFC 3986.
+pub fn proxy_path(data: &[u8]) {
+    use tower::ServiceExt as _;
+    let Ok(uri) = axum::http::Uri::try_from(data) else { return };
+    let normal = atrion_server::normalize_path(uri.path());
+    let model = resolve(uri.path().as_bytes());
+    match (&normal, &model) {
+        (Ok(n), Some(m)) => {
+            check_normal(n);
+            assert_eq!(&segments_of(n.as_bytes()), m, "{n} names another resource than {}", uri.path());
+        }
+        (Err(_), None) => {}
+        _ => panic!("{}: normalized {normal:?}, model {model:?}", uri.path()),
+    }
+    let p = proxied();
+    p.seen.lock().expect("not poisoned").clear();
+    let atrion = std::sync::Arc::new(
+        atrion::Atrion::builder().observer(atrion_server::SidecarObserver::new()).build().expect("an engine"),
+    );
+    let templates = ["/users/{id}".to_owned(), "/files/{name}/raw".to_owned()];
+    let config = atrion_server::ProxyConfig::new(&p.upstream, &templates).expect("a valid proxy");
+    let app = atrion_server::proxy_router(atrion.clone(), &config);
+    let request = axum::http::Request::get(uri.clone()).body(axum::body::Body::empty()).expect("a request");
+    let (status, kind) = p.rt.block_on(async {
+        let r = app.oneshot(request).await.expect("the router is infallible");
+        let kind = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let status = r.status();
+        let _ = axum::body::to_bytes(r.into_body(), usize::MAX).await;
+        (status, kind)
+    });
+    let seen = std::mem::take(&mut *p.seen.lock().expect("not poisoned"));
+    let routes = atrion.engine().route_ids();
+    let Ok(n) = normal else {
+        assert_eq!((status.as_u16(), kind.as_str()), (400, "application/problem+json"), "{uri}");
+        assert!(seen.is_empty() && routes.is_empty(), "{uri}: refused, yet {seen:?} {routes:?}");
+        return;
+    };
+    assert_eq!(status.as_u16(), 200, "{uri} -> {n}");
+    let target = match uri.query() {
+        Some(q) => format!("{n}?{q}"),
+        None => n.clone().into_owned(),
+    };
+    assert_eq!(seen, [target], "{uri}: forwarded as its normal form, once");
+    let forwarded: axum::http::Uri = seen[0].parse().expect("what the upstream received parses");
+    let head = axum::http::Request::get(forwarded).body(()).expect("a request");
+    let mut route = String::new();
+    let parts = head.into_parts().0;
+    config.route(
+        &atrion::layer::RequestHead {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+        },
+        &mut route,
+    );
+    assert_eq!(routes, [route], "{uri}: the route decided is the forwarded path's");
+}
+
+/// The invariants of a normal path, checked byte by byte.
+fn check_normal(n: &str) {
+    assert_eq!(atrion_server::normalize_path(n).as_deref(), Ok(n), "idempotent, and normal costs no allocation");
+    assert!(matches!(atrion_server::normalize_path(n), Ok(std::borrow::Cow::Borrowed(_))), "{n}");
+    let rest = n.strip_prefix('/').expect("absolute");
+    let segments: Vec<&str> = rest.split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        assert!(!matches!(*seg, "." | "..") && (last || !seg.is_empty()), "{n}: segment {seg:?}");
+    }
+    let b = n.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let v = u8::from_str_radix(&n[i + 1..i + 3], 16).expect("two hex digits");
+            assert!(n[i + 1..i + 3].bytes().all(|c| !c.is_ascii_lowercase()), "{n}: lowercase escape");
+            assert!(!v.is_ascii_alphanumeric() && !b"-._~/\\\0".contains(&v), "{n}: escape of {v:#x}");
+            i += 3;
+        } else {
+            assert!(b[i] == b'/' || b[i].is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b[i]), "{n}");
+            i += 1;
+        }
+    }
+}
+
+/// A plain model of what a path names: its segments, each fully percent-decoded, with
+/// RFC 3986 dot-segments resolved and empty segments dropped (a trailing slash kept as a
+/// last empty one). `None` where the proxy must refuse: not absolute, a bad escape, `%00`,
+/// an encoded or raw `\` or an encoded `/`, a `..` above the root.
+fn resolve(path: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let rest = path.strip_prefix(b"/")?;
+    let raw: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut trailing = false;
+    for (i, seg) in raw.iter().enumerate() {
+        let seg = decode(seg)?;
+        if seg.iter().any(|&b| matches!(b, 0 | b'/' | b'\\')) {
+            return None;
+        }
+        trailing = i + 1 == raw.len();
+        match seg.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            _ => {
+                out.push(seg);
+                trailing = false;
+            }
+        }
+    }
+    if trailing && !out.is_empty() {
+        out.push(Vec::new());
+    }
+    Some(out)
+}
+
+/// The decoded segments of a normal path, in the model's terms.
+fn segments_of(n: &[u8]) -> Vec<Vec<u8>> {
+    resolve(n).expect("a normal path resolves")
+}
+
+/// Percent-decodes one segment; `None` for a bad escape.
+fn decode(seg: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(seg.len());
+    let mut i = 0;
+    while i < seg.len() {
+        if seg[i] == b'%' {
+            let hex = std::str::from_utf8(seg.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(seg[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }

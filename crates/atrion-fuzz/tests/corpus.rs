@@ -66,3 +66,8 @@ fn policies() {
 fn policy_api() {
     replay("policy_api", atrion_fuzz::policy_api);
 }
+
+#[test]
+fn proxy_path() {
+    replay("proxy_path", atrion_fuzz::proxy_path);
+}

@@ -166,11 +166,8 @@ impl Desired {
     /// the API does not set; sorted by pattern.
     pub fn effective(&self) -> Vec<(Source, &Policy)> {
         let mut out: Vec<(Source, &Policy)> = self.api.policies.iter().map(|p| (Source::Api, p)).collect();
-        for p in &self.file.policies {
-            if !self.api.policies.iter().any(|a| a.route == p.route) {
-                out.push((Source::File, p));
-            }
-        }
+        let api: std::collections::HashSet<&str> = self.api.policies.iter().map(|p| p.route.as_str()).collect();
+        out.extend(self.file.policies.iter().filter(|p| !api.contains(p.route.as_str())).map(|p| (Source::File, p)));
         out.sort_by(|a, b| a.1.route.cmp(&b.1.route));
         out
     }
@@ -178,10 +175,17 @@ impl Desired {
     /// Every ban of both layers (a ban on the same target in both: the later deadline).
     pub fn bans(&self) -> Vec<Ban> {
         let mut out: Vec<Ban> = Vec::new();
+        let mut at: std::collections::HashMap<(Option<&str>, Option<&str>), usize> = std::collections::HashMap::new();
         for b in self.api.bans.iter().chain(&self.file.bans) {
-            match out.iter_mut().find(|o| o.same_target(b)) {
-                Some(o) => o.until_ms = o.until_ms.max(b.until_ms),
-                None => out.push(b.clone()),
+            match at.entry((b.route.as_deref(), b.client.as_deref())) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let o = &mut out[*e.get()];
+                    o.until_ms = o.until_ms.max(b.until_ms);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push(b.clone());
+                }
             }
         }
         out

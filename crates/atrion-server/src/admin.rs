@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use atrion::Hold;
-use atrion::state::{BACKUP_CHUNK, BackupLine};
+use atrion::state::{BACKUP_CHUNK, BackupLine, KeyFamilies, cluster_families};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -25,7 +25,8 @@ use crate::views::{RouteView, route_view};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    /// The route.
+    /// The route, 1 to 1,024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     route: String,
 }
 
@@ -156,27 +157,56 @@ pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result
     Ok(response)
 }
 
-/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. The whole body is checked
-/// before anything is written; existing keys are overwritten. The engine's own state is not
-/// rewritten (it warm-starts from the store at the next start).
+/// Every family of keys the sidecar writes in its namespace, each checked by the owner of
+/// its format: what a restore accepts. A new key format adds its family here.
+fn restore_families(s: &Shared) -> KeyFamilies {
+    let keys = s.atrion.keys();
+    let validator = match &s.config.policy {
+        Some(p) => p.desired().validator().clone(),
+        None => atrion_policy::Validator::new(s.atrion.engine().config().clone(), atrion_policy::Limits::default()),
+    };
+    KeyFamilies::new().with(cluster_families(&keys)).with(atrion_policy::key_families(&keys, validator))
+}
+
+/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. Every line is decoded and
+/// checked before anything is written: its key must belong to a family of the namespace
+/// ([`restore_families`]), and its value must decode as that family's owner reads it.
+/// Then all are written, or none (a failed write puts back what was there). Existing keys
+/// are overwritten. The engine's own state is not rewritten (it warm-starts from the store
+/// at the next start).
 #[utoipa::path(post, path = "/v1/admin/restore", tag = "admin", security(("admin" = [])),
     request_body(content = String, content_type = "application/x-ndjson", description = "JSON lines as the backup writes them"),
-    responses((status = 200, body = Restored), (status = 400, description = "A line is not valid", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+    responses((status = 200, body = Restored), (status = 400, description = "A line is not valid JSON lines of the backup format", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A line's key is foreign to the namespace, or its value is not what its key holds: nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot be reached: nothing was written", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn restore(
     State(s): State<Arc<Shared>>,
     admin: Admin,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = read_body(body)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "empty-backup", "The backup is empty", "no line to restore"));
+    }
     let text = std::str::from_utf8(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
     })?;
-    let lines = BackupLine::decode_all(text).map_err(|(line, reason)| {
+    let lines = BackupLine::decode_numbered(text).map_err(|(line, reason)| {
         let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
         p.field = Some(format!("line {line}"));
         p
     })?;
+    let families = restore_families(&s);
+    BackupLine::check_all(&lines, &families).map_err(|refused| {
+        let (kind, title) = match families.family(&refused.key) {
+            None => ("foreign-key", "A backup line's key is not of this namespace"),
+            Some(_) => ("invalid-backup-value", "A backup line's value is not valid for its key"),
+        };
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, kind, title, refused.to_string());
+        p.field = Some(format!("line {}", refused.line));
+        p
+    })?;
+    let lines = lines.into_iter().map(|(_, line)| line).collect();
     let written = BackupLine::write_all(s.atrion.store().as_ref(), lines).await;
     let n = match written {
         Ok(n) => n,
@@ -210,6 +240,26 @@ pub(crate) struct Switched {
     verified: u64,
 }
 
+/// A `file:PATH` store whose folder does not exist: refused, and nothing is created (the
+/// switch opens stores; it does not make folders where an admin mistyped a path).
+fn missing_folder(url: &str) -> Result<(), Problem> {
+    let Some(path) = url.strip_prefix("file:") else { return Ok(()) };
+    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "store-unopenable",
+                "The store cannot be opened",
+                format!("the folder {} does not exist: create it first", dir.display()),
+            );
+            p.field = Some("url".into());
+            Err(p)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Switches the state to another store, with migration: every key is copied while writes
 /// go on (mirrored to both), verified, and only then does the new store become active.
 /// A switch that fails leaves the old store active.
@@ -217,7 +267,7 @@ pub(crate) struct Switched {
     responses((status = 200, body = Switched),
         (status = 404, description = "This server cannot switch stores", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "That store is already the active one", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The URL is not a store, or the store cannot be opened", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The URL is not a store, or the store cannot be opened (a `file:` path whose folder does not exist among them: nothing is created)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The copy could not be made or verified: the old store stays", body = Problem, content_type = "application/problem+json"),
         AdminProblems))]
 pub(crate) async fn switch_store(
@@ -239,6 +289,7 @@ pub(crate) async fn switch_store(
         return Err(Problem::new(StatusCode::CONFLICT, "already-active", "That store is already active", name));
     }
     if !switch.service.backend_names().contains(&name) {
+        missing_folder(&req.url)?;
         let store = (switch.open)(req.url.clone()).await.map_err(|why| {
             // Whatever the opener says, the URL's password does not leave.
             let why = why.replace(&req.url, &name);

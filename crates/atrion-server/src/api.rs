@@ -2,21 +2,20 @@
 
 use std::sync::Arc;
 
-use atrion::{Decision, Priority, Telemetry, Timestamp};
+use atrion::{Decision, Priority, Telemetry};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::Shared;
+use crate::creation::Client;
 use crate::problem::{BodyProblems, Problem, check_route, parse};
 
 /// The answer to `GET /healthz`.
@@ -54,9 +53,11 @@ pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecideRequest {
     /// The route, 1 to 1,024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     route: String,
     /// `critical`, `high`, `normal`, `low` or `bulk`; the server's default when absent.
     #[serde(default)]
+    #[schema(pattern = "^(critical|high|normal|low|bulk)$")]
     priority: Option<String>,
     /// The caller's client key, for cluster-wide bans and VIP lanes (policies).
     #[serde(default)]
@@ -71,7 +72,8 @@ pub(crate) struct DecideResponse {
     verdict: atrion::Verdict,
     /// Why: `healthy`, `bootstrap`, `probe`, `keepalive`, `open`, `probe_quota`,
     /// `overloaded`, `soft_limit`, `throttled`, `held`, `banned` (a policy's ban), `shadow`
-    /// (admitted: the route runs in shadow mode and would have shed).
+    /// (admitted: the route runs in shadow mode and would have shed), `untracked` (admitted
+    /// on no state: the route table is full).
     #[schema(value_type = String, example = "healthy")]
     reason: atrion::Reason,
     /// The route's mode: `bootstrap`, `operational`, `open`, `half_open`.
@@ -82,18 +84,44 @@ pub(crate) struct DecideResponse {
     /// When shed: retry after this many milliseconds.
     retry_after_ms: Option<u64>,
     /// When admitted: give it back with the report, and the server measures the latency.
+    /// Signed by this node, good once, within the ticket time to live.
     ticket: Option<String>,
 }
 
-/// May I call this route now? Admitted requests carry a ticket for the report.
+/// The problem of a client past its budget of new routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum CreationProblems {
+    /// The client created too many new routes: try again after `Retry-After`
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    Limited(Problem),
+}
+
+/// The problems of a refused ticket.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum TicketProblems {
+    /// The ticket was already reported
+    #[response(status = 409, content_type = "application/problem+json")]
+    Replayed(Problem),
+    /// The ticket has expired
+    #[response(status = 410, content_type = "application/problem+json")]
+    Expired(Problem),
+}
+
+/// May I call this route now? Admitted requests carry a ticket for the report. A decision
+/// that would create a route past the client's budget of new routes is `429`.
 #[utoipa::path(post, path = "/v1/decide", tag = "decisions", request_body = DecideRequest,
-    responses((status = 200, body = DecideResponse), BodyProblems))]
+    params(("X-Atrion-Client" = Option<String>, Header, description = "The caller, for its budget of new routes (else its address)")),
+    responses((status = 200, body = DecideResponse), BodyProblems, CreationProblems))]
 pub(crate) async fn decide(
     State(s): State<Arc<Shared>>,
+    client: Client,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let req: DecideRequest = parse(body)?;
-    let answer = decide_one(&s, &req)?;
+    let answer = decide_one(&s, &req, &client)?;
     let span = tracing::Span::current();
     span.record("atrion.route", req.route.as_str());
     span.record("atrion.verdict", answer.verdict.as_str());
@@ -101,7 +129,7 @@ pub(crate) async fn decide(
     Ok(Json(answer).into_response())
 }
 
-fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem> {
+fn decide_one(s: &Shared, req: &DecideRequest, client: &Client) -> Result<DecideResponse, Problem> {
     check_route("route", &req.route)?;
     let priority = match &req.priority {
         None => s.atrion.default_priority(),
@@ -127,8 +155,13 @@ fn decide_one(s: &Shared, req: &DecideRequest) -> Result<DecideResponse, Problem
             priority = Priority::Critical;
         }
     }
-    let d: Decision = s.atrion.engine().decide(&req.route, now, priority);
-    let ticket = d.is_admitted().then(|| Ticket { at: now, route: req.route.as_str() }.encode());
+    let mut wait = None;
+    let d: Decision = s
+        .atrion
+        .engine()
+        .decide_gated(&req.route, now, priority, || s.creation.take(client).map_err(|w| wait = Some(w)).is_ok())
+        .ok_or_else(|| too_many_routes(wait))?;
+    let ticket = d.is_admitted().then(|| s.tickets.issue(&req.route, now));
     let retry_after_ms = d.retry_after.map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
     Ok(DecideResponse {
         verdict: d.verdict,
@@ -165,8 +198,9 @@ pub(crate) struct ReportRequest {
     /// The ticket of the decision (then the server measures the latency).
     #[serde(default)]
     ticket: Option<String>,
-    /// The route, when reporting without a ticket.
+    /// The route, when reporting without a ticket (1 to 1,024 bytes).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     route: Option<String>,
     /// The latency in milliseconds, when reporting by route (finite, not negative).
     #[serde(default)]
@@ -196,20 +230,36 @@ pub(crate) struct ReportResponse {
     scar: f64,
 }
 
-/// How a call went: by ticket, or by route with the latency.
+/// The `429` of a client past its budget of new routes.
+fn too_many_routes(wait: Option<std::time::Duration>) -> Problem {
+    let wait = wait.unwrap_or(std::time::Duration::from_secs(1));
+    Problem::limited(
+        "too-many-new-routes",
+        "Too many new routes from this client",
+        format!("this client's budget of new routes is spent; try again in {} ms", wait.as_millis().max(1)),
+        wait,
+    )
+}
+
+/// How a call went: by ticket, or by route with the latency. A ticket is taken once: a
+/// forged, foreign or malformed ticket is `422`, a replayed one `409`, an expired one `410`,
+/// and none of them changes anything. A report that would create a route past the client's
+/// budget of new routes is `429`.
 #[utoipa::path(post, path = "/v1/report", tag = "decisions", request_body = ReportRequest,
-    responses((status = 200, body = ReportResponse), BodyProblems))]
+    params(("X-Atrion-Client" = Option<String>, Header, description = "The caller, for its budget of new routes (else its address)")),
+    responses((status = 200, body = ReportResponse), BodyProblems, TicketProblems, CreationProblems))]
 pub(crate) async fn report(
     State(s): State<Arc<Shared>>,
+    client: Client,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let req: ReportRequest = parse(body)?;
-    let answer = report_one(&s, &req)?;
+    let answer = report_one(&s, &req, &client)?;
     tracing::Span::current().record("atrion.route", answer.route.as_str());
     Ok(Json(answer).into_response())
 }
 
-fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem> {
+fn report_one(s: &Shared, req: &ReportRequest, client: &Client) -> Result<ReportResponse, Problem> {
     let now = s.atrion.now();
     let (route, telemetry) = match (&req.ticket, &req.route) {
         (Some(ticket), None) => {
@@ -220,7 +270,11 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
                 ));
             }
             let ok = req.ok.ok_or_else(|| Problem::invalid("ok", "a report by ticket needs `ok`"))?;
-            let t = Ticket::decode(ticket).ok_or_else(|| Problem::invalid("ticket", "not a ticket of this server"))?;
+            // The telemetry is checked before the ticket is taken: a bad report leaves the
+            // ticket good.
+            let saturation = req.saturation.unwrap_or(s.atrion.neutral_saturation());
+            Telemetry::new(0.0, 0.0, saturation).map_err(telemetry_problem)?;
+            let t = s.tickets.take(ticket, now).map_err(crate::tickets::TicketError::problem)?;
             (t.route, s.atrion.telemetry(now.saturating_since(t.at), ok, req.saturation))
         }
         (None, Some(route)) => {
@@ -237,15 +291,22 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
         }
         _ => return Err(Problem::invalid("ticket", "give exactly one of `ticket` and `route`")),
     };
-    let telemetry = telemetry.map_err(|e| {
-        let field = match e {
-            atrion::TelemetryError::NotFinite { field, .. } | atrion::TelemetryError::OutOfRange { field, .. } => field,
-            _ => "telemetry",
-        };
-        Problem::invalid(field, e.to_string())
-    })?;
-    let status = s.atrion.engine().report(&route, telemetry, now);
+    let telemetry = telemetry.map_err(telemetry_problem)?;
+    let mut wait = None;
+    let status = s
+        .atrion
+        .engine()
+        .report_gated(&route, telemetry, now, || s.creation.take(client).map_err(|w| wait = Some(w)).is_ok())
+        .ok_or_else(|| too_many_routes(wait))?;
     Ok(ReportResponse { route, mode: status.mode, resistance: status.resistance, scar: status.scar })
+}
+
+fn telemetry_problem(e: atrion::TelemetryError) -> Problem {
+    let field = match e {
+        atrion::TelemetryError::NotFinite { field, .. } | atrion::TelemetryError::OutOfRange { field, .. } => field,
+        _ => "telemetry",
+    };
+    Problem::invalid(field, e.to_string())
 }
 
 /// `POST /v1/batch`: many decisions and reports in one body. Each item is answered on its
@@ -254,15 +315,17 @@ fn report_one(s: &Shared, req: &ReportRequest) -> Result<ReportResponse, Problem
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
-    /// Decisions to make, each as `POST /v1/decide` takes it.
-    /// (Each item is kept as its raw text and read on its own: one bad item is that item's
-    /// problem, not the batch's.)
+    /// Decisions to make, each as `POST /v1/decide` takes it (a `DecideRequest`).
+    /// Each item is kept as its raw text and read on its own: any JSON value is taken here,
+    /// and one that is not a valid decision is answered by that item's problem, not the
+    /// batch's.
     #[serde(default)]
-    #[schema(value_type = Vec<DecideRequest>)]
+    #[schema(value_type = Vec<Value>)]
     decide: Vec<Box<RawValue>>,
-    /// Reports, each as `POST /v1/report` takes it.
+    /// Reports, each as `POST /v1/report` takes it (a `ReportRequest`); like decisions,
+    /// any JSON value is taken, and a bad one is that item's problem.
     #[serde(default)]
-    #[schema(value_type = Vec<ReportRequest>)]
+    #[schema(value_type = Vec<Value>)]
     report: Vec<Box<RawValue>>,
 }
 
@@ -322,11 +385,14 @@ fn item<Req: DeserializeOwned, T>(
     }
 }
 
-/// Many decisions and reports in one body.
+/// Many decisions and reports in one body (an item past the client's budget of new routes
+/// is that item's `429` problem, with `retry_after_ms`).
 #[utoipa::path(post, path = "/v1/batch", tag = "decisions", request_body = BatchRequest,
+    params(("X-Atrion-Client" = Option<String>, Header, description = "The caller, for its budget of new routes (else its address)")),
     responses((status = 200, body = BatchResponse), BodyProblems))]
 pub(crate) async fn batch(
     State(s): State<Arc<Shared>>,
+    client: Client,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let req: BatchRequest = parse(body)?;
@@ -343,55 +409,13 @@ pub(crate) async fn batch(
         .decide
         .into_iter()
         .enumerate()
-        .map(|(i, v)| item("decide", i, &v, |r: &DecideRequest| decide_one(&s, r)))
+        .map(|(i, v)| item("decide", i, &v, |r: &DecideRequest| decide_one(&s, r, &client)))
         .collect();
     let report: Vec<Item<ReportResponse>> = req
         .report
         .into_iter()
         .enumerate()
-        .map(|(i, v)| item("report", i, &v, |r: &ReportRequest| report_one(&s, r)))
+        .map(|(i, v)| item("report", i, &v, |r: &ReportRequest| report_one(&s, r, &client)))
         .collect();
     Ok(Json(BatchResponse { decide, report }).into_response())
-}
-
-/// A decision's ticket: `v1.<engine nanoseconds>.<route, base64url>`. It proves nothing (a
-/// client can report any latency by route anyway); it saves the client a clock.
-struct Ticket<R> {
-    at: Timestamp,
-    route: R,
-}
-
-impl Ticket<&str> {
-    fn encode(&self) -> String {
-        use std::fmt::Write as _;
-        let mut text = String::with_capacity(24 + self.route.len().div_ceil(3) * 4);
-        let _ = write!(text, "v1.{}.", self.at.as_nanos());
-        URL_SAFE_NO_PAD.encode_string(self.route, &mut text);
-        text
-    }
-}
-
-impl Ticket<String> {
-    fn decode(text: &str) -> Option<Self> {
-        let rest = text.strip_prefix("v1.")?;
-        let (at, route) = rest.split_once('.')?;
-        let route = String::from_utf8(URL_SAFE_NO_PAD.decode(route).ok()?).ok()?;
-        check_route("ticket", &route).ok()?;
-        Some(Ticket { at: Timestamp::from_nanos(at.parse().ok()?), route })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tickets_roundtrip_and_garbage_is_refused() {
-        let t = Ticket { at: Timestamp::from_nanos(123_456), route: "GET /a.b/{id}" }.encode();
-        let back = Ticket::decode(&t).unwrap();
-        assert_eq!((back.at, back.route.as_str()), (Timestamp::from_nanos(123_456), "GET /a.b/{id}"));
-        for bad in ["", "v1.", "v1.x.YQ", "v2.1.YQ", "v1.1.!!", "v1.1."] {
-            assert!(Ticket::decode(bad).is_none(), "{bad}");
-        }
-    }
 }

@@ -15,13 +15,15 @@
 //! | `POST /v1/decide` | `{"route", "priority"?}` | `{"verdict", "reason", "mode", "resistance", "retry_after_ms", "ticket"}` (a ticket when admitted) |
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
 //! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
-//! | `GET /v1/routes`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar |
+//! | `GET /v1/routes?limit=&after=`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar; the list a page at a time (`{"routes", "next"}`) |
 //! | `GET /` | | the decision dashboard (its files under `/assets/`, built into the binary) |
 //! | `GET /v1/dashboard/stream` | | the dashboard's live feed: server-sent `update` events, one per sample |
 //! | `GET /v1/dashboard/routes/{route}`, `…/chart.svg?kind=resistance\|tuner` | | a route's page: transitions, latest decisions; its charts as SVG |
 //!
 //! A ticket carries the decision's time: reporting by ticket, the server measures the
-//! latency, so clients need no clock. Errors are `application/problem+json` (RFC 9457) with
+//! latency, so clients need no clock. It is signed by the node (HMAC-SHA256), good once and
+//! for `ServerConfig::ticket_ttl`. A decision or report that would create a route takes one
+//! of its client's budget of new routes (`ServerConfig::route_creation_rate`): past it, `429`. Errors are `application/problem+json` (RFC 9457) with
 //! a machine-readable `type` and the offending field; client mistakes are 4xx, and an error
 //! changes no state.
 
@@ -40,21 +42,27 @@ use utoipa_axum::routes;
 mod admin;
 mod api;
 mod auth;
+mod conn;
+mod creation;
 mod dashboard;
+mod guard;
 mod http;
 mod observer;
 mod openapi;
 mod policies;
 mod problem;
 mod proxy;
+mod tickets;
 mod views;
 
-pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
-pub use dashboard::DashboardConfig;
+pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
+pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
+pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
-pub use proxy::{PathTemplate, ProxyConfig, ProxyError, forwarding_router, proxy_router};
+pub use proxy::{PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path, proxy_router};
+pub use tickets::{REPLAY_WINDOW, TicketError};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;
@@ -124,6 +132,32 @@ pub struct ServerConfig {
     /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
     /// (the default).
     pub dashboard: Option<DashboardConfig>,
+    /// How failed admin authentications are limited per source (`429` with `Retry-After`,
+    /// backing off) and counted for the audit trail.
+    pub auth: AuthLimits,
+    /// Timeouts and caps of the connections [`serve`] accepts (see [`ConnLimits`]).
+    pub connections: ConnLimits,
+    /// Host names the API answers for besides the listen address (and `localhost` on
+    /// loopback): `name` (any port) or `name:port`. A request for any other host gets `421`.
+    /// A [`router`] without names and without [`serve`] checks no Host. Default none.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://app.example`) whose browser pages may call the API (CORS); any
+    /// other cross-origin request from a browser gets `403`. Default none.
+    pub cors_origins: Vec<String>,
+    /// Tokens that decide, report and batch require (`Authorization: Bearer`); none: no
+    /// token needed (the default, for a sidecar on loopback).
+    pub client_tokens: Vec<AdminToken>,
+    /// The address [`serve`] listens on: its Host names.
+    listen: Option<std::net::SocketAddr>,
+    /// New routes a client may create per second (decisions and reports on routes not
+    /// tracked yet; a route that exists costs nothing); past its budget the answer is `429`
+    /// with `Retry-After`. 0: no limit. Default 100.
+    pub route_creation_rate: u32,
+    /// The most new routes a client may create at once (its budget's burst). Default 1,000.
+    pub route_creation_burst: u32,
+    /// How long a decision's ticket may be reported by (default 5 minutes); tickets are also
+    /// single-use, within the last [`REPLAY_WINDOW`] tickets issued.
+    pub ticket_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +172,15 @@ impl Default for ServerConfig {
             store_switch: None,
             policy: None,
             dashboard: Some(DashboardConfig::default()),
+            auth: AuthLimits::default(),
+            connections: ConnLimits::default(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            client_tokens: Vec::new(),
+            listen: None,
+            route_creation_rate: 100,
+            route_creation_burst: 1_000,
+            ticket_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -145,8 +188,14 @@ impl Default for ServerConfig {
 struct Shared {
     atrion: Arc<SidecarAtrion>,
     config: ServerConfig,
+    /// Each client's budget of new routes.
+    creation: creation::RouteCreation,
+    /// This node's tickets.
+    tickets: tickets::TicketBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
+    /// Failed authentications: their limit and their counts.
+    refusals: auth::Guard,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
@@ -160,15 +209,29 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
 }
 
 fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shared>) {
-    let (router, api) = api_router(config).split_for_parts();
+    let (router, mut api) = api_router(config).split_for_parts();
+    guard::declare(&mut api);
+    let checks = Arc::new(guard::Guard::new(config));
+    let cors = checks.cors();
     let dashboard =
         config.dashboard.clone().map(|d| dashboard::Dashboard::new(atrion.clone(), config.policy.clone(), d));
-    let shared = Arc::new(Shared { atrion, config: config.clone(), openapi: api, dashboard });
+    let shared = Arc::new(Shared {
+        atrion,
+        config: config.clone(),
+        creation: creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
+        tickets: tickets::TicketBook::new(config.ticket_ttl),
+        openapi: api,
+        dashboard,
+        refusals: auth::Guard::new(config.auth.clone()),
+    });
+    auth::spawn_flusher(&shared);
     let router = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(checks, guard::guard))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared.clone());
     (router, shared)
@@ -176,7 +239,9 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router(&ServerConfig::default()).split_for_parts().1
+    let mut api = api_router(&ServerConfig::default()).split_for_parts().1;
+    guard::declare(&mut api);
+    api
 }
 
 fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
@@ -212,15 +277,21 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(dashboard::route_chart))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains in-flight requests
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests
 /// and leaves the cluster (the last pulse is flushed).
+///
+/// Connections get [`ServerConfig::connections`]' limits; the Host check answers for the
+/// listener's address.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     atrion: Arc<SidecarAtrion>,
     config: &ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (app, shared) = build(atrion.clone(), config);
+    let mut config = config.clone();
+    config.listen = Some(listener.local_addr()?);
+    let (app, shared) = build(atrion.clone(), &config);
+    let flushed = shared.clone();
     let stopping = async move {
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
@@ -228,10 +299,9 @@ pub async fn serve(
             d.close().await;
         }
     };
-    // Handlers that key limits by the caller read its address (`ConnectInfo<SocketAddr>`).
-    axum::serve(nodelay(listener), app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(stopping)
-        .await?;
+    serve_router(listener, app, &config.connections, stopping).await?;
+    // The counts of refused attempts of the minute under way.
+    flushed.refusals.flush(&flushed, true).await;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())

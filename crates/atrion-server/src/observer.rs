@@ -119,6 +119,13 @@ impl SidecarObserver {
         self
     }
 
+    /// As [`SidecarObserver::with_metrics`], with a metrics observer of the caller's making
+    /// (e.g. told the exporter's idle timeout).
+    pub fn with_metrics_observer(mut self, metrics: MetricsObserver) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Also forwards every event to `inner` (a Rust service's own observer).
     pub fn with_inner(mut self, inner: impl PhysicsObserver + 'static) -> Self {
         self.inner = Some(Box::new(inner));

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::time::Duration;
 
 use atrion::MAX_ROUTE_ID;
 
@@ -28,6 +29,11 @@ pub struct Problem {
     /// Every issue a validation found, each with its path (a rejected policy change).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<ProblemIssue>,
+    /// When to try again, in milliseconds (a limit: `429`); the answer's `Retry-After`
+    /// header says it in whole seconds. (32 bits, so that a problem stays small.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub retry_after_ms: Option<std::num::NonZeroU32>,
 }
 
 /// One issue of a rejected change.
@@ -50,7 +56,16 @@ impl Problem {
             detail: detail.into(),
             field: None,
             issues: Vec::new(),
+            retry_after_ms: None,
         }
+    }
+
+    /// `429`: a limit of the caller's; try again after `retry`.
+    pub(crate) fn limited(kind: &str, title: &'static str, detail: impl Into<String>, retry: Duration) -> Self {
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, kind, title, detail);
+        let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
+        p.retry_after_ms = std::num::NonZeroU32::new(ms.max(1));
+        p
     }
 
     /// `404`: the route named in the request is not tracked.
@@ -94,13 +109,21 @@ pub(crate) enum AdminProblems {
     /// Administration is disabled (no tokens)
     #[response(status = 403, content_type = "application/problem+json")]
     Disabled(Problem),
+    /// This source failed to authenticate too often: retry after `Retry-After` seconds
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(Problem),
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let retry = self.retry_after_ms;
         let mut response = (status, Json(self)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(ms) = retry {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ms.get().div_ceil(1_000)));
+        }
         response
     }
 }

@@ -9,9 +9,22 @@
 //! headers (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
 //! `Transfer-Encoding`, `Upgrade`) are not forwarded; `Host` becomes the upstream's, and the
 //! client's goes in `X-Forwarded-Host`. Protocol upgrades (WebSocket) are not proxied.
+//!
+//! Before anything else, the request's path is brought to its normal form
+//! ([`normalize_path`]): the ban check, the route and the upstream all see that one
+//! spelling, so a variant of a held path is that held route. A path that cannot be
+//! normalized is answered `400` and not forwarded; the query is forwarded as it came.
 
+mod path;
+
+pub use path::{PathError, normalize_path};
+
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Ready;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use atrion::AtrionLayer;
 use atrion::layer::RequestHead;
@@ -21,6 +34,7 @@ use axum::extract::{Request, State};
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -152,13 +166,14 @@ struct Proxy {
     client: Client<HttpConnector, Body>,
 }
 
-/// The proxy: every request is decided on, then forwarded to `config.upstream` or shed.
+/// The proxy: every request's path is normalized, then the request is decided on, and
+/// forwarded to `config.upstream` or shed.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
     let routes = config.clone();
     let default = atrion.default_priority();
     let mut layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
     let Some(policy) = config.policy.clone() else {
-        return forwarding_router(config).layer(layer);
+        return forwarding_router(config).layer(layer).layer(NormalizePathLayer);
     };
     let (cfg, p) = (config.clone(), policy.clone());
     layer = layer.priority(move |head| {
@@ -172,6 +187,66 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
     forwarding_router(config)
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state((config.clone(), policy), shed_banned))
+        .layer(NormalizePathLayer)
+}
+
+/// Puts every request's path in normal form ([`normalize_path`]) before the services it
+/// wraps see it, or answers `400` (`bad-path`) in their stead.
+#[derive(Debug, Clone, Copy)]
+struct NormalizePathLayer;
+
+impl<S> tower::Layer<S> for NormalizePathLayer {
+    type Service = NormalizePath<S>;
+
+    fn layer(&self, inner: S) -> NormalizePath<S> {
+        NormalizePath { inner }
+    }
+}
+
+/// The service of [`NormalizePathLayer`].
+#[derive(Debug, Clone)]
+struct NormalizePath<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for NormalizePath<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        match normal_uri(request.uri()) {
+            Ok(None) => {}
+            Ok(Some(uri)) => *request.uri_mut() = uri,
+            Err(problem) => return Either::Left(std::future::ready(Ok(problem.into_response()))),
+        }
+        Either::Right(self.inner.call(request))
+    }
+}
+
+/// The URI with its path normalized; `None` when it already was (the common case: no
+/// allocation).
+fn normal_uri(uri: &Uri) -> Result<Option<Uri>, Problem> {
+    let bad = |why: String| Problem::new(StatusCode::BAD_REQUEST, "bad-path", "The path cannot be normalized", why);
+    let path = match normalize_path(uri.path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(None),
+        Ok(Cow::Owned(path)) => path,
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let target = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|e| bad(e.to_string()))?);
+    Uri::from_parts(parts).map(Some).map_err(|e| bad(e.to_string()))
 }
 
 fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
@@ -300,6 +375,17 @@ mod tests {
             assert!(ProxyConfig::new(bad, &[]).is_err(), "{bad}");
         }
         assert!(ProxyConfig::new("http://127.0.0.1:8080", &["/a/{b}".into()]).is_ok());
+    }
+
+    #[test]
+    fn the_path_is_normalized_and_the_query_kept_as_it_came() {
+        let uri: Uri = "/x/../%66ile.txt?a=%2e%2E/..&b=//".parse().unwrap();
+        assert_eq!(normal_uri(&uri).unwrap().unwrap(), "/file.txt?a=%2e%2E/..&b=//");
+        let uri: Uri = "http://h:1//a?q".parse().unwrap();
+        assert_eq!(normal_uri(&uri).unwrap().unwrap(), "http://h:1/a?q");
+        assert_eq!(normal_uri(&"/file.txt?x=1".parse().unwrap()).unwrap(), None, "already normal");
+        let refused = normal_uri(&"/a%2Fb?x".parse().unwrap()).unwrap_err();
+        assert_eq!((refused.status, refused.kind.as_str()), (400, "tag:atrion,2026:problem/bad-path"));
     }
 
     #[test]

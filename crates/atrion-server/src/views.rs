@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
-use utoipa::ToSchema;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, query};
 use crate::{DecisionCounts, Shared};
 
 /// A route as `/v1/routes` shows it.
@@ -120,16 +121,69 @@ pub(crate) async fn route_view(s: &Shared, route: &str) -> Option<RouteView> {
     })
 }
 
-/// Every tracked route, sorted by id.
-#[utoipa::path(get, path = "/v1/routes", tag = "routes", responses((status = 200, body = Vec<RouteView>)))]
-pub(crate) async fn routes(State(s): State<Arc<Shared>>) -> Json<Vec<RouteView>> {
-    let mut ids = s.atrion.engine().route_ids();
-    ids.sort_unstable();
+/// Routes a page holds when the query does not say.
+pub const ROUTES_PAGE: usize = 100;
+
+/// The most routes one page holds.
+pub const MAX_ROUTES_PAGE: usize = 1_000;
+
+/// `GET /v1/routes?limit=&after=`
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RoutesQuery {
+    /// Routes in the page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+    /// The page starts after this route id: the `next` of the page before.
+    #[param(min_length = 1, max_length = 1024)]
+    after: Option<String>,
+}
+
+/// One page of `GET /v1/routes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RoutePage {
+    /// The routes of the page, sorted by id.
+    routes: Vec<RouteView>,
+    /// When there are more: pass it as `?after=` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// The tracked routes, sorted by id, one page at a time: `?limit=` routes (100 unless said,
+/// at most 1,000) after the route `?after=` (the `next` of the page before).
+#[utoipa::path(get, path = "/v1/routes", tag = "routes", params(RoutesQuery),
+    responses((status = 200, body = RoutePage),
+        (status = 400, description = "A limit or cursor that is not valid", body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn routes(
+    State(s): State<Arc<Shared>>,
+    q: Result<axum::extract::Query<RoutesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RoutePage>, Problem> {
+    let q = query(q)?;
+    let limit = match q.limit {
+        None => ROUTES_PAGE,
+        Some(n) if (1..=MAX_ROUTES_PAGE as u64).contains(&n) => n as usize,
+        Some(n) => return Err(bad_query("limit", format!("{n}: expected 1 to {MAX_ROUTES_PAGE}"))),
+    };
+    if let Some(after) = &q.after
+        && (after.is_empty() || after.len() > atrion::MAX_ROUTE_ID)
+    {
+        return Err(bad_query("after", format!("a route is 1 to {} bytes, got {}", atrion::MAX_ROUTE_ID, after.len())));
+    }
+    // One more than the page says whether there is a next one.
+    let mut ids = s.atrion.engine().route_ids_after(q.after.as_deref(), limit + 1);
+    let more = ids.len() > limit;
+    ids.truncate(limit);
+    let next = more.then(|| ids.last().cloned()).flatten();
     let mut views = Vec::with_capacity(ids.len());
     for id in &ids {
         views.extend(route_view(&s, id).await);
     }
-    Json(views)
+    Ok(Json(RoutePage { routes: views, next }))
+}
+
+fn bad_query(field: &str, detail: String) -> Problem {
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", detail);
+    p.field = Some(field.to_owned());
+    p
 }
 
 /// The cluster as this node sees it, itself first.

@@ -109,7 +109,7 @@ async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
             "invalid-value",
             Some("ticket"),
         ),
-        ("/v1/report", r#"{"ticket": "forged", "ok": true}"#.into(), 422, "invalid-value", Some("ticket")),
+        ("/v1/report", r#"{"ticket": "forged", "ok": true}"#.into(), 422, "ticket-malformed", Some("ticket")),
         (
             "/v1/report",
             r#"{"ticket": "v1.5.YQ", "ok": true, "latency_ms": 3}"#.into(),
@@ -165,8 +165,8 @@ async fn a_batch_answers_each_item_and_routes_are_readable() {
     assert_eq!((status, p["type"].clone()), (413, json!("tag:atrion,2026:problem/batch-too-large")));
 
     let list: Value = reqwest::get(format!("{base}/v1/routes")).await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["route"].as_str().unwrap()).collect();
-    assert_eq!(names, ["GET /a", "GET /b"]);
+    let names: Vec<&str> = list["routes"].as_array().unwrap().iter().map(|r| r["route"].as_str().unwrap()).collect();
+    assert_eq!((names, list["next"].clone()), (vec!["GET /a", "GET /b"], Value::Null));
     let one: Value = reqwest::get(format!("{base}/v1/routes/GET%20%2Fa")).await.unwrap().json().await.unwrap();
     assert_eq!((one["route"].clone(), one["updates"].clone()), (json!("GET /a"), json!(1)), "{one}");
     assert_eq!(one["decisions"], json!({"admitted": 1, "shed": 0}), "{one}");
@@ -236,19 +236,31 @@ async fn admin_needs_a_named_token_and_holds_resets_backs_up_and_restores() {
 
     // Backup and restore: JSON lines; a bad line refuses the whole body and writes nothing.
     let store = atrion.store().clone();
-    store.put("atrion/test/a", bytes::Bytes::from_static(b"one"), None).await.unwrap();
+    let beat = bytes::Bytes::from_static(b"\x01\0\0\0\0\0\0\0v1");
+    store.put("atrion/node/other", beat.clone(), None).await.unwrap();
     let r = reqwest::Client::new().get(format!("{base}/v1/admin/backup")).bearer_auth(SECRET).send().await.unwrap();
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let lines = r.text().await.unwrap();
-    assert!(lines.lines().any(|l| l.contains("atrion/test/a")), "{lines}");
-    store.delete("atrion/test/a").await.unwrap();
+    assert!(lines.lines().any(|l| l.contains("atrion/node/other")), "{lines}");
+    store.delete("atrion/node/other").await.unwrap();
     let bad = format!("{lines}{{\"key\": \"k\"}}\n");
     let (status, p) = send(post.clone(), format!("{base}/v1/admin/restore"), Some(SECRET), Some(bad)).await;
     assert_eq!((status, p["type"].clone()), (400, json!("tag:atrion,2026:problem/malformed-backup")), "{p}");
-    assert!(store.get("atrion/test/a").await.unwrap().is_none(), "a refused restore wrote nothing");
+    assert!(store.get("atrion/node/other").await.unwrap().is_none(), "a refused restore wrote nothing");
+    // A key of no family of the namespace, or a value its owner cannot read: 422, nothing written.
+    let foreign = format!("{lines}{{\"key\":\"atrion/test/a\",\"value\":\"b25l\",\"ttl_ms\":null}}\n");
+    let garbage = format!("{lines}{{\"key\":\"atrion/policy/desired\",\"value\":\"YWJjZGVm\",\"ttl_ms\":null}}\n");
+    let n = lines.lines().count() + 1;
+    for (body, kind) in [(foreign, "foreign-key"), (garbage, "invalid-backup-value")] {
+        let (status, p) = send(post.clone(), format!("{base}/v1/admin/restore"), Some(SECRET), Some(body)).await;
+        assert_eq!((status, p["type"].clone()), (422, json!(format!("tag:atrion,2026:problem/{kind}"))), "{p}");
+        assert_eq!(p["field"], format!("line {n}"), "{p}");
+        assert!(store.get("atrion/node/other").await.unwrap().is_none(), "a refused restore wrote nothing");
+    }
+    assert!(store.get("atrion/test/a").await.unwrap().is_none());
     let (status, r) = send(post.clone(), format!("{base}/v1/admin/restore"), Some(SECRET), Some(lines.clone())).await;
     assert_eq!((status, r["restored"].as_u64()), (200, Some(lines.lines().count() as u64)), "{r}");
-    assert_eq!(store.get("atrion/test/a").await.unwrap().unwrap().value, bytes::Bytes::from_static(b"one"));
+    assert_eq!(store.get("atrion/node/other").await.unwrap().unwrap().value, beat);
 }
 
 #[tokio::test(start_paused = true)]

@@ -205,3 +205,101 @@ async fn a_graceful_shutdown_ends_the_open_feeds() {
     let exited = tokio::time::timeout(Duration::from_secs(60), server).await;
     assert!(exited.is_ok_and(|r| r.is_ok_and(|r| r.is_ok())), "the server exits");
 }
+
+fn config(f: impl FnOnce(&mut atrion_server::DashboardConfig, &mut ServerConfig)) -> ServerConfig {
+    let mut dashboard = atrion_server::DashboardConfig::default();
+    let mut config = ServerConfig::default();
+    f(&mut dashboard, &mut config);
+    config.dashboard = Some(dashboard);
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_cap_the_feed_answers_503_with_retry_after_and_a_place_comes_back_when_a_page_leaves() {
+    let (_, base) = start_with(config(|d, _| d.max_clients = 2)).await;
+    let mut a = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    let mut b = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    let (first_a, first_b) = (updates(&mut a, 1).await, updates(&mut b, 1).await);
+    assert_eq!(first_a, first_b, "pages opening on the same sample share one full update");
+    let r = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("dashboard-busy"), "{p}");
+    // The open pages go on.
+    updates(&mut a, 2).await;
+    drop(b);
+    let mut c = loop {
+        let r = reqwest::get(format!("{base}/v1/dashboard/stream")).await.unwrap();
+        if r.status() == 200 {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(updates(&mut c, 1).await[0]["full"], true);
+}
+
+const ADMIN: &str = "admin-secret-0123456789";
+const READER: &str = "reader-secret-0123456789";
+
+async fn get(base: &str, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut r = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_a_token_the_dashboard_serves_its_page_but_not_its_data() {
+    use atrion_server::{AdminToken, DashboardAuth};
+    let admin = AdminToken::new("ops", ADMIN).unwrap();
+    let reader = AdminToken::new("wall", READER).unwrap();
+    for auth in [DashboardAuth::Admin, DashboardAuth::Tokens(vec![reader])] {
+        let read_only = matches!(auth, DashboardAuth::Tokens(_));
+        let (_, base) = start_with(config(|d, c| {
+            d.auth = auth;
+            c.admin_tokens = vec![admin.clone()];
+        }))
+        .await;
+        trip(&base).await;
+        // The page holds no data: it loads, and asks for the token.
+        for path in ["/", "/assets/app.js"] {
+            assert_eq!(get(&base, path, None).await.status(), 200, "{path}");
+        }
+        let data = [
+            "/v1/dashboard/stream",
+            "/v1/dashboard/routes/GET%20%2Fbroken",
+            "/v1/dashboard/routes/GET%20%2Fbroken/chart.svg",
+        ];
+        for path in data {
+            for token in [None, Some("not-a-token-of-ours-0123")] {
+                let r = get(&base, path, token).await;
+                assert_eq!(r.status(), 401, "{path} {token:?}");
+                assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+                assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"), "{path}");
+                let body = r.text().await.unwrap();
+                assert!(!body.contains("GET /broken") && !body.contains("event:"), "nothing of the data: {body}");
+            }
+            assert_eq!(get(&base, path, Some(ADMIN)).await.status(), 200, "{path} with the admin token");
+            if read_only {
+                assert_eq!(get(&base, path, Some(READER)).await.status(), 200, "{path} with a read-only token");
+            }
+        }
+        let mut feed = get(&base, "/v1/dashboard/stream", Some(if read_only { READER } else { ADMIN })).await;
+        assert_eq!(route(&updates(&mut feed, 1).await[0], "GET /broken")["mode"], "open");
+        if read_only {
+            // A read-only token opens the dashboard, nothing else.
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/admin/open"))
+                .bearer_auth(READER)
+                .json(&serde_json::json!({"route": "GET /fine"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "a dashboard token is not an admin token");
+        }
+    }
+}

@@ -1,14 +1,23 @@
 //! The backup format, in one place: one JSON object per line, `{"key", "value" (base64),
 //! "ttl_ms"}`. [`crate::StateService::backup`] writes it to a file and the sidecar streams it
 //! over HTTP; both read it back through [`BackupLine::decode`].
+//!
+//! A restore is checked against the namespace's [`KeyFamilies`] before anything is written:
+//! each family of keys is declared by the owner of its format, with that owner's decoder,
+//! so that a restore can neither bring a foreign key in nor a value its reader would choke
+//! on. [`cluster_families`] are this crate's own (route shares, heartbeats); the policy
+//! layer declares its own. [`BackupLine::write_all`] then writes all or nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use crate::{Op, StateStore, StoreError};
+use crate::keys::ClusterKeys;
+use crate::shares::Shares;
+use crate::{Contribution, Op, StateStore, StoreError};
 
 /// How many keys one read of a backup fetches at a time.
 pub const BACKUP_CHUNK: usize = 256;
@@ -55,21 +64,51 @@ impl BackupLine {
     /// A whole backup, one line each (blank lines skipped); the error is the first bad
     /// line's number (from 1) and what is wrong with it. Nothing is written by reading.
     pub fn decode_all(text: &str) -> Result<Vec<BackupLine>, (u64, String)> {
+        Ok(BackupLine::decode_numbered(text)?.into_iter().map(|(_, l)| l).collect())
+    }
+
+    /// [`BackupLine::decode_all`], each line with its number (from 1).
+    pub fn decode_numbered(text: &str) -> Result<Vec<(u64, BackupLine)>, (u64, String)> {
         text.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
-            .map(|(i, line)| BackupLine::decode(line).map_err(|reason| (i as u64 + 1, reason)))
+            .map(|(i, line)| {
+                let n = i as u64 + 1;
+                BackupLine::decode(line).map(|l| (n, l)).map_err(|reason| (n, reason))
+            })
             .collect()
     }
 
+    /// Checks every numbered line against `families` ([`KeyFamilies::check`]); the error
+    /// names the first refused line, its key and what is wrong. Nothing is written.
+    pub fn check_all(lines: &[(u64, BackupLine)], families: &KeyFamilies) -> Result<(), RestoreRefusal> {
+        for (n, line) in lines {
+            families.check(line).map_err(|reason| RestoreRefusal { line: *n, key: line.key.clone(), reason })?;
+        }
+        Ok(())
+    }
+
     /// Writes `lines` into `store`, [`BACKUP_CHUNK`] at a time (existing keys are
-    /// overwritten); returns how many.
+    /// overwritten); returns how many. All or nothing: what the keys held before is read
+    /// first, and when a write fails half-way it is put back (keys that did not exist are
+    /// deleted again) before the error is returned. A writer racing the restore on the same
+    /// keys may still see its write undone by that rollback.
     pub async fn write_all(store: &dyn StateStore, lines: Vec<BackupLine>) -> Result<u64, StoreError> {
         let n = lines.len() as u64;
         let items: Vec<(String, Bytes, Option<Duration>)> =
             lines.into_iter().map(|l| (l.key, l.value, l.ttl)).collect();
-        for chunk in items.chunks(BACKUP_CHUNK) {
-            store.batch_set(chunk.to_vec()).await?;
+        let keys: Vec<String> = items.iter().map(|(k, _, _)| k.clone()).collect();
+        let mut before = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BACKUP_CHUNK) {
+            before.extend(store.batch_get(chunk).await?);
+        }
+        for (done, chunk) in items.chunks(BACKUP_CHUNK).enumerate() {
+            if let Err(e) = store.batch_set(chunk.to_vec()).await {
+                // The failed chunk may have been applied in part: it is put back too.
+                let touched = ((done + 1) * BACKUP_CHUNK).min(keys.len());
+                put_back(store, &keys[..touched], &before[..touched]).await;
+                return Err(e);
+            }
         }
         Ok(n)
     }
@@ -83,6 +122,133 @@ impl BackupLine {
             .filter_map(|(k, e)| e.map(|e| BackupLine { key: k.clone(), value: e.value, ttl: e.ttl }))
             .collect())
     }
+}
+
+/// Writes back what `keys` held (`before`, in order), deleting those that held nothing;
+/// best effort: a failure is logged, the restore's own error is what the caller reports.
+async fn put_back(store: &dyn StateStore, keys: &[String], before: &[Option<crate::Entry>]) {
+    let (mut restore, mut delete) = (Vec::new(), Vec::new());
+    for (key, entry) in keys.iter().zip(before) {
+        match entry {
+            Some(e) => restore.push((key.clone(), e.value.clone(), e.ttl)),
+            None => delete.push(key.clone()),
+        }
+    }
+    for chunk in restore.chunks(BACKUP_CHUNK) {
+        if let Err(e) = store.batch_set(chunk.to_vec()).await {
+            tracing::warn!(error = %e, "a failed restore could not put every key back");
+        }
+    }
+    if let Err(e) = store.batch_delete(&delete).await {
+        tracing::warn!(error = %e, "a failed restore could not remove every key it wrote");
+    }
+}
+
+/// Why a restore refuses a line: its number (from 1), its key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, key `{key}`: {reason}")]
+pub struct RestoreRefusal {
+    /// The line's number, from 1.
+    pub line: u64,
+    /// Its key.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Checks the bytes of a value: what is wrong with them.
+pub type ValueCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
+/// One family of keys of a namespace (one exact key, or every key under a prefix), and the
+/// check of its values, declared by the owner of the format.
+#[derive(Clone)]
+pub struct KeyFamily {
+    name: &'static str,
+    key: String,
+    prefix: bool,
+    check: ValueCheck,
+}
+
+impl std::fmt::Debug for KeyFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyFamily")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl KeyFamily {
+    /// The family of one key.
+    pub fn exact(name: &'static str, key: String, check: ValueCheck) -> Self {
+        KeyFamily { name, key, prefix: false, check }
+    }
+
+    /// The family of every key that continues `prefix` (with at least one byte more).
+    pub fn under(name: &'static str, prefix: String, check: ValueCheck) -> Self {
+        KeyFamily { name, key: prefix, prefix: true, check }
+    }
+
+    /// The family's name (`route shares`, `desired policies`…).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if self.prefix { key.len() > self.key.len() && key.starts_with(&self.key) } else { key == self.key }
+    }
+}
+
+/// Every family of keys a namespace holds: what a restore accepts.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFamilies {
+    families: Vec<KeyFamily>,
+}
+
+impl KeyFamilies {
+    /// No family: every key is foreign.
+    pub fn new() -> Self {
+        KeyFamilies::default()
+    }
+
+    /// With these families too.
+    pub fn with(mut self, families: impl IntoIterator<Item = KeyFamily>) -> Self {
+        self.families.extend(families);
+        self
+    }
+
+    /// The family of `key`: the most specific one that matches (an exact key before a
+    /// prefix, a longer prefix before a shorter one).
+    pub fn family(&self, key: &str) -> Option<&KeyFamily> {
+        self.families.iter().filter(|f| f.matches(key)).max_by_key(|f| (!f.prefix, f.key.len()))
+    }
+
+    /// Whether `line` may be restored: its key belongs to a family, and that family's owner
+    /// decodes its value. The error says which of the two failed.
+    pub fn check(&self, line: &BackupLine) -> Result<(), String> {
+        let family =
+            self.family(&line.key).ok_or_else(|| "the key belongs to no family of this namespace".to_owned())?;
+        (family.check)(&line.value).map_err(|why| format!("not a valid value of {}: {why}", family.name))
+    }
+}
+
+/// This crate's own families in the namespace of `keys`: every route's shares (each share a
+/// node's [`Contribution`]) and every node's heartbeat.
+pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
+    let shares: ValueCheck = Arc::new(|v: &[u8]| {
+        let shares = Shares::decode(v).ok_or("not route shares")?;
+        match shares.top.iter().find(|s| Contribution::decode(&s.value).is_none() || s.rank.is_nan()) {
+            Some(s) => Err(format!("the share of `{}` is not a contribution", s.member)),
+            None => Ok(()),
+        }
+    });
+    let heartbeat: ValueCheck =
+        Arc::new(|v: &[u8]| crate::manager::Heartbeat::decode(v).map(drop).ok_or_else(|| "not a heartbeat".to_owned()));
+    vec![
+        KeyFamily::under("route shares", keys.routes_prefix().to_owned(), shares),
+        KeyFamily::under("node heartbeats", keys.nodes_prefix().to_owned(), heartbeat),
+    ]
 }
 
 #[cfg(test)]
@@ -104,6 +270,98 @@ mod tests {
         assert_eq!(BackupLine::decode_all(&two).map(|v| v.len()), Ok(2));
         let bad = format!("{}\n\nnot json\n", l2().encode());
         assert_eq!(BackupLine::decode_all(&bad).map_err(|(line, _)| line), Err(3));
+    }
+
+    /// An in-memory store whose writes of a key containing `poison` fail, after the rest of
+    /// a batch before it was written.
+    #[derive(Debug, Default)]
+    struct Poisoned(crate::InMemoryStore);
+
+    #[async_trait::async_trait]
+    impl StateStore for Poisoned {
+        fn backend(&self) -> &'static str {
+            "poisoned"
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            self.0.capabilities()
+        }
+        async fn get(&self, key: &str) -> Result<Option<crate::Entry>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+            if key.contains("poison") {
+                return Err(StoreError::new("poisoned", Op::Set, Some(key), crate::ErrorKind::Unavailable));
+            }
+            self.0.put(key, value, ttl).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+            self.0.delete(key).await
+        }
+        async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.0.list_keys(prefix).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<u64>,
+            value: Bytes,
+            ttl: Option<Duration>,
+        ) -> Result<crate::CasOutcome, StoreError> {
+            self.0.compare_and_swap(key, expected, value, ttl).await
+        }
+        async fn stats(&self) -> Result<crate::StoreStats, StoreError> {
+            self.0.stats().await
+        }
+        async fn cleanup(&self) -> Result<crate::CleanupStats, StoreError> {
+            self.0.cleanup().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_half_way_puts_back_what_was_there() {
+        let store = Poisoned::default();
+        store.put("ns/kept", Bytes::from_static(b"old"), Some(Duration::from_secs(60))).await.unwrap();
+        let mut lines: Vec<BackupLine> = (0..BACKUP_CHUNK + 10)
+            .map(|i| BackupLine { key: format!("ns/new{i:04}"), value: Bytes::from_static(b"new"), ttl: None })
+            .collect();
+        lines.insert(3, BackupLine { key: "ns/kept".into(), value: Bytes::from_static(b"new"), ttl: None });
+        lines.push(BackupLine { key: "ns/poison".into(), value: Bytes::from_static(b"x"), ttl: None });
+        assert!(BackupLine::write_all(&store, lines.clone()).await.is_err());
+        assert_eq!(store.list_keys("").await.unwrap(), ["ns/kept"], "the keys written before the failure are gone");
+        let kept = store.get("ns/kept").await.unwrap().unwrap();
+        assert_eq!((kept.value.as_ref(), kept.ttl.is_some()), (&b"old"[..], true), "the old value is back");
+        lines.pop();
+        assert_eq!(BackupLine::write_all(&store, lines).await.unwrap(), BACKUP_CHUNK as u64 + 11);
+        assert_eq!(store.get("ns/kept").await.unwrap().unwrap().value.as_ref(), b"new");
+    }
+
+    #[test]
+    fn every_line_is_checked_by_its_family_and_foreign_keys_are_refused() {
+        let keys = ClusterKeys::new("ns", "n1");
+        let families = KeyFamilies::new().with(cluster_families(&keys));
+        let share = crate::shares::Share {
+            member: "n2".into(),
+            rank: 1.0,
+            value: Contribution { scar: 1.0, momentum: 0.0, at_ms: 5 }.encode(),
+        };
+        let shares = Shares { members: 1, top: vec![share] }.encode();
+        let line =
+            |key: &str, value: &[u8]| BackupLine { key: key.into(), value: Bytes::copy_from_slice(value), ttl: None };
+        let good = vec![(1, line("ns/route/GET /a", &shares)), (3, line("ns/node/n2", &7u64.to_le_bytes()))];
+        assert_eq!(BackupLine::check_all(&good, &families), Ok(()));
+        let mut bad = good.clone();
+        bad.push((4, line("ns/route/GET /b", b"abcdef")));
+        let refused = BackupLine::check_all(&bad, &families).unwrap_err();
+        assert_eq!((refused.line, refused.key.as_str()), (4, "ns/route/GET /b"));
+        assert!(refused.reason.contains("route shares"), "{refused}");
+        let junk = Shares {
+            members: 1,
+            top: vec![crate::shares::Share { member: "x".into(), rank: 0.0, value: Bytes::from_static(b"1") }],
+        };
+        assert!(families.check(&line("ns/route/r", &junk.encode())).unwrap_err().contains("not a contribution"));
+        for foreign in ["evil/key", "ns/route/", "ns/other", "nsx/route/a"] {
+            assert!(families.check(&line(foreign, b"")).unwrap_err().contains("no family"), "{foreign}");
+        }
     }
 
     fn l2() -> BackupLine {

@@ -45,7 +45,7 @@ pub mod conformance;
 
 /// Durations in config files are written as seconds: `#[serde(with = "atrion_state::serde_secs")]`.
 pub use atrion_core::serde_secs;
-pub use backup::{BACKUP_CHUNK, BackupLine};
+pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck, cluster_families};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use keys::ClusterKeys;
 pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock, fnv1a};

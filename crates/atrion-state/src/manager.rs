@@ -1389,7 +1389,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
 /// A node's heartbeat as stored: its wall-clock milliseconds (8 bytes, little-endian), then
 /// its software version (UTF-8, at most 32 bytes; absent from older nodes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Heartbeat {
+pub(crate) struct Heartbeat {
     ms: u64,
     version: Option<String>,
 }
@@ -1405,7 +1405,7 @@ impl Heartbeat {
         Bytes::from(out)
     }
 
-    fn decode(bytes: &[u8]) -> Option<Heartbeat> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Heartbeat> {
         let (ms, version) = bytes.split_first_chunk::<8>()?;
         if version.len() > 32 {
             return None;

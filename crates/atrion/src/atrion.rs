@@ -321,6 +321,11 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         &self.store
     }
 
+    /// The keys this node reads and writes in the store: its namespace and node id.
+    pub fn keys(&self) -> atrion_state::ClusterKeys {
+        self.sync.keys()
+    }
+
     /// The clock decisions are made with.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

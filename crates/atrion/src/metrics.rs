@@ -36,14 +36,25 @@
 //! every decision. A route the engine evicts (idle) gives its label back. The engine's route
 //! bound keeps this observer's memory bounded too.
 //!
+//! **Series of routes that lost their label go.** The `metrics` facade cannot remove a
+//! series, but an exporter can drop the ones that stopped changing (the Prometheus
+//! exporter's `idle_timeout`). [`RouteSplit`] sends the route-labelled metrics to a recorder
+//! of their own, so that only they get such a timeout, and
+//! [`MetricsObserver::with_idle_timeout`] tells the observer that timeout: a route whose
+//! labelled series have not moved for half of it registers them again on its next event (a
+//! series dropped meanwhile comes back from zero, as a counter reset). So the route labels an
+//! exporter shows are the labelled routes, plus those that lost their label within the last
+//! timeout. Untracked decisions ([`Reason::Untracked`]) count under the route
+//! [`UNTRACKED_ROUTE`](atrion_core::UNTRACKED_ROUTE).
+//!
 //! [`AtrionBuilder::observer`]: crate::AtrionBuilder::observer
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use atrion_core::{Event, Mode, PhysicsObserver, Reason, Verdict};
-use metrics::{Counter, Gauge, SharedString, Unit};
+use atrion_core::{Event, Mode, PhysicsObserver, Reason, Timestamp, Verdict};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 use crate::state::SyncStats;
 
@@ -55,7 +66,7 @@ const MODES: [Mode; 4] = [Mode::Bootstrap, Mode::Operational, Mode::HalfOpen, Mo
 
 /// Slots for decision counters: one per reason the engine gives, one spare for a reason
 /// added later.
-const REASON_SLOTS: usize = 13;
+const REASON_SLOTS: usize = 14;
 
 fn reason_slot(reason: Reason) -> usize {
     match reason {
@@ -71,7 +82,8 @@ fn reason_slot(reason: Reason) -> usize {
         Reason::Held => 9,
         Reason::Banned => 10,
         Reason::Shadow => 11,
-        _ => 12,
+        Reason::Untracked => 12,
+        _ => 13,
     }
 }
 
@@ -84,6 +96,9 @@ struct RouteMetrics {
     labelled: AtomicBool,
     decisions: [OnceLock<Counter>; REASON_SLOTS],
     gauges: OnceLock<RouteGauges>,
+    /// When its labelled series last moved (engine nanoseconds, written at most once a
+    /// second): past half the exporter's idle timeout they are registered again.
+    used: AtomicU64,
 }
 
 struct RouteGauges {
@@ -101,7 +116,28 @@ impl RouteMetrics {
             labelled: AtomicBool::new(false),
             decisions: Default::default(),
             gauges: OnceLock::new(),
+            used: AtomicU64::new(0),
         }
+    }
+
+    /// The same route with its handles not registered yet.
+    fn renewed(&self, at: u64) -> Self {
+        let fresh = RouteMetrics::new(self.label.clone());
+        fresh.seen.store(self.seen.load(Relaxed), Relaxed);
+        fresh.labelled.store(self.labelled.load(Acquire), Release);
+        fresh.used.store(at, Relaxed);
+        fresh
+    }
+
+    /// Whether its labelled series have been still for longer than `stale` nanoseconds at
+    /// `at`; else notes the use.
+    fn stale(&self, at: u64, stale: u64) -> bool {
+        let used = self.used.load(Relaxed);
+        let since = at.saturating_sub(used);
+        if since > 1_000_000_000.min(stale) {
+            self.used.store(at, Relaxed);
+        }
+        since > stale
     }
 
     fn decided(&self, verdict: Verdict, reason: Reason) {
@@ -169,6 +205,9 @@ pub struct MetricsObserver {
     floor: AtomicU64,
     other: Arc<RouteMetrics>,
     evictions: Counter,
+    /// Half the exporter's idle timeout for route series, in nanoseconds: series still for
+    /// longer are registered again. `u64::MAX`: never.
+    stale: u64,
 }
 
 impl std::fmt::Debug for MetricsObserver {
@@ -193,7 +232,16 @@ impl MetricsObserver {
             routes: papaya::HashMap::new(),
             other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER_ROUTE))),
             evictions: metrics::counter!("atrion_evictions_total"),
+            stale: u64::MAX,
         }
+    }
+
+    /// The exporter drops route-labelled series that have not changed for `idle` (see the
+    /// [module](self) docs): a route whose series have been still for half of it registers
+    /// them again, so that its next counts are not lost.
+    pub fn with_idle_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.stale = u64::try_from(idle.as_nanos() / 2).unwrap_or(u64::MAX);
+        self
     }
 
     /// Routes holding their own label now.
@@ -205,13 +253,37 @@ impl MetricsObserver {
         self.labelled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+    fn route(&self, route: &str, at: Timestamp) -> Arc<RouteMetrics> {
         let map = self.routes.pin();
         if let Some(m) = map.get(route) {
+            if self.stale != u64::MAX && m.labelled.load(Acquire) && m.stale(at.as_nanos(), self.stale) {
+                return self.renew(route, m, at.as_nanos());
+            }
             return m.clone();
         }
         let fresh = Arc::new(RouteMetrics::new(SharedString::from(Arc::<str>::from(route))));
+        fresh.used.store(at.as_nanos(), Relaxed);
         map.get_or_insert(route.into(), fresh).clone()
+    }
+
+    /// Replaces a route's handles by new ones (its series may have been dropped by the
+    /// exporter), keeping its label and counts.
+    #[cold]
+    fn renew(&self, route: &str, old: &Arc<RouteMetrics>, at: u64) -> Arc<RouteMetrics> {
+        let mut labelled = self.lock();
+        let map = self.routes.pin();
+        match map.get(route) {
+            Some(now) if Arc::ptr_eq(now, old) => {}
+            // Renewed or evicted meanwhile.
+            Some(now) => return now.clone(),
+            None => return old.clone(),
+        }
+        let fresh = Arc::new(old.renewed(at));
+        map.insert(route.into(), fresh.clone());
+        if let Some(slot) = labelled.iter_mut().find(|r| Arc::ptr_eq(r, old)) {
+            *slot = fresh.clone();
+        }
+        fresh
     }
 
     /// Counts a decision of `m` and gives it a label if there is a free one, or if it has
@@ -272,11 +344,11 @@ impl MetricsObserver {
 impl PhysicsObserver for MetricsObserver {
     fn on_event(&self, event: &Event<'_>) {
         match *event {
-            Event::Decided { route, decision, .. } => {
-                self.decided(&self.route(route), decision.verdict, decision.reason);
+            Event::Decided { route, decision, at, .. } => {
+                self.decided(&self.route(route, at), decision.verdict, decision.reason);
             }
-            Event::Update { route, mode, resistance, scar, .. } => {
-                let m = self.route(route);
+            Event::Update { route, mode, resistance, scar, at, .. } => {
+                let m = self.route(route, at);
                 if !m.labelled.load(Acquire) && !self.full.load(Relaxed) {
                     // A free label: a route that is only reported on gets its gauges too.
                     self.promote(&m);
@@ -287,8 +359,8 @@ impl PhysicsObserver for MetricsObserver {
                     g.mode(mode);
                 }
             }
-            Event::Transition { route, from, to, .. } => {
-                let m = self.route(route);
+            Event::Transition { route, from, to, at, .. } => {
+                let m = self.route(route, at);
                 let label = if m.labelled.load(Acquire) { m.label.clone() } else { self.other.label.clone() };
                 metrics::counter!(
                     "atrion_transitions_total",
@@ -307,6 +379,55 @@ impl PhysicsObserver for MetricsObserver {
             }
             _ => {}
         }
+    }
+}
+
+/// A recorder that sends metrics with a `route` label to `routes` and the others to `rest`
+/// (descriptions to both): so that an exporter's idle timeout can apply to the
+/// route-labelled series alone (see the [module](self) docs).
+#[derive(Debug)]
+pub struct RouteSplit<R, O> {
+    routes: R,
+    rest: O,
+}
+
+impl<R: Recorder, O: Recorder> RouteSplit<R, O> {
+    /// Route-labelled metrics to `routes`, the rest to `rest`.
+    pub fn new(routes: R, rest: O) -> Self {
+        RouteSplit { routes, rest }
+    }
+
+    fn pick(&self, key: &Key) -> &dyn Recorder {
+        if key.labels().any(|l| l.key() == "route") { &self.routes } else { &self.rest }
+    }
+}
+
+impl<R: Recorder, O: Recorder> Recorder for RouteSplit<R, O> {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.routes.describe_counter(key.clone(), unit, description.clone());
+        self.rest.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.routes.describe_gauge(key.clone(), unit, description.clone());
+        self.rest.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.routes.describe_histogram(key.clone(), unit, description.clone());
+        self.rest.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.pick(key).register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.pick(key).register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.pick(key).register_histogram(key, metadata)
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{
-    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Hold, Mode, Model, OVERFLOW_ROUTE, OwnedEvent,
-    PhysicsConfig, PhysicsVector, Priority, Reason, Telemetry, Timestamp, Verdict,
+    CollectorObserver, DecodeError, Engine, EngineError, EngineLimits, Hold, Mode, Model, OwnedEvent, PhysicsConfig,
+    PhysicsVector, Priority, Reason, RoutePolicy, SilentObserver, Telemetry, Timestamp, UNTRACKED_ROUTE, Verdict,
 };
 
 use super::{drive, engine, healthy, ms, outage};
@@ -40,9 +40,10 @@ fn unknown_routes_and_bad_ids_are_typed_errors() {
     assert!(matches!(e.route("", ms(0)), Err(EngineError::InvalidRouteId { len: 0 })));
     let long = "x".repeat(2_000);
     assert!(matches!(e.route(&long, ms(0)), Err(EngineError::InvalidRouteId { len: 2_000 })));
-    // Deciding on a bad id never fails: it is pooled into the overflow route.
-    assert!(e.decide("", ms(0), Priority::Normal).is_admitted());
-    assert_eq!(e.stats().overflowed, 1);
+    // Deciding on a bad id never fails: it is decided on no state.
+    let d = e.decide("", ms(0), Priority::Normal);
+    assert_eq!((d.verdict, d.reason), (Verdict::Admit, Reason::Untracked));
+    assert_eq!(e.stats().untracked, 1);
     assert_eq!(e.stats().routes, 0);
 }
 
@@ -76,10 +77,90 @@ fn a_flood_of_route_ids_cannot_grow_the_table() {
     }
     let stats = e.stats();
     assert!(stats.routes <= 1_000, "{stats:?}");
-    assert_eq!(stats.overflowed, 2 * (50_000 - 1_000));
-    // The pooled traffic shares one route, which feels the attack and sheds it.
-    assert!(!e.decide("/attack/49999", ms(50_000), Priority::Normal).is_admitted());
-    assert!(e.status(OVERFLOW_ROUTE).is_err(), "the overflow route is not in the table");
+    // (Past 30 s, the first routes, of little value, make room for a thousand more.)
+    assert!(stats.untracked >= 48_000 && stats.untracked == stats.dropped_reports, "{stats:?}");
+    // The failures reported on untracked routes went nowhere: another new route is decided
+    // on no state, never on the attack's evidence.
+    let d = e.decide("victim", ms(50_000), Priority::Normal);
+    assert_eq!((d.verdict, d.reason), (Verdict::Admit, Reason::Untracked));
+    assert!(e.status(UNTRACKED_ROUTE).is_err(), "no shared route is in the table");
+    assert!(matches!(e.route("victim", ms(50_000)), Err(EngineError::TableFull { .. })));
+    assert!(!e.handle("victim", ms(50_000)).is_tracked());
+}
+
+#[test]
+fn a_full_table_never_decides_a_new_route_on_another_routes_evidence() {
+    let e =
+        Engine::with_observer(PhysicsConfig::default(), limits(10, Duration::from_secs(600)), SilentObserver).unwrap();
+    for i in 0..10 {
+        drive(&e, &format!("a-{i}"), 100.0, 0.0, 5.0, |_| outage());
+    }
+    for i in 0..100 {
+        e.report(&format!("more-{i}"), outage(), ms(5_000));
+    }
+    for _ in 0..50 {
+        let d = e.decide("victim", ms(5_000), Priority::Normal);
+        assert_eq!((d.verdict, d.reason), (Verdict::Admit, Reason::Untracked));
+    }
+    // A policy's hold still applies to an untracked route.
+    e.set_policies(vec![RoutePolicy { pattern: "held-*".into(), config: None, hold: Hold::Open }]).unwrap();
+    let d = e.decide("held-1", ms(5_000), Priority::Critical);
+    assert_eq!((d.verdict, d.reason), (Verdict::Shed, Reason::Held));
+}
+
+#[test]
+fn the_least_valuable_idle_routes_go_sooner_when_the_table_is_full() {
+    let mut l = limits(10, Duration::from_secs(600));
+    l.pressure_idle = Duration::from_secs(30);
+    let e = Engine::with_observer(PhysicsConfig::default(), l, SilentObserver).unwrap();
+    // Five routes learned an outage (scar, open): they are worth keeping. Five only
+    // bootstrapped on one healthy report.
+    for i in 0..5 {
+        drive(&e, &format!("scarred-{i}"), 100.0, 0.0, 5.0, |_| outage());
+        e.report(&format!("quiet-{i}"), healthy(), ms(5_000));
+    }
+    // Not idle long enough: untracked.
+    assert_eq!(e.decide("new-0", ms(20_000), Priority::Normal).reason, Reason::Untracked);
+    // Past the pressure timeout, the quiet ones make room; the scarred stay.
+    assert_ne!(e.decide("new-1", ms(40_000), Priority::Normal).reason, Reason::Untracked);
+    assert_eq!(e.stats().evicted, 5);
+    for i in 0..5 {
+        assert!(e.status(&format!("scarred-{i}")).is_ok());
+    }
+}
+
+#[test]
+fn a_route_is_created_only_when_the_gate_allows() {
+    let e = engine(Model::Default);
+    assert_eq!(e.decide_gated("a", ms(0), Priority::Normal, || false), None);
+    assert!(e.status("a").is_err(), "a refused route is not created");
+    assert!(e.report_gated("a", healthy(), ms(0), || false).is_none());
+    assert!(e.decide_gated("a", ms(0), Priority::Normal, || true).is_some());
+    // A tracked route never asks.
+    assert!(e.decide_gated("a", ms(1), Priority::Normal, || panic!("asked")).is_some());
+    assert!(e.report_gated("a", healthy(), ms(1), || panic!("asked")).is_some());
+}
+
+#[test]
+fn a_hold_always_finds_room() {
+    let mut l = limits(4, Duration::from_secs(600));
+    l.held_reserve = 2;
+    let e = Engine::with_observer(PhysicsConfig::default(), l, ()).unwrap();
+    for i in 0..4 {
+        e.report(&format!("busy-{i}"), healthy(), ms(1_000));
+    }
+    // Nothing idle: the reserve takes the held routes.
+    e.hold("held-0", Hold::Open, ms(1_000)).unwrap();
+    e.hold("held-1", Hold::Closed, ms(1_000)).unwrap();
+    assert_eq!(e.stats().routes, 6);
+    // The reserve used up: the least valuable route goes.
+    e.hold("held-2", Hold::Open, ms(1_000)).unwrap();
+    assert_eq!((e.stats().routes, e.stats().evicted), (6, 1));
+    assert_eq!(e.decide("held-2", ms(1_000), Priority::Critical).reason, Reason::Held);
+    assert_eq!(e.held("held-0"), Ok(Hold::Open), "a held route is never the one evicted");
+    // Releasing an unknown route on a full table makes no room for it.
+    e.hold("nobody", Hold::Released, ms(1_000)).unwrap();
+    assert!(e.status("nobody").is_err());
 }
 
 #[test]
@@ -324,9 +405,9 @@ fn an_operator_holds_a_route_open_or_closed_and_reset_forgets_what_it_learned() 
         // A full table evicts idle routes, but not a held one.
         e.decide("c", ms(100_000), Priority::Normal);
         assert_eq!(e.held("a"), Ok(Hold::Open), "{model:?}: held routes are not evicted");
-        // A full table with nothing idle: a new route cannot be held (that would hold the
-        // overflow route, and every route sharing it).
-        assert!(matches!(e.hold("d", Hold::Open, ms(100_000)), Err(EngineError::TableFull { .. })), "{model:?}");
+        // A full table with nothing idle: a new route is held all the same (the reserve).
+        e.hold("d", Hold::Open, ms(100_000)).unwrap();
+        assert_eq!(e.held("d"), Ok(Hold::Open), "{model:?}");
         assert!(e.status("b").is_err(), "{model:?}: an idle released route is");
     }
 }

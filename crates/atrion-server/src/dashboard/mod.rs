@@ -4,29 +4,38 @@
 //!
 //! A sampler reads every route once per [`DashboardConfig::sample_every`] and keeps the
 //! last [`DashboardConfig::history`] of it, so that a page opened now shows the minutes
-//! before. Each sample is serialized once and sent to every open page: ten tabs cost one
-//! serialization, and nothing is built while no page is open.
+//! before. Each update is serialized once and its bytes shared by every open page; the
+//! full update a page opens with is built at most once per sample and shared too: a
+//! thousand tabs cost one serialization, and nothing is built while no page is open.
+//!
+//! The feed is bounded: at most [`DashboardConfig::max_clients`] pages at once (`503`
+//! past it), and a page that falls behind is dropped, never buffered (see `feed`). Its
+//! data may need a token ([`DashboardAuth`]).
 
+mod access;
 mod chart;
+mod feed;
+
+pub use access::DashboardAuth;
+use access::Reader;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use atrion::{Mode, Reason, Timestamp};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::Problem;
+use crate::problem::{AdminProblems, Problem};
 use crate::views::{NodeView, RouteView, route_view};
 use crate::{PolicyHandle, Shared, SidecarAtrion};
 
@@ -45,6 +54,12 @@ pub struct DashboardConfig {
     /// bounded by about `max_routes × history / sample_every × 48` bytes (29 MB at the
     /// defaults with every place taken).
     pub max_routes: usize,
+    /// The most live feeds (`GET /v1/dashboard/stream`) open at once; past it a page gets
+    /// `503` with `Retry-After`. Default 64. Each costs little (the updates are shared),
+    /// but each is a connection held open.
+    pub max_clients: usize,
+    /// Who may read the dashboard's data: anyone by default ([`DashboardAuth::Open`]).
+    pub auth: DashboardAuth,
 }
 
 impl Default for DashboardConfig {
@@ -54,6 +69,8 @@ impl Default for DashboardConfig {
             history: Duration::from_secs(300),
             sparkline: 120,
             max_routes: 2_000,
+            max_clients: 64,
+            auth: DashboardAuth::Open,
         }
     }
 }
@@ -98,13 +115,22 @@ pub(crate) struct Dashboard {
     policy: Option<PolicyHandle>,
     config: DashboardConfig,
     history: Mutex<HashMap<Box<str>, History>>,
-    ticks: broadcast::Sender<Arc<str>>,
+    /// Each update, serialized once, to every open feed.
+    ticks: broadcast::Sender<Bytes>,
     closed: watch::Sender<bool>,
     sampler: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Routes the node tracked at the last sample.
-    total: std::sync::atomic::AtomicUsize,
+    total: AtomicUsize,
     /// Each route's row as the last delta sent it.
     sent: Mutex<HashMap<String, String>>,
+    /// Samples taken: which sample the cached full update shows.
+    samples: AtomicU64,
+    /// The full update of a sample, built by the first page that opens after it and shared
+    /// by the next ones (an async lock: pages opening together wait for one build). Let go
+    /// when no page is open.
+    full: tokio::sync::Mutex<Option<(u64, Bytes)>>,
+    /// Feeds open now.
+    open: Arc<AtomicUsize>,
 }
 
 /// A route's row in the dashboard's table.
@@ -196,7 +222,7 @@ pub(crate) struct Update {
 
 impl Dashboard {
     pub(crate) fn new(atrion: Arc<SidecarAtrion>, policy: Option<PolicyHandle>, config: DashboardConfig) -> Arc<Self> {
-        let (ticks, _) = broadcast::channel(4);
+        let (ticks, _) = broadcast::channel(feed::BEHIND);
         let dashboard = Arc::new(Dashboard {
             atrion,
             policy,
@@ -205,8 +231,11 @@ impl Dashboard {
             ticks,
             closed: watch::Sender::new(false),
             sampler: Mutex::new(None),
-            total: std::sync::atomic::AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
             sent: Mutex::new(HashMap::new()),
+            samples: AtomicU64::new(0),
+            full: tokio::sync::Mutex::new(None),
+            open: Arc::new(AtomicUsize::new(0)),
         });
         // Outside a runtime (a router built in a plain test), the pages get no history. The
         // task holds the dashboard weakly: it ends when the router is dropped, or on close.
@@ -238,7 +267,7 @@ impl Dashboard {
         let at_ms = now.as_nanos() / 1_000_000;
         let keep = self.config.samples();
         let ids = engine.route_ids();
-        self.total.store(ids.len(), std::sync::atomic::Ordering::Relaxed);
+        self.total.store(ids.len(), Ordering::Relaxed);
         {
             let mut history = self.lock();
             let live: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -280,16 +309,35 @@ impl Dashboard {
                 });
             }
         }
+        self.samples.fetch_add(1, Ordering::AcqRel);
         if self.ticks.receiver_count() > 0 {
             let update = self.update(false).await;
             // A send fails only when every page has gone since the count: nothing to do.
             let _ = self.ticks.send(update);
+        } else if let Ok(mut full) = self.full.try_lock() {
+            // No page open: the last full update is not kept for nobody.
+            *full = None;
         }
     }
 
-    /// The update as JSON: `full`, every route with its sparkline; otherwise the routes
-    /// whose row changed since the last update sent.
-    async fn update(&self, full: bool) -> Arc<str> {
+    /// The full update of the latest sample, built once per sample whatever the number of
+    /// pages that open.
+    async fn full(&self) -> Bytes {
+        let mut cached = self.full.lock().await;
+        let sample = self.samples.load(Ordering::Acquire);
+        if let Some((at, frame)) = &*cached
+            && *at == sample
+        {
+            return frame.clone();
+        }
+        let frame = self.update(true).await;
+        *cached = Some((sample, frame.clone()));
+        frame
+    }
+
+    /// The update as a ready event: `full`, every route with its sparkline; otherwise the
+    /// routes whose row changed since the last update sent.
+    async fn update(&self, full: bool) -> Bytes {
         let nodes = self.atrion.nodes().await.unwrap_or_default();
         let degraded = self.atrion.sync_stats().await.is_some_and(|st| st.degraded);
         let (policy, versions) = match &self.policy {
@@ -310,7 +358,7 @@ impl Dashboard {
             full,
             routes,
             removed,
-            routes_total: self.total.load(std::sync::atomic::Ordering::Relaxed),
+            routes_total: self.total.load(Ordering::Relaxed),
             nodes: nodes
                 .into_iter()
                 .map(|n| {
@@ -320,12 +368,12 @@ impl Dashboard {
                 .collect(),
             policy,
         };
-        serde_json::to_string(&update).map_or_else(|_| Arc::from("{}"), Arc::from)
+        feed::frame(&update)
     }
 
     /// The rows to send, serialized, and the routes gone. A full update (with sparklines)
-    /// leaves the record of what was sent alone: it goes to one page, and the next delta is
-    /// taken against the last delta, which that page's rows already match or precede.
+    /// leaves the record of what was sent alone: it goes to the pages that open, and the
+    /// next delta is taken against the last delta, which their rows match or precede.
     fn changed(&self, full: bool) -> (Vec<Box<RawValue>>, Vec<String>) {
         let raw = |row: &RouteRow| serde_json::value::to_raw_value(row).ok();
         let rows = self.rows(full);
@@ -439,38 +487,25 @@ fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
 }
 
 /// The dashboard's live feed (server-sent events): an `update` event at once with every
-/// route's sparkline, then one per sample; a page that falls behind gets a full update.
-/// The stream ends when the server shuts down; browsers reconnect by themselves.
-#[utoipa::path(get, path = "/v1/dashboard/stream", tag = "dashboard",
+/// route's sparkline, then one per sample. A page more than a few updates behind is
+/// dropped (browsers reconnect by themselves, and start again from a full update); so is
+/// every page when the server shuts down. At most `max_clients` feeds are open at once.
+#[utoipa::path(get, path = "/v1/dashboard/stream", tag = "dashboard", security((), ("admin" = [])),
     responses((status = 200, description = "`update` events, each an `Update` as JSON", body = Update, content_type = "text/event-stream"),
-        (status = 404, description = "The dashboard is off", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn stream(
-    State(s): State<Arc<Shared>>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+        (status = 401, description = "The dashboard needs a token, and none valid was sent", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The dashboard needs an admin token, and the server has none", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The dashboard is off", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many feeds are open", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
+pub(crate) async fn stream(_: Reader, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
     let d = dashboard(&s)?.clone();
-    let rx = d.ticks.subscribe();
-    let closed = d.closed.subscribe();
-    let first = Event::default().event("update").retry(Duration::from_secs(1)).data(&*d.update(true).await);
-    let stream =
-        futures_util::stream::unfold((d, rx, closed, Some(first)), |(d, mut rx, mut closed, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (d, rx, closed, None)));
-            }
-            let is_closed = *closed.borrow();
-            if is_closed {
-                return None;
-            }
-            let data = tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(data) => data,
-                    Err(broadcast::error::RecvError::Lagged(_)) => d.update(true).await,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                () = closing(&mut closed) => return None,
-            };
-            Some((Ok(Event::default().event("update").data(&*data)), (d, rx, closed, None)))
-        });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    let Some(slot) = feed::Slot::take(&d.open, d.config.max_clients) else {
+        return Ok(feed::busy(d.config.max_clients));
+    };
+    // Subscribed before the full update is read: no update between the two is missed.
+    let ticks = d.ticks.subscribe();
+    let first = d.full().await;
+    Ok(feed::response(d.closed.subscribe(), ticks, first, slot))
 }
 
 /// A transition on a route's page.
@@ -528,10 +563,11 @@ fn ago(now: Timestamp, at: Timestamp) -> u64 {
 }
 
 /// A route's page: the route, its latest transitions and decisions.
-#[utoipa::path(get, path = "/v1/dashboard/routes/{route}", tag = "dashboard",
+#[utoipa::path(get, path = "/v1/dashboard/routes/{route}", tag = "dashboard", security((), ("admin" = [])),
     params(("route" = String, Path, description = "The route id, percent-encoded")),
-    responses((status = 200, body = RouteDetail), (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RouteDetail), AdminProblems, (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn route_detail(
+    _: Reader,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
 ) -> Result<Json<RouteDetail>, Problem> {
@@ -594,11 +630,12 @@ pub(crate) struct ChartQuery {
 
 /// A route's chart over the dashboard's history, as SVG: resistance, scar and the break
 /// point with the mode timeline under them, or the tuner's mean and deviation.
-#[utoipa::path(get, path = "/v1/dashboard/routes/{route}/chart.svg", tag = "dashboard",
+#[utoipa::path(get, path = "/v1/dashboard/routes/{route}/chart.svg", tag = "dashboard", security((), ("admin" = [])),
     params(("route" = String, Path, description = "The route id, percent-encoded"), ChartQuery),
-    responses((status = 200, description = "The chart", body = String, content_type = "image/svg+xml"),
+    responses((status = 200, description = "The chart", body = String, content_type = "image/svg+xml"), AdminProblems,
         (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn route_chart(
+    _: Reader,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
     query: Result<Query<ChartQuery>, axum::extract::rejection::QueryRejection>,
@@ -645,7 +682,7 @@ const ASSETS: [(&str, &str, &str); 3] = [
 ];
 
 /// What the page may load: its own files and the server's API, nothing else.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn asset(name: &str) -> Response {
