@@ -824,6 +824,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
         }
+        if s.client_tokens.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "decisions are open to anyone who reaches the API; --client-tokens-file closes them");
+        }
         let mut connections = s.connections.clone();
         fit_fd_limit(&mut connections, if s.proxy.is_some() { 2 } else { 1 });
         connections.release_memory = release_memory();
