@@ -59,8 +59,8 @@ pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
-pub use tickets::{REPLAY_WINDOW, TicketError};
 pub use proxy::{PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path, proxy_router};
+pub use tickets::{REPLAY_WINDOW, TicketError};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;

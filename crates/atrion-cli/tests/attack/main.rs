@@ -6,9 +6,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod routes;
-mod tickets;
 mod dashboard;
-mod store_load;
 mod paths;
 mod restore;
+mod routes;
+mod store_load;
+mod tickets;
