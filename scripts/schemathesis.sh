@@ -40,7 +40,7 @@ done
 [ -n "$url" ] || { echo "atrion serve announced no address" >&2; exit 1; }
 echo "== schemathesis against $url/openapi.json"
 PYTHONPATH="scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
-    "$venv/bin/schemathesis" run "$url/openapi.json" \
+    "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
     --checks all \
     --max-examples "${ST_MAX_EXAMPLES:-30}" \
     --seed 7 \

@@ -5,7 +5,10 @@
 //!   route page shows): what every decision pays for the dashboard's data;
 //! - `sample/1000_routes`: one pass of the sampler over 1,000 routes (it runs once a second);
 //! - `first_update/1000_routes`: the first message of the live feed with 1,000 routes and
-//!   their sparklines (what a page opening costs the server);
+//!   their sparklines (what a page opening costs the server: built once per sample and
+//!   shared, so this is mostly a page opening on a sample already built);
+//! - `first_update/1000_routes_x64_pages`: a sample, then 64 pages opening on it, each
+//!   reading its first message (what a crowd of pages costs: one build, shared);
 //! - `chart_svg/300_samples`: one route's resistance chart over five minutes of samples.
 //!
 //! Run: `cargo bench -p atrion-bench --bench dashboard`. The page's own render time with
@@ -27,18 +30,40 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 const ROUTES: usize = 1_000;
+/// Pages opening together (the server's default cap on open feeds).
+const PAGES: usize = 64;
 
 fn sidecar() -> Arc<SidecarAtrion> {
     Arc::new(Atrion::builder().observer(SidecarObserver::new()).clock(TokioClock::new()).build().unwrap())
 }
 
 fn get(app: &Router, rt: &tokio::runtime::Runtime, path: &str) -> bytes::Bytes {
-    let (app, req) = (app.clone(), Request::get(path).body(Body::empty()).unwrap());
-    rt.block_on(async move {
-        let mut body = app.oneshot(req).await.unwrap().into_body();
-        // The feed never ends: its first frame is the first message.
-        let frame = body.frame().await.unwrap().unwrap();
-        frame.into_data().unwrap()
+    rt.block_on(first(app.clone(), path))
+}
+
+/// The body's first message: the feed never ends, and opens with its retry delay; a chart
+/// is one frame.
+async fn first(app: Router, path: &str) -> bytes::Bytes {
+    let req = Request::get(path).body(Body::empty()).unwrap();
+    let mut body = app.oneshot(req).await.unwrap().into_body();
+    loop {
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        if !data.starts_with(b"retry:") {
+            return data;
+        }
+    }
+}
+
+/// A sample, then `pages` feeds opening together, each to its first message.
+fn crowd(app: &Router, rt: &tokio::runtime::Runtime, pages: usize) -> usize {
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let open = (0..pages).map(|_| tokio::spawn(first(app.clone(), "/v1/dashboard/stream")));
+        let mut bytes = 0;
+        for page in open.collect::<Vec<_>>() {
+            bytes += page.await.unwrap().len();
+        }
+        bytes
     })
 }
 
@@ -83,6 +108,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await }));
     });
     g.bench_function("first_update/1000_routes", |b| b.iter(|| black_box(get(&app, &rt, "/v1/dashboard/stream"))));
+    g.throughput(Throughput::Elements(PAGES as u64));
+    g.bench_function("first_update/1000_routes_x64_pages", |b| b.iter(|| black_box(crowd(&app, &rt, PAGES))));
     g.throughput(Throughput::Elements(1));
     g.bench_function("chart_svg/300_samples", |b| {
         b.iter(|| black_box(get(&app, &rt, "/v1/dashboard/routes/GET%20%2Fitems%2F0007/chart.svg")))

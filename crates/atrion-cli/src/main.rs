@@ -38,6 +38,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of `serve`'s many settings costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay a telemetry trace (JSON lines or CSV) through the engine.

@@ -179,7 +179,13 @@ impl Target {
                 config.set_namespace(&self.namespace);
                 let store = config.build().await.with_context(|| format!("opening {}", atrion::redacted_url(url)))?;
                 let keys = ClusterKeys::new(&self.namespace, &format!("cli-{}", std::process::id()));
-                let cluster = Cluster::new(store, keys, validator(self.config.as_deref())?, 10_000, 100_000);
+                let cluster = Cluster::new(
+                    store,
+                    keys,
+                    validator(self.config.as_deref())?,
+                    Default::default(),
+                    Default::default(),
+                );
                 Ok(Backend::Store { cluster: Box::new(cluster), who: self.who.clone() })
             }
             (None, None) => bail!("give --server URL (a sidecar) or --store URL (the cluster's store)"),
@@ -471,6 +477,7 @@ pub async fn watch_file<O: atrion::PhysicsObserver + 'static>(node: Arc<PolicyNo
                                 ok: false,
                                 error: Some(r.to_string()),
                                 node: node.node_id().to_owned(),
+                                count: None,
                             };
                             let _ = node.audit(entry).await;
                         }

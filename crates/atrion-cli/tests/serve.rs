@@ -148,6 +148,9 @@ fn a_bad_setting_stops_the_start_naming_the_key_and_never_a_secret() {
         (write("unknown.toml", "lisen = \"127.0.0.1:1\"\n"), "lisen"),
         (write("type.toml", "max-batch = \"many\"\n"), "max-batch"),
         (write("zero.toml", "store = \"memory\"\nmax-batch = 0\n"), "setting `max-batch`: must be at least 1"),
+        (write("routes.toml", "store = \"memory\"\nmax-routes = 0\n"), "setting `max-routes`: 0: expected 1 to"),
+        (write("ttl.toml", "store = \"memory\"\nticket-ttl-ms = 0\n"), "setting `ticket-ttl-ms`"),
+        (write("burst.toml", "store = \"memory\"\nroute-creation-burst = 0\n"), "setting `route-creation-burst`"),
         (write("addr.toml", "listen = \"not an address\"\n"), "listen"),
         (write("syntax.toml", "store = \n"), "syntax.toml"),
     ];

@@ -160,7 +160,17 @@ pub struct LocalContribution {
     /// The route's healing rate (`scar_decay`, per second), for predicting and ranking its
     /// scar ([`crate::heal`], [`crate::heal_rank`]).
     pub scar_decay: f64,
+    /// The route's mode, for this node's own restart ([`Engine::resume_open`]).
+    pub mode: Mode,
+    /// When its open interval ends (default model; meaningful while `mode` is open).
+    pub open_until: Timestamp,
+    /// The operator's hold ([`Engine::hold`]); a hold its policy gives is not counted, since
+    /// the policy gives it again.
+    pub hold: Hold,
 }
+
+/// Told when an operator's hold changes ([`Engine::on_hold`]).
+pub type HoldHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Counters of the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -450,6 +460,8 @@ pub struct Engine<O = SilentObserver> {
     untracked: AtomicU64,
     dropped_reports: AtomicU64,
     evicted: AtomicU64,
+    /// Told after each [`Engine::hold`] (the state layer writes holds at once).
+    hold_hook: Mutex<Option<HoldHook>>,
 }
 
 impl<O> std::fmt::Debug for Engine<O> {
@@ -491,6 +503,7 @@ impl<O: PhysicsObserver> Engine<O> {
             untracked: AtomicU64::new(0),
             dropped_reports: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            hold_hook: Mutex::new(None),
         })
     }
 
@@ -936,16 +949,24 @@ impl<O: PhysicsObserver> Engine<O> {
     /// [`EngineError::TableFull`] only when every route is held.
     pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
         check_id(route)?;
-        if self.find(route, |r| r.cell().view.held.store(hold as u8, Relaxed)).is_some() {
-            return Ok(());
-        }
-        let found = match self.route_or_create(route, now, || true) {
-            Slot::Tracked(r) => r,
-            // Nothing to release on a route that is not tracked: no room is made for it.
-            Slot::Untracked | Slot::Refused if hold == Hold::Released => return Ok(()),
-            Slot::Untracked | Slot::Refused => self.room_for_hold(route, now)?,
+        let found = match self.find(route, Route::clone) {
+            Some(r) => r,
+            None => match self.route_or_create(route, now, || true) {
+                Slot::Tracked(r) => r,
+                // Nothing to release on a route that is not tracked: no room is made for it.
+                Slot::Untracked | Slot::Refused if hold == Hold::Released => return Ok(()),
+                Slot::Untracked | Slot::Refused => self.room_for_hold(route, now)?,
+            },
         };
-        found.cell().view.held.store(hold as u8, Relaxed);
+        let view = &found.cell().view;
+        view.held.store(hold as u8, Relaxed);
+        // Collected by the next pulse, which the hook may call at once: a hold is rare and
+        // must outlive a crash.
+        view.dirty.store(true, Release);
+        let hook = self.hold_hook.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
         Ok(())
     }
 
@@ -959,6 +980,12 @@ impl<O: PhysicsObserver> Engine<O> {
             return Err(EngineError::TableFull { route: route.to_owned() });
         }
         Ok(self.insert(route, now))
+    }
+
+    /// Sets (`Some`) or removes (`None`) the hook told after every [`Engine::hold`], once the
+    /// hold is in place and the route marked for [`Engine::take_dirty`]. It must not block.
+    pub fn on_hold(&self, hook: Option<HoldHook>) {
+        *self.hold_hook.lock().unwrap_or_else(PoisonError::into_inner) = hook;
     }
 
     /// The operator's hold on a tracked route.
@@ -1015,19 +1042,77 @@ impl<O: PhysicsObserver> Engine<O> {
     /// state layer's pulse; takes each dirty route's lock briefly.
     pub fn take_dirty(&self, mut f: impl FnMut(&str, LocalContribution)) {
         let guard = scc::Guard::new();
+        let mut overrides = None;
         for (route, ()) in self.routes.iter(&guard) {
             let cell = route.cell();
             if cell.view.dirty.swap(false, AcqRel) {
                 let scar_decay = cell.phys().cfg.scar_decay;
+                let held = Hold::from_u8(cell.view.held.load(Relaxed));
+                let hold = if held == Hold::Released {
+                    held
+                } else {
+                    // Read once per call, and only when a held route is dirty.
+                    let list =
+                        overrides.get_or_insert_with(|| self.overrides.read().unwrap_or_else(PoisonError::into_inner));
+                    let given = list.find(route.name()).map_or(Hold::Released, |o| o.hold);
+                    if held == given { Hold::Released } else { held }
+                };
+                // The view's mode: a decision may have half-opened the route on its timer.
+                let mode = Mode::from_u8(cell.view.mode.load(Acquire));
                 let contribution = cell.inspect(|s| LocalContribution {
                     scar: s.scar,
                     momentum: s.k.momentum,
                     at: s.last,
                     scar_decay,
+                    mode,
+                    open_until: s.open_until,
+                    hold,
                 });
                 f(route.name(), contribution);
             }
         }
+    }
+
+    /// Brings back an open interval from a previous life of this node (its warm start):
+    /// `route` is open for `left` more, at most its `open_max`, or half-open with its first
+    /// probe quota when `left` is zero; its scout and its re-trip backoff count from `now`.
+    /// A route that was open must never come back in bootstrap, admitting everything onto a
+    /// dependency that may still be failing.
+    pub fn resume_open(&self, route: &str, left: Duration, now: Timestamp) -> Result<(), EngineError> {
+        check_id(route)?;
+        let found = match self.route_or_create(route, now, || true) {
+            Slot::Tracked(r) => r,
+            // A full table at the warm start: the route is decided untracked, on no state.
+            Slot::Untracked | Slot::Refused => return Err(EngineError::TableFull { route: route.to_owned() }),
+        };
+        let cell = found.cell();
+        let phys = cell.phys();
+        let h = &phys.cfg.half_open;
+        let (to, before) = cell.modify(phys, |s| {
+            if !s.k.seen || now > s.last {
+                s.last = now;
+                s.k.seen = true;
+            }
+            s.k.trips = s.k.trips.max(1.0);
+            s.k.trips_at = now;
+            if left.is_zero() {
+                s.set_mode(Mode::HalfOpen);
+                Mode::HalfOpen
+            } else {
+                s.open_until = now.saturating_add(left.min(h.open_max));
+                s.set_mode(Mode::Open);
+                Mode::Open
+            }
+        });
+        let v = &cell.view;
+        v.keepalive_at.store(now.as_nanos(), Relaxed);
+        v.window_start.store(now.as_nanos(), Relaxed);
+        v.probes.store(0, Relaxed);
+        if before != to {
+            let resistance = load_f(&v.resistance);
+            self.observer.on_event(&Event::Transition { route, at: now, from: before, to, resistance });
+        }
+        Ok(())
     }
 
     /// Sets the other nodes' scar for `route` as of `now` (`None`: no other node reports on

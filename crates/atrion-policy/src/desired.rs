@@ -84,6 +84,21 @@ impl DesiredStore {
         expected: Option<u64>,
         now_ms: u64,
     ) -> Result<Changed, PolicyError> {
+        self.change_until(source, change, who, expected, now_ms, None).await
+    }
+
+    /// [`DesiredStore::change`], written only if the write can start before `deadline`
+    /// ([`PolicyError::Late`] otherwise, and nothing is written): a caller that must answer
+    /// by then never answers a failure for a change that lands.
+    pub async fn change_until(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        now_ms: u64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Changed, PolicyError> {
         if let Change::Ban(b) = change {
             self.validator.check_ban(b, now_ms)?;
         }
@@ -106,6 +121,9 @@ impl DesiredStore {
             after.updated_ms = now_ms;
             after.updated_by = who.to_owned();
             let bytes = Bytes::from(serde_json::to_vec(&after).map_err(|e| PolicyError::Encode(e.to_string()))?);
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Err(PolicyError::Late);
+            }
             match self.store.compare_and_swap(&self.key, stored, bytes, None).await? {
                 CasOutcome::Swapped { .. } => return Ok(Changed { before, after }),
                 CasOutcome::Conflict { .. } if expected.is_some() => {

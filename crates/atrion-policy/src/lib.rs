@@ -34,7 +34,7 @@ mod view;
 
 pub use desired::{Change, Changed, DesiredStore, decode};
 pub use families::key_families;
-pub use log::{Log, Logged, Page};
+pub use log::{Log, Logged, Page, RELIST_EVERY, Retention};
 pub use model::{Ban, Desired, Lanes, ManualState, Policy, PolicySet, Source};
 pub use reconcile::{
     Alert, Applicable, ApplyError, AuditEntry, Divergence, HistoryEvent, NodeDiff, PolicyChange, PolicyConfig,
@@ -87,7 +87,18 @@ pub enum PolicyError {
     /// The store did not answer in time.
     #[error("the store did not answer in time")]
     Timeout,
+    /// The change was not ready before its deadline: nothing was written.
+    #[error("the change could not be made before its deadline: nothing was written")]
+    Late,
     /// A value could not be encoded.
     #[error("encoding failed: {0}")]
     Encode(String),
+    /// A log entry is larger than its log takes.
+    #[error("the entry takes {bytes} bytes, more than the {limit} a log entry may")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The most a log entry may take.
+        limit: u64,
+    },
 }

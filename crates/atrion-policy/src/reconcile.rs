@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
+use crate::log::Retention;
 use crate::model::{Ban, Desired, ManualState, Policy, Source};
 use crate::runtime::Gate;
 use crate::validate::{Limits, Validator};
@@ -36,10 +37,11 @@ pub struct PolicyConfig {
     pub report_every: Duration,
     /// Ticks a node may stay behind desired state before a divergence alert.
     pub divergence_after: u32,
-    /// The most history events kept.
-    pub history_limit: usize,
-    /// The most audit entries kept.
-    pub audit_limit: usize,
+    /// How much of the history of applied changes is kept (default: 10,000 events, 64 MiB,
+    /// 90 days).
+    pub history: Retention,
+    /// How much of the audit trail is kept (default: 10,000 entries, 64 MiB, 90 days).
+    pub audit: Retention,
     /// The bounds of the validation pipeline.
     pub limits: Limits,
     /// The longest a store call may take.
@@ -53,8 +55,8 @@ impl Default for PolicyConfig {
             full_sync: Duration::from_secs(5),
             report_every: Duration::from_secs(2),
             divergence_after: 5,
-            history_limit: 10_000,
-            audit_limit: 100_000,
+            history: Retention::default(),
+            audit: Retention::default(),
             limits: Limits::default(),
             store_timeout: Duration::from_secs(2),
         }
@@ -183,6 +185,10 @@ pub struct AuditEntry {
     pub error: Option<String>,
     /// The node that took it.
     pub node: String,
+    /// How many attempts the entry stands for: refused attempts are recorded once per
+    /// source and minute, with their count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// What the policy layer tells its observers.
@@ -302,7 +308,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     ) -> Arc<Self> {
         let validator = Validator::new(engine.config().clone(), cfg.limits.clone());
         let node = keys.node_id().to_owned();
-        let cluster = Cluster::new(store, keys.clone(), validator, cfg.history_limit, cfg.audit_limit);
+        let cluster = Cluster::new(store, keys.clone(), validator, cfg.history.clone(), cfg.audit.clone());
         let inner = Arc::new(Inner {
             cluster,
             engine,
@@ -393,6 +399,37 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
         let changed = self.inner.cluster.change(source, change, who, expected, now).await?;
         self.inner.reconcile().await;
         Ok(changed)
+    }
+
+    /// Changes the desired state only if the write can start before `deadline`
+    /// ([`DesiredStore::change_until`]), recorded in the audit trail; this node applies it
+    /// at its next reconciliation, or at [`PolicyNode::reconcile_now`].
+    pub async fn commit(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        deadline: Option<Instant>,
+    ) -> Result<Changed, PolicyError> {
+        let now = self.wall_ms();
+        self.inner.cluster.change_until(source, change, who, expected, now, deadline).await
+    }
+
+    /// Reads desired state and applies what changed, now (what [`PolicyNode::change`]
+    /// does after its write).
+    pub async fn apply_now(&self) {
+        self.inner.reconcile().await;
+    }
+
+    /// The longest a store call may take.
+    pub fn store_timeout(&self) -> Duration {
+        self.inner.cfg.store_timeout
+    }
+
+    /// Rewrites the audit entry at `key` (a count of refused attempts that grew).
+    pub async fn audit_rewrite(&self, key: &str, entry: AuditEntry) -> Result<(), PolicyError> {
+        self.inner.timed(self.inner.cluster.audit.rewrite(key, &entry)).await
     }
 
     /// Appends to the audit trail (also logged under the `atrion::audit` target).

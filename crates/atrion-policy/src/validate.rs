@@ -49,7 +49,8 @@ pub struct Rejected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
-    /// Policies in one layer.
+    /// Policies in one layer (default 5,000): a larger set is refused before its items
+    /// are read.
     pub max_policies: usize,
     /// Bans in one layer.
     pub max_bans: usize,
@@ -66,7 +67,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_policies: 10_000,
+            max_policies: 5_000,
             max_bans: 10_000,
             max_pattern_len: 256,
             max_client_len: 256,
@@ -116,7 +117,7 @@ impl Validator {
     /// A policy set as a JSON value, through the whole pipeline, at `now_ms`.
     pub fn check_value(&self, value: &Value, now_ms: u64) -> Result<PolicySet, Rejected> {
         let mut issues = Vec::new();
-        let set = schema(value, &mut issues);
+        let set = schema(value, &self.limits, &mut issues);
         if issues.is_empty() {
             self.semantic_and_resource(&set, "", &mut issues);
             // A change may not add a ban that is over already (a stored ban expires later).
@@ -310,6 +311,10 @@ fn client_ok(c: &str, l: &Limits) -> Result<(), String> {
     Ok(())
 }
 
+/// The most pairs of globs [`ambiguous`] compares in full (each a search over pairs of
+/// positions): past it, the set is refused at the resource stage.
+const MAX_GLOB_COMPARISONS: usize = 200_000;
+
 /// Patterns of equal specificity that can match the same route: neither would win.
 ///
 /// Only globs can be ambiguous (exact ids rank above every glob), and only globs of equal
@@ -328,14 +333,32 @@ fn ambiguous(policies: &[&Policy], prefix: &str, issues: &mut Vec<Issue>) {
     globs.sort_by(|(_, a), (_, b)| {
         a.specificity().cmp(&b.specificity()).then_with(|| a.as_str()[..literal(a)].cmp(&b.as_str()[..literal(b)]))
     });
+    let tail = |p: &RoutePattern| -> usize { p.as_str().rfind(['*', '?']).map_or(0, |i| i + 1) };
     let mut found: Vec<(usize, usize)> = Vec::new();
+    let mut budget = MAX_GLOB_COMPARISONS;
     for (n, (i, a)) in globs.iter().enumerate() {
-        let head = &a.as_str()[..literal(a)];
+        let (head, a_tail) = (&a.as_str()[..literal(a)], &a.as_str()[tail(a)..]);
         for (j, b) in &globs[n + 1..] {
             if b.specificity() != a.specificity() || !b.as_str().starts_with(head) {
                 break;
             }
-            if a != b && a.overlaps(b) {
+            // The literal suffixes must agree too.
+            let b_tail = &b.as_str()[tail(b)..];
+            if !(a_tail.ends_with(b_tail) || b_tail.ends_with(a_tail)) || a == b {
+                continue;
+            }
+            if budget == 0 {
+                issues.push(Issue {
+                    stage: Stage::Resource,
+                    path: format!("{prefix}policies"),
+                    message: format!(
+                        "more than {MAX_GLOB_COMPARISONS} pairs of equally specific globs that may overlap: give the patterns distinct literal prefixes"
+                    ),
+                });
+                return;
+            }
+            budget -= 1;
+            if a.overlaps(b) {
                 found.push(((*i).max(*j), (*i).min(*j)));
             }
         }
@@ -385,7 +408,7 @@ fn merge(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
 
 /// The schema stage: the document's shape, each policy and ban on its own, so that every
 /// malformed item is reported, not just the first.
-fn schema(value: &Value, issues: &mut Vec<Issue>) -> PolicySet {
+fn schema(value: &Value, limits: &Limits, issues: &mut Vec<Issue>) -> PolicySet {
     let mut set = PolicySet::default();
     let Some(top) = value.as_object() else {
         issues.push(Issue {
@@ -402,12 +425,23 @@ fn schema(value: &Value, issues: &mut Vec<Issue>) -> PolicySet {
             message: "unknown field, expected `policies` or `bans`".into(),
         });
     }
-    fn items<T: serde::de::DeserializeOwned>(top: &Map<String, Value>, name: &str, issues: &mut Vec<Issue>) -> Vec<T> {
+    fn items<T: serde::de::DeserializeOwned>(
+        top: &Map<String, Value>,
+        name: &str,
+        max: usize,
+        issues: &mut Vec<Issue>,
+    ) -> Vec<T> {
         let Some(v) = top.get(name) else { return Vec::new() };
         let Some(list) = v.as_array() else {
             issues.push(Issue { stage: Stage::Schema, path: name.to_owned(), message: "expected a list".into() });
             return Vec::new();
         };
+        // Too many: refused before any item is read.
+        if list.len() > max {
+            let message = format!("at most {max} {name}, got {}", list.len());
+            issues.push(Issue { stage: Stage::Resource, path: name.to_owned(), message });
+            return Vec::new();
+        }
         let mut out = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             match serde_path_to_error::deserialize::<_, T>(item) {
@@ -421,8 +455,8 @@ fn schema(value: &Value, issues: &mut Vec<Issue>) -> PolicySet {
         }
         out
     }
-    set.policies = items(top, "policies", issues);
-    set.bans = items(top, "bans", issues);
+    set.policies = items(top, "policies", limits.max_policies, issues);
+    set.bans = items(top, "bans", limits.max_bans, issues);
     set
 }
 

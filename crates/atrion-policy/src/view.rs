@@ -10,7 +10,7 @@ use atrion_state::{ClusterKeys, StateStore};
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
-use crate::log::{Log, Logged, Page};
+use crate::log::{Log, Logged, Page, Retention};
 use crate::model::{Ban, Desired, Source};
 use crate::reconcile::{Applicable, AuditEntry, HistoryEvent, NodeDiff, PolicyChange, Report, StateDump};
 use crate::validate::Validator;
@@ -26,19 +26,19 @@ pub struct Cluster {
 
 impl Cluster {
     /// The state of the cluster whose keys are `keys` (its node id names what this side
-    /// appends to the logs), logs bounded to about `history_limit` and `audit_limit`.
+    /// appends to the logs), the history and audit logs kept within `history` and `audit`.
     pub fn new(
         store: Arc<dyn StateStore>,
         keys: ClusterKeys,
         validator: Validator,
-        history_limit: usize,
-        audit_limit: usize,
+        history: Retention,
+        audit: Retention,
     ) -> Self {
         let node = keys.node_id().to_owned();
         Cluster {
             desired: DesiredStore::new(store.clone(), &keys, validator),
-            history: Arc::new(Log::new(store.clone(), keys.policy_history_prefix(), &node, history_limit)),
-            audit: Arc::new(Log::new(store, keys.audit_prefix(), &node, audit_limit)),
+            history: Arc::new(Log::new(store.clone(), keys.policy_history_prefix(), &node, history)),
+            audit: Arc::new(Log::new(store, keys.audit_prefix(), &node, audit)),
             keys,
         }
     }
@@ -184,7 +184,21 @@ impl Cluster {
         expected: Option<u64>,
         now_ms: u64,
     ) -> Result<Changed, PolicyError> {
-        let result = self.desired.change(source, change, who, expected, now_ms).await;
+        self.change_until(source, change, who, expected, now_ms, None).await
+    }
+
+    /// [`Cluster::change`] through [`DesiredStore::change_until`]: written only if the
+    /// write can start before `deadline`.
+    pub async fn change_until(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        now_ms: u64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Changed, PolicyError> {
+        let result = self.desired.change_until(source, change, who, expected, now_ms, deadline).await;
         let (action, target) = describe(change);
         let (before, after, error) = match &result {
             Ok(c) => (
@@ -204,6 +218,7 @@ impl Cluster {
             ok: result.is_ok(),
             error,
             node: self.keys.node_id().to_owned(),
+            count: None,
         };
         if let Err(e) = self.audit(&entry).await {
             tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
@@ -214,7 +229,15 @@ impl Cluster {
     /// Appends to the audit trail (also logged under the `atrion::audit` target).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<String, PolicyError> {
         tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
-        self.audit.append(entry.at_ms, entry).await
+        match self.audit.append(entry.at_ms, entry).await {
+            // Too large for the log: kept without its before and after.
+            Err(PolicyError::TooLarge { bytes, .. }) => {
+                let note = serde_json::json!({ "omitted_bytes": bytes });
+                let lean = AuditEntry { before: None, after: Some(note), ..entry.clone() };
+                self.audit.append(entry.at_ms, &lean).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 // The Atrion decision dashboard. No framework and no build step: the sidecar serves this
 // file as it is. Live data comes from `GET /v1/dashboard/stream` (server-sent events);
 // charts are SVG drawn by the server. Admin actions use the API with the token kept in
-// sessionStorage (this tab only).
+// sessionStorage (this tab only). When the server puts the dashboard's data behind a token
+// (`--dashboard-auth`), the page reads the feed with fetch and that token in the
+// Authorization header (an EventSource cannot send one); a token never goes in a URL.
 "use strict";
 
 const PAGE = 50;
@@ -18,6 +20,7 @@ const state = {
   lastAt: 0,
   lastSeen: 0,
   degraded: false,
+  feedNeedsToken: false, // the server asked for a token: the feed and charts are fetched with it
   sort: { key: "shed_ratio", dir: -1 },
   filter: "",
   mode: "",
@@ -65,19 +68,107 @@ const when = (ms) => new Date(ms).toLocaleString();
 // ---------------------------------------------------------------- live feed
 
 let source = null;
+let feed = null; // the AbortController of a feed read with fetch
 let staleTimer = 0;
+let connectTimer = 0;
+
+// The Authorization header, when a token is set.
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
 
 function connect() {
+  clearTimeout(connectTimer);
   if (source) source.close();
+  source = null;
+  if (feed) feed.abort();
+  feed = null;
   setConn("connecting", "connecting…");
-  source = new EventSource("/v1/dashboard/stream");
-  source.addEventListener("update", (e) => onUpdate(JSON.parse(e.data)));
-  source.onopen = () => setConn("live", "live");
-  source.onerror = () => {
+  // Behind a token, the feed is read with fetch; otherwise by the browser's EventSource.
+  if (state.feedNeedsToken) {
+    readFeed();
+    return;
+  }
+  const es = new EventSource("/v1/dashboard/stream");
+  source = es;
+  es.addEventListener("update", (e) => onUpdate(JSON.parse(e.data)));
+  es.onopen = () => setConn("live", "live");
+  es.onerror = () => {
     setConn("connecting", "reconnecting…");
-    // A refused connection is retried by the browser; a closed source is not.
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+    // A refused connection is retried by the browser; a closed source (an answer that is
+    // not a feed: a token needed, too many pages open) is not: fetch says which it was.
+    if (es.readyState === EventSource.CLOSED && source === es) {
+      source = null;
+      readFeed();
+    }
   };
+}
+
+function reconnect(ms) {
+  clearTimeout(connectTimer);
+  connectTimer = setTimeout(connect, ms);
+}
+
+// The feed read with fetch: the token in a header, the events parsed here.
+async function readFeed() {
+  const ctl = new AbortController();
+  feed = ctl;
+  let res;
+  try {
+    res = await fetch("/v1/dashboard/stream", { headers: authHeaders(), signal: ctl.signal, cache: "no-store" });
+  } catch (e) {
+    if (feed === ctl) reconnect(2000);
+    return;
+  }
+  if (res.status === 401 || res.status === 403) {
+    state.feedNeedsToken = true;
+    feed = null;
+    setConn("stale", "token needed");
+    // It waits for a token: setting one reconnects.
+    if (!$("#token-dialog").open) $("#token-button").click();
+    return;
+  }
+  if (!res.ok || !res.body) {
+    const wait = Number(res.headers.get("Retry-After")) || 2;
+    setConn("connecting", "reconnecting…");
+    if (feed === ctl) reconnect(wait * 1000);
+    return;
+  }
+  setConn("live", "live");
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const from = Math.max(0, buf.length - 1);
+      buf += value;
+      let end = buf.indexOf("\n\n", from);
+      while (end >= 0) {
+        onEvent(buf.slice(0, end));
+        buf = buf.slice(end + 2);
+        end = buf.indexOf("\n\n");
+      }
+    }
+  } catch (e) {
+    // The server went away, or the feed was aborted.
+  }
+  if (feed === ctl) {
+    setConn("connecting", "reconnecting…");
+    reconnect(1000);
+  }
+}
+
+// One server-sent event: its `update` data, if it is one.
+function onEvent(text) {
+  let type = "message";
+  const data = [];
+  for (const line of text.split("\n")) {
+    if (line.startsWith("event:")) type = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+  }
+  if (type === "update" && data.length) onUpdate(JSON.parse(data.join("\n")));
 }
 
 function setConn(kind, text) {
@@ -334,7 +425,7 @@ async function loadRoute() {
   const enc = encodeURIComponent(route);
   let d;
   try {
-    const res = await fetch("/v1/dashboard/routes/" + enc);
+    const res = await fetch("/v1/dashboard/routes/" + enc, { headers: authHeaders() });
     if (!res.ok) {
       const p = await problem(res);
       $("#route-cards").replaceChildren(el("p", { class: "result err", text: p }));
@@ -383,13 +474,27 @@ async function loadRoute() {
 }
 
 // The next chart loads off-screen, then replaces the shown one: no flicker, no jump.
+// Behind a token, an image cannot send it: the chart is fetched, and shown from a blob.
 function swapChart(kind, enc) {
   const img = $("#chart-" + kind);
-  const next = new Image();
-  next.onload = () => {
-    if (state.view === "route") img.src = next.src;
-  };
-  next.src = "/v1/dashboard/routes/" + enc + "/chart.svg?kind=" + kind + "&t=" + Date.now();
+  const url = "/v1/dashboard/routes/" + enc + "/chart.svg?kind=" + kind + "&t=" + Date.now();
+  if (!state.feedNeedsToken) {
+    const next = new Image();
+    next.onload = () => {
+      if (state.view === "route") img.src = next.src;
+    };
+    next.src = url;
+    return;
+  }
+  fetch(url, { headers: authHeaders() })
+    .then((res) => (res.ok ? res.blob() : null))
+    .then((blob) => {
+      if (!blob || state.view !== "route") return;
+      const old = img.src;
+      img.src = URL.createObjectURL(blob);
+      if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+    })
+    .catch(() => {}); // the server is away; the next tick tries again
 }
 
 // ---------------------------------------------------------------- policies
@@ -563,6 +668,8 @@ function setToken(token) {
   const b = $("#token-button");
   b.classList.toggle("set", !!token);
   b.textContent = token ? "Admin token set" : "Admin token";
+  // A feed waiting for a token tries again with this one.
+  if (state.feedNeedsToken) connect();
 }
 
 // ---------------------------------------------------------------- navigation

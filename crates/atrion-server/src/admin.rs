@@ -25,7 +25,8 @@ use crate::views::{RouteView, route_view};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteAction {
-    /// The route.
+    /// The route, 1 to 1,024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     route: String,
 }
 
@@ -184,6 +185,9 @@ pub(crate) async fn restore(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let body = read_body(body)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "empty-backup", "The backup is empty", "no line to restore"));
+    }
     let text = std::str::from_utf8(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
     })?;
@@ -236,6 +240,26 @@ pub(crate) struct Switched {
     verified: u64,
 }
 
+/// A `file:PATH` store whose folder does not exist: refused, and nothing is created (the
+/// switch opens stores; it does not make folders where an admin mistyped a path).
+fn missing_folder(url: &str) -> Result<(), Problem> {
+    let Some(path) = url.strip_prefix("file:") else { return Ok(()) };
+    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "store-unopenable",
+                "The store cannot be opened",
+                format!("the folder {} does not exist: create it first", dir.display()),
+            );
+            p.field = Some("url".into());
+            Err(p)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Switches the state to another store, with migration: every key is copied while writes
 /// go on (mirrored to both), verified, and only then does the new store become active.
 /// A switch that fails leaves the old store active.
@@ -243,7 +267,7 @@ pub(crate) struct Switched {
     responses((status = 200, body = Switched),
         (status = 404, description = "This server cannot switch stores", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "That store is already the active one", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The URL is not a store, or the store cannot be opened", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The URL is not a store, or the store cannot be opened (a `file:` path whose folder does not exist among them: nothing is created)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The copy could not be made or verified: the old store stays", body = Problem, content_type = "application/problem+json"),
         AdminProblems))]
 pub(crate) async fn switch_store(
@@ -265,6 +289,7 @@ pub(crate) async fn switch_store(
         return Err(Problem::new(StatusCode::CONFLICT, "already-active", "That store is already active", name));
     }
     if !switch.service.backend_names().contains(&name) {
+        missing_folder(&req.url)?;
         let store = (switch.open)(req.url.clone()).await.map_err(|why| {
             // Whatever the opener says, the URL's password does not leave.
             let why = why.replace(&req.url, &name);

@@ -53,9 +53,11 @@ pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecideRequest {
     /// The route, 1 to 1,024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     route: String,
     /// `critical`, `high`, `normal`, `low` or `bulk`; the server's default when absent.
     #[serde(default)]
+    #[schema(pattern = "^(critical|high|normal|low|bulk)$")]
     priority: Option<String>,
     /// The caller's client key, for cluster-wide bans and VIP lanes (policies).
     #[serde(default)]
@@ -196,8 +198,9 @@ pub(crate) struct ReportRequest {
     /// The ticket of the decision (then the server measures the latency).
     #[serde(default)]
     ticket: Option<String>,
-    /// The route, when reporting without a ticket.
+    /// The route, when reporting without a ticket (1 to 1,024 bytes).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 1024)]
     route: Option<String>,
     /// The latency in milliseconds, when reporting by route (finite, not negative).
     #[serde(default)]
@@ -312,15 +315,17 @@ fn telemetry_problem(e: atrion::TelemetryError) -> Problem {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
-    /// Decisions to make, each as `POST /v1/decide` takes it.
-    /// (Each item is kept as its raw text and read on its own: one bad item is that item's
-    /// problem, not the batch's.)
+    /// Decisions to make, each as `POST /v1/decide` takes it (a `DecideRequest`).
+    /// Each item is kept as its raw text and read on its own: any JSON value is taken here,
+    /// and one that is not a valid decision is answered by that item's problem, not the
+    /// batch's.
     #[serde(default)]
-    #[schema(value_type = Vec<DecideRequest>)]
+    #[schema(value_type = Vec<Value>)]
     decide: Vec<Box<RawValue>>,
-    /// Reports, each as `POST /v1/report` takes it.
+    /// Reports, each as `POST /v1/report` takes it (a `ReportRequest`); like decisions,
+    /// any JSON value is taken, and a bad one is that item's problem.
     #[serde(default)]
-    #[schema(value_type = Vec<ReportRequest>)]
+    #[schema(value_type = Vec<Value>)]
     report: Vec<Box<RawValue>>,
 }
 

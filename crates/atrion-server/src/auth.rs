@@ -1,8 +1,12 @@
 //! Admin tokens: named bearer secrets, compared in constant time, never shown.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use atrion_policy::AuditEntry;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::Shared;
 use crate::problem::Problem;
+use tokio::time::Instant;
 
 /// The shortest secret a token may have, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -119,9 +124,9 @@ pub(crate) fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Admin(pub String);
 
-/// A refused admin request: `401` with `WWW-Authenticate: Bearer`, or `403` when the server
-/// has no tokens at all.
-pub(crate) struct Refused(Problem);
+/// A refused admin request: `401` with `WWW-Authenticate: Bearer`, `403` when the server
+/// has no tokens at all, `429` with `Retry-After` when its source failed too often.
+pub(crate) struct Refused(Problem, Option<u64>);
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
@@ -132,8 +137,17 @@ impl IntoResponse for Refused {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
         }
+        if let Some(secs) = self.1 {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
+}
+
+/// The bearer token of an `Authorization` value; the scheme is case-insensitive (RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl FromRequestParts<Arc<Shared>> for Admin {
@@ -141,52 +155,319 @@ impl FromRequestParts<Arc<Shared>> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         if s.config.admin_tokens.is_empty() {
-            return Err(Refused(Problem::new(
-                StatusCode::FORBIDDEN,
-                "admin-disabled",
-                "Administration is disabled",
-                "this server has no admin tokens",
-            )));
+            return Err(Refused(
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "admin-disabled",
+                    "Administration is disabled",
+                    "this server has no admin tokens",
+                ),
+                None,
+            ));
         }
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(presented) = presented else {
-            refused(s, parts.uri.path(), "no token");
-            return Err(Refused(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "missing-token",
-                "An admin token is needed",
-                "send `Authorization: Bearer <token>`",
-            )));
-        };
-        match who(&s.config.admin_tokens, presented.as_bytes()) {
-            Some(name) => Ok(Admin(name)),
-            None => {
-                tracing::warn!(target: "atrion::audit", path = %parts.uri.path(), "refused: a token that is not ours");
-                refused(s, parts.uri.path(), "a token that is not ours");
-                Err(Refused(Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid-token",
-                    "The admin token is not valid",
-                    "the bearer token matches none of this server's tokens",
-                )))
+        let presented = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+        // A valid token always passes, from any source: secrets of 16 bytes and more are not
+        // guessed at any rate, so the limit below sheds the cost of refusals, not guesses.
+        if let Some(name) = presented.and_then(|p| who(&s.config.admin_tokens, p.as_bytes())) {
+            return Ok(Admin(name));
+        }
+        let source = source(parts);
+        let reason = if presented.is_some() { Reason::Invalid } else { Reason::Missing };
+        let path = parts.uri.path();
+        let (verdict, first) = s.refusals.refused(source, path, reason);
+        if let Some(key) = first {
+            // The first refusal of a source in a minute is on record at once; its count
+            // is written when the minute is over.
+            let s = s.clone();
+            tokio::spawn(async move { s.refusals.record_first(&s, key).await });
+        }
+        match verdict {
+            Verdict::Refuse => Err(match reason {
+                Reason::Missing => Refused(
+                    Problem::new(
+                        StatusCode::UNAUTHORIZED,
+                        "missing-token",
+                        "An admin token is needed",
+                        "send `Authorization: Bearer <token>`",
+                    ),
+                    None,
+                ),
+                _ => Refused(
+                    Problem::new(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid-token",
+                        "The admin token is not valid",
+                        "the bearer token matches none of this server's tokens",
+                    ),
+                    None,
+                ),
+            }),
+            Verdict::Wait(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                Err(Refused(
+                    Problem::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "auth-rate-limited",
+                        "Too many failed authentications",
+                        format!("this source failed to authenticate too often: retry in {secs} s with a valid token"),
+                    ),
+                    Some(secs.max(1)),
+                ))
             }
         }
     }
 }
 
-/// Records a refused attempt in the audit trail, off the request's path.
-fn refused(s: &Arc<Shared>, path: &str, why: &str) {
-    if s.config.policy.is_none() {
-        return;
+/// Whether a public read carries a valid admin token (it then shows token names). A missing
+/// or wrong token is no failure here: the read is public.
+pub(crate) struct Reader {
+    /// A valid admin token came with the request.
+    pub admin: bool,
+}
+
+impl FromRequestParts<Arc<Shared>> for Reader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Self::Rejection> {
+        let presented = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+        Ok(Reader { admin: presented.is_some_and(|p| who(&s.config.admin_tokens, p.as_bytes()).is_some()) })
     }
-    let (s, path, why) = (s.clone(), path.to_owned(), why.to_owned());
-    tokio::spawn(async move {
-        crate::policies::audit(&s, "-", crate::policies::Act::new("auth", Some(path)).failed(why)).await;
+}
+
+/// The caller's address, as `atrion_server::serve` records it (`None` when the router is
+/// served without it).
+fn source(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// How failed authentications are limited per source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthLimits {
+    /// Failures a source may make before it must wait (default 20).
+    pub failures: u32,
+    /// The first wait past the budget; it doubles with each further failure (default 1 s).
+    pub backoff: Duration,
+    /// The longest wait; a source without a failure for this long starts afresh
+    /// (default 60 s).
+    pub max_backoff: Duration,
+    /// Sources tracked at once, for the limit and for the audit trail's counts; past it,
+    /// new sources share one entry (default 10,000).
+    pub max_sources: usize,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            failures: 20,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_sources: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Missing,
+    Invalid,
+}
+
+enum Verdict {
+    /// Refuse with 401.
+    Refuse,
+    /// Refuse with 429: the source may try again after this long.
+    Wait(Duration),
+}
+
+/// A source's failures in its current streak.
+#[derive(Debug)]
+struct Strikes {
+    count: u32,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+/// Refused attempts of one source in one minute, as one audit entry.
+#[derive(Debug, Default)]
+struct Tally {
+    missing: u64,
+    invalid: u64,
+    limited: u64,
+    /// The first few paths tried.
+    paths: Vec<String>,
+    /// The entry written at the first refusal, and the count it says.
+    written: Option<(String, u64)>,
+}
+
+/// The most distinct paths an audit entry of refusals lists.
+const TALLY_PATHS: usize = 8;
+
+/// Failed authentications: limited per source with backoff, and counted per source and
+/// minute for the audit trail (one entry each, written when the minute is over), in
+/// bounded memory.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    limits: AuthLimits,
+    strikes: Mutex<HashMap<Option<IpAddr>, Strikes>>,
+    /// (source, minute since the epoch) → tally.
+    tallies: Mutex<BTreeMap<(u64, String), Tally>>,
+}
+
+/// What stands for a source past the bound, or without an address.
+const OTHER: &str = "other";
+
+impl Guard {
+    pub(crate) fn new(limits: AuthLimits) -> Self {
+        Guard { limits, strikes: Mutex::new(HashMap::new()), tallies: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// Counts a refusal; and the tally's key when it is the first of its source and minute.
+    fn refused(&self, source: Option<IpAddr>, path: &str, reason: Reason) -> (Verdict, Option<(u64, String)>) {
+        let verdict = self.strike(source);
+        let limited = matches!(verdict, Verdict::Wait(_));
+        let first = self.tally(source, path, reason, limited);
+        (verdict, first)
+    }
+
+    /// Counts a failure of `source`; whether it must wait.
+    fn strike(&self, source: Option<IpAddr>) -> Verdict {
+        let now = Instant::now();
+        let l = &self.limits;
+        let mut map = self.strikes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut key = source;
+        if !map.contains_key(&key) && map.len() >= l.max_sources {
+            let stale = |s: &Strikes| now.duration_since(s.last) > l.max_backoff && s.until.is_none_or(|u| u <= now);
+            map.retain(|_, s| !stale(s));
+            if map.len() >= l.max_sources {
+                key = None;
+            }
+        }
+        let s = map.entry(key).or_insert(Strikes { count: 0, last: now, until: None });
+        if now.duration_since(s.last) > l.max_backoff && s.until.is_none_or(|u| u <= now) {
+            s.count = 0;
+        }
+        s.last = now;
+        s.count = s.count.saturating_add(1);
+        if s.count <= l.failures {
+            return Verdict::Refuse;
+        }
+        let doublings = (s.count - l.failures - 1).min(20);
+        let wait = l.backoff.saturating_mul(1 << doublings).min(l.max_backoff).max(Duration::from_millis(1));
+        let until = s.until.map_or(now + wait, |u| u.max(now + wait));
+        s.until = Some(until);
+        Verdict::Wait(until - now)
+    }
+
+    fn tally(&self, source: Option<IpAddr>, path: &str, reason: Reason, limited: bool) -> Option<(u64, String)> {
+        let minute = wall_ms() / 60_000;
+        let mut map = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut key = (minute, source.map_or_else(|| OTHER.to_owned(), |ip| ip.to_string()));
+        if !map.contains_key(&key) && map.len() >= self.limits.max_sources {
+            key.1 = OTHER.to_owned();
+        }
+        let t = map.entry(key.clone()).or_default();
+        match (limited, reason) {
+            (true, _) => t.limited += 1,
+            (false, Reason::Missing) => t.missing += 1,
+            (false, Reason::Invalid) => t.invalid += 1,
+        }
+        if t.paths.len() < TALLY_PATHS && !t.paths.iter().any(|p| p == path) {
+            t.paths.push(path.chars().take(256).collect());
+        }
+        (t.total() == 1).then_some(key)
+    }
+
+    /// Writes the first refusal of a source-minute, and keeps the entry's key for its count.
+    async fn record_first(&self, s: &Shared, key: (u64, String)) {
+        let Some(p) = &s.config.policy else { return };
+        let entry = {
+            let map = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(t) = map.get(&key) else { return };
+            t.entry(key.0, &key.1, p.node_id())
+        };
+        let written = entry.count.unwrap_or(0);
+        match p.audit(entry).await {
+            Ok(id) => {
+                let mut map = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(t) = map.get_mut(&key) {
+                    t.written = Some((id, written));
+                }
+            }
+            Err(e) => tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written"),
+        }
+    }
+
+    /// Writes the tallies of the minutes that are over (all of them when `all`): one audit
+    /// entry per source and minute.
+    pub(crate) async fn flush(&self, s: &Shared, all: bool) {
+        let minute = wall_ms() / 60_000;
+        let done: Vec<((u64, String), Tally)> = {
+            let mut map = self.tallies.lock().unwrap_or_else(PoisonError::into_inner);
+            let keep = if all { BTreeMap::new() } else { map.split_off(&(minute, String::new())) };
+            std::mem::replace(&mut *map, keep).into_iter().collect()
+        };
+        for ((minute, source), t) in done {
+            let n = t.total();
+            tracing::warn!(target: "atrion::audit", %source, refused = n, missing = t.missing, invalid = t.invalid,
+                rate_limited = t.limited, paths = ?t.paths, "refused admin requests in one minute");
+            let Some(p) = &s.config.policy else { continue };
+            let entry = t.entry(minute, &source, p.node_id());
+            let written = match &t.written {
+                Some((_, count)) if *count == n => continue,
+                Some((id, _)) => p.audit_rewrite(id, entry).await.map(|()| String::new()),
+                None => p.audit(entry).await,
+            };
+            if let Err(e) = written {
+                tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
+            }
+        }
+    }
+}
+
+impl Tally {
+    fn total(&self) -> u64 {
+        self.missing + self.invalid + self.limited
+    }
+
+    /// The audit entry of this tally: who `-`, action `auth`, the source as target, and the
+    /// counts.
+    fn entry(&self, minute: u64, source: &str, node: &str) -> AuditEntry {
+        let n = self.total();
+        AuditEntry {
+            at_ms: minute * 60_000,
+            who: "-".into(),
+            action: "auth".into(),
+            target: Some(source.to_owned()),
+            before: None,
+            after: Some(serde_json::json!({
+                "missing_token": self.missing, "invalid_token": self.invalid, "rate_limited": self.limited, "paths": self.paths,
+            })),
+            ok: false,
+            error: Some(format!("{n} refused in the minute")),
+            node: node.to_owned(),
+            count: Some(n),
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes the audit trail's counts of refused attempts as each minute ends, while the
+/// server lives.
+pub(crate) fn spawn_flusher(s: &Arc<Shared>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    let weak = Arc::downgrade(s);
+    rt.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(s) = weak.upgrade() else { return };
+            s.refusals.flush(&s, false).await;
+        }
     });
 }
 

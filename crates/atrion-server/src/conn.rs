@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 use crate::problem::Problem;
 
 /// Limits of the connections one listener serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConnLimits {
     /// The longest a request head (request line and headers) may take to arrive, from the
@@ -61,7 +61,15 @@ pub struct ConnLimits {
     /// Open connections one peer address may hold (the reserve included); more are closed
     /// at once. Default 1,024.
     pub max_per_peer: usize,
+    /// Hands freed memory back to the system, called on a blocking thread after many
+    /// connections closed (half of the peak, and at least [`RELEASE_AFTER`]): the allocator
+    /// may otherwise keep the buffers of a flood that has left. The CLI passes glibc's
+    /// `malloc_trim`. Default none.
+    pub release_memory: Option<fn()>,
 }
+
+/// The fewest closed connections that call [`ConnLimits::release_memory`].
+pub const RELEASE_AFTER: usize = 128;
 
 impl Default for ConnLimits {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for ConnLimits {
             max_connections: 4_096,
             reserved: 64,
             max_per_peer: 1_024,
+            release_memory: None,
         }
     }
 }
@@ -86,6 +95,8 @@ impl ConnLimits {
 struct Slots {
     limits: ConnLimits,
     open: AtomicUsize,
+    /// The most open since memory was last released.
+    peak: AtomicUsize,
     peers: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -106,7 +117,8 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.slots.open.fetch_sub(1, Ordering::Relaxed);
+        let open = self.slots.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.slots.closed(open);
         let mut peers = self.slots.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = peers.get_mut(&self.peer) {
             *n -= 1;
@@ -119,6 +131,20 @@ impl Drop for Slot {
 }
 
 impl Slots {
+    /// A connection closed, leaving `open`: after a flood has left, memory goes back.
+    fn closed(&self, open: usize) {
+        let Some(release) = self.limits.release_memory else { return };
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak - open.min(peak) >= RELEASE_AFTER
+            && open <= peak / 2
+            && self.peak.compare_exchange(peak, open, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            tracing::debug!(peak, open, "connections closed: releasing memory");
+            rt.spawn_blocking(release);
+        }
+    }
+
     /// A place for a new connection from `peer`, or why there is none.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<(Slot, Admission), &'static str> {
         let open = self.open.load(Ordering::Relaxed);
@@ -134,11 +160,27 @@ impl Slots {
             *n += 1;
         }
         // Only the accept loop adds: the count cannot pass the cap between load and add.
-        self.open.fetch_add(1, Ordering::Relaxed);
+        self.peak.fetch_max(self.open.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
         metrics::gauge!("atrion_connections_open").increment(1.0);
         let admission = if open < self.limits.max_connections { Admission::Full } else { Admission::Reserve };
         Ok((Slot { slots: self.clone(), peer }, admission))
     }
+}
+
+/// The accept queue's length asked of the kernel (which caps it at `net.core.somaxconn`).
+/// tokio and the standard library ask for 128: a burst of connections (a flood, or many
+/// clients starting at once) while the loop is busy overflows it, and the kernel then drops
+/// handshakes, health checks' included, or leaves clients holding connections it forgot.
+pub const BACKLOG: u32 = 4_096;
+
+/// A listener on `addr` with an accept queue of [`BACKLOG`] (and `SO_REUSEADDR`, as
+/// `tokio::net::TcpListener::bind`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Serves `app` on `listener` with `limits` until `shutdown` completes; then stops accepting,
@@ -151,8 +193,12 @@ pub async fn serve_router(
     limits: &ConnLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let slots =
-        Arc::new(Slots { limits: limits.clone(), open: AtomicUsize::new(0), peers: Mutex::new(HashMap::new()) });
+    let slots = Arc::new(Slots {
+        limits: limits.clone(),
+        open: AtomicUsize::new(0),
+        peak: AtomicUsize::new(0),
+        peers: Mutex::new(HashMap::new()),
+    });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let epoch = Instant::now();

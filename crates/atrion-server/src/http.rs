@@ -13,6 +13,11 @@ use tracing::Instrument;
 use crate::Shared;
 use crate::problem::Problem;
 
+/// When the request must be answered by (past it, the answer is `408` and the handler is
+/// dropped): work that must not be cut off in the middle checks it first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub tokio::time::Instant);
+
 /// The request-duration histogram's name.
 pub const HTTP_DURATION: &str = "atrion_http_request_duration_seconds";
 
@@ -21,8 +26,9 @@ pub const HTTP_DURATION: &str = "atrion_http_request_duration_seconds";
 ///
 /// Each request runs in a span `atrion.request` (method, path template, status; a decision
 /// adds the route, verdict and reason), which OpenTelemetry exports when it is installed.
-pub(crate) async fn observe(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+pub(crate) async fn observe(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
     let start = Instant::now();
+    request.extensions_mut().insert(Deadline(tokio::time::Instant::from_std(start) + limit));
     let method = request.method().as_str().to_owned();
     let path =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());

@@ -15,13 +15,15 @@
 //! | `POST /v1/decide` | `{"route", "priority"?}` | `{"verdict", "reason", "mode", "resistance", "retry_after_ms", "ticket"}` (a ticket when admitted) |
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
 //! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
-//! | `GET /v1/routes`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar |
+//! | `GET /v1/routes?limit=&after=`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar; the list a page at a time (`{"routes", "next"}`) |
 //! | `GET /` | | the decision dashboard (its files under `/assets/`, built into the binary) |
 //! | `GET /v1/dashboard/stream` | | the dashboard's live feed: server-sent `update` events, one per sample |
 //! | `GET /v1/dashboard/routes/{route}`, `…/chart.svg?kind=resistance\|tuner` | | a route's page: transitions, latest decisions; its charts as SVG |
 //!
 //! A ticket carries the decision's time: reporting by ticket, the server measures the
-//! latency, so clients need no clock. Errors are `application/problem+json` (RFC 9457) with
+//! latency, so clients need no clock. It is signed by the node (HMAC-SHA256), good once and
+//! for `ServerConfig::ticket_ttl`. A decision or report that would create a route takes one
+//! of its client's budget of new routes (`ServerConfig::route_creation_rate`): past it, `429`. Errors are `application/problem+json` (RFC 9457) with
 //! a machine-readable `type` and the offending field; client mistakes are 4xx, and an error
 //! changes no state.
 
@@ -53,8 +55,8 @@ mod proxy;
 mod tickets;
 mod views;
 
-pub use auth::{AdminToken, MIN_SECRET_LEN, TokenError};
-pub use conn::{ConnLimits, serve_router};
+pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
+pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
 pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
@@ -130,6 +132,9 @@ pub struct ServerConfig {
     /// Serves the decision dashboard at `/` and its feed under `/v1/dashboard` when set
     /// (the default).
     pub dashboard: Option<DashboardConfig>,
+    /// How failed admin authentications are limited per source (`429` with `Retry-After`,
+    /// backing off) and counted for the audit trail.
+    pub auth: AuthLimits,
     /// Timeouts and caps of the connections [`serve`] accepts (see [`ConnLimits`]).
     pub connections: ConnLimits,
     /// Host names the API answers for besides the listen address (and `localhost` on
@@ -167,6 +172,7 @@ impl Default for ServerConfig {
             store_switch: None,
             policy: None,
             dashboard: Some(DashboardConfig::default()),
+            auth: AuthLimits::default(),
             connections: ConnLimits::default(),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
@@ -188,6 +194,8 @@ struct Shared {
     tickets: tickets::TicketBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
+    /// Failed authentications: their limit and their counts.
+    refusals: auth::Guard,
 }
 
 /// The sidecar's HTTP API over `atrion`. Every endpoint is declared once, with its OpenAPI
@@ -214,7 +222,9 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
         tickets: tickets::TicketBook::new(config.ticket_ttl),
         openapi: api,
         dashboard,
+        refusals: auth::Guard::new(config.auth.clone()),
     });
+    auth::spawn_flusher(&shared);
     let router = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
@@ -281,6 +291,7 @@ pub async fn serve(
     let mut config = config.clone();
     config.listen = Some(listener.local_addr()?);
     let (app, shared) = build(atrion.clone(), &config);
+    let flushed = shared.clone();
     let stopping = async move {
         shutdown.await;
         // The dashboard's feeds would hold the drain open: they end first.
@@ -289,6 +300,8 @@ pub async fn serve(
         }
     };
     serve_router(listener, app, &config.connections, stopping).await?;
+    // The counts of refused attempts of the minute under way.
+    flushed.refusals.flush(&flushed, true).await;
     // Bounded: a store that is away must not hold the exit forever.
     let _ = tokio::time::timeout(Duration::from_secs(10), atrion.shutdown()).await;
     Ok(())

@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use atrion_policy::{AuditEntry, Ban, Change, PolicyError, PolicySet, Rejected, Source};
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Admin;
+use crate::auth::{Admin, Reader};
+use crate::http::Deadline;
 use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemIssue, parse, query, read_body};
 use crate::{PolicyHandle, Shared};
 
@@ -38,6 +39,12 @@ pub(crate) fn policy_problem(e: &PolicyError) -> Problem {
         PolicyError::NotFound { .. } => {
             Problem::new(StatusCode::NOT_FOUND, "no-such-policy", "Nothing to remove", e.to_string())
         }
+        PolicyError::Late => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "change-too-slow",
+            "The change could not be made in time",
+            e.to_string(),
+        ),
         _ => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",
@@ -61,6 +68,64 @@ fn rejected(r: &Rejected) -> Problem {
         })
         .collect();
     p
+}
+
+/// What `updated_by` reads to a reader without an admin token: token names are not public.
+const HIDDEN: &str = "(hidden)";
+
+/// The body of `PUT /v1/policies`, as the OpenAPI document states it (the validation
+/// pipeline reads the body itself, for the paths of its issues).
+#[derive(ToSchema)]
+#[allow(dead_code)] // never built: it describes the body
+pub(crate) struct PolicySetBody {
+    /// The policies: `{"route", "physics"?, "lanes"?, "state"?, "note"?}` each.
+    #[schema(max_items = 5000, value_type = Option<Vec<Object>>)]
+    policies: Option<Vec<serde_json::Value>>,
+    /// The bans: `{"route"?, "client"?, "until_ms", "reason"?}` each.
+    #[schema(max_items = 10000, value_type = Option<Vec<Object>>)]
+    bans: Option<Vec<serde_json::Value>>,
+}
+
+/// The problems of a read of the policy layer, as the OpenAPI document lists them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum ReadProblems {
+    /// This server runs no policies
+    #[response(status = 404, content_type = "application/problem+json")]
+    NoPolicies(Problem),
+    /// The store cannot be reached
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The problem of a query string that does not parse (a negative `limit`, a missing
+/// `route`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum QueryProblem {
+    /// The query string is not valid
+    #[response(status = 400, content_type = "application/problem+json")]
+    Invalid(Problem),
+}
+
+/// The problems of a change of desired state, as the OpenAPI document lists them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses
+pub(crate) enum ChangeProblems {
+    /// This server runs no policies, or nothing to remove
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Desired state moved on (`expected_version`), or writers kept racing
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// The change is rejected by the validation pipeline (every issue listed), a policy set
+    /// larger than the server takes among them
+    #[response(status = 422, content_type = "application/problem+json")]
+    Rejected(Problem),
+    /// The store cannot be reached, or the change could not be made in time: nothing was
+    /// written
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// An admin action as the audit trail records it.
@@ -111,6 +176,7 @@ pub(crate) async fn audit(s: &Shared, who: &str, act: Act<'_>) {
         ok,
         error,
         node: p.node_id().to_owned(),
+        count: None,
     };
     if let Err(e) = p.audit(entry).await {
         tracing::warn!(target: "atrion::audit", error = %e, "the audit entry could not be written");
@@ -147,10 +213,53 @@ pub(crate) struct ChangeAnswer {
     api: PolicySet,
 }
 
-async fn change(s: &Shared, admin: &Admin, c: Change, expected: Option<u64>) -> Result<Json<ChangeAnswer>, Problem> {
-    let p = node(s)?;
-    let done = p.change(Source::Api, &c, &admin.0, expected).await.map_err(|e| policy_problem(&e))?;
-    Ok(Json(ChangeAnswer { version: done.after.version, changed: done.after != done.before, api: done.after.api }))
+/// Makes a change so that the answer never contradicts the store: the write runs in a task
+/// of its own (the request's time limit drops the handler, never the write), and starts
+/// only while the request has time left for it (the store's timeout, at most a quarter of
+/// the request's limit): a change answered with an error was not made. This node applies
+/// it before the answer while the request has time; else just after.
+async fn change(
+    s: &Shared,
+    admin: &Admin,
+    c: Change,
+    expected: Option<u64>,
+    deadline: Option<Deadline>,
+) -> Result<Json<ChangeAnswer>, Problem> {
+    let p = node(s)?.clone();
+    let deadline = deadline.map(|d| d.0);
+    let reserve = p.store_timeout().min(s.config.request_timeout / 4);
+    let cutoff = deadline.map(|d| d.checked_sub(reserve).unwrap_or_else(tokio::time::Instant::now));
+    let who = admin.0.clone();
+    let (committed, answer) = tokio::sync::oneshot::channel();
+    let (applied, done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let result = p.commit(Source::Api, &c, &who, expected, cutoff).await;
+        let ok = result.is_ok();
+        let _ = committed.send(result);
+        if ok {
+            p.apply_now().await;
+        }
+        let _ = applied.send(());
+    });
+    let done_change = answer
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "change-lost",
+                "The change did not finish",
+                "its task ended early",
+            )
+        })?
+        .map_err(|e| policy_problem(&e))?;
+    let margin = s.config.request_timeout / 20;
+    let left = deadline.map_or(s.config.request_timeout, |d| d.saturating_duration_since(tokio::time::Instant::now()));
+    let _ = tokio::time::timeout(left.saturating_sub(margin), done).await;
+    Ok(Json(ChangeAnswer {
+        version: done_change.after.version,
+        changed: done_change.after != done_change.before,
+        api: done_change.after.api,
+    }))
 }
 
 /// A body through the schema stage of the pipeline, for the paths of its issues.
@@ -168,12 +277,17 @@ fn checked(
 }
 
 /// The cluster's desired policies: both layers, their version, and who changed them last.
+///
+/// Token names are not public: `updated_by` reads `(hidden)` unless the request carries a
+/// valid admin token.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies",
-    responses((status = 200, description = "The desired state", body = Object),
-        (status = 404, description = "No policies on this server", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn get_policies(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+    responses((status = 200, description = "The desired state", body = Object), ReadProblems))]
+pub(crate) async fn get_policies(State(s): State<Arc<Shared>>, reader: Reader) -> Result<Response, Problem> {
     let p = node(&s)?;
-    let (d, _) = p.desired().read().await.map_err(|e| policy_problem(&e))?;
+    let (mut d, _) = p.desired().read().await.map_err(|e| policy_problem(&e))?;
+    if !reader.admin {
+        d.updated_by = HIDDEN.into();
+    }
     Ok(Json(d).into_response())
 }
 
@@ -181,12 +295,12 @@ pub(crate) async fn get_policies(State(s): State<Arc<Shared>>) -> Result<Respons
 /// both set). The whole set goes through the validation pipeline; a rejected set changes
 /// nothing and lists every issue with its path.
 #[utoipa::path(put, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(Expected),
-    request_body(content = Object, description = "`{\"policies\": [..], \"bans\": [..]}`"),
-    responses((status = 200, body = ChangeAnswer), (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"),
-        BodyProblems, AdminProblems))]
+    request_body(content = PolicySetBody, description = "`{\"policies\": [..], \"bans\": [..]}`: at most 5,000 policies (the server's `max-policies`) and 10,000 bans"),
+    responses((status = 200, body = ChangeAnswer), BodyProblems, ChangeProblems, AdminProblems))]
 pub(crate) async fn put_policies(
     State(s): State<Arc<Shared>>,
     admin: Admin,
+    deadline: Option<Extension<Deadline>>,
     q: Result<Query<Expected>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
@@ -195,17 +309,17 @@ pub(crate) async fn put_policies(
         Ok(set) => set,
         Err(p) => return Err(refused(&s, &admin, "policy.replace", None, p).await),
     };
-    change(&s, &admin, Change::Replace(set), q.expected_version).await
+    change(&s, &admin, Change::Replace(set), q.expected_version, deadline.map(|d| d.0)).await
 }
 
 /// Sets one policy (replacing the API's policy on its pattern).
 #[utoipa::path(post, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(Expected),
     request_body(content = Object, description = "One policy: `{\"route\", \"physics\"?, \"lanes\"?, \"state\"?, \"note\"?}`"),
-    responses((status = 200, body = ChangeAnswer), (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"),
-        BodyProblems, AdminProblems))]
+    responses((status = 200, body = ChangeAnswer), BodyProblems, ChangeProblems, AdminProblems))]
 pub(crate) async fn post_policy(
     State(s): State<Arc<Shared>>,
     admin: Admin,
+    deadline: Option<Extension<Deadline>>,
     q: Result<Query<Expected>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
@@ -217,21 +331,24 @@ pub(crate) async fn post_policy(
     let Some(policy) = set.policies.pop() else {
         return Err(Problem::invalid("route", "a policy is needed"));
     };
-    change(&s, &admin, Change::Upsert(policy), q.expected_version).await
+    change(&s, &admin, Change::Upsert(policy), q.expected_version, deadline.map(|d| d.0)).await
 }
 
 /// Removes the API's policy on a pattern.
 #[utoipa::path(delete, path = "/v1/policies", tag = "policies", security(("admin" = [])), params(RouteQuery),
-    responses((status = 200, body = ChangeAnswer), (status = 404, description = "No such policy", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Desired state moved on", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+    responses((status = 200, body = ChangeAnswer), QueryProblem, ChangeProblems, AdminProblems))]
 pub(crate) async fn delete_policy(
     State(s): State<Arc<Shared>>,
     admin: Admin,
+    deadline: Option<Extension<Deadline>>,
     q: Result<Query<RouteQuery>, QueryRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
     let q = query(q)?;
-    change(&s, &admin, Change::Remove(q.route), q.expected_version).await
+    change(&s, &admin, Change::Remove(q.route), q.expected_version, deadline.map(|d| d.0)).await
 }
+
+/// The longest `for_ms` of a ban: 100 years (so that its deadline fits the schema's int64).
+const MAX_BAN_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// `POST /v1/bans`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -242,8 +359,10 @@ pub(crate) struct BanRequest {
     /// The client key banned (as `client` in `/v1/decide`); every client when absent.
     client: Option<String>,
     /// The deadline, ms since the Unix epoch; or
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     until_ms: Option<u64>,
-    /// how long from now, in ms.
+    /// how long from now, in ms (at most 100 years).
+    #[schema(maximum = 3_153_600_000_000_i64)]
     for_ms: Option<u64>,
     /// Why.
     reason: Option<String>,
@@ -252,21 +371,28 @@ pub(crate) struct BanRequest {
 /// Bans a route, a client key, or a client key on a route, on every node until a deadline
 /// (a ban on the same target moves its deadline).
 #[utoipa::path(post, path = "/v1/bans", tag = "policies", security(("admin" = [])), request_body = BanRequest,
-    responses((status = 200, body = ChangeAnswer), BodyProblems, AdminProblems))]
+    responses((status = 200, body = ChangeAnswer), BodyProblems, ChangeProblems, AdminProblems))]
 pub(crate) async fn ban(
     State(s): State<Arc<Shared>>,
     admin: Admin,
+    deadline: Option<Extension<Deadline>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
     let req: BanRequest = parse(body)?;
     let now = node(&s)?.wall_ms();
     let until_ms = match (req.until_ms, req.for_ms) {
+        (Some(u), None) if u > i64::MAX as u64 => {
+            return Err(Problem::invalid("until_ms", format!("at most {}", i64::MAX)));
+        }
         (Some(u), None) => u,
+        (None, Some(f)) if f > MAX_BAN_MS => {
+            return Err(Problem::invalid("for_ms", format!("at most {MAX_BAN_MS} (100 years)")));
+        }
         (None, Some(f)) => now.saturating_add(f),
         _ => return Err(Problem::invalid("until_ms", "give one of `until_ms` and `for_ms`")),
     };
     let b = Ban { route: req.route, client: req.client, until_ms, reason: req.reason };
-    change(&s, &admin, Change::Ban(b), None).await
+    change(&s, &admin, Change::Ban(b), None, deadline.map(|d| d.0)).await
 }
 
 /// `?route=…&client=…`
@@ -281,29 +407,35 @@ pub(crate) struct BanTarget {
 
 /// Lifts a ban before its deadline.
 #[utoipa::path(delete, path = "/v1/bans", tag = "policies", security(("admin" = [])), params(BanTarget),
-    responses((status = 200, body = ChangeAnswer), (status = 404, description = "No such ban", body = Problem, content_type = "application/problem+json"), AdminProblems))]
+    responses((status = 200, body = ChangeAnswer), QueryProblem, ChangeProblems, AdminProblems))]
 pub(crate) async fn unban(
     State(s): State<Arc<Shared>>,
     admin: Admin,
+    deadline: Option<Extension<Deadline>>,
     q: Result<Query<BanTarget>, QueryRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
     let q = query(q)?;
-    change(&s, &admin, Change::Unban(q.route, q.client), None).await
+    change(&s, &admin, Change::Unban(q.route, q.client), None, deadline.map(|d| d.0)).await
 }
 
 /// Desired, applicable (this node) and current (every node's report) state, and the
 /// divergence alerts in force.
+///
+/// `desired.updated_by` reads `(hidden)` unless the request carries a valid admin token.
 #[utoipa::path(get, path = "/v1/state", tag = "policies",
-    responses((status = 200, description = "The state dump", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn state(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
-    let dump = node(&s)?.dump().await.map_err(|e| policy_problem(&e))?;
+    responses((status = 200, description = "The state dump", body = Object), ReadProblems))]
+pub(crate) async fn state(State(s): State<Arc<Shared>>, reader: Reader) -> Result<Response, Problem> {
+    let mut dump = node(&s)?.dump().await.map_err(|e| policy_problem(&e))?;
+    if !reader.admin {
+        dump.desired.updated_by = HIDDEN.into();
+    }
     Ok(Json(dump).into_response())
 }
 
 /// What each node runs that differs from desired: its version, and the changes of the
 /// versions it has not applied.
 #[utoipa::path(get, path = "/v1/state/diff", tag = "policies",
-    responses((status = 200, description = "One entry per node", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "One entry per node", body = [Object]), ReadProblems))]
 pub(crate) async fn diff(State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
     let diff = node(&s)?.diff().await.map_err(|e| policy_problem(&e))?;
     Ok(Json(diff).into_response())
@@ -328,7 +460,7 @@ impl Paging {
 /// The history of applied changes, newest first: which node applied which version, and
 /// what changed, from what to what.
 #[utoipa::path(get, path = "/v1/state/history", tag = "policies", params(Paging),
-    responses((status = 200, description = "A page: `{entries, next}`", body = Object), (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "A page: `{entries, next}`", body = Object), QueryProblem, ReadProblems))]
 pub(crate) async fn history(
     State(s): State<Arc<Shared>>,
     q: Result<Query<Paging>, QueryRejection>,
@@ -341,7 +473,7 @@ pub(crate) async fn history(
 /// The audit trail, newest first: every admin action and every refused attempt, with who,
 /// what, before and after.
 #[utoipa::path(get, path = "/v1/audit", tag = "policies", security(("admin" = [])), params(Paging),
-    responses((status = 200, description = "A page: `{entries, next}`", body = Object), AdminProblems))]
+    responses((status = 200, description = "A page: `{entries, next}`", body = Object), QueryProblem, ReadProblems, AdminProblems))]
 pub(crate) async fn audit_page(
     State(s): State<Arc<Shared>>,
     _admin: Admin,
@@ -354,7 +486,7 @@ pub(crate) async fn audit_page(
 
 /// The whole audit trail as JSON lines, oldest first.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "policies", security(("admin" = [])),
-    responses((status = 200, description = "JSON lines", body = String, content_type = "application/x-ndjson"), AdminProblems))]
+    responses((status = 200, description = "JSON lines", body = String, content_type = "application/x-ndjson"), ReadProblems, AdminProblems))]
 pub(crate) async fn audit_export(State(s): State<Arc<Shared>>, _admin: Admin) -> Result<Response, Problem> {
     let all = node(&s)?.cluster().audit_all().await.map_err(|e| policy_problem(&e))?;
     let mut text = String::new();

@@ -109,6 +109,10 @@ pub(crate) enum AdminProblems {
     /// Administration is disabled (no tokens)
     #[response(status = 403, content_type = "application/problem+json")]
     Disabled(Problem),
+    /// This source failed to authenticate too often: retry after `Retry-After` seconds
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(Problem),
 }
 
 impl IntoResponse for Problem {

@@ -4,10 +4,14 @@
 //! ```text
 //! {namespace}/route/{route}   the route's shares: one per node, its contribution (crate::shares)
 //! {namespace}/node/{node}     a node's heartbeat
+//! {namespace}/local/{node}/{route}   what a node keeps of a route for its own restart: the
+//!                             operator's hold and the open interval (crate::RouteRecord);
+//!                             read back only by that node
 //! ```
 //!
 //! A key is at most [`MAX_KEY_LEN`] bytes, so the longest route that can be shared is
-//! [`ClusterKeys::max_route_len`]; a longer one stays local to its node.
+//! [`ClusterKeys::max_route_len`]; a longer one stays local to its node (and a route too long
+//! for its record key is not kept across a restart).
 
 use crate::store::MAX_KEY_LEN;
 
@@ -15,6 +19,7 @@ const ROUTE: &str = "/route/";
 const NODE: &str = "/node/";
 const POLICY: &str = "/policy/";
 const AUDIT: &str = "/audit/";
+const LOCAL: &str = "/local/";
 
 /// Builds and parses the keys of one node of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +31,10 @@ pub struct ClusterKeys {
     routes: String,
     /// `{namespace}/node/`
     nodes: String,
+    /// `{namespace}/local/`
+    locals: String,
+    /// `{namespace}/local/{node}/`
+    local: String,
 }
 
 impl ClusterKeys {
@@ -37,6 +46,8 @@ impl ClusterKeys {
             all: format!("{namespace}/"),
             routes: format!("{namespace}{ROUTE}"),
             nodes: format!("{namespace}{NODE}"),
+            locals: format!("{namespace}{LOCAL}"),
+            local: format!("{namespace}{LOCAL}{node_id}/"),
         }
     }
 
@@ -72,6 +83,33 @@ impl ClusterKeys {
             return None;
         }
         Some(format!("{}{route}", self.routes))
+    }
+
+    /// The prefix of this node's route records.
+    pub fn local_prefix(&self) -> &str {
+        &self.local
+    }
+
+    /// The key of this node's record of `route`, or `None` when it would be longer than
+    /// [`MAX_KEY_LEN`] (or the route is empty): such a route is not kept across a restart.
+    pub fn local(&self, route: &str) -> Option<String> {
+        self.local_fits(route).then(|| format!("{}{route}", self.local))
+    }
+
+    /// Whether `route` has a record key (without building it).
+    pub fn local_fits(&self, route: &str) -> bool {
+        !route.is_empty() && self.local.len() + route.len() <= MAX_KEY_LEN
+    }
+
+    /// The route of one of this node's record keys.
+    pub fn parse_local<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.local.as_str()).filter(|r| !r.is_empty())
+    }
+
+    /// The node and route of any node's record key of this cluster (a restore checks them).
+    pub fn parse_local_of_any<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let (node, route) = key.strip_prefix(self.locals.as_str())?.split_once('/')?;
+        (!node.is_empty() && !route.is_empty()).then_some((node, route))
     }
 
     /// This node's heartbeat key.
@@ -169,6 +207,16 @@ mod tests {
             assert_eq!((k.parse_route(&key), k.parse_heartbeat(&key)), (None, None), "{key}");
         }
         assert!(!k.policy_index().starts_with(&k.policy_reports_prefix()), "the index is not a report");
+        // Route records: this node's own, apart from shares and heartbeats.
+        let key = k.local("GET /a/b").unwrap();
+        assert_eq!(key, "ns/local/n1/GET /a/b");
+        assert_eq!((k.parse_local(&key), k.local_prefix()), (Some("GET /a/b"), "ns/local/n1/"));
+        assert_eq!(k.parse_local_of_any(&key), Some(("n1", "GET /a/b")));
+        assert_eq!(ClusterKeys::new("ns", "n2").parse_local(&key), None, "another node's record");
+        assert_eq!(k.parse_local_of_any("ns/local/n2/r"), Some(("n2", "r")));
+        assert_eq!((k.parse_local_of_any("ns/local/n2/"), k.parse_local_of_any("ns/local/n2")), (None, None));
+        assert_eq!((k.parse_route(&key), k.parse_heartbeat(&key)), (None, None));
+        assert_eq!(k.local(&"r".repeat(MAX_KEY_LEN)), None);
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod error;
 mod keys;
 mod manager;
 mod memory;
+mod record;
 mod service;
 pub mod shares;
 mod store;
@@ -49,6 +50,7 @@ pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use keys::ClusterKeys;
 pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock, fnv1a};
 pub use memory::InMemoryStore;
+pub use record::RouteRecord;
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN,

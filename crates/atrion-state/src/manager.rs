@@ -21,7 +21,11 @@
 //!   `node_ttl` drops out of the aggregate.
 //! - A failing store is counted and retried every pulse; unpushed contributions are kept,
 //!   newest per route, bounded, and pushed when the store returns.
-//! - `start` loads what the cluster knows before it returns (warm start).
+//! - `start` loads what the cluster knows before it returns (warm start), and this node's
+//!   own route records ([`crate::RouteRecord`]): its operator holds and open intervals come
+//!   back as they were. A record is written at the pulse that first sees it changed (a hold
+//!   at once: [`Engine::on_hold`] wakes the pulse); what a `kill -9` loses is at most one
+//!   pulse.
 //! - Observability: [`SyncStats`] counters (pushes, pulls, merges, resyncs, store and decode
 //!   errors, buffered routes, degraded), and `tracing` events when the store becomes
 //!   unreachable or reachable again, events are lost, or values do not decode.
@@ -31,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atrion_core::{Engine, PhysicsObserver, Timestamp, heal, heal_rank};
+use atrion_core::{Engine, Hold, LocalContribution, PhysicsObserver, Timestamp, heal, heal_rank};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -39,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ErrorKind, Op, StoreError};
 use crate::keys::ClusterKeys;
+use crate::record::RouteRecord;
 use crate::shares::{Best, Share, ShareWrite, Shares};
 use crate::store::{Change, StateStore};
 
@@ -276,6 +281,9 @@ pub struct SyncStats {
     /// Changes held for a second look because this node is not one of the route's two
     /// designated pushers ([`SyncConfig::second_look`]).
     pub deferred: u64,
+    /// This node's route records (holds, open intervals: [`crate::RouteRecord`]) written or
+    /// removed in the store.
+    pub records: u64,
     /// The last push failed: deciding on local state only.
     pub degraded: bool,
 }
@@ -283,7 +291,7 @@ pub struct SyncStats {
 impl SyncStats {
     /// The counters by name (`pulses`, `pushed`, ...), in one place for every exporter; the
     /// gauges `buffered` and `degraded` are not among them.
-    pub fn counters(&self) -> [(&'static str, u64); 15] {
+    pub fn counters(&self) -> [(&'static str, u64); 16] {
         [
             ("pulses", self.pulses),
             ("pushed", self.pushed),
@@ -300,6 +308,7 @@ impl SyncStats {
             ("outranked", self.outranked),
             ("rebuilds", self.rebuilds),
             ("deferred", self.deferred),
+            ("records", self.records),
         ]
     }
 }
@@ -353,6 +362,7 @@ struct Counters {
     outranked: AtomicU64,
     rebuilds: AtomicU64,
     deferred: AtomicU64,
+    records: AtomicU64,
     degraded: AtomicBool,
     /// When the store last acknowledged a pulse (wall ms; 0 before the first).
     last_push_ms: AtomicU64,
@@ -388,6 +398,10 @@ struct SyncState {
     live: std::collections::HashSet<String>,
     /// When our heartbeat was last acknowledged (wall ms).
     heartbeat_ms: u64,
+    /// This node's route records as the store holds them.
+    records: HashMap<String, RouteRecord>,
+    /// Records to write (`Some`) or remove (`None`), newest per route.
+    record_pending: HashMap<String, Option<RouteRecord>>,
 }
 
 /// A contribution with its route's healing rate.
@@ -465,6 +479,10 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
         // Subscribed first: whatever changes after the full sync's reads is on the feed.
         let mut feed = shared.store.subscribe(shared.keys.cluster_prefix()).await.ok().flatten();
         shared.full_sync(true).await?;
+        // An operator's hold is written at once, not at the next pulse.
+        let held = Arc::new(tokio::sync::Notify::new());
+        let wake = held.clone();
+        shared.engine.on_hold(Some(Arc::new(move || wake.notify_one())));
         let token = CancellationToken::new();
         let (s, stop) = (shared.clone(), token.clone());
         let task = tokio::spawn(async move {
@@ -496,6 +514,11 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                         second = None;
                         s.pulse(Look::Second).await;
                     }
+                    () = held.notified() => {
+                        s.pulse(Look::Pulse).await;
+                        let at = tokio::time::Instant::now();
+                        second = s.has_deferred().then(|| at + s.cfg.pulse.mul_f64(s.cfg.second_look));
+                    }
                     _ = full.tick() => {
                         let _ = s.full_sync(false).await;
                     }
@@ -506,6 +529,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                 }
             }
             // Flush what this node learned, held back or not, and leave the cluster.
+            s.engine.on_hold(None);
             s.pulse(Look::Flush).await;
             if s.store.delete(&s.keys.heartbeat()).await.is_err() {
                 s.counters.store_errors.fetch_add(1, Relaxed);
@@ -534,6 +558,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             outranked: c.outranked.load(Relaxed),
             rebuilds: c.rebuilds.load(Relaxed),
             deferred: c.deferred.load(Relaxed),
+            records: c.records.load(Relaxed),
             degraded: c.degraded.load(Relaxed),
         }
     }
@@ -754,7 +779,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         let (now, wall) = (self.clock.now(), self.clock.wall_ms());
         let max_route = self.keys.max_route_len();
         let node = self.keys.node_id();
-        let (sent, shares, beat) = {
+        let (sent, shares, records, beat) = {
             let mut st = self.lock();
             let st = &mut *st;
             let mut tally = Judged::default();
@@ -762,6 +787,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             let seeds = (look == Look::Pulse && self.cfg.second_look > 0.0).then(|| self.live_seeds(st, wall));
             if look != Look::Second {
                 self.engine.take_dirty(|route, c| {
+                    self.note_record(st, route, &c, now, wall);
                     if route.len() > max_route {
                         if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {
                             tracing::warn!(
@@ -816,13 +842,19 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             }
             let degraded = self.counters.degraded.load(Relaxed);
             let beat = degraded || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
-            (sent, shares, look != Look::Second && beat)
+            let records: Vec<(String, Option<RouteRecord>)> =
+                st.record_pending.iter().map(|(r, rec)| (r.clone(), *rec)).collect();
+            (sent, shares, records, look != Look::Second && beat)
         };
         let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares).await };
-        let beat = match (&pushed, beat) {
-            (Ok(_), true) => self.beat(wall).await.map(|()| true),
-            (Ok(_), false) => Ok(false),
-            (Err(()), _) => Err(()),
+        let recorded = match &pushed {
+            Ok(_) => self.write_records(records).await,
+            Err(()) => Err(()),
+        };
+        let beat = match (&pushed, recorded, beat) {
+            (Ok(_), Ok(()), true) => self.beat(wall).await.map(|()| true),
+            (Ok(_), Ok(()), false) => Ok(false),
+            _ => Err(()),
         };
         if let Ok(done) = pushed {
             let mut st = self.lock();
@@ -869,6 +901,121 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
         self.rebuild().await;
         self.merge_if_liveness_changed();
+    }
+
+    /// Notes `route`'s record as of this pulse: pending when it differs from what the store
+    /// holds (a route too long for its record key is not kept).
+    fn note_record(&self, st: &mut SyncState, route: &str, c: &LocalContribution, now: Timestamp, wall: u64) {
+        if !self.keys.local_fits(route) {
+            return;
+        }
+        let next = RouteRecord::of(c, now, wall);
+        let same = match (st.records.get(route), &next) {
+            (Some(stored), Some(next)) => stored.same(next),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            st.record_pending.remove(route);
+        } else {
+            st.record_pending.insert(route.to_owned(), next);
+        }
+    }
+
+    /// Writes and removes the pending route records, in one call each; `Err` when the store
+    /// failed (they stay pending).
+    async fn write_records(&self, records: Vec<(String, Option<RouteRecord>)>) -> Result<(), ()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+        for (route, rec) in &records {
+            let Some(key) = self.keys.local(route) else { continue };
+            match rec {
+                Some(rec) => puts.push((key, rec.encode(), None)),
+                None => deletes.push(key),
+            }
+        }
+        let within = self.cfg.store_timeout;
+        if !puts.is_empty() && !matches!(tokio::time::timeout(within, self.store.batch_set(puts)).await, Ok(Ok(_))) {
+            return Err(());
+        }
+        if !deletes.is_empty()
+            && !matches!(tokio::time::timeout(within, self.store.batch_delete(&deletes)).await, Ok(Ok(_)))
+        {
+            return Err(());
+        }
+        let mut st = self.lock();
+        for (route, rec) in records {
+            // Only what was written leaves the buffer: a newer record stays.
+            if st.record_pending.get(&route) == Some(&rec) {
+                st.record_pending.remove(&route);
+            }
+            match rec {
+                Some(rec) => st.records.insert(route, rec),
+                None => st.records.remove(&route),
+            };
+            self.counters.records.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads this node's route records. At start (`warm_start`) they are brought back into
+    /// the engine: holds as they were, open routes open for the rest of their interval or
+    /// half-open. Later, records the store lost after acknowledging them are written again.
+    async fn read_records(&self, warm_start: bool) -> Result<(), StoreError> {
+        let within = self.cfg.store_timeout;
+        let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
+        let keys = tokio::time::timeout(within, self.store.list_keys(self.keys.local_prefix()))
+            .await
+            .map_err(|_| timeout(Op::ListKeys))??;
+        if !warm_start {
+            let present: std::collections::HashSet<&str> =
+                keys.iter().filter_map(|k| self.keys.parse_local(k)).collect();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let lost: Vec<(String, RouteRecord)> = st
+                .records
+                .iter()
+                .filter(|(r, _)| !present.contains(r.as_str()) && !st.record_pending.contains_key(*r))
+                .map(|(r, rec)| (r.clone(), *rec))
+                .collect();
+            self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
+            st.record_pending.extend(lost.into_iter().map(|(r, rec)| (r, Some(rec))));
+            return Ok(());
+        }
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(512) {
+            let entries = tokio::time::timeout(within, self.store.batch_get(chunk))
+                .await
+                .map_err(|_| timeout(Op::BatchGet))??;
+            for (key, entry) in chunk.iter().zip(entries) {
+                let (Some(entry), Some(route)) = (entry, self.keys.parse_local(key)) else { continue };
+                match RouteRecord::decode(&entry.value) {
+                    Some(rec) => {
+                        found.insert(route.to_owned(), rec);
+                    }
+                    None => {
+                        self.counters.decode_errors.fetch_add(1, Relaxed);
+                        tracing::warn!(key = %key, "skipping an unreadable route record");
+                    }
+                }
+            }
+        }
+        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        for (route, rec) in &found {
+            if rec.hold != Hold::Released {
+                let _ = self.engine.hold(route, rec.hold, now);
+            }
+            if let Some(left) = rec.open_left(wall) {
+                let _ = self.engine.resume_open(route, left, now);
+            }
+        }
+        if !found.is_empty() {
+            tracing::info!(node = %self.cfg.node_id, routes = found.len(), "holds and open routes brought back");
+        }
+        self.lock().records = found;
+        Ok(())
     }
 
     /// Writes this node's heartbeat.
@@ -1017,6 +1164,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 .map_err(fail)?;
             hb_entries.extend(got);
         }
+        self.read_records(warm_start).await.map_err(fail)?;
         self.counters.full_syncs.fetch_add(1, Relaxed);
         let mut heartbeats = HashMap::new();
         for (key, entry) in hb_keys.iter().zip(hb_entries) {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
+use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use atrion_state::{
     Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, NodeStatus, Op,
     StateManager, StateStore, StoreError, StoreStats, SyncConfig, TokioClock,
@@ -527,5 +527,63 @@ async fn contributions_a_store_lost_are_pushed_again() {
     assert!(has_a().await, "the acknowledged write is back");
     assert!(b.resistance("q") > 10.0, "and the other node sees it again");
     a.manager.shutdown().await;
+    b.manager.shutdown().await;
+}
+
+/// Issue 25, defect 5: an operator's holds and a tripped route survive a restart of the
+/// node (on a store that keeps its data); a hold stays this node's own.
+#[tokio::test(start_paused = true)]
+async fn holds_and_open_routes_come_back_after_a_restart_and_stay_this_nodes_own() {
+    use atrion_core::{Hold, Mode, Reason};
+    let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    a.traffic("pay", 1.0, false).await;
+    for _ in 0..1_000 {
+        a.engine.report("pay", Telemetry::new(1_000.0, 1.0, 0.9).unwrap(), clock.now());
+        if a.engine.status("pay").unwrap().mode == Mode::Open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tripped = a.engine.status("pay").unwrap();
+    assert_eq!(tripped.mode, Mode::Open, "{tripped:?}");
+    let now = clock.now();
+    for (route, hold) in [("held", Hold::Open), ("closed", Hold::Closed), ("let-go", Hold::Open)] {
+        a.engine.hold(route, hold, now).unwrap();
+    }
+    a.engine.hold("let-go", Hold::Released, now).unwrap();
+    // Written at once, before the next pulse would have.
+    let records = a.manager.stats().records;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(a.manager.stats().records > records, "the hold reached the store without waiting for a pulse");
+    tokio::time::sleep(2 * PULSE).await;
+    // Another node reads the cluster's keys, and keeps its own verdicts.
+    assert!(b.engine.decide("held", clock.now(), Priority::Normal).is_admitted());
+    assert_eq!(b.engine.held("held").unwrap_or_default(), Hold::Released);
+    a.manager.shutdown().await;
+
+    let a2 = Node::start("a", store.clone(), clock.clone()).await;
+    let now = clock.now();
+    let d = a2.engine.decide("held", now, Priority::Critical);
+    assert_eq!((d.is_admitted(), d.reason), (false, Reason::Held));
+    assert_eq!(a2.engine.held("closed").unwrap(), Hold::Closed);
+    assert_eq!(a2.engine.held("let-go").unwrap_or_default(), Hold::Released, "a released hold stays released");
+    let back = a2.engine.status("pay").unwrap();
+    assert_eq!(back.mode, Mode::Open, "open for the rest of its interval, not bootstrap: {back:?}");
+    let d = a2.engine.decide("pay", now, Priority::Normal);
+    assert_eq!((d.is_admitted(), d.reason), (false, Reason::Open));
+    let left = back.open_until.saturating_since(now);
+    assert!(left > Duration::ZERO && left <= tripped.open_until.saturating_since(Timestamp::ZERO), "{left:?}");
+    a2.manager.shutdown().await;
+
+    // Down for longer than the interval: back half-open, probing.
+    tokio::time::sleep(a2.engine.config().half_open.open_max).await;
+    let a3 = Node::start("a", store.clone(), clock.clone()).await;
+    assert_eq!(a3.engine.status("pay").unwrap().mode, Mode::HalfOpen);
+    let d = a3.engine.decide("pay", clock.now(), Priority::Normal);
+    assert_eq!((d.is_admitted(), d.reason), (true, Reason::Probe));
+    a3.manager.shutdown().await;
     b.manager.shutdown().await;
 }

@@ -451,6 +451,11 @@ fn describe() {
     describe_gauge!("atrion_route_mode", "1 for the route's mode, 0 for the others.");
     describe_counter!("atrion_sync_pulses_total", Unit::Count, "Cluster sync pulses run.");
     describe_counter!("atrion_sync_pushed_total", Unit::Count, "Route contributions pushed to the store.");
+    describe_counter!(
+        "atrion_sync_records_total",
+        Unit::Count,
+        "This node's route records (operator holds, open intervals) written or removed for its restart."
+    );
     describe_counter!("atrion_sync_pulled_total", Unit::Count, "Remote changes applied from the change feed.");
     describe_counter!("atrion_sync_merges_total", Unit::Count, "Cluster aggregates handed to the engine.");
     describe_counter!("atrion_sync_full_syncs_total", Unit::Count, "Full syncs run.");

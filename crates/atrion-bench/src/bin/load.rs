@@ -1,6 +1,6 @@
-//! The sidecar under load, over loopback with keep-alive connections, beside its floor:
-//! the same server stack (axum on tokio) answering a constant JSON body, measured in the
-//! same run.
+//! The sidecar under load, over loopback with keep-alive connections, behind its own front
+//! door (`atrion_server::serve`, limits and guard included) beside its floor: axum on tokio
+//! answering a constant JSON body, measured in the same run.
 //!
 //! ```text
 //! cargo run --release -p atrion-bench --bin load -- [SECONDS] [CONNECTIONS]
@@ -206,7 +206,14 @@ type Addrs = (SocketAddr, SocketAddr, SocketAddr, SocketAddr, SocketAddr);
 
 async fn servers() -> Addrs {
     let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
-    let sidecar = listen(atrion_server::router(atrion.clone(), &ServerConfig::default())).await;
+    // The sidecar behind its real front door (`atrion_server::serve`: the connection limits,
+    // the Host and content-type guard), as `atrion serve` runs it; the floor on plain axum.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let sidecar = listener.local_addr().expect("an address");
+    let served = atrion.clone();
+    tokio::spawn(async move {
+        atrion_server::serve(listener, served, &ServerConfig::default(), std::future::pending()).await
+    });
     let constant = || async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) };
     let floor = listen(Router::new().route("/v1/decide", post(constant)).route("/v1/report", post(constant))).await;
     let upstream = listen(Router::new().route("/users/{id}", get(|| async { Body::from("user") }))).await;

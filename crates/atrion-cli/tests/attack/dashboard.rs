@@ -46,9 +46,9 @@ async fn stuck_reader(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, Str
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
-    let request = b"GET /v1/dashboard/stream HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    let request = format!("GET /v1/dashboard/stream HTTP/1.1\r\nhost: {addr}\r\n\r\n");
     tcp.writable().await.unwrap();
-    assert_eq!(tcp.try_write(request).unwrap(), request.len());
+    assert_eq!(tcp.try_write(request.as_bytes()).unwrap(), request.len());
     let mut head = [0u8; 256];
     let n = loop {
         tcp.readable().await.unwrap();

@@ -6,9 +6,15 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod audit;
+mod browser;
+mod connections;
 mod dashboard;
 mod paths;
+mod policies;
+mod restart;
 mod restore;
 mod routes;
 mod store_load;
 mod tickets;
+mod wire;

@@ -682,7 +682,7 @@ const ASSETS: [(&str, &str, &str); 3] = [
 ];
 
 /// What the page may load: its own files and the server's API, nothing else.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn asset(name: &str) -> Response {
