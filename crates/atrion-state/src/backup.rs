@@ -234,7 +234,7 @@ impl KeyFamilies {
 }
 
 /// This crate's own families in the namespace of `keys`: every route's shares (each share a
-/// node's [`Contribution`]) and every node's heartbeat.
+/// node's [`Contribution`]), every node's heartbeat, and every node's route records.
 pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
     let shares: ValueCheck = Arc::new(|v: &[u8]| {
         let shares = Shares::decode(v).ok_or("not route shares")?;
@@ -245,9 +245,12 @@ pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
     });
     let heartbeat: ValueCheck =
         Arc::new(|v: &[u8]| crate::manager::Heartbeat::decode(v).map(drop).ok_or_else(|| "not a heartbeat".to_owned()));
+    let record: ValueCheck =
+        Arc::new(|v: &[u8]| crate::RouteRecord::decode(v).map(drop).ok_or_else(|| "not a route record".to_owned()));
     vec![
         KeyFamily::under("route shares", keys.routes_prefix().to_owned(), shares),
         KeyFamily::under("node heartbeats", keys.nodes_prefix().to_owned(), heartbeat),
+        KeyFamily::under("route records", keys.locals_prefix().to_owned(), record),
     ]
 }
 
@@ -359,6 +362,7 @@ mod tests {
             top: vec![crate::shares::Share { member: "x".into(), rank: 0.0, value: Bytes::from_static(b"1") }],
         };
         assert!(families.check(&line("ns/route/r", &junk.encode())).unwrap_err().contains("not a contribution"));
+        assert!(families.check(&line("ns/local/n2/GET /a", b"x")).unwrap_err().contains("route records"));
         for foreign in ["evil/key", "ns/route/", "ns/other", "nsx/route/a"] {
             assert!(families.check(&line(foreign, b"")).unwrap_err().contains("no family"), "{foreign}");
         }

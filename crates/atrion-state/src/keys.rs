@@ -90,6 +90,11 @@ impl ClusterKeys {
         &self.local
     }
 
+    /// The prefix of every node's route records.
+    pub fn locals_prefix(&self) -> &str {
+        &self.locals
+    }
+
     /// The key of this node's record of `route`, or `None` when it would be longer than
     /// [`MAX_KEY_LEN`] (or the route is empty): such a route is not kept across a restart.
     pub fn local(&self, route: &str) -> Option<String> {
