@@ -86,8 +86,14 @@ impl PathTemplate {
                 segments.push(None);
             } else if seg.contains(['{', '}']) {
                 return Err(bad("a parameter must be a whole segment"));
+            } else if seg.is_empty() {
+                segments.push(Some(String::new()));
             } else {
-                segments.push(Some(seg.to_owned()));
+                // Compared with normal paths, so kept in normal form (`café` as `caf%C3%A9`).
+                match normalize_path(&format!("/{seg}")) {
+                    Ok(n) if n.len() > 1 && !n[1..].contains('/') => segments.push(Some(n[1..].to_owned())),
+                    _ => return Err(bad("a literal segment is not `.`, `..` nor an escape that has no normal form")),
+                }
             }
         }
         Ok(PathTemplate { text: text.to_owned(), segments })
@@ -368,7 +374,10 @@ mod tests {
         assert!(!t.matches("/users//orders"));
         assert!(!t.matches("/users/42/orders/7"));
         assert!(PathTemplate::parse("/").unwrap().matches("/"));
-        for bad in ["users", "/users/{}", "/users/id{x}", "/a/{b{c}}"] {
+        let t = PathTemplate::parse("/caf%c3%a9/{id}/%7Eraw").unwrap();
+        assert!(t.matches("/caf%C3%A9/1/~raw"), "literals in normal form, as the paths they meet");
+        assert!(PathTemplate::parse("/café/{id}").unwrap().matches("/caf%C3%A9/1"));
+        for bad in ["users", "/users/{}", "/users/id{x}", "/a/{b{c}}", "/a/../{b}", "/./a", "/a%2Fb", "/a%zz"] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad}");
         }
         for bad in ["https://x", "http://", "http://h:1/base", "not a url"] {

@@ -379,6 +379,7 @@ mod tests {
             top: vec![crate::shares::Share { member: "x".into(), rank: 0.0, value: Bytes::from_static(b"1") }],
         };
         assert!(families.check(&line("ns/route/r", &junk.encode())).unwrap_err().contains("not a contribution"));
+        assert!(families.check(&line("ns/local/n2/GET /a", b"x")).unwrap_err().contains("route records"));
         for foreign in ["evil/key", "ns/route/", "ns/other", "nsx/route/a"] {
             assert!(families.check(&line(foreign, b"")).unwrap_err().contains("no family"), "{foreign}");
         }

@@ -16,8 +16,8 @@ use crate::common::{Serve, eventually, free_port};
 const TOKEN: &str = "ops-secret-for-the-restore-attack";
 
 /// The store's entries as a backup lists them, key to value, the audit trail left out (the
-/// backup itself is an audited action) and heartbeats and policy reports too (each node
-/// rewrites its own on its pulse).
+/// backup itself is an audited action), and heartbeats, policy reports and route records
+/// too (each node rewrites its own as time passes).
 async fn entries(s: &Serve) -> BTreeMap<String, String> {
     let r = reqwest::Client::new().get(format!("{}/v1/admin/backup", s.url)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -25,7 +25,11 @@ async fn entries(s: &Serve) -> BTreeMap<String, String> {
     let lines = BackupLine::decode_all(&text).expect("a backup reads back");
     lines
         .into_iter()
-        .filter(|l| !["atrion/audit/", "atrion/node/", "atrion/policy/node/"].iter().any(|p| l.key.starts_with(p)))
+        .filter(|l| {
+            !["atrion/audit/", "atrion/node/", "atrion/policy/node/", "atrion/local/"]
+                .iter()
+                .any(|p| l.key.starts_with(p))
+        })
         .map(|l| (l.key, format!("{:?}", l.value)))
         .collect()
 }
@@ -63,7 +67,10 @@ async fn garbage_foreign_keys_and_one_bad_line_among_good_ones_write_nothing() {
     let args = ["--store", &store, "--listen", &listen];
     let tokens = [("ATRION_ADMIN_TOKENS", &*format!("ops:{TOKEN}"))];
     let s = Serve::start(&args, &tokens);
-    // Something in every family: a policy, a route's shares, heartbeats, reports, audit.
+    // Something in every family: a policy, a route's shares, heartbeats, reports, audit, a
+    // held route's record.
+    let (status, _) = s.admin(Method::POST, "/v1/admin/open", TOKEN, Some(json!({"route": "GET /held"}))).await;
+    assert_eq!(status, 200);
     let (status, _) =
         s.admin(Method::POST, "/v1/policies", TOKEN, Some(json!({"route": "POST /held", "state": "closed"}))).await;
     assert_eq!(status, 200);
@@ -112,7 +119,9 @@ async fn garbage_foreign_keys_and_one_bad_line_among_good_ones_write_nothing() {
 
     // What the sidecar wrote itself restores: every family of its namespace is known.
     let r = reqwest::Client::new().get(format!("{}/v1/admin/backup", s.url)).bearer_auth(TOKEN).send().await.unwrap();
-    let (status, answer) = restore(&s, r.text().await.unwrap()).await;
+    let all = r.text().await.unwrap();
+    assert!(all.contains("\"atrion/local/"), "the held route's record is in the backup");
+    let (status, answer) = restore(&s, all).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(restore(&s, good).await.0, 200);
 
