@@ -34,7 +34,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ATRION_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// The store: `memory`, `file:PATH`, `redis://…`, `rediss://…`, `postgres://…`
-    /// [default: file:./atrion-data/state.redb].
+    /// [default: file:./atrion-data/state.redb]. A `file:` store's folder is created at
+    /// start (the operator chose it); `POST /v1/admin/store` creates none.
     #[arg(long, env = "ATRION_STORE")]
     pub store: Option<String>,
     /// This node's id in the cluster, 1 to 64 of `[A-Za-z0-9._-]` [default: node-1].
@@ -822,6 +823,9 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         tracing::info!(%addr, node = %s.node_id, store = %shown, admin_tokens = ?tokens, "atrion serve started");
         if tokens.is_empty() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the API is exposed beyond loopback without admin tokens");
+        }
+        if s.client_tokens.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "decisions are open to anyone who reaches the API; --client-tokens-file closes them");
         }
         let mut connections = s.connections.clone();
         fit_fd_limit(&mut connections, if s.proxy.is_some() { 2 } else { 1 });

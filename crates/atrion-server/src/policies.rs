@@ -262,8 +262,10 @@ async fn change(
     }))
 }
 
-/// A body through the schema stage of the pipeline, for the paths of its issues.
-fn checked(
+/// A body through the schema stage of the pipeline, for the paths of its issues. The
+/// validation of a large set runs off the async workers (it is CPU work: decisions on the
+/// same worker must not wait for it, and the request's time limit must be able to fire).
+async fn checked(
     s: &Shared,
     body: Result<Bytes, BytesRejection>,
     wrap: impl Fn(serde_json::Value) -> serde_json::Value,
@@ -273,7 +275,18 @@ fn checked(
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The body is not valid JSON", e.to_string())
     })?;
-    p.desired().validator().check_value(&wrap(value), p.wall_ms()).map_err(|r| rejected(&r))
+    let (validator, now, value) = (p.desired().validator().clone(), p.wall_ms(), wrap(value));
+    tokio::task::spawn_blocking(move || validator.check_value(&value, now))
+        .await
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "validation-lost",
+                "The validation did not finish",
+                e.to_string(),
+            )
+        })?
+        .map_err(|r| rejected(&r))
 }
 
 /// The cluster's desired policies: both layers, their version, and who changed them last.
@@ -305,7 +318,7 @@ pub(crate) async fn put_policies(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
     let q = query(q)?;
-    let set = match checked(&s, body, |v| v) {
+    let set = match checked(&s, body, |v| v).await {
         Ok(set) => set,
         Err(p) => return Err(refused(&s, &admin, "policy.replace", None, p).await),
     };
@@ -324,7 +337,7 @@ pub(crate) async fn post_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ChangeAnswer>, Problem> {
     let q = query(q)?;
-    let mut set = match checked(&s, body, |v| serde_json::json!({ "policies": [v] })) {
+    let mut set = match checked(&s, body, |v| serde_json::json!({ "policies": [v] })).await {
         Ok(set) => set,
         Err(p) => return Err(refused(&s, &admin, "policy.set", None, p).await),
     };

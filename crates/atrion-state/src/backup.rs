@@ -234,7 +234,8 @@ impl KeyFamilies {
 }
 
 /// This crate's own families in the namespace of `keys`: every route's shares (each share a
-/// node's [`Contribution`]), every node's heartbeat, and every node's route records.
+/// node's [`Contribution`]), every node's heartbeat, and every node's route records
+/// ([`crate::RouteRecord`]: holds and open intervals, which a backup carries across).
 pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
     let shares: ValueCheck = Arc::new(|v: &[u8]| {
         let shares = Shares::decode(v).ok_or("not route shares")?;
@@ -273,6 +274,22 @@ mod tests {
         assert_eq!(BackupLine::decode_all(&two).map(|v| v.len()), Ok(2));
         let bad = format!("{}\n\nnot json\n", l2().encode());
         assert_eq!(BackupLine::decode_all(&bad).map_err(|(line, _)| line), Err(3));
+    }
+
+    #[test]
+    fn route_records_are_a_family_of_the_namespace() {
+        let keys = ClusterKeys::new("ns", "n1");
+        let families = KeyFamilies::new().with(cluster_families(&keys));
+        let record =
+            crate::RouteRecord { hold: atrion_core::Hold::Open, mode: atrion_core::Mode::Open, open_until_ms: 9 };
+        let line = |key: &str, value: Bytes| BackupLine { key: key.into(), value, ttl: None };
+        // Another node's records too: a backup of a cluster restores every node's.
+        for key in [keys.local("GET /a").unwrap(), "ns/local/n2/GET /b".into()] {
+            assert_eq!(families.check(&line(&key, record.encode())), Ok(()), "{key}");
+        }
+        let bad = families.check(&line("ns/local/n1/r", Bytes::from_static(b"junk"))).unwrap_err();
+        assert!(bad.contains("route records"), "{bad}");
+        assert!(families.check(&line("ns/local/", record.encode())).is_err(), "no node, no route");
     }
 
     /// An in-memory store whose writes of a key containing `poison` fail, after the rest of

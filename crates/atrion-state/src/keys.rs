@@ -85,14 +85,14 @@ impl ClusterKeys {
         Some(format!("{}{route}", self.routes))
     }
 
-    /// The prefix of this node's route records.
-    pub fn local_prefix(&self) -> &str {
-        &self.local
-    }
-
     /// The prefix of every node's route records.
     pub fn locals_prefix(&self) -> &str {
         &self.locals
+    }
+
+    /// The prefix of this node's route records.
+    pub fn local_prefix(&self) -> &str {
+        &self.local
     }
 
     /// The key of this node's record of `route`, or `None` when it would be longer than
@@ -217,6 +217,7 @@ mod tests {
         assert_eq!(key, "ns/local/n1/GET /a/b");
         assert_eq!((k.parse_local(&key), k.local_prefix()), (Some("GET /a/b"), "ns/local/n1/"));
         assert_eq!(k.parse_local_of_any(&key), Some(("n1", "GET /a/b")));
+        assert!(key.starts_with(k.locals_prefix()) && k.locals_prefix() == "ns/local/");
         assert_eq!(ClusterKeys::new("ns", "n2").parse_local(&key), None, "another node's record");
         assert_eq!(k.parse_local_of_any("ns/local/n2/r"), Some(("n2", "r")));
         assert_eq!((k.parse_local_of_any("ns/local/n2/"), k.parse_local_of_any("ns/local/n2")), (None, None));

@@ -105,7 +105,10 @@ async fn feed_clients_past_the_cap_and_readers_that_never_read_leave_the_server_
             tokio::spawn(async move {
                 let r = reqwest::get(url).await.unwrap();
                 let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-                (r.status().as_u16(), retry, r.text().await.unwrap())
+                let status = r.status().as_u16();
+                // A feed never ends: only a refusal is read to its end.
+                let body = if status == 200 { String::new() } else { r.text().await.unwrap() };
+                (status, retry, body)
             })
         })
         .collect();

@@ -71,3 +71,47 @@ async fn an_answer_never_contradicts_the_store_when_time_runs_out() {
     }
     s.stop();
 }
+
+/// Hostile edges of the admin and policy endpoints: each is a problem that changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_admin_edges_are_problems_that_change_nothing() {
+    let s = start(&[]);
+    let problem = |status: u16, v: &Value, kind: &str| {
+        assert!(v["type"].as_str().is_some_and(|t| t.ends_with(kind)), "{status} {v}");
+    };
+    // A ban whose deadline would not fit the schema's int64.
+    for body in [json!({"client": "x", "for_ms": u64::MAX}), json!({"client": "x", "until_ms": u64::MAX})] {
+        let (status, v) = s.admin(Method::POST, "/v1/bans", TOKEN, Some(body)).await;
+        assert_eq!(status, 422, "{v}");
+        problem(status, &v, "invalid-value");
+    }
+    // Query strings that do not parse, and a restore of nothing.
+    for (method, path) in [(Method::GET, "/v1/audit?limit=-1"), (Method::DELETE, "/v1/policies")] {
+        let (status, v) = s.admin(method, path, TOKEN, None).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        problem(status, &v, "invalid-query");
+    }
+    let r = reqwest::Client::new().post(format!("{}/v1/admin/restore", s.url)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // A store in a folder that does not exist: refused, and the folder is not made.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/folder");
+    let url = format!("file:{}", missing.join("state.redb").display());
+    let (status, v) = s.admin(Method::POST, "/v1/admin/store", TOKEN, Some(json!({ "url": url }))).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["field"], "url");
+    assert!(!dir.path().join("no").exists(), "nothing is created");
+    // The diff is a list, as the schema says; and nothing above changed desired state.
+    let diff = s.get("/v1/state/diff").await;
+    assert!(diff.is_array(), "{diff}");
+    let (_, desired) = s.admin(Method::GET, "/v1/policies", TOKEN, None).await;
+    assert_eq!(desired["version"], 0, "{desired}");
+    let doc = s.get("/openapi.json").await;
+    let diff_schema =
+        &doc["paths"]["/v1/state/diff"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(diff_schema["type"], "array", "{diff_schema}");
+    for (path, method) in [("/v1/audit", "get"), ("/v1/policies", "delete"), ("/v1/state/history", "get")] {
+        assert!(doc["paths"][path][method]["responses"]["400"].is_object(), "{method} {path} declares its 400");
+    }
+    s.stop();
+}

@@ -15,7 +15,9 @@ use crate::Shared;
 use crate::auth::{Admin, AdminToken};
 use crate::problem::Problem;
 
-/// Who may read the dashboard's data (its feed, route pages and charts).
+/// Who may read the dashboard's data (its feed, route pages and charts). Failed attempts
+/// go through the admin check when the server has admin tokens, and share its limit per
+/// source (`429`).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub enum DashboardAuth {
@@ -31,20 +33,20 @@ pub enum DashboardAuth {
 }
 
 /// A request allowed to read the dashboard's data.
-pub(crate) struct Reader;
+pub(crate) struct Viewer;
 
-impl FromRequestParts<Arc<Shared>> for Reader {
+impl FromRequestParts<Arc<Shared>> for Viewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         // Without a dashboard the handler answers 404 itself.
-        let Some(d) = &s.dashboard else { return Ok(Reader) };
+        let Some(d) = &s.dashboard else { return Ok(Viewer) };
         match &d.config.auth {
-            DashboardAuth::Open => Ok(Reader),
+            DashboardAuth::Open => Ok(Viewer),
             DashboardAuth::Admin => admin(parts, s).await,
             DashboardAuth::Tokens(tokens) => {
                 if bearer(&parts.headers).is_some_and(|p| crate::auth::who(tokens, p.as_bytes()).is_some()) {
-                    return Ok(Reader);
+                    return Ok(Viewer);
                 }
                 if s.config.admin_tokens.is_empty() {
                     return Err(unauthorized());
@@ -56,8 +58,8 @@ impl FromRequestParts<Arc<Shared>> for Reader {
     }
 }
 
-async fn admin(parts: &mut Parts, s: &Arc<Shared>) -> Result<Reader, Response> {
-    Admin::from_request_parts(parts, s).await.map(|_| Reader).map_err(IntoResponse::into_response)
+async fn admin(parts: &mut Parts, s: &Arc<Shared>) -> Result<Viewer, Response> {
+    Admin::from_request_parts(parts, s).await.map(|_| Viewer).map_err(IntoResponse::into_response)
 }
 
 /// The bearer token of a request (the scheme is case-insensitive, RFC 9110).

@@ -17,7 +17,7 @@ mod chart;
 mod feed;
 
 pub use access::DashboardAuth;
-use access::Reader;
+use access::Viewer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -492,12 +492,11 @@ fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
 /// every page when the server shuts down. At most `max_clients` feeds are open at once.
 #[utoipa::path(get, path = "/v1/dashboard/stream", tag = "dashboard", security((), ("admin" = [])),
     responses((status = 200, description = "`update` events, each an `Update` as JSON", body = Update, content_type = "text/event-stream"),
-        (status = 401, description = "The dashboard needs a token, and none valid was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The dashboard needs an admin token, and the server has none", body = Problem, content_type = "application/problem+json"),
+        AdminProblems,
         (status = 404, description = "The dashboard is off", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many feeds are open", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
-pub(crate) async fn stream(_: Reader, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+pub(crate) async fn stream(_: Viewer, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
     let d = dashboard(&s)?.clone();
     let Some(slot) = feed::Slot::take(&d.open, d.config.max_clients) else {
         return Ok(feed::busy(d.config.max_clients));
@@ -567,7 +566,7 @@ fn ago(now: Timestamp, at: Timestamp) -> u64 {
     params(("route" = String, Path, description = "The route id, percent-encoded")),
     responses((status = 200, body = RouteDetail), AdminProblems, (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn route_detail(
-    _: Reader,
+    _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
 ) -> Result<Json<RouteDetail>, Problem> {
@@ -635,7 +634,7 @@ pub(crate) struct ChartQuery {
     responses((status = 200, description = "The chart", body = String, content_type = "image/svg+xml"), AdminProblems,
         (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn route_chart(
-    _: Reader,
+    _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
     query: Result<Query<ChartQuery>, axum::extract::rejection::QueryRejection>,
