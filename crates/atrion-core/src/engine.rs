@@ -654,7 +654,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Never blocks, never panics, and on a route that exists never allocates. An unknown
     /// route is created (bootstrap mode); when the table is full and nothing can be evicted,
     /// or the id is not valid (empty, over 1,024 bytes), it is decided on no state
-    /// ([`Reason::Untracked`], see the [module](self) docs).
+    /// ([`Reason::Untracked`]: admitted, or as its policy's hold says; its reports dropped).
     #[inline]
     pub fn decide(&self, route: &str, now: Timestamp, priority: Priority) -> Decision {
         self.decide_gated(route, now, priority, || true).unwrap_or_else(|| self.decide_untracked(route, now, priority))
