@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// [default: 75000].
     #[arg(long, env = "ATRION_KEEP_ALIVE_TIMEOUT_MS")]
     pub keep_alive_timeout_ms: Option<u64>,
+    /// The longest an answer may wait for a client that takes none of its bytes, in
+    /// milliseconds; then the connection is closed [default: 60000].
+    #[arg(long, env = "ATRION_SEND_TIMEOUT_MS")]
+    pub send_timeout_ms: Option<u64>,
     /// Open connections served in full, per listener [default: 4096, lowered to what the
     /// file-descriptor limit allows].
     #[arg(long, env = "ATRION_MAX_CONNECTIONS")]
@@ -243,6 +247,7 @@ struct FileSettings {
     max_policies: Option<usize>,
     header_timeout_ms: Option<u64>,
     keep_alive_timeout_ms: Option<u64>,
+    send_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     reserved_connections: Option<usize>,
     max_connections_per_peer: Option<usize>,
@@ -518,7 +523,11 @@ impl Settings {
             return Err(bad("max-policies", "expected 1 to 100000"));
         }
         let c = &self.connections;
-        for (key, d) in [("header-timeout-ms", c.header_timeout), ("keep-alive-timeout-ms", c.keep_alive_timeout)] {
+        for (key, d) in [
+            ("header-timeout-ms", c.header_timeout),
+            ("keep-alive-timeout-ms", c.keep_alive_timeout),
+            ("send-timeout-ms", c.send_timeout),
+        ] {
             if d.is_zero() || d > Duration::from_secs(3_600) {
                 return Err(bad(key, "must be 1 ms to one hour"));
             }
@@ -593,6 +602,9 @@ fn connection_limits(
     }
     if let Some(ms) = args.keep_alive_timeout_ms.or(file.keep_alive_timeout_ms) {
         c.keep_alive_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = args.send_timeout_ms.or(file.send_timeout_ms) {
+        c.send_timeout = Duration::from_millis(ms);
     }
     c.max_connections = args.max_connections.or(file.max_connections).unwrap_or(c.max_connections);
     c.reserved = args.reserved_connections.or(file.reserved_connections).unwrap_or(c.reserved);

@@ -53,6 +53,11 @@ pub struct ConnLimits {
     /// The longest a connection may stay idle between requests. Default 75 s, as nginx's
     /// `keepalive_timeout`: longer than the idle timeout of common client pools.
     pub keep_alive_timeout: Duration,
+    /// The longest an answer may wait for the client to take its bytes (a write that makes
+    /// no progress); past it the connection is closed. A client that stops reading (a
+    /// dashboard feed never read) gives its connection back. Default 60 s, as nginx's
+    /// `send_timeout`.
+    pub send_timeout: Duration,
     /// Open connections served in full. Default 4,096.
     pub max_connections: usize,
     /// Connections past `max_connections` that still serve `/healthz`, `/readyz` and
@@ -76,6 +81,7 @@ impl Default for ConnLimits {
         ConnLimits {
             header_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
             max_connections: 4_096,
             reserved: 64,
             max_per_peer: 1_024,
@@ -259,8 +265,12 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: tokio::net::TcpStream, slot: Slot, stop: CancellationToken) {
-        let clock =
-            Clock { epoch: self.epoch, header: self.limits.header_timeout, idle: self.limits.keep_alive_timeout };
+        let clock = Clock {
+            epoch: self.epoch,
+            header: self.limits.header_timeout,
+            idle: self.limits.keep_alive_timeout,
+            send: self.limits.send_timeout,
+        };
         let watch = Arc::new(Watch::new(clock.after(clock.header)));
         let io = TokioIo::new(Watched { inner: stream, watch: watch.clone(), clock });
         let service = Service {
@@ -296,12 +306,13 @@ impl Connection {
     }
 }
 
-/// Milliseconds since the loop started, and the two timeouts.
+/// Milliseconds since the loop started, and the three timeouts.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
     epoch: Instant,
     header: Duration,
     idle: Duration,
+    send: Duration,
 }
 
 impl Clock {
@@ -324,12 +335,20 @@ struct Watch {
     busy: AtomicU32,
     /// Idle between requests: the next byte read starts a head.
     idle: AtomicBool,
+    /// Since when a write has been waiting for the client to take bytes, in [`Clock`]
+    /// milliseconds (at least 1); 0 when writes go through.
+    stalled: AtomicU64,
 }
 
 impl Watch {
     fn new(deadline: u64) -> Self {
         // A new connection waits for its first head: the header deadline runs already.
-        Watch { deadline: AtomicU64::new(deadline), busy: AtomicU32::new(0), idle: AtomicBool::new(false) }
+        Watch {
+            deadline: AtomicU64::new(deadline),
+            busy: AtomicU32::new(0),
+            idle: AtomicBool::new(false),
+            stalled: AtomicU64::new(0),
+        }
     }
 
     /// A byte arrived: if the connection was idle, a head has started.
@@ -354,17 +373,34 @@ impl Watch {
         }
     }
 
-    /// Completes when the deadline has passed with no request in flight.
+    /// A write went through (`pending` false) or found the client's window full.
+    fn on_write(&self, pending: bool, clock: &Clock) {
+        let stalled = self.stalled.load(Ordering::Relaxed);
+        if pending && stalled == 0 {
+            self.stalled.store(clock.now().max(1), Ordering::Relaxed);
+        } else if !pending && stalled != 0 {
+            self.stalled.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Completes when the deadline has passed with no request in flight, or when a write
+    /// has waited for the client longer than the send timeout.
     async fn expired(&self, clock: &Clock) {
         // While a request is in flight, look again now and then: a cheap timer per connection.
-        let recheck = clock.header.min(clock.idle).max(Duration::from_millis(10));
+        let recheck = clock.header.min(clock.idle).min(clock.send).max(Duration::from_millis(10));
+        let send = u64::try_from(clock.send.as_millis()).unwrap_or(u64::MAX);
         loop {
             let deadline = self.deadline.load(Ordering::Relaxed);
             let now = clock.now();
             if deadline != u64::MAX && now >= deadline {
                 return;
             }
-            let wait = if deadline == u64::MAX { recheck } else { Duration::from_millis(deadline - now) };
+            let stalled = self.stalled.load(Ordering::Relaxed);
+            if stalled != 0 && now.saturating_sub(stalled) >= send {
+                return;
+            }
+            // A write may start waiting at any time: look again at least every `recheck`.
+            let wait = if deadline == u64::MAX { recheck } else { Duration::from_millis(deadline - now).min(recheck) };
             tokio::time::sleep(wait).await;
         }
     }
@@ -390,7 +426,9 @@ impl AsyncRead for Watched {
 
 impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch.on_write(polled.is_pending(), &self.clock);
+        polled
     }
 
     fn poll_write_vectored(
@@ -398,7 +436,9 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch.on_write(polled.is_pending(), &self.clock);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -523,5 +563,44 @@ impl HttpBody for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that asks for an endless answer and takes none of it is closed once the
+    /// server's writes have waited past the send timeout: reading then ends, where it would
+    /// otherwise go on for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_takes_no_bytes_is_closed_after_the_send_timeout() {
+        let endless = || async {
+            let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+            axum::body::Body::from_stream(stream)
+        };
+        let app = Router::new().route("/endless", axum::routing::get(endless));
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut limits = ConnLimits::default();
+        limits.send_timeout = Duration::from_millis(200);
+        tokio::spawn(async move { serve_router(listener, app, &limits, std::future::pending()).await });
+
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(format!("GET /endless HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+        // Take nothing for a while: the server's socket buffers fill and its writes wait.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut taken = 0usize;
+        let mut buf = vec![0u8; 256 * 1024];
+        let cap = 256 * 1024 * 1024;
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => taken += n,
+            }
+            assert!(taken < cap, "the connection was never closed: {taken} bytes and counting");
+        }
     }
 }
