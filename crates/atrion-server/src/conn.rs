@@ -584,8 +584,7 @@ mod tests {
         let app = Router::new().route("/endless", axum::routing::get(endless));
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut limits = ConnLimits::default();
-        limits.send_timeout = Duration::from_millis(200);
+        let limits = ConnLimits { send_timeout: Duration::from_millis(200), ..ConnLimits::default() };
         tokio::spawn(async move { serve_router(listener, app, &limits, std::future::pending()).await });
 
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
