@@ -361,6 +361,10 @@ fn item<Req: DeserializeOwned, T>(
             _ => format!("{list}[{i}]"),
         });
     };
+    if let Err(mut p) = crate::problem::not_an_array(raw.get().as_bytes()) {
+        at(&mut p, None);
+        return Item::Problem { problem: p };
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let parsed: Result<Req, Problem> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -131,6 +131,7 @@ impl IntoResponse for Problem {
 /// The body as `T`, or a problem naming the field.
 pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
     let body = read_body(body)?;
+    not_an_array(&body)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| (e.path().to_string(), e.into_inner()))
@@ -147,6 +148,20 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         }
         p
     })
+}
+
+/// Every request body is a JSON object: serde would also read a struct from an array of its
+/// fields in order (`[]` as a batch of nothing), which the schema does not allow.
+pub(crate) fn not_an_array(json: &[u8]) -> Result<(), Problem> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-body",
+            "The body does not match the request's schema",
+            "a JSON object is expected, not an array",
+        ));
+    }
+    Ok(())
 }
 
 /// The body, or the problem of a body that could not be read (too large, cut off).

@@ -60,6 +60,9 @@ async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
         ("/v1/decide", "{not json".into(), 400, "malformed-json", None),
         ("/v1/decide", r#"{"route": 5}"#.into(), 400, "invalid-body", Some("route")),
         ("/v1/decide", r#"{"route": "a", "prio": "high"}"#.into(), 400, "invalid-body", None),
+        // serde reads a struct from an array of its fields too; the API takes objects only.
+        ("/v1/decide", r#"["GET /a"]"#.into(), 400, "invalid-body", None),
+        ("/v1/batch", " []".into(), 400, "invalid-body", None),
         ("/v1/decide", r#"{"route": ""}"#.into(), 422, "invalid-value", Some("route")),
         ("/v1/decide", format!(r#"{{"route": "{long}"}}"#), 422, "invalid-value", Some("route")),
         ("/v1/decide", r#"{"route": "a", "priority": "vip"}"#.into(), 422, "invalid-value", Some("priority")),
@@ -143,7 +146,7 @@ async fn bad_input_is_a_problem_that_names_the_field_and_changes_nothing() {
 async fn a_batch_answers_each_item_and_routes_are_readable() {
     let (atrion, base) = start().await;
     let body = json!({
-        "decide": [{"route": "GET /a"}, {"route": ""}, {"route": "GET /b", "priority": "bulk"}],
+        "decide": [{"route": "GET /a"}, {"route": ""}, {"route": "GET /b", "priority": "bulk"}, ["GET /d"]],
         "report": [
             {"route": "GET /a", "latency_ms": 12, "ok": true},
             {"route": "GET /a", "latency_ms": -3, "ok": true},
@@ -155,6 +158,7 @@ async fn a_batch_answers_each_item_and_routes_are_readable() {
     assert_eq!(r["decide"][0]["verdict"], "admit");
     assert_eq!(r["decide"][1]["problem"]["field"], "decide[1].route", "{r}");
     assert_eq!(r["decide"][2]["verdict"], "admit");
+    assert_eq!(r["decide"][3]["problem"]["field"], "decide[3]", "an item is an object: {r}");
     assert_eq!(r["report"][0]["route"], "GET /a");
     assert_eq!(r["report"][1]["problem"]["field"], "report[1].latency_ms", "{r}");
     assert_eq!(r["report"][2]["problem"]["field"], "report[2].latency_ms", "{r}");
