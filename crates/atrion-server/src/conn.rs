@@ -572,14 +572,32 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A client that asks for an endless answer and takes none of it is closed once the
-    /// server's writes have waited past the send timeout: reading then ends, where it would
-    /// otherwise go on for ever.
+    /// server's writes have waited past the send timeout: the server drops the answer (an
+    /// event the test waits for), and reading then ends, where it would otherwise go on for
+    /// ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_that_takes_no_bytes_is_closed_after_the_send_timeout() {
-        let endless = || async {
-            let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
-            let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
-            axum::body::Body::from_stream(stream)
+        /// Tells when the answer's body is dropped: the connection that carried it is gone.
+        struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let (tx, dropped) = tokio::sync::oneshot::channel();
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let endless = move || {
+            let guard = Dropped(tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+            async move {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                let stream = futures_util::stream::repeat_with(move || {
+                    let _ = &guard;
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                axum::body::Body::from_stream(stream)
+            }
         };
         let app = Router::new().route("/endless", axum::routing::get(endless));
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
@@ -589,8 +607,12 @@ mod tests {
 
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(format!("GET /endless HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
-        // Take nothing for a while: the server's socket buffers fill and its writes wait.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Take nothing: the server's socket buffers fill, its writes wait, and it gives up.
+        // (A generous deadline for the event, not a speed: it comes after 200 ms of waiting.)
+        tokio::time::timeout(Duration::from_secs(120), dropped)
+            .await
+            .expect("the server dropped the answer of a client that took none of it")
+            .unwrap();
         let mut taken = 0usize;
         let mut buf = vec![0u8; 256 * 1024];
         let cap = 256 * 1024 * 1024;
