@@ -47,6 +47,12 @@ use crate::telemetry::Telemetry;
 use crate::time::Timestamp;
 use crate::vector::{DecodeError, PhysicsVector};
 
+mod policy;
+mod table;
+pub use policy::RoutePolicy;
+use policy::{Override, Overrides};
+use table::Slot;
+
 /// The route name observers see for decisions on untracked routes: made on no state because
 /// the route table was full, or because the id is not valid.
 pub const UNTRACKED_ROUTE: &str = "<untracked>";
@@ -517,133 +523,6 @@ impl<O: PhysicsObserver> Engine<O> {
         self.find(route, |r| r.cell().phys().cfg.clone()).unwrap_or_else(|| self.physics_for(route).cfg.clone())
     }
 
-    /// Sets the physics of the routes that `pattern` matches (`Some`), or removes the
-    /// override so that they run the engine's config again (`None`).
-    ///
-    /// A pattern is an exact route id (`GET /users`) or a glob ([`RoutePattern`]: `*` any
-    /// run of characters, `?` one): `GET /reports/*`; an exact id wins over a glob, and a
-    /// glob with more literal characters over one with fewer. The config is validated and
-    /// must be of the engine's model. Routes that exist keep what they learned (scar,
-    /// normal, tuner, mode) and run the new constants from their next decision (the physics
-    /// is swapped under each route's lock, so that no report is lost or straddles two
-    /// configs). Every config set stays in memory until the engine is dropped; equal configs
-    /// share one. A hold a policy set on the same pattern ([`Engine::set_policies`]) stays.
-    pub fn set_route_config(&self, pattern: &str, config: Option<PhysicsConfig>) -> Result<(), EngineError> {
-        let pat = RoutePattern::parse(pattern)?;
-        let phys = config.map(|cfg| self.physics_of(pattern, cfg)).transpose()?;
-        let mut list = self.overrides.read().unwrap_or_else(PoisonError::into_inner).list.clone();
-        let hold = list.iter().find(|o| o.pat == pat).map_or(Hold::Released, |o| o.hold);
-        list.retain(|o| o.pat != pat);
-        match phys {
-            Some(phys) => list.push(Override { pat, phys, hold }),
-            None if hold != Hold::Released => list.push(Override { pat, phys: self.phys.clone(), hold }),
-            None => {}
-        }
-        self.install(list);
-        Ok(())
-    }
-
-    /// Replaces every per-route override at once with `policies`: the physics and the hold
-    /// each pattern's routes run (a hot patch: routes keep their scar, mode, tuner and
-    /// normal). Everything is checked first; on an error nothing changes. A route whose
-    /// applicable hold changes gets it (an operator's own [`Engine::hold`] on a route
-    /// stays until its policy's hold changes); routes created later take their policy's
-    /// physics and hold when they appear. The resolution happens here, never per decision.
-    pub fn set_policies(&self, policies: Vec<RoutePolicy>) -> Result<(), EngineError> {
-        let mut list = Vec::with_capacity(policies.len());
-        for p in policies {
-            let pat = RoutePattern::parse(&p.pattern)?;
-            let phys = match p.config {
-                Some(cfg) => self.physics_of(&p.pattern, cfg)?,
-                None => self.phys.clone(),
-            };
-            list.push(Override { pat, phys, hold: p.hold });
-        }
-        self.install(list);
-        Ok(())
-    }
-
-    /// The validated physics of `cfg`, shared with any equal config already kept.
-    fn physics_of(&self, pattern: &str, cfg: PhysicsConfig) -> Result<Arc<Physics>, EngineError> {
-        cfg.validate()?;
-        if cfg.model != self.phys.cfg.model {
-            return Err(EngineError::ModelMismatch {
-                route: pattern.to_owned(),
-                expected: self.phys.cfg.model,
-                found: cfg.model,
-            });
-        }
-        Ok(self.physics.keep(Physics::new(cfg)))
-    }
-
-    /// Installs `list` as the overrides and re-resolves the routes an added, removed or
-    /// changed override matches. Linear in the overrides (one sort, hashed comparisons) and
-    /// in the routes times the changed globs: a bulk replace is one pass, not one per policy.
-    fn install(&self, list: Vec<Override>) {
-        let new = Overrides::new(list);
-        let old = {
-            let mut o = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-            std::mem::replace(&mut *o, new.clone())
-        };
-        let same = |a: &Override, b: &Override| a.pat == b.pat && Arc::ptr_eq(&a.phys, &b.phys) && a.hold == b.hold;
-        let unchanged = |o: &Override, other: &Overrides| other.by_text(o.pat.as_str()).is_some_and(|n| same(o, n));
-        let changed: Vec<&RoutePattern> = old
-            .list
-            .iter()
-            .filter(|o| !unchanged(o, &new))
-            .chain(new.list.iter().filter(|n| !unchanged(n, &old)))
-            .map(|o| &o.pat)
-            .collect();
-        if changed.is_empty() {
-            return;
-        }
-        let changed_ids: std::collections::HashSet<&str> =
-            changed.iter().filter(|p| !p.is_glob()).map(|p| p.as_str()).collect();
-        let changed_globs: Vec<&RoutePattern> = changed.iter().copied().filter(|p| p.is_glob()).collect();
-        let resolve = |l: &Overrides, route: &str| {
-            l.find(route).map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
-        };
-        // Existing routes keep their cell and state and run the new physics from now on:
-        // swapped under the route's lock, so that no report straddles two physics.
-        let guard = scc::Guard::new();
-        for (route, ()) in self.routes.iter(&guard) {
-            let name = route.name();
-            if !changed_ids.contains(name) && !changed_globs.iter().any(|p| p.matches(name)) {
-                continue;
-            }
-            let (phys, hold) = resolve(&new, name);
-            let (_, was) = resolve(&old, name);
-            let cell = route.cell();
-            if hold != was {
-                cell.view.held.store(hold as u8, Relaxed);
-            }
-            if std::ptr::eq(Arc::as_ptr(&phys), cell.phys()) {
-                continue;
-            }
-            cell.modify(&phys, |_| cell.phys.store(Arc::as_ptr(&phys).cast_mut(), Release));
-            cell.view.dirty.store(true, Relaxed);
-        }
-    }
-
-    /// The physics and hold a route of this id starts with: the best-matching override's,
-    /// or the engine's.
-    fn override_for(&self, route: &str) -> (Arc<Physics>, Hold) {
-        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.find(route).map_or_else(|| (self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
-    }
-
-    /// The pattern of the override a route of this id runs (the most specific that matches),
-    /// `None` when it runs the engine's defaults: its applicable policy.
-    pub fn route_pattern(&self, route: &str) -> Option<String> {
-        let o = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-        o.find(route).map(|o| o.pat.as_str().to_owned())
-    }
-
-    /// The physics a route of this id runs: the best-matching override, or the engine's.
-    fn physics_for(&self, route: &str) -> Arc<Physics> {
-        self.override_for(route).0
-    }
-
     /// The observer.
     pub fn observer(&self) -> &O {
         &self.observer
@@ -968,18 +847,6 @@ impl<O: PhysicsObserver> Engine<O> {
             hook();
         }
         Ok(())
-    }
-
-    /// Makes room for a held route on a full table: sweep now, then the reserve, then the
-    /// least valuable route.
-    #[cold]
-    fn room_for_hold(&self, route: &str, now: Timestamp) -> Result<Route, EngineError> {
-        self.sweep(now, true);
-        let room = self.limits.max_routes.saturating_add(self.limits.held_reserve);
-        if self.tracked.load(Relaxed) >= room && !self.evict_least_valuable(now) {
-            return Err(EngineError::TableFull { route: route.to_owned() });
-        }
-        Ok(self.insert(route, now))
     }
 
     /// Sets (`Some`) or removes (`None`) the hook told after every [`Engine::hold`], once the
@@ -1336,135 +1203,6 @@ impl<O: PhysicsObserver> Engine<O> {
         }
         cell.status()
     }
-
-    /// The route, creating it when unknown and there is room (after evicting what may be
-    /// evicted, and if `may_create` allows it).
-    #[cold]
-    fn route_or_create(&self, route: &str, now: Timestamp, may_create: impl FnOnce() -> bool) -> Slot {
-        if check_id(route).is_err() {
-            return Slot::Untracked;
-        }
-        if let Some(found) = self.find(route, Route::clone) {
-            return Slot::Tracked(found);
-        }
-        if self.tracked.load(Relaxed) >= self.limits.max_routes {
-            self.sweep(now, false);
-            if self.tracked.load(Relaxed) >= self.limits.max_routes {
-                return Slot::Untracked;
-            }
-        }
-        if !may_create() {
-            return Slot::Refused;
-        }
-        Slot::Tracked(self.insert(route, now))
-    }
-
-    /// Puts a new route in the table (or finds the one a racing thread put there first).
-    fn insert(&self, route: &str, now: Timestamp) -> Route {
-        let (phys, hold) = self.override_for(route);
-        let fresh = Route::new(route, &phys, now);
-        fresh.cell().view.held.store(hold as u8, Relaxed);
-        match self.routes.entry_sync(fresh) {
-            // Another thread created it first: theirs is the route.
-            scc::hash_index::Entry::Occupied(o) => o.key().clone(),
-            scc::hash_index::Entry::Vacant(v) => {
-                self.tracked.fetch_add(1, Relaxed);
-                v.insert_entry(()).key().clone()
-            }
-        }
-    }
-
-    /// Evicts idle routes: those idle past the idle timeout, and the least valuable ones idle
-    /// past the pressure timeout ([`EngineLimits`]). Runs at most once a second unless
-    /// `forced` (a hold), so that a flood of new route ids against a full table costs one
-    /// scan per second, not one per request.
-    fn sweep(&self, now: Timestamp, forced: bool) {
-        let due = self.next_sweep.load(Relaxed);
-        if !forced
-            && (now.as_nanos() < due
-                || self
-                    .next_sweep
-                    .compare_exchange(due, now.as_nanos().saturating_add(1_000_000_000), Relaxed, Relaxed)
-                    .is_err())
-        {
-            return;
-        }
-        let idle = self.limits.idle_timeout.as_nanos() as u64;
-        let pressure = self.limits.pressure_idle.as_nanos() as u64;
-        let mut evicted = Vec::new();
-        let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
-        self.routes.retain_sync(|route, ()| {
-            let v = &route.cell().view;
-            let policy = overrides.iter().find(|o| o.pat.matches(route.name()));
-            let since = now.as_nanos().saturating_sub(v.last_seen.load(Relaxed));
-            let keep = operator_held(route, policy)
-                || (since <= idle && (since <= pressure || policy.is_some() || !little_value(route)));
-            if !keep {
-                evicted.push(route.clone());
-            }
-            keep
-        });
-        self.tracked.fetch_sub(evicted.len(), Relaxed);
-        self.told_evicted(evicted, now);
-    }
-
-    /// Evicts the least valuable route no operator holds: of little value first, then the
-    /// longest idle. False when every route is held.
-    #[cold]
-    fn evict_least_valuable(&self, now: Timestamp) -> bool {
-        let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let guard = scc::Guard::new();
-        let victim = self
-            .routes
-            .iter(&guard)
-            .map(|(r, ())| r)
-            .filter(|r| !operator_held(r, overrides.iter().find(|o| o.pat.matches(r.name()))))
-            .min_by_key(|r| (!little_value(r), r.cell().view.last_seen.load(Relaxed)))
-            .cloned();
-        drop(guard);
-        let Some(victim) = victim else { return false };
-        if self.routes.remove_sync(victim.name()) {
-            self.tracked.fetch_sub(1, Relaxed);
-            self.told_evicted(vec![victim], now);
-        }
-        true
-    }
-
-    /// Counts evictions and tells the observer, after the table's buckets are unlocked (so
-    /// that an observer may use the engine).
-    fn told_evicted(&self, evicted: Vec<Route>, now: Timestamp) {
-        for route in evicted {
-            self.evicted.fetch_add(1, Relaxed);
-            self.observer.on_event(&Event::Evicted { route: route.name(), at: now });
-        }
-    }
-}
-
-/// Where a route lookup landed.
-enum Slot {
-    /// A route of the table.
-    Tracked(Route),
-    /// No room: decided on no state.
-    Untracked,
-    /// The caller's `may_create` refused a new route.
-    Refused,
-}
-
-/// Whether an operator holds the route: a hold that its policy does not give. (A hold its
-/// policy gives stays in the policy: the route may go, and comes back with it; else a held
-/// pattern would keep every id ever seen under it.)
-fn operator_held(route: &Route, policy: Option<&Override>) -> bool {
-    let hold = route.cell().view.held.load(Relaxed);
-    let given = policy.map_or(Hold::Released, |o| o.hold);
-    hold != Hold::Released as u8 && hold != given as u8
-}
-
-/// Whether a route holds little a decision would miss: neither open nor half-open, and no
-/// scar.
-fn little_value(route: &Route) -> bool {
-    let v = &route.cell().view;
-    let mode = Mode::from_u8(v.mode.load(Relaxed));
-    matches!(mode, Mode::Bootstrap | Mode::Operational) && load_f(&v.scar) <= 0.0 && !v.cluster_on.load(Relaxed)
 }
 
 /// An operator's hold on a route ([`Engine::hold`]).
@@ -1483,69 +1221,6 @@ pub enum Hold {
     /// shed becomes an admit with [`Reason::Shadow`], counted by [`Engine::shadowed`]): the
     /// safe way to roll Atrion out on a route.
     Shadow = 3,
-}
-
-/// One per-route override of [`Engine::set_policies`]: the routes a pattern matches run
-/// `config` (the engine's when `None`) under `hold`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoutePolicy {
-    /// An exact route id or a glob ([`RoutePattern`]).
-    pub pattern: String,
-    /// The physics of its routes; `None`: the engine's.
-    pub config: Option<PhysicsConfig>,
-    /// Its routes' hold.
-    pub hold: Hold,
-}
-
-/// An installed override.
-#[derive(Debug, Clone)]
-struct Override {
-    pat: RoutePattern,
-    phys: Arc<Physics>,
-    hold: Hold,
-}
-
-/// The overrides, the most specific first (exact ids, then globs by literal characters;
-/// equal ones by text), with exact ids and patterns indexed: a route finds its override by
-/// one hash lookup and a scan of the globs alone.
-#[derive(Clone, Default)]
-struct Overrides {
-    list: Vec<Override>,
-    /// Pattern text → index in `list`.
-    by_text: std::collections::HashMap<Box<str>, usize, foldhash::fast::RandomState>,
-    /// Where the globs start in `list` (exact ids rank above every glob).
-    globs: usize,
-}
-
-impl Overrides {
-    fn new(mut list: Vec<Override>) -> Self {
-        list.sort_by(|a, b| {
-            b.pat.specificity().cmp(&a.pat.specificity()).then_with(|| a.pat.as_str().cmp(b.pat.as_str()))
-        });
-        let by_text = list.iter().enumerate().map(|(i, o)| (Box::from(o.pat.as_str()), i)).collect();
-        let globs = list.partition_point(|o| !o.pat.is_glob());
-        Overrides { list, by_text, globs }
-    }
-
-    /// The override on exactly this pattern.
-    fn by_text(&self, pattern: &str) -> Option<&Override> {
-        self.by_text.get(pattern).map(|&i| &self.list[i])
-    }
-
-    /// The most specific override that matches `route`.
-    fn find(&self, route: &str) -> Option<&Override> {
-        self.by_text(route)
-            .filter(|o| !o.pat.is_glob())
-            .or_else(|| self.list[self.globs..].iter().find(|o| o.pat.matches(route)))
-    }
-}
-
-impl std::ops::Deref for Overrides {
-    type Target = [Override];
-
-    fn deref(&self) -> &[Override] {
-        &self.list
-    }
 }
 
 impl Hold {
