@@ -76,7 +76,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
         self.routes.retain_sync(|route, ()| {
             let v = &route.cell().view;
-            let policy = overrides.iter().find(|o| o.pat.matches(route.name()));
+            let policy = overrides.find(route.name());
             let since = now.as_nanos().saturating_sub(v.last_seen.load(Relaxed));
             let keep = operator_held(route, policy)
                 || (since <= idle && (since <= pressure || policy.is_some() || !little_value(route)));
@@ -99,7 +99,7 @@ impl<O: PhysicsObserver> Engine<O> {
             .routes
             .iter(&guard)
             .map(|(r, ())| r)
-            .filter(|r| !operator_held(r, overrides.iter().find(|o| o.pat.matches(r.name()))))
+            .filter(|r| !operator_held(r, overrides.find(r.name())))
             .min_by_key(|r| (!little_value(r), r.cell().view.last_seen.load(Relaxed)))
             .cloned();
         drop(guard);
