@@ -1,0 +1,244 @@
+//! A route in memory: the view decisions read without a lock (`View`), the physics behind
+//! the route's own short mutex (`RouteCell`), the cell and its id in one allocation
+//! (`Route`, the table's key), and the physics every route points into (`PhysicsSet`).
+
+use super::*;
+
+/// What a decision reads: published by `report`, read without a lock. The fields every
+/// decision reads come first, 64 bytes together; the half-open and keep-alive bookkeeping
+/// follows. Not aligned to a cache line: the padding would cost more memory per route than
+/// the line it saves.
+#[derive(Debug, Default)]
+#[repr(C)]
+pub(super) struct View {
+    // The first 64 bytes: what every decision reads.
+    pub(super) mode: AtomicU8,
+    /// An operator's hold ([`Hold`] as a byte; 0 when none).
+    pub(super) held: AtomicU8,
+    pub(super) cluster_on: AtomicBool,
+    /// Reported since the state layer last collected this route.
+    pub(super) dirty: AtomicBool,
+    /// The shed ratio of the proportional answer (f32 bits, as the physics keeps it;
+    /// default model).
+    pub(super) throttle: AtomicU32,
+    pub(super) resistance: AtomicU64,
+    pub(super) scar: AtomicU64,
+    pub(super) at: AtomicU64,
+    pub(super) break_point: AtomicU64,
+    /// The other nodes' scar for this route (f64 bits) and when it was that value; only
+    /// meaningful while `cluster_on`.
+    pub(super) cluster_scar: AtomicU64,
+    pub(super) cluster_at: AtomicU64,
+    /// The half-open probe quota.
+    pub(super) quota: AtomicU32,
+    /// Sheds turned into admits by a shadow hold (in the padding before the next field;
+    /// wraps after 2^32).
+    pub(super) shadowed: AtomicU32,
+    // Then open, half-open, keep-alive, throttle sequence and bookkeeping.
+    pub(super) last_seen: AtomicU64,
+    /// Decisions that met the throttle: the deterministic dither counts them.
+    pub(super) throttled: AtomicU64,
+    pub(super) open_until: AtomicU64,
+    pub(super) window_start: AtomicU64,
+    pub(super) probes: AtomicU64,
+    pub(super) keepalive_at: AtomicU64,
+}
+
+/// Seconds from `then_ns` to `now` (zero if `then` is later), without building a `Duration`.
+#[inline]
+pub(super) fn secs_since(now: Timestamp, then_ns: u64) -> f64 {
+    now.as_nanos().saturating_sub(then_ns) as f64 * 1e-9
+}
+
+pub(super) fn load_f(a: &AtomicU64) -> f64 {
+    f64::from_bits(a.load(Relaxed))
+}
+
+pub(super) fn store_f(a: &AtomicU64, v: f64) {
+    a.store(v.to_bits(), Relaxed);
+}
+
+/// One route: the view decisions read, then its physics behind a short mutex. Its id
+/// follows it in the same allocation ([`Route`]).
+#[derive(Debug)]
+#[repr(C)]
+pub(super) struct RouteCell {
+    pub(super) view: View,
+    /// The route's physics: the engine's, or a per-route override's. Points into the
+    /// engine's [`PhysicsSet`], which keeps every physics it hands out for as long as the
+    /// engine lives; a cell is only used through its engine.
+    pub(super) phys: AtomicPtr<Physics>,
+    /// The rest of the route's state: what the view publishes is stored only there.
+    pub(super) state: Mutex<Kept>,
+}
+
+impl RouteCell {
+    /// A new route's cell, published; `last_seen` in nanoseconds.
+    pub(super) fn new(phys: &Arc<Physics>, last_seen: u64) -> Self {
+        let kept = Kept::new(phys);
+        let cell = RouteCell {
+            view: View::default(),
+            phys: AtomicPtr::new(Arc::as_ptr(phys).cast_mut()),
+            state: Mutex::new(kept.clone()),
+        };
+        cell.publish(&kept, &Published::new(phys), phys);
+        cell.view.last_seen.store(last_seen, Relaxed);
+        cell
+    }
+
+    /// The route's physics.
+    #[inline]
+    pub(super) fn phys(&self) -> &Physics {
+        // SAFETY: the pointer comes from an `Arc<Physics>` that the engine's `PhysicsSet`
+        // holds until the engine is dropped, and a cell is only used through its own engine
+        // (the engine's methods, a `Handle` holding a borrow or an `Arc` of it; nothing
+        // reads the physics when a cell is dropped), so the physics outlives every use.
+        unsafe { &*self.phys.load(Acquire) }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // The critical section is arithmetic that cannot panic; a poisoned lock still
+        // holds a consistent state, so it is used as is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The published part of the state, as the view holds it (under the route's lock, the
+    /// last values published).
+    #[inline]
+    pub(super) fn published(&self) -> Published {
+        let v = &self.view;
+        Published {
+            resistance: load_f(&v.resistance),
+            scar: load_f(&v.scar),
+            break_point: load_f(&v.break_point),
+            last: Timestamp::from_nanos(v.at.load(Relaxed)),
+            open_until: Timestamp::from_nanos(v.open_until.load(Relaxed)),
+        }
+    }
+
+    /// Runs `f` on the route's whole state, under the route's lock.
+    pub(super) fn inspect<R>(&self, f: impl FnOnce(&RouteState) -> R) -> R {
+        let mut kept = self.lock();
+        f(&RouteState::new(&mut kept, self.published()))
+    }
+
+    /// Runs `f` on the route's whole state under the route's lock, then publishes it.
+    /// Returns what `f` returned and the mode the view had before.
+    #[inline]
+    pub(super) fn modify<R>(&self, phys: &Physics, f: impl FnOnce(&mut RouteState) -> R) -> (R, Mode) {
+        let mut kept = self.lock();
+        let mut s = RouteState::new(&mut kept, self.published());
+        // A decision may have moved the route to half-open on its timer; follow it, so that
+        // publishing does not undo it.
+        if s.k.mode == Mode::Open && Mode::from_u8(self.view.mode.load(Acquire)) == Mode::HalfOpen {
+            s.set_mode(Mode::HalfOpen);
+        }
+        let out = f(&mut s);
+        let published = s.published();
+        (out, self.publish(&kept, &published, phys))
+    }
+
+    /// Publishes the state for decisions. The mode goes last (release), so a decision that
+    /// sees a mode sees the values written with it. Returns the mode the view had before.
+    pub(super) fn publish(&self, k: &Kept, p: &Published, phys: &Physics) -> Mode {
+        let v = &self.view;
+        store_f(&v.resistance, p.resistance);
+        store_f(&v.scar, p.scar);
+        v.at.store(p.last.as_nanos(), Relaxed);
+        store_f(&v.break_point, p.break_point);
+        v.throttle.store(k.throttle().to_bits(), Relaxed);
+        v.open_until.store(p.open_until.as_nanos(), Relaxed);
+        v.quota.store(k.probe_quota(phys), Relaxed);
+        Mode::from_u8(v.mode.swap(k.mode as u8, Release))
+    }
+
+    /// The cluster's scar for this route healed to `now`, if other nodes report on it.
+    #[inline]
+    pub(super) fn cluster(&self, phys: &Physics, now: Timestamp) -> Option<f64> {
+        let v = &self.view;
+        if !v.cluster_on.load(Acquire) {
+            return None;
+        }
+        let age = secs_since(now, v.cluster_at.load(Relaxed));
+        Some(load_f(&v.cluster_scar) * heal_factor_fast(phys.cfg.scar_decay * age))
+    }
+
+    pub(super) fn touch(&self, now: Timestamp) {
+        // Written at most once a second, so that deciding threads do not fight over it.
+        let seen = self.view.last_seen.load(Relaxed);
+        if now.as_nanos().saturating_sub(seen) > 1_000_000_000 {
+            self.view.last_seen.store(now.as_nanos(), Relaxed);
+        }
+    }
+
+    pub(super) fn status(&self) -> RouteStatus {
+        let v = &self.view;
+        RouteStatus {
+            mode: Mode::from_u8(v.mode.load(Acquire)),
+            resistance: load_f(&v.resistance),
+            scar: load_f(&v.scar),
+            break_point: load_f(&v.break_point),
+            open_until: Timestamp::from_nanos(v.open_until.load(Relaxed)),
+        }
+    }
+}
+
+/// A route: its cell and its id, in one allocation (`triomphe`'s header-and-slice `Arc`,
+/// whose count has no weak half). It is the route table's key, hashed and compared by id,
+/// so that the id is stored once.
+#[derive(Clone)]
+pub(super) struct Route(triomphe::Arc<triomphe::HeaderSlice<RouteCell, str>>);
+
+impl Route {
+    pub(super) fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
+        Route(triomphe::Arc::from_header_and_str(RouteCell::new(phys, now.as_nanos()), name))
+    }
+
+    #[inline]
+    pub(super) fn name(&self) -> &str {
+        &self.0.slice
+    }
+
+    #[inline]
+    pub(super) fn cell(&self) -> &RouteCell {
+        &self.0.header
+    }
+}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::borrow::Borrow<str> for Route {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+/// Every physics the engine has handed to a route, kept until the engine is dropped (cells
+/// point into it). Equal configurations share one, so that setting the same per-route
+/// config again and again does not grow it.
+#[derive(Debug, Default)]
+pub(super) struct PhysicsSet(Mutex<Vec<Arc<Physics>>>);
+
+impl PhysicsSet {
+    pub(super) fn keep(&self, phys: Physics) -> Arc<Physics> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(same) = all.iter().find(|p| p.cfg == phys.cfg) {
+            return same.clone();
+        }
+        let phys = Arc::new(phys);
+        all.push(phys.clone());
+        phys
+    }
+}
