@@ -17,6 +17,12 @@ use atrion_server::{AdminToken, ServerConfig};
 use clap::ValueEnum;
 use serde::Deserialize;
 
+mod limits;
+mod metrics;
+use limits::{connection_limits, fit_fd_limit, release_memory};
+pub use metrics::ROUTE_SERIES_IDLE;
+use metrics::install_metrics;
+
 /// The port `atrion serve` listens on by default, on loopback.
 pub const DEFAULT_PORT: u16 = 7878;
 
@@ -590,86 +596,6 @@ impl Settings {
     }
 }
 
-/// The connection limits: flags over the file over the server's defaults.
-fn connection_limits(
-    args: &ServeArgs,
-    file: &FileSettings,
-    default: &atrion_server::ConnLimits,
-) -> atrion_server::ConnLimits {
-    let mut c = default.clone();
-    if let Some(ms) = args.header_timeout_ms.or(file.header_timeout_ms) {
-        c.header_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = args.keep_alive_timeout_ms.or(file.keep_alive_timeout_ms) {
-        c.keep_alive_timeout = Duration::from_millis(ms);
-    }
-    if let Some(ms) = args.send_timeout_ms.or(file.send_timeout_ms) {
-        c.send_timeout = Duration::from_millis(ms);
-    }
-    c.max_connections = args.max_connections.or(file.max_connections).unwrap_or(c.max_connections);
-    c.reserved = args.reserved_connections.or(file.reserved_connections).unwrap_or(c.reserved);
-    c.max_per_peer = args.max_connections_per_peer.or(file.max_connections_per_peer).unwrap_or(c.max_per_peer);
-    c
-}
-
-/// File descriptors kept beside the connections: the store, logs, the proxy's upstream
-/// pool, the cluster's clients.
-const SPARE_FDS: u64 = 256;
-
-/// Makes room for `needed` open connections: raises the soft file-descriptor limit (up to
-/// the hard one) when it is lower, and otherwise lowers the connection caps to fit, saying so.
-/// Connections past the limit would fail to be accepted, and `/healthz` with them.
-fn fit_fd_limit(limits: &mut atrion_server::ConnLimits, listeners: u64) {
-    #[cfg(unix)]
-    {
-        use rustix::process::{Resource, getrlimit, setrlimit};
-        let needed = (limits.hard_cap() as u64).saturating_mul(listeners).saturating_add(SPARE_FDS);
-        let mut rl = getrlimit(Resource::Nofile);
-        let Some(soft) = rl.current else { return };
-        if soft >= needed {
-            return;
-        }
-        let raised = rl.maximum.map_or(needed, |hard| hard.min(needed));
-        if raised > soft {
-            rl.current = Some(raised);
-            match setrlimit(Resource::Nofile, rl) {
-                Ok(()) => tracing::info!(from = soft, to = raised, "raised the file-descriptor limit"),
-                Err(e) => tracing::warn!(error = %e, "the file-descriptor limit could not be raised"),
-            }
-        }
-        let have = getrlimit(Resource::Nofile).current.unwrap_or(soft);
-        if have < needed {
-            let per_listener = usize::try_from(have.saturating_sub(SPARE_FDS) / listeners).unwrap_or(usize::MAX);
-            limits.reserved = limits.reserved.min(per_listener / 2);
-            limits.max_connections = per_listener.saturating_sub(limits.reserved).max(1);
-            tracing::warn!(
-                fd_limit = have,
-                max_connections = limits.max_connections,
-                reserved_connections = limits.reserved,
-                "the file-descriptor limit is below what the connection caps need: the caps were lowered"
-            );
-        }
-    }
-}
-
-/// glibc keeps freed memory in its arenas: after a flood of connections has left,
-/// `malloc_trim` hands it back (measured: 82 MB held after 4,160 connections closed, 33 MB
-/// after the trim, from 31 MB before them).
-fn release_memory() -> Option<fn()> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        fn trim() {
-            // SAFETY: malloc_trim only walks and trims glibc's own arenas, under their locks.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-        }
-        Some(trim)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    None
-}
-
 /// Who may read the dashboard: as asked, or by default anyone when `open_by_default`
 /// (on loopback, or with no admin token to ask for), else an admin.
 fn dashboard_auth(
@@ -703,54 +629,6 @@ fn dashboard_auth(
 fn read_file(path: &Path) -> Result<FileSettings> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))
-}
-
-/// How long a route-labelled series may stay still before the exporter drops it: the series
-/// of a route that lost its label (evicted, or outranked) go after this.
-pub const ROUTE_SERIES_IDLE: Duration = Duration::from_secs(60);
-
-/// The Prometheus recorders: route-labelled series in one that drops them after `idle`
-/// still, the rest in another; one render of both.
-fn metrics_recorder(
-    idle: Duration,
-) -> Result<(impl metrics::Recorder + Sync + 'static, [metrics_exporter_prometheus::PrometheusHandle; 2])> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    use metrics_util::MetricKindMask;
-    let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0, 10.0];
-    let rest = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(atrion_server::HTTP_DURATION.to_owned()), &buckets)?
-        .build_recorder();
-    let routes = PrometheusBuilder::new()
-        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::GAUGE, Some(idle))
-        .build_recorder();
-    let handles = [routes.handle(), rest.handle()];
-    Ok((atrion::metrics::RouteSplit::new(routes, rest), handles))
-}
-
-/// Installs the Prometheus recorders (before the engine's observer registers its handles)
-/// and keeps their histograms drained.
-fn install_metrics() -> Result<atrion_server::MetricsRender> {
-    let (recorder, handles) = metrics_recorder(ROUTE_SERIES_IDLE)?;
-    metrics::set_global_recorder(recorder).map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
-    let upkeep = handles.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            for h in &upkeep {
-                h.run_upkeep();
-            }
-        }
-    });
-    Ok(atrion_server::MetricsRender(Arc::new(move || render(&handles))))
-}
-
-/// Both recorders' text, route series first.
-fn render(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> String {
-    let [routes, rest] = handles;
-    let mut text = routes.render();
-    text.push_str(&rest.render());
-    text
 }
 
 /// A store's config from its URL, in the cluster's namespace: the store at start, and the
@@ -896,71 +774,4 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         tracing::info!("atrion serve stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeSet;
-    use std::time::Instant;
-
-    use atrion::metrics::MetricsObserver;
-    use atrion::{Engine, EngineLimits, PhysicsConfig, Priority, Timestamp};
-
-    /// The route labels the exporter shows.
-    fn labels(handles: &[metrics_exporter_prometheus::PrometheusHandle; 2]) -> BTreeSet<String> {
-        render(handles)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.split("route=\"").nth(1)?.split('"').next().map(str::to_owned))
-            .collect()
-    }
-
-    fn names(prefix: &str, n: usize) -> BTreeSet<String> {
-        (0..n).map(|i| format!("{prefix}-{i}")).collect()
-    }
-
-    #[test]
-    fn the_series_of_evicted_routes_go_and_the_route_labels_stay_at_their_bound() {
-        let idle = Duration::from_millis(200);
-        let (recorder, handles) = metrics_recorder(idle).unwrap();
-        metrics::with_local_recorder(&recorder, || {
-            let mut limits = EngineLimits::with_max_routes(4);
-            limits.idle_timeout = Duration::from_secs(1);
-            let observer = MetricsObserver::new(4).with_idle_timeout(idle);
-            let engine = Engine::with_observer(PhysicsConfig::default(), limits, observer).unwrap();
-            // Engine time runs with the exporter's: from 0, then from 10 s on.
-            let start = Instant::now();
-            let now = |offset: u64| Timestamp::from_nanos(offset + start.elapsed().as_nanos() as u64);
-            for r in names("old", 4) {
-                engine.decide(&r, now(0), Priority::Normal);
-            }
-            assert_eq!(labels(&handles), names("old", 4));
-            // Idle past the engine's timeout: a new generation evicts the old one.
-            let later = 10_000_000_000;
-            for r in names("new", 4) {
-                engine.decide(&r, now(later), Priority::Normal);
-            }
-            assert_eq!(engine.stats().evicted, 4);
-            let mut shown = BTreeSet::new();
-            for _ in 0..600 {
-                // new-0 falls still; the others go on.
-                for r in names("new", 4).iter().skip(1) {
-                    engine.decide(r, now(later), Priority::Normal);
-                }
-                shown = labels(&handles);
-                if !shown.iter().any(|l| l.starts_with("old")) && !shown.contains("new-0") {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let expected: BTreeSet<String> = names("new", 4).into_iter().skip(1).collect();
-            assert_eq!(shown, expected, "the evicted routes' series, and a still one, are gone");
-            // The still route's next decision registers its series again: nothing is lost.
-            engine.decide("new-0", now(later), Priority::Normal);
-            let text = render(&handles);
-            assert!(text.lines().any(|l| l.contains("route=\"new-0\"") && l.ends_with(" 1")), "{text}");
-            assert!(labels(&handles).len() <= 4);
-        });
-    }
 }
