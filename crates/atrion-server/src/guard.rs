@@ -25,10 +25,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::future::{Ready, ready};
+
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use crate::problem::Problem;
@@ -247,22 +249,55 @@ fn cross_origin(detail: &str) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "cross-origin", "Cross-origin requests are refused", detail)
 }
 
-/// The middleware: each request passes [`Guard`]'s checks, or is answered with a problem
-/// and reaches no handler.
-pub(crate) async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    match guard.check(&request) {
-        Ok(()) => next.run(request).await,
-        Err(problem) => {
-            let unauthorized = problem.status == StatusCode::UNAUTHORIZED.as_u16();
-            let mut response = problem.into_response();
-            if unauthorized {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
-            }
-            response
+/// The guard as a tower layer: each request passes [`Guard`]'s checks, or is answered with
+/// a problem and reaches no handler. A service of its own rather than `from_fn`, so that a
+/// request that passes costs no allocation.
+#[derive(Debug, Clone)]
+pub(crate) struct GuardLayer(pub(crate) Arc<Guard>);
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { guard: self.0.clone(), inner }
+    }
+}
+
+/// A service behind [`GuardLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Guarded<S> {
+    guard: Arc<Guard>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Guarded<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.guard.check(&request) {
+            Ok(()) => Either::Right(self.inner.call(request)),
+            Err(problem) => Either::Left(ready(Ok(refusal(problem)))),
         }
     }
+}
+
+/// The answer to a request the guard refused.
+fn refusal(problem: Problem) -> Response {
+    let unauthorized = problem.status == StatusCode::UNAUTHORIZED.as_u16();
+    let mut response = problem.into_response();
+    if unauthorized {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
+    }
+    response
 }
 
 /// Declares the guard's answers in the OpenAPI document, on every operation they can come

@@ -225,16 +225,20 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
         refusals: auth::Guard::new(config.auth.clone()),
     });
     auth::spawn_flusher(&shared);
-    let router = router
+    let routes = router
         .route("/", axum::routing::get(dashboard::index))
         .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(tower::util::option_layer(cors))
-        .layer(axum::middleware::from_fn_with_state(checks, guard::guard))
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared.clone());
-    (router, shared)
+    // What every request passes, wrapped once around the routes: `Router::layer` would wrap
+    // each route, and each request would clone (and allocate) every layer of its route.
+    let stack = tower::ServiceBuilder::new()
+        .layer(guard::GuardLayer(checks))
+        .option_layer(cors)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .service(routes);
+    (Router::new().fallback_service(stack), shared)
 }
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.

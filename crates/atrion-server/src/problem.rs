@@ -132,6 +132,10 @@ impl IntoResponse for Problem {
 pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
     let body = read_body(body)?;
     not_an_array(&body)?;
+    // The common case first; a refused body is read again to find the field at fault.
+    if let Ok(value) = serde_json::from_slice(&body) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| (e.path().to_string(), e.into_inner()))

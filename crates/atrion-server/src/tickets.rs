@@ -91,6 +91,8 @@ pub struct Taken {
 pub struct TicketBook {
     mac: HmacSha256,
     issuer: u32,
+    /// `v2.<issuer>.`, the start of every ticket.
+    prefix: String,
     ttl: Duration,
     /// The next sequence number (from 1).
     next: AtomicU64,
@@ -123,7 +125,14 @@ impl TicketBook {
         #[allow(clippy::expect_used)]
         let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         let words = (REPLAY_BITS / 64) as usize;
-        TicketBook { mac, issuer, ttl, next: AtomicU64::new(1), taken: (0..words).map(|_| AtomicU64::new(0)).collect() }
+        TicketBook {
+            mac,
+            issuer,
+            prefix: format!("v2.{issuer:08x}."),
+            ttl,
+            next: AtomicU64::new(1),
+            taken: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// A ticket for a decision on `route` at `at`.
@@ -133,7 +142,8 @@ impl TicketBook {
         let (word, bit) = slot(seq);
         self.taken[word].fetch_and(!bit, Relaxed);
         let mut text = String::with_capacity(64 + route.len().div_ceil(3) * 4);
-        let _ = write!(text, "v2.{:08x}.{seq}.{}.", self.issuer, at.as_nanos());
+        text.push_str(&self.prefix);
+        let _ = write!(text, "{seq}.{}.", at.as_nanos());
         URL_SAFE_NO_PAD.encode_string(route, &mut text);
         let tag = self.sign(text.as_bytes());
         text.push('.');

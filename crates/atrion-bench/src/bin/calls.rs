@@ -1,0 +1,67 @@
+//! Requests through the sidecar's router in one thread, without the network, for an
+//! instruction count: what the server's own code costs a request, on any machine load.
+//!
+//! ```text
+//! cargo build --release -p atrion-bench --bin calls
+//! valgrind --tool=callgrind target/release/calls pair 20000
+//! ```
+//!
+//! `KIND` is `decide`, `report`, `pair` (a decide then a report of the ticket-less kind,
+//! as the load bench sends), `batch` (100 decisions a request) or `floor` (the same stack
+//! answering a constant JSON body). Compare two runs' totals (`callgrind_annotate`); a run of
+//! 0 requests gives the set-up to subtract.
+
+use std::sync::Arc;
+
+use atrion::Atrion;
+use atrion_server::{ServerConfig, SidecarObserver};
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::routing::post;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+fn request(path: &str, body: String) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .header("host", "127.0.0.1:7070")
+        .body(Body::from(body))
+        .expect("a valid request")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_else(|| "pair".to_owned());
+    let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
+    let app = match kind.as_str() {
+        "floor" => Router::new()
+            .route("/v1/decide", post(|| async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) })),
+        _ => atrion_server::router(atrion, &ServerConfig::default()),
+    };
+    let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, k % 16)).collect();
+    let batch = format!(r#"{{"decide":[{}]}}"#, items.join(","));
+    let mut bytes = 0usize;
+    rt.block_on(async {
+        for i in 0..n {
+            let route = format!("GET /r{}", i % 16);
+            let calls: Vec<(&str, String)> = match kind.as_str() {
+                "decide" | "floor" => vec![("/v1/decide", format!(r#"{{"route":"{route}"}}"#))],
+                "report" => vec![("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#))],
+                "batch" => vec![("/v1/batch", batch.clone())],
+                _ => vec![
+                    ("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
+                    ("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
+                ],
+            };
+            for (path, body) in calls {
+                let response = app.clone().oneshot(request(path, body)).await.expect("an answer");
+                assert!(response.status().is_success(), "{path}: {}", response.status());
+                bytes += response.into_body().collect().await.expect("a body").to_bytes().len();
+            }
+        }
+    });
+    println!("{kind}: {n} rounds, {bytes} bytes answered");
+}
