@@ -24,6 +24,9 @@ pub const CLIENT_BUCKETS: u64 = 65_536;
 /// The header naming the client.
 pub const CLIENT_HEADER: &str = "x-atrion-client";
 
+/// [`CLIENT_HEADER`] as a header name, made once (a lookup by `&str` parses the name).
+const CLIENT: axum::http::HeaderName = axum::http::HeaderName::from_static(CLIENT_HEADER);
+
 /// Who is asking: read from the request, hashed only when a route would be created.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Client {
@@ -36,7 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Client {
-            header: parts.headers.get(CLIENT_HEADER).cloned(),
+            header: parts.headers.get(CLIENT).cloned(),
             peer: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
         })
     }

@@ -182,10 +182,10 @@ impl Guard {
             }
             return Ok(());
         }
-        let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site");
-        let navigation = matches!(*method, Method::GET | Method::HEAD)
-            && headers.get("sec-fetch-mode").is_some_and(|v| v.as_bytes() == b"navigate");
-        if cross_site && !navigation {
+        const FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+        const FETCH_MODE: header::HeaderName = header::HeaderName::from_static("sec-fetch-mode");
+        let cross_site = headers.get(FETCH_SITE).is_some_and(|v| v.as_bytes() == b"cross-site");
+        if cross_site && !is_navigation(method, headers, &FETCH_MODE) {
             return Err(cross_origin("a browser sent this request from another site"));
         }
         Ok(())
@@ -209,6 +209,11 @@ impl Guard {
             ))
         }
     }
+}
+
+/// A page navigation (a link followed from another site): not a cross-origin call.
+fn is_navigation(method: &Method, headers: &HeaderMap, mode: &header::HeaderName) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) && headers.get(mode).is_some_and(|v| v.as_bytes() == b"navigate")
 }
 
 /// The media types a body may have on `path`.

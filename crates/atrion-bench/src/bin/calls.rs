@@ -8,8 +8,10 @@
 //!
 //! `KIND` is `decide`, `report`, `pair` (a decide then a report of the ticket-less kind,
 //! as the load bench sends), `batch` (100 decisions a request) or `floor` (the same stack
-//! answering a constant JSON body). Compare two runs' totals (`callgrind_annotate`); a run of
-//! 0 requests gives the set-up to subtract.
+//! answering a constant JSON body). `tcp-front` and `tcp-axum` send pairs over one loopback
+//! keep-alive connection, to the router behind `atrion_server::serve` (the front door) or
+//! behind plain `axum::serve`: the client's share is the same in both. Compare two runs'
+//! totals (`callgrind_annotate`); a run of 0 requests gives the set-up to subtract.
 
 use std::sync::Arc;
 
@@ -39,10 +41,14 @@ fn main() {
     let app = match kind.as_str() {
         "floor" => Router::new()
             .route("/v1/decide", post(|| async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) })),
-        _ => atrion_server::router(atrion, &ServerConfig::default()),
+        _ => atrion_server::router(atrion.clone(), &ServerConfig::default()),
     };
     let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, k % 16)).collect();
     let batch = format!(r#"{{"decide":[{}]}}"#, items.join(","));
+    if kind.starts_with("tcp") {
+        rt.block_on(tcp(&kind, atrion, n));
+        return;
+    }
     let mut bytes = 0usize;
     rt.block_on(async {
         for i in 0..n {
@@ -64,4 +70,43 @@ fn main() {
         }
     });
     println!("{kind}: {n} rounds, {bytes} bytes answered");
+}
+
+/// `n` pairs over one keep-alive connection to the router behind the front door
+/// (`tcp-front`) or plain axum (`tcp-axum`).
+async fn tcp(kind: &str, atrion: Arc<atrion_server::SidecarAtrion>, n: u64) {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let addr = listener.local_addr().expect("an address");
+    if kind == "tcp-front" {
+        tokio::spawn(async move {
+            atrion_server::serve(listener, atrion, &ServerConfig::default(), std::future::pending()).await
+        });
+    } else {
+        let app = atrion_server::router(atrion, &ServerConfig::default());
+        tokio::spawn(async move { axum::serve(atrion_server::nodelay(listener), app).await });
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    for i in 0..n {
+        let route = format!("GET /r{}", i % 16);
+        for (path, body) in [
+            ("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
+            ("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
+        ] {
+            let req = hyper::Request::post(format!("http://{addr}{path}"))
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(body)))
+                .expect("a valid request");
+            let response = client.request(req).await.expect("an answer");
+            assert!(response.status().is_success(), "{path}: {}", response.status());
+            response.into_body().collect().await.expect("a body");
+        }
+    }
+    println!("{kind}: {n} pairs");
 }
