@@ -72,7 +72,8 @@ pub enum Divergence {
     /// The node (or this node's link to the store) is silent: retry, check the network.
     NetworkIssue,
     /// The node cannot take the policies for lack of room: the policies exceed its own
-    /// validation limits ([`Limits`]), or its route table is full.
+    /// validation limits ([`Limits`]) (or, should the engine report one, its route table is
+    /// full).
     ResourceConstraint,
     /// The node refuses the policies (a policy it cannot apply): investigate.
     SoftwareBug,
