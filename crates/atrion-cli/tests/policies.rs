@@ -44,16 +44,16 @@ async fn steer_three_nodes(store: &str, ns: &str) {
     })
     .await;
 
-    // B learns a route and scars it; the policy that follows must not erase that.
-    for i in 0..60 {
-        let ok = i < 20;
-        b.post(
-            "/v1/report",
-            json!({"route": "GET /pay", "latency_ms": if ok { 20 } else { 900 }, "ok": ok, "saturation": 0.9}),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    // B learns a route, then it fails until it scars; the policy that follows must not
+    // erase that.
+    for _ in 0..20 {
+        b.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 20, "ok": true, "saturation": 0.9})).await;
     }
+    eventually("B's route scars", || async {
+        let failed = json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9});
+        (b.post("/v1/report", failed).await["scar"].as_f64()? > 0.0).then_some(())
+    })
+    .await;
     let before = b.get("/v1/routes/GET%20%2Fpay").await;
     assert!(before["scar"].as_f64().unwrap() > 0.0, "{before}");
 

@@ -170,3 +170,133 @@ fn apply(layer: &mut PolicySet, change: &Change) -> Result<(), PolicyError> {
 pub fn decode(key: &str, bytes: &[u8]) -> Result<Desired, PolicyError> {
     serde_json::from_slice(bytes).map_err(|e| PolicyError::Corrupt { key: key.to_owned(), reason: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    use atrion_core::PhysicsConfig;
+    use atrion_state::InMemoryStore;
+    use serde_json::json;
+
+    use super::*;
+    use crate::validate::Limits;
+
+    fn desired() -> (Arc<dyn StateStore>, DesiredStore) {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let v = Validator::new(PhysicsConfig::default(), Limits::default());
+        (store.clone(), DesiredStore::new(store, &ClusterKeys::new("t", "a"), v))
+    }
+
+    fn policy(route: &str, v: serde_json::Value) -> Policy {
+        let mut p: Policy = serde_json::from_value(v).unwrap();
+        p.route = route.into();
+        p
+    }
+
+    fn ban(client: &str, until_ms: u64) -> Ban {
+        Ban { route: None, client: Some(client.into()), until_ms, reason: None }
+    }
+
+    #[tokio::test]
+    async fn nothing_written_reads_as_version_zero() {
+        let (_, d) = desired();
+        assert_eq!(d.read().await.unwrap(), (Desired::default(), None));
+    }
+
+    #[tokio::test]
+    async fn each_change_is_one_version_in_one_layer_and_an_upsert_replaces_by_pattern() {
+        let (_, d) = desired();
+        let c =
+            d.change(Source::Api, &Change::Upsert(policy("x", json!({"route": ""}))), "alice", None, 7).await.unwrap();
+        assert_eq!(
+            (c.before.version, c.after.version, c.after.updated_ms, c.after.updated_by.as_str()),
+            (0, 1, 7, "alice")
+        );
+        let open = policy("x", json!({"route": "", "state": "open"}));
+        let c = d.change(Source::Api, &Change::Upsert(open.clone()), "bob", None, 8).await.unwrap();
+        assert_eq!((c.after.version, c.after.api.policies.clone()), (2, vec![open]), "replaced, not added");
+        let c =
+            d.change(Source::File, &Change::Upsert(policy("y", json!({"route": ""}))), "file", None, 9).await.unwrap();
+        assert_eq!((c.after.version, c.after.api.policies.len(), c.after.file.policies.len()), (3, 1, 1));
+        let c = d.change(Source::Api, &Change::Remove("x".into()), "bob", None, 10).await.unwrap();
+        assert_eq!((c.after.version, c.after.api.policies.len()), (4, 0));
+        assert_eq!(d.read().await.unwrap().0, c.after, "what the change returns is what is stored");
+    }
+
+    #[tokio::test]
+    async fn a_change_that_changes_nothing_writes_no_version() {
+        let (store, d) = desired();
+        let p = Change::Upsert(policy("x", json!({"route": ""})));
+        d.change(Source::Api, &p, "alice", None, 1).await.unwrap();
+        let key = ClusterKeys::new("t", "a").policy_desired();
+        let stored = store.get(&key).await.unwrap().unwrap().version;
+        let c = d.change(Source::Api, &p, "alice", None, 2).await.unwrap();
+        assert_eq!((c.before.version, c.after.version), (1, 1));
+        assert_eq!(store.get(&key).await.unwrap().unwrap().version, stored, "not written");
+    }
+
+    #[tokio::test]
+    async fn removing_what_is_not_there_is_not_found() {
+        let (_, d) = desired();
+        let err = d.change(Source::Api, &Change::Remove("x".into()), "a", None, 1).await.unwrap_err();
+        assert!(matches!(err, PolicyError::NotFound { .. }), "{err}");
+        let err = d.change(Source::Api, &Change::Unban(None, Some("bot".into())), "a", None, 1).await.unwrap_err();
+        assert!(matches!(err, PolicyError::NotFound { .. }), "{err}");
+        assert_eq!(d.read().await.unwrap().0.version, 0);
+    }
+
+    #[tokio::test]
+    async fn a_ban_moves_its_deadline_and_leaves_the_layer_once_past_it() {
+        let (_, d) = desired();
+        d.change(Source::Api, &Change::Ban(ban("bot", 100)), "a", None, 1).await.unwrap();
+        let c = d.change(Source::Api, &Change::Ban(ban("bot", 200)), "a", None, 2).await.unwrap();
+        assert_eq!(c.after.api.bans, [ban("bot", 200)], "one ban per target");
+        // The next change to the layer after its deadline drops it.
+        let c = d.change(Source::Api, &Change::Ban(ban("scraper", 900)), "a", None, 300).await.unwrap();
+        assert_eq!(c.after.api.bans, [ban("scraper", 900)]);
+        let c = d.change(Source::Api, &Change::Unban(None, Some("scraper".into())), "a", None, 301).await.unwrap();
+        assert!(c.after.api.bans.is_empty());
+        // A ban already past its deadline is refused.
+        let err = d.change(Source::Api, &Change::Ban(ban("bot", 5)), "a", None, 400).await.unwrap_err();
+        assert!(matches!(err, PolicyError::Rejected(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_change_writes_nothing() {
+        let (_, d) = desired();
+        let bad = policy("x", json!({"route": "", "physics": {"tuner": {"k": -1.0}}}));
+        let err = d.change(Source::Api, &Change::Upsert(bad), "a", None, 1).await.unwrap_err();
+        assert!(matches!(err, PolicyError::Rejected(_)), "{err}");
+        assert_eq!(d.read().await.unwrap(), (Desired::default(), None));
+    }
+
+    #[tokio::test]
+    async fn an_expected_version_must_be_the_stored_one() {
+        let (_, d) = desired();
+        let p = |r: &str| Change::Upsert(policy(r, json!({"route": ""})));
+        d.change(Source::Api, &p("x"), "a", Some(0), 1).await.unwrap();
+        let err = d.change(Source::Api, &p("y"), "a", Some(0), 2).await.unwrap_err();
+        assert!(matches!(err, PolicyError::Conflict { expected: 0, found: 1 }), "{err}");
+        d.change(Source::Api, &p("y"), "a", Some(1), 2).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_past_its_deadline_writes_nothing() {
+        let (_, d) = desired();
+        let deadline = tokio::time::Instant::now();
+        tokio::time::advance(std::time::Duration::from_millis(1)).await;
+        let p = Change::Upsert(policy("x", json!({"route": ""})));
+        let err = d.change_until(Source::Api, &p, "a", None, 1, Some(deadline)).await.unwrap_err();
+        assert!(matches!(err, PolicyError::Late), "{err}");
+        assert_eq!(d.read().await.unwrap().0.version, 0);
+    }
+
+    #[tokio::test]
+    async fn a_document_that_does_not_decode_is_corrupt() {
+        let (store, d) = desired();
+        let key = ClusterKeys::new("t", "a").policy_desired();
+        store.put(&key, Bytes::from_static(b"[1, 2]"), None).await.unwrap();
+        assert!(matches!(d.read().await, Err(PolicyError::Corrupt { .. })));
+        let p = Change::Upsert(policy("x", json!({"route": ""})));
+        assert!(matches!(d.change(Source::Api, &p, "a", None, 1).await, Err(PolicyError::Corrupt { .. })));
+    }
+}

@@ -20,6 +20,54 @@
 //! - **Audit trail**: every admin action, and every refused attempt ([`AuditEntry`]).
 //!
 //! Keys live under the cluster's namespace ([`atrion_state::ClusterKeys`]).
+//!
+//! ## Example
+//!
+//! A policy file checked as a node checks it, then made the file's layer of desired state
+//! on one node over a shared store (here in memory), and in force in its engine at once:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//!
+//! use atrion_core::{Engine, PhysicsConfig, Priority, Reason, Timestamp};
+//! use atrion_policy::{Change, Limits, PolicyConfig, PolicyNode, Source, Validator};
+//! use atrion_state::{Clock, ClusterKeys, InMemoryStore, StateStore, TokioClock};
+//!
+//! let validator = Validator::new(PhysicsConfig::default(), Limits::default());
+//! let file = validator.check_toml(
+//!     r#"
+//!     [[policies]]
+//!     route = "GET /reports/*"
+//!     physics = { tuner = { k = 4.5 } }
+//!
+//!     [[policies]]
+//!     route = "POST /admin"
+//!     state = "open"
+//!     "#,
+//!     0,
+//! )?;
+//! // Any issue rejects the whole file, each issue with its path.
+//! let bad = validator.check_toml("[[policies]]\nroute = \"x\"\nphysics = { tuner = { k = -1.0 } }", 0);
+//! assert_eq!(bad.unwrap_err().issues[0].path, "policies[0].physics.tuner.k");
+//!
+//! let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+//! let engine = Arc::new(Engine::new(PhysicsConfig::default())?);
+//! let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+//! let keys = ClusterKeys::new("atrion", "node-1");
+//! let node = PolicyNode::start(engine.clone(), store, keys, clock, PolicyConfig::default()).await;
+//!
+//! let changed = node.change(Source::File, &Change::Replace(file), "ops", None).await?;
+//! assert_eq!(changed.after.version, 1);
+//! assert_eq!(node.current().version, 1, "this node runs it");
+//! assert_eq!(engine.route_config("GET /reports/daily").tuner.k, 4.5);
+//! let d = engine.decide("POST /admin", Timestamp::from_millis(1), Priority::Critical);
+//! assert_eq!((d.is_admitted(), d.reason), (false, Reason::Held), "held open: everything shed");
+//! node.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -303,4 +303,32 @@ mod tests {
         a.append(2_000, &0u64).await.unwrap();
         assert_eq!(count(&store).await, 10, "the first append lists the log");
     }
+    #[tokio::test]
+    async fn pages_go_newest_first_from_a_cursor_to_the_oldest() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let l = log(&store, "a", Retention::new(100, 1 << 20, Duration::from_secs(3600)));
+        for i in 0..5u64 {
+            l.append(1_000 + i, &i).await.unwrap();
+        }
+        let first: Page<u64> = l.page(None, 2).await.unwrap();
+        assert_eq!(first.entries.iter().map(|e| e.entry).collect::<Vec<_>>(), [4, 3]);
+        let second: Page<u64> = l.page(first.next.as_deref(), 2).await.unwrap();
+        assert_eq!(second.entries.iter().map(|e| e.entry).collect::<Vec<_>>(), [2, 1]);
+        let last: Page<u64> = l.page(second.next.as_deref(), 2).await.unwrap();
+        assert_eq!((last.entries.iter().map(|e| e.entry).collect::<Vec<_>>(), last.next), (vec![0], None));
+        let all: Vec<Logged<u64>> = l.all().await.unwrap();
+        assert_eq!(all.iter().map(|e| e.entry).collect::<Vec<_>>(), [0, 1, 2, 3, 4], "oldest first");
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_replaces_an_entry_in_place_and_a_gone_one_stays_gone() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let l = log(&store, "a", Retention::new(1, 1 << 20, Duration::from_secs(3600)));
+        let old = l.append(1_000, &1u64).await.unwrap();
+        let key = l.append(1_001, &2u64).await.unwrap();
+        l.rewrite(&key, &3u64).await.unwrap();
+        l.rewrite(&old, &4u64).await.unwrap();
+        let all: Vec<Logged<u64>> = l.all().await.unwrap();
+        assert_eq!(all.iter().map(|e| (e.id.as_str(), e.entry)).collect::<Vec<_>>(), [(key.as_str(), 3)]);
+    }
 }

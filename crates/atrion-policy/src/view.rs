@@ -287,3 +287,150 @@ fn change_value(change: &Change) -> serde_json::Value {
         Change::Unban(r, c) => serde_json::json!({"route": r, "client": c}),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use atrion_core::PhysicsConfig;
+    use atrion_state::InMemoryStore;
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::{ManualState, Policy};
+    use crate::validate::Limits;
+
+    fn validator() -> Validator {
+        Validator::new(PhysicsConfig::default(), Limits::default())
+    }
+
+    fn cluster(store: &Arc<dyn StateStore>, node: &str) -> Cluster {
+        Cluster::new(
+            store.clone(),
+            ClusterKeys::new("t", node),
+            validator(),
+            Retention::default(),
+            Retention::default(),
+        )
+    }
+
+    fn policy(v: serde_json::Value) -> Policy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn report(node: &str, version: u64) -> Report {
+        Report { node: node.into(), version, hash: String::new(), applied_ms: 1, at_ms: 1, error: None }
+    }
+
+    async fn put_report(store: &Arc<dyn StateStore>, r: &Report) {
+        let key = ClusterKeys::new("t", &r.node).policy_report();
+        store.put(&key, bytes::Bytes::from(serde_json::to_vec(r).unwrap()), None).await.unwrap();
+    }
+
+    #[test]
+    fn resolution_puts_the_apis_policy_over_the_files_and_merges_physics_over_the_defaults() {
+        let mut d = Desired::default();
+        d.api.policies = vec![policy(json!({"route": "GET /a", "state": "open"}))];
+        d.file.policies = vec![
+            policy(json!({"route": "GET /a", "physics": {"tuner": {"k": 9.0}}})),
+            policy(json!({"route": "GET /b*", "physics": {"tuner": {"k": 4.0}}, "lanes": {"vip": ["gold"]}})),
+        ];
+        let (applicable, policies) = resolve(&validator(), &d).unwrap();
+        let a = &applicable[0];
+        assert_eq!(
+            (a.route.as_str(), a.source, a.physics.is_none(), a.state),
+            ("GET /a", Source::Api, true, Some(ManualState::Open))
+        );
+        let b = &applicable[1];
+        assert_eq!((b.route.as_str(), b.source, b.vip.clone()), ("GET /b*", Source::File, vec!["gold".to_owned()]));
+        let physics = b.physics.as_ref().unwrap();
+        assert_eq!(physics.tuner.k, 4.0);
+        assert_eq!(physics.r_base, PhysicsConfig::default().r_base, "the rest is the node's defaults");
+        assert_eq!((policies[0].hold, policies[1].hold), (Hold::Open, Hold::Released));
+        assert_eq!(policies[1].config.as_ref(), Some(physics));
+    }
+
+    #[test]
+    fn a_document_that_breaks_the_rules_does_not_resolve() {
+        let mut d = Desired::default();
+        d.api.policies = vec![policy(json!({"route": "x", "physics": {"tuner": {"k": -1.0}}}))];
+        let err = resolve(&validator(), &d).unwrap_err();
+        assert!(err.contains("tuner.k"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_dump_reads_desired_state_and_every_indexed_report() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let (a, b) = (cluster(&store, "a"), cluster(&store, "b"));
+        a.change(Source::Api, &Change::Upsert(policy(json!({"route": "x"}))), "alice", None, 1).await.unwrap();
+        for (c, r) in [(&a, report("a", 1)), (&b, report("b", 0))] {
+            put_report(&store, &r).await;
+            c.join().await.unwrap();
+        }
+        let dump = a.dump().await.unwrap();
+        assert_eq!((dump.node.clone(), dump.stale, dump.desired.version), (None, false, 1));
+        assert_eq!(dump.applicable.len(), 1);
+        assert_eq!(dump.current, [report("a", 1), report("b", 0)]);
+        // B leaves: its report and its place in the index go.
+        b.leave().await.unwrap();
+        assert_eq!(a.dump().await.unwrap().current, [report("a", 1)]);
+        // A report that vanished without a leave (expired) drops out of the index at the next read.
+        store.delete(&ClusterKeys::new("t", "a").policy_report()).await.unwrap();
+        assert!(a.reports().await.unwrap().is_empty());
+        let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+        assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn the_diff_lists_the_changes_a_node_has_not_applied() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let a = cluster(&store, "a");
+        let change = |v: u64, target: &str| HistoryEvent {
+            version: v,
+            node: "a".into(),
+            at_ms: v,
+            changes: vec![PolicyChange { target: target.into(), from: None, to: Some(json!(1)) }],
+        };
+        for e in [change(1, "x"), change(2, "y"), change(2, "y"), change(3, "z")] {
+            a.history.append(e.at_ms, &e).await.unwrap();
+        }
+        let mut failing = report("c", 3);
+        failing.error = Some(crate::reconcile::ApplyError {
+            class: crate::reconcile::Divergence::SoftwareBug,
+            message: "no".into(),
+        });
+        let desired = Desired { version: 3, ..Desired::default() };
+        let dump = StateDump {
+            node: None,
+            stale: false,
+            desired,
+            applicable: Vec::new(),
+            current: vec![report("a", 3), report("b", 1), failing],
+            alerts: Vec::new(),
+        };
+        let diff = a.diff(&dump).await.unwrap();
+        let seen: Vec<(&str, bool, Vec<&str>)> = diff
+            .iter()
+            .map(|d| (d.node.as_str(), d.in_sync, d.missing.iter().map(|c| c.target.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("a", true, vec![]), ("b", false, vec!["y", "z"]), ("c", false, vec![])],
+            "each version's changes once (two nodes applied version 2)"
+        );
+        assert!(diff[2].error.is_some(), "a node at the desired version that reports an error is not in sync");
+    }
+
+    #[tokio::test]
+    async fn every_change_is_audited_refused_or_not() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let a = cluster(&store, "a");
+        a.change(Source::Api, &Change::Upsert(policy(json!({"route": "x"}))), "alice", None, 1).await.unwrap();
+        a.change(Source::Api, &Change::Remove("nope".into()), "bob", None, 2).await.unwrap_err();
+        let trail = a.audit_all().await.unwrap();
+        let seen: Vec<(&str, &str, Option<&str>, bool)> = trail
+            .iter()
+            .map(|l| (l.entry.who.as_str(), l.entry.action.as_str(), l.entry.target.as_deref(), l.entry.ok))
+            .collect();
+        assert_eq!(seen, [("alice", "policy.set", Some("x"), true), ("bob", "policy.delete", Some("nope"), false)]);
+        assert!(trail[1].entry.error.is_some());
+    }
+}

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{Engine, Hold, PhysicsConfig, Priority, Reason, Telemetry, Timestamp};
-use atrion_policy::{
-    Ban, Change, Divergence, ManualState, Policy, PolicyConfig, PolicyError, PolicyEvent, PolicyNode, Source,
-};
+use atrion_policy::{Ban, Change, Divergence, Policy, PolicyConfig, PolicyError, PolicyEvent, PolicyNode, Source};
 use atrion_state::{Clock, ClusterKeys, InMemoryStore, StateStore, TokioClock};
 use serde_json::json;
 
@@ -70,7 +68,7 @@ async fn a_change_on_one_node_is_in_force_on_the_others_and_keeps_route_state() 
     let dump = a.dump().await.unwrap();
     assert_eq!(dump.desired.version, 1);
     assert_eq!(dump.applicable.len(), 1);
-    until("A hears B's report", || true).await;
+    until("A hears B's report of version 1", || a.known().1.iter().any(|r| r.node == "b" && r.version == 1)).await;
     let diff = a.diff().await.unwrap();
     assert!(diff.iter().all(|d| d.in_sync), "{diff:?}");
     // The history has one event per node for version 1.
@@ -158,8 +156,7 @@ async fn a_silent_node_raises_a_divergence_alert_that_clears_when_it_catches_up(
     let (_, a) = node(&store, "a").await;
     let (_, c) = node(&store, "c").await;
     let mut events = a.events();
-    until("A hears C", || true).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("A hears C's report", || a.known().1.iter().any(|r| r.node == "c")).await;
     // Dropped without a shutdown: its loop stops, its report stays (a crash, or a cut link).
     drop(c);
     tokio::time::sleep(Duration::from_millis(50)).await; // its loop sees the cancellation
@@ -197,7 +194,6 @@ async fn a_desired_state_a_node_cannot_apply_is_reported_and_kept_out() {
     e.decide("x", Timestamp::from_millis(1), Priority::Normal);
     assert_eq!(e.held("x"), Ok(Hold::Shadow), "the last good policies stay");
     until("A alerts on itself", || a.alerts().iter().any(|al| al.node == "a")).await;
-    let _ = ManualState::Open;
     a.shutdown().await;
 }
 
@@ -206,8 +202,7 @@ async fn a_node_that_leaves_cleanly_is_not_taken_for_cut_off() {
     let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
     let (_, a) = node(&store, "a").await;
     let (_, b) = node(&store, "b").await;
-    until("A lists B's report", || true).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("A lists B's report", || a.known().1.iter().any(|r| r.node == "b")).await;
     assert_eq!(a.dump().await.unwrap().current.len(), 2);
     let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
     assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), ["a", "b"]);

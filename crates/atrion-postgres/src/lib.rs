@@ -19,6 +19,37 @@
 //!
 //! ## Features
 //! - `testing`: `testing::PgServer`, a private PostgreSQL (`initdb` + `pg_ctl`) for tests.
+//!
+//! ## Example
+//!
+//! The port's contract on a private PostgreSQL (feature `testing`, which this crate's own
+//! tests enable). Without PostgreSQL's binaries installed, `start` fails loudly, or is
+//! `None` when `ATRION_SKIP_SERVICES=1` asks to skip:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//!
+//! use atrion_postgres::{PostgresConfig, PostgresStore};
+//! use atrion_state::{CasOutcome, StateStore};
+//!
+//! let Some(server) = atrion_postgres::testing::PgServer::start() else { return Ok(()) };
+//! // In production: `PostgresConfig::new("postgres://user:password@host/db")`.
+//! let store = PostgresStore::connect(&PostgresConfig::new(server.url())).await?;
+//! assert!(store.capabilities().atomic && store.capabilities().persistent);
+//!
+//! // Compare-and-swap from "absent": exactly one creator wins.
+//! let first = store.compare_and_swap("atrion/example", None, "one".into(), None).await?;
+//! assert!(matches!(first, CasOutcome::Swapped { .. }));
+//! let second = store.compare_and_swap("atrion/example", None, "two".into(), None).await?;
+//! assert!(matches!(second, CasOutcome::Conflict { current: Some(_) }));
+//! // An entry with a time to live says how much is left.
+//! store.put("atrion/session", "s".into(), Some(Duration::from_secs(60))).await?;
+//! assert!(store.get("atrion/session").await?.unwrap().ttl.is_some());
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -29,6 +29,35 @@
 //! ## Features
 //! - `testing`: `testing::RedisServer`, a private `redis-server`, and `testing::RedisCluster`,
 //!   a private six-node Redis Cluster, for tests and benches.
+//!
+//! ## Example
+//!
+//! The port's contract on a private `redis-server` (feature `testing`, which this crate's
+//! own tests enable). Without `redis-server` installed, `start` fails loudly, or is `None`
+//! when `ATRION_SKIP_SERVICES=1` asks to skip:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use atrion_redis::{RedisConfig, RedisStore};
+//! use atrion_state::{CasOutcome, StateStore};
+//!
+//! let Some(server) = atrion_redis::testing::RedisServer::start() else { return Ok(()) };
+//! // In production: `RedisConfig::new("redis://user:password@host:6379")`, or `rediss://`.
+//! let store = RedisStore::connect(&RedisConfig::new(server.url())).await?;
+//! assert!(store.capabilities().atomic && store.capabilities().shared);
+//!
+//! let v1 = store.put("atrion/example", "one".into(), None).await?;
+//! // Compare-and-swap against the version read: the second writer at v1 loses.
+//! let won = store.compare_and_swap("atrion/example", Some(v1), "two".into(), None).await?;
+//! let CasOutcome::Swapped { version: v2 } = won else { panic!("{won:?}") };
+//! assert!(v2 > v1);
+//! let lost = store.compare_and_swap("atrion/example", Some(v1), "three".into(), None).await?;
+//! assert_eq!(lost, CasOutcome::Conflict { current: Some(v2) });
+//! assert_eq!(store.get("atrion/example").await?.unwrap().value, "two");
+//! # Ok(())
+//! # }
+//! ```
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

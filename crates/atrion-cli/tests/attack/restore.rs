@@ -18,6 +18,13 @@ const TOKEN: &str = "ops-secret-for-the-restore-attack";
 /// The store's entries as a backup lists them, key to value, the audit trail left out (the
 /// backup itself is an audited action), and heartbeats, policy reports and route records
 /// too (each node rewrites its own as time passes).
+/// The pulses the node's sync has begun (`atrion_sync_pulses_total`, read at the scrape).
+async fn pulses(s: &Serve) -> Option<u64> {
+    let text = reqwest::get(format!("{}/metrics", s.url)).await.ok()?.text().await.ok()?;
+    let value = text.lines().find_map(|l| l.strip_prefix("atrion_sync_pulses_total "))?;
+    value.trim().parse::<f64>().ok().map(|v| v as u64)
+}
+
 async fn entries(s: &Serve) -> BTreeMap<String, String> {
     let r = reqwest::Client::new().get(format!("{}/v1/admin/backup", s.url)).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -74,10 +81,16 @@ async fn garbage_foreign_keys_and_one_bad_line_among_good_ones_write_nothing() {
     let (status, _) =
         s.admin(Method::POST, "/v1/policies", TOKEN, Some(json!({"route": "POST /held", "state": "closed"}))).await;
     assert_eq!(status, 200);
-    for _ in 0..40 {
-        s.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9})).await;
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    eventually("the route scars past the deadband (0.5 ohm)", || async {
+        let failed = json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9});
+        (s.post("/v1/report", failed).await["scar"].as_f64()? > 2.0).then_some(())
+    })
+    .await;
+    // Pulses run one at a time: once the third after the last report has begun, the one that
+    // took that report, and the second look it may have deferred it to, are over.
+    let reported = pulses(&s).await.expect("the sync's counters are in /metrics");
+    eventually("three pulses after the last report", || async { (pulses(&s).await? >= reported + 3).then_some(()) })
+        .await;
     eventually("the route's shares reach the store", || async {
         entries(&s).await.keys().any(|k| k.starts_with("atrion/route/")).then_some(())
     })
