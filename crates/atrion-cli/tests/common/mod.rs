@@ -132,3 +132,27 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &st
     }
     panic!("{what}: not within a minute");
 }
+
+/// Whether the program a test needs is installed (it answers `--version`). A missing one
+/// fails the test, naming its Debian `package`, unless `ATRION_SKIP_SERVICES=1` is set by
+/// hand: then the test is told to skip (`false`), and why is printed. No test skips
+/// silently.
+pub fn installed_or_skip(program: &str, package: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    if std::env::var("ATRION_SKIP_SERVICES").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: `{program}` is not installed and ATRION_SKIP_SERVICES=1");
+        return false;
+    }
+    panic!(
+        "`{program}` is not installed: install it (Debian package {package}; scripts/test does) \
+         or set ATRION_SKIP_SERVICES=1 to skip"
+    );
+}
