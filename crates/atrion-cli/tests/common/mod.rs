@@ -39,7 +39,16 @@ impl Serve {
     /// Starts `atrion serve ARGS` with `env` (the caller's own `ATRION_*` variables removed,
     /// so that only the given ones count) and waits for its listening line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_in(None, args, env)
+    }
+
+    /// As [`Serve::start`], in the folder `dir` (where the default store, `./atrion-data`,
+    /// then lives) when given.
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
             cmd.env_remove(k);
         }
