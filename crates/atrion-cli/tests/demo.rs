@@ -43,3 +43,29 @@ async fn serve_demo_shows_a_route_trip_open_and_recover_on_the_default_store() {
     // SIGTERM stops the pretend service and the sidecar cleanly.
     s.stop();
 }
+
+/// The demo's settings are checked at start: its phases need `--demo` and must be positive,
+/// and it cannot call an API that wants client tokens.
+#[test]
+fn serve_demo_refuses_what_it_cannot_do_with_the_setting_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("client-tokens");
+    std::fs::write(&tokens, "app:0123456789abcdef0123\n").unwrap();
+    let tokens = tokens.display().to_string();
+    for (args, says) in [
+        (vec!["--demo-healthy-secs", "5"], "setting `demo-healthy-secs`: it goes with --demo"),
+        (vec!["--demo-failing-secs", "5"], "setting `demo-failing-secs`: it goes with --demo"),
+        (vec!["--demo", "--demo-failing-secs", "0"], "setting `demo-failing-secs`: 0: expected a positive number"),
+        (vec!["--demo", "--demo-healthy-secs", "NaN"], "setting `demo-healthy-secs`: NaN: expected a positive number"),
+        (vec!["--demo", "--client-tokens-file", &tokens], "setting `demo`: the pretend service calls the API without"),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_atrion"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
+            cmd.env_remove(k);
+        }
+        let out = cmd.args(["serve", "--listen", "127.0.0.1:0", "--store", "memory"]).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
