@@ -10,7 +10,8 @@
 //!   saturated inputs, as tables and heat maps.
 //!
 //! - `atrion serve`: the sidecar, an HTTP decision service (`atrion-server`), with the
-//!   cluster's policies (`--policy-file`, watched).
+//!   cluster's policies (`--policy-file`, watched); `--demo` drives it with the pretend
+//!   service of `atrion demo-traffic`, in the same process.
 //! - `atrion policy check|apply|get|delete|ban|unban`, `atrion state dump|diff|history`,
 //!   `atrion audit`: steer a running cluster, through a sidecar (`--server`) or its store
 //!   (`--store`).
@@ -56,7 +57,8 @@ enum Command {
     /// The stability map: resistance variance over a grid of scar decay and trauma.
     StabilityMap(simulate::StabilityArgs),
     /// Run the sidecar: an HTTP decision service on loopback (port 7878), its state in a
-    /// store (an embedded file in ./atrion-data by default).
+    /// store (an embedded file in ./atrion-data by default), with its dashboard. `--demo`
+    /// also drives it with a pretend service, to watch a route trip and recover.
     Serve(Box<serve::ServeArgs>),
     /// Policies across the cluster: check a file offline, apply, get, delete, ban, unban.
     #[command(subcommand)]
@@ -69,7 +71,7 @@ enum Command {
     Audit(policy::AuditArgs),
     /// Drive a running sidecar with the traffic of a pretend service whose one route fails
     /// now and then: watch it trip and recover on the dashboard (`atrion serve`, then open
-    /// the printed URL).
+    /// the printed URL). `atrion serve --demo` does both in one process.
     DemoTraffic(demo::DemoArgs),
     /// Print a model's complete physics config as TOML, a starting point for `--config`.
     Config {

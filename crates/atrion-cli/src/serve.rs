@@ -4,8 +4,12 @@
 //! Every setting comes from, in this order of precedence: a flag, an `ATRION_*` environment
 //! variable, the TOML file given by `--config` (keys named as the flags, without the dashes
 //! in front: `node-id = "a"`), the default.
+//!
+//! With `--demo` it also drives its own API with the pretend service of `atrion
+//! demo-traffic` ([`crate::demo`]), in the same process, so that the dashboard shows a route
+//! trip and recover from the first command.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -193,6 +197,18 @@ pub struct ServeArgs {
     /// `--dashboard-auth tokens`.
     #[arg(long, env = "ATRION_DASHBOARD_TOKENS_FILE")]
     pub dashboard_tokens_file: Option<PathBuf>,
+    /// Drive this sidecar with a pretend service, in this process, as `atrion demo-traffic`
+    /// does: six routes at 200 requests/s through the API, `GET /search` failing now and
+    /// then, so that the dashboard shows a route trip open and recover. A demo: not for a
+    /// sidecar that guards a real service (its routes share the node's state).
+    #[arg(long, env = "ATRION_DEMO")]
+    pub demo: bool,
+    /// With --demo: the seconds `GET /search` is healthy between failures [default: 30].
+    #[arg(long, env = "ATRION_DEMO_HEALTHY_SECS")]
+    pub demo_healthy_secs: Option<f64>,
+    /// With --demo: the seconds each failure of `GET /search` lasts [default: 20].
+    #[arg(long, env = "ATRION_DEMO_FAILING_SECS")]
+    pub demo_failing_secs: Option<f64>,
 }
 
 /// `--dashboard-auth`
@@ -267,6 +283,9 @@ struct FileSettings {
     dashboard_clients: Option<usize>,
     dashboard_auth: Option<DashboardAuthArg>,
     dashboard_tokens_file: Option<PathBuf>,
+    demo: Option<bool>,
+    demo_healthy_secs: Option<f64>,
+    demo_failing_secs: Option<f64>,
 }
 
 /// Everything `atrion serve` runs with, resolved and checked.
@@ -304,6 +323,8 @@ pub struct Settings {
     ticket_ttl: Duration,
     dashboard_clients: usize,
     dashboard_auth: atrion_server::DashboardAuth,
+    /// The pretend service `--demo` drives, if asked for.
+    demo: Option<crate::demo::DemoArgs>,
 }
 
 /// A setting that is not valid: the key, where it came from, and why.
@@ -346,6 +367,11 @@ impl Settings {
             }
             None => Vec::new(),
         };
+        let demo = demo_args(
+            args.demo || file.demo.unwrap_or(false),
+            args.demo_healthy_secs.or(file.demo_healthy_secs),
+            args.demo_failing_secs.or(file.demo_failing_secs),
+        )?;
         let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         // The libraries own their defaults: the server's limits, the cluster's ids.
         let (server, sync) = (ServerConfig::default(), SyncConfig::default());
@@ -416,6 +442,7 @@ impl Settings {
                 .or(file.route_creation_burst)
                 .unwrap_or(server.route_creation_burst),
             ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
+            demo,
         };
         s.dashboard_auth = dashboard_auth(
             args.dashboard_auth.or(file.dashboard_auth),
@@ -567,6 +594,12 @@ impl Settings {
         if self.ticket_ttl < Duration::from_millis(1) || self.ticket_ttl > Duration::from_secs(86_400) {
             return Err(bad("ticket-ttl-ms", "must be 1 ms to one day"));
         }
+        if self.demo.is_some() && !self.client_tokens.is_empty() {
+            return Err(bad(
+                "demo",
+                "the pretend service calls the API without a client token: drop client-tokens-file",
+            ));
+        }
         Ok(())
     }
 
@@ -624,6 +657,33 @@ fn dashboard_auth(
         (None, None) if open_by_default => Ok(DashboardAuth::Open),
         (None, None) => Ok(DashboardAuth::Admin),
     }
+}
+
+/// The pretend service of `--demo`: `atrion demo-traffic`'s defaults, with the phases asked
+/// for, quiet (the sidecar logs the mode transitions).
+fn demo_args(on: bool, healthy_secs: Option<f64>, failing_secs: Option<f64>) -> Result<Option<crate::demo::DemoArgs>> {
+    if !on {
+        return match (healthy_secs, failing_secs) {
+            (None, None) => Ok(None),
+            (Some(_), _) => Err(bad("demo-healthy-secs", "it goes with --demo")),
+            (None, Some(_)) => Err(bad("demo-failing-secs", "it goes with --demo")),
+        };
+    }
+    let mut demo = crate::demo::DemoArgs::defaults()?;
+    demo.print_every = 0.0;
+    for (key, asked, phase) in [
+        ("demo-healthy-secs", healthy_secs, &mut demo.healthy_secs),
+        ("demo-failing-secs", failing_secs, &mut demo.failing_secs),
+    ] {
+        if let Some(secs) = asked {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(bad(key, format!("{secs}: expected a positive number of seconds")));
+            }
+            *phase = secs;
+        }
+    }
+    crate::demo::check(&demo).map_err(|e| bad("demo", e))?;
+    Ok(Some(demo))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings> {
@@ -743,6 +803,24 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
             shutdown.await;
             signalled.cancel();
         });
+        if let Some(demo) = s.demo.clone() {
+            // Through the API, as a client on this machine would call it.
+            let ip = match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            let base = format!("http://{}", SocketAddr::new(ip, addr.port()));
+            let http = crate::demo::client()?;
+            // It stops first, so that the drain is not fed new requests.
+            let stopped = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = crate::demo::drive(&demo, &base, &http, "atrion serve --demo") => {}
+                    () = stopped.cancelled() => {}
+                }
+            });
+        }
         let proxy_stopped = async move {
             if let Some(task) = proxy {
                 let _ = task.await;

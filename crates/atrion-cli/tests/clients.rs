@@ -1,32 +1,26 @@
 //! The example clients (`examples/clients/python`, standard library only, and
 //! `examples/clients/node`, built-in fetch) guard a call against a live sidecar: each decision
-//! and report lands on the route. Skipped, with the reason printed, only when `python3` or
-//! `node` is not installed.
+//! and report lands on the route. A missing `python3` or `node` fails the test, unless
+//! `ATRION_SKIP_SERVICES=1` is set by hand: then that client is skipped, with the reason
+//! printed.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{Serve, free_port};
-
-fn have(binary: &str) -> bool {
-    let found = Command::new(binary).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped the {binary} client: `{binary}` is not installed");
-    }
-    found
-}
+use common::{Serve, free_port, installed_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_and_node_clients_guard_a_call() {
     let listen = format!("127.0.0.1:{}", free_port());
     let s = Serve::start(&["--store", "memory", "--listen", &listen], &[]);
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/clients");
-    for (binary, script, route) in
-        [("python3", "python/guard.py", "GET /from-python"), ("node", "node/guard.mjs", "GET /from-node")]
-    {
-        if !have(binary) {
+    for (binary, package, script, route) in [
+        ("python3", "python3", "python/guard.py", "GET /from-python"),
+        ("node", "nodejs", "node/guard.mjs", "GET /from-node"),
+    ] {
+        if !installed_or_skip(binary, package) {
             continue;
         }
         for _ in 0..3 {

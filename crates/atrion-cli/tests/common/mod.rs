@@ -39,7 +39,16 @@ impl Serve {
     /// Starts `atrion serve ARGS` with `env` (the caller's own `ATRION_*` variables removed,
     /// so that only the given ones count) and waits for its listening line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_in(None, args, env)
+    }
+
+    /// As [`Serve::start`], in the folder `dir` (where the default store, `./atrion-data`,
+    /// then lives) when given.
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrion"));
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATRION_")) {
             cmd.env_remove(k);
         }
@@ -131,4 +140,28 @@ pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &st
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{what}: not within a minute");
+}
+
+/// Whether the program a test needs is installed (it answers `--version`). A missing one
+/// fails the test, naming its Debian `package`, unless `ATRION_SKIP_SERVICES=1` is set by
+/// hand: then the test is told to skip (`false`), and why is printed. No test skips
+/// silently.
+pub fn installed_or_skip(program: &str, package: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    if std::env::var("ATRION_SKIP_SERVICES").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: `{program}` is not installed and ATRION_SKIP_SERVICES=1");
+        return false;
+    }
+    panic!(
+        "`{program}` is not installed: install it (Debian package {package}; scripts/test does) \
+         or set ATRION_SKIP_SERVICES=1 to skip"
+    );
 }
