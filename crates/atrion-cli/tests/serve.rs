@@ -39,16 +39,12 @@ async fn serve_answers_stops_on_sigterm_and_keeps_what_it_knew_on_the_file_store
     assert_eq!(d["verdict"], "admit");
     let r = post(&base, "/v1/report", json!({"ticket": d["ticket"], "ok": true})).await;
     assert_eq!(r["route"], "GET /orders");
-    // A route that fails for a while scars.
-    let mut scar = 0.0;
-    for _ in 0..40 {
-        let r =
-            post(&base, "/v1/report", json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9}))
-                .await;
-        scar = r["scar"].as_f64().unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(scar > 0.0, "{scar}");
+    // A route that keeps failing scars (past the sync's deadband, so that the store sees it).
+    let failure = json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9});
+    eventually("the route scars", || async {
+        (post(&base, "/v1/report", failure.clone()).await["scar"].as_f64()? > 2.0).then_some(())
+    })
+    .await;
     stop(child);
 
     // Restarted on the same file: the scar is still there (healed a little), before any
@@ -236,10 +232,11 @@ async fn an_admin_moves_the_state_to_another_store_and_a_restart_there_keeps_it(
     let secret = "0123456789abcdef-switch";
     let tokens = [("ATRION_ADMIN_TOKENS", &*format!("ops:{secret}"))];
     let s = Serve::start(&["--store", &old, "--listen", &listen, "--node-id", "mover"], &tokens);
-    for _ in 0..40 {
-        s.post("/v1/report", json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9})).await;
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let failure = json!({"route": "GET /pay", "latency_ms": 900, "ok": false, "saturation": 0.9});
+    eventually("the route scars", || async {
+        (s.post("/v1/report", failure.clone()).await["scar"].as_f64()? > 2.0).then_some(())
+    })
+    .await;
     // A pulse has carried the scar to the store (the node's own count of pushed routes).
     eventually("a pulse pushes the route", || async {
         let text = reqwest::get(format!("{}/metrics", s.url)).await.ok()?.text().await.ok()?;
