@@ -35,8 +35,11 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::views::{NodeView, RouteView, route_view};
 use crate::problem::{AdminProblems, Problem};
-use crate::views::{NodeView, RouteView, route_view};
 use crate::{PolicyHandle, Shared, SidecarAtrion};
 
 /// How the dashboard samples and what it keeps.
@@ -480,6 +483,19 @@ async fn sampler(dashboard: Weak<Dashboard>, every: Duration) {
     }
 }
 
+/// The dashboard's router: its page and files (`/`, `/assets/{file}`: not API operations,
+/// so outside the OpenAPI document), and its data under `/v1/dashboard` (API operations,
+/// declared with their OpenAPI operation like the API's). Each answers `404` while the
+/// dashboard is off.
+pub(crate) fn router() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .route("/", axum::routing::get(index))
+        .route("/assets/{file}", axum::routing::get(assets))
+        .routes(routes!(stream))
+        .routes(routes!(route_detail))
+        .routes(routes!(route_chart))
+}
+
 fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
     s.dashboard.as_ref().ok_or_else(|| {
         Problem::new(StatusCode::NOT_FOUND, "dashboard-disabled", "The dashboard is off", "this server runs without it")
@@ -496,7 +512,7 @@ fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
         (status = 404, description = "The dashboard is off", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many feeds are open", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
-pub(crate) async fn stream(_: Viewer, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+async fn stream(_: Viewer, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
     let d = dashboard(&s)?.clone();
     let Some(slot) = feed::Slot::take(&d.open, d.config.max_clients) else {
         return Ok(feed::busy(d.config.max_clients));
@@ -565,7 +581,7 @@ fn ago(now: Timestamp, at: Timestamp) -> u64 {
 #[utoipa::path(get, path = "/v1/dashboard/routes/{route}", tag = "dashboard", security((), ("admin" = [])),
     params(("route" = String, Path, description = "The route id, percent-encoded")),
     responses((status = 200, body = RouteDetail), AdminProblems, (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn route_detail(
+async fn route_detail(
     _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
@@ -633,7 +649,7 @@ pub(crate) struct ChartQuery {
     params(("route" = String, Path, description = "The route id, percent-encoded"), ChartQuery),
     responses((status = 200, description = "The chart", body = String, content_type = "image/svg+xml"), AdminProblems,
         (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn route_chart(
+async fn route_chart(
     _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
@@ -700,7 +716,7 @@ fn asset(name: &str) -> Response {
 }
 
 /// `GET /`: the dashboard.
-pub(crate) async fn index(State(s): State<Arc<Shared>>) -> Response {
+async fn index(State(s): State<Arc<Shared>>) -> Response {
     match dashboard(&s) {
         Ok(_) => asset("index.html"),
         Err(p) => p.into_response(),
@@ -708,7 +724,7 @@ pub(crate) async fn index(State(s): State<Arc<Shared>>) -> Response {
 }
 
 /// `GET /assets/{file}`
-pub(crate) async fn assets(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+async fn assets(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
     match dashboard(&s) {
         Ok(_) => asset(&file),
         Err(p) => p.into_response(),

@@ -1,4 +1,4 @@
-//! Health, decisions, reports and batches.
+//! Decisions, reports and batches: the sidecar's hot path.
 
 use std::sync::Arc;
 
@@ -14,39 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use super::creation::Client;
 use crate::Shared;
-use crate::creation::Client;
 use crate::problem::{BodyProblems, Problem, check_route, parse};
-
-/// The answer to `GET /healthz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Health {
-    /// `ok` while the process serves.
-    status: &'static str,
-}
-
-/// The answer to `GET /readyz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Ready {
-    /// Ready to decide (after the warm start).
-    ready: bool,
-    /// The store is away: decisions go on, on local state.
-    degraded: bool,
-}
-
-/// Liveness: the process serves.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
-}
-
-/// Readiness: ready after the warm start; degraded mode is reported, and decisions keep
-/// working in it.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Ready)))]
-pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
-    let degraded = s.atrion.sync_stats().await.is_some_and(|st| st.degraded);
-    Json(Ready { ready: true, degraded })
-}
 
 /// `POST /v1/decide`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -274,7 +244,7 @@ fn report_one(s: &Shared, req: &ReportRequest, client: &Client) -> Result<Report
             // ticket good.
             let saturation = req.saturation.unwrap_or(s.atrion.neutral_saturation());
             Telemetry::new(0.0, 0.0, saturation).map_err(telemetry_problem)?;
-            let t = s.tickets.take(ticket, now).map_err(crate::tickets::TicketError::problem)?;
+            let t = s.tickets.take(ticket, now).map_err(super::tickets::TicketError::problem)?;
             (t.route, s.atrion.telemetry(now.saturating_since(t.at), ok, req.saturation))
         }
         (None, Some(route)) => {

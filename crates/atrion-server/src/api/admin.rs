@@ -15,11 +15,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::policies::{Act, audit};
+use super::views::{RouteView, route_view};
 use crate::Shared;
 use crate::auth::Admin;
-use crate::policies::{Act, audit};
 use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse, read_body};
-use crate::views::{RouteView, route_view};
 
 /// `POST /v1/admin/{open,close,release,reset}`
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
