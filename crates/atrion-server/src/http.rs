@@ -4,12 +4,11 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// When the request must be answered by (past it, the answer is `408` and the handler is
 /// dropped): work that must not be cut off in the middle checks it first.
@@ -43,9 +42,7 @@ pub(crate) async fn observe(State(limit): State<Duration>, mut request: Request,
     let response = match tokio::time::timeout(limit, next.run(request)).instrument(span.clone()).await {
         Ok(response) => response,
         Err(_) => Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            "The request took too long",
+            ProblemKind::RequestTimeout,
             format!("a request may take at most {} ms, its body included", limit.as_millis()),
         )
         .into_response(),
@@ -63,10 +60,5 @@ pub(crate) async fn observe(State(limit): State<Duration>, mut request: Request,
 
 /// A path the API does not have.
 pub(crate) async fn not_found(request: Request) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "No such endpoint",
-        format!("{} {} is not part of the API", request.method(), request.uri().path()),
-    )
+    Problem::new(ProblemKind::NotFound, format!("{} {} is not part of the API", request.method(), request.uri().path()))
 }

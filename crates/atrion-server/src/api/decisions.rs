@@ -7,7 +7,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use utoipa::ToSchema;
 
 use super::creation::Client;
 use crate::Shared;
-use crate::problem::{BodyProblems, Problem, check_route, parse};
+use crate::problem::{BodyProblems, Problem, ProblemKind, check_route, parse};
 
 /// `POST /v1/decide`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -203,12 +202,11 @@ pub(crate) struct ReportResponse {
 /// The `429` of a client past its budget of new routes.
 fn too_many_routes(wait: Option<std::time::Duration>) -> Problem {
     let wait = wait.unwrap_or(std::time::Duration::from_secs(1));
-    Problem::limited(
-        "too-many-new-routes",
-        "Too many new routes from this client",
+    Problem::new(
+        ProblemKind::TooManyNewRoutes,
         format!("this client's budget of new routes is spent; try again in {} ms", wait.as_millis().max(1)),
-        wait,
     )
+    .retry_after(wait)
 }
 
 /// How a call went: by ticket, or by route with the latency. A ticket is taken once: a
@@ -342,12 +340,7 @@ fn item<Req: DeserializeOwned, T>(
     });
     let parsed: Result<Req, Problem> = parsed.map_err(|e| {
         let path = e.path().to_string();
-        let mut p = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "The body does not match the request's schema",
-            e.into_inner().to_string(),
-        );
+        let mut p = Problem::new(ProblemKind::InvalidBody, e.into_inner().to_string());
         at(&mut p, Some(&path));
         p
     });
@@ -376,12 +369,7 @@ pub(crate) async fn batch(
     let req: BatchRequest = parse(body)?;
     let n = req.decide.len() + req.report.len();
     if n > s.config.max_batch {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch-too-large",
-            "Too many items in one batch",
-            format!("{n} items, at most {}", s.config.max_batch),
-        ));
+        return Err(Problem::new(ProblemKind::BatchTooLarge, format!("{n} items, at most {}", s.config.max_batch)));
     }
     let decide: Vec<Item<DecideResponse>> = req
         .decide

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::Shared;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// The answer to `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,13 +48,8 @@ pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
         (status = 404, description = "No metrics exporter", body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let Some(render) = &s.config.metrics else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "metrics-disabled",
-            "Metrics are not enabled",
-            "this server was built without a metrics exporter",
-        )
-        .into_response();
+        return Problem::new(ProblemKind::MetricsDisabled, "this server was built without a metrics exporter")
+            .into_response();
     };
     if let Some(stats) = s.atrion.sync_stats().await {
         atrion::metrics::record_sync(&stats);

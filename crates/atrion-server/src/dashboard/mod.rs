@@ -28,7 +28,7 @@ use atrion::{Mode, Reason, Timestamp};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -39,7 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::views::{NodeView, RouteView, route_view};
-use crate::problem::{AdminProblems, Problem};
+use crate::problem::{AdminProblems, Problem, ProblemKind};
 use crate::{PolicyHandle, Shared, SidecarAtrion};
 
 /// How the dashboard samples and what it keeps.
@@ -497,9 +497,7 @@ pub(crate) fn router() -> OpenApiRouter<Arc<Shared>> {
 }
 
 fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
-    s.dashboard.as_ref().ok_or_else(|| {
-        Problem::new(StatusCode::NOT_FOUND, "dashboard-disabled", "The dashboard is off", "this server runs without it")
-    })
+    s.dashboard.as_ref().ok_or_else(|| Problem::new(ProblemKind::DashboardDisabled, "this server runs without it"))
 }
 
 /// The dashboard's live feed (server-sent events): an `update` event at once with every
@@ -681,7 +679,7 @@ async fn route_chart(
         ChartKind::Resistance => chart::resistance(&points, window),
         ChartKind::Tuner => chart::tuner(&points, window),
     }
-    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "chart", "The chart could not be drawn", e))?;
+    .map_err(|e| Problem::new(ProblemKind::Chart, e))?;
     let mut response = svg.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
@@ -702,8 +700,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 fn asset(name: &str) -> Response {
     let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return Problem::new(StatusCode::NOT_FOUND, "not-found", "No such file", format!("no asset `{name}`"))
-            .into_response();
+        return Problem::new(ProblemKind::NotFound, format!("no asset `{name}`")).into_response();
     };
     let mut response = (*body).into_response();
     let headers = response.headers_mut();

@@ -8,14 +8,14 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::ProxyConfig;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 struct Proxy {
     authority: Authority,
@@ -63,8 +63,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Respo
     let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::builder().scheme(Scheme::HTTP).authority(proxy.authority.clone()).path_and_query(path).build();
     let Ok(uri) = uri else {
-        return Problem::new(StatusCode::BAD_REQUEST, "bad-target", "The request target cannot be forwarded", "")
-            .into_response();
+        return Problem::new(ProblemKind::BadTarget, "").into_response();
     };
     *request.uri_mut() = uri;
     let headers = request.headers_mut();
@@ -81,13 +80,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Respo
         }
         Err(e) => {
             tracing::debug!(error = %e, "the upstream cannot be reached");
-            Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream-unavailable",
-                "The upstream cannot be reached",
-                "the proxied service did not answer",
-            )
-            .into_response()
+            Problem::new(ProblemKind::UpstreamUnavailable, "the proxied service did not answer").into_response()
         }
     }
 }

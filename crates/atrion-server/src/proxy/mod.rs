@@ -3,7 +3,8 @@
 //!
 //! Each request is mapped to a route (`METHOD /path`, the path replaced by the first
 //! configured template that matches it, such as `/users/{id}`), decided on, and forwarded to
-//! the upstream or answered `503` with `Retry-After`. Its latency and outcome (a 5xx or a
+//! the upstream or answered `503` with `Retry-After` and a problem body (`shed`, or
+//! `banned` under a policy's ban), as the API answers its refusals. Its latency and outcome (a 5xx or a
 //! body cut half-way is a failure) are reported when the response body ends: the
 //! [`atrion::AtrionLayer`] rule. Bodies stream both ways without buffering. Hop-by-hop
 //! headers (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
@@ -17,9 +18,11 @@
 
 mod forward;
 mod path;
+mod refuse;
 
 pub use forward::forwarding_router;
 pub use path::{PathError, normalize_path};
+use refuse::{ShedAsProblemLayer, shed_banned};
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -31,14 +34,14 @@ use std::task::{Context, Poll};
 use atrion::AtrionLayer;
 use atrion::layer::RequestHead;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::uri::{PathAndQuery, Scheme};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
 
 use crate::SidecarAtrion;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// Why a proxy cannot be built from its settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,7 +174,7 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
     let default = atrion.default_priority();
     let mut layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
     let Some(policy) = config.policy.clone() else {
-        return forwarding_router(config).layer(layer).layer(NormalizePathLayer);
+        return forwarding_router(config).layer(ShedAsProblemLayer(layer)).layer(NormalizePathLayer);
     };
     let (cfg, p) = (config.clone(), policy.clone());
     layer = layer.priority(move |head| {
@@ -183,7 +186,7 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
         if vip { atrion::Priority::Critical } else { default }
     });
     forwarding_router(config)
-        .layer(layer)
+        .layer(ShedAsProblemLayer(layer))
         .layer(axum::middleware::from_fn_with_state((config.clone(), policy), shed_banned))
         .layer(NormalizePathLayer)
 }
@@ -232,7 +235,7 @@ where
 /// The URI with its path normalized; `None` when it already was (the common case: no
 /// allocation).
 fn normal_uri(uri: &Uri) -> Result<Option<Uri>, Problem> {
-    let bad = |why: String| Problem::new(StatusCode::BAD_REQUEST, "bad-path", "The path cannot be normalized", why);
+    let bad = |why: String| Problem::new(ProblemKind::BadPath, why);
     let path = match normalize_path(uri.path()) {
         Ok(Cow::Borrowed(_)) => return Ok(None),
         Ok(Cow::Owned(path)) => path,
@@ -247,42 +250,8 @@ fn normal_uri(uri: &Uri) -> Result<Option<Uri>, Problem> {
     Uri::from_parts(parts).map(Some).map_err(|e| bad(e.to_string()))
 }
 
-fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+pub(super) fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Answers a banned request `503` with `Retry-After` (whole seconds to the deadline), before
-/// it reaches the engine; the route is only worked out while a ban is in force.
-async fn shed_banned(
-    State((config, policy)): State<(ProxyConfig, crate::PolicyHandle)>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let gate = policy.gate();
-    let now = policy.wall_ms();
-    if !gate.no_bans() {
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions: request.extensions(),
-        };
-        let mut route = String::new();
-        config.route(&head, &mut route);
-        if let Some(until) = gate.banned(&route, client_key(request.headers(), &config.client_header), now) {
-            let secs = until.saturating_sub(now).div_ceil(1_000).max(1);
-            let mut r = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "banned",
-                "Banned",
-                format!("`{route}` is banned for this client"),
-            )
-            .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return r;
-        }
-    }
-    next.run(request).await
 }
 
 #[cfg(test)]
