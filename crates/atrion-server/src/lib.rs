@@ -27,6 +27,35 @@
 //! a machine-readable `type` and the offending field; client mistakes are 4xx, and an error
 //! changes no state.
 //!
+//! Mounted in a service of your own, the router answers like any axum router:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use atrion::Atrion;
+//! use atrion_server::{ServerConfig, SidecarObserver};
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().unwrap());
+//! let app = atrion_server::router(atrion, &ServerConfig::default());
+//!
+//! let ask = Request::post("/v1/decide")
+//!     .header("content-type", "application/json")
+//!     .body(Body::from(r#"{"route": "GET /users"}"#))
+//!     .unwrap();
+//! let answer = app.oneshot(ask).await.unwrap();
+//! assert_eq!(answer.status(), 200);
+//! let body = axum::body::to_bytes(answer.into_body(), 64 * 1024).await.unwrap();
+//! let decision: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(decision["verdict"], "admit");
+//! assert!(decision["ticket"].is_string(), "report with it, and the server measures the latency");
+//! # }
+//! ```
+//!
 //! ## How it is composed
 //!
 //! Three jobs, one module tree and one router each:
