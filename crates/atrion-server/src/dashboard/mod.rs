@@ -638,6 +638,9 @@ pub(crate) enum ChartKind {
 pub(crate) struct ChartQuery {
     /// `resistance` (default) or `tuner`.
     #[serde(default)]
+    // Inline: a parameter's schema is not collected into the document's components, so a
+    // reference to it would dangle.
+    #[param(inline)]
     kind: ChartKind,
 }
 
