@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use atrion_policy::AuditEntry;
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::Shared;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 use tokio::time::Instant;
 
 /// The shortest secret a token may have, in bytes.
@@ -124,26 +123,6 @@ pub(crate) fn who(tokens: &[AdminToken], presented: &[u8]) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Admin(pub String);
 
-/// A refused admin request: `401` with `WWW-Authenticate: Bearer`, `403` when the server
-/// has no tokens at all, `429` with `Retry-After` when its source failed too often.
-pub(crate) struct Refused(Problem, Option<u64>);
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        let unauthorized = self.0.status == StatusCode::UNAUTHORIZED.as_u16();
-        let mut response = self.0.into_response();
-        if unauthorized {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
-        }
-        if let Some(secs) = self.1 {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
 /// The bearer token of an `Authorization` value; the scheme is case-insensitive (RFC 9110).
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
@@ -151,19 +130,14 @@ fn bearer(value: &str) -> Option<&str> {
 }
 
 impl FromRequestParts<Arc<Shared>> for Admin {
-    type Rejection = Refused;
+    /// A refused admin request: `401` (with its `WWW-Authenticate` challenge), `403` when
+    /// the server has no tokens at all, `429` with `Retry-After` when its source failed too
+    /// often.
+    type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, s: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         if s.config.admin_tokens.is_empty() {
-            return Err(Refused(
-                Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "admin-disabled",
-                    "Administration is disabled",
-                    "this server has no admin tokens",
-                ),
-                None,
-            ));
+            return Err(Problem::new(ProblemKind::AdminDisabled, "this server has no admin tokens"));
         }
         let presented = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
         // A valid token always passes, from any source: secrets of 16 bytes and more are not
@@ -183,36 +157,16 @@ impl FromRequestParts<Arc<Shared>> for Admin {
         }
         match verdict {
             Verdict::Refuse => Err(match reason {
-                Reason::Missing => Refused(
-                    Problem::new(
-                        StatusCode::UNAUTHORIZED,
-                        "missing-token",
-                        "An admin token is needed",
-                        "send `Authorization: Bearer <token>`",
-                    ),
-                    None,
-                ),
-                _ => Refused(
-                    Problem::new(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid-token",
-                        "The admin token is not valid",
-                        "the bearer token matches none of this server's tokens",
-                    ),
-                    None,
-                ),
+                Reason::Missing => Problem::new(ProblemKind::MissingToken, "send `Authorization: Bearer <token>`"),
+                _ => Problem::new(ProblemKind::InvalidToken, "the bearer token matches none of this server's tokens"),
             }),
             Verdict::Wait(wait) => {
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                Err(Refused(
-                    Problem::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "auth-rate-limited",
-                        "Too many failed authentications",
-                        format!("this source failed to authenticate too often: retry in {secs} s with a valid token"),
-                    ),
-                    Some(secs.max(1)),
-                ))
+                Err(Problem::new(
+                    ProblemKind::AuthRateLimited,
+                    format!("this source failed to authenticate too often: retry in {secs} s with a valid token"),
+                )
+                .retry_after(std::time::Duration::from_secs(secs.max(1))))
             }
         }
     }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderValue, Request, Response, header};
 use axum::response::IntoResponse;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// Limits of the connections one listener serves.
 #[derive(Debug, Clone)]
@@ -471,15 +471,12 @@ fn reserved_path(path: &str) -> bool {
 /// `503` for a request over the cap, closing the connection (a slot frees when it closes).
 fn over_capacity() -> Response<Body> {
     let mut response = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too-many-connections",
-        "Too many connections",
+        ProblemKind::TooManyConnections,
         "the server holds as many connections as it serves; this one serves only health and administration",
     )
+    .retry_after(Duration::from_secs(1))
     .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -28,12 +28,13 @@ use std::sync::Arc;
 use std::future::{Ready, ready};
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Version, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 use crate::{AdminToken, ServerConfig};
 
 /// The names a request's `Host` may carry.
@@ -136,9 +137,7 @@ impl Guard {
         let path = request.uri().path();
         if path.contains('%') && percent_encoding::percent_decode_str(path).decode_utf8().is_err() {
             return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-path",
-                "The path is not valid",
+                ProblemKind::InvalidPath,
                 "a percent-escape of the path does not decode to UTF-8",
             ));
         }
@@ -202,9 +201,7 @@ impl Guard {
             Ok(())
         } else {
             Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "client-token-required",
-                "A client token is required",
+                ProblemKind::ClientTokenRequired,
                 "decide, report and batch need `Authorization: Bearer <client token>` on this server",
             ))
         }
@@ -239,19 +236,17 @@ fn check_content_type(method: &Method, path: &str, headers: &HeaderMap) -> Resul
         return Ok(());
     }
     Err(Problem::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported-media-type",
-        "The body's media type is not accepted",
+        ProblemKind::UnsupportedMediaType,
         format!("{method} {path} takes a body of type application/json"),
     ))
 }
 
 fn misdirected(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::MISDIRECTED_REQUEST, "misdirected-request", "Not a host of this server", detail)
+    Problem::new(ProblemKind::MisdirectedRequest, detail)
 }
 
 fn cross_origin(detail: &str) -> Problem {
-    Problem::new(StatusCode::FORBIDDEN, "cross-origin", "Cross-origin requests are refused", detail)
+    Problem::new(ProblemKind::CrossOrigin, detail)
 }
 
 /// The guard as a tower layer: each request passes [`Guard`]'s checks, or is answered with
@@ -290,19 +285,9 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         match self.guard.check(&request) {
             Ok(()) => Either::Right(self.inner.call(request)),
-            Err(problem) => Either::Left(ready(Ok(refusal(problem)))),
+            Err(problem) => Either::Left(ready(Ok(problem.into_response()))),
         }
     }
-}
-
-/// The answer to a request the guard refused.
-fn refusal(problem: Problem) -> Response {
-    let unauthorized = problem.status == StatusCode::UNAUTHORIZED.as_u16();
-    let mut response = problem.into_response();
-    if unauthorized {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
-    }
-    response
 }
 
 /// Declares the guard's answers in the OpenAPI document, on every operation they can come
@@ -342,8 +327,17 @@ pub(crate) fn declare(doc: &mut OpenApi) {
                 r.entry("401".into()).or_insert_with(|| problem("This server needs a client token"));
             }
             if !reserved {
-                r.entry("503".into())
-                    .or_insert_with(|| problem("Over the connection cap: only health and administration are served"));
+                r.entry("503".into()).or_insert_with(|| {
+                    let mut busy = problem("Over the connection cap: only health and administration are served");
+                    if let RefOr::T(response) = &mut busy {
+                        let seconds = HeaderBuilder::new()
+                            .schema(<u64 as utoipa::PartialSchema>::schema())
+                            .description(Some("Seconds to wait"))
+                            .build();
+                        response.headers.insert("Retry-After".into(), seconds);
+                    }
+                    busy
+                });
             }
         }
     }

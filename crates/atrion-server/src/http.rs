@@ -1,17 +1,14 @@
-//! What every request goes through (a time limit, the request-duration histogram), the
-//! metrics endpoint, and the answer to a path the API does not have.
+//! What every request to the API and the dashboard goes through (a time limit, the
+//! request-duration histogram), and the answer to a path neither has.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::Shared;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// When the request must be answered by (past it, the answer is `408` and the handler is
 /// dropped): work that must not be cut off in the middle checks it first.
@@ -45,9 +42,7 @@ pub(crate) async fn observe(State(limit): State<Duration>, mut request: Request,
     let response = match tokio::time::timeout(limit, next.run(request)).instrument(span.clone()).await {
         Ok(response) => response,
         Err(_) => Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            "The request took too long",
+            ProblemKind::RequestTimeout,
             format!("a request may take at most {} ms, its body included", limit.as_millis()),
         )
         .into_response(),
@@ -63,36 +58,7 @@ pub(crate) async fn observe(State(limit): State<Duration>, mut request: Request,
     response
 }
 
-/// Atrion's metrics in Prometheus' text format (the sync counters read just now).
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 404, description = "No metrics exporter", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let Some(render) = &s.config.metrics else {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            "metrics-disabled",
-            "Metrics are not enabled",
-            "this server was built without a metrics exporter",
-        )
-        .into_response();
-    };
-    if let Some(stats) = s.atrion.sync_stats().await {
-        atrion::metrics::record_sync(&stats);
-    }
-    let mut response = (render.0)().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
-}
-
 /// A path the API does not have.
 pub(crate) async fn not_found(request: Request) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "not-found",
-        "No such endpoint",
-        format!("{} {} is not part of the API", request.method(), request.uri().path()),
-    )
+    Problem::new(ProblemKind::NotFound, format!("{} {} is not part of the API", request.method(), request.uri().path()))
 }

@@ -26,6 +26,61 @@
 //! of its client's budget of new routes (`ServerConfig::route_creation_rate`): past it, `429`. Errors are `application/problem+json` (RFC 9457) with
 //! a machine-readable `type` and the offending field; client mistakes are 4xx, and an error
 //! changes no state.
+//!
+//! Mounted in a service of your own, the router answers like any axum router:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use atrion::Atrion;
+//! use atrion_server::{ServerConfig, SidecarObserver};
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use tower::ServiceExt as _;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().unwrap());
+//! let app = atrion_server::router(atrion, &ServerConfig::default());
+//!
+//! let ask = Request::post("/v1/decide")
+//!     .header("content-type", "application/json")
+//!     .body(Body::from(r#"{"route": "GET /users"}"#))
+//!     .unwrap();
+//! let answer = app.oneshot(ask).await.unwrap();
+//! assert_eq!(answer.status(), 200);
+//! let body = axum::body::to_bytes(answer.into_body(), 64 * 1024).await.unwrap();
+//! let decision: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//! assert_eq!(decision["verdict"], "admit");
+//! assert!(decision["ticket"].is_string(), "report with it, and the server measures the latency");
+//! # }
+//! ```
+//!
+//! ## How it is composed
+//!
+//! Three jobs, one module tree and one router each:
+//!
+//! - `api/`: the JSON API ([`router`]'s operations: health, decisions, routes,
+//!   administration, policies), an `OpenApiRouter` whose declarations are both the routes
+//!   and `GET /openapi.json`. Its tickets and route-creation budgets live there too.
+//! - `dashboard/`: the page at `/` with its files, and its data under `/v1/dashboard`
+//!   (declared as API operations, in the same document).
+//! - `proxy/`: proxy mode ([`proxy_router`]), a reverse proxy guarded by Atrion, and the
+//!   plain forwarding it is measured against ([`forwarding_router`]). It shares nothing with
+//!   the other two but the problems and the engine.
+//!
+//! What they share sits beside them: `problem` (every refusal is an RFC 9457 problem of one
+//! `ProblemKind`, which fixes its status, type and title), `guard` (Host, Origin, media
+//! type and client tokens, checked before any handler), `http` (each request's time limit,
+//! span and duration), `auth` (admin tokens and the limit on failed attempts), `observer`
+//! (decision counts per route) and `conn` (the accept loop and its connection limits,
+//! behind [`serve`]).
+//!
+//! [`router`] merges the API's router and the dashboard's, adds the `not-found` fallback
+//! and the `http` middleware to the routes, and wraps the whole once in the guard, CORS and
+//! the body limit (a `tower::ServiceBuilder` behind `Router::fallback_service`: a global
+//! layer put on with `Router::layer` would wrap, and clone per request, every route).
+//! [`serve`] runs that router on the connection layer.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -35,26 +90,23 @@ use std::time::Duration;
 use atrion::Atrion;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
-mod admin;
+// The three jobs, one module tree and one router each.
 mod api;
+mod dashboard;
+mod proxy;
+
+// What they share: problems, the guard, the request middleware, tokens, the observer and
+// the connection layer.
 mod auth;
 mod conn;
-mod creation;
-mod dashboard;
 mod guard;
 mod http;
 mod observer;
-mod openapi;
-mod policies;
 mod problem;
-mod proxy;
-mod tickets;
-mod views;
 
+pub use api::tickets::{REPLAY_WINDOW, TicketError};
 pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
 pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
 pub use dashboard::{DashboardAuth, DashboardConfig};
@@ -62,7 +114,6 @@ pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
 pub use proxy::{PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path, proxy_router};
-pub use tickets::{REPLAY_WINDOW, TicketError};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;
@@ -189,9 +240,9 @@ struct Shared {
     atrion: Arc<SidecarAtrion>,
     config: ServerConfig,
     /// Each client's budget of new routes.
-    creation: creation::RouteCreation,
+    creation: api::creation::RouteCreation,
     /// This node's tickets.
-    tickets: tickets::TicketBook,
+    tickets: api::tickets::TicketBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
     /// Failed authentications: their limit and their counts.
@@ -209,7 +260,7 @@ pub fn router(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> Router {
 }
 
 fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shared>) {
-    let (router, mut api) = api_router(config).split_for_parts();
+    let (router, mut api) = routes(config).split_for_parts();
     guard::declare(&mut api);
     let checks = Arc::new(guard::Guard::new(config));
     let cors = checks.cors();
@@ -218,16 +269,14 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
     let shared = Arc::new(Shared {
         atrion,
         config: config.clone(),
-        creation: creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
-        tickets: tickets::TicketBook::new(config.ticket_ttl),
+        creation: api::creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
+        tickets: api::tickets::TicketBook::new(config.ticket_ttl),
         openapi: api,
         dashboard,
         refusals: auth::Guard::new(config.auth.clone()),
     });
     auth::spawn_flusher(&shared);
     let routes = router
-        .route("/", axum::routing::get(dashboard::index))
-        .route("/assets/{file}", axum::routing::get(dashboard::assets))
         .fallback(http::not_found)
         .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
         .with_state(shared.clone());
@@ -243,42 +292,14 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
 
 /// The API's OpenAPI 3.1 document, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut api = api_router(&ServerConfig::default()).split_for_parts().1;
+    let mut api = routes(&ServerConfig::default()).split_for_parts().1;
     guard::declare(&mut api);
     api
 }
 
-fn api_router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
-    let (schemas, paths, restore) = routes!(admin::restore);
-    let restore = (schemas, paths, restore.layer(DefaultBodyLimit::max(config.max_restore_bytes)));
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(api::healthz))
-        .routes(routes!(api::readyz))
-        .routes(routes!(http::metrics))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(api::decide))
-        .routes(routes!(api::report))
-        .routes(routes!(api::batch))
-        .routes(routes!(views::routes))
-        .routes(routes!(views::route))
-        .routes(routes!(views::nodes))
-        .routes(routes!(admin::open))
-        .routes(routes!(admin::close))
-        .routes(routes!(admin::release))
-        .routes(routes!(admin::reset))
-        .routes(routes!(admin::backup))
-        .routes(routes!(admin::switch_store))
-        .routes(restore)
-        .routes(routes!(policies::get_policies, policies::put_policies, policies::post_policy, policies::delete_policy))
-        .routes(routes!(policies::ban, policies::unban))
-        .routes(routes!(policies::state))
-        .routes(routes!(policies::diff))
-        .routes(routes!(policies::history))
-        .routes(routes!(policies::audit_page))
-        .routes(routes!(policies::audit_export))
-        .routes(routes!(dashboard::stream))
-        .routes(routes!(dashboard::route_detail))
-        .routes(routes!(dashboard::route_chart))
+/// The API's routes and the dashboard's, with the OpenAPI document of both.
+fn routes(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
+    api::router(config).merge(dashboard::router())
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight requests

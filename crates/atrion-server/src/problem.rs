@@ -1,4 +1,14 @@
 //! RFC 9457 problems, and reading a JSON body into a request type with the offending field named.
+//!
+//! Every refusal of the server, the API's, the dashboard's and proxy mode's alike, is a
+//! [`Problem`] of one [`ProblemKind`] (its status, type and title are the kind's), answered
+//! as `application/problem+json`; a problem that says when to come back carries
+//! `retry_after_ms` and the `Retry-After` header, and a `401` the `WWW-Authenticate`
+//! challenge.
+
+mod kind;
+
+pub(crate) use kind::ProblemKind;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +24,8 @@ use atrion::MAX_ROUTE_ID;
 /// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
-    /// A machine-readable type: `tag:atrion,2026:problem/<kind>`.
+    /// A machine-readable type: `tag:atrion,2026:problem/<kind>`. Each kind has one status
+    /// and one title; clients match on the type.
     #[serde(rename = "type")]
     pub kind: String,
     /// A short, human-readable summary of the kind.
@@ -29,8 +40,9 @@ pub struct Problem {
     /// Every issue a validation found, each with its path (a rejected policy change).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub issues: Vec<ProblemIssue>,
-    /// When to try again, in milliseconds (a limit: `429`); the answer's `Retry-After`
-    /// header says it in whole seconds. (32 bits, so that a problem stays small.)
+    /// When to try again, in milliseconds (a limit's `429`, a `503` that will pass); the
+    /// answer's `Retry-After` header says it in whole seconds. (32 bits, so that a problem
+    /// stays small.)
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<u32>, minimum = 1)]
     pub retry_after_ms: Option<std::num::NonZeroU32>,
@@ -48,11 +60,12 @@ pub struct ProblemIssue {
 }
 
 impl Problem {
-    pub(crate) fn new(status: StatusCode, kind: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    /// A problem of `kind`: its status, type and title, with what exactly was wrong.
+    pub(crate) fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Problem {
-            kind: format!("tag:atrion,2026:problem/{kind}"),
-            title,
-            status: status.as_u16(),
+            kind: format!("{}{}", kind::TYPE_PREFIX, kind.slug()),
+            title: kind.title(),
+            status: kind.status().as_u16(),
             detail: detail.into(),
             field: None,
             issues: Vec::new(),
@@ -60,25 +73,28 @@ impl Problem {
         }
     }
 
-    /// `429`: a limit of the caller's; try again after `retry`.
-    pub(crate) fn limited(kind: &str, title: &'static str, detail: impl Into<String>, retry: Duration) -> Self {
-        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, kind, title, detail);
+    /// The same, naming the offending field (its path in the body, or a query parameter).
+    pub(crate) fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// The same, saying when to try again: `retry_after_ms` (at least 1, at most
+    /// `u32::MAX`), and the answer's `Retry-After` in whole seconds, rounded up.
+    pub(crate) fn retry_after(mut self, retry: Duration) -> Self {
         let ms = u32::try_from(retry.as_millis()).unwrap_or(u32::MAX);
-        p.retry_after_ms = std::num::NonZeroU32::new(ms.max(1));
-        p
+        self.retry_after_ms = std::num::NonZeroU32::new(ms.max(1));
+        self
     }
 
     /// `404`: the route named in the request is not tracked.
     pub(crate) fn unknown_route(detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(StatusCode::NOT_FOUND, "unknown-route", "No such route", detail);
-        p.field = Some("route".into());
-        p
+        Problem::new(ProblemKind::UnknownRoute, detail).at("route")
     }
 
+    /// `422`: the value of `field` is not valid.
     pub(crate) fn invalid(field: &str, detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-value", "A value is not valid", detail);
-        p.field = Some(field.to_owned());
-        p
+        Problem::new(ProblemKind::InvalidValue, detail).at(field)
     }
 }
 
@@ -120,9 +136,13 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         let retry = self.retry_after_ms;
         let mut response = (status, Json(self)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(ms) = retry {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(ms.get().div_ceil(1_000)));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ms.get().div_ceil(1_000)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
         }
         response
     }
@@ -141,16 +161,10 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
         .map_err(|e| (e.path().to_string(), e.into_inner()))
         .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_owned(), e)));
     value.map_err(|(path, inner)| {
-        let (kind, title) = if inner.is_syntax() || inner.is_eof() {
-            ("malformed-json", "The body is not valid JSON")
-        } else {
-            ("invalid-body", "The body does not match the request's schema")
-        };
-        let mut p = Problem::new(StatusCode::BAD_REQUEST, kind, title, inner.to_string());
-        if path != "." {
-            p.field = Some(path);
-        }
-        p
+        let kind =
+            if inner.is_syntax() || inner.is_eof() { ProblemKind::MalformedJson } else { ProblemKind::InvalidBody };
+        let p = Problem::new(kind, inner.to_string());
+        if path == "." { p } else { p.at(path) }
     })
 }
 
@@ -158,22 +172,27 @@ pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) ->
 /// fields in order (`[]` as a batch of nothing), which the schema does not allow.
 pub(crate) fn not_an_array(json: &[u8]) -> Result<(), Problem> {
     if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "The body does not match the request's schema",
-            "a JSON object is expected, not an array",
-        ));
+        return Err(Problem::new(ProblemKind::InvalidBody, "a JSON object is expected, not an array"));
     }
     Ok(())
+}
+
+/// The body as JSON, or the problem of a body that is not JSON (for a body read as a
+/// `serde_json::Value` before its schema is checked).
+pub(crate) fn json_value(body: &[u8]) -> Result<serde_json::Value, Problem> {
+    serde_json::from_slice(body).map_err(|e| Problem::new(ProblemKind::MalformedJson, e.to_string()))
 }
 
 /// The body, or the problem of a body that could not be read (too large, cut off).
 pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     body.map_err(|r| {
-        let status = r.status();
-        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "body-too-large" } else { "unreadable-body" };
-        Problem::new(status, kind, "The request body cannot be read", r.body_text())
+        // axum's body rejections: past the limit (`413`), or cut off (`400`).
+        let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ProblemKind::BodyTooLarge
+        } else {
+            ProblemKind::UnreadableBody
+        };
+        Problem::new(kind, r.body_text())
     })
 }
 
@@ -188,10 +207,5 @@ pub(crate) fn check_route(field: &str, route: &str) -> Result<(), Problem> {
 pub(crate) fn query<T>(
     q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, Problem> {
-    q.map(|axum::extract::Query(t)| t).map_err(|e| {
-        let mut p =
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", e.body_text());
-        p.field = Some("query".into());
-        p
-    })
+    q.map(|axum::extract::Query(t)| t).map_err(|e| Problem::new(ProblemKind::InvalidQuery, e.body_text()).at("query"))
 }

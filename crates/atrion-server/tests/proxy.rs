@@ -1,6 +1,7 @@
 //! Proxy mode in front of a real upstream HTTP server started by the test, over real TCP on
-//! tokio's paused clock: a failing route is shed with 503 and Retry-After while healthy
-//! routes flow, it comes back after the upstream recovers, a large streamed body passes
+//! tokio's paused clock: a failing route is shed with 503, Retry-After and a problem body
+//! (as a ban is, and as the API refuses) while healthy routes flow, the upstream's own 503
+//! passes untouched, it comes back after the upstream recovers, a large streamed body passes
 //! through intact both ways, and hop-by-hop headers stay on their hop.
 
 use std::sync::Arc;
@@ -31,12 +32,13 @@ async fn listen(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// The upstream: `/users/{id}` healthy, `/pay` failing while `failing` is set, `/big`
+/// The upstream: `/users/{id}` healthy, `/busy` its own `503` with `Retry-After`, `/pay` failing while `failing` is set, `/big`
 /// streams 8 MiB in 64 KiB chunks, `/echo` sends the request body back, `/headers` shows
 /// what arrived.
 async fn upstream(failing: Arc<AtomicBool>) -> String {
     let app = Router::new()
         .route("/users/{id}", get(|| async { "user" }))
+        .route("/busy", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "7")], "busy") }))
         .route(
             "/pay",
             get(move || {
@@ -113,6 +115,11 @@ async fn the_proxy_sheds_a_failing_route_keeps_the_others_and_lets_it_back() {
     let shed = shed.expect("the failing route is shed");
     let retry: u64 = shed.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1);
+    // The API's shape: a problem, its retry hint the header's.
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = shed.json().await.unwrap();
+    assert_eq!((p["type"].as_str(), p["status"].as_u64()), (Some("tag:atrion,2026:problem/shed"), Some(503)), "{p}");
+    assert_eq!(p["retry_after_ms"].as_u64(), Some(retry * 1_000), "{p}");
     assert_eq!(get("/users/7").await.unwrap().status(), 200, "a healthy route is not shed");
 
     // The upstream recovers: the route comes back.
@@ -167,6 +174,16 @@ async fn bodies_stream_through_intact_and_hop_by_hop_headers_stay_behind() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_upstreams_own_503_is_not_taken_for_a_shed() {
+    let (atrion, proxy) = start(&upstream(Arc::new(AtomicBool::new(false))).await).await;
+    let r = reqwest::get(format!("{proxy}/busy")).await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["retry-after"].to_str().unwrap()), (503, "7"));
+    assert_ne!(r.headers().get("content-type").map(|v| v.as_bytes()), Some(&b"application/problem+json"[..]));
+    assert_eq!(r.text().await.unwrap(), "busy", "the upstream's answer, as it sent it");
+    assert_eq!(atrion.engine().snapshot("GET /busy").unwrap().updates, 1, "admitted, forwarded, reported");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_upstream_that_is_away_is_a_502_problem_and_a_failure() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (atrion, proxy) = start(&format!("http://127.0.0.1:{port}")).await;
@@ -209,6 +226,12 @@ async fn the_proxy_sheds_banned_clients_and_routes_until_the_deadline() {
     let r = get("/users/1", "bot").await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (p["type"].as_str(), p["retry_after_ms"].as_u64()),
+        (Some("tag:atrion,2026:problem/banned"), Some(5_000))
+    );
     assert_eq!(get("/users/1", "alice").await.unwrap().status(), 200, "other clients pass");
     assert_eq!(get("/pay", "alice").await.unwrap().status(), 503, "a banned route is shed for everyone");
     tokio::time::sleep(Duration::from_millis(5_100)).await;

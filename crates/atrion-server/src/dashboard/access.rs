@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::Shared;
 use crate::auth::{Admin, AdminToken};
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// Who may read the dashboard's data (its feed, route pages and charts). Failed attempts
 /// go through the admin check when the server has admin tokens, and share its limit per
@@ -70,20 +70,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized() -> Response {
-    let mut r = Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "missing-token",
-        "A dashboard token is needed",
-        "send `Authorization: Bearer <token>` with a dashboard or admin token",
-    )
-    .into_response();
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"atrion\""));
-    r
+    Problem::new(ProblemKind::MissingToken, "send `Authorization: Bearer <token>` with a dashboard or admin token")
+        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive_and_nothing_else_passes() {

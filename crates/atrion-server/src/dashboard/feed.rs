@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// How many updates a page may fall behind before it is dropped (it reconnects, and starts
 /// again from a full update). The updates kept for it are the ones every page shares.
@@ -65,15 +65,9 @@ impl Drop for Slot {
 
 /// `503` with `Retry-After`: every place among the feeds is taken.
 pub(super) fn busy(max: usize) -> Response {
-    let mut r = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "dashboard-busy",
-        "Too many dashboard feeds are open",
-        format!("this server serves at most {max} feeds at once; try again later"),
-    )
-    .into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_S));
-    r
+    Problem::new(ProblemKind::DashboardBusy, format!("this server serves at most {max} feeds at once; try again later"))
+        .retry_after(Duration::from_secs(BUSY_RETRY_S))
+        .into_response()
 }
 
 /// What a feed holds while open.

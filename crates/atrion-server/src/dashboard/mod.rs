@@ -28,15 +28,18 @@ use atrion::{Mode, Reason, Timestamp};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::{AdminProblems, Problem};
-use crate::views::{NodeView, RouteView, route_view};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::views::{NodeView, RouteView, route_view};
+use crate::problem::{AdminProblems, Problem, ProblemKind};
 use crate::{PolicyHandle, Shared, SidecarAtrion};
 
 /// How the dashboard samples and what it keeps.
@@ -480,10 +483,21 @@ async fn sampler(dashboard: Weak<Dashboard>, every: Duration) {
     }
 }
 
+/// The dashboard's router: its page and files (`/`, `/assets/{file}`: not API operations,
+/// so outside the OpenAPI document), and its data under `/v1/dashboard` (API operations,
+/// declared with their OpenAPI operation like the API's). Each answers `404` while the
+/// dashboard is off.
+pub(crate) fn router() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .route("/", axum::routing::get(index))
+        .route("/assets/{file}", axum::routing::get(assets))
+        .routes(routes!(stream))
+        .routes(routes!(route_detail))
+        .routes(routes!(route_chart))
+}
+
 fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
-    s.dashboard.as_ref().ok_or_else(|| {
-        Problem::new(StatusCode::NOT_FOUND, "dashboard-disabled", "The dashboard is off", "this server runs without it")
-    })
+    s.dashboard.as_ref().ok_or_else(|| Problem::new(ProblemKind::DashboardDisabled, "this server runs without it"))
 }
 
 /// The dashboard's live feed (server-sent events): an `update` event at once with every
@@ -496,7 +510,7 @@ fn dashboard(s: &Shared) -> Result<&Arc<Dashboard>, Problem> {
         (status = 404, description = "The dashboard is off", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many feeds are open", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))))]
-pub(crate) async fn stream(_: Viewer, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
+async fn stream(_: Viewer, State(s): State<Arc<Shared>>) -> Result<Response, Problem> {
     let d = dashboard(&s)?.clone();
     let Some(slot) = feed::Slot::take(&d.open, d.config.max_clients) else {
         return Ok(feed::busy(d.config.max_clients));
@@ -565,7 +579,7 @@ fn ago(now: Timestamp, at: Timestamp) -> u64 {
 #[utoipa::path(get, path = "/v1/dashboard/routes/{route}", tag = "dashboard", security((), ("admin" = [])),
     params(("route" = String, Path, description = "The route id, percent-encoded")),
     responses((status = 200, body = RouteDetail), AdminProblems, (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn route_detail(
+async fn route_detail(
     _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
@@ -624,6 +638,9 @@ pub(crate) enum ChartKind {
 pub(crate) struct ChartQuery {
     /// `resistance` (default) or `tuner`.
     #[serde(default)]
+    // Inline: a parameter's schema is not collected into the document's components, so a
+    // reference to it would dangle.
+    #[param(inline)]
     kind: ChartKind,
 }
 
@@ -633,7 +650,7 @@ pub(crate) struct ChartQuery {
     params(("route" = String, Path, description = "The route id, percent-encoded"), ChartQuery),
     responses((status = 200, description = "The chart", body = String, content_type = "image/svg+xml"), AdminProblems,
         (status = 404, description = "No such route, or the dashboard is off", body = Problem, content_type = "application/problem+json")))]
-pub(crate) async fn route_chart(
+async fn route_chart(
     _: Viewer,
     State(s): State<Arc<Shared>>,
     Path(route): Path<String>,
@@ -665,7 +682,7 @@ pub(crate) async fn route_chart(
         ChartKind::Resistance => chart::resistance(&points, window),
         ChartKind::Tuner => chart::tuner(&points, window),
     }
-    .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "chart", "The chart could not be drawn", e))?;
+    .map_err(|e| Problem::new(ProblemKind::Chart, e))?;
     let mut response = svg.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
@@ -686,8 +703,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 fn asset(name: &str) -> Response {
     let Some((_, kind, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return Problem::new(StatusCode::NOT_FOUND, "not-found", "No such file", format!("no asset `{name}`"))
-            .into_response();
+        return Problem::new(ProblemKind::NotFound, format!("no asset `{name}`")).into_response();
     };
     let mut response = (*body).into_response();
     let headers = response.headers_mut();
@@ -700,7 +716,7 @@ fn asset(name: &str) -> Response {
 }
 
 /// `GET /`: the dashboard.
-pub(crate) async fn index(State(s): State<Arc<Shared>>) -> Response {
+async fn index(State(s): State<Arc<Shared>>) -> Response {
     match dashboard(&s) {
         Ok(_) => asset("index.html"),
         Err(p) => p.into_response(),
@@ -708,7 +724,7 @@ pub(crate) async fn index(State(s): State<Arc<Shared>>) -> Response {
 }
 
 /// `GET /assets/{file}`
-pub(crate) async fn assets(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
+async fn assets(State(s): State<Arc<Shared>>, Path(file): Path<String>) -> Response {
     match dashboard(&s) {
         Ok(_) => asset(&file),
         Err(p) => p.into_response(),

@@ -1,4 +1,4 @@
-//! Health, decisions, reports and batches.
+//! Decisions, reports and batches: the sidecar's hot path.
 
 use std::sync::Arc;
 
@@ -7,46 +7,15 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use super::creation::Client;
 use crate::Shared;
-use crate::creation::Client;
-use crate::problem::{BodyProblems, Problem, check_route, parse};
-
-/// The answer to `GET /healthz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Health {
-    /// `ok` while the process serves.
-    status: &'static str,
-}
-
-/// The answer to `GET /readyz`.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Ready {
-    /// Ready to decide (after the warm start).
-    ready: bool,
-    /// The store is away: decisions go on, on local state.
-    degraded: bool,
-}
-
-/// Liveness: the process serves.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok" })
-}
-
-/// Readiness: ready after the warm start; degraded mode is reported, and decisions keep
-/// working in it.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Ready)))]
-pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> Json<Ready> {
-    let degraded = s.atrion.sync_stats().await.is_some_and(|st| st.degraded);
-    Json(Ready { ready: true, degraded })
-}
+use crate::problem::{BodyProblems, Problem, ProblemKind, check_route, parse};
 
 /// `POST /v1/decide`
 #[derive(Debug, Deserialize, ToSchema)]
@@ -233,12 +202,11 @@ pub(crate) struct ReportResponse {
 /// The `429` of a client past its budget of new routes.
 fn too_many_routes(wait: Option<std::time::Duration>) -> Problem {
     let wait = wait.unwrap_or(std::time::Duration::from_secs(1));
-    Problem::limited(
-        "too-many-new-routes",
-        "Too many new routes from this client",
+    Problem::new(
+        ProblemKind::TooManyNewRoutes,
         format!("this client's budget of new routes is spent; try again in {} ms", wait.as_millis().max(1)),
-        wait,
     )
+    .retry_after(wait)
 }
 
 /// How a call went: by ticket, or by route with the latency. A ticket is taken once: a
@@ -274,7 +242,7 @@ fn report_one(s: &Shared, req: &ReportRequest, client: &Client) -> Result<Report
             // ticket good.
             let saturation = req.saturation.unwrap_or(s.atrion.neutral_saturation());
             Telemetry::new(0.0, 0.0, saturation).map_err(telemetry_problem)?;
-            let t = s.tickets.take(ticket, now).map_err(crate::tickets::TicketError::problem)?;
+            let t = s.tickets.take(ticket, now).map_err(super::tickets::TicketError::problem)?;
             (t.route, s.atrion.telemetry(now.saturating_since(t.at), ok, req.saturation))
         }
         (None, Some(route)) => {
@@ -372,12 +340,7 @@ fn item<Req: DeserializeOwned, T>(
     });
     let parsed: Result<Req, Problem> = parsed.map_err(|e| {
         let path = e.path().to_string();
-        let mut p = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-body",
-            "The body does not match the request's schema",
-            e.into_inner().to_string(),
-        );
+        let mut p = Problem::new(ProblemKind::InvalidBody, e.into_inner().to_string());
         at(&mut p, Some(&path));
         p
     });
@@ -406,12 +369,7 @@ pub(crate) async fn batch(
     let req: BatchRequest = parse(body)?;
     let n = req.decide.len() + req.report.len();
     if n > s.config.max_batch {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch-too-large",
-            "Too many items in one batch",
-            format!("{n} items, at most {}", s.config.max_batch),
-        ));
+        return Err(Problem::new(ProblemKind::BatchTooLarge, format!("{n} items, at most {}", s.config.max_batch)));
     }
     let decide: Vec<Item<DecideResponse>> = req
         .decide

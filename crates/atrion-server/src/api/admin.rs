@@ -11,15 +11,15 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::policies::{Act, audit};
+use super::views::{RouteView, route_view};
 use crate::Shared;
 use crate::auth::Admin;
-use crate::policies::{Act, audit};
-use crate::problem::{AdminProblems, BodyProblems, Problem, check_route, parse, read_body};
-use crate::views::{RouteView, route_view};
+use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemKind, check_route, parse, read_body};
 
 /// `POST /v1/admin/{open,close,release,reset}`
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -37,10 +37,6 @@ pub(crate) struct Restored {
     restored: u64,
 }
 
-fn store_problem(e: &atrion::state::StoreError) -> Problem {
-    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "The store cannot be reached", e.to_string())
-}
-
 async fn hold_route(
     s: &Shared,
     admin: &Admin,
@@ -52,9 +48,7 @@ async fn hold_route(
     let now = s.atrion.now();
     let before = s.atrion.engine().held(&req.route).unwrap_or_default();
     s.atrion.engine().hold(&req.route, hold, now).map_err(|e| match e {
-        atrion::EngineError::TableFull { .. } => {
-            Problem::new(StatusCode::CONFLICT, "route-table-full", "The route table is full", e.to_string())
-        }
+        atrion::EngineError::TableFull { .. } => Problem::new(ProblemKind::RouteTableFull, e.to_string()),
         e => Problem::invalid("route", e.to_string()),
     })?;
     let action = match hold {
@@ -135,7 +129,7 @@ pub(crate) async fn reset(
         (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result<Response, Problem> {
     let store = s.atrion.store().clone();
-    let keys = store.list_keys("").await.map_err(|e| store_problem(&e))?;
+    let keys = store.list_keys("").await.map_err(|e| Problem::new(ProblemKind::StoreUnavailable, e.to_string()))?;
     audit(&s, &admin.0, Act::new("backup", Some(format!("{} keys", keys.len())))).await;
     let chunks = futures_util::stream::unfold((store, keys, 0usize), |(store, keys, at)| async move {
         if at >= keys.len() {
@@ -186,25 +180,19 @@ pub(crate) async fn restore(
 ) -> Result<Response, Problem> {
     let body = read_body(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::new(StatusCode::BAD_REQUEST, "empty-backup", "The backup is empty", "no line to restore"));
+        return Err(Problem::new(ProblemKind::EmptyBackup, "no line to restore"));
     }
-    let text = std::str::from_utf8(&body).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "The backup is not UTF-8", e.to_string())
-    })?;
-    let lines = BackupLine::decode_numbered(text).map_err(|(line, reason)| {
-        let mut p = Problem::new(StatusCode::BAD_REQUEST, "malformed-backup", "A backup line is not valid", reason);
-        p.field = Some(format!("line {line}"));
-        p
-    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| Problem::new(ProblemKind::MalformedBackup, format!("the backup is not UTF-8: {e}")))?;
+    let lines = BackupLine::decode_numbered(text)
+        .map_err(|(line, reason)| Problem::new(ProblemKind::MalformedBackup, reason).at(format!("line {line}")))?;
     let families = restore_families(&s);
     BackupLine::check_all(&lines, &families).map_err(|refused| {
-        let (kind, title) = match families.family(&refused.key) {
-            None => ("foreign-key", "A backup line's key is not of this namespace"),
-            Some(_) => ("invalid-backup-value", "A backup line's value is not valid for its key"),
+        let kind = match families.family(&refused.key) {
+            None => ProblemKind::ForeignKey,
+            Some(_) => ProblemKind::InvalidBackupValue,
         };
-        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, kind, title, refused.to_string());
-        p.field = Some(format!("line {}", refused.line));
-        p
+        Problem::new(kind, refused.to_string()).at(format!("line {}", refused.line))
     })?;
     let lines = lines.into_iter().map(|(_, line)| line).collect();
     let written = BackupLine::write_all(s.atrion.store().as_ref(), lines).await;
@@ -212,7 +200,7 @@ pub(crate) async fn restore(
         Ok(n) => n,
         Err(e) => {
             audit(&s, &admin.0, Act::new("restore", None).failed(&e)).await;
-            return Err(store_problem(&e));
+            return Err(Problem::new(ProblemKind::StoreUnavailable, e.to_string()));
         }
     };
     audit(&s, &admin.0, Act::new("restore", Some(format!("{n} keys")))).await;
@@ -247,14 +235,8 @@ fn missing_folder(url: &str) -> Result<(), Problem> {
     let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
     match parent {
         Some(dir) if !dir.is_dir() => {
-            let mut p = Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "store-unopenable",
-                "The store cannot be opened",
-                format!("the folder {} does not exist: create it first", dir.display()),
-            );
-            p.field = Some("url".into());
-            Err(p)
+            let why = format!("the folder {} does not exist: create it first", dir.display());
+            Err(Problem::new(ProblemKind::StoreUnopenable, why).at("url"))
         }
         _ => Ok(()),
     }
@@ -277,26 +259,17 @@ pub(crate) async fn switch_store(
 ) -> Result<Json<Switched>, Problem> {
     let req: StoreRequest = parse(body)?;
     let Some(switch) = &s.config.store_switch else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "switch-unavailable",
-            "This server cannot switch stores",
-            "it was built without a state service",
-        ));
+        return Err(Problem::new(ProblemKind::SwitchUnavailable, "it was built without a state service"));
     };
     let name = atrion::redacted_url(&req.url);
     if switch.service.active_name() == name {
-        return Err(Problem::new(StatusCode::CONFLICT, "already-active", "That store is already active", name));
+        return Err(Problem::new(ProblemKind::AlreadyActive, name));
     }
     if !switch.service.backend_names().contains(&name) {
         missing_folder(&req.url)?;
         let store = (switch.open)(req.url.clone()).await.map_err(|why| {
             // Whatever the opener says, the URL's password does not leave.
-            let why = why.replace(&req.url, &name);
-            let mut p =
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "store-unopenable", "The store cannot be opened", why);
-            p.field = Some("url".into());
-            p
+            Problem::new(ProblemKind::StoreUnopenable, why.replace(&req.url, &name)).at("url")
         })?;
         switch.service.add_backend(name.clone(), store).map_err(|e| Problem::invalid("url", e.to_string()))?;
     }
@@ -304,12 +277,7 @@ pub(crate) async fn switch_store(
         Ok(r) => r,
         Err(e) => {
             audit(&s, &admin.0, Act::new("store.switch", Some(name)).failed(&e)).await;
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "switch-failed",
-                "The switch failed: the old store stays",
-                e.to_string(),
-            ));
+            return Err(Problem::new(ProblemKind::SwitchFailed, e.to_string()));
         }
     };
     let act = Act::new("store.switch", None).change(&report.from, &report.to);

@@ -21,12 +21,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use atrion::Timestamp;
-use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 
-use crate::problem::{Problem, check_route};
+use crate::problem::{Problem, ProblemKind, check_route};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -63,18 +62,14 @@ pub enum TicketError {
 impl TicketError {
     /// The problem a report answers with.
     pub(crate) fn problem(self) -> Problem {
-        let (status, kind, title) = match self {
-            TicketError::Malformed => (StatusCode::UNPROCESSABLE_ENTITY, "ticket-malformed", "Not a ticket"),
-            TicketError::Foreign => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "ticket-foreign", "The ticket is not of this node")
-            }
-            TicketError::Forged => (StatusCode::UNPROCESSABLE_ENTITY, "ticket-forged", "The ticket is forged"),
-            TicketError::Expired => (StatusCode::GONE, "ticket-expired", "The ticket has expired"),
-            TicketError::Replayed => (StatusCode::CONFLICT, "ticket-replayed", "The ticket was already reported"),
+        let kind = match self {
+            TicketError::Malformed => ProblemKind::TicketMalformed,
+            TicketError::Foreign => ProblemKind::TicketForeign,
+            TicketError::Forged => ProblemKind::TicketForged,
+            TicketError::Expired => ProblemKind::TicketExpired,
+            TicketError::Replayed => ProblemKind::TicketReplayed,
         };
-        let mut p = Problem::new(status, kind, title, self.to_string());
-        p.field = Some("ticket".into());
-        p
+        Problem::new(kind, self.to_string()).at("ticket")
     }
 }
 

@@ -7,7 +7,7 @@ use atrion_policy::{AuditEntry, Ban, Change, PolicyError, PolicySet, Rejected, S
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -15,18 +15,16 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Admin, Reader};
 use crate::http::Deadline;
-use crate::problem::{AdminProblems, BodyProblems, Problem, ProblemIssue, parse, query, read_body};
+use crate::problem::{
+    AdminProblems, BodyProblems, Problem, ProblemIssue, ProblemKind, json_value, parse, query, read_body,
+};
 use crate::{PolicyHandle, Shared};
 
 fn node(s: &Shared) -> Result<&PolicyHandle, Problem> {
-    s.config.policy.as_ref().ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "policies-unavailable",
-            "This server runs no policies",
-            "it was built without a policy node",
-        )
-    })
+    s.config
+        .policy
+        .as_ref()
+        .ok_or_else(|| Problem::new(ProblemKind::PoliciesUnavailable, "it was built without a policy node"))
 }
 
 /// The problem of a failed policy operation.
@@ -34,29 +32,16 @@ pub(crate) fn policy_problem(e: &PolicyError) -> Problem {
     match e {
         PolicyError::Rejected(r) => rejected(r),
         PolicyError::Conflict { .. } | PolicyError::Contended { .. } => {
-            Problem::new(StatusCode::CONFLICT, "version-conflict", "Desired state changed meanwhile", e.to_string())
+            Problem::new(ProblemKind::VersionConflict, e.to_string())
         }
-        PolicyError::NotFound { .. } => {
-            Problem::new(StatusCode::NOT_FOUND, "no-such-policy", "Nothing to remove", e.to_string())
-        }
-        PolicyError::Late => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "change-too-slow",
-            "The change could not be made in time",
-            e.to_string(),
-        ),
-        _ => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "The store cannot be reached",
-            e.to_string(),
-        ),
+        PolicyError::NotFound { .. } => Problem::new(ProblemKind::NoSuchPolicy, e.to_string()),
+        PolicyError::Late => Problem::new(ProblemKind::ChangeTooSlow, e.to_string()),
+        _ => Problem::new(ProblemKind::StoreUnavailable, e.to_string()),
     }
 }
 
 fn rejected(r: &Rejected) -> Problem {
-    let mut p =
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "policy-rejected", "The change is rejected", r.to_string());
+    let mut p = Problem::new(ProblemKind::PolicyRejected, r.to_string());
     p.field = r.issues.first().map(|i| i.path.clone());
     p.issues = r
         .issues
@@ -243,14 +228,7 @@ async fn change(
     });
     let done_change = answer
         .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "change-lost",
-                "The change did not finish",
-                "its task ended early",
-            )
-        })?
+        .map_err(|_| Problem::new(ProblemKind::ChangeLost, "its task ended early"))?
         .map_err(|e| policy_problem(&e))?;
     let margin = s.config.request_timeout / 20;
     let left = deadline.map_or(s.config.request_timeout, |d| d.saturating_duration_since(tokio::time::Instant::now()));
@@ -272,20 +250,11 @@ async fn checked(
 ) -> Result<PolicySet, Problem> {
     let p = node(s)?;
     let body = read_body(body)?;
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The body is not valid JSON", e.to_string())
-    })?;
+    let value = json_value(&body)?;
     let (validator, now, value) = (p.desired().validator().clone(), p.wall_ms(), wrap(value));
     tokio::task::spawn_blocking(move || validator.check_value(&value, now))
         .await
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "validation-lost",
-                "The validation did not finish",
-                e.to_string(),
-            )
-        })?
+        .map_err(|e| Problem::new(ProblemKind::ValidationLost, e.to_string()))?
         .map_err(|r| rejected(&r))
 }
 

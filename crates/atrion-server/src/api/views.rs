@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::problem::{Problem, query};
+use crate::problem::{Problem, ProblemKind, query};
 use crate::{DecisionCounts, Shared};
 
 /// A route as `/v1/routes` shows it.
@@ -181,9 +180,7 @@ pub(crate) async fn routes(
 }
 
 fn bad_query(field: &str, detail: String) -> Problem {
-    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is not valid", detail);
-    p.field = Some(field.to_owned());
-    p
+    Problem::new(ProblemKind::InvalidQuery, detail).at(field)
 }
 
 /// The cluster as this node sees it, itself first.

@@ -3,7 +3,8 @@
 //!
 //! Each request is mapped to a route (`METHOD /path`, the path replaced by the first
 //! configured template that matches it, such as `/users/{id}`), decided on, and forwarded to
-//! the upstream or answered `503` with `Retry-After`. Its latency and outcome (a 5xx or a
+//! the upstream or answered `503` with `Retry-After` and a problem body (`shed`, or
+//! `banned` under a policy's ban), as the API answers its refusals. Its latency and outcome (a 5xx or a
 //! body cut half-way is a failure) are reported when the response body ends: the
 //! [`atrion::AtrionLayer`] rule. Bodies stream both ways without buffering. Hop-by-hop
 //! headers (`Connection` and those it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
@@ -15,9 +16,13 @@
 //! spelling, so a variant of a held path is that held route. A path that cannot be
 //! normalized is answered `400` and not forwarded; the query is forwarded as it came.
 
+mod forward;
 mod path;
+mod refuse;
 
+pub use forward::forwarding_router;
 pub use path::{PathError, normalize_path};
+use refuse::{ShedAsProblemLayer, shed_banned};
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -29,18 +34,14 @@ use std::task::{Context, Poll};
 use atrion::AtrionLayer;
 use atrion::layer::RequestHead;
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::extract::Request;
+use axum::http::uri::{PathAndQuery, Scheme};
+use axum::http::{HeaderMap, HeaderName, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::Either;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::SidecarAtrion;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemKind};
 
 /// Why a proxy cannot be built from its settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,12 +167,6 @@ impl ProxyConfig {
     }
 }
 
-struct Proxy {
-    authority: Authority,
-    host: HeaderValue,
-    client: Client<HttpConnector, Body>,
-}
-
 /// The proxy: every request's path is normalized, then the request is decided on, and
 /// forwarded to `config.upstream` or shed.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
@@ -179,7 +174,7 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
     let default = atrion.default_priority();
     let mut layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
     let Some(policy) = config.policy.clone() else {
-        return forwarding_router(config).layer(layer).layer(NormalizePathLayer);
+        return forwarding_router(config).layer(ShedAsProblemLayer(layer)).layer(NormalizePathLayer);
     };
     let (cfg, p) = (config.clone(), policy.clone());
     layer = layer.priority(move |head| {
@@ -191,7 +186,7 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
         if vip { atrion::Priority::Critical } else { default }
     });
     forwarding_router(config)
-        .layer(layer)
+        .layer(ShedAsProblemLayer(layer))
         .layer(axum::middleware::from_fn_with_state((config.clone(), policy), shed_banned))
         .layer(NormalizePathLayer)
 }
@@ -240,7 +235,7 @@ where
 /// The URI with its path normalized; `None` when it already was (the common case: no
 /// allocation).
 fn normal_uri(uri: &Uri) -> Result<Option<Uri>, Problem> {
-    let bad = |why: String| Problem::new(StatusCode::BAD_REQUEST, "bad-path", "The path cannot be normalized", why);
+    let bad = |why: String| Problem::new(ProblemKind::BadPath, why);
     let path = match normalize_path(uri.path()) {
         Ok(Cow::Borrowed(_)) => return Ok(None),
         Ok(Cow::Owned(path)) => path,
@@ -255,111 +250,8 @@ fn normal_uri(uri: &Uri) -> Result<Option<Uri>, Problem> {
     Uri::from_parts(parts).map(Some).map_err(|e| bad(e.to_string()))
 }
 
-fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
+pub(super) fn client_key<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Answers a banned request `503` with `Retry-After` (whole seconds to the deadline), before
-/// it reaches the engine; the route is only worked out while a ban is in force.
-async fn shed_banned(
-    State((config, policy)): State<(ProxyConfig, crate::PolicyHandle)>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let gate = policy.gate();
-    let now = policy.wall_ms();
-    if !gate.no_bans() {
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions: request.extensions(),
-        };
-        let mut route = String::new();
-        config.route(&head, &mut route);
-        if let Some(until) = gate.banned(&route, client_key(request.headers(), &config.client_header), now) {
-            let secs = until.saturating_sub(now).div_ceil(1_000).max(1);
-            let mut r = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "banned",
-                "Banned",
-                format!("`{route}` is banned for this client"),
-            )
-            .into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return r;
-        }
-    }
-    next.run(request).await
-}
-
-/// The same forwarding without Atrion: a plain reverse proxy on the same stack, what
-/// proxy mode's cost is measured against.
-pub fn forwarding_router(config: &ProxyConfig) -> Router {
-    let authority = config.upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-    let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let proxy = Arc::new(Proxy { authority, host, client: Client::builder(TokioExecutor::new()).build(connector) });
-    Router::new().fallback(forward).with_state(proxy)
-}
-
-/// Hop-by-hop headers: meaningful for one connection only, never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
-        headers.remove(name);
-    }
-}
-
-async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
-    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder().scheme(Scheme::HTTP).authority(proxy.authority.clone()).path_and_query(path).build();
-    let Ok(uri) = uri else {
-        return Problem::new(StatusCode::BAD_REQUEST, "bad-target", "The request target cannot be forwarded", "")
-            .into_response();
-    };
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    strip_hop_by_hop(headers);
-    if let Some(original) = headers.remove(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), original);
-    }
-    headers.insert(header::HOST, proxy.host.clone());
-    match proxy.client.request(request).await {
-        Ok(response) => {
-            let mut response = response.map(Body::new);
-            strip_hop_by_hop(response.headers_mut());
-            response
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "the upstream cannot be reached");
-            Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream-unavailable",
-                "The upstream cannot be reached",
-                "the proxied service did not answer",
-            )
-            .into_response()
-        }
-    }
 }
 
 #[cfg(test)]
@@ -395,17 +287,5 @@ mod tests {
         assert_eq!(normal_uri(&"/file.txt?x=1".parse().unwrap()).unwrap(), None, "already normal");
         let refused = normal_uri(&"/a%2Fb?x".parse().unwrap()).unwrap_err();
         assert_eq!((refused.status, refused.kind.as_str()), (400, "tag:atrion,2026:problem/bad-path"));
-    }
-
-    #[test]
-    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["x-kept"]);
     }
 }
