@@ -7,7 +7,7 @@
 //! under the target directory, and into `docs/images` with `ATRION_SCREENSHOTS=docs`.
 //!
 //! The browsers come from Debian's packages (`chromium`, `chromium-driver`, `firefox-esr`)
-//! and geckodriver from crates.io; `.ci/run` installs them. A missing browser fails the
+//! and geckodriver from crates.io; `scripts/test` installs them. A missing browser fails the
 //! test, unless `ATRION_SKIP_SERVICES=1` is set by hand.
 
 mod common;
@@ -58,7 +58,7 @@ impl Driver {
                 eprintln!("skipped: {driver} or {binary} not found and ATRION_SKIP_SERVICES=1");
                 return None;
             }
-            panic!("{driver} or {binary} not found: install them (.ci/run does) or set ATRION_SKIP_SERVICES=1");
+            panic!("{driver} or {binary} not found: install them (scripts/test does) or set ATRION_SKIP_SERVICES=1");
         }
         let port = free_port();
         let mut cmd = Command::new(driver);

@@ -1,7 +1,7 @@
 //! A real Prometheus scrapes `atrion serve`: after known traffic, a PromQL query through
 //! Prometheus' HTTP API returns Atrion's series with the expected values.
 //!
-//! Needs the `prometheus` binary (`.ci/run` installs the Debian package); with
+//! Needs the `prometheus` binary (`scripts/test` installs the Debian package); with
 //! `ATRION_SKIP_SERVICES=1` set by hand, a missing binary skips the test with a reason.
 
 mod common;
@@ -31,7 +31,7 @@ fn prometheus_binary() -> Option<&'static str> {
         eprintln!("skipped: `prometheus` is not installed and ATRION_SKIP_SERVICES=1");
         return None;
     }
-    panic!("`prometheus` is not installed (apt-get install prometheus; .ci/run does it)");
+    panic!("`prometheus` is not installed (apt-get install prometheus; scripts/test does it)");
 }
 
 /// Polls `query` until `ok` accepts its vector, for at most a minute.
