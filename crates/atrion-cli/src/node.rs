@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use atrion::state::{StateStore, SyncConfig};
-use atrion::{Atrion, Priority};
+use atrion::{Atrion, EngineClock, Priority};
 
 /// Arguments of `atrion node`.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use atrion_state::{CasOutcome, ClusterKeys, StateStore};
+use atrion_state::{CasOutcome, StateStore};
+
+use crate::keys::PolicyKeys;
 use bytes::Bytes;
 
 use crate::PolicyError;
@@ -48,7 +50,7 @@ pub struct DesiredStore {
 
 impl DesiredStore {
     /// The desired state of the cluster whose keys are `keys`.
-    pub fn new(store: Arc<dyn StateStore>, keys: &ClusterKeys, validator: Validator) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, keys: &PolicyKeys, validator: Validator) -> Self {
         DesiredStore { store, key: keys.policy_desired(), validator }
     }
 

@@ -19,12 +19,14 @@
 //!   divergence [`Alert`], classified as in the distributed state design.
 //! - **Audit trail**: every admin action, and every refused attempt ([`AuditEntry`]).
 //!
-//! Keys live under the cluster's namespace ([`atrion_state::ClusterKeys`]).
+//! Keys live under the cluster's namespace, built by [`PolicyKeys`] on the namespace's one
+//! key format ([`atrion_state::family_prefix`]).
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod desired;
 mod families;
+mod keys;
 mod log;
 mod model;
 mod reconcile;
@@ -34,6 +36,7 @@ mod view;
 
 pub use desired::{Change, Changed, DesiredStore, decode};
 pub use families::key_families;
+pub use keys::{PolicyKeys, fnv1a};
 pub use log::{Log, Logged, Page, RELIST_EVERY, Retention};
 pub use model::{Ban, Desired, Lanes, ManualState, Policy, PolicySet, Source};
 pub use reconcile::{

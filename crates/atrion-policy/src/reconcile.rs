@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use atrion_core::{Engine, EngineError, PhysicsConfig, PhysicsObserver};
-use atrion_state::{Change as FeedChange, Clock, ClusterKeys, StateStore, fnv1a};
+use atrion_state::{Change as FeedChange, Clock, StateStore};
+
+use crate::keys::{PolicyKeys, fnv1a};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -271,7 +273,7 @@ struct NodeState {
 struct Inner<O> {
     engine: Arc<Engine<O>>,
     cluster: Cluster,
-    keys: ClusterKeys,
+    keys: PolicyKeys,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
     cfg: PolicyConfig,
@@ -302,7 +304,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     pub async fn start(
         engine: Arc<Engine<O>>,
         store: Arc<dyn StateStore>,
-        keys: ClusterKeys,
+        keys: PolicyKeys,
         clock: Arc<dyn Clock>,
         cfg: PolicyConfig,
     ) -> Arc<Self> {

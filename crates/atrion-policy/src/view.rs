@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use atrion_core::{Hold, RoutePolicy};
-use atrion_state::{ClusterKeys, StateStore};
+use atrion_state::StateStore;
+
+use crate::keys::PolicyKeys;
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
@@ -21,7 +23,7 @@ pub struct Cluster {
     pub(crate) desired: DesiredStore,
     pub(crate) history: Arc<Log>,
     pub(crate) audit: Arc<Log>,
-    keys: ClusterKeys,
+    keys: PolicyKeys,
 }
 
 impl Cluster {
@@ -29,7 +31,7 @@ impl Cluster {
     /// appends to the logs), the history and audit logs kept within `history` and `audit`.
     pub fn new(
         store: Arc<dyn StateStore>,
-        keys: ClusterKeys,
+        keys: PolicyKeys,
         validator: Validator,
         history: Retention,
         audit: Retention,

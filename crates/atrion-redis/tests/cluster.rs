@@ -9,7 +9,8 @@ use std::time::Duration;
 use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
 use atrion_redis::testing::RedisCluster;
 use atrion_redis::{RedisConfig, RedisMode, RedisStore};
-use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock, conformance};
+use atrion_state::{Clock, StateStore, TokioClock, conformance};
+use atrion_sync::{EngineClock, StateManager, SyncConfig};
 
 /// A store on `cluster`, started from its first node and knowing the others.
 async fn store(cluster: &RedisCluster) -> RedisStore {
@@ -75,7 +76,7 @@ async fn the_conformance_suite_passes_on_a_redis_cluster() {
     conformance::shares_under_contention(s.clone()).await;
     conformance::share_changes_carry_the_leaders(s.clone()).await;
     conformance::share_notices_follow_the_leaders(s.clone()).await;
-    conformance::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
+    atrion_sync::testing::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
     // Keys of every primary are listed.
     let keys = s.list_keys("").await.unwrap();
     let on: std::collections::HashSet<usize> =
