@@ -28,7 +28,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub node_id: String,
     /// The cluster's namespace.
-    #[arg(long, default_value = "atrion")]
+    #[arg(long, default_value = atrion::state::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// The route to send traffic on.
     #[arg(long, default_value = "checkout")]

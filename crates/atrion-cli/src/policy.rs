@@ -24,7 +24,7 @@ pub struct Target {
     #[arg(long, env = "ATRION_STORE")]
     store: Option<String>,
     /// The cluster's namespace in the store.
-    #[arg(long, env = "ATRION_NAMESPACE", default_value = "atrion")]
+    #[arg(long, env = "ATRION_NAMESPACE", default_value = atrion::state::DEFAULT_NAMESPACE)]
     namespace: String,
     /// Who the audit trail names for a change written to a store directly.
     #[arg(long = "as", default_value = "cli")]

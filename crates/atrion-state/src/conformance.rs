@@ -25,11 +25,15 @@ use crate::{CasOutcome, Change, ChangeFeed, ErrorKind, MAX_KEY_LEN, StateStore, 
 /// The store a check runs against.
 pub type Store = Arc<dyn StateStore>;
 
-/// Generates one `#[tokio::test]` per conformance check.
+/// Generates one `#[tokio::test]` per conformance check. The list of checks is written
+/// here once; [`all`] runs the same list on one store.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+        $crate::conformance_tests!(@with each $make);
+    };
+    (@with $how:ident $arg:expr) => {
+        $crate::conformance_tests!(@ $how $arg;
             get_set_delete, versions_are_unique_and_increase, ttl_expires, prefix_listing, batches,
             binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
             cas_under_contention, change_feed, stats_and_cleanup, shares_rank_and_replace,
@@ -45,6 +49,15 @@ macro_rules! conformance_tests {
             }
         )*
     };
+    (@all $store:expr; $($check:ident),*) => {
+        $( $crate::conformance::$check($store.clone()).await; )*
+    };
+}
+
+/// Every check of [`conformance_tests!`], one after the other, on one store: for a backend
+/// whose server is too costly to start once per check (a Redis Cluster of six servers).
+pub async fn all(s: Store) {
+    crate::conformance_tests!(@with all s);
 }
 
 fn b(s: &str) -> Bytes {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atrion_state::{ErrorKind, Op, StoreError};
+use atrion_state::{DEFAULT_NAMESPACE, ErrorKind, Op, StoreError, check_namespace};
 use serde::Deserialize;
 
 use crate::keys::ClusterKeys;
@@ -12,7 +12,9 @@ use crate::keys::ClusterKeys;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SyncConfig {
-    /// Key namespace of the cluster: nodes of one cluster share it (no `/`).
+    /// The cluster's namespace: nodes of one cluster share it; every key is under it
+    /// (`{namespace}/…`, [`atrion_state::family_prefix`]). Checked by the one rule,
+    /// [`atrion_state::check_namespace`]; default [`atrion_state::DEFAULT_NAMESPACE`].
     pub namespace: String,
     /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
     pub node_id: String,
@@ -54,7 +56,7 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            namespace: "atrion".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             node_id: "node-1".into(),
             pulse: Duration::from_millis(100),
             full_sync: Duration::from_secs(60),
@@ -77,9 +79,7 @@ impl SyncConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), StoreError> {
         let bad = |why: String| Err(StoreError::new("sync", Op::Open, None, ErrorKind::Config(why)));
-        if self.namespace.is_empty() || self.namespace.contains('/') || self.namespace.len() > 64 {
-            return bad(format!("`namespace` must be 1 to 64 bytes without `/`, got {:?}", self.namespace));
-        }
+        check_namespace(&self.namespace).or_else(bad)?;
         let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.node_id.is_empty() || self.node_id.len() > 64 || !self.node_id.chars().all(id_ok) {
             return bad(format!("`node_id` must be 1 to 64 of [A-Za-z0-9._-], got {:?}", self.node_id));
@@ -126,6 +126,7 @@ mod tests {
         assert!(SyncConfig::default().validate().is_ok());
         for bad in [
             SyncConfig { namespace: "a/b".into(), ..SyncConfig::default() },
+            SyncConfig { namespace: "a:b".into(), ..SyncConfig::default() },
             SyncConfig::for_node("has space"),
             SyncConfig::for_node(""),
             SyncConfig { pulse: Duration::ZERO, ..SyncConfig::default() },
