@@ -7,7 +7,7 @@
 //!
 //! - The engine decides on local state only; the manager never sits on the decision path.
 //! - Each node writes only its own contribution for a route, as its share of
-//!   `{namespace}/route/{route}` ([`crate::shares`]): its *local* scar and momentum and the
+//!   `{namespace}/route/{route}` ([`atrion_state::shares`]): its *local* scar and momentum and the
 //!   wall-clock time they were computed, never the merged value (no echo), ranked by
 //!   [`atrion_core::heal_rank`]; it holds back what the others can predict (the deadband)
 //!   and what would not beat the route's second leader by more than the deadband. Two

@@ -113,10 +113,6 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
-    /// Pushes shares in one call; after the store refused the batch for something in it (not
-    /// for being unreachable), item by item, so that one bad item does not block the rest:
-    /// items refused for themselves are dropped and counted. Which were written, in order;
-
     /// Whether a node last heard from at `hb` still counts at `wall`: within `node_ttl`.
     pub(crate) fn is_live(&self, hb: &Heartbeat, wall: u64) -> bool {
         wall.saturating_sub(hb.ms) <= self.cfg.node_ttl.as_millis() as u64

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use atrion_core::{Engine, PhysicsObserver};
+use atrion_core::PhysicsObserver;
 use atrion_state::shares::Best;
 
 use crate::clock::EngineClock;
@@ -11,6 +11,8 @@ use crate::manager::Shared;
 use crate::wire::Contribution;
 
 impl<O: PhysicsObserver + 'static> Shared<O> {
+    /// Re-merges the routes whose listed shares name nodes that joined or fell silent since
+    /// the last pulse. Other routes need nothing: the engine heals cluster values on its own,
     /// and changed shares are merged as they arrive.
     pub(crate) fn merge_if_liveness_changed(&self) {
         let wall = self.clock.wall_ms();
@@ -43,7 +45,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
     }
 
     /// Hands the leading share of `route` among the other live nodes, with its age, to the
-    /// engine, which heals it ([`Engine::merge_cluster`]) and blends the result by gamma. The
+    /// engine, which heals it ([`atrion_core::Engine::merge_cluster`]) and blends the result by gamma. The
     /// shares are ranked by healed scar, so the leader is the largest at any time; when every
     /// listed leader is this node or a silent one, the route is read in full next pulse.
     pub(crate) fn merge_route(&self, route: &str) {
@@ -72,6 +74,3 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 }
-
-#[allow(unused_imports)]
-use Engine as _;

@@ -16,6 +16,8 @@ use crate::record::RouteRecord;
 use crate::wire::{Contribution, Heartbeat};
 
 impl<O: PhysicsObserver + 'static> Shared<O> {
+    /// Reads this node's route records. At start (`warm_start`) they are brought back into
+    /// the engine: holds as they were, open routes open for the rest of their interval or
     /// half-open. Later, records the store lost after acknowledging them are written again.
     pub(crate) async fn read_records(&self, warm_start: bool) -> Result<(), StoreError> {
         let within = self.cfg.store_timeout;
@@ -72,6 +74,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         Ok(())
     }
 
+    /// Reads in full the shares of routes whose listed leaders all stopped counting (this
     /// node, or nodes gone silent), and merges them.
     pub(crate) async fn rebuild(&self) {
         let routes: Vec<String> = self.lock().rebuild.drain().collect();
@@ -102,8 +105,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
-    /// Re-merges the routes whose listed shares name nodes that joined or fell silent since
-
+    /// Re-reads every route's leading shares and every heartbeat. At start, also seeds this
     /// node's own earlier scar (warm start).
     pub(crate) async fn full_sync(&self, warm_start: bool) -> Result<(), StoreError> {
         let fail = |e: StoreError| {

@@ -36,6 +36,7 @@ impl Pushed {
 }
 
 impl<O: PhysicsObserver + 'static> Shared<O> {
+    /// Whether to push `next`, after `last`: `Some(true)` to push; `Some(false)` when the
     /// other nodes predict it from `last` (the deadband); `None` when two other live nodes
     /// lead the route and `next` would not beat the second by more than the deadband, so
     /// that no node's merged view would move by more (readers take the best share but their
@@ -123,6 +124,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         }
     }
 
+    /// BUFFER, PUSH, MERGE. A pulse judges the dirty routes and the changes held for a
     /// second look; a second look judges only the latter, and writes no heartbeat; a flush
     /// (a node leaving) holds nothing for later and also pushes the contributions held back
     /// by the deadband or outranked on routes this node has a share of, so that the store
@@ -326,8 +328,10 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
         Ok(())
     }
 
-    /// Reads this node's route records. At start (`warm_start`) they are brought back into
-
+    /// Pushes shares in one call; after the store refused the batch for something in it (not
+    /// for being unreachable), item by item, so that one bad item does not block the rest:
+    /// items refused for themselves are dropped and counted. Which were written, in order;
+    /// `Err` when the store is unreachable (the caller keeps everything pending).
     pub(crate) async fn push_shares(&self, shares: Vec<ShareWrite>) -> Result<Vec<bool>, ()> {
         let n = shares.len();
         match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(shares.clone())).await {

@@ -24,7 +24,7 @@ pub struct SyncStats {
     /// Contributions waiting to be pushed.
     pub buffered: u64,
     /// Contributions not shared because their route id is too long for a cluster key
-    /// ([`ClusterKeys::max_route_len`]): those routes are decided on local state only.
+    /// ([`crate::ClusterKeys::max_route_len`]): those routes are decided on local state only.
     pub kept_local: u64,
     /// Contributions the store refused for themselves (not for being unreachable): dropped,
     /// so that one bad item never blocks the rest of a batch.
@@ -43,7 +43,7 @@ pub struct SyncStats {
     /// node gone silent.
     pub rebuilds: u64,
     /// Changes held for a second look because this node is not one of the route's two
-    /// designated pushers ([`SyncConfig::second_look`]).
+    /// designated pushers ([`crate::SyncConfig::second_look`]).
     pub deferred: u64,
     /// This node's route records (holds, open intervals: [`crate::RouteRecord`]) written or
     /// removed in the store.
