@@ -28,11 +28,13 @@
 //! The crate is the store contract only: it does not depend on the engine (`atrion-core`),
 //! so an adapter compiles the port and nothing else. The cluster sync that writes through it
 //! is `atrion-sync`; the policy layer's keys are `atrion-policy`'s. Each layer builds its keys
-//! on the one namespace format of [`namespace`](crate::family_prefix), and every layer takes
-//! its time from one [`Clock`].
+//! on the namespace's one key format ([`family_prefix`]: `{namespace}/{family}/…`, the
+//! namespace checked by [`check_namespace`], [`DEFAULT_NAMESPACE`] when none is set), and
+//! every layer takes its time from one [`Clock`] ([`SystemClock`] or [`TokioClock`]).
 //!
 //! ## Features
-//! - `testing`: the `conformance` module and the `conformance_tests!` macro.
+//! - `testing`: the `conformance` module, the `conformance_tests!` macro and
+//!   `conformance::all`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
