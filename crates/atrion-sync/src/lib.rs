@@ -21,7 +21,7 @@
 //! [`atrion_state::Clock`], read as engine time through [`EngineClock`].
 //!
 //! ## Features
-//! - `testing`: the [`testing`] module, checks of a shared store through two managers.
+//! - `testing`: the `testing` module, checks of a shared store through two managers.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
