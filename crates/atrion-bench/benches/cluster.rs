@@ -20,7 +20,8 @@ use atrion_postgres::testing::PgServer;
 use atrion_postgres::{PostgresConfig, PostgresStore};
 use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
-use atrion_state::{Clock, StateManager, StateStore, TokioClock};
+use atrion_state::{Clock, StateStore, TokioClock};
+use atrion_sync::{EngineClock, StateManager};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod common;

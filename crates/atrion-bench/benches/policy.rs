@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrion::{Engine, Hold, PhysicsConfig, Priority, RoutePolicy, Telemetry};
+use atrion_policy::PolicyKeys;
 use atrion_policy::{Change, Policy, PolicyConfig, PolicyEvent, PolicyNode, Source};
 use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
-use atrion_state::{Clock, ClusterKeys, StateStore, TokioClock};
+use atrion_state::{Clock, StateStore, TokioClock};
+use atrion_sync::EngineClock;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn propagation(c: &mut Criterion) {
@@ -32,7 +34,7 @@ fn propagation(c: &mut Criterion) {
         let n = rt.block_on(PolicyNode::start(
             engine.clone(),
             store,
-            ClusterKeys::new("bench-policy", id),
+            PolicyKeys::new("bench-policy", id),
             clock.clone(),
             cfg,
         ));

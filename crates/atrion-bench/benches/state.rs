@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use atrion::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use atrion_file::{FileConfig, FileStore};
-use atrion_state::{Clock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
+use atrion_state::{Clock, InMemoryStore, StateStore, TokioClock};
+use atrion_sync::{EngineClock, StateManager, SyncConfig};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use atrion::state::{StateStore, SyncConfig};
-use atrion::{Atrion, Priority};
+use atrion::{Atrion, EngineClock, Priority};
 
 /// Arguments of `atrion node`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub node_id: String,
     /// The cluster's namespace.
-    #[arg(long, default_value = "atrion")]
+    #[arg(long, default_value = atrion::state::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// The route to send traffic on.
     #[arg(long, default_value = "checkout")]

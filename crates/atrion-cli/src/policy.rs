@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use atrion::state::ClusterKeys;
-use atrion_policy::{AuditEntry, Ban, Change, Cluster, Limits, PolicyNode, Source, Validator};
+use atrion_policy::{AuditEntry, Ban, Change, Cluster, Limits, PolicyKeys, PolicyNode, Source, Validator};
 use serde_json::Value;
 
 /// Where the command goes: a sidecar, or a store.
@@ -25,7 +24,7 @@ pub struct Target {
     #[arg(long, env = "ATRION_STORE")]
     store: Option<String>,
     /// The cluster's namespace in the store.
-    #[arg(long, env = "ATRION_NAMESPACE", default_value = "atrion")]
+    #[arg(long, env = "ATRION_NAMESPACE", default_value = atrion::state::DEFAULT_NAMESPACE)]
     namespace: String,
     /// Who the audit trail names for a change written to a store directly.
     #[arg(long = "as", default_value = "cli")]
@@ -178,7 +177,7 @@ impl Target {
                 let mut config: atrion::StoreConfig = url.parse()?;
                 config.set_namespace(&self.namespace);
                 let store = config.build().await.with_context(|| format!("opening {}", atrion::redacted_url(url)))?;
-                let keys = ClusterKeys::new(&self.namespace, &format!("cli-{}", std::process::id()));
+                let keys = PolicyKeys::new(&self.namespace, &format!("cli-{}", std::process::id()));
                 let cluster = Cluster::new(
                     store,
                     keys,
@@ -269,7 +268,7 @@ fn read_policies(v: &Validator, file: &Path) -> Result<atrion_policy::PolicySet,
 
 /// Now, in ms since the Unix epoch: the CLI's side of ban deadlines.
 fn wall_ms() -> u64 {
-    atrion::state::Clock::wall_ms(&atrion::SystemClock::new())
+    atrion::state::system_wall_ms()
 }
 
 /// `atrion policy …`

@@ -743,7 +743,7 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
         let policy = atrion_policy::PolicyNode::start(
             atrion.engine().clone(),
             Arc::new(service.clone()),
-            atrion::state::ClusterKeys::new(&s.namespace, &s.node_id),
+            atrion_policy::PolicyKeys::new(&s.namespace, &s.node_id),
             atrion.clock().clone(),
             pcfg,
         )

@@ -31,13 +31,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use atrion_state::shares::{ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore,
-    StoreError, StoreStats, check_key, check_share, check_value,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, Op, StateStore,
+    StoreError, StoreStats, SystemClock, check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -89,6 +89,8 @@ pub struct FileStore {
     db: Arc<Database>,
     changes: ChangeBus,
     path: PathBuf,
+    /// TTLs are kept as wall-clock deadlines (they outlive the process), on this clock.
+    clock: Arc<dyn Clock>,
 }
 
 fn err(op: Op, key: Option<&str>, e: impl Into<redb::Error>) -> StoreError {
@@ -100,10 +102,6 @@ fn err(op: Op, key: Option<&str>, e: impl Into<redb::Error>) -> StoreError {
         _ => ErrorKind::Backend,
     };
     StoreError::new(BACKEND, op, key, kind).with_source(e)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An entry as stored: header and value.
@@ -151,6 +149,11 @@ impl FileStore {
     /// Opens (or creates) the database file, recovering it if the last process died
     /// mid-write.
     pub async fn open(config: &FileConfig) -> Result<Self, StoreError> {
+        Self::open_with_clock(config, Arc::new(SystemClock::new())).await
+    }
+
+    /// [`FileStore::open`], its TTLs on `clock` (the process's one clock).
+    pub async fn open_with_clock(config: &FileConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         config.validate()?;
         let config = config.clone();
         let path = config.path.clone();
@@ -179,7 +182,7 @@ impl FileStore {
         })
         .await
         .map_err(|e| StoreError::new(BACKEND, Op::Open, None, ErrorKind::Backend).with_source(e))??;
-        Ok(FileStore { db: Arc::new(db), changes: ChangeBus::new(), path })
+        Ok(FileStore { db: Arc::new(db), changes: ChangeBus::new(), path, clock })
     }
 
     /// The database file.
@@ -192,10 +195,10 @@ impl FileStore {
         &self,
         op: Op,
         key: Option<&str>,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Database, &dyn Clock) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let (db, clock) = (self.db.clone(), self.clock.clone());
+        tokio::task::spawn_blocking(move || f(&db, clock.as_ref()))
             .await
             .map_err(|e| StoreError::new(BACKEND, op, key, ErrorKind::Backend).with_source(e))?
     }
@@ -205,9 +208,14 @@ impl FileStore {
     }
 
     /// Writes many entries in one transaction (one commit, one fsync).
-    fn write_all(db: &Database, op: Op, items: &[(String, Bytes, Option<Duration>)]) -> Result<Vec<u64>, StoreError> {
+    fn write_all(
+        db: &Database,
+        clock: &dyn Clock,
+        op: Op,
+        items: &[(String, Bytes, Option<Duration>)],
+    ) -> Result<Vec<u64>, StoreError> {
         let txn = db.begin_write().map_err(|e| err(op, None, e))?;
-        let now = now_ms();
+        let now = clock.wall_ms();
         let mut versions = Vec::with_capacity(items.len());
         {
             let mut meta = txn.open_table(META).map_err(|e| err(op, None, e))?;
@@ -231,10 +239,14 @@ impl FileStore {
     /// as the port's default does it, made a pulse with a few hundred changed routes take
     /// longer than the sync's store timeout: the pulse failed, kept everything pending, and
     /// failed again, and a healthy file read as degraded.
-    fn write_shares(db: &Database, items: &[ShareWrite]) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
+    fn write_shares(
+        db: &Database,
+        clock: &dyn Clock,
+        items: &[ShareWrite],
+    ) -> Result<Vec<(String, Bytes, u64)>, StoreError> {
         let op = Op::PutShares;
         let txn = db.begin_write().map_err(|e| err(op, None, e))?;
-        let now = now_ms();
+        let now = clock.wall_ms();
         let mut written = Vec::with_capacity(items.len());
         {
             let mut meta = txn.open_table(META).map_err(|e| err(op, None, e))?;
@@ -296,7 +308,7 @@ impl StateStore for FileStore {
             return Ok(None);
         };
         let record = Record::decode(Op::Get, key, guard.value())?;
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         Ok(record.live(now).then(|| record.entry(now)))
     }
 
@@ -304,7 +316,8 @@ impl StateStore for FileStore {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
         let items = vec![(key.to_owned(), value.clone(), ttl)];
-        let versions = self.blocking(Op::Set, Some(key), move |db| Self::write_all(db, Op::Set, &items)).await?;
+        let versions =
+            self.blocking(Op::Set, Some(key), move |db, clock| Self::write_all(db, clock, Op::Set, &items)).await?;
         let version = versions.first().copied().unwrap_or_default();
         self.notify(Change::Set { key: key.to_owned(), version, value: Some(value) });
         Ok(version)
@@ -314,13 +327,13 @@ impl StateStore for FileStore {
         check_key(BACKEND, Op::Delete, key)?;
         let k = key.to_owned();
         let existed = self
-            .blocking(Op::Delete, Some(key), move |db| {
+            .blocking(Op::Delete, Some(key), move |db, clock| {
                 let txn = db.begin_write().map_err(|e| err(Op::Delete, Some(&k), e))?;
                 let existed = {
                     let mut table = txn.open_table(ENTRIES).map_err(|e| err(Op::Delete, Some(&k), e))?;
                     let removed = table.remove(k.as_str()).map_err(|e| err(Op::Delete, Some(&k), e))?;
                     match removed {
-                        Some(guard) => Record::decode(Op::Delete, &k, guard.value())?.live(now_ms()),
+                        Some(guard) => Record::decode(Op::Delete, &k, guard.value())?.live(clock.wall_ms()),
                         None => false,
                     }
                 };
@@ -336,10 +349,10 @@ impl StateStore for FileStore {
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let prefix = prefix.to_owned();
-        self.blocking(Op::ListKeys, None, move |db| {
+        self.blocking(Op::ListKeys, None, move |db, clock| {
             let txn = db.begin_read().map_err(|e| err(Op::ListKeys, None, e))?;
             let table = txn.open_table(ENTRIES).map_err(|e| err(Op::ListKeys, None, e))?;
-            let now = now_ms();
+            let now = clock.wall_ms();
             let mut keys = Vec::new();
             for item in table.range(prefix.as_str()..).map_err(|e| err(Op::ListKeys, None, e))? {
                 let (k, v) = item.map_err(|e| err(Op::ListKeys, None, e))?;
@@ -368,10 +381,10 @@ impl StateStore for FileStore {
         let k = key.to_owned();
         let written = value.clone();
         let outcome = self
-            .blocking(Op::CompareAndSwap, Some(key), move |db| {
+            .blocking(Op::CompareAndSwap, Some(key), move |db, clock| {
                 let op = Op::CompareAndSwap;
                 let txn = db.begin_write().map_err(|e| err(op, Some(&k), e))?;
-                let now = now_ms();
+                let now = clock.wall_ms();
                 let version = {
                     let mut entries = txn.open_table(ENTRIES).map_err(|e| err(op, Some(&k), e))?;
                     let current = match entries.get(k.as_str()).map_err(|e| err(op, Some(&k), e))? {
@@ -402,10 +415,10 @@ impl StateStore for FileStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.blocking(Op::Stats, None, |db| {
+        self.blocking(Op::Stats, None, |db, clock| {
             let txn = db.begin_read().map_err(|e| err(Op::Stats, None, e))?;
             let table = txn.open_table(ENTRIES).map_err(|e| err(Op::Stats, None, e))?;
-            let now = now_ms();
+            let now = clock.wall_ms();
             let mut stats = StoreStats::default();
             for item in table.iter().map_err(|e| err(Op::Stats, None, e))? {
                 let (k, v) = item.map_err(|e| err(Op::Stats, None, e))?;
@@ -422,9 +435,9 @@ impl StateStore for FileStore {
 
     async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
         let expired = self
-            .blocking(Op::Cleanup, None, |db| {
+            .blocking(Op::Cleanup, None, |db, clock| {
                 let txn = db.begin_write().map_err(|e| err(Op::Cleanup, None, e))?;
-                let now = now_ms();
+                let now = clock.wall_ms();
                 let mut expired = Vec::new();
                 {
                     let mut table = txn.open_table(ENTRIES).map_err(|e| err(Op::Cleanup, None, e))?;
@@ -459,10 +472,10 @@ impl StateStore for FileStore {
             check_key(BACKEND, Op::BatchGet, k)?;
         }
         let keys = keys.to_vec();
-        self.blocking(Op::BatchGet, None, move |db| {
+        self.blocking(Op::BatchGet, None, move |db, clock| {
             let txn = db.begin_read().map_err(|e| err(Op::BatchGet, None, e))?;
             let table = txn.open_table(ENTRIES).map_err(|e| err(Op::BatchGet, None, e))?;
-            let now = now_ms();
+            let now = clock.wall_ms();
             keys.iter()
                 .map(|k| match table.get(k.as_str()).map_err(|e| err(Op::BatchGet, Some(k), e))? {
                     Some(guard) => {
@@ -482,7 +495,9 @@ impl StateStore for FileStore {
             check_value(BACKEND, Op::BatchSet, k, v)?;
         }
         let written: Vec<(String, Bytes)> = items.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
-        let versions = self.blocking(Op::BatchSet, None, move |db| Self::write_all(db, Op::BatchSet, &items)).await?;
+        let versions = self
+            .blocking(Op::BatchSet, None, move |db, clock| Self::write_all(db, clock, Op::BatchSet, &items))
+            .await?;
         for ((key, value), version) in written.into_iter().zip(&versions) {
             self.notify(Change::Set { key, version: *version, value: Some(value) });
         }
@@ -496,7 +511,8 @@ impl StateStore for FileStore {
         if items.is_empty() {
             return Ok(());
         }
-        let written = self.blocking(Op::PutShares, None, move |db| Self::write_shares(db, &items)).await?;
+        let written =
+            self.blocking(Op::PutShares, None, move |db, clock| Self::write_shares(db, clock, &items)).await?;
         for (key, value, version) in written {
             self.notify(Change::Set { key, version, value: Some(value) });
         }

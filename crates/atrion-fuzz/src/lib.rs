@@ -21,7 +21,8 @@
 use std::time::Duration;
 
 use atrion_core::{Engine, EngineLimits, PhysicsConfig, PhysicsVector, Priority, Telemetry, Timestamp};
-use atrion_state::{Contribution, InMemoryStore, StateStore};
+use atrion_state::{InMemoryStore, StateStore};
+use atrion_sync::Contribution;
 
 /// The trace reader on arbitrary bytes, format detected and forced to CSV.
 pub fn trace(data: &[u8]) {
@@ -154,8 +155,8 @@ pub fn store_values(data: &[u8]) {
         }
         let engine = std::sync::Arc::new(Engine::new(PhysicsConfig::default()).expect("defaults are valid"));
         let clock = std::sync::Arc::new(atrion_state::TokioClock::new());
-        let cfg = atrion_state::SyncConfig::for_node("a");
-        if let Ok(m) = atrion_state::StateManager::start(engine.clone(), std::sync::Arc::new(store), cfg, clock).await {
+        let cfg = atrion_sync::SyncConfig::for_node("a");
+        if let Ok(m) = atrion_sync::StateManager::start(engine.clone(), std::sync::Arc::new(store), cfg, clock).await {
             for route in engine.route_ids() {
                 check(&engine, &route);
                 let d = engine.decide(&route, Timestamp::from_millis(1), Priority::Normal);
@@ -246,7 +247,7 @@ fn sidecar() -> &'static Sidecar {
         let policy = rt.block_on(atrion_policy::PolicyNode::start(
             atrion.engine().clone(),
             atrion.store().clone(),
-            atrion_state::ClusterKeys::new("fuzz", "fuzz"),
+            atrion_policy::PolicyKeys::new("fuzz", "fuzz"),
             atrion.clock().clone(),
             atrion_policy::PolicyConfig::default(),
         ));

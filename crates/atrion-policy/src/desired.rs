@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use atrion_state::{CasOutcome, ClusterKeys, StateStore};
+use atrion_state::{CasOutcome, StateStore};
+
+use crate::keys::PolicyKeys;
 use bytes::Bytes;
 
 use crate::PolicyError;
@@ -48,7 +50,7 @@ pub struct DesiredStore {
 
 impl DesiredStore {
     /// The desired state of the cluster whose keys are `keys`.
-    pub fn new(store: Arc<dyn StateStore>, keys: &ClusterKeys, validator: Validator) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, keys: &PolicyKeys, validator: Validator) -> Self {
         DesiredStore { store, key: keys.policy_desired(), validator }
     }
 
@@ -183,7 +185,7 @@ mod tests {
     fn desired() -> (Arc<dyn StateStore>, DesiredStore) {
         let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
         let v = Validator::new(PhysicsConfig::default(), Limits::default());
-        (store.clone(), DesiredStore::new(store, &ClusterKeys::new("t", "a"), v))
+        (store.clone(), DesiredStore::new(store, &PolicyKeys::new("t", "a"), v))
     }
 
     fn policy(route: &str, v: serde_json::Value) -> Policy {
@@ -227,7 +229,7 @@ mod tests {
         let (store, d) = desired();
         let p = Change::Upsert(policy("x", json!({"route": ""})));
         d.change(Source::Api, &p, "alice", None, 1).await.unwrap();
-        let key = ClusterKeys::new("t", "a").policy_desired();
+        let key = PolicyKeys::new("t", "a").policy_desired();
         let stored = store.get(&key).await.unwrap().unwrap().version;
         let c = d.change(Source::Api, &p, "alice", None, 2).await.unwrap();
         assert_eq!((c.before.version, c.after.version), (1, 1));
@@ -293,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn a_document_that_does_not_decode_is_corrupt() {
         let (store, d) = desired();
-        let key = ClusterKeys::new("t", "a").policy_desired();
+        let key = PolicyKeys::new("t", "a").policy_desired();
         store.put(&key, Bytes::from_static(b"[1, 2]"), None).await.unwrap();
         assert!(matches!(d.read().await, Err(PolicyError::Corrupt { .. })));
         let p = Change::Upsert(policy("x", json!({"route": ""})));

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use atrion_state::{ClusterKeys, KeyFamily, ValueCheck};
+use atrion_state::{KeyFamily, ValueCheck};
+
+use crate::keys::PolicyKeys;
 use serde::de::DeserializeOwned;
 
 use crate::reconcile::{AuditEntry, HistoryEvent, Report};
@@ -16,7 +18,7 @@ fn json<T: DeserializeOwned>() -> ValueCheck {
 /// The policy layer's families under `keys`' namespace: desired state (it decodes, and
 /// passes `validator` as a whole, as every change to it must), the nodes' reports, the
 /// report index, the history and the audit trail (each entry decodes as its type).
-pub fn key_families(keys: &ClusterKeys, validator: Validator) -> Vec<KeyFamily> {
+pub fn key_families(keys: &PolicyKeys, validator: Validator) -> Vec<KeyFamily> {
     let desired_key = keys.policy_desired();
     let shown = desired_key.clone();
     let desired: ValueCheck = Arc::new(move |v: &[u8]| {
@@ -46,9 +48,11 @@ mod tests {
 
     #[test]
     fn each_key_is_checked_by_its_owner_and_foreign_keys_are_refused() {
-        let keys = ClusterKeys::new("ns", "n1");
+        let keys = PolicyKeys::new("ns", "n1");
         let v = Validator::new(PhysicsConfig::default(), Limits::default());
-        let families = KeyFamilies::new().with(atrion_state::cluster_families(&keys)).with(key_families(&keys, v));
+        let families = KeyFamilies::new()
+            .with(atrion_sync::cluster_families(&atrion_sync::ClusterKeys::new("ns", "n1")))
+            .with(key_families(&keys, v));
         let desired = serde_json::to_vec(&crate::Desired::default()).unwrap();
         assert_eq!(check(&families, "ns/policy/desired", &desired), Ok(()));
         assert!(check(&families, "ns/policy/desired", b"abcdef").unwrap_err().contains("desired policies"));

@@ -19,7 +19,8 @@
 //!   divergence [`Alert`], classified as in the distributed state design.
 //! - **Audit trail**: every admin action, and every refused attempt ([`AuditEntry`]).
 //!
-//! Keys live under the cluster's namespace ([`atrion_state::ClusterKeys`]).
+//! Keys live under the cluster's namespace, built by [`PolicyKeys`] on the namespace's one
+//! key format ([`atrion_state::family_prefix`]).
 //!
 //! ## Example
 //!
@@ -32,8 +33,8 @@
 //! use std::sync::Arc;
 //!
 //! use atrion_core::{Engine, PhysicsConfig, Priority, Reason, Timestamp};
-//! use atrion_policy::{Change, Limits, PolicyConfig, PolicyNode, Source, Validator};
-//! use atrion_state::{Clock, ClusterKeys, InMemoryStore, StateStore, TokioClock};
+//! use atrion_policy::{Change, Limits, PolicyConfig, PolicyKeys, PolicyNode, Source, Validator};
+//! use atrion_state::{Clock, InMemoryStore, StateStore, TokioClock};
 //!
 //! let validator = Validator::new(PhysicsConfig::default(), Limits::default());
 //! let file = validator.check_toml(
@@ -55,7 +56,7 @@
 //! let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
 //! let engine = Arc::new(Engine::new(PhysicsConfig::default())?);
 //! let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-//! let keys = ClusterKeys::new("atrion", "node-1");
+//! let keys = PolicyKeys::new("atrion", "node-1");
 //! let node = PolicyNode::start(engine.clone(), store, keys, clock, PolicyConfig::default()).await;
 //!
 //! let changed = node.change(Source::File, &Change::Replace(file), "ops", None).await?;
@@ -73,6 +74,7 @@
 
 mod desired;
 mod families;
+mod keys;
 mod log;
 mod model;
 mod reconcile;
@@ -82,6 +84,7 @@ mod view;
 
 pub use desired::{Change, Changed, DesiredStore, decode};
 pub use families::key_families;
+pub use keys::{PolicyKeys, fnv1a};
 pub use log::{Log, Logged, Page, RELIST_EVERY, Retention};
 pub use model::{Ban, Desired, Lanes, ManualState, Policy, PolicySet, Source};
 pub use reconcile::{

@@ -8,7 +8,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use atrion_core::{Engine, EngineError, PhysicsConfig, PhysicsObserver};
-use atrion_state::{Change as FeedChange, Clock, ClusterKeys, StateStore, fnv1a};
+use atrion_state::{Change as FeedChange, Clock, StateStore};
+
+use crate::keys::{PolicyKeys, fnv1a};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -273,7 +275,7 @@ struct NodeState {
 struct Inner<O> {
     engine: Arc<Engine<O>>,
     cluster: Cluster,
-    keys: ClusterKeys,
+    keys: PolicyKeys,
     clock: Arc<dyn Clock>,
     gate: Arc<Gate>,
     cfg: PolicyConfig,
@@ -304,7 +306,7 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
     pub async fn start(
         engine: Arc<Engine<O>>,
         store: Arc<dyn StateStore>,
-        keys: ClusterKeys,
+        keys: PolicyKeys,
         clock: Arc<dyn Clock>,
         cfg: PolicyConfig,
     ) -> Arc<Self> {
@@ -850,7 +852,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    use atrion_core::{PhysicsConfig, Timestamp};
+    use atrion_core::PhysicsConfig;
     use atrion_state::InMemoryStore;
     use serde_json::json;
 
@@ -860,8 +862,8 @@ mod tests {
     struct Hand(AtomicU64);
 
     impl Clock for Hand {
-        fn now(&self) -> Timestamp {
-            Timestamp::from_millis(self.0.load(Relaxed))
+        fn elapsed(&self) -> std::time::Duration {
+            std::time::Duration::from_millis(self.0.load(Relaxed))
         }
         fn wall_ms(&self) -> u64 {
             self.0.load(Relaxed)
@@ -892,7 +894,7 @@ mod tests {
     async fn node(store: &Arc<dyn StateStore>, id: &str, clock: &Arc<Hand>, limits: Limits) -> Arc<PolicyNode<()>> {
         let engine = Arc::new(Engine::with_observer(PhysicsConfig::default(), Default::default(), ()).unwrap());
         let clock: Arc<dyn Clock> = clock.clone();
-        let n = PolicyNode::start(engine, store.clone(), ClusterKeys::new("t", id), clock, cfg(limits)).await;
+        let n = PolicyNode::start(engine, store.clone(), PolicyKeys::new("t", id), clock, cfg(limits)).await;
         n.cancel.cancel();
         let task = n.task.lock().unwrap().take();
         task.unwrap().await.unwrap();
@@ -1071,7 +1073,7 @@ mod tests {
         let (store, clock) = setup();
         let a = node(&store, "a", &clock, Limits::default()).await;
         let mut events = a.events();
-        store.put(&ClusterKeys::new("t", "a").policy_desired(), Bytes::from_static(b"{"), None).await.unwrap();
+        store.put(&PolicyKeys::new("t", "a").policy_desired(), Bytes::from_static(b"{"), None).await.unwrap();
         a.inner.reconcile().await;
         let error = a.current().error.unwrap();
         assert_eq!(error.class, Divergence::SoftwareBug);

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use atrion_core::{Hold, RoutePolicy};
-use atrion_state::{ClusterKeys, StateStore};
+use atrion_state::StateStore;
+
+use crate::keys::PolicyKeys;
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
@@ -21,7 +23,7 @@ pub struct Cluster {
     pub(crate) desired: DesiredStore,
     pub(crate) history: Arc<Log>,
     pub(crate) audit: Arc<Log>,
-    keys: ClusterKeys,
+    keys: PolicyKeys,
 }
 
 impl Cluster {
@@ -29,7 +31,7 @@ impl Cluster {
     /// appends to the logs), the history and audit logs kept within `history` and `audit`.
     pub fn new(
         store: Arc<dyn StateStore>,
-        keys: ClusterKeys,
+        keys: PolicyKeys,
         validator: Validator,
         history: Retention,
         audit: Retention,
@@ -305,7 +307,7 @@ mod tests {
     fn cluster(store: &Arc<dyn StateStore>, node: &str) -> Cluster {
         Cluster::new(
             store.clone(),
-            ClusterKeys::new("t", node),
+            PolicyKeys::new("t", node),
             validator(),
             Retention::default(),
             Retention::default(),
@@ -321,7 +323,7 @@ mod tests {
     }
 
     async fn put_report(store: &Arc<dyn StateStore>, r: &Report) {
-        let key = ClusterKeys::new("t", &r.node).policy_report();
+        let key = PolicyKeys::new("t", &r.node).policy_report();
         store.put(&key, bytes::Bytes::from(serde_json::to_vec(r).unwrap()), None).await.unwrap();
     }
 
@@ -373,9 +375,9 @@ mod tests {
         b.leave().await.unwrap();
         assert_eq!(a.dump().await.unwrap().current, [report("a", 1)]);
         // A report that vanished without a leave (expired) drops out of the index at the next read.
-        store.delete(&ClusterKeys::new("t", "a").policy_report()).await.unwrap();
+        store.delete(&PolicyKeys::new("t", "a").policy_report()).await.unwrap();
         assert!(a.reports().await.unwrap().is_empty());
-        let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+        let index = store.get(&PolicyKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
         assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), Vec::<String>::new());
     }
 

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{Engine, Hold, PhysicsConfig, Priority, Reason, Telemetry, Timestamp};
-use atrion_policy::{Ban, Change, Divergence, Policy, PolicyConfig, PolicyError, PolicyEvent, PolicyNode, Source};
-use atrion_state::{Clock, ClusterKeys, InMemoryStore, StateStore, TokioClock};
+use atrion_policy::{
+    Ban, Change, Divergence, Policy, PolicyConfig, PolicyError, PolicyEvent, PolicyKeys, PolicyNode, Source,
+};
+use atrion_state::{Clock, InMemoryStore, StateStore, TokioClock};
 use serde_json::json;
 
 fn cfg() -> PolicyConfig {
@@ -20,7 +22,7 @@ fn cfg() -> PolicyConfig {
 async fn node(store: &Arc<dyn StateStore>, id: &str) -> (Arc<Engine<()>>, Arc<PolicyNode<()>>) {
     let engine = Arc::new(Engine::with_observer(PhysicsConfig::default(), Default::default(), ()).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
-    let p = PolicyNode::start(engine.clone(), store.clone(), ClusterKeys::new("t", id), clock, cfg()).await;
+    let p = PolicyNode::start(engine.clone(), store.clone(), PolicyKeys::new("t", id), clock, cfg()).await;
     (engine, p)
 }
 
@@ -185,7 +187,7 @@ async fn a_desired_state_a_node_cannot_apply_is_reported_and_kept_out() {
         .await
         .unwrap();
     // Garbage under the desired key (written around the API): the node keeps what it runs.
-    let key = ClusterKeys::new("t", "a").policy_desired();
+    let key = PolicyKeys::new("t", "a").policy_desired();
     store.put(&key, bytes::Bytes::from_static(b"\xffnot json"), None).await.unwrap();
     until("A reports the failure", || a.current().error.is_some()).await;
     let err = a.current().error.unwrap();
@@ -204,14 +206,14 @@ async fn a_node_that_leaves_cleanly_is_not_taken_for_cut_off() {
     let (_, b) = node(&store, "b").await;
     until("A lists B's report", || a.known().1.iter().any(|r| r.node == "b")).await;
     assert_eq!(a.dump().await.unwrap().current.len(), 2);
-    let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+    let index = store.get(&PolicyKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
     assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), ["a", "b"]);
     b.shutdown().await;
     assert_eq!(a.dump().await.unwrap().current.len(), 1, "B's report is gone with it");
     a.change(Source::Api, &Change::Upsert(policy("x", json!({"route": ""}))), "alice", None).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(a.alerts().is_empty(), "{:?}", a.alerts());
-    let index = store.get(&ClusterKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
+    let index = store.get(&PolicyKeys::new("t", "a").policy_index()).await.unwrap().unwrap();
     assert_eq!(serde_json::from_slice::<Vec<String>>(&index.value).unwrap(), ["a"]);
     a.shutdown().await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atrion_state::{ErrorKind, Op, StoreError};
+use atrion_state::{DEFAULT_NAMESPACE, ErrorKind, Op, StoreError, check_namespace};
 use serde::Deserialize;
 
 use crate::BACKEND;
@@ -14,7 +14,9 @@ use crate::BACKEND;
 pub struct PostgresConfig {
     /// `postgres://user[:password]@host[:port]/database[?sslmode=...]`.
     pub url: String,
-    /// Key namespace of the cluster: 1 to 64 of `[A-Za-z0-9._-]`.
+    /// The cluster's namespace: the store's partition of the server (the `namespace`
+    /// column). The same namespace as the sync's, and the same rule
+    /// ([`atrion_state::check_namespace`]); default [`atrion_state::DEFAULT_NAMESPACE`].
     pub namespace: String,
     /// Most pooled connections.
     pub max_connections: u32,
@@ -27,7 +29,7 @@ impl Default for PostgresConfig {
     fn default() -> Self {
         PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-            namespace: "atrion".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             max_connections: 8,
             connect_timeout: Duration::from_secs(3),
         }
@@ -46,10 +48,7 @@ impl PostgresConfig {
         if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
             return bad("`url` must start with postgres:// or postgresql://".into());
         }
-        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-        if self.namespace.is_empty() || self.namespace.len() > 64 || !self.namespace.chars().all(ok) {
-            return bad(format!("`namespace` must be 1 to 64 of [A-Za-z0-9._-], got {:?}", self.namespace));
-        }
+        check_namespace(&self.namespace).or_else(bad)?;
         if self.max_connections == 0 || self.connect_timeout.is_zero() {
             return bad("`max_connections` and `connect_timeout` must be > 0".into());
         }

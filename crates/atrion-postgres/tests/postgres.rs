@@ -66,7 +66,7 @@ async fn a_restarted_server_is_used_again_and_the_feed_asks_for_a_resync() {
 async fn two_nodes_converge_through_postgres() {
     let Some(server) = PgServer::start() else { return };
     let stores: [Arc<dyn StateStore>; 2] = [Arc::new(store(&server).await), Arc::new(store(&server).await)];
-    atrion_state::conformance::two_nodes_converge(stores).await;
+    atrion_sync::testing::two_nodes_converge(stores).await;
 }
 
 /// A batch is one statement and reaches listeners as few notifications, each within

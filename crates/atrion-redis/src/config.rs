@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use atrion_state::{ErrorKind, Op, StoreError};
+use atrion_state::{DEFAULT_NAMESPACE, ErrorKind, Op, StoreError, check_namespace};
 use serde::Deserialize;
 
 use crate::BACKEND;
@@ -14,7 +14,9 @@ use crate::BACKEND;
 pub struct RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db]` or `rediss://...` for TLS.
     pub url: String,
-    /// Key namespace of the cluster (no `:`, `{` or `}`).
+    /// The cluster's namespace: the store's partition of the server (`{namespace}:…` keys).
+    /// The same namespace as the sync's, and the same rule
+    /// ([`atrion_state::check_namespace`]); default [`atrion_state::DEFAULT_NAMESPACE`].
     pub namespace: String,
     /// Giving up on a connection attempt after this long.
     #[serde(with = "atrion_state::serde_secs")]
@@ -49,7 +51,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
-            namespace: "atrion".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
             ca_cert: None,
@@ -71,9 +73,7 @@ impl RedisConfig {
         if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
             return bad("`url` must start with redis:// or rediss://".into());
         }
-        if self.namespace.is_empty() || self.namespace.contains([':', '{', '}']) {
-            return bad(format!("`namespace` must be non-empty without `:`, `{{` or `}}`, got {:?}", self.namespace));
-        }
+        check_namespace(&self.namespace).or_else(bad)?;
         if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
             return bad("timeouts must be > 0".into());
         }

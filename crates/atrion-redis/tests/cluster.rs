@@ -9,7 +9,8 @@ use std::time::Duration;
 use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
 use atrion_redis::testing::RedisCluster;
 use atrion_redis::{RedisConfig, RedisMode, RedisStore};
-use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock, conformance};
+use atrion_state::{Clock, StateStore, TokioClock, conformance};
+use atrion_sync::{EngineClock, StateManager, SyncConfig};
 
 /// A store on `cluster`, started from its first node and knowing the others.
 async fn store(cluster: &RedisCluster) -> RedisStore {
@@ -59,23 +60,8 @@ async fn the_conformance_suite_passes_on_a_redis_cluster() {
     let detected = RedisStore::connect(&RedisConfig::new(cluster.urls()[4].clone())).await.unwrap();
     assert!(detected.is_cluster(), "from any node, replicas included");
     let s: Arc<dyn StateStore> = Arc::new(s);
-    conformance::get_set_delete(s.clone()).await;
-    conformance::versions_are_unique_and_increase(s.clone()).await;
-    conformance::ttl_expires(s.clone()).await;
-    conformance::prefix_listing(s.clone()).await;
-    conformance::batches(s.clone()).await;
-    conformance::binary_and_large_values(s.clone()).await;
-    conformance::invalid_keys_are_rejected(s.clone()).await;
-    conformance::compare_and_swap(s.clone()).await;
-    conformance::cas_under_contention(s.clone()).await;
-    conformance::change_feed(s.clone()).await;
-    conformance::stats_and_cleanup(s.clone()).await;
-    conformance::shares_rank_and_replace(s.clone()).await;
-    conformance::shares_are_validated(s.clone()).await;
-    conformance::shares_under_contention(s.clone()).await;
-    conformance::share_changes_carry_the_leaders(s.clone()).await;
-    conformance::share_notices_follow_the_leaders(s.clone()).await;
-    conformance::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
+    conformance::all(s.clone()).await;
+    atrion_sync::testing::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
     // Keys of every primary are listed.
     let keys = s.list_keys("").await.unwrap();
     let on: std::collections::HashSet<usize> =

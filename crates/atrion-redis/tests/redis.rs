@@ -7,6 +7,7 @@ use std::time::Duration;
 use atrion_redis::testing::RedisServer;
 use atrion_redis::{RedisConfig, RedisStore};
 use atrion_state::{ErrorKind, StateStore};
+use atrion_sync::EngineClock;
 
 async fn store(server: &RedisServer) -> RedisStore {
     RedisStore::connect(&RedisConfig::new(server.url())).await.unwrap()
@@ -110,7 +111,7 @@ async fn damaged_values_are_repaired_by_writes_never_blocking_them() {
 async fn two_nodes_converge_through_a_real_redis() {
     let Some(server) = RedisServer::start() else { return };
     let stores: [Arc<dyn StateStore>; 2] = [Arc::new(store(&server).await), Arc::new(store(&server).await)];
-    atrion_state::conformance::two_nodes_converge(stores).await;
+    atrion_sync::testing::two_nodes_converge(stores).await;
 }
 
 #[tokio::test]
@@ -140,7 +141,6 @@ async fn eventually(what: &str, mut holds: impl FnMut() -> bool) {
 /// were made.
 fn hammer(engine: &atrion_core::Engine, clock: &atrion_state::TokioClock, n: u64) -> u64 {
     use atrion_core::{Priority, Telemetry};
-    use atrion_state::Clock;
     let mut made = 0;
     for i in 0..n {
         let route = format!("r{}", i % 64);
@@ -161,7 +161,8 @@ fn hammer(engine: &atrion_core::Engine, clock: &atrion_state::TokioClock, n: u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_store_never_holds_up_a_decision_and_the_node_resyncs_when_it_returns() {
     use atrion_core::{Engine, PhysicsConfig};
-    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+    use atrion_state::{Clock, TokioClock};
+    use atrion_sync::{StateManager, SyncConfig};
 
     let Some(mut server) = RedisServer::start() else { return };
     let clock = Arc::new(TokioClock::new());
@@ -212,7 +213,8 @@ async fn a_killed_store_never_holds_up_a_decision_and_the_node_resyncs_when_it_r
 async fn a_partitioned_node_degrades_then_rejoins() {
     use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
     use atrion_redis::testing::TcpProxy;
-    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+    use atrion_state::{Clock, TokioClock};
+    use atrion_sync::{StateManager, SyncConfig};
 
     let Some(server) = RedisServer::start() else { return };
     let proxy = TcpProxy::start(server.port).await;
@@ -266,7 +268,8 @@ async fn a_partitioned_node_degrades_then_rejoins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
     use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
-    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+    use atrion_state::{Clock, TokioClock};
+    use atrion_sync::{StateManager, SyncConfig};
 
     let Some(server) = RedisServer::start() else { return };
     let client = redis::Client::open(server.url()).unwrap();
@@ -321,7 +324,8 @@ async fn garbage_under_the_clusters_keys_is_skipped_by_the_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_warm_starts_from_redis() {
     use atrion_core::{Engine, PhysicsConfig, Telemetry};
-    use atrion_state::{Clock, StateManager, SyncConfig, TokioClock};
+    use atrion_state::{Clock, TokioClock};
+    use atrion_sync::{StateManager, SyncConfig};
 
     let Some(server) = RedisServer::start() else { return };
     let clock = Arc::new(TokioClock::new());

@@ -204,7 +204,7 @@ async fn the_proxy_sheds_banned_clients_and_routes_until_the_deadline() {
     let policy = PolicyNode::start(
         atrion.engine().clone(),
         store,
-        atrion::state::ClusterKeys::new("proxy", "p"),
+        atrion_policy::PolicyKeys::new("proxy", "p"),
         atrion.clock().clone(),
         PolicyConfig::default(),
     )

@@ -5,8 +5,8 @@
 //! A restore is checked against the namespace's [`KeyFamilies`] before anything is written:
 //! each family of keys is declared by the owner of its format, with that owner's decoder,
 //! so that a restore can neither bring a foreign key in nor a value its reader would choke
-//! on. [`cluster_families`] are this crate's own (route shares, heartbeats); the policy
-//! layer declares its own. [`BackupLine::write_all`] then writes all or nothing.
+//! on. Each layer declares its own (`atrion_sync::cluster_families`: route shares,
+//! heartbeats, route records; `atrion_policy::key_families`). [`BackupLine::write_all`] then writes all or nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use crate::keys::ClusterKeys;
-use crate::shares::Shares;
-use crate::{Contribution, Op, StateStore, StoreError};
+use crate::{Op, StateStore, StoreError};
 
 /// How many keys one read of a backup fetches at a time.
 pub const BACKUP_CHUNK: usize = 256;
@@ -233,28 +231,6 @@ impl KeyFamilies {
     }
 }
 
-/// This crate's own families in the namespace of `keys`: every route's shares (each share a
-/// node's [`Contribution`]), every node's heartbeat, and every node's route records
-/// ([`crate::RouteRecord`]: holds and open intervals, which a backup carries across).
-pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
-    let shares: ValueCheck = Arc::new(|v: &[u8]| {
-        let shares = Shares::decode(v).ok_or("not route shares")?;
-        match shares.top.iter().find(|s| Contribution::decode(&s.value).is_none() || s.rank.is_nan()) {
-            Some(s) => Err(format!("the share of `{}` is not a contribution", s.member)),
-            None => Ok(()),
-        }
-    });
-    let heartbeat: ValueCheck =
-        Arc::new(|v: &[u8]| crate::manager::Heartbeat::decode(v).map(drop).ok_or_else(|| "not a heartbeat".to_owned()));
-    let record: ValueCheck =
-        Arc::new(|v: &[u8]| crate::RouteRecord::decode(v).map(drop).ok_or_else(|| "not a route record".to_owned()));
-    vec![
-        KeyFamily::under("route shares", keys.routes_prefix().to_owned(), shares),
-        KeyFamily::under("node heartbeats", keys.nodes_prefix().to_owned(), heartbeat),
-        KeyFamily::under("route records", keys.locals_prefix().to_owned(), record),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,22 +250,6 @@ mod tests {
         assert_eq!(BackupLine::decode_all(&two).map(|v| v.len()), Ok(2));
         let bad = format!("{}\n\nnot json\n", l2().encode());
         assert_eq!(BackupLine::decode_all(&bad).map_err(|(line, _)| line), Err(3));
-    }
-
-    #[test]
-    fn route_records_are_a_family_of_the_namespace() {
-        let keys = ClusterKeys::new("ns", "n1");
-        let families = KeyFamilies::new().with(cluster_families(&keys));
-        let record =
-            crate::RouteRecord { hold: atrion_core::Hold::Open, mode: atrion_core::Mode::Open, open_until_ms: 9 };
-        let line = |key: &str, value: Bytes| BackupLine { key: key.into(), value, ttl: None };
-        // Another node's records too: a backup of a cluster restores every node's.
-        for key in [keys.local("GET /a").unwrap(), "ns/local/n2/GET /b".into()] {
-            assert_eq!(families.check(&line(&key, record.encode())), Ok(()), "{key}");
-        }
-        let bad = families.check(&line("ns/local/n1/r", Bytes::from_static(b"junk"))).unwrap_err();
-        assert!(bad.contains("route records"), "{bad}");
-        assert!(families.check(&line("ns/local/", record.encode())).is_err(), "no node, no route");
     }
 
     /// An in-memory store whose writes of a key containing `poison` fail, after the rest of
@@ -353,36 +313,6 @@ mod tests {
         lines.pop();
         assert_eq!(BackupLine::write_all(&store, lines).await.unwrap(), BACKUP_CHUNK as u64 + 11);
         assert_eq!(store.get("ns/kept").await.unwrap().unwrap().value.as_ref(), b"new");
-    }
-
-    #[test]
-    fn every_line_is_checked_by_its_family_and_foreign_keys_are_refused() {
-        let keys = ClusterKeys::new("ns", "n1");
-        let families = KeyFamilies::new().with(cluster_families(&keys));
-        let share = crate::shares::Share {
-            member: "n2".into(),
-            rank: 1.0,
-            value: Contribution { scar: 1.0, momentum: 0.0, at_ms: 5 }.encode(),
-        };
-        let shares = Shares { members: 1, top: vec![share] }.encode();
-        let line =
-            |key: &str, value: &[u8]| BackupLine { key: key.into(), value: Bytes::copy_from_slice(value), ttl: None };
-        let good = vec![(1, line("ns/route/GET /a", &shares)), (3, line("ns/node/n2", &7u64.to_le_bytes()))];
-        assert_eq!(BackupLine::check_all(&good, &families), Ok(()));
-        let mut bad = good.clone();
-        bad.push((4, line("ns/route/GET /b", b"abcdef")));
-        let refused = BackupLine::check_all(&bad, &families).unwrap_err();
-        assert_eq!((refused.line, refused.key.as_str()), (4, "ns/route/GET /b"));
-        assert!(refused.reason.contains("route shares"), "{refused}");
-        let junk = Shares {
-            members: 1,
-            top: vec![crate::shares::Share { member: "x".into(), rank: 0.0, value: Bytes::from_static(b"1") }],
-        };
-        assert!(families.check(&line("ns/route/r", &junk.encode())).unwrap_err().contains("not a contribution"));
-        assert!(families.check(&line("ns/local/n2/GET /a", b"x")).unwrap_err().contains("route records"));
-        for foreign in ["evil/key", "ns/route/", "ns/other", "nsx/route/a"] {
-            assert!(families.check(&line(foreign, b"")).unwrap_err().contains("no family"), "{foreign}");
-        }
     }
 
     fn l2() -> BackupLine {

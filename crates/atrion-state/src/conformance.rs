@@ -22,13 +22,18 @@ use bytes::Bytes;
 use crate::shares::{Best, Share, ShareWrite, Shares};
 use crate::{CasOutcome, Change, ChangeFeed, ErrorKind, MAX_KEY_LEN, StateStore, update};
 
-type Store = Arc<dyn StateStore>;
+/// The store a check runs against.
+pub type Store = Arc<dyn StateStore>;
 
-/// Generates one `#[tokio::test]` per conformance check.
+/// Generates one `#[tokio::test]` per conformance check. The list of checks is written
+/// here once; [`all`] runs the same list on one store.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+        $crate::conformance_tests!(@with each $make);
+    };
+    (@with $how:ident $arg:expr) => {
+        $crate::conformance_tests!(@ $how $arg;
             get_set_delete, versions_are_unique_and_increase, ttl_expires, prefix_listing, batches,
             binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
             cas_under_contention, change_feed, stats_and_cleanup, shares_rank_and_replace,
@@ -44,6 +49,15 @@ macro_rules! conformance_tests {
             }
         )*
     };
+    (@all $store:expr; $($check:ident),*) => {
+        $( $crate::conformance::$check($store.clone()).await; )*
+    };
+}
+
+/// Every check of [`conformance_tests!`], one after the other, on one store: for a backend
+/// whose server is too costly to start once per check (a Redis Cluster of six servers).
+pub async fn all(s: Store) {
+    crate::conformance_tests!(@with all s);
 }
 
 fn b(s: &str) -> Bytes {
@@ -461,40 +475,6 @@ async fn expect_leaders(feed: &mut ChangeFeed, key: &str, members: u32, leader: 
 }
 
 // ---- checks of a shared (cluster) store, beyond the port itself ----
-
-/// Two nodes, each with its own connection to one shared store: a route scarred on the
-/// first reaches the second's engine (through the change feed or the full sync).
-pub async fn two_nodes_converge(stores: [Store; 2]) {
-    use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry};
-
-    use crate::{Clock, StateManager, SyncConfig, TokioClock};
-
-    let clock = Arc::new(TokioClock::new());
-    let mut nodes = Vec::new();
-    for (id, store) in ["a", "b"].into_iter().zip(stores) {
-        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
-        let mut cfg = SyncConfig::for_node(id);
-        cfg.namespace = "conf-cluster".into();
-        cfg.pulse = Duration::from_millis(20);
-        let m = StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap();
-        nodes.push((engine, m));
-    }
-    let (a, b) = (nodes[0].0.clone(), nodes[1].0.clone());
-    for _ in 0..150 {
-        a.report("checkout", Telemetry::new(900.0, 1.0, 0.9).unwrap(), clock.now());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(a.snapshot("checkout").unwrap().scar > 1.0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while b.decide("checkout", clock.now(), Priority::Critical).resistance <= 10.0 {
-        assert!(tokio::time::Instant::now() < deadline, "b never saw a's scar: {:?}", nodes[1].1.stats());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(nodes[1].1.stats().pulled > 0 || nodes[1].1.stats().full_syncs > 1);
-    for (_, m) in nodes {
-        m.shutdown().await;
-    }
-}
 
 /// The store's server restarts (by `restart`): writes work again on the same handle, and
 /// the change feed says that events may have been lost.

@@ -25,17 +25,24 @@
 //! # }).unwrap();
 //! ```
 //!
+//! The crate is the store contract only: it does not depend on the engine (`atrion-core`),
+//! so an adapter compiles the port and nothing else. The cluster sync that writes through it
+//! is `atrion-sync`; the policy layer's keys are `atrion-policy`'s. Each layer builds its keys
+//! on the namespace's one key format ([`family_prefix`]: `{namespace}/{family}/…`, the
+//! namespace checked by [`check_namespace`], [`DEFAULT_NAMESPACE`] when none is set), and
+//! every layer takes its time from one [`Clock`] ([`SystemClock`] or [`TokioClock`]).
+//!
 //! ## Features
-//! - `testing`: the `conformance` module and the `conformance_tests!` macro.
+//! - `testing`: the `conformance` module, the `conformance_tests!` macro and
+//!   `conformance::all`.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod backup;
+mod clock;
 mod error;
-mod keys;
-mod manager;
 mod memory;
-mod record;
+mod namespace;
 mod service;
 pub mod shares;
 mod store;
@@ -43,16 +50,33 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
-/// Durations in config files are written as seconds: `#[serde(with = "atrion_state::serde_secs")]`.
-pub use atrion_core::serde_secs;
-pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck, cluster_families};
+pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck};
+pub use clock::{Clock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
-pub use keys::ClusterKeys;
-pub use manager::{Clock, Contribution, NodeInfo, NodeStatus, StateManager, SyncConfig, SyncStats, TokioClock, fnv1a};
 pub use memory::InMemoryStore;
-pub use record::RouteRecord;
+pub use namespace::{DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN, check_namespace, family_prefix, namespace_prefix};
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN,
     StateStore, StoreStats, check_key, check_share, check_value, update,
 };
+
+/// Durations in config files are written as seconds (a non-negative number):
+/// `#[serde(with = "atrion_state::serde_secs")]`. The same format as the core's
+/// `atrion_core::serde_secs`, for the adapters' configs, which do not depend on the core.
+pub mod serde_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    /// Writes a duration as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Reads seconds as a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(|_| D::Error::custom(format!("not a duration in seconds: {secs}")))
+    }
+}

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::time::Instant;
 
+use crate::clock::{Clock, TokioClock};
 use crate::error::{Op, StoreError};
 use crate::store::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats, check_key,
@@ -20,16 +20,17 @@ const BACKEND: &str = "memory";
 struct Slot {
     value: Bytes,
     version: u64,
-    expires: Option<Instant>,
+    /// On the store's clock ([`Clock::elapsed`]).
+    expires: Option<Duration>,
 }
 
 impl Slot {
-    fn live(&self, now: Instant) -> bool {
+    fn live(&self, now: Duration) -> bool {
         self.expires.is_none_or(|e| e > now)
     }
 
-    fn entry(&self, now: Instant) -> Entry {
-        Entry { value: self.value.clone(), version: self.version, ttl: self.expires.map(|e| e - now) }
+    fn entry(&self, now: Duration) -> Entry {
+        Entry { value: self.value.clone(), version: self.version, ttl: self.expires.map(|e| e.saturating_sub(now)) }
     }
 }
 
@@ -43,12 +44,14 @@ struct Data {
 struct Inner {
     data: RwLock<Data>,
     changes: ChangeBus,
+    clock: Arc<dyn Clock>,
 }
 
 /// A store in this process's memory: a sorted map behind a read-write lock, with TTL,
 /// atomic compare-and-swap and a broadcast change feed. Cloning shares the same data.
 ///
-/// TTL uses tokio's clock, so tests can pause and advance time.
+/// TTLs run on the store's [`Clock`]: tokio's by default ([`TokioClock`]), so tests can
+/// pause and advance time.
 #[derive(Debug, Clone)]
 pub struct InMemoryStore {
     inner: Arc<Inner>,
@@ -61,9 +64,20 @@ impl Default for InMemoryStore {
 }
 
 impl InMemoryStore {
-    /// An empty store.
+    /// An empty store, its TTLs on tokio's clock.
     pub fn new() -> Self {
-        InMemoryStore { inner: Arc::new(Inner { data: RwLock::new(Data::default()), changes: ChangeBus::new() }) }
+        Self::with_clock(Arc::new(TokioClock::new()))
+    }
+
+    /// An empty store, its TTLs on `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let inner = Inner { data: RwLock::new(Data::default()), changes: ChangeBus::new(), clock };
+        InMemoryStore { inner: Arc::new(inner) }
+    }
+
+    /// Now, on the store's clock.
+    fn now(&self) -> Duration {
+        self.inner.clock.elapsed()
     }
 
     // No `.await` is ever reached while a guard is held, and the critical sections cannot
@@ -80,7 +94,7 @@ impl InMemoryStore {
         self.inner.changes.notify(change);
     }
 
-    fn insert(data: &mut Data, key: &str, value: Bytes, ttl: Option<Duration>, now: Instant) -> u64 {
+    fn insert(data: &mut Data, key: &str, value: Bytes, ttl: Option<Duration>, now: Duration) -> u64 {
         data.last_version += 1;
         let version = data.last_version;
         let expires = ttl.map(|t| now + t);
@@ -109,21 +123,21 @@ impl StateStore for InMemoryStore {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         check_key(BACKEND, Op::Get, key)?;
-        let now = Instant::now();
+        let now = self.now();
         Ok(self.read().map.get(key).filter(|s| s.live(now)).map(|s| s.entry(now)))
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
         check_key(BACKEND, Op::Set, key)?;
         check_value(BACKEND, Op::Set, key, &value)?;
-        let version = Self::insert(&mut self.write(), key, value.clone(), ttl, Instant::now());
+        let version = Self::insert(&mut self.write(), key, value.clone(), ttl, self.now());
         self.notify(Change::Set { key: key.to_owned(), version, value: Some(value) });
         Ok(version)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(BACKEND, Op::Delete, key)?;
-        let now = Instant::now();
+        let now = self.now();
         let existed = self.write().map.remove(key).is_some_and(|s| s.live(now));
         if existed {
             self.notify(Change::Deleted { key: key.to_owned() });
@@ -132,7 +146,7 @@ impl StateStore for InMemoryStore {
     }
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let data = self.read();
         Ok(data
             .map
@@ -152,7 +166,7 @@ impl StateStore for InMemoryStore {
     ) -> Result<CasOutcome, StoreError> {
         check_key(BACKEND, Op::CompareAndSwap, key)?;
         check_value(BACKEND, Op::CompareAndSwap, key, &value)?;
-        let now = Instant::now();
+        let now = self.now();
         let version = {
             let mut data = self.write();
             let current = data.map.get(key).filter(|s| s.live(now)).map(|s| s.version);
@@ -166,7 +180,7 @@ impl StateStore for InMemoryStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let data = self.read();
         let live = data.map.values().filter(|s| s.live(now));
         let (keys, value_bytes) = live.fold((0, 0), |(k, b), s| (k + 1, b + s.value.len() as u64));
@@ -174,7 +188,7 @@ impl StateStore for InMemoryStore {
     }
 
     async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
-        let now = Instant::now();
+        let now = self.now();
         let mut expired = Vec::new();
         self.write().map.retain(|k, s| {
             let live = s.live(now);
@@ -199,7 +213,7 @@ impl StateStore for InMemoryStore {
             check_key(BACKEND, Op::BatchSet, k)?;
             check_value(BACKEND, Op::BatchSet, k, v)?;
         }
-        let now = Instant::now();
+        let now = self.now();
         let versions: Vec<u64> = {
             let mut data = self.write();
             items.iter().map(|(k, v, ttl)| Self::insert(&mut data, k, v.clone(), *ttl, now)).collect()

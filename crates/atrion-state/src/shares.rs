@@ -62,7 +62,7 @@ const TAG: &[u8] = b"s1";
 
 /// A store may leave unnotified a change of a key's shares that keeps its member count and
 /// moves neither of its two leaders' ranks by more than this. Ranks of healed scar are
-/// logarithms ([`atrion_core::heal_rank`]), so this is about 1% of a leader's value: what a
+/// logarithms (`atrion_core::heal_rank`), so this is about 1% of a leader's value: what a
 /// reader's merged view can lag behind, on top of the writers' deadband. A leader that only
 /// changed places with another of nearly the same rank is not news either.
 pub const NOTIFY_RANK_STEP: f64 = 0.01;

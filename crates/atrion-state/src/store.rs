@@ -176,7 +176,7 @@ impl ChangeFeed {
 
     /// The next change of `feed`, or never when there is no feed (for a `select!` beside
     /// other events).
-    pub(crate) async fn next_or_pending(feed: &mut Option<ChangeFeed>) -> Option<Change> {
+    pub async fn next_or_pending(feed: &mut Option<ChangeFeed>) -> Option<Change> {
         match feed {
             Some(f) => f.recv().await,
             None => std::future::pending().await,

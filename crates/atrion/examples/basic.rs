@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use atrion::{ConsoleObserver, Engine, EngineLimits, PhysicsConfig, Priority, Reason, SystemClock, Telemetry};
+use atrion::{
+    ConsoleObserver, Engine, EngineClock, EngineLimits, PhysicsConfig, Priority, Reason, SystemClock, Telemetry,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Transitions are printed to stderr as they happen.

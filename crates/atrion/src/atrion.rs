@@ -7,11 +7,8 @@ use atrion_core::{
     ConfigError, Decision, Engine, EngineError, EngineLimits, Model, OwnedRouteHandle, PhysicsConfig, PhysicsObserver,
     Priority, RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
 };
-use atrion_state::{
-    Clock, Contribution, InMemoryStore, NodeInfo, StateManager, StateStore, StoreError, SyncConfig, SyncStats,
-};
-
-use crate::SystemClock;
+use atrion_state::{Clock, InMemoryStore, StateStore, StoreError, SystemClock};
+use atrion_sync::{ClusterKeys, Contribution, EngineClock, NodeInfo, StateManager, SyncConfig, SyncStats};
 
 /// What can go wrong building or connecting an [`Atrion`].
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +135,8 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
 
     /// The clock of decisions, of the guard's and the layers' latencies, and of the cluster
     /// sync (one clock for all of them). Default: [`SystemClock`]. Tests pass a
-    /// [`atrion_state::TokioClock`] to run on tokio's paused time.
+    /// [`atrion_state::TokioClock`] to run on tokio's paused time. The default in-memory
+    /// store keeps its TTLs on it too.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -162,10 +160,11 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
         for (pattern, config) in self.routes {
             engine.set_route_config(&pattern, Some(config))?;
         }
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         Ok(Atrion {
             engine,
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
-            store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::new())),
+            store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::with_clock(clock.clone()))),
+            clock,
             sync: self.sync,
             manager: tokio::sync::Mutex::new(None),
             default_priority,
@@ -322,7 +321,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     }
 
     /// The keys this node reads and writes in the store: its namespace and node id.
-    pub fn keys(&self) -> atrion_state::ClusterKeys {
+    pub fn keys(&self) -> ClusterKeys {
         self.sync.keys()
     }
 

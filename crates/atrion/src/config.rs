@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use atrion_state::{InMemoryStore, StateService, StateStore};
+use atrion_state::{Clock, InMemoryStore, StateService, StateStore};
 use serde::Deserialize;
 
 use crate::AtrionError;
@@ -111,12 +111,26 @@ impl StoreConfig {
     }
 
     /// Builds (and for the file store, opens; for the shared stores, connects) the store;
-    /// the config is validated first.
+    /// the config is validated first. TTLs run on each store's default clock.
     pub async fn build(&self) -> Result<Arc<dyn StateStore>, AtrionError> {
+        self.build_on(None).await
+    }
+
+    /// [`StoreConfig::build`], the memory and file stores keeping their TTLs on `clock` (the
+    /// process's one clock: [`crate::Atrion::clock`]); a shared store's TTLs run on its
+    /// server.
+    pub async fn build_with_clock(&self, clock: Arc<dyn Clock>) -> Result<Arc<dyn StateStore>, AtrionError> {
+        self.build_on(Some(clock)).await
+    }
+
+    async fn build_on(&self, clock: Option<Arc<dyn Clock>>) -> Result<Arc<dyn StateStore>, AtrionError> {
         Ok(match self {
-            StoreConfig::Memory => Arc::new(InMemoryStore::new()),
+            StoreConfig::Memory => Arc::new(clock.map_or_else(InMemoryStore::new, InMemoryStore::with_clock)),
             #[cfg(feature = "file")]
-            StoreConfig::File(c) => Arc::new(atrion_file::FileStore::open(c).await?),
+            StoreConfig::File(c) => match clock {
+                Some(clock) => Arc::new(atrion_file::FileStore::open_with_clock(c, clock).await?),
+                None => Arc::new(atrion_file::FileStore::open(c).await?),
+            },
             #[cfg(feature = "redis")]
             StoreConfig::Redis(c) => Arc::new(atrion_redis::RedisStore::connect(c).await?),
             #[cfg(feature = "postgres")]

@@ -35,7 +35,6 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::io::Write;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use atrion_core::*;
 
@@ -51,10 +50,17 @@ pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
 pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService};
 
-/// The state layer: the `StateStore` port, stores, the service and the cluster sync.
+/// The state layer: the `StateStore` port, stores, the service, the clock (`atrion-state`)
+/// and the cluster sync (`atrion-sync`).
 pub mod state {
     pub use atrion_state::*;
+    pub use atrion_sync::*;
 }
+
+/// The process's clock (the one implementation on the standard library's time), and engine
+/// time from any clock.
+pub use atrion_state::{Clock, SystemClock};
+pub use atrion_sync::EngineClock;
 
 /// The embedded file store (feature `file`).
 #[cfg(feature = "file")]
@@ -72,50 +78,6 @@ pub mod redis {
 #[cfg(feature = "postgres")]
 pub mod postgres {
     pub use atrion_postgres::*;
-}
-
-/// A monotonic clock that turns [`Instant`]s into the engine's [`Timestamp`]s, counting from
-/// its own creation.
-#[derive(Debug, Clone, Copy)]
-pub struct SystemClock {
-    origin: Instant,
-    wall_origin_ms: u64,
-}
-
-impl SystemClock {
-    /// A clock whose epoch is now.
-    pub fn new() -> Self {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        SystemClock { origin: Instant::now(), wall_origin_ms: wall }
-    }
-
-    /// Now, as a timestamp.
-    pub fn now(&self) -> Timestamp {
-        self.at(Instant::now())
-    }
-
-    /// `instant` as a timestamp (the epoch for instants before it).
-    pub fn at(&self, instant: Instant) -> Timestamp {
-        let nanos = instant.saturating_duration_since(self.origin).as_nanos();
-        Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-}
-
-impl atrion_state::Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        SystemClock::now(self)
-    }
-
-    /// Wall time at creation plus monotonic time since: it never jumps with the system clock.
-    fn wall_ms(&self) -> u64 {
-        self.wall_origin_ms + self.origin.elapsed().as_millis() as u64
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Prints transitions and evictions (and, if asked, every update) to standard error, one
@@ -151,20 +113,5 @@ impl PhysicsObserver for ConsoleObserver {
             }
             _ => Ok(()),
         };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_is_monotonic_and_clamps_before_origin() {
-        let before = Instant::now();
-        let clock = SystemClock::new();
-        assert_eq!(clock.at(before), Timestamp::ZERO);
-        let a = clock.now();
-        let b = clock.now();
-        assert!(b >= a);
     }
 }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrion::{Engine, PhysicsConfig, Telemetry};
-use atrion_state::{Clock, StateManager, StateStore, SyncConfig, TokioClock};
+use atrion_state::{Clock, StateStore, TokioClock};
+use atrion_sync::{EngineClock, StateManager, SyncConfig};
 use criterion::BenchmarkGroup;
 use criterion::measurement::WallTime;
 

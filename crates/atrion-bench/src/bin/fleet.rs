@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use atrion::state::{Clock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
+use atrion::state::{Clock, EngineClock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
 use atrion::{Engine, PhysicsConfig, Telemetry, Timestamp};
 use atrion_redis::testing::{RedisCluster, RedisServer};
 use atrion_redis::{RedisConfig, RedisStore};
@@ -361,7 +361,7 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
     let deadbanded = per(&|i| stats1[i].deadbanded - stats0[i].deadbanded);
     let outranked = per(&|i| stats1[i].outranked - stats0[i].outranked);
     let resyncs = (0..n).map(|i| stats1[i].resyncs - stats0[i].resyncs).sum::<u64>() as f64 / n as f64;
-    let sum = |f: &dyn Fn(&atrion_state::SyncStats) -> u64| (0..n).map(|i| f(&stats1[i])).sum::<u64>();
+    let sum = |f: &dyn Fn(&atrion_sync::SyncStats) -> u64| (0..n).map(|i| f(&stats1[i])).sum::<u64>();
     eprintln!(
         "  n={n} routes={routes}: pulses {} store_errors {} degraded {} rebuilds {} decode_errors {} pulled {}",
         sum(&|s| s.pulses),

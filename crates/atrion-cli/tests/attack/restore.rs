@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use atrion_state::BackupLine;
 use atrion_state::shares::{Share, Shares};
-use atrion_state::{BackupLine, Contribution};
+use atrion_sync::Contribution;
 use reqwest::Method;
 use serde_json::{Value, json};
 

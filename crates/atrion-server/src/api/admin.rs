@@ -159,7 +159,8 @@ fn restore_families(s: &Shared) -> KeyFamilies {
         Some(p) => p.desired().validator().clone(),
         None => atrion_policy::Validator::new(s.atrion.engine().config().clone(), atrion_policy::Limits::default()),
     };
-    KeyFamilies::new().with(cluster_families(&keys)).with(atrion_policy::key_families(&keys, validator))
+    let policy_keys = atrion_policy::PolicyKeys::new(keys.namespace(), keys.node_id());
+    KeyFamilies::new().with(cluster_families(&keys)).with(atrion_policy::key_families(&policy_keys, validator))
 }
 
 /// `POST /v1/admin/restore`: JSON lines as `backup` writes them. Every line is decoded and

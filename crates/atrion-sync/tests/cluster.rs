@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atrion_core::{Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use atrion_state::{
-    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, NodeStatus, Op,
-    StateManager, StateStore, StoreError, StoreStats, SyncConfig, TokioClock,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, InMemoryStore, Op, StateStore,
+    StoreError, StoreStats, TokioClock,
 };
+use atrion_sync::{EngineClock, NodeStatus, StateManager, SyncConfig};
 use bytes::Bytes;
 
 const PULSE: Duration = Duration::from_millis(100);
@@ -115,7 +116,7 @@ async fn no_echo_every_node_heals_at_the_single_node_rate() {
     assert!(a.engine.cluster_scar("db", clock.now()).unwrap_or(0.0) < 1e-9);
     // B's scar stayed within the deadband: it never published anything for db.
     let shares = store.all_shares("atrion/route/db").await.unwrap().expect("a's share");
-    let own = shares.get("b").map(|s| atrion_state::Contribution::decode(&s.value).unwrap().scar);
+    let own = shares.get("b").map(|s| atrion_sync::Contribution::decode(&s.value).unwrap().scar);
     assert!(own.is_none_or(|scar| scar <= SyncConfig::default().deadband), "{own:?}");
     a.manager.shutdown().await;
     b.manager.shutdown().await;

@@ -1,8 +1,9 @@
-//! The cluster's key format and its limits: the one place that builds and parses the keys
-//! a [`crate::StateManager`] reads and writes.
+//! The cluster sync's keys and their limits: the one place that builds and parses the keys
+//! a [`crate::StateManager`] reads and writes, on the namespace's key format
+//! ([`atrion_state::family_prefix`]).
 //!
 //! ```text
-//! {namespace}/route/{route}   the route's shares: one per node, its contribution (crate::shares)
+//! {namespace}/route/{route}   the route's shares: one per node, its contribution (atrion_state::shares)
 //! {namespace}/node/{node}     a node's heartbeat
 //! {namespace}/local/{node}/{route}   what a node keeps of a route for its own restart: the
 //!                             operator's hold and the open interval (crate::RouteRecord);
@@ -13,17 +14,12 @@
 //! [`ClusterKeys::max_route_len`]; a longer one stays local to its node (and a route too long
 //! for its record key is not kept across a restart).
 
-use crate::store::MAX_KEY_LEN;
-
-const ROUTE: &str = "/route/";
-const NODE: &str = "/node/";
-const POLICY: &str = "/policy/";
-const AUDIT: &str = "/audit/";
-const LOCAL: &str = "/local/";
+use atrion_state::{MAX_KEY_LEN, family_prefix, namespace_prefix};
 
 /// Builds and parses the keys of one node of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterKeys {
+    namespace: String,
     node_id: String,
     /// `{namespace}/`
     all: String,
@@ -39,16 +35,23 @@ pub struct ClusterKeys {
 
 impl ClusterKeys {
     /// The keys of node `node_id` in cluster `namespace` (both validated by
-    /// [`crate::SyncConfig::validate`]: no `/` in either).
+    /// [`crate::SyncConfig::validate`]).
     pub fn new(namespace: &str, node_id: &str) -> Self {
+        let locals = family_prefix(namespace, "local");
         ClusterKeys {
+            namespace: namespace.to_owned(),
             node_id: node_id.to_owned(),
-            all: format!("{namespace}/"),
-            routes: format!("{namespace}{ROUTE}"),
-            nodes: format!("{namespace}{NODE}"),
-            locals: format!("{namespace}{LOCAL}"),
-            local: format!("{namespace}{LOCAL}{node_id}/"),
+            all: namespace_prefix(namespace),
+            routes: family_prefix(namespace, "route"),
+            nodes: family_prefix(namespace, "node"),
+            local: format!("{locals}{node_id}/"),
+            locals,
         }
+    }
+
+    /// The cluster's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The prefix of every key of the cluster.
@@ -132,48 +135,6 @@ impl ClusterKeys {
         key.strip_prefix(self.nodes.as_str()).filter(|n| !n.is_empty() && !n.contains('/'))
     }
 
-    /// Whether `node` is this node.
-    /// The key of the cluster's desired policies (one document).
-    pub fn policy_desired(&self) -> String {
-        format!("{}{}desired", self.all.trim_end_matches('/'), POLICY)
-    }
-
-    /// Where every policy key lives (the reconciler's feed).
-    pub fn policy_prefix(&self) -> String {
-        format!("{}{}", self.all.trim_end_matches('/'), POLICY)
-    }
-
-    /// Where nodes report the policies they run (their current state).
-    pub fn policy_reports_prefix(&self) -> String {
-        format!("{}node/", self.policy_prefix())
-    }
-
-    /// This node's policy report.
-    pub fn policy_report(&self) -> String {
-        self.policy_report_of(&self.node_id)
-    }
-
-    /// A node's policy report.
-    pub fn policy_report_of(&self, node: &str) -> String {
-        format!("{}{node}", self.policy_reports_prefix())
-    }
-
-    /// The index of the nodes that report (so that reading every report is O(nodes), not a
-    /// scan of the namespace).
-    pub fn policy_index(&self) -> String {
-        format!("{}index", self.policy_prefix())
-    }
-
-    /// Where the history of applied policy changes lives.
-    pub fn policy_history_prefix(&self) -> String {
-        format!("{}history/", self.policy_prefix())
-    }
-
-    /// Where the audit trail lives.
-    pub fn audit_prefix(&self) -> String {
-        format!("{}{}", self.all.trim_end_matches('/'), AUDIT)
-    }
-
     /// Whether `node` is this node's id.
     pub fn is_own(&self, node: &str) -> bool {
         node == self.node_id
@@ -197,21 +158,7 @@ mod tests {
         assert_eq!(k.parse_heartbeat("ns/node/"), None);
         assert!(k.is_own("n1") && !k.is_own("n2"));
         assert_eq!((k.routes_prefix(), k.nodes_prefix(), k.node_id()), ("ns/route/", "ns/node/", "n1"));
-        // The policy layer's keys, under the namespace and apart from routes and heartbeats.
-        assert_eq!(k.policy_desired(), "ns/policy/desired");
-        assert_eq!(
-            (k.policy_report(), k.policy_report_of("n2")),
-            ("ns/policy/node/n1".into(), "ns/policy/node/n2".into())
-        );
-        assert_eq!(
-            (k.policy_index(), k.policy_history_prefix(), k.audit_prefix()),
-            ("ns/policy/index".into(), "ns/policy/history/".into(), "ns/audit/".into())
-        );
-        for key in [k.policy_desired(), k.policy_report(), k.policy_index(), k.audit_prefix()] {
-            assert!(key.starts_with(k.cluster_prefix()));
-            assert_eq!((k.parse_route(&key), k.parse_heartbeat(&key)), (None, None), "{key}");
-        }
-        assert!(!k.policy_index().starts_with(&k.policy_reports_prefix()), "the index is not a report");
+        assert_eq!((k.namespace(), k.cluster_prefix()), ("ns", "ns/"));
         // Route records: this node's own, apart from shares and heartbeats.
         let key = k.local("GET /a/b").unwrap();
         assert_eq!(key, "ns/local/n1/GET /a/b");
@@ -227,7 +174,7 @@ mod tests {
 
     #[test]
     fn the_longest_route_fits_and_one_byte_more_does_not() {
-        let k = ClusterKeys::new("atrion", "node-with-a-long-name");
+        let k = ClusterKeys::new(atrion_state::DEFAULT_NAMESPACE, "node-with-a-long-name");
         let max = k.max_route_len();
         let fits = "r".repeat(max);
         assert_eq!(k.route(&fits).unwrap().len(), MAX_KEY_LEN);

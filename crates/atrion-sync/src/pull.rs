@@ -1,0 +1,326 @@
+//! PULL: the change feed, the full sync (and the warm start), this node's route records
+//! read back, and the routes read in full when their leaders stopped counting.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use atrion_core::{Hold, PhysicsObserver, Timestamp};
+use atrion_state::shares::{Best, Shares};
+use atrion_state::{Change, ErrorKind, Op, StoreError};
+
+use crate::clock::EngineClock;
+use crate::manager::{Shared, transient};
+use crate::push::Pushed;
+use crate::record::RouteRecord;
+use crate::wire::{Contribution, Heartbeat};
+
+impl<O: PhysicsObserver + 'static> Shared<O> {
+    /// Reads this node's route records. At start (`warm_start`) they are brought back into
+    /// the engine: holds as they were, open routes open for the rest of their interval or
+    /// half-open. Later, records the store lost after acknowledging them are written again.
+    pub(crate) async fn read_records(&self, warm_start: bool) -> Result<(), StoreError> {
+        let within = self.cfg.store_timeout;
+        let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
+        let keys = tokio::time::timeout(within, self.store.list_keys(self.keys.local_prefix()))
+            .await
+            .map_err(|_| timeout(Op::ListKeys))??;
+        if !warm_start {
+            let present: std::collections::HashSet<&str> =
+                keys.iter().filter_map(|k| self.keys.parse_local(k)).collect();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let lost: Vec<(String, RouteRecord)> = st
+                .records
+                .iter()
+                .filter(|(r, _)| !present.contains(r.as_str()) && !st.record_pending.contains_key(*r))
+                .map(|(r, rec)| (r.clone(), *rec))
+                .collect();
+            self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
+            st.record_pending.extend(lost.into_iter().map(|(r, rec)| (r, Some(rec))));
+            return Ok(());
+        }
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(512) {
+            let entries = tokio::time::timeout(within, self.store.batch_get(chunk))
+                .await
+                .map_err(|_| timeout(Op::BatchGet))??;
+            for (key, entry) in chunk.iter().zip(entries) {
+                let (Some(entry), Some(route)) = (entry, self.keys.parse_local(key)) else { continue };
+                match RouteRecord::decode(&entry.value) {
+                    Some(rec) => {
+                        found.insert(route.to_owned(), rec);
+                    }
+                    None => {
+                        self.counters.decode_errors.fetch_add(1, Relaxed);
+                        tracing::warn!(key = %key, "skipping an unreadable route record");
+                    }
+                }
+            }
+        }
+        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        for (route, rec) in &found {
+            if rec.hold != Hold::Released {
+                let _ = self.engine.hold(route, rec.hold, now);
+            }
+            if let Some(left) = rec.open_left(wall) {
+                let _ = self.engine.resume_open(route, left, now);
+            }
+        }
+        if !found.is_empty() {
+            tracing::info!(node = %self.cfg.node_id, routes = found.len(), "holds and open routes brought back");
+        }
+        self.lock().records = found;
+        Ok(())
+    }
+
+    /// Reads in full the shares of routes whose listed leaders all stopped counting (this
+    /// node, or nodes gone silent), and merges them.
+    pub(crate) async fn rebuild(&self) {
+        let routes: Vec<String> = self.lock().rebuild.drain().collect();
+        for route in routes {
+            let Some(key) = self.keys.route(&route) else { continue };
+            match tokio::time::timeout(self.cfg.store_timeout, self.store.all_shares(&key)).await {
+                Ok(Ok(shares)) => {
+                    self.counters.rebuilds.fetch_add(1, Relaxed);
+                    let mut st = self.lock();
+                    match shares {
+                        Some(shares) => st.remote.insert(route.clone(), shares),
+                        None => st.remote.insert(route.clone(), Shares::default()),
+                    };
+                }
+                Ok(Err(e)) if !transient(&e) => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                    self.lock().remote.remove(&route);
+                    let _ = self.engine.set_cluster(&route, None, self.clock.now());
+                    continue;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                    self.lock().rebuild.insert(route);
+                    continue;
+                }
+            }
+            self.merge_route(&route);
+        }
+    }
+
+    /// Re-reads every route's leading shares and every heartbeat. At start, also seeds this
+    /// node's own earlier scar (warm start).
+    pub(crate) async fn full_sync(&self, warm_start: bool) -> Result<(), StoreError> {
+        let fail = |e: StoreError| {
+            self.counters.store_errors.fetch_add(1, Relaxed);
+            e
+        };
+        let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
+        let within = self.cfg.store_timeout;
+        let node = self.keys.node_id();
+        let keys = tokio::time::timeout(within, self.store.list_shares(self.keys.routes_prefix()))
+            .await
+            .map_err(|_| fail(timeout(Op::ListShares)))?
+            .map_err(fail)?;
+        let mut views: Vec<Option<Shares>> = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(512) {
+            let got = tokio::time::timeout(within, self.store.shares(chunk, node))
+                .await
+                .map_err(|_| fail(timeout(Op::GetShares)))?;
+            match got {
+                Ok(got) => views.extend(got),
+                // Something under our keys that is not shares (written by someone else):
+                // read the chunk key by key and skip the bad ones.
+                Err(e) if !transient(&e) => {
+                    for key in chunk {
+                        match self.store.shares(std::slice::from_ref(key), node).await {
+                            Ok(mut one) => views.push(one.pop().flatten()),
+                            Err(e) if !transient(&e) => {
+                                self.counters.decode_errors.fetch_add(1, Relaxed);
+                                tracing::warn!(key = %key, error = %e, "skipping an unreadable value under the cluster's keys");
+                                views.push(None);
+                            }
+                            Err(e) => return Err(fail(e)),
+                        }
+                    }
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        let hb_keys = tokio::time::timeout(within, self.store.list_keys(self.keys.nodes_prefix()))
+            .await
+            .map_err(|_| fail(timeout(Op::ListKeys)))?
+            .map_err(fail)?;
+        let mut hb_entries = Vec::with_capacity(hb_keys.len());
+        for chunk in hb_keys.chunks(512) {
+            let got = tokio::time::timeout(within, self.store.batch_get(chunk))
+                .await
+                .map_err(|_| fail(timeout(Op::BatchGet)))?
+                .map_err(fail)?;
+            hb_entries.extend(got);
+        }
+        self.read_records(warm_start).await.map_err(fail)?;
+        self.counters.full_syncs.fetch_add(1, Relaxed);
+        let mut heartbeats = HashMap::new();
+        for (key, entry) in hb_keys.iter().zip(hb_entries) {
+            let (Some(entry), Some(node)) = (entry, self.keys.parse_heartbeat(key)) else { continue };
+            match Heartbeat::decode(&entry.value) {
+                Some(hb) if !self.keys.is_own(node) => {
+                    heartbeats.insert(node.to_owned(), hb);
+                }
+                Some(_) => {}
+                None => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let mut remote: HashMap<String, Shares> = HashMap::new();
+        let mut own = Vec::new();
+        for (key, view) in keys.iter().zip(views) {
+            let (Some(shares), Some(route)) = (view, self.keys.parse_route(key)) else { continue };
+            if let Some(mine) = shares.get(node) {
+                match Contribution::decode(&mine.value) {
+                    Some(c) => own.push((route.to_owned(), c)),
+                    None => {
+                        self.counters.decode_errors.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            remote.insert(route.to_owned(), shares);
+        }
+        let own_routes: std::collections::HashSet<&str> = own.iter().map(|(r, _)| r.as_str()).collect();
+        {
+            // What the store acknowledged but no longer holds is pushed again.
+            let mut st = self.lock();
+            let st = &mut *st;
+            let lost: Vec<(String, Pushed)> = st
+                .stored
+                .iter()
+                .filter(|(r, _)| !own_routes.contains(r.as_str()) && !st.pending.contains_key(*r))
+                .map(|(r, p)| (r.clone(), *p))
+                .collect();
+            if !lost.is_empty() {
+                self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
+                tracing::warn!(node = %self.cfg.node_id, routes = lost.len(), "the store lost contributions it had acknowledged: pushing them again");
+            }
+            st.pending.extend(lost);
+        }
+        if warm_start {
+            let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+            for (route, c) in own {
+                let age = Duration::from_millis(wall.saturating_sub(c.at_ms));
+                let at = Timestamp::from_nanos(now.as_nanos().saturating_sub(age.as_nanos() as u64));
+                let _ = self.engine.warm_start(&route, c.scar, at, now);
+            }
+        }
+        {
+            let mut st = self.lock();
+            // Routes that no longer have shares lose their cluster view.
+            for route in st.remote.keys().filter(|r| !remote.contains_key(*r)) {
+                let _ = self.engine.set_cluster(route, None, self.clock.now());
+            }
+            st.remote = remote;
+            // Nodes whose heartbeat is no longer in the store have left (or expired).
+            let gone: Vec<(String, Heartbeat)> =
+                st.heartbeats.drain().filter(|(n, _)| !heartbeats.contains_key(n)).collect();
+            st.departed.extend(gone);
+            st.departed.retain(|n, _| !heartbeats.contains_key(n));
+            st.heartbeats = heartbeats;
+        }
+        self.merge_all();
+        Ok(())
+    }
+
+    /// Applies one change from the feed. A change carries its value where the store can
+    /// (every change of a route's shares does); otherwise the key is read.
+    pub(crate) async fn apply(&self, change: Change) {
+        let (key, value) = match change {
+            Change::Resync => {
+                tracing::debug!(node = %self.cfg.node_id, "change feed lost events: full sync at the next pulse");
+                self.counters.resyncs.fetch_add(1, Relaxed);
+                self.lock().resync = true;
+                return;
+            }
+            Change::Set { key, value, .. } => (key, value),
+            Change::Deleted { key } | Change::Expired { key } => {
+                if let Some(route) = self.keys.parse_route(&key) {
+                    self.lock().remote.remove(route);
+                    let _ = self.engine.set_cluster(route, None, self.clock.now());
+                } else if let Some(node) = self.keys.parse_heartbeat(&key) {
+                    let mut st = self.lock();
+                    if let Some(hb) = st.heartbeats.remove(node) {
+                        st.departed.insert(node.to_owned(), hb);
+                    }
+                }
+                return;
+            }
+        };
+        if let Some(route) = self.keys.parse_route(&key) {
+            let shares = match value {
+                Some(v) => Shares::decode(&v),
+                None => {
+                    let read = self.store.shares(std::slice::from_ref(&key), self.keys.node_id());
+                    match tokio::time::timeout(self.cfg.store_timeout, read).await {
+                        Ok(Ok(mut got)) => match got.pop().flatten() {
+                            Some(shares) => Some(shares),
+                            None => return,
+                        },
+                        Ok(Err(e)) if !transient(&e) => None,
+                        Ok(Err(_)) | Err(_) => {
+                            self.counters.store_errors.fetch_add(1, Relaxed);
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(shares) = shares else {
+                self.counters.decode_errors.fetch_add(1, Relaxed);
+                return;
+            };
+            self.counters.pulled.fetch_add(1, Relaxed);
+            // A notice that leaves this node's leader as it was (another node's share moved
+            // below it, or this node's own; or there is still none but its own) changes
+            // nothing to merge.
+            let same_leader = {
+                let mut st = self.lock();
+                let st = &mut *st;
+                let old = match st.remote.get_mut(route) {
+                    Some(slot) => Some(std::mem::replace(slot, shares)),
+                    None => {
+                        st.remote.insert(route.to_owned(), shares);
+                        None
+                    }
+                };
+                let counts = self.counts(st, self.clock.wall_ms());
+                old.is_some_and(|old| match (old.best(&counts), st.remote[route].best(&counts)) {
+                    (Best::Found(a), Best::Found(b)) => a.member == b.member && a.value == b.value,
+                    (Best::None, Best::None) => true,
+                    _ => false,
+                })
+            };
+            if !same_leader {
+                self.merge_route(route);
+            }
+        } else if let Some(node) = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node)) {
+            let value = match value {
+                Some(v) => v,
+                None => match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+                    Ok(Ok(Some(e))) => e.value,
+                    Ok(Ok(None)) => return,
+                    Ok(Err(_)) | Err(_) => {
+                        self.counters.store_errors.fetch_add(1, Relaxed);
+                        return;
+                    }
+                },
+            };
+            self.counters.pulled.fetch_add(1, Relaxed);
+            match Heartbeat::decode(&value) {
+                Some(hb) => {
+                    let mut st = self.lock();
+                    st.departed.remove(node);
+                    st.heartbeats.insert(node.to_owned(), hb);
+                }
+                None => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}
