@@ -128,8 +128,8 @@ pub enum EngineError {
         #[source]
         source: DecodeError,
     },
-    /// A route id that is empty or longer than 1,024 bytes.
-    #[error("invalid route id ({len} bytes): must be 1 to 1024 bytes")]
+    /// A route id that is empty or longer than [`crate::limits::MAX_ROUTE_ID`] bytes.
+    #[error("invalid route id ({len} bytes): must be 1 to {max} bytes", max = crate::limits::MAX_ROUTE_ID)]
     InvalidRouteId {
         /// Its length.
         len: usize,
@@ -747,14 +747,8 @@ fn unknown(route: &str) -> EngineError {
     EngineError::UnknownRoute { route: route.to_owned() }
 }
 
-/// The longest route id, in bytes (a route id is 1 to this many bytes).
-pub const MAX_ROUTE_ID: usize = 1024;
-
 fn check_id(route: &str) -> Result<(), EngineError> {
-    if route.is_empty() || route.len() > MAX_ROUTE_ID {
-        return Err(EngineError::InvalidRouteId { len: route.len() });
-    }
-    Ok(())
+    crate::limits::check_route_id(route).map_err(|e| EngineError::InvalidRouteId { len: e.len })
 }
 
 /// A route resolved once, for callers that decide on the same route many times: decides
