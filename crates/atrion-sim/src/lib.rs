@@ -14,7 +14,8 @@
 //!   criterion. The same seed gives the same report, byte for byte.
 //! - [`stability`]: the reference's stability-map grid experiment (SPEC 9.3).
 //! - [`chart`]: SVG charts of a report and of a stability map.
-//! - [`trace`]: the trace format shared with `atrion replay`.
+//! - Trace-driven arrivals (`Traffic::Replay`) read traces with `atrion-trace`,
+//!   the reader `atrion replay` uses.
 //!
 //! ```
 //! use atrion_sim::{RunOptions, builtin, run_scenario};
@@ -38,7 +39,6 @@ mod report;
 mod scenario;
 mod sim;
 pub mod stability;
-pub mod trace;
 
 pub use controller::{Controller, ControllerKind, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
 pub use metrics::{Bin, Summary, summarize};

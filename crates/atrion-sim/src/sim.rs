@@ -804,9 +804,9 @@ fn trace_arrivals(scenario: &Scenario, file: &std::path::Path, speed: f64) -> Re
     let f = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
     let reader = std::io::BufReader::new(f);
     let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let format = csv.then_some(crate::trace::Format::Csv);
+    let format = csv.then_some(atrion_trace::Format::Csv);
     let mut rows =
-        crate::trace::TraceReader::new(reader, format, crate::trace::TimeUnit::Ms).map_err(|e| fail(e.to_string()))?;
+        atrion_trace::TraceReader::new(reader, format, atrion_trace::TimeUnit::Ms).map_err(|e| fail(e.to_string()))?;
     let mut times = Vec::new();
     for row in rows.by_ref() {
         let r = row.map_err(|e| fail(format!("line {}: {}", e.line, e.reason)))?;
