@@ -11,14 +11,10 @@
 //! answering a constant JSON body). Compare two runs' totals (`callgrind_annotate`); a run of
 //! 0 requests gives the set-up to subtract.
 
-use std::sync::Arc;
-
-use atrion::Atrion;
-use atrion_server::{ServerConfig, SidecarObserver};
-use axum::Router;
+use atrion_bench::workload::{batch_body, decide_body, floor_router, report_body, sidecar_atrion};
+use atrion_server::ServerConfig;
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::post;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -35,26 +31,19 @@ fn main() {
     let kind = args.next().unwrap_or_else(|| "pair".to_owned());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
     let app = match kind.as_str() {
-        "floor" => Router::new()
-            .route("/v1/decide", post(|| async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) })),
-        _ => atrion_server::router(atrion, &ServerConfig::default()),
+        "floor" => floor_router(),
+        _ => atrion_server::router(sidecar_atrion(), &ServerConfig::default()),
     };
-    let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, k % 16)).collect();
-    let batch = format!(r#"{{"decide":[{}]}}"#, items.join(","));
+    let batch = batch_body(0);
     let mut bytes = 0usize;
     rt.block_on(async {
         for i in 0..n {
-            let route = format!("GET /r{}", i % 16);
             let calls: Vec<(&str, String)> = match kind.as_str() {
-                "decide" | "floor" => vec![("/v1/decide", format!(r#"{{"route":"{route}"}}"#))],
-                "report" => vec![("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#))],
+                "decide" | "floor" => vec![("/v1/decide", decide_body(i))],
+                "report" => vec![("/v1/report", report_body(i))],
                 "batch" => vec![("/v1/batch", batch.clone())],
-                _ => vec![
-                    ("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
-                    ("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
-                ],
+                _ => vec![("/v1/decide", decide_body(i)), ("/v1/report", report_body(i))],
             };
             for (path, body) in calls {
                 let response = app.clone().oneshot(request(path, body)).await.expect("an answer");
