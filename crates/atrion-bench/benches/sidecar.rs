@@ -9,14 +9,12 @@
 //! `cargo run --release -p atrion-bench --bin load`.
 
 use std::hint::black_box;
-use std::sync::Arc;
 
-use atrion::Atrion;
-use atrion_server::{ServerConfig, SidecarObserver};
+use atrion_bench::workload::{batch_body, floor_router, sidecar_atrion};
+use atrion_server::ServerConfig;
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::post;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -27,10 +25,8 @@ fn request(path: &str, body: &str) -> Request<Body> {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().unwrap());
-    let app = atrion_server::router(atrion, &ServerConfig::default());
-    let floor = Router::new()
-        .route("/v1/decide", post(|| async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) }));
+    let app = atrion_server::router(sidecar_atrion(), &ServerConfig::default());
+    let floor = floor_router();
     let call = |app: &Router, path: &str, body: &str| {
         let (app, req) = (app.clone(), request(path, body));
         rt.block_on(async move {
@@ -38,8 +34,7 @@ fn bench(c: &mut Criterion) {
             black_box(r.into_body().collect().await.unwrap().to_bytes())
         })
     };
-    let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, k % 16)).collect();
-    let batch = format!(r#"{{"decide":[{}]}}"#, items.join(","));
+    let batch = batch_body(0);
 
     let mut g = c.benchmark_group("sidecar");
     g.throughput(Throughput::Elements(1));

@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 
-use atrion_sim::{RunOptions, Scenario, builtin, run_scenario};
+use atrion_sim::{ControllerKind, RunOptions, Scenario, builtin, run_scenario};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn scenario(name: &str) -> Scenario {
@@ -20,26 +20,30 @@ fn scenario(name: &str) -> Scenario {
 }
 
 /// Requests one run simulates with `controller`, counted once before measuring.
-fn requests(s: &Scenario, controller: &str) -> u64 {
-    let options = RunOptions { controllers: vec![controller.parse().unwrap()], ..RunOptions::default() };
+fn requests(s: &Scenario, controller: ControllerKind) -> u64 {
+    let options = RunOptions { controllers: vec![controller], ..RunOptions::default() };
     run_scenario(s, &options).unwrap().result(controller).unwrap().summary.requests
 }
 
-fn bench_scenario(c: &mut Criterion, group: &str, s: &Scenario, controllers: &[&str]) {
+fn bench_scenario(c: &mut Criterion, group: &str, s: &Scenario, controllers: &[ControllerKind]) {
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for &controller in controllers {
         g.throughput(Throughput::Elements(requests(s, controller)));
-        let options = RunOptions { controllers: vec![controller.parse().unwrap()], ..RunOptions::default() };
-        g.bench_function(controller, |b| b.iter(|| black_box(run_scenario(s, &options).unwrap())));
+        let options = RunOptions { controllers: vec![controller], ..RunOptions::default() };
+        g.bench_function(controller.name(), |b| b.iter(|| black_box(run_scenario(s, &options).unwrap())));
     }
     g.finish();
 }
 
 fn sim(c: &mut Criterion) {
-    let all = atrion_sim::NAMES;
-    bench_scenario(c, "sim/chaos", &scenario("chaos"), &all);
-    bench_scenario(c, "sim/chain", &scenario("microservice-chain"), &["none", "atrion-default"]);
+    bench_scenario(c, "sim/chaos", &scenario("chaos"), &ControllerKind::ALL);
+    bench_scenario(
+        c,
+        "sim/chain",
+        &scenario("microservice-chain"),
+        &[ControllerKind::None, ControllerKind::AtrionDefault],
+    );
     let mut hour = scenario("rate-10000");
     hour.duration_s = 3_600.0;
     hour.expects.clear();
@@ -50,7 +54,7 @@ fn sim(c: &mut Criterion) {
     if let Some(atrion_sim::Traffic::Constant { rps }) = &mut hour.routes[0].traffic {
         *rps = 1_000.0;
     }
-    bench_scenario(c, "sim/hour", &hour, &["atrion-default"]);
+    bench_scenario(c, "sim/hour", &hour, &[ControllerKind::AtrionDefault]);
 }
 
 criterion_group!(benches, sim);

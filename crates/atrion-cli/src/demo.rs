@@ -72,8 +72,8 @@ pub fn check(args: &DemoArgs) -> Result<()> {
     if args.duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration: expected a positive number of seconds");
     }
-    if args.routes.iter().any(String::is_empty) {
-        bail!("--routes: a route is 1 to 1,024 bytes");
+    if let Some(e) = args.routes.iter().find_map(|r| atrion::limits::check_route_id(r).err()) {
+        bail!("--routes: {e}");
     }
     Ok(())
 }

@@ -151,8 +151,8 @@ pub enum TimeUnitArg {
 
 impl TimeUnitArg {
     /// The trace reader's unit.
-    pub fn unit(self) -> atrion_sim::trace::TimeUnit {
-        use atrion_sim::trace::TimeUnit;
+    pub fn unit(self) -> atrion_trace::TimeUnit {
+        use atrion_trace::TimeUnit;
         match self {
             TimeUnitArg::S => TimeUnit::S,
             TimeUnitArg::Ms => TimeUnit::Ms,

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::{FeedArg, FormatArg, ReplayArgs};
-use atrion_sim::trace::{Format, Row, RowError, TraceReader};
+use atrion_trace::{Format, Row, RowError, TraceReader};
 
 /// The most routes `--max-routes` may ask for.
 const MAX_ROUTES: usize = 10_000_000;

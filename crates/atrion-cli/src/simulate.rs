@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use atrion_sim::stability::{self, StabilityConfig, StabilityMap};
-use atrion_sim::{Metric, RunOptions, Scenario, ScenarioReport, chart};
+use atrion_sim::{ControllerKind, Metric, RunOptions, Scenario, ScenarioReport, chart};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ModelArg;
@@ -25,7 +25,7 @@ pub struct SimulateArgs {
     pub list: bool,
     /// Only these controllers (comma-separated; those a criterion compares with still run).
     #[arg(long, value_delimiter = ',')]
-    pub controllers: Vec<atrion_sim::ControllerKind>,
+    pub controllers: Vec<ControllerKind>,
     /// Override each scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -102,7 +102,7 @@ fn apply_set(scenario: &mut Scenario, set: &str) -> Result<()> {
     let (path, value) = set.split_once('=').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
     let (controller, key) =
         path.split_once('.').with_context(|| format!("--set `{set}`: expected CONTROLLER.KEY=VALUE"))?;
-    let controller: atrion_sim::ControllerKind = controller.parse().with_context(|| format!("--set `{set}`"))?;
+    let controller: ControllerKind = controller.parse().with_context(|| format!("--set `{set}`"))?;
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -223,7 +223,7 @@ fn better(metric: Metric, a: f64, b: f64) -> bool {
 
 /// Where `atrion-default` is beaten by a peer by more than 5%.
 fn losses(r: &ScenarioReport) -> Vec<String> {
-    let Some(ours) = r.result("atrion-default") else { return Vec::new() };
+    let Some(ours) = r.result(ControllerKind::AtrionDefault) else { return Vec::new() };
     let metrics: &[Metric] = if r.is_telemetry() {
         &[Metric::Transitions]
     } else {
@@ -235,8 +235,8 @@ fn losses(r: &ScenarioReport) -> Vec<String> {
         let winners: Vec<String> = r
             .results
             .iter()
-            .filter(|p| !p.controller.starts_with("atrion"))
-            .filter(|p| !(m == Metric::Transitions && p.controller != "breaker"))
+            .filter(|p| !p.controller.is_atrion())
+            .filter(|p| !(m == Metric::Transitions && p.controller != ControllerKind::Breaker))
             .filter_map(|p| {
                 let theirs = p.summary.get(m).unwrap_or(f64::INFINITY);
                 (theirs.is_finite() && better(m, theirs, mine)).then(|| format!("{} ({})", p.controller, short(theirs)))

@@ -48,12 +48,8 @@ fn json_is_one_document_with_a_summary_per_controller() {
     assert_eq!(report["seed"], 3);
     let names: Vec<&str> =
         report["results"].as_array().unwrap().iter().map(|r| r["controller"].as_str().unwrap()).collect();
-    assert_eq!(names, atrion_sim_names());
+    assert_eq!(names, atrion_sim::ControllerKind::names(), "every controller, in table order");
     assert!(report["results"][0]["summary"]["goodput"].as_f64().unwrap() > 0.0);
-}
-
-fn atrion_sim_names() -> Vec<&'static str> {
-    vec!["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default", "atrion-aimd"]
 }
 
 #[test]

@@ -46,6 +46,7 @@
 mod config;
 mod decision;
 mod engine;
+pub mod limits;
 mod mode;
 mod observer;
 mod pattern;
@@ -61,9 +62,10 @@ pub use config::{
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
-    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, MAX_ROUTE_ID, OwnedRouteHandle,
-    RouteHandle, RoutePolicy, RouteStatus, UNTRACKED_ROUTE,
+    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, OwnedRouteHandle, RouteHandle,
+    RoutePolicy, RouteStatus, UNTRACKED_ROUTE,
 };
+pub use limits::MAX_ROUTE_ID;
 pub use mode::Mode;
 pub use observer::{
     CollectorObserver, CompositeObserver, Event, FilteredObserver, OwnedEvent, PhysicsObserver, SilentObserver,

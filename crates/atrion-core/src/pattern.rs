@@ -7,7 +7,8 @@
 //! the same route are ambiguous; [`RoutePattern::overlaps`] finds them, and the policy
 //! layer refuses them.
 
-use crate::engine::{EngineError, MAX_ROUTE_ID};
+use crate::engine::EngineError;
+use crate::limits::check_route_id;
 
 /// A parsed route pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,11 +19,9 @@ pub struct RoutePattern {
 }
 
 impl RoutePattern {
-    /// Parses `pattern`: 1 to [`MAX_ROUTE_ID`] bytes; a glob if it has `*` or `?`.
+    /// Parses `pattern`: 1 to [`MAX_ROUTE_ID`](crate::limits::MAX_ROUTE_ID) bytes; a glob if it has `*` or `?`.
     pub fn parse(pattern: &str) -> Result<Self, EngineError> {
-        if pattern.is_empty() || pattern.len() > MAX_ROUTE_ID {
-            return Err(EngineError::InvalidRouteId { len: pattern.len() });
-        }
+        check_route_id(pattern).map_err(|e| EngineError::InvalidRouteId { len: e.len })?;
         let glob = pattern.contains(['*', '?']);
         let literals = pattern.chars().filter(|c| !matches!(c, '*' | '?')).count();
         Ok(RoutePattern { text: pattern.into(), glob, literals })
@@ -130,8 +129,8 @@ fn tokens(p: &str) -> Vec<Tok> {
 }
 
 /// Whether two globs match a common string: a search over pairs of positions, each pair
-/// visited once (patterns are at most [`MAX_ROUTE_ID`] bytes; the policy layer bounds them
-/// further).
+/// visited once (patterns are at most [`crate::limits::MAX_ROUTE_ID`] bytes; the policy
+/// layer bounds them further, [`crate::limits::MAX_POLICY_PATTERN`]).
 fn globs_intersect(a: &[Tok], b: &[Tok]) -> bool {
     let w = b.len() + 1;
     let mut seen = vec![false; (a.len() + 1) * w];

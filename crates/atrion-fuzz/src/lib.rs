@@ -26,7 +26,7 @@ use atrion_sync::Contribution;
 
 /// The trace reader on arbitrary bytes, format detected and forced to CSV.
 pub fn trace(data: &[u8]) {
-    use atrion_sim::trace::{Format, TimeUnit, TraceReader};
+    use atrion_trace::{Format, TimeUnit, TraceReader};
     for format in [None, Some(Format::Csv)] {
         if let Ok(mut t) = TraceReader::new(data, format, TimeUnit::Ms) {
             for row in t.by_ref().flatten() {

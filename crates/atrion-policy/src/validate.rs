@@ -54,7 +54,7 @@ pub struct Limits {
     pub max_policies: usize,
     /// Bans in one layer.
     pub max_bans: usize,
-    /// The longest pattern, in bytes.
+    /// The longest pattern, in bytes (default [`atrion_core::limits::MAX_POLICY_PATTERN`]).
     pub max_pattern_len: usize,
     /// The longest client key, in bytes.
     pub max_client_len: usize,
@@ -69,7 +69,7 @@ impl Default for Limits {
         Limits {
             max_policies: 5_000,
             max_bans: 10_000,
-            max_pattern_len: 256,
+            max_pattern_len: atrion_core::limits::MAX_POLICY_PATTERN,
             max_client_len: 256,
             max_vip: 1_000,
             max_note_len: 1_024,

@@ -305,13 +305,7 @@ mod tests {
     }
 
     fn cluster(store: &Arc<dyn StateStore>, node: &str) -> Cluster {
-        Cluster::new(
-            store.clone(),
-            PolicyKeys::new("t", node),
-            validator(),
-            Retention::default(),
-            Retention::default(),
-        )
+        Cluster::new(store.clone(), PolicyKeys::new("t", node), validator(), Retention::default(), Retention::default())
     }
 
     fn policy(v: serde_json::Value) -> Policy {

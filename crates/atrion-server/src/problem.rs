@@ -19,8 +19,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-use atrion::MAX_ROUTE_ID;
-
 /// An RFC 9457 problem: what the client got wrong, where, and that nothing changed.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -196,11 +194,9 @@ pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Pr
     })
 }
 
+/// A route id of 1 to [`atrion::limits::MAX_ROUTE_ID`] bytes, or the problem naming `field`.
 pub(crate) fn check_route(field: &str, route: &str) -> Result<(), Problem> {
-    if route.is_empty() || route.len() > MAX_ROUTE_ID {
-        return Err(Problem::invalid(field, format!("a route is 1 to {MAX_ROUTE_ID} bytes, got {}", route.len())));
-    }
-    Ok(())
+    atrion::limits::check_route_id(route).map_err(|e| Problem::invalid(field, e.to_string()))
 }
 
 /// The query string as `T`, or a problem naming what is wrong with it.

@@ -4,6 +4,7 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::controller::ControllerKind;
 use crate::report::ScenarioReport;
 use crate::stability::StabilityMap;
 
@@ -16,19 +17,18 @@ fn err<E: std::fmt::Display>(e: E) -> ChartError {
     ChartError(e.to_string())
 }
 
-const COLORS: [RGBColor; 8] = [
-    RGBColor(120, 120, 120), // none
-    RGBColor(214, 39, 40),   // breaker
-    RGBColor(255, 127, 14),  // aimd
-    RGBColor(148, 103, 189), // gradient2
-    RGBColor(140, 86, 75),   // envoy
-    RGBColor(31, 119, 180),  // atrion-reference
-    RGBColor(44, 160, 44),   // atrion-default
-    RGBColor(23, 190, 207),  // atrion-aimd
-];
-
-fn color(name: &str) -> RGBColor {
-    crate::NAMES.iter().position(|n| *n == name).map_or(BLACK, |i| COLORS[i])
+/// Each controller's line color; in table order, also the palette of [`lines_svg`].
+const fn color(kind: ControllerKind) -> RGBColor {
+    match kind {
+        ControllerKind::None => RGBColor(120, 120, 120),
+        ControllerKind::Breaker => RGBColor(214, 39, 40),
+        ControllerKind::Aimd => RGBColor(255, 127, 14),
+        ControllerKind::Gradient2 => RGBColor(148, 103, 189),
+        ControllerKind::Envoy => RGBColor(140, 86, 75),
+        ControllerKind::AtrionReference => RGBColor(31, 119, 180),
+        ControllerKind::AtrionDefault => RGBColor(44, 160, 44),
+        ControllerKind::AtrionAimd => RGBColor(23, 190, 207),
+    }
 }
 
 /// A line of a panel: legend, color, points.
@@ -117,22 +117,22 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
         Some(t) => t.tick_ms / 1e3,
         None => s.bin_ms / 1e3,
     } * k as f64;
-    let merged: Vec<(String, Vec<crate::Bin>)> =
-        report.results.iter().map(|r| (r.controller.clone(), merge(&r.bins, k))).collect();
+    let merged: Vec<(ControllerKind, Vec<crate::Bin>)> =
+        report.results.iter().map(|r| (r.controller, merge(&r.bins, k))).collect();
     let x = |i: usize| (i as f64 + 1.0) * width;
-    let series = |keep: &dyn Fn(&str) -> bool, f: &dyn Fn(&crate::Bin) -> f64| -> Vec<Line> {
+    let series = |keep: &dyn Fn(ControllerKind) -> bool, f: &dyn Fn(&crate::Bin) -> f64| -> Vec<Line> {
         merged
             .iter()
-            .filter(|(name, _)| keep(name))
-            .map(|(name, bins)| {
+            .filter(|(kind, _)| keep(*kind))
+            .map(|(kind, bins)| {
                 let pts = bins.iter().enumerate().map(|(i, b)| (x(i), f(b))).collect();
-                (name.clone(), color(name), pts)
+                (kind.name().to_owned(), color(*kind), pts)
             })
             .collect()
     };
-    let all = |_: &str| true;
-    let atrion = |n: &str| n.starts_with("atrion");
-    let limiter = |n: &str| matches!(n, "aimd" | "gradient2" | "envoy");
+    let all = |_: ControllerKind| true;
+    let atrion = |k: ControllerKind| k.is_atrion();
+    let limiter = |k: ControllerKind| k.is_limiter();
     let mut panels = Vec::new();
     if !telemetry {
         let mut load = series(&all, &|b| f64::from(b.admitted) / width);
@@ -167,7 +167,7 @@ pub fn scenario_svg(report: &ScenarioReport) -> Result<String, ChartError> {
     if !limits.is_empty() {
         panels.push(Panel { title: &limit_title, y_label: "requests", lines: limits });
     }
-    let states: Vec<_> = series(&|n| n != "none" && !limiter(n), &|b| f64::from(b.state))
+    let states: Vec<_> = series(&|k| k != ControllerKind::None && !limiter(k), &|b| f64::from(b.state))
         .into_iter()
         .enumerate()
         .map(|(k, (n, c, p))| (n, c, p.into_iter().map(|(x, y)| (x, y + 0.04 * k as f64)).collect()))
@@ -228,7 +228,9 @@ pub fn lines_svg(title: &str, x_label: &str, panels: &[LinePanel]) -> Result<Str
                 .series
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.name.clone(), COLORS[(i + 1) % COLORS.len()], s.points.clone()))
+                .map(|(i, s)| {
+                    (s.name.clone(), color(ControllerKind::ALL[(i + 1) % ControllerKind::ALL.len()]), s.points.clone())
+                })
                 .collect(),
         })
         .collect();

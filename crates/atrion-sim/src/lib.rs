@@ -14,16 +14,17 @@
 //!   criterion. The same seed gives the same report, byte for byte.
 //! - [`stability`]: the reference's stability-map grid experiment (SPEC 9.3).
 //! - [`chart`]: SVG charts of a report and of a stability map.
-//! - [`trace`]: the trace format shared with `atrion replay`.
+//! - Trace-driven arrivals (`Traffic::Replay`) read traces with `atrion-trace`,
+//!   the reader `atrion replay` uses.
 //!
 //! ```
-//! use atrion_sim::{RunOptions, builtin, run_scenario};
+//! use atrion_sim::{ControllerKind, RunOptions, builtin, run_scenario};
 //!
 //! let scenario = builtin("flapping").unwrap()?;
 //! let report = run_scenario(&scenario, &RunOptions::default())?;
-//! let transitions = |name: &str| report.result(name).unwrap().summary.transitions;
-//! assert_eq!(transitions("breaker"), 49);
-//! assert_eq!(transitions("atrion-reference"), 1);
+//! let transitions = |kind| report.result(kind).unwrap().summary.transitions;
+//! assert_eq!(transitions(ControllerKind::Breaker), 49);
+//! assert_eq!(transitions(ControllerKind::AtrionReference), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -38,9 +39,8 @@ mod report;
 mod scenario;
 mod sim;
 pub mod stability;
-pub mod trace;
 
-pub use controller::{Controller, ControllerKind, Gauge, NAMES, RouteInfo, Sample, SettingsError, State};
+pub use controller::{Controller, ControllerKind, Gauge, RouteInfo, Sample, SettingsError, State};
 pub use metrics::{Bin, Summary, summarize};
 pub use report::{
     Check, ControllerResult, ScenarioReport, markdown_route_times, markdown_routes, markdown_table, text_table,
@@ -155,11 +155,11 @@ pub fn run_scenario(scenario: &Scenario, options: &RunOptions) -> Result<Scenari
     run_scenario_with(scenario, options, |_| {})
 }
 
-/// [`run_scenario`], calling `progress` with each controller's name once it has run.
+/// [`run_scenario`], calling `progress` with each controller once it has run.
 pub fn run_scenario_with(
     scenario: &Scenario,
     options: &RunOptions,
-    mut progress: impl FnMut(&str),
+    mut progress: impl FnMut(ControllerKind),
 ) -> Result<ScenarioReport, SimError> {
     let scenario = if options.quick { scenario.quick() } else { scenario.clone() };
     let seed = options.seed.unwrap_or(scenario.seed);
@@ -186,7 +186,6 @@ pub fn run_scenario_with(
             }
             _ => scenario.settings.get(&kind),
         };
-        let name = kind.name();
         let mut c = controller::build(kind, &routes, settings)
             .map_err(|source| SimError::Settings { scenario: scenario.name.clone(), source: Box::new(source) })?;
         let trace = if scenario.telemetry.is_some() {
@@ -198,8 +197,8 @@ pub fn run_scenario_with(
             sim::run(&scenario, c.as_mut(), seed)?
         };
         let summary = summarize(&scenario, &trace);
-        results.push(ControllerResult { controller: name.to_owned(), summary, bins: trace.bins });
-        progress(name);
+        results.push(ControllerResult { controller: kind, summary, bins: trace.bins });
+        progress(kind);
     }
     let checks = report::judge(&scenario, &results);
     Ok(ScenarioReport { scenario, seed, results, checks })

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::controller::ControllerKind;
 use crate::metrics::{Bin, Summary};
 use crate::scenario::{Expect, Metric, Scenario};
 
@@ -9,7 +10,7 @@ use crate::scenario::{Expect, Metric, Scenario};
 #[derive(Debug, Clone, Serialize)]
 pub struct ControllerResult {
     /// The controller.
-    pub controller: String,
+    pub controller: ControllerKind,
     /// Its metrics.
     pub summary: Summary,
     /// Its series, one bin per `bin_ms` (or per tick).
@@ -46,9 +47,9 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
-    /// The result of controller `name`.
-    pub fn result(&self, name: &str) -> Option<&ControllerResult> {
-        self.results.iter().find(|r| r.controller == name)
+    /// The result of controller `kind`.
+    pub fn result(&self, kind: ControllerKind) -> Option<&ControllerResult> {
+        self.results.iter().find(|r| r.controller == kind)
     }
 
     /// True when every criterion holds.
@@ -67,13 +68,13 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
         .expects
         .iter()
         .map(|e| {
-            let value = |name: &str, m: Metric| -> Option<Option<f64>> {
-                results.iter().find(|r| r.controller == name).map(|r| match &e.route {
+            let value = |kind: ControllerKind, m: Metric| -> Option<Option<f64>> {
+                results.iter().find(|r| r.controller == kind).map(|r| match &e.route {
                     Some(route) => r.summary.route_get(route, m),
                     None => r.summary.get(m),
                 })
             };
-            let Some(v) = value(e.controller.name(), e.metric) else {
+            let Some(v) = value(e.controller, e.metric) else {
                 return Check {
                     expect: e.clone(),
                     value: None,
@@ -101,7 +102,7 @@ pub(crate) fn judge(scenario: &Scenario, results: &[ControllerResult]) -> Vec<Ch
             }
             for (other, at_most) in [(&e.at_most, true), (&e.at_least, false)] {
                 let Some(other) = other else { continue };
-                let y = value(other.name(), e.metric).map(|o| o.unwrap_or(f64::INFINITY) * e.factor);
+                let y = value(*other, e.metric).map(|o| o.unwrap_or(f64::INFINITY) * e.factor);
                 match y {
                     None => {
                         passed = false;
@@ -158,7 +159,12 @@ fn rows(report: &ScenarioReport) -> (Vec<&'static str>, Vec<Vec<String>>) {
             .map(|r| {
                 let open = r.bins.iter().filter(|b| b.state == 2).count();
                 let last = r.bins.last().map_or(0.0, |b| b.level);
-                vec![r.controller.clone(), r.summary.transitions.to_string(), open.to_string(), format!("{last:.1}")]
+                vec![
+                    r.controller.to_string(),
+                    r.summary.transitions.to_string(),
+                    open.to_string(),
+                    format!("{last:.1}"),
+                ]
             })
             .collect();
         return (header, rows);
@@ -181,7 +187,7 @@ fn rows(report: &ScenarioReport) -> (Vec<&'static str>, Vec<Vec<String>>) {
         .map(|r| {
             let s = &r.summary;
             vec![
-                r.controller.clone(),
+                r.controller.to_string(),
                 fmt(Some(s.goodput)),
                 fmt(Some(s.p50_ms)),
                 fmt(Some(s.p99_ms)),

@@ -69,8 +69,8 @@ scenario_tests! {
 #[test]
 fn the_reference_flapping_figures_are_reproduced_exactly() {
     let r = quick("flapping");
-    let t = |c: &str| r.result(c).unwrap().summary.transitions;
-    assert_eq!((t("breaker"), t("atrion-reference")), (49, 1));
+    let t = |c| r.result(c).unwrap().summary.transitions;
+    assert_eq!((t(ControllerKind::Breaker), t(ControllerKind::AtrionReference)), (49, 1));
 }
 
 #[test]
@@ -97,14 +97,14 @@ fn controllers_see_identical_offered_traffic() {
 fn the_default_model_trips_in_the_same_wall_time_at_10_100_and_10000_rps() {
     let detect = |name: &str| {
         let r = quick(name);
-        r.result("atrion-default").unwrap().summary.get(Metric::DetectS).expect("detects")
+        r.result(ControllerKind::AtrionDefault).unwrap().summary.get(Metric::DetectS).expect("detects")
     };
     let times = [detect("rate-10"), detect("rate-100"), detect("rate-10000")];
     let (lo, hi) = times.iter().fold((f64::MAX, 0.0f64), |(l, h), &t| (l.min(t), h.max(t)));
     assert!(hi <= 1.25 * lo, "detect times {times:?} differ by more than 25%");
     // The reference's per-update scar is what SPEC 9.2 calls rate dependence: it trips far
     // sooner at 10,000 requests/s than at 10.
-    let reference = |name: &str| quick(name).result("atrion-reference").unwrap().summary.detect_s.unwrap();
+    let reference = |name: &str| quick(name).result(ControllerKind::AtrionReference).unwrap().summary.detect_s.unwrap();
     assert!(reference("rate-10000") < 0.5 * reference("rate-10"));
 }
 
@@ -171,7 +171,7 @@ traffic = { pattern = "replay", file = "t.jsonl" }
     let s = atrion_sim::Scenario::from_file(&dir.path().join("s.toml")).unwrap();
     let r = run_scenario(&s, &RunOptions { controllers: vec![ControllerKind::None], ..RunOptions::default() }).unwrap();
     // 100 requests per second for 5 seconds.
-    let offered = r.result("none").unwrap().summary.offered;
+    let offered = r.result(ControllerKind::None).unwrap().summary.offered;
     assert_eq!(offered, 500);
 }
 
@@ -181,7 +181,7 @@ fn charts_are_svg_documents_with_a_line_per_controller() {
     let svg = atrion_sim::chart::scenario_svg(&r).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     for c in &r.results {
-        assert!(svg.contains(&c.controller), "legend names {}", c.controller);
+        assert!(svg.contains(c.controller.name()), "legend names {}", c.controller);
     }
 }
 
@@ -213,7 +213,7 @@ traffic = { pattern = "constant", rps = 100 }
 "#;
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).unwrap();
     let r = run_scenario(&s, &RunOptions { controllers: vec![ControllerKind::None], ..RunOptions::default() }).unwrap();
-    let summary = &r.result("none").unwrap().summary;
+    let summary = &r.result(ControllerKind::None).unwrap().summary;
     // 100 requests/s for 20 s, less the first gap; `a` fails most of its requests.
     assert!((summary.goodput * 20.0 - 1_999.0).abs() < 1.0, "b's goodput {}", summary.goodput);
     assert!(summary.error_rate > 0.3, "a times out in its queue: {}", summary.error_rate);
@@ -222,14 +222,14 @@ traffic = { pattern = "constant", rps = 100 }
 #[test]
 fn softmax_balancing_moves_traffic_off_a_flaky_replica() {
     let r = quick("replica-remodeling");
-    let share = |controller: &str| {
+    let share = |controller: ControllerKind| {
         let routes = &r.result(controller).unwrap().summary.routes;
         let total: u64 = routes.iter().map(|x| x.admitted).sum();
         let b = routes.iter().find(|x| x.route == "replica-b").unwrap();
         (b.admitted as f64 / total as f64, b.failed)
     };
-    let (random, random_failed) = share("none");
-    let (atrion, atrion_failed) = share("atrion-default");
+    let (random, random_failed) = share(ControllerKind::None);
+    let (atrion, atrion_failed) = share(ControllerKind::AtrionDefault);
     assert!((random - 1.0 / 3.0).abs() < 0.02, "random balancing: {random}");
     // Flaky for 45 of the 75 s: a third of the traffic for the other 30 s is 13%.
     assert!(atrion < 0.2, "Atrion's share for the flaky replica: {atrion}");
@@ -242,17 +242,16 @@ fn per_route_counts_show_isolation() {
     let table = atrion_sim::markdown_routes(&r).expect("two routes");
     assert!(table.contains("| payments | fraud-check |"), "{table}");
     // Atrion never sheds payments while fraud-check hangs.
-    let routes = &r.result("atrion-default").unwrap().summary.routes;
+    let routes = &r.result(ControllerKind::AtrionDefault).unwrap().summary.routes;
     assert_eq!(routes[0].route, "payments");
     assert_eq!(routes[0].offered, routes[0].admitted);
     assert_eq!(routes[0].failed, 0);
     assert!(atrion_sim::markdown_routes(&quick("chaos")).is_none());
 }
 
-fn run_text(text: &str, controllers: &[&str]) -> ScenarioReport {
+fn run_text(text: &str, controllers: &[ControllerKind]) -> ScenarioReport {
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).expect("valid");
-    let options =
-        RunOptions { controllers: controllers.iter().map(|c| c.parse().unwrap()).collect(), ..RunOptions::default() };
+    let options = RunOptions { controllers: controllers.to_vec(), ..RunOptions::default() };
     run_scenario(&s, &options).expect("runs")
 }
 
@@ -269,7 +268,10 @@ fn retries_follow_their_policy_and_budget() {
              [[fault]]\nstart_s = 0\nend_s = 20\nkind = \"errors\"\nrate = 1.0\n"
         )
     };
-    let offered = |budget: f64| run_text(&scenario(budget), &["none"]).result("none").unwrap().summary.offered as f64;
+    let offered = |budget: f64| {
+        run_text(&scenario(budget), &[ControllerKind::None]).result(ControllerKind::None).unwrap().summary.offered
+            as f64
+    };
     let (free, budgeted) = (offered(10.0), offered(0.5));
     assert!(free > 3.8 * 2_000.0, "first attempts and three retries each: {free}");
     assert!(budgeted < 1.55 * 2_000.0 && budgeted > 1.4 * 2_000.0, "the budget caps retries at half: {budgeted}");
@@ -287,7 +289,9 @@ fn slow_errors_hold_their_workers() {
              [[fault]]\nstart_s = 0\nend_s = 10\nkind = \"errors\"\nrate = 0.5\n{latency}"
         )
     };
-    let error_rate = |latency: &str| run_text(&scenario(latency), &["none"]).result("none").unwrap().summary.error_rate;
+    let error_rate = |latency: &str| {
+        run_text(&scenario(latency), &[ControllerKind::None]).result(ControllerKind::None).unwrap().summary.error_rate
+    };
     let (fast, slow) = (error_rate(""), error_rate("latency_ms = 400\n"));
     assert!((fast - 0.5).abs() < 0.05, "{fast}");
     assert!(slow > 0.8, "refusals on top of the errors: {slow}");
@@ -304,7 +308,7 @@ fn per_route_criteria_and_atrion_tables_apply_to_their_route() {
         traffic = { pattern = \"poisson\", rps = 50 }\natrion = { normal = { slo_ms = 200.0 } }\n\
         [[expect]]\ncontroller = \"atrion-default\"\nmetric = \"shed\"\nroute = \"free\"\nmax = 0.0\n\
         [[expect]]\ncontroller = \"atrion-default\"\nmetric = \"shed\"\nroute = \"strict\"\nmin = 0.05\n";
-    let report = run_text(text, &["atrion-default"]);
+    let report = run_text(text, &[ControllerKind::AtrionDefault]);
     assert!(report.passed(), "{:#?}", report.checks);
     let bad = text.replace("route = \"free\"", "route = \"nope\"");
     assert!(atrion_sim::Scenario::from_toml(&bad, std::path::Path::new(".")).is_err(), "an unknown route is refused");
@@ -318,12 +322,12 @@ fn bimodal_service_times_have_the_mixture_mean() {
         traffic = { pattern = \"poisson\", rps = 500 }\n";
     let s = atrion_sim::Scenario::from_toml(text, std::path::Path::new(".")).unwrap();
     assert!((s.routes[0].service.mean_ms() - 118.0).abs() < 1e-9);
-    let r = run_text(text, &["none"]);
-    let bins = &r.result("none").unwrap().bins;
+    let r = run_text(text, &[ControllerKind::None]);
+    let bins = &r.result(ControllerKind::None).unwrap().bins;
     let (sum, n) = bins.iter().fold((0.0, 0u64), |(s, n), b| (s + b.latency_sum, n + u64::from(b.ok + b.failed)));
     let mean = sum / n as f64;
     assert!((mean - 118.0).abs() < 8.0, "{mean}");
-    let p50 = r.result("none").unwrap().summary.p50_ms;
+    let p50 = r.result(ControllerKind::None).unwrap().summary.p50_ms;
     assert!(p50 < 30.0, "the median is in the fast mode: {p50}");
 }
 

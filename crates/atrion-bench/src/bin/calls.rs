@@ -13,14 +13,10 @@
 //! behind plain `axum::serve`: the client's share is the same in both. Compare two runs'
 //! totals (`callgrind_annotate`); a run of 0 requests gives the set-up to subtract.
 
-use std::sync::Arc;
-
-use atrion::Atrion;
-use atrion_server::{ServerConfig, SidecarObserver};
-use axum::Router;
+use atrion_bench::workload::{batch_body, decide_body, floor_router, report_body, sidecar_atrion};
+use atrion_server::ServerConfig;
 use axum::body::Body;
 use axum::http::Request;
-use axum::routing::post;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -37,30 +33,23 @@ fn main() {
     let kind = args.next().unwrap_or_else(|| "pair".to_owned());
     let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
-    let app = match kind.as_str() {
-        "floor" => Router::new()
-            .route("/v1/decide", post(|| async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) })),
-        _ => atrion_server::router(atrion.clone(), &ServerConfig::default()),
-    };
-    let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, k % 16)).collect();
-    let batch = format!(r#"{{"decide":[{}]}}"#, items.join(","));
     if kind.starts_with("tcp") {
-        rt.block_on(tcp(&kind, atrion, n));
+        rt.block_on(tcp(&kind, n));
         return;
     }
+    let app = match kind.as_str() {
+        "floor" => floor_router(),
+        _ => atrion_server::router(sidecar_atrion(), &ServerConfig::default()),
+    };
+    let batch = batch_body(0);
     let mut bytes = 0usize;
     rt.block_on(async {
         for i in 0..n {
-            let route = format!("GET /r{}", i % 16);
             let calls: Vec<(&str, String)> = match kind.as_str() {
-                "decide" | "floor" => vec![("/v1/decide", format!(r#"{{"route":"{route}"}}"#))],
-                "report" => vec![("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#))],
+                "decide" | "floor" => vec![("/v1/decide", decide_body(i))],
+                "report" => vec![("/v1/report", report_body(i))],
                 "batch" => vec![("/v1/batch", batch.clone())],
-                _ => vec![
-                    ("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
-                    ("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
-                ],
+                _ => vec![("/v1/decide", decide_body(i)), ("/v1/report", report_body(i))],
             };
             for (path, body) in calls {
                 let response = app.clone().oneshot(request(path, body)).await.expect("an answer");
@@ -74,12 +63,13 @@ fn main() {
 
 /// `n` pairs over one keep-alive connection to the router behind the front door
 /// (`tcp-front`) or plain axum (`tcp-axum`).
-async fn tcp(kind: &str, atrion: Arc<atrion_server::SidecarAtrion>, n: u64) {
+async fn tcp(kind: &str, n: u64) {
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::TokioExecutor;
 
+    let atrion = sidecar_atrion();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("an address");
     if kind == "tcp-front" {
@@ -94,11 +84,7 @@ async fn tcp(kind: &str, atrion: Arc<atrion_server::SidecarAtrion>, n: u64) {
     connector.set_nodelay(true);
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     for i in 0..n {
-        let route = format!("GET /r{}", i % 16);
-        for (path, body) in [
-            ("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
-            ("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
-        ] {
+        for (path, body) in [("/v1/decide", decide_body(i)), ("/v1/report", report_body(i))] {
             let req = hyper::Request::post(format!("http://{addr}{path}"))
                 .header("content-type", "application/json")
                 .body(Full::new(bytes::Bytes::from(body)))

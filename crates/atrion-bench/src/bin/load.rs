@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use atrion::Atrion;
-use atrion_server::{ProxyConfig, ServerConfig, SidecarObserver};
+use atrion_bench::workload::{batch_body, decide_body, floor_router, report_body, sidecar_atrion};
+use atrion_server::{ProxyConfig, ServerConfig};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::routing::{get, post};
+use axum::routing::get;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -194,18 +194,14 @@ async fn listen(app: Router) -> SocketAddr {
 }
 
 fn pair(i: u64) -> Vec<Call> {
-    let route = format!("GET /r{}", i % 16);
-    vec![
-        Call::post("/v1/decide", format!(r#"{{"route":"{route}"}}"#)),
-        Call::post("/v1/report", format!(r#"{{"route":"{route}","latency_ms":5,"ok":true}}"#)),
-    ]
+    vec![Call::post("/v1/decide", decide_body(i)), Call::post("/v1/report", report_body(i))]
 }
 
 /// The servers under test: (sidecar, floor, upstream, Atrion's proxy, plain proxy).
 type Addrs = (SocketAddr, SocketAddr, SocketAddr, SocketAddr, SocketAddr);
 
 async fn servers() -> Addrs {
-    let atrion = Arc::new(Atrion::builder().observer(SidecarObserver::new()).build().expect("an engine"));
+    let atrion = sidecar_atrion();
     // The sidecar behind its real front door (`atrion_server::serve`: the connection limits,
     // the Host and content-type guard), as `atrion serve` runs it; the floor on plain axum.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
@@ -214,8 +210,7 @@ async fn servers() -> Addrs {
     tokio::spawn(async move {
         atrion_server::serve(listener, served, &ServerConfig::default(), std::future::pending()).await
     });
-    let constant = || async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) };
-    let floor = listen(Router::new().route("/v1/decide", post(constant)).route("/v1/report", post(constant))).await;
+    let floor = listen(floor_router()).await;
     let upstream = listen(Router::new().route("/users/{id}", get(|| async { Body::from("user") }))).await;
     let config = ProxyConfig::new(&format!("http://{upstream}"), &["/users/{id}".to_owned()]).expect("a proxy config");
     let guarded = listen(atrion_server::proxy_router(atrion, &config)).await;
@@ -269,10 +264,7 @@ fn main() {
         let max = closed(&client, sidecar, connections, secs, pair).await;
         let half = open(&client, sidecar, connections, secs, max.per_sec / 2.0, pair).await;
         let floor_half = open(&client, floor, connections, secs, max.per_sec / 2.0, pair).await;
-        let batch = |i: u64| {
-            let items: Vec<String> = (0..100).map(|k| format!(r#"{{"route":"GET /b{}"}}"#, (i + k) % 16)).collect();
-            vec![Call::post("/v1/batch", format!(r#"{{"decide":[{}]}}"#, items.join(",")))]
-        };
+        let batch = |i: u64| vec![Call::post("/v1/batch", batch_body(i))];
         let batched = closed(&client, sidecar, connections, secs, batch).await;
         let users = |i: u64| vec![Call::get(&format!("/users/{}", i % 1000))];
         let rate = 2_000.0;
@@ -301,7 +293,10 @@ fn main() {
             floor_half.us(0.99),
             floor_half.us(0.999)
         );
-        println!("| /v1/batch, 100 decisions a batch: decisions/s | {:.0} |", batched.per_sec * 100.0);
+        println!(
+            "| /v1/batch, 100 decisions a batch: decisions/s | {:.0} |",
+            batched.per_sec * atrion_bench::workload::BATCH as f64
+        );
         for (name, run) in [
             ("direct to the upstream", &direct),
             ("through the plain proxy", &via_plain),

@@ -163,9 +163,9 @@ pub(crate) async fn routes(
         Some(n) => return Err(bad_query("limit", format!("{n}: expected 1 to {MAX_ROUTES_PAGE}"))),
     };
     if let Some(after) = &q.after
-        && (after.is_empty() || after.len() > atrion::MAX_ROUTE_ID)
+        && let Err(e) = atrion::limits::check_route_id(after)
     {
-        return Err(bad_query("after", format!("a route is 1 to {} bytes, got {}", atrion::MAX_ROUTE_ID, after.len())));
+        return Err(bad_query("after", e.to_string()));
     }
     // One more than the page says whether there is a next one.
     let mut ids = s.atrion.engine().route_ids_after(q.after.as_deref(), limit + 1);

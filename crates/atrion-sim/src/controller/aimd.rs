@@ -64,8 +64,8 @@ impl Aimd {
 }
 
 impl Controller for Aimd {
-    fn name(&self) -> &'static str {
-        "aimd"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::Aimd
     }
     fn admit(&mut self, route: usize, _: u64, inflight: u32) -> bool {
         inflight < self.limits[route]

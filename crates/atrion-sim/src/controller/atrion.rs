@@ -11,8 +11,8 @@ pub struct Paired {
 }
 
 impl Controller for Paired {
-    fn name(&self) -> &'static str {
-        "atrion-aimd"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::AtrionAimd
     }
     fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
         self.limit.admit(route, now, inflight) && self.atrion.admit(route, now, inflight)
@@ -34,7 +34,7 @@ impl Controller for Paired {
 
 /// Atrion: the engine itself, one route per scenario route, time passed in.
 pub struct Atrion {
-    name: &'static str,
+    kind: ControllerKind,
     engine: Engine,
     routes: Vec<String>,
     priorities: Vec<Priority>,
@@ -44,7 +44,7 @@ pub struct Atrion {
 
 impl std::fmt::Debug for Atrion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Atrion").field("name", &self.name).field("routes", &self.routes).finish_non_exhaustive()
+        f.debug_struct("Atrion").field("kind", &self.kind).field("routes", &self.routes).finish_non_exhaustive()
     }
 }
 
@@ -79,13 +79,14 @@ fn merge(into: &mut toml::Table, from: &toml::Table) {
 }
 
 impl Atrion {
-    /// An engine of `model` with the routes registered.
+    /// An engine of `model` with the routes registered, as controller `kind`.
     pub fn new(
-        name: &'static str,
+        kind: ControllerKind,
         model: Model,
         routes: &[RouteInfo],
         settings: Option<&toml::Table>,
     ) -> Result<Self, SettingsError> {
+        let name = kind.name();
         let cfg = physics_config(name, model, settings)?;
         let engine =
             Engine::new(cfg).map_err(|source| SettingsError::Physics { controller: name.to_owned(), source })?;
@@ -100,7 +101,7 @@ impl Atrion {
             })?;
         }
         Ok(Atrion {
-            name,
+            kind,
             engine,
             routes: routes.iter().map(|r| r.name.clone()).collect(),
             priorities: routes
@@ -127,8 +128,8 @@ impl Atrion {
 }
 
 impl Controller for Atrion {
-    fn name(&self) -> &'static str {
-        self.name
+    fn kind(&self) -> ControllerKind {
+        self.kind
     }
     fn admit(&mut self, route: usize, now: u64, _: u32) -> bool {
         let d = self.engine.decide(&self.routes[route], Timestamp::from_nanos(now), self.priorities[route]);

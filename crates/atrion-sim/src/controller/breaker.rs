@@ -104,8 +104,8 @@ impl Breaker {
 }
 
 impl Controller for Breaker {
-    fn name(&self) -> &'static str {
-        "breaker"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::Breaker
     }
 
     fn admit(&mut self, route: usize, now: u64, _: u32) -> bool {

@@ -117,8 +117,8 @@ impl Envoy {
 }
 
 impl Controller for Envoy {
-    fn name(&self) -> &'static str {
-        "envoy"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::Envoy
     }
     fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
         let r = &mut self.routes[route];

@@ -111,8 +111,8 @@ impl Gradient2 {
 }
 
 impl Controller for Gradient2 {
-    fn name(&self) -> &'static str {
-        "gradient2"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::Gradient2
     }
     fn admit(&mut self, route: usize, _: u64, inflight: u32) -> bool {
         f64::from(inflight) < self.routes[route].limit.floor()

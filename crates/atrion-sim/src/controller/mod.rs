@@ -34,7 +34,10 @@ pub use gradient2::{Gradient2, Gradient2Settings};
 
 /// A controller of the wind tunnel, by the name scenarios, settings tables and the command
 /// line use (`none`, `breaker`, `aimd`, `gradient2`, `envoy`, `atrion-reference`,
-/// `atrion-default`, `atrion-aimd`). Parsing one is the only check a name needs.
+/// `atrion-default`, `atrion-aimd`). Parsing one is the only check a name needs; past the
+/// edges (TOML, flags, JSON), a controller is this enum, never its name. [`Self::ALL`] is
+/// the one list of them, and [`Self::name`] the one place a name is written (serde's
+/// kebab-case names are the same, as a test checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ControllerKind {
@@ -70,8 +73,33 @@ impl ControllerKind {
     ];
 
     /// Its name.
-    pub fn name(self) -> &'static str {
-        NAMES[self as usize]
+    pub const fn name(self) -> &'static str {
+        match self {
+            ControllerKind::None => "none",
+            ControllerKind::Breaker => "breaker",
+            ControllerKind::Aimd => "aimd",
+            ControllerKind::Gradient2 => "gradient2",
+            ControllerKind::Envoy => "envoy",
+            ControllerKind::AtrionReference => "atrion-reference",
+            ControllerKind::AtrionDefault => "atrion-default",
+            ControllerKind::AtrionAimd => "atrion-aimd",
+        }
+    }
+
+    /// One of Atrion's (`atrion-*`): it has a resistance, and the physics behind it.
+    pub const fn is_atrion(self) -> bool {
+        matches!(self, ControllerKind::AtrionReference | ControllerKind::AtrionDefault | ControllerKind::AtrionAimd)
+    }
+
+    /// A concurrency limiter (`aimd`, `gradient2`, `envoy`): it has a limit, and no
+    /// open state of its own.
+    pub const fn is_limiter(self) -> bool {
+        matches!(self, ControllerKind::Aimd | ControllerKind::Gradient2 | ControllerKind::Envoy)
+    }
+
+    /// The names of all controllers, in table order.
+    pub fn names() -> [&'static str; 8] {
+        ControllerKind::ALL.map(ControllerKind::name)
     }
 }
 
@@ -101,16 +129,12 @@ impl std::str::FromStr for ControllerKind {
     }
 }
 
-/// The names of all controllers, in table order ([`ControllerKind::name`]).
-pub const NAMES: [&str; 8] =
-    ["none", "breaker", "aimd", "gradient2", "envoy", "atrion-reference", "atrion-default", "atrion-aimd"];
-
 /// Settings that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SettingsError {
     /// No controller has this name.
-    #[error("unknown controller `{0}` (known: {NAMES:?})")]
+    #[error("unknown controller `{0}` (known: {known:?})", known = ControllerKind::names())]
     Unknown(String),
     /// The settings table has unknown keys or mistyped values.
     #[error("settings of `{controller}`: {source}")]
@@ -187,8 +211,8 @@ pub struct Gauge {
 
 /// One admission controller over all routes of a scenario (routes are indexed).
 pub trait Controller {
-    /// The controller's name (one of [`NAMES`]).
-    fn name(&self) -> &'static str;
+    /// Which controller it is.
+    fn kind(&self) -> ControllerKind;
     /// Whether a request on `route` may go ahead at `now` (ns) with `inflight` requests
     /// already in flight there.
     fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool;
@@ -252,10 +276,8 @@ pub fn build(
             Box::new(Gradient2::new(check(name, parse::<Gradient2Settings>(name, settings)?)?, n))
         }
         ControllerKind::Envoy => Box::new(Envoy::new(check(name, parse::<EnvoySettings>(name, settings)?)?, n)),
-        ControllerKind::AtrionReference => {
-            Box::new(Atrion::new("atrion-reference", Model::Reference, routes, settings)?)
-        }
-        ControllerKind::AtrionDefault => Box::new(Atrion::new("atrion-default", Model::Default, routes, settings)?),
+        ControllerKind::AtrionReference => Box::new(Atrion::new(kind, Model::Reference, routes, settings)?),
+        ControllerKind::AtrionDefault => Box::new(Atrion::new(kind, Model::Default, routes, settings)?),
         ControllerKind::AtrionAimd => {
             // `[settings.atrion-aimd]`: an `aimd` table for the limit, the rest for the physics.
             let mut physics = settings.cloned().unwrap_or_default();
@@ -269,7 +291,7 @@ pub fn build(
                     });
                 }
             };
-            let atrion = Atrion::new("atrion-aimd", Model::Default, routes, Some(&physics))?;
+            let atrion = Atrion::new(kind, Model::Default, routes, Some(&physics))?;
             Box::new(Paired { atrion, limit: Aimd::new(check(name, aimd)?, n) })
         }
     })
@@ -330,8 +352,8 @@ struct NoSettings {}
 pub struct Unprotected;
 
 impl Controller for Unprotected {
-    fn name(&self) -> &'static str {
-        "none"
+    fn kind(&self) -> ControllerKind {
+        ControllerKind::None
     }
     fn admit(&mut self, _: usize, _: u64, _: u32) -> bool {
         true
@@ -375,6 +397,7 @@ pub(crate) mod tests {
         assert_eq!("atrion-aimd".parse::<ControllerKind>().unwrap(), ControllerKind::AtrionAimd);
         for k in ControllerKind::ALL {
             assert_eq!(k.name().parse::<ControllerKind>().unwrap(), k);
+            assert_eq!(build(k, &routes, None).unwrap().kind(), k);
             let t: toml::Table = toml::from_str(&format!("k = \"{k}\"")).unwrap();
             assert_eq!(t["k"].clone().try_into::<ControllerKind>().unwrap(), k, "serde uses the same names");
         }
@@ -391,7 +414,7 @@ pub(crate) mod tests {
             let t: toml::Table = toml::from_str(text).unwrap();
             match build(controller, &routes, Some(&t)) {
                 Err(SettingsError::Invalid { reason, .. }) => assert!(reason.contains(says), "{controller}: {reason}"),
-                other => panic!("{controller} {text}: {:?}", other.map(|c| c.name())),
+                other => panic!("{controller} {text}: {:?}", other.map(|c| c.kind())),
             }
         }
         let nested: toml::Table = toml::from_str("half_open = { open_max = 10.0 }").unwrap();

@@ -66,7 +66,8 @@ impl Scenario {
         let bins = self.duration_s * 1e3 / self.bin_ms;
         if bins > MAX_BINS {
             // Each bin is kept per route and per controller, twice (goodput and shedding).
-            let bytes = bins * (self.routes.len() + 1) as f64 * crate::controller::NAMES.len() as f64 * 64.0;
+            let bytes =
+                bins * (self.routes.len() + 1) as f64 * crate::controller::ControllerKind::ALL.len() as f64 * 64.0;
             return Err(self.invalid(
                 "bin_ms",
                 format!(

@@ -9,210 +9,35 @@
 //! that reach a route because of a controller's choice (downstream calls, fallbacks,
 //! balancer picks) draw from the route's separate call stream. Events at the same instant
 //! run in the order they were scheduled; the same seed gives the same run, bit for bit.
+//!
+//! The parts: the event loop (`Sim`, here: offers, dispatch, deadlines, calls, fallbacks,
+//! retries, the recorders), the service it runs (`service`: routes, faults, pools,
+//! balancers, service-time draws, random streams), arrivals (`arrivals`: rates and replayed
+//! traces) and telemetry experiments (`ticks`, [`run_ticks`]).
+
+mod arrivals;
+mod service;
+mod ticks;
+
+pub use ticks::run_ticks;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp1, StandardNormal};
+use rand::Rng;
 
-use crate::controller::{Controller, Gauge, Sample};
+use arrivals::{Arrivals, trace_arrivals};
+use service::{Balancer, Conditions, Fault, Pool, Route, draw_service, lognormal_mu, stream};
+
+use crate::controller::{Controller, Sample};
 use crate::metrics::{Bin, Recorder};
-use crate::scenario::{FaultKind, OutageMode, RetrySpec, Scenario, ServiceTime, Traffic};
+use crate::scenario::{OutageMode, Scenario, ServiceTime, Traffic};
 
 const NONE: u32 = u32::MAX;
 /// Retry tokens a route's clients may save (the retry budget's burst).
 const RETRY_TOKENS_MAX: f64 = 10.0;
 const SEC: f64 = 1e9;
 const MS: f64 = 1e6;
-
-/// How the scenario's faults look at one instant on one route.
-#[derive(Debug, Clone, Copy)]
-struct Conditions {
-    error_rate: f64,
-    /// How long a failing request takes, when errors are slow (ms).
-    error_latency: Option<f64>,
-    latency: f64,
-    capacity: f64,
-    outage: Option<OutageMode>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fault {
-    start: u64,
-    end: u64,
-    kind: FaultKind,
-    /// Repeating faults: (period, time on per period).
-    cycle: Option<(u64, u64)>,
-}
-
-/// Arrival times of one route's offered traffic.
-#[derive(Debug)]
-enum Arrivals {
-    None,
-    Rate { traffic: Traffic, poisson: bool },
-    Trace { times: Vec<u64>, span: u64, next: usize, lap: u64 },
-}
-
-/// Workers and a queue, owned by one route and possibly shared by others.
-#[derive(Debug)]
-struct Pool {
-    /// The route whose capacity faults apply.
-    owner: usize,
-    workers: u32,
-    queue_cap: usize,
-    busy: u32,
-    queue: VecDeque<u32>,
-}
-
-impl Pool {
-    fn capacity(&self, c: &Conditions) -> u32 {
-        ((f64::from(self.workers) * c.capacity).round() as u32).max(1)
-    }
-}
-
-/// A load balancer: its own arrivals, spread over member routes by the controller.
-#[derive(Debug)]
-struct Balancer {
-    members: Vec<usize>,
-    arrivals: Arrivals,
-    rng_arrival: ChaCha8Rng,
-    rng_select: ChaCha8Rng,
-}
-
-#[derive(Debug)]
-struct Route {
-    pool: usize,
-    timeout: u64,
-    service: ServiceTime,
-    /// `ln` of the log-normal's scale, so that its mean is `mean_ms`.
-    mu: f64,
-    calls: Option<usize>,
-    fallback: Option<usize>,
-    weight: f64,
-    /// The route's latency objective, ms.
-    slo_ms: f64,
-    retry: Option<RetrySpec>,
-    /// Retry tokens saved (the retry budget).
-    tokens: f64,
-    faults: Vec<Fault>,
-    arrivals: Arrivals,
-    rng_arrival: ChaCha8Rng,
-    rng_request: ChaCha8Rng,
-    rng_call: ChaCha8Rng,
-    inflight: u32,
-}
-
-impl Route {
-    fn conditions(&self, t: u64) -> Conditions {
-        let mut c = Conditions { error_rate: 0.0, error_latency: None, latency: 1.0, capacity: 1.0, outage: None };
-        for f in &self.faults {
-            if t < f.start || t >= f.end {
-                continue;
-            }
-            if let Some((period, on)) = f.cycle
-                && (t - f.start) % period >= on
-            {
-                continue;
-            }
-            match f.kind {
-                FaultKind::Errors { rate, latency_ms } => {
-                    c.error_rate = c.error_rate.max(rate);
-                    c.error_latency = latency_ms.or(c.error_latency);
-                }
-                FaultKind::Latency { multiplier } => c.latency *= multiplier,
-                FaultKind::Capacity { factor } => c.capacity = c.capacity.min(factor),
-                FaultKind::Outage { mode } => c.outage = Some(mode),
-                FaultKind::Degrade { to_multiplier } => {
-                    let x = (t - f.start) as f64 / (f.end - f.start) as f64;
-                    c.latency *= 1.0 + (to_multiplier - 1.0) * x;
-                }
-            }
-        }
-        c
-    }
-
-    /// One service time draw in milliseconds, before faults.
-    #[cfg(test)]
-    fn draw_service(&self, rng: &mut ChaCha8Rng) -> f64 {
-        draw_service(self.service, self.mu, rng)
-    }
-
-    /// The next arrival after `now`, if any before `end`.
-    fn next_arrival(&mut self, now: u64, end: u64) -> Option<u64> {
-        self.arrivals.next(&mut self.rng_arrival, now, end)
-    }
-}
-
-impl Arrivals {
-    /// The next arrival after `now`, if any before `end`; `rng` draws Poisson gaps.
-    fn next(&mut self, rng: &mut ChaCha8Rng, now: u64, end: u64) -> Option<u64> {
-        match self {
-            Arrivals::None => None,
-            Arrivals::Trace { times, span, next, lap } => {
-                if times.is_empty() {
-                    return None;
-                }
-                if *next == times.len() {
-                    *next = 0;
-                    *lap += *span;
-                }
-                let t = times[*next] + *lap;
-                *next += 1;
-                (t < end).then_some(t.max(now))
-            }
-            Arrivals::Rate { traffic, poisson } => {
-                let mut t = now;
-                // A zero rate is stepped over in 10 ms steps until traffic resumes.
-                loop {
-                    if t >= end {
-                        return None;
-                    }
-                    let rate = traffic.rate(t as f64 / SEC);
-                    if rate > 0.0 {
-                        let gap = if *poisson {
-                            let e: f64 = Exp1.sample(rng);
-                            e / rate
-                        } else {
-                            1.0 / rate
-                        };
-                        let next = t + (gap * SEC).max(1.0) as u64;
-                        return (next < end).then_some(next);
-                    }
-                    t += 10 * MS as u64;
-                }
-            }
-        }
-    }
-}
-
-/// The location of a log-normal of shape `sigma` whose mean is `mean_ms`.
-fn lognormal_mu(mean_ms: f64, sigma: f64) -> f64 {
-    mean_ms.ln() - sigma * sigma / 2.0
-}
-
-/// One service time draw in milliseconds, before faults. `mu` is the log-normal's location.
-fn draw_service(service: ServiceTime, mu: f64, rng: &mut ChaCha8Rng) -> f64 {
-    match service {
-        ServiceTime::Constant { mean_ms } => mean_ms,
-        ServiceTime::Exponential { mean_ms } => {
-            let e: f64 = Exp1.sample(rng);
-            e * mean_ms
-        }
-        ServiceTime::Lognormal { sigma, .. } => {
-            let z: f64 = StandardNormal.sample(rng);
-            (mu + sigma * z).exp()
-        }
-        ServiceTime::Bimodal { mean_ms, slow_ms, slow_share, sigma } => {
-            // Two draws for every request, whichever mode it falls in.
-            let u: f64 = rng.random();
-            let z: f64 = StandardNormal.sample(rng);
-            let m = if u < slow_share { slow_ms } else { mean_ms };
-            (lognormal_mu(m, sigma) + sigma * z).exp()
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Request {
@@ -341,12 +166,6 @@ struct Sim {
     /// Pending client retries: (route, attempt).
     retries: Vec<(u32, u8)>,
     requests: u64,
-}
-
-fn stream(seed: u64, route: usize, which: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream((route as u64) * 4 + which);
-    rng
 }
 
 impl Sim {
@@ -795,89 +614,5 @@ impl Sim {
             self.release_if_done(req.parent);
         }
         self.release_if_done(id);
-    }
-}
-
-fn trace_arrivals(scenario: &Scenario, file: &std::path::Path, speed: f64) -> Result<Arrivals, crate::ScenarioError> {
-    let fail =
-        |reason: String| crate::ScenarioError::Trace { scenario: scenario.name.clone(), path: file.to_owned(), reason };
-    let f = std::fs::File::open(file).map_err(|e| fail(e.to_string()))?;
-    let reader = std::io::BufReader::new(f);
-    let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-    let format = csv.then_some(crate::trace::Format::Csv);
-    let mut rows =
-        crate::trace::TraceReader::new(reader, format, crate::trace::TimeUnit::Ms).map_err(|e| fail(e.to_string()))?;
-    let mut times = Vec::new();
-    for row in rows.by_ref() {
-        let r = row.map_err(|e| fail(format!("line {}: {}", e.line, e.reason)))?;
-        times.push((r.at.as_nanos() as f64 / speed) as u64);
-    }
-    rows.finish().map_err(|e| fail(e.to_string()))?;
-    times.sort_unstable();
-    let first = times.first().copied().unwrap_or(0);
-    for t in &mut times {
-        *t -= first;
-    }
-    // A lap lasts the trace's span plus one mean gap, so that looping keeps the rate.
-    let last = times.last().copied().unwrap_or(0);
-    let gap = if times.len() > 1 { last / (times.len() as u64 - 1) } else { 0 };
-    let span = (last + gap).max(1_000_000);
-    Ok(Arrivals::Trace { times, span, next: 0, lap: 0 })
-}
-
-/// Runs a telemetry-driven scenario: one observation per tick per controller. Returns
-/// `None` when the controller does not apply to telemetry experiments.
-pub fn run_ticks(scenario: &Scenario, controller: &mut dyn Controller) -> Option<Trace> {
-    let spec = scenario.telemetry.as_ref()?;
-    let tick = (spec.tick_ms * MS) as u64;
-    let mut bins = Vec::with_capacity(spec.ticks as usize);
-    for i in 0..spec.ticks {
-        let now = tick * u64::from(i + 1);
-        let (l, e, s) = (spec.latency.at(i), spec.error.at(i), spec.saturation.at(i));
-        if !controller.tick(0, now, l, e, s) {
-            return None;
-        }
-        let Gauge { level, state } = controller.gauge(0);
-        bins.push(Bin { level, state: state as u8, ..Bin::default() });
-    }
-    let latency = crate::metrics::histogram();
-    Some(Trace {
-        bins,
-        latency,
-        transitions: controller.transitions(),
-        requests: u64::from(spec.ticks),
-        routes: Vec::new(),
-        route_bins: Vec::new(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lognormal_mean_matches() {
-        let r = Route {
-            pool: 0,
-            fallback: None,
-            timeout: 0,
-            service: ServiceTime::Lognormal { mean_ms: 20.0, sigma: 0.8 },
-            mu: 20f64.ln() - 0.32,
-            calls: None,
-            weight: 1.0,
-            slo_ms: 100.0,
-            retry: None,
-            tokens: 0.0,
-            faults: vec![],
-            arrivals: Arrivals::None,
-            rng_arrival: stream(1, 0, 0),
-            rng_request: stream(1, 0, 1),
-            rng_call: stream(1, 0, 2),
-            inflight: 0,
-        };
-        let mut rng = stream(7, 0, 1);
-        let n = 200_000;
-        let mean = (0..n).map(|_| r.draw_service(&mut rng)).sum::<f64>() / f64::from(n);
-        assert!((mean - 20.0).abs() < 0.3, "{mean}");
     }
 }

@@ -1,6 +1,14 @@
+//! # atrion-trace
+//!
 //! Reading telemetry traces: JSON lines or CSV, one request per line, each row validated
 //! into a [`Row`] or a [`RowError`] that names its line; what makes the whole input
 //! unreadable is a [`TraceError`].
+//!
+//! Its users: `atrion replay` (every row through the real engine) and the wind tunnel
+//! (`atrion-sim`: a scenario's arrivals replayed from a trace). It is a crate of its own so
+//! that both read one format without one depending on the other, and so that the core
+//! stays free of parsing dependencies (csv, serde_json). The reader takes any
+//! [`std::io::BufRead`]; opening files is the caller's.
 //!
 //! - The input is read once, as a stream (a pipe or `/dev/stdin` works): the format is
 //!   detected by peeking at its first bytes, never by reopening it.

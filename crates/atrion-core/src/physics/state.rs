@@ -1,0 +1,227 @@
+//! A route's state between and during updates: what the physics keeps ([`Kept`]), what
+//! decisions read ([`Published`]), both joined for one update ([`RouteState`]), which
+//! dispatches to its model; the mode setter and the gamma blend of the cluster's scar.
+
+use super::learned::Learned;
+use super::{Physics, Tuner};
+use crate::config::Model;
+use crate::mode::Mode;
+use crate::time::Timestamp;
+
+/// Model-specific memory of a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Memory {
+    /// Reference: pressure one and two updates back.
+    Reference { prev: [[f64; 3]; 2] },
+    /// Default: smoothing, the learned normal and the throttle.
+    Default(Learned),
+}
+
+/// A transition of the mode machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub from: Mode,
+    pub to: Mode,
+}
+
+/// What the physics keeps about one route between updates, beside the values it publishes
+/// for decisions ([`Published`], which the engine stores only in the route's view).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Kept {
+    pub mode: Mode,
+    /// Healthy and unhealthy probes in this half-open phase.
+    pub probe_ok: u16,
+    pub probe_bad: u16,
+    pub seen: bool,
+    /// Default: the previous update was over-pressured.
+    pub was_over: bool,
+    /// Reports whose timestamp was earlier than the route's last.
+    pub skews: u32,
+    /// Saturates at `u32::MAX` (only the bootstrap count reads it).
+    pub updates: u32,
+    /// Only reported (snapshots): no update reads it back, so `f32` loses nothing a
+    /// decision uses.
+    pub pressure: [f32; 3],
+    pub momentum: f64,
+    pub recovery: f64,
+    pub tuner: Tuner,
+    /// Default: decayed count of recent trips, behind the re-trip backoff.
+    pub trips: f64,
+    pub trips_at: Timestamp,
+    pub memory: Memory,
+}
+
+impl Kept {
+    pub fn new(phys: &Physics) -> Self {
+        Kept {
+            mode: Mode::Bootstrap,
+            probe_ok: 0,
+            probe_bad: 0,
+            seen: false,
+            was_over: false,
+            skews: 0,
+            updates: 0,
+            pressure: [0.0; 3],
+            momentum: 0.0,
+            recovery: phys.static_points().1,
+            tuner: Tuner::default(),
+            trips: 0.0,
+            trips_at: Timestamp::ZERO,
+            memory: match phys.cfg.model {
+                Model::Reference => Memory::Reference { prev: [[0.0; 3]; 2] },
+                Model::Default => Memory::Default(Learned::default()),
+            },
+        }
+    }
+
+    /// Default: the learned memory (fresh if this state came from the other model).
+    pub fn learned(&self) -> Learned {
+        match self.memory {
+            Memory::Default(m) => m,
+            Memory::Reference { .. } => Learned::default(),
+        }
+    }
+
+    /// Default: the throttle's shed ratio (kept in `f32`).
+    pub fn throttle(&self) -> f32 {
+        match &self.memory {
+            Memory::Default(m) => m.throttle,
+            Memory::Reference { .. } => 0.0,
+        }
+    }
+
+    /// The probe quota while half-open: doubles with each healthy probe, and an unhealthy
+    /// one takes two doublings back.
+    pub fn probe_quota(&self, phys: &Physics) -> u32 {
+        let h = &phys.cfg.half_open;
+        let shift = u32::from(self.probe_ok.saturating_sub(self.probe_bad.saturating_mul(2))).min(31);
+        h.probe_min.saturating_mul(1u32 << shift).min(h.probe_max).max(h.probe_min)
+    }
+}
+
+/// The values of a route's state that decisions read. The engine publishes them in the
+/// route's view and stores them only there.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Published {
+    pub resistance: f64,
+    pub scar: f64,
+    pub break_point: f64,
+    /// The latest `now` seen; never moves backwards (the clock-skew rule).
+    pub last: Timestamp,
+    /// Default: when the open state ends.
+    pub open_until: Timestamp,
+}
+
+impl Published {
+    pub fn new(phys: &Physics) -> Self {
+        Published {
+            resistance: phys.cfg.r_base,
+            scar: 0.0,
+            break_point: phys.static_points().0,
+            last: Timestamp::ZERO,
+            open_until: Timestamp::ZERO,
+        }
+    }
+}
+
+/// A route's whole state for the length of one update: its kept part, borrowed in place
+/// (under the route's lock), and its published values, read from the view and published
+/// again after. Nothing is copied but the five published values.
+#[derive(Debug)]
+pub(crate) struct RouteState<'k> {
+    pub k: &'k mut Kept,
+    pub resistance: f64,
+    pub scar: f64,
+    pub break_point: f64,
+    pub last: Timestamp,
+    pub open_until: Timestamp,
+}
+
+impl<'k> RouteState<'k> {
+    pub fn new(k: &'k mut Kept, p: Published) -> Self {
+        RouteState {
+            k,
+            resistance: p.resistance,
+            scar: p.scar,
+            break_point: p.break_point,
+            last: p.last,
+            open_until: p.open_until,
+        }
+    }
+
+    /// The values to publish.
+    pub fn published(&self) -> Published {
+        Published {
+            resistance: self.resistance,
+            scar: self.scar,
+            break_point: self.break_point,
+            last: self.last,
+            open_until: self.open_until,
+        }
+    }
+
+    /// Forgets everything: the state of a new route (the clock-skew count stays).
+    pub fn reset(&mut self, phys: &Physics) {
+        let skews = self.k.skews;
+        *self.k = Kept::new(phys);
+        self.k.skews = skews;
+        let p = Published::new(phys);
+        (self.resistance, self.scar, self.break_point, self.last, self.open_until) =
+            (p.resistance, p.scar, p.break_point, p.last, p.open_until);
+    }
+
+    /// Seconds since the last update, under the clock-skew rule (never negative), and moves
+    /// `last` forward.
+    pub(super) fn advance(&mut self, now: Timestamp) -> f64 {
+        let dt = if self.k.seen { now.saturating_since(self.last).as_secs_f64() } else { 0.0 };
+        if !self.k.seen || now > self.last {
+            self.last = now;
+        }
+        self.k.seen = true;
+        dt
+    }
+
+    /// One telemetry update. `shared` is the reference model's tuner shared by all routes;
+    /// `cluster` is the other nodes' scar for this route at `now`, if any report on it.
+    pub fn update(
+        &mut self,
+        phys: &Physics,
+        raw: [f64; 3],
+        now: Timestamp,
+        shared: Option<&mut Tuner>,
+        cluster: Option<f64>,
+    ) -> Option<Change> {
+        match phys.cfg.model {
+            Model::Reference => self.update_reference(phys, raw, now, shared, cluster),
+            Model::Default => self.update_default(phys, raw, now, cluster),
+        }
+    }
+
+    /// Resistance with the cluster's scar blended in: `S = g S_cluster + (1 - g) S_local`.
+    /// Without a cluster contribution, the local resistance.
+    pub(super) fn effective(&self, phys: &Physics, cluster: Option<f64>) -> f64 {
+        blend(phys, self.resistance, self.scar, cluster)
+    }
+
+    pub fn set_mode(&mut self, to: Mode) -> Option<Change> {
+        let from = self.k.mode;
+        if from == to {
+            return None;
+        }
+        self.k.mode = to;
+        if to == Mode::HalfOpen || to == Mode::Open {
+            self.k.probe_ok = 0;
+            self.k.probe_bad = 0;
+        }
+        Some(Change { from, to })
+    }
+}
+
+/// Gamma blending of scar (SPEC 4): `R + g (S_cluster - S_local)`, clamped, where `resistance`
+/// and `scar` are local. Without a cluster contribution, `resistance` unchanged.
+pub(crate) fn blend(phys: &Physics, resistance: f64, scar: f64, cluster: Option<f64>) -> f64 {
+    match cluster {
+        Some(s_cluster) => (resistance + phys.cfg.gamma * (s_cluster - scar)).clamp(phys.cfg.r_base, phys.cfg.r_max),
+        None => resistance,
+    }
+}

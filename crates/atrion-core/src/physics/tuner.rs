@@ -1,0 +1,62 @@
+//! The AutoTuner: break and recovery points learned from a route's own resistance.
+
+use super::{Physics, decay};
+
+/// Exponentially weighted mean and variance of resistance, the AutoTuner's memory.
+///
+/// The reference form is `d = x - mean; mean += a d; var = (1 - a)(var + a d^2)` with a
+/// fixed `a`; the first sample sets the mean and a zero variance. The default model uses
+/// the same recurrence with `a = 1 / W`, where `W` is the time-decayed sample weight, so
+/// that its horizon is in seconds, not samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Tuner {
+    pub samples: u32,
+    pub weight: f64,
+    pub mean: f64,
+    pub var: f64,
+}
+
+impl Tuner {
+    /// One sample with weight `alpha`: the reference model's tuner calls this directly
+    /// with its fixed alpha.
+    pub fn learn(&mut self, x: f64, alpha: f64) {
+        if self.samples == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let d = x - self.mean;
+            self.mean += alpha * d;
+            self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// One sample with weight `1 / W`, where `W` is the sample weight decayed with time
+    /// constant `tau` (seconds), so that the horizon is in seconds, not samples.
+    pub(super) fn observe_weighted(&mut self, x: f64, dt_s: f64, tau: f64) {
+        self.weight = self.weight * decay(dt_s, tau) + 1.0;
+        self.learn(x, 1.0 / self.weight);
+    }
+
+    /// The default tuner: time-weighted, winsorised.
+    pub(super) fn observe_robust(&mut self, x: f64, dt_s: f64, phys: &Physics) {
+        let t = &phys.cfg.tuner;
+        let x = if self.samples == 0 {
+            x
+        } else {
+            let band = t.winsor * self.var.sqrt().max(t.min_sd);
+            x.clamp(self.mean - band, self.mean + band)
+        };
+        self.observe_weighted(x, dt_s, phys.tuner_tau);
+    }
+
+    /// (break, recovery) from what has been learned.
+    pub fn points(&self, phys: &Physics, min_sd: f64) -> (f64, f64) {
+        let t = &phys.cfg.tuner;
+        if !t.enabled || self.samples <= t.warmup_samples {
+            return phys.static_points();
+        }
+        let brk = (self.mean + t.k * self.var.sqrt().max(min_sd)).clamp(t.floor, t.ceiling);
+        (brk, (t.recovery_ratio * brk).max(t.recovery_floor))
+    }
+}
