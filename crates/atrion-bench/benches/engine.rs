@@ -202,7 +202,7 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// The floor of `report`: the resistance formula alone (SPEC 1), on the warm route's inputs
+/// The floor of `report`: the resistance formula alone (docs/DESIGN.md §2), on the warm route's inputs
 /// (20 ms, no errors, saturation 0.3) and the default config's constants: three `tanh`
 /// pressures, their weights, momentum and one `exp` of scar healing. No smoothing, no
 /// learning, no lock, no lookup: what a report cannot cost less than.

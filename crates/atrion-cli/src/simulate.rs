@@ -344,7 +344,7 @@ fn markdown_page(reports: &[ScenarioReport], base: &str, args: &SimulateArgs) ->
 /// written beside the charts).
 fn stability_section(args: &SimulateArgs, base: &str) -> Result<String> {
     let mut out = String::from(
-        "\n## Stability map\n\nSPEC 9.3's grid (`atrion stability-map`): scar decay lambda in [0.1, 5] x trauma \
+        "\n## Stability map\n\ndocs/DESIGN.md §7.3's grid (`atrion stability-map`): scar decay lambda in [0.1, 5] x trauma \
          sigma in [1, 20], 500 ticks of 100 ms each, score `clamp(1 - Var(R) / 10000, 0, 1)`. \"saturated\" \
          is the reference's input (an error \"rate\" of 50 against a 1% target: pressure pinned at 1); \
          \"unsaturated\" swings the error rate between 0.5% and 2.5%.\n\n\

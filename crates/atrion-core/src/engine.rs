@@ -470,7 +470,7 @@ impl<O: PhysicsObserver> Engine<O> {
         .flatten()
     }
 
-    /// Softmax route selection among `routes` (SPEC 9.1): picks one with probability
+    /// Softmax route selection among `routes` (docs/DESIGN.md §7.1): picks one with probability
     /// proportional to `exp(-beta R)`, skipping open routes (in the default model, only
     /// until their open interval ends: then a pick is what lets the route half-open and
     /// probe). A route the engine has not seen

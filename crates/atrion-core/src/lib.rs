@@ -11,8 +11,8 @@
 //!
 //! - [`Telemetry`] and [`PhysicsConfig`] validate everything that enters
 //!   ([`TelemetryError`], [`ConfigError`] name the field).
-//! - [`Model::Reference`] reproduces the reference model (SPEC 9.1) with its quirks;
-//!   [`Model::Default`] fixes its flaws (SPEC 9.2). The table in the `physics` module says how
+//! - [`Model::Reference`] reproduces the reference model (docs/DESIGN.md §7.1) with its quirks;
+//!   [`Model::Default`] fixes its flaws (docs/DESIGN.md §7.2). The table in the `physics` module says how
 //!   they differ.
 //! - [`Engine`] holds many routes, is `Send + Sync`, and decides without a lock.
 //! - [`Decision`] is a value: admit or shed, a [`Reason`], and a retry-after hint.

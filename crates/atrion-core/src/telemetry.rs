@@ -65,7 +65,7 @@ impl Telemetry {
 
     /// Telemetry whose score channels may exceed 1 (up to [`Telemetry::MAX_SCORE`]): an error or
     /// saturation *score* beyond 1. This exists to reproduce the reference's experiments
-    /// (SPEC 9.3's stability map feeds an error "rate" of 50); services report through
+    /// (docs/DESIGN.md §7.3's stability map feeds an error "rate" of 50); services report through
     /// [`Telemetry::new`] or [`Telemetry::outcome`].
     pub fn unbounded(latency_ms: f64, error: f64, saturation: f64) -> Result<Self, TelemetryError> {
         Ok(Telemetry {

@@ -12,7 +12,7 @@
 //! - [`run_scenario`]: every controller over one scenario → a [`ScenarioReport`] with a
 //!   [`Summary`] per controller, the series behind the charts, and the verdict of each
 //!   criterion. The same seed gives the same report, byte for byte.
-//! - [`stability`]: the reference's stability-map grid experiment (SPEC 9.3).
+//! - [`stability`]: the reference's stability-map grid experiment (docs/DESIGN.md §7.3).
 //! - [`chart`]: SVG charts of a report and of a stability map.
 //! - Trace-driven arrivals (`Traffic::Replay`) read traces with `atrion-trace`,
 //!   the reader `atrion replay` uses.

@@ -1,4 +1,4 @@
-//! What a run is measured by: per-bin counts while it runs, and the summary of SPEC 9.3
+//! What a run is measured by: per-bin counts while it runs, and the summary of docs/DESIGN.md §7.3
 //! afterwards (goodput, p50/p99 latency of admitted requests, false shedding while healthy,
 //! time to detect, time to recover, transitions).
 

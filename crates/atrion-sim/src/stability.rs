@@ -1,4 +1,4 @@
-//! The stability map (SPEC 9.3): a grid of scar decay `lambda` x trauma `sigma`; each cell
+//! The stability map (docs/DESIGN.md §7.3): a grid of scar decay `lambda` x trauma `sigma`; each cell
 //! runs one route through a fixed input for a number of ticks and scores the variance of
 //! its resistance, `clamp(1 - Var(R) / max_variance, 0, 1)`. The grid, the input, the
 //! score and the physics are all configurable; [`StabilityConfig::reference`] is the

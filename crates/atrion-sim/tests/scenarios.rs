@@ -102,7 +102,7 @@ fn the_default_model_trips_in_the_same_wall_time_at_10_100_and_10000_rps() {
     let times = [detect("rate-10"), detect("rate-100"), detect("rate-10000")];
     let (lo, hi) = times.iter().fold((f64::MAX, 0.0f64), |(l, h), &t| (l.min(t), h.max(t)));
     assert!(hi <= 1.25 * lo, "detect times {times:?} differ by more than 25%");
-    // The reference's per-update scar is what SPEC 9.2 calls rate dependence: it trips far
+    // The reference's per-update scar is what docs/DESIGN.md §7.2 calls rate dependence: it trips far
     // sooner at 10,000 requests/s than at 10.
     let reference = |name: &str| quick(name).result(ControllerKind::AtrionReference).unwrap().summary.detect_s.unwrap();
     assert!(reference("rate-10000") < 0.5 * reference("rate-10"));

@@ -1,4 +1,4 @@
-//! `StateManager`: the pulse that shares scar tissue across a cluster (SPEC 4).
+//! `StateManager`: the pulse that shares scar tissue across a cluster (docs/DESIGN.md §4).
 //!
 //! ```text
 //! COMPUTE (engine, local, ns) -> BUFFER (dirty routes) -> PUSH (one batch per pulse)

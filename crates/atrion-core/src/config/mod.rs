@@ -223,7 +223,7 @@ impl PhysicsConfig {
     /// The shortest scar half-life allowed (`scar_decay` at most `ln 2 / 1 ms`).
     pub const MIN_SCAR_HALF_LIFE: Duration = Duration::from_millis(1);
 
-    /// The constants of the reference model (SPEC 9.1), exactly.
+    /// The constants of the reference model (docs/DESIGN.md §7.1), exactly.
     pub fn reference() -> Self {
         PhysicsConfig {
             model: Model::Reference,

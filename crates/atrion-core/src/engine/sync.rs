@@ -109,7 +109,7 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 
-    /// Merges the other nodes' contributions to `route` (SPEC 4): each `(scar, age_s)` healed
+    /// Merges the other nodes' contributions to `route` (docs/DESIGN.md §4): each `(scar, age_s)` healed
     /// by the route's own law ([`heal`]) to `now`, and the largest becomes its cluster view
     /// ([`Engine::set_cluster`]); none clears the view. Cluster sync only moves bytes: the
     /// physics of the merge is here.

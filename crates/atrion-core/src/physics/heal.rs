@@ -7,7 +7,7 @@
 use super::{Physics, decay};
 use crate::config::Model;
 
-/// The healing law of scar tissue (SPEC 2), the one place it is written: `S e^(-λ t)`, with
+/// The healing law of scar tissue (docs/DESIGN.md §2), the one place it is written: `S e^(-λ t)`, with
 /// `λ` a route's `scar_decay` (per second) and `t` the age in seconds. Local scar, the
 /// cluster's contributions (merged by [`crate::Engine::merge_cluster`]), a warm start and a
 /// shed request's retry hint all heal by it.

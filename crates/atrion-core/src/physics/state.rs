@@ -217,7 +217,7 @@ impl<'k> RouteState<'k> {
     }
 }
 
-/// Gamma blending of scar (SPEC 4): `R + g (S_cluster - S_local)`, clamped, where `resistance`
+/// Gamma blending of scar (docs/DESIGN.md §4): `R + g (S_cluster - S_local)`, clamped, where `resistance`
 /// and `scar` are local. Without a cluster contribution, `resistance` unchanged.
 pub(crate) fn blend(phys: &Physics, resistance: f64, scar: f64, cluster: Option<f64>) -> f64 {
     match cluster {

@@ -1,4 +1,4 @@
-//! `Model::Default` fixes each flaw of the reference (SPEC 9.2). Each fix is a property
+//! `Model::Default` fixes each flaw of the reference (docs/DESIGN.md §7.2). Each fix is a property
 //! written once for both models: the test asserts it holds for the default model and that
 //! it does not hold for the reference, so the flaw and its fix are both on record.
 

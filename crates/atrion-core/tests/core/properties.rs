@@ -1,4 +1,4 @@
-//! Property tests of the invariants of SPEC 2, for both models.
+//! Property tests of the invariants of docs/DESIGN.md §2, for both models.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Golden tests of `Model::Reference`, each expected value written out from the formulas of
-//! SPEC 9.1, independently of the implementation.
+//! docs/DESIGN.md §7.1, independently of the implementation.
 
 use atrion_core::{CollectorObserver, Engine, EngineLimits, Mode, Model, PhysicsConfig, Priority, Reason, Telemetry};
 

@@ -152,7 +152,7 @@ impl Controller for Atrion {
     fn transitions(&self) -> u64 {
         self.transitions
     }
-    /// Softmax of `exp(-R)` over the members not open (SPEC 9.1, beta = 1); a member not
+    /// Softmax of `exp(-R)` over the members not open (docs/DESIGN.md §7.1, beta = 1); a member not
     /// seen yet counts as new and healthy; at random when every member is open.
     fn select(&mut self, members: &[usize], now: u64, u: f64) -> usize {
         let names: Vec<&str> = members.iter().map(|&m| self.routes[m].as_str()).collect();

@@ -7,7 +7,7 @@
 //! | `aimd` | Netflix `AIMDLimit` | initial 20, min 20, max 200, backoff 0.9, timeout 5 s |
 //! | `gradient2` | Netflix `Gradient2Limit` | initial 20, min 20, max 200, smoothing 0.2, queue 4, long window 600, RTT tolerance 1.5 |
 //! | `envoy` | Envoy's adaptive-concurrency gradient controller | update every 100 ms, p50, min RTT over 50 requests every 60 s at concurrency 3, buffer 25%, max 1000 |
-//! | `atrion-reference` | Atrion, [`Model::Reference`] | SPEC 9.1 |
+//! | `atrion-reference` | Atrion, [`Model::Reference`] | docs/DESIGN.md §7.1 |
 //! | `atrion-default` | Atrion, [`Model::Default`] | `PhysicsConfig::default()` |
 //! | `atrion-aimd` | Atrion's default model behind an AIMD concurrency limit: admitted only when both admit | the two above; a scenario's `atrion-default` settings unless it has its own |
 //!
