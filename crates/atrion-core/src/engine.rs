@@ -52,6 +52,8 @@ mod handle;
 mod policy;
 mod route;
 mod sync;
+pub use policy::PolicyTarget;
+pub use sync::SyncedEngine;
 mod table;
 use handle::Target;
 pub use handle::{OwnedRouteHandle, RouteHandle};

@@ -62,8 +62,8 @@ pub use config::{
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
-    Engine, EngineError, EngineLimits, EngineStats, Hold, LocalContribution, OwnedRouteHandle, RouteHandle,
-    RoutePolicy, RouteStatus, UNTRACKED_ROUTE,
+    Engine, EngineError, EngineLimits, EngineStats, Hold, HoldHook, LocalContribution, OwnedRouteHandle, PolicyTarget,
+    RouteHandle, RoutePolicy, RouteStatus, SyncedEngine, UNTRACKED_ROUTE,
 };
 pub use limits::MAX_ROUTE_ID;
 pub use mode::Mode;

@@ -2,12 +2,13 @@
 //! what changed, the node's report (its current state), and divergence alerts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use atrion_core::{Engine, EngineError, PhysicsObserver};
+use atrion_core::{Engine, EngineError, PhysicsObserver, PolicyTarget};
 use atrion_state::{Change as FeedChange, Clock, StateStore};
 
 use crate::keys::{PolicyKeys, fnv1a};
@@ -40,8 +41,9 @@ struct NodeState {
     read_failing_since: Option<u64>,
 }
 
-struct Inner<O> {
-    engine: Arc<Engine<O>>,
+struct Inner {
+    /// The engine, seen through what the policy layer may do to it.
+    engine: Arc<dyn PolicyTarget>,
     cluster: Cluster,
     keys: PolicyKeys,
     clock: Arc<dyn Clock>,
@@ -56,7 +58,9 @@ struct Inner<O> {
 /// One node's policy layer: it reconciles its engine with the cluster's desired state in
 /// the background, and answers the API's questions.
 pub struct PolicyNode<O> {
-    inner: Arc<Inner<O>>,
+    inner: Arc<Inner>,
+    /// The engine's observer type: the node is started on an `Engine<O>`.
+    _engine: PhantomData<fn() -> O>,
     cancel: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -108,8 +112,12 @@ impl<O: PhysicsObserver + 'static> PolicyNode<O> {
             keys,
             cfg,
         });
-        let this =
-            Arc::new(PolicyNode { inner: inner.clone(), cancel: CancellationToken::new(), task: Mutex::new(None) });
+        let this = Arc::new(PolicyNode {
+            inner: inner.clone(),
+            _engine: PhantomData,
+            cancel: CancellationToken::new(),
+            task: Mutex::new(None),
+        });
         let cancel = this.cancel.clone();
         let task = tokio::spawn(async move { inner.run(cancel).await });
         *this.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
@@ -277,7 +285,7 @@ fn self_first(own: &Report, reports: impl IntoIterator<Item = Report>) -> Vec<Re
     std::iter::once(own.clone()).chain(reports.into_iter().filter(|r| r.node != own.node)).collect()
 }
 
-impl<O: PhysicsObserver + 'static> Inner<O> {
+impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -52,7 +52,7 @@ impl PgServer {
                 eprintln!("skipped: PostgreSQL (initdb, pg_ctl) not found and ATRION_SKIP_SERVICES=1");
                 return None;
             }
-            panic!("initdb/pg_ctl not found: install postgresql (.ci/run does) or set ATRION_SKIP_SERVICES=1");
+            panic!("initdb/pg_ctl not found: install postgresql (scripts/test does) or set ATRION_SKIP_SERVICES=1");
         }
         let dir = tempfile::Builder::new().prefix("atrion-pg-").tempdir().unwrap();
         if is_root() {

@@ -49,7 +49,7 @@ impl RedisServer {
                 eprintln!("skipped: redis-server not found and ATRION_SKIP_SERVICES=1");
                 return None;
             }
-            panic!("redis-server not found on PATH: install it (.ci/run does) or set ATRION_SKIP_SERVICES=1");
+            panic!("redis-server not found on PATH: install it (scripts/test does) or set ATRION_SKIP_SERVICES=1");
         }
         let mut server =
             RedisServer { port, dir: tempfile::tempdir().unwrap(), child: None, password: None, tls: false, cluster };
@@ -240,7 +240,9 @@ impl RedisCluster {
                 eprintln!("skipped: redis-cli not found and ATRION_SKIP_SERVICES=1");
                 return None;
             }
-            panic!("redis-cli not found on PATH: install redis-tools (.ci/run does) or set ATRION_SKIP_SERVICES=1");
+            panic!(
+                "redis-cli not found on PATH: install redis-tools (scripts/test does) or set ATRION_SKIP_SERVICES=1"
+            );
         }
         let mut nodes = Vec::new();
         for _ in 0..6 {

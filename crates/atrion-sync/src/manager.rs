@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use atrion_core::{Engine, PhysicsObserver};
+use atrion_core::{Engine, PhysicsObserver, SyncedEngine};
 use atrion_state::shares::Shares;
 use atrion_state::{Clock, ErrorKind, StateStore, StoreError};
 use tokio::task::JoinHandle;
@@ -84,8 +84,9 @@ pub(crate) struct SyncState {
     pub(crate) record_pending: HashMap<String, Option<RouteRecord>>,
 }
 
-pub(crate) struct Shared<O> {
-    pub(crate) engine: Arc<Engine<O>>,
+pub(crate) struct Shared {
+    /// The engine, seen through what the sync may do to it.
+    pub(crate) engine: Arc<dyn SyncedEngine>,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) cfg: SyncConfig,
     pub(crate) keys: ClusterKeys,
@@ -101,7 +102,9 @@ pub(crate) struct Shared<O> {
 /// Runs as a background task owned by this handle; [`StateManager::shutdown`] flushes and
 /// stops it.
 pub struct StateManager<O> {
-    pub(crate) shared: Arc<Shared<O>>,
+    pub(crate) shared: Arc<Shared>,
+    /// The engine this manager feeds, as its owner knows it.
+    engine: Arc<Engine<O>>,
     token: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -124,7 +127,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
     ) -> Result<Self, StoreError> {
         cfg.validate()?;
         let shared = Arc::new(Shared {
-            engine,
+            engine: engine.clone(),
             store,
             keys: cfg.keys(),
             cfg,
@@ -192,7 +195,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                 s.counters.store_errors.fetch_add(1, Relaxed);
             }
         });
-        Ok(StateManager { shared, token, task: Some(task) })
+        Ok(StateManager { shared, engine, token, task: Some(task) })
     }
 
     /// Counters of the sync.
@@ -224,7 +227,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
 
     /// The engine this manager feeds.
     pub fn engine(&self) -> &Arc<Engine<O>> {
-        &self.shared.engine
+        &self.engine
     }
 
     /// Pushes what is dirty now and merges, without waiting for the next pulse; changes held
@@ -249,7 +252,7 @@ impl<O> Drop for StateManager<O> {
     }
 }
 
-impl<O: PhysicsObserver + 'static> Shared<O> {
+impl Shared {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

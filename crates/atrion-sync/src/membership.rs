@@ -91,7 +91,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
     }
 }
 
-impl<O: PhysicsObserver + 'static> Shared<O> {
+impl Shared {
     /// How often the heartbeat is written: six times per `node_ttl`, at most every pulse.
     pub(crate) fn heartbeat_every(&self) -> u64 {
         (self.cfg.node_ttl / 6).max(self.cfg.pulse).as_millis() as u64

@@ -3,14 +3,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use atrion_core::PhysicsObserver;
 use atrion_state::shares::Best;
 
 use crate::clock::EngineClock;
 use crate::manager::Shared;
 use crate::wire::Contribution;
 
-impl<O: PhysicsObserver + 'static> Shared<O> {
+impl Shared {
     /// Re-merges the routes whose listed shares name nodes that joined or fell silent since
     /// the last pulse. Other routes need nothing: the engine heals cluster values on its own,
     /// and changed shares are merged as they arrive.
@@ -68,8 +67,8 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
                 }
             }
         };
-        let contributions = leader.map(|c| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3));
-        if self.engine.merge_cluster(route, contributions, now).is_ok() {
+        let mut contributions = leader.map(|c| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3)).into_iter();
+        if self.engine.merge_cluster(route, &mut contributions, now).is_ok() {
             self.counters.merges.fetch_add(1, Relaxed);
         }
     }

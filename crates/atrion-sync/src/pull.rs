@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use atrion_core::{Hold, PhysicsObserver, Timestamp};
+use atrion_core::{Hold, Timestamp};
 use atrion_state::shares::{Best, Shares};
 use atrion_state::{Change, ErrorKind, Op, StoreError};
 
@@ -15,7 +15,7 @@ use crate::push::Pushed;
 use crate::record::RouteRecord;
 use crate::wire::{Contribution, Heartbeat};
 
-impl<O: PhysicsObserver + 'static> Shared<O> {
+impl Shared {
     /// Reads this node's route records. At start (`warm_start`) they are brought back into
     /// the engine: holds as they were, open routes open for the rest of their interval or
     /// half-open. Later, records the store lost after acknowledging them are written again.

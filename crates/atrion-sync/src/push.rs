@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use atrion_core::{LocalContribution, PhysicsObserver, Timestamp, heal, heal_rank};
+use atrion_core::{LocalContribution, Timestamp, heal, heal_rank};
 use atrion_state::shares::{Share, ShareWrite};
 
 use crate::clock::EngineClock;
@@ -35,7 +35,7 @@ impl Pushed {
     }
 }
 
-impl<O: PhysicsObserver + 'static> Shared<O> {
+impl Shared {
     /// Whether to push `next`, after `last`: `Some(true)` to push; `Some(false)` when the
     /// other nodes predict it from `last` (the deadband); `None` when two other live nodes
     /// lead the route and `next` would not beat the second by more than the deadband, so
@@ -147,7 +147,7 @@ impl<O: PhysicsObserver + 'static> Shared<O> {
             let mut waited = std::mem::take(&mut st.deferred);
             let seeds = (look == Look::Pulse && self.cfg.second_look > 0.0).then(|| self.live_seeds(st, wall));
             if look != Look::Second {
-                self.engine.take_dirty(|route, c| {
+                self.engine.take_dirty(&mut |route, c| {
                     self.note_record(st, route, &c, now, wall);
                     if route.len() > max_route {
                         if self.counters.kept_local.fetch_add(1, Relaxed) == 0 {

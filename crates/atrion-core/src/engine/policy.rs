@@ -195,3 +195,30 @@ impl std::ops::Deref for Overrides {
         &self.list
     }
 }
+
+/// What the policy layer may do to an engine, and nothing more: read its engine-wide and a
+/// route's physics, and put a new set of policies in force. `atrion-policy` holds an engine
+/// only through this trait, so that its reconciliation is not generic over the engine's
+/// observer and cannot reach decisions or the cluster's view.
+pub trait PolicyTarget: Send + Sync + 'static {
+    /// [`Engine::config`].
+    fn config(&self) -> &PhysicsConfig;
+    /// [`Engine::route_config`].
+    fn route_config(&self, route: &str) -> PhysicsConfig;
+    /// [`Engine::set_policies`].
+    fn set_policies(&self, policies: Vec<RoutePolicy>) -> Result<(), EngineError>;
+}
+
+impl<O: PhysicsObserver + 'static> PolicyTarget for Engine<O> {
+    fn config(&self) -> &PhysicsConfig {
+        Engine::config(self)
+    }
+
+    fn route_config(&self, route: &str) -> PhysicsConfig {
+        Engine::route_config(self, route)
+    }
+
+    fn set_policies(&self, policies: Vec<RoutePolicy>) -> Result<(), EngineError> {
+        Engine::set_policies(self, policies)
+    }
+}

@@ -159,3 +159,65 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 }
+
+/// What the cluster sync may do to an engine, and nothing more (docs/DESIGN.md §4): collect
+/// the routes reported since the last pulse, bring a node's own earlier state back at its
+/// warm start, set and merge the cluster's view of a route, and carry an operator's hold.
+/// `atrion-sync` holds an engine only through this trait, so that the sync's code is not
+/// generic over the engine's observer and cannot reach decisions, policies or reports.
+pub trait SyncedEngine: Send + Sync + 'static {
+    /// [`Engine::take_dirty`].
+    fn take_dirty(&self, f: &mut dyn FnMut(&str, LocalContribution));
+    /// [`Engine::resume_open`].
+    fn resume_open(&self, route: &str, left: Duration, now: Timestamp) -> Result<(), EngineError>;
+    /// [`Engine::set_cluster`].
+    fn set_cluster(&self, route: &str, scar: Option<f64>, now: Timestamp) -> Result<(), EngineError>;
+    /// [`Engine::merge_cluster`].
+    fn merge_cluster(
+        &self,
+        route: &str,
+        contributions: &mut dyn Iterator<Item = (f64, f64)>,
+        now: Timestamp,
+    ) -> Result<(), EngineError>;
+    /// [`Engine::warm_start`].
+    fn warm_start(&self, route: &str, scar: f64, at: Timestamp, now: Timestamp) -> Result<(), EngineError>;
+    /// [`Engine::hold`].
+    fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError>;
+    /// [`Engine::on_hold`].
+    fn on_hold(&self, hook: Option<HoldHook>);
+}
+
+impl<O: PhysicsObserver + 'static> SyncedEngine for Engine<O> {
+    fn take_dirty(&self, f: &mut dyn FnMut(&str, LocalContribution)) {
+        Engine::take_dirty(self, |route, c| f(route, c));
+    }
+
+    fn resume_open(&self, route: &str, left: Duration, now: Timestamp) -> Result<(), EngineError> {
+        Engine::resume_open(self, route, left, now)
+    }
+
+    fn set_cluster(&self, route: &str, scar: Option<f64>, now: Timestamp) -> Result<(), EngineError> {
+        Engine::set_cluster(self, route, scar, now)
+    }
+
+    fn merge_cluster(
+        &self,
+        route: &str,
+        contributions: &mut dyn Iterator<Item = (f64, f64)>,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        Engine::merge_cluster(self, route, contributions, now)
+    }
+
+    fn warm_start(&self, route: &str, scar: f64, at: Timestamp, now: Timestamp) -> Result<(), EngineError> {
+        Engine::warm_start(self, route, scar, at, now)
+    }
+
+    fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
+        Engine::hold(self, route, hold, now)
+    }
+
+    fn on_hold(&self, hook: Option<HoldHook>) {
+        Engine::on_hold(self, hook);
+    }
+}
