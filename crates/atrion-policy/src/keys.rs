@@ -84,11 +84,7 @@ impl PolicyKeys {
     }
 }
 
-/// FNV-1a, 64 bits: stable across processes and versions, so that every node hashes the
-/// policies it runs the same way (a node's report carries it; the reconciler compares).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
+pub use atrion_state::fnv1a;
 
 #[cfg(test)]
 mod tests {

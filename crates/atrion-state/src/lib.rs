@@ -41,6 +41,7 @@
 mod backup;
 mod clock;
 mod error;
+mod hash;
 mod memory;
 mod namespace;
 mod service;
@@ -53,6 +54,7 @@ pub mod conformance;
 pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck};
 pub use clock::{Clock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
+pub use hash::fnv1a;
 pub use memory::InMemoryStore;
 pub use namespace::{DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN, check_namespace, family_prefix, namespace_prefix};
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};

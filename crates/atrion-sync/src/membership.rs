@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use atrion_core::PhysicsObserver;
+use atrion_state::fnv1a;
 use serde::Serialize;
 
 use crate::manager::{Shared, StateManager, SyncState};
@@ -134,12 +135,6 @@ impl Shared {
 /// stable across restarts and spread across a fleet.
 pub(crate) fn phase_of(node_id: &str) -> f64 {
     (fnv1a(node_id.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// FNV-1a, 64 bits: stable across processes and versions (every node must agree): pulse
-/// phases, designated pushers, and the hash of the policies a node runs.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// How long a departed node stays listed by [`StateManager::nodes`] (as gone).

@@ -8,9 +8,9 @@ use atrion_state::shares::{Share, ShareWrite};
 
 use crate::clock::EngineClock;
 use crate::manager::{Shared, SyncState, transient};
-use crate::membership::fnv1a;
 use crate::record::RouteRecord;
 use crate::wire::Contribution;
+use atrion_state::fnv1a;
 
 /// A contribution with its route's healing rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
