@@ -150,20 +150,25 @@ impl IntoResponse for Problem {
 pub(crate) fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Problem> {
     let body = read_body(body)?;
     not_an_array(&body)?;
-    // The common case first; a refused body is read again to find the field at fault.
-    if let Ok(value) = serde_json::from_slice(&body) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let value = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| (e.path().to_string(), e.into_inner()))
-        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_owned(), e)));
-    value.map_err(|(path, inner)| {
+    deserialize(&body).map_err(|(path, inner)| {
         let kind =
             if inner.is_syntax() || inner.is_eof() { ProblemKind::MalformedJson } else { ProblemKind::InvalidBody };
         let p = Problem::new(kind, inner.to_string());
         if path == "." { p } else { p.at(path) }
     })
+}
+
+/// `json` read as a `T`: by serde_json alone in the common case; a refused document is read
+/// again through serde_path_to_error, for the path of the field at fault (`.`: the document
+/// itself). The one reader of request bodies and of a batch's items.
+pub(crate) fn deserialize<T: DeserializeOwned>(json: &[u8]) -> Result<T, (String, serde_json::Error)> {
+    if let Ok(value) = serde_json::from_slice(json) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_owned(), e)))
 }
 
 /// Every request body is a JSON object: serde would also read a struct from an array of its

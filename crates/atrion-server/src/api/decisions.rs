@@ -333,14 +333,8 @@ fn item<Req: DeserializeOwned, T>(
         at(&mut p, None);
         return Item::Problem { problem: p };
     }
-    // The common case first; a refused item is read again to find the field at fault.
-    let parsed = serde_json::from_str::<Req>(raw.get()).or_else(|_| {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        serde_path_to_error::deserialize(&mut de)
-    });
-    let parsed: Result<Req, Problem> = parsed.map_err(|e| {
-        let path = e.path().to_string();
-        let mut p = Problem::new(ProblemKind::InvalidBody, e.into_inner().to_string());
+    let parsed: Result<Req, Problem> = crate::problem::deserialize(raw.get().as_bytes()).map_err(|(path, e)| {
+        let mut p = Problem::new(ProblemKind::InvalidBody, e.to_string());
         at(&mut p, Some(&path));
         p
     });
