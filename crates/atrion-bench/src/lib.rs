@@ -20,12 +20,18 @@
 pub mod workload {
     //! The sidecar's workload: the request bodies, the sidecar under test and its floor.
 
+    use std::net::SocketAddr;
     use std::sync::Arc;
 
     use atrion::Atrion;
     use atrion_server::{SidecarAtrion, SidecarObserver};
     use axum::Router;
     use axum::routing::post;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
 
     /// Distinct routes the workload cycles through.
     pub const ROUTES: u64 = 16;
@@ -62,6 +68,27 @@ pub mod workload {
     pub fn floor_router() -> Router {
         let constant = || async { ([("content-type", "application/json")], r#"{"verdict":"admit"}"#) };
         Router::new().route("/v1/decide", post(constant)).route("/v1/report", post(constant))
+    }
+
+    /// The load generators' HTTP client: keep-alive, `TCP_NODELAY`, up to 1,024 idle
+    /// connections per host.
+    pub type Http = Client<HttpConnector, Full<Bytes>>;
+
+    /// A new [`Http`] client.
+    pub fn http_client() -> Http {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
+    }
+
+    /// A `POST` (else a `GET`) of a JSON `body` to `path` on `base`.
+    pub fn json_request(post: bool, base: SocketAddr, path: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::builder()
+            .method(if post { "POST" } else { "GET" })
+            .uri(format!("http://{base}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("a valid request")
     }
 
     #[cfg(test)]

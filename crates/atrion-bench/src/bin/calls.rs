@@ -13,7 +13,9 @@
 //! behind plain `axum::serve`: the client's share is the same in both. Compare two runs'
 //! totals (`callgrind_annotate`); a run of 0 requests gives the set-up to subtract.
 
-use atrion_bench::workload::{batch_body, decide_body, floor_router, report_body, sidecar_atrion};
+use atrion_bench::workload::{
+    batch_body, decide_body, floor_router, http_client, json_request, report_body, sidecar_atrion,
+};
 use atrion_server::ServerConfig;
 use axum::body::Body;
 use axum::http::Request;
@@ -64,11 +66,6 @@ fn main() {
 /// `n` pairs over one keep-alive connection to the router behind the front door
 /// (`tcp-front`) or plain axum (`tcp-axum`).
 async fn tcp(kind: &str, n: u64) {
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::rt::TokioExecutor;
-
     let atrion = sidecar_atrion();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
     let addr = listener.local_addr().expect("an address");
@@ -80,16 +77,10 @@ async fn tcp(kind: &str, n: u64) {
         let app = atrion_server::router(atrion, &ServerConfig::default());
         tokio::spawn(async move { axum::serve(atrion_server::nodelay(listener), app).await });
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let client = http_client();
     for i in 0..n {
         for (path, body) in [("/v1/decide", decide_body(i)), ("/v1/report", report_body(i))] {
-            let req = hyper::Request::post(format!("http://{addr}{path}"))
-                .header("content-type", "application/json")
-                .body(Full::new(bytes::Bytes::from(body)))
-                .expect("a valid request");
-            let response = client.request(req).await.expect("an answer");
+            let response = client.request(json_request(true, addr, path, body.into())).await.expect("an answer");
             assert!(response.status().is_success(), "{path}: {}", response.status());
             response.into_body().collect().await.expect("a body");
         }

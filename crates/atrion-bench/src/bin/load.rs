@@ -23,18 +23,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use atrion_bench::workload::{batch_body, decide_body, floor_router, report_body, sidecar_atrion};
+use atrion_bench::workload::{
+    Http, batch_body, decide_body, floor_router, http_client, json_request, report_body, sidecar_atrion,
+};
 use atrion_server::{ProxyConfig, ServerConfig};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::routing::get;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-type Http = Client<HttpConnector, Full<Bytes>>;
+use http_body_util::BodyExt;
 
 /// One request: method, path, body (empty for GET).
 #[derive(Clone)]
@@ -55,13 +52,7 @@ impl Call {
 }
 
 async fn send(client: &Http, base: SocketAddr, call: &Call) -> bool {
-    let req = hyper::Request::builder()
-        .method(if call.post { "POST" } else { "GET" })
-        .uri(format!("http://{base}{}", call.path))
-        .header("content-type", "application/json")
-        .body(Full::new(call.body.clone()))
-        .expect("a valid request");
-    match client.request(req).await {
+    match client.request(json_request(call.post, base, &call.path, call.body.clone())).await {
         Ok(r) => {
             let ok = r.status().is_success();
             // Read the whole body, so that the connection goes back to the pool.
@@ -257,9 +248,7 @@ fn main() {
     let (sidecar, floor, upstream, guarded, plain) = addrs;
     let load = runtime();
     load.block_on(async {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector);
+        let client = http_client();
         let floor_max = closed(&client, floor, connections, secs, pair).await;
         let max = closed(&client, sidecar, connections, secs, pair).await;
         let half = open(&client, sidecar, connections, secs, max.per_sec / 2.0, pair).await;
