@@ -181,10 +181,8 @@ impl Guard {
             }
             return Ok(());
         }
-        const FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
-        const FETCH_MODE: header::HeaderName = header::HeaderName::from_static("sec-fetch-mode");
         let cross_site = headers.get(FETCH_SITE).is_some_and(|v| v.as_bytes() == b"cross-site");
-        if cross_site && !is_navigation(method, headers, &FETCH_MODE) {
+        if cross_site && !is_navigation(method, headers) {
             return Err(cross_origin("a browser sent this request from another site"));
         }
         Ok(())
@@ -208,9 +206,14 @@ impl Guard {
     }
 }
 
+/// `Sec-Fetch-Site` and `Sec-Fetch-Mode`, made once (a lookup by `&str` parses the name).
+const FETCH_SITE: header::HeaderName = header::HeaderName::from_static("sec-fetch-site");
+const FETCH_MODE: header::HeaderName = header::HeaderName::from_static("sec-fetch-mode");
+
 /// A page navigation (a link followed from another site): not a cross-origin call.
-fn is_navigation(method: &Method, headers: &HeaderMap, mode: &header::HeaderName) -> bool {
-    matches!(*method, Method::GET | Method::HEAD) && headers.get(mode).is_some_and(|v| v.as_bytes() == b"navigate")
+fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && headers.get(FETCH_MODE).is_some_and(|v| v.as_bytes() == b"navigate")
 }
 
 /// The media types a body may have on `path`.
