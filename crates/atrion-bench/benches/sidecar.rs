@@ -2,6 +2,8 @@
 //! (`tower::ServiceExt::oneshot`), body parsing and answer serialisation included.
 //!
 //! - `decide` and `report` (by route): one request each;
+//! - `decide_report_ticket`: a decision, then a report by its ticket (two requests: a ticket
+//!   is taken once, so each report needs its own decision);
 //! - `batch_100`: a `/v1/batch` of 100 decisions (throughput in decisions);
 //! - `constant`: the same stack answering a constant JSON body (the floor).
 //!
@@ -42,6 +44,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decide", |b| b.iter(|| call(&app, "/v1/decide", r#"{"route":"GET /a"}"#)));
     g.bench_function("report", |b| {
         b.iter(|| call(&app, "/v1/report", r#"{"route":"GET /a","latency_ms":5,"ok":true}"#))
+    });
+    g.bench_function("decide_report_ticket", |b| {
+        b.iter(|| {
+            let answer = call(&app, "/v1/decide", r#"{"route":"GET /a"}"#);
+            let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            let ticket = answer["ticket"].as_str().unwrap();
+            call(&app, "/v1/report", &format!(r#"{{"ticket":"{ticket}","ok":true}}"#))
+        })
     });
     g.throughput(Throughput::Elements(100));
     g.bench_function("batch_100", |b| b.iter(|| call(&app, "/v1/batch", &batch)));
