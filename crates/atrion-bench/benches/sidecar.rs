@@ -5,19 +5,24 @@
 //! - `decide_report_ticket`: a decision, then a report by its ticket (two requests: a ticket
 //!   is taken once, so each report needs its own decision);
 //! - `batch_100`: a `/v1/batch` of 100 decisions (throughput in decisions);
-//! - `constant`: the same stack answering a constant JSON body (the floor).
+//! - `constant`: the same stack answering a constant JSON body (the floor);
+//! - `ticket/issue` and `ticket/issue_take`: a decision's ticket made, and made then taken
+//!   back, beside `ticket/hmac_sha256` (the peer crates' MAC of the same signed bytes, the
+//!   floor of any HMAC-signed ticket).
 //!
 //! Run: `cargo bench -p atrion-bench --bench sidecar`. The load over real TCP is
 //! `cargo run --release -p atrion-bench --bin load`.
 
 use std::hint::black_box;
 
+use atrion::Timestamp;
 use atrion_bench::workload::{batch_body, floor_router, sidecar_atrion};
-use atrion_server::ServerConfig;
+use atrion_server::{ServerConfig, TicketBook};
 use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{KeyInit, Mac};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -55,6 +60,30 @@ fn bench(c: &mut Criterion) {
     });
     g.throughput(Throughput::Elements(100));
     g.bench_function("batch_100", |b| b.iter(|| call(&app, "/v1/batch", &batch)));
+    g.finish();
+
+    let mut g = c.benchmark_group("ticket");
+    g.throughput(Throughput::Elements(1));
+    let book = TicketBook::new(std::time::Duration::from_secs(300));
+    let at = Timestamp::from_millis(1);
+    g.bench_function("issue", |b| b.iter(|| book.issue(black_box("GET /r5"), at)));
+    g.bench_function("issue_take", |b| {
+        b.iter(|| {
+            let t = book.issue(black_box("GET /r5"), at);
+            book.take(&t, at).unwrap()
+        })
+    });
+    // The signed bytes of a ticket for `GET /r5`: a 20-byte head and the route's 10
+    // base64url characters.
+    let mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&[7; 32]).unwrap();
+    g.bench_function("hmac_sha256", |b| {
+        b.iter(|| {
+            let mut m = mac.clone();
+            m.update(black_box(&[1u8; 20]));
+            m.update(black_box(b"R0VUIC9yNQ"));
+            m.finalize().into_bytes()
+        })
+    });
     g.finish();
 }
 

@@ -106,7 +106,7 @@ mod http;
 mod observer;
 mod problem;
 
-pub use api::tickets::{REPLAY_WINDOW, TicketError};
+pub use api::tickets::{REPLAY_WINDOW, Taken, TicketBook, TicketError};
 pub use auth::{AdminToken, AuthLimits, MIN_SECRET_LEN, TokenError};
 pub use conn::{BACKLOG, ConnLimits, RELEASE_AFTER, bind, serve_router};
 pub use dashboard::{DashboardAuth, DashboardConfig};

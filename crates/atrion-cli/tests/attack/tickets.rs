@@ -51,8 +51,10 @@ async fn a_ticket_counts_once_and_a_forged_one_creates_nothing() {
     let (status, p) = post(&s, "/v1/report", json!({"ticket": "v1.0.Zm9yZ2VkLXJvdXRl", "ok": false})).await;
     assert_eq!((status, p["type"].as_str()), (422, Some("tag:atrion,2026:problem/ticket-malformed")), "{p}");
     let good = ticket(&s, "GET /pay").await;
+    // `v3.<route>.<head and MAC>`: the route is the middle part.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
-    parts[4] = URL_SAFE_NO_PAD.encode("forged-route");
+    assert_eq!(parts.len(), 3, "{good}");
+    parts[1] = URL_SAFE_NO_PAD.encode("forged-route");
     let (status, p) = post(&s, "/v1/report", json!({"ticket": parts.join("."), "ok": false})).await;
     assert_eq!((status, p["type"].as_str()), (422, Some("tag:atrion,2026:problem/ticket-forged")), "{p}");
     assert_eq!(updates(&s, "forged-route").await, None, "no route was created");
