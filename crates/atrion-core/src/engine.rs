@@ -49,6 +49,7 @@ use crate::vector::{DecodeError, PhysicsVector};
 
 mod decide;
 mod handle;
+mod lease;
 mod policy;
 mod route;
 mod sync;
@@ -81,6 +82,9 @@ pub struct EngineLimits {
     /// Routes beyond `max_routes` that an operator's hold may add when nothing can be
     /// evicted (default 1,024): holds always find room.
     pub held_reserve: usize,
+    /// Most task leases live at once, over all routes (default 65,536): past it a new lease
+    /// is refused ([`crate::LeaseError::TooMany`]).
+    pub max_leases: usize,
 }
 
 impl Default for EngineLimits {
@@ -90,6 +94,7 @@ impl Default for EngineLimits {
             idle_timeout: Duration::from_secs(600),
             pressure_idle: Duration::from_secs(30),
             held_reserve: 1_024,
+            max_leases: 65_536,
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct Engine<O = SilentObserver> {
     evicted: AtomicU64,
     /// Told after each [`Engine::hold`] (the state layer writes holds at once).
     hold_hook: Mutex<Option<HoldHook>>,
+    /// Task leases (`engine/lease.rs`): off the decision path of plain requests.
+    leases: lease::Leases,
 }
 
 impl<O> std::fmt::Debug for Engine<O> {
@@ -280,6 +287,7 @@ impl<O: PhysicsObserver> Engine<O> {
             dropped_reports: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             hold_hook: Mutex::new(None),
+            leases: lease::Leases::default(),
         })
     }
 

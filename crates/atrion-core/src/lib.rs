@@ -46,6 +46,7 @@
 mod config;
 mod decision;
 mod engine;
+mod lease;
 pub mod limits;
 mod mode;
 mod observer;
@@ -56,6 +57,7 @@ mod telemetry;
 mod time;
 mod vector;
 
+pub use config::ProfileConfig;
 pub use config::{
     Channels, ConfigError, HalfOpenConfig, Model, NormalConfig, PhysicsConfig, PriorityThresholds, Profile,
     ThrottleConfig, TunerConfig, serde_secs,
@@ -64,6 +66,9 @@ pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax
 pub use engine::{
     Engine, EngineError, EngineLimits, EngineStats, Hold, HoldHook, LocalContribution, OwnedRouteHandle, PolicyTarget,
     RouteHandle, RoutePolicy, RouteStatus, SyncedEngine, UNTRACKED_ROUTE,
+};
+pub use lease::{
+    AbortHandle, AbortReason, LeaseDeadlines, LeaseError, LeaseGrant, LeaseId, LeaseOptions, LeaseOutcome, LeaseStart,
 };
 pub use limits::MAX_ROUTE_ID;
 pub use mode::Mode;

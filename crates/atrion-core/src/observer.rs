@@ -7,7 +7,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::Duration;
+
 use crate::decision::{Decision, Priority};
+use crate::lease::LeaseOutcome;
 use crate::mode::Mode;
 use crate::time::Timestamp;
 
@@ -62,6 +65,25 @@ pub enum Event<'a> {
         /// When.
         at: Timestamp,
     },
+    /// A task lease was admitted ([`crate::Engine::start_lease`]); it counts among the
+    /// route's live leases until a [`Event::LeaseEnded`].
+    LeaseStarted {
+        /// The route ([`crate::UNTRACKED_ROUTE`] for an untracked one).
+        route: &'a str,
+        /// When.
+        at: Timestamp,
+    },
+    /// A task lease ended.
+    LeaseEnded {
+        /// The route ([`crate::UNTRACKED_ROUTE`] for an untracked one).
+        route: &'a str,
+        /// When.
+        at: Timestamp,
+        /// How.
+        outcome: LeaseOutcome,
+        /// How long it ran (for an expired lease: until its missed deadline).
+        duration: Duration,
+    },
 }
 
 impl Event<'_> {
@@ -71,7 +93,9 @@ impl Event<'_> {
             Event::Update { route, .. }
             | Event::Transition { route, .. }
             | Event::Decided { route, .. }
-            | Event::Evicted { route, .. } => route,
+            | Event::Evicted { route, .. }
+            | Event::LeaseStarted { route, .. }
+            | Event::LeaseEnded { route, .. } => route,
         }
     }
 
@@ -88,6 +112,10 @@ impl Event<'_> {
                 OwnedEvent::Decided { route: route.to_owned(), at, priority, decision }
             }
             Event::Evicted { route, at } => OwnedEvent::Evicted { route: route.to_owned(), at },
+            Event::LeaseStarted { route, at } => OwnedEvent::LeaseStarted { route: route.to_owned(), at },
+            Event::LeaseEnded { route, at, outcome, duration } => {
+                OwnedEvent::LeaseEnded { route: route.to_owned(), at, outcome, duration }
+            }
         }
     }
 }
@@ -100,6 +128,8 @@ pub enum OwnedEvent {
     Transition { route: String, at: Timestamp, from: Mode, to: Mode, resistance: f64 },
     Decided { route: String, at: Timestamp, priority: Priority, decision: Decision },
     Evicted { route: String, at: Timestamp },
+    LeaseStarted { route: String, at: Timestamp },
+    LeaseEnded { route: String, at: Timestamp, outcome: LeaseOutcome, duration: Duration },
 }
 
 /// Receives the engine's events.

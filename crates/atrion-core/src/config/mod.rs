@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod profile;
 mod sections;
 pub mod serde_secs;
 mod validate;
 
+pub use profile::{Profile, ProfileConfig};
 pub use sections::{HalfOpenConfig, NormalConfig, PriorityThresholds, ThrottleConfig, TunerConfig};
 pub use validate::ConfigError;
 
@@ -63,32 +65,6 @@ pub struct Channels {
 impl Channels {
     pub(crate) fn as_array(&self) -> [f64; 3] {
         [self.latency, self.error, self.saturation]
-    }
-}
-
-/// Workload profiles of the reference: a latency baseline and a scar multiplier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Fast in-memory work: baseline 10 ms, scar x2.
-    Light,
-    /// Ordinary API calls: baseline 100 ms, scar x1.
-    Standard,
-    /// Heavy jobs: baseline 5 s, scar x0.5.
-    Heavy,
-    /// Batch or model inference: baseline 60 s, scar x0.2.
-    Extreme,
-}
-
-impl Profile {
-    /// (latency baseline in ms, scar multiplier)
-    fn constants(self) -> (f64, f64) {
-        match self {
-            Profile::Light => (10.0, 2.0),
-            Profile::Standard => (100.0, 1.0),
-            Profile::Heavy => (5_000.0, 0.5),
-            Profile::Extreme => (60_000.0, 0.2),
-        }
     }
 }
 
@@ -259,6 +235,19 @@ impl PhysicsConfig {
         let (latency, scar) = profile.constants();
         self.baseline.latency = latency;
         self.scar_rate *= scar;
+        self
+    }
+
+    /// Applies a workload profile for work of any length (docs/DESIGN.md §2, task leases):
+    /// the latency baseline and the scar multiplier of [`PhysicsConfig::with_profile`], and
+    /// the learned normal's ceiling raised to the profile's longest task
+    /// (`max_duration`), so that a task within its profile's bounds can be learned as
+    /// normal. The profile must be valid ([`ProfileConfig::validate`]).
+    pub fn with_workload(mut self, profile: &ProfileConfig) -> Self {
+        self.baseline.latency = profile.baseline_latency_ms;
+        self.scar_rate *= profile.scar_multiplier;
+        let longest = profile.max_duration.as_secs_f64() * 1e3;
+        self.normal.ceiling_ms = self.normal.ceiling_ms.max(longest);
         self
     }
 

@@ -1,0 +1,220 @@
+//! Task leases: admitted like a request, counted while live, reported when they end,
+//! aborted when they overrun or miss their heartbeats; all on the engine's passed-in time.
+
+use std::time::Duration;
+
+use atrion_core::{
+    AbortHandle, AbortReason, CollectorObserver, Engine, EngineLimits, Hold, LeaseError, LeaseGrant, LeaseOptions,
+    LeaseOutcome, LeaseStart, OwnedEvent, PhysicsConfig, Priority, Profile, Timestamp,
+};
+
+use crate::ms;
+
+fn engine() -> Engine<CollectorObserver> {
+    Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), CollectorObserver::new()).unwrap()
+}
+
+fn granted(start: Result<LeaseStart, LeaseError>) -> LeaseGrant {
+    match start.unwrap() {
+        LeaseStart::Granted(g) => g,
+        LeaseStart::Shed(d) => panic!("shed: {d:?}"),
+    }
+}
+
+/// The lease events and the route's reports, in order.
+fn lease_events(e: &Engine<CollectorObserver>) -> Vec<String> {
+    e.observer()
+        .drain()
+        .into_iter()
+        .filter_map(|ev| match ev {
+            OwnedEvent::LeaseStarted { route, .. } => Some(format!("start {route}")),
+            OwnedEvent::LeaseEnded { route, outcome, duration, .. } => {
+                Some(format!("end {route} {} {}ms", outcome.name(), duration.as_millis()))
+            }
+            OwnedEvent::Update { route, .. } => Some(format!("report {route}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_completed_lease_is_reported_and_stops_counting() {
+    let e = engine();
+    let g = granted(e.start_lease("jobs", ms(1_000), LeaseOptions::new()));
+    assert_eq!(g.profile, "standard");
+    assert_eq!(g.deadlines.expires_at, ms(31_000));
+    assert_eq!(g.deadlines.heartbeat_by, None);
+    assert_eq!(e.active_leases("jobs"), 1);
+    assert_eq!(e.lease_count(), 1);
+    assert_eq!(e.complete_lease(g.id, true, ms(3_500)), Ok(LeaseOutcome::Completed));
+    assert_eq!(e.active_leases("jobs"), 0);
+    assert_eq!(lease_events(&e), ["start jobs", "report jobs", "end jobs completed 2500ms"]);
+    // Done is done: the id names nothing now.
+    assert_eq!(e.complete_lease(g.id, true, ms(4_000)), Err(LeaseError::Gone { id: g.id }));
+    assert_eq!(e.heartbeat_lease(g.id, ms(4_000)), Err(LeaseError::Gone { id: g.id }));
+    assert!(!g.abort.is_aborted());
+}
+
+#[test]
+fn a_lease_that_overruns_is_aborted_reported_as_a_failure_and_removed() {
+    let e = engine();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let abort = AbortHandle::with_callback(move |r| tx.send(r).unwrap());
+    let opts = LeaseOptions::new().max_duration(Duration::from_secs(10)).abort(abort);
+    let g = granted(e.start_lease("render", ms(0), opts));
+    let other = granted(e.start_lease("render", ms(0), LeaseOptions::new()));
+    assert_eq!(e.active_leases("render"), 2);
+    assert_eq!(e.next_lease_deadline(), Some(ms(10_000)));
+    // At its deadline it is still live; past it, the sweep aborts it.
+    assert_eq!(e.sweep_leases(ms(10_000)), 0);
+    assert_eq!(e.sweep_leases(ms(10_001)), 1);
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), [AbortReason::MaxDuration]);
+    assert_eq!(g.abort.reason(), Some(AbortReason::MaxDuration));
+    assert_eq!(e.active_leases("render"), 1);
+    assert_eq!(lease_events(&e), ["start render", "start render", "report render", "end render max_duration 10000ms"]);
+    assert_eq!(e.heartbeat_lease(g.id, ms(10_002)), Err(LeaseError::Gone { id: g.id }));
+    // The failure was the route's telemetry: one update, in error.
+    assert!(e.snapshot("render").unwrap().updates == 1);
+    assert!(!other.abort.is_aborted());
+}
+
+#[test]
+fn a_lease_that_misses_its_heartbeats_is_aborted() {
+    let e = engine();
+    let opts = LeaseOptions::new().profile(Profile::Heavy).abort(AbortHandle::new());
+    let g = granted(e.start_lease("train", ms(0), opts));
+    // Heavy: a heartbeat every 5 s, three missed in a row abort it.
+    assert_eq!(g.heartbeat, Some(Duration::from_secs(5)));
+    assert_eq!(g.deadlines.heartbeat_by, Some(ms(15_000)));
+    assert_eq!(g.deadlines.expires_at, ms(300_000));
+    let d = e.heartbeat_lease(g.id, ms(12_000)).unwrap();
+    assert_eq!(d.heartbeat_by, Some(ms(27_000)));
+    // The heap still holds the old deadline: passing it moves the lease, does not abort it.
+    assert_eq!(e.sweep_leases(ms(20_000)), 0);
+    assert!(!g.abort.is_aborted());
+    assert_eq!(e.sweep_leases(ms(27_001)), 1);
+    assert_eq!(g.abort.reason(), Some(AbortReason::MissedHeartbeat));
+    assert_eq!(e.active_leases("train"), 0);
+    let events = lease_events(&e);
+    assert_eq!(events.last().unwrap(), "end train missed_heartbeat 27000ms");
+    assert!(events.contains(&"report train".to_owned()));
+}
+
+#[test]
+fn an_overdue_lease_is_aborted_by_the_call_that_finds_it_whether_or_not_a_sweep_ran() {
+    let e = engine();
+    let g = granted(e.start_lease("r", ms(0), LeaseOptions::new().max_duration(Duration::from_secs(1))));
+    assert_eq!(
+        e.complete_lease(g.id, true, ms(1_500)),
+        Err(LeaseError::Aborted { id: g.id, reason: AbortReason::MaxDuration })
+    );
+    assert!(g.abort.is_aborted());
+    let h = granted(e.start_lease("r", ms(2_000), LeaseOptions::new().heartbeat(Duration::from_millis(100))));
+    assert_eq!(
+        e.heartbeat_lease(h.id, ms(2_301)),
+        Err(LeaseError::Aborted { id: h.id, reason: AbortReason::MissedHeartbeat })
+    );
+    assert_eq!(e.lease_count(), 0);
+}
+
+#[test]
+fn a_cancelled_lease_reports_nothing() {
+    let e = engine();
+    let g = granted(e.start_lease("r", ms(0), LeaseOptions::new()));
+    e.cancel_lease(g.id, ms(500)).unwrap();
+    assert_eq!(e.active_leases("r"), 0);
+    assert_eq!(lease_events(&e), ["start r", "end r cancelled 500ms"]);
+    assert!(!g.abort.is_aborted());
+    // No failure was learned: the route saw no telemetry.
+    assert_eq!(e.snapshot("r").unwrap().updates, 0);
+}
+
+#[test]
+fn heavy_work_without_an_abort_handle_is_refused() {
+    let e = engine();
+    for p in [Profile::Heavy, Profile::Extreme] {
+        let err = e.start_lease("gpu", ms(0), LeaseOptions::new().profile(p)).unwrap_err();
+        assert_eq!(err, LeaseError::AbortRequired { route: "gpu".into(), profile: p.name() });
+    }
+    // Nothing was decided nor counted.
+    assert_eq!(e.lease_count(), 0);
+    assert!(lease_events(&e).is_empty());
+    // A route profile that requires one applies to leases without their own profile.
+    e.set_route_profile("gpu", Some(Profile::Extreme.config())).unwrap();
+    assert!(matches!(e.start_lease("gpu", ms(0), LeaseOptions::new()), Err(LeaseError::AbortRequired { .. })));
+    let g = granted(e.start_lease("gpu", ms(0), LeaseOptions::new().abort(AbortHandle::new())));
+    assert_eq!((g.profile, g.deadlines.expires_at), ("extreme", ms(3_600_000)));
+}
+
+#[test]
+fn a_lease_is_decided_like_a_request() {
+    let e = engine();
+    e.hold("down", Hold::Open, ms(0)).unwrap();
+    match e.start_lease("down", ms(0), LeaseOptions::new().priority(Priority::High)).unwrap() {
+        LeaseStart::Shed(d) => assert!(d.retry_after.is_some()),
+        LeaseStart::Granted(_) => panic!("a held-open route admitted a lease"),
+    }
+    assert_eq!(e.active_leases("down"), 0);
+}
+
+#[test]
+fn live_leases_are_bounded() {
+    let mut limits = EngineLimits::default();
+    limits.max_leases = 2;
+    let e = Engine::with_observer(PhysicsConfig::default(), limits, CollectorObserver::new()).unwrap();
+    let a = granted(e.start_lease("a", ms(0), LeaseOptions::new()));
+    granted(e.start_lease("b", ms(0), LeaseOptions::new()));
+    assert_eq!(e.start_lease("c", ms(0), LeaseOptions::new()).unwrap_err(), LeaseError::TooMany { max: 2 });
+    e.complete_lease(a.id, true, ms(1)).unwrap();
+    granted(e.start_lease("c", ms(2), LeaseOptions::new()));
+}
+
+#[test]
+fn many_short_leases_of_long_deadlines_keep_the_registry_small() {
+    let e = engine();
+    let opts = || LeaseOptions::new().profile(Profile::Extreme).abort(AbortHandle::new());
+    let keep = granted(e.start_lease("r", ms(0), opts()));
+    for i in 0..10_000 {
+        let g = granted(e.start_lease("r", ms(i), opts()));
+        e.complete_lease(g.id, true, ms(i + 1)).unwrap();
+    }
+    assert_eq!(e.lease_count(), 1);
+    assert_eq!(e.active_leases("r"), 1);
+    // Stale heap entries were dropped: the next deadline is the live lease's.
+    assert_eq!(e.next_lease_deadline(), Some(ms(30_000)));
+    assert_eq!(e.lease_deadlines(keep.id).unwrap().heartbeat_by, Some(ms(30_000)));
+}
+
+#[test]
+fn a_profile_seeds_a_new_routes_normal_and_leaves_a_learned_one_alone() {
+    let e = engine();
+    e.report("learned", crate::healthy(), ms(0));
+    e.decide("new", ms(0), Priority::Normal);
+    let heavy = Profile::Heavy.config();
+    e.set_route_profile("new", Some(heavy.clone())).unwrap();
+    e.set_route_profile("learned", Some(heavy.clone())).unwrap();
+    let new = e.snapshot("new").unwrap();
+    assert_eq!((new.normal_samples, new.normal_mean), (1, 5_000.0));
+    assert_eq!(e.snapshot("learned").unwrap().normal_mean, 20.0);
+    // The profile's physics: the normal may learn tasks up to the profile's longest.
+    assert_eq!(e.route_config("new").normal.ceiling_ms, 300_000.0);
+    assert_eq!(e.route_profile("new"), Some(heavy));
+    // A custom profile on a glob applies to the leases of every route it matches.
+    let mut custom = Profile::Standard.config().custom();
+    custom.max_duration = Duration::from_secs(90);
+    e.set_route_profile("batch/*", Some(custom)).unwrap();
+    let g = granted(e.start_lease("batch/nightly", ms(0), LeaseOptions::new()));
+    assert_eq!((g.profile, g.deadlines.expires_at), ("custom", ms(90_000)));
+    e.set_route_profile("batch/*", None).unwrap();
+    assert_eq!(e.route_profile("batch/nightly"), None);
+}
+
+#[test]
+fn leases_at_shutdown_are_aborted_without_a_report() {
+    let e = engine();
+    let g = granted(e.start_lease("r", ms(0), LeaseOptions::new()));
+    assert_eq!(e.abort_leases(ms(10)), 1);
+    assert_eq!(g.abort.reason(), Some(AbortReason::Shutdown));
+    assert_eq!(lease_events(&e), ["start r", "end r shutdown 10ms"]);
+    let _ = Timestamp::ZERO;
+}
