@@ -4,11 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atrion_core::{
-    ConfigError, Decision, Engine, EngineError, EngineLimits, Model, OwnedRouteHandle, PhysicsConfig, PhysicsObserver,
-    Priority, RouteHandle, RouteStatus, SilentObserver, Telemetry, TelemetryError, Timestamp,
+    ConfigError, Decision, Engine, EngineError, EngineLimits, LeaseOptions, LeaseStart, Model, OwnedRouteHandle,
+    PhysicsConfig, PhysicsObserver, Priority, ProfileConfig, RouteHandle, RouteStatus, SilentObserver, Telemetry,
+    TelemetryError, Timestamp,
 };
 use atrion_state::{Clock, InMemoryStore, StateStore, StoreError, SystemClock};
 use atrion_sync::{ClusterKeys, Contribution, EngineClock, NodeInfo, StateManager, SyncConfig, SyncStats};
+
+use crate::task::{Lease, Sweeper, TaskError};
 
 /// What can go wrong building or connecting an [`Atrion`].
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +170,7 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
             clock,
             sync: self.sync,
             manager: tokio::sync::Mutex::new(None),
+            sweeper: std::sync::Mutex::new(None),
             default_priority,
             neutral_saturation,
         })
@@ -195,6 +199,8 @@ pub struct Atrion<O: PhysicsObserver + 'static = SilentObserver> {
     store: Arc<dyn StateStore>,
     sync: SyncConfig,
     manager: tokio::sync::Mutex<Option<StateManager<O>>>,
+    /// The lease sweeper, beside the pulse (from `connect` to `shutdown`).
+    sweeper: std::sync::Mutex<Option<Sweeper>>,
     default_priority: Priority,
     neutral_saturation: f64,
 }
@@ -273,14 +279,74 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
             *manager =
                 Some(StateManager::start(self.engine.clone(), self.store.clone(), self.sync.clone(), clock).await?);
         }
+        let mut sweeper = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sweeper.is_none() {
+            *sweeper = Some(Sweeper::start(self.engine.clone(), self.clock.clone()));
+        }
         Ok(())
     }
 
-    /// Pushes what this node learned, leaves the cluster and stops the pulse.
+    /// Pushes what this node learned, leaves the cluster and stops the pulse and the lease
+    /// sweeper. Live task leases stay live (their holders may go on); they are swept on
+    /// calls again ([`Atrion::sweep_tasks`]). [`Engine::abort_leases`] aborts them all.
     pub async fn shutdown(&self) {
+        let sweeper = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(s) = sweeper {
+            s.stop().await;
+        }
         if let Some(m) = self.manager.lock().await.take() {
             m.shutdown().await;
         }
+    }
+
+    /// Starts a long-running task on `route` (docs/DESIGN.md §2, task leases): admitted
+    /// like a request at `options.priority` ([`TaskError::Shed`] carries the decision),
+    /// then counted in [`Atrion::active_tasks`] until the [`Lease`] completes, is released
+    /// or dropped (cancelled: nothing reported), or is aborted for running past its longest
+    /// duration or missing its heartbeats (its abort handle fired, a failure reported).
+    ///
+    /// The profile is the options', else the route's ([`Atrion::set_route_profile`]), else
+    /// the standard one. Heavy and extreme work needs an abort handle
+    /// ([`LeaseOptions::abort`]): without one, [`atrion_core::LeaseError::AbortRequired`].
+    /// The module [`crate::task`] says when expiry is noticed.
+    pub fn start_task(&self, route: &str, options: LeaseOptions) -> Result<Lease<O>, TaskError> {
+        match self.engine.start_lease(route, self.clock.now(), options)? {
+            LeaseStart::Granted(grant) => {
+                if let Some(s) = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                    s.wake();
+                }
+                Ok(Lease::new(self.engine.clone(), self.clock.clone(), grant, route))
+            }
+            LeaseStart::Shed(decision) => Err(TaskError::Shed(decision)),
+        }
+    }
+
+    /// Live task leases on `route` (overdue ones swept first): its work in flight. With a
+    /// known capacity, `active_tasks / capacity` is the route's saturation, which leases
+    /// report when their profile sets [`ProfileConfig::capacity`].
+    pub fn active_tasks(&self, route: &str) -> u32 {
+        self.engine.sweep_leases(self.clock.now());
+        self.engine.active_leases(route)
+    }
+
+    /// Aborts every overdue lease now (each reported as a failure, its abort fired) and
+    /// returns how many: for a process without [`Atrion::connect`]'s sweeper.
+    pub fn sweep_tasks(&self) -> usize {
+        self.engine.sweep_leases(self.clock.now())
+    }
+
+    /// Sets the workload profile of the routes `pattern` matches (an exact id or a glob):
+    /// their physics (the engine's config with the profile: [`PhysicsConfig::with_workload`],
+    /// replacing a per-route config set on the same pattern), their leases' defaults, and
+    /// the seed of a learned normal not yet learned. A profile is a hint where normals are
+    /// learned: docs/DESIGN.md §2 says how they interact.
+    pub fn set_route_profile(&self, pattern: &str, profile: impl Into<ProfileConfig>) -> Result<(), AtrionError> {
+        Ok(self.engine.set_route_profile(pattern, Some(profile.into()))?)
+    }
+
+    /// Removes the workload profile set on `pattern` (and the physics it set).
+    pub fn remove_route_profile(&self, pattern: &str) -> Result<(), AtrionError> {
+        Ok(self.engine.set_route_profile(pattern, None)?)
     }
 
     /// Counters of the cluster sync (`None` before `connect`).

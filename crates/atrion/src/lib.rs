@@ -7,6 +7,8 @@
 //!   `Atrion::builder().build()` is the embedded default (default model, in-memory store);
 //!   [`Atrion::connect`] joins a cluster through a [`state::StateStore`];
 //!   [`Atrion::enter`] returns a [`Guard`] that reports latency and outcome when dropped.
+//! - [`Atrion::start_task`]: a [`Lease`] for work that runs minutes or hours (heartbeats,
+//!   an abort when it overruns, workload profiles); see [`task`].
 //! - [`AtrionLayer`] (feature `tower`): a tower layer for HTTP services that answers
 //!   `503` with `Retry-After` when a route sheds.
 //! - Everything of `atrion-core` is re-exported: [`Engine`], [`PhysicsConfig`], [`Decision`],
@@ -44,11 +46,13 @@ mod config;
 pub mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+pub mod task;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
 pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
 pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService};
+pub use task::{Lease, TaskError};
 
 /// The state layer: the `StateStore` port, stores, the service, the clock (`atrion-state`)
 /// and the cluster sync (`atrion-sync`).

@@ -23,6 +23,11 @@
 //! | `atrion_route_resistance_ohms` | gauge | `route` |
 //! | `atrion_route_scar_ohms` | gauge | `route` |
 //! | `atrion_route_mode` | gauge, 1 for the route's mode and 0 for the others | `route`, `mode` |
+//! | `atrion_leases_active` | gauge: live task leases, every route | |
+//! | `atrion_route_leases_active` | gauge: the route's live task leases | `route` |
+//! | `atrion_leases_ended_total` | counter | `route`, `outcome` (`completed`, `failed`, `cancelled`, `max_duration`, `missed_heartbeat`, `shutdown`) |
+//! | `atrion_lease_expirations_total` | counter: leases that overran or missed their heartbeats (reported as failures) | `route`, `reason` (`max_duration`, `missed_heartbeat`) |
+//! | `atrion_lease_aborts_total` | counter: abort signals fired (expirations and shutdown) | `route`, `reason` |
 //! | `atrion_sync_*_total`, `atrion_sync_buffered`, `atrion_sync_degraded` | counters, gauges | |
 //!
 //! **Route labels are bounded: the busiest `max_routes` routes have their own.** Every route's
@@ -53,7 +58,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use atrion_core::{Event, Mode, PhysicsObserver, Reason, Timestamp, Verdict};
+use atrion_core::{Event, LeaseOutcome, Mode, PhysicsObserver, Reason, Timestamp, Verdict};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 use crate::state::SyncStats;
@@ -99,11 +104,14 @@ struct RouteMetrics {
     /// When its labelled series last moved (engine nanoseconds, written at most once a
     /// second): past half the exporter's idle timeout they are registered again.
     used: AtomicU64,
+    /// Its live task leases (started minus ended as this observer saw them).
+    leases: AtomicU64,
 }
 
 struct RouteGauges {
     resistance: Gauge,
     scar: Gauge,
+    leases: Gauge,
     modes: [Gauge; 4],
     last_mode: std::sync::atomic::AtomicU8,
 }
@@ -117,6 +125,7 @@ impl RouteMetrics {
             decisions: Default::default(),
             gauges: OnceLock::new(),
             used: AtomicU64::new(0),
+            leases: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +135,7 @@ impl RouteMetrics {
         fresh.seen.store(self.seen.load(Relaxed), Relaxed);
         fresh.labelled.store(self.labelled.load(Acquire), Release);
         fresh.used.store(at, Relaxed);
+        fresh.leases.store(self.leases.load(Relaxed), Relaxed);
         fresh
     }
 
@@ -161,6 +171,7 @@ impl RouteMetrics {
             self.gauges.get_or_init(|| RouteGauges {
                 resistance: metrics::gauge!("atrion_route_resistance_ohms", "route" => self.label.clone()),
                 scar: metrics::gauge!("atrion_route_scar_ohms", "route" => self.label.clone()),
+                leases: metrics::gauge!("atrion_route_leases_active", "route" => self.label.clone()),
                 modes: MODES
                     .map(|m| metrics::gauge!("atrion_route_mode", "route" => self.label.clone(), "mode" => m.as_str())),
                 last_mode: std::sync::atomic::AtomicU8::new(u8::MAX),
@@ -174,6 +185,7 @@ impl RouteGauges {
     fn clear(&self) {
         self.resistance.set(f64::NAN);
         self.scar.set(f64::NAN);
+        self.leases.set(f64::NAN);
         for g in &self.modes {
             g.set(f64::NAN);
         }
@@ -205,6 +217,7 @@ pub struct MetricsObserver {
     floor: AtomicU64,
     other: Arc<RouteMetrics>,
     evictions: Counter,
+    leases: Gauge,
     /// Half the exporter's idle timeout for route series, in nanoseconds: series still for
     /// longer are registered again. `u64::MAX`: never.
     stale: u64,
@@ -232,6 +245,7 @@ impl MetricsObserver {
             routes: papaya::HashMap::new(),
             other: Arc::new(RouteMetrics::new(SharedString::const_str(OTHER_ROUTE))),
             evictions: metrics::counter!("atrion_evictions_total"),
+            leases: metrics::gauge!("atrion_leases_active"),
             stale: u64::MAX,
         }
     }
@@ -327,6 +341,30 @@ impl MetricsObserver {
         self.floor.store(labelled.iter().map(|r| r.seen.load(Relaxed)).min().unwrap_or(0), Relaxed);
     }
 
+    /// A lease ended: the gauges follow, and its outcome is counted under the route's label
+    /// (or `other`).
+    fn lease_ended(&self, route: &str, at: Timestamp, outcome: LeaseOutcome) {
+        self.leases.decrement(1.0);
+        let m = self.route(route, at);
+        // A route evicted while its lease ran starts again from zero: never below it.
+        let n =
+            m.leases.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1))).map_or(0, |n| n.saturating_sub(1));
+        if let Some(g) = m.gauges() {
+            g.leases.set(n as f64);
+        }
+        let label = if m.labelled.load(Acquire) { m.label.clone() } else { self.other.label.clone() };
+        metrics::counter!("atrion_leases_ended_total", "route" => label.clone(), "outcome" => outcome.name())
+            .increment(1);
+        if let LeaseOutcome::Aborted(reason) = outcome {
+            metrics::counter!("atrion_lease_aborts_total", "route" => label.clone(), "reason" => reason.name())
+                .increment(1);
+            if reason.is_expiry() {
+                metrics::counter!("atrion_lease_expirations_total", "route" => label, "reason" => reason.name())
+                    .increment(1);
+            }
+        }
+    }
+
     fn evicted(&self, route: &str) {
         let Some(m) = self.routes.pin().remove(route).cloned() else { return };
         let mut labelled = self.lock();
@@ -377,6 +415,15 @@ impl PhysicsObserver for MetricsObserver {
                 self.evictions.increment(1);
                 self.evicted(route);
             }
+            Event::LeaseStarted { route, at } => {
+                self.leases.increment(1.0);
+                let m = self.route(route, at);
+                let n = m.leases.fetch_add(1, Relaxed) + 1;
+                if let Some(g) = m.gauges() {
+                    g.leases.set(n as f64);
+                }
+            }
+            Event::LeaseEnded { route, at, outcome, .. } => self.lease_ended(route, at, outcome),
             _ => {}
         }
     }
@@ -449,6 +496,15 @@ fn describe() {
     describe_gauge!("atrion_route_resistance_ohms", "A route's resistance after its last report.");
     describe_gauge!("atrion_route_scar_ohms", "A route's scar tissue after its last report.");
     describe_gauge!("atrion_route_mode", "1 for the route's mode, 0 for the others.");
+    describe_gauge!("atrion_leases_active", "Live task leases, every route.");
+    describe_gauge!("atrion_route_leases_active", "A route's live task leases.");
+    describe_counter!("atrion_leases_ended_total", Unit::Count, "Task leases ended, by route and outcome.");
+    describe_counter!(
+        "atrion_lease_expirations_total",
+        Unit::Count,
+        "Task leases that overran or missed their heartbeats, by route and reason."
+    );
+    describe_counter!("atrion_lease_aborts_total", Unit::Count, "Task lease aborts fired, by route and reason.");
     describe_counter!("atrion_sync_pulses_total", Unit::Count, "Cluster sync pulses run.");
     describe_counter!("atrion_sync_pushed_total", Unit::Count, "Route contributions pushed to the store.");
     describe_counter!(
@@ -535,6 +591,51 @@ mod tests {
                 .count()
         };
         assert_eq!((gauges_of("a"), gauges_of(OTHER_ROUTE)), (1, 0));
+    }
+
+    #[test]
+    fn leases_are_counted_active_expired_and_aborted_per_route() {
+        use atrion_core::{LeaseOptions, LeaseStart};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let engine =
+                Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), MetricsObserver::new(8))
+                    .unwrap();
+            let at = Timestamp::from_millis;
+            let start = |d: u64| match engine
+                .start_lease("jobs", at(0), LeaseOptions::new().max_duration(std::time::Duration::from_millis(d)))
+                .unwrap()
+            {
+                LeaseStart::Granted(g) => g.id,
+                LeaseStart::Shed(d) => panic!("{d:?}"),
+            };
+            let (short, long, _live) = (start(100), start(10_000), start(20_000));
+            engine.complete_lease(long, true, at(50)).unwrap();
+            assert_eq!(engine.sweep_leases(at(200)), 1);
+            let _ = short;
+        });
+        let snapshot: Vec<Row> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+                (key.name().to_owned(), labels, v)
+            })
+            .collect();
+        assert_eq!(counter_value(&snapshot, "atrion_lease_expirations_total", "jobs"), 1);
+        assert_eq!(counter_value(&snapshot, "atrion_lease_aborts_total", "jobs"), 1);
+        assert_eq!(counter_value(&snapshot, "atrion_leases_ended_total", "jobs"), 2);
+        let gauge = |name: &str| {
+            snapshot.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| match v {
+                DebugValue::Gauge(g) => g.into_inner(),
+                _ => f64::NAN,
+            })
+        };
+        assert_eq!(gauge("atrion_route_leases_active"), Some(1.0));
+        assert_eq!(gauge("atrion_leases_active"), Some(1.0));
     }
 
     #[test]
