@@ -13,7 +13,7 @@
 //! - **Content type**: a `POST`, `PUT` or `PATCH` with a body must be `application/json`
 //!   (`application/x-ndjson` too for a restore), or it gets `415`: a page's form or
 //!   `text/plain` fetch cannot reach a handler.
-//! - **Client tokens**: with [`ServerConfig::client_tokens`], decide, report and batch need a
+//! - **Client tokens**: with [`ServerConfig::client_tokens`], decide, report, batch and tasks need a
 //!   bearer token (`401`).
 //!
 //! `/healthz` and `/readyz` skip the Host and Origin checks: probes address the server by
@@ -146,7 +146,9 @@ impl Guard {
             self.check_origin(request.method(), request.headers(), host)?;
         }
         check_content_type(request.method(), path, request.headers())?;
-        if !self.client_tokens.is_empty() && matches!(path, "/v1/decide" | "/v1/report" | "/v1/batch") {
+        if !self.client_tokens.is_empty()
+            && (matches!(path, "/v1/decide" | "/v1/report" | "/v1/batch") || path.starts_with("/v1/tasks"))
+        {
             self.check_client(request.headers())?;
         }
         Ok(())
@@ -310,7 +312,8 @@ pub(crate) fn declare(doc: &mut OpenApi) {
     for (path, item) in &mut doc.paths.paths {
         let probe = matches!(path.as_str(), "/healthz" | "/readyz");
         let reserved = probe || path.starts_with("/v1/admin/");
-        let client = matches!(path.as_str(), "/v1/decide" | "/v1/report" | "/v1/batch");
+        let client =
+            matches!(path.as_str(), "/v1/decide" | "/v1/report" | "/v1/batch") || path.starts_with("/v1/tasks");
         let ops = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head];
         for op in ops.into_iter().flatten() {
             let with_param = path.contains('{');

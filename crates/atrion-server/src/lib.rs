@@ -15,6 +15,8 @@
 //! | `POST /v1/decide` | `{"route", "priority"?}` | `{"verdict", "reason", "mode", "resistance", "retry_after_ms", "ticket"}` (a ticket when admitted) |
 //! | `POST /v1/report` | `{"ticket", "ok", "saturation"?}` or `{"route", "latency_ms", "ok" \| "error_rate", "saturation"?}` | `{"route", "mode", "resistance", "scar"}` |
 //! | `POST /v1/batch` | `{"decide": [..], "report": [..]}` (at most 1,000 items) | `{"decide": [..], "report": [..]}`: each item's answer, or `{"problem"}` for that item alone |
+//! | `POST /v1/tasks` | `{"route", "priority"?, "profile"?, "max_duration_ms"?, "heartbeat_ms"?}` | a task lease: `{"verdict", ..., "id", "expires_in_ms", "heartbeat_within_ms"}`, or the shed decision |
+//! | `POST /v1/tasks/{id}/heartbeat`, `POST /v1/tasks/{id}/complete` `{"ok"}`, `DELETE /v1/tasks/{id}` | | the new deadlines; the outcome; `204`. A task no longer live (aborted, ended) answers `410` |
 //! | `GET /v1/routes?limit=&after=`, `GET /v1/routes/{route}` | | resistance, mode, scar, momentum, break point, the tuner's mean and deviation, updates, the cluster's scar; the list a page at a time (`{"routes", "next"}`) |
 //! | `GET /` | | the decision dashboard (its files under `/assets/`, built into the binary) |
 //! | `GET /v1/dashboard/stream` | | the dashboard's live feed: server-sent `update` events, one per sample |
@@ -209,6 +211,10 @@ pub struct ServerConfig {
     /// How long a decision's ticket may be reported by (default 5 minutes); tickets are also
     /// single-use, within the last [`REPLAY_WINDOW`] tickets issued.
     pub ticket_ttl: Duration,
+    /// The most live task leases (`POST /v1/tasks`) a client may hold at once (keyed as for
+    /// its budget of new routes); past it, `429`. 0: only the engine's bound
+    /// (`EngineLimits::max_leases`). Default 1,024.
+    pub max_tasks_per_client: u32,
 }
 
 impl Default for ServerConfig {
@@ -232,6 +238,7 @@ impl Default for ServerConfig {
             route_creation_rate: 100,
             route_creation_burst: 1_000,
             ticket_ttl: Duration::from_secs(300),
+            max_tasks_per_client: 1_024,
         }
     }
 }
@@ -243,6 +250,8 @@ struct Shared {
     creation: api::creation::RouteCreation,
     /// This node's tickets.
     tickets: api::tickets::TicketBook,
+    /// This node's task leases: their ids' key and each client's count.
+    tasks: api::tasks::TaskBook,
     openapi: utoipa::openapi::OpenApi,
     dashboard: Option<Arc<dashboard::Dashboard>>,
     /// Failed authentications: their limit and their counts.
@@ -271,6 +280,7 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
         config: config.clone(),
         creation: api::creation::RouteCreation::new(config.route_creation_rate, config.route_creation_burst),
         tickets: api::tickets::TicketBook::new(config.ticket_ttl),
+        tasks: api::tasks::TaskBook::new(config.max_tasks_per_client),
         openapi: api,
         dashboard,
         refusals: auth::Guard::new(config.auth.clone()),

@@ -45,6 +45,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
+impl Client {
+    /// The client's key hashed with `hasher`: its header when there is one, else its
+    /// address (what other per-client bounds key it by too).
+    pub(crate) fn hash_with(&self, hasher: &foldhash::fast::RandomState) -> u64 {
+        match (&self.header, self.peer) {
+            (Some(h), _) => hasher.hash_one((0u8, h.as_bytes())),
+            (None, Some(peer)) => hasher.hash_one((1u8, peer.ip())),
+            (None, None) => 0,
+        }
+    }
+}
+
 /// The budgets of new routes, per client.
 pub(crate) struct RouteCreation {
     limiter: Option<DefaultKeyedRateLimiter<u64>>,

@@ -10,6 +10,7 @@ mod decisions;
 mod health;
 pub(crate) mod openapi;
 mod policies;
+pub(crate) mod tasks;
 pub(crate) mod tickets;
 pub(crate) mod views;
 
@@ -35,6 +36,10 @@ pub(crate) fn router(config: &ServerConfig) -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(decisions::decide))
         .routes(routes!(decisions::report))
         .routes(routes!(decisions::batch))
+        .routes(routes!(tasks::start))
+        .routes(routes!(tasks::heartbeat))
+        .routes(routes!(tasks::complete))
+        .routes(routes!(tasks::release))
         .routes(routes!(views::routes))
         .routes(routes!(views::route))
         .routes(routes!(views::nodes))

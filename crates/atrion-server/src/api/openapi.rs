@@ -15,6 +15,7 @@ use crate::Shared;
     modifiers(&AdminScheme),
     tags(
         (name = "decisions", description = "Decide, report, batch"),
+        (name = "tasks", description = "Leases of long-running tasks: start, heartbeat, complete, release"),
         (name = "routes", description = "What this node knows of each route"),
         (name = "cluster", description = "The cluster's nodes"),
         (name = "health", description = "Liveness, readiness, metrics, this document"),

@@ -152,6 +152,16 @@ kinds! {
     /// The task validating the change ended early.
     ValidationLost = (SERVICE_UNAVAILABLE, "validation-lost", "The validation did not finish"),
 
+    // Task leases.
+    /// Not a task id of this node.
+    TaskUnknown = (NOT_FOUND, "task-unknown", "No such task"),
+    /// An authentic task id whose lease is no longer live (aborted, completed, released).
+    TaskGone = (GONE, "task-gone", "The task is no longer live"),
+    /// A client holding its most live tasks.
+    TooManyTasks = (TOO_MANY_REQUESTS, "too-many-tasks", "Too many live tasks from this client"),
+    /// The node holds its most live tasks.
+    TaskTableFull = (SERVICE_UNAVAILABLE, "task-table-full", "Too many live tasks on this node"),
+
     // Optional parts that are off.
     /// No metrics exporter.
     MetricsDisabled = (NOT_FOUND, "metrics-disabled", "Metrics are not enabled"),
