@@ -78,6 +78,7 @@ struct FileSettings {
     max_routes: Option<usize>,
     route_creation_rate: Option<u32>,
     route_creation_burst: Option<u32>,
+    max_tasks_per_client: Option<u32>,
     ticket_ttl_ms: Option<u64>,
     dashboard_clients: Option<usize>,
     dashboard_auth: Option<DashboardAuthArg>,
@@ -119,6 +120,7 @@ pub struct Settings {
     limits: atrion::EngineLimits,
     route_creation_rate: u32,
     route_creation_burst: u32,
+    max_tasks_per_client: u32,
     ticket_ttl: Duration,
     dashboard_clients: usize,
     dashboard_auth: atrion_server::DashboardAuth,
@@ -240,6 +242,10 @@ impl Settings {
                 .route_creation_burst
                 .or(file.route_creation_burst)
                 .unwrap_or(server.route_creation_burst),
+            max_tasks_per_client: args
+                .max_tasks_per_client
+                .or(file.max_tasks_per_client)
+                .unwrap_or(server.max_tasks_per_client),
             ticket_ttl: args.ticket_ttl_ms.or(file.ticket_ttl_ms).map_or(server.ticket_ttl, Duration::from_millis),
             demo,
         };
@@ -416,6 +422,7 @@ impl Settings {
         c.client_tokens = self.client_tokens.clone();
         c.route_creation_rate = self.route_creation_rate;
         c.route_creation_burst = self.route_creation_burst;
+        c.max_tasks_per_client = self.max_tasks_per_client;
         c.ticket_ttl = self.ticket_ttl;
         c.dashboard = self.dashboard.then(|| {
             let mut d = atrion_server::DashboardConfig::default();

@@ -128,3 +128,11 @@ async fn a_route_that_sheds_sheds_its_tasks() {
     }
     assert_eq!(a.active_tasks("down"), 0);
 }
+
+#[test]
+fn a_lease_can_move_across_threads_and_tasks() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<atrion::Lease>();
+    send_sync::<atrion::Lease<CollectorObserver>>();
+    send_sync::<AbortHandle>();
+}

@@ -155,6 +155,10 @@ pub struct ServeArgs {
     /// The most new routes one client may create at once [default: 1000].
     #[arg(long, env = "ATRION_ROUTE_CREATION_BURST")]
     pub route_creation_burst: Option<u32>,
+    /// The most live task leases (`POST /v1/tasks`) one client may hold at once; past it,
+    /// `429`; 0: only the node's bound of 65536 [default: 1024].
+    #[arg(long, env = "ATRION_MAX_TASKS_PER_CLIENT")]
+    pub max_tasks_per_client: Option<u32>,
     /// How long a decision's ticket may be reported by, in milliseconds [default: 300000].
     #[arg(long, env = "ATRION_TICKET_TTL_MS")]
     pub ticket_ttl_ms: Option<u64>,
