@@ -262,3 +262,35 @@ async fn an_admin_moves_the_state_to_another_store_and_a_restart_there_keeps_it(
     assert!(r["scar"].as_f64().unwrap() > 0.0, "the state moved with the switch: {r}");
     s.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_task_is_aborted_by_the_sweeper_and_counted_in_metrics() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (s, base) = start(&["--store", "memory", "--listen", &listen, "--max-tasks-per-client", "1"]);
+    // One that completes: its client's only slot is free again after.
+    let t = post(&base, "/v1/tasks", json!({"route": "jobs", "profile": "light"})).await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let c = post(&base, &format!("/v1/tasks/{id}/complete"), json!({"ok": true})).await;
+    assert_eq!(c["outcome"], "completed", "{c}");
+    // One whose holder vanished: nobody calls, the sweeper aborts it at its deadline.
+    let t = post(&base, "/v1/tasks", json!({"route": "jobs", "max_duration_ms": 200})).await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let line = |text: &str, prefix: &str| {
+        text.lines().find(|l| l.starts_with(prefix) && l.contains("route=\"jobs\"")).map(str::to_owned)
+    };
+    let text = eventually("the expiry is counted", || async {
+        let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+        line(&text, "atrion_lease_expirations_total").filter(|l| l.ends_with(" 1")).map(|_| text)
+    })
+    .await;
+    let expired = line(&text, "atrion_lease_expirations_total").unwrap();
+    assert!(expired.contains("reason=\"max_duration\""), "{expired}");
+    assert!(line(&text, "atrion_lease_aborts_total").is_some_and(|l| l.ends_with(" 1")), "{text}");
+    assert!(line(&text, "atrion_route_leases_active").is_some_and(|l| l.ends_with(" 0")), "{text}");
+    let r = reqwest::Client::new().post(format!("{base}/v1/tasks/{id}/heartbeat")).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    // The aborted lease gave its client's slot back.
+    let t = post(&base, "/v1/tasks", json!({"route": "jobs"})).await;
+    assert_eq!(t["verdict"], "admit", "{t}");
+    stop(s);
+}
