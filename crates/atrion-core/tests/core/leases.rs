@@ -218,3 +218,113 @@ fn leases_at_shutdown_are_aborted_without_a_report() {
     assert_eq!(lease_events(&e), ["start r", "end r shutdown 10ms"]);
     let _ = Timestamp::ZERO;
 }
+
+/// One operation on the registry, at a time offset.
+#[derive(Debug, Clone)]
+enum Op {
+    Start { route: u8, max_ms: u64, beat_ms: Option<u64> },
+    Heartbeat(usize),
+    Complete(usize, bool),
+    Cancel(usize),
+    Sweep,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = (u64, Op)> {
+    use proptest::prelude::*;
+    let op = prop_oneof![
+        3 => (0u8..3, 1u64..2_000, proptest::option::of(1u64..500))
+            .prop_map(|(route, max_ms, beat_ms)| Op::Start { route, max_ms, beat_ms }),
+        3 => (0usize..16).prop_map(Op::Heartbeat),
+        2 => (0usize..16, any::<bool>()).prop_map(|(i, ok)| Op::Complete(i, ok)),
+        1 => (0usize..16).prop_map(Op::Cancel),
+        2 => Just(Op::Sweep),
+    ];
+    (0u64..400, op)
+}
+
+proptest::proptest! {
+    /// Against a plain model (each lease's deadlines, checked by brute force): every lease
+    /// ends once, exactly when the model says, with the outcome it says; the counts per
+    /// route and in all always match.
+    #[test]
+    fn the_registry_matches_a_brute_force_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let e = engine();
+        // (id, route, expires, beat interval, heartbeat_by, live)
+        let mut model: Vec<(atrion_core::LeaseId, String, u64, Option<u64>, u64, bool)> = Vec::new();
+        let mut now = 0u64;
+        let overdue = |l: &(atrion_core::LeaseId, String, u64, Option<u64>, u64, bool), now: u64| {
+            let beat = l.3.is_some() && now > l.4 && l.4 < l.2;
+            if beat { Some(AbortReason::MissedHeartbeat) } else { (now > l.2).then_some(AbortReason::MaxDuration) }
+        };
+        for (dt, op) in ops {
+            now += dt;
+            let t = ms(now);
+            match op {
+                Op::Start { route, max_ms, beat_ms } => {
+                    // Starting sweeps first.
+                    for l in model.iter_mut().filter(|l| l.5) {
+                        if overdue(l, now).is_some() { l.5 = false; }
+                    }
+                    let mut o = LeaseOptions::new().max_duration(Duration::from_millis(max_ms));
+                    if let Some(b) = beat_ms.filter(|b| *b <= max_ms) {
+                        o = o.heartbeat(Duration::from_millis(b));
+                    }
+                    let route = format!("r{route}");
+                    // Expired leases are failures: a route may come to shed new ones.
+                    let LeaseStart::Granted(g) = e.start_lease(&route, t, o).unwrap() else { continue };
+                    let beat = beat_ms.filter(|b| *b <= max_ms);
+                    model.push((g.id, route, now + max_ms, beat, beat.map_or(u64::MAX, |b| now + 3 * b), true));
+                }
+                Op::Heartbeat(i) | Op::Complete(i, _) | Op::Cancel(i) if i >= model.len() => {}
+                Op::Heartbeat(i) => {
+                    let l = &mut model[i];
+                    let got = e.heartbeat_lease(l.0, t);
+                    match (l.5, overdue(l, now)) {
+                        (false, _) => proptest::prop_assert_eq!(got, Err(LeaseError::Gone { id: l.0 })),
+                        (true, Some(reason)) => {
+                            proptest::prop_assert_eq!(got, Err(LeaseError::Aborted { id: l.0, reason }));
+                            l.5 = false;
+                        }
+                        (true, None) => {
+                            if let Some(b) = l.3 { l.4 = now + 3 * b; }
+                            proptest::prop_assert!(got.is_ok());
+                        }
+                    }
+                }
+                Op::Complete(i, _) | Op::Cancel(i) => {
+                    let ok = matches!(op, Op::Complete(_, true));
+                    let l = &mut model[i];
+                    let got = match op {
+                        Op::Cancel(_) => e.cancel_lease(l.0, t).map(|()| LeaseOutcome::Cancelled),
+                        _ => e.complete_lease(l.0, ok, t),
+                    };
+                    match (l.5, overdue(l, now)) {
+                        (false, _) => proptest::prop_assert_eq!(got, Err(LeaseError::Gone { id: l.0 })),
+                        (true, Some(reason)) => proptest::prop_assert_eq!(got, Err(LeaseError::Aborted { id: l.0, reason })),
+                        (true, None) => proptest::prop_assert!(got.is_ok()),
+                    }
+                    l.5 = false;
+                }
+                Op::Sweep => {
+                    let expected = model.iter().filter(|l| l.5 && overdue(l, now).is_some()).count();
+                    proptest::prop_assert_eq!(e.sweep_leases(t), expected);
+                    for l in model.iter_mut().filter(|l| l.5) {
+                        if overdue(l, now).is_some() { l.5 = false; }
+                    }
+                }
+            }
+            let live = model.iter().filter(|l| l.5).count();
+            proptest::prop_assert_eq!(e.lease_count(), live);
+            for r in ["r0", "r1", "r2"] {
+                let n = model.iter().filter(|l| l.5 && l.1 == r).count();
+                proptest::prop_assert_eq!(e.active_leases(r) as usize, n);
+            }
+        }
+        // Every lease that started ended at most once.
+        let events = e.observer().drain();
+        let started = events.iter().filter(|ev| matches!(ev, OwnedEvent::LeaseStarted { .. })).count();
+        let ended = events.iter().filter(|ev| matches!(ev, OwnedEvent::LeaseEnded { .. })).count();
+        proptest::prop_assert_eq!(started, model.len());
+        proptest::prop_assert_eq!(ended, model.iter().filter(|l| !l.5).count());
+    }
+}
