@@ -352,6 +352,120 @@ fn send(
     })
 }
 
+/// Task leases on arbitrary input; the first byte picks the surface. Even: the engine's
+/// lease operations, four bytes each (an operation, a route of five, two bytes of
+/// argument) on a registry of at most eight leases and a table of two routes, with the
+/// counts checked after every step (live leases in all equal the sum per route, and never
+/// more than the bound). Odd: the sidecar's task endpoints on arbitrary bodies and ids
+/// (never a 5xx; a 4xx is a problem+json; an id it did not issue is 404).
+pub fn tasks(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else { return };
+    if pick % 2 == 0 { lease_ops(rest) } else { task_api(rest) }
+}
+
+fn lease_ops(data: &[u8]) {
+    use atrion_core::{AbortHandle, LeaseOptions, LeaseStart, Profile};
+    let mut limits = EngineLimits::default();
+    limits.max_routes = 2;
+    limits.max_leases = 8;
+    let engine = Engine::with_observer(PhysicsConfig::default(), limits, ()).expect("defaults are valid");
+    let routes = ["a", "b", "c", "", "a*"];
+    let mut ids = Vec::new();
+    let mut now: u64 = 1_000_000_000;
+    for op in data.chunks_exact(4) {
+        let route = routes[usize::from(op[1] % 5)];
+        let arg = u16::from_le_bytes([op[2], op[3]]);
+        let at = Timestamp::from_nanos(now);
+        let pick = |ids: &Vec<atrion_core::LeaseId>| ids.get(usize::from(arg) % ids.len().max(1)).copied();
+        match op[0] % 8 {
+            0 | 1 => {
+                let mut o = LeaseOptions::new().max_duration(Duration::from_millis(u64::from(arg) + 1));
+                if op[0] & 0x10 != 0 {
+                    o = o.heartbeat(Duration::from_millis(u64::from(op[3]) + 1));
+                }
+                if op[0] & 0x20 != 0 {
+                    o = o.profile(Profile::ALL[usize::from(op[2] % 4)]);
+                }
+                if op[0] & 0x40 != 0 {
+                    o = o.abort(AbortHandle::new());
+                }
+                if let Ok(LeaseStart::Granted(g)) = engine.start_lease(route, at, o) {
+                    assert!(g.deadlines.expires_at > at);
+                    ids.push(g.id);
+                }
+            }
+            2 => {
+                if let Some(id) = pick(&ids) {
+                    if let Ok(d) = engine.heartbeat_lease(id, at) {
+                        assert!(d.heartbeat_by.is_none_or(|h| h > at) && d.expires_at >= at);
+                    }
+                }
+            }
+            3 => {
+                if let Some(id) = pick(&ids) {
+                    let _ = engine.complete_lease(id, op[3] & 1 == 0, at);
+                    assert!(engine.lease_deadlines(id).is_err(), "a completed lease is gone");
+                }
+            }
+            4 => {
+                if let Some(id) = pick(&ids) {
+                    let _ = engine.cancel_lease(id, at);
+                }
+            }
+            5 => {
+                let swept = engine.sweep_leases(at);
+                assert!(swept <= 8);
+                assert!(engine.next_lease_deadline().is_none_or(|d| d >= at), "nothing overdue is left");
+            }
+            6 => now = now.saturating_add(u64::from(arg) * 1_000_000),
+            _ => {
+                let profile = Profile::ALL.get(usize::from(op[2] % 5)).map(|p| p.config());
+                let _ = engine.set_route_profile(route, profile);
+            }
+        }
+        let live = engine.lease_count();
+        assert!(live <= 8, "bounded registry");
+        let counted: u32 = routes.iter().filter(|r| !r.is_empty()).map(|r| engine.active_leases(r)).sum();
+        assert_eq!(counted as usize, live, "every live lease counted on its route");
+    }
+}
+
+fn task_api(data: &[u8]) {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let s = sidecar();
+    // An id: a real one of this node (tampered or not), or the input's URL-safe bytes.
+    let id = match pick % 4 {
+        0 | 1 => {
+            let (_, _, bytes) = send(s, axum::http::Method::POST, "/v1/tasks", false, br#"{"route": "fuzz/task"}"#);
+            let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("every answer is JSON");
+            let mut id = answer["id"].as_str().unwrap_or("t1").to_owned();
+            if pick % 4 == 1 && !body.is_empty() {
+                id.pop();
+                id.push(if body[0] % 2 == 0 { 'A' } else { 'B' });
+            }
+            id
+        }
+        _ => body
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            .map(|&b| char::from(b))
+            .collect(),
+    };
+    let id = if id.is_empty() { "x".to_owned() } else { id };
+    let (method, path) = match pick / 4 % 4 {
+        0 => (axum::http::Method::POST, "/v1/tasks".to_owned()),
+        1 => (axum::http::Method::POST, format!("/v1/tasks/{id}/heartbeat")),
+        2 => (axum::http::Method::POST, format!("/v1/tasks/{id}/complete")),
+        _ => (axum::http::Method::DELETE, format!("/v1/tasks/{id}")),
+    };
+    let (status, kind, bytes) = send(s, method, &path, false, body);
+    assert!(!status.is_server_error(), "{path}: {status}");
+    if status.is_client_error() {
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("every problem is JSON");
+        assert_eq!(kind, "application/problem+json", "{path}: {answer}");
+    }
+}
+
 /// The policy endpoints on arbitrary bodies: the first byte picks `PUT /v1/policies`,
 /// `POST /v1/policies` or `POST /v1/bans`. Never a 5xx; a 4xx is a problem+json and leaves
 /// desired state at its version; a 2xx names the version now in force on this node.

@@ -71,3 +71,8 @@ fn policy_api() {
 fn proxy_path() {
     replay("proxy_path", atrion_fuzz::proxy_path);
 }
+
+#[test]
+fn tasks() {
+    replay("tasks", atrion_fuzz::tasks);
+}
