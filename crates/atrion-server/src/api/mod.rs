@@ -10,6 +10,7 @@ mod decisions;
 mod health;
 pub(crate) mod openapi;
 mod policies;
+pub(crate) mod seal;
 pub(crate) mod tasks;
 pub(crate) mod tickets;
 pub(crate) mod views;

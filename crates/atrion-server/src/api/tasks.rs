@@ -33,25 +33,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::creation::Client;
+use super::seal::{Seal, TAG_BYTES};
 use crate::Shared;
 use crate::problem::{BodyProblems, Problem, ProblemKind, check_route, parse};
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-/// Bytes of the MAC a task id carries (128 bits of HMAC-SHA256).
-const MAC_BYTES: usize = 16;
 
 /// Aborts remembered to say why a task is gone (the newest; older ones are just gone).
 const RECENT_ABORTS: usize = 4_096;
 
 /// The sidecar's live tasks: their ids' key, and who holds how many.
 pub(crate) struct TaskBook {
-    mac: HmacSha256,
+    seal: Seal,
     hasher: foldhash::fast::RandomState,
     max_per_client: u32,
     live: Arc<Mutex<Holders>>,
@@ -90,15 +85,8 @@ impl TaskBook {
     /// A book with a fresh random key; at most `max_per_client` live tasks per client (0:
     /// no bound but the engine's).
     pub(crate) fn new(max_per_client: u32) -> Self {
-        let mut key = [0u8; 32];
-        // The system's random source failing leaves no safe key to make: a fault of the host.
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut key).expect("the system's random source");
-        // HMAC takes a key of any length: 32 bytes cannot be refused.
-        #[allow(clippy::expect_used)]
-        let mac = HmacSha256::new_from_slice(&key).expect("HMAC takes any key length");
         TaskBook {
-            mac,
+            seal: Seal::new(),
             hasher: foldhash::fast::RandomState::default(),
             max_per_client,
             live: Arc::new(Mutex::new(Holders::default())),
@@ -112,27 +100,23 @@ impl TaskBook {
     /// The id a client is given for `lease`.
     fn id(&self, lease: LeaseId) -> String {
         let mut text = format!("t1.{:016x}", lease.as_u64());
-        let mut mac = self.mac.clone();
-        mac.update(text.as_bytes());
-        let tag = mac.finalize().into_bytes();
+        let tag = self.seal.tag(&[text.as_bytes()]);
         text.push('.');
-        URL_SAFE_NO_PAD.encode_string(&tag[..MAC_BYTES], &mut text);
+        URL_SAFE_NO_PAD.encode_string(tag, &mut text);
         text
     }
 
     /// The lease an id names, if this node issued it.
     fn lease(&self, id: &str) -> Result<LeaseId, Problem> {
         let unknown = || Problem::new(ProblemKind::TaskUnknown, "not a task id of this node").at("id");
-        let (signed, tag) = id.rsplit_once('.').ok_or_else(unknown)?;
+        let (signed, tag_text) = id.rsplit_once('.').ok_or_else(unknown)?;
         let hex = signed.strip_prefix("t1.").filter(|h| h.len() == 16).ok_or_else(unknown)?;
         let lease = u64::from_str_radix(hex, 16).map_err(|_| unknown())?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| unknown())?;
-        if tag.len() != MAC_BYTES {
+        let mut tag = [0u8; TAG_BYTES + 2];
+        let n = URL_SAFE_NO_PAD.decode_slice(tag_text, &mut tag).map_err(|_| unknown())?;
+        if !self.seal.verify(&[signed.as_bytes()], &tag[..n]) {
             return Err(unknown());
         }
-        let mut mac = self.mac.clone();
-        mac.update(signed.as_bytes());
-        mac.verify_truncated_left(&tag).map_err(|_| unknown())?;
         Ok(LeaseId::from_u64(lease))
     }
 

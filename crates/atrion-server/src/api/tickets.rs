@@ -3,9 +3,9 @@
 //! A ticket is `v3.<route>.<tail>`: the route in base64url, then 48 base64url characters
 //! holding a 20-byte head (the issuing node's random id, 4 bytes; a sequence number, 8; the
 //! decision's engine time in nanoseconds, 8; each little-endian) and an HMAC-SHA256 of the
-//! head and the route's text, cut to 128 bits. The key is 32 random bytes made when the node
-//! starts and never leaves it: a ticket is good on the node that issued it, in the life it
-//! was issued in. Clients treat a ticket as opaque text.
+//! head and the route's text, cut to 128 bits, under the book's own [`Seal`] (a random key
+//! made when the node starts, which never leaves it): a ticket is good on the node that
+//! issued it, in the life it was issued in. Clients treat a ticket as opaque text.
 //!
 //! The layout is chosen for the cost of the decision that issues it: fixed-width binary
 //! fields need no decimal formatting or parsing, the head decodes onto the stack, and for
@@ -29,11 +29,9 @@ use std::time::Duration;
 use atrion::Timestamp;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit, Mac};
 
+use super::seal::{Seal, TAG_BYTES};
 use crate::problem::{Problem, ProblemKind, check_route};
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Bits of the replay ring (2^23: 1 MiB).
 pub const REPLAY_BITS: u64 = 1 << 23;
@@ -47,11 +45,8 @@ const PREFIX: &str = "v3.";
 /// Bytes of the signed head: issuer (4), sequence number (8), decision time (8).
 const HEAD: usize = 20;
 
-/// Bytes of the MAC a ticket carries (128 bits of HMAC-SHA256).
-const MAC_BYTES: usize = 16;
-
 /// Characters of the tail: the head and the MAC in base64url (36 bytes, no padding).
-const TAIL_CHARS: usize = (HEAD + MAC_BYTES) / 3 * 4;
+const TAIL_CHARS: usize = (HEAD + TAG_BYTES) / 3 * 4;
 
 /// Why a ticket was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -99,7 +94,7 @@ pub struct Taken {
 
 /// Issues and takes this node's tickets.
 pub struct TicketBook {
-    mac: HmacSha256,
+    seal: Seal,
     issuer: u32,
     ttl: Duration,
     /// The next sequence number (from 1).
@@ -117,23 +112,22 @@ impl std::fmt::Debug for TicketBook {
 impl TicketBook {
     /// A book with a fresh random key and issuer id; tickets live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        let mut key = [0u8; 32];
         let mut issuer = [0u8; 4];
-        // The system's random source failing leaves no safe key to make: a fault of the host.
+        // The system's random source failing leaves no safe id to make: a fault of the host.
         #[allow(clippy::expect_used)]
-        {
-            getrandom::fill(&mut key).expect("the system's random source");
-            getrandom::fill(&mut issuer).expect("the system's random source");
-        }
-        Self::with_key(&key, u32::from_le_bytes(issuer), ttl)
+        getrandom::fill(&mut issuer).expect("the system's random source");
+        Self::with_seal(Seal::new(), u32::from_le_bytes(issuer), ttl)
     }
 
-    fn with_key(key: &[u8; 32], issuer: u32, ttl: Duration) -> Self {
-        // HMAC takes a key of any length: 32 bytes cannot be refused.
-        #[allow(clippy::expect_used)]
-        let mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    fn with_seal(seal: Seal, issuer: u32, ttl: Duration) -> Self {
         let words = (REPLAY_BITS / 64) as usize;
-        TicketBook { mac, issuer, ttl, next: AtomicU64::new(1), taken: (0..words).map(|_| AtomicU64::new(0)).collect() }
+        TicketBook {
+            seal,
+            issuer,
+            ttl,
+            next: AtomicU64::new(1),
+            taken: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// A ticket for a decision on `route` at `at`.
@@ -141,14 +135,14 @@ impl TicketBook {
         let seq = self.next.fetch_add(1, Relaxed);
         let (word, bit) = slot(seq);
         self.taken[word].fetch_and(!bit, Relaxed);
-        let mut tail = [0u8; HEAD + MAC_BYTES];
+        let mut tail = [0u8; HEAD + TAG_BYTES];
         tail[..4].copy_from_slice(&self.issuer.to_le_bytes());
         tail[4..12].copy_from_slice(&seq.to_le_bytes());
         tail[12..HEAD].copy_from_slice(&at.as_nanos().to_le_bytes());
         let mut text = String::with_capacity(PREFIX.len() + route.len().div_ceil(3) * 4 + 1 + TAIL_CHARS);
         text.push_str(PREFIX);
         URL_SAFE_NO_PAD.encode_string(route, &mut text);
-        let tag = self.tag(&tail[..HEAD], &text.as_bytes()[PREFIX.len()..]);
+        let tag = self.seal.tag(&[&tail[..HEAD], &text.as_bytes()[PREFIX.len()..]]);
         tail[HEAD..].copy_from_slice(&tag);
         text.push('.');
         URL_SAFE_NO_PAD.encode_string(tail, &mut text);
@@ -159,7 +153,7 @@ impl TicketBook {
     /// changes nothing.
     pub fn take(&self, text: &str, now: Timestamp) -> Result<Taken, TicketError> {
         let (route, tail) = text.strip_prefix(PREFIX).and_then(|t| t.rsplit_once('.')).ok_or(TicketError::Malformed)?;
-        let mut bytes = [0u8; HEAD + MAC_BYTES];
+        let mut bytes = [0u8; HEAD + TAG_BYTES];
         if tail.len() != TAIL_CHARS || URL_SAFE_NO_PAD.decode_slice(tail, &mut bytes) != Ok(bytes.len()) {
             return Err(TicketError::Malformed);
         }
@@ -169,10 +163,9 @@ impl TicketBook {
         if issuer != self.issuer.to_le_bytes() {
             return Err(TicketError::Foreign);
         }
-        let mut mac = self.mac.clone();
-        mac.update(head);
-        mac.update(route.as_bytes());
-        mac.verify_truncated_left(tag).map_err(|_| TicketError::Forged)?;
+        if !self.seal.verify(&[head, route.as_bytes()], tag) {
+            return Err(TicketError::Forged);
+        }
         // Signed by this node: what follows was written by it.
         let route = URL_SAFE_NO_PAD
             .decode(route)
@@ -193,17 +186,6 @@ impl TicketBook {
         }
         Ok(Taken { at, route })
     }
-
-    /// The MAC of a head and a route's text, cut to [`MAC_BYTES`].
-    fn tag(&self, head: &[u8], route: &[u8]) -> [u8; MAC_BYTES] {
-        let mut mac = self.mac.clone();
-        mac.update(head);
-        mac.update(route);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; MAC_BYTES];
-        tag.copy_from_slice(&full[..MAC_BYTES]);
-        tag
-    }
 }
 
 /// The ring's word and bit of a sequence number.
@@ -218,7 +200,7 @@ mod tests {
     use super::*;
 
     fn book() -> TicketBook {
-        TicketBook::with_key(&[7; 32], 0xabcd, Duration::from_secs(300))
+        TicketBook::with_seal(Seal::with_key(&[7; 32]), 0xabcd, Duration::from_secs(300))
     }
 
     fn ms(ms: u64) -> Timestamp {
@@ -246,9 +228,11 @@ mod tests {
         bytes[12] ^= 1;
         let later = format!("v3.cg.{}", URL_SAFE_NO_PAD.encode(&bytes));
         assert_eq!(b.take(&later, ms(2)), Err(TicketError::Forged));
-        let foreign = TicketBook::with_key(&[7; 32], 0x1234, Duration::from_secs(300)).issue("r", ms(1));
+        let foreign =
+            TicketBook::with_seal(Seal::with_key(&[7; 32]), 0x1234, Duration::from_secs(300)).issue("r", ms(1));
         assert_eq!(b.take(&foreign, ms(2)), Err(TicketError::Foreign));
-        let rekeyed = TicketBook::with_key(&[8; 32], 0xabcd, Duration::from_secs(300)).issue("r", ms(1));
+        let rekeyed =
+            TicketBook::with_seal(Seal::with_key(&[8; 32]), 0xabcd, Duration::from_secs(300)).issue("r", ms(1));
         assert_eq!(b.take(&rekeyed, ms(2)), Err(TicketError::Forged));
         assert_eq!(b.take(&t, ms(1 + 300_001)), Err(TicketError::Expired));
         let tail = "A".repeat(TAIL_CHARS);
