@@ -542,6 +542,20 @@ mod tests {
     /// A metric as the test reads it: name, labels, value.
     type Row = (String, Vec<(String, String)>, DebugValue);
 
+    /// Every metric the recorder holds: name, labels, value.
+    fn rows(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<Row> {
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+                (key.name().to_owned(), labels, v)
+            })
+            .collect()
+    }
+
     fn counter_value(snapshot: &[Row], name: &str, route: &str) -> u64 {
         snapshot
             .iter()
@@ -570,16 +584,7 @@ mod tests {
             }
             assert_eq!(engine.observer().labelled_routes(), 2);
         });
-        let snapshot: Vec<Row> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(k, _, _, v)| {
-                let key = k.key();
-                let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-                (key.name().to_owned(), labels, v)
-            })
-            .collect();
+        let snapshot = rows(&snapshotter);
         assert_eq!(counter_value(&snapshot, "atrion_decisions_total", "a"), 3);
         assert_eq!(counter_value(&snapshot, "atrion_decisions_total", "b"), 3);
         assert_eq!(counter_value(&snapshot, "atrion_decisions_total", "c"), 0);
@@ -615,16 +620,7 @@ mod tests {
             assert_eq!(engine.sweep_leases(at(200)), 1);
             let _ = short;
         });
-        let snapshot: Vec<Row> = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .map(|(k, _, _, v)| {
-                let key = k.key();
-                let labels = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-                (key.name().to_owned(), labels, v)
-            })
-            .collect();
+        let snapshot = rows(&snapshotter);
         assert_eq!(counter_value(&snapshot, "atrion_lease_expirations_total", "jobs"), 1);
         assert_eq!(counter_value(&snapshot, "atrion_lease_aborts_total", "jobs"), 1);
         assert_eq!(counter_value(&snapshot, "atrion_leases_ended_total", "jobs"), 2);
