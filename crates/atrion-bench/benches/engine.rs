@@ -3,7 +3,8 @@
 //! - `decide` and `report` on a warm route (by id and through a handle), beside governor's
 //!   direct `check()` and failsafe's `is_call_permitted` / `on_success`;
 //! - 10,000 routes round-robin, beside governor's keyed `check_key()`;
-//! - two threads on distinct routes against one thread (scaling);
+//! - two threads on distinct routes against one thread (scaling), and on one hot route
+//!   (contention);
 //! - the silent observer against an empty dynamic composite (what observation costs);
 //! - the facade: `Atrion::decide` (the clock read included) and an admitted request through
 //!   `Atrion::enter` and its guard's report on drop, and an admitted request through the
@@ -202,6 +203,40 @@ fn threads(c: &mut Criterion) {
     g.finish();
 }
 
+/// Each iteration is one report (or decide) on every thread, all threads on one hot route:
+/// what contention on a route costs. With no shared lock on report, two threads take as long
+/// per iteration as one (the coalesced-physics issue asks at least 1.9x the throughput).
+/// Each thread keeps its own clock, started alike, as threads reading one clock would.
+fn hot_route(c: &mut Criterion) {
+    let ok = Telemetry::new(20.0, 0.0, 0.3).unwrap();
+    let e = engine();
+    warm(&e, "GET /hot");
+    let clocks = [0, 1].map(|_| Ticks::new());
+    let mut g = c.benchmark_group("threads_one_hot_route");
+    for n in [1usize, 2] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("atrion/report/{n}_threads"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(n, iters, |t, iters| {
+                    for _ in 0..iters {
+                        black_box(e.report("GET /hot", ok, clocks[t].now()));
+                    }
+                })
+            })
+        });
+        g.bench_function(format!("atrion/decide/{n}_threads"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(n, iters, |t, iters| {
+                    for _ in 0..iters {
+                        black_box(e.decide("GET /hot", clocks[t].now(), Priority::Normal));
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 /// The floor of `report`: the resistance formula alone (docs/DESIGN.md §2), on the warm route's inputs
 /// (20 ms, no errors, saturation 0.3) and the default config's constants: three `tanh`
 /// pressures, their weights, momentum and one `exp` of scar healing. No smoothing, no
@@ -307,5 +342,5 @@ where
     ok
 }
 
-criterion_group! { name = benches; config = config(); targets = single_route, formula_floor, many_routes, calm, threads, facade }
+criterion_group! { name = benches; config = config(); targets = single_route, formula_floor, many_routes, calm, threads, hot_route, facade }
 criterion_main!(benches);
