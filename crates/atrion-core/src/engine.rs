@@ -192,6 +192,17 @@ pub struct LocalContribution {
 /// Told when an operator's hold changes ([`Engine::on_hold`]).
 pub type HoldHook = Arc<dyn Fn() + Send + Sync>;
 
+/// What an AutoTuner has learned of resistance ([`Engine::shared_tuner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TunerStats {
+    /// Samples learned.
+    pub samples: u32,
+    /// Mean resistance (ohms).
+    pub mean: f64,
+    /// Standard deviation of resistance (ohms).
+    pub sd: f64,
+}
+
 /// Counters of the route table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EngineStats {
@@ -478,6 +489,21 @@ impl<O: PhysicsObserver> Engine<O> {
             (Mode::from_u8(cell.view.mode.load(Acquire)) != Mode::Open).then(|| resistance_now(cell, now))
         })
         .flatten()
+    }
+
+    /// The share of a tracked route's traffic its throttle turns away now, in `[0, 1]`,
+    /// before the priority weights (default model; 0 while the throttle is idle, always 0
+    /// in the reference model). `None` for an unknown route.
+    pub fn throttle(&self, route: &str) -> Option<f64> {
+        self.find(route, |r| f64::from(f32::from_bits(r.cell().view.throttle.load(Relaxed))))
+    }
+
+    /// The reference model's AutoTuner, one for every route (docs/DESIGN.md §7.1): what it
+    /// has learned of resistance. The default model's tuners are per route
+    /// ([`Engine::snapshot`]'s `tuner_*`); there this stays empty.
+    pub fn shared_tuner(&self) -> TunerStats {
+        let t = *self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
+        TunerStats { samples: t.samples, mean: t.mean, sd: t.var.max(0.0).sqrt() }
     }
 
     /// Softmax route selection among `routes` (docs/DESIGN.md §7.1): picks one with probability

@@ -65,7 +65,7 @@ pub use config::{
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{
     Engine, EngineError, EngineLimits, EngineStats, Hold, HoldHook, LocalContribution, OwnedRouteHandle, PolicyTarget,
-    RouteHandle, RoutePolicy, RouteStatus, SyncedEngine, UNTRACKED_ROUTE,
+    RouteHandle, RoutePolicy, RouteStatus, SyncedEngine, TunerStats, UNTRACKED_ROUTE,
 };
 pub use lease::{
     AbortHandle, AbortReason, LeaseDeadlines, LeaseError, LeaseGrant, LeaseId, LeaseOptions, LeaseOutcome, LeaseStart,

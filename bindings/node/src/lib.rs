@@ -1,0 +1,495 @@
+//! # atrion-node
+//!
+//! The native half of the Node.js package `atrion-node`: the facade's [`atrion::Atrion`] in
+//! process, behind N-API (napi-rs). The JavaScript half (`index.js`) holds the API users
+//! call: the original's `Atrion` class (`route`, `getState`, providers) and this project's
+//! own (`decide`, `report`, `enter`), the Express middleware and the Fastify plugin.
+//!
+//! Why the split is where it is: every call across N-API costs a few dozen nanoseconds per
+//! argument and far more per object built, so the hot methods here take numbers and one
+//! string and return one integer; the rest of an answer (resistance, retry-after, throttle)
+//! is written into a `Float64Array` the JavaScript side allocated once and reads back. The
+//! objects users see are built in JavaScript, where building them is cheap. Names (modes,
+//! reasons, priorities) are sent once, at load, from the core's own lists, so they have
+//! one owner.
+//!
+//! The route id is read into a buffer on the stack (one N-API call, no allocation) when it
+//! is short, which it nearly always is.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrion::state::StateStore;
+use atrion::{
+    Atrion, Clock, EngineLimits, Mode, Model, PhysicsConfig, Priority, Reason, StoreConfig, SystemClock, Telemetry, Verdict,
+};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+/// Where a route id longer than this is read through the heap.
+const INLINE_ROUTE: usize = 256;
+
+/// A route id read from JavaScript: on the stack when it fits.
+pub struct RouteArg {
+    inline: [u8; INLINE_ROUTE],
+    len: usize,
+    heap: Option<String>,
+}
+
+impl RouteArg {
+    fn as_str(&self) -> &str {
+        match &self.heap {
+            Some(s) => s,
+            // N-API writes whole UTF-8 characters only, so the prefix it wrote is valid UTF-8;
+            // checked anyway (a cheap scan of a short id), never trusted.
+            None => std::str::from_utf8(&self.inline[..self.len]).unwrap_or(""),
+        }
+    }
+}
+
+impl TypeName for RouteArg {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl ValidateNapiValue for RouteArg {}
+
+impl FromNapiValue for RouteArg {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut arg = RouteArg { inline: [0; INLINE_ROUTE], len: 0, heap: None };
+        let mut written = 0;
+        // SAFETY: the buffer is INLINE_ROUTE bytes long and N-API writes at most that many,
+        // its terminating NUL included.
+        let status = unsafe {
+            sys::napi_get_value_string_utf8(env, value, arg.inline.as_mut_ptr().cast(), INLINE_ROUTE, &mut written)
+        };
+        if status != sys::Status::napi_ok {
+            return Err(Error::new(Status::InvalidArg, "a route id must be a string"));
+        }
+        if written + 1 < INLINE_ROUTE {
+            arg.len = written;
+            return Ok(arg);
+        }
+        // It may have been cut: read it whole.
+        // SAFETY: as above, through napi-rs's own conversion.
+        arg.heap = Some(unsafe { String::from_napi_value(env, value)? });
+        Ok(arg)
+    }
+}
+
+/// The process's clock read in whole milliseconds, as the original reads `Date.now()`:
+/// the reference model divides by the time between two updates, and two updates within
+/// one millisecond are, for it, simultaneous (no momentum), never a millionth apart.
+struct MillisClock(SystemClock);
+
+impl Clock for MillisClock {
+    fn elapsed(&self) -> Duration {
+        let e = self.0.elapsed();
+        Duration::from_millis(u64::try_from(e.as_millis()).unwrap_or(u64::MAX))
+    }
+    fn wall_ms(&self) -> u64 {
+        self.0.wall_ms()
+    }
+}
+
+/// How the JavaScript side configures an engine.
+#[napi(object)]
+pub struct NativeOptions {
+    /// `reference` or `default`.
+    pub model: String,
+    /// Overrides of the model's `PhysicsConfig`, as JSON (snake_case field names, nested
+    /// sections merged field by field).
+    pub physics: Option<String>,
+    /// This node's id in the cluster.
+    pub node_id: Option<String>,
+    /// The cluster's key namespace.
+    pub namespace: Option<String>,
+    /// How often the sync pushes and merges, in milliseconds.
+    pub pulse_ms: Option<f64>,
+    /// The most routes the engine tracks (idle ones are evicted beyond it).
+    pub max_routes: Option<u32>,
+}
+
+/// A connected state store, opened by [`open_store`] and handed to a [`NativeAtrion`].
+#[napi]
+pub struct NativeStore {
+    store: Arc<dyn StateStore>,
+}
+
+/// Opens the store a URL names (`file:PATH`, `redis://…`, `rediss://…`, `postgres://…`),
+/// in the given key namespace.
+#[napi]
+pub fn open_store(env: &Env, url: String, namespace: Option<String>) -> Result<PromiseRaw<'_, NativeStore>> {
+    let mut config = StoreConfig::from_url(&url).map_err(to_napi)?;
+    if let Some(ns) = &namespace {
+        config.set_namespace(ns);
+    }
+    env.spawn_future(async move {
+        let store = config.build().await.map_err(to_napi)?;
+        Ok(NativeStore { store })
+    })
+}
+
+fn to_napi(e: impl std::fmt::Display) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArg, e.to_string())
+}
+
+/// `base` with `overrides` (JSON) merged over it; the model cannot change.
+fn physics(base: PhysicsConfig, overrides: Option<&str>) -> Result<PhysicsConfig> {
+    let model = base.model;
+    let Some(json) = overrides else { return Ok(base) };
+    let patch: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
+    let mut merged = serde_json::to_value(&base).map_err(to_napi)?;
+    merge(&mut merged, patch);
+    let config: PhysicsConfig = serde_json::from_value(merged).map_err(invalid)?;
+    if config.model != model {
+        return Err(invalid("physics.model: set the model with the `model` option"));
+    }
+    Ok(config)
+}
+
+/// Merges `patch` into `base`, objects field by field.
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// The index of a mode in [`modes`].
+fn mode_code(m: Mode) -> u32 {
+    match m {
+        Mode::Bootstrap => 0,
+        Mode::Operational => 1,
+        Mode::Open => 2,
+        Mode::HalfOpen => 3,
+    }
+}
+
+/// The modes' names, in the order of the codes the engine returns.
+#[napi]
+pub fn modes() -> Vec<&'static str> {
+    [Mode::Bootstrap, Mode::Operational, Mode::Open, Mode::HalfOpen].map(Mode::as_str).to_vec()
+}
+
+/// The reasons' names, in the order of the codes the engine returns.
+#[napi]
+pub fn reasons() -> Vec<&'static str> {
+    Reason::ALL.map(Reason::as_str).to_vec()
+}
+
+/// The priorities' names, critical first: a priority is passed as its index here.
+#[napi]
+pub fn priorities() -> Vec<&'static str> {
+    Priority::ALL.map(Priority::as_str).to_vec()
+}
+
+fn priority(code: u32) -> Priority {
+    Priority::ALL.get(code as usize).copied().unwrap_or(Priority::Normal)
+}
+
+/// The priority tier of a voltage (the original's `route(…, voltage)`): the highest tier
+/// whose voltage it reaches.
+fn tier(voltage: f64) -> Priority {
+    Priority::ALL.into_iter().find(|p| voltage >= p.voltage()).unwrap_or(Priority::Bulk)
+}
+
+/// A decision packed into one integer: bit 0 admitted, bits 1–2 the mode, bits 3– the reason.
+fn pack(admitted: bool, mode: Mode, reason: Reason) -> u32 {
+    u32::from(admitted) | (mode_code(mode) << 1) | ((reason.index() as u32) << 3)
+}
+
+/// A route's state as the original's `getState` shows it.
+#[napi(object)]
+pub struct NativeState {
+    /// Mode code ([`modes`]).
+    pub mode: u32,
+    /// Resistance (ohms).
+    pub resistance: f64,
+    /// Scar tissue (ohms).
+    pub scar: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Pressure per channel: latency, error, saturation.
+    pub pressure: Vec<f64>,
+    /// Telemetry updates absorbed.
+    pub updates: f64,
+    /// The last update, in milliseconds since the Unix epoch.
+    pub updated_at_ms: f64,
+    /// Break point (ohms).
+    pub break_point: f64,
+    /// Recovery point (ohms).
+    pub recovery: f64,
+    /// When the open interval ends, in milliseconds since the Unix epoch (0 if not open).
+    pub open_until_ms: f64,
+    /// The route's own tuner (default model): samples, mean, standard deviation.
+    pub tuner_samples: u32,
+    /// Its mean resistance.
+    pub tuner_mean: f64,
+    /// Its standard deviation.
+    pub tuner_sd: f64,
+}
+
+/// What a tuner has learned.
+#[napi(object)]
+pub struct NativeTuner {
+    /// Mean resistance.
+    pub mean: f64,
+    /// Standard deviation.
+    pub std_dev: f64,
+    /// Samples.
+    pub sample_count: u32,
+    /// Past its warm-up.
+    pub is_warmed_up: bool,
+}
+
+/// The engine behind one JavaScript `Atrion`.
+#[napi]
+pub struct NativeAtrion {
+    atrion: Arc<Atrion>,
+    model: Model,
+    shared_store: bool,
+    /// Written by the hot methods, read by JavaScript: `[resistance, retry-after ms (-1:
+    /// none), throttle]`.
+    out: Float64Array,
+}
+
+#[napi]
+impl NativeAtrion {
+    /// An engine; `out` is the array answers are written into (at least 3 elements), `store`
+    /// a store from [`open_store`] (none: this process alone).
+    #[napi(constructor)]
+    pub fn new(options: NativeOptions, out: Float64Array, store: Option<&NativeStore>) -> Result<Self> {
+        if out.len() < 3 {
+            return Err(invalid("the answer array needs 3 elements"));
+        }
+        let model: Model = options.model.parse().map_err(invalid)?;
+        let config = physics(PhysicsConfig::for_model(model), options.physics.as_deref())?;
+        let mut builder = Atrion::builder().config(config);
+        if model == Model::Reference {
+            builder = builder.clock(MillisClock(SystemClock::new()));
+        }
+        if let Some(n) = options.max_routes {
+            builder = builder.limits(EngineLimits::with_max_routes(n as usize));
+        }
+        if let Some(id) = options.node_id {
+            builder = builder.node_id(id);
+        }
+        if let Some(ns) = options.namespace {
+            builder = builder.namespace(ns);
+        }
+        if let Some(ms) = options.pulse_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(invalid("pulseMs must be a positive number"));
+            }
+            builder = builder.pulse(Duration::from_secs_f64(ms / 1e3));
+        }
+        if let Some(s) = store {
+            builder = builder.store_arc(s.store.clone());
+        }
+        let atrion = builder.build().map_err(invalid)?;
+        Ok(NativeAtrion { atrion: Arc::new(atrion), model, shared_store: store.is_some(), out })
+    }
+
+    /// Writes one value of an answer into the array JavaScript reads it from.
+    fn answer(&mut self, i: usize, value: f64) {
+        // SAFETY: the array is the package's own (index.js allocates it for this object and
+        // never hands it out), so no other Rust reference to its data exists, and
+        // JavaScript does not run while this method does. `new` checked its length.
+        let out = unsafe { self.out.as_mut() };
+        if let Some(slot) = out.get_mut(i) {
+            *slot = value;
+        }
+    }
+
+    /// Joins the cluster through the store (warm start, then the pulse). Without a shared
+    /// store there is nothing to join, and nothing runs.
+    #[napi]
+    pub fn connect<'e>(&self, env: &'e Env) -> Result<PromiseRaw<'e, ()>> {
+        let atrion = self.atrion.clone();
+        let shared = self.shared_store;
+        env.spawn_future(async move {
+            if shared {
+                atrion.connect().await.map_err(to_napi)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Pushes what this node learned and leaves the cluster.
+    #[napi]
+    pub fn shutdown<'e>(&self, env: &'e Env) -> Result<PromiseRaw<'e, ()>> {
+        let atrion = self.atrion.clone();
+        env.spawn_future(async move {
+            atrion.shutdown().await;
+            Ok(())
+        })
+    }
+
+    /// The original's `route()`: learns the telemetry, then decides for a request of this
+    /// voltage. Reference model: the original's rule (`mode != open && voltage > R`);
+    /// default model: the engine's decision at the voltage's priority tier. Returns
+    /// [`pack`]; `out[0]` = resistance.
+    #[napi]
+    pub fn route(
+        &mut self,
+        route: RouteArg,
+        latency_ms: f64,
+        error_rate: f64,
+        saturation: f64,
+        voltage: f64,
+    ) -> Result<u32> {
+        let t = Telemetry::new(latency_ms, error_rate, saturation).map_err(invalid)?;
+        let route = route.as_str();
+        let now = self.atrion.now();
+        let engine = self.atrion.engine();
+        let handle = engine.handle(route, now);
+        let status = handle.report(t, now);
+        let (code, resistance) = match self.model {
+            Model::Reference => {
+                let admitted = status.mode != Mode::Open && voltage > status.resistance;
+                let reason = if admitted {
+                    Reason::Healthy
+                } else if status.mode == Mode::Open {
+                    Reason::Open
+                } else {
+                    Reason::Overloaded
+                };
+                (pack(admitted, status.mode, reason), status.resistance)
+            }
+            Model::Default => {
+                let d = handle.decide(now, tier(voltage));
+                (pack(d.is_admitted(), d.mode, d.reason), d.resistance)
+            }
+        };
+        self.answer(0, resistance);
+        Ok(code)
+    }
+
+    /// The engine's decision for a request on `route` at `priority` ([`priorities`]' index).
+    /// Returns [`pack`]; `out` = `[resistance, retry-after ms or -1, throttle]`.
+    #[napi]
+    pub fn decide(&mut self, route: RouteArg, priority_code: u32) -> u32 {
+        let route = route.as_str();
+        let d = self.atrion.decide(route, priority(priority_code));
+        self.answer(0, d.resistance);
+        self.answer(1, d.retry_after.map_or(-1.0, |r| r.as_secs_f64() * 1e3));
+        self.answer(2, self.atrion.engine().throttle(route).unwrap_or(0.0));
+        pack(d.verdict == Verdict::Admit, d.mode, d.reason)
+    }
+
+    /// Reports how a request on `route` went: its latency, its outcome and, if measured
+    /// (not NaN), the route's saturation. Returns the mode's code.
+    #[napi]
+    pub fn report(&mut self, route: RouteArg, latency_ms: f64, ok: bool, saturation: f64) -> Result<u32> {
+        if !(latency_ms.is_finite() && latency_ms >= 0.0) {
+            return Err(invalid(format!("latencyMs must be a finite number >= 0, not {latency_ms}")));
+        }
+        let latency = Duration::from_secs_f64(latency_ms.min(Telemetry::MAX_LATENCY_MS) / 1e3);
+        let sat = (!saturation.is_nan()).then_some(saturation);
+        let status = self.atrion.report(route.as_str(), latency, ok, sat).map_err(invalid)?;
+        self.answer(0, status.resistance);
+        Ok(mode_code(status.mode))
+    }
+
+    /// A route's state; `None` for a route that has learned nothing (unknown, or reset).
+    #[napi]
+    pub fn state(&self, route: String) -> Option<NativeState> {
+        let v = self.atrion.engine().snapshot(&route).ok()?;
+        if v.updates == 0 {
+            return None;
+        }
+        let now = self.atrion.now();
+        let wall = self.atrion.clock().wall_ms() as f64;
+        let to_wall = |t: atrion::Timestamp| wall - (now.as_millis_f64() - t.as_millis_f64());
+        let open_until_ms = if v.mode == Mode::Open { to_wall(v.open_until) } else { 0.0 };
+        Some(NativeState {
+            mode: mode_code(v.mode),
+            resistance: v.resistance,
+            scar: v.scar,
+            momentum: v.momentum,
+            pressure: v.pressure.to_vec(),
+            updates: v.updates as f64,
+            updated_at_ms: to_wall(v.timestamp).round(),
+            break_point: v.break_point,
+            recovery: v.recovery,
+            open_until_ms,
+            tuner_samples: v.tuner_samples,
+            tuner_mean: v.tuner_mean,
+            tuner_sd: v.tuner_var.max(0.0).sqrt(),
+        })
+    }
+
+    /// The routes that have learned something, sorted.
+    #[napi]
+    pub fn routes(&self) -> Vec<String> {
+        let engine = self.atrion.engine();
+        let mut ids: Vec<String> = engine
+            .route_ids()
+            .into_iter()
+            .filter(|r| engine.snapshot(r).is_ok_and(|v| v.updates > 0))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The tuner: the reference model's one shared tuner, or (default model) `route`'s own
+    /// (`None` if the route is unknown or not given). `None` when the tuner is off.
+    #[napi]
+    pub fn tuner(&self, route: Option<String>) -> Option<NativeTuner> {
+        let engine = self.atrion.engine();
+        let t = &engine.config().tuner;
+        if !t.enabled {
+            return None;
+        }
+        let (samples, mean, sd) = match (self.model, route) {
+            (Model::Reference, _) => {
+                let s = engine.shared_tuner();
+                (s.samples, s.mean, s.sd)
+            }
+            (Model::Default, Some(r)) => {
+                let v = engine.snapshot(&r).ok()?;
+                (v.tuner_samples, v.tuner_mean, v.tuner_var.max(0.0).sqrt())
+            }
+            (Model::Default, None) => return None,
+        };
+        Some(NativeTuner { mean, std_dev: sd, sample_count: samples, is_warmed_up: samples > t.warmup_samples })
+    }
+
+    /// Forgets what a route learned: it starts again as new. Unknown routes are left alone.
+    #[napi]
+    pub fn reset(&self, route: String) {
+        let _ = self.atrion.engine().reset(&route, self.atrion.now());
+    }
+
+    /// Sets (`Some`, JSON overrides of the engine's config) or removes (`None`) the physics
+    /// of the routes `pattern` matches (an exact id, or a prefix ending in `*`).
+    #[napi]
+    pub fn set_route_config(&self, pattern: String, physics_json: Option<String>) -> Result<()> {
+        let config = match physics_json {
+            // Merged over the engine's own config, not the model's defaults.
+            Some(json) => Some(physics(self.atrion.engine().config().clone(), Some(&json))?),
+            None => None,
+        };
+        self.atrion.set_route_config(&pattern, config).map_err(invalid)
+    }
+}
