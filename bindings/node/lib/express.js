@@ -14,6 +14,9 @@
 
 const { performance } = require('node:perf_hooks')
 
+/** Set on a request once decided: the middleware on the app and on its route decide once. */
+const DECIDED = Symbol('atrion.decided')
+
 function routeFromReq(req) {
   return req.route ? `${req.method} ${req.baseUrl || ''}${req.route.path}` : undefined
 }
@@ -22,7 +25,11 @@ function routeFromReq(req) {
 function match(stack, method, path, base, depth) {
   if (!stack || depth > 8) return undefined
   for (const layer of stack) {
-    if (typeof layer.match !== 'function' || !layer.match(path)) continue
+    if (typeof layer.match !== 'function') continue
+    // router 2 answers the match (its `path`), router 1 true and sets `layer.path`.
+    const m = layer.match(path)
+    if (!m) continue
+    const matched = typeof m === 'object' ? m.path : layer.path
     if (layer.route) {
       const handles =
         typeof layer.route._handlesMethod === 'function' ? layer.route._handlesMethod(method) : true
@@ -30,9 +37,9 @@ function match(stack, method, path, base, depth) {
       continue
     }
     const inner = layer.handle && (layer.handle.stack || (layer.handle.router && layer.handle.router.stack))
-    if (inner && typeof layer.path === 'string') {
-      const rest = path.slice(layer.path.length) || '/'
-      const found = match(inner, method, rest[0] === '/' ? rest : `/${rest}`, base + layer.path, depth + 1)
+    if (inner && typeof matched === 'string') {
+      const rest = path.slice(matched.length) || '/'
+      const found = match(inner, method, rest[0] === '/' ? rest : `/${rest}`, base + matched, depth + 1)
       if (found) return found
     }
   }
@@ -53,11 +60,13 @@ function express(atrion, options = {}) {
   const priorityOf = typeof options.priority === 'function' ? options.priority : () => options.priority
   const routeOf = options.route
   return function atrionExpress(req, res, next) {
+    if (req[DECIDED]) return next()
     let route = routeOf ? routeOf(req) : routeFromReq(req)
     if (route === undefined && !routeOf) {
       route = match(routerStack(req), req.method, req.path, req.baseUrl || '', 0)
     }
     if (route === undefined) return next()
+    req[DECIDED] = true
     const d = atrion.decide(route, priorityOf(req))
     if (!d.admitted) {
       const { retryAfter, body } = require('../index.js').shedProblem(route, d)
