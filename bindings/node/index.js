@@ -13,6 +13,19 @@ const native = require('./lib/native.js')
 
 const { NativeAtrion, openStore } = native
 
+/**
+ * The numbers of a hot call that do not travel as arguments, both ways: the addon reads
+ * latency, error rate, saturation and voltage from [3..7] and writes the rest of its answer
+ * (resistance, retry-after ms or -1, throttle) into [0..3]. Writing a typed array costs
+ * JavaScript next to nothing; every argument costs N-API a call.
+ */
+const OUT = new Float64Array(7)
+const IN_LATENCY = 3
+const IN_ERROR = 4
+const IN_SATURATION = 5
+const IN_VOLTAGE = 6
+native.setAnswerArray(OUT)
+
 /** The engine's names, in the order of its codes (one owner: the core). */
 const MODES = native.modes()
 const REASONS = native.reasons()
@@ -260,7 +273,6 @@ class Atrion {
     this._observer = options.observer
     this._defaultVoltage = options.defaultVoltage ?? 100
     this._tuner = options.autoTuner !== false
-    this._out = new Float64Array(3)
     this._nativeOptions = {
       model,
       physics: JSON.stringify(physicsOf(model, options)),
@@ -273,15 +285,40 @@ class Atrion {
     this._lastMode = new Map()
     // This process alone: the engine exists at once (route() works before connect(), as
     // in the original). A shared store is opened by connect().
-    this._n = this._provider.url ? null : new NativeAtrion(this._nativeOptions, this._out, null)
+    this._n = null
+    this._slot = -1
+    if (!this._provider.url) this._attach(null)
+  }
+
+  _attach(store) {
+    this._n = new NativeAtrion(this._nativeOptions, store)
+    this._slot = this._n.slot
+    // Route ids by the number the addon knows them by (bounded by the addon: past its
+    // limit, ids travel as strings).
+    this._ids = new Map()
+    this._internFull = false
+  }
+
+  /** The number the addon knows `route` by, or the string itself. */
+  _ref(route) {
+    const known = this._ids.get(route)
+    if (known !== undefined) return known
+    if (typeof route !== 'string') throw new TypeError('Atrion: a route id must be a string')
+    if (this._internFull) return route
+    const i = native.intern(this._slot, route)
+    if (i === null || i === undefined) {
+      this._internFull = true
+      return route
+    }
+    this._ids.set(route, i)
+    return i
   }
 
   /** Opens the provider's store and joins the cluster (warm start, then the pulse). */
   async connect() {
     if (this._connected) return
     if (!this._n) {
-      const store = await openStore(this._provider.url, this._nativeOptions.namespace)
-      this._n = new NativeAtrion(this._nativeOptions, this._out, store)
+      this._attach(await openStore(this._provider.url, this._nativeOptions.namespace))
     }
     await this._n.connect()
     this._connected = true
@@ -322,15 +359,14 @@ class Atrion {
    */
   route(routeId, telemetry, voltage) {
     const v = voltage ?? this._defaultVoltage
-    const code = this._engine().route(
-      routeId,
-      telemetry.latencyMs,
-      telemetry.errorRate ?? 0,
-      telemetry.saturation ?? 0,
-      v,
-    )
+    if (this._slot < 0) this._engine()
+    OUT[IN_LATENCY] = telemetry.latencyMs
+    OUT[IN_ERROR] = telemetry.errorRate ?? 0
+    OUT[IN_SATURATION] = telemetry.saturation ?? 0
+    OUT[IN_VOLTAGE] = v
+    const code = native.route(this._slot, this._ref(routeId))
     const allow = (code & 1) === 1
-    const resistance = this._out[0]
+    const resistance = OUT[0]
     const mode = ORIGINAL_MODES[(code >> 1) & 3]
     let reason = 'OK'
     if (!allow) reason = reasonText(code >> 3, mode, v, resistance)
@@ -431,8 +467,9 @@ class Atrion {
    * 'normal' (default), 'low', 'bulk').
    */
   decide(route, priority) {
-    const code = this._engine().decide(route, priorityCode(priority))
-    const o = this._out
+    if (this._slot < 0) this._engine()
+    const code = native.decide(this._slot, this._ref(route), priorityCode(priority))
+    const o = OUT
     const admitted = (code & 1) === 1
     const d = {
       admitted,
@@ -451,7 +488,10 @@ class Atrion {
    * saturation in [0, 1] if measured. Returns the route's mode.
    */
   report(route, latencyMs, ok = true, saturation) {
-    return MODES[this._engine().report(route, latencyMs, ok, saturation ?? NaN)]
+    if (this._slot < 0) this._engine()
+    OUT[IN_LATENCY] = latencyMs
+    OUT[IN_SATURATION] = saturation ?? NaN
+    return MODES[native.report(this._slot, this._ref(route), ok)]
   }
 
   /** Decides, and returns a guard whose `end()` reports (see `Guard`). */

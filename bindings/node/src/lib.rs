@@ -13,11 +13,18 @@
 //! reasons, priorities) are sent once, at load, from the core's own lists, so they have
 //! one owner.
 //!
+//! The hot functions (`route`, `decide`, `report`) are free functions taking the engine's
+//! slot, not methods of [`NativeAtrion`]: napi-rs checks and unwraps the receiver of every
+//! method call, which cost more than the decision itself. Each engine is entered in a
+//! per-thread table when made and leaves it when its JavaScript object is collected; one
+//! JavaScript thread calls it (a worker thread has its own table and its own engines).
+//!
 //! The route id is read into a buffer on the stack (one N-API call, no allocation) when it
 //! is short, which it nearly always is.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,26 +269,228 @@ pub struct NativeTuner {
     pub is_warmed_up: bool,
 }
 
-/// The engine behind one JavaScript `Atrion`.
+/// The most route ids one engine interns ([`intern`]); past it, ids are passed as strings.
+const MAX_INTERNED: usize = 4096;
+
+/// An engine as the hot functions reach it.
+struct Entry {
+    atrion: Arc<Atrion>,
+    model: Model,
+    /// Route ids by the number JavaScript passes instead ([`intern`]): reading a number
+    /// across N-API costs a fraction of copying a string.
+    routes: Vec<Box<str>>,
+}
+
+/// This thread's engines and the array numbers cross in.
+struct Table {
+    engines: Vec<Option<Entry>>,
+    /// The numbers of a call that do not travel as arguments, both ways: in `[3..7]` what
+    /// JavaScript passes (latency, error rate, saturation, voltage), in `[0..3]` the rest of
+    /// the answer (resistance, retry-after ms or -1, throttle). Set once per thread by
+    /// [`set_answer_array`].
+    io: Option<Float64Array>,
+}
+
+/// Where a call's inputs sit in the shared array.
+const IN_LATENCY: usize = 3;
+const IN_ERROR: usize = 4;
+const IN_SATURATION: usize = 5;
+const IN_VOLTAGE: usize = 6;
+const IO_LEN: usize = 7;
+
+thread_local! {
+    static TABLE: RefCell<Table> = const { RefCell::new(Table { engines: Vec::new(), io: None }) };
+}
+
+/// Sets the array the hot functions read their numbers from and write the rest of their
+/// answers into (7 elements; see [`Table::io`]).
+#[napi]
+pub fn set_answer_array(io: Float64Array) -> Result<()> {
+    if io.len() < IO_LEN {
+        return Err(invalid(format!("the shared array needs {IO_LEN} elements")));
+    }
+    TABLE.with(|t| t.borrow_mut().io = Some(io));
+    Ok(())
+}
+
+/// Interns `route` for the engine in `slot`: the number to pass for it from now on, or
+/// `None` when the engine has interned [`MAX_INTERNED`] ids (pass the string).
+#[napi]
+pub fn intern(slot: u32, route: String) -> Result<Option<u32>> {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let entry = t
+            .engines
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| invalid("this Atrion's engine is gone"))?;
+        if entry.routes.len() >= MAX_INTERNED {
+            return Ok(None);
+        }
+        entry.routes.push(route.into_boxed_str());
+        Ok(u32::try_from(entry.routes.len() - 1).ok())
+    })
+}
+
+/// A route given by JavaScript: its interned number, or the string itself.
+pub enum RouteRef {
+    /// An index into the engine's interned ids.
+    Interned(u32),
+    /// The id.
+    Id(RouteArg),
+}
+
+impl TypeName for RouteRef {
+    fn type_name() -> &'static str {
+        "number | string"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ValidateNapiValue for RouteRef {}
+
+impl FromNapiValue for RouteRef {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        let mut n = 0u32;
+        // SAFETY: `value` is a live value of this call; a non-number answers a status, not UB.
+        if unsafe { sys::napi_get_value_uint32(env, value, &mut n) } == sys::Status::napi_ok {
+            return Ok(RouteRef::Interned(n));
+        }
+        // SAFETY: as above.
+        Ok(RouteRef::Id(unsafe { RouteArg::from_napi_value(env, value)? }))
+    }
+}
+
+impl Entry {
+    fn route<'a>(&'a self, r: &'a RouteRef) -> Result<&'a str> {
+        match r {
+            RouteRef::Interned(i) => {
+                self.routes.get(*i as usize).map(|s| &**s).ok_or_else(|| invalid("unknown interned route"))
+            }
+            RouteRef::Id(a) => Ok(a.as_str()),
+        }
+    }
+}
+
+/// Runs `f` on the engine in `slot` and the shared array.
+fn with_engine<R>(slot: u32, f: impl FnOnce(&Entry, &mut [f64]) -> Result<R>) -> Result<R> {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let Table { engines, io: out } = &mut *t;
+        let entry = engines
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| invalid("this Atrion's engine is gone"))?;
+        let out = out.as_mut().ok_or_else(|| invalid("setAnswerArray was not called"))?;
+        // SAFETY: the array is the package's own (index.js allocates it at load and never
+        // hands it out), no other Rust reference to its data exists (the table is borrowed
+        // mutably), and JavaScript does not run while this function does.
+        let out = unsafe { out.as_mut() };
+        f(entry, out)
+    })
+}
+
+/// The original's `route()`: learns the telemetry (latency, error rate, saturation in the
+/// shared array), then decides for a request of its voltage. Reference model: the
+/// original's rule (`mode != open && voltage > R`); default model: the engine's decision
+/// at the voltage's priority tier. Returns [`pack`]; `io[0]` = resistance.
+#[napi]
+pub fn route(slot: u32, route: RouteRef) -> Result<u32> {
+    with_engine(slot, |e, out| {
+        let t = Telemetry::new(out[IN_LATENCY], out[IN_ERROR], out[IN_SATURATION]).map_err(invalid)?;
+        let voltage = out[IN_VOLTAGE];
+        let now = e.atrion.now();
+        let handle = e.atrion.engine().handle(e.route(&route)?, now);
+        let status = handle.report(t, now);
+        let (code, resistance) = match e.model {
+            Model::Reference => {
+                let admitted = status.mode != Mode::Open && voltage > status.resistance;
+                let reason = if admitted {
+                    Reason::Healthy
+                } else if status.mode == Mode::Open {
+                    Reason::Open
+                } else {
+                    Reason::Overloaded
+                };
+                (pack(admitted, status.mode, reason), status.resistance)
+            }
+            Model::Default => {
+                let d = handle.decide(now, tier(voltage));
+                (pack(d.is_admitted(), d.mode, d.reason), d.resistance)
+            }
+        };
+        out[0] = resistance;
+        Ok(code)
+    })
+}
+
+/// The engine's decision for a request on `route` at `priority` ([`priorities`]' index).
+/// Returns [`pack`]; `out` = `[resistance, retry-after ms or -1, throttle]`.
+#[napi]
+pub fn decide(slot: u32, route: RouteRef, priority_code: u32) -> Result<u32> {
+    with_engine(slot, |e, out| {
+        let route = e.route(&route)?;
+        let d = e.atrion.decide(route, priority(priority_code));
+        out[0] = d.resistance;
+        out[1] = d.retry_after.map_or(-1.0, |r| r.as_secs_f64() * 1e3);
+        out[2] = match d.reason {
+            // Read only where it can be non-zero: it is one more lookup.
+            Reason::Healthy | Reason::Throttled | Reason::Keepalive => e.atrion.engine().throttle(route).unwrap_or(0.0),
+            _ => 0.0,
+        };
+        Ok(pack(d.verdict == Verdict::Admit, d.mode, d.reason))
+    })
+}
+
+/// Reports how a request on `route` went: its latency and, if measured (not NaN), the
+/// route's saturation (both in the shared array), and its outcome. Returns the mode's
+/// code; `io[0]` = resistance.
+#[napi]
+pub fn report(slot: u32, route: RouteRef, ok: bool) -> Result<u32> {
+    with_engine(slot, |e, out| {
+        let (latency_ms, saturation) = (out[IN_LATENCY], out[IN_SATURATION]);
+        if !(latency_ms.is_finite() && latency_ms >= 0.0) {
+            return Err(invalid(format!("latencyMs must be a finite number >= 0, not {latency_ms}")));
+        }
+        let latency = Duration::from_secs_f64(latency_ms.min(Telemetry::MAX_LATENCY_MS) / 1e3);
+        let sat = (!saturation.is_nan()).then_some(saturation);
+        let status = e.atrion.report(e.route(&route)?, latency, ok, sat).map_err(invalid)?;
+        out[0] = status.resistance;
+        Ok(mode_code(status.mode))
+    })
+}
+
+/// The engine behind one JavaScript `Atrion`: its lifecycle and its cold methods. The hot
+/// ones are the free functions [`route`], [`decide`] and [`report`], on [`NativeAtrion::slot`].
 #[napi]
 pub struct NativeAtrion {
     atrion: Arc<Atrion>,
     model: Model,
     shared_store: bool,
-    /// Written by the hot methods, read by JavaScript: `[resistance, retry-after ms (-1:
-    /// none), throttle]`.
-    out: Float64Array,
+    slot: u32,
+}
+
+impl Drop for NativeAtrion {
+    fn drop(&mut self) {
+        // Collected on the JavaScript thread that made it (napi-rs finalizes there); the
+        // table may already be gone when the thread ends.
+        let _ = TABLE.try_with(|t| {
+            if let Ok(mut t) = t.try_borrow_mut()
+                && let Some(e) = t.engines.get_mut(self.slot as usize)
+            {
+                *e = None;
+            }
+        });
+    }
 }
 
 #[napi]
 impl NativeAtrion {
-    /// An engine; `out` is the array answers are written into (at least 3 elements), `store`
-    /// a store from [`open_store`] (none: this process alone).
+    /// An engine; `store` a store from [`open_store`] (none: this process alone).
     #[napi(constructor)]
-    pub fn new(options: NativeOptions, out: Float64Array, store: Option<&NativeStore>) -> Result<Self> {
-        if out.len() < 3 {
-            return Err(invalid("the answer array needs 3 elements"));
-        }
+    pub fn new(options: NativeOptions, store: Option<&NativeStore>) -> Result<Self> {
         let model: Model = options.model.parse().map_err(invalid)?;
         let config = physics(PhysicsConfig::for_model(model), options.physics.as_deref())?;
         let mut builder = Atrion::builder().config(config);
@@ -306,19 +515,29 @@ impl NativeAtrion {
         if let Some(s) = store {
             builder = builder.store_arc(s.store.clone());
         }
-        let atrion = builder.build().map_err(invalid)?;
-        Ok(NativeAtrion { atrion: Arc::new(atrion), model, shared_store: store.is_some(), out })
+        let atrion = Arc::new(builder.build().map_err(invalid)?);
+        let entry = Entry { atrion: atrion.clone(), model, routes: Vec::new() };
+        let slot = TABLE.with(|t| {
+            let engines = &mut t.borrow_mut().engines;
+            match engines.iter().position(Option::is_none) {
+                Some(free) => {
+                    engines[free] = Some(entry);
+                    free
+                }
+                None => {
+                    engines.push(Some(entry));
+                    engines.len() - 1
+                }
+            }
+        });
+        let slot = u32::try_from(slot).map_err(|_| invalid("too many engines"))?;
+        Ok(NativeAtrion { atrion, model, shared_store: store.is_some(), slot })
     }
 
-    /// Writes one value of an answer into the array JavaScript reads it from.
-    fn answer(&mut self, i: usize, value: f64) {
-        // SAFETY: the array is the package's own (index.js allocates it for this object and
-        // never hands it out), so no other Rust reference to its data exists, and
-        // JavaScript does not run while this method does. `new` checked its length.
-        let out = unsafe { self.out.as_mut() };
-        if let Some(slot) = out.get_mut(i) {
-            *slot = value;
-        }
+    /// Where the hot functions find this engine.
+    #[napi(getter)]
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// Joins the cluster through the store (warm start, then the pulse). Without a shared
@@ -343,72 +562,6 @@ impl NativeAtrion {
             atrion.shutdown().await;
             Ok(())
         })
-    }
-
-    /// The original's `route()`: learns the telemetry, then decides for a request of this
-    /// voltage. Reference model: the original's rule (`mode != open && voltage > R`);
-    /// default model: the engine's decision at the voltage's priority tier. Returns
-    /// [`pack`]; `out[0]` = resistance.
-    #[napi]
-    pub fn route(
-        &mut self,
-        route: RouteArg,
-        latency_ms: f64,
-        error_rate: f64,
-        saturation: f64,
-        voltage: f64,
-    ) -> Result<u32> {
-        let t = Telemetry::new(latency_ms, error_rate, saturation).map_err(invalid)?;
-        let route = route.as_str();
-        let now = self.atrion.now();
-        let engine = self.atrion.engine();
-        let handle = engine.handle(route, now);
-        let status = handle.report(t, now);
-        let (code, resistance) = match self.model {
-            Model::Reference => {
-                let admitted = status.mode != Mode::Open && voltage > status.resistance;
-                let reason = if admitted {
-                    Reason::Healthy
-                } else if status.mode == Mode::Open {
-                    Reason::Open
-                } else {
-                    Reason::Overloaded
-                };
-                (pack(admitted, status.mode, reason), status.resistance)
-            }
-            Model::Default => {
-                let d = handle.decide(now, tier(voltage));
-                (pack(d.is_admitted(), d.mode, d.reason), d.resistance)
-            }
-        };
-        self.answer(0, resistance);
-        Ok(code)
-    }
-
-    /// The engine's decision for a request on `route` at `priority` ([`priorities`]' index).
-    /// Returns [`pack`]; `out` = `[resistance, retry-after ms or -1, throttle]`.
-    #[napi]
-    pub fn decide(&mut self, route: RouteArg, priority_code: u32) -> u32 {
-        let route = route.as_str();
-        let d = self.atrion.decide(route, priority(priority_code));
-        self.answer(0, d.resistance);
-        self.answer(1, d.retry_after.map_or(-1.0, |r| r.as_secs_f64() * 1e3));
-        self.answer(2, self.atrion.engine().throttle(route).unwrap_or(0.0));
-        pack(d.verdict == Verdict::Admit, d.mode, d.reason)
-    }
-
-    /// Reports how a request on `route` went: its latency, its outcome and, if measured
-    /// (not NaN), the route's saturation. Returns the mode's code.
-    #[napi]
-    pub fn report(&mut self, route: RouteArg, latency_ms: f64, ok: bool, saturation: f64) -> Result<u32> {
-        if !(latency_ms.is_finite() && latency_ms >= 0.0) {
-            return Err(invalid(format!("latencyMs must be a finite number >= 0, not {latency_ms}")));
-        }
-        let latency = Duration::from_secs_f64(latency_ms.min(Telemetry::MAX_LATENCY_MS) / 1e3);
-        let sat = (!saturation.is_nan()).then_some(saturation);
-        let status = self.atrion.report(route.as_str(), latency, ok, sat).map_err(invalid)?;
-        self.answer(0, status.resistance);
-        Ok(mode_code(status.mode))
     }
 
     /// A route's state; `None` for a route that has learned nothing (unknown, or reset).
@@ -493,3 +646,5 @@ impl NativeAtrion {
         self.atrion.set_route_config(&pattern, config).map_err(invalid)
     }
 }
+
+
