@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use atrion::state::StateStore;
 use atrion::{
-    Atrion, Clock, EngineLimits, Mode, Model, PhysicsConfig, Priority, Reason, StoreConfig, SystemClock, Telemetry, Verdict,
+    Atrion, Clock, EngineLimits, Mode, Model, PhysicsConfig, Priority, Reason, StoreConfig, SystemClock, Telemetry,
+    Verdict,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -303,7 +304,7 @@ thread_local! {
 }
 
 /// Sets the array the hot functions read their numbers from and write the rest of their
-/// answers into (7 elements; see [`Table::io`]).
+/// answers into (7 elements: `[3..7]` in, `[0..3]` out).
 #[napi]
 pub fn set_answer_array(io: Float64Array) -> Result<()> {
     if io.len() < IO_LEN {
@@ -314,7 +315,7 @@ pub fn set_answer_array(io: Float64Array) -> Result<()> {
 }
 
 /// Interns `route` for the engine in `slot`: the number to pass for it from now on, or
-/// `None` when the engine has interned [`MAX_INTERNED`] ids (pass the string).
+/// `None` when the engine has interned its most (4096) ids: pass the string.
 #[napi]
 pub fn intern(slot: u32, route: String) -> Result<Option<u32>> {
     TABLE.with(|t| {
@@ -333,6 +334,8 @@ pub fn intern(slot: u32, route: String) -> Result<Option<u32>> {
 }
 
 /// A route given by JavaScript: its interned number, or the string itself.
+// The id's buffer is on the stack on purpose: boxing it would allocate on every call.
+#[allow(clippy::large_enum_variant)]
 pub enum RouteRef {
     /// An index into the engine's interned ids.
     Interned(u32),
@@ -395,7 +398,7 @@ fn with_engine<R>(slot: u32, f: impl FnOnce(&Entry, &mut [f64]) -> Result<R>) ->
 /// The original's `route()`: learns the telemetry (latency, error rate, saturation in the
 /// shared array), then decides for a request of its voltage. Reference model: the
 /// original's rule (`mode != open && voltage > R`); default model: the engine's decision
-/// at the voltage's priority tier. Returns [`pack`]; `io[0]` = resistance.
+/// at the voltage's priority tier. Returns the decision packed (bit 0 admitted, bits 1–2 the mode, bits 3– the reason); `io[0]` = resistance.
 #[napi]
 pub fn route(slot: u32, route: RouteRef) -> Result<u32> {
     with_engine(slot, |e, out| {
@@ -427,7 +430,7 @@ pub fn route(slot: u32, route: RouteRef) -> Result<u32> {
 }
 
 /// The engine's decision for a request on `route` at `priority` ([`priorities`]' index).
-/// Returns [`pack`]; `out` = `[resistance, retry-after ms or -1, throttle]`.
+/// Returns the decision packed (bit 0 admitted, bits 1–2 the mode, bits 3– the reason); `out` = `[resistance, retry-after ms or -1, throttle]`.
 #[napi]
 pub fn decide(slot: u32, route: RouteRef, priority_code: u32) -> Result<u32> {
     with_engine(slot, |e, out| {
@@ -596,11 +599,8 @@ impl NativeAtrion {
     #[napi]
     pub fn routes(&self) -> Vec<String> {
         let engine = self.atrion.engine();
-        let mut ids: Vec<String> = engine
-            .route_ids()
-            .into_iter()
-            .filter(|r| engine.snapshot(r).is_ok_and(|v| v.updates > 0))
-            .collect();
+        let mut ids: Vec<String> =
+            engine.route_ids().into_iter().filter(|r| engine.snapshot(r).is_ok_and(|v| v.updates > 0)).collect();
         ids.sort();
         ids
     }
@@ -646,5 +646,3 @@ impl NativeAtrion {
         self.atrion.set_route_config(&pattern, config).map_err(invalid)
     }
 }
-
-

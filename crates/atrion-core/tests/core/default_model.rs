@@ -478,6 +478,10 @@ fn overload_is_answered_in_proportion_without_a_trip() {
     }
     assert_eq!(reasons.into_iter().collect::<Vec<_>>(), vec!["throttled"]);
     assert!(e.decide("r", secs(90.0), Priority::Critical).is_admitted(), "critical is never throttled");
+    // The engine shows the shed ratio it is acting on, within the throttle's bound.
+    let share = e.throttle("r").unwrap();
+    assert!(share > 0.0 && share <= PhysicsConfig::default().throttle.max + 1e-6, "throttle {share}");
+    assert_eq!(e.throttle("unknown"), None);
 }
 
 #[test]

@@ -185,4 +185,9 @@ fn one_tuner_is_shared_by_all_routes() {
     // The tuner has 61 samples of R = 10 (mean 10, var 0): break = clamp(10, 30, 500).
     assert_eq!(e.snapshot("b").unwrap().tuner_samples, 61);
     assert_eq!(b.break_point, 30.0);
+    // The engine shows the shared tuner itself, whichever route fed it last.
+    let t = e.shared_tuner();
+    assert_eq!((t.samples, t.mean, t.sd), (61, 10.0, 0.0));
+    assert_eq!(e.throttle("a"), Some(0.0), "the reference model has no throttle");
+    assert_eq!(e.throttle("unknown"), None);
 }
