@@ -5,7 +5,10 @@
 //
 //   node bench/express.mjs
 //
-// REQUESTS (per round, default 20000), CONCURRENCY (default 16), ROUNDS (default 5).
+// REQUESTS (per round, default 20000), CONCURRENCY (default 16), ROUNDS (default 5). A
+// second bare app is measured as a control: its difference from the first is the noise.
+// The middleware's own work is also timed without HTTP (fake request and response), which
+// is what the per-request overhead is made of.
 import { createRequire } from 'node:module'
 import http from 'node:http'
 
@@ -54,7 +57,7 @@ function round(port) {
   })
 }
 
-const kinds = ['bare', 'app', 'route']
+const kinds = ['bare', 'app', 'route', 'control']
 const servers = Object.fromEntries(await Promise.all(kinds.map(async (k) => [k, await app(k)])))
 const times = Object.fromEntries(kinds.map((k) => [k, []]))
 for (const k of kinds) await round(servers[k].address().port) // warm-up
@@ -66,7 +69,42 @@ console.log(`node ${process.version}, express ${require('express/package.json').
 const bare = median(times.bare)
 for (const k of kinds) {
   const m = median(times[k])
-  const label = { bare: 'bare Express handler', app: 'app.use(express(atrion))', route: 'on the route' }[k]
+  const label = {
+    bare: 'bare Express handler',
+    app: 'app.use(express(atrion))',
+    route: 'on the route',
+    control: 'bare again (the noise)',
+  }[k]
   console.log(`${label.padEnd(28)} ${m.toFixed(2).padStart(7)} µs/request  (${(1e6 / m).toFixed(0)} req/s)${k === 'bare' ? '' : `  overhead ${(m - bare).toFixed(2)} µs`}`)
 }
 for (const s of Object.values(servers)) s.close()
+
+// Without HTTP: the middleware alone, on a fake request and response (route matching on
+// the app's router, decide, two listeners, the report at 'finish').
+const { EventEmitter } = await import('node:events')
+const bareApp = expressLib()
+const mw = express(new Atrion())
+bareApp.use(mw)
+bareApp.get('/users/:id', (req, res) => res.send('ok'))
+const onRoute = express(new Atrion())
+function perCall(f, n = 200_000) {
+  for (let i = 0; i < 20_000; i++) f(i)
+  const t0 = process.hrtime.bigint()
+  for (let i = 0; i < n; i++) f(i)
+  return Number(process.hrtime.bigint() - t0) / n / 1e3
+}
+const fake = (use, withRoute) => (i) => {
+  const res = new EventEmitter()
+  res.statusCode = 200
+  const req = { method: 'GET', path: `/users/${i % 1000}`, baseUrl: '', app: bareApp }
+  if (withRoute) req.route = { path: '/users/:id' }
+  use(req, res, () => {})
+  res.emit('finish')
+}
+const emitterOnly = perCall(() => {
+  const res = new EventEmitter()
+  res.once('finish', () => {})
+  res.once('close', () => {})
+  res.emit('finish')
+})
+console.log(`\nwithout HTTP: app.use ${perCall(fake(mw, false)).toFixed(2)} µs, on the route ${perCall(fake(onRoute, true)).toFixed(2)} µs per request (of which a fake response's two listeners ${emitterOnly.toFixed(2)} µs)`)
