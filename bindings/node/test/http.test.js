@@ -8,7 +8,7 @@ const assert = require('node:assert/strict')
 const expressLib = require('express')
 const fastifyLib = require('fastify')
 const { Atrion, express, fastify } = require('..')
-const { FAST_SCAR, trip, sleep } = require('./helpers.js')
+const { FAST_SCAR, trip, sleep, eventually } = require('./helpers.js')
 
 /** A real engine whose reports are also written down, to see what the adapters send. */
 function recorded() {
@@ -74,7 +74,8 @@ describe('Express', () => {
       assert.equal(r.status, 200, path)
       await r.text()
     }
-    await sleep(20) // `finish` follows the last byte
+    // `finish` follows the last byte: the reports come when the responses are done.
+    await eventually('four reports', () => reports.length >= 4)
     const routes = reports.map((r) => r.route)
     assert.deepEqual(routes.filter((r) => r === 'GET /users/:id').length, 2)
     assert.ok(routes.includes('GET /api/items/:item'), routes.join())
@@ -88,7 +89,8 @@ describe('Express', () => {
     await (await fetch(`${base}/fail`)).text()
     const missing = await fetch(`${base}/nowhere`)
     assert.equal(missing.status, 404)
-    await sleep(20)
+    await missing.text()
+    await eventually('two reports', () => reports.length >= 2)
     const slow = reports.find((r) => r.route === 'GET /slow')
     assert.ok(slow.latencyMs >= 40, `measured to the end, not to the handler's return: ${slow.latencyMs}`)
     assert.equal(slow.ok, true)
@@ -129,7 +131,7 @@ describe('Fastify', () => {
 
   test('decides and reports on routeOptions.url', async () => {
     for (const id of [1, 2]) assert.equal((await fetch(`${base}/users/${id}`)).status, 200)
-    await sleep(20)
+    await eventually('two reports', () => reports.filter((r) => r.route === 'GET /users/:id').length >= 2)
     assert.equal(reports.filter((r) => r.route === 'GET /users/:id').length, 2)
     assert.ok(!atrion.getRoutes().some((r) => /\/users\/\d/.test(r)))
   })
@@ -139,7 +141,7 @@ describe('Fastify', () => {
     await (await fetch(`${base}/slow`)).text()
     await (await fetch(`${base}/fail`)).text()
     assert.equal((await fetch(`${base}/nowhere`)).status, 404)
-    await sleep(20)
+    await eventually('two reports', () => reports.length >= 2)
     const slow = reports.find((r) => r.route === 'GET /slow')
     assert.ok(slow.latencyMs >= 40, String(slow.latencyMs))
     assert.equal(reports.find((r) => r.route === 'GET /fail').ok, false)
