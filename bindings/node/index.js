@@ -26,6 +26,9 @@ const IN_SATURATION = 5
 const IN_VOLTAGE = 6
 native.setAnswerArray(OUT)
 
+/** route(slot, n), decide(slot, n, priority), report(slot, n, ok): plain N-API callbacks. */
+const hot = native.hotFunctions()
+
 /** The engine's names, in the order of its codes (one owner: the core). */
 const MODES = native.modes()
 const REASONS = native.reasons()
@@ -364,7 +367,7 @@ class Atrion {
     OUT[IN_ERROR] = telemetry.errorRate ?? 0
     OUT[IN_SATURATION] = telemetry.saturation ?? 0
     OUT[IN_VOLTAGE] = v
-    const code = native.route(this._slot, this._ref(routeId))
+    const code = hot.route(this._slot, this._ref(routeId))
     const allow = (code & 1) === 1
     const resistance = OUT[0]
     const mode = ORIGINAL_MODES[(code >> 1) & 3]
@@ -468,7 +471,7 @@ class Atrion {
    */
   decide(route, priority) {
     if (this._slot < 0) this._engine()
-    const code = native.decide(this._slot, this._ref(route), priorityCode(priority))
+    const code = hot.decide(this._slot, this._ref(route), priorityCode(priority))
     const o = OUT
     const admitted = (code & 1) === 1
     const d = {
@@ -491,7 +494,7 @@ class Atrion {
     if (this._slot < 0) this._engine()
     OUT[IN_LATENCY] = latencyMs
     OUT[IN_SATURATION] = saturation ?? NaN
-    return MODES[native.report(this._slot, this._ref(route), ok)]
+    return MODES[hot.report(this._slot, this._ref(route), ok)]
   }
 
   /** Decides, and returns a guard whose `end()` reports (see `Guard`). */

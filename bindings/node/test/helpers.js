@@ -24,13 +24,13 @@ async function eventually(what, f, { every = 20, deadline = 60_000 } = {}) {
 /** Physics that scars within milliseconds, so that a test can make a route trip quickly. */
 const FAST_SCAR = { scar_rate: 2000, smoothing: 0.005 }
 
-/** Reports failures on `route` (after a healthy bootstrap) until it sheds. */
+/** Reports failures on `route` (after a healthy bootstrap) until it trips: open, shedding. */
 async function trip(atrion, route) {
   for (let i = 0; i < 12; i++) atrion.report(route, 5, true)
-  return eventually(`${route} sheds`, () => {
+  return eventually(`${route} trips`, () => {
     atrion.report(route, 5, false)
     const d = atrion.decide(route)
-    return !d.admitted && d
+    return !d.admitted && d.mode === 'open' && d
   }, { every: 2 })
 }
 
