@@ -466,7 +466,7 @@ fn report(slot: u32, route: RouteRef, ok: bool) -> Result<u32> {
 }
 
 /// The engine behind one JavaScript `Atrion`: its lifecycle and its cold methods. The hot
-/// ones are the free functions [`route`], [`decide`] and [`report`], on [`NativeAtrion::slot`].
+/// ones are the plain callbacks of [`hot_functions`], on [`NativeAtrion::slot`].
 #[napi]
 pub struct NativeAtrion {
     atrion: Arc<Atrion>,
