@@ -6,9 +6,10 @@
 // ORIGINAL.mjs: the original built by scripts/build-original.sh (optional; without it only
 // this package is measured). Two ways of calling, each with calm telemetry
 // ({ latencyMs: 1 }: under every baseline) on one route:
-// - paced: one call per millisecond of wall time, each call timed alone (caches as cold as
-//   a service that calls route() once per request would see them);
-// - hot: calls back to back, the mean of a million.
+// - paced: one call of each implementation per millisecond of wall time, in turns (the
+//   order rotates), each call timed alone: caches as cold as a service that calls route()
+//   once per request would see them, and the same moment's noise for all of them;
+// - hot: calls back to back, in 7 rounds (the implementations in turns), the median round.
 import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -51,30 +52,44 @@ function timerCost() {
   return best
 }
 
-async function paced(a, overhead) {
-  const ns = []
+// Each implementation gets call sites of its own (functions compiled apart), so that none
+// pays for a call site shared with another's class (a polymorphic inline cache).
+const oneCall = () => new Function('a', 't', "return a.route('api/checkout', t)")
+const manyCalls = () => new Function('a', 'n', 't', "for (let i = 0; i < n; i++) a.route('api/checkout', t)")
+
+async function paced(instances, overhead) {
+  const calls = instances.map(oneCall)
+  const ns = instances.map(() => [])
   for (let i = 0; i < PACED; i++) {
-    const t0 = process.hrtime.bigint()
-    const d = a.route('api/checkout', telemetry)
-    const t1 = process.hrtime.bigint()
-    if (!d.allow) throw new Error('calm telemetry was shed')
-    ns.push(Math.max(0, Number(t1 - t0) - overhead))
+    for (let k = 0; k < instances.length; k++) {
+      const j = (i + k) % instances.length
+      const t0 = process.hrtime.bigint()
+      const d = calls[j](instances[j], telemetry)
+      const t1 = process.hrtime.bigint()
+      if (!d.allow) throw new Error('calm telemetry was shed')
+      ns[j].push(Math.max(0, Number(t1 - t0) - overhead))
+    }
     await sleep(1)
   }
-  ns.sort((x, y) => x - y)
-  return { median: ns[ns.length >> 1], p99: ns[Math.floor(ns.length * 0.99)] }
+  return ns.map((v) => {
+    v.sort((x, y) => x - y)
+    return { median: v[v.length >> 1], p99: v[Math.floor(v.length * 0.99)] }
+  })
 }
 
-function hot(a) {
-  for (let i = 0; i < 100_000; i++) a.route('api/checkout', telemetry)
-  const rounds = []
-  for (let r = 0; r < 5; r++) {
-    const t0 = process.hrtime.bigint()
-    for (let i = 0; i < HOT / 5; i++) a.route('api/checkout', telemetry)
-    rounds.push(Number(process.hrtime.bigint() - t0) / (HOT / 5))
+/** Rounds of calls back to back, the implementations in turns; the median round of each. */
+function hot(instances) {
+  const loops = instances.map(manyCalls)
+  instances.forEach((a, j) => loops[j](a, 100_000, telemetry))
+  const rounds = instances.map(() => [])
+  for (let r = 0; r < 7; r++) {
+    for (let j = 0; j < instances.length; j++) {
+      const t0 = process.hrtime.bigint()
+      loops[j](instances[j], HOT / 7, telemetry)
+      rounds[j].push(Number(process.hrtime.bigint() - t0) / (HOT / 7))
+    }
   }
-  rounds.sort((x, y) => x - y)
-  return rounds[2]
+  return rounds.map((v) => [...v].sort((x, y) => x - y)[3])
 }
 
 const kinds = ['package (default model)', 'package (reference)']
@@ -83,16 +98,19 @@ if (process.argv[2]) kinds.push(`original:${new URL(process.argv[2], `file://${p
 const overhead = timerCost()
 console.log(`node ${process.version}; timer cost ${overhead} ns subtracted from paced calls`)
 console.log(`paced: ${PACED} calls, one per ms; hot: ${HOT} calls back to back\n`)
+const names = kinds.map((k) => (k.startsWith('original:') ? 'original 2fccefa (TypeScript)' : k))
+const instances = []
+for (const kind of kinds) instances.push(await make(kind))
+const pacedResults = await paced(instances, overhead)
+const hotResults = hot(instances)
 const results = {}
-for (const kind of kinds) {
-  const a = await make(kind)
-  const name = kind.startsWith('original:') ? 'original 2fccefa (TypeScript)' : kind
-  const p = await paced(a, overhead)
-  const h = hot(a)
-  results[name] = { p, h }
-  console.log(`${name.padEnd(32)} paced median ${String(p.median).padStart(5)} ns  p99 ${String(p.p99).padStart(6)} ns   hot ${h.toFixed(0).padStart(5)} ns/call`)
-  await quiet(() => a.disconnect())
+for (let i = 0; i < kinds.length; i++) {
+  const p = pacedResults[i]
+  const h = hotResults[i]
+  results[names[i]] = { p, h }
+  console.log(`${names[i].padEnd(32)} paced median ${String(p.median).padStart(5)} ns  p99 ${String(p.p99).padStart(6)} ns   hot ${h.toFixed(0).padStart(5)} ns/call`)
 }
+for (const a of instances) await quiet(() => a.disconnect())
 const orig = results['original 2fccefa (TypeScript)']
 if (orig) {
   console.log('\nratio package / original (target <= 0.33):')
