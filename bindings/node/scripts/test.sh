@@ -29,5 +29,5 @@ cd "$here"
 npm ci --no-audit --no-fund --loglevel=error
 # The types compile against a user's code (strict).
 node_modules/.bin/tsc --noEmit --strict --module nodenext --moduleResolution nodenext \
-  --target es2022 --lib es2022,esnext.disposable test/types.ts
+  --target es2022 --lib es2022,esnext.disposable --types node test/types.ts
 node --test test/*.test.js test/*.test.mjs
