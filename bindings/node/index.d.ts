@@ -146,6 +146,70 @@ export declare class StoreProvider {
 export type Provider = InMemoryProvider | StoreProvider | string
 
 // ---------------------------------------------------------------------------
+// Workload profiles and task leases (the original's RFC-0010)
+// ---------------------------------------------------------------------------
+
+export type WorkloadProfile = 'LIGHT' | 'STANDARD' | 'HEAVY' | 'EXTREME' | 'CUSTOM'
+
+/** A custom workload profile (the original's `ProfileConfig`). */
+export interface ProfileConfig {
+  readonly baselineLatencyMs: number
+  readonly maxDurationMs: number
+  readonly heartbeatRequired: boolean
+  readonly heartbeatIntervalMs: number
+  readonly scarMultiplier: number
+}
+
+export interface LeaseOptions {
+  /** The profile (else the route's, else STANDARD). Names in any case. */
+  profile?: WorkloadProfile | Lowercase<WorkloadProfile> | ProfileConfig
+  /** The longest the task may run, in ms (the original's name). */
+  timeout?: number
+  /** The same as `timeout`. */
+  maxDurationMs?: number
+  /** Its heartbeat interval in ms, over the profile's. */
+  heartbeatMs?: number
+  /** Fired when the engine aborts the task; required for HEAVY and EXTREME work. */
+  abortController?: AbortController
+  /** The task's priority when it is admitted (default: normal). */
+  priority?: Priority
+  /** Accepted for compatibility. */
+  metadata?: Record<string, unknown>
+}
+
+export interface HeartbeatPayload {
+  progress?: number
+  memoryBytes?: number
+  status?: string
+}
+
+export type LeaseOutcome = 'completed' | 'failed' | 'timeout' | 'aborted'
+
+/** A long-running task admitted on a route. */
+export declare class TaskLease {
+  readonly id: string
+  readonly routeId: string
+  readonly profile: WorkloadProfile
+  /** ms since the Unix epoch. */
+  readonly startedAt: number
+  /** ms since the Unix epoch. */
+  readonly expiresAt: number
+  /** When the next heartbeat is due at the latest (ms since the epoch), if it needs them. */
+  readonly heartbeatBy: number | undefined
+  readonly isActive: boolean
+  /** `max_duration`, `missed_heartbeat` or `shutdown` once the engine aborted it. */
+  readonly abortReason: string | undefined
+  readonly progress: number
+  /** Keeps it alive; throws once it is no longer active. */
+  heartbeat(payload?: HeartbeatPayload): void
+  /** `completed` (default) and `failed` report it; `aborted` and `timeout` cancel it. */
+  release(outcome?: LeaseOutcome): Promise<void>
+  /** Ends and reports it; returns the outcome's name. */
+  complete(ok?: boolean): string | undefined
+  remainingMs(): number
+}
+
+// ---------------------------------------------------------------------------
 // This project's own API
 // ---------------------------------------------------------------------------
 
@@ -249,6 +313,13 @@ export declare class Atrion {
   /** Reference model: the shared tuner; default model: `routeId`'s, or all pooled. */
   getTunerStats(routeId?: string): TunerStats | undefined
   resetRoute(routeId: string): Promise<void>
+
+  /** A route's workload profile (or the routes a pattern ending in `*` matches); null removes it. */
+  setRouteProfile(routeId: string, profile: WorkloadProfile | Lowercase<WorkloadProfile> | ProfileConfig | null): void
+  /** Starts a long-running task: a lease, or a ShedError when the route sheds it. */
+  startTask(routeId: string, options?: LeaseOptions): Promise<TaskLease>
+  /** Live task leases on the route. */
+  getActiveTaskCount(routeId: string): number
 
   decide(route: string, priority?: Priority): Decision
   report(route: string, latencyMs: number, ok?: boolean, saturation?: number): Mode

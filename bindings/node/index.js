@@ -252,6 +252,125 @@ if (typeof Symbol.dispose === 'symbol') {
 }
 
 // ---------------------------------------------------------------------------
+// Task leases
+// ---------------------------------------------------------------------------
+
+/** The original's profile names, as this project names them. */
+function nativeProfile(p) {
+  if (p === undefined || p === null) return undefined
+  if (typeof p === 'string') return { name: p }
+  if (typeof p === 'object') {
+    return {
+      baselineLatencyMs: p.baselineLatencyMs,
+      maxDurationMs: p.maxDurationMs,
+      heartbeatRequired: p.heartbeatRequired,
+      heartbeatIntervalMs: p.heartbeatIntervalMs,
+      scarMultiplier: p.scarMultiplier,
+    }
+  }
+  throw new TypeError('Atrion: a profile is a name (LIGHT, STANDARD, HEAVY, EXTREME, CUSTOM) or a ProfileConfig')
+}
+
+const NEEDS_ABORT = new Set(['heavy', 'extreme'])
+
+/** How often live leases are checked for an abort the engine swept (one timer per Atrion). */
+const TASK_POLL_MS = 100
+
+/**
+ * A long-running task admitted on a route (the original's `TaskLease`): `heartbeat()` it,
+ * then `release()` (or `complete(ok)`) it. The engine aborts it when it overruns or misses
+ * its heartbeats: its `AbortController` is aborted, and the failure reported.
+ */
+class TaskLease {
+  constructor(atrion, routeId, native, controller, profile) {
+    this._atrion = atrion
+    this._n = native
+    this._controller = controller
+    this.routeId = routeId
+    this.profile = profile
+    this.progress = 0
+    this._ended = false
+  }
+
+  get id() {
+    return this._n.id
+  }
+  get startedAt() {
+    return this._n.startedAtMs
+  }
+  get expiresAt() {
+    return this._n.expiresAtMs
+  }
+  /** When the next heartbeat is due at the latest (ms since the epoch), if it needs them. */
+  get heartbeatBy() {
+    return this._n.heartbeatByMs ?? undefined
+  }
+  get isActive() {
+    return !this._ended && this._n.active
+  }
+  /** Why the engine aborted it (`max_duration`, `missed_heartbeat`, `shutdown`), if it did. */
+  get abortReason() {
+    return this._n.aborted() ?? undefined
+  }
+
+  /** Keeps it alive; throws once it is no longer active (the original's message). */
+  heartbeat(payload) {
+    if (!this.isActive) throw new Error('Cannot heartbeat: lease is no longer active')
+    try {
+      this._n.heartbeat()
+    } catch (e) {
+      this._atrion._check(this)
+      throw new Error(`Cannot heartbeat: lease is no longer active (${e.message})`)
+    }
+    if (payload && payload.progress !== undefined) this.progress = payload.progress
+  }
+
+  /** Ends it and reports it: a success (`ok`) or a failure. Returns the outcome's name. */
+  complete(ok = true) {
+    if (this._ended) return undefined
+    this._ended = true
+    this._atrion._leases.delete(this)
+    try {
+      return this._n.complete(ok)
+    } catch (e) {
+      this._atrion._check(this)
+      throw e
+    }
+  }
+
+  /**
+   * The original's release: `completed` (default) and `failed` end it with a report;
+   * `aborted` and `timeout` end it without one (cancelled). Once ended, it does nothing.
+   */
+  async release(outcome = 'completed') {
+    if (this._ended || !this._n.active) {
+      this._ended = true
+      this._atrion._leases.delete(this)
+      return
+    }
+    if (outcome === 'completed' || outcome === 'failed') {
+      try {
+        this.complete(outcome === 'completed')
+      } catch {
+        // Aborted at this very call: the abort is fired by _check; release never throws.
+      }
+      return
+    }
+    this._ended = true
+    this._atrion._leases.delete(this)
+    try {
+      this._n.release()
+    } catch {
+      // Already gone: it ended either way.
+    }
+  }
+
+  remainingMs() {
+    return this.isActive ? this._n.remainingMs() : 0
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Atrion
 // ---------------------------------------------------------------------------
 
@@ -286,6 +405,8 @@ class Atrion {
     }
     this._connected = false
     this._lastMode = new Map()
+    this._leases = new Set()
+    this._poll = null
     // This process alone: the engine exists at once (route() works before connect(), as
     // in the original). A shared store is opened by connect().
     this._n = null
@@ -519,6 +640,78 @@ class Atrion {
     }
   }
 
+  // --- workload profiles and task leases (the original's RFC-0010) ---------------------
+
+  /**
+   * Sets the workload profile of a route (or of the routes a pattern ending in `*`
+   * matches): `LIGHT`, `STANDARD`, `HEAVY`, `EXTREME` (any case), `CUSTOM`, or the original's
+   * `ProfileConfig` object; `null` removes it. It seeds the route's latency normal and sets
+   * its leases' defaults.
+   */
+  setRouteProfile(routeId, profile) {
+    this._engine().setRouteProfile(routeId, profile == null ? null : nativeProfile(profile))
+  }
+
+  async startTask(routeId, options = {}) {
+    const profile = options.profile
+    const name = typeof profile === 'string' ? profile.toLowerCase() : profile ? 'custom' : undefined
+    if (name && NEEDS_ABORT.has(name) && !options.abortController) {
+      throw new Error(
+        `AbortController is required for ${String(profile).toUpperCase()} profile. Long-running tasks must be terminable.`,
+      )
+    }
+    const r = this._engine().startTask(routeId, {
+      profile: nativeProfile(profile),
+      maxDurationMs: options.maxDurationMs ?? options.timeout,
+      heartbeatMs: options.heartbeatMs,
+      priority: options.priority === undefined ? undefined : priorityCode(options.priority),
+      abortable: Boolean(options.abortController),
+    })
+    if (!(r instanceof native.NativeLease)) {
+      throw new ShedError(routeId, {
+        admitted: false, verdict: 'shed', reason: REASONS[r.code >> 3], mode: MODES[(r.code >> 1) & 3],
+        resistance: r.resistance, retryAfterMs: r.retryAfterMs,
+      })
+    }
+    const shown = typeof profile === 'string' ? profile.toUpperCase() : profile ? 'CUSTOM' : r.profile.toUpperCase()
+    const lease = new TaskLease(this, routeId, r, options.abortController, shown)
+    this._leases.add(lease)
+    if (!this._poll) {
+      this._poll = setInterval(() => this._sweep(), TASK_POLL_MS)
+      this._poll.unref()
+    }
+    return lease
+  }
+
+  getActiveTaskCount(routeId) {
+    return this._engine().activeTasks(routeId)
+  }
+
+  _sweep() {
+    if (this._n) this._n.sweepTasks()
+    for (const lease of this._leases) this._check(lease)
+    if (this._leases.size === 0 && this._poll) {
+      clearInterval(this._poll)
+      this._poll = null
+    }
+  }
+
+  _check(lease) {
+    const reason = lease._n.aborted()
+    if (reason) {
+      this._leases.delete(lease)
+      lease._ended = true
+      if (lease._controller && !lease._controller.signal.aborted) {
+        const e = new Error(`Atrion: task lease ${lease.id} on ${lease.routeId} aborted: ${reason}`)
+        e.name = 'AbortError'
+        e.reason = reason
+        lease._controller.abort(e)
+      }
+    } else if (!lease._n.active) {
+      this._leases.delete(lease)
+    }
+  }
+
   /**
    * Sets this project's physics (snake_case PhysicsConfig fields, merged over the engine's
    * config) for the routes `pattern` matches: an exact id, or a prefix ending in `*`.
@@ -549,6 +742,7 @@ exports.InMemoryProvider = InMemoryProvider
 exports.StoreProvider = StoreProvider
 exports.Guard = Guard
 exports.ShedError = ShedError
+exports.TaskLease = TaskLease
 exports.MODES = MODES
 exports.REASONS = REASONS
 exports.PRIORITIES = PRIORITIES

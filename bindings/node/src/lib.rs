@@ -39,6 +39,8 @@ use atrion::{
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+mod task;
+
 /// Where a route id longer than this is read through the heap.
 const INLINE_ROUTE: usize = 256;
 

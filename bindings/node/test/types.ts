@@ -18,6 +18,12 @@ async function use(): Promise<void> {
     g.end()
   }
   const n: number = await a.run('x', async () => 1, 'bulk')
+  a.setRouteProfile('genom/*', 'EXTREME')
+  const lease = await a.startTask('ml/train', { profile: 'HEAVY', abortController: new AbortController(), timeout: 1000 })
+  lease.heartbeat({ progress: 0.1 })
+  await lease.release('completed')
+  const active: number = a.getActiveTaskCount('ml/train')
+  void active
   const b = new Atrion({ provider: new StoreProvider('redis://127.0.0.1:6379', { namespace: 'x' }), pulseMs: 100 })
   const mw = express(a, { priority: (req: { headers: Record<string, string> }) => (req.headers['x-vip'] ? 'critical' : undefined) })
   const plugin = fastify(a)
