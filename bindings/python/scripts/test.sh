@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the Python package into a fresh virtual environment and runs its tests.
+#
+#   bindings/python/scripts/test.sh            debug build of the extension (quicker to build)
+#   bindings/python/scripts/test.sh --release  release build (what `pip install` makes)
+#
+# Needs python3 (>= 3.9) with venv and pip. The venv lives under the cargo target directory
+# (never in git); the test dependencies are pinned in requirements-test.txt. The cluster
+# test needs redis-server and the `atrion` binary, which this script builds
+# (cargo build -p atrion-cli); without redis-server it fails unless ATRION_SKIP_SERVICES=1.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$here/../.." && pwd)"
+profile="${1:---debug}"
+command -v python3 >/dev/null || { echo "python3 is not installed" >&2; exit 1; }
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+jobs="${CARGO_BUILD_JOBS:-2}"
+venv="${ATRION_PYTHON_VENV:-$CARGO_TARGET_DIR/python-venv}"
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-test.txt"
+export VIRTUAL_ENV="$venv"
+if [[ "$profile" == "--release" ]]; then
+  "$venv/bin/maturin" develop --quiet --release --manifest-path "$here/Cargo.toml" -j "$jobs"
+  (cd "$root" && cargo build -p atrion-cli --release -j "$jobs")
+  export ATRION_BIN="$CARGO_TARGET_DIR/release/atrion"
+else
+  "$venv/bin/maturin" develop --quiet --manifest-path "$here/Cargo.toml" -j "$jobs"
+  (cd "$root" && cargo build -p atrion-cli -j "$jobs")
+  export ATRION_BIN="$CARGO_TARGET_DIR/debug/atrion"
+fi
+cd "$here"
+# The stubs and the package type-check, and so does code written against them (strict).
+"$venv/bin/python" -m mypy --strict python/atrion tests/typecheck_usage.py
+"$venv/bin/python" -m pytest -q tests
