@@ -336,7 +336,7 @@ impl Lease {
         exc_type: Option<&Bound<'_, PyAny>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<()> {
         let failing = exc_type.is_some_and(|t| !t.is_none());
         if self.inner.is_active() || self.inner.is_aborted() {
             match self.inner.complete(!failing) {
@@ -345,7 +345,7 @@ impl Lease {
                 Err(_) => {}
             }
         }
-        Ok(false)
+        Ok(())
     }
     fn __repr__(&self) -> String {
         format!(

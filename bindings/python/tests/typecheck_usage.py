@@ -38,5 +38,5 @@ def middleware(a: Atrion) -> None:
     async def app(scope: object, receive: object, send: object) -> None:
         pass
 
-    AsgiMiddleware(app, a)  # type: ignore[arg-type]
+    AsgiMiddleware(app, a)
     WsgiMiddleware(lambda environ, start: [b""], a)

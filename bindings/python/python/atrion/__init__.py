@@ -84,12 +84,11 @@ class Guard:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> None:
         admission = self._admission
         if admission is not None:
             self._admission = None
             admission.finish(exc_type is None and not self._failed, self.saturation)
-        return False
 
     async def __aenter__(self) -> "Guard":
         return self.__enter__()
@@ -99,8 +98,8 @@ class Guard:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
-        return self.__exit__(exc_type, exc, tb)
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 class Atrion(_native.Atrion):

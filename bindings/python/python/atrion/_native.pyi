@@ -91,7 +91,7 @@ class Lease:
         exc_type: Optional[Type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool: ...
+    ) -> None: ...
 
 class Atrion:
     def __init__(
