@@ -2,18 +2,24 @@
 
 - ns per call from Python: a bare function call, ``decide``, ``report``, ``decide`` +
   ``report``, a ``with guard`` block (timeit, best of several repeats);
+- with ``ATRION_URL`` set (an ``atrion serve`` sidecar), the same guarded call through the
+  sidecar with ``examples/clients/python/guard.py`` (decide + report by ticket over HTTP);
 - µs per request through a Starlette app called in process (ASGI, no sockets), bare and
   with ``AtrionMiddleware``: the middleware's own cost per request.
 
     python bindings/python/bench/bench.py
+    ATRION_URL=http://127.0.0.1:7878 python bindings/python/bench/bench.py   # and the sidecar
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
 import platform
 import time
 import timeit
+from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from atrion import Atrion
@@ -49,6 +55,24 @@ def calls() -> Dict[str, float]:
         "decide + report": per_call(both),
         "with guard(route)": per_call(with_guard),
     }
+
+
+def sidecar(n: int = 2_000) -> Dict[str, float]:
+    """The guarded call through the sidecar's example client, if ``ATRION_URL`` is set."""
+    if not os.environ.get("ATRION_URL"):
+        return {}
+    path = Path(__file__).resolve().parents[3] / "examples" / "clients" / "python" / "guard.py"
+    spec = importlib.util.spec_from_file_location("atrion_sidecar_guard", path)
+    assert spec is not None and spec.loader is not None
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    route = "GET /users/{id}"
+    for _ in range(100):
+        client.guarded(route, lambda: None)
+    t = time.perf_counter()
+    for _ in range(n):
+        client.guarded(route, lambda: None)
+    return {"sidecar: decide + report (example client)": (time.perf_counter() - t) / n * 1e9}
 
 
 def asgi(n: int = 20_000, repeat: int = 5) -> Dict[str, float]:
@@ -110,7 +134,7 @@ def asgi(n: int = 20_000, repeat: int = 5) -> Dict[str, float]:
 
 if __name__ == "__main__":
     print(f"Python {platform.python_version()} on {platform.machine()}")
-    for k, v in calls().items():
-        print(f"{k:40} {v:8.0f} ns")
+    for k, v in {**calls(), **sidecar()}.items():
+        print(f"{k:44} {v:10.0f} ns")
     for k, v in asgi().items():
         print(f"{k:48} {v:8.2f}")

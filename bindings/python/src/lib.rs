@@ -365,6 +365,17 @@ pub struct PyAtrion {
     store_url: String,
 }
 
+impl Drop for PyAtrion {
+    /// Collected without `close()`: the pulse and the sweeper are stopped in the background
+    /// (they hold the engine, which would otherwise live on with them).
+    fn drop(&mut self) {
+        if let Ok(rt) = runtime() {
+            let atrion = self.atrion.clone();
+            rt.spawn(async move { atrion.shutdown().await });
+        }
+    }
+}
+
 #[pymethods]
 impl PyAtrion {
     /// Builds the engine and, with a store, connects to it (the GIL released meanwhile):
