@@ -329,23 +329,20 @@ impl Lease {
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
-    /// Completes it if still live: a success unless an exception escapes. An abort seen
-    /// here raises `LeaseError`, unless another exception is on its way.
+    /// Completes it if still live: a success unless an exception escapes. A lease the
+    /// engine aborted meanwhile stays aborted (and reported as a failure); nothing is
+    /// raised for it here: `aborted` and `abort_reason` tell.
     fn __exit__(
         &mut self,
         exc_type: Option<&Bound<'_, PyAny>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    ) {
         let failing = exc_type.is_some_and(|t| !t.is_none());
-        if self.inner.is_active() || self.inner.is_aborted() {
-            match self.inner.complete(!failing) {
-                Ok(_) | Err(LeaseError::Gone { .. }) => {}
-                Err(e) if !failing => return Err(lease_error(e)),
-                Err(_) => {}
-            }
+        if self.inner.is_active() {
+            // Aborted at this very call, or gone: it ended either way.
+            let _ = self.inner.complete(!failing);
         }
-        Ok(())
     }
     fn __repr__(&self) -> String {
         format!(

@@ -87,3 +87,18 @@ def test_a_tripped_route_sheds_tasks_and_bad_options_are_refused(fast: Atrion) -
         fast.start_task("jobs/y", max_duration=-1)
     with pytest.raises(InvalidInput):
         fast.start_task("")
+
+
+def test_a_lease_aborted_inside_its_with_block_stays_aborted() -> None:
+    a = Atrion(connect=False)
+    with a.start_task("jobs/late", max_duration=0.02) as lease:
+
+        def swept() -> bool:
+            a.sweep_tasks()
+            return lease.aborted
+
+        eventually("the lease runs out", swept)
+    assert lease.abort_reason == "max_duration"
+    assert a.active_tasks("jobs/late") == 0
+    s = a.route("jobs/late")
+    assert s is not None and s.updates == 1, "reported once, as the abort's failure"
