@@ -7,6 +7,10 @@
 >>> atrion.decide("GET /users").admitted
 True
 
+Processes that fork (gunicorn, uWSGI with ``--preload``): make the ``Atrion`` in each
+worker, after the fork. Its background thread (the cluster pulse, the lease sweeper) does
+not survive a fork.
+
 Middleware: ``atrion.asgi.AtrionMiddleware`` (Starlette, FastAPI),
 ``atrion.wsgi.AtrionMiddleware`` (Flask, any WSGI app), ``atrion.django.AtrionMiddleware``.
 """
