@@ -21,25 +21,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atrion::{
-    AbortHandle, Atrion, Decision, LeaseError, LeaseOptions, Model, OwnedRouteHandle, PhysicsConfig, Priority,
-    ProfileConfig, StoreConfig, TaskError, Telemetry, Timestamp,
+    AbortHandle, Atrion, Decision, LeaseError as CoreLeaseError, LeaseOptions, Model, OwnedRouteHandle, PhysicsConfig,
+    Priority, ProfileConfig, StoreConfig, TaskError, Telemetry, Timestamp,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-create_exception!(_native, AtrionError, PyException, "Every error Atrion raises, except bad arguments.");
+create_exception!(atrion, AtrionError, PyException, "Every error Atrion raises, except bad arguments.");
 create_exception!(
-    _native,
+    atrion,
     Shed,
     AtrionError,
     "The route shed the request or task: `retry_after` (seconds), `reason`, `mode`, `route`."
 );
-create_exception!(_native, StoreError, AtrionError, "The state store could not be opened, connected or used.");
-create_exception!(_native, LeaseError_, AtrionError, "A lease operation failed: it was aborted or has ended.");
+create_exception!(atrion, StoreError, AtrionError, "The state store could not be opened, connected or used.");
+create_exception!(atrion, LeaseError, AtrionError, "A lease operation failed: it was aborted or has ended.");
 create_exception!(
-    _native,
+    atrion,
     InvalidInput,
     PyValueError,
     "A bad argument: an empty route, a latency that is not a finite number >= 0, an unknown name."
@@ -271,8 +271,8 @@ pub struct Lease {
     inner: atrion::Lease,
 }
 
-fn lease_error(e: LeaseError) -> PyErr {
-    LeaseError_::new_err(e.to_string())
+fn lease_error(e: CoreLeaseError) -> PyErr {
+    LeaseError::new_err(e.to_string())
 }
 
 #[pymethods]
@@ -522,8 +522,10 @@ impl PyAtrion {
         match self.atrion.start_task(route, options) {
             Ok(inner) => Ok(Lease { inner }),
             Err(TaskError::Shed(d)) => Err(shed_error(py, route, &d)),
-            Err(TaskError::Lease(e @ (LeaseError::Config(_) | LeaseError::InvalidRouteId { .. }))) => Err(invalid(e)),
-            Err(e) => Err(LeaseError_::new_err(e.to_string())),
+            Err(TaskError::Lease(e @ (CoreLeaseError::Config(_) | CoreLeaseError::InvalidRouteId { .. }))) => {
+                Err(invalid(e))
+            }
+            Err(e) => Err(LeaseError::new_err(e.to_string())),
         }
     }
 
@@ -580,7 +582,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AtrionError", py.get_type::<AtrionError>())?;
     m.add("Shed", py.get_type::<Shed>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
-    m.add("LeaseError", py.get_type::<LeaseError_>())?;
+    m.add("LeaseError", py.get_type::<LeaseError>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;
     m.add("PRIORITIES", Priority::ALL.map(Priority::as_str).to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -157,3 +157,11 @@ def test_threads_decide_and_report_at_once() -> None:
         t.join()
     assert not errors
     assert sum(s.updates for s in (a.route(f"GET /t{i}") for i in range(3)) if s) == 12000
+
+
+def test_exceptions_are_named_as_the_package_exports_them() -> None:
+    for name in ("AtrionError", "Shed", "StoreError", "LeaseError", "InvalidInput"):
+        cls = getattr(atrion, name)
+        assert cls.__name__ == name and cls.__module__ == "atrion", (cls.__module__, cls.__name__)
+    assert issubclass(atrion.LeaseError, atrion.AtrionError)
+    assert issubclass(atrion.InvalidInput, ValueError)
