@@ -7,7 +7,9 @@
 # Needs python3 (>= 3.9) with venv and pip. The venv lives under the cargo target directory
 # (never in git); the test dependencies are pinned in requirements-test.txt. The cluster
 # test needs redis-server and the `atrion` binary, which this script builds
-# (cargo build -p atrion-cli); without redis-server it fails unless ATRION_SKIP_SERVICES=1.
+# (cargo build -p atrion-cli) unless ATRION_BIN names one already (CI: the binary that
+# `cargo test --workspace` built, which saves building it again with other features);
+# without redis-server it fails unless ATRION_SKIP_SERVICES=1.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -21,12 +23,16 @@ venv="${ATRION_PYTHON_VENV:-$CARGO_TARGET_DIR/python-venv}"
 export VIRTUAL_ENV="$venv"
 if [[ "$profile" == "--release" ]]; then
   "$venv/bin/maturin" develop --quiet --release --manifest-path "$here/Cargo.toml" -j "$jobs"
-  (cd "$root" && cargo build -p atrion-cli --release -j "$jobs")
-  export ATRION_BIN="$CARGO_TARGET_DIR/release/atrion"
+  if [[ -z "${ATRION_BIN:-}" ]]; then
+    (cd "$root" && cargo build -p atrion-cli --release -j "$jobs")
+    export ATRION_BIN="$CARGO_TARGET_DIR/release/atrion"
+  fi
 else
   "$venv/bin/maturin" develop --quiet --manifest-path "$here/Cargo.toml" -j "$jobs"
-  (cd "$root" && cargo build -p atrion-cli -j "$jobs")
-  export ATRION_BIN="$CARGO_TARGET_DIR/debug/atrion"
+  if [[ -z "${ATRION_BIN:-}" ]]; then
+    (cd "$root" && cargo build -p atrion-cli -j "$jobs")
+    export ATRION_BIN="$CARGO_TARGET_DIR/debug/atrion"
+  fi
 fi
 cd "$here"
 # The stubs and the package type-check, and so does code written against them (strict).
