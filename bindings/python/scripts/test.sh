@@ -10,6 +10,11 @@
 # (cargo build -p atrion-cli) unless ATRION_BIN names one already (CI: the binary that
 # `cargo test --workspace` built, which saves building it again with other features);
 # without redis-server it fails unless ATRION_SKIP_SERVICES=1.
+#
+# ATRION_PYTHON_NATIVE, when set, names an extension module already built (scripts/test
+# passes the one `cargo test --workspace` made, target/debug/deps/lib_native.so): it and the
+# package's Python half are installed into the venv as maturin would lay them out, instead
+# of building the crate again with another feature set (minutes on a cold machine).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -28,7 +33,15 @@ if [[ "$profile" == "--release" ]]; then
     export ATRION_BIN="$CARGO_TARGET_DIR/release/atrion"
   fi
 else
-  "$venv/bin/maturin" develop --quiet --manifest-path "$here/Cargo.toml" -j "$jobs"
+  if [[ -n "${ATRION_PYTHON_NATIVE:-}" ]]; then
+    [[ -f "$ATRION_PYTHON_NATIVE" ]] || { echo "ATRION_PYTHON_NATIVE=$ATRION_PYTHON_NATIVE: no such file" >&2; exit 1; }
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    rm -rf "$site/atrion"
+    cp -r "$here/python/atrion" "$site/atrion"
+    cp "$ATRION_PYTHON_NATIVE" "$site/atrion/_native.abi3.so"
+  else
+    "$venv/bin/maturin" develop --quiet --manifest-path "$here/Cargo.toml" -j "$jobs"
+  fi
   if [[ -z "${ATRION_BIN:-}" ]]; then
     (cd "$root" && cargo build -p atrion-cli -j "$jobs")
     export ATRION_BIN="$CARGO_TARGET_DIR/debug/atrion"
