@@ -151,7 +151,8 @@ struct AbortInner {
 /// worker, cancel a token, call a JavaScript `AbortController`). Clones share one signal.
 ///
 /// The callback runs on the thread that found the lease expired (a sweep, a heartbeat, a
-/// completion), outside the engine's locks; it must be quick and must not block.
+/// completion), outside the engine's locks; it must be quick and must not block. A panic
+/// in it is caught (the lease is aborted all the same).
 #[derive(Clone, Default)]
 pub struct AbortHandle(Arc<AbortInner>);
 
@@ -179,13 +180,17 @@ impl AbortHandle {
     }
 
     /// Fires the signal (once: later calls do nothing). Returns whether this call fired it.
+    ///
+    /// A callback that panics is the holder's bug, not the engine's: the panic is caught and
+    /// dropped, so that the sweep that fired it goes on to the other leases it found overdue
+    /// (and a sweeper thread survives it). The lease is aborted all the same.
     pub(crate) fn fire(&self, reason: AbortReason) -> bool {
         if self.0.state.compare_exchange(0, reason.as_u8(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
         let f = self.0.callback.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(f) = f {
-            f(reason);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(reason)));
         }
         true
     }

@@ -328,3 +328,20 @@ proptest::proptest! {
         proptest::prop_assert_eq!(ended, model.iter().filter(|l| !l.5).count());
     }
 }
+
+#[test]
+fn a_panicking_abort_callback_does_not_stop_the_sweep_of_the_others() {
+    let e = engine();
+    let opts = |abort: AbortHandle| LeaseOptions::new().max_duration(Duration::from_secs(1)).abort(abort);
+    let bad = granted(e.start_lease("render", ms(0), opts(AbortHandle::with_callback(|_| panic!("a holder's bug")))));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let good = granted(e.start_lease("render", ms(0), opts(AbortHandle::with_callback(move |r| tx.send(r).unwrap()))));
+    // Both are due at once; the first one's callback panics.
+    let swept = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.sweep_leases(ms(1_001))));
+    assert_eq!(swept.ok(), Some(2), "the sweep went on past the panic");
+    assert_eq!(bad.abort.reason(), Some(AbortReason::MaxDuration));
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), [AbortReason::MaxDuration]);
+    assert_eq!(e.active_leases("render"), 0);
+    assert_eq!(e.snapshot("render").unwrap().updates, 2, "both expiries were reported");
+    assert!(good.abort.is_aborted());
+}
