@@ -196,6 +196,13 @@ impl Leases {
         // Every critical section leaves the registry consistent before anything can panic.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Whether `route` has live leases: work in flight, so not idle whatever its last
+    /// decision's age. Asked by the route table's eviction only for routes it would evict
+    /// (the registry's lock is taken under the table's; nothing takes them the other way).
+    pub(super) fn working(&self, route: &str) -> bool {
+        self.lock().active.contains_key(route)
+    }
 }
 
 impl<O: PhysicsObserver> Engine<O> {

@@ -78,8 +78,11 @@ impl<O: PhysicsObserver> Engine<O> {
             let v = &route.cell().view;
             let policy = overrides.find(route.name());
             let since = now.as_nanos().saturating_sub(v.last_seen.load(Relaxed));
+            // A route with live leases is working, however long since its last decision:
+            // evicted, its leases would report to a route no longer in the table.
             let keep = operator_held(route, policy)
-                || (since <= idle && (since <= pressure || policy.is_some() || !little_value(route)));
+                || (since <= idle && (since <= pressure || policy.is_some() || !little_value(route)))
+                || self.leases.working(route.name());
             if !keep {
                 evicted.push(route.clone());
             }
@@ -89,8 +92,8 @@ impl<O: PhysicsObserver> Engine<O> {
         self.told_evicted(evicted, now);
     }
 
-    /// Evicts the least valuable route no operator holds: of little value first, then the
-    /// longest idle. False when every route is held.
+    /// Evicts the least valuable route no operator holds and no lease works on: of little
+    /// value first, then the longest idle. False when every route is held or working.
     #[cold]
     pub(super) fn evict_least_valuable(&self, now: Timestamp) -> bool {
         let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -99,7 +102,7 @@ impl<O: PhysicsObserver> Engine<O> {
             .routes
             .iter(&guard)
             .map(|(r, ())| r)
-            .filter(|r| !operator_held(r, overrides.find(r.name())))
+            .filter(|r| !operator_held(r, overrides.find(r.name())) && !self.leases.working(r.name()))
             .min_by_key(|r| (!little_value(r), r.cell().view.last_seen.load(Relaxed)))
             .cloned();
         drop(guard);

@@ -345,3 +345,20 @@ fn a_panicking_abort_callback_does_not_stop_the_sweep_of_the_others() {
     assert_eq!(e.snapshot("render").unwrap().updates, 2, "both expiries were reported");
     assert!(good.abort.is_aborted());
 }
+
+#[test]
+fn a_route_with_a_live_lease_is_not_evicted_as_idle() {
+    let mut limits = EngineLimits::default();
+    limits.max_routes = 1;
+    limits.idle_timeout = Duration::from_secs(10);
+    let e = Engine::with_observer(PhysicsConfig::default(), limits, CollectorObserver::new()).unwrap();
+    let g = granted(e.start_lease("jobs", ms(0), LeaseOptions::new().max_duration(Duration::from_secs(60))));
+    // Past the idle timeout, a new route asks for room: the route working on a lease keeps it.
+    e.decide("other", ms(20_000), Priority::Normal);
+    assert!(e.snapshot("jobs").is_ok(), "the route with work in flight was evicted");
+    assert_eq!(e.complete_lease(g.id, false, ms(30_000)), Ok(LeaseOutcome::Failed));
+    assert_eq!(e.snapshot("jobs").unwrap().updates, 1, "the completion reached the route");
+    // Once its lease ended, it may go like any idle route.
+    e.decide("other", ms(45_000), Priority::Normal);
+    assert!(e.snapshot("jobs").is_err());
+}
