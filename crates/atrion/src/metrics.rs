@@ -55,7 +55,7 @@
 //! [`AtrionBuilder::observer`]: crate::AtrionBuilder::observer
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use atrion_core::{Event, LeaseOutcome, Mode, PhysicsObserver, Reason, Timestamp, Verdict};
@@ -104,8 +104,10 @@ struct RouteMetrics {
     /// When its labelled series last moved (engine nanoseconds, written at most once a
     /// second): past half the exporter's idle timeout they are registered again.
     used: AtomicU64,
-    /// Its live task leases (started minus ended as this observer saw them).
-    leases: AtomicU64,
+    /// Its live task leases: started minus ended as this observer heard them. Signed: a
+    /// lease a sweep on another thread ends right after its insertion may be heard ended
+    /// before started; the gauge shows the count from zero up.
+    leases: AtomicI64,
 }
 
 struct RouteGauges {
@@ -125,7 +127,7 @@ impl RouteMetrics {
             decisions: Default::default(),
             gauges: OnceLock::new(),
             used: AtomicU64::new(0),
-            leases: AtomicU64::new(0),
+            leases: AtomicI64::new(0),
         }
     }
 
@@ -346,11 +348,9 @@ impl MetricsObserver {
     fn lease_ended(&self, route: &str, at: Timestamp, outcome: LeaseOutcome) {
         self.leases.decrement(1.0);
         let m = self.route(route, at);
-        // A route evicted while its lease ran starts again from zero: never below it.
-        let n =
-            m.leases.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1))).map_or(0, |n| n.saturating_sub(1));
+        let n = m.leases.fetch_sub(1, Relaxed) - 1;
         if let Some(g) = m.gauges() {
-            g.leases.set(n as f64);
+            g.leases.set(n.max(0) as f64);
         }
         let label = if m.labelled.load(Acquire) { m.label.clone() } else { self.other.label.clone() };
         metrics::counter!("atrion_leases_ended_total", "route" => label.clone(), "outcome" => outcome.name())
@@ -420,7 +420,7 @@ impl PhysicsObserver for MetricsObserver {
                 let m = self.route(route, at);
                 let n = m.leases.fetch_add(1, Relaxed) + 1;
                 if let Some(g) = m.gauges() {
-                    g.leases.set(n as f64);
+                    g.leases.set(n.max(0) as f64);
                 }
             }
             Event::LeaseEnded { route, at, outcome, .. } => self.lease_ended(route, at, outcome),
@@ -632,6 +632,45 @@ mod tests {
         };
         assert_eq!(gauge("atrion_route_leases_active"), Some(1.0));
         assert_eq!(gauge("atrion_leases_active"), Some(1.0));
+    }
+
+    #[test]
+    fn a_lease_ended_before_its_start_was_told_leaves_the_route_gauge_at_zero() {
+        use atrion_core::{LeaseOptions, LeaseOutcome, LeaseStart};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let engine =
+                Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), MetricsObserver::new(8))
+                    .unwrap();
+            let at = Timestamp::from_millis;
+            let LeaseStart::Granted(g) = engine.start_lease("jobs", at(0), LeaseOptions::new()).unwrap() else {
+                panic!("shed")
+            };
+            engine.complete_lease(g.id, true, at(10)).unwrap();
+            // Another lease: a sweep on another thread ends it (and tells) between its insertion
+            // and the starting thread's event, so the observer hears the end first.
+            let obs = engine.observer();
+            let ended = LeaseOutcome::Aborted(atrion_core::AbortReason::MaxDuration);
+            obs.on_event(&Event::LeaseEnded {
+                route: "jobs",
+                at: at(20),
+                outcome: ended,
+                duration: std::time::Duration::ZERO,
+            });
+            obs.on_event(&Event::LeaseStarted { route: "jobs", at: at(20) });
+        });
+        let gauges: Vec<f64> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, _, _, _)| k.key().name() == "atrion_route_leases_active")
+            .map(|(_, _, _, v)| match v {
+                DebugValue::Gauge(g) => g.into_inner(),
+                _ => f64::NAN,
+            })
+            .collect();
+        assert_eq!(gauges, [0.0], "no lease is live on the route");
     }
 
     #[test]
