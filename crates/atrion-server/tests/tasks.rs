@@ -154,5 +154,10 @@ async fn a_route_that_sheds_sheds_its_tasks_and_bad_options_are_problems() {
         let (status, _, p) = post(&base, "/v1/tasks", body).await;
         assert_eq!((status, slug(&p), p["field"].as_str()), (422, "invalid-value", Some(field)), "{body}: {p}");
     }
+    // A heartbeat of zero is refused for what it is, not for being longer than the task.
+    let (status, _, p) = post(&base, "/v1/tasks", r#"{"route": "a", "heartbeat_ms": 0}"#).await;
+    assert_eq!((status, p["field"].as_str()), (422, Some("heartbeat_ms")), "{p}");
+    let detail = p["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("at most the longest duration"), "{p}");
     assert_eq!(atrion.engine().lease_count(), 0);
 }

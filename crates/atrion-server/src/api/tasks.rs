@@ -399,8 +399,13 @@ fn start_problem(e: LeaseError) -> Problem {
             Problem::new(ProblemKind::TaskTableFull, format!("this node holds {max} live tasks, the most it may"))
                 .retry_after(Duration::from_secs(1))
         }
-        LeaseError::Config(atrion::ConfigError::OutOfRange { field: "profile.heartbeat", .. }) => {
-            Problem::invalid("heartbeat_ms", "the heartbeat interval must be at most the longest duration")
+        LeaseError::Config(atrion::ConfigError::OutOfRange { field: "profile.heartbeat", value, .. }) => {
+            let detail = if value > 0.0 {
+                "the heartbeat interval (the profile's when `heartbeat_ms` is absent) must be at most the longest duration"
+            } else {
+                "the heartbeat interval must be at least 1 ms"
+            };
+            Problem::invalid("heartbeat_ms", detail)
         }
         LeaseError::Config(c) => Problem::invalid("max_duration_ms", c.to_string()),
         other => Problem::invalid("route", other.to_string()),
