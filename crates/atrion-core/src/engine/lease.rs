@@ -125,8 +125,9 @@ impl Registry {
             }
         };
         let s = &mut self.slots[slot as usize];
-        // Generations start at 1, so that no id is 0.
-        s.generation = s.generation.wrapping_add(1).max(1);
+        // Generations start at 1, so that no id is 0; a slot at its last is never reused
+        // (`remove`), so they never wrap.
+        s.generation = s.generation.saturating_add(1);
         s.lease = Some(entry);
         self.live += 1;
         self.heap.push(Reverse((deadline, slot, s.generation)));
@@ -140,7 +141,12 @@ impl Registry {
             return None;
         }
         let entry = s.lease.take()?;
-        self.free.push(id.slot());
+        // A slot whose generations are spent is retired (a few bytes every 2^32 leases of
+        // one slot): reused, it would give a new lease an id handed out long ago, which a
+        // stale holder or a kept task id could then end.
+        if s.generation < u32::MAX {
+            self.free.push(id.slot());
+        }
         self.live -= 1;
         let active = match self.active.get_mut(entry.route_id()) {
             Some(n) if *n > 1 => {
@@ -531,4 +537,38 @@ fn seed_normal(cell: &RouteCell, profile: &ProfileConfig) {
             m.normal = crate::physics::Normal::restored(1, b, (b / 2.0) * (b / 2.0));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            target: Target::Untracked("r".into()),
+            started: Timestamp::from_millis(0),
+            expires_at: Timestamp::from_millis(1_000),
+            beat_timeout: None,
+            heartbeat_by: None,
+            abort: AbortHandle::new(),
+            capacity: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_whose_generations_are_spent_is_retired_so_no_old_id_names_a_new_lease() {
+        let mut reg = Registry::default();
+        let first = reg.insert(entry());
+        assert_eq!((first.slot(), first.generation()), (0, 1));
+        reg.remove(first, LeaseOutcome::Cancelled);
+        // The same slot, 2^32 - 2 leases later: its last generation.
+        reg.slots[0].generation = u32::MAX - 1;
+        let last = reg.insert(entry());
+        assert_eq!((last.slot(), last.generation()), (0, u32::MAX));
+        reg.remove(last, LeaseOutcome::Cancelled);
+        let next = reg.insert(entry());
+        assert_ne!(next, first, "an id handed out long ago names the new lease");
+        assert!(reg.get(first).is_none() && reg.get(last).is_none());
+        assert_eq!((reg.live, reg.active.get("r").copied()), (1, Some(1)));
+    }
 }
