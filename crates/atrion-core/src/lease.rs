@@ -275,7 +275,8 @@ impl LeaseOptions {
 pub struct LeaseDeadlines {
     /// When the lease runs out whatever happens (start + max duration).
     pub expires_at: Timestamp,
-    /// When it is aborted unless a heartbeat comes first (`None`: it needs none).
+    /// When it is aborted unless a heartbeat comes first (`None`: it needs none); never
+    /// past `expires_at` (at it, the expiry is the reason).
     pub heartbeat_by: Option<Timestamp>,
 }
 

@@ -284,12 +284,13 @@ impl<O: PhysicsObserver> Engine<O> {
 
         let abort = abort.unwrap_or_default();
         let beat_timeout = effective.heartbeat_timeout();
+        let expires_at = now.saturating_add(effective.max_duration);
         let entry = Entry {
             target,
             started: now,
-            expires_at: now.saturating_add(effective.max_duration),
+            expires_at,
             beat_timeout,
-            heartbeat_by: beat_timeout.map(|t| now.saturating_add(t)),
+            heartbeat_by: beat_timeout.map(|t| now.saturating_add(t).min(expires_at)),
             abort: abort.clone(),
             capacity: effective.capacity,
         };
@@ -333,7 +334,7 @@ impl<O: PhysicsObserver> Engine<O> {
             return Err(LeaseError::Aborted { id, reason });
         }
         if let Some(t) = entry.beat_timeout {
-            entry.heartbeat_by = Some(now.saturating_add(t));
+            entry.heartbeat_by = Some(now.saturating_add(t).min(entry.expires_at));
         }
         if let Target::Tracked(r) = &entry.target {
             // A route working on a lease is not idle.

@@ -362,3 +362,17 @@ fn a_route_with_a_live_lease_is_not_evicted_as_idle() {
     e.decide("other", ms(45_000), Priority::Normal);
     assert!(e.snapshot("jobs").is_err());
 }
+
+#[test]
+fn a_heartbeat_deadline_is_never_past_the_expiry() {
+    let e = engine();
+    // Three missed heartbeats of 5 s outlast a lease of 10 s.
+    let opts = LeaseOptions::new().max_duration(Duration::from_secs(10)).heartbeat(Duration::from_secs(5));
+    let g = granted(e.start_lease("short", ms(0), opts));
+    assert_eq!(g.deadlines.heartbeat_by, Some(ms(10_000)), "{:?}", g.deadlines);
+    let d = e.heartbeat_lease(g.id, ms(8_000)).unwrap();
+    assert_eq!(d, atrion_core::LeaseDeadlines { expires_at: ms(10_000), heartbeat_by: Some(ms(10_000)) });
+    // Past both, it ran out: the expiry is the reason.
+    assert_eq!(e.sweep_leases(ms(10_001)), 1);
+    assert_eq!(g.abort.reason(), Some(AbortReason::MaxDuration));
+}
