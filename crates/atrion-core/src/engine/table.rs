@@ -92,8 +92,9 @@ impl<O: PhysicsObserver> Engine<O> {
         self.told_evicted(evicted, now);
     }
 
-    /// Evicts the least valuable route no operator holds and no lease works on: of little
-    /// value first, then the longest idle. False when every route is held or working.
+    /// Evicts the least valuable route no operator holds: one no lease works on first (a
+    /// hold always finds room, even on a table of working routes), then of little value,
+    /// then the longest idle. False when every route is held.
     #[cold]
     pub(super) fn evict_least_valuable(&self, now: Timestamp) -> bool {
         let overrides = self.overrides.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -102,8 +103,8 @@ impl<O: PhysicsObserver> Engine<O> {
             .routes
             .iter(&guard)
             .map(|(r, ())| r)
-            .filter(|r| !operator_held(r, overrides.find(r.name())) && !self.leases.working(r.name()))
-            .min_by_key(|r| (!little_value(r), r.cell().view.last_seen.load(Relaxed)))
+            .filter(|r| !operator_held(r, overrides.find(r.name())))
+            .min_by_key(|r| (self.leases.working(r.name()), !little_value(r), r.cell().view.last_seen.load(Relaxed)))
             .cloned();
         drop(guard);
         let Some(victim) = victim else { return false };

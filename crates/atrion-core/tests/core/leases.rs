@@ -376,3 +376,19 @@ fn a_heartbeat_deadline_is_never_past_the_expiry() {
     assert_eq!(e.sweep_leases(ms(10_001)), 1);
     assert_eq!(g.abort.reason(), Some(AbortReason::MaxDuration));
 }
+
+#[test]
+fn a_hold_on_a_full_table_evicts_a_route_without_leases_first_and_still_finds_room() {
+    let mut limits = EngineLimits::default();
+    limits.max_routes = 2;
+    limits.held_reserve = 0;
+    let e = Engine::with_observer(PhysicsConfig::default(), limits, CollectorObserver::new()).unwrap();
+    let _g = granted(e.start_lease("jobs", ms(0), LeaseOptions::new().max_duration(Duration::from_secs(600))));
+    e.decide("web", ms(1_000), Priority::Normal);
+    // The least valuable route is the one no lease works on, though it was seen last.
+    e.hold("ops", Hold::Open, ms(2_000)).unwrap();
+    assert!(e.snapshot("jobs").is_ok() && e.snapshot("web").is_err());
+    // When only working routes are left, a hold still finds room.
+    e.hold("ops2", Hold::Open, ms(3_000)).unwrap();
+    assert!(e.snapshot("jobs").is_err() && e.snapshot("ops2").is_ok());
+}
