@@ -161,3 +161,22 @@ async fn a_route_that_sheds_sheds_its_tasks_and_bad_options_are_problems() {
     assert!(!detail.contains("at most the longest duration"), "{p}");
     assert_eq!(atrion.engine().lease_count(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_aborts_a_short_task_at_its_deadline_not_at_its_next_idle_wake() {
+    let (atrion, base) = start().await;
+    atrion.connect().await.unwrap();
+    // Let the sweeper find nothing to do and go to sleep for its longest nap.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    let (status, _, t) = post(&base, "/v1/tasks", r#"{"route": "quick", "max_duration_ms": 200}"#).await;
+    assert_eq!(status, 200, "{t}");
+    while atrion.engine().active_leases("quick") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "never aborted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // On tokio's paused clock: the abort came at the task's deadline (plus a tick), not when
+    // the sweeper would have woken anyway (a second after it went to sleep).
+    assert!(started.elapsed() < Duration::from_millis(500), "aborted after {:?}", started.elapsed());
+    atrion.shutdown().await;
+}

@@ -312,9 +312,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     pub fn start_task(&self, route: &str, options: LeaseOptions) -> Result<Lease<O>, TaskError> {
         match self.engine.start_lease(route, self.clock.now(), options)? {
             LeaseStart::Granted(grant) => {
-                if let Some(s) = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
-                    s.wake();
-                }
+                self.wake_task_sweeper();
                 Ok(Lease::new(self.engine.clone(), self.clock.clone(), grant, route))
             }
             LeaseStart::Shed(decision) => Err(TaskError::Shed(decision)),
@@ -327,6 +325,16 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     pub fn active_tasks(&self, route: &str) -> u32 {
         self.engine.sweep_leases(self.clock.now());
         self.engine.active_leases(route)
+    }
+
+    /// Tells the sweeper (after [`Atrion::connect`]) that a lease was started on the engine
+    /// directly ([`Engine::start_lease_gated`], as the sidecar does): its deadline may be the
+    /// next, earlier than the sweeper's nap of up to a second. [`Atrion::start_task`] does it
+    /// itself.
+    pub fn wake_task_sweeper(&self) {
+        if let Some(s) = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            s.wake();
+        }
     }
 
     /// Aborts every overdue lease now (each reported as a failure, its abort fired) and

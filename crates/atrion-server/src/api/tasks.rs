@@ -377,6 +377,8 @@ pub(crate) async fn start(
     if grant.abort.is_aborted() {
         book.holders().release(lease);
     }
+    // Its deadline may come before the sweeper's next wake.
+    s.atrion.wake_task_sweeper();
     let d = deadlines(grant.deadlines, now);
     tracing::Span::current().record("atrion.route", req.route.as_str());
     Ok(Json(TaskResponse {
