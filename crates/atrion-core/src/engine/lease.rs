@@ -572,4 +572,16 @@ mod tests {
         assert!(reg.get(first).is_none() && reg.get(last).is_none());
         assert_eq!((reg.live, reg.active.get("r").copied()), (1, Some(1)));
     }
+
+    #[test]
+    fn the_heap_stays_within_a_constant_factor_of_the_live_leases() {
+        let mut reg = Registry::default();
+        let _keep = reg.insert(entry());
+        for _ in 0..10_000 {
+            let id = reg.insert(entry());
+            reg.remove(id, LeaseOutcome::Completed);
+            assert!(reg.heap.len() <= 2 * reg.live + 65, "{} entries for {} live", reg.heap.len(), reg.live);
+        }
+        assert_eq!((reg.live, reg.slots.len()), (1, 2), "slots are reused");
+    }
 }
