@@ -1,5 +1,7 @@
-"""A Python process and an ``atrion serve`` sidecar on one Redis share scar tissue: a route
-that fails in the Python process is shed by the sidecar, which never saw it fail.
+"""A Python process, a Rust service (``atrion node``: the facade in a Rust process, sending
+healthy traffic on the route) and an ``atrion serve`` sidecar on one Redis share scar tissue:
+a route that fails in the Python process is shed by the sidecar, which never saw it fail,
+and the Rust service sees the cluster's scar on it.
 
 It starts its own ``redis-server`` on a free loopback port and the workspace's ``atrion``
 binary (ATRION_BIN, else target/{debug,release}/atrion under CARGO_TARGET_DIR or the
@@ -9,13 +11,15 @@ ATRION_SKIP_SERVICES=1 is set, and then says why it skips.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import urllib.parse
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -38,9 +42,21 @@ def atrion_bin() -> str:
 
 
 class Proc:
-    def __init__(self, args: List[str]) -> None:
+    """A child process; its standard error kept for failure messages, and, if asked, its
+    standard output read as JSON lines in a thread."""
+
+    def __init__(self, args: List[str], json_lines: bool = False) -> None:
         self.log = tempfile.TemporaryFile()
-        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.lines: List[Dict[str, Any]] = []
+        out = subprocess.PIPE if json_lines else subprocess.DEVNULL
+        self.p = subprocess.Popen(args, stdout=out, stderr=self.log, text=json_lines)
+        if json_lines:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            self.lines.append(json.loads(line))
 
     def tail(self) -> str:
         self.log.seek(0)
@@ -74,10 +90,20 @@ def test_a_failure_seen_by_python_is_shed_by_the_sidecar_through_redis(redis_url
             "--listen", f"127.0.0.1:{api_port}", "--no-dashboard", "--log-format", "text",
         ]
     )  # fmt: skip
+    route = "GET /pay"
+    # The Rust service: healthy traffic on the same route, its view printed every 100 ms.
+    rust = Proc(
+        [
+            atrion_bin(), "node", "--store", redis_url, "--namespace", "py-cluster", "--node-id", "rust",
+            "--route", route, "--rate", "50", "--duration", "600", "--pulse-ms", "100",
+        ],
+        json_lines=True,
+    )  # fmt: skip
     try:
         api = f"http://127.0.0.1:{api_port}"
         eventually(f"the sidecar answers ({sidecar.tail()})", lambda: request(f"{api}/healthz").status == 200)
-        route = "GET /pay"
+        eventually(f"the Rust service runs ({rust.tail()})", lambda: len(rust.lines) > 0)
+        assert not (rust.lines[-1]["cluster_scar"] or 0.0) > 0, rust.lines[-1]
         for _ in range(12):
             r = request(f"{api}/v1/report", "POST", {"route": route, "latency_ms": 5, "ok": True})
             assert r.status == 200, r.body
@@ -101,7 +127,16 @@ def test_a_failure_seen_by_python_is_shed_by_the_sidecar_through_redis(redis_url
             view = request(f"{api}/v1/routes/{urllib.parse.quote(route, safe='')}").json()
             assert view["cluster_scar"] > 0, view
             assert "python" in str(view["nodes"]), view["nodes"]
+
+            # The Rust service, whose own traffic is healthy, holds the cluster's scar too.
+            def rust_sees_the_scar() -> object:
+                last = rust.lines[-1]
+                return last if (last["cluster_scar"] or 0.0) > 0 else None
+
+            seen = eventually(f"the Rust service sees the scar ({rust.tail()})", rust_sees_the_scar)
+            assert seen["local_scar"] == 0.0, seen
         finally:
             py.close()
     finally:
         sidecar.stop()
+        rust.stop()
