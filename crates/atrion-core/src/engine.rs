@@ -30,7 +30,6 @@
 //! and when that is used up too the least valuable route is evicted for it. A policy's hold
 //! applies to untracked routes too.
 
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -49,6 +48,7 @@ use crate::vector::{DecodeError, PhysicsVector};
 
 mod decide;
 mod handle;
+mod hold;
 mod lease;
 mod policy;
 mod route;
@@ -58,6 +58,7 @@ pub use sync::SyncedEngine;
 mod table;
 use handle::Target;
 pub use handle::{OwnedRouteHandle, RouteHandle};
+pub use hold::Hold;
 pub use policy::RoutePolicy;
 use policy::{Override, Overrides};
 use route::{PhysicsSet, Route, RouteCell, load_f, secs_since, store_f};
@@ -622,53 +623,6 @@ impl<O: PhysicsObserver> Engine<O> {
         Ok(())
     }
 
-    /// Holds `route` open (every request shed with [`Reason::Held`]), closed (every request
-    /// admitted), or releases it to its physics. The route is created if unknown; telemetry
-    /// goes on being learned while it is held, and a held route is never evicted.
-    ///
-    /// A hold always finds room: on a full table, idle routes are evicted at once, then the
-    /// route takes a place of the reserve ([`EngineLimits::held_reserve`]), and when that is
-    /// used up too, the least valuable route that no operator holds is evicted for it.
-    /// [`EngineError::TableFull`] only when every route is held.
-    pub fn hold(&self, route: &str, hold: Hold, now: Timestamp) -> Result<(), EngineError> {
-        check_id(route)?;
-        let found = match self.find(route, Route::clone) {
-            Some(r) => r,
-            None => match self.route_or_create(route, now, || true) {
-                Slot::Tracked(r) => r,
-                // Nothing to release on a route that is not tracked: no room is made for it.
-                Slot::Untracked | Slot::Refused if hold == Hold::Released => return Ok(()),
-                Slot::Untracked | Slot::Refused => self.room_for_hold(route, now)?,
-            },
-        };
-        let view = &found.cell().view;
-        view.held.store(hold as u8, Relaxed);
-        // Collected by the next pulse, which the hook may call at once: a hold is rare and
-        // must outlive a crash.
-        view.dirty.store(true, Release);
-        let hook = self.hold_hook.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some(hook) = hook {
-            hook();
-        }
-        Ok(())
-    }
-
-    /// Sets (`Some`) or removes (`None`) the hook told after every [`Engine::hold`], once the
-    /// hold is in place and the route marked for [`Engine::take_dirty`]. It must not block.
-    pub fn on_hold(&self, hook: Option<HoldHook>) {
-        *self.hold_hook.lock().unwrap_or_else(PoisonError::into_inner) = hook;
-    }
-
-    /// The operator's hold on a tracked route.
-    pub fn held(&self, route: &str) -> Result<Hold, EngineError> {
-        self.find(route, |r| Hold::from_u8(r.cell().view.held.load(Relaxed))).ok_or_else(|| unknown(route))
-    }
-
-    /// How many of a tracked route's decisions a shadow hold turned from shed into admit.
-    pub fn shadowed(&self, route: &str) -> Result<u32, EngineError> {
-        self.find(route, |r| r.cell().view.shadowed.load(Relaxed)).ok_or_else(|| unknown(route))
-    }
-
     /// Forgets what a tracked route learned (scar, normal, tuner, mode): it starts again as
     /// new, in bootstrap. A hold stays; the cluster's view of the route is kept.
     pub fn reset(&self, route: &str, now: Timestamp) -> Result<(), EngineError> {
@@ -705,35 +659,6 @@ impl<O: PhysicsObserver> Engine<O> {
                 .iter(&scc::Guard::new())
                 .map(|(r, ())| u64::from(r.cell().lock().skews))
                 .sum::<u64>(),
-        }
-    }
-}
-
-/// An operator's hold on a route ([`Engine::hold`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Hold {
-    /// No hold: the physics decides.
-    #[default]
-    Released = 0,
-    /// Every request is shed.
-    Open = 1,
-    /// Every request is admitted.
-    Closed = 2,
-    /// Shadow: the physics decides and its decision is recorded, but nothing is shed (a
-    /// shed becomes an admit with [`Reason::Shadow`], counted by [`Engine::shadowed`]): the
-    /// safe way to roll Atrion out on a route.
-    Shadow = 3,
-}
-
-impl Hold {
-    fn from_u8(v: u8) -> Hold {
-        match v {
-            1 => Hold::Open,
-            2 => Hold::Closed,
-            3 => Hold::Shadow,
-            _ => Hold::Released,
         }
     }
 }
