@@ -98,9 +98,9 @@ impl PgServer {
             .unwrap();
         assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
         self.running = true;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not listen on {} within 10 s", self.port);
+            assert!(Instant::now() < deadline, "PostgreSQL did not listen on {} within 60 s", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -184,9 +184,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {} within 10 s", self.port);
+            assert!(Instant::now() < deadline, "redis-server did not listen on {} within 60 s", self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
     }
