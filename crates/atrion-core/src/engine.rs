@@ -40,7 +40,7 @@ use crate::mode::Mode;
 use crate::observer::{Event, PhysicsObserver, SilentObserver};
 use crate::pattern::RoutePattern;
 use crate::physics::{
-    Change, Kept, Physics, Published, RouteState, Tuner, blend, decayed_resistance, heal, heal_factor_fast,
+    Change, Kept, Physics, Published, RouteState, Tuner, Window, blend, decayed_resistance, heal, heal_factor_fast,
 };
 use crate::telemetry::Telemetry;
 use crate::time::Timestamp;
@@ -50,6 +50,7 @@ mod decide;
 mod handle;
 mod hold;
 mod lease;
+mod pending;
 mod policy;
 mod route;
 mod sync;
@@ -59,6 +60,7 @@ mod table;
 use handle::Target;
 pub use handle::{OwnedRouteHandle, RouteHandle};
 pub use hold::Hold;
+use pending::Pending;
 pub use policy::RoutePolicy;
 use policy::{Override, Overrides};
 use route::{PhysicsSet, Route, RouteCell, load_f, secs_since, store_f};
@@ -565,10 +567,19 @@ impl<O: PhysicsObserver> Engine<O> {
         page.into_sorted_vec()
     }
 
-    /// A snapshot of a route's physics.
+    /// A snapshot of a route's physics, with every sample reported so far folded in (the
+    /// samples waiting for the next step are folded at the route's last update time).
     pub fn snapshot(&self, route: &str) -> Result<PhysicsVector, EngineError> {
         let model = self.phys.cfg.model;
-        self.find(route, |r| r.cell().inspect(|s| vector(model, s))).ok_or_else(|| unknown(route))
+        self.find(route, |r| {
+            let cell = r.cell();
+            let mut kept = cell.lock();
+            if model == Model::Default {
+                self.fold(r, &mut kept, Timestamp::from_nanos(cell.view.at.load(Relaxed)));
+            }
+            vector(model, &RouteState::new(&mut kept, cell.published()))
+        })
+        .ok_or_else(|| unknown(route))
     }
 
     /// Restores a route's physics from a snapshot (creating the route if needed). Telemetry
@@ -589,6 +600,8 @@ impl<O: PhysicsObserver> Engine<O> {
         let phys = cell.phys();
         let c = &phys.cfg;
         cell.modify(phys, |s| {
+            // The samples pending were of the state the snapshot replaces.
+            cell.pending.take();
             s.reset(phys);
             s.k.mode = v.mode;
             s.resistance = v.resistance.clamp(c.r_base, c.r_max);
@@ -630,6 +643,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let cell = found.cell();
         let phys = cell.phys();
         let ((), before) = cell.modify(phys, |s| {
+            cell.pending.take();
             s.reset(phys);
             s.last = now;
         });
@@ -738,6 +752,7 @@ mod tests {
         assert!(std::mem::size_of::<Kept>() <= 200, "Kept: {}", std::mem::size_of::<Kept>());
         // With its published view and lock, the whole cell (its id follows it in the same
         // allocation; `tests/alloc.rs` counts the whole).
-        assert!(std::mem::size_of::<RouteCell>() <= 328, "RouteCell: {}", std::mem::size_of::<RouteCell>());
+        // The pending sums of coalesced steps are 32 bytes of it (docs/DESIGN.md §7.2).
+        assert!(std::mem::size_of::<RouteCell>() <= 360, "RouteCell: {}", std::mem::size_of::<RouteCell>());
     }
 }

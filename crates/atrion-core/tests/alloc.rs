@@ -103,5 +103,5 @@ fn a_route_costs_one_allocation_and_a_bounded_number_of_bytes() {
     let per_route = (BYTES.with(Cell::get) - bytes) as f64 / ROUTES as f64;
     println!("{ROUTES} routes: {allocations:.3} live allocations and {per_route:.1} bytes per route");
     assert!(allocations < 1.01, "{allocations:.3} allocations per route");
-    assert!(per_route <= 400.0, "{per_route:.1} bytes per route");
+    assert!(per_route <= 432.0, "{per_route:.1} bytes per route");
 }

@@ -131,6 +131,12 @@ pub struct PhysicsConfig {
     /// Default model: slow smoothing time constant; momentum is the gap between the two.
     #[serde(with = "serde_secs")]
     pub smoothing_slow: Duration,
+    /// Default model: how often an operational route's physics steps. Reports between steps
+    /// are summed without the route's lock and folded in one step, which a decision or a
+    /// report runs once this long has passed since the last (docs/DESIGN.md §7.2); zero steps
+    /// on every report. At most `throttle.smoothing`, the quickest smoothing.
+    #[serde(with = "serde_secs")]
+    pub step: Duration,
     /// Default model: a route shedding by priority still admits one request per this
     /// interval, so that it keeps learning (and trips, or recovers) from fresh telemetry.
     #[serde(with = "serde_secs")]
@@ -181,6 +187,7 @@ impl Default for PhysicsConfig {
             soft_limit: 1.0,
             smoothing: Duration::from_millis(500),
             smoothing_slow: Duration::from_secs(4),
+            step: Self::STEP,
             keepalive: Duration::from_millis(100),
             tuner: TunerConfig::default(),
             half_open: HalfOpenConfig::default(),
@@ -195,6 +202,10 @@ impl PhysicsConfig {
     /// The longest duration a field may hold: one year. Longer ones would overflow the
     /// nanosecond timestamps they are added to; none of them makes sense for a route.
     pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3_600);
+
+    /// The default `step`: 10 ms, a tenth of the quickest smoothing (chosen with the wind
+    /// tunnel, docs/TUNING.md).
+    pub const STEP: Duration = Duration::from_millis(10);
 
     /// The shortest scar half-life allowed (`scar_decay` at most `ln 2 / 1 ms`).
     pub const MIN_SCAR_HALF_LIFE: Duration = Duration::from_millis(1);

@@ -161,6 +161,14 @@ impl PhysicsConfig {
         fraction("throttle.max", th.max)?;
         duration("throttle.smoothing", th.smoothing)?;
         duration("throttle.patience", th.patience)?;
+        if self.step > th.smoothing {
+            return Err(E::Order {
+                field: "step",
+                value: self.step.as_secs_f64(),
+                other: "throttle.smoothing",
+                other_value: th.smoothing.as_secs_f64(),
+            });
+        }
         under_one("throttle.max", th.max, "< 1: some traffic must go through")?;
 
         let p = &self.priority;

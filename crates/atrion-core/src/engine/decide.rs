@@ -32,6 +32,7 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     pub(super) fn decide_default(&self, route: &Route, now: Timestamp, priority: Priority) -> Decision {
+        self.step_if_due(route, now);
         let cell = route.cell();
         let c = &cell.phys().cfg;
         let v = &cell.view;
@@ -66,7 +67,7 @@ impl<O: PhysicsObserver> Engine<O> {
             if take_slot(&v.window_start, now, window) {
                 v.probes.store(0, Relaxed);
             }
-            if v.probes.fetch_add(1, Relaxed) < u64::from(v.quota.load(Relaxed)) {
+            if v.probes.fetch_add(1, Relaxed) < v.quota.load(Relaxed) {
                 return Decision::admit(Reason::Probe, mode, r);
             }
             let ends = Timestamp::from_nanos(v.window_start.load(Relaxed)).saturating_add(window);
@@ -116,22 +117,83 @@ impl<O: PhysicsObserver> Engine<O> {
         Decision::shed(Reason::Overloaded, mode, r_now, retry)
     }
 
+    /// A report. On an operational route of the default model it adds the sample to the
+    /// route's pending sums without its lock, and runs the physics step if one is due and no
+    /// one else is running it (docs/DESIGN.md §7.2, "Coalesced steps"); the status returned
+    /// is the route's published one, which may not include the sample yet. Otherwise (the
+    /// reference model, bootstrap, open, half-open, a skewed timestamp) the sample is one
+    /// update under the route's lock, after the samples pending.
     #[inline(never)]
     pub(super) fn report_route(&self, route: &Route, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
         let cell = route.cell();
         cell.touch(now);
         let phys = cell.phys();
-        let ((change, update), before_view) = cell.modify(phys, |s| {
+        let v = &cell.view;
+        if phys.cfg.model == Model::Default
+            && Mode::from_u8(v.mode.load(Acquire)) == Mode::Operational
+            && now.as_nanos() >= v.at.load(Relaxed)
+        {
+            cell.pending.add(telemetry.channels());
+            if !v.pending.load(Relaxed) {
+                v.pending.store(true, Relaxed);
+            }
+            cell.mark_dirty();
+            if cell.step_due(phys, now)
+                && let Some(mut kept) = cell.try_lock()
+            {
+                self.fold(route, &mut kept, now);
+            }
+            return cell.status();
+        }
+        let mut kept = cell.lock();
+        if phys.cfg.model == Model::Default {
+            self.fold(route, &mut kept, now);
+        }
+        self.update(route, &mut kept, Input::Sample(telemetry.channels()), now);
+        drop(kept);
+        cell.mark_dirty();
+        cell.status()
+    }
+
+    /// Runs a due physics step if no one else is: what a decision does on a route with
+    /// samples pending.
+    #[inline]
+    pub(super) fn step_if_due(&self, route: &Route, now: Timestamp) {
+        let cell = route.cell();
+        if cell.step_due(cell.phys(), now)
+            && let Some(mut kept) = cell.try_lock()
+        {
+            self.fold(route, &mut kept, now);
+        }
+    }
+
+    /// Under the route's lock: folds the samples pending into one physics step at `now`
+    /// (nothing when none are).
+    pub(super) fn fold(&self, route: &Route, kept: &mut Kept, now: Timestamp) {
+        let cell = route.cell();
+        cell.view.pending.store(false, Relaxed);
+        let window = cell.pending.take();
+        if window.n > 0 {
+            self.update(route, kept, Input::Window(window), now);
+        }
+    }
+
+    /// Under the route's lock: one physics update, published, and its events.
+    fn update(&self, route: &Route, kept: &mut Kept, input: Input, now: Timestamp) {
+        let cell = route.cell();
+        let phys = cell.phys();
+        let ((change, update), before_view) = cell.modify_locked(kept, phys, |s| {
             if s.k.seen && now < s.last {
                 s.k.skews = s.k.skews.saturating_add(1);
             }
             let cluster = cell.cluster(phys, now);
-            let change = match phys.cfg.model {
-                Model::Reference => {
+            let change = match (input, phys.cfg.model) {
+                (Input::Window(w), _) => s.step(phys, w, now, cluster),
+                (Input::Sample(raw), Model::Reference) => {
                     let mut shared = self.shared_tuner.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.update(phys, telemetry.channels(), now, Some(&mut shared), cluster)
+                    s.update(phys, raw, now, Some(&mut shared), cluster)
                 }
-                Model::Default => s.update(phys, telemetry.channels(), now, None, cluster),
+                (Input::Sample(raw), Model::Default) => s.update(phys, raw, now, None, cluster),
             };
             if change.is_some_and(|c| c.to == Mode::Open) {
                 cell.view.keepalive_at.store(now.as_nanos(), Relaxed);
@@ -142,7 +204,6 @@ impl<O: PhysicsObserver> Engine<O> {
             }
             (change, (s.k.mode, s.resistance, s.scar, s.k.momentum))
         });
-        cell.view.dirty.store(true, Relaxed);
         let (mode, resistance, scar, momentum) = update;
         self.observer.on_event(&Event::Update { route: route.name(), at: now, mode, resistance, scar, momentum });
         if let Some(Change { from, to }) = change {
@@ -151,8 +212,14 @@ impl<O: PhysicsObserver> Engine<O> {
                 self.observer.on_event(&Event::Transition { route: route.name(), at: now, from, to, resistance });
             }
         }
-        cell.status()
     }
+}
+
+/// What a physics update takes: one sample, or a window of them (default model).
+#[derive(Clone, Copy)]
+enum Input {
+    Sample([f64; 3]),
+    Window(Window),
 }
 
 /// Reference: shed while open; shed softly above `soft_limit * break`; otherwise admit

@@ -40,7 +40,9 @@ pub(super) struct View {
     pub(super) throttled: AtomicU64,
     pub(super) open_until: AtomicU64,
     pub(super) window_start: AtomicU64,
-    pub(super) probes: AtomicU64,
+    pub(super) probes: AtomicU32,
+    /// Samples wait in the route's [`Pending`] sums for the next physics step.
+    pub(super) pending: AtomicBool,
     pub(super) keepalive_at: AtomicU64,
 }
 
@@ -70,6 +72,8 @@ pub(super) struct RouteCell {
     pub(super) phys: AtomicPtr<Physics>,
     /// The rest of the route's state: what the view publishes is stored only there.
     pub(super) state: Mutex<Kept>,
+    /// What reports added since the last physics step (default model, operational).
+    pub(super) pending: Pending,
 }
 
 impl RouteCell {
@@ -80,6 +84,7 @@ impl RouteCell {
             view: View::default(),
             phys: AtomicPtr::new(Arc::as_ptr(phys).cast_mut()),
             state: Mutex::new(kept.clone()),
+            pending: Pending::default(),
         };
         cell.publish(&kept, &Published::new(phys), phys);
         cell.view.last_seen.store(last_seen, Relaxed);
@@ -116,6 +121,34 @@ impl RouteCell {
         }
     }
 
+    /// The route's lock if no one holds it (a due step is run by one caller; the others
+    /// carry on).
+    #[inline]
+    pub(super) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Kept>> {
+        match self.state.try_lock() {
+            Ok(kept) => Some(kept),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Whether a physics step is due at `now`: samples wait, and `step` has passed since
+    /// the last (default model).
+    #[inline]
+    pub(super) fn step_due(&self, phys: &Physics, now: Timestamp) -> bool {
+        self.view.pending.load(Relaxed)
+            && now.as_nanos().checked_sub(self.view.at.load(Relaxed)).is_some_and(|d| d >= phys.step_ns)
+    }
+
+    /// Marks the route reported since the state layer last collected it (written only when
+    /// it changes, so that reporting threads do not fight over the line).
+    #[inline]
+    pub(super) fn mark_dirty(&self) {
+        if !self.view.dirty.load(Relaxed) {
+            self.view.dirty.store(true, Relaxed);
+        }
+    }
+
     /// Runs `f` on the route's whole state, under the route's lock.
     pub(super) fn inspect<R>(&self, f: impl FnOnce(&RouteState) -> R) -> R {
         let mut kept = self.lock();
@@ -126,8 +159,18 @@ impl RouteCell {
     /// Returns what `f` returned and the mode the view had before.
     #[inline]
     pub(super) fn modify<R>(&self, phys: &Physics, f: impl FnOnce(&mut RouteState) -> R) -> (R, Mode) {
-        let mut kept = self.lock();
-        let mut s = RouteState::new(&mut kept, self.published());
+        self.modify_locked(&mut self.lock(), phys, f)
+    }
+
+    /// As [`RouteCell::modify`], with the route's lock already held (`kept` is its guard).
+    #[inline]
+    pub(super) fn modify_locked<R>(
+        &self,
+        kept: &mut Kept,
+        phys: &Physics,
+        f: impl FnOnce(&mut RouteState) -> R,
+    ) -> (R, Mode) {
+        let mut s = RouteState::new(kept, self.published());
         // A decision may have moved the route to half-open on its timer; follow it, so that
         // publishing does not undo it.
         if s.k.mode == Mode::Open && Mode::from_u8(self.view.mode.load(Acquire)) == Mode::HalfOpen {
@@ -135,7 +178,7 @@ impl RouteCell {
         }
         let out = f(&mut s);
         let published = s.published();
-        (out, self.publish(&kept, &published, phys))
+        (out, self.publish(kept, &published, phys))
     }
 
     /// Publishes the state for decisions. The mode goes last (release), so a decision that

@@ -5,6 +5,7 @@
 //! probes that heal scar.
 
 use super::heal::heal_step;
+use super::state::Window;
 use super::{Change, Memory, Physics, RouteState, decay, norm, positive_norm};
 use crate::mode::Mode;
 use crate::time::Timestamp;
@@ -72,23 +73,28 @@ fn excess_of(rel: [f64; 3]) -> [f64; 3] {
 }
 
 impl RouteState<'_> {
+    /// One step of the default model, folding `w`'s samples: one sample at a time while the
+    /// route is not operational, a window of them while it is (docs/DESIGN.md §7.2).
     pub(super) fn update_default(
         &mut self,
         phys: &Physics,
-        raw: [f64; 3],
+        w: Window,
         now: Timestamp,
         cluster: Option<f64>,
     ) -> Option<Change> {
         let c = &phys.cfg;
+        // The window's mean stands for its samples where one value is judged (a scout, a
+        // probe); the smoothers take the sums.
+        let raw = w.mean();
         let mut m = self.k.learned();
         if !self.k.seen {
             m.born = now;
         }
         let dt_s = self.advance(now);
-        self.k.updates = self.k.updates.saturating_add(1);
+        self.k.updates = self.k.updates.saturating_add(w.n);
 
-        m.fast.push(raw, decay(dt_s, phys.tau_fast));
-        m.slow.push(raw, decay(dt_s, phys.tau_slow));
+        m.fast.push(w.sum, w.n, decay(dt_s, phys.tau_fast));
+        m.slow.push(w.sum, w.n, decay(dt_s, phys.tau_slow));
         let fast = m.fast.mean();
         let warm = m.warm(phys, now);
         let b_lat = m.latency_baseline(phys, warm);
@@ -96,7 +102,7 @@ impl RouteState<'_> {
         // The proportional answer comes first: latency trouble is the throttle's to answer
         // while it can (an integral controller on the relative excess, once the route knows
         // its normal and while it is closed).
-        m.quick.push([raw[0]], decay(dt_s, phys.tau_throttle));
+        m.quick.push([w.sum[0]], w.n, decay(dt_s, phys.tau_throttle));
         let throttling = c.throttle.enabled && warm && self.k.mode == Mode::Operational;
         if throttling {
             m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2]);
@@ -157,13 +163,13 @@ impl RouteState<'_> {
         if closed && (!warm || ((quick <= b_lat || brief) && p[1] <= 0.0 && calm)) {
             // A brief excess teaches at most twice the baseline, so that one second of a fast
             // ramp cannot widen the learned spread enough to hide the failure that follows.
-            m.normal.observe(quick.min(2.0 * b_lat), dt_s, phys.normal_tau);
+            m.normal.observe(quick.min(2.0 * b_lat), w.n, dt_s, phys.normal_tau);
         }
         self.k.memory = Memory::Default(m);
 
         let healthy = positive_norm(p) <= c.critical_pressure;
         if self.k.mode == Mode::Operational && healthy && self.resistance < self.break_point {
-            self.k.tuner.observe_robust(self.resistance, dt_s, phys);
+            self.k.tuner.observe_robust(self.resistance, w.n, dt_s, phys);
             (self.break_point, self.k.recovery) = self.k.tuner.points(phys, c.tuner.min_sd);
         }
 

@@ -25,9 +25,12 @@ impl<const N: usize> Default for Smoother<N> {
 }
 
 impl<const N: usize> Smoother<N> {
-    pub(super) fn push(&mut self, x: [f64; N], decay: f64) {
-        self.weight = (f64::from(self.weight) * decay + 1.0) as f32;
-        for (s, v) in self.sum.iter_mut().zip(x) {
+    /// Adds `n` samples whose channels sum to `sum`, after decaying what was there by
+    /// `decay`. One sample is `n = 1`, `sum` its values; a window of samples folded at once
+    /// weighs what its samples would have, less the decay within the window.
+    pub(super) fn push(&mut self, sum: [f64; N], n: u32, decay: f64) {
+        self.weight = (f64::from(self.weight) * decay + f64::from(n)) as f32;
+        for (s, v) in self.sum.iter_mut().zip(sum) {
             *s = (f64::from(*s) * decay + v) as f32;
         }
     }
@@ -65,8 +68,9 @@ impl Normal {
         }
     }
 
-    /// One sample, by the tuner's time-weighted recurrence ([`Tuner::observe_weighted`]).
-    pub(super) fn observe(&mut self, x: f64, dt_s: f64, tau: f64) {
+    /// One observation standing for `n` samples, by the tuner's time-weighted recurrence
+    /// ([`Tuner::observe_weighted`]).
+    pub(super) fn observe(&mut self, x: f64, n: u32, dt_s: f64, tau: f64) {
         if !x.is_finite() {
             return;
         }
@@ -76,7 +80,7 @@ impl Normal {
             mean: f64::from(self.mean),
             var: f64::from(self.var),
         };
-        t.observe_weighted(x, dt_s, tau);
+        t.observe_weighted(x, n, dt_s, tau);
         *self = Normal { samples: t.samples, weight: t.weight as f32, mean: t.mean as f32, var: t.var as f32 };
     }
 }
@@ -149,10 +153,10 @@ mod tests {
         let run = |rate: u32| {
             let mut s = Smoother::default();
             for _ in 0..(rate * 4) {
-                s.push([0.0; 3], (-(1.0 / f64::from(rate)) / tau).exp());
+                s.push([0.0; 3], 1, (-(1.0 / f64::from(rate)) / tau).exp());
             }
             for _ in 0..(rate / 10) {
-                s.push([1.0; 3], (-(1.0 / f64::from(rate)) / tau).exp());
+                s.push([1.0; 3], 1, (-(1.0 / f64::from(rate)) / tau).exp());
             }
             s.mean()[0]
         };

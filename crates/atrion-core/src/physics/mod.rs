@@ -36,7 +36,7 @@ mod tuner;
 pub(crate) use heal::{decayed_resistance, heal_factor_fast};
 pub use heal::{heal, heal_rank};
 pub(crate) use learned::Normal;
-pub(crate) use state::{Change, Kept, Memory, Published, RouteState, blend};
+pub(crate) use state::{Change, Kept, Memory, Published, RouteState, Window, blend};
 pub(crate) use tuner::Tuner;
 
 use crate::config::PhysicsConfig;
@@ -55,6 +55,8 @@ pub(crate) struct Physics {
     pub tau_throttle: f64,
     pub ref_alpha: f64,
     pub backoff_lambda: f64,
+    /// `step` in nanoseconds.
+    pub step_ns: u64,
 }
 
 impl Physics {
@@ -71,6 +73,7 @@ impl Physics {
             tau_throttle: cfg.throttle.smoothing.as_secs_f64(),
             ref_alpha: 2.0 / (f64::from(cfg.tuner.window) + 1.0),
             backoff_lambda: std::f64::consts::LN_2 / cfg.half_open.backoff_half_life.as_secs_f64(),
+            step_ns: u64::try_from(cfg.step.as_nanos()).unwrap_or(u64::MAX),
             cfg,
         }
     }

@@ -17,6 +17,30 @@ pub(crate) enum Memory {
     Default(Learned),
 }
 
+/// The samples one physics step folds (docs/DESIGN.md §7.2, "Coalesced steps"): how many,
+/// and the sum of each channel. A single sample is a window of one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Window {
+    pub n: u32,
+    pub sum: [f64; 3],
+}
+
+impl Window {
+    /// One sample.
+    pub fn one(raw: [f64; 3]) -> Self {
+        Window { n: 1, sum: raw }
+    }
+
+    /// The mean of the window's samples (zero when empty).
+    pub fn mean(&self) -> [f64; 3] {
+        if self.n == 0 {
+            return [0.0; 3];
+        }
+        let n = f64::from(self.n);
+        self.sum.map(|s| s / n)
+    }
+}
+
 /// A transition of the mode machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Change {
@@ -193,8 +217,15 @@ impl<'k> RouteState<'k> {
     ) -> Option<Change> {
         match phys.cfg.model {
             Model::Reference => self.update_reference(phys, raw, now, shared, cluster),
-            Model::Default => self.update_default(phys, raw, now, cluster),
+            Model::Default => self.update_default(phys, Window::one(raw), now, cluster),
         }
+    }
+
+    /// Default model: one physics step folding a window of samples (docs/DESIGN.md §7.2).
+    /// The reference model has no windows: it updates once per sample.
+    pub fn step(&mut self, phys: &Physics, window: Window, now: Timestamp, cluster: Option<f64>) -> Option<Change> {
+        debug_assert!(phys.cfg.model == Model::Default);
+        self.update_default(phys, window, now, cluster)
     }
 
     /// Resistance with the cluster's scar blended in: `S = g S_cluster + (1 - g) S_local`.

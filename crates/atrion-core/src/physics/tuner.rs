@@ -20,6 +20,12 @@ impl Tuner {
     /// One sample with weight `alpha`: the reference model's tuner calls this directly
     /// with its fixed alpha.
     pub fn learn(&mut self, x: f64, alpha: f64) {
+        self.learn_n(x, alpha, 1);
+    }
+
+    /// As [`Tuner::learn`], for an observation that stands for `n` samples (a physics step
+    /// folding a window of them): the sample count moves by `n`.
+    fn learn_n(&mut self, x: f64, alpha: f64, n: u32) {
         if self.samples == 0 {
             self.mean = x;
             self.var = 0.0;
@@ -28,18 +34,19 @@ impl Tuner {
             self.mean += alpha * d;
             self.var = (1.0 - alpha) * (self.var + alpha * d * d);
         }
-        self.samples = self.samples.saturating_add(1);
+        self.samples = self.samples.saturating_add(n.max(1));
     }
 
-    /// One sample with weight `1 / W`, where `W` is the sample weight decayed with time
-    /// constant `tau` (seconds), so that the horizon is in seconds, not samples.
-    pub(super) fn observe_weighted(&mut self, x: f64, dt_s: f64, tau: f64) {
+    /// One observation with weight `1 / W`, where `W` is the observation weight decayed
+    /// with time constant `tau` (seconds), so that the horizon is in seconds, not samples or
+    /// steps. It stands for `n` samples.
+    pub(super) fn observe_weighted(&mut self, x: f64, n: u32, dt_s: f64, tau: f64) {
         self.weight = self.weight * decay(dt_s, tau) + 1.0;
-        self.learn(x, 1.0 / self.weight);
+        self.learn_n(x, 1.0 / self.weight, n);
     }
 
     /// The default tuner: time-weighted, winsorised.
-    pub(super) fn observe_robust(&mut self, x: f64, dt_s: f64, phys: &Physics) {
+    pub(super) fn observe_robust(&mut self, x: f64, n: u32, dt_s: f64, phys: &Physics) {
         let t = &phys.cfg.tuner;
         let x = if self.samples == 0 {
             x
@@ -47,7 +54,7 @@ impl Tuner {
             let band = t.winsor * self.var.sqrt().max(t.min_sd);
             x.clamp(self.mean - band, self.mean + band)
         };
-        self.observe_weighted(x, dt_s, phys.tuner_tau);
+        self.observe_weighted(x, n, dt_s, phys.tuner_tau);
     }
 
     /// (break, recovery) from what has been learned.

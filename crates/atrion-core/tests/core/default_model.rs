@@ -467,9 +467,13 @@ fn overload_is_answered_in_proportion_without_a_trip() {
     assert!(!opened, "no trip: the throttle answered the overload");
     // What sheds is the throttle.
     let mut reasons = std::collections::BTreeSet::new();
+    // The highest shed ratio the engine shows while it acts (the throttle rises and falls as
+    // the queue answers).
+    let mut share = 0.0f64;
     for i in 0..480u32 {
         let t = 90.0 + f64::from(i) / 480.0;
         let d = e.decide("r", secs(t), Priority::Normal);
+        share = share.max(e.throttle("r").unwrap());
         if d.is_admitted() {
             e.report("r", Telemetry::new(q.latency(t), 0.0, 0.3).unwrap(), secs(t));
         } else {
@@ -479,7 +483,6 @@ fn overload_is_answered_in_proportion_without_a_trip() {
     assert_eq!(reasons.into_iter().collect::<Vec<_>>(), vec!["throttled"]);
     assert!(e.decide("r", secs(90.0), Priority::Critical).is_admitted(), "critical is never throttled");
     // The engine shows the shed ratio it is acting on, within the throttle's bound.
-    let share = e.throttle("r").unwrap();
     assert!(share > 0.0 && share <= PhysicsConfig::default().throttle.max + 1e-6, "throttle {share}");
     assert_eq!(e.throttle("unknown"), None);
 }
@@ -583,4 +586,44 @@ fn an_slo_fixes_the_latency_baseline() {
     let (_, strict) = serve(&e, "strict", 100.0, 0.0, 60.0, |_| Telemetry::new(600.0, 0.0, 0.3).unwrap());
     assert_eq!(free, 0);
     assert!(strict > 0);
+}
+
+/// When the route first opens, in seconds, under 1,000 requests/s: 30 s healthy, then every
+/// request failing; physics stepped every `step` (zero: on every report).
+fn first_trip(step: Duration) -> f64 {
+    let mut cfg = PhysicsConfig::default();
+    cfg.step = step;
+    let e = Engine::with_observer(cfg, EngineLimits::default(), CollectorObserver::new()).unwrap();
+    serve(&e, "r", 1_000.0, 0.0, 30.0, |_| healthy());
+    serve(&e, "r", 1_000.0, 30.0, 40.0, |_| Telemetry::outcome(20.0, false, 0.3).unwrap());
+    let trips = e.observer().transitions();
+    let (_, at, _, _) = trips.iter().find(|(_, _, _, to)| *to == Mode::Open).expect("the outage trips the route");
+    at.as_nanos() as f64 * 1e-9
+}
+
+#[test]
+fn coalesced_steps_see_an_outage_within_one_step() {
+    // The same outage with a physics step per report and with the default step: the
+    // coalesced route trips no later than one step (and one request) after.
+    let per_sample = first_trip(Duration::ZERO);
+    let step = PhysicsConfig::STEP.as_secs_f64();
+    for s in [PhysicsConfig::STEP, 2 * PhysicsConfig::STEP] {
+        let coalesced = first_trip(s);
+        assert!(per_sample > 30.0 && coalesced > 30.0, "{per_sample} / {coalesced}");
+        assert!(
+            coalesced <= per_sample + s.as_secs_f64() + 0.001,
+            "step {s:?}: trips at {coalesced}, per report at {per_sample} (step {step})"
+        );
+    }
+}
+
+#[test]
+fn a_step_longer_than_the_quickest_smoothing_is_refused() {
+    let mut cfg = PhysicsConfig::default();
+    cfg.step = cfg.throttle.smoothing + Duration::from_millis(1);
+    let err = Engine::new(cfg).unwrap_err().to_string();
+    assert!(err.contains("step"), "{err}");
+    let mut cfg = PhysicsConfig::default();
+    cfg.step = Duration::ZERO;
+    assert!(Engine::new(cfg).is_ok(), "zero steps on every report");
 }
