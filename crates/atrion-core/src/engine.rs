@@ -6,10 +6,15 @@
 //!   of atomics.
 //!   In half-open it may take a probe with one atomic add. It never allocates on a route
 //!   that exists.
-//! - [`Engine::report`] takes the route's own mutex for the length of one physics update
-//!   (a few hundred nanoseconds of arithmetic, no I/O, no allocation), then publishes the
-//!   view. Reports of different routes never contend; the reference model's shared tuner
-//!   is the one exception, as in the reference.
+//! - [`Engine::report`] on an operational route of the default model takes no lock: it adds
+//!   the sample to the route's pending sums (one cache line: the route's, or the calling
+//!   thread's lane once several threads report on the route). Once per `step` (10 ms) the
+//!   first decision or report to find a step due takes the route's mutex with a try-lock and
+//!   folds the window in one physics update (a few hundred nanoseconds of arithmetic), then
+//!   publishes the view (docs/DESIGN.md §7.2, "Coalesced steps"). Other reports (the
+//!   reference model, bootstrap, open, half-open) take the mutex for one update each.
+//!   Reports of different routes never contend; the reference model's shared tuner is the
+//!   one exception, as in the reference.
 //! - A new route is created on first sight; that allocates once (its cell and its id
 //!   together, the table's entry inline in its buckets).
 //!
