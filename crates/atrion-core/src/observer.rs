@@ -18,7 +18,9 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// A route's physics absorbed one telemetry sample.
+    /// A route's physics stepped: one telemetry sample, or the window of samples an
+    /// operational route of the default model gathered since its last step
+    /// (docs/DESIGN.md §7.2, "Coalesced steps": at most one step per `step`, 10 ms).
     Update {
         /// The route.
         route: &'a str,
