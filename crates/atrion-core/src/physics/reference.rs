@@ -1,7 +1,8 @@
 //! The reference model (docs/DESIGN.md §7.1), with its quirks: pressure of the raw sample against one
-//! engine-wide baseline, momentum from the pressure two updates back, scar by a fixed
-//! amount per over-pressured update, one tuner shared by every route, and open until
-//! telemetry says healthy.
+//! engine-wide baseline, momentum from the pressure two updates back (none on the update
+//! that ends bootstrap), scar by a fixed amount per over-pressured update, one tuner shared
+//! by every route and warm at `warmup_samples` samples, and open until telemetry says
+//! healthy.
 
 use super::{Change, Memory, Physics, RouteState, Tuner, heal, norm, positive_norm};
 use crate::mode::Mode;
@@ -34,35 +35,41 @@ impl RouteState<'_> {
         let dt_s = self.advance(now);
         self.k.updates = self.k.updates.saturating_add(1);
         let p = phys.pressure(raw);
-        if self.k.mode == Mode::Bootstrap {
+        let in_bootstrap = self.k.mode == Mode::Bootstrap;
+        if in_bootstrap && self.k.updates < c.bootstrap_updates {
             // No physics during bootstrap: R is fixed and the route cannot trip. The
             // pressure history is kept so that momentum has something to compare with.
             self.k.pressure = p.map(|x| x as f32);
             self.push_prev(p);
             self.resistance = 1.2 * c.r_base;
-            if self.k.updates >= c.bootstrap_updates {
-                return self.set_mode(Mode::Operational);
-            }
             return None;
         }
+        // The update that ends bootstrap computes the physics with no momentum, then goes
+        // operational without teaching the tuner or testing the break point (the break
+        // point shown is what the tuner gives now); every later update does all of it.
         let dt_ms = dt_s * 1e3;
         let two_back = match self.k.memory {
             Memory::Reference { prev } => prev[1],
             Memory::Default(_) => [0.0; 3],
         };
         let delta = [p[0] - two_back[0], p[1] - two_back[1], p[2] - two_back[2]];
-        self.k.momentum = if dt_ms > 0.0 { norm(delta) / dt_ms } else { 0.0 };
+        self.k.momentum = if in_bootstrap || dt_ms <= 0.0 { 0.0 } else { norm(delta) / dt_ms };
         let trauma = if positive_norm(p) > c.critical_pressure { c.scar_rate } else { 0.0 };
         self.scar = (heal(self.scar, c.scar_decay, dt_s) + trauma).min(c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
         self.k.pressure = p.map(|x| x as f32);
         self.push_prev(p);
+        if in_bootstrap {
+            let tuner = shared.map_or(self.k.tuner, |t| *t);
+            (self.break_point, self.k.recovery) = tuner.reference_points(phys);
+            return self.set_mode(Mode::Operational);
+        }
 
         let mut own = self.k.tuner;
         let tuner = shared.unwrap_or(&mut own);
         tuner.learn(self.resistance, phys.ref_alpha);
-        (self.break_point, self.k.recovery) = tuner.points(phys, 0.0);
+        (self.break_point, self.k.recovery) = tuner.reference_points(phys);
         self.k.tuner = *tuner;
 
         match self.k.mode {

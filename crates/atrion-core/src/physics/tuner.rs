@@ -57,10 +57,23 @@ impl Tuner {
         self.observe_weighted(x, n, dt_s, phys.tuner_tau);
     }
 
-    /// (break, recovery) from what has been learned.
+    /// The default model's (break, recovery) from what has been learned: the static points
+    /// until the tuner has more than `warmup_samples` samples.
     pub fn points(&self, phys: &Physics, min_sd: f64) -> (f64, f64) {
+        self.points_when(phys, min_sd, self.samples > phys.cfg.tuner.warmup_samples)
+    }
+
+    /// The reference model's (break, recovery): the reference tuner is warm once it has
+    /// `warmup_samples` samples (docs/DESIGN.md §7.1), one sample before the default's,
+    /// and uses the standard deviation as learned (no floor).
+    pub fn reference_points(&self, phys: &Physics) -> (f64, f64) {
+        self.points_when(phys, 0.0, self.samples >= phys.cfg.tuner.warmup_samples)
+    }
+
+    /// (break, recovery): learned when `warm`, else the static points.
+    fn points_when(&self, phys: &Physics, min_sd: f64, warm: bool) -> (f64, f64) {
         let t = &phys.cfg.tuner;
-        if !t.enabled || self.samples <= t.warmup_samples {
+        if !t.enabled || !warm {
             return phys.static_points();
         }
         let brk = (self.mean + t.k * self.var.sqrt().max(min_sd)).clamp(t.floor, t.ceiling);
