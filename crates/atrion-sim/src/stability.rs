@@ -66,7 +66,7 @@ impl StabilityConfig {
     /// ticks of 100 ms with latency 0, saturation 0 and an error "rate" of
     /// `50 + 0.05 sin(2 pi t / 0.3)`, base 10, mu 10, P_crit 0.5, break at 100 x base, and
     /// the reference mapper's SLO (latency baseline 50 ms, criticality 5/10/5) and bootstrap
-    /// (its `bootstrapTicks = 5` runs physics from the 5th tick: 4 bootstrap updates).
+    /// (its `bootstrapTicks = 5`: the 5th tick ends bootstrap and runs the physics).
     pub fn reference() -> Self {
         let mut physics = toml::Table::new();
         let table = |pairs: &[(&str, toml::Value)]| {
@@ -77,7 +77,7 @@ impl StabilityConfig {
         physics.insert("critical_pressure".into(), 0.5.into());
         physics.insert("static_break".into(), 1000.0.into());
         physics.insert("static_recovery".into(), 500.0.into());
-        physics.insert("bootstrap_updates".into(), 4.into());
+        physics.insert("bootstrap_updates".into(), 5.into());
         physics.insert(
             "baseline".into(),
             table(&[("latency", 50.0.into()), ("error", 0.01.into()), ("saturation", 0.5.into())]),
