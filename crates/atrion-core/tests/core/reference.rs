@@ -306,3 +306,48 @@ fn one_tuner_is_shared_by_all_routes() {
     assert_eq!(e.throttle("a"), Some(0.0), "the reference model has no throttle");
     assert_eq!(e.throttle("unknown"), None);
 }
+
+/// The original's own figures: `original-trace.csv` was recorded from the original
+/// (TypeScript, at 2fccefa) by bindings/node/scripts/original-trace.mjs: four engines fed
+/// 400 pseudo-random reports each (one to three routes; calm, overloaded, fast and
+/// flapping phases; gaps of 0 to 300 ms), with, after each report, the route's mode,
+/// resistance, scar and momentum and the shared tuner's statistics. The same reports at
+/// the same times give the same modes and tuner counts, and the same figures to 1e-9.
+#[test]
+fn replays_the_originals_trace() {
+    let mut engines: Vec<(String, Engine)> = Vec::new();
+    let (mut trips, mut warm) = (0, false);
+    for (i, line) in include_str!("original-trace.csv").lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let num = |j: usize| f[j].parse::<f64>().unwrap_or_else(|_| panic!("line {}: column {j}", i + 1));
+        if engines.last().is_none_or(|(trace, _)| trace != f[0]) {
+            engines.push((f[0].to_owned(), engine(Model::Reference)));
+        }
+        let e = &engines.last().unwrap().1;
+        let route = f[2];
+        let before = e.status(route).ok().map(|s| s.mode);
+        let s = e.report(route, Telemetry::new(num(3), num(4), num(5)).unwrap(), ms(f[1].parse().unwrap()));
+        let mode = match f[6] {
+            "bootstrap" => Mode::Bootstrap,
+            "operational" => Mode::Operational,
+            _ => Mode::Open,
+        };
+        let t = e.shared_tuner();
+        let at = format!("line {}: {line}", i + 1);
+        assert_eq!(s.mode, mode, "{at}");
+        assert_eq!(t.samples, f[10].parse::<u32>().unwrap(), "{at}");
+        for (ours, theirs) in [
+            (s.resistance, num(7)),
+            (s.scar, num(8)),
+            (e.snapshot(route).unwrap().momentum, num(9)),
+            (t.mean, num(11)),
+            (t.sd, num(12)),
+        ] {
+            assert!((ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0), "{at}: {ours} vs {theirs}");
+        }
+        trips += usize::from(before == Some(Mode::Operational) && mode == Mode::Open);
+        warm |= t.samples >= 50;
+    }
+    assert_eq!(engines.len(), 4);
+    assert!(trips >= 4 && warm, "the trace trips routes ({trips}) and warms the tuner");
+}
