@@ -628,7 +628,13 @@ impl NativeAtrion {
             }
             (Model::Default, None) => return None,
         };
-        Some(NativeTuner { mean, std_dev: sd, sample_count: samples, is_warmed_up: samples > t.warmup_samples })
+        // The reference tuner is warm at `warmup_samples` samples, the default's after them
+        // (docs/DESIGN.md §7.1).
+        let is_warmed_up = match self.model {
+            Model::Reference => samples >= t.warmup_samples,
+            Model::Default => samples > t.warmup_samples,
+        };
+        Some(NativeTuner { mean, std_dev: sd, sample_count: samples, is_warmed_up })
     }
 
     /// Forgets what a route learned: it starts again as new. Unknown routes are left alone.

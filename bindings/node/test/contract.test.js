@@ -136,6 +136,15 @@ describe('the reference model is the original', () => {
     // Two operational updates per route (the 11th and 12th): four samples in one tuner.
     assert.equal(a.getTunerStats().sampleCount, 4)
   })
+
+  test('the tuner is warm at 50 samples, as the original', async () => {
+    const a = new Atrion({ model: 'reference' })
+    // The update that ends bootstrap (the 10th) teaches nothing; each later one a sample.
+    for (let i = 0; i < 59; i++) a.route('r', { latencyMs: 10 })
+    assert.deepEqual([a.getTunerStats().sampleCount, a.getTunerStats().isWarmedUp], [49, false])
+    a.route('r', { latencyMs: 10 })
+    assert.deepEqual([a.getTunerStats().sampleCount, a.getTunerStats().isWarmedUp], [50, true])
+  })
 })
 
 describe('providers', () => {
