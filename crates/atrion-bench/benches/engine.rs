@@ -6,9 +6,10 @@
 //! - two threads on distinct routes against one thread (scaling), and on one hot route
 //!   (contention);
 //! - the silent observer against an empty dynamic composite (what observation costs);
-//! - the facade: `Atrion::decide` (the clock read included) and an admitted request through
-//!   `Atrion::enter` and its guard's report on drop, and an admitted request through the
-//!   tower layer beside the same service bare;
+//! - the facade: `Atrion::decide` (the clock read included) beside the engine's `decide` and
+//!   the facade on the standard library's clock, the clocks' reads alone, an admitted
+//!   request through `Atrion::enter` and its guard's report on drop, and an admitted request
+//!   through the tower layer beside the same service bare;
 //! - `report`'s floor: the resistance formula alone on the same inputs (`formula_floor`);
 //! - decide + report per call with the clock moving 1 ms a call, on 1 and 10,000 routes: the
 //!   workload the original TypeScript implementation's `route()` is measured on.
@@ -25,7 +26,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use atrion::layer::AtrionLayer;
-use atrion::{CompositeObserver, Engine, EngineLimits, PhysicsConfig, PhysicsObserver, Priority, Telemetry, Timestamp};
+use atrion::{
+    Clock, CompositeObserver, Engine, EngineClock, EngineLimits, PhysicsConfig, PhysicsObserver, Priority, SystemClock,
+    Telemetry, Timestamp,
+};
 use axum::body::HttpBody;
 use axum::http::{Request, Response, Uri};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -300,7 +304,9 @@ fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
-/// The facade a service uses: its own clock read (the system clock), the guard's report.
+/// The facade a service uses: its own clock read (the default counter clock), the guard's
+/// report; beside the engine's `decide` on the bench's counter (what the facade adds), the
+/// facade on the standard library's clock, and the clocks' reads alone.
 fn facade(c: &mut Criterion) {
     let mut g = c.benchmark_group("facade");
     g.throughput(Throughput::Elements(1));
@@ -308,9 +314,27 @@ fn facade(c: &mut Criterion) {
     for _ in 0..1_000 {
         drop(atrion.enter("GET /checkout", Priority::Normal));
     }
+    let e = engine();
+    warm(&e, "GET /checkout");
+    let ticks = Ticks::new();
+    g.bench_function("engine/decide", |b| {
+        b.iter(|| black_box(e.decide(black_box("GET /checkout"), ticks.now(), Priority::Normal)))
+    });
     g.bench_function("atrion/decide", |b| {
         b.iter(|| black_box(atrion.decide(black_box("GET /checkout"), Priority::Normal)))
     });
+    let system = atrion::Atrion::builder().clock(SystemClock::new()).build().unwrap();
+    for _ in 0..1_000 {
+        drop(system.enter("GET /checkout", Priority::Normal));
+    }
+    g.bench_function("atrion_system_clock/decide", |b| {
+        b.iter(|| black_box(system.decide(black_box("GET /checkout"), Priority::Normal)))
+    });
+    let shared: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    g.bench_function("clock/system_dyn_now", |b| b.iter(|| black_box(black_box(&shared).now())));
+    g.bench_function("clock/system_now", |b| b.iter(|| black_box(system.now())));
+    g.bench_function("clock/counter_now", |b| b.iter(|| black_box(atrion.now())));
+    g.bench_function("clock/bench_ticks", |b| b.iter(|| black_box(ticks.now())));
     g.bench_function("atrion/enter_and_report", |b| {
         b.iter(|| drop(black_box(atrion.enter(black_box("GET /checkout"), Priority::Normal))))
     });

@@ -30,7 +30,8 @@
 //! is `atrion-sync`; the policy layer's keys are `atrion-policy`'s. Each layer builds its keys
 //! on the namespace's one key format ([`family_prefix`]: `{namespace}/{family}/…`, the
 //! namespace checked by [`check_namespace`], [`DEFAULT_NAMESPACE`] when none is set), and
-//! every layer takes its time from one [`Clock`] ([`SystemClock`] or [`TokioClock`]).
+//! every layer takes its time from one [`Clock`] ([`SystemClock`], [`CounterClock`] or
+//! [`TokioClock`]).
 //!
 //! ## Features
 //! - `testing`: the `conformance` module, the `conformance_tests!` macro and
@@ -52,7 +53,7 @@ mod store;
 pub mod conformance;
 
 pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck};
-pub use clock::{Clock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
+pub use clock::{Clock, CounterClock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use hash::fnv1a;
 pub use memory::InMemoryStore;

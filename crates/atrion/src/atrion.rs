@@ -8,9 +8,10 @@ use atrion_core::{
     PhysicsConfig, PhysicsObserver, Priority, ProfileConfig, RouteHandle, RouteStatus, SilentObserver, Telemetry,
     TelemetryError, Timestamp,
 };
-use atrion_state::{Clock, InMemoryStore, StateStore, StoreError, SystemClock};
-use atrion_sync::{ClusterKeys, Contribution, EngineClock, NodeInfo, StateManager, SyncConfig, SyncStats};
+use atrion_state::{Clock, CounterClock, InMemoryStore, StateStore, StoreError};
+use atrion_sync::{ClusterKeys, Contribution, NodeInfo, StateManager, SyncConfig, SyncStats};
 
+use crate::now::Now;
 use crate::task::{Lease, Sweeper, TaskError};
 
 /// What can go wrong building or connecting an [`Atrion`].
@@ -44,7 +45,7 @@ pub struct AtrionBuilder<O = SilentObserver> {
     sync: SyncConfig,
     observer: O,
     routes: Vec<(String, PhysicsConfig)>,
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<(Arc<dyn Clock>, Now)>,
 }
 
 impl Default for AtrionBuilder<SilentObserver> {
@@ -137,11 +138,15 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
     }
 
     /// The clock of decisions, of the guard's and the layers' latencies, and of the cluster
-    /// sync (one clock for all of them). Default: [`SystemClock`]. Tests pass a
-    /// [`atrion_state::TokioClock`] to run on tokio's paused time. The default in-memory
-    /// store keeps its TTLs on it too.
+    /// sync (one clock for all of them). Default: a [`CounterClock`] (the system's time,
+    /// its monotonic part read from the processor's counter in a few nanoseconds). Tests
+    /// pass a [`atrion_state::TokioClock`] to run on tokio's paused time. The default
+    /// in-memory store keeps its TTLs on it too.
+    ///
+    /// A [`CounterClock`] or an [`atrion_state::SystemClock`] is read directly on the
+    /// decision path; any other clock through the [`Clock`] trait (a virtual call).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
+        self.clock = Some(Now::of(clock));
         self
     }
 
@@ -163,11 +168,12 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
         for (pattern, config) in self.routes {
             engine.set_route_config(&pattern, Some(config))?;
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let (clock, now) = self.clock.unwrap_or_else(|| Now::of(CounterClock::new()));
         Ok(Atrion {
             engine,
             store: self.store.unwrap_or_else(|| Arc::new(InMemoryStore::with_clock(clock.clone()))),
             clock,
+            now,
             sync: self.sync,
             manager: tokio::sync::Mutex::new(None),
             sweeper: std::sync::Mutex::new(None),
@@ -196,6 +202,8 @@ impl<O: PhysicsObserver + 'static> AtrionBuilder<O> {
 pub struct Atrion<O: PhysicsObserver + 'static = SilentObserver> {
     engine: Arc<Engine<O>>,
     clock: Arc<dyn Clock>,
+    /// `clock`, read without the virtual call when it is a known one.
+    now: Now,
     store: Arc<dyn StateStore>,
     sync: SyncConfig,
     manager: tokio::sync::Mutex<Option<StateManager<O>>>,
@@ -222,7 +230,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// Admit or shed a request on `route` now.
     #[inline]
     pub fn decide(&self, route: &str, priority: Priority) -> Decision {
-        self.engine.decide(route, self.clock.now(), priority)
+        self.engine.decide(route, self.now.now(), priority)
     }
 
     /// Reports how a request on `route` went. `saturation` defaults to the neutral baseline.
@@ -234,7 +242,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         saturation: Option<f64>,
     ) -> Result<RouteStatus, TelemetryError> {
         let t = self.telemetry(latency, ok, saturation)?;
-        Ok(self.engine.report(route, t, self.clock.now()))
+        Ok(self.engine.report(route, t, self.now.now()))
     }
 
     /// The telemetry of one request: its latency, its outcome, and `saturation` (the
@@ -255,7 +263,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     ///
     /// Allocates nothing: the guard holds the route's handle, not a copy of its name.
     pub fn enter(&self, route: &str, priority: Priority) -> Result<Guard<'_, O>, Decision> {
-        let now = self.clock.now();
+        let now = self.now.now();
         let handle = self.engine.handle(route, now);
         let decision = handle.decide(now, priority);
         if !decision.is_admitted() {
@@ -281,7 +289,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         }
         let mut sweeper = self.sweeper.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if sweeper.is_none() {
-            *sweeper = Some(Sweeper::start(self.engine.clone(), self.clock.clone()));
+            *sweeper = Some(Sweeper::start(self.engine.clone(), self.now.clone()));
         }
         Ok(())
     }
@@ -310,10 +318,10 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// ([`LeaseOptions::abort`]): without one, [`atrion_core::LeaseError::AbortRequired`].
     /// The module [`crate::task`] says when expiry is noticed.
     pub fn start_task(&self, route: &str, options: LeaseOptions) -> Result<Lease<O>, TaskError> {
-        match self.engine.start_lease(route, self.clock.now(), options)? {
+        match self.engine.start_lease(route, self.now.now(), options)? {
             LeaseStart::Granted(grant) => {
                 self.wake_task_sweeper();
-                Ok(Lease::new(self.engine.clone(), self.clock.clone(), grant, route))
+                Ok(Lease::new(self.engine.clone(), self.now.clone(), grant, route))
             }
             LeaseStart::Shed(decision) => Err(TaskError::Shed(decision)),
         }
@@ -323,7 +331,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// known capacity, `active_tasks / capacity` is the route's saturation, which leases
     /// report when their profile sets [`ProfileConfig::capacity`].
     pub fn active_tasks(&self, route: &str) -> u32 {
-        self.engine.sweep_leases(self.clock.now());
+        self.engine.sweep_leases(self.now.now());
         self.engine.active_leases(route)
     }
 
@@ -340,7 +348,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// Aborts every overdue lease now (each reported as a failure, its abort fired) and
     /// returns how many: for a process without [`Atrion::connect`]'s sweeper.
     pub fn sweep_tasks(&self) -> usize {
-        self.engine.sweep_leases(self.clock.now())
+        self.engine.sweep_leases(self.now.now())
     }
 
     /// Sets the workload profile of the routes `pattern` matches (an exact id or a glob):
@@ -404,9 +412,10 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         &self.clock
     }
 
-    /// Now, on [`Atrion::clock`].
+    /// Now, on [`Atrion::clock`] (`atrion_sync::EngineClock::now`).
+    #[inline]
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.now.now()
     }
 
     /// Reports a request that started at `started` (on [`Atrion::now`]) and ends now.
@@ -425,7 +434,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
     /// reports later, across `.await`s: what the tower layers hold between a request's
     /// decision and its report. Allocates nothing on a known route.
     pub fn route_handle(&self, route: &str) -> OwnedRouteHandle<O> {
-        self.route_handle_at(route, self.clock.now())
+        self.route_handle_at(route, self.now.now())
     }
 
     /// As [`Atrion::route_handle`], with now already read from [`Atrion::clock`].
@@ -452,7 +461,7 @@ impl<O: PhysicsObserver + 'static> Atrion<O> {
         ok: bool,
         saturation: Option<f64>,
     ) -> Result<(Telemetry, Timestamp), TelemetryError> {
-        let now = self.clock.now();
+        let now = self.now.now();
         Ok((self.telemetry(now.saturating_since(started), ok, saturation)?, now))
     }
 }
@@ -482,7 +491,7 @@ impl<O: PhysicsObserver + 'static> Drop for Guard<'_, O> {
     fn drop(&mut self) {
         let failed = self.failed || std::thread::panicking();
         // An out-of-range saturation falls back to neutral rather than losing the sample.
-        let now = self.atrion.clock.now();
+        let now = self.atrion.now.now();
         let latency = now.saturating_since(self.started);
         let t = self
             .atrion

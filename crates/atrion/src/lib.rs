@@ -12,7 +12,7 @@
 //! - [`AtrionLayer`] (feature `tower`): a tower layer for HTTP services that answers
 //!   `503` with `Retry-After` when a route sheds.
 //! - Everything of `atrion-core` is re-exported: [`Engine`], [`PhysicsConfig`], [`Decision`],
-//!   observers; plus [`SystemClock`] and [`ConsoleObserver`], which touch the OS.
+//!   observers; plus [`SystemClock`], [`CounterClock`] and [`ConsoleObserver`], which touch the OS.
 //!
 //! ```
 //! use atrion::{Atrion, Priority};
@@ -46,6 +46,7 @@ mod config;
 pub mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod now;
 pub mod task;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
@@ -61,9 +62,9 @@ pub mod state {
     pub use atrion_sync::*;
 }
 
-/// The process's clock (the one implementation on the standard library's time), and engine
-/// time from any clock.
-pub use atrion_state::{Clock, SystemClock};
+/// The process's clocks (the standard library's time, and the same with its monotonic part
+/// read from the processor's counter: the facade's default), and engine time from any clock.
+pub use atrion_state::{Clock, CounterClock, SystemClock};
 pub use atrion_sync::EngineClock;
 
 /// The embedded file store (feature `file`).

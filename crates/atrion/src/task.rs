@@ -29,9 +29,9 @@ use atrion_core::{
     AbortHandle, AbortReason, Decision, Engine, LeaseDeadlines, LeaseError, LeaseGrant, LeaseId, LeaseOutcome,
     PhysicsObserver, SilentObserver, Timestamp,
 };
-use atrion_state::Clock;
-use atrion_sync::EngineClock;
 use tokio::sync::Notify;
+
+use crate::now::Now;
 
 /// Why [`Atrion::start_task`](crate::Atrion::start_task) gave no lease.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -68,14 +68,14 @@ pub enum TaskError {
 /// ```
 pub struct Lease<O: PhysicsObserver + 'static = SilentObserver> {
     engine: Arc<Engine<O>>,
-    clock: Arc<dyn Clock>,
+    clock: Now,
     grant: LeaseGrant,
     route: Box<str>,
     live: bool,
 }
 
 impl<O: PhysicsObserver + 'static> Lease<O> {
-    pub(crate) fn new(engine: Arc<Engine<O>>, clock: Arc<dyn Clock>, grant: LeaseGrant, route: &str) -> Self {
+    pub(crate) fn new(engine: Arc<Engine<O>>, clock: Now, grant: LeaseGrant, route: &str) -> Self {
         Lease { engine, clock, grant, route: route.into(), live: true }
     }
 
@@ -195,7 +195,7 @@ const SWEEP_IDLE: Duration = Duration::from_secs(1);
 
 impl Sweeper {
     /// Starts it on the current runtime.
-    pub(crate) fn start<O: PhysicsObserver + 'static>(engine: Arc<Engine<O>>, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn start<O: PhysicsObserver + 'static>(engine: Arc<Engine<O>>, clock: Now) -> Self {
         let (stop, wake) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (s, w) = (stop.clone(), wake.clone());
         let task = tokio::spawn(async move {
