@@ -7,7 +7,8 @@
 //!   (contention);
 //! - the silent observer against an empty dynamic composite (what observation costs);
 //! - the facade: `Atrion::decide` (the clock read included) beside the engine's `decide` and
-//!   the facade on the standard library's clock, the clocks' reads alone, an admitted
+//!   the facade on the standard library's clock (read directly, and through the `Clock`
+//!   trait as before the facade knew its clocks), the clocks' reads alone, an admitted
 //!   request through `Atrion::enter` and its guard's report on drop, and an admitted request
 //!   through the tower layer beside the same service bare;
 //! - `report`'s floor: the resistance formula alone on the same inputs (`formula_floor`);
@@ -330,6 +331,15 @@ fn facade(c: &mut Criterion) {
     g.bench_function("atrion_system_clock/decide", |b| {
         b.iter(|| black_box(system.decide(black_box("GET /checkout"), Priority::Normal)))
     });
+    // The system's clock behind a type the facade does not know: read through the trait, as
+    // every clock was before the facade read known ones directly.
+    let opaque = atrion::Atrion::builder().clock(Opaque(SystemClock::new())).build().unwrap();
+    for _ in 0..1_000 {
+        drop(opaque.enter("GET /checkout", Priority::Normal));
+    }
+    g.bench_function("atrion_dyn_system_clock/decide", |b| {
+        b.iter(|| black_box(opaque.decide(black_box("GET /checkout"), Priority::Normal)))
+    });
     let shared: Arc<dyn Clock> = Arc::new(SystemClock::new());
     g.bench_function("clock/system_dyn_now", |b| b.iter(|| black_box(black_box(&shared).now())));
     g.bench_function("clock/system_now", |b| b.iter(|| black_box(system.now())));
@@ -346,6 +356,18 @@ fn facade(c: &mut Criterion) {
     g.bench_function("atrion/layer_request", |b| b.iter(|| black_box(request(&mut layered))));
     g.bench_function("bare/service_request", |b| b.iter(|| black_box(request(&mut bare))));
     g.finish();
+}
+
+/// A clock the facade does not know, so that it reads it through the [`Clock`] trait.
+struct Opaque(SystemClock);
+
+impl Clock for Opaque {
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+    fn wall_ms(&self) -> u64 {
+        self.0.wall_ms()
+    }
 }
 
 /// One `GET /checkout` through `service`, polled to its end (the services answer at once),
