@@ -65,7 +65,7 @@ mod table;
 use handle::Target;
 pub use handle::{OwnedRouteHandle, RouteHandle};
 pub use hold::Hold;
-use pending::Pending;
+use pending::{Pending, Taken};
 pub use policy::RoutePolicy;
 use policy::{Override, Overrides};
 use route::{PhysicsSet, Route, RouteCell, load_f, secs_since, store_f};

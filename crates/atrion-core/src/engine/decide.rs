@@ -121,7 +121,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// route's pending sums without its lock, and runs the physics step if one is due and no
     /// one else is running it (docs/DESIGN.md §7.2, "Coalesced steps"); the status returned
     /// is the route's published one, which may not include the sample yet. Otherwise (the
-    /// reference model, bootstrap, open, half-open, a skewed timestamp) the sample is one
+    /// reference model, bootstrap, open, half-open) the sample is one
     /// update under the route's lock, after the samples pending.
     #[inline(never)]
     pub(super) fn report_route(&self, route: &Route, telemetry: Telemetry, now: Timestamp) -> RouteStatus {
@@ -129,11 +129,11 @@ impl<O: PhysicsObserver> Engine<O> {
         cell.touch(now);
         let phys = cell.phys();
         let v = &cell.view;
-        if phys.cfg.model == Model::Default
-            && Mode::from_u8(v.mode.load(Acquire)) == Mode::Operational
-            && now.as_nanos() >= v.at.load(Relaxed)
-        {
-            cell.pending.add(telemetry.channels());
+        if phys.cfg.model == Model::Default && Mode::from_u8(v.mode.load(Acquire)) == Mode::Operational {
+            // A sample stamped before the last step (a late report, another thread's clock a
+            // little behind) joins the window all the same: the clock-skew rule, no time
+            // passes for it.
+            cell.pending.add(telemetry.channels(), now.as_nanos() < v.at.load(Relaxed));
             if !v.pending.load(Relaxed) {
                 v.pending.store(true, Relaxed);
             }
@@ -172,7 +172,8 @@ impl<O: PhysicsObserver> Engine<O> {
     pub(super) fn fold(&self, route: &Route, kept: &mut Kept, now: Timestamp) {
         let cell = route.cell();
         cell.view.pending.store(false, Relaxed);
-        let window = cell.pending.take();
+        let Taken { window, skewed } = cell.pending.take();
+        kept.skews = kept.skews.saturating_add(skewed);
         if window.n > 0 {
             self.update(route, kept, Input::Window(window), now);
         }

@@ -26,6 +26,9 @@ pub(super) struct Sums {
     /// times the adding thread changed since the last step: the test for contention.
     writer: AtomicU16,
     switches: AtomicU16,
+    /// Samples stamped earlier than the route's last step (the clock-skew rule: counted,
+    /// folded with the window, no time passes for them).
+    skewed: AtomicU32,
     latency: AtomicU32,
     error: AtomicU32,
     saturation: AtomicU32,
@@ -50,7 +53,10 @@ impl Sums {
     /// Adds one sample. The count goes last, with release: a step that counts the sample
     /// sees its values.
     #[inline]
-    fn add(&self, raw: [f64; 3]) {
+    fn add(&self, raw: [f64; 3], skewed: bool) {
+        if skewed {
+            self.skewed.fetch_add(1, Relaxed);
+        }
         add_f(&self.latency, raw[0]);
         add_f(&self.error, raw[1]);
         add_f(&self.saturation, raw[2]);
@@ -60,10 +66,10 @@ impl Sums {
     /// Takes everything out: the count first (acquire), so that the values of every sample
     /// counted are in the sums taken. A sample being added meanwhile may leave its values
     /// here and its count for the next step, or the other way round; nothing is lost.
-    fn take(&self) -> Window {
+    fn take(&self) -> Taken {
         let n = self.count.swap(0, Acquire);
         let sum = [&self.latency, &self.error, &self.saturation].map(|a| f64::from(f32::from_bits(a.swap(0, Relaxed))));
-        Window { n, sum }
+        Taken { window: Window { n, sum }, skewed: self.skewed.swap(0, Relaxed) }
     }
 
     /// Puts values without a count back (their samples' counts come in the next window).
@@ -72,6 +78,14 @@ impl Sums {
         add_f(&self.error, sum[1]);
         add_f(&self.saturation, sum[2]);
     }
+}
+
+/// What a step takes out of the sums: the window, and how many of its samples were stamped
+/// earlier than the route's last step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Taken {
+    pub(super) window: Window,
+    pub(super) skewed: u32,
 }
 
 /// A lane of the striped sums: a cache line of its own.
@@ -103,14 +117,15 @@ impl Pending {
     /// Adds one sample: to the route's sums, or to this thread's lane once the route is
     /// contended. Never blocks; a compare-and-swap retries only against another thread on
     /// the same cache line.
+    /// `skewed`: the sample is stamped earlier than the route's last step.
     #[inline]
-    pub(super) fn add(&self, raw: [f64; 3]) {
+    pub(super) fn add(&self, raw: [f64; 3], skewed: bool) {
         let lane = LANE.try_with(|l| *l).unwrap_or(0);
         let lanes = self.lanes.load(Acquire);
         if !lanes.is_null() {
             // SAFETY: once published, the lanes live as long as `self` (freed in `Drop`).
             let lanes = unsafe { &(*lanes).0 };
-            lanes[lane & (lanes.len() - 1)].0.add(raw);
+            lanes[lane & (lanes.len() - 1)].0.add(raw, skewed);
             return;
         }
         let me = (lane as u16).wrapping_add(1).max(1);
@@ -118,14 +133,14 @@ impl Pending {
             self.sums.writer.store(me, Relaxed);
             self.sums.switches.fetch_add(1, Relaxed);
         }
-        self.sums.add(raw);
+        self.sums.add(raw, skewed);
     }
 
     /// Takes every sample added so far (under the route's lock: one taker at a time), and
     /// sets up the lanes when the window showed contention. Values whose counts are not in
     /// yet go back for the next step.
-    pub(super) fn take(&self) -> Window {
-        let mut w = self.sums.take();
+    pub(super) fn take(&self) -> Taken {
+        let Taken { window: mut w, mut skewed } = self.sums.take();
         let lanes = self.lanes.load(Acquire);
         if lanes.is_null() {
             if self.sums.switches.swap(0, Relaxed) >= CONTENDED {
@@ -134,8 +149,9 @@ impl Pending {
         } else {
             // SAFETY: as in `add`.
             for lane in unsafe { (*lanes).0.iter() } {
-                let l = lane.0.take();
+                let Taken { window: l, skewed: k } = lane.0.take();
                 w.n = w.n.saturating_add(l.n);
+                skewed = skewed.saturating_add(k);
                 for (s, v) in w.sum.iter_mut().zip(l.sum) {
                     *s += v;
                 }
@@ -145,7 +161,7 @@ impl Pending {
             self.sums.put_back(w.sum);
             w.sum = [0.0; 3];
         }
-        w
+        Taken { window: w, skewed }
     }
 
     /// Allocates and publishes the lanes (once per route, by the step: under the lock).
@@ -174,12 +190,13 @@ mod tests {
     #[test]
     fn a_window_sums_what_was_added_and_empties() {
         let p = Pending::default();
-        p.add([10.0, 0.0, 0.5]);
-        p.add([30.0, 1.0, 0.25]);
-        let w = p.take();
-        assert_eq!(w.n, 2);
-        assert_eq!(w.sum, [40.0, 1.0, 0.75]);
-        assert_eq!(p.take(), Window { n: 0, sum: [0.0; 3] });
+        p.add([10.0, 0.0, 0.5], false);
+        p.add([30.0, 1.0, 0.25], true);
+        let t = p.take();
+        assert_eq!(t.window.n, 2);
+        assert_eq!(t.window.sum, [40.0, 1.0, 0.75]);
+        assert_eq!(t.skewed, 1);
+        assert_eq!(p.take(), Taken { window: Window { n: 0, sum: [0.0; 3] }, skewed: 0 });
     }
 
     #[test]
@@ -192,13 +209,13 @@ mod tests {
                 let p = &p;
                 s.spawn(move || {
                     for _ in 0..per {
-                        p.add([1.0, f64::from(t % 2), 0.5]);
+                        p.add([1.0, f64::from(t % 2), 0.5], false);
                     }
                 });
             }
             // Steps while the threads report, as the engine's would.
             for _ in 0..200 {
-                let w = p.take();
+                let w = p.take().window;
                 total.n += w.n;
                 for (a, b) in total.sum.iter_mut().zip(w.sum) {
                     *a += b;
@@ -206,7 +223,7 @@ mod tests {
                 std::thread::yield_now();
             }
         });
-        let w = p.take();
+        let w = p.take().window;
         total.n += w.n;
         for (a, b) in total.sum.iter_mut().zip(w.sum) {
             *a += b;
