@@ -88,13 +88,15 @@ pub(super) struct Taken {
     pub(super) skewed: u32,
 }
 
-/// A lane of the striped sums: a cache line of its own.
+/// A lane of the striped sums: a cache line of its own, and the line beside it (128 bytes:
+/// processors that fetch lines in pairs would otherwise make neighbouring lanes share).
 #[derive(Debug, Default)]
-#[repr(C, align(64))]
+#[repr(C, align(128))]
 struct Lane(Sums);
 
-/// The striped sums of a contended route: one lane per thread, up to the machine's
-/// parallelism (a power of two, at most 64), threads beyond it sharing.
+/// The striped sums of a contended route: twice the machine's parallelism in lanes (a
+/// power of two, from 4 to 64), so that threads handed lane indices in turn rarely share
+/// one while they run; beyond 64 threads they share.
 #[derive(Debug)]
 struct Lanes(Box<[Lane]>);
 
@@ -167,7 +169,7 @@ impl Pending {
     /// Allocates and publishes the lanes (once per route, by the step: under the lock).
     #[cold]
     fn stripe(&self) {
-        let n = std::thread::available_parallelism().map_or(8, |n| n.get()).next_power_of_two().clamp(2, 64);
+        let n = std::thread::available_parallelism().map_or(8, |n| 2 * n.get()).next_power_of_two().clamp(4, 64);
         let lanes = Box::new(Lanes((0..n).map(|_| Lane::default()).collect()));
         self.lanes.store(Box::into_raw(lanes), Release);
     }
