@@ -580,7 +580,7 @@ impl<O: PhysicsObserver> Engine<O> {
             let cell = r.cell();
             let mut kept = cell.lock();
             if model == Model::Default {
-                self.fold(r, &mut kept, Timestamp::from_nanos(cell.view.at.load(Relaxed)));
+                self.fold(r, &mut kept, Timestamp::from_nanos(cell.view.at.load(Relaxed)), false);
             }
             vector(model, &RouteState::new(&mut kept, cell.published()))
         })
@@ -606,7 +606,8 @@ impl<O: PhysicsObserver> Engine<O> {
         let c = &phys.cfg;
         cell.modify(phys, |s| {
             // The samples pending were of the state the snapshot replaces.
-            cell.pending.take();
+            cell.view.pending.store(false, SeqCst);
+            cell.pending.take(false);
             s.reset(phys);
             s.k.mode = v.mode;
             s.resistance = v.resistance.clamp(c.r_base, c.r_max);
@@ -648,7 +649,8 @@ impl<O: PhysicsObserver> Engine<O> {
         let cell = found.cell();
         let phys = cell.phys();
         let ((), before) = cell.modify(phys, |s| {
-            cell.pending.take();
+            cell.view.pending.store(false, SeqCst);
+            cell.pending.take(false);
             s.reset(phys);
             s.last = now;
         });

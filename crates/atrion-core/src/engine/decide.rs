@@ -134,20 +134,20 @@ impl<O: PhysicsObserver> Engine<O> {
             // little behind) joins the window all the same: the clock-skew rule, no time
             // passes for it.
             cell.pending.add(telemetry.channels(), now.as_nanos() < v.at.load(Relaxed));
-            if !v.pending.load(Relaxed) {
+            if !v.pending.load(SeqCst) {
                 v.pending.store(true, Relaxed);
             }
             cell.mark_dirty();
             if cell.step_due(phys, now)
                 && let Some(mut kept) = cell.try_lock()
             {
-                self.fold(route, &mut kept, now);
+                self.fold(route, &mut kept, now, true);
             }
             return cell.status();
         }
         let mut kept = cell.lock();
         if phys.cfg.model == Model::Default {
-            self.fold(route, &mut kept, now);
+            self.fold(route, &mut kept, now, true);
         }
         self.update(route, &mut kept, Input::Sample(telemetry.channels()), now);
         drop(kept);
@@ -156,27 +156,33 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     /// Runs a due physics step if no one else is: what a decision does on a route with
-    /// samples pending.
+    /// samples pending. It never waits (a try-lock) and never allocates (no lanes).
     #[inline]
     pub(super) fn step_if_due(&self, route: &Route, now: Timestamp) {
         let cell = route.cell();
         if cell.step_due(cell.phys(), now)
             && let Some(mut kept) = cell.try_lock()
+            && self.fold(route, &mut kept, now, false)
         {
-            self.fold(route, &mut kept, now);
+            // The state layer collects what changed (a trip found by a decision too).
+            cell.mark_dirty();
         }
     }
 
-    /// Under the route's lock: folds the samples pending into one physics step at `now`
-    /// (nothing when none are).
-    pub(super) fn fold(&self, route: &Route, kept: &mut Kept, now: Timestamp) {
+    /// Under the route's lock: folds the samples pending into one physics step at `now`;
+    /// false when none were pending. `may_stripe`: see [`Pending::take`].
+    pub(super) fn fold(&self, route: &Route, kept: &mut Kept, now: Timestamp, may_stripe: bool) -> bool {
         let cell = route.cell();
-        cell.view.pending.store(false, Relaxed);
-        let Taken { window, skewed } = cell.pending.take();
+        // Cleared before the count is taken (`SeqCst`, see `RouteCell::step_due`): a sample
+        // whose report read the flag still set is in this step.
+        cell.view.pending.store(false, SeqCst);
+        let Taken { window, skewed } = cell.pending.take(may_stripe);
         kept.skews = kept.skews.saturating_add(skewed);
-        if window.n > 0 {
-            self.update(route, kept, Input::Window(window), now);
+        if window.n == 0 {
+            return false;
         }
+        self.update(route, kept, Input::Window(window), now);
+        true
     }
 
     /// Under the route's lock: one physics update, published, and its events.
@@ -184,7 +190,8 @@ impl<O: PhysicsObserver> Engine<O> {
         let cell = route.cell();
         let phys = cell.phys();
         let ((change, update), before_view) = cell.modify_locked(kept, phys, |s| {
-            if s.k.seen && now < s.last {
+            // A window's skewed samples were counted as they came (`Pending`).
+            if matches!(input, Input::Sample(_)) && s.k.seen && now < s.last {
                 s.k.skews = s.k.skews.saturating_add(1);
             }
             let cluster = cell.cluster(phys, now);

@@ -50,8 +50,8 @@ fn add_f(a: &AtomicU32, x: f64) {
 }
 
 impl Sums {
-    /// Adds one sample. The count goes last, with release: a step that counts the sample
-    /// sees its values.
+    /// Adds one sample. The count goes last (release, within `SeqCst`): a step that counts
+    /// the sample sees its values.
     #[inline]
     fn add(&self, raw: [f64; 3], skewed: bool) {
         if skewed {
@@ -60,14 +60,16 @@ impl Sums {
         add_f(&self.latency, raw[0]);
         add_f(&self.error, raw[1]);
         add_f(&self.saturation, raw[2]);
-        self.count.fetch_add(1, Release);
+        // SeqCst: this add and the reporter's read of the view's flag after it, against the
+        // step's clearing of the flag before it takes the count (docs/DESIGN.md §7.2).
+        self.count.fetch_add(1, SeqCst);
     }
 
-    /// Takes everything out: the count first (acquire), so that the values of every sample
+    /// Takes everything out: the count first (acquire, within `SeqCst`), so that the values of every sample
     /// counted are in the sums taken. A sample being added meanwhile may leave its values
     /// here and its count for the next step, or the other way round; nothing is lost.
     fn take(&self) -> Taken {
-        let n = self.count.swap(0, Acquire);
+        let n = self.count.swap(0, SeqCst);
         let sum = [&self.latency, &self.error, &self.saturation].map(|a| f64::from(f32::from_bits(a.swap(0, Relaxed))));
         Taken { window: Window { n, sum }, skewed: self.skewed.swap(0, Relaxed) }
     }
@@ -138,16 +140,18 @@ impl Pending {
         self.sums.add(raw, skewed);
     }
 
-    /// Takes every sample added so far (under the route's lock: one taker at a time), and
-    /// sets up the lanes when the window showed contention. Values whose counts are not in
-    /// yet go back for the next step.
-    pub(super) fn take(&self) -> Taken {
+    /// Takes every sample added so far (under the route's lock: one taker at a time), and,
+    /// if `may_stripe` (a report's step: decisions never allocate), sets up the lanes when
+    /// the window showed contention. Values whose counts are not in yet go back for the next
+    /// step.
+    pub(super) fn take(&self, may_stripe: bool) -> Taken {
         let Taken { window: mut w, mut skewed } = self.sums.take();
         let lanes = self.lanes.load(Acquire);
         if lanes.is_null() {
-            if self.sums.switches.swap(0, Relaxed) >= CONTENDED {
+            if self.sums.switches.load(Relaxed) >= CONTENDED && may_stripe {
                 self.stripe();
             }
+            self.sums.switches.store(0, Relaxed);
         } else {
             // SAFETY: as in `add`.
             for lane in unsafe { (*lanes).0.iter() } {
@@ -194,11 +198,11 @@ mod tests {
         let p = Pending::default();
         p.add([10.0, 0.0, 0.5], false);
         p.add([30.0, 1.0, 0.25], true);
-        let t = p.take();
+        let t = p.take(true);
         assert_eq!(t.window.n, 2);
         assert_eq!(t.window.sum, [40.0, 1.0, 0.75]);
         assert_eq!(t.skewed, 1);
-        assert_eq!(p.take(), Taken { window: Window { n: 0, sum: [0.0; 3] }, skewed: 0 });
+        assert_eq!(p.take(true), Taken { window: Window { n: 0, sum: [0.0; 3] }, skewed: 0 });
     }
 
     #[test]
@@ -217,7 +221,7 @@ mod tests {
             }
             // Steps while the threads report, as the engine's would.
             for _ in 0..200 {
-                let w = p.take().window;
+                let w = p.take(true).window;
                 total.n += w.n;
                 for (a, b) in total.sum.iter_mut().zip(w.sum) {
                     *a += b;
@@ -225,7 +229,7 @@ mod tests {
                 std::thread::yield_now();
             }
         });
-        let w = p.take().window;
+        let w = p.take(true).window;
         total.n += w.n;
         for (a, b) in total.sum.iter_mut().zip(w.sum) {
             *a += b;

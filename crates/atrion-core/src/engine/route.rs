@@ -46,6 +46,12 @@ pub(super) struct View {
     pub(super) keepalive_at: AtomicU64,
 }
 
+/// How far before a route's last step a sample may be stamped and still join the window
+/// (1 s): threads whose clocks trail a little (preemption, a clock read early) do not take
+/// the route's lock; a clock further behind, or a last step stamped in the future, steps
+/// at once with no time passing.
+pub(super) const SKEW_FOLD_NS: u64 = 1_000_000_000;
+
 /// Seconds from `then_ns` to `now` (zero if `then` is later), without building a `Duration`.
 #[inline]
 pub(super) fn secs_since(now: Timestamp, then_ns: u64) -> f64 {
@@ -133,11 +139,22 @@ impl RouteCell {
     }
 
     /// Whether a physics step is due at `now`: samples wait, and `step` has passed since
-    /// the last (default model).
+    /// the last (default model), or `now` is more than [`SKEW_FOLD_NS`] before it (a clock
+    /// far behind, or a route whose last step was stamped far ahead: the step runs with no
+    /// time passing, so that a timestamp from the future cannot stop the physics).
+    ///
+    /// The flag is read with `SeqCst`, as the count is added and the flag cleared: a report
+    /// that finds the flag set while a step clears it has its sample in that step.
     #[inline]
     pub(super) fn step_due(&self, phys: &Physics, now: Timestamp) -> bool {
-        self.view.pending.load(Relaxed)
-            && now.as_nanos().checked_sub(self.view.at.load(Relaxed)).is_some_and(|d| d >= phys.step_ns)
+        if !self.view.pending.load(SeqCst) {
+            return false;
+        }
+        let (now, at) = (now.as_nanos(), self.view.at.load(Relaxed));
+        match now.checked_sub(at) {
+            Some(d) => d >= phys.step_ns,
+            None => at - now > SKEW_FOLD_NS,
+        }
     }
 
     /// Marks the route reported since the state layer last collected it (written only when

@@ -75,10 +75,13 @@ fn excess_of(rel: [f64; 3]) -> [f64; 3] {
 impl RouteState<'_> {
     /// One step of the default model, folding `w`'s samples: one sample at a time while the
     /// route is not operational, a window of them while it is (docs/DESIGN.md §7.2).
+    /// `coalesced`: the window was gathered while the route was operational; if it is open
+    /// or half-open now, its samples judge no scout and no probe.
     pub(super) fn update_default(
         &mut self,
         phys: &Physics,
         w: Window,
+        coalesced: bool,
         now: Timestamp,
         cluster: Option<f64>,
     ) -> Option<Change> {
@@ -182,6 +185,8 @@ impl RouteState<'_> {
             }
             Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.trip(phys, now),
             Mode::Operational => None,
+            // Requests admitted before the trip are no scouts and no probes.
+            Mode::Open | Mode::HalfOpen if coalesced => None,
             // The open interval is over, or a scout is back healthy: a healthy sample once the
             // scout interval has passed since the trip ends the open interval early (requests
             // admitted before the trip do not count).

@@ -217,15 +217,18 @@ impl<'k> RouteState<'k> {
     ) -> Option<Change> {
         match phys.cfg.model {
             Model::Reference => self.update_reference(phys, raw, now, shared, cluster),
-            Model::Default => self.update_default(phys, Window::one(raw), now, cluster),
+            Model::Default => self.update_default(phys, Window::one(raw), false, now, cluster),
         }
     }
 
-    /// Default model: one physics step folding a window of samples (docs/DESIGN.md §7.2).
-    /// The reference model has no windows: it updates once per sample.
+    /// Default model: one physics step folding a window of samples gathered while the route
+    /// was operational (docs/DESIGN.md §7.2). If the route has left operational since (the
+    /// step that tripped it ran while they came), they feed the smoothers and the scar but
+    /// are judged as no scout and no probe: they were admitted before the trip. The
+    /// reference model has no windows: it updates once per sample.
     pub fn step(&mut self, phys: &Physics, window: Window, now: Timestamp, cluster: Option<f64>) -> Option<Change> {
         debug_assert!(phys.cfg.model == Model::Default);
-        self.update_default(phys, window, now, cluster)
+        self.update_default(phys, window, true, now, cluster)
     }
 
     /// Resistance with the cluster's scar blended in: `S = g S_cluster + (1 - g) S_local`.

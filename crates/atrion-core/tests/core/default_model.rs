@@ -627,3 +627,38 @@ fn a_step_longer_than_the_quickest_smoothing_is_refused() {
     cfg.step = Duration::ZERO;
     assert!(Engine::new(cfg).is_ok(), "zero steps on every report");
 }
+
+#[test]
+fn a_report_stamped_in_the_future_does_not_stop_the_physics() {
+    // One report stamped a minute ahead: the route's last step is in the future, and every
+    // report after it is a clock skew (no time passes). The physics still steps on them:
+    // an outage that follows raises resistance at once, as it would per sample.
+    let e = engine(Model::Default);
+    drive(&e, "r", 1_000.0, 0.0, 30.0, |_| healthy());
+    e.report("r", healthy(), secs(90.0));
+    let before = e.status("r").unwrap().resistance;
+    drive(&e, "r", 1_000.0, 30.0, 31.0, |_| outage());
+    let after = e.status("r").unwrap().resistance;
+    assert!(after > before + 1.0, "resistance {before} -> {after}: the skewed reports were not stepped");
+    assert!(e.stats().clock_skews >= 1_000, "{}", e.stats().clock_skews);
+}
+
+#[test]
+fn samples_gathered_before_a_route_opened_are_no_probes() {
+    // Failing samples wait for the next step when the route is opened (here by the state
+    // layer's warm start; under load, by the step that trips it while reports still come).
+    // When the open interval ends, they are folded, but judged as no probe: the route
+    // half-opens and admits a real probe instead of re-tripping on old evidence.
+    let e = Engine::with_observer(PhysicsConfig::default(), EngineLimits::default(), CollectorObserver::new()).unwrap();
+    for k in 0..30_000u64 {
+        e.report("r", healthy(), ms(k));
+    }
+    for k in 0..5u64 {
+        e.report("r", outage(), ms(30_000 + k));
+    }
+    e.resume_open("r", Duration::from_secs(2), ms(30_005)).unwrap();
+    let d = e.decide("r", ms(32_100), Priority::Normal);
+    assert_eq!((d.mode, d.reason), (Mode::HalfOpen, Reason::Probe), "{d:?}");
+    let opened = e.observer().transitions().iter().filter(|(_, _, _, to)| *to == Mode::Open).count();
+    assert_eq!(opened, 1, "no re-trip on the samples from before the interval");
+}
