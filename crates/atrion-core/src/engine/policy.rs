@@ -92,7 +92,8 @@ impl<O: PhysicsObserver> Engine<O> {
             l.find(route).map_or((self.phys.clone(), Hold::Released), |o| (o.phys.clone(), o.hold))
         };
         // Existing routes keep their cell and state and run the new physics from now on:
-        // swapped under the route's lock, so that no report straddles two physics.
+        // swapped under the route's lock, so that no physics step straddles two physics (a
+        // window of samples gathered before the swap is folded with the new one).
         let guard = scc::Guard::new();
         for (route, ()) in self.routes.iter(&guard) {
             let name = route.name();
