@@ -32,7 +32,7 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 
     pub(super) fn decide_default(&self, route: &Route, now: Timestamp, priority: Priority) -> Decision {
-        self.step_if_due(route, now);
+        self.step_if_due(route, now, false);
         let cell = route.cell();
         let c = &cell.phys().cfg;
         let v = &cell.view;
@@ -138,11 +138,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 v.pending.store(true, Relaxed);
             }
             cell.mark_dirty();
-            if cell.step_due(phys, now)
-                && let Some(mut kept) = cell.try_lock()
-            {
-                self.fold(route, &mut kept, now, true);
-            }
+            self.step_if_due(route, now, true);
             return cell.status();
         }
         let mut kept = cell.lock();
@@ -155,14 +151,15 @@ impl<O: PhysicsObserver> Engine<O> {
         cell.status()
     }
 
-    /// Runs a due physics step if no one else is: what a decision does on a route with
-    /// samples pending. It never waits (a try-lock) and never allocates (no lanes).
+    /// Runs a due physics step if no one else is (a try-lock: it never waits), after a
+    /// report or before a decision. `may_stripe`: see [`Pending::take`] (a decision's step
+    /// never allocates).
     #[inline]
-    pub(super) fn step_if_due(&self, route: &Route, now: Timestamp) {
+    pub(super) fn step_if_due(&self, route: &Route, now: Timestamp, may_stripe: bool) {
         let cell = route.cell();
         if cell.step_due(cell.phys(), now)
             && let Some(mut kept) = cell.try_lock()
-            && self.fold(route, &mut kept, now, false)
+            && self.fold(route, &mut kept, now, may_stripe)
         {
             // The state layer collects what changed (a trip found by a decision too).
             cell.mark_dirty();
