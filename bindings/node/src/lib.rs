@@ -164,29 +164,12 @@ fn physics(base: PhysicsConfig, overrides: Option<&str>) -> Result<PhysicsConfig
     let Some(json) = overrides else { return Ok(base) };
     let patch: serde_json::Value = serde_json::from_str(json).map_err(invalid)?;
     let mut merged = serde_json::to_value(&base).map_err(to_napi)?;
-    merge(&mut merged, patch);
+    atrion::merge_json(&mut merged, patch);
     let config: PhysicsConfig = serde_json::from_value(merged).map_err(invalid)?;
     if config.model != model {
         return Err(invalid("physics.model: set the model with the `model` option"));
     }
     Ok(config)
-}
-
-/// Merges `patch` into `base`, objects field by field.
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
 }
 
 /// The index of a mode in [`modes`].

@@ -92,29 +92,12 @@ fn physics(base: PhysicsConfig, overrides: &str) -> PyResult<PhysicsConfig> {
     let model = base.model;
     let patch: serde_json::Value = serde_json::from_str(overrides).map_err(invalid)?;
     let mut merged = serde_json::to_value(&base).map_err(|e| AtrionError::new_err(e.to_string()))?;
-    merge(&mut merged, patch);
+    atrion::merge_json(&mut merged, patch);
     let config: PhysicsConfig = serde_json::from_value(merged).map_err(|e| invalid(format!("config: {e}")))?;
     if config.model != model {
         return Err(invalid("config.model: set the model with the `model` argument"));
     }
     Ok(config)
-}
-
-/// Merges `patch` into `base`, objects field by field.
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (slot, v) => *slot = v,
-    }
 }
 
 /// A `config` argument: a mapping (dumped with `json`) or a JSON string.

@@ -60,7 +60,7 @@ mod vector;
 pub use config::ProfileConfig;
 pub use config::{
     Channels, ConfigError, HalfOpenConfig, Model, NormalConfig, PhysicsConfig, PriorityThresholds, Profile,
-    ThrottleConfig, TunerConfig, serde_secs,
+    ThrottleConfig, TunerConfig, merge_json, serde_secs,
 };
 pub use decision::{Decision, Priority, Reason, UnknownPriority, Verdict, softmax_select};
 pub use engine::{

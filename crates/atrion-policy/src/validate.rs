@@ -3,7 +3,7 @@
 //! stage runs on what the one before let through, every issue is collected with its path,
 //! and any issue rejects the whole change.
 
-use atrion_core::{ConfigError, PhysicsConfig, RoutePattern};
+use atrion_core::{ConfigError, PhysicsConfig, RoutePattern, merge_json};
 use serde_json::{Map, Value};
 
 use crate::model::{Ban, Desired, Lanes, Policy, PolicySet};
@@ -147,9 +147,9 @@ impl Validator {
         if policy.physics.is_none() && !policy.lanes.as_ref().is_some_and(has_thresholds) {
             return Ok(None);
         }
-        let mut merged = self.base_json.clone();
+        let mut merged = Value::Object(self.base_json.clone());
         if let Some(patch) = &policy.physics {
-            merge(&mut merged, patch);
+            merge_json(&mut merged, Value::Object(patch.clone()));
         }
         if let Some(l) = &policy.lanes {
             let lane = Map::from_iter(
@@ -157,9 +157,9 @@ impl Validator {
                     .into_iter()
                     .filter_map(|(k, v)| Some((k.to_owned(), Value::from(v?)))),
             );
-            merge(&mut merged, &Map::from_iter([("priority".to_owned(), Value::Object(lane))]));
+            merge_json(&mut merged, Value::Object(Map::from_iter([("priority".to_owned(), Value::Object(lane))])));
         }
-        let de = Value::Object(merged);
+        let de = merged;
         let cfg: PhysicsConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             vec![Issue { stage: Stage::Schema, path: format!("physics.{path}"), message: e.into_inner().to_string() }]
@@ -392,18 +392,6 @@ fn config_issue(e: &ConfigError) -> Issue {
 
 fn one(stage: Stage, path: &str, message: String) -> Rejected {
     Rejected { issues: vec![Issue { stage, path: path.to_owned(), message }] }
-}
-
-/// Deep merge: objects merge key by key, anything else replaces.
-fn merge(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
-    for (k, v) in patch {
-        match (base.get_mut(k), v) {
-            (Some(Value::Object(b)), Value::Object(p)) => merge(b, p),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 /// The schema stage: the document's shape, each policy and ban on its own, so that every

@@ -269,6 +269,25 @@ impl PhysicsConfig {
     }
 }
 
+/// Merges a JSON `patch` into `base`, objects field by field; anything else replaces. The
+/// one merge of physics overrides over a config serialized to JSON (a policy's `physics`,
+/// the Node and Python packages' `physics` options), before it is read back.
+pub fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +318,15 @@ mod tests {
         let partial: PhysicsConfig = serde_json::from_str(r#"{"r_base": 12.5}"#).unwrap();
         assert_eq!(partial.r_base, 12.5);
         assert_eq!(partial.scar_max, PhysicsConfig::default().scar_max);
+    }
+
+    #[test]
+    fn a_json_patch_merges_objects_field_by_field() {
+        let mut base = serde_json::to_value(PhysicsConfig::default()).unwrap();
+        merge_json(&mut base, serde_json::json!({"scar_rate": 2.0, "tuner": {"k": 4.0}}));
+        let merged: PhysicsConfig = serde_json::from_value(base).unwrap();
+        let mut expected = PhysicsConfig { scar_rate: 2.0, ..PhysicsConfig::default() };
+        expected.tuner.k = 4.0;
+        assert_eq!(merged, expected);
     }
 }
