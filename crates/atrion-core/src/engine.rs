@@ -606,8 +606,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let c = &phys.cfg;
         cell.modify(phys, |s| {
             // The samples pending were of the state the snapshot replaces.
-            cell.view.pending.store(false, SeqCst);
-            cell.pending.take(false);
+            cell.take_pending(false);
             s.reset(phys);
             s.k.mode = v.mode;
             s.resistance = v.resistance.clamp(c.r_base, c.r_max);
@@ -649,8 +648,7 @@ impl<O: PhysicsObserver> Engine<O> {
         let cell = found.cell();
         let phys = cell.phys();
         let ((), before) = cell.modify(phys, |s| {
-            cell.view.pending.store(false, SeqCst);
-            cell.pending.take(false);
+            cell.take_pending(false);
             s.reset(phys);
             s.last = now;
         });

@@ -169,11 +169,7 @@ impl<O: PhysicsObserver> Engine<O> {
     /// Under the route's lock: folds the samples pending into one physics step at `now`;
     /// false when none were pending. `may_stripe`: see [`Pending::take`].
     pub(super) fn fold(&self, route: &Route, kept: &mut Kept, now: Timestamp, may_stripe: bool) -> bool {
-        let cell = route.cell();
-        // Cleared before the count is taken (`SeqCst`, see `RouteCell::step_due`): a sample
-        // whose report read the flag still set is in this step.
-        cell.view.pending.store(false, SeqCst);
-        let Taken { window, skewed } = cell.pending.take(may_stripe);
+        let Taken { window, skewed } = route.cell().take_pending(may_stripe);
         kept.skews = kept.skews.saturating_add(skewed);
         if window.n == 0 {
             return false;

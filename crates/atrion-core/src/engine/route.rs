@@ -157,6 +157,15 @@ impl RouteCell {
         }
     }
 
+    /// Takes the samples pending (under the route's lock): clears the flag first, then
+    /// takes the count (`SeqCst` both, see [`RouteCell::step_due`]), so that a sample whose
+    /// report read the flag still set is in what is taken. `may_stripe`: see
+    /// [`Pending::take`].
+    pub(super) fn take_pending(&self, may_stripe: bool) -> Taken {
+        self.view.pending.store(false, SeqCst);
+        self.pending.take(may_stripe)
+    }
+
     /// Marks the route reported since the state layer last collected it (written only when
     /// it changes, so that reporting threads do not fight over the line).
     #[inline]
