@@ -316,6 +316,16 @@ impl RedisStore {
 
     /// The keys matching `pattern`: `SCAN` on the server, or on every primary of the cluster.
     async fn scan_match(&self, op: Op, pattern: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.scan_by_node(op, pattern).await?.into_iter().flat_map(|(_, keys)| keys).collect())
+    }
+
+    /// As [`RedisStore::scan_match`], the keys grouped by the primary that holds them (`None`:
+    /// the one server).
+    async fn scan_by_node(
+        &self,
+        op: Op,
+        pattern: &str,
+    ) -> Result<Vec<(Option<(String, u16)>, Vec<String>)>, StoreError> {
         let scan_one = async |conn: &mut Conn, route: Option<&(String, u16)>| -> redis::RedisResult<Vec<String>> {
             let mut cursor: u64 = 0;
             let mut keys = Vec::new();
@@ -339,13 +349,35 @@ impl RedisStore {
         };
         let mut conn = self.conn.clone();
         if !self.is_cluster() {
-            return scan_one(&mut conn, None).await.map_err(|e| err(op, None, e));
+            return Ok(vec![(None, scan_one(&mut conn, None).await.map_err(|e| err(op, None, e))?)]);
         }
-        let mut keys = Vec::new();
+        let mut out = Vec::new();
         for node in self.nodes(true).await.map_err(|e| err(op, None, e))? {
-            keys.extend(scan_one(&mut conn, Some(&node)).await.map_err(|e| err(op, None, e))?);
+            let keys = scan_one(&mut conn, Some(&node)).await.map_err(|e| err(op, None, e))?;
+            out.push((Some(node), keys));
         }
-        Ok(keys)
+        Ok(out)
+    }
+
+    /// Runs `cmds` as one pipeline on the primary `node` of the cluster, whatever their
+    /// keys' slots (the commands are separate, so a node answers those of every slot it
+    /// holds). A slot that moved since the scan (a `MOVED` reply) or a failed pipeline runs
+    /// the commands again key by key, routed by their slots ([`RedisStore::run_groups`]).
+    async fn run_on_node(&self, node: &(String, u16), groups: Vec<Vec<Cmd>>) -> redis::RedisResult<Vec<Value>> {
+        let Conn::Cluster(c) = &self.conn else { return self.run_groups(groups).await };
+        let mut pipe = redis::pipe();
+        let mut count = 0;
+        for cmd in groups.iter().flatten() {
+            pipe.add_command(cmd.clone());
+            count += 1;
+        }
+        let at = SingleNodeRoutingInfo::ByAddress { host: node.0.clone(), port: node.1 };
+        match c.clone().route_pipeline(pipe, 0, count, at).await {
+            Ok(replies) if replies.len() == count && !replies.iter().any(|r| matches!(r, Value::ServerError(_))) => {
+                Ok(replies)
+            }
+            _ => self.run_groups(groups).await,
+        }
     }
 
     async fn scan(&self, op: Op) -> Result<Vec<String>, StoreError> {
@@ -515,31 +547,44 @@ impl StateStore for RedisStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let keys = self.scan(Op::Stats).await?;
-        let mut stats = StoreStats::default();
-        for chunk in keys.chunks(500) {
-            // The value's length, and whether the key still lives (one that expired since
-            // SCAN reads as 0 bytes; an empty value does too).
-            let groups = chunk
-                .iter()
-                .map(|k| {
-                    let mut len = redis::cmd("HSTRLEN");
-                    len.arg(k).arg("v");
-                    let mut exists = redis::cmd("EXISTS");
-                    exists.arg(k);
-                    vec![len, exists]
-                })
-                .collect();
-            let replies = self.run_groups(groups).await.map_err(|e| err(Op::Stats, None, e))?;
-            for pair in replies.chunks(2) {
-                let n = |v: &Value| redis::from_redis_value_ref::<u64>(v).unwrap_or(0);
-                if let [len, live] = pair
-                    && n(live) == 1
-                {
-                    stats.keys += 1;
-                    stats.value_bytes += n(len);
+        let pattern = format!("{}*", self.entries_prefix());
+        // One pipeline per primary and chunk (on a cluster, the primaries at once), not one
+        // per key.
+        let per_node = self.scan_by_node(Op::Stats, &pattern).await?.into_iter().map(|(node, keys)| async move {
+            let mut stats = StoreStats::default();
+            for chunk in keys.chunks(500) {
+                // The value's length, and whether the key still lives (one that expired since
+                // SCAN reads as 0 bytes; an empty value does too).
+                let groups = chunk
+                    .iter()
+                    .map(|k| {
+                        let mut len = redis::cmd("HSTRLEN");
+                        len.arg(k).arg("v");
+                        let mut exists = redis::cmd("EXISTS");
+                        exists.arg(k);
+                        vec![len, exists]
+                    })
+                    .collect();
+                let replies = match &node {
+                    Some(node) => self.run_on_node(node, groups).await,
+                    None => self.run_groups(groups).await,
+                };
+                for pair in replies.map_err(|e| err(Op::Stats, None, e))?.chunks(2) {
+                    let n = |v: &Value| redis::from_redis_value_ref::<u64>(v).unwrap_or(0);
+                    if let [len, live] = pair
+                        && n(live) == 1
+                    {
+                        stats.keys += 1;
+                        stats.value_bytes += n(len);
+                    }
                 }
             }
+            Ok::<_, StoreError>(stats)
+        });
+        let mut stats = StoreStats::default();
+        for node in try_join_all(per_node).await? {
+            stats.keys += node.keys;
+            stats.value_bytes += node.value_bytes;
         }
         Ok(stats)
     }
@@ -738,6 +783,41 @@ fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::connect::node_url;
+
+    /// A pipeline sent to a primary that does not hold the keys' slots (a slot moved since
+    /// the scan) gets `MOVED` replies and is run again key by key: the answers are right.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipeline_on_the_wrong_primary_falls_back_to_routing_by_slot() {
+        let Some(cluster) = crate::testing::RedisCluster::start() else { return };
+        let urls = cluster.urls();
+        let mut cfg = RedisConfig::new(urls[0].clone());
+        cfg.nodes = urls[1..].to_vec();
+        let s = RedisStore::connect(&cfg).await.unwrap();
+        let keys: Vec<String> = (0..30).map(|i| format!("moved/{i}")).collect();
+        for k in &keys {
+            s.set(k, Bytes::from_static(b"abc")).await.unwrap();
+        }
+        let primaries = s.nodes(true).await.unwrap();
+        assert_eq!(primaries.len(), 3);
+        let lens = |node: &(String, u16)| {
+            let groups = keys
+                .iter()
+                .map(|k| {
+                    let mut len = redis::cmd("HSTRLEN");
+                    len.arg(s.redis_key(k)).arg("v");
+                    vec![len]
+                })
+                .collect();
+            let s = &s;
+            let node = node.clone();
+            async move { s.run_on_node(&node, groups).await.unwrap() }
+        };
+        for node in &primaries {
+            let replies = lens(node).await;
+            let got: Vec<u64> = replies.iter().map(|v| redis::from_redis_value_ref(v).unwrap()).collect();
+            assert_eq!(got, vec![3; keys.len()], "through {node:?}");
+        }
+    }
 
     #[test]
     fn tags_escape_braces_and_come_back() {

@@ -67,6 +67,13 @@ async fn the_conformance_suite_passes_on_a_redis_cluster() {
     let on: std::collections::HashSet<usize> =
         keys.iter().map(|k| cluster.primary_of(&format!("atrion:e:{{{k}}}"))).collect();
     assert_eq!(on.len(), 3, "keys on all three primaries, all listed: {keys:?}");
+    // `stats` counts every primary's keys (one pipeline per primary and chunk).
+    let before = s.stats().await.unwrap();
+    let items = (0..1_200).map(|i| (format!("stats/{i}"), bytes::Bytes::from_static(b"12345"), None)).collect();
+    s.batch_set(items).await.unwrap();
+    let after = s.stats().await.unwrap();
+    assert_eq!(after.keys - before.keys, 1_200, "{before:?} -> {after:?}");
+    assert_eq!(after.value_bytes - before.value_bytes, 1_200 * 5, "{before:?} -> {after:?}");
     // Told `single`, the store does not route: a command for another primary's slot fails
     // with a clear error rather than a wrong answer.
     let mut single = RedisConfig::new(cluster.urls()[0].clone());
