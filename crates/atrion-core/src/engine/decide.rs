@@ -284,7 +284,7 @@ fn fraction_weight(priority: Priority) -> f64 {
 /// `floor((n + 1) a) > floor(n a)` with `a = 1 - ratio`, which spreads the admitted calls
 /// evenly (one `fetch_add`, no randomness, no lock).
 #[inline]
-fn dither_admits(counter: &AtomicU64, ratio: f64) -> bool {
+fn dither_admits(counter: &AtomicU32, ratio: f64) -> bool {
     let a = (1.0 - ratio).clamp(0.0, 1.0);
     let n = counter.fetch_add(1, Relaxed) as f64;
     ((n + 1.0) * a).floor() > (n * a).floor()

@@ -35,15 +35,34 @@ pub(super) struct View {
     /// wraps after 2^32).
     pub(super) shadowed: AtomicU32,
     // Then open, half-open, keep-alive, throttle sequence and bookkeeping.
-    pub(super) last_seen: AtomicU64,
-    /// Decisions that met the throttle: the deterministic dither counts them.
-    pub(super) throttled: AtomicU64,
+    /// The second the route was last decided or reported on (engine time in whole seconds,
+    /// wrapping after 2^32: compared by [`View::idle_secs`]); idle eviction needs no more.
+    pub(super) last_seen: AtomicU32,
+    /// Decisions that met the throttle: the deterministic dither counts them (wraps after
+    /// 2^32, which only restarts the dither's pattern).
+    pub(super) throttled: AtomicU32,
     pub(super) open_until: AtomicU64,
     pub(super) window_start: AtomicU64,
     pub(super) probes: AtomicU32,
     /// Samples wait in the route's [`Pending`] sums for the next physics step.
     pub(super) pending: AtomicBool,
     pub(super) keepalive_at: AtomicU64,
+}
+
+/// `now` in whole seconds, as [`View::last_seen`] keeps it (wrapping after 2^32 s).
+#[inline]
+pub(super) fn whole_secs(now: Timestamp) -> u32 {
+    (now.as_nanos() / 1_000_000_000) as u32
+}
+
+impl View {
+    /// Whole seconds from the second the route was last seen to `now`'s (zero if the route
+    /// was seen at or after `now`: a clock behind). Wrapping: right for gaps under 68 years.
+    #[inline]
+    pub(super) fn idle_secs(&self, now: Timestamp) -> u32 {
+        let gap = whole_secs(now).wrapping_sub(self.last_seen.load(Relaxed));
+        if gap > i32::MAX as u32 { 0 } else { gap }
+    }
 }
 
 /// How far before a route's last step a sample may be stamped and still join the window
@@ -83,7 +102,7 @@ pub(super) struct RouteCell {
 }
 
 impl RouteCell {
-    /// A new route's cell, published; `last_seen` in nanoseconds.
+    /// A new route's cell, published; `last_seen` in nanoseconds (kept in whole seconds).
     pub(super) fn new(phys: &Arc<Physics>, last_seen: u64) -> Self {
         let kept = Kept::new(phys);
         let cell = RouteCell {
@@ -93,7 +112,7 @@ impl RouteCell {
             pending: Pending::default(),
         };
         cell.publish(&kept, &Published::new(phys), phys);
-        cell.view.last_seen.store(last_seen, Relaxed);
+        cell.view.last_seen.store(whole_secs(Timestamp::from_nanos(last_seen)), Relaxed);
         cell
     }
 
@@ -233,10 +252,10 @@ impl RouteCell {
     }
 
     pub(super) fn touch(&self, now: Timestamp) {
-        // Written at most once a second, so that deciding threads do not fight over it.
-        let seen = self.view.last_seen.load(Relaxed);
-        if now.as_nanos().saturating_sub(seen) > 1_000_000_000 {
-            self.view.last_seen.store(now.as_nanos(), Relaxed);
+        // Written at most once a second (when the second changes), so that deciding threads
+        // do not fight over it.
+        if self.view.idle_secs(now) > 0 {
+            self.view.last_seen.store(whole_secs(now), Relaxed);
         }
     }
 

@@ -77,7 +77,7 @@ impl<O: PhysicsObserver> Engine<O> {
         self.routes.retain_sync(|route, ()| {
             let v = &route.cell().view;
             let policy = overrides.find(route.name());
-            let since = now.as_nanos().saturating_sub(v.last_seen.load(Relaxed));
+            let since = u64::from(v.idle_secs(now)) * 1_000_000_000;
             // A route with live leases is working, however long since its last decision:
             // evicted, its leases would report to a route no longer in the table.
             let keep = operator_held(route, policy)
@@ -104,7 +104,9 @@ impl<O: PhysicsObserver> Engine<O> {
             .iter(&guard)
             .map(|(r, ())| r)
             .filter(|r| !operator_held(r, overrides.find(r.name())))
-            .min_by_key(|r| (self.leases.working(r.name()), !little_value(r), r.cell().view.last_seen.load(Relaxed)))
+            .min_by_key(|r| {
+                (self.leases.working(r.name()), !little_value(r), std::cmp::Reverse(r.cell().view.idle_secs(now)))
+            })
             .cloned();
         drop(guard);
         let Some(victim) = victim else { return false };
