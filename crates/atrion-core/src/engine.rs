@@ -614,10 +614,10 @@ impl<O: PhysicsObserver> Engine<O> {
             // A snapshot comes from elsewhere: every value is brought into the range the physics
             // keeps, so that no later update can overflow from it.
             s.k.momentum = v.momentum.min(c.momentum_max);
-            s.k.pressure = v.pressure.map(|p| p as f32);
             match &mut s.k.memory {
-                crate::physics::Memory::Reference { prev } => *prev = [v.pressure, v.pressure],
+                crate::physics::Memory::Reference { prev, .. } => *prev = [v.pressure, v.pressure],
                 crate::physics::Memory::Default(m) => {
+                    m.pressure = v.pressure.map(|p| p as f32);
                     m.normal = crate::physics::Normal::restored(v.normal_samples, v.normal_mean, v.normal_var);
                     // What was learned counts as learned: the warm-up is not run again.
                     m.born = v.timestamp.saturating_sub(c.normal.warmup);
@@ -625,15 +625,14 @@ impl<O: PhysicsObserver> Engine<O> {
             }
             s.break_point = v.break_point.clamp(c.r_base, c.r_max);
             s.k.recovery = v.recovery.clamp(c.r_base, c.r_max);
-            s.k.tuner = Tuner {
+            s.k.set_tuner(Tuner {
                 samples: v.tuner_samples,
                 weight: v.tuner_weight.min(f64::from(u32::MAX)),
                 mean: v.tuner_mean.min(c.r_max),
                 var: v.tuner_var.min(c.r_max * c.r_max),
-            };
+            });
             s.k.updates = u32::try_from(v.updates).unwrap_or(u32::MAX);
-            s.k.trips = v.trips.min(64.0);
-            s.k.trips_at = v.timestamp;
+            s.k.set_trips(v.trips.min(64.0), v.timestamp);
             s.open_until = v.open_until;
             s.last = v.timestamp;
             s.k.seen = true;
@@ -684,22 +683,22 @@ impl<O: PhysicsObserver> Engine<O> {
 
 /// A route's state as a snapshot.
 fn vector(model: Model, s: &RouteState) -> PhysicsVector {
-    let (k, normal) = (&*s.k, s.k.learned().normal);
+    let (k, normal, tuner) = (&*s.k, s.k.learned().normal, s.k.tuner());
     PhysicsVector {
         model,
         mode: k.mode,
         resistance: s.resistance,
         scar: s.scar,
         momentum: k.momentum,
-        pressure: k.pressure.map(f64::from),
+        pressure: k.pressure(),
         break_point: s.break_point,
         recovery: k.recovery,
-        tuner_samples: k.tuner.samples,
-        tuner_weight: k.tuner.weight,
-        tuner_mean: k.tuner.mean,
-        tuner_var: k.tuner.var,
+        tuner_samples: tuner.samples,
+        tuner_weight: tuner.weight,
+        tuner_mean: tuner.mean,
+        tuner_var: tuner.var,
         updates: u64::from(k.updates),
-        trips: k.trips,
+        trips: k.trips().0,
         open_until: s.open_until,
         timestamp: s.last,
         normal_samples: normal.samples,
@@ -754,10 +753,10 @@ mod tests {
         let size = std::mem::size_of::<View>;
         assert!(size() <= 104, "View: {}", size());
         // What the physics keeps beside what the view publishes.
-        assert!(std::mem::size_of::<Kept>() <= 200, "Kept: {}", std::mem::size_of::<Kept>());
+        assert!(std::mem::size_of::<Kept>() <= 176, "Kept: {}", std::mem::size_of::<Kept>());
         // With its published view and lock, the whole cell (its id follows it in the same
         // allocation; `tests/alloc.rs` counts the whole).
         // The pending sums of coalesced steps are 32 bytes of it (docs/DESIGN.md §7.2).
-        assert!(std::mem::size_of::<RouteCell>() <= 352, "RouteCell: {}", std::mem::size_of::<RouteCell>());
+        assert!(std::mem::size_of::<RouteCell>() <= 328, "RouteCell: {}", std::mem::size_of::<RouteCell>());
     }
 }

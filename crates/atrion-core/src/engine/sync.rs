@@ -63,8 +63,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 s.last = now;
                 s.k.seen = true;
             }
-            s.k.trips = s.k.trips.max(1.0);
-            s.k.trips_at = now;
+            s.k.set_trips(s.k.trips().0.max(1.0), now);
             if left.is_zero() {
                 s.set_mode(Mode::HalfOpen);
                 Mode::HalfOpen

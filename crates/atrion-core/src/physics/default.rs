@@ -145,7 +145,7 @@ impl RouteState<'_> {
         self.scar = (self.scar * heal + trauma).clamp(0.0, c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
-        self.k.pressure = p.map(|x| x as f32);
+        m.pressure = p.map(|x| x as f32);
 
         // Learning the normal: everything while warming up; once warm, only what a healthy
         // route shows, so that neither an overload nor a creeping latency is learned.
@@ -172,8 +172,10 @@ impl RouteState<'_> {
 
         let healthy = positive_norm(p) <= c.critical_pressure;
         if self.k.mode == Mode::Operational && healthy && self.resistance < self.break_point {
-            self.k.tuner.observe_robust(self.resistance, w.n, dt_s, phys);
-            (self.break_point, self.k.recovery) = self.k.tuner.points(phys, c.tuner.min_sd);
+            let mut tuner = self.k.tuner();
+            tuner.observe_robust(self.resistance, w.n, dt_s, phys);
+            (self.break_point, self.k.recovery) = tuner.points(phys, c.tuner.min_sd);
+            self.k.set_tuner(tuner);
         }
 
         match self.k.mode {
@@ -192,7 +194,7 @@ impl RouteState<'_> {
             // admitted before the trip do not count).
             Mode::Open
                 if now >= self.open_until
-                    || (now.saturating_since(self.k.trips_at) >= c.half_open.scout_interval
+                    || (now.saturating_since(self.k.trips().1) >= c.half_open.scout_interval
                         && positive_norm(phys.trauma_default(raw, b_judged)) <= c.critical_pressure) =>
             {
                 let change = self.set_mode(Mode::HalfOpen);
@@ -232,7 +234,8 @@ impl RouteState<'_> {
         self.scar -= healed;
         self.resistance = (self.resistance - healed).max(phys.cfg.r_base);
         if u32::from(self.k.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.k.recovery {
-            self.k.trips *= 0.5;
+            let (trips, at) = self.k.trips();
+            self.k.set_trips(trips * 0.5, at);
             return self.set_mode(Mode::Operational);
         }
         None
@@ -241,10 +244,10 @@ impl RouteState<'_> {
     /// Opens the route for `open_base * factor^(recent trips)`, capped at `open_max`.
     fn trip(&mut self, phys: &Physics, now: Timestamp) -> Option<Change> {
         let h = &phys.cfg.half_open;
-        let age = now.saturating_since(self.k.trips_at).as_secs_f64();
-        let previous = self.k.trips * (-phys.backoff_lambda * age).exp();
-        self.k.trips = (previous + 1.0).min(64.0);
-        self.k.trips_at = now;
+        let (trips, trips_at) = self.k.trips();
+        let age = now.saturating_since(trips_at).as_secs_f64();
+        let previous = trips * (-phys.backoff_lambda * age).exp();
+        self.k.set_trips((previous + 1.0).min(64.0), now);
         let secs = (h.open_base.as_secs_f64() * h.backoff_factor.powf(previous)).min(h.open_max.as_secs_f64());
         let open = std::time::Duration::try_from_secs_f64(secs).unwrap_or(h.open_max).min(h.open_max);
         self.open_until = now.saturating_add(open);

@@ -3,7 +3,7 @@
 //! throttle's ([`Learned`]); from them, the route's latency baseline.
 
 use super::Physics;
-use super::tuner::Tuner;
+use super::tuner::{CompactTuner, Tuner};
 use crate::time::Timestamp;
 
 /// A rate-invariant running mean: the sample-weighted mean of the telemetry seen in the
@@ -86,7 +86,7 @@ impl Normal {
 }
 
 /// What the default model keeps beyond the shared state: telemetry smoothing, the learned
-/// normal and the throttle.
+/// normal, the throttle, its tuner and its trips.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct Learned {
     /// Fast and slow telemetry smoothing (pressure; momentum is their gap).
@@ -114,6 +114,14 @@ pub(crate) struct Learned {
     pub excess_s: f32,
     /// Seconds since the throttle last shed.
     pub idle_s: f32,
+    /// The route's own tuner (the reference model's is shared and kept in `f64`).
+    pub tuner: CompactTuner,
+    /// Decayed count of recent trips, behind the re-trip backoff, and when it was that.
+    pub trips: f32,
+    pub trips_at: Timestamp,
+    /// Only reported (snapshots): no update reads it back, so `f32` loses nothing a
+    /// decision uses.
+    pub pressure: [f32; 3],
 }
 
 impl Learned {

@@ -39,7 +39,6 @@ impl RouteState<'_> {
         if in_bootstrap && self.k.updates < c.bootstrap_updates {
             // No physics during bootstrap: R is fixed and the route cannot trip. The
             // pressure history is kept so that momentum has something to compare with.
-            self.k.pressure = p.map(|x| x as f32);
             self.push_prev(p);
             self.resistance = 1.2 * c.r_base;
             return None;
@@ -49,7 +48,7 @@ impl RouteState<'_> {
         // point shown is what the tuner gives now); every later update does all of it.
         let dt_ms = dt_s * 1e3;
         let two_back = match self.k.memory {
-            Memory::Reference { prev } => prev[1],
+            Memory::Reference { prev, .. } => prev[1],
             Memory::Default(_) => [0.0; 3],
         };
         let delta = [p[0] - two_back[0], p[1] - two_back[1], p[2] - two_back[2]];
@@ -58,19 +57,18 @@ impl RouteState<'_> {
         self.scar = (heal(self.scar, c.scar_decay, dt_s) + trauma).min(c.scar_max);
         let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
-        self.k.pressure = p.map(|x| x as f32);
         self.push_prev(p);
         if in_bootstrap {
-            let tuner = shared.map_or(self.k.tuner, |t| *t);
+            let tuner = shared.map_or(self.k.tuner(), |t| *t);
             (self.break_point, self.k.recovery) = tuner.reference_points(phys);
             return self.set_mode(Mode::Operational);
         }
 
-        let mut own = self.k.tuner;
+        let mut own = self.k.tuner();
         let tuner = shared.unwrap_or(&mut own);
         tuner.learn(self.resistance, phys.ref_alpha);
         (self.break_point, self.k.recovery) = tuner.reference_points(phys);
-        self.k.tuner = *tuner;
+        self.k.set_tuner(*tuner);
 
         match self.k.mode {
             Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.set_mode(Mode::Open),
@@ -84,9 +82,9 @@ impl RouteState<'_> {
         }
     }
 
-    /// Reference: remembers `p` as the latest pressure.
+    /// Reference: remembers `p` as the latest pressure (the one reported).
     fn push_prev(&mut self, p: [f64; 3]) {
-        if let Memory::Reference { prev } = &mut self.k.memory {
+        if let Memory::Reference { prev, .. } = &mut self.k.memory {
             *prev = [p, prev[0]];
         }
     }

@@ -8,12 +8,15 @@ use crate::config::Model;
 use crate::mode::Mode;
 use crate::time::Timestamp;
 
-/// Model-specific memory of a route.
+/// Model-specific memory of a route (the enum is as large as its larger variant, the
+/// default model's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Memory {
-    /// Reference: pressure one and two updates back.
-    Reference { prev: [[f64; 3]; 2] },
-    /// Default: smoothing, the learned normal and the throttle.
+    /// Reference: pressure one and two updates back (the pressure reported is the first),
+    /// the shared tuner as this route's last update left it, in `f64` (bit for bit), and
+    /// the trips a snapshot or a warm start brought (the reference model never counts any).
+    Reference { prev: [[f64; 3]; 2], tuner: Tuner, trips: f64, trips_at: Timestamp },
+    /// Default: smoothing, the learned normal, the throttle, its tuner and trips.
     Default(Learned),
 }
 
@@ -63,15 +66,9 @@ pub(crate) struct Kept {
     pub skews: u32,
     /// Saturates at `u32::MAX` (only the bootstrap count reads it).
     pub updates: u32,
-    /// Only reported (snapshots): no update reads it back, so `f32` loses nothing a
-    /// decision uses.
-    pub pressure: [f32; 3],
     pub momentum: f64,
     pub recovery: f64,
-    pub tuner: Tuner,
-    /// Default: decayed count of recent trips, behind the re-trip backoff.
-    pub trips: f64,
-    pub trips_at: Timestamp,
+    /// The model's own memory, with the tuner, the trips and the pressure reported.
     pub memory: Memory,
 }
 
@@ -85,14 +82,15 @@ impl Kept {
             was_over: false,
             skews: 0,
             updates: 0,
-            pressure: [0.0; 3],
             momentum: 0.0,
             recovery: phys.static_points().1,
-            tuner: Tuner::default(),
-            trips: 0.0,
-            trips_at: Timestamp::ZERO,
             memory: match phys.cfg.model {
-                Model::Reference => Memory::Reference { prev: [[0.0; 3]; 2] },
+                Model::Reference => Memory::Reference {
+                    prev: [[0.0; 3]; 2],
+                    tuner: Tuner::default(),
+                    trips: 0.0,
+                    trips_at: Timestamp::ZERO,
+                },
                 Model::Default => Memory::Default(Learned::default()),
             },
         }
@@ -103,6 +101,46 @@ impl Kept {
         match self.memory {
             Memory::Default(m) => m,
             Memory::Reference { .. } => Learned::default(),
+        }
+    }
+
+    /// The route's tuner (the reference model's: the shared one as of this route's last
+    /// update).
+    pub fn tuner(&self) -> Tuner {
+        match &self.memory {
+            Memory::Reference { tuner, .. } => *tuner,
+            Memory::Default(m) => m.tuner.into(),
+        }
+    }
+
+    pub fn set_tuner(&mut self, t: Tuner) {
+        match &mut self.memory {
+            Memory::Reference { tuner, .. } => *tuner = t,
+            Memory::Default(m) => m.tuner = t.into(),
+        }
+    }
+
+    /// The decayed count of recent trips, and when it was that.
+    pub fn trips(&self) -> (f64, Timestamp) {
+        match &self.memory {
+            Memory::Reference { trips, trips_at, .. } => (*trips, *trips_at),
+            Memory::Default(m) => (f64::from(m.trips), m.trips_at),
+        }
+    }
+
+    pub fn set_trips(&mut self, count: f64, at: Timestamp) {
+        match &mut self.memory {
+            Memory::Reference { trips, trips_at, .. } => (*trips, *trips_at) = (count, at),
+            Memory::Default(m) => (m.trips, m.trips_at) = (count as f32, at),
+        }
+    }
+
+    /// The last pressure, as reported (in `f32`'s precision). The reference model's is the
+    /// latest it remembers for momentum.
+    pub fn pressure(&self) -> [f64; 3] {
+        match &self.memory {
+            Memory::Reference { prev, .. } => prev[0].map(|p| f64::from(p as f32)),
+            Memory::Default(m) => m.pressure.map(f64::from),
         }
     }
 

@@ -16,6 +16,29 @@ pub(crate) struct Tuner {
     pub var: f64,
 }
 
+/// A [`Tuner`] as the default model keeps it, in `f32` (a route's state is kept small; its
+/// arithmetic is in `f64`, as the learned normal's). The reference model keeps its tuner in
+/// `f64`: its figures are reproduced bit for bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct CompactTuner {
+    samples: u32,
+    weight: f32,
+    mean: f32,
+    var: f32,
+}
+
+impl From<Tuner> for CompactTuner {
+    fn from(t: Tuner) -> Self {
+        CompactTuner { samples: t.samples, weight: t.weight as f32, mean: t.mean as f32, var: t.var as f32 }
+    }
+}
+
+impl From<CompactTuner> for Tuner {
+    fn from(t: CompactTuner) -> Self {
+        Tuner { samples: t.samples, weight: f64::from(t.weight), mean: f64::from(t.mean), var: f64::from(t.var) }
+    }
+}
+
 impl Tuner {
     /// One sample with weight `alpha`: the reference model's tuner calls this directly
     /// with its fixed alpha.
