@@ -1,8 +1,9 @@
 //! Heap use, counted by a global allocator per thread (so that tests running beside each
 //! other do not count each other): zero allocations on a warm route's decide and report,
 //! and what a route costs: one allocation (its cell with its id) and, at 100,000 routes, at
-//! most 400 bytes each (392 measured; the table's buckets vary a little with the hash seed), the route table included (the target is 320: docs/BENCHMARKS.md
-//! says how far off it is and why).
+//! most 400 bytes each, the route table included (392 measured; the table's buckets vary a
+//! little with the hash seed; the target is 320: docs/BENCHMARKS.md says how far off it is
+//! and why).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
