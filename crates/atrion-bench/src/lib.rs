@@ -15,7 +15,11 @@
 //!   `load`, `calls` and the `sidecar` bench send the same bodies and compare with the same
 //!   floor, and a figure of one can be set beside a figure of another.
 //!
+//! The fleet harness's counting store wrapper is [`counting`].
+//!
 //! This crate has no cargo features.
+
+pub mod counting;
 
 pub mod workload {
     //! The sidecar's workload: the request bodies, the sidecar under test and its floor.

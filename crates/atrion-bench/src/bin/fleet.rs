@@ -17,153 +17,17 @@
 //! `fleet --plot OUT.svg LABEL=ROWS.json...` draws the chart of `docs/SCALING.md`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use async_trait::async_trait;
 use atrion::state::{Clock, EngineClock, InMemoryStore, StateManager, StateStore, SyncConfig, TokioClock};
 use atrion::{Engine, PhysicsConfig, Telemetry, Timestamp};
+use atrion_bench::counting::{Counting, Tally};
 use atrion_redis::testing::{RedisCluster, RedisServer};
 use atrion_redis::{RedisConfig, RedisStore};
-use atrion_state::shares::{ShareWrite, Shares};
-use atrion_state::{Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, StoreError, StoreStats};
-use bytes::Bytes;
 
 const PULSE: Duration = Duration::from_millis(100);
-
-/// What one node's store connection did.
-#[derive(Debug, Default)]
-struct Tally {
-    /// Calls of the port (round trips).
-    calls: AtomicU64,
-    /// Keys read or written (one Redis command or script each).
-    ops: AtomicU64,
-    /// Bytes of keys and values written.
-    bytes_out: AtomicU64,
-    /// Bytes of keys and values read, change notices included.
-    bytes_in: AtomicU64,
-}
-
-impl Tally {
-    fn call(&self, ops: usize, out: usize, inn: usize) {
-        self.calls.fetch_add(1, Relaxed);
-        self.ops.fetch_add(ops as u64, Relaxed);
-        self.bytes_out.fetch_add(out as u64, Relaxed);
-        self.bytes_in.fetch_add(inn as u64, Relaxed);
-    }
-}
-
-/// A store that counts what its node asks of it.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn StateStore>,
-    tally: Arc<Tally>,
-}
-
-fn entry_len(e: &Option<Entry>) -> usize {
-    e.as_ref().map_or(0, |e| e.value.len())
-}
-
-fn shares_len(s: &Option<Shares>) -> usize {
-    s.as_ref().map_or(0, |s| s.top.iter().map(|x| x.member.len() + x.value.len() + 8).sum())
-}
-
-#[async_trait]
-impl StateStore for Counting {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let got = self.inner.get(key).await?;
-        self.tally.call(1, key.len(), entry_len(&got));
-        Ok(got)
-    }
-    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
-        self.tally.call(1, key.len() + value.len(), 0);
-        self.inner.put(key, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.tally.call(1, key.len(), 0);
-        self.inner.delete(key).await
-    }
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let keys = self.inner.list_keys(prefix).await?;
-        self.tally.call(1, prefix.len(), keys.iter().map(String::len).sum());
-        Ok(keys)
-    }
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<u64>,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<CasOutcome, StoreError> {
-        self.tally.call(1, key.len() + value.len(), 0);
-        self.inner.compare_and_swap(key, expected, value, ttl).await
-    }
-    async fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats().await
-    }
-    async fn cleanup(&self) -> Result<CleanupStats, StoreError> {
-        self.inner.cleanup().await
-    }
-    async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        let Some(mut feed) = self.inner.subscribe(prefix).await? else { return Ok(None) };
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let tally = self.tally.clone();
-        tokio::spawn(async move {
-            while let Some(change) = feed.recv().await {
-                let len = match &change {
-                    Change::Set { key, value, .. } => key.len() + value.as_ref().map_or(0, Bytes::len),
-                    Change::Deleted { key } | Change::Expired { key } => key.len(),
-                    _ => 0,
-                };
-                tally.bytes_in.fetch_add(len as u64, Relaxed);
-                if tx.send(change).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Some(ChangeFeed::from_channel(rx, prefix)))
-    }
-    async fn batch_get(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, StoreError> {
-        let got = self.inner.batch_get(keys).await?;
-        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), got.iter().map(entry_len).sum());
-        Ok(got)
-    }
-    async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {
-        self.tally.call(items.len(), items.iter().map(|(k, v, _)| k.len() + v.len()).sum(), 0);
-        self.inner.batch_set(items).await
-    }
-    async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
-        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), 0);
-        self.inner.batch_delete(keys).await
-    }
-    async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
-        let out = items.iter().map(|w| w.key.len() + w.share.member.len() + w.share.value.len() + 8).sum();
-        self.tally.call(items.len(), out, 0);
-        self.inner.put_shares(items).await
-    }
-    async fn shares(&self, keys: &[String], member: &str) -> Result<Vec<Option<Shares>>, StoreError> {
-        let got = self.inner.shares(keys, member).await?;
-        self.tally.call(keys.len(), keys.iter().map(String::len).sum(), got.iter().map(shares_len).sum());
-        Ok(got)
-    }
-    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
-        let got = self.inner.all_shares(key).await?;
-        self.tally.call(1, key.len(), shares_len(&got));
-        Ok(got)
-    }
-    async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let keys = self.inner.list_shares(prefix).await?;
-        self.tally.call(1, prefix.len(), keys.iter().map(String::len).sum());
-        Ok(keys)
-    }
-}
 
 /// The store the fleet shares, and what keeps it running.
 enum Backend {
@@ -291,7 +155,7 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
         cfg.deadband = a.deadband;
         cfg.second_look = a.second_look;
         let tally = Arc::new(Tally::default());
-        let counted: Arc<dyn StateStore> = Arc::new(Counting { inner: backend.connect().await?, tally: tally.clone() });
+        let counted: Arc<dyn StateStore> = Arc::new(Counting::new(backend.connect().await?, tally.clone()));
         let manager = StateManager::start(engine.clone(), counted, cfg, clock.clone() as Arc<dyn Clock>).await?;
         nodes.push((engine, manager));
         tallies.push(tally);
