@@ -15,11 +15,13 @@
 //!   `load`, `calls` and the `sidecar` bench send the same bodies and compare with the same
 //!   floor, and a figure of one can be set beside a figure of another.
 //!
-//! The fleet harness's counting store wrapper is [`counting`].
+//! The fleet harnesses share [`counting`] (what each node asks of its store); [`vfleet`] is
+//! the fleet in virtual time (the `vfleet` binary).
 //!
 //! This crate has no cargo features.
 
 pub mod counting;
+pub mod vfleet;
 
 pub mod workload {
     //! The sidecar's workload: the request bodies, the sidecar under test and its floor.
