@@ -7,7 +7,11 @@
 //! - `decide` with a Redis-backed manager attached, beside the bare engine; and on one node
 //!   of a fleet of 30 managers on one Redis under load;
 //! - `decide` + `report` while that Redis is killed and the node is degraded (the tests
-//!   assert only that decisions go on; how fast they go is this bench's claim).
+//!   assert only that decisions go on; how fast they go is this bench's claim);
+//! - 10,000 shares in one `put_shares`, on Redis and on PostgreSQL; on PostgreSQL also what
+//!   the server reports for the same statement (`EXPLAIN ANALYZE`: its execution, and of
+//!   that the notice trigger), so that the pulse's cost splits into the server's and ours;
+//! - `stats()` over 10,000 keys on a local Redis Cluster (three primaries).
 //!
 //! Run: `cargo bench -p atrion-bench --bench cluster`
 
@@ -18,10 +22,12 @@ use std::time::{Duration, Instant};
 use atrion::{Engine, PhysicsConfig, Priority, Telemetry};
 use atrion_postgres::testing::PgServer;
 use atrion_postgres::{PostgresConfig, PostgresStore};
-use atrion_redis::testing::RedisServer;
+use atrion_redis::testing::{RedisCluster, RedisServer};
 use atrion_redis::{RedisConfig, RedisStore};
+use atrion_state::shares::{Share, ShareWrite};
 use atrion_state::{Clock, StateStore, TokioClock};
 use atrion_sync::{EngineClock, StateManager};
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 mod common;
@@ -236,8 +242,94 @@ fn decide_during_outage(c: &mut Criterion, rt: &tokio::runtime::Runtime, server:
     server.restart();
 }
 
+/// 10,000 shares as one pulse writes them (a rank that moves every time, so each is an
+/// update and every key's leaders are noticed).
+fn shares_10k(round: u64) -> Vec<ShareWrite> {
+    (0..10_000)
+        .map(|i| ShareWrite {
+            key: format!("bench-shares/route/GET /api/items/{i}"),
+            share: Share {
+                member: "node-1".to_owned(),
+                rank: round as f64 + f64::from(i) * 1e-6,
+                value: Bytes::from(vec![7u8; 40]),
+            },
+        })
+        .collect()
+}
+
+fn put_shares_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime, redis: Option<&RedisServer>, pg: Option<&PgServer>) {
+    let mut g = c.benchmark_group("put_shares_10k");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(10);
+    let mut round = 0u64;
+    let mut timed = |b: &mut criterion::Bencher<'_>, write: &mut dyn FnMut(Vec<ShareWrite>) -> Duration| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    round += 1;
+                    write(shares_10k(round))
+                })
+                .sum()
+        })
+    };
+    if let Some(server) = redis {
+        let s = rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap();
+        g.bench_function("redis", |b| {
+            timed(b, &mut |items| {
+                let start = Instant::now();
+                rt.block_on(s.put_shares(items)).unwrap();
+                start.elapsed()
+            })
+        });
+    }
+    if let Some(server) = pg {
+        let s = rt.block_on(PostgresStore::connect(&PostgresConfig::new(server.url()))).unwrap();
+        g.bench_function("postgres", |b| {
+            timed(b, &mut |items| {
+                let start = Instant::now();
+                rt.block_on(s.put_shares(items)).unwrap();
+                start.elapsed()
+            })
+        });
+        // What the server says the same statement cost: the rest of the call above is the
+        // client's (binding, the wire, sqlx) and the round trip's.
+        g.bench_function("postgres_server_execution", |b| {
+            timed(b, &mut |items| rt.block_on(s.put_shares_explained(items)).unwrap().execution)
+        });
+        g.bench_function("postgres_server_notice_trigger", |b| {
+            timed(b, &mut |items| rt.block_on(s.put_shares_explained(items)).unwrap().triggers)
+        });
+    }
+    g.finish();
+}
+
+fn cluster_stats_10k(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let Some(cluster) = RedisCluster::start() else { return };
+    let urls = cluster.urls();
+    let mut cfg = RedisConfig::new(urls[0].clone());
+    cfg.nodes = urls[1..].to_vec();
+    let s = rt.block_on(RedisStore::connect(&cfg)).unwrap();
+    let items = (0..10_000).map(|i| (format!("bench-stats/{i}"), Bytes::from(vec![7u8; 40]), None)).collect();
+    rt.block_on(s.batch_set(items)).unwrap();
+    let mut g = c.benchmark_group("redis_cluster_stats_10k_keys");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(10);
+    g.bench_function("stats", |b| {
+        b.iter(|| {
+            let stats = rt.block_on(s.stats()).unwrap();
+            assert!(stats.keys >= 10_000, "{stats:?}");
+        })
+    });
+    g.finish();
+}
+
 fn adapters(c: &mut Criterion) {
     let rt = runtime();
+    {
+        let (redis, pg) = (RedisServer::start(), PgServer::start());
+        put_shares_10k(c, &rt, redis.as_ref(), pg.as_ref());
+    }
+    cluster_stats_10k(c, &rt);
     if let Some(mut outage) = RedisServer::start() {
         decide_during_outage(c, &rt, &mut outage);
     }

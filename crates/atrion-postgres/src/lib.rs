@@ -74,7 +74,7 @@ mod sql;
 pub mod testing;
 
 pub use config::PostgresConfig;
-use sql::{LIVE, SCHEMA, TTL_MS, expiry};
+use sql::{LIVE, PUT_SHARES, SCHEMA, TTL_MS, expiry};
 
 const BACKEND: &str = "postgres";
 const SCHEMA_VERSION: i32 = 2;
@@ -228,6 +228,82 @@ impl PostgresStore {
             shares.top.push(share);
         }
         Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+}
+
+/// A batch of shares as [`PUT_SHARES`] binds it: checked, the newest of each (key, member).
+struct ShareBatch<'a> {
+    keys: Vec<&'a str>,
+    members: Vec<&'a str>,
+    ranks: Vec<f64>,
+    values: Vec<&'a [u8]>,
+}
+
+impl<'a> ShareBatch<'a> {
+    fn new(items: &'a [ShareWrite]) -> Result<Self, StoreError> {
+        for w in items {
+            check_share(BACKEND, Op::PutShares, w)?;
+        }
+        let mut last: HashMap<(&str, &str), &Share> = HashMap::new();
+        for w in items {
+            last.insert((w.key.as_str(), w.share.member.as_str()), &w.share);
+        }
+        let mut batch = ShareBatch {
+            keys: Vec::with_capacity(last.len()),
+            members: Vec::with_capacity(last.len()),
+            ranks: Vec::with_capacity(last.len()),
+            values: Vec::with_capacity(last.len()),
+        };
+        for ((k, m), s) in last {
+            batch.keys.push(k);
+            batch.members.push(m);
+            batch.ranks.push(s.rank);
+            batch.values.push(s.value.as_ref());
+        }
+        Ok(batch)
+    }
+
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        namespace: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query.bind(namespace).bind(&self.keys).bind(&self.members).bind(&self.ranks).bind(&self.values)
+    }
+}
+
+/// Where a batch of shares spends its time on the server, as `EXPLAIN ANALYZE` reports it
+/// (feature `testing`: for the benches that split the pulse's cost between the server and
+/// the client).
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTime {
+    /// The statement's execution, its triggers included.
+    pub execution: Duration,
+    /// Of which the statement-level triggers (the change notices).
+    pub triggers: Duration,
+}
+
+#[cfg(feature = "testing")]
+impl PostgresStore {
+    /// Writes `items` as [`StateStore::put_shares`] does, through `EXPLAIN (ANALYZE)`: the
+    /// same statement, executed and committed, and what the server says it cost.
+    pub async fn put_shares_explained(&self, items: Vec<ShareWrite>) -> Result<ServerTime, StoreError> {
+        let batch = ShareBatch::new(&items)?;
+        let sql = format!("EXPLAIN (ANALYZE, FORMAT JSON) {PUT_SHARES}");
+        let row = batch
+            .bind(sqlx::query(AssertSqlSafe(sql.as_str())), &self.namespace)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| err(Op::PutShares, None, e))?;
+        // `json` travels as text; sqlx has no `json` feature here.
+        let plan: String = row.try_get_unchecked(0).map_err(|e| err(Op::PutShares, None, e))?;
+        let plan: serde_json::Value = serde_json::from_str(&plan)
+            .map_err(|_| StoreError::new(BACKEND, Op::PutShares, None, ErrorKind::Corrupt))?;
+        let ms = |v: &serde_json::Value| Duration::from_secs_f64(v.as_f64().unwrap_or(0.0) / 1e3);
+        let top = &plan[0];
+        let triggers = top["Triggers"].as_array().map(|t| t.iter().map(|t| ms(&t["Time"])).sum()).unwrap_or_default();
+        Ok(ServerTime { execution: ms(&top["Execution Time"]), triggers })
     }
 }
 
@@ -455,33 +531,12 @@ impl StateStore for PostgresStore {
         if items.is_empty() {
             return Ok(());
         }
-        for w in &items {
-            check_share(BACKEND, Op::PutShares, w)?;
-        }
-        let mut last: HashMap<(&str, &str), &Share> = HashMap::new();
-        for w in &items {
-            last.insert((w.key.as_str(), w.share.member.as_str()), &w.share);
-        }
-        let (mut keys, mut members, mut ranks, mut values) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((k, m), s) in last {
-            keys.push(k);
-            members.push(m);
-            ranks.push(s.rank);
-            values.push(s.value.as_ref());
-        }
-        sqlx::query(
-            "INSERT INTO atrion_shares (namespace, key, member, rank, value)
-             SELECT $1, k, m, r, v FROM unnest($2::text[], $3::text[], $4::float8[], $5::bytea[]) AS t(k, m, r, v)
-             ON CONFLICT (namespace, key, member) DO UPDATE SET rank = excluded.rank, value = excluded.value",
-        )
-        .bind(&self.namespace)
-        .bind(&keys)
-        .bind(&members)
-        .bind(&ranks)
-        .bind(&values)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| err(Op::PutShares, None, e))?;
+        let batch = ShareBatch::new(&items)?;
+        batch
+            .bind(sqlx::query(PUT_SHARES), &self.namespace)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err(Op::PutShares, None, e))?;
         Ok(())
     }
 

@@ -112,6 +112,13 @@ CREATE OR REPLACE TRIGGER atrion_notify_shares_update AFTER UPDATE ON atrion_sha
 // Every dynamic statement below is assembled from the constants in this file only (never
 // from input): hence `AssertSqlSafe`. Values always travel as bind parameters.
 
+/// A batch of shares, one statement: the newest share of each (key, member) as parallel
+/// arrays (`$2` keys, `$3` members, `$4` ranks, `$5` values) in namespace `$1`. The
+/// statement-level trigger sends the changed keys' leaders.
+pub(crate) const PUT_SHARES: &str = "INSERT INTO atrion_shares (namespace, key, member, rank, value)
+     SELECT $1, k, m, r, v FROM unnest($2::text[], $3::text[], $4::float8[], $5::bytea[]) AS t(k, m, r, v)
+     ON CONFLICT (namespace, key, member) DO UPDATE SET rank = excluded.rank, value = excluded.value";
+
 /// Rows that are live now.
 pub(crate) const LIVE: &str = "(expires_at IS NULL OR expires_at > clock_timestamp())";
 /// Milliseconds left, or NULL.
