@@ -33,3 +33,15 @@ fn a_tiny_fleet_converges_again_after_a_partition_and_a_store_restart() {
     assert!(r.republished > 0, "the restarted store got the contributions back: {r:?}");
     assert_eq!(r.figures(), run_paused(&p).unwrap().figures());
 }
+
+/// A store that comes back empty has lost every heartbeat: each node beats again at its next
+/// pulse (not at the heartbeat's period, 10 s at a 60 s `node_ttl`), so that the others
+/// count its shares, and the fleet converges again within a few pulses.
+#[test]
+fn after_a_store_loses_its_data_the_fleet_heals_within_a_few_pulses() {
+    let mut p = tiny(3);
+    p.faults = Some(Faults { partition_share: 0.34, partition_pulses: 5, restart_pulses: 5 });
+    let r = run_paused(&p).unwrap();
+    let healed = r.restart_heal.expect("healed");
+    assert!(healed <= 5.0, "healed in {healed} pulses (a heartbeat period is 100 pulses): {r:?}");
+}

@@ -78,6 +78,10 @@ pub(crate) struct SyncState {
     pub(crate) live: std::collections::HashSet<String>,
     /// When our heartbeat was last acknowledged (wall ms).
     pub(crate) heartbeat_ms: u64,
+    /// The last full sync did not find our heartbeat in the store (a store that lost its
+    /// data): beat at the next pulse, not at the heartbeat's period, or the other nodes
+    /// would not count our shares until then.
+    pub(crate) beat_lost: bool,
     /// This node's route records as the store holds them.
     pub(crate) records: HashMap<String, RouteRecord>,
     /// Records to write (`Some`) or remove (`None`), newest per route.

@@ -159,13 +159,14 @@ impl Shared {
         self.read_records(warm_start).await.map_err(fail)?;
         self.counters.full_syncs.fetch_add(1, Relaxed);
         let mut heartbeats = HashMap::new();
+        let mut own_beat = false;
         for (key, entry) in hb_keys.iter().zip(hb_entries) {
             let (Some(entry), Some(node)) = (entry, self.keys.parse_heartbeat(key)) else { continue };
             match Heartbeat::decode(&entry.value) {
                 Some(hb) if !self.keys.is_own(node) => {
                     heartbeats.insert(node.to_owned(), hb);
                 }
-                Some(_) => {}
+                Some(_) => own_beat = true,
                 None => {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
                 }
@@ -201,6 +202,7 @@ impl Shared {
                 tracing::warn!(node = %self.cfg.node_id, routes = lost.len(), "the store lost contributions it had acknowledged: pushing them again");
             }
             st.pending.extend(lost);
+            st.beat_lost = !own_beat;
         }
         if warm_start {
             let (now, wall) = (self.clock.now(), self.clock.wall_ms());

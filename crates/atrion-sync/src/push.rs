@@ -202,7 +202,7 @@ impl Shared {
                 }
             }
             let degraded = self.counters.degraded.load(Relaxed);
-            let beat = degraded || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
+            let beat = degraded || st.beat_lost || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
             let records: Vec<(String, Option<RouteRecord>)> =
                 st.record_pending.iter().map(|(r, rec)| (r.clone(), *rec)).collect();
             (sent, shares, records, look != Look::Second && beat)
@@ -235,7 +235,9 @@ impl Shared {
         match beat {
             Ok(beat) => {
                 if beat {
-                    self.lock().heartbeat_ms = wall;
+                    let mut st = self.lock();
+                    st.heartbeat_ms = wall;
+                    st.beat_lost = false;
                 }
                 self.counters.last_push_ms.store(wall, Relaxed);
                 if self.counters.degraded.swap(false, Relaxed) {
