@@ -117,6 +117,10 @@ impl StateStore for Counting {
         self.tally.call(1, key.len() + value.len(), 0);
         self.inner.put(key, value, ttl).await
     }
+    async fn put_quiet(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        self.tally.call(1, key.len() + value.len(), 0);
+        self.inner.put_quiet(key, value, ttl).await
+    }
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.tally.call(1, key.len(), 0);
         self.inner.delete(key).await

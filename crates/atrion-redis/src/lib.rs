@@ -257,6 +257,27 @@ impl RedisStore {
         }
     }
 
+    /// Writes `key`, announced on `channel` (none when it is empty).
+    async fn write(&self, key: &str, value: Bytes, ttl: Option<Duration>, channel: &str) -> Result<u64, StoreError> {
+        check_key(BACKEND, Op::Set, key)?;
+        check_value(BACKEND, Op::Set, key, &value)?;
+        let mut conn = self.conn.clone();
+        let (entry, counter) = self.redis_keys(key);
+        let (version, fixed): (u64, u64) = self
+            .put
+            .key(entry)
+            .key(counter)
+            .arg(value.as_ref())
+            .arg(Self::ttl_ms(ttl))
+            .arg(channel)
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err(Op::Set, Some(key), e))?;
+        self.repaired(fixed, Op::Set, Some(key));
+        Ok(version)
+    }
+
     /// Reads the shares of `keys` (the top `last + 1` of each, all for -1, and `member`'s).
     async fn read_shares(
         &self,
@@ -340,23 +361,11 @@ impl StateStore for RedisStore {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
-        check_key(BACKEND, Op::Set, key)?;
-        check_value(BACKEND, Op::Set, key, &value)?;
-        let mut conn = self.conn.clone();
-        let (entry, counter) = self.redis_keys(key);
-        let (version, fixed): (u64, u64) = self
-            .put
-            .key(entry)
-            .key(counter)
-            .arg(value.as_ref())
-            .arg(Self::ttl_ms(ttl))
-            .arg(self.channel())
-            .arg(key)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| err(Op::Set, Some(key), e))?;
-        self.repaired(fixed, Op::Set, Some(key));
-        Ok(version)
+        self.write(key, value, ttl, &self.channel()).await
+    }
+
+    async fn put_quiet(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        self.write(key, value, ttl, "").await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {

@@ -34,12 +34,14 @@ local function bump(counter, n)
 end
 ";
 
+/// A write; announced on the channel `ARGV[3]`, or not at all when it is empty
+/// (`put_quiet`).
 pub(crate) const PUT: &str = r"
 local fixed = writable(KEYS[1])
 local ver, reset = bump(KEYS[2], 1)
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'ver', int(ver))
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
-redis.call('PUBLISH', ARGV[3], record(int(ver), ARGV[4], ARGV[1]))
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], record(int(ver), ARGV[4], ARGV[1])) end
 return {ver, fixed + reset}
 ";
 

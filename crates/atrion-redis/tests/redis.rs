@@ -66,6 +66,23 @@ async fn garbage_under_our_keys_is_an_error_not_a_panic() {
     assert!(s.list_keys("").await.unwrap().contains(&"bad".to_owned()));
 }
 
+/// A quiet write (a heartbeat refreshed for the watchers alone) is not published: the feed's
+/// next change is the loud write after it.
+#[tokio::test]
+async fn a_quiet_write_is_not_on_the_feed() {
+    let Some(server) = RedisServer::start() else { return };
+    let s = store(&server).await;
+    let mut feed = s.subscribe("quiet/").await.unwrap().expect("a feed");
+    let v = s.put_quiet("quiet/a", bytes::Bytes::from_static(b"1"), None).await.unwrap();
+    assert_eq!(s.get("quiet/a").await.unwrap().map(|e| e.version), Some(v));
+    s.put("quiet/b", bytes::Bytes::from_static(b"2"), None).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("an event").unwrap();
+    assert!(
+        matches!(&next, atrion_state::Change::Set { key, .. } if key == "quiet/b"),
+        "the quiet write was announced: {next:?}"
+    );
+}
+
 #[tokio::test]
 async fn damaged_values_are_repaired_by_writes_never_blocking_them() {
     use atrion_state::CasOutcome;

@@ -78,6 +78,13 @@ pub async fn get_set_delete(s: Store) {
     assert!(!s.delete(k).await.unwrap(), "a second delete finds nothing");
     assert!(s.get(k).await.unwrap().is_none());
     assert!(!s.exists(k).await.unwrap());
+    // A quiet write is a write: read back, with a newer version.
+    let loud = s.put(k, b("three"), None).await.unwrap();
+    let quiet = s.put_quiet(k, b("four"), Some(Duration::from_secs(60))).await.unwrap();
+    let e = s.get(k).await.unwrap().expect("written quietly");
+    assert_eq!((&e.value, e.version), (&b("four"), quiet));
+    assert!(quiet > loud && e.ttl.is_some_and(|t| t <= Duration::from_secs(60)), "{e:?}");
+    s.delete(k).await.unwrap();
 }
 
 /// Versions are per key: each write of a key gets a version above all of that key's

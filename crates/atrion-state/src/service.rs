@@ -544,6 +544,16 @@ impl StateStore for StateService {
         Ok(version)
     }
 
+    async fn put_quiet(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        let mut w = self.begin_write().await;
+        let version = w.store().put_quiet(key, value.clone(), ttl).await?;
+        if let Some(m) = w.mirror() {
+            m.put_quiet(key, value, ttl).await?;
+        }
+        w.touch([key]);
+        Ok(version)
+    }
+
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let mut w = self.begin_write().await;
         let existed = w.store().delete(key).await?;

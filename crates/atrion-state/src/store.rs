@@ -233,6 +233,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Writes `value` under `key`, expiring after `ttl` if given; returns the new version.
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError>;
 
+    /// As [`StateStore::put`], but a backend need not announce the write on its change feed:
+    /// for a value that its readers read when they want it (a heartbeat refreshed for the
+    /// few that check it), so that a write is not delivered to every subscriber. The default
+    /// is [`StateStore::put`] (announced: only costlier); a backend that skips the notice
+    /// overrides it.
+    async fn put_quiet(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        self.put(key, value, ttl).await
+    }
+
     /// Deletes `key`; true if it existed.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
 
