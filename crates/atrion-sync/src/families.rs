@@ -8,11 +8,12 @@ use atrion_state::{KeyFamily, ValueCheck};
 
 use crate::keys::ClusterKeys;
 use crate::record::RouteRecord;
-use crate::wire::{Contribution, Heartbeat};
+use crate::wire::{Contribution, Digest, Heartbeat};
 
 /// The cluster sync's families in the namespace of `keys`: every route's shares (each share a
-/// node's [`Contribution`]), every node's heartbeat, and every node's route records
-/// ([`crate::RouteRecord`]: holds and open intervals, which a backup carries across).
+/// node's [`Contribution`]), every node's heartbeat, the membership digest, and every node's
+/// route records ([`crate::RouteRecord`]: holds and open intervals, which a backup carries
+/// across).
 pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
     let shares: ValueCheck = Arc::new(|v: &[u8]| {
         let shares = Shares::decode(v).ok_or("not route shares")?;
@@ -23,11 +24,14 @@ pub fn cluster_families(keys: &ClusterKeys) -> Vec<KeyFamily> {
     });
     let heartbeat: ValueCheck =
         Arc::new(|v: &[u8]| Heartbeat::decode(v).map(drop).ok_or_else(|| "not a heartbeat".to_owned()));
+    let digest: ValueCheck =
+        Arc::new(|v: &[u8]| Digest::decode(v).map(drop).ok_or_else(|| "not a membership digest".to_owned()));
     let record: ValueCheck =
         Arc::new(|v: &[u8]| RouteRecord::decode(v).map(drop).ok_or_else(|| "not a route record".to_owned()));
     vec![
         KeyFamily::under("route shares", keys.routes_prefix().to_owned(), shares),
         KeyFamily::under("node heartbeats", keys.nodes_prefix().to_owned(), heartbeat),
+        KeyFamily::exact("membership digest", keys.digest(), digest),
         KeyFamily::under("route records", keys.locals_prefix().to_owned(), record),
     ]
 }
@@ -66,12 +70,18 @@ mod tests {
         let shares = Shares { members: 1, top: vec![share] }.encode();
         let line =
             |key: &str, value: &[u8]| BackupLine { key: key.into(), value: Bytes::copy_from_slice(value), ttl: None };
-        let good = vec![(1, line("ns/route/GET /a", &shares)), (3, line("ns/node/n2", &7u64.to_le_bytes()))];
+        let digest = Digest { at_ms: 9, nodes: [("n2".to_owned(), 7)].into() }.encode();
+        let good = vec![
+            (1, line("ns/route/GET /a", &shares)),
+            (3, line("ns/node/n2", &7u64.to_le_bytes())),
+            (4, line("ns/members", &digest)),
+        ];
         assert_eq!(BackupLine::check_all(&good, &families), Ok(()));
         let mut bad = good.clone();
-        bad.push((4, line("ns/route/GET /b", b"abcdef")));
+        bad.push((5, line("ns/route/GET /b", b"abcdef")));
         let refused = BackupLine::check_all(&bad, &families).unwrap_err();
-        assert_eq!((refused.line, refused.key.as_str()), (4, "ns/route/GET /b"));
+        assert_eq!((refused.line, refused.key.as_str()), (5, "ns/route/GET /b"));
+        assert!(families.check(&line("ns/members", b"x")).unwrap_err().contains("membership digest"));
         assert!(refused.reason.contains("route shares"), "{refused}");
         let junk = Shares {
             members: 1,

@@ -5,6 +5,8 @@
 //! ```text
 //! {namespace}/route/{route}   the route's shares: one per node, its contribution (atrion_state::shares)
 //! {namespace}/node/{node}     a node's heartbeat
+//! {namespace}/members         the membership digest: the live nodes, as the watchers last
+//!                             found them (crate::wire::Digest)
 //! {namespace}/local/{node}/{route}   what a node keeps of a route for its own restart: the
 //!                             operator's hold and the open interval (crate::RouteRecord);
 //!                             read back only by that node
@@ -118,6 +120,16 @@ impl ClusterKeys {
     pub fn parse_local_of_any<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         let (node, route) = key.strip_prefix(self.locals.as_str())?.split_once('/')?;
         (!node.is_empty() && !route.is_empty()).then_some((node, route))
+    }
+
+    /// The key of the cluster's membership digest.
+    pub fn digest(&self) -> String {
+        format!("{}members", self.all)
+    }
+
+    /// Whether `key` is the cluster's membership digest.
+    pub fn is_digest(&self, key: &str) -> bool {
+        key.strip_prefix(self.all.as_str()) == Some("members")
     }
 
     /// This node's heartbeat key.

@@ -46,7 +46,7 @@ use crate::membership::phase_of;
 use crate::push::{Look, Pushed};
 use crate::record::RouteRecord;
 use crate::stats::{Counters, SyncStats};
-use crate::wire::{Contribution, Heartbeat};
+use crate::wire::{Contribution, Digest, Heartbeat};
 
 #[derive(Default)]
 pub(crate) struct SyncState {
@@ -82,6 +82,12 @@ pub(crate) struct SyncState {
     /// data): beat at the next pulse, not at the heartbeat's period, or the other nodes
     /// would not count our shares until then.
     pub(crate) beat_lost: bool,
+    /// The membership digest as last read or written, with its version (for the
+    /// watchers' compare-and-swap).
+    pub(crate) digest: Option<(u64, Digest)>,
+    /// The last heartbeat heard from a watcher (wall ms): it vouches that every node of
+    /// the digest was live then (the nodes' own refreshes are quiet).
+    pub(crate) vouched_ms: u64,
     /// This node's route records as the store holds them.
     pub(crate) records: HashMap<String, RouteRecord>,
     /// Records to write (`Some`) or remove (`None`), newest per route.

@@ -13,7 +13,7 @@ use crate::clock::EngineClock;
 use crate::manager::{Shared, transient};
 use crate::push::Pushed;
 use crate::record::RouteRecord;
-use crate::wire::{Contribution, Heartbeat};
+use crate::wire::{Contribution, Digest, Heartbeat};
 
 impl Shared {
     /// Reads this node's route records. At start (`warm_start`) they are brought back into
@@ -144,34 +144,10 @@ impl Shared {
                 Err(e) => return Err(fail(e)),
             }
         }
-        let hb_keys = tokio::time::timeout(within, self.store.list_keys(self.keys.nodes_prefix()))
-            .await
-            .map_err(|_| fail(timeout(Op::ListKeys)))?
-            .map_err(fail)?;
-        let mut hb_entries = Vec::with_capacity(hb_keys.len());
-        for chunk in hb_keys.chunks(512) {
-            let got = tokio::time::timeout(within, self.store.batch_get(chunk))
-                .await
-                .map_err(|_| fail(timeout(Op::BatchGet)))?
-                .map_err(fail)?;
-            hb_entries.extend(got);
-        }
+        let (heartbeats, own_beat) = self.read_heartbeats(true).await.map_err(fail)?;
+        self.read_digest().await.map_err(fail)?;
         self.read_records(warm_start).await.map_err(fail)?;
         self.counters.full_syncs.fetch_add(1, Relaxed);
-        let mut heartbeats = HashMap::new();
-        let mut own_beat = false;
-        for (key, entry) in hb_keys.iter().zip(hb_entries) {
-            let (Some(entry), Some(node)) = (entry, self.keys.parse_heartbeat(key)) else { continue };
-            match Heartbeat::decode(&entry.value) {
-                Some(hb) if !self.keys.is_own(node) => {
-                    heartbeats.insert(node.to_owned(), hb);
-                }
-                Some(_) => own_beat = true,
-                None => {
-                    self.counters.decode_errors.fetch_add(1, Relaxed);
-                }
-            }
-        }
         let mut remote: HashMap<String, Shares> = HashMap::new();
         let mut own = Vec::new();
         for (key, view) in keys.iter().zip(views) {
@@ -233,14 +209,14 @@ impl Shared {
     /// Applies one change from the feed. A change carries its value where the store can
     /// (every change of a route's shares does); otherwise the key is read.
     pub(crate) async fn apply(&self, change: Change) {
-        let (key, value) = match change {
+        let (key, value, version) = match change {
             Change::Resync => {
                 tracing::debug!(node = %self.cfg.node_id, "change feed lost events: full sync at the next pulse");
                 self.counters.resyncs.fetch_add(1, Relaxed);
                 self.lock().resync = true;
                 return;
             }
-            Change::Set { key, value, .. } => (key, value),
+            Change::Set { key, value, version } => (key, value, version),
             Change::Deleted { key } | Change::Expired { key } => {
                 if let Some(route) = self.keys.parse_route(&key) {
                     self.lock().remote.remove(route);
@@ -300,6 +276,27 @@ impl Shared {
             if !same_leader {
                 self.merge_route(route);
             }
+        } else if self.keys.is_digest(&key) {
+            let (value, version) = match (value, version) {
+                (Some(v), version) => (v, version),
+                (None, _) => match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+                    Ok(Ok(Some(e))) => (e.value, e.version),
+                    Ok(Ok(None)) => return,
+                    Ok(Err(_)) | Err(_) => {
+                        self.counters.store_errors.fetch_add(1, Relaxed);
+                        return;
+                    }
+                },
+            };
+            match Digest::decode(&value) {
+                Some(d) => {
+                    self.counters.pulled.fetch_add(1, Relaxed);
+                    self.take_digest(&mut self.lock(), version, d);
+                }
+                None => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                }
+            }
         } else if let Some(node) = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node)) {
             let value = match value {
                 Some(v) => v,
@@ -315,9 +312,16 @@ impl Shared {
             self.counters.pulled.fetch_add(1, Relaxed);
             match Heartbeat::decode(&value) {
                 Some(hb) => {
+                    let wall = self.clock.wall_ms();
                     let mut st = self.lock();
+                    let st = &mut *st;
                     st.departed.remove(node);
+                    let ms = hb.ms;
                     st.heartbeats.insert(node.to_owned(), hb);
+                    // A watcher's beat vouches for every node of the digest.
+                    if self.watchers(st, wall).contains(&node) {
+                        st.vouched_ms = st.vouched_ms.max(ms);
+                    }
                 }
                 None => {
                     self.counters.decode_errors.fetch_add(1, Relaxed);

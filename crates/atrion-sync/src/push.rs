@@ -205,7 +205,11 @@ impl Shared {
             let beat = degraded || st.beat_lost || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
             let records: Vec<(String, Option<RouteRecord>)> =
                 st.record_pending.iter().map(|(r, rec)| (r.clone(), *rec)).collect();
-            (sent, shares, records, look != Look::Second && beat)
+            // A watcher beats aloud; so does a node the others may not know (its first beat,
+            // or after the store or the node was away).
+            let watcher = beat && self.watchers(st, wall).contains(&node);
+            let aloud = watcher || degraded || st.beat_lost || st.heartbeat_ms == 0;
+            (sent, shares, records, (look != Look::Second && beat).then_some((aloud, watcher)))
         };
         let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares).await };
         let recorded = match &pushed {
@@ -213,8 +217,14 @@ impl Shared {
             Err(()) => Err(()),
         };
         let beat = match (&pushed, recorded, beat) {
-            (Ok(_), Ok(()), true) => self.beat(wall).await.map(|()| true),
-            (Ok(_), Ok(()), false) => Ok(false),
+            (Ok(_), Ok(()), Some((aloud, watcher))) => {
+                let beat = self.beat(wall, aloud).await;
+                if beat.is_ok() && watcher && self.watch(wall).await.is_err() {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                }
+                beat.map(|()| true)
+            }
+            (Ok(_), Ok(()), None) => Ok(false),
             _ => Err(()),
         };
         if let Ok(done) = pushed {
@@ -370,15 +380,17 @@ pub(crate) fn designated(node: &str, route: &str, others: &[u64]) -> bool {
         return true;
     }
     let r = fnv1a(route.as_bytes());
-    let score = |seed: u64| {
-        // splitmix64's finaliser: the seed and route mixed into an even spread.
-        let mut z = (seed ^ r).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mine = score(fnv1a(node.as_bytes()));
-    others.iter().filter(|&&o| score(o) > mine).count() < DESIGNATED
+    let mine = rendezvous(fnv1a(node.as_bytes()), r);
+    others.iter().filter(|&&o| rendezvous(o, r) > mine).count() < DESIGNATED
+}
+
+/// A node's (its [`fnv1a`] seed) rendezvous score for a key (a hash): splitmix64's
+/// finaliser, the seed and key mixed into an even spread.
+pub(crate) fn rendezvous(seed: u64, key: u64) -> u64 {
+    let mut z = (seed ^ key).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What one pulse's judging held back, by reason ([`Shared::judge`]).

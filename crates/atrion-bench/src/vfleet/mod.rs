@@ -153,6 +153,12 @@ pub struct Row {
     pub total_ops: f64,
     /// Notices the store delivered per pulse, all subscribers.
     pub deliveries: f64,
+    /// Of those, heartbeats' notices.
+    #[serde(default)]
+    pub heartbeat_deliveries: f64,
+    /// Of those, notices of keys no other node reads (route records).
+    #[serde(default)]
+    pub other_deliveries: f64,
     /// The fraction of the server's time used.
     pub server_busy: f64,
     /// Contributions pushed.
@@ -448,6 +454,8 @@ pub async fn run(p: &Params) -> anyhow::Result<Row> {
         notices: per(&|c| c.notices),
         total_ops: (0..n).map(|i| (end[i] - base[i]).ops).sum::<u64>() as f64 / pulses,
         deliveries: (server1.deliveries - server0.deliveries) as f64 / pulses,
+        heartbeat_deliveries: (server1.heartbeat_deliveries - server0.heartbeat_deliveries) as f64 / pulses,
+        other_deliveries: (server1.other_deliveries - server0.other_deliveries) as f64 / pulses,
         server_busy: (server1.busy_ns - server0.busy_ns) as f64 / (PULSE.as_nanos() as f64 * pulses),
         pushed: stat(&|s| s.pushed) as f64 / n as f64 / pulses,
         outranked: stat(&|s| s.outranked) as f64 / n as f64 / pulses,

@@ -69,6 +69,10 @@ pub struct ServerCounts {
     pub ops: u64,
     /// Notices delivered (one per subscriber).
     pub deliveries: u64,
+    /// Of those, notices of heartbeats (keys of the `node` family: `{namespace}/node/...`).
+    pub heartbeat_deliveries: u64,
+    /// Of those, notices of neither shares nor heartbeats (route records, `local`).
+    pub other_deliveries: u64,
     /// Server time used, in ns.
     pub busy_ns: u64,
     /// Calls refused (partitioned, or the store down).
@@ -312,10 +316,17 @@ impl StoreModel {
         let mut delivered = 0u64;
         for change in changes {
             let key = change.key().unwrap_or_default();
+            let mut to = 0;
             for s in st.subs.iter().filter(|s| !s.cut && !partitioned[s.node] && key.starts_with(&s.prefix)) {
                 if s.tx.send((at, change.clone())).is_ok() {
-                    delivered += 1;
+                    to += 1;
                 }
+            }
+            delivered += to;
+            match key.split('/').nth(1) {
+                Some("node") => st.counts.heartbeat_deliveries += to,
+                Some("route") => {}
+                _ => st.counts.other_deliveries += to,
             }
         }
         let cost = self.cfg.delivery * delivered as u32;
@@ -371,6 +382,12 @@ impl StateStore for ModelStore {
             Ok((v, vec![set(key.to_owned(), v, value)]))
         })
         .await
+    }
+
+    async fn put_quiet(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        let m = &self.model;
+        m.serve(self.node, Op::Set, 1, m.cfg.key_op, |kv| async move { Ok((kv.put(key, value, ttl).await?, vec![])) })
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
