@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         a.base.full_sync
     );
     println!(
-        "| nodes | routes | dirty/node | store ops / node / pulse | round trips | bytes out | bytes in | notices / node / pulse | store ops / pulse | deliveries / pulse (heartbeats, records) | server busy | pushed | outranked | full syncs | convergence p50 / p99 / max (pulses) | partition healed in | restart healed in | wall s |"
+        "| nodes | routes | dirty/node | store ops / node / pulse | round trips | bytes out | bytes in | notices / node / pulse | store ops / pulse | deliveries / pulse (heartbeats, records, second leader only) | server busy | pushed | outranked | full syncs | convergence p50 / p99 / max (pulses) | partition healed in | restart healed in | wall s |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|");
     let mut rows: Vec<Row> = Vec::new();
@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
                 let p = Params { nodes: n, routes, dirty, ..a.base.clone() };
                 let r = run_paused(&p)?;
                 println!(
-                    "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} ({:.0}, {:.0}) | {:.1}% | {:.2} | {:.1} | {} | {:.2} / {:.2} / {:.2}{} | {} | {} | {:.1} |",
+                    "| {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} ({:.0}, {:.0}, {:.0}) | {:.1}% | {:.2} | {:.1} | {} | {:.2} / {:.2} / {:.2}{} | {} | {} | {:.1} |",
                     r.nodes,
                     r.routes,
                     r.dirty_per_node,
@@ -122,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                     r.deliveries,
                     r.heartbeat_deliveries,
                     r.other_deliveries,
+                    r.second_only_deliveries,
                     r.server_busy * 100.0,
                     r.pushed,
                     r.outranked,

@@ -159,6 +159,10 @@ pub struct Row {
     /// Of those, notices of keys no other node reads (route records).
     #[serde(default)]
     pub other_deliveries: f64,
+    /// Of those, notices that moved a route's second leader only (only its leader needs
+    /// them).
+    #[serde(default)]
+    pub second_only_deliveries: f64,
     /// The fraction of the server's time used.
     pub server_busy: f64,
     /// Contributions pushed.
@@ -456,6 +460,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Row> {
         deliveries: (server1.deliveries - server0.deliveries) as f64 / pulses,
         heartbeat_deliveries: (server1.heartbeat_deliveries - server0.heartbeat_deliveries) as f64 / pulses,
         other_deliveries: (server1.other_deliveries - server0.other_deliveries) as f64 / pulses,
+        second_only_deliveries: (server1.second_only_deliveries - server0.second_only_deliveries) as f64 / pulses,
         server_busy: (server1.busy_ns - server0.busy_ns) as f64 / (PULSE.as_nanos() as f64 * pulses),
         pushed: stat(&|s| s.pushed) as f64 / n as f64 / pulses,
         outranked: stat(&|s| s.outranked) as f64 / n as f64 / pulses,

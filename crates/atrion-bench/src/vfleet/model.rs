@@ -73,6 +73,9 @@ pub struct ServerCounts {
     pub heartbeat_deliveries: u64,
     /// Of those, notices of neither shares nor heartbeats (route records, `local`).
     pub other_deliveries: u64,
+    /// Of those, notices of shares that moved the second leader only (the leader, its rank
+    /// within the step and the member count as they were): only the leader needs them.
+    pub second_only_deliveries: u64,
     /// Server time used, in ns.
     pub busy_ns: u64,
     /// Calls refused (partitioned, or the store down).
@@ -92,6 +95,9 @@ struct KeyShares {
     version: u64,
     by_member: BTreeMap<String, Share>,
     order: BTreeSet<(i64, String)>,
+    /// The last notice moved the second leader only (the same leader, its rank within the
+    /// step, the same members): only the leader reads the second.
+    second_only: bool,
 }
 
 impl KeyShares {
@@ -107,6 +113,7 @@ impl KeyShares {
     /// Writes `share`; the change to notify, when it is news (as `SHARE_PUT` decides).
     fn put(&mut self, key: &str, share: Share) -> Option<Change> {
         let before = self.top2_ranks();
+        let leader = self.ranked().next().map(|s| s.member.clone());
         let added = match self.by_member.insert(share.member.clone(), share.clone()) {
             Some(old) => {
                 self.order.remove(&(rank_key(old.rank), old.member));
@@ -124,6 +131,8 @@ impl KeyShares {
         if !(added || moved(before[0], after[0]) || moved(before[1], after[1])) {
             return None;
         }
+        self.second_only =
+            !added && !moved(before[0], after[0]) && leader == self.ranked().next().map(|s| s.member.clone());
         self.version += 1;
         let leaders = Shares { members: self.by_member.len() as u32, top: self.ranked().take(2).cloned().collect() };
         Some(Change::Set { key: key.to_owned(), version: self.version, value: Some(leaders.encode()) })
@@ -335,9 +344,29 @@ impl StoreModel {
         st.counts.busy_ns += cost.as_nanos() as u64;
     }
 
-    fn put_shares(&self, items: Vec<ShareWrite>) -> Vec<Change> {
+    /// Writes the shares: the changes to notify, and how many of them moved the second
+    /// leader only.
+    /// Counts the deliveries that `n` second-leader-only notices will take (one per
+    /// subscriber that would get them).
+    fn count_second_only(&self, n: usize) {
         let mut st = self.lock();
-        items.into_iter().filter_map(|w| st.shares.entry(w.key.clone()).or_default().put(&w.key, w.share)).collect()
+        let subs = st.subs.iter().filter(|s| !s.cut && !st.partitioned[s.node]).count() as u64;
+        st.counts.second_only_deliveries += n as u64 * subs;
+    }
+
+    fn put_shares(&self, items: Vec<ShareWrite>) -> (Vec<Change>, usize) {
+        let mut st = self.lock();
+        let mut second_only = 0;
+        let changes = items
+            .into_iter()
+            .filter_map(|w| {
+                let k = st.shares.entry(w.key.clone()).or_default();
+                let change = k.put(&w.key, w.share)?;
+                second_only += usize::from(k.second_only);
+                Some(change)
+            })
+            .collect();
+        (changes, second_only)
     }
 }
 
@@ -496,7 +525,8 @@ impl StateStore for ModelStore {
         }
         let m = &self.model;
         m.serve(self.node, Op::PutShares, items.len(), m.cfg.share_write, |_| {
-            let changes = m.put_shares(items);
+            let (changes, second_only) = m.put_shares(items);
+            m.count_second_only(second_only);
             async move { Ok(((), changes)) }
         })
         .await
