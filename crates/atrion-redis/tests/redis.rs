@@ -391,3 +391,72 @@ async fn tls_with_a_private_ca() {
     bad.ca_cert = Some("/nonexistent/ca.pem".into());
     assert!(matches!(RedisStore::connect(&bad).await.unwrap_err().kind, ErrorKind::Config(_)));
 }
+
+/// Five nodes on one real Redis: only the watchers beat aloud (the heartbeats on the feed
+/// come from at most three nodes, two watchers and one taking over, not from all five), yet
+/// every node sees the four others healthy; a node cut off without a word is seen gone by
+/// every other node, and back when its link heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_watchers_beat_aloud_and_a_silent_node_is_seen_gone() {
+    use atrion_core::{Engine, PhysicsConfig};
+    use atrion_redis::testing::TcpProxy;
+    use atrion_state::{Change, Clock, TokioClock};
+    use atrion_sync::{NodeStatus, StateManager, SyncConfig};
+
+    let Some(server) = RedisServer::start() else { return };
+    let proxy = TcpProxy::start(server.port).await;
+    let clock = Arc::new(TokioClock::new());
+    let mut managers = Vec::new();
+    for i in 0..5 {
+        let port = if i == 4 { proxy.port } else { server.port };
+        let engine = Arc::new(Engine::new(PhysicsConfig::default()).unwrap());
+        let mut cfg = SyncConfig::for_node(format!("n{i}"));
+        cfg.namespace = "quiet".into();
+        cfg.pulse = Duration::from_millis(50);
+        cfg.node_ttl = Duration::from_millis(1_200);
+        cfg.store_timeout = Duration::from_millis(200);
+        let mut rc = RedisConfig::new(format!("redis://127.0.0.1:{port}"));
+        rc.command_timeout = Duration::from_millis(300);
+        rc.connect_timeout = Duration::from_millis(300);
+        let store: Arc<dyn StateStore> = Arc::new(RedisStore::connect(&rc).await.unwrap());
+        managers.push(StateManager::start(engine, store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap());
+    }
+    let others = |m: &StateManager<atrion_core::SilentObserver>| -> Vec<(String, NodeStatus)> {
+        m.nodes().into_iter().filter(|n| !n.this_node).map(|n| (n.id, n.status)).collect()
+    };
+    let all_healthy = |m: &StateManager<atrion_core::SilentObserver>| {
+        let seen = others(m);
+        seen.len() == 4 && seen.iter().all(|(_, s)| *s == NodeStatus::Healthy)
+    };
+    eventually("every node sees four healthy others", || managers.iter().all(all_healthy)).await;
+
+    // Two seconds of the feed: about twelve beat periods.
+    let listener = store(&server).await;
+    let mut feed = listener.subscribe("quiet/node/").await.unwrap().expect("a feed");
+    let mut aloud = std::collections::BTreeSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(change)) = tokio::time::timeout_at(until, feed.recv()).await {
+        if let Change::Set { key, .. } = change {
+            aloud.insert(key);
+        }
+    }
+    assert!(!aloud.is_empty() && aloud.len() <= 3, "heartbeats on the feed: {aloud:?}");
+    assert!(managers.iter().all(all_healthy), "quiet beats still count");
+
+    proxy.cut();
+    eventually("n4 is gone for every other node", || {
+        managers[..4].iter().all(|m| others(m).iter().any(|(id, s)| id == "n4" && *s == NodeStatus::Gone))
+    })
+    .await;
+    assert!(
+        managers[..4]
+            .iter()
+            .all(|m| others(m).iter().filter(|(id, _)| id != "n4").all(|(_, s)| *s != NodeStatus::Gone)),
+        "the others stay"
+    );
+    proxy.heal();
+    eventually("n4 is back for every other node", || managers.iter().all(all_healthy)).await;
+    for m in managers {
+        m.shutdown().await;
+    }
+}
