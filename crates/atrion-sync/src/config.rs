@@ -23,8 +23,9 @@ pub struct SyncConfig {
     pub pulse: Duration,
     /// How often everything is re-read from the store, repairing change events lost without
     /// a disconnect (a disconnect, or a feed that fell behind, forces a full sync at once).
-    /// Each one reads every route's leaders: a node's store reads are its route count per
-    /// period, so a large fleet wants it rare.
+    /// Each one reads every route's leaders, a slice per pulse over the period (at least
+    /// 256 keys a pulse): a node's store reads are its route count per period, so a large
+    /// fleet wants it rare.
     #[serde(with = "atrion_core::serde_secs")]
     pub full_sync: Duration,
     /// A node whose heartbeat is older than this drops out of the aggregate.

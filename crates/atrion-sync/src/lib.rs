@@ -13,8 +13,8 @@
 //! ([`Contribution`], heartbeats: `wire.rs`; [`RouteRecord`]: `record.rs`), its keys
 //! ([`ClusterKeys`]: `keys.rs`) and their families for a restore ([`cluster_families`]),
 //! membership and liveness (`membership.rs`: [`NodeInfo`]), the pulse and its push
-//! (`push.rs`), the change feed, the full sync and the warm start (`pull.rs`), and the merge
-//! (`merge.rs`); `manager.rs` holds the handle and the task that drives them.
+//! (`push.rs`), the change feed, the full sync and the warm start (`pull.rs`), the periodic
+//! full sync spread over its period (`sweep.rs`), and the merge (`merge.rs`); `manager.rs` holds the handle and the task that drives them.
 //!
 //! It depends on the store contract (`atrion-state`) and the engine (`atrion-core`); store
 //! adapters depend on the contract alone. Time comes from the contract's
@@ -36,6 +36,7 @@ mod pull;
 mod push;
 mod record;
 mod stats;
+mod sweep;
 mod wire;
 
 #[cfg(feature = "testing")]

@@ -88,6 +88,8 @@ pub(crate) struct SyncState {
     /// The last heartbeat heard from a watcher (wall ms): it vouches that every node of
     /// the digest was live then (the nodes' own refreshes are quiet).
     pub(crate) vouched_ms: u64,
+    /// The periodic full sync under way, a slice per pulse.
+    pub(crate) sweep: Option<crate::sweep::Sweep>,
     /// This node's route records as the store holds them.
     pub(crate) records: HashMap<String, RouteRecord>,
     /// Records to write (`Some`) or remove (`None`), newest per route.
@@ -189,9 +191,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                         let at = tokio::time::Instant::now();
                         second = s.has_deferred().then(|| at + s.cfg.pulse.mul_f64(s.cfg.second_look));
                     }
-                    _ = full.tick() => {
-                        let _ = s.full_sync(false).await;
-                    }
+                    _ = full.tick() => s.begin_sweep().await,
                     change = atrion_state::ChangeFeed::next_or_pending(&mut feed) => match change {
                         Some(change) => s.apply(change).await,
                         None => feed = None,

@@ -273,6 +273,9 @@ impl Shared {
             }
         }
         self.rebuild().await;
+        if look == Look::Pulse {
+            self.sweep_step().await;
+        }
         self.merge_if_liveness_changed();
     }
 

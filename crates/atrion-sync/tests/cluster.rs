@@ -220,6 +220,10 @@ struct Faults {
     fail_once: std::sync::Mutex<Option<&'static str>>,
     /// Change notices arrive this late (a loaded store).
     feed_delay: Option<Duration>,
+    /// While set, change notices are lost without a word (no resync).
+    mute: AtomicBool,
+    /// The keys of each `shares` read, in order.
+    reads: std::sync::Mutex<Vec<usize>>,
 }
 
 impl Flaky {
@@ -291,13 +295,26 @@ impl StateStore for Flaky {
         self.check(Op::Cleanup)?;
         self.inner.cleanup().await
     }
+    async fn shares(
+        &self,
+        keys: &[String],
+        member: &str,
+    ) -> Result<Vec<Option<atrion_state::shares::Shares>>, StoreError> {
+        self.check(Op::GetShares)?;
+        self.faults.reads.lock().unwrap().push(keys.len());
+        self.inner.shares(keys, member).await
+    }
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
         let Some(mut feed) = self.inner.subscribe(prefix).await? else { return Ok(None) };
-        let Some(delay) = self.faults.feed_delay else { return Ok(Some(feed)) };
+        let faults = self.faults.clone();
+        let delay = faults.feed_delay.unwrap_or_default();
         // Stamped on arrival, handed on `delay` later, in order.
         let (stamped, mut later) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(change) = feed.recv().await {
+                if faults.mute.load(Ordering::Relaxed) {
+                    continue;
+                }
                 if stamped.send((tokio::time::Instant::now() + delay, change)).is_err() {
                     return;
                 }
@@ -504,6 +521,41 @@ async fn concurrent_pulses_lose_no_update() {
         assert!(shares.is_some_and(|s| s.get("a").is_some()), "{route} was never written: {:?}", manager.stats());
     }
     assert_eq!(manager.stats().buffered, 0);
+}
+
+/// The periodic full sync reads the routes a slice per pulse (at least 256 keys, enough
+/// slices to end within its period), not all in one burst, and repairs what the change feed
+/// lost without a word.
+#[tokio::test(start_paused = true)]
+async fn the_periodic_full_sync_reads_a_slice_per_pulse_and_repairs_a_silent_loss() {
+    let faults = Arc::new(Faults::default());
+    let store: Arc<dyn StateStore> = Arc::new(Flaky { faults: faults.clone(), ..Flaky::default() });
+    let clock = Arc::new(TokioClock::new());
+    let a = Node::start("a", store.clone(), clock.clone()).await;
+    let b = Node::start("b", store.clone(), clock.clone()).await;
+    faults.mute.store(true, Ordering::Relaxed);
+    let routes: Vec<String> = (0..600).map(|i| format!("swept/{i}")).collect();
+    let bad = Telemetry::new(1_000.0, 1.0, 0.9).unwrap();
+    for _ in 0..5 {
+        let now = clock.now();
+        for r in &routes {
+            a.engine.report(r, bad, now);
+        }
+        tokio::time::sleep(PULSE).await;
+    }
+    tokio::time::sleep(5 * PULSE).await;
+    faults.mute.store(false, Ordering::Relaxed);
+    let sees = |r: &String| b.engine.cluster_scar(r, clock.now()).is_some_and(|s| s > 0.0);
+    assert!(!routes.iter().any(sees), "the notices were lost");
+    let syncs = b.manager.stats().full_syncs;
+    faults.reads.lock().unwrap().clear();
+    tokio::time::sleep(SyncConfig::default().full_sync + 10 * PULSE).await;
+    assert!(routes.iter().all(sees), "the sweep found every route");
+    assert!(b.manager.stats().full_syncs > syncs, "{:?}", b.manager.stats());
+    let reads = faults.reads.lock().unwrap().clone();
+    assert!(reads.iter().all(|&n| n <= 256) && reads.iter().sum::<usize>() >= 2 * 600, "{reads:?}");
+    a.manager.shutdown().await;
+    b.manager.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
