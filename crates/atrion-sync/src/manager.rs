@@ -88,6 +88,9 @@ pub(crate) struct SyncState {
     /// The last heartbeat heard from a watcher (wall ms): it vouches that every node of
     /// the digest was live then (the nodes' own refreshes are quiet).
     pub(crate) vouched_ms: u64,
+    /// The watchers as this node last chose them (at its last beat): a beat of one of
+    /// them vouches for the digest.
+    pub(crate) watching: Vec<String>,
     /// The periodic full sync under way, a slice per pulse.
     pub(crate) sweep: Option<crate::sweep::Sweep>,
     /// This node's route records as the store holds them.

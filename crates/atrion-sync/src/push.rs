@@ -207,7 +207,10 @@ impl Shared {
                 st.record_pending.iter().map(|(r, rec)| (r.clone(), *rec)).collect();
             // A watcher beats aloud; so does a node the others may not know (its first beat,
             // or after the store or the node was away).
-            let watcher = beat && self.watchers(st, wall).contains(&node);
+            let watcher = beat && {
+                st.watching = self.watchers(st, wall).into_iter().map(str::to_owned).collect();
+                st.watching.iter().any(|w| w == node)
+            };
             let aloud = watcher || degraded || st.beat_lost || st.heartbeat_ms == 0;
             (sent, shares, records, (look != Look::Second && beat).then_some((aloud, watcher)))
         };
