@@ -4,29 +4,38 @@
 
 use std::time::Duration;
 
-use atrion_state::Change;
 use atrion_state::shares::next_token;
+use atrion_state::{Change, ChangeRef, Notice};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-/// Forwards the notifications of `channel` to `tx` until the feed is dropped, subscribing
-/// again whenever the subscription breaks: through `clients[at]`, or the next client that
-/// answers (another node of a cluster).
+/// A notification's payload, owned as redis-rs received it (no copy).
+struct Payload(redis::Msg);
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        self.0.get_payload_bytes()
+    }
+}
+
+/// Forwards the notifications of `channel` to `tx`, whole (the reader reads their records in
+/// place: [`record_ref`]), until the feed is dropped, subscribing again whenever the
+/// subscription breaks: through `clients[at]`, or the next client that answers (another node
+/// of a cluster).
 pub(crate) async fn forward(
     clients: Vec<redis::Client>,
     mut at: usize,
     channel: String,
     mut pubsub: redis::aio::PubSub,
-    tx: mpsc::Sender<Change>,
+    tx: mpsc::Sender<Notice>,
 ) {
     loop {
         let mut stream = pubsub.into_on_message();
         while let Some(msg) = stream.next().await {
-            for change in parse(msg.get_payload_bytes()) {
-                if tx.send(change).await.is_err() {
-                    return; // the feed was dropped
-                }
+            let notice = Notice::Raw { payload: Bytes::from_owner(Payload(msg)), parse: record_ref };
+            if tx.send(notice).await.is_err() {
+                return; // the feed was dropped
             }
         }
         // Disconnected: whatever was published meanwhile is lost. Reconnect, then
@@ -47,7 +56,7 @@ pub(crate) async fn forward(
             }
             at = (at + 1) % clients.len();
         }
-        if tx.send(Change::Resync).await.is_err() {
+        if tx.send(Notice::Change(Change::Resync)).await.is_err() {
             return;
         }
     }
@@ -59,20 +68,21 @@ pub(crate) async fn forward(
 pub(crate) fn parse(mut rest: &[u8]) -> Vec<Change> {
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let Some(change) = record(&mut rest) else { break };
-        out.push(change);
+        let Some(change) = record_ref(&mut rest) else { break };
+        out.push(change.to_change());
     }
     out
 }
 
-fn record(rest: &mut &[u8]) -> Option<Change> {
+/// The next record of a notification, read in place ([`atrion_state::NoticeParser`]).
+pub(crate) fn record_ref<'a>(rest: &mut &'a [u8]) -> Option<ChangeRef<'a>> {
     let kind = next_token(rest)?;
     let version = std::str::from_utf8(next_token(rest)?).ok()?.parse().ok()?;
-    let key = std::str::from_utf8(next_token(rest)?).ok()?.to_owned();
+    let key = std::str::from_utf8(next_token(rest)?).ok()?;
     Some(match kind {
-        b"set" => Change::Set { key, version, value: Some(Bytes::copy_from_slice(next_token(rest)?)) },
-        b"ref" => Change::Set { key, version, value: None },
-        b"del" => Change::Deleted { key },
+        b"set" => ChangeRef::Set { key, version, value: Some(next_token(rest)?) },
+        b"ref" => ChangeRef::Set { key, version, value: None },
+        b"del" => ChangeRef::Deleted { key },
         _ => return None,
     })
 }

@@ -160,6 +160,13 @@ pub fn parse_notice(payload: &[u8]) -> Vec<atrion_state::Change> {
     feed::parse(payload)
 }
 
+/// The next change of a notification on this store's channel, read in place (borrowed from
+/// the payload) and advancing it: the [`atrion_state::NoticeParser`] this store's change feed
+/// hands its readers with each notification. Public for tools that replay notifications.
+pub fn parse_notice_record<'a>(rest: &mut &'a [u8]) -> Option<atrion_state::ChangeRef<'a>> {
+    feed::record_ref(rest)
+}
+
 fn err(op: Op, key: Option<&str>, e: redis::RedisError) -> StoreError {
     let kind = if e.is_timeout() {
         ErrorKind::Timeout
@@ -489,7 +496,7 @@ impl StateStore for RedisStore {
             match tokio::time::timeout(self.cfg.connect_timeout, attempt).await {
                 Ok(Ok(pubsub)) => {
                     tokio::spawn(feed::forward(self.subscribe_via.clone(), i, channel, pubsub, tx));
-                    return Ok(Some(ChangeFeed::from_channel(rx, prefix)));
+                    return Ok(Some(ChangeFeed::from_notices(rx, prefix)));
                 }
                 Ok(Err(e)) => last = Some(err(Op::Subscribe, None, e)),
                 Err(_) => last = Some(StoreError::new(BACKEND, Op::Subscribe, None, ErrorKind::Timeout)),

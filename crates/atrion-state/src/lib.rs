@@ -60,8 +60,8 @@ pub use memory::InMemoryStore;
 pub use namespace::{DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN, check_namespace, family_prefix, namespace_prefix};
 pub use service::{CleanupTask, ServiceError, StateService, StateServiceBuilder, SwitchReport};
 pub use store::{
-    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, MAX_KEY_LEN, MAX_VALUE_LEN,
-    StateStore, StoreStats, check_key, check_share, check_value, update,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, ChangeRef, CleanupStats, Entry, MAX_KEY_LEN,
+    MAX_VALUE_LEN, Notice, NoticeParser, StateStore, StoreStats, check_key, check_share, check_value, update,
 };
 
 /// Durations in config files are written as seconds (a non-negative number):

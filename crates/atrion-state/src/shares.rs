@@ -77,7 +77,9 @@ impl Shares {
     pub fn best(&self, counts: impl Fn(&str) -> bool) -> Best<'_> {
         // The listed shares are a prefix of the ranking (plus, perhaps, the reader's own, which
         // never counts for it): the first that counts leads all the unlisted ones too.
-        match self.ranked().into_iter().find(|s| counts(&s.member)) {
+        // The first in ranking order that counts, without sorting (`min_by` keeps the first
+        // of equals, as the stable sort of `ranked` does).
+        match self.top.iter().filter(|s| counts(&s.member)).min_by(|a, b| by_rank(a, b)) {
             Some(s) => Best::Found(s),
             None if self.complete() => Best::None,
             None => Best::Incomplete,
@@ -145,6 +147,63 @@ impl Shares {
         }
         Some(Shares { members, top })
     }
+
+    /// Decodes `bytes` into `self`, as [`Shares::decode`] would, reusing what `self` holds:
+    /// the list's capacity, the members' strings, and each value's buffer when `self` is its
+    /// only holder and the new value has the same length. A change notice that names members
+    /// already listed (in any order) with values of the same length as before allocates
+    /// nothing. Returns `false` for anything `decode` refuses; `self` is then valid but its
+    /// content unspecified.
+    pub fn decode_into(&mut self, bytes: &[u8]) -> bool {
+        let mut rest = bytes;
+        if next_token(&mut rest) != Some(TAG) {
+            return false;
+        }
+        let Some(members) = next_token(&mut rest).and_then(|t| std::str::from_utf8(t).ok()?.parse().ok()) else {
+            return false;
+        };
+        self.members = members;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let Some(member) = next_token(&mut rest).and_then(|t| std::str::from_utf8(t).ok()) else { return false };
+            let Some(rank) = next_token(&mut rest).and_then(parse_rank) else { return false };
+            let Some(value) = next_token(&mut rest) else { return false };
+            if member.is_empty() {
+                return false;
+            }
+            match self.top.get_mut(n) {
+                Some(s) => {
+                    if s.member != member {
+                        s.member.clear();
+                        s.member.push_str(member);
+                    }
+                    s.rank = rank;
+                    refill(&mut s.value, value);
+                }
+                None => self.top.push(Share { member: member.to_owned(), rank, value: Bytes::copy_from_slice(value) }),
+            }
+            n += 1;
+        }
+        self.top.truncate(n);
+        true
+    }
+}
+
+/// Sets `slot` to a copy of `new`, in `slot`'s own buffer when it is its only holder and has
+/// the same length (then nothing is allocated).
+fn refill(slot: &mut Bytes, new: &[u8]) {
+    if slot.as_ref() == new {
+        return;
+    }
+    *slot = match std::mem::take(slot).try_into_mut() {
+        // A buffer exactly as long as the value freezes back without allocating.
+        Ok(mut buf) if buf.capacity() == new.len() => {
+            buf.clear();
+            buf.extend_from_slice(new);
+            buf.freeze()
+        }
+        _ => Bytes::copy_from_slice(new),
+    };
 }
 
 /// The ranking order, highest first; ties by member, descending (as Redis's `ZREVRANGE`).
@@ -201,6 +260,34 @@ mod tests {
         assert_eq!(Shares::decode(b"2:s11:31:a1:1"), None, "cut short");
         assert_eq!(Shares::decode(b"2:x11:3"), None);
         assert_eq!(Shares::decode(b"99999999999999999999:s1"), None);
+    }
+
+    #[test]
+    fn decoding_in_place_reads_what_decode_reads() {
+        let a = Shares { members: 5, top: vec![share("b", 3.25), share("a", f64::NEG_INFINITY), share("c", 1e300)] };
+        let b = Shares {
+            members: 2,
+            top: vec![
+                share("a", 1.0),
+                Share { member: "longer-member".into(), rank: 0.5, value: Bytes::from_static(b"other value") },
+            ],
+        };
+        let mut into = Shares::default();
+        for want in [&a, &b, &a, &Shares { members: 3, top: vec![] }, &b] {
+            assert!(into.decode_into(&want.encode()));
+            assert_eq!(&into, want);
+        }
+        for bad in [&b""[..], b"2:s1", b"2:s11:31:a3:NaN0:", b"2:s11:31:a1:1", b"2:x11:3", b"2:s11:30:1:10:"] {
+            assert_eq!(Shares::decode(bad), None);
+            assert!(!into.decode_into(bad), "{bad:?}");
+        }
+        // A value shared with someone else is never written over.
+        assert!(into.decode_into(&a.encode()));
+        let held = into.top[0].value.clone();
+        let mut c = a.clone();
+        c.top[0].value = Bytes::from(vec![9, 9, 9, 9]);
+        assert!(into.decode_into(&c.encode()));
+        assert_eq!((held, &into), (share("b", 0.0).value, &c));
     }
 
     #[test]

@@ -118,6 +118,90 @@ impl Change {
     }
 }
 
+impl Change {
+    /// The change as borrowed parts ([`ChangeRef`]).
+    pub fn view(&self) -> ChangeRef<'_> {
+        match self {
+            Change::Set { key, version, value } => {
+                ChangeRef::Set { key, version: *version, value: value.as_ref().map(|v| &v[..]) }
+            }
+            Change::Deleted { key } => ChangeRef::Deleted { key },
+            Change::Expired { key } => ChangeRef::Expired { key },
+            Change::Resync => ChangeRef::Resync,
+        }
+    }
+}
+
+/// A [`Change`] read in place, its key and value borrowed from the notification that
+/// carried them: what [`ChangeFeed::recv_each`] hands out, so that a reader allocates nothing
+/// per change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeRef<'a> {
+    /// A key was written ([`Change::Set`]).
+    Set {
+        /// The key.
+        key: &'a str,
+        /// Its new version.
+        version: u64,
+        /// The new value, where the backend carries it; `None`: read the key for it.
+        value: Option<&'a [u8]>,
+    },
+    /// A key was deleted.
+    Deleted {
+        /// The key.
+        key: &'a str,
+    },
+    /// A key expired.
+    Expired {
+        /// The key.
+        key: &'a str,
+    },
+    /// Changes were lost: resynchronise fully.
+    Resync,
+}
+
+impl ChangeRef<'_> {
+    /// The key it is about (`None` for [`ChangeRef::Resync`]).
+    pub fn key(&self) -> Option<&str> {
+        match *self {
+            ChangeRef::Set { key, .. } | ChangeRef::Deleted { key } | ChangeRef::Expired { key } => Some(key),
+            ChangeRef::Resync => None,
+        }
+    }
+
+    /// The owned [`Change`].
+    pub fn to_change(&self) -> Change {
+        match *self {
+            ChangeRef::Set { key, version, value } => {
+                Change::Set { key: key.to_owned(), version, value: value.map(Bytes::copy_from_slice) }
+            }
+            ChangeRef::Deleted { key } => Change::Deleted { key: key.to_owned() },
+            ChangeRef::Expired { key } => Change::Expired { key: key.to_owned() },
+            ChangeRef::Resync => Change::Resync,
+        }
+    }
+}
+
+/// Reads the next change of a notification's bytes in place, advancing them; `None` when
+/// they do not start with one (the rest of the notification is then dropped).
+pub type NoticeParser = for<'a> fn(&mut &'a [u8]) -> Option<ChangeRef<'a>>;
+
+/// What an adapter's feed task sends down a channel ([`ChangeFeed::from_notices`]): one
+/// change, or one notification as received, with the parser that reads its changes, so that
+/// they are read in place by the reader and not copied out one by one.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// One change.
+    Change(Change),
+    /// A notification's bytes, holding any number of changes.
+    Raw {
+        /// The bytes.
+        payload: Bytes,
+        /// How to read them.
+        parse: NoticeParser,
+    },
+}
+
 /// The in-process change feed of a store that sees all of its own writes (memory, file):
 /// writers `notify`, readers `subscribe`. A reader that falls more than 4,096 changes behind
 /// gets [`Change::Resync`]. Cloning shares the bus.
@@ -155,23 +239,129 @@ impl ChangeBus {
 pub struct ChangeFeed {
     source: Source,
     prefix: String,
+    /// The rest of a notification [`ChangeFeed::recv`] has begun to hand out.
+    pending: Option<(Bytes, usize, NoticeParser)>,
+    /// The source is closed (after a last batch of [`ChangeFeed::recv_each`]).
+    closed: bool,
 }
 
 #[derive(Debug)]
 enum Source {
     Broadcast(broadcast::Receiver<Change>),
     Channel(mpsc::Receiver<Change>),
+    Notices(mpsc::Receiver<Notice>),
+}
+
+/// What one receive from a source gave.
+enum Got {
+    Item(Notice),
+    Empty,
+    Closed,
 }
 
 impl ChangeFeed {
     /// A feed over an in-process broadcast channel (lag becomes [`Change::Resync`]).
     pub fn from_broadcast(rx: broadcast::Receiver<Change>, prefix: &str) -> Self {
-        ChangeFeed { source: Source::Broadcast(rx), prefix: prefix.to_owned() }
+        ChangeFeed::with_source(Source::Broadcast(rx), prefix)
     }
 
     /// A feed over a channel filled by an adapter's background task.
     pub fn from_channel(rx: mpsc::Receiver<Change>, prefix: &str) -> Self {
-        ChangeFeed { source: Source::Channel(rx), prefix: prefix.to_owned() }
+        ChangeFeed::with_source(Source::Channel(rx), prefix)
+    }
+
+    /// A feed over a channel of whole notifications filled by an adapter's background task:
+    /// their changes are read in place ([`ChangeFeed::recv_each`]), not copied out.
+    pub fn from_notices(rx: mpsc::Receiver<Notice>, prefix: &str) -> Self {
+        ChangeFeed::with_source(Source::Notices(rx), prefix)
+    }
+
+    fn with_source(source: Source, prefix: &str) -> Self {
+        ChangeFeed { source, prefix: prefix.to_owned(), pending: None, closed: false }
+    }
+
+    /// The next item of the source: awaited when `wait`, else only what is ready now.
+    async fn next_item(&mut self, wait: bool) -> Got {
+        let resync = Got::Item(Notice::Change(Change::Resync));
+        match &mut self.source {
+            Source::Broadcast(rx) if wait => match rx.recv().await {
+                Ok(c) => Got::Item(Notice::Change(c)),
+                Err(broadcast::error::RecvError::Lagged(_)) => resync,
+                Err(broadcast::error::RecvError::Closed) => Got::Closed,
+            },
+            Source::Broadcast(rx) => match rx.try_recv() {
+                Ok(c) => Got::Item(Notice::Change(c)),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => resync,
+                Err(broadcast::error::TryRecvError::Empty) => Got::Empty,
+                Err(broadcast::error::TryRecvError::Closed) => Got::Closed,
+            },
+            Source::Channel(rx) if wait => rx.recv().await.map_or(Got::Closed, |c| Got::Item(Notice::Change(c))),
+            Source::Channel(rx) => match rx.try_recv() {
+                Ok(c) => Got::Item(Notice::Change(c)),
+                Err(mpsc::error::TryRecvError::Empty) => Got::Empty,
+                Err(mpsc::error::TryRecvError::Disconnected) => Got::Closed,
+            },
+            Source::Notices(rx) if wait => rx.recv().await.map_or(Got::Closed, Got::Item),
+            Source::Notices(rx) => match rx.try_recv() {
+                Ok(n) => Got::Item(n),
+                Err(mpsc::error::TryRecvError::Empty) => Got::Empty,
+                Err(mpsc::error::TryRecvError::Disconnected) => Got::Closed,
+            },
+        }
+    }
+
+    /// Waits for the next notification, then hands `f` its changes under the prefix, and
+    /// those of the notifications that are ready now, in order, without waiting again: at
+    /// least one notification, and more until at least `max` changes were handed out (a
+    /// notification is never split). Keys and values are borrowed from the notification
+    /// ([`ChangeRef`]): nothing is allocated per change. Returns how many changes `f` got
+    /// (possibly 0: none was under the prefix), or `None` once the store is gone.
+    pub async fn recv_each(&mut self, max: usize, mut f: impl FnMut(ChangeRef<'_>)) -> Option<usize> {
+        if self.closed && self.pending.is_none() {
+            return None;
+        }
+        let mut handed = 0;
+        if let Some((payload, at, parse)) = self.pending.take() {
+            handed += each_in(&payload[at..], parse, &self.prefix, &mut f);
+        }
+        let mut wait = handed == 0;
+        while handed < max.max(1) {
+            let notice = match self.next_item(wait).await {
+                Got::Item(n) => n,
+                Got::Empty => break,
+                Got::Closed if wait => {
+                    self.closed = true;
+                    return None;
+                }
+                Got::Closed => {
+                    self.closed = true;
+                    break;
+                }
+            };
+            wait = false;
+            handed += match notice {
+                Notice::Change(c) if under(&self.prefix, c.key()) => {
+                    f(c.view());
+                    1
+                }
+                Notice::Change(_) => 0,
+                Notice::Raw { payload, parse } => each_in(&payload, parse, &self.prefix, &mut f),
+            };
+        }
+        Some(handed)
+    }
+
+    /// [`ChangeFeed::recv_each`] on `feed`, or never when there is no feed (for a `select!`
+    /// beside other events).
+    pub async fn each_or_pending(
+        feed: &mut Option<ChangeFeed>,
+        max: usize,
+        f: impl FnMut(ChangeRef<'_>),
+    ) -> Option<usize> {
+        match feed {
+            Some(feed) => feed.recv_each(max, f).await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The next change of `feed`, or never when there is no feed (for a `select!` beside
@@ -186,19 +376,53 @@ impl ChangeFeed {
     /// The next change under the prefix; `None` once the store is gone.
     pub async fn recv(&mut self) -> Option<Change> {
         loop {
-            let change = match &mut self.source {
-                Source::Broadcast(rx) => match rx.recv().await {
-                    Ok(c) => c,
-                    Err(broadcast::error::RecvError::Lagged(_)) => Change::Resync,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                Source::Channel(rx) => rx.recv().await?,
-            };
-            if change.key().is_none_or(|k| k.starts_with(&self.prefix)) {
-                return Some(change);
+            if let Some((payload, at, parse)) = self.pending.take() {
+                let mut rest = &payload[at..];
+                if let Some(change) = parse(&mut rest) {
+                    let change_owned = change.to_change();
+                    if !rest.is_empty() {
+                        let at = payload.len() - rest.len();
+                        self.pending = Some((payload, at, parse));
+                    }
+                    if under(&self.prefix, change_owned.key()) {
+                        return Some(change_owned);
+                    }
+                }
+                continue;
+            }
+            if self.closed {
+                return None;
+            }
+            match self.next_item(true).await {
+                Got::Item(Notice::Change(change)) if under(&self.prefix, change.key()) => return Some(change),
+                Got::Item(Notice::Change(_)) | Got::Empty => {}
+                Got::Item(Notice::Raw { payload, parse }) => self.pending = Some((payload, 0, parse)),
+                Got::Closed => {
+                    self.closed = true;
+                    return None;
+                }
             }
         }
     }
+}
+
+/// Whether a change about `key` is under `prefix` (a resync always is).
+fn under(prefix: &str, key: Option<&str>) -> bool {
+    key.is_none_or(|k| k.starts_with(prefix))
+}
+
+/// Hands `f` the changes of a notification's bytes under `prefix`, up to the first that does
+/// not read; how many.
+fn each_in(mut rest: &[u8], parse: NoticeParser, prefix: &str, f: &mut impl FnMut(ChangeRef<'_>)) -> usize {
+    let mut n = 0;
+    while !rest.is_empty() {
+        let Some(change) = parse(&mut rest) else { break };
+        if under(prefix, change.key()) {
+            f(change);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// A key-value store that Atrion keeps its state in.
@@ -423,4 +647,86 @@ where
         }
     }
     Err(StoreError::new(store.backend(), Op::CompareAndSwap, Some(key), ErrorKind::Contended(max_attempts)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shares::{next_token, push_token};
+
+    /// A record as `set <key> <value>` tokens, or `del <key>`.
+    fn record<'a>(rest: &mut &'a [u8]) -> Option<ChangeRef<'a>> {
+        let kind = next_token(rest)?;
+        let key = std::str::from_utf8(next_token(rest)?).ok()?;
+        match kind {
+            b"set" => Some(ChangeRef::Set { key, version: 1, value: Some(next_token(rest)?) }),
+            b"del" => Some(ChangeRef::Deleted { key }),
+            _ => None,
+        }
+    }
+
+    fn raw(records: &[(&str, &str)]) -> Notice {
+        let mut out = Vec::new();
+        for (key, value) in records {
+            push_token(&mut out, if value.is_empty() { b"del" } else { b"set" });
+            push_token(&mut out, key.as_bytes());
+            if !value.is_empty() {
+                push_token(&mut out, value.as_bytes());
+            }
+        }
+        Notice::Raw { payload: Bytes::from(out), parse: record }
+    }
+
+    fn set(key: &str, value: &str) -> Change {
+        Change::Set { key: key.into(), version: 1, value: Some(Bytes::from(value.to_owned())) }
+    }
+
+    #[tokio::test]
+    async fn notifications_are_read_in_place_in_batches_or_one_by_one() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut feed = ChangeFeed::from_notices(rx, "p/");
+        tx.send(raw(&[("p/a", "1"), ("q/x", "2"), ("p/b", "3")])).await.unwrap();
+        tx.send(Notice::Change(Change::Resync)).await.unwrap();
+        tx.send(raw(&[("p/c", ""), ("p/d", "4")])).await.unwrap();
+        // Everything ready comes in one batch, in order, under the prefix only.
+        let mut got = Vec::new();
+        assert_eq!(feed.recv_each(100, |c| got.push(c.to_change())).await, Some(4 + 1));
+        assert_eq!(
+            got,
+            [set("p/a", "1"), set("p/b", "3"), Change::Resync, Change::Deleted { key: "p/c".into() }, set("p/d", "4")]
+        );
+        // One change at a time, a notification split across calls; then the rest in a batch.
+        tx.send(raw(&[("p/e", "5"), ("p/f", "6"), ("p/g", "7")])).await.unwrap();
+        assert_eq!(feed.recv().await, Some(set("p/e", "5")));
+        let mut got = Vec::new();
+        assert_eq!(feed.recv_each(1, |c| got.push(c.to_change())).await, Some(2));
+        assert_eq!(got, [set("p/f", "6"), set("p/g", "7")]);
+        // A record that does not read drops the rest of its notification.
+        tx.send(raw(&[("p/h", "8")])).await.unwrap();
+        tx.send(Notice::Raw { payload: Bytes::from_static(b"3:zzz1:k"), parse: record }).await.unwrap();
+        tx.send(Notice::Change(set("p/i", "9"))).await.unwrap();
+        let mut got = Vec::new();
+        assert_eq!(feed.recv_each(100, |c| got.push(c.to_change())).await, Some(2));
+        assert_eq!(got, [set("p/h", "8"), set("p/i", "9")]);
+        // Gone: the rest first, then `None`, for either way of reading.
+        tx.send(raw(&[("p/j", "10")])).await.unwrap();
+        drop(tx);
+        assert_eq!(feed.recv().await, Some(set("p/j", "10")));
+        assert_eq!(feed.recv_each(100, |_| ()).await, None);
+        assert_eq!(feed.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_feed_is_drained_in_batches_and_lag_is_a_resync() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut feed = ChangeFeed::from_broadcast(rx, "");
+        for i in 0..3 {
+            tx.send(set(&format!("k{i}"), "v")).unwrap();
+        }
+        let mut got = Vec::new();
+        assert_eq!(feed.recv_each(100, |c| got.push(c.to_change())).await, Some(3));
+        assert_eq!(got, [Change::Resync, set("k1", "v"), set("k2", "v")]);
+        assert_eq!(set("k", "v").view().to_change(), set("k", "v"));
+        assert_eq!(ChangeRef::Expired { key: "k" }.key(), Some("k"));
+    }
 }

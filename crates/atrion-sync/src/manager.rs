@@ -48,11 +48,20 @@ use crate::record::RouteRecord;
 use crate::stats::{Counters, SyncStats};
 use crate::wire::{Contribution, Digest, Heartbeat};
 
+/// Changes of the feed applied in one round of the pulse task (more when a notification
+/// holds more): enough that a busy feed costs few rounds, few enough that a pulse is not held
+/// up behind a flood.
+const FEED_BATCH: usize = 1_024;
+
 #[derive(Default)]
 pub(crate) struct SyncState {
     /// route -> the leaders of its shares as last read or notified (other nodes', and
     /// perhaps this node's own).
     pub(crate) remote: HashMap<String, Shares>,
+    /// Where a notice's shares are decoded before they take their route's place in
+    /// `remote` (swapped with the route's previous ones, whose strings and buffers the next
+    /// notice reuses: no allocation per notice).
+    pub(crate) scratch: Shares,
     /// node -> last heartbeat, other nodes only.
     pub(crate) heartbeats: HashMap<String, Heartbeat>,
     /// Nodes whose heartbeat is gone from the store (left, or expired), with their last
@@ -172,6 +181,8 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
             full.tick().await;
             // When the changes held at the last pulse get their second look.
             let mut second: Option<tokio::time::Instant> = None;
+            // Changes of the feed that carry no value: their keys are read after the batch.
+            let mut reads = Vec::new();
             loop {
                 let second_look = async {
                     match second {
@@ -195,8 +206,17 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                         second = s.has_deferred().then(|| at + s.cfg.pulse.mul_f64(s.cfg.second_look));
                     }
                     _ = full.tick() => s.begin_sweep().await,
-                    change = atrion_state::ChangeFeed::next_or_pending(&mut feed) => match change {
-                        Some(change) => s.apply(change).await,
+                    // The feed is drained in batches: what is ready is applied in one round.
+                    got = atrion_state::ChangeFeed::each_or_pending(&mut feed, FEED_BATCH, |change| {
+                        if let Some(read) = s.apply_now(change) {
+                            reads.push(read);
+                        }
+                    }) => match got {
+                        Some(_) => {
+                            for change in reads.drain(..) {
+                                s.apply(change).await;
+                            }
+                        }
                         None => feed = None,
                     },
                 }

@@ -127,10 +127,14 @@ impl Shared {
     /// `node_ttl`, or listed by the membership digest while a watcher vouched for it within
     /// `node_ttl` (a node's refreshes are quiet unless it is a watcher).
     pub(crate) fn is_live(&self, st: &SyncState, node: &str, hb: &Heartbeat, wall: u64) -> bool {
+        self.live_by(st.digest.as_ref().map(|(_, d)| d), st.vouched_ms, node, hb, wall)
+    }
+
+    /// [`Shared::is_live`] on the digest and the last vouch alone.
+    fn live_by(&self, digest: Option<&Digest>, vouched_ms: u64, node: &str, hb: &Heartbeat, wall: u64) -> bool {
         let ttl = self.cfg.node_ttl.as_millis() as u64;
         wall.saturating_sub(hb.ms) <= ttl
-            || (wall.saturating_sub(st.vouched_ms) <= ttl
-                && st.digest.as_ref().is_some_and(|(_, d)| d.nodes.contains_key(node)))
+            || (wall.saturating_sub(vouched_ms) <= ttl && digest.is_some_and(|d| d.nodes.contains_key(node)))
     }
 
     /// The other nodes live at `wall`.
@@ -141,7 +145,22 @@ impl Shared {
     /// Whether a member's share counts in this node's merged view at `wall`: another node,
     /// live.
     pub(crate) fn counts<'a>(&'a self, st: &'a SyncState, wall: u64) -> impl Fn(&str) -> bool + 'a {
-        move |m: &str| !self.keys.is_own(m) && st.heartbeats.get(m).is_some_and(|hb| self.is_live(st, m, hb, wall))
+        self.counts_among(&st.heartbeats, st.digest.as_ref().map(|(_, d)| d), st.vouched_ms, wall)
+    }
+
+    /// [`Shared::counts`] with the heartbeats, the digest and the last vouch alone borrowed
+    /// (the rest of the state stays free to change).
+    pub(crate) fn counts_among<'a>(
+        &'a self,
+        heartbeats: &'a HashMap<String, Heartbeat>,
+        digest: Option<&'a Digest>,
+        vouched_ms: u64,
+        wall: u64,
+    ) -> impl Fn(&str) -> bool + 'a {
+        move |m: &str| {
+            !self.keys.is_own(m)
+                && heartbeats.get(m).is_some_and(|hb| self.live_by(digest, vouched_ms, m, hb, wall))
+        }
     }
 
     /// The cluster's [`WATCHERS`] at `wall`, as this node sees them: of the live nodes and

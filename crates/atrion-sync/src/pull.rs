@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use atrion_core::{Hold, Timestamp};
 use atrion_state::shares::{Best, Shares};
-use atrion_state::{Change, ErrorKind, Op, StoreError};
+use atrion_state::{Change, ChangeRef, ErrorKind, Op, StoreError};
 
 use crate::clock::EngineClock;
 use crate::manager::{Shared, transient};
@@ -206,51 +206,109 @@ impl Shared {
         Ok(())
     }
 
-    /// Applies one change from the feed. A change carries its value where the store can
-    /// (every change of a route's shares does); otherwise the key is read.
-    pub(crate) async fn apply(&self, change: Change) {
+    /// Applies one change from the feed, in place: a change that carries its value (every
+    /// change of a route's shares does) is decoded into the node's view without allocating
+    /// when the route and its members are known. A change without its value is returned, to
+    /// be applied by [`Shared::apply`] (which reads the key).
+    pub(crate) fn apply_now(&self, change: ChangeRef<'_>) -> Option<Change> {
         let (key, value, version) = match change {
-            Change::Resync => {
+            ChangeRef::Resync => {
                 tracing::debug!(node = %self.cfg.node_id, "change feed lost events: full sync at the next pulse");
                 self.counters.resyncs.fetch_add(1, Relaxed);
                 self.lock().resync = true;
-                return;
+                return None;
             }
-            Change::Set { key, value, version } => (key, value, version),
-            Change::Deleted { key } | Change::Expired { key } => {
-                if let Some(route) = self.keys.parse_route(&key) {
+            ChangeRef::Set { key, value: Some(value), version } => (key, value, version),
+            ChangeRef::Set { key, value: None, .. } => {
+                let wanted = self.keys.parse_route(key).is_some()
+                    || self.keys.is_digest(key)
+                    || self.keys.parse_heartbeat(key).is_some_and(|node| !self.keys.is_own(node));
+                return wanted.then(|| change.to_change());
+            }
+            ChangeRef::Deleted { key } | ChangeRef::Expired { key } => {
+                if let Some(route) = self.keys.parse_route(key) {
                     self.lock().remote.remove(route);
                     let _ = self.engine.set_cluster(route, None, self.clock.now());
-                } else if let Some(node) = self.keys.parse_heartbeat(&key) {
+                } else if let Some(node) = self.keys.parse_heartbeat(key) {
                     let mut st = self.lock();
                     if let Some(hb) = st.heartbeats.remove(node) {
                         st.departed.insert(node.to_owned(), hb);
                     }
                 }
-                return;
+                return None;
             }
         };
-        if let Some(route) = self.keys.parse_route(&key) {
-            let shares = match value {
-                Some(v) => Shares::decode(&v),
-                None => {
-                    let read = self.store.shares(std::slice::from_ref(&key), self.keys.node_id());
-                    match tokio::time::timeout(self.cfg.store_timeout, read).await {
-                        Ok(Ok(mut got)) => match got.pop().flatten() {
-                            Some(shares) => Some(shares),
-                            None => return,
-                        },
-                        Ok(Err(e)) if !transient(&e) => None,
-                        Ok(Err(_)) | Err(_) => {
-                            self.counters.store_errors.fetch_add(1, Relaxed);
-                            return;
-                        }
+        if let Some(route) = self.keys.parse_route(key) {
+            let same_leader = {
+                let mut st = self.lock();
+                let st = &mut *st;
+                if !st.scratch.decode_into(value) {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                    return None;
+                }
+                self.counters.pulled.fetch_add(1, Relaxed);
+                let digest = st.digest.as_ref().map(|(_, d)| d);
+                let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, self.clock.wall_ms());
+                match st.remote.get_mut(route) {
+                    Some(slot) => {
+                        let same = same_leader(slot.best(&counts), st.scratch.best(&counts));
+                        // The route's previous shares become the next notice's scratch.
+                        std::mem::swap(slot, &mut st.scratch);
+                        same
+                    }
+                    None => {
+                        st.remote.insert(route.to_owned(), std::mem::take(&mut st.scratch));
+                        false
                     }
                 }
             };
-            let Some(shares) = shares else {
+            if !same_leader {
+                self.merge_route(route);
+            }
+        } else if self.keys.is_digest(key) {
+            self.took_digest(version, value);
+        } else if let Some(node) = self.keys.parse_heartbeat(key).filter(|node| !self.keys.is_own(node)) {
+            self.counters.pulled.fetch_add(1, Relaxed);
+            self.heard(node, value);
+        }
+        None
+    }
+
+    /// Takes a membership digest from the feed (a watcher wrote it).
+    fn took_digest(&self, version: u64, value: &[u8]) {
+        match Digest::decode(value) {
+            Some(d) => {
+                self.counters.pulled.fetch_add(1, Relaxed);
+                self.take_digest(&mut self.lock(), version, d);
+            }
+            None => {
                 self.counters.decode_errors.fetch_add(1, Relaxed);
-                return;
+            }
+        }
+    }
+
+    /// Applies a change whose value the feed did not carry ([`Shared::apply_now`]): reads
+    /// the key.
+    pub(crate) async fn apply(&self, change: Change) {
+        let Change::Set { key, value: None, .. } = change else {
+            self.apply_now(change.view());
+            return;
+        };
+        if let Some(route) = self.keys.parse_route(&key) {
+            let read = self.store.shares(std::slice::from_ref(&key), self.keys.node_id());
+            let shares = match tokio::time::timeout(self.cfg.store_timeout, read).await {
+                Ok(Ok(mut got)) => match got.pop().flatten() {
+                    Some(shares) => shares,
+                    None => return,
+                },
+                Ok(Err(e)) if !transient(&e) => {
+                    self.counters.decode_errors.fetch_add(1, Relaxed);
+                    return;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                    return;
+                }
             };
             self.counters.pulled.fetch_add(1, Relaxed);
             // A notice that leaves this node's leader as it was (another node's share moved
@@ -259,74 +317,78 @@ impl Shared {
             let same_leader = {
                 let mut st = self.lock();
                 let st = &mut *st;
-                let old = match st.remote.get_mut(route) {
-                    Some(slot) => Some(std::mem::replace(slot, shares)),
+                let digest = st.digest.as_ref().map(|(_, d)| d);
+                let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, self.clock.wall_ms());
+                match st.remote.get_mut(route) {
+                    Some(slot) => {
+                        let same = same_leader(slot.best(&counts), shares.best(&counts));
+                        *slot = shares;
+                        same
+                    }
                     None => {
                         st.remote.insert(route.to_owned(), shares);
-                        None
+                        false
                     }
-                };
-                let counts = self.counts(st, self.clock.wall_ms());
-                old.is_some_and(|old| match (old.best(&counts), st.remote[route].best(&counts)) {
-                    (Best::Found(a), Best::Found(b)) => a.member == b.member && a.value == b.value,
-                    (Best::None, Best::None) => true,
-                    _ => false,
-                })
+                }
             };
             if !same_leader {
                 self.merge_route(route);
             }
         } else if self.keys.is_digest(&key) {
-            let (value, version) = match (value, version) {
-                (Some(v), version) => (v, version),
-                (None, _) => match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
-                    Ok(Ok(Some(e))) => (e.value, e.version),
-                    Ok(Ok(None)) => return,
-                    Ok(Err(_)) | Err(_) => {
-                        self.counters.store_errors.fetch_add(1, Relaxed);
-                        return;
-                    }
-                },
-            };
-            match Digest::decode(&value) {
-                Some(d) => {
-                    self.counters.pulled.fetch_add(1, Relaxed);
-                    self.take_digest(&mut self.lock(), version, d);
-                }
-                None => {
-                    self.counters.decode_errors.fetch_add(1, Relaxed);
+            match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+                Ok(Ok(Some(e))) => self.took_digest(e.version, &e.value),
+                Ok(Ok(None)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
                 }
             }
         } else if let Some(node) = self.keys.parse_heartbeat(&key).filter(|node| !self.keys.is_own(node)) {
-            let value = match value {
-                Some(v) => v,
-                None => match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
-                    Ok(Ok(Some(e))) => e.value,
-                    Ok(Ok(None)) => return,
-                    Ok(Err(_)) | Err(_) => {
-                        self.counters.store_errors.fetch_add(1, Relaxed);
-                        return;
-                    }
-                },
+            let value = match tokio::time::timeout(self.cfg.store_timeout, self.store.get(&key)).await {
+                Ok(Ok(Some(e))) => e.value,
+                Ok(Ok(None)) => return,
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.store_errors.fetch_add(1, Relaxed);
+                    return;
+                }
             };
             self.counters.pulled.fetch_add(1, Relaxed);
-            match Heartbeat::decode(&value) {
-                Some(hb) => {
-                    let mut st = self.lock();
-                    let st = &mut *st;
-                    st.departed.remove(node);
-                    let ms = hb.ms;
-                    st.heartbeats.insert(node.to_owned(), hb);
-                    // A watcher's beat vouches for every node of the digest (the watchers as
-                    // chosen at this node's last beat: choosing costs a sort of the nodes).
-                    if st.watching.iter().any(|w| w == node) {
-                        st.vouched_ms = st.vouched_ms.max(ms);
-                    }
-                }
-                None => {
-                    self.counters.decode_errors.fetch_add(1, Relaxed);
+            self.heard(node, &value);
+        }
+    }
+
+    /// Notes another node's heartbeat (in place when the node is known).
+    fn heard(&self, node: &str, value: &[u8]) {
+        let Some(hb) = Heartbeat::decode_ref(value) else {
+            self.counters.decode_errors.fetch_add(1, Relaxed);
+            return;
+        };
+        let mut st = self.lock();
+        st.departed.remove(node);
+        match st.heartbeats.get_mut(node) {
+            Some(known) => {
+                known.ms = hb.0;
+                if known.version.as_deref() != hb.1 {
+                    known.version = hb.1.map(str::to_owned);
                 }
             }
+            None => {
+                st.heartbeats.insert(node.to_owned(), Heartbeat { ms: hb.0, version: hb.1.map(str::to_owned) });
+            }
         }
+        // A watcher's beat vouches for every node of the digest (the watchers as chosen at
+        // this node's last beat: choosing costs a sort of the nodes).
+        if st.watching.iter().any(|w| w == node) {
+            st.vouched_ms = st.vouched_ms.max(hb.0);
+        }
+    }
+}
+
+/// Whether a notice left this node's leader as it was: the same member with the same value,
+/// or still none.
+fn same_leader(old: Best<'_>, new: Best<'_>) -> bool {
+    match (old, new) {
+        (Best::Found(a), Best::Found(b)) => a.member == b.member && a.value == b.value,
+        (Best::None, Best::None) => true,
+        _ => false,
     }
 }

@@ -62,12 +62,18 @@ impl Heartbeat {
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Heartbeat> {
+        let (ms, version) = Heartbeat::decode_ref(bytes)?;
+        Some(Heartbeat { ms, version: version.map(str::to_owned) })
+    }
+
+    /// The milliseconds and the version, read in place.
+    pub(crate) fn decode_ref(bytes: &[u8]) -> Option<(u64, Option<&str>)> {
         let (ms, version) = bytes.split_first_chunk::<8>()?;
         if version.len() > 32 {
             return None;
         }
         let version = std::str::from_utf8(version).ok()?;
-        Some(Heartbeat { ms: u64::from_le_bytes(*ms), version: (!version.is_empty()).then(|| version.to_owned()) })
+        Some((u64::from_le_bytes(*ms), (!version.is_empty()).then_some(version)))
     }
 }
 
