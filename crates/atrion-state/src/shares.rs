@@ -107,6 +107,22 @@ impl Shares {
         ranked
     }
 
+    /// The first two of [`Shares::ranked`], without sorting or allocating.
+    pub fn top_two(&self) -> (Option<&Share>, Option<&Share>) {
+        let (mut first, mut second): (Option<&Share>, Option<&Share>) = (None, None);
+        for s in &self.top {
+            // Strictly before: of equals, the earlier stays ahead (as the stable sort keeps it).
+            let before = |x: Option<&Share>| x.is_none_or(|x| by_rank(s, x).is_lt());
+            if before(first) {
+                second = first;
+                first = Some(s);
+            } else if before(second) {
+                second = Some(s);
+            }
+        }
+        (first, second)
+    }
+
     /// The share of `member`, if listed.
     pub fn get(&self, member: &str) -> Option<&Share> {
         self.top.iter().find(|s| s.member == member)
@@ -304,6 +320,25 @@ mod tests {
         s.upsert(share("a", 1.0));
         assert_eq!(s.members, 3);
         assert_eq!(s.top.iter().map(|x| x.member.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn the_top_two_are_the_first_two_ranked() {
+        let lists: [&[(&str, f64)]; 6] = [
+            &[],
+            &[("a", 1.0)],
+            &[("a", 1.0), ("b", 2.0)],
+            &[("a", 3.0), ("c", 3.0), ("b", 3.0), ("d", 9.0)],
+            &[("x", f64::NEG_INFINITY), ("y", 0.5), ("z", 0.5), ("w", 0.25)],
+            &[("a", 1.0), ("a", 1.0), ("b", 0.0)],
+        ];
+        for list in lists {
+            let s = Shares { members: 9, top: list.iter().map(|&(m, r)| share(m, r)).collect() };
+            let ranked = s.ranked();
+            let (a, b) = s.top_two();
+            assert!(a.map(std::ptr::from_ref) == ranked.first().map(|x| std::ptr::from_ref(*x)), "{list:?}");
+            assert!(b.map(std::ptr::from_ref) == ranked.get(1).map(|x| std::ptr::from_ref(*x)), "{list:?}");
+        }
     }
 
     #[test]

@@ -87,7 +87,11 @@ impl ClusterKeys {
         if route.is_empty() || route.len() > self.max_route_len() {
             return None;
         }
-        Some(format!("{}{route}", self.routes))
+        // By hand: once per pushed share of every pulse.
+        let mut key = String::with_capacity(self.routes.len() + route.len());
+        key.push_str(&self.routes);
+        key.push_str(route);
+        Some(key)
     }
 
     /// The prefix of every node's route records.

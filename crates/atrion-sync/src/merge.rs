@@ -17,10 +17,16 @@ impl Shared {
         let wall = self.clock.wall_ms();
         let routes: Vec<String> = {
             let mut st = self.lock();
-            let live: std::collections::HashSet<String> = self.live_nodes(&st, wall).cloned().collect();
-            if live == st.live {
+            // Unchanged (the common case) is found without building the set.
+            let mut n = 0;
+            if self.live_nodes(&st, wall).all(|node| {
+                n += 1;
+                st.live.contains(node)
+            }) && n == st.live.len()
+            {
                 return;
             }
+            let live: std::collections::HashSet<String> = self.live_nodes(&st, wall).cloned().collect();
             let changed: std::collections::HashSet<&String> = live.symmetric_difference(&st.live).collect();
             let routes = st
                 .remote
@@ -48,25 +54,38 @@ impl Shared {
     /// shares are ranked by healed scar, so the leader is the largest at any time; when every
     /// listed leader is this node or a silent one, the route is read in full next pulse.
     pub(crate) fn merge_route(&self, route: &str) {
-        let (now, wall) = (self.clock.now(), self.clock.wall_ms());
+        let wall = self.clock.wall_ms();
         let leader = {
             let mut st = self.lock();
             let Some(shares) = st.remote.get(route) else { return };
-            match shares.best(self.counts(&st, wall)) {
-                Best::Found(s) => match Contribution::decode(&s.value) {
-                    Some(c) => Some(c),
-                    None => {
-                        self.counters.decode_errors.fetch_add(1, Relaxed);
-                        None
-                    }
-                },
-                Best::None => None,
-                Best::Incomplete => {
+            match self.leader(shares.best(self.counts(&st, wall))) {
+                Some(leader) => leader,
+                None => {
                     st.rebuild.insert(route.to_owned());
                     return;
                 }
             }
         };
+        self.merge_leader(route, leader, wall);
+    }
+
+    /// The contribution to merge for `best` (`Some(None)`: none; a leader's value that does
+    /// not decode is counted and merged as none), or `None` when the route must be read in
+    /// full first.
+    pub(crate) fn leader(&self, best: Best<'_>) -> Option<Option<Contribution>> {
+        match best {
+            Best::Found(s) => Some(Contribution::decode(&s.value).or_else(|| {
+                self.counters.decode_errors.fetch_add(1, Relaxed);
+                None
+            })),
+            Best::None => Some(None),
+            Best::Incomplete => None,
+        }
+    }
+
+    /// Hands `leader` (read at wall time `wall`) to the engine as `route`'s cluster view.
+    pub(crate) fn merge_leader(&self, route: &str, leader: Option<Contribution>, wall: u64) {
+        let now = self.clock.now();
         let mut contributions = leader.map(|c| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3)).into_iter();
         if self.engine.merge_cluster(route, &mut contributions, now).is_ok() {
             self.counters.merges.fetch_add(1, Relaxed);

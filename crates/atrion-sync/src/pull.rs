@@ -239,7 +239,8 @@ impl Shared {
             }
         };
         if let Some(route) = self.keys.parse_route(key) {
-            let same_leader = {
+            let wall = self.clock.wall_ms();
+            let merge = {
                 let mut st = self.lock();
                 let st = &mut *st;
                 if !st.scratch.decode_into(value) {
@@ -248,22 +249,35 @@ impl Shared {
                 }
                 self.counters.pulled.fetch_add(1, Relaxed);
                 let digest = st.digest.as_ref().map(|(_, d)| d);
-                let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, self.clock.wall_ms());
+                let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, wall);
                 match st.remote.get_mut(route) {
                     Some(slot) => {
-                        let same = same_leader(slot.best(&counts), st.scratch.best(&counts));
+                        let new = st.scratch.best(&counts);
+                        let merge = if same_leader(slot.best(&counts), new) {
+                            Merge::Nothing
+                        } else {
+                            match self.leader(new) {
+                                Some(leader) => Merge::Leader(leader),
+                                None => Merge::Rebuild,
+                            }
+                        };
                         // The route's previous shares become the next notice's scratch.
                         std::mem::swap(slot, &mut st.scratch);
-                        same
+                        if merge == Merge::Rebuild {
+                            st.rebuild.insert(route.to_owned());
+                        }
+                        merge
                     }
                     None => {
                         st.remote.insert(route.to_owned(), std::mem::take(&mut st.scratch));
-                        false
+                        Merge::Route
                     }
                 }
             };
-            if !same_leader {
-                self.merge_route(route);
+            match merge {
+                Merge::Leader(leader) => self.merge_leader(route, leader, wall),
+                Merge::Route => self.merge_route(route),
+                Merge::Nothing | Merge::Rebuild => {}
             }
         } else if self.keys.is_digest(key) {
             self.took_digest(version, value);
@@ -381,6 +395,19 @@ impl Shared {
             st.vouched_ms = st.vouched_ms.max(hb.0);
         }
     }
+}
+
+/// What a notice asks of the merge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Merge {
+    /// The leader is as it was.
+    Nothing,
+    /// A new leader (or none).
+    Leader(Option<Contribution>),
+    /// A route new to this node: merged as [`Shared::merge_route`] does.
+    Route,
+    /// Every listed leader stopped counting: read the route in full first.
+    Rebuild,
 }
 
 /// Whether a notice left this node's leader as it was: the same member with the same value,

@@ -75,7 +75,8 @@ impl Shared {
         let Some(shares) = st.remote.get(route) else { return false };
         let counts = self.counts(st, wall);
         let mut ahead = 0;
-        for s in shares.ranked().into_iter().take(2) {
+        let (first, second) = shares.top_two();
+        for s in first.into_iter().chain(second) {
             let Some(c) = Contribution::decode(&s.value) else { return false };
             let healed = heal(c.scar, next.scar_decay, next.c.at_ms.saturating_sub(c.at_ms) as f64 / 1e3);
             if !counts(&s.member) || next.c.scar > healed + self.cfg.deadband {
@@ -214,7 +215,7 @@ impl Shared {
             let aloud = watcher || degraded || st.beat_lost || st.heartbeat_ms == 0;
             (sent, shares, records, (look != Look::Second && beat).then_some((aloud, watcher)))
         };
-        let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares).await };
+        let pushed = if shares.is_empty() { Ok(Vec::new()) } else { self.push_shares(shares, &sent).await };
         let recorded = match &pushed {
             Ok(_) => self.write_records(records).await,
             Err(()) => Err(()),
@@ -350,16 +351,27 @@ impl Shared {
     /// for being unreachable), item by item, so that one bad item does not block the rest:
     /// items refused for themselves are dropped and counted. Which were written, in order;
     /// `Err` when the store is unreachable (the caller keeps everything pending).
-    pub(crate) async fn push_shares(&self, shares: Vec<ShareWrite>) -> Result<Vec<bool>, ()> {
+    /// `shares` are those of `sent`, in order (rebuilt from it item by item: no copy of the
+    /// batch is kept for the rare retry).
+    pub(crate) async fn push_shares(
+        &self,
+        shares: Vec<ShareWrite>,
+        sent: &[(String, Pushed)],
+    ) -> Result<Vec<bool>, ()> {
         let n = shares.len();
-        match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(shares.clone())).await {
+        match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(shares)).await {
             Ok(Ok(())) => return Ok(vec![true; n]),
             Ok(Err(e)) if !transient(&e) => {}
             Ok(Err(_)) | Err(_) => return Err(()),
         }
+        let node = self.keys.node_id();
         let mut done = Vec::with_capacity(n);
-        for w in shares {
-            let key = w.key.clone();
+        for (route, p) in sent {
+            let Some(key) = self.keys.route(route) else {
+                done.push(false);
+                continue;
+            };
+            let w = ShareWrite { key: key.clone(), share: p.share(node) };
             match tokio::time::timeout(self.cfg.store_timeout, self.store.put_shares(vec![w])).await {
                 Ok(Ok(())) => done.push(true),
                 Ok(Err(e)) if !transient(&e) => {
