@@ -251,10 +251,26 @@ pub fn push_token(out: &mut Vec<u8>, bytes: &[u8]) {
 /// start with one. For adapters that read these tokens from a server's notifications.
 pub fn next_token<'b>(rest: &mut &'b [u8]) -> Option<&'b [u8]> {
     let colon = rest.iter().take(12).position(|&b| b == b':')?;
-    let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    let body = rest.get(colon + 1..colon + 1 + len)?;
+    let len = parse_len(&rest[..colon])?;
+    let body = rest.get(colon + 1..colon.checked_add(1 + len)?)?;
     *rest = &rest[colon + 1 + len..];
     Some(body)
+}
+
+/// A token's length as `usize::from_str` reads it (an optional `+`, then decimal digits),
+/// without its UTF-8 check and generic parsing: this runs for every token of every notice.
+fn parse_len(text: &[u8]) -> Option<usize> {
+    let digits = text.strip_prefix(b"+").unwrap_or(text);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0usize, |n, &b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(usize::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -339,6 +355,19 @@ mod tests {
             assert!(a.map(std::ptr::from_ref) == ranked.first().map(|x| std::ptr::from_ref(*x)), "{list:?}");
             assert!(b.map(std::ptr::from_ref) == ranked.get(1).map(|x| std::ptr::from_ref(*x)), "{list:?}");
         }
+    }
+
+    #[test]
+    fn token_lengths_read_as_usize_from_str_reads_them() {
+        for text in ["0", "7", "42", "+5", "-5", "+", "", "1a", " 1", "99999999999", "00012", "٣"] {
+            assert_eq!(parse_len(text.as_bytes()), text.parse::<usize>().ok(), "{text:?}");
+        }
+        let mut rest = &b"3:abc0:2:xy"[..];
+        assert_eq!(
+            (next_token(&mut rest), next_token(&mut rest), next_token(&mut rest), next_token(&mut rest)),
+            (Some(&b"abc"[..]), Some(&b""[..]), Some(&b"xy"[..]), None)
+        );
+        assert_eq!(next_token(&mut &b"5:abc"[..]), None, "cut short");
     }
 
     #[test]
