@@ -158,8 +158,7 @@ impl Shared {
         wall: u64,
     ) -> impl Fn(&str) -> bool + 'a {
         move |m: &str| {
-            !self.keys.is_own(m)
-                && heartbeats.get(m).is_some_and(|hb| self.live_by(digest, vouched_ms, m, hb, wall))
+            !self.keys.is_own(m) && heartbeats.get(m).is_some_and(|hb| self.live_by(digest, vouched_ms, m, hb, wall))
         }
     }
 
