@@ -14,8 +14,9 @@
 //!   for that key across deletes, which is what compare-and-swap needs (the port's contract).
 //! - Shares ([`atrion_state::shares`]) natively: a hash of values and a sorted set of ranks per
 //!   key, in one slot; a script sets a member's share and notifies the key's new leaders
-//!   only when the member count changes or a leader's rank moves by more than
-//!   [`atrion_state::shares::NOTIFY_RANK_STEP`].
+//!   only when a leader's rank moves by more than
+//!   [`atrion_state::shares::NOTIFY_RANK_STEP`] or the key gains one of its first three
+//!   members (beyond three, a reader's count says "more than the two listed" either way).
 //! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
 //!   TTL and the change notification happen atomically. Batches are pipelined on one server,
 //!   sent concurrently (each to its slot's primary) on a cluster.
@@ -579,8 +580,8 @@ impl StateStore for RedisStore {
 
     /// Scripts of up to 256 shares, pipelined, on one server; one script per
     /// share (each in its key's slot), sent concurrently, on a cluster. A key is notified
-    /// only when its member count changes or a leader's rank moves by more than
-    /// [`NOTIFY_RANK_STEP`].
+    /// only when a leader's rank moves by more than [`NOTIFY_RANK_STEP`] or the key gains
+    /// one of its first three members.
     async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());

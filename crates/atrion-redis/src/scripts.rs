@@ -83,8 +83,8 @@ end
 /// Sets members' shares: for each (hash of values, sorted set of ranks) pair of KEYS, with
 /// (member, rank, value, key) in ARGV after the channel and the step, reads the key's top
 /// three, writes the share, and works out the new top two from those (the new leaders are
-/// among the old top three and this member). When the key's member count changes, or the
-/// rank of either of its two leaders moves by more than the step
+/// among the old top three and this member). When the key gains one of its first three
+/// members, or the rank of either of its two leaders moves by more than the step
 /// ([`atrion_state::shares::NOTIFY_RANK_STEP`]), bumps the key's version and notifies its new
 /// leaders (one `PUBLISH` for the whole call). Three commands per share when it is no news,
 /// four to six when it is: a script's cost is its commands (a share costs ~13 µs of server
@@ -136,7 +136,9 @@ for i = 1, #KEYS / 2 do
   end
   table.sort(l, before)
   local a1, b1 = l[1][3], l[2] and l[2][3]
-  if added == 1 or moved(num(t[2]), a1) or moved(num(t[4]), b1) then
+  -- A member joining a key of three or more below its leaders is not news: a reader's
+  -- count (more than the two listed) says the same either way.
+  if (added == 1 and #t < 6) or moved(num(t[2]), a1) or moved(num(t[4]), b1) then
     local ver = redis.call('HINCRBY', vk, '', 1)
     local n = #t / 2 + added
     if #t == 6 then n = redis.call('ZCARD', rk) end

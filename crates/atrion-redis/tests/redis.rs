@@ -83,6 +83,31 @@ async fn a_quiet_write_is_not_on_the_feed() {
     );
 }
 
+/// A member joining a key of three or more members below its two leaders is not noticed (a
+/// fleet joining would otherwise notify every node of every node's every route); the next
+/// notice carries the count as it is.
+#[tokio::test]
+async fn a_fourth_member_below_the_leaders_is_not_news() {
+    use atrion_state::shares::{Share, ShareWrite, Shares};
+    let Some(server) = RedisServer::start() else { return };
+    let s = store(&server).await;
+    let mut feed = s.subscribe("joins/").await.unwrap().expect("a feed");
+    let put = |m: &str, rank: f64| {
+        let share = Share { member: m.into(), rank, value: bytes::Bytes::copy_from_slice(m.as_bytes()) };
+        s.put_shares(vec![ShareWrite { key: "joins/r".into(), share }])
+    };
+    for (m, rank) in [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0), ("e", 5.0)] {
+        put(m, rank).await.unwrap();
+    }
+    let mut counts = Vec::new();
+    while counts.last() != Some(&5) {
+        let next = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("a notice").unwrap();
+        let atrion_state::Change::Set { value: Some(v), .. } = next else { panic!("{next:?}") };
+        counts.push(Shares::decode(&v).unwrap().members);
+    }
+    assert_eq!(counts, [1, 2, 3, 5], "d joined unnoticed; e's notice counts it");
+}
+
 #[tokio::test]
 async fn damaged_values_are_repaired_by_writes_never_blocking_them() {
     use atrion_state::CasOutcome;

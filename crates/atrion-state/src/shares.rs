@@ -60,8 +60,11 @@ pub enum Best<'a> {
 
 const TAG: &[u8] = b"s1";
 
-/// A store may leave unnotified a change of a key's shares that keeps its member count and
-/// moves neither of its two leaders' ranks by more than this. Ranks of healed scar are
+/// A store may leave unnotified a change of a key's shares that moves neither of its two
+/// leaders' ranks by more than this, unless it gives the key one of its first three members
+/// (a member joining below the leaders of a key of three or more is not news: a reader
+/// holding the two leaders knows there are more either way, so a notice's member count may
+/// lag behind the store's, never across the line between two listed and more). Ranks of healed scar are
 /// logarithms (`atrion_core::heal_rank`), so this is about 1% of a leader's value: what a
 /// reader's merged view can lag behind, on top of the writers' deadband. A leader that only
 /// changed places with another of nearly the same rank is not news either.

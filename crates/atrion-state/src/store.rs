@@ -539,7 +539,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// earlier share; other members' shares are never touched. Each key changes atomically,
     /// and a change feed carries the key's new leaders ([`Shares`], encoded) as the value of
     /// a [`Change::Set`] — a backend with a native aggregate only when they changed by more
-    /// than [`crate::shares::NOTIFY_RANK_STEP`] or the member count changed.
+    /// than [`crate::shares::NOTIFY_RANK_STEP`] or the key gained one of its first three
+    /// members.
     ///
     /// The default keeps all of a key's shares in one value under the key, changed by
     /// compare-and-swap ([`update`]); it needs [`Capabilities::atomic`]. Something under the

@@ -3,8 +3,8 @@
 //! - **Data**: keys and values in an [`InMemoryStore`]; shares kept apart, natively, the way
 //!   the Redis adapter's scripts keep them (`atrion-redis`, `SHARE_PUT` / `SHARES_READ`): a
 //!   read returns a key's two leaders plus the reader's own share; a write notifies the
-//!   key's new two leaders only when its member count changes or either leader's rank moves
-//!   by more than [`NOTIFY_RANK_STEP`].
+//!   key's new two leaders only when either leader's rank moves by more than
+//!   [`NOTIFY_RANK_STEP`] or the key gains one of its first three members.
 //! - **One server**: each operation is served after the previous one finishes, for
 //!   [`ModelConfig::share_write`] per share written and [`ModelConfig::key_op`] per other
 //!   key read or written; each notice delivered to a subscriber costs the server
@@ -128,6 +128,8 @@ impl KeyShares {
             (None, None) => false,
             _ => true,
         };
+        // As the script: a member joining a key of three or more below its leaders is no news.
+        let added = added && self.by_member.len() <= 3;
         if !(added || moved(before[0], after[0]) || moved(before[1], after[1])) {
             return None;
         }
@@ -590,11 +592,12 @@ mod tests {
         assert!(k.put("r", share("a", 1.0)).is_some(), "a new member is news");
         assert!(k.put("r", share("b", 2.0)).is_some());
         assert!(k.put("r", share("b", 2.005)).is_none(), "a leader moved by less than the step");
-        assert!(k.put("r", share("c", 0.5)).is_some(), "the member count changed");
+        assert!(k.put("r", share("c", 0.5)).is_some(), "a third member");
         assert!(k.put("r", share("c", 0.7)).is_none(), "a third moved: no leader moved");
+        assert!(k.put("r", share("d", 0.1)).is_none(), "a fourth member below the leaders");
         let Some(Change::Set { value: Some(v), .. }) = k.put("r", share("c", 3.0)) else { panic!("c leads") };
         let leaders = Shares::decode(&v).unwrap();
-        assert_eq!(leaders.members, 3);
+        assert_eq!(leaders.members, 4, "the count as it is, though the fourth was not noticed");
         assert_eq!(leaders.top.iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["c", "b"]);
         let read = k.read("a");
         assert_eq!(read.top.iter().map(|s| s.member.as_str()).collect::<Vec<_>>(), ["c", "b", "a"]);
