@@ -154,7 +154,9 @@ impl KeyShares {
 struct Sub {
     node: usize,
     prefix: String,
-    tx: mpsc::UnboundedSender<(Instant, Change)>,
+    /// Notices on their way, each shared by every subscriber it goes to (a fleet's queues
+    /// hold millions while a fleet of hundreds joins).
+    tx: mpsc::UnboundedSender<(Instant, Arc<Change>)>,
     /// Notices were lost (partitioned, or the store restarted): a resync is owed.
     cut: bool,
 }
@@ -258,7 +260,7 @@ impl StoreModel {
         let partitioned = st.partitioned.clone();
         for s in st.subs.iter_mut().filter(|s| s.cut && !partitioned[s.node]) {
             s.cut = false;
-            let _ = s.tx.send((at, Change::Resync));
+            let _ = s.tx.send((at, Arc::new(Change::Resync)));
         }
     }
 
@@ -326,6 +328,7 @@ impl StoreModel {
         let partitioned = st.partitioned.clone();
         let mut delivered = 0u64;
         for change in changes {
+            let change = Arc::new(change);
             let key = change.key().unwrap_or_default();
             let mut to = 0;
             for s in st.subs.iter().filter(|s| !s.cut && !partitioned[s.node] && key.starts_with(&s.prefix)) {
@@ -467,7 +470,7 @@ impl StateStore for ModelStore {
     }
 
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
-        let (utx, mut urx) = mpsc::unbounded_channel::<(Instant, Change)>();
+        let (utx, mut urx) = mpsc::unbounded_channel::<(Instant, Arc<Change>)>();
         let (tx, rx) = mpsc::channel(4096);
         {
             let mut st = self.model.lock();
@@ -479,7 +482,7 @@ impl StateStore for ModelStore {
         tokio::spawn(async move {
             while let Some((at, change)) = urx.recv().await {
                 tokio::time::sleep_until(at).await;
-                if tx.send(change).await.is_err() {
+                if tx.send(Arc::unwrap_or_clone(change)).await.is_err() {
                     break;
                 }
             }
