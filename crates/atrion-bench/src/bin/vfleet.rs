@@ -17,7 +17,7 @@
 //! [--latency-us 100] [--share-us 13] [--key-us 5] [--delivery-us 1] [--notice-us 50]
 //! [--deadband OHMS] [--second-look FRACTION] [--node-ttl SECS] [--full-sync SECS]
 //! [--faults] [--partition-share 0.3] [--partition-pulses 20] [--restart-pulses 10]
-//! [--json FILE]`.
+//! [--json FILE]`; `vfleet --plot OUT.svg LABEL=ROWS.json...` draws rows written by `--json`.
 
 use std::time::Duration;
 
@@ -81,7 +81,48 @@ fn pulses(x: Option<f64>) -> String {
     x.map_or_else(|| "never".into(), |x| format!("{x:.2}"))
 }
 
+/// `vfleet --plot OUT.svg LABEL=ROWS.json...`: convergence, the fleet's store operations
+/// and the notices delivered against the number of nodes, one line per `--json` file (the
+/// chart of docs/SCALING.md's issue-30 grid; drawn as `fleet --plot` draws its own).
+fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
+    use atrion_sim::chart::{LinePanel, Series, lines_svg};
+    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
+    for input in inputs {
+        let (label, path) = input.split_once('=').context("inputs are LABEL=FILE.json")?;
+        // NaN (no probe converged) is written as null: read it back as "no point".
+        let text = std::fs::read_to_string(path)?.replace("null", "-1");
+        series.push((label.to_owned(), serde_json::from_str(&text)?));
+    }
+    let panel = |title: &str, y: &str, f: &dyn Fn(&Row) -> f64| LinePanel {
+        title: title.into(),
+        y_label: y.into(),
+        series: series
+            .iter()
+            .map(|(name, rows)| Series {
+                name: name.clone(),
+                points: rows.iter().map(|r| (r.nodes as f64, f(r))).filter(|p| p.1.is_finite() && p.1 >= 0.0).collect(),
+            })
+            .collect(),
+    };
+    let svg = lines_svg(
+        "The fleet in virtual time against the number of nodes (docs/SCALING.md, issue 30)",
+        "nodes",
+        &[
+            panel("convergence p99 (pulses)", "pulses", &|r| r.converge_p99),
+            panel("store operations per pulse, the whole fleet", "operations", &|r| r.total_ops),
+            panel("notices the store delivers per pulse", "notices", &|r| r.deliveries),
+        ],
+    )?;
+    std::fs::write(out, svg)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--plot") {
+        let out = argv.get(2).context("--plot OUT.svg LABEL=ROWS.json...")?;
+        return plot(out, &argv[3..]);
+    }
     let a = args()?;
     let m = &a.base.model;
     println!(
