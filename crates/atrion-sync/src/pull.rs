@@ -11,7 +11,6 @@ use atrion_state::{Change, ChangeRef, ErrorKind, Op, StoreError};
 
 use crate::clock::EngineClock;
 use crate::manager::{Shared, transient};
-use crate::push::Pushed;
 use crate::record::RouteRecord;
 use crate::wire::{Contribution, Digest, Heartbeat};
 
@@ -167,17 +166,13 @@ impl Shared {
             // What the store acknowledged but no longer holds is pushed again.
             let mut st = self.lock();
             let st = &mut *st;
-            let lost: Vec<(String, Pushed)> = st
+            let lost: Vec<String> = st
                 .stored
-                .iter()
-                .filter(|(r, _)| !own_routes.contains(r.as_str()) && !st.pending.contains_key(*r))
-                .map(|(r, p)| (r.clone(), *p))
+                .keys()
+                .filter(|r| !own_routes.contains(r.as_str()) && !st.pending.contains_key(*r))
+                .cloned()
                 .collect();
-            if !lost.is_empty() {
-                self.counters.republished.fetch_add(lost.len() as u64, Relaxed);
-                tracing::warn!(node = %self.cfg.node_id, routes = lost.len(), "the store lost contributions it had acknowledged: pushing them again");
-            }
-            st.pending.extend(lost);
+            self.republish(st, lost);
             st.beat_lost = !own_beat;
         }
         if warm_start {

@@ -158,8 +158,8 @@ impl Shared {
     }
 
     /// Pushes again this node's acknowledged contributions to `routes` (the store lost
-    /// them).
-    fn republish(&self, st: &mut crate::manager::SyncState, routes: Vec<String>) {
+    /// them): the full sync's repair and the sweep's.
+    pub(crate) fn republish(&self, st: &mut crate::manager::SyncState, routes: Vec<String>) {
         if routes.is_empty() {
             return;
         }
