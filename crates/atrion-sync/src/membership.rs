@@ -203,17 +203,7 @@ impl Shared {
             let hb = st.heartbeats.entry(node.clone()).or_insert(Heartbeat { ms, version: None });
             hb.ms = hb.ms.max(ms);
         }
-        let gone: Vec<String> = st
-            .heartbeats
-            .iter()
-            .filter(|(n, hb)| !digest.nodes.contains_key(*n) && hb.ms <= digest.at_ms)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in gone {
-            if let Some(hb) = st.heartbeats.remove(&node) {
-                st.departed.insert(node, hb);
-            }
-        }
+        depart(st, |n, hb| !digest.nodes.contains_key(n) && hb.ms <= digest.at_ms);
         st.digest = Some((version, digest));
     }
 
@@ -258,12 +248,7 @@ impl Shared {
         let (expected, digest) = {
             let mut st = self.lock();
             let st = &mut *st;
-            let gone: Vec<String> = st.heartbeats.keys().filter(|n| !beats.contains_key(*n)).cloned().collect();
-            for node in gone {
-                if let Some(hb) = st.heartbeats.remove(&node) {
-                    st.departed.insert(node, hb);
-                }
-            }
+            depart(st, |n, _| !beats.contains_key(n));
             let mut live = std::collections::BTreeMap::new();
             live.insert(self.keys.node_id().to_owned(), wall);
             for (node, hb) in beats {
@@ -307,6 +292,16 @@ impl Shared {
             }
         }
         Ok(())
+    }
+}
+
+/// Moves the heartbeats `gone` picks from the live list to the departed.
+fn depart(st: &mut SyncState, gone: impl Fn(&str, &Heartbeat) -> bool) {
+    let nodes: Vec<String> = st.heartbeats.iter().filter(|(n, hb)| gone(n, hb)).map(|(n, _)| n.clone()).collect();
+    for node in nodes {
+        if let Some(hb) = st.heartbeats.remove(&node) {
+            st.departed.insert(node, hb);
+        }
     }
 }
 
