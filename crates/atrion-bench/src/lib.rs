@@ -15,12 +15,13 @@
 //!   `load`, `calls` and the `sidecar` bench send the same bodies and compare with the same
 //!   floor, and a figure of one can be set beside a figure of another.
 //!
-//! The fleet harnesses share [`counting`] (what each node asks of its store); [`vfleet`] is
-//! the fleet in virtual time (the `vfleet` binary).
+//! The fleet harnesses share [`counting`] (what each node asks of its store) and [`plot`]
+//! (their charts); [`vfleet`] is the fleet in virtual time (the `vfleet` binary).
 //!
 //! This crate has no cargo features.
 
 pub mod counting;
+pub mod plot;
 pub mod vfleet;
 
 pub mod workload {

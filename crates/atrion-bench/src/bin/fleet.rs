@@ -271,13 +271,9 @@ async fn run(backend: &Backend, store: &str, n: usize, routes: usize, a: &Args) 
 /// `fleet --plot OUT.svg LABEL=ROWS.json...`: the chart of cost against the number of nodes,
 /// one line per file and route count.
 fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
-    use atrion_sim::chart::{LinePanel, Series, lines_svg};
+    use atrion_bench::plot::{panel, read_rows};
     let mut series: Vec<(String, Vec<Row>)> = Vec::new();
-    for input in inputs {
-        let (label, path) = input.split_once('=').context("inputs are LABEL=FILE.json")?;
-        // NaN (no probe converged) is written as null: read it back as "no point".
-        let text = std::fs::read_to_string(path)?.replace("null", "-1");
-        let rows: Vec<Row> = serde_json::from_str(&text)?;
+    for (label, rows) in read_rows::<Row>(inputs)? {
         // A run where most probes never converged fell behind: its per-pulse figures mean
         // nothing, so it is left off the chart.
         let rows = rows.into_iter().filter(|r| r.unconverged * 2 <= r.pulses as usize);
@@ -289,26 +285,22 @@ fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
             series.push((format!("{label}, {routes} routes"), rows));
         }
     }
-    let panel = |title: &str, y: &str, f: &dyn Fn(&Row) -> f64| LinePanel {
-        title: title.into(),
-        y_label: y.into(),
-        series: series
-            .iter()
-            .map(|(name, rows)| Series {
-                name: name.clone(),
-                points: rows.iter().map(|r| (r.nodes as f64, f(r))).filter(|p| p.1.is_finite() && p.1 >= 0.0).collect(),
-            })
-            .collect(),
-    };
-    let svg = lines_svg(
+    let nodes = |r: &Row| r.nodes;
+    let svg = atrion_sim::chart::lines_svg(
         "Cluster sync per node against the number of nodes (the runs of docs/SCALING.md)",
         "nodes",
         &[
-            panel("store operations per node per pulse", "operations", &|r| r.ops),
-            panel("bytes received per node per pulse (reads and change notices)", "bytes", &|r| r.bytes_in),
-            panel("convergence p99, write on one node to the merged view on all (pulses)", "pulses", &|r| {
-                r.converge_p99
+            panel("store operations per node per pulse", "operations", &series, nodes, |r| r.ops),
+            panel("bytes received per node per pulse (reads and change notices)", "bytes", &series, nodes, |r| {
+                r.bytes_in
             }),
+            panel(
+                "convergence p99, write on one node to the merged view on all (pulses)",
+                "pulses",
+                &series,
+                nodes,
+                |r| r.converge_p99,
+            ),
         ],
     )?;
     std::fs::write(out, svg)?;

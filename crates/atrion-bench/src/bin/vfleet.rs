@@ -85,32 +85,16 @@ fn pulses(x: Option<f64>) -> String {
 /// and the notices delivered against the number of nodes, one line per `--json` file (the
 /// chart of docs/SCALING.md's issue-30 grid; drawn as `fleet --plot` draws its own).
 fn plot(out: &str, inputs: &[String]) -> anyhow::Result<()> {
-    use atrion_sim::chart::{LinePanel, Series, lines_svg};
-    let mut series: Vec<(String, Vec<Row>)> = Vec::new();
-    for input in inputs {
-        let (label, path) = input.split_once('=').context("inputs are LABEL=FILE.json")?;
-        // NaN (no probe converged) is written as null: read it back as "no point".
-        let text = std::fs::read_to_string(path)?.replace("null", "-1");
-        series.push((label.to_owned(), serde_json::from_str(&text)?));
-    }
-    let panel = |title: &str, y: &str, f: &dyn Fn(&Row) -> f64| LinePanel {
-        title: title.into(),
-        y_label: y.into(),
-        series: series
-            .iter()
-            .map(|(name, rows)| Series {
-                name: name.clone(),
-                points: rows.iter().map(|r| (r.nodes as f64, f(r))).filter(|p| p.1.is_finite() && p.1 >= 0.0).collect(),
-            })
-            .collect(),
-    };
-    let svg = lines_svg(
+    use atrion_bench::plot::{panel, read_rows};
+    let series: Vec<(String, Vec<Row>)> = read_rows(inputs)?;
+    let nodes = |r: &Row| r.nodes;
+    let svg = atrion_sim::chart::lines_svg(
         "The fleet in virtual time against the number of nodes (docs/SCALING.md, issue 30)",
         "nodes",
         &[
-            panel("convergence p99 (pulses)", "pulses", &|r| r.converge_p99),
-            panel("store operations per pulse, the whole fleet", "operations", &|r| r.total_ops),
-            panel("notices the store delivers per pulse", "notices", &|r| r.deliveries),
+            panel("convergence p99 (pulses)", "pulses", &series, nodes, |r| r.converge_p99),
+            panel("store operations per pulse, the whole fleet", "operations", &series, nodes, |r| r.total_ops),
+            panel("notices the store delivers per pulse", "notices", &series, nodes, |r| r.deliveries),
         ],
     )?;
     std::fs::write(out, svg)?;
