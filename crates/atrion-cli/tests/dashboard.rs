@@ -256,7 +256,9 @@ async fn walkthrough(browser: Browser, shots: bool) {
     click(&c, "#token-button").await;
     c.find(Locator::Css("#token-input")).await.unwrap().send_keys(TOKEN).await.unwrap();
     click(&c, "#token-save").await;
-    assert_eq!(text(&c, "#token-button").await, "Admin token set");
+    // The page relabels the button after the click is handled: wait for it, not a moment.
+    eventually("the token is saved", || async { (text(&c, "#token-button").await == "Admin token set").then_some(()) })
+        .await;
     let (ok, said) = act(&c, "open").await;
     assert!(ok, "done with the token: {said}");
     assert_eq!(a.get("/v1/routes/GET%20%2Fusers").await["held"], "open");
