@@ -119,6 +119,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("cheap-errors", include_str!("../../../scenarios/cheap-errors.toml")),
     ("slow-errors", include_str!("../../../scenarios/slow-errors.toml")),
     ("retry-storm", include_str!("../../../scenarios/retry-storm.toml")),
+    ("low-traffic-outage", include_str!("../../../scenarios/low-traffic-outage.toml")),
 ];
 
 /// A built-in scenario by name, parsed; `None` when no built-in has that name.

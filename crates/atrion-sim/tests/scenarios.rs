@@ -64,6 +64,7 @@ scenario_tests! {
     cheap_errors => "cheap-errors",
     slow_errors => "slow-errors",
     retry_storm => "retry-storm",
+    low_traffic_outage => "low-traffic-outage",
 }
 
 #[test]

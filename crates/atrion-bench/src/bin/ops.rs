@@ -18,12 +18,13 @@ use atrion::{Atrion, Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use governor::{Quota, RateLimiter};
 
 /// The operations, as the `engine` bench names them.
-const OPS: [&str; 9] = [
+const OPS: [&str; 10] = [
     "atrion/decide",
     "atrion/report",
     "atrion/decide_handle",
     "atrion/report_handle",
     "atrion/decide_report_1ms",
+    "atrion/decide_report_1ms_10k",
     "atrion/facade_decide",
     "governor/direct_check",
     "failsafe/is_call_permitted",
@@ -76,6 +77,19 @@ fn main() {
             black_box(engine.decide(black_box(ROUTE), now, Priority::Normal));
             black_box(engine.report(black_box(ROUTE), black_box(ok), now));
         }),
+        "atrion/decide_report_1ms_10k" => {
+            // Round robin over 10,000 routes, one call a millisecond: each route sees one
+            // decision and one report every 10 s (the criterion bench's `10000_routes`).
+            let names: Vec<String> = (0..10_000).map(|i| format!("route-{i}")).collect();
+            let call = |i: u64| {
+                let now = Timestamp::from_millis(2_000 + i);
+                let route = names[(i % 10_000) as usize].as_str();
+                black_box(engine.decide(black_box(route), now, Priority::Normal));
+                black_box(engine.report(black_box(route), black_box(ok), now));
+            };
+            (0..300_000).for_each(|i| call(i));
+            (300_000..300_000 + n).for_each(call);
+        }
         "atrion/facade_decide" => {
             let atrion = Atrion::builder().build().unwrap_or_else(|e| panic!("the facade: {e}"));
             for _ in 0..1_000 {

@@ -41,13 +41,28 @@ impl<O: PhysicsObserver> Engine<O> {
         if mode == Mode::Open {
             let until = Timestamp::from_nanos(v.open_until.load(Relaxed));
             if now < until {
-                // One scout per interval, so that recovery is seen before the timer ends.
-                if take_slot(&v.keepalive_at, now, c.half_open.scout_interval) {
+                // One scout per interval, so that recovery is seen before the timer ends, once
+                // the interval has shed `SCOUT_AFTER` requests since the trip or the last scout:
+                // on a quiet route the timer's own probe is the scout.
+                let shed = v.probes.load(Relaxed);
+                if shed >= SCOUT_AFTER && take_slot(&v.keepalive_at, now, c.half_open.scout_interval) {
+                    v.probes.store(0, Relaxed);
                     return Decision::admit(Reason::Probe, mode, r);
+                }
+                if shed < SCOUT_AFTER {
+                    // Counted only up to the bar: an open route's decisions do not all write
+                    // the view's line.
+                    v.probes.fetch_add(1, Relaxed);
                 }
                 return Decision::shed(Reason::Open, mode, r, until.saturating_since(now));
             }
-            // The open interval is over: half-open, whether or not telemetry arrives.
+            // The open interval is over, once it has shed `PROBE_AFTER` requests: half-open,
+            // whether or not telemetry arrives. At a few requests a minute the timer alone
+            // would make nearly every request a probe.
+            if v.probes.load(Relaxed) < PROBE_AFTER {
+                v.probes.fetch_add(1, Relaxed);
+                return Decision::shed(Reason::Open, mode, r, c.half_open.scout_interval);
+            }
             if v.mode.compare_exchange(Mode::Open as u8, Mode::HalfOpen as u8, AcqRel, Acquire).is_ok() {
                 v.window_start.store(now.as_nanos(), Relaxed);
                 v.probes.store(0, Relaxed);
@@ -198,6 +213,7 @@ impl<O: PhysicsObserver> Engine<O> {
             };
             if change.is_some_and(|c| c.to == Mode::Open) {
                 cell.view.keepalive_at.store(now.as_nanos(), Relaxed);
+                cell.view.probes.store(0, Relaxed);
             }
             if change.is_some_and(|c| c.to == Mode::HalfOpen) {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
@@ -256,6 +272,18 @@ fn held_decision(cell: &RouteCell, hold: Hold) -> Decision {
         _ => Decision::admit(Reason::Held, mode, r),
     }
 }
+
+/// Requests an open route sheds before a scout may go through (then one per
+/// `half_open.scout_interval`): at tens of requests a second this is a fraction of the
+/// interval and changes nothing; at a few requests a minute no scout comes, and the open
+/// interval's end is the only probe, so that an outage on a quiet route is shed instead of
+/// scouted request by request (docs/DESIGN.md §7.2).
+pub(super) const SCOUT_AFTER: u32 = 8;
+
+/// Requests an open route sheds, since the trip or its last scout, before the end of its
+/// timer lets the next one through as a probe: on a busy route a few milliseconds' worth,
+/// on a quiet one most of its requests while the failure lasts (docs/DESIGN.md §7.2).
+pub(super) const PROBE_AFTER: u32 = 3;
 
 /// Claims the slot `at` (a timestamp in nanoseconds) when `every` has passed since it was
 /// last claimed: one caller wins the CAS, the others see it taken. Behind the keep-alive, the

@@ -43,6 +43,8 @@ pub(super) struct View {
     pub(super) throttled: AtomicU32,
     pub(super) open_until: AtomicU64,
     pub(super) window_start: AtomicU64,
+    /// Half-open: probes admitted in this probe window; open: requests shed since the trip or
+    /// the last scout (counted up to [`decide::SCOUT_AFTER`]).
     pub(super) probes: AtomicU32,
     /// Samples wait in the route's [`Pending`] sums for the next physics step.
     pub(super) pending: AtomicBool,

@@ -257,7 +257,7 @@ fn half_open_probe_quota_ramps_with_health_then_closes() {
 fn a_failed_probe_retrips_with_backoff_that_decays_slowly() {
     let (e, _) = tripped_engine();
     let first = e.status("r").unwrap().open_until;
-    assert!(e.decide("r", first, Priority::Normal).is_admitted());
+    assert_eq!(sheds_before_probe(&e, "r", first), 3, "the timer's probe waits for three sheds");
     e.report("r", outage(), first);
     let s = e.status("r").unwrap();
     assert_eq!(s.mode, Mode::Open);
@@ -657,8 +657,63 @@ fn samples_gathered_before_a_route_opened_are_no_probes() {
         e.report("r", outage(), ms(30_000 + k));
     }
     e.resume_open("r", Duration::from_secs(2), ms(30_005)).unwrap();
-    let d = e.decide("r", ms(32_100), Priority::Normal);
-    assert_eq!((d.mode, d.reason), (Mode::HalfOpen, Reason::Probe), "{d:?}");
+    sheds_before_probe(&e, "r", ms(32_100));
+    let s = e.status("r").unwrap();
+    assert_eq!(s.mode, Mode::HalfOpen, "{s:?}");
     let opened = e.observer().transitions().iter().filter(|(_, _, _, to)| *to == Mode::Open).count();
     assert_eq!(opened, 1, "no re-trip on the samples from before the interval");
+}
+
+// ---- a quiet route ----
+
+/// Decides on the open `route` at `now` until a request goes through as a probe or a scout;
+/// returns how many were shed first (each shed as open).
+pub fn sheds_before_probe<O: atrion_core::PhysicsObserver>(e: &Engine<O>, route: &str, now: Timestamp) -> u32 {
+    for shed in 0..=16 {
+        let d = e.decide(route, now, Priority::Normal);
+        if d.is_admitted() {
+            assert_eq!(d.reason, Reason::Probe, "{d:?}");
+            return shed;
+        }
+        assert_eq!((d.mode, d.reason), (Mode::Open, Reason::Open), "{d:?}");
+    }
+    panic!("no probe after 16 sheds");
+}
+
+/// A route called four times a minute (every 15 s, a request failing with its caller's
+/// 2 s timeout during the outage): the decisions of an outage of `minutes`, after half an
+/// hour of health, as `(admitted, reason)` per request.
+fn quiet_outage(minutes: u32) -> Vec<(bool, Reason)> {
+    let e = engine(Model::Default);
+    let gap = 15.0;
+    let (start, end) = (1_800.0, 1_800.0 + 60.0 * f64::from(minutes));
+    let mut seen = Vec::new();
+    let mut t = 0.0;
+    while t < end {
+        let d = e.decide("webhook", secs(t), Priority::Normal);
+        if t >= start {
+            seen.push((d.is_admitted(), d.reason));
+        }
+        if d.is_admitted() {
+            let failing = t >= start;
+            let (done, sample) = if failing {
+                (t + 2.0, Telemetry::outcome(2_000.0, false, 0.5).unwrap())
+            } else {
+                (t + 0.08, healthy())
+            };
+            e.report("webhook", sample, secs(done));
+        }
+        t += gap;
+    }
+    seen
+}
+
+#[test]
+fn a_quiet_route_opens_after_a_few_failures_and_sheds_most_of_an_outage() {
+    let seen = quiet_outage(20);
+    println!("{seen:?}");
+    let first_shed = seen.iter().position(|(admitted, _)| !admitted).expect("the outage is shed");
+    assert!(first_shed <= 5, "{first_shed} failing requests admitted before the first shed");
+    let admitted = seen.iter().filter(|(a, _)| *a).count();
+    assert!(admitted * 3 <= seen.len(), "{admitted} of {} requests admitted during the outage", seen.len());
 }

@@ -224,9 +224,10 @@ fn handles_decide_like_the_engine() {
     }
     assert_eq!(h.status().mode, Mode::Open);
     assert_eq!(h.status(), e.status("checkout").unwrap());
-    // The first decision once the scout interval has passed is the open route's scout.
-    let scout = e.decide("checkout", ms(20_000), Priority::Normal);
-    assert_eq!((scout.is_admitted(), scout.reason), (true, atrion_core::Reason::Probe));
+    // Once the scout interval has passed, the open route's scout goes through after eight
+    // sheds; a handle's decisions are the engine's.
+    let shed = crate::default_model::sheds_before_probe(&e, "checkout", ms(20_000));
+    assert_eq!(shed, 8, "the scout waits for eight sheds");
     assert_eq!(h.decide(ms(20_000), Priority::Normal), e.decide("checkout", ms(20_000), Priority::Normal));
 }
 
@@ -248,10 +249,11 @@ fn select_prefers_low_resistance_skips_open_routes_and_tries_new_ones() {
     assert_eq!(e.select(&["bad", "good", "unknown"], now, 1.0, 0.99), Some(2));
     assert_eq!(e.select(&["bad"], now, 1.0, 0.5), None, "every route open");
     // Once its open interval is over, the default model's open route can be picked again:
-    // the pick's decision is what half-opens it.
+    // the picks' decisions are what half-open it (after the open interval's sheds).
     let later = e.status("bad").unwrap().open_until;
     assert_eq!(e.select(&["bad"], later, 1.0, 0.5), Some(0));
-    assert_eq!(e.decide("bad", later, Priority::Normal).mode, Mode::HalfOpen);
+    crate::default_model::sheds_before_probe(&e, "bad", later);
+    assert_eq!(e.status("bad").unwrap().mode, Mode::HalfOpen);
 }
 
 #[test]
