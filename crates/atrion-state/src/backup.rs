@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use crate::{Op, StateStore, StoreError};
+use crate::{Group, GroupWrite, Op, StateStore, StoreError};
 
 /// How many keys one read of a backup fetches at a time.
 pub const BACKUP_CHUNK: usize = 256;
@@ -86,13 +86,32 @@ impl BackupLine {
         Ok(())
     }
 
-    /// Writes `lines` into `store`, [`BACKUP_CHUNK`] at a time (existing keys are
-    /// overwritten); returns how many. All or nothing: what the keys held before is read
-    /// first, and when a write fails half-way it is put back (keys that did not exist are
-    /// deleted again) before the error is returned. A writer racing the restore on the same
-    /// keys may still see its write undone by that rollback.
+    /// Writes `lines` into `store` (existing keys are overwritten); returns how many. All or
+    /// nothing:
+    /// - on a store with [`crate::Capabilities::transactions`] (whose slot rule, if any, the
+    ///   keys obey), as one [`Group`] ([`StateStore::transact`]): no reader ever sees part of
+    ///   the restore, and a crash leaves all of it or none;
+    /// - elsewhere [`BACKUP_CHUNK`] at a time: what the keys held before is read first, and
+    ///   when a write fails half-way it is put back (keys that did not exist are deleted
+    ///   again) before the error is returned. Readers may see the restore half-done
+    ///   meanwhile, a crash may leave it so, and a writer racing the restore on the same
+    ///   keys may see its write undone by that rollback.
     pub async fn write_all(store: &dyn StateStore, lines: Vec<BackupLine>) -> Result<u64, StoreError> {
         let n = lines.len() as u64;
+        let caps = store.capabilities();
+        if caps.transactions && n > 0 {
+            let group = Group {
+                checks: Vec::new(),
+                writes: lines
+                    .iter()
+                    .map(|l| GroupWrite::Put { key: l.key.clone(), value: l.value.clone(), ttl: l.ttl })
+                    .collect(),
+            };
+            if !caps.one_slot_groups || group.check_one_slot(store.backend()).is_ok() {
+                store.transact(group).await?;
+                return Ok(n);
+            }
+        }
         let items: Vec<(String, Bytes, Option<Duration>)> =
             lines.into_iter().map(|l| (l.key, l.value, l.ttl)).collect();
         let keys: Vec<String> = items.iter().map(|(k, _, _)| k.clone()).collect();
@@ -263,7 +282,8 @@ mod tests {
             "poisoned"
         }
         fn capabilities(&self) -> crate::Capabilities {
-            self.0.capabilities()
+            // Without groups: the restore's chunked path, with its rollback.
+            crate::Capabilities { transactions: false, ..self.0.capabilities() }
         }
         async fn get(&self, key: &str) -> Result<Option<crate::Entry>, StoreError> {
             self.0.get(key).await
@@ -313,6 +333,32 @@ mod tests {
         lines.pop();
         assert_eq!(BackupLine::write_all(&store, lines).await.unwrap(), BACKUP_CHUNK as u64 + 11);
         assert_eq!(store.get("ns/kept").await.unwrap().unwrap().value.as_ref(), b"new");
+    }
+
+    /// On a store with groups, a restore that fails is never seen half-written: nothing
+    /// reaches the change feed (the chunked path writes, then puts back), nothing is left.
+    #[tokio::test]
+    async fn a_failing_restore_on_a_store_with_groups_is_never_seen_half_written() {
+        let store = crate::InMemoryStore::new();
+        assert!(store.capabilities().transactions);
+        store.put("ns/kept", Bytes::from_static(b"old"), None).await.unwrap();
+        let mut feed = store.subscribe("").await.unwrap().unwrap();
+        let mut lines: Vec<BackupLine> = (0..BACKUP_CHUNK * 3)
+            .map(|i| BackupLine { key: format!("ns/new{i:04}"), value: Bytes::from_static(b"new"), ttl: None })
+            .collect();
+        lines.insert(0, BackupLine { key: "ns/kept".into(), value: Bytes::from_static(b"new"), ttl: None });
+        let too_large = Bytes::from(vec![0u8; crate::MAX_VALUE_LEN + 1]);
+        lines.push(BackupLine { key: "ns/too-large".into(), value: too_large, ttl: None });
+        let e = BackupLine::write_all(&store, lines.clone()).await.unwrap_err();
+        assert!(matches!(e.kind, crate::ErrorKind::ValueTooLarge { .. }), "{e}");
+        assert_eq!(store.list_keys("").await.unwrap(), ["ns/kept"]);
+        assert_eq!(store.get("ns/kept").await.unwrap().unwrap().value.as_ref(), b"old");
+        // A marker written after: the first thing on the feed, so nothing came before it.
+        store.put("marker", Bytes::new(), None).await.unwrap();
+        assert_eq!(feed.recv().await.unwrap().key(), Some("marker"), "the failed restore reached no reader");
+        lines.pop();
+        assert_eq!(BackupLine::write_all(&store, lines).await.unwrap(), BACKUP_CHUNK as u64 * 3 + 1);
+        assert_eq!(store.list_keys("ns/").await.unwrap().len(), BACKUP_CHUNK * 3 + 1);
     }
 
     fn l2() -> BackupLine {

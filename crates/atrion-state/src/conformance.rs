@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::shares::{Best, Share, ShareWrite, Shares};
-use crate::{CasOutcome, Change, ChangeFeed, ErrorKind, MAX_KEY_LEN, StateStore, update};
+use crate::{CasOutcome, Change, ChangeFeed, ErrorKind, Group, MAX_KEY_LEN, StateStore, update};
 
 /// The store a check runs against.
 pub type Store = Arc<dyn StateStore>;
@@ -38,7 +38,8 @@ macro_rules! conformance_tests {
             binary_and_large_values, invalid_keys_are_rejected, compare_and_swap,
             cas_under_contention, change_feed, stats_and_cleanup, shares_rank_and_replace,
             shares_are_validated, shares_under_contention, share_changes_carry_the_leaders,
-            share_notices_follow_the_leaders);
+            share_notices_follow_the_leaders, group_applies_every_write, group_with_a_failed_precondition_changes_nothing,
+            groups_on_overlapping_keys_serialize);
     };
     (@each $make:expr; $($check:ident),*) => {
         $(
@@ -479,6 +480,212 @@ async fn expect_leaders(feed: &mut ChangeFeed, key: &str, members: u32, leader: 
             return;
         }
     }
+}
+
+// ---- groups (`StateStore::transact`) ----
+//
+// The keys of each check name one slot group (`{…}rest`), so that they also run on a Redis
+// Cluster.
+
+fn u(v: &Bytes) -> u64 {
+    u64::from_be_bytes(v.as_ref().try_into().expect("a counter"))
+}
+
+fn n(x: u64) -> Bytes {
+    Bytes::copy_from_slice(&x.to_be_bytes())
+}
+
+/// A group's puts and deletes land together, with new versions, on the change feed; an empty
+/// group is fine; a bad key or value refuses the whole group.
+pub async fn group_applies_every_write(s: Store) {
+    if !s.capabilities().transactions {
+        let e = s.transact(Group::new().put("{conf/grp}/a", b("1"), None)).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+        return;
+    }
+    let (a, b_, c) = ("{conf/grp}/a", "{conf/grp}/b", "{conf/grp}/c");
+    let va = s.set(a, b("a0")).await.unwrap();
+    let vc = s.set(c, b("c0")).await.unwrap();
+    let feed = s.subscribe("{conf/grp}/").await.unwrap();
+    let group = Group::new()
+        .check(a, Some(va))
+        .check(b_, None)
+        .put(a, b("a1"), None)
+        .put(b_, b("b1"), Some(Duration::from_secs(600)))
+        .delete(c);
+    let versions = s.transact(group).await.unwrap();
+    assert_eq!(versions.len(), 3);
+    assert!(versions[0].is_some_and(|v| v > va), "{versions:?}");
+    assert!(versions[1].is_some() && versions[2].is_none(), "{versions:?}");
+    let ea = s.get(a).await.unwrap().unwrap();
+    let eb = s.get(b_).await.unwrap().unwrap();
+    assert_eq!((ea.value, Some(ea.version)), (b("a1"), versions[0]));
+    assert_eq!((eb.value, Some(eb.version)), (b("b1"), versions[1]));
+    assert!(eb.ttl.is_some_and(|t| t <= Duration::from_secs(600)), "{:?}", eb.ttl);
+    assert!(s.get(c).await.unwrap().is_none());
+    // A recreated key gets a fresh version.
+    let again = s.transact(Group::new().check(c, None).put(c, b("c1"), None)).await.unwrap();
+    assert!(again[0].is_some_and(|v| v > vc), "{again:?}");
+    if let Some(mut feed) = feed {
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let change = tokio::time::timeout(Duration::from_secs(60), feed.recv()).await.expect("a change").unwrap();
+            if change != Change::Resync {
+                seen.push(change);
+            }
+        }
+        assert!(matches!(&seen[0], Change::Set { key, .. } if key == a), "{seen:?}");
+        assert!(matches!(&seen[1], Change::Set { key, .. } if key == b_), "{seen:?}");
+        assert_eq!(seen[2], Change::Deleted { key: c.into() });
+        assert!(matches!(&seen[3], Change::Set { key, .. } if key == c), "{seen:?}");
+    }
+    assert!(s.transact(Group::new()).await.unwrap().is_empty(), "an empty group");
+    // Refused as a whole: nothing written before the bad write.
+    let d = "{conf/grp}/d";
+    let bad_key = s.transact(Group::new().put(d, b("x"), None).put("", b("x"), None)).await.unwrap_err();
+    assert!(matches!(bad_key.kind, ErrorKind::InvalidKey(_)), "{bad_key}");
+    let too_big = Bytes::from(vec![0u8; crate::MAX_VALUE_LEN + 1]);
+    let bad_value = s.transact(Group::new().put(d, b("x"), None).put(d, too_big, None)).await.unwrap_err();
+    assert!(matches!(bad_value.kind, ErrorKind::ValueTooLarge { .. }), "{bad_value}");
+    assert!(s.get(d).await.unwrap().is_none());
+    assert_eq!(bad_key.backend, s.backend());
+}
+
+/// A group whose precondition fails writes nothing, and its error names the failed key with
+/// the version expected and the one found.
+pub async fn group_with_a_failed_precondition_changes_nothing(s: Store) {
+    if !s.capabilities().transactions {
+        return;
+    }
+    let (a, b_, c, d) = ("{conf/grp-fail}/a", "{conf/grp-fail}/b", "{conf/grp-fail}/c", "{conf/grp-fail}/d");
+    let va = s.set(a, b("a0")).await.unwrap();
+    let vb = s.set(b_, b("b0")).await.unwrap();
+    let vc = s.set(c, b("c0")).await.unwrap();
+    let before = s.batch_get(&[a.into(), b_.into(), c.into(), d.into()]).await.unwrap();
+    let writes = |g: Group| g.put(a, b("a1"), None).put(b_, b("b1"), None).delete(c).put(d, b("d1"), None);
+    for (group, key, expected, found) in [
+        (writes(Group::new().check(a, Some(va)).check(b_, Some(vb + 1_000))), b_, Some(vb + 1_000), Some(vb)),
+        (writes(Group::new().check(a, Some(va)).check(d, Some(1))), d, Some(1), None),
+        (writes(Group::new().check(c, None)), c, None, Some(vc)),
+        // A precondition on a key the group also writes, checked against the stored version.
+        (writes(Group::new().check(a, Some(va)).check(a, None)), a, None, Some(va)),
+    ] {
+        let e = s.transact(group).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::PreconditionFailed { expected, found }, "{e}");
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(e.backend, s.backend());
+        let after = s.batch_get(&[a.into(), b_.into(), c.into(), d.into()]).await.unwrap();
+        assert_eq!(after, before, "a failed group changed nothing");
+    }
+    // The same writes with the right versions go through.
+    s.transact(writes(Group::new().check(a, Some(va)).check(b_, Some(vb)).check(d, None))).await.unwrap();
+    let after = s.batch_get(&[a.into(), b_.into(), c.into(), d.into()]).await.unwrap();
+    let values: Vec<Option<Bytes>> = after.into_iter().map(|e| e.map(|e| e.value)).collect();
+    assert_eq!(values, [Some(b("a1")), Some(b("b1")), None, Some(b("d1"))]);
+}
+
+/// How many groups each of the 8 tasks of [`groups_on_overlapping_keys_serialize`] commits:
+/// 1,000, or `ATRION_GROUPS_PER_TASK` (a server backend's tests may ask for fewer).
+pub fn groups_per_task() -> u64 {
+    std::env::var("ATRION_GROUPS_PER_TASK").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
+}
+
+/// Reads two counters and, in one group checked on both versions read, increments both,
+/// retrying when another group got there first; returns the values read by the group that
+/// committed. Panics after `max_attempts`.
+async fn increment_both(s: &Store, a: &str, b_: &str, max_attempts: u32) -> (u64, u64) {
+    for _ in 0..max_attempts {
+        let got = s.batch_get(&[a.to_owned(), b_.to_owned()]).await.unwrap();
+        let read = |e: &Option<crate::Entry>| e.as_ref().map_or((0, None), |e| (u(&e.value), Some(e.version)));
+        let ((x, vx), (y, vy)) = (read(&got[0]), read(&got[1]));
+        let group = Group::new().check(a, vx).check(b_, vy).put(a, n(x + 1), None).put(b_, n(y + 1), None);
+        match s.transact(group).await {
+            Ok(_) => return (x, y),
+            Err(e) if matches!(e.kind, ErrorKind::PreconditionFailed { .. }) => tokio::task::yield_now().await,
+            Err(e) => panic!("a group failed: {e}"),
+        }
+    }
+    panic!("a group lost {max_attempts} times in a row");
+}
+
+/// 8 tasks each commit [`groups_per_task`] groups that increment two counters together
+/// (compare-and-set on both, retried), while a reader validates its reads with groups of
+/// preconditions alone: no increment is lost, and no committed group (or validated read)
+/// ever saw the counters differ (no torn read).
+pub async fn groups_on_overlapping_keys_serialize(s: Store) {
+    if !s.capabilities().transactions {
+        return;
+    }
+    let (a, b_) = ("{conf/grp-race}/a", "{conf/grp-race}/b");
+    let per_task = groups_per_task();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut validated = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let got = s.batch_get(&[a.to_owned(), b_.to_owned()]).await.unwrap();
+                let (Some(x), Some(y)) = (&got[0], &got[1]) else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                let check = Group::new().check(a, Some(x.version)).check(b_, Some(y.version));
+                if s.transact(check).await.is_ok() {
+                    assert_eq!(u(&x.value), u(&y.value), "a validated read saw the counters differ");
+                    validated += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+            validated
+        })
+    };
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    let (x, y) = increment_both(&s, a, b_, 1_000_000).await;
+                    assert_eq!(x, y, "a committed group read the counters apart (a torn read)");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.await.unwrap();
+    let got = s.batch_get(&[a.to_owned(), b_.to_owned()]).await.unwrap();
+    let values: Vec<u64> = got.iter().map(|e| u(&e.as_ref().unwrap().value)).collect();
+    assert_eq!(values, [8 * per_task, 8 * per_task], "no group lost, none half-applied");
+    // With the writers gone, a read validates at once.
+    let (x, y) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
+    s.transact(Group::new().check(a, Some(x.version)).check(b_, Some(y.version))).await.unwrap();
+}
+
+/// The group a kill test writes as its `i`th: three keys of slot group `{conf/kill/i}`, all
+/// holding `i`, created only if the first is absent.
+pub fn kill_group(i: u64) -> Group {
+    let key = |k: &str| format!("{{conf/kill/{i}}}/{k}");
+    let g = Group::new().check(key("a"), None);
+    ["a", "b", "c"].iter().fold(g, |g, k| g.put(key(k), n(i), None))
+}
+
+/// After a store was killed while writing [`kill_group`]s `0..upto`: each group is all there
+/// (its three keys, holding its number) or not at all. Returns how many are there.
+pub async fn check_kill_groups(s: &dyn StateStore, upto: u64) -> u64 {
+    let mut whole = 0;
+    for i in 0..upto {
+        let keys: Vec<String> = ["a", "b", "c"].iter().map(|k| format!("{{conf/kill/{i}}}/{k}")).collect();
+        let got = s.batch_get(&keys).await.unwrap();
+        let present = got.iter().filter(|e| e.is_some()).count();
+        assert!(present == 0 || present == 3, "group {i} is torn: {present} of its 3 keys: {got:?}");
+        if present == 3 {
+            assert!(got.iter().all(|e| u(&e.as_ref().unwrap().value) == i), "group {i}: {got:?}");
+            whole += 1;
+        }
+    }
+    whole
 }
 
 // ---- checks of a shared (cluster) store, beyond the port itself ----

@@ -27,6 +27,7 @@ pub enum Op {
     PutShares,
     GetShares,
     ListShares,
+    Transact,
 }
 
 impl fmt::Display for Op {
@@ -48,6 +49,7 @@ impl fmt::Display for Op {
             Op::PutShares => "put_shares",
             Op::GetShares => "shares",
             Op::ListShares => "list_shares",
+            Op::Transact => "transact",
         })
     }
 }
@@ -88,9 +90,34 @@ pub enum ErrorKind {
     /// Invalid configuration of the backend.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A precondition of a group ([`crate::StateStore::transact`]) did not hold: the key
+    /// (the error's key) was not at the expected version, and nothing was written.
+    #[error("precondition failed: expected {}, found {}", version_text(*.expected), version_text(*.found))]
+    PreconditionFailed {
+        /// The version the group expected (`None`: the key absent).
+        expected: Option<u64>,
+        /// The version found (`None`: the key absent).
+        found: Option<u64>,
+    },
+    /// A group's keys name different slot groups on a backend that shards by key (a Redis
+    /// Cluster): a group's keys must share one, written `{group}rest`
+    /// ([`crate::slot_group`]). Nothing was written.
+    #[error(
+        "a group's keys must share one slot group (`{{group}}rest`) on this backend: `{first}` and `{second}` differ"
+    )]
+    GroupSpansSlots {
+        /// The slot group of the group's first key.
+        first: String,
+        /// A slot group that differs from it.
+        second: String,
+    },
     /// Any other failure of the backend.
     #[error("backend error")]
     Backend,
+}
+
+fn version_text(v: Option<u64>) -> String {
+    v.map_or_else(|| "absent".to_owned(), |v| format!("version {v}"))
 }
 
 /// A failed store operation.

@@ -42,6 +42,7 @@
 mod backup;
 mod clock;
 mod error;
+mod group;
 mod hash;
 mod memory;
 mod namespace;
@@ -55,6 +56,7 @@ pub mod conformance;
 pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck};
 pub use clock::{Clock, CounterClock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
+pub use group::{Group, GroupWrite, Precondition, slot_group, split_slot_group};
 pub use hash::fnv1a;
 pub use memory::InMemoryStore;
 pub use namespace::{DEFAULT_NAMESPACE, MAX_NAMESPACE_LEN, check_namespace, family_prefix, namespace_prefix};

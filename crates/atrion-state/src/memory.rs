@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Op, StoreError};
+use crate::group::{Group, GroupWrite};
 use crate::store::{
     Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats, check_key,
     check_value,
@@ -113,7 +114,8 @@ impl StateStore for InMemoryStore {
         Capabilities {
             ttl: true,
             atomic: true,
-            transactions: false,
+            transactions: true,
+            one_slot_groups: false,
             change_feed: true,
             persistent: false,
             shared: false,
@@ -206,6 +208,43 @@ impl StateStore for InMemoryStore {
 
     async fn subscribe(&self, prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
         Ok(Some(self.inner.changes.subscribe(prefix)))
+    }
+
+    /// Under the write lock: checked, then applied, as one step.
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        group.validate(BACKEND)?;
+        let now = self.now();
+        let mut changes = Vec::with_capacity(group.writes.len());
+        let versions = {
+            let mut data = self.write();
+            for check in &group.checks {
+                let found = data.map.get(&check.key).filter(|s| s.live(now)).map(|s| s.version);
+                if found != check.version {
+                    return Err(Group::failed(BACKEND, check, found));
+                }
+            }
+            let mut versions = Vec::with_capacity(group.writes.len());
+            for w in group.writes {
+                match w {
+                    GroupWrite::Put { key, value, ttl } => {
+                        let version = Self::insert(&mut data, &key, value.clone(), ttl, now);
+                        changes.push(Change::Set { key, version, value: Some(value) });
+                        versions.push(Some(version));
+                    }
+                    GroupWrite::Delete { key } => {
+                        if data.map.remove(&key).is_some_and(|s| s.live(now)) {
+                            changes.push(Change::Deleted { key });
+                        }
+                        versions.push(None);
+                    }
+                }
+            }
+            versions
+        };
+        for change in changes {
+            self.notify(change);
+        }
+        Ok(versions)
     }
 
     async fn batch_set(&self, items: Vec<(String, Bytes, Option<Duration>)>) -> Result<Vec<u64>, StoreError> {

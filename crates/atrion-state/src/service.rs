@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BACKUP_CHUNK, BackupLine};
 use crate::error::StoreError;
+use crate::group::{Group, GroupWrite};
 use crate::shares::{ShareWrite, Shares};
 use crate::store::{Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, StateStore, StoreStats};
 
@@ -520,6 +521,28 @@ async fn keys_and_shares(store: &dyn StateStore) -> Result<(Vec<String>, BTreeSe
     Ok((store.list_keys("").await?, apart))
 }
 
+/// A group's writes on a switch's new backend: one group where it has them (and the keys
+/// share a slot group where it needs that), else one write after the other.
+async fn mirror_writes(m: &dyn StateStore, writes: Vec<GroupWrite>) -> Result<(), StoreError> {
+    let group = Group { checks: Vec::new(), writes };
+    let caps = m.capabilities();
+    if caps.transactions && (!caps.one_slot_groups || group.check_one_slot(m.backend()).is_ok()) {
+        m.transact(group).await?;
+        return Ok(());
+    }
+    for w in group.writes {
+        match w {
+            GroupWrite::Put { key, value, ttl } => {
+                m.put(&key, value, ttl).await?;
+            }
+            GroupWrite::Delete { key } => {
+                m.delete(&key).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl StateStore for StateService {
     fn backend(&self) -> &'static str {
@@ -647,6 +670,22 @@ impl StateStore for StateService {
             m.batch_set(items.clone()).await?;
         }
         w.touch(items.iter().map(|(k, _, _)| k.as_str()));
+        Ok(versions)
+    }
+
+    /// On the active backend; while a switch is under way, the group's writes (its
+    /// preconditions held on the active one) are mirrored to the new backend, as one group
+    /// where it has them.
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        let mut w = self.begin_write().await;
+        let mirror = w.active.mirror.clone();
+        let writes = mirror.is_some().then(|| group.writes.clone());
+        let versions = w.store().transact(group).await?;
+        if let (Some(m), Some(writes)) = (mirror, writes) {
+            let keys: Vec<String> = writes.iter().map(|x| x.key().to_owned()).collect();
+            mirror_writes(m.store.as_ref(), writes).await?;
+            w.touch(keys.iter().map(String::as_str));
+        }
         Ok(versions)
     }
 

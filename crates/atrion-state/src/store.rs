@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::error::{ErrorKind, Op, StoreError};
+use crate::group::Group;
 use crate::shares::{ShareWrite, Shares};
 
 /// The longest key a store accepts, in bytes.
@@ -51,8 +52,13 @@ pub struct Capabilities {
     pub ttl: bool,
     /// `compare_and_swap` is atomic.
     pub atomic: bool,
-    /// Multi-key transactions.
+    /// Multi-key transactions: [`StateStore::transact`] applies a [`Group`] all or none,
+    /// isolated from every other write and read of the store (serializable), and a group
+    /// acknowledged survives a crash where the store is `persistent`.
     pub transactions: bool,
+    /// A [`Group`]'s keys must all name one slot group ([`crate::slot_group`]); a group that
+    /// spans several is refused with [`ErrorKind::GroupSpansSlots`] (a Redis Cluster).
+    pub one_slot_groups: bool,
     /// `subscribe` returns a change feed.
     pub change_feed: bool,
     /// Data survives a restart of the process.
@@ -533,6 +539,24 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
             n += u64::from(self.delete(k).await?);
         }
         Ok(n)
+    }
+
+    /// Applies `group` as one atomic step: every precondition is checked and every write
+    /// applied, in order, with no other write in between and no reader seeing half of it;
+    /// or, when a precondition fails, nothing is written and the error is
+    /// [`ErrorKind::PreconditionFailed`], naming the key (the first failed precondition).
+    /// Returns each write's outcome in order: a put's new version, `None` for a delete.
+    /// Keys and values are checked before anything is written. A dropped future, or a crash,
+    /// leaves the whole group applied or none of it. Each write reaches the change feed as
+    /// its single-key counterpart would.
+    ///
+    /// Where [`Capabilities::one_slot_groups`] is advertised, every key must name one slot
+    /// group ([`crate::slot_group`]), else [`ErrorKind::GroupSpansSlots`]. The default,
+    /// for a backend without [`Capabilities::transactions`], refuses every group with
+    /// [`ErrorKind::Unsupported`].
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        let key = group.keys().next().map(str::to_owned);
+        Err(StoreError::new(self.backend(), Op::Transact, key.as_deref(), ErrorKind::Unsupported))
     }
 
     /// Sets each member's share of its key ([`crate::shares`]), replacing that member's
