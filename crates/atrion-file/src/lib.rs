@@ -36,8 +36,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atrion_state::shares::{ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, Op, StateStore,
-    StoreError, StoreStats, SystemClock, check_key, check_share, check_value,
+    Capabilities, CasOutcome, Change, ChangeBus, ChangeFeed, CleanupStats, Clock, Entry, ErrorKind, Group, GroupWrite,
+    Op, StateStore, StoreError, StoreStats, SystemClock, check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -233,6 +233,66 @@ impl FileStore {
         Ok(versions)
     }
 
+    /// A group in one write transaction: its preconditions read and its writes made inside
+    /// it, committed once (one fsync), or dropped (rolled back) when a precondition fails.
+    /// redb has one writer at a time, so groups are serialized; a crash before the commit
+    /// is durable leaves none of the group. Returns each write's version and the changes to
+    /// announce.
+    fn write_group(
+        db: &Database,
+        clock: &dyn Clock,
+        group: Group,
+    ) -> Result<(Vec<Option<u64>>, Vec<Change>), StoreError> {
+        let op = Op::Transact;
+        let txn = db.begin_write().map_err(|e| err(op, None, e))?;
+        let now = clock.wall_ms();
+        let mut versions = Vec::with_capacity(group.writes.len());
+        let mut changes = Vec::with_capacity(group.writes.len());
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(|e| err(op, None, e))?;
+            for check in &group.checks {
+                let k = check.key.as_str();
+                let found = match entries.get(k).map_err(|e| err(op, Some(k), e))? {
+                    Some(guard) => {
+                        let r = Record::decode(op, k, guard.value())?;
+                        r.live(now).then_some(r.version)
+                    }
+                    None => None,
+                };
+                if found != check.version {
+                    // Dropping the transaction aborts it: nothing was written.
+                    return Err(Group::failed(BACKEND, check, found));
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| err(op, None, e))?;
+            let mut last = meta.get(LAST_VERSION).map_err(|e| err(op, None, e))?.map_or(0, |g| g.value());
+            for w in group.writes {
+                match w {
+                    GroupWrite::Put { key, value, ttl } => {
+                        last += 1;
+                        let record = Record::encode(last, expiry(ttl, now), &value);
+                        entries.insert(key.as_str(), record.as_slice()).map_err(|e| err(op, Some(&key), e))?;
+                        versions.push(Some(last));
+                        changes.push(Change::Set { key, version: last, value: Some(value) });
+                    }
+                    GroupWrite::Delete { key } => {
+                        let live = match entries.remove(key.as_str()).map_err(|e| err(op, Some(&key), e))? {
+                            Some(guard) => Record::decode(op, &key, guard.value())?.live(now),
+                            None => false,
+                        };
+                        versions.push(None);
+                        if live {
+                            changes.push(Change::Deleted { key });
+                        }
+                    }
+                }
+            }
+            meta.insert(LAST_VERSION, last).map_err(|e| err(op, None, e))?;
+        }
+        txn.commit().map_err(|e| err(op, None, e))?;
+        Ok((versions, changes))
+    }
+
     /// Sets every member's share in one transaction (one commit, one fsync, however many
     /// routes a pulse carries), each key's shares read and rewritten inside it; returns
     /// each key's new value and version, in order, for the change feed. One commit per key,
@@ -290,7 +350,8 @@ impl StateStore for FileStore {
         Capabilities {
             ttl: true,
             atomic: true,
-            transactions: false,
+            transactions: true,
+            one_slot_groups: false,
             change_feed: true,
             persistent: true,
             shared: false,
@@ -500,6 +561,20 @@ impl StateStore for FileStore {
             .await?;
         for ((key, value), version) in written.into_iter().zip(&versions) {
             self.notify(Change::Set { key, version: *version, value: Some(value) });
+        }
+        Ok(versions)
+    }
+
+    /// One redb write transaction ([`FileStore`]'s `write_group`).
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        group.validate(BACKEND)?;
+        if group.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (versions, changes) =
+            self.blocking(Op::Transact, None, move |db, clock| Self::write_group(db, clock, group)).await?;
+        for change in changes {
+            self.notify(change);
         }
         Ok(versions)
     }

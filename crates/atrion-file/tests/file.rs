@@ -192,3 +192,81 @@ async fn shares_of_many_routes_are_written_in_one_batch() {
     }
     assert!(store.set("ns/other", "y".into()).await.unwrap() > before + 501);
 }
+
+/// The child: commits `kill_group(start)`, `kill_group(start + 1)`, ... forever, printing
+/// `ack N` after each group is acknowledged. Run only by
+/// `a_group_killed_mid_commit_is_all_there_or_not_at_all`.
+#[test]
+#[ignore = "run as a child process by a_group_killed_mid_commit_is_all_there_or_not_at_all"]
+fn group_writer_child() {
+    let path = std::env::var("ATRION_CRASH_DB").expect("ATRION_CRASH_DB");
+    let start: u64 = std::env::var("ATRION_CRASH_START").unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    rt.block_on(async {
+        let store = FileStore::open(&FileConfig::new(path)).await.unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in start.. {
+            // Large enough values that a commit takes a while, so that kills land inside one.
+            let mut group = atrion_state::conformance::kill_group(i);
+            group = group.put(format!("{{conf/kill/{i}}}/pad"), Bytes::from(payload(i)), None);
+            store.transact(group).await.unwrap();
+            writeln!(out, "ack {i}").unwrap();
+            out.flush().unwrap();
+        }
+    });
+}
+
+/// SIGKILL of a process in the middle of its groups: after each kill, every group is whole
+/// or absent, every acknowledged group is there, and the file takes new groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_killed_mid_commit_is_all_there_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("groups.redb");
+    let mut acked: Vec<u64> = Vec::new();
+    let mut next = 0;
+    for (round, kill_after) in [25usize, 120, 3, 60].into_iter().enumerate() {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "group_writer_child", "--nocapture", "--test-threads=1"])
+            .env("ATRION_CRASH_DB", &db)
+            .env("ATRION_CRASH_START", next.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        while seen < kill_after {
+            let line = lines.next().expect("the writer runs").unwrap();
+            if let Some(n) = line.strip_prefix("ack ") {
+                acked.push(n.parse().unwrap());
+                seen += 1;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL, most likely inside a group's commit
+        for line in lines.map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("ack ") {
+                acked.push(n.parse().unwrap());
+            }
+        }
+        child.wait().unwrap();
+        let last_acked = *acked.last().unwrap();
+        // The group in flight at the kill (if any) is the one after the last ack.
+        let upto = last_acked + 2;
+        let store = FileStore::open(&FileConfig::new(&db)).await.unwrap();
+        let whole = atrion_state::conformance::check_kill_groups(&store, upto).await;
+        for &i in &acked {
+            let a = store.get(&format!("{{conf/kill/{i}}}/a")).await.unwrap();
+            assert!(a.is_some(), "round {round}: acknowledged group {i} lost");
+            let pad = store.get(&format!("{{conf/kill/{i}}}/pad")).await.unwrap().map(|e| e.value.to_vec());
+            assert_eq!(pad, Some(payload(i)), "round {round}: group {i}'s fourth write");
+        }
+        // Beyond the acknowledged: at most the group in flight at each kill so far.
+        let extra = whole - acked.len() as u64;
+        assert!(extra <= round as u64 + 1, "round {round}: {whole} groups for {} acknowledged", acked.len());
+        next = last_acked + 2;
+        drop(store);
+    }
+    let store = FileStore::open(&FileConfig::new(&db)).await.unwrap();
+    store.transact(atrion_state::conformance::kill_group(next)).await.unwrap();
+    assert!(acked.len() >= 208);
+}
