@@ -63,6 +63,7 @@ impl RedisStore {
             cfg: cfg.clone(),
             put: Script::new(&format!("{REPAIRS}{PUT}")),
             cas: Script::new(&format!("{REPAIRS}{CAS}")),
+            group: Script::new(&format!("{REPAIRS}{GROUP}")),
             delete: Script::new(DELETE),
             share_put: Script::new(&format!("{SHARES_COMMON}{SHARE_PUT}")),
             shares_read: Script::new(&format!("{SHARES_COMMON}{SHARES_READ}")),

@@ -3,6 +3,7 @@
 //! channel, and ranks written on the stack as the scripts read them.
 
 use atrion_state::shares::format_rank;
+use atrion_state::split_slot_group;
 
 use crate::RedisStore;
 
@@ -16,18 +17,23 @@ impl RedisStore {
     }
 
     /// `{ns}:{a}:{key}` and `{ns}:{b}:{key}`, the key escaped as their hash tag: one slot.
+    /// A key that names a slot group (`{group}rest`, [`atrion_state::slot_group`]) is
+    /// spelled `{ns}:{a}:{group}rest`, both escaped: the group is the hash tag, so that
+    /// every key of a group is in one slot (what a group, `transact`, needs on a cluster).
     pub(crate) fn slot_pair(&self, key: &str, a: &str, b: &str) -> (String, String) {
         // Built by hand: this runs twice per share of every pulse (`format!` cost a sixth of
         // a pulse's push).
         let ns = &self.cfg.namespace;
+        let (tag, rest) = split_slot_group(key).unwrap_or((key, ""));
         let build = |family: &str| {
             let mut out = String::with_capacity(ns.len() + family.len() + key.len() + 4);
             out.push_str(ns);
             out.push(':');
             out.push_str(family);
             out.push_str(":{");
-            push_escaped_tag(&mut out, key);
+            push_escaped_tag(&mut out, tag);
             out.push('}');
+            push_escaped_tag(&mut out, rest);
             out
         };
         (build(a), build(b))
@@ -130,9 +136,19 @@ pub(crate) fn unescape_tag(tag: &str) -> Option<String> {
     Some(out)
 }
 
-/// The user's key of an entry's Redis key (`{prefix}{escaped key}`).
+/// The user's key of an entry's Redis key: `{prefix}{escaped key}`, or
+/// `{prefix}{escaped group}escaped rest` for a key `{group}rest` that names a slot group.
 pub(crate) fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
-    unescape_tag(redis_key.strip_prefix(prefix)?.strip_prefix('{')?.strip_suffix('}')?)
+    let tagged = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
+    let end = tagged.find('}')?;
+    let (tag, rest) = (&tagged[..end], &tagged[end + 1..]);
+    if rest.is_empty() {
+        return unescape_tag(tag);
+    }
+    let (group, rest) = (unescape_tag(tag)?, unescape_tag(rest)?);
+    let key = format!("{{{group}}}{rest}");
+    // Only what `slot_pair` can have built: the same group read back.
+    (split_slot_group(&key) == Some((group.as_str(), rest.as_str()))).then_some(key)
 }
 
 #[cfg(test)]
@@ -169,6 +185,8 @@ mod tests {
         assert_eq!(unescape_tag("%zz"), None);
         assert_eq!(unescape_tag("%7"), None);
         assert_eq!(user_key("ns:e:", "other:e:{x}"), None);
-        assert_eq!(user_key("ns:e:", "ns:e:{x}rest"), None);
+        assert_eq!(user_key("ns:e:", "ns:e:{x}rest").as_deref(), Some("{x}rest"));
+        assert_eq!(user_key("ns:e:", "ns:e:{x}re}st"), None);
+        assert_eq!(user_key("ns:e:", "ns:e:{}rest"), None, "an empty group is never built");
     }
 }

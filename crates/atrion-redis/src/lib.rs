@@ -66,13 +66,14 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use atrion_state::shares::{NOTIFY_RANK_STEP, ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
-    check_key, check_share, check_value,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Group, GroupWrite, Op, StateStore,
+    StoreError, StoreStats, check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use futures_util::future::try_join_all;
@@ -85,14 +86,14 @@ mod config;
 mod connect;
 mod feed;
 mod keys;
-use keys::{RankText, unescape_tag};
+use keys::RankText;
 mod routing;
 mod scripts;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{RedisConfig, RedisMode};
-use scripts::{CAS, DELETE, PUT, REPAIRS, SHARE_PUT, SHARES_CHUNK, SHARES_COMMON, SHARES_READ};
+use scripts::{CAS, DELETE, GROUP, PUT, REPAIRS, SHARE_PUT, SHARES_CHUNK, SHARES_COMMON, SHARES_READ};
 
 const BACKEND: &str = "redis";
 
@@ -141,6 +142,7 @@ pub struct RedisStore {
     cfg: RedisConfig,
     put: Script,
     cas: Script,
+    group: Script,
     delete: Script,
     share_put: Script,
     shares_read: Script,
@@ -314,7 +316,9 @@ impl StateStore for RedisStore {
         Capabilities {
             ttl: true,
             atomic: true,
-            transactions: false,
+            transactions: true,
+            // On a cluster a group is one script, on one primary: its keys share a slot.
+            one_slot_groups: self.is_cluster(),
             change_feed: true,
             persistent: true,
             shared: true,
@@ -603,17 +607,74 @@ impl StateStore for RedisStore {
     }
 
     async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let head = format!("{}:sr:{{", self.cfg.namespace);
+        let head = format!("{}:sr:", self.cfg.namespace);
         let mut keys: Vec<String> = self
-            .scan_match(Op::ListShares, &format!("{head}*"))
+            .scan_match(Op::ListShares, &format!("{head}{{*"))
             .await?
             .iter()
-            .filter_map(|k| unescape_tag(k.strip_prefix(&head)?.strip_suffix('}')?))
+            .filter_map(|k| keys::user_key(&head, k))
             .filter(|k| k.starts_with(prefix))
             .collect();
         keys.sort_unstable();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// One Lua script ([`scripts::GROUP`]); on a cluster, the group's keys must share a slot
+    /// group, which puts them in one slot ([`atrion_state::slot_group`]).
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        group.validate(BACKEND)?;
+        if self.is_cluster() {
+            group.check_one_slot(BACKEND)?;
+        }
+        if group.is_empty() {
+            return Ok(Vec::new());
+        }
+        let op = Op::Transact;
+        let first = group.keys().next().map(str::to_owned);
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut inv = self.group.prepare_invoke();
+        for key in group.keys() {
+            if !index.contains_key(key) {
+                index.insert(key, index.len() + 1);
+                let (entry, counter) = self.redis_keys(key);
+                inv.key(entry).key(counter);
+            }
+        }
+        inv.arg(self.channel()).arg(group.checks.len());
+        for c in &group.checks {
+            inv.arg(index[c.key.as_str()]).arg(c.version.map(|v| v.to_string()).unwrap_or_default());
+        }
+        inv.arg(group.writes.len());
+        for w in &group.writes {
+            match w {
+                GroupWrite::Put { key, value, ttl } => {
+                    inv.arg("p").arg(index[key.as_str()]).arg(value.as_ref()).arg(Self::ttl_ms(*ttl)).arg(key.as_str());
+                }
+                GroupWrite::Delete { key } => {
+                    inv.arg("d").arg(index[key.as_str()]).arg(key.as_str());
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = inv.invoke_async(&mut conn).await.map_err(|e| err(op, first.as_deref(), e))?;
+        let corrupt = || StoreError::new(BACKEND, op, first.as_deref(), ErrorKind::Corrupt);
+        let version = |s: &str| if s.is_empty() { Ok(None) } else { s.parse::<u64>().map(Some).map_err(|_| corrupt()) };
+        match reply.as_slice() {
+            [ok, out, fixed] if redis::from_redis_value_ref::<u8>(ok).ok() == Some(1) => {
+                let out: Vec<String> = redis::from_redis_value_ref(out).map_err(|_| corrupt())?;
+                let fixed: u64 = redis::from_redis_value_ref(fixed).map_err(|_| corrupt())?;
+                self.repaired(fixed, op, first.as_deref());
+                out.iter().map(|s| version(s)).collect()
+            }
+            [_, i, found] => {
+                let i: usize = redis::from_redis_value_ref(i).map_err(|_| corrupt())?;
+                let found: String = redis::from_redis_value_ref(found).map_err(|_| corrupt())?;
+                let check = group.checks.get(i.wrapping_sub(1)).ok_or_else(corrupt)?;
+                Err(Group::failed(BACKEND, check, version(&found)?))
+            }
+            _ => Err(corrupt()),
+        }
     }
 
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {

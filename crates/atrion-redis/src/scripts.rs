@@ -64,6 +64,51 @@ if n == 1 then redis.call('PUBLISH', ARGV[1], '3:del1:0' .. #ARGV[2] .. ':' .. A
 return n
 ";
 
+/// A group (`StateStore::transact`) as one script: Redis runs it to the end with nothing
+/// in between, and persists and replicates its effects as one `MULTI`/`EXEC`, so a kill
+/// leaves all of it or none. KEYS: an entry and its version counter per distinct key.
+/// ARGV: the channel, the number of checks, then per check the key's index (from 1) and
+/// the version expected (`''`: absent); the number of writes, then per write `p`, index,
+/// value, TTL in ms, user's key; or `d`, index, user's key. Every check is read before
+/// anything is written: a failed one returns `{0, check, found}` having written nothing
+/// (something else than our hash under a key counts as absent, and is left alone). Else
+/// `{1, versions ('' for a delete), repairs}`, with one notice of every write.
+pub(crate) const GROUP: &str = r"
+local nc = tonumber(ARGV[2])
+local a = 3
+for i = 1, nc do
+  local k = KEYS[2 * tonumber(ARGV[a]) - 1]
+  local cur = false
+  if redis.call('TYPE', k)['ok'] == 'hash' then cur = redis.call('HGET', k, 'ver') end
+  if cur == false then cur = '' end
+  if cur ~= ARGV[a + 1] then return {0, i, cur} end
+  a = a + 2
+end
+local nw = tonumber(ARGV[a])
+a = a + 1
+local out, msg, fixed = {}, {}, 0
+for i = 1, nw do
+  local kind, j = ARGV[a], tonumber(ARGV[a + 1])
+  local k, c = KEYS[2 * j - 1], KEYS[2 * j]
+  if kind == 'p' then
+    fixed = fixed + writable(k)
+    local ver, reset = bump(c, 1)
+    fixed = fixed + reset
+    redis.call('HSET', k, 'v', ARGV[a + 2], 'ver', int(ver))
+    if tonumber(ARGV[a + 3]) > 0 then redis.call('PEXPIRE', k, ARGV[a + 3]) else redis.call('PERSIST', k) end
+    msg[#msg + 1] = record(int(ver), ARGV[a + 4], ARGV[a + 2])
+    out[i] = int(ver)
+    a = a + 5
+  else
+    if redis.call('DEL', k) == 1 then msg[#msg + 1] = tok('del') .. tok('0') .. tok(ARGV[a + 2]) end
+    out[i] = ''
+    a = a + 3
+  end
+end
+if #msg > 0 then redis.call('PUBLISH', ARGV[1], table.concat(msg)) end
+return {1, out, fixed}
+";
+
 /// The shares of one key live in two Redis keys of one hash slot: a hash of values by member
 /// (and the key's version under the empty field, which no member can be) and a sorted set
 /// of ranks. Shared by the share scripts: `tok` writes a token; `leaders(values, ranks, last)`

@@ -17,6 +17,7 @@ pub struct RedisServer {
     password: Option<String>,
     tls: bool,
     cluster: bool,
+    persistent: bool,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -51,9 +52,26 @@ impl RedisServer {
             }
             panic!("redis-server not found on PATH: install it (scripts/test does) or set ATRION_SKIP_SERVICES=1");
         }
-        let mut server =
-            RedisServer { port, dir: tempfile::tempdir().unwrap(), child: None, password: None, tls: false, cluster };
+        let mut server = RedisServer {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            password: None,
+            tls: false,
+            cluster,
+            persistent: false,
+        };
         server.launch();
+        Some(server)
+    }
+
+    /// As [`RedisServer::start`], keeping its data across a kill: an append-only file
+    /// written and fsynced at every write (`--appendonly yes --appendfsync always`), read
+    /// back at each restart.
+    pub fn start_persistent() -> Option<RedisServer> {
+        let mut server = RedisServer::start()?;
+        server.persistent = true;
+        server.restart();
         Some(server)
     }
 
@@ -158,7 +176,12 @@ impl RedisServer {
             } else {
                 vec!["--port".to_owned(), self.port.to_string()]
             })
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .args(self.password.iter().flat_map(|p| ["--requirepass".to_owned(), p.clone()]))
@@ -191,7 +214,8 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server (SIGKILL), losing everything it held.
+    /// Kills the server (SIGKILL), losing everything it held (but what a persistent one,
+    /// [`RedisServer::start_persistent`], wrote to its append-only file).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -61,6 +61,20 @@ async fn the_conformance_suite_passes_on_a_redis_cluster() {
     assert!(detected.is_cluster(), "from any node, replicas included");
     let s: Arc<dyn StateStore> = Arc::new(s);
     conformance::all(s.clone()).await;
+    // A group must keep to one slot group: one that spans two is refused, naming both, and
+    // writes nothing; keys that name no group are each a group of their own.
+    assert!(s.capabilities().transactions && s.capabilities().one_slot_groups);
+    let v = bytes::Bytes::from_static(b"v");
+    let spanning = atrion_state::Group::new().put("{g1}/a", v.clone(), None).put("{g2}/b", v.clone(), None);
+    let e = s.transact(spanning).await.unwrap_err();
+    assert_eq!(e.kind, atrion_state::ErrorKind::GroupSpansSlots { first: "g1".into(), second: "g2".into() }, "{e}");
+    assert_eq!(e.key.as_deref(), Some("{g2}/b"));
+    let plain = atrion_state::Group::new().check("plain/a", None).put("plain/b", v.clone(), None);
+    let e = s.transact(plain).await.unwrap_err();
+    assert!(matches!(e.kind, atrion_state::ErrorKind::GroupSpansSlots { .. }), "{e}");
+    assert!(
+        s.batch_get(&["{g1}/a".into(), "{g2}/b".into(), "plain/b".into()]).await.unwrap().iter().all(Option::is_none)
+    );
     atrion_sync::testing::two_nodes_converge([s.clone(), Arc::new(store(&cluster).await)]).await;
     // Keys of every primary are listed.
     let keys = s.list_keys("").await.unwrap();

@@ -485,3 +485,61 @@ async fn only_the_watchers_beat_aloud_and_a_silent_node_is_seen_gone() {
         m.shutdown().await;
     }
 }
+
+/// Commits `kill_group(next)`, `kill_group(next + 1)`, ... on `s`, sending each acknowledged
+/// group's number, until a group fails; returns the number of that group.
+fn group_writer(
+    s: Arc<dyn StateStore>,
+    next: u64,
+    acked: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        for i in next.. {
+            if s.transact(atrion_state::conformance::kill_group(i)).await.is_err() {
+                return i;
+            }
+            let _ = acked.send(i);
+        }
+        unreachable!()
+    })
+}
+
+/// A persistent server (append-only file, fsynced at every write) SIGKILLed while groups
+/// are being committed: after each restart every group is whole or absent, and every
+/// acknowledged group is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_groups_leaves_each_all_or_nothing() {
+    let Some(mut server) = RedisServer::start_persistent() else { return };
+    let mut cfg = RedisConfig::new(server.url());
+    cfg.command_timeout = Duration::from_secs(2);
+    let s: Arc<dyn StateStore> = Arc::new(RedisStore::connect(&cfg).await.unwrap());
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for (round, kill_after) in [50usize, 200, 5].into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = group_writer(s.clone(), next, tx);
+        for _ in 0..kill_after {
+            acked.push(rx.recv().await.expect("the writer runs"));
+        }
+        server.kill(); // SIGKILL, in the middle of the writer's stream of groups
+        let failed = writer.await.unwrap();
+        while let Ok(i) = rx.try_recv() {
+            acked.push(i);
+        }
+        server.restart();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while s.get("probe").await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the store did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let whole = atrion_state::conformance::check_kill_groups(s.as_ref(), failed + 1).await;
+        for &i in &acked {
+            let a = s.get(&format!("{{conf/kill/{i}}}/a")).await.unwrap();
+            assert!(a.is_some(), "round {round}: acknowledged group {i} lost");
+        }
+        let extra = whole - acked.len() as u64;
+        assert!(extra <= round as u64 + 1, "round {round}: {whole} groups for {} acknowledged", acked.len());
+        next = failed + 1;
+    }
+    s.transact(atrion_state::conformance::kill_group(next)).await.unwrap();
+}

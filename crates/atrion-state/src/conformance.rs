@@ -523,6 +523,7 @@ pub async fn group_applies_every_write(s: Store) {
     assert_eq!((eb.value, Some(eb.version)), (b("b1"), versions[1]));
     assert!(eb.ttl.is_some_and(|t| t <= Duration::from_secs(600)), "{:?}", eb.ttl);
     assert!(s.get(c).await.unwrap().is_none());
+    assert_eq!(s.list_keys("{conf/grp}/").await.unwrap(), [a, b_], "keys of a slot group list as written");
     // A recreated key gets a fresh version.
     let again = s.transact(Group::new().check(c, None).put(c, b("c1"), None)).await.unwrap();
     assert!(again[0].is_some_and(|v| v > vc), "{again:?}");
