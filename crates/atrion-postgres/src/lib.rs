@@ -59,8 +59,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atrion_state::shares::{Share, ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Op, StateStore, StoreError, StoreStats,
-    check_key, check_share, check_value,
+    Capabilities, CasOutcome, ChangeFeed, CleanupStats, Entry, ErrorKind, Group, GroupWrite, Op, StateStore,
+    StoreError, StoreStats, check_key, check_share, check_value,
 };
 use bytes::Bytes;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -231,6 +231,124 @@ impl PostgresStore {
     }
 }
 
+/// How often a group starts again after a key it found absent was created meanwhile (or a
+/// deadlock with a writer outside the groups).
+const GROUP_ATTEMPTS: u32 = 64;
+
+/// Why one attempt at a group did not commit.
+enum GroupStop {
+    /// The answer: a failed precondition, or the database's error.
+    Done(StoreError),
+    /// A key the group found absent was created meanwhile, or the database broke a
+    /// deadlock by rolling the group back: start again.
+    Again,
+}
+
+impl From<StoreError> for GroupStop {
+    fn from(e: StoreError) -> Self {
+        GroupStop::Done(e)
+    }
+}
+
+impl PostgresStore {
+    /// One attempt at `group` in one transaction, at READ COMMITTED:
+    /// 1. a transaction-scoped advisory lock per key of the group, in key order: groups on
+    ///    overlapping keys take turns, whether the keys exist or not;
+    /// 2. `SELECT ... FOR UPDATE` of the keys' rows, in key order: the latest committed
+    ///    versions, locked against every other writer (plain puts and compare-and-swaps wait);
+    /// 3. the preconditions, checked on those versions;
+    /// 4. the writes: a row that existed is locked and replaced; a key that had no row is
+    ///    inserted only if still absent (a writer outside the groups created it meanwhile:
+    ///    [`GroupStop::Again`]); a delete of a key that had no row is nothing to do.
+    ///
+    /// Commit makes every write visible at once, with its notices.
+    async fn try_group(&self, group: &Group, keys: &[&str]) -> Result<Vec<Option<u64>>, GroupStop> {
+        let fail = |e: sqlx::Error| {
+            // A deadlock with a writer outside the groups (a batch locks its rows in its own
+            // order), or a serialization failure: the database rolled back, start again.
+            let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+            match code.as_deref() {
+                Some("40P01" | "40001") => GroupStop::Again,
+                _ => GroupStop::Done(err(Op::Transact, None, e)),
+            }
+        };
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        for k in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7274662))")
+                .bind(&self.namespace)
+                .bind(k)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        let sql = format!(
+            "SELECT key, version, {LIVE} AS live FROM atrion_entries
+             WHERE namespace = $1 AND key = ANY($2::text[]) ORDER BY key COLLATE \"C\" FOR UPDATE"
+        );
+        let rows =
+            sqlx::query(AssertSqlSafe(sql)).bind(&self.namespace).bind(keys).fetch_all(&mut *tx).await.map_err(fail)?;
+        // Every row (locked), and the live ones' versions.
+        let mut rows_found: HashMap<String, Option<u64>> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let key: String = row.try_get("key").map_err(fail)?;
+            let version: i64 = row.try_get("version").map_err(fail)?;
+            let live: bool = row.try_get("live").map_err(fail)?;
+            rows_found.insert(key, live.then_some(version as u64));
+        }
+        for check in &group.checks {
+            let found = rows_found.get(&check.key).copied().flatten();
+            if found != check.version {
+                return Err(GroupStop::Done(Group::failed(BACKEND, check, found)));
+            }
+        }
+        let mut versions = Vec::with_capacity(group.writes.len());
+        for w in &group.writes {
+            match w {
+                GroupWrite::Put { key, value, ttl } => {
+                    let had_row = rows_found.contains_key(key);
+                    let conflict = if had_row {
+                        "DO UPDATE SET value = excluded.value, version = excluded.version, expires_at = excluded.expires_at"
+                    } else {
+                        "DO NOTHING"
+                    };
+                    let sql = format!(
+                        "INSERT INTO atrion_entries (namespace, key, value, version, expires_at)
+                         VALUES ($1, $2, $3, nextval('atrion_version_seq'), {})
+                         ON CONFLICT (namespace, key) {conflict}
+                         RETURNING version",
+                        expiry(4)
+                    );
+                    let version: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql))
+                        .bind(&self.namespace)
+                        .bind(key)
+                        .bind(value.as_ref())
+                        .bind(ttl_ms(*ttl))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(fail)?;
+                    let Some(version) = version else { return Err(GroupStop::Again) };
+                    // Written by this group now: a later write of the key replaces it.
+                    rows_found.insert(key.clone(), Some(version as u64));
+                    versions.push(Some(version as u64));
+                }
+                GroupWrite::Delete { key } => {
+                    if rows_found.remove(key).is_some() {
+                        sqlx::query("DELETE FROM atrion_entries WHERE namespace = $1 AND key = $2")
+                            .bind(&self.namespace)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(fail)?;
+                    }
+                    versions.push(None);
+                }
+            }
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(versions)
+    }
+}
+
 /// A batch of shares as [`PUT_SHARES`] binds it: checked, the newest of each (key, member).
 struct ShareBatch<'a> {
     keys: Vec<&'a str>,
@@ -317,7 +435,8 @@ impl StateStore for PostgresStore {
         Capabilities {
             ttl: true,
             atomic: true,
-            transactions: false,
+            transactions: true,
+            one_slot_groups: false,
             change_feed: true,
             persistent: true,
             shared: true,
@@ -440,6 +559,26 @@ impl StateStore for PostgresStore {
         }
         let current = self.get(key).await?.map(|e| e.version);
         Ok(CasOutcome::Conflict { current })
+    }
+
+    /// One transaction ([`PostgresStore`]'s `try_group`), started again (up to 64 times)
+    /// when a key it found absent was created meanwhile by a writer outside the groups.
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        group.validate(BACKEND)?;
+        if group.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys: Vec<&str> = group.keys().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for _ in 0..GROUP_ATTEMPTS {
+            match self.try_group(&group, &keys).await {
+                Ok(versions) => return Ok(versions),
+                Err(GroupStop::Done(e)) => return Err(e),
+                Err(GroupStop::Again) => tokio::task::yield_now().await,
+            }
+        }
+        Err(StoreError::new(BACKEND, Op::Transact, keys.first().copied(), ErrorKind::Contended(GROUP_ATTEMPTS)))
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -143,3 +143,55 @@ async fn drain(raw: &mut sqlx::postgres::PgListener, records: usize) -> Vec<usiz
     }
     sizes
 }
+
+/// The server stopped as a crash would (`pg_ctl stop -m immediate`) while groups are being
+/// committed: after each restart every group is whole or absent, and every acknowledged
+/// group is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_during_groups_leaves_each_all_or_nothing() {
+    use atrion_state::conformance::{check_kill_groups, kill_group};
+    let Some(mut server) = PgServer::start() else { return };
+    let mut cfg = PostgresConfig::new(server.url());
+    cfg.connect_timeout = Duration::from_secs(2);
+    let s: Arc<dyn StateStore> = Arc::new(PostgresStore::connect(&cfg).await.unwrap());
+    let mut acked = Vec::new();
+    let mut next = 0;
+    for (round, kill_after) in [50usize, 200, 5].into_iter().enumerate() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                for i in next.. {
+                    if s.transact(kill_group(i)).await.is_err() {
+                        return i;
+                    }
+                    let _ = tx.send(i);
+                }
+                unreachable!()
+            })
+        };
+        for _ in 0..kill_after {
+            acked.push(rx.recv().await.expect("the writer runs"));
+        }
+        server.kill();
+        let failed = writer.await.unwrap();
+        while let Ok(i) = rx.try_recv() {
+            acked.push(i);
+        }
+        server.restart();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while s.get("probe").await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the store did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let whole = check_kill_groups(s.as_ref(), failed + 1).await;
+        for &i in &acked {
+            let a = s.get(&format!("{{conf/kill/{i}}}/a")).await.unwrap();
+            assert!(a.is_some(), "round {round}: acknowledged group {i} lost");
+        }
+        let extra = whole - acked.len() as u64;
+        assert!(extra <= round as u64 + 1, "round {round}: {whole} groups for {} acknowledged", acked.len());
+        next = failed + 1;
+    }
+    s.transact(kill_group(next)).await.unwrap();
+}
