@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use atrion_state::shares::{ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, StateStore, StoreError, StoreStats,
+    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, Group, GroupWrite, StateStore, StoreError,
+    StoreStats,
 };
 use bytes::Bytes;
 
@@ -178,6 +179,16 @@ impl StateStore for Counting {
     async fn batch_delete(&self, keys: &[String]) -> Result<u64, StoreError> {
         self.tally.call(keys.len(), keys.iter().map(String::len).sum(), 0);
         self.inner.batch_delete(keys).await
+    }
+    async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
+        let out = group.keys().map(str::len).sum::<usize>()
+            + group
+                .writes
+                .iter()
+                .map(|w| if let GroupWrite::Put { value, .. } = w { value.len() } else { 0 })
+                .sum::<usize>();
+        self.tally.call(1, out, 0);
+        self.inner.transact(group).await
     }
     async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
         let out = items.iter().map(|w| w.key.len() + w.share.member.len() + w.share.value.len() + 8).sum();

@@ -184,6 +184,9 @@ impl StateStore for Fed {
     async fn subscribe(&self, _prefix: &str) -> Result<Option<ChangeFeed>, StoreError> {
         Ok(self.feed.lock().unwrap().take())
     }
+    async fn transact(&self, group: atrion_state::Group) -> Result<Vec<Option<u64>>, StoreError> {
+        self.inner.transact(group).await
+    }
     async fn put_shares(&self, items: Vec<ShareWrite>) -> Result<(), StoreError> {
         self.inner.put_shares(items).await
     }

@@ -287,6 +287,12 @@ impl StateStore for Flaky {
         self.check_write(key).await?;
         self.inner.compare_and_swap(key, expected, value, ttl).await
     }
+    async fn transact(&self, group: atrion_state::Group) -> Result<Vec<Option<u64>>, StoreError> {
+        for w in &group.writes {
+            self.check_write(w.key()).await?;
+        }
+        self.inner.transact(group).await
+    }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.check(Op::Stats)?;
         self.inner.stats().await

@@ -397,6 +397,7 @@ impl StateStore for ModelStore {
             ttl: true,
             atomic: true,
             transactions: false,
+            one_slot_groups: false,
             change_feed: true,
             persistent: false,
             shared: true,
