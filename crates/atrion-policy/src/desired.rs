@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use atrion_state::{CasOutcome, StateStore};
+use atrion_state::{CasOutcome, ErrorKind, Group, GroupWrite, StateStore};
 
 use crate::keys::PolicyKeys;
 use bytes::Bytes;
@@ -101,6 +101,30 @@ impl DesiredStore {
         now_ms: u64,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Changed, PolicyError> {
+        let none = |_: &Changed| Ok((Vec::new(), ()));
+        Ok(self.change_with(source, change, who, expected, now_ms, deadline, &none).await?.0)
+    }
+
+    /// [`DesiredStore::change_until`], and with the new desired state the writes `with`
+    /// returns for the change (its audit entry), all in one group
+    /// ([`StateStore::transact`]): the desired state is written with them or not at all. The
+    /// second half of the result is `with`'s token when its writes were made with the
+    /// change; `None` when they were not: no change to write, or a store without groups
+    /// (or whose slot rule the keys do not meet: a Redis Cluster), where the desired state
+    /// is written alone by compare-and-swap, as before, and the caller writes the rest
+    /// after it.
+    #[allow(clippy::too_many_arguments)] // `change_until`'s, and the writes that go with it
+    pub(crate) async fn change_with<W>(
+        &self,
+        source: Source,
+        change: &Change,
+        who: &str,
+        expected: Option<u64>,
+        now_ms: u64,
+        deadline: Option<tokio::time::Instant>,
+        with: &(dyn Fn(&Changed) -> Result<(Vec<GroupWrite>, W), PolicyError> + Send + Sync),
+    ) -> Result<(Changed, Option<W>), PolicyError> {
+        let caps = self.store.capabilities();
         if let Change::Ban(b) = change {
             self.validator.check_ban(b, now_ms)?;
         }
@@ -116,7 +140,7 @@ impl DesiredStore {
             after.layer_mut(source).bans.retain(|b| b.until_ms > now_ms);
             apply(after.layer_mut(source), change)?;
             if after.layer(source) == before.layer(source) {
-                return Ok(Changed { after: before.clone(), before });
+                return Ok((Changed { after: before.clone(), before }, None));
             }
             self.validator.check_desired(&after)?;
             after.version = before.version + 1;
@@ -126,8 +150,25 @@ impl DesiredStore {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(PolicyError::Late);
             }
+            if caps.transactions {
+                let changed = Changed { before: before.clone(), after: after.clone() };
+                let (writes, token) = with(&changed)?;
+                let mut group = Group::new().check(&self.key, stored).put(&self.key, bytes.clone(), None);
+                group.writes.extend(writes);
+                if !caps.one_slot_groups || group.check_one_slot(self.store.backend()).is_ok() {
+                    match self.store.transact(group).await {
+                        Ok(_) => return Ok((changed, Some(token))),
+                        Err(e) if is_own_conflict(&e, &self.key) && expected.is_some() => {
+                            let (now, _) = self.read().await?;
+                            return Err(PolicyError::Conflict { expected: before.version, found: now.version });
+                        }
+                        Err(e) if is_own_conflict(&e, &self.key) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             match self.store.compare_and_swap(&self.key, stored, bytes, None).await? {
-                CasOutcome::Swapped { .. } => return Ok(Changed { before, after }),
+                CasOutcome::Swapped { .. } => return Ok((Changed { before, after }, None)),
                 CasOutcome::Conflict { .. } if expected.is_some() => {
                     let (now, _) = self.read().await?;
                     return Err(PolicyError::Conflict { expected: before.version, found: now.version });
@@ -137,6 +178,12 @@ impl DesiredStore {
         }
         Err(PolicyError::Contended { attempts: MAX_ATTEMPTS })
     }
+}
+
+/// Whether a group failed on the desired state's own precondition (another writer changed
+/// it first).
+fn is_own_conflict(e: &atrion_state::StoreError, key: &str) -> bool {
+    matches!(e.kind, ErrorKind::PreconditionFailed { .. }) && e.key.as_deref() == Some(key)
 }
 
 fn apply(layer: &mut PolicySet, change: &Change) -> Result<(), PolicyError> {

@@ -85,6 +85,17 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+/// An entry encoded and keyed by [`Log::prepare`], to be written by the caller.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    /// Its key.
+    pub(crate) key: String,
+    /// Its encoded value.
+    pub(crate) value: Bytes,
+    /// When it was appended.
+    at_ms: u64,
+}
+
 /// An entry and its key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Logged<T> {
@@ -136,6 +147,38 @@ impl Log {
         index.bytes += size;
         self.enforce(&mut index, at_ms).await?;
         Ok(key)
+    }
+
+    /// Encodes `entry` and gives it its key, without writing it: for a caller that writes
+    /// it together with other writes (one group, [`atrion_state::StateStore::transact`]),
+    /// then tells the log ([`Log::written`]). Refused as [`Log::append`] refuses.
+    pub(crate) fn prepare(&self, at_ms: u64, entry: &impl Serialize) -> Result<Prepared, PolicyError> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| PolicyError::Encode(e.to_string()))?;
+        let size = bytes.len() as u64;
+        if size > self.retention.max_entry_bytes() {
+            return Err(PolicyError::TooLarge { bytes: size, limit: self.retention.max_entry_bytes() });
+        }
+        let seq = self.seq.fetch_add(1, Relaxed);
+        let key = format!("{}{at_ms:013}-{}-{seq:08}", self.prefix, self.node);
+        Ok(Prepared { key, value: Bytes::from(bytes), at_ms })
+    }
+
+    /// Counts an entry of [`Log::prepare`] that the caller wrote, and deletes what falls out
+    /// of the retention (as [`Log::append`] does after its write).
+    pub(crate) async fn written(&self, entry: &Prepared) -> Result<(), PolicyError> {
+        let mut index = self.index.lock().await;
+        if index.since_listed.is_none_or(|n| n >= RELIST_EVERY) {
+            // The listing may hold the entry already: it is then not counted twice.
+            self.relist(&mut index).await?;
+        }
+        index.since_listed = index.since_listed.map(|n| n + 1);
+        if let Err(at) = index.keys.binary_search_by(|(k, _)| k.as_str().cmp(entry.key.as_str())) {
+            let size = entry.value.len() as u64;
+            index.keys.insert(at, (entry.key.clone(), size));
+            index.bytes += size;
+        }
+        self.enforce(&mut index, entry.at_ms).await?;
+        Ok(())
     }
 
     /// Rewrites the entry at `key` (one this log appended): a count that grew. Past the

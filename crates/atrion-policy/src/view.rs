@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use atrion_core::{Hold, RoutePolicy};
-use atrion_state::StateStore;
+use atrion_state::{GroupWrite, StateStore};
 
 use crate::keys::PolicyKeys;
 
 use crate::PolicyError;
 use crate::desired::{Change, Changed, DesiredStore};
-use crate::log::{Log, Logged, Page, Retention};
+use crate::log::{Log, Logged, Page, Prepared, Retention};
 use crate::model::{Ban, Desired, Source};
 use crate::reconcile::{Applicable, AuditEntry, HistoryEvent, NodeDiff, PolicyChange, Report, StateDump};
 use crate::validate::Validator;
@@ -176,8 +176,11 @@ impl Cluster {
     }
 
     /// Changes desired state ([`DesiredStore::change`]) and records it in the audit trail,
-    /// refused or not (a trail that cannot be written is logged, and does not undo the
-    /// change).
+    /// refused or not. On a store with groups ([`atrion_state::StateStore::transact`]) a
+    /// change and its audit entry are written as one group: both or neither, never a change
+    /// without its entry. Elsewhere (a Redis Cluster: the two keys are in different slots)
+    /// the entry is written after the change; an entry that cannot be written is logged,
+    /// and does not undo the change.
     pub async fn change(
         &self,
         source: Source,
@@ -200,8 +203,37 @@ impl Cluster {
         now_ms: u64,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Changed, PolicyError> {
-        let result = self.desired.change_until(source, change, who, expected, now_ms, deadline).await;
         let (action, target) = describe(change);
+        let entry_of = |c: &Changed| AuditEntry {
+            at_ms: now_ms,
+            who: who.to_owned(),
+            action: action.into(),
+            target: target.clone(),
+            before: serde_json::to_value(c.before.layer(source)).ok(),
+            after: serde_json::to_value(c.after.layer(source)).ok(),
+            ok: true,
+            error: None,
+            node: self.keys.node_id().to_owned(),
+            count: None,
+        };
+        let with = |c: &Changed| {
+            let entry = entry_of(c);
+            let prepared = self.prepare_audit(&entry)?;
+            let write = GroupWrite::Put { key: prepared.key.clone(), value: prepared.value.clone(), ttl: None };
+            Ok((vec![write], (prepared, entry)))
+        };
+        let result = self.desired.change_with(source, change, who, expected, now_ms, deadline, &with).await;
+        let result = match result {
+            Ok((changed, Some((prepared, entry)))) => {
+                log_audit(&entry);
+                if let Err(e) = self.audit.written(&prepared).await {
+                    tracing::warn!(target: "atrion::audit", error = %e, "the audit trail's retention could not be enforced");
+                }
+                return Ok(changed);
+            }
+            Ok((changed, None)) => Ok(changed),
+            Err(e) => Err(e),
+        };
         let (before, after, error) = match &result {
             Ok(c) => (
                 serde_json::to_value(c.before.layer(source)).ok(),
@@ -228,9 +260,22 @@ impl Cluster {
         result
     }
 
+    /// An audit entry encoded and keyed to be written in a group; too large for the log, it
+    /// is kept without its before and after (as [`Cluster::audit`] keeps it).
+    fn prepare_audit(&self, entry: &AuditEntry) -> Result<Prepared, PolicyError> {
+        match self.audit.prepare(entry.at_ms, entry) {
+            Err(PolicyError::TooLarge { bytes, .. }) => {
+                let note = serde_json::json!({ "omitted_bytes": bytes });
+                let lean = AuditEntry { before: None, after: Some(note), ..entry.clone() };
+                self.audit.prepare(entry.at_ms, &lean)
+            }
+            other => other,
+        }
+    }
+
     /// Appends to the audit trail (also logged under the `atrion::audit` target).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<String, PolicyError> {
-        tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
+        log_audit(entry);
         match self.audit.append(entry.at_ms, entry).await {
             // Too large for the log: kept without its before and after.
             Err(PolicyError::TooLarge { bytes, .. }) => {
@@ -241,6 +286,11 @@ impl Cluster {
             other => other,
         }
     }
+}
+
+/// An audit entry in the process's log, under the `atrion::audit` target.
+fn log_audit(entry: &AuditEntry) {
+    tracing::info!(target: "atrion::audit", who = %entry.who, action = %entry.action, target = ?entry.target, ok = entry.ok, error = ?entry.error, "admin action");
 }
 
 /// Desired state resolved into what a node applies: every policy in force with its
@@ -428,5 +478,106 @@ mod tests {
             .collect();
         assert_eq!(seen, [("alice", "policy.set", Some("x"), true), ("bob", "policy.delete", Some("nope"), false)]);
         assert!(trail[1].entry.error.is_some());
+    }
+
+    /// A store that loses whatever is written alone under `audit/` (as a process that dies
+    /// between the change and its audit entry would), and can fail every group.
+    #[derive(Debug)]
+    struct Torn {
+        inner: InMemoryStore,
+        groups_fail: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for Torn {
+        fn backend(&self) -> &'static str {
+            "torn"
+        }
+        fn capabilities(&self) -> atrion_state::Capabilities {
+            self.inner.capabilities()
+        }
+        async fn get(&self, key: &str) -> Result<Option<atrion_state::Entry>, atrion_state::StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put(
+            &self,
+            key: &str,
+            value: bytes::Bytes,
+            ttl: Option<std::time::Duration>,
+        ) -> Result<u64, atrion_state::StoreError> {
+            if key.contains("/audit/") {
+                let kind = atrion_state::ErrorKind::Unavailable;
+                return Err(atrion_state::StoreError::new("torn", atrion_state::Op::Set, Some(key), kind));
+            }
+            self.inner.put(key, value, ttl).await
+        }
+        async fn delete(&self, key: &str) -> Result<bool, atrion_state::StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, atrion_state::StoreError> {
+            self.inner.list_keys(prefix).await
+        }
+        async fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: Option<u64>,
+            value: bytes::Bytes,
+            ttl: Option<std::time::Duration>,
+        ) -> Result<atrion_state::CasOutcome, atrion_state::StoreError> {
+            self.inner.compare_and_swap(key, expected, value, ttl).await
+        }
+        async fn stats(&self) -> Result<atrion_state::StoreStats, atrion_state::StoreError> {
+            self.inner.stats().await
+        }
+        async fn cleanup(&self) -> Result<atrion_state::CleanupStats, atrion_state::StoreError> {
+            self.inner.cleanup().await
+        }
+        async fn transact(&self, group: atrion_state::Group) -> Result<Vec<Option<u64>>, atrion_state::StoreError> {
+            if self.groups_fail {
+                let kind = atrion_state::ErrorKind::Unavailable;
+                return Err(atrion_state::StoreError::new("torn", atrion_state::Op::Transact, None, kind));
+            }
+            self.inner.transact(group).await
+        }
+    }
+
+    /// A change and its audit entry are one group: where an entry written on its own would
+    /// be lost, the change still carries its entry; where the group fails, neither is
+    /// written (the failed attempt is what the trail may record, never a change without
+    /// its entry).
+    #[tokio::test]
+    async fn a_change_and_its_audit_entry_are_written_together_or_not_at_all() {
+        let store: Arc<dyn StateStore> = Arc::new(Torn { inner: InMemoryStore::new(), groups_fail: false });
+        let a = cluster(&store, "a");
+        let c = a.change(Source::Api, &Change::Upsert(policy(json!({"route": "x"}))), "alice", None, 1).await.unwrap();
+        assert_eq!(c.after.version, 1);
+        let trail = a.audit_all().await.unwrap();
+        assert_eq!(trail.len(), 1, "the entry came with the change, not after it");
+        assert!(trail[0].entry.ok && trail[0].entry.after.is_some(), "{:?}", trail[0].entry);
+        assert_eq!(a.desired().read().await.unwrap().0.version, 1);
+
+        let inner = InMemoryStore::new();
+        let store: Arc<dyn StateStore> = Arc::new(Torn { inner: inner.clone(), groups_fail: true });
+        let a = cluster(&store, "a");
+        let e = a.change(Source::Api, &Change::Upsert(policy(json!({"route": "x"}))), "alice", None, 1).await;
+        assert!(matches!(e, Err(PolicyError::Store(_))), "{e:?}");
+        assert_eq!(a.desired().read().await.unwrap().0.version, 0, "the change did not land");
+        assert!(inner.list_keys("").await.unwrap().is_empty(), "nothing half-written");
+    }
+
+    /// A writer that changed desired state first makes the group's precondition fail: with
+    /// an expected version, a conflict, and no audit entry claims a change.
+    #[tokio::test]
+    async fn a_group_that_lost_the_race_writes_no_audit_entry_of_a_change() {
+        let store: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+        let a = cluster(&store, "a");
+        a.change(Source::Api, &Change::Upsert(policy(json!({"route": "x"}))), "alice", None, 1).await.unwrap();
+        let stale = Some(0);
+        let e = a.change(Source::Api, &Change::Upsert(policy(json!({"route": "y"}))), "bob", stale, 2).await;
+        assert!(matches!(e, Err(PolicyError::Conflict { expected: 0, found: 1 })), "{e:?}");
+        let trail = a.audit_all().await.unwrap();
+        let oks: Vec<bool> = trail.iter().map(|l| l.entry.ok).collect();
+        assert_eq!(oks, [true, false], "bob's attempt is recorded as refused, not as a change");
+        assert_eq!(a.desired().read().await.unwrap().0.api.policies.len(), 1);
     }
 }
