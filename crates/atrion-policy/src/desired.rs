@@ -15,6 +15,10 @@ use crate::validate::Validator;
 /// version, every writer's change lands, one after the other).
 const MAX_ATTEMPTS: u32 = 64;
 
+/// What goes with a change in its group ([`DesiredStore::change_with`]): the writes for the
+/// new desired state, and a token the caller gets back when they were made.
+pub(crate) type WithChange<'a, W> = dyn Fn(&Changed) -> Result<(Vec<GroupWrite>, W), PolicyError> + Send + Sync + 'a;
+
 /// A change to one layer of the desired state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -122,7 +126,7 @@ impl DesiredStore {
         expected: Option<u64>,
         now_ms: u64,
         deadline: Option<tokio::time::Instant>,
-        with: &(dyn Fn(&Changed) -> Result<(Vec<GroupWrite>, W), PolicyError> + Send + Sync),
+        with: &WithChange<'_, W>,
     ) -> Result<(Changed, Option<W>), PolicyError> {
         let caps = self.store.capabilities();
         if let Change::Ban(b) = change {

@@ -620,7 +620,7 @@ impl StateStore for RedisStore {
         Ok(keys)
     }
 
-    /// One Lua script ([`scripts::GROUP`]); on a cluster, the group's keys must share a slot
+    /// One Lua script (`scripts::GROUP`); on a cluster, the group's keys must share a slot
     /// group, which puts them in one slot ([`atrion_state::slot_group`]).
     async fn transact(&self, group: Group) -> Result<Vec<Option<u64>>, StoreError> {
         group.validate(BACKEND)?;
