@@ -7,7 +7,9 @@
 //!
 //! Each entry is stored as `version (u64 LE) ++ expiry in ms since the Unix epoch (u64 LE,
 //! 0 = none) ++ value`; a counter of the last version lives in a second table, written in
-//! the same transaction, so versions never repeat across restarts. TTLs use the wall clock,
+//! the same transaction, so versions never repeat across restarts. A group of writes
+//! ([`StateStore::transact`]) is one write transaction: one commit, or nothing (a `kill -9`
+//! mid-group included: a test proves it). TTLs use the wall clock,
 //! since they must survive a restart.
 //!
 //! ```

@@ -8,6 +8,11 @@
 //!   (idempotently, under an advisory lock) and its version recorded in `atrion_schema`.
 //! - Compare-and-swap is one statement (`UPDATE ... WHERE version = $expected`, or an
 //!   insert that only replaces an expired row).
+//! - A group of writes ([`StateStore::transact`]) is one transaction at READ COMMITTED:
+//!   an advisory lock per key (groups on overlapping keys take turns), the keys' rows locked
+//!   `FOR UPDATE` (writers outside the groups wait), the preconditions checked on the latest
+//!   committed versions, then the writes; a key found absent is inserted only if still
+//!   absent, else the group starts again.
 //! - Shares ([`atrion_state::shares`]) in `atrion_shares (namespace, key, member, rank,
 //!   value)`, written in one statement per batch.
 //! - The change feed: statement-level triggers send one `NOTIFY atrion_changes` per

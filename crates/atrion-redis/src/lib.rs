@@ -17,6 +17,11 @@
 //!   only when a leader's rank moves by more than
 //!   [`atrion_state::shares::NOTIFY_RANK_STEP`] or the key gains one of its first three
 //!   members (beyond three, a reader's count says "more than the two listed" either way).
+//! - A key written `{group}rest` ([`atrion_state::slot_group`]) is spelled
+//!   `{namespace}:e:{group}rest` (both escaped): its group is the hash tag, so the keys of
+//!   one group share a slot. A group of writes ([`StateStore::transact`]) is one Lua script
+//!   that checks every precondition before it writes anything; on a cluster its keys must
+//!   name one slot group (else [`atrion_state::ErrorKind::GroupSpansSlots`], nothing sent).
 //! - Writes, compare-and-swap and deletes are Lua scripts: the version bump, the write, the
 //!   TTL and the change notification happen atomically. Batches are pipelined on one server,
 //!   sent concurrently (each to its slot's primary) on a cluster.

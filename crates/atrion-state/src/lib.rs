@@ -9,7 +9,8 @@
 //!
 //! Lessons from the design this replaces are built in: values carry versions and
 //! [`StateStore::compare_and_swap`] is the atomic primitive ([`update`] is the retry loop
-//! over it, because a closure cannot cross a network); errors name the backend, the
+//! over it, because a closure cannot cross a network), and [`StateStore::transact`] applies a
+//! [`Group`] of writes to several keys, with version preconditions, all or none; errors name the backend, the
 //! operation and the key and keep their source; a capability is advertised only when the
 //! conformance suite proves it.
 //!
