@@ -41,6 +41,20 @@ impl Priority {
         }
     }
 
+    /// The priority of a client's retry: one tier lower per retry (`attempt` 0 is the first
+    /// try, 1 the first retry), down to bulk; critical stays critical. Under a retry surge
+    /// the excess is mostly retries, which have already cost the route once and whose
+    /// callers are the likeliest to give up: shedding them first keeps first tries going
+    /// through (docs/DESIGN.md §7.2, "Retries").
+    pub fn for_attempt(self, attempt: u32) -> Priority {
+        if self == Priority::Critical || attempt == 0 {
+            return self;
+        }
+        let tier = Priority::ALL.iter().position(|p| *p == self).unwrap_or(2);
+        let lower = tier.saturating_add(attempt.min(4) as usize).min(Priority::ALL.len() - 1);
+        Priority::ALL[lower]
+    }
+
     /// The name used in traces and output.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -248,6 +262,17 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn a_retry_is_one_tier_lower_per_attempt_and_critical_stays() {
+        assert_eq!(Priority::Normal.for_attempt(0), Priority::Normal);
+        assert_eq!(Priority::Normal.for_attempt(1), Priority::Low);
+        assert_eq!(Priority::Normal.for_attempt(2), Priority::Bulk);
+        assert_eq!(Priority::High.for_attempt(1), Priority::Normal);
+        assert_eq!(Priority::Bulk.for_attempt(3), Priority::Bulk);
+        assert_eq!(Priority::Low.for_attempt(u32::MAX), Priority::Bulk);
+        assert_eq!(Priority::Critical.for_attempt(5), Priority::Critical);
     }
 
     #[test]

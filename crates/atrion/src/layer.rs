@@ -56,6 +56,22 @@ pub fn default_route(head: &RequestHead<'_>, out: &mut String) {
     let _ = write!(out, "{} {}", head.method, head.uri.path());
 }
 
+/// The header a client sets on a retry: the retry's number (`1` for the first retry). A
+/// retry is decided one priority tier lower per retry ([`Priority::for_attempt`]), so that
+/// under a retry surge the route sheds retries before first tries. Absent, `0` or not a
+/// number: a first try.
+pub const RETRY_ATTEMPT_HEADER: &str = "x-retry-attempt";
+
+/// The retry's number a request carries in [`RETRY_ATTEMPT_HEADER`] (0 when none, or not a
+/// number).
+pub fn retry_attempt(headers: &HeaderMap) -> u32 {
+    headers
+        .get(RETRY_ATTEMPT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
 thread_local! {
     /// The route id being named, reused by every request on this thread.
     static ROUTE_ID: RefCell<String> = const { RefCell::new(String::new()) };
@@ -199,7 +215,7 @@ where
         let atrion = &self.layer.atrion;
         let started = atrion.now();
         let handle = resolve(atrion, started, |id| (self.layer.route)(&head, id));
-        let priority = (self.layer.priority)(&head);
+        let priority = (self.layer.priority)(&head).for_attempt(retry_attempt(head.headers));
         let decision = handle.decide(started, priority);
         if !decision.is_admitted() {
             return ResponseFuture { state: State::Shed { decision: Some(decision) } };

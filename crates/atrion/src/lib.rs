@@ -52,7 +52,9 @@ pub mod task;
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
 pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
-pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService};
+pub use layer::{
+    AtrionLayer, AtrionService, RETRY_ATTEMPT_HEADER, ReportBody, ShedError, ShedLayer, ShedService, retry_attempt,
+};
 pub use task::{Lease, TaskError};
 
 /// The state layer: the `StateStore` port, stores, the service, the clock (`atrion-state`)

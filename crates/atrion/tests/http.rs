@@ -213,3 +213,59 @@ fn tokio_stream_from<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// A retry (`X-Retry-Attempt: 1`) is decided one priority tier lower: on a route loaded
+/// enough to shed low-priority traffic, a first try goes through and its retry is shed; a
+/// header that is not a number is a first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_shed_before_first_tries() {
+    use atrion::{Mode, Model, PhysicsVector};
+    let atrion = Arc::new(Atrion::builder().build().unwrap());
+    let app = Router::new().route("/x", get(|| async { "x" })).layer(AtrionLayer::new(atrion.clone()));
+    let base = listen(app).await;
+    // Thresholds on the way from R_base 10 to a break point of 30: bulk 16, low 20, normal 25.
+    // Loaded again before each request (an admitted request's report moves the route).
+    let load = || {
+        let now = atrion.now();
+        let v = PhysicsVector {
+            model: Model::Default,
+            mode: Mode::Operational,
+            resistance: 22.0,
+            scar: 0.0,
+            momentum: 0.0,
+            pressure: [0.0; 3],
+            break_point: 30.0,
+            recovery: 15.0,
+            tuner_samples: 100,
+            tuner_weight: 100.0,
+            tuner_mean: 10.0,
+            tuner_var: 0.0,
+            updates: 1_000,
+            trips: 0.0,
+            open_until: atrion::Timestamp::ZERO,
+            timestamp: now,
+            normal_samples: 0,
+            normal_mean: 0.0,
+            normal_var: 0.0,
+        };
+        atrion.engine().restore("GET /x", &v, now).unwrap();
+    };
+    load();
+    // The keep-alive lets one shed request through per interval: take it first.
+    atrion.engine().decide("GET /x", atrion.now(), Priority::Bulk);
+    let client = reqwest::Client::new();
+    let get = |attempt: Option<&'static str>| {
+        let mut r = client.get(format!("{base}/x"));
+        if let Some(a) = attempt {
+            r = r.header(atrion::RETRY_ATTEMPT_HEADER, a);
+        }
+        r.send()
+    };
+    assert_eq!(get(Some("1")).await.unwrap().status(), 503, "a retry, decided as low");
+    assert_eq!(get(Some("2")).await.unwrap().status(), 503, "a second retry, decided as bulk");
+    assert_eq!(get(None).await.unwrap().status(), 200, "a first try");
+    load();
+    assert_eq!(get(Some("0")).await.unwrap().status(), 200, "attempt 0 is a first try");
+    load();
+    assert_eq!(get(Some("soon")).await.unwrap().status(), 200, "not a number: a first try");
+}

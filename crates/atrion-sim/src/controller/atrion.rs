@@ -15,7 +15,10 @@ impl Controller for Paired {
         ControllerKind::AtrionAimd
     }
     fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
-        self.limit.admit(route, now, inflight) && self.atrion.admit(route, now, inflight)
+        self.admit_attempt(route, now, inflight, 0)
+    }
+    fn admit_attempt(&mut self, route: usize, now: u64, inflight: u32, attempt: u8) -> bool {
+        self.limit.admit(route, now, inflight) && self.atrion.admit_attempt(route, now, inflight, attempt)
     }
     fn complete(&mut self, route: usize, now: u64, sample: &Sample) {
         self.limit.complete(route, now, sample);
@@ -131,8 +134,14 @@ impl Controller for Atrion {
     fn kind(&self) -> ControllerKind {
         self.kind
     }
-    fn admit(&mut self, route: usize, now: u64, _: u32) -> bool {
-        let d = self.engine.decide(&self.routes[route], Timestamp::from_nanos(now), self.priorities[route]);
+    fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool {
+        self.admit_attempt(route, now, inflight, 0)
+    }
+    /// A client's retry is decided one priority tier lower per retry
+    /// ([`Priority::for_attempt`]), as the layer and the sidecar do with `X-Retry-Attempt`.
+    fn admit_attempt(&mut self, route: usize, now: u64, _: u32, attempt: u8) -> bool {
+        let priority = self.priorities[route].for_attempt(u32::from(attempt));
+        let d = self.engine.decide(&self.routes[route], Timestamp::from_nanos(now), priority);
         self.track(route, d.mode);
         d.is_admitted()
     }

@@ -216,6 +216,13 @@ pub trait Controller {
     /// Whether a request on `route` may go ahead at `now` (ns) with `inflight` requests
     /// already in flight there.
     fn admit(&mut self, route: usize, now: u64, inflight: u32) -> bool;
+    /// As [`Controller::admit`], for attempt `attempt` of a client's request (0: the first
+    /// try; a retry's number otherwise). Only controllers that can tell a retry from a first
+    /// try (Atrion, through its priority) use it.
+    fn admit_attempt(&mut self, route: usize, now: u64, inflight: u32, attempt: u8) -> bool {
+        let _ = attempt;
+        self.admit(route, now, inflight)
+    }
     /// An admitted request completed.
     fn complete(&mut self, route: usize, now: u64, sample: &Sample);
     /// The route's level and state.

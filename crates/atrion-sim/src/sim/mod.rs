@@ -447,7 +447,7 @@ impl Sim {
         let service_ms = draw_service(r.service, r.mu, rng);
         let err_draw: f64 = rng.random();
         let inflight = r.inflight + 1;
-        if !controller.admit(route, now, r.inflight) {
+        if !controller.admit_attempt(route, now, r.inflight, attempt) {
             self.route_rec[route].shed(now);
             return NONE;
         }
