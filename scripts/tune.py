@@ -17,6 +17,7 @@ Prints a Markdown table, best first (most criteria, then goodput). Usage:
     cargo build --release -p atrion-cli
     python3 scripts/tune.py                      # the grid below
     python3 scripts/tune.py '{"half_open.open_base": [1, 2]}'   # another grid, as JSON
+    python3 scripts/tune.py '{"throttle.patience": [2, 5]}' --seed 3   # every scenario on seed 3
 """
 import itertools
 import json
@@ -32,8 +33,11 @@ GRID = {
 PEERS = ["none", "breaker", "aimd", "gradient2", "envoy"]
 
 
+SEED = []
+
+
 def run(values):
-    cmd = [ATRION, "simulate", "--all", "--json", "--no-charts", "--no-progress"]
+    cmd = [ATRION, "simulate", "--all", "--json", "--no-charts", "--no-progress"] + SEED
     for k, v in values.items():
         cmd += ["--set", f"atrion-default.{k}={v}"]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -75,7 +79,12 @@ def score(reports):
 
 
 def main():
-    grid = json.loads(sys.argv[1]) if len(sys.argv) > 1 else GRID
+    args = sys.argv[1:]
+    if "--seed" in args:
+        i = args.index("--seed")
+        SEED.extend(["--seed", args[i + 1]])
+        del args[i : i + 2]
+    grid = json.loads(args[0]) if args else GRID
     keys = list(grid)
     rows = []
     for combo in itertools.product(*(grid[k] for k in keys)):

@@ -120,6 +120,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("slow-errors", include_str!("../../../scenarios/slow-errors.toml")),
     ("retry-storm", include_str!("../../../scenarios/retry-storm.toml")),
     ("low-traffic-outage", include_str!("../../../scenarios/low-traffic-outage.toml")),
+    ("retry-storm-slow", include_str!("../../../scenarios/retry-storm-slow.toml")),
+    ("flash-crowd-deep-queue", include_str!("../../../scenarios/flash-crowd-deep-queue.toml")),
+    ("noisy-neighbour", include_str!("../../../scenarios/noisy-neighbour.toml")),
 ];
 
 /// A built-in scenario by name, parsed; `None` when no built-in has that name.

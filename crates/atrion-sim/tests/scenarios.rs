@@ -65,6 +65,9 @@ scenario_tests! {
     slow_errors => "slow-errors",
     retry_storm => "retry-storm",
     low_traffic_outage => "low-traffic-outage",
+    retry_storm_slow => "retry-storm-slow",
+    flash_crowd_deep_queue => "flash-crowd-deep-queue",
+    noisy_neighbour => "noisy-neighbour",
 }
 
 #[test]
