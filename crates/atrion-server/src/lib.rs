@@ -115,7 +115,10 @@ pub use dashboard::{DashboardAuth, DashboardConfig};
 pub use http::HTTP_DURATION;
 pub use observer::{DecisionCounts, SidecarObserver};
 pub use problem::{Problem, ProblemIssue};
-pub use proxy::{PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path, proxy_router};
+pub use proxy::{
+    IDLE_TIMEOUT, MAX_IDLE, PathError, PathTemplate, ProxyConfig, ProxyError, forwarding_router, normalize_path,
+    proxy_router,
+};
 
 /// The [`Atrion`] the sidecar serves: its observer counts decisions per route.
 pub type SidecarAtrion = Atrion<SidecarObserver>;

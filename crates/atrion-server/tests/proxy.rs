@@ -239,3 +239,96 @@ async fn the_proxy_sheds_banned_clients_and_routes_until_the_deadline() {
     assert_eq!(get("/pay", "alice").await.unwrap().status(), 200);
     policy.shutdown().await;
 }
+
+/// An upstream that counts the TCP connections it accepts: `/users/{id}` answers, `/last`
+/// answers with `Connection: close` (and closes).
+async fn counting_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::serve::ListenerExt as _;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = listener.tap_io(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route("/last", get(|| async { ([("connection", "close")], "bye") }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let (upstream, accepted) = counting_upstream().await;
+    let (atrion, proxy) = start(&upstream).await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let r = client.get(format!("{proxy}/users/{i}")).send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "user".to_owned()));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one request at a time: one upstream connection");
+    // Eight at a time, five rounds: at most eight connections, kept across rounds.
+    for round in 0..5 {
+        let calls = (0..8).map(|i| {
+            let (client, proxy) = (client.clone(), proxy.clone());
+            async move { client.get(format!("{proxy}/users/{round}{i}")).send().await.unwrap().status() }
+        });
+        for status in futures_util::future::join_all(calls).await {
+            assert_eq!(status, 200);
+        }
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!((1..=8).contains(&n), "{n} upstream connections for 8 concurrent requests");
+    assert_eq!(atrion.engine().snapshot("GET /users/{id}").unwrap().updates, 60, "every request reported");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_that_closes_its_connections_is_connected_to_again() {
+    let (upstream, accepted) = counting_upstream().await;
+    let (_atrion, proxy) = start(&upstream).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = client.get(format!("{proxy}/last")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("connection").is_none(), "a hop-by-hop header stays on its hop");
+        assert_eq!(r.text().await.unwrap(), "bye");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "a closed connection is not reused");
+    let r = client.get(format!("{proxy}/users/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_dropped_is_replaced() {
+    // A bare upstream that answers one request per connection, then closes it without a
+    // `Connection: close`: the proxy pools the connection and finds it closed later.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            s.shutdown().await.unwrap();
+            drop(s);
+            closed_tx.send(()).unwrap();
+        }
+    });
+    let (_atrion, proxy) = start(&upstream).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = client.get(format!("{proxy}/users/1")).send().await.unwrap();
+        assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "ok".to_owned()));
+        closed.recv().await.unwrap();
+    }
+}

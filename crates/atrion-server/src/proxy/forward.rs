@@ -1,37 +1,161 @@
 //! The forwarding itself: a request sent on to the upstream, its body and the answer's
 //! streamed, hop-by-hop headers left on their hop; with no Atrion in front of it, the plain
 //! reverse proxy that proxy mode's cost is measured against ([`forwarding_router`]).
+//!
+//! Upstream connections are kept alive and reused, as nginx's `keepalive`: an idle one waits
+//! in a pool (last in, first out, at most [`MAX_IDLE`], none older than [`IDLE_TIMEOUT`]),
+//! and every one has `TCP_NODELAY`. A connection is driven by the request that holds it, in
+//! that request's own task (while its answer's body streams too), not by a task of its own:
+//! a forwarded request costs no wake-up of another task, and no lookup in a pool keyed by
+//! host. A request that a pooled connection could not even start (the upstream had closed
+//! it) is sent again on a new connection; anything else the upstream fails is a `502`.
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 
 use super::ProxyConfig;
 use crate::problem::{Problem, ProblemKind};
 
-struct Proxy {
+/// The most idle upstream connections kept for reuse.
+pub const MAX_IDLE: usize = 1_024;
+
+/// How long an idle upstream connection is kept (the legacy hyper client's default; nginx's
+/// `keepalive_timeout` for upstreams is 60 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Conn = http1::Connection<TokioIo<tokio::net::TcpStream>, Body>;
+
+/// One upstream connection: the handle requests are sent with, and the connection itself,
+/// which someone must poll for anything to move.
+struct Upstream {
+    sender: http1::SendRequest<Body>,
+    /// `None` once it has completed (closed).
+    conn: Option<Conn>,
+}
+
+impl Upstream {
+    /// Moves the connection along; `false` when it has closed.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_mut() else { return false };
+        match Pin::new(conn).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "an upstream connection ended");
+                }
+                self.conn = None;
+                false
+            }
+        }
+    }
+
+    /// Whether it can take a request now (driven once first, so that a close the upstream
+    /// sent while it was idle is seen).
+    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
+        self.drive(cx) && self.sender.is_ready()
+    }
+}
+
+/// The forwarding's state, shared by every request.
+pub(super) struct Proxy {
     authority: Authority,
     host: HeaderValue,
-    client: Client<HttpConnector, Body>,
+    /// Where connections go: the upstream's host and port.
+    target: (String, u16),
+    idle: Mutex<Vec<(Upstream, Instant)>>,
+}
+
+impl Proxy {
+    fn new(config: &ProxyConfig) -> Proxy {
+        let authority = config.upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let name = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let target = (name, authority.port_u16().unwrap_or(80));
+        Proxy { authority, host, target, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// A pooled connection that can take a request now, if any.
+    fn pooled(&self, cx: &mut Context<'_>) -> Option<Upstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The oldest are first: drop those kept too long.
+        let expired = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT).count();
+        if expired > 0 {
+            idle.drain(..expired);
+        }
+        while let Some((mut up, _)) = idle.pop() {
+            if up.usable(cx) {
+                return Some(up);
+            }
+        }
+        None
+    }
+
+    /// A connection given back after its answer ended: kept if it can take another request.
+    fn give_back(&self, mut up: Upstream) {
+        let mut cx = Context::from_waker(Waker::noop());
+        if !up.usable(&mut cx) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((up, Instant::now()));
+        }
+    }
+
+    /// A new connection, with `TCP_NODELAY`.
+    async fn connect(&self) -> Result<Upstream, Box<dyn std::error::Error + Send + Sync>> {
+        let stream = tokio::net::TcpStream::connect((self.target.0.as_str(), self.target.1)).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Upstream { sender, conn: Some(conn) })
+    }
+}
+
+/// The forwarding service: every request goes to the upstream.
+#[derive(Clone)]
+pub(super) struct Forward {
+    proxy: Arc<Proxy>,
+}
+
+impl Forward {
+    pub(super) fn new(config: &ProxyConfig) -> Forward {
+        Forward { proxy: Arc::new(Proxy::new(config)) }
+    }
+}
+
+impl tower::Service<Request> for Forward {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let proxy = self.proxy.clone();
+        Box::pin(async move { Ok(forward(proxy, request).await) })
+    }
 }
 
 /// The same forwarding without Atrion: a plain reverse proxy on the same stack, what
 /// proxy mode's cost is measured against.
 pub fn forwarding_router(config: &ProxyConfig) -> Router {
-    let authority = config.upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-    let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let proxy = Arc::new(Proxy { authority, host, client: Client::builder(TokioExecutor::new()).build(connector) });
-    Router::new().fallback(forward).with_state(proxy)
+    Router::new().fallback_service(Forward::new(config))
 }
 
 /// Hop-by-hop headers: meaningful for one connection only, never forwarded.
@@ -46,20 +170,32 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    // The common case: no `Connection` header naming others, nothing to collect.
+    let named: Vec<HeaderName> = match headers.get(header::CONNECTION) {
+        None => Vec::new(),
+        Some(_) => headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect(),
+    };
     for name in HOP_BY_HOP.iter().chain(&named) {
-        headers.remove(name);
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
 }
 
-async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Response {
+fn unavailable() -> Response {
+    Problem::new(ProblemKind::UpstreamUnavailable, "the proxied service did not answer").into_response()
+}
+
+async fn forward(proxy: Arc<Proxy>, mut request: Request) -> Response {
     let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = Uri::builder().scheme(Scheme::HTTP).authority(proxy.authority.clone()).path_and_query(path).build();
     let Ok(uri) = uri else {
@@ -69,19 +205,102 @@ async fn forward(State(proxy): State<Arc<Proxy>>, mut request: Request) -> Respo
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(original) = headers.remove(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), original);
+        headers.insert(X_FORWARDED_HOST, original);
     }
     headers.insert(header::HOST, proxy.host.clone());
-    match proxy.client.request(request).await {
-        Ok(response) => {
-            let mut response = response.map(Body::new);
-            strip_hop_by_hop(response.headers_mut());
-            response
+    let mut pooled = true;
+    loop {
+        let reused = if pooled { std::future::poll_fn(|cx| Poll::Ready(proxy.pooled(cx))).await } else { None };
+        let fresh = reused.is_none();
+        let mut up = match reused {
+            Some(up) => up,
+            None => match proxy.connect().await {
+                Ok(up) => up,
+                Err(e) => {
+                    tracing::debug!(error = %e, "the upstream cannot be reached");
+                    return unavailable();
+                }
+            },
+        };
+        let mut sending = std::pin::pin!(up.sender.try_send_request(request));
+        // The connection is driven here, by this request, until its answer's head is in.
+        let sent = std::future::poll_fn(|cx| {
+            up.drive(cx);
+            sending.as_mut().poll(cx)
+        })
+        .await;
+        match sent {
+            Ok(response) => {
+                let mut response = response.map(|inner| Body::new(UpstreamBody { inner, up: Some(up), proxy }));
+                strip_hop_by_hop(response.headers_mut());
+                return response;
+            }
+            Err(mut e) => match e.take_message() {
+                // Not sent at all: a pooled connection the upstream had closed. Once more, anew.
+                Some(again) if !fresh => {
+                    request = again;
+                    pooled = false;
+                }
+                _ => {
+                    tracing::debug!(error = %e.error(), "the upstream failed the request");
+                    return unavailable();
+                }
+            },
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "the upstream cannot be reached");
-            Problem::new(ProblemKind::UpstreamUnavailable, "the proxied service did not answer").into_response()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer's body, which drives its connection while it streams, and gives
+    /// the connection back to the pool at its end.
+    struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        up: Option<Upstream>,
+        proxy: Arc<Proxy>,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // An answer without a body may never be polled; one dropped half-way leaves its
+            // connection unusable (dropped, so closed).
+            if let Some(up) = this.up.take()
+                && http_body::Body::is_end_stream(&*this.inner)
+            {
+                this.proxy.give_back(up);
+            }
         }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        if let Some(up) = this.up.as_mut() {
+            up.drive(cx);
+        }
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if frame.is_none()
+            && let Some(up) = this.up.take()
+        {
+            this.proxy.give_back(up);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -99,5 +318,16 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_have_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = ProxyConfig::new(&format!("http://{}", listener.local_addr().unwrap()), &[]).unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let mut up = Proxy::new(&config).connect().await.unwrap();
+        let stream = up.conn.take().unwrap().into_parts().io.into_inner();
+        assert!(stream.nodelay().unwrap(), "TCP_NODELAY on the upstream socket");
+        drop(accepted.await.unwrap());
     }
 }

@@ -20,9 +20,10 @@ mod forward;
 mod path;
 mod refuse;
 
-pub use forward::forwarding_router;
+use forward::Forward;
+pub use forward::{IDLE_TIMEOUT, MAX_IDLE, forwarding_router};
 pub use path::{PathError, normalize_path};
-use refuse::{ShedAsProblemLayer, shed_banned};
+use refuse::{BanGate, ShedAsProblemLayer};
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -168,13 +169,18 @@ impl ProxyConfig {
 }
 
 /// The proxy: every request's path is normalized, then the request is decided on, and
-/// forwarded to `config.upstream` or shed.
+/// forwarded to `config.upstream` or shed. The stack is plain tower services around the
+/// forwarding, served as the router's fallback: nothing of it is boxed or cloned per
+/// request but the forwarding's own future.
 pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router {
+    use tower::Layer as _;
     let routes = config.clone();
     let default = atrion.default_priority();
     let mut layer = AtrionLayer::new(atrion).route(move |head, out| routes.route(head, out));
+    let forward = Forward::new(config);
     let Some(policy) = config.policy.clone() else {
-        return forwarding_router(config).layer(ShedAsProblemLayer(layer)).layer(NormalizePathLayer);
+        let guarded = ShedAsProblemLayer(layer).layer(forward);
+        return Router::new().fallback_service(NormalizePath { inner: guarded });
     };
     let (cfg, p) = (config.clone(), policy.clone());
     layer = layer.priority(move |head| {
@@ -185,26 +191,13 @@ pub fn proxy_router(atrion: Arc<SidecarAtrion>, config: &ProxyConfig) -> Router 
         });
         if vip { atrion::Priority::Critical } else { default }
     });
-    forwarding_router(config)
-        .layer(ShedAsProblemLayer(layer))
-        .layer(axum::middleware::from_fn_with_state((config.clone(), policy), shed_banned))
-        .layer(NormalizePathLayer)
+    let guarded = ShedAsProblemLayer(layer).layer(forward);
+    let gated = BanGate { inner: guarded, state: Arc::new((config.clone(), policy)) };
+    Router::new().fallback_service(NormalizePath { inner: gated })
 }
 
 /// Puts every request's path in normal form ([`normalize_path`]) before the services it
 /// wraps see it, or answers `400` (`bad-path`) in their stead.
-#[derive(Debug, Clone, Copy)]
-struct NormalizePathLayer;
-
-impl<S> tower::Layer<S> for NormalizePathLayer {
-    type Service = NormalizePath<S>;
-
-    fn layer(&self, inner: S) -> NormalizePath<S> {
-        NormalizePath { inner }
-    }
-}
-
-/// The service of [`NormalizePathLayer`].
 #[derive(Debug, Clone)]
 struct NormalizePath<S> {
     inner: S,

@@ -4,17 +4,19 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::future::Ready;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use atrion::AtrionLayer;
 use atrion::layer::{AtrionService, RequestHead};
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
-use futures_util::future::Map;
+use futures_util::future::{Either, Map};
 
 use super::{ProxyConfig, client_key};
 use crate::SidecarObserver;
@@ -124,32 +126,56 @@ where
 
 /// Answers a banned request `503` with `Retry-After` (whole seconds to the deadline) and a
 /// `banned` problem, before it reaches the engine; the route is only worked out while a ban
-/// is in force.
-pub(super) async fn shed_banned(
-    State((config, policy)): State<(ProxyConfig, crate::PolicyHandle)>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let gate = policy.gate();
-    let now = policy.wall_ms();
-    if !gate.no_bans() {
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            headers: request.headers(),
-            extensions: request.extensions(),
-        };
-        let mut route = String::new();
-        config.route(&head, &mut route);
-        if let Some(until) = gate.banned(&route, client_key(request.headers(), &config.client_header), now) {
-            let left = until.saturating_sub(now);
-            let mut r = Problem::new(ProblemKind::Banned, format!("`{route}` is banned for this client"))
-                .retry_after(Duration::from_millis(left))
-                .into_response();
-            // To the second even past the body's `retry_after_ms` (at most 49 days).
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left.div_ceil(1_000).max(1)));
-            return r;
+/// is in force. A tower service with a plain future: no boxing, no clone of the settings per
+/// request.
+#[derive(Clone)]
+pub(super) struct BanGate<S> {
+    pub(super) inner: S,
+    pub(super) state: Arc<(ProxyConfig, crate::PolicyHandle)>,
+}
+
+impl<S> tower::Service<Request> for BanGate<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (config, policy) = &*self.state;
+        match banned(config, policy, &request) {
+            Some(refusal) => Either::Left(std::future::ready(Ok(refusal))),
+            None => Either::Right(self.inner.call(request)),
         }
     }
-    next.run(request).await
+}
+
+/// The refusal of a banned request, if it is one.
+fn banned(config: &ProxyConfig, policy: &crate::PolicyHandle, request: &Request) -> Option<Response> {
+    let gate = policy.gate();
+    if gate.no_bans() {
+        return None;
+    }
+    let now = policy.wall_ms();
+    let head = RequestHead {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        extensions: request.extensions(),
+    };
+    let mut route = String::new();
+    config.route(&head, &mut route);
+    let until = gate.banned(&route, client_key(request.headers(), &config.client_header), now)?;
+    let left = until.saturating_sub(now);
+    let mut r = Problem::new(ProblemKind::Banned, format!("`{route}` is banned for this client"))
+        .retry_after(Duration::from_millis(left))
+        .into_response();
+    // To the second even past the body's `retry_after_ms` (at most 49 days).
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(left.div_ceil(1_000).max(1)));
+    Some(r)
 }
