@@ -291,7 +291,7 @@ fn build(atrion: Arc<SidecarAtrion>, config: &ServerConfig) -> (Router, Arc<Shar
     auth::spawn_flusher(&shared);
     let routes = router
         .fallback(http::not_found)
-        .route_layer(axum::middleware::from_fn_with_state(config.request_timeout, http::observe))
+        .route_layer(http::ObserveLayer(config.request_timeout))
         .with_state(shared.clone());
     // What every request passes, wrapped once around the routes: `Router::layer` would wrap
     // each route, and each request would clone (and allocate) every layer of its route.
