@@ -14,6 +14,8 @@
 #                  header, keep-alive and send timeouts);
 # - atrion:        `atrion serve --upstream ... --path-templates /users/{id}`: the above, plus
 #                  path normalization, the decision, the report at the end of the body, bans;
+# - atrion-1w:     the same with one runtime worker (`TOKIO_WORKER_THREADS=1`; the default is
+#                  one per core), as nginx runs one worker here;
 # - decide-floor:  a trivial axum handler answering `POST /v1/decide` with the same JSON fields;
 # - decide:        `POST /v1/decide` on the same `atrion serve` (front door, guard, ticket).
 # Each round runs `wrk -t1 -cCONNECTIONS -dSECONDS --latency` on every target in turn
@@ -66,6 +68,8 @@ bare_port="$(free_port)"
 fwd_port="$(free_port)"
 api_port="$(free_port)"
 atrion_port="$(free_port)"
+api1_port="$(free_port)"
+atrion1_port="$(free_port)"
 floor_port="$(free_port)"
 
 nginx_conf() { # nginx_conf NAME SERVER_BLOCK_BODY [HTTP_EXTRA]
@@ -101,7 +105,11 @@ nginx_conf proxy 'location / { proxy_pass http://up; proxy_http_version 1.1; pro
 RUST_LOG=warn "$bin/atrion" serve --store memory --listen "127.0.0.1:$api_port" \
     --upstream "http://127.0.0.1:$up_port" --proxy-listen "127.0.0.1:$atrion_port" \
     --path-templates '/users/{id}' >"$tmp/atrion.log" 2>&1 & pids+=($!)
-for p in "$up_port" "$nginx_port" "$bare_port" "$fwd_port" "$floor_port" "$api_port" "$atrion_port"; do
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$bin/atrion" serve --store memory --listen "127.0.0.1:$api1_port" \
+    --upstream "http://127.0.0.1:$up_port" --proxy-listen "127.0.0.1:$atrion1_port" \
+    --path-templates '/users/{id}' >"$tmp/atrion1.log" 2>&1 & pids+=($!)
+for p in "$up_port" "$nginx_port" "$bare_port" "$fwd_port" "$floor_port" "$api_port" "$atrion_port" "$api1_port" \
+    "$atrion1_port"; do
     wait_port "$p"
 done
 
@@ -125,16 +133,17 @@ check() { # check URL [curl args]
     code="$(curl -s -o /dev/null -w '%{http_code}' "$@")"
     [ "$code" = 200 ] || { echo "$1 answered $code" >&2; cat "$tmp/atrion.log" >&2; exit 1; }
 }
-for p in "$up_port" "$nginx_port" "$bare_port" "$fwd_port" "$atrion_port"; do check "http://127.0.0.1:$p/users/1"; done
+for p in "$up_port" "$nginx_port" "$bare_port" "$fwd_port" "$atrion_port" "$atrion1_port"; do check "http://127.0.0.1:$p/users/1"; done
 for p in "$floor_port" "$api_port"; do
     check "http://127.0.0.1:$p/v1/decide" -X POST -H 'content-type: application/json' -d '{"route":"GET /users/{id}"}'
 done
 
-targets=(upstream nginx forward-bare forward atrion decide-floor decide)
+targets=(upstream nginx forward-bare forward atrion atrion-1w decide-floor decide)
 declare -A url=(
     [upstream]="http://127.0.0.1:$up_port" [nginx]="http://127.0.0.1:$nginx_port"
     [forward-bare]="http://127.0.0.1:$bare_port" [forward]="http://127.0.0.1:$fwd_port"
-    [atrion]="http://127.0.0.1:$atrion_port" [decide-floor]="http://127.0.0.1:$floor_port/v1/decide"
+    [atrion]="http://127.0.0.1:$atrion_port" [atrion-1w]="http://127.0.0.1:$atrion1_port"
+    [decide-floor]="http://127.0.0.1:$floor_port/v1/decide"
     [decide]="http://127.0.0.1:$api_port/v1/decide"
 )
 declare -A script=([decide-floor]=decide.lua [decide]=decide.lua)
@@ -160,7 +169,10 @@ results="$tmp/results"
 : >"$results"
 echo "wrk -t1 -c$conns -d${secs}s, $rounds rounds, $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq "$rounds"); do
-    for t in "${targets[@]}"; do
+    # Each round starts one target further on: no target always runs first or after another.
+    n="${#targets[@]}"
+    for i in $(seq 0 $((n - 1))); do
+        t="${targets[$(((i + round - 1) % n))]}"
         r="$(measure "$t")"
         echo "round $round $t $r" >&2
         echo "$round $t $r" >>"$results"
@@ -174,7 +186,7 @@ for line in open(sys.argv[1]):
     _, t, rps, p50, p99, err = line.split()
     rows.setdefault(t, []).append((float(rps), float(p50), float(p99), int(err)))
 med = {t: tuple(statistics.median(x[i] for x in v) for i in range(3)) + (sum(x[3] for x in v),) for t, v in rows.items()}
-base = {"upstream": None, "nginx": "nginx", "forward-bare": "nginx", "forward": "nginx", "atrion": "nginx",
+base = {"upstream": None, "nginx": "nginx", "forward-bare": "nginx", "forward": "nginx", "atrion": "nginx", "atrion-1w": "nginx",
         "decide-floor": None, "decide": "decide-floor"}
 what = {
     "upstream": "direct to the upstream (nginx, return 200)",
@@ -182,6 +194,7 @@ what = {
     "forward-bare": "Atrion's forwarding, plain axum::serve",
     "forward": "the same behind the front door (limits, timeouts)",
     "atrion": "atrion serve --upstream (+ normalization, decision, report)",
+    "atrion-1w": "the same, one runtime worker (TOKIO_WORKER_THREADS=1)",
     "decide-floor": "POST /v1/decide floor (trivial axum handler)",
     "decide": "POST /v1/decide on atrion serve",
 }

@@ -253,7 +253,8 @@ async fn counting_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     });
     let app = Router::new()
         .route("/users/{id}", get(|| async { "user" }))
-        .route("/last", get(|| async { ([("connection", "close")], "bye") }));
+        .route("/last", get(|| async { ([("connection", "close")], "bye") }))
+        .route("/target", get(|uri: axum::http::Uri| async move { uri.to_string() }));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}"), accepted)
 }
@@ -268,6 +269,8 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "user".to_owned()));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one request at a time: one upstream connection");
+    let target = client.get(format!("{proxy}/target?a=1&b=%2F")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(target, "/target?a=1&b=%2F", "the request target in origin form, the query as it came");
     // Eight at a time, five rounds: at most eight connections, kept across rounds.
     for round in 0..5 {
         let calls = (0..8).map(|i| {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
@@ -72,7 +72,6 @@ impl Upstream {
 
 /// The forwarding's state, shared by every request.
 pub(super) struct Proxy {
-    authority: Authority,
     host: HeaderValue,
     /// Where connections go: the upstream's host and port.
     target: (String, u16),
@@ -85,7 +84,7 @@ impl Proxy {
         let host = HeaderValue::from_str(authority.as_str()).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         let name = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let target = (name, authority.port_u16().unwrap_or(80));
-        Proxy { authority, host, target, idle: Mutex::new(Vec::new()) }
+        Proxy { host, target, idle: Mutex::new(Vec::new()) }
     }
 
     /// A pooled connection that can take a request now, if any.
@@ -196,12 +195,10 @@ fn unavailable() -> Response {
 }
 
 async fn forward(proxy: Arc<Proxy>, mut request: Request) -> Response {
+    // In origin form (`/path?query`), as a client that is not talking to a proxy sends it;
+    // the upstream is named by `Host`.
     let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder().scheme(Scheme::HTTP).authority(proxy.authority.clone()).path_and_query(path).build();
-    let Ok(uri) = uri else {
-        return Problem::new(ProblemKind::BadTarget, "").into_response();
-    };
-    *request.uri_mut() = uri;
+    *request.uri_mut() = Uri::from(path);
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(original) = headers.remove(header::HOST) {
@@ -265,10 +262,10 @@ pin_project_lite::pin_project! {
             let this = this.project();
             // An answer without a body may never be polled; one dropped half-way leaves its
             // connection unusable (dropped, so closed).
-            if let Some(up) = this.up.take()
-                && http_body::Body::is_end_stream(&*this.inner)
-            {
-                this.proxy.give_back(up);
+            let ended = http_body::Body::is_end_stream(&*this.inner);
+            match this.up.take() {
+                Some(up) if ended => this.proxy.give_back(up),
+                _ => {}
             }
         }
     }
@@ -287,10 +284,10 @@ impl http_body::Body for UpstreamBody {
             up.drive(cx);
         }
         let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if frame.is_none()
-            && let Some(up) = this.up.take()
-        {
-            this.proxy.give_back(up);
+        if frame.is_none() {
+            if let Some(up) = this.up.take() {
+                this.proxy.give_back(up);
+            }
         }
         Poll::Ready(frame)
     }
