@@ -22,6 +22,8 @@
 # (`GET /users/<n>` for the proxies, a JSON body for decide); the summary is the median of the
 # rounds, with ratios against nginx (proxies) and the axum floor (decide). The generator
 # shares the machine's cores with the servers: the ratios of one run are the figure.
+# Errors are wrk's non-2xx answers and socket errors; Atrion's sheds (503, when the box is so
+# loaded that the route's latency rises) are printed apart, from its `/metrics`.
 #
 # Needs nginx and wrk (Debian: nginx-light, wrk), installed with apt-get when missing.
 set -euo pipefail
@@ -177,6 +179,13 @@ for round in $(seq "$rounds"); do
         echo "round $round $t $r" >&2
         echo "$round $t $r" >>"$results"
     done
+done
+
+# Atrion's own refusals: a `503` shed when the route's latency or failures rose (the machine
+# overloaded by the generator and the servers), counted among the errors above.
+for p in "$api_port" "$api1_port"; do
+    curl -s "http://127.0.0.1:$p/metrics" | grep '^atrion_decisions_total' | grep 'verdict="shed"' |
+        sed "s/^/sheds (API on $p): /" >&2 || true
 done
 
 python3 - "$results" <<'EOF'
