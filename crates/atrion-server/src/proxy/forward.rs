@@ -89,18 +89,21 @@ impl Proxy {
 
     /// A pooled connection that can take a request now, if any.
     fn pooled(&self, cx: &mut Context<'_>) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The oldest are first: drop those kept too long.
-        let expired = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT).count();
-        if expired > 0 {
-            idle.drain(..expired);
-        }
-        while let Some((mut up, _)) = idle.pop() {
+        loop {
+            let (mut up, _) = {
+                let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // The oldest are first: drop those kept too long.
+                let expired = idle.iter().take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT).count();
+                if expired > 0 {
+                    idle.drain(..expired);
+                }
+                idle.pop()?
+            };
+            // Outside the lock: this may read from the socket (a close the upstream sent).
             if up.usable(cx) {
                 return Some(up);
             }
         }
-        None
     }
 
     /// A connection given back after its answer ended: kept if it can take another request.
