@@ -416,3 +416,49 @@ async fn an_admin_switches_the_store_with_its_state_migrated() {
     let (status, p) = switch("memory").await;
     assert_eq!((status, p["type"].clone()), (409, json!("tag:atrion,2026:problem/already-active")));
 }
+
+/// `attempt` marks a client's retry: decided one priority tier lower per retry, so that on a
+/// route loaded enough to shed low-priority traffic a first try goes through and its retry
+/// is shed; critical traffic stays critical.
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_decided_a_tier_lower() {
+    use atrion::{Mode, Model, PhysicsVector, Priority, Timestamp};
+    let (atrion, base) = start().await;
+    let now = atrion.now();
+    // Thresholds on the way from R_base 10 to a break point of 30: bulk 16, low 20, normal 25.
+    let v = PhysicsVector {
+        model: Model::Default,
+        mode: Mode::Operational,
+        resistance: 22.0,
+        scar: 0.0,
+        momentum: 0.0,
+        pressure: [0.0; 3],
+        break_point: 30.0,
+        recovery: 15.0,
+        tuner_samples: 100,
+        tuner_weight: 100.0,
+        tuner_mean: 10.0,
+        tuner_var: 0.0,
+        updates: 1_000,
+        trips: 0.0,
+        open_until: Timestamp::ZERO,
+        timestamp: now,
+        normal_samples: 0,
+        normal_mean: 0.0,
+        normal_var: 0.0,
+    };
+    atrion.engine().restore("GET /x", &v, now).unwrap();
+    // The keep-alive lets one shed request through per interval: take it first.
+    atrion.engine().decide("GET /x", now, Priority::Bulk);
+    let retry = post_json(&base, "/v1/decide", json!({"route": "GET /x", "attempt": 1})).await;
+    assert_eq!((retry["verdict"].clone(), retry["reason"].clone()), (json!("shed"), json!("overloaded")), "{retry}");
+    let first = post_json(&base, "/v1/decide", json!({"route": "GET /x", "attempt": 0})).await;
+    assert_eq!(first["verdict"], "admit", "{first}");
+    let first = post_json(&base, "/v1/decide", json!({"route": "GET /x"})).await;
+    assert_eq!(first["verdict"], "admit", "{first}");
+    let critical =
+        post_json(&base, "/v1/decide", json!({"route": "GET /x", "priority": "critical", "attempt": 3})).await;
+    assert_eq!(critical["verdict"], "admit", "{critical}");
+    let (status, _, p) = post(&base, "/v1/decide", r#"{"route": "GET /x", "attempt": -1}"#).await;
+    assert_eq!((status, p["field"].clone()), (400, json!("attempt")), "{p}");
+}

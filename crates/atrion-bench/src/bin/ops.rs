@@ -87,7 +87,7 @@ fn main() {
                 black_box(engine.decide(black_box(route), now, Priority::Normal));
                 black_box(engine.report(black_box(route), black_box(ok), now));
             };
-            (0..300_000).for_each(|i| call(i));
+            (0..300_000).for_each(&call);
             (300_000..300_000 + n).for_each(call);
         }
         "atrion/facade_decide" => {

@@ -31,6 +31,12 @@ pub(crate) struct DecideRequest {
     /// The caller's client key, for cluster-wide bans and VIP lanes (policies).
     #[serde(default)]
     client: Option<String>,
+    /// The retry's number when the request is a client's retry (`1` for the first retry;
+    /// absent or `0`: a first try). A retry is decided one priority tier lower per retry
+    /// (critical stays critical), so that retries are shed before first tries.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    attempt: Option<u32>,
 }
 
 /// The answer to `POST /v1/decide`.
@@ -105,7 +111,7 @@ fn decide_one(s: &Shared, req: &DecideRequest, client: &Client) -> Result<Decide
         Some(p) => p.parse::<Priority>().map_err(|e| Problem::invalid("priority", e.to_string()))?,
     };
     let now = s.atrion.now();
-    let mut priority = priority;
+    let mut priority = priority.for_attempt(req.attempt.unwrap_or(0));
     if let Some(p) = &s.config.policy {
         let gate = p.gate();
         if let Some(until) = gate.banned(&req.route, req.client.as_deref(), p.wall_ms()) {
