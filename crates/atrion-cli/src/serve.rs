@@ -55,6 +55,7 @@ struct FileSettings {
     path_templates: Option<Vec<String>>,
     otlp_endpoint: Option<String>,
     policy_file: Option<PathBuf>,
+    encryption_key_file: Option<PathBuf>,
     divergence_pulses: Option<u32>,
     no_dashboard: Option<bool>,
     dashboard_routes: Option<usize>,
@@ -107,6 +108,8 @@ pub struct Settings {
     /// Where traces and metrics go over OTLP/HTTP, if anywhere.
     pub otlp_endpoint: Option<String>,
     policy_file: Option<PathBuf>,
+    /// Encryption at rest of the store, if asked for.
+    encryption: Option<atrion::EncryptionConfig>,
     divergence_pulses: u32,
     dashboard: bool,
     dashboard_routes: usize,
@@ -220,6 +223,16 @@ impl Settings {
             client_tokens,
             otlp_endpoint: args.otlp_endpoint.clone().or(file.otlp_endpoint),
             policy_file: args.policy_file.clone().or(file.policy_file),
+            encryption: match args.encryption_key_file.clone().or(file.encryption_key_file) {
+                Some(path) => Some(atrion::EncryptionConfig::key_file(path)),
+                None if std::env::var_os(atrion::crypt::KEYS_ENV).is_some() => Some(atrion::EncryptionConfig {
+                    key_file: None,
+                    key_env: Some(atrion::crypt::KEYS_ENV.to_owned()),
+                    compress_above: None,
+                    no_compression: false,
+                }),
+                None => None,
+            },
             divergence_pulses: args
                 .divergence_pulses
                 .or(file.divergence_pulses)
@@ -517,14 +530,27 @@ pub fn run(s: &Settings) -> Result<ExitCode> {
     rt.block_on(async {
         let shown = atrion::redacted_url(&s.store);
         let built = store.build().await.with_context(|| format!("opening the store {shown}"))?;
+        // Encryption at rest: the keys are checked against the store here (a wrong or
+        // missing key stops the start, naming the key id).
+        let built = match &s.encryption {
+            Some(e) => e.wrap(built).await.with_context(|| format!("opening the store {shown} encrypted"))?,
+            None => built,
+        };
+        let encryption = s.encryption.clone();
         // The state goes through a service, so that an admin can switch stores at run time.
         let service = atrion::state::StateService::builder().backend_arc(shown.clone(), built).build()?;
         let namespace = s.namespace.clone();
         let open: atrion_server::OpenStore = Arc::new(move |url: String| {
             let namespace = namespace.clone();
+            let encryption = encryption.clone();
             Box::pin(async move {
                 let config = store_config(&url, &namespace).map_err(|e| e.to_string())?;
-                config.build().await.map_err(|e| e.to_string())
+                let built = config.build().await.map_err(|e| e.to_string())?;
+                // A store switched to is sealed with the same keys.
+                match &encryption {
+                    Some(e) => e.wrap(built).await.map_err(|e| e.to_string()),
+                    None => Ok(built),
+                }
             })
         });
         let switch = atrion_server::StoreSwitch { service: service.clone(), open };

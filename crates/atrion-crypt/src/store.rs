@@ -595,6 +595,18 @@ impl StateStore for EncryptedStore {
             .collect()
     }
 
+    async fn all_shares(&self, key: &str) -> Result<Option<Shares>, StoreError> {
+        if !self.inner.capabilities().native_shares {
+            return Ok(self.shares(std::slice::from_ref(&key.to_owned()), "").await?.pop().flatten());
+        }
+        check_key(self.backend(), Op::GetShares, key)?;
+        let stored = self.core.stored(key);
+        match self.inner.all_shares(&stored).await.map_err(|e| self.rename(e, &[(&stored, key)]))? {
+            None => Ok(None),
+            Some(sh) => Ok(Some(self.core.open_shares(self.backend(), Op::GetShares, &stored, Some(key), sh)?.1)),
+        }
+    }
+
     async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         if !self.inner.capabilities().native_shares {
             return self.list_keys(prefix).await;

@@ -141,3 +141,23 @@ async fn postgres_holds_no_route_name_and_restarts_only_with_its_key() {
     assert_eq!(snapshot(&wrap(inner.clone(), &keys).await).await, before, "the state is back");
     refuses_wrong_and_missing_keys(inner).await;
 }
+
+mod redis_conformance {
+    use super::*;
+    atrion_state::conformance_tests!(async {
+        let server = RedisServer::start().expect("redis-server");
+        let inner = RedisStore::connect(&RedisConfig::new(server.url())).await.unwrap();
+        let s = wrap(Arc::new(inner), &format!("k1:{K1}")).await;
+        (Arc::new(s) as Arc<dyn StateStore>, server)
+    });
+}
+
+mod postgres_conformance {
+    use super::*;
+    atrion_state::conformance_tests!(async {
+        let server = PgServer::start().expect("PostgreSQL");
+        let inner = PostgresStore::connect(&PostgresConfig::new(server.url())).await.unwrap();
+        let s = wrap(Arc::new(inner), &format!("k1:{K1}")).await;
+        (Arc::new(s) as Arc<dyn StateStore>, server)
+    });
+}

@@ -139,6 +139,85 @@ impl StoreConfig {
     }
 }
 
+/// Encryption at rest of a store (feature `encryption`): where its keys come from and how
+/// values are sealed ([`atrion_crypt::EncryptedStore`]).
+///
+/// ```toml
+/// [encryption]
+/// key_file = "/etc/atrion/keys"   # lines `id:base64key`, newest last
+/// # key_env = "ATRION_ENCRYPTION_KEYS"   # or the same lines in a variable
+/// compress_above = 512              # bytes (omit: the default); `no_compression = true`: never
+/// ```
+///
+/// Keys are never a value of the config itself: a file or a variable holds them.
+#[cfg(feature = "encryption")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// A key file ([`atrion_crypt::Keyring::from_file`]).
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the keys ([`atrion_crypt::Keyring::from_env`]); used
+    /// when there is no `key_file`.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// Compress values whose body is longer than this many bytes (zstd, before sealing);
+    /// `None`: [`atrion_crypt::DEFAULT_COMPRESS_ABOVE`].
+    #[serde(default)]
+    pub compress_above: Option<usize>,
+    /// Never compress.
+    #[serde(default)]
+    pub no_compression: bool,
+}
+
+#[cfg(feature = "encryption")]
+impl EncryptionConfig {
+    /// Keys from a key file.
+    pub fn key_file(path: impl Into<std::path::PathBuf>) -> Self {
+        EncryptionConfig { key_file: Some(path.into()), key_env: None, compress_above: None, no_compression: false }
+    }
+
+    /// Reads the keys (the file, else the variable).
+    pub fn keyring(&self) -> Result<atrion_crypt::Keyring, AtrionError> {
+        let ring = match (&self.key_file, &self.key_env) {
+            (Some(path), _) => atrion_crypt::Keyring::from_file(path),
+            (None, Some(var)) => atrion_crypt::Keyring::from_env(var),
+            (None, None) => {
+                return Err(AtrionError::Service("encryption: a `key_file` or a `key_env` is needed".into()));
+            }
+        };
+        ring.map_err(|e| AtrionError::Service(format!("encryption: {e}")))
+    }
+
+    /// The sealing options.
+    pub fn options(&self) -> atrion_crypt::CryptOptions {
+        let compress_above = if self.no_compression {
+            None
+        } else {
+            Some(self.compress_above.unwrap_or(atrion_crypt::DEFAULT_COMPRESS_ABOVE))
+        };
+        atrion_crypt::CryptOptions { compress_above, ..atrion_crypt::CryptOptions::default() }
+    }
+
+    /// Wraps a built store: checks the keys against it (a wrong or missing key is an error
+    /// naming the key id; a store of unencrypted data is refused).
+    pub async fn wrap(&self, store: Arc<dyn StateStore>) -> Result<Arc<dyn StateStore>, AtrionError> {
+        let ring = Arc::new(self.keyring()?);
+        let store = atrion_crypt::EncryptedStore::open(store, ring, self.options())
+            .await
+            .map_err(|e| AtrionError::Service(format!("encryption: {e}")))?;
+        Ok(Arc::new(store))
+    }
+}
+
+#[cfg(feature = "encryption")]
+impl StoreConfig {
+    /// [`StoreConfig::build`], encrypted at rest ([`EncryptionConfig::wrap`]).
+    pub async fn build_encrypted(&self, encryption: &EncryptionConfig) -> Result<Arc<dyn StateStore>, AtrionError> {
+        encryption.wrap(self.build().await?).await
+    }
+}
+
 /// A [`StateService`] with one backend per `(name, config)`, the first active.
 pub async fn state_service(backends: &[(&str, StoreConfig)]) -> Result<StateService, AtrionError> {
     let mut builder = StateService::builder();

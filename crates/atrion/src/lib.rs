@@ -50,6 +50,11 @@ mod now;
 pub mod task;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
+/// Encryption at rest (feature `encryption`): the `atrion-crypt` crate.
+#[cfg(feature = "encryption")]
+pub use atrion_crypt as crypt;
+#[cfg(feature = "encryption")]
+pub use config::EncryptionConfig;
 pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
 pub use layer::{

@@ -69,6 +69,12 @@ pub struct ServeArgs {
     /// and the previous policies stay.
     #[arg(long, env = "ATRION_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
+    /// Encrypt the store at rest with the keys of this file (lines `id:base64key`, newest
+    /// last; see `atrion::crypt`). Without it, the keys of the variable
+    /// `ATRION_ENCRYPTION_KEYS` (same lines, `;`-separated) when it is set. A wrong or
+    /// missing key refuses to start, naming the key id the store needs.
+    #[arg(long, env = "ATRION_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Pulses a node may stay behind desired state before a divergence alert [default: 5].
     #[arg(long, env = "ATRION_DIVERGENCE_PULSES")]
     pub divergence_pulses: Option<u32>,
