@@ -109,6 +109,38 @@ fn pulse_10k(c: &mut Criterion) {
     g.finish();
 }
 
+/// The pulse of 10,000 dirty routes through the encrypting wrapper (`atrion-crypt`) over
+/// the file store: not encrypted, sealed without compression, sealed with zstd above the
+/// default threshold (and above 0: everything); prints the bytes each leaves in the store.
+fn pulse_10k_crypt(c: &mut Criterion) {
+    use atrion_crypt::{CryptOptions, EncryptedStore, Keyring};
+    let rt = runtime();
+    let mut g = c.benchmark_group("pulse_10k_crypt");
+    g.throughput(Throughput::Elements(common::PULSE_ROUTES));
+    g.sample_size(10);
+    let ring = Arc::new(Keyring::parse("bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "bench").unwrap());
+    let variants: [(&str, Option<CryptOptions>); 4] = [
+        ("file_plain", None),
+        ("file_sealed", Some(CryptOptions { compress_above: None, ..CryptOptions::default() })),
+        ("file_sealed_zstd_default", Some(CryptOptions::default())),
+        ("file_sealed_zstd_all", Some(CryptOptions { compress_above: Some(0), ..CryptOptions::default() })),
+    ];
+    for (name, options) in variants {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulse.redb");
+        let file: Arc<dyn StateStore> = Arc::new(rt.block_on(FileStore::open(&FileConfig::new(&path))).unwrap());
+        let store: Arc<dyn StateStore> = match options {
+            None => file.clone(),
+            Some(o) => Arc::new(rt.block_on(EncryptedStore::open(file.clone(), ring.clone(), o)).unwrap()),
+        };
+        bench_pulse(&mut g, name, &rt, store);
+        let stats = rt.block_on(file.stats()).unwrap();
+        let on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("{name}: {} keys, {} value bytes in the store, file {on_disk} bytes", stats.keys, stats.value_bytes);
+    }
+    g.finish();
+}
+
 fn store_ops(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -184,5 +216,5 @@ fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
-criterion_group! { name = benches; config = config(); targets = decide_with_manager, pulse_10k, store_ops }
+criterion_group! { name = benches; config = config(); targets = decide_with_manager, pulse_10k, pulse_10k_crypt, store_ops }
 criterion_main!(benches);

@@ -26,6 +26,10 @@ pub struct Target {
     /// The cluster's namespace in the store.
     #[arg(long, env = "ATRION_NAMESPACE", default_value = atrion::state::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// The store's encryption key file (lines `id:base64key`, newest last), for a store
+    /// written by `atrion serve --encryption-key-file`.
+    #[arg(long, env = "ATRION_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Who the audit trail names for a change written to a store directly.
     #[arg(long = "as", default_value = "cli")]
     who: String,
@@ -122,6 +126,56 @@ pub enum StateCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Moves every value of an encrypted store sealed under an older key to the newest key
+    /// of the key file (key rotation), with progress; run it again to resume (values already
+    /// under the newest key are only read).
+    Reencrypt {
+        /// The store: `redis://…`, `postgres://…`, `file:PATH`.
+        #[arg(long, env = "ATRION_STORE")]
+        store: String,
+        /// The cluster's namespace in the store.
+        #[arg(long, env = "ATRION_NAMESPACE", default_value = atrion::state::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// The key file: lines `id:base64key`, newest last (the newest seals).
+        #[arg(long, env = "ATRION_ENCRYPTION_KEY_FILE")]
+        encryption_key_file: PathBuf,
+        /// Values per round trip.
+        #[arg(long, default_value_t = 256)]
+        chunk: usize,
+    },
+}
+
+/// `atrion state reencrypt`
+async fn reencrypt(store: &str, namespace: &str, key_file: &Path, chunk: usize) -> Result<ExitCode> {
+    use atrion::crypt::{CryptOptions, EncryptedStore, Keyring};
+    let mut config: atrion::StoreConfig = store.parse()?;
+    config.set_namespace(namespace);
+    let shown = atrion::redacted_url(store);
+    let inner = config.build().await.with_context(|| format!("opening {shown}"))?;
+    let ring = Arc::new(Keyring::from_file(key_file)?);
+    let newest = ring.newest_id().to_owned();
+    let store = EncryptedStore::open(inner, ring, CryptOptions::default())
+        .await
+        .with_context(|| format!("opening {shown} encrypted"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} re-encrypting [{bar:40}] {pos}/{len} values")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = atrion::crypt::reencrypt(&store, chunk, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .context("re-encrypting (run it again to resume)")?;
+    bar.finish_and_clear();
+    print(&serde_json::json!({
+        "newest_key": newest,
+        "scanned": report.scanned,
+        "resealed": report.resealed,
+        "already_newest": report.current,
+        "raced": report.raced,
+    }))
 }
 
 /// Paging of history and audit.
@@ -177,6 +231,10 @@ impl Target {
                 let mut config: atrion::StoreConfig = url.parse()?;
                 config.set_namespace(&self.namespace);
                 let store = config.build().await.with_context(|| format!("opening {}", atrion::redacted_url(url)))?;
+                let store = match &self.encryption_key_file {
+                    Some(path) => atrion::EncryptionConfig::key_file(path).wrap(store).await?,
+                    None => store,
+                };
                 let keys = PolicyKeys::new(&self.namespace, &format!("cli-{}", std::process::id()));
                 let cluster = Cluster::new(
                     store,
@@ -369,6 +427,9 @@ pub fn state(cmd: StateCmd) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         match cmd {
+            StateCmd::Reencrypt { store, namespace, encryption_key_file, chunk } => {
+                reencrypt(&store, &namespace, &encryption_key_file, chunk).await
+            }
             StateCmd::Dump { target } => {
                 let b = target.open().await?;
                 match &b {

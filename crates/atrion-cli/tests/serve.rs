@@ -294,3 +294,78 @@ async fn an_abandoned_task_is_aborted_by_the_sweeper_and_counted_in_metrics() {
     assert_eq!(t["verdict"], "admit", "{t}");
     stop(s);
 }
+
+/// `--encryption-key-file`: the file store holds no route name; a restart with the key
+/// finds the state; a wrong key or a missing key id stops the start naming the id; `atrion
+/// state reencrypt` moves the values to a new key and a sidecar starts on the new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_store_names_no_route_and_starts_only_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.redb");
+    let store = format!("file:{}", db.display());
+    let write_keys = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let k1 = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let k2 = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let good = write_keys("keys", &format!("{k1}\n"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = |keys: &str| {
+        ["--listen", listen.as_str(), "--store", store.as_str(), "--node-id", "t1", "--encryption-key-file"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([keys.to_owned()])
+            .collect::<Vec<String>>()
+    };
+    let start_with = |keys: &str| {
+        let a = args(keys);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        start(&a)
+    };
+    let (child, base) = start_with(&good);
+    let failure = json!({"route": "GET /patients/12345", "latency_ms": 900, "ok": false, "saturation": 0.9});
+    eventually("the route scars", || async {
+        (post(&base, "/v1/report", failure.clone()).await["scar"].as_f64()? > 2.0).then_some(())
+    })
+    .await;
+    stop(child);
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 4096);
+    for needle in [&b"patients"[..], b"12345"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the file names {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // A wrong key under the same id, and a key file without the id: refused, naming `k1`.
+    for (keys, says) in [
+        (write_keys("wrong", "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"), "wrong key"),
+        (write_keys("other", &format!("{k2}\n")), "does not hold"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_atrion")).arg("serve").args(args(&keys)).output().unwrap();
+        assert!(!out.status.success(), "{keys} should not start");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`k1`") && err.contains(says), "{err}");
+    }
+    // Rotation: k2 newest; the pass reseals, a re-run has nothing left.
+    let both = write_keys("both", &format!("{k1}\n{k2}\n"));
+    let reencrypt = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_atrion"))
+            .args(["state", "reencrypt", "--store", store.as_str(), "--encryption-key-file", both.as_str()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = reencrypt();
+    assert!(first["resealed"].as_u64().unwrap() > 0, "{first}");
+    assert_eq!(reencrypt()["resealed"], 0);
+    // Restarted with the keys: the scar is still there.
+    let (child, base) = start_with(&both);
+    let r = post(&base, "/v1/report", json!({"route": "GET /patients/12345", "latency_ms": 5, "ok": true})).await;
+    assert!(r["scar"].as_f64().unwrap() > 0.0, "warm start from the encrypted file store: {r}");
+    stop(child);
+}

@@ -537,6 +537,9 @@ impl StateStore for EncryptedStore {
             check_share(self.backend(), Op::PutShares, w)?;
         }
         if !self.inner.capabilities().native_shares {
+            if self.inner.capabilities().transactions {
+                return self.put_shares_grouped(&items).await;
+            }
             // As the port's default, over this store (so that the value is sealed whole).
             for w in items {
                 update(self, &w.key, 64, |current| {
@@ -626,6 +629,43 @@ impl StateStore for EncryptedStore {
         }
         out.sort_unstable();
         Ok(out)
+    }
+}
+
+impl EncryptedStore {
+    /// Shares without a native aggregate, on a store with groups: every key's shares read,
+    /// changed and written back as one group with the versions read as preconditions (one
+    /// transaction for a pulse's thousands of shares, as the stores' own `put_shares`),
+    /// read again when a precondition failed.
+    async fn put_shares_grouped(&self, items: &[ShareWrite]) -> Result<(), StoreError> {
+        let mut keys: Vec<String> = Vec::new();
+        let mut by_key: HashMap<&str, Vec<&Share>> = HashMap::new();
+        for w in items {
+            let list = by_key.entry(w.key.as_str()).or_default();
+            if list.is_empty() {
+                keys.push(w.key.clone());
+            }
+            list.push(&w.share);
+        }
+        const ATTEMPTS: u32 = 64;
+        for _ in 0..ATTEMPTS {
+            let entries = self.batch_get(&keys).await?;
+            let mut group = Group::new();
+            for (key, entry) in keys.iter().zip(entries) {
+                let mut shares = entry.as_ref().and_then(|e| Shares::decode(&e.value)).unwrap_or_default();
+                for share in &by_key[key.as_str()] {
+                    shares.upsert((*share).clone());
+                }
+                let ttl = entry.as_ref().and_then(|e| e.ttl);
+                group = group.check(key.clone(), entry.map(|e| e.version)).put(key.clone(), shares.encode(), ttl);
+            }
+            match self.transact(group).await {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.kind, ErrorKind::PreconditionFailed { .. }) => tokio::task::yield_now().await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(self.err(Op::PutShares, keys.first().map(String::as_str), ErrorKind::Contended(ATTEMPTS)))
     }
 }
 
