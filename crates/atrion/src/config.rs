@@ -242,4 +242,27 @@ mod tests {
         assert_eq!(redacted_url("file:./x.redb"), "file:./x.redb");
         assert_eq!(redacted_url("redis://host:6379"), "redis://host:6379");
     }
+
+    #[cfg(feature = "encryption")]
+    #[tokio::test]
+    async fn an_encrypted_store_from_config_refuses_a_wrong_key_naming_its_id() {
+        use super::{EncryptionConfig, StoreConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let good = write("good", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+        let wrong = write("wrong", "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n");
+        let config: EncryptionConfig = toml::from_str(&format!("key_file = {:?}", good.display().to_string())).unwrap();
+        assert!(toml::from_str::<EncryptionConfig>("key = \"inline\"").is_err(), "keys are never inline");
+        let inner = StoreConfig::Memory.build().await.unwrap();
+        let store = config.wrap(inner.clone()).await.unwrap();
+        store.set("atrion/route/GET /patients/1", "v".into()).await.unwrap();
+        assert!(inner.list_keys("").await.unwrap().iter().all(|k| !k.contains("patients")));
+        let e = EncryptionConfig::key_file(wrong).wrap(inner).await.unwrap_err().to_string();
+        assert!(e.contains("`k1`") && e.contains("wrong key"), "{e}");
+        assert!(StoreConfig::Memory.build_encrypted(&config).await.is_ok());
+    }
 }
