@@ -4,8 +4,9 @@
 //! [`StateStore`](atrion_state::StateStore)
 //! (memory, file, Redis, PostgreSQL, the [`atrion_state::StateService`]) and implements the
 //! same port, so everything above it (the cluster sync, the policy layer, the audit log,
-//! backups taken through the store) reads and writes plain values while the backend holds
-//! only sealed ones.
+//! the history of applied changes) reads and writes plain values while the backend holds
+//! only sealed ones. A backup taken through it (`StateService::backup`) is plain: it is
+//! what the store holds, opened.
 //!
 //! - **Values** are sealed with XChaCha20-Poly1305 (random 24-byte nonce) in an envelope
 //!   that carries a format byte, flags and the id of the key that sealed it
