@@ -197,11 +197,28 @@ fn unavailable() -> Response {
     Problem::new(ProblemKind::UpstreamUnavailable, "the proxied service did not answer").into_response()
 }
 
+/// The request target in origin form (`/path?query`), which the low-level client writes as
+/// the URI's own text. An absolute-form target with nothing after its authority (`h://b#`,
+/// `http://host`) has an empty path-and-query, which alone would be written as an empty
+/// request target (found by the fuzz corpus: `GET  HTTP/1.1`): it goes out as `/`.
+fn origin_form(uri: &Uri) -> Uri {
+    if let Some(p) = uri.path_and_query() {
+        let origin = Uri::from(p.clone());
+        if !origin.path().is_empty() {
+            return origin;
+        }
+    }
+    let target = match uri.query() {
+        Some(q) => format!("/?{q}"),
+        None => "/".to_owned(),
+    };
+    Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
 async fn forward(proxy: Arc<Proxy>, mut request: Request) -> Response {
     // In origin form (`/path?query`), as a client that is not talking to a proxy sends it;
     // the upstream is named by `Host`.
-    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *request.uri_mut() = Uri::from(path);
+    *request.uri_mut() = origin_form(request.uri());
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(original) = headers.remove(header::HOST) {
@@ -307,6 +324,19 @@ impl http_body::Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_goes_upstream_in_origin_form_never_empty() {
+        // What the client writes on the request line: the URI's text.
+        let origin = |target: &[u8]| origin_form(&Uri::try_from(target).unwrap()).to_string();
+        assert_eq!(origin(b"/users/7?x=1"), "/users/7?x=1");
+        assert_eq!(origin(b"http://host:80/a?b"), "/a?b");
+        // Found by the fuzz corpus: nothing after the authority went out as `GET  HTTP/1.1`.
+        assert_eq!(origin(b"h://b#"), "/");
+        assert_eq!(origin(b"http://host"), "/");
+        assert_eq!(origin(b"h://bb?"), "/?");
+        assert_eq!(origin(b"http://host?q=1"), "/?q=1");
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
