@@ -461,4 +461,6 @@ async fn a_retry_is_decided_a_tier_lower() {
     assert_eq!(critical["verdict"], "admit", "{critical}");
     let (status, _, p) = post(&base, "/v1/decide", r#"{"route": "GET /x", "attempt": -1}"#).await;
     assert_eq!((status, p["field"].clone()), (400, json!("attempt")), "{p}");
+    let (status, _, p) = post(&base, "/v1/decide", r#"{"route": "GET /x", "attempt": 2147483648}"#).await;
+    assert_eq!((status, p["field"].clone()), (422, json!("attempt")), "{p}");
 }

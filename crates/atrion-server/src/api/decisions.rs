@@ -17,6 +17,9 @@ use super::creation::Client;
 use crate::Shared;
 use crate::problem::{BodyProblems, Problem, ProblemKind, check_route, parse};
 
+/// The largest retry number `/v1/decide` takes (a retry past the fourth is bulk already).
+const MAX_ATTEMPT: u32 = 100;
+
 /// `POST /v1/decide`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +38,7 @@ pub(crate) struct DecideRequest {
     /// absent or `0`: a first try). A retry is decided one priority tier lower per retry
     /// (critical stays critical), so that retries are shed before first tries.
     #[serde(default)]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 100)]
     attempt: Option<u32>,
 }
 
@@ -110,8 +113,12 @@ fn decide_one(s: &Shared, req: &DecideRequest, client: &Client) -> Result<Decide
         None => s.atrion.default_priority(),
         Some(p) => p.parse::<Priority>().map_err(|e| Problem::invalid("priority", e.to_string()))?,
     };
+    let attempt = req.attempt.unwrap_or(0);
+    if attempt > MAX_ATTEMPT {
+        return Err(Problem::invalid("attempt", format!("{attempt} is over the largest retry number, {MAX_ATTEMPT}")));
+    }
     let now = s.atrion.now();
-    let mut priority = priority.for_attempt(req.attempt.unwrap_or(0));
+    let mut priority = priority.for_attempt(attempt);
     if let Some(p) = &s.config.policy {
         let gate = p.gate();
         if let Some(until) = gate.banned(&req.route, req.client.as_deref(), p.wall_ms()) {
