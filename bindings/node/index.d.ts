@@ -321,10 +321,15 @@ export declare class Atrion {
   /** Live task leases on the route. */
   getActiveTaskCount(routeId: string): number
 
-  decide(route: string, priority?: Priority): Decision
+  /**
+   * Admits or sheds a request on `route` now. `attempt`: the client's retry number (0 or
+   * omitted: a first try); a retry is decided one tier lower per retry, critical stays
+   * critical. A RangeError for an attempt that is not a whole number >= 0.
+   */
+  decide(route: string, priority?: Priority, attempt?: number): Decision
   report(route: string, latencyMs: number, ok?: boolean, saturation?: number): Mode
-  enter(route: string, priority?: Priority): Guard
-  run<T>(route: string, fn: () => T | Promise<T>, priority?: Priority): Promise<T>
+  enter(route: string, priority?: Priority, attempt?: number): Guard
+  run<T>(route: string, fn: () => T | Promise<T>, priority?: Priority, attempt?: number): Promise<T>
   setRouteConfig(pattern: string, physics: EnginePhysics | null): void
 }
 
@@ -378,3 +383,8 @@ export declare function fastify<Instance = any, Request = any>(
   atrion: Atrion,
   options?: FastifyOptions<Request>,
 ): (instance: Instance, opts: unknown, done: (err?: Error) => void) => void
+
+/** The header a client sets on a retry, as Node.js names it: `x-retry-attempt`. */
+export declare const RETRY_ATTEMPT_HEADER: string
+/** The retry's number in a request's `x-retry-attempt` header (`req.headers`): a whole number, else 0. */
+export declare function retryAttempt(headers: Record<string, string | string[] | undefined>): number

@@ -196,6 +196,31 @@ function priorityCode(p) {
   return i
 }
 
+/** The header a client sets on a retry (`x-retry-attempt`): the retry's number. */
+const RETRY_ATTEMPT_HEADER = native.retryAttemptHeader()
+
+/** The largest retry number passed to the engine; any retry past the fourth is bulk already. */
+const MAX_ATTEMPT = 100
+
+/** A retry's number, checked: a whole number >= 0 (none: a first try). */
+function attemptOf(a) {
+  if (a === undefined || a === null) return 0
+  if (typeof a !== 'number' || !Number.isInteger(a) || a < 0) {
+    throw new RangeError(`attempt must be a whole number >= 0 (0 is a first try), not ${a}`)
+  }
+  return Math.min(a, MAX_ATTEMPT)
+}
+
+/**
+ * The retry's number a request carries in its `x-retry-attempt` header (Node.js's
+ * `req.headers`): a whole number, else 0. A malformed header is a first try, never an error.
+ */
+function retryAttempt(headers) {
+  const v = headers && headers[RETRY_ATTEMPT_HEADER]
+  if (v === undefined) return 0
+  return native.retryAttempt(String(Array.isArray(v) ? v[0] : v))
+}
+
 // ---------------------------------------------------------------------------
 // Decisions
 // ---------------------------------------------------------------------------
@@ -588,11 +613,14 @@ class Atrion {
 
   /**
    * The engine's decision for a request on `route` now, at `priority` ('critical', 'high',
-   * 'normal' (default), 'low', 'bulk').
+   * 'normal' (default), 'low', 'bulk'). `attempt` is the client's retry number (0 or none:
+   * a first try): a retry is decided one tier lower per retry, so that under a retry surge
+   * retries are shed before first tries; critical stays critical.
    */
-  decide(route, priority) {
+  decide(route, priority, attempt) {
     if (this._slot < 0) this._engine()
-    const code = hot.decide(this._slot, this._ref(route), priorityCode(priority))
+    // The retry's number rides above the priority's three bits (the native side splits them).
+    const code = hot.decide(this._slot, this._ref(route), priorityCode(priority) + attemptOf(attempt) * 8)
     const o = OUT
     const admitted = (code & 1) === 1
     const d = {
@@ -619,16 +647,16 @@ class Atrion {
   }
 
   /** Decides, and returns a guard whose `end()` reports (see `Guard`). */
-  enter(route, priority) {
-    return new Guard(this, route, this.decide(route, priority))
+  enter(route, priority, attempt) {
+    return new Guard(this, route, this.decide(route, priority, attempt))
   }
 
   /**
    * Runs `fn` if `route` admits it, reporting its latency and outcome (a throw or a
-   * rejected promise is a failure); throws `ShedError` when shed.
+   * rejected promise is a failure); throws `ShedError` when shed. `attempt`: as `decide`'s.
    */
-  async run(route, fn, priority) {
-    const g = this.enter(route, priority)
+  async run(route, fn, priority, attempt) {
+    const g = this.enter(route, priority, attempt)
     if (!g.admitted) throw new ShedError(route, g.decision)
     try {
       return await fn()
@@ -747,6 +775,8 @@ exports.MODES = MODES
 exports.REASONS = REASONS
 exports.PRIORITIES = PRIORITIES
 exports.shedProblem = shedProblem
+exports.RETRY_ATTEMPT_HEADER = RETRY_ATTEMPT_HEADER
+exports.retryAttempt = retryAttempt
 
 /**
  * The RFC 9457 problem a shed request is answered with (the sidecar's `shed` problem), and

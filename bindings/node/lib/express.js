@@ -1,4 +1,6 @@
 'use strict'
+// A request carrying `X-Retry-Attempt: N` (a client's N-th retry) is decided N priority tiers
+// lower (critical stays critical): under a retry surge, retries are shed before first tries.
 // Express middleware: decides before the handler, reports at the end of the response.
 //
 // The route is the matched route pattern, `METHOD baseUrl+route.path` (`GET /users/:id`),
@@ -67,7 +69,7 @@ function express(atrion, options = {}) {
     }
     if (route === undefined) return next()
     req[DECIDED] = true
-    const d = atrion.decide(route, priorityOf(req))
+    const d = atrion.decide(route, priorityOf(req), require('../index.js').retryAttempt(req.headers))
     if (!d.admitted) {
       const { retryAfter, body } = require('../index.js').shedProblem(route, d)
       res.statusCode = 503

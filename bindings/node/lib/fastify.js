@@ -1,4 +1,6 @@
 'use strict'
+// A request carrying `X-Retry-Attempt: N` (a client's N-th retry) is decided N priority tiers
+// lower (critical stays critical): under a retry surge, retries are shed before first tries.
 // Fastify plugin: decides in `onRequest` on the matched route (`METHOD routeOptions.url`,
 // as `GET /users/:id`), reports in `onResponse` with the latency to the end of the
 // response; a status >= 500 is a failure. It applies to the whole instance it is
@@ -20,7 +22,7 @@ function fastify(atrion, options = {}) {
       const url = request.routeOptions && request.routeOptions.url
       if (url === undefined) return next() // no route matched (404)
       const route = `${request.method} ${url}`
-      const d = atrion.decide(route, priorityOf(request))
+      const d = atrion.decide(route, priorityOf(request), require('../index.js').retryAttempt(request.headers))
       if (!d.admitted) {
         const { retryAfter, body } = require('../index.js').shedProblem(route, d)
         reply.code(503).header('retry-after', String(retryAfter)).type('application/problem+json')

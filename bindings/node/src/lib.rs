@@ -204,6 +204,28 @@ fn priority(code: u32) -> Priority {
     Priority::ALL.get(code as usize).copied().unwrap_or(Priority::Normal)
 }
 
+/// How many low bits of a decision's priority code hold the priority's index; the bits above
+/// hold the client's retry number (`attempt << PRIORITY_BITS`).
+const PRIORITY_BITS: u32 = 3;
+
+/// The priority a request is decided at, from its code: the priority's index in the low
+/// [`PRIORITY_BITS`], a retry one tier lower per attempt ([`Priority::for_attempt`]).
+fn priority_of_request(code: u32) -> Priority {
+    priority(code & ((1 << PRIORITY_BITS) - 1)).for_attempt(code >> PRIORITY_BITS)
+}
+
+/// The header a client sets on a retry, lower-cased as Node.js names headers (`x-retry-attempt`).
+#[napi]
+pub fn retry_attempt_header() -> &'static str {
+    atrion::RETRY_ATTEMPT_HEADER
+}
+
+/// The retry's number in a value of the retry header: a whole number, else 0 (a first try).
+#[napi]
+pub fn retry_attempt(value: String) -> u32 {
+    atrion::parse_retry_attempt(&value)
+}
+
 /// The priority tier of a voltage (the original's `route(…, voltage)`): the highest tier
 /// whose voltage it reaches.
 fn tier(voltage: f64) -> Priority {
@@ -417,12 +439,13 @@ fn route(slot: u32, route: RouteRef) -> Result<u32> {
     })
 }
 
-/// The engine's decision for a request on `route` at `priority` ([`priorities`]' index).
+/// The engine's decision for a request on `route` at `priority` ([`priorities`]' index, with
+/// a retry's number above it: [`priority_of_request`]).
 /// Returns the decision packed (bit 0 admitted, bits 1–2 the mode, bits 3– the reason); `out` = `[resistance, retry-after ms or -1, throttle]`.
 fn decide(slot: u32, route: RouteRef, priority_code: u32) -> Result<u32> {
     with_engine(slot, |e, out| {
         let route = e.route(&route)?;
-        let d = e.atrion.decide(route, priority(priority_code));
+        let d = e.atrion.decide(route, priority_of_request(priority_code));
         out[0] = d.resistance;
         out[1] = d.retry_after.map_or(-1.0, |r| r.as_secs_f64() * 1e3);
         out[2] = match d.reason {

@@ -56,20 +56,12 @@ pub fn default_route(head: &RequestHead<'_>, out: &mut String) {
     let _ = write!(out, "{} {}", head.method, head.uri.path());
 }
 
-/// The header a client sets on a retry: the retry's number (`1` for the first retry). A
-/// retry is decided one priority tier lower per retry ([`Priority::for_attempt`]), so that
-/// under a retry surge the route sheds retries before first tries. Absent, `0` or not a
-/// number: a first try.
-pub const RETRY_ATTEMPT_HEADER: &str = "x-retry-attempt";
+pub use crate::retry::RETRY_ATTEMPT_HEADER;
 
 /// The retry's number a request carries in [`RETRY_ATTEMPT_HEADER`] (0 when none, or not a
-/// number).
+/// number: [`crate::parse_retry_attempt`]).
 pub fn retry_attempt(headers: &HeaderMap) -> u32 {
-    headers
-        .get(RETRY_ATTEMPT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0)
+    headers.get(RETRY_ATTEMPT_HEADER).and_then(|v| v.to_str().ok()).map_or(0, crate::parse_retry_attempt)
 }
 
 thread_local! {

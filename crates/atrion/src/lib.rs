@@ -47,6 +47,7 @@ pub mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod now;
+mod retry;
 pub mod task;
 
 pub use atrion::{Atrion, AtrionBuilder, AtrionError, Guard};
@@ -57,9 +58,8 @@ pub use atrion_crypt as crypt;
 pub use config::EncryptionConfig;
 pub use config::{StoreConfig, redacted_url, state_service};
 #[cfg(feature = "tower")]
-pub use layer::{
-    AtrionLayer, AtrionService, RETRY_ATTEMPT_HEADER, ReportBody, ShedError, ShedLayer, ShedService, retry_attempt,
-};
+pub use layer::{AtrionLayer, AtrionService, ReportBody, ShedError, ShedLayer, ShedService, retry_attempt};
+pub use retry::{RETRY_ATTEMPT_HEADER, parse_retry_attempt};
 pub use task::{Lease, TaskError};
 
 /// The state layer: the `StateStore` port, stores, the service, the clock (`atrion-state`)
