@@ -12,6 +12,20 @@ use crate::time::Timestamp;
 ///
 /// Stored in `f32` (a route's state is kept small); the arithmetic is in `f64`. Seven
 /// significant digits are far more than telemetry carries.
+/// A rate kept in sixteen bits, on a log scale: 1/1024 of a doubling (0.07%) per step, up to
+/// about 2^64 a second; 0 for none.
+pub(crate) fn pack_rate(rate: f64) -> u16 {
+    if rate.is_nan() || rate <= 0.0 {
+        return 0;
+    }
+    ((rate + 1.0).log2() * 1024.0).round().min(f64::from(u16::MAX)) as u16
+}
+
+/// The rate [`pack_rate`] kept.
+pub(crate) fn unpack_rate(packed: u16) -> f64 {
+    (f64::from(packed) / 1024.0).exp2() - 1.0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Smoother<const N: usize = 3> {
     weight: f32,
@@ -33,6 +47,11 @@ impl<const N: usize> Smoother<N> {
         for (s, v) in self.sum.iter_mut().zip(sum) {
             *s = (f64::from(*s) * decay + v) as f32;
         }
+    }
+
+    /// The decayed count of samples: about the sample rate times the time constant.
+    pub(super) fn weight(&self) -> f64 {
+        f64::from(self.weight)
     }
 
     pub(super) fn mean(&self) -> [f64; N] {
@@ -107,6 +126,10 @@ pub(crate) struct Learned {
     pub engaged_x: f32,
     pub engaged_min: f32,
     pub engaged_s: f32,
+    /// The successful completions a second (smoothed) when the throttle began to shed, the
+    /// throughput test's reference ([`pack_rate`]; 0: too few samples to judge). Sixteen
+    /// bits: it fits beside `was_excess`, and the test compares rates by a fifth.
+    pub engaged_ok: u16,
     /// The previous quick latency was over the throttle's goal, and for how long (s).
     pub was_excess: bool,
     pub over_s: f32,
@@ -153,6 +176,18 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_packed_rate_keeps_its_value_within_a_tenth_of_a_percent() {
+        assert_eq!(pack_rate(0.0), 0);
+        assert_eq!(pack_rate(f64::NAN), 0);
+        assert_eq!(pack_rate(-3.0), 0);
+        for rate in [0.5, 1.0, 16.0, 333.3, 1e4, 1e6, 1e12] {
+            let back = unpack_rate(pack_rate(rate));
+            assert!((back - rate).abs() <= 1e-3 * (rate + 1.0), "{rate} came back as {back}");
+        }
+        assert_eq!(pack_rate(f64::INFINITY), u16::MAX);
+    }
 
     #[test]
     fn smoother_is_rate_invariant() {

@@ -4,7 +4,7 @@
 //! latency down (the futility test).
 
 use super::default::EXCESS_CAP;
-use super::learned::Learned;
+use super::learned::{Learned, pack_rate, unpack_rate};
 use super::{Physics, decay};
 
 /// The futility test: shedding helps if the smoothed latency fell at least this far (a
@@ -20,10 +20,37 @@ pub(crate) const SATURATED: f64 = 0.9;
 /// every step (chosen with the wind tunnel, docs/TUNING.md).
 pub(crate) const LATCH_MARGIN: f64 = 1.5;
 
+/// The throughput test beside the futility test's latency: shedding that leaves the route's
+/// successful completions at this share (four fifths) or more of what they were when the
+/// throttle began to shed is shedding a queue's excess, not the route's work (a slower
+/// dependency serves less when fewer requests are admitted; a full route serves as much).
+pub(crate) const HELD: f64 = 0.8;
+
+/// The decayed sample count (samples per time constant of the fast smoothing) under which
+/// the completion rate is too noisy for the throughput test: below it, latency alone judges.
+pub(crate) const SERVED_EVIDENCE: f64 = 16.0;
+
+/// A route's smoothed successful completions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served {
+    /// Successful completions a second.
+    pub rate: f64,
+    /// The decayed count of samples behind the rate.
+    pub weight: f64,
+}
+
 impl Learned {
     /// The proportional answer: an integral controller on the relative latency excess over
     /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
-    pub(super) fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, settled: f64, saturation: f64) {
+    pub(super) fn update_throttle(
+        &mut self,
+        phys: &Physics,
+        b_lat: f64,
+        dt_s: f64,
+        settled: f64,
+        saturation: f64,
+        served: Served,
+    ) {
         let t = &phys.cfg.throttle;
         let x = self.quick.mean()[0];
         let mut target = f64::from(self.target);
@@ -48,6 +75,11 @@ impl Learned {
         let was = f64::from(self.throttle);
         let mut throttle = (integral + t.proportional * excess.max(0.0)).min(t.max);
         let mut integral = integral;
+        if was <= 0.0 && throttle > 0.0 {
+            // Shedding begins: what the route served before it is the throughput test's
+            // reference.
+            self.engaged_ok = if served.weight >= SERVED_EVIDENCE { pack_rate(served.rate) } else { 0 };
+        }
         if throttle < 0.5 * t.max {
             if was >= 0.5 * t.max {
                 self.engaged_x = 0.0;
@@ -63,7 +95,13 @@ impl Learned {
                 // creep). A queue drains when shedding exceeds the overload, and its latency
                 // falls. A route whose workers are full is overloaded beyond what the
                 // throttle sheds: it keeps shedding, and the scar judges the rest.
-                if f64::from(self.engaged_min) >= DIP * f64::from(self.engaged_x) && saturation < SATURATED {
+                // Nor is it futile while the route serves as much as when shedding began: then
+                // what is shed is a queue's excess, which drains however slowly its latency
+                // shows it (a deep queue).
+                let held = self.engaged_ok > 0
+                    && served.weight >= SERVED_EVIDENCE
+                    && served.rate >= HELD * unpack_rate(self.engaged_ok);
+                if f64::from(self.engaged_min) >= DIP * f64::from(self.engaged_x) && saturation < SATURATED && !held {
                     // Let go, and take the latency shedding could not bring down as the goal.
                     target = (LATCH_MARGIN * settled).min(phys.cfg.normal.ceiling_ms);
                     (integral, throttle) = (0.0, 0.0);
