@@ -79,6 +79,26 @@ fn priority(p: Option<&str>) -> PyResult<Priority> {
     }
 }
 
+/// The priority a request is decided at: `priority`, one tier lower per retry (`attempt`, the
+/// client's retry number; 0 or `None` a first try), critical staying critical.
+fn request_priority(p: Option<&str>, attempt: Option<i64>) -> PyResult<Priority> {
+    let attempt = match attempt {
+        None => 0,
+        Some(a) if a < 0 => {
+            return Err(invalid(format!("attempt must be a whole number >= 0 (0 is a first try), not {a}")));
+        }
+        Some(a) => u32::try_from(a).unwrap_or(u32::MAX),
+    };
+    Ok(priority(p)?.for_attempt(attempt))
+}
+
+/// The retry's number in a value of the `X-Retry-Attempt` header: a whole number, else 0 (a
+/// first try). A malformed header is never an error.
+#[pyfunction]
+fn retry_attempt(value: &str) -> u32 {
+    atrion::parse_retry_attempt(value)
+}
+
 /// Seconds given by Python as a [`Duration`].
 fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     if !(s.is_finite() && s > 0.0) {
@@ -410,11 +430,12 @@ impl PyAtrion {
     }
 
     /// Admits or sheds a request on `route` now, at `priority` (`critical`, `high`,
-    /// `normal`, `low`, `bulk`).
-    #[pyo3(signature = (route, priority=None))]
-    fn decide(&self, route: &str, priority: Option<&str>) -> PyResult<PyDecision> {
+    /// `normal`, `low`, `bulk`). `attempt`: the client's retry number (0 or `None`: a first
+    /// try); a retry is decided one tier lower per retry, critical staying critical.
+    #[pyo3(signature = (route, priority=None, attempt=None))]
+    fn decide(&self, route: &str, priority: Option<&str>, attempt: Option<i64>) -> PyResult<PyDecision> {
         check_route(route)?;
-        Ok(PyDecision { inner: self.atrion.decide(route, self::priority(priority)?) })
+        Ok(PyDecision { inner: self.atrion.decide(route, request_priority(priority, attempt)?) })
     }
 
     /// Reports how a request on `route` went: its latency in milliseconds, its outcome and,
@@ -431,10 +452,10 @@ impl PyAtrion {
 
     /// Decides for a request on `route`: an `Admission` to finish, or `Shed` raised. What
     /// `guard()` is built on.
-    #[pyo3(signature = (route, priority=None))]
-    fn _enter(&self, py: Python<'_>, route: &str, priority: Option<&str>) -> PyResult<Admission> {
+    #[pyo3(signature = (route, priority=None, attempt=None))]
+    fn _enter(&self, py: Python<'_>, route: &str, priority: Option<&str>, attempt: Option<i64>) -> PyResult<Admission> {
         check_route(route)?;
-        let p = self::priority(priority)?;
+        let p = request_priority(priority, attempt)?;
         let now = self.atrion.now();
         let handle = self.atrion.route_handle(route);
         let d = handle.decide(now, p);
@@ -568,6 +589,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LeaseError", py.get_type::<LeaseError>())?;
     m.add("InvalidInput", py.get_type::<InvalidInput>())?;
     m.add("PRIORITIES", Priority::ALL.map(Priority::as_str).to_vec())?;
+    m.add("RETRY_ATTEMPT_HEADER", atrion::RETRY_ATTEMPT_HEADER)?;
+    m.add_function(wrap_pyfunction!(retry_attempt, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -19,9 +19,15 @@ class Answer:
         return json.loads(self.body)
 
 
-def request(url: str, method: str = "GET", body: Optional[Any] = None, timeout: float = 30) -> Answer:
+def request(
+    url: str,
+    method: str = "GET",
+    body: Optional[Any] = None,
+    timeout: float = 30,
+    headers: Optional[Dict[str, str]] = None,
+) -> Answer:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         req.add_header("content-type", "application/json")
     try:

@@ -23,6 +23,7 @@ from typing import Optional, Type
 from . import _native
 from ._native import (
     PRIORITIES,
+    RETRY_ATTEMPT_HEADER,
     Admission,
     AtrionError,
     InvalidInput,
@@ -31,11 +32,13 @@ from ._native import (
     RouteState,
     Shed,
     StoreError,
+    retry_attempt,
 )
 from ._native import Decision as Decision
 
 __all__ = [
     "PRIORITIES",
+    "RETRY_ATTEMPT_HEADER",
     "Admission",
     "Atrion",
     "AtrionError",
@@ -47,6 +50,7 @@ __all__ = [
     "RouteState",
     "Shed",
     "StoreError",
+    "retry_attempt",
 ]
 __version__: str = _native.__version__
 
@@ -59,12 +63,15 @@ class Guard:
     :meth:`fail`, makes it a failure. The exception is never swallowed.
     """
 
-    __slots__ = ("_atrion", "_route", "_priority", "_admission", "_failed", "saturation")
+    __slots__ = ("_atrion", "_route", "_priority", "_attempt", "_admission", "_failed", "saturation")
 
-    def __init__(self, atrion: _native.Atrion, route: str, priority: Optional[str] = None) -> None:
+    def __init__(
+        self, atrion: _native.Atrion, route: str, priority: Optional[str] = None, attempt: Optional[int] = None
+    ) -> None:
         self._atrion = atrion
         self._route = route
         self._priority = priority
+        self._attempt = attempt
         self._admission: Optional[Admission] = None
         self._failed = False
         #: The route's saturation in [0, 1], if the caller measures it.
@@ -80,7 +87,7 @@ class Guard:
         self._failed = True
 
     def __enter__(self) -> "Guard":
-        self._admission = self._atrion._enter(self._route, self._priority)
+        self._admission = self._atrion._enter(self._route, self._priority, self._attempt)
         return self
 
     def __exit__(
@@ -116,9 +123,12 @@ class Atrion(_native.Atrion):
     ``with Atrion(...) as atrion:``) leaves the cluster.
     """
 
-    def guard(self, route: str, priority: Optional[str] = None) -> Guard:
-        """A :class:`Guard` for one request on ``route`` (``with`` or ``async with``)."""
-        return Guard(self, route, priority)
+    def guard(self, route: str, priority: Optional[str] = None, attempt: Optional[int] = None) -> Guard:
+        """A :class:`Guard` for one request on ``route`` (``with`` or ``async with``).
+
+        ``attempt``: the client's retry number (``None`` or 0: a first try); a retry is
+        decided one priority tier lower per retry, critical staying critical."""
+        return Guard(self, route, priority, attempt)
 
     def __enter__(self) -> "Atrion":
         return self

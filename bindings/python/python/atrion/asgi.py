@@ -10,14 +10,16 @@ the request runs, as Starlette's router will match it. A request matching no rou
 decided on ``"{METHOD} <unmatched>"``, so that random paths cannot fill the route table.
 A shed answers 503 with ``Retry-After`` and an ``application/problem+json`` body. An
 admitted request is reported when its response body ends (streaming included): a
-failure if the app raised or answered 5xx.
+failure if the app raised or answered 5xx. A request carrying ``X-Retry-Attempt: N`` (a
+client's N-th retry) is decided N priority tiers lower, critical staying critical, so that
+retries are shed before first tries.
 """
 
 from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, Optional, Tuple
 
-from ._native import Atrion, Shed
+from ._native import Atrion, Shed, retry_attempt
 from ._problem import problem
 
 Scope = MutableMapping[str, Any]
@@ -81,6 +83,14 @@ class StarletteRoutes:
         return route
 
 
+def scope_attempt(scope: Scope) -> int:
+    """The retry's number in the request's ``X-Retry-Attempt`` header (0: a first try)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-retry-attempt":
+            return retry_attempt(value.decode("latin-1"))
+    return 0
+
+
 class AtrionMiddleware:
     """Admission control for an ASGI app. ``route_of(scope)`` names a request's route
     (default: :class:`StarletteRoutes`); ``priority_of(scope)`` its priority (default
@@ -105,7 +115,7 @@ class AtrionMiddleware:
         route = self.route_of(scope)
         priority = self.priority_of(scope) if self.priority_of is not None else None
         try:
-            admission = self.atrion._enter(route, priority)
+            admission = self.atrion._enter(route, priority, scope_attempt(scope))
         except Shed as shed:
             body, headers = problem(shed)
             await send(

@@ -10,14 +10,16 @@ Each request is decided on ``"{METHOD} {route}"``, the route the URL resolver ma
 runs; a path no pattern matches is decided on ``"{METHOD} <unmatched>"``. A shed answers
 503 with ``Retry-After`` and an ``application/problem+json`` body. An admitted request is
 reported when its response is closed by the server, after its whole body was sent
-(streaming responses included): a failure if the view raised or answered 5xx.
+(streaming responses included): a failure if the view raised or answered 5xx. A request
+carrying ``X-Retry-Attempt: N`` (a client's N-th retry) is decided N priority tiers
+lower, critical staying critical, so that retries are shed before first tries.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._native import Atrion, Shed
+from ._native import Atrion, Shed, retry_attempt
 from ._problem import problem
 
 UNMATCHED = "<unmatched>"
@@ -59,8 +61,9 @@ class AtrionMiddleware:
         from django.http import HttpResponse
 
         route = route_of(request)
+        attempt = request.META.get("HTTP_X_RETRY_ATTEMPT")
         try:
-            admission = self.atrion._enter(route, None)
+            admission = self.atrion._enter(route, None, retry_attempt(attempt) if attempt else 0)
         except Shed as shed:
             body, headers = problem(shed)
             response = HttpResponse(body, status=503, content_type=headers[0][1])

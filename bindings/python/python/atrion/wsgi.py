@@ -9,7 +9,9 @@ Each request is decided on ``"{METHOD} {route}"``: for Flask the URL rule
 for another app, ``route_of(environ)`` (default: the raw path). A shed answers 503 with
 ``Retry-After`` and an ``application/problem+json`` body. An admitted request is
 reported when the server closes its response iterable, i.e. after the whole body was
-sent (streaming included): a failure if the app raised or answered 5xx.
+sent (streaming included): a failure if the app raised or answered 5xx. A request
+carrying ``X-Retry-Attempt: N`` (a client's N-th retry) is decided N priority tiers
+lower, critical staying critical, so that retries are shed before first tries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from ._native import Admission, Atrion, Shed
+from ._native import Admission, Atrion, Shed, retry_attempt
 from ._problem import problem
 
 Environ = Dict[str, Any]
@@ -95,8 +97,9 @@ class AtrionMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         route = self.route_of(environ)
         priority = self.priority_of(environ) if self.priority_of is not None else None
+        attempt = environ.get("HTTP_X_RETRY_ATTEMPT")
         try:
-            admission = self.atrion._enter(route, priority)
+            admission = self.atrion._enter(route, priority, retry_attempt(attempt) if attempt else 0)
         except Shed as shed:
             body, headers = problem(shed)
             start_response("503 Service Unavailable", headers)
