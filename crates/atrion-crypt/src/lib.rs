@@ -5,8 +5,11 @@
 //! (memory, file, Redis, PostgreSQL, the [`atrion_state::StateService`]) and implements the
 //! same port, so everything above it (the cluster sync, the policy layer, the audit log,
 //! the history of applied changes) reads and writes plain values while the backend holds
-//! only sealed ones. A backup taken through it (`StateService::backup`) is plain: it is
-//! what the store holds, opened.
+//! only sealed ones. A backup taken through it (`StateService::backup`, the sidecar's
+//! `GET /v1/admin/backup`) is sealed with the same keys
+//! ([`StateStore::backup_seal`](atrion_state::StateStore::backup_seal),
+//! [`atrion_state::BackupWriter`]); a restore through it opens sealed backups and still
+//! reads plain ones.
 //!
 //! - **Values** are sealed with XChaCha20-Poly1305 (random 24-byte nonce) in an envelope
 //!   that carries a format byte, flags and the id of the key that sealed it

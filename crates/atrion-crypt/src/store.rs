@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use atrion_state::shares::{Share, ShareWrite, Shares};
 use atrion_state::{
-    Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Group, GroupWrite, Op, Precondition,
-    StateStore, StoreError, StoreStats, check_key, check_share, check_value, split_slot_group, update,
+    BackupSeal, Capabilities, CasOutcome, Change, ChangeFeed, CleanupStats, Entry, ErrorKind, Group, GroupWrite, Op,
+    Precondition, SealError, StateStore, StoreError, StoreStats, check_key, check_share, check_value, split_slot_group,
+    update,
 };
 
 use crate::envelope::{self, OpenError};
@@ -610,6 +611,11 @@ impl StateStore for EncryptedStore {
         }
     }
 
+    /// The key ring, to seal backups with (the newest key seals, every key opens).
+    fn backup_seal(&self) -> Option<Arc<dyn BackupSeal>> {
+        Some(Arc::new(RingSeal { ring: self.core.ring.clone(), compress_above: self.core.options.compress_above }))
+    }
+
     async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         if !self.inner.capabilities().native_shares {
             return self.list_keys(prefix).await;
@@ -629,6 +635,33 @@ impl StateStore for EncryptedStore {
         }
         out.sort_unstable();
         Ok(out)
+    }
+}
+
+/// Seals backups with a store's key ring: the envelope of values, bound to the backup's
+/// context (the chunk's position) in place of a stored key, with an empty name.
+#[derive(Debug)]
+struct RingSeal {
+    ring: Arc<Keyring>,
+    compress_above: Option<usize>,
+}
+
+impl BackupSeal for RingSeal {
+    fn key_id(&self) -> &str {
+        self.ring.newest_id()
+    }
+
+    fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8> {
+        envelope::seal(&self.ring, context, "", plain, self.compress_above)
+    }
+
+    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        match envelope::open(&self.ring, context, sealed) {
+            Ok(o) if o.name.is_empty() => Ok(o.value),
+            Ok(_) | Err(OpenError::NotSealed | OpenError::Malformed) => Err(SealError::Malformed),
+            Err(OpenError::UnknownKey { id, have }) => Err(SealError::MissingKey { id, have }),
+            Err(OpenError::WrongKey { id }) => Err(SealError::WrongKey { id }),
+        }
     }
 }
 

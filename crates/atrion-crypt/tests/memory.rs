@@ -127,3 +127,117 @@ async fn the_feed_carries_real_names_and_opened_values() {
     assert!(matches!(feed.recv().await.unwrap(), Change::Set { key: k, .. } if k == key));
     assert_eq!(feed.recv().await.unwrap(), Change::Deleted { key }, "the set taught it the name");
 }
+
+/// A service over `inner` wrapped with `keys` (or plain when `None`).
+async fn service(inner: Arc<dyn StateStore>, keys: Option<&str>) -> atrion_state::StateService {
+    let store: Arc<dyn StateStore> = match keys {
+        Some(k) => Arc::new(wrap(inner, k).await),
+        None => inner,
+    };
+    atrion_state::StateService::builder().backend_arc("main", store).build().unwrap()
+}
+
+/// Backups of an encrypted store are sealed with its keys: the file names no route and no
+/// operator; a fresh store with the key gets the state back; a wrong key, a missing key id
+/// and a store without keys are refused naming the key id; a plain backup still restores
+/// into an encrypted store; a backup cut off, or with a chunk dropped, is refused.
+#[tokio::test]
+async fn backups_are_sealed_and_restore_only_with_their_key() {
+    use atrion_state::{BackupError, SealError, ServiceError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.jsonl");
+    let keys = format!("k1:{K1}");
+    let source = service(Arc::new(InMemoryStore::new()), Some(&keys)).await;
+    traffic(&source).await;
+    let before = snapshot(&source).await;
+    check_snapshot(&before);
+    let n = source.backup(&path).await.unwrap();
+    assert!(n >= 6, "{n} entries");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 200, "the backup holds something");
+    assert_clean("the sealed backup", &bytes);
+    // The values of a plain backup are base64: look for the names in base64 too, at each
+    // of the three alignments (the middle groups depend on the name's bytes only).
+    use base64::Engine as _;
+    for needle in [ROUTE, "patients"] {
+        for pad in 0..3 {
+            let mut raw = vec![0u8; pad];
+            raw.extend_from_slice(needle.as_bytes());
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+            let middle = &b64.as_bytes()[4..b64.len() - 4];
+            assert!(!bytes.windows(middle.len()).any(|w| w == middle), "base64 of {needle}");
+        }
+    }
+    assert!(String::from_utf8_lossy(&bytes).contains("\"key_id\":\"k1\""), "the key id is recorded");
+
+    // Into a fresh encrypted store with the key (and with a newer key beside it: older keys
+    // read): the state is back.
+    for ring in [keys.clone(), format!("k1:{K1}\nk2:{K2}")] {
+        let fresh = service(Arc::new(InMemoryStore::new()), Some(&ring)).await;
+        assert_eq!(fresh.restore(&path).await.unwrap(), n);
+        assert_eq!(snapshot(&fresh).await, before, "restored with {ring:?}");
+    }
+    // A wrong key under the same id, a ring without the id, a store without keys: refused,
+    // naming `k1`, and nothing written.
+    for (ring, wanted) in [(Some(format!("k1:{K2}")), "wrong"), (Some(format!("k2:{K2}")), "missing"), (None, "none")] {
+        let inner = Arc::new(InMemoryStore::new());
+        let fresh = service(inner.clone(), ring.as_deref()).await;
+        let keys_before = inner.list_keys("").await.unwrap();
+        let e = fresh.restore(&path).await.unwrap_err();
+        let ServiceError::Backup { source, .. } = &e else { panic!("{e}") };
+        assert_eq!(source.key_id(), Some("k1"), "{e}");
+        match (wanted, source) {
+            ("wrong", BackupError::Key { source: SealError::WrongKey { .. }, .. })
+            | ("missing", BackupError::Key { source: SealError::MissingKey { .. }, .. })
+            | ("none", BackupError::NoKeys { .. }) => {}
+            _ => panic!("{wanted}: {e}"),
+        }
+        assert!(e.to_string().contains("`k1`"), "{e}");
+        assert_eq!(inner.list_keys("").await.unwrap(), keys_before, "nothing written");
+    }
+    // Cut off (the end line gone), or a chunk dropped: refused.
+    let text = String::from_utf8(bytes).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2);
+    let cut = lines[..lines.len() - 1].join("\n");
+    let e = atrion_state::BackupLine::decode_backup(&cut, source.backup_seal().as_deref()).unwrap_err();
+    assert!(matches!(e, BackupError::Incomplete(_)), "{e}");
+    // A plain backup (as taken before encryption) restores into an encrypted store.
+    let plain = service(Arc::new(InMemoryStore::new()), None).await;
+    traffic(&plain).await;
+    let plain_path = dir.path().join("plain.jsonl");
+    plain.backup(&plain_path).await.unwrap();
+    assert!(std::fs::read_to_string(&plain_path).unwrap().contains("\"key\":\"atrion/route/GET /patients/12345\""));
+    let sealed_store = service(Arc::new(InMemoryStore::new()), Some(&keys)).await;
+    sealed_store.restore(&plain_path).await.unwrap();
+    assert_eq!(snapshot(&sealed_store).await, snapshot(&plain).await);
+}
+
+/// A backup of many chunks: each chunk is bound to its place, so that dropping or swapping
+/// one is refused; the whole restores.
+#[tokio::test]
+async fn a_sealed_backup_of_many_chunks_refuses_a_chunk_dropped_or_moved() {
+    use atrion_state::{BackupError, BackupLine};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.jsonl");
+    let keys = format!("k1:{K1}");
+    let source = service(Arc::new(InMemoryStore::new()), Some(&keys)).await;
+    for i in 0..(atrion_state::BACKUP_CHUNK * 2 + 5) {
+        source.set(&format!("atrion/route/GET /patients/{i}"), Bytes::from(format!("scar {i}"))).await.unwrap();
+    }
+    source.backup(&path).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "three chunks and the end");
+    let seal = source.backup_seal();
+    assert_eq!(BackupLine::decode_backup(&text, seal.as_deref()).unwrap().len(), atrion_state::BACKUP_CHUNK * 2 + 5);
+    let dropped = [lines[0], lines[2], lines[3]].join("\n");
+    let e = BackupLine::decode_backup(&dropped, seal.as_deref()).unwrap_err();
+    assert!(matches!(e, BackupError::Key { line: 2, .. }), "{e}");
+    let swapped = [lines[1], lines[0], lines[2], lines[3]].join("\n");
+    assert!(BackupLine::decode_backup(&swapped, seal.as_deref()).is_err());
+    let mixed =
+        format!("{}\n{}", lines[0], BackupLine { key: "atrion/x".into(), value: Bytes::new(), ttl: None }.encode());
+    let e = BackupLine::decode_backup(&mixed, seal.as_deref()).unwrap_err();
+    assert!(matches!(e, BackupError::Malformed { line: 2, .. }), "{e}");
+}

@@ -7,6 +7,16 @@
 //! so that a restore can neither bring a foreign key in nor a value its reader would choke
 //! on. Each layer declares its own (`atrion_sync::cluster_families`: route shares,
 //! heartbeats, route records; `atrion_policy::key_families`). [`BackupLine::write_all`] then writes all or nothing.
+//!
+//! **Sealed backups.** A store encrypted at rest ([`StateStore::backup_seal`] is `Some`)
+//! writes its backups sealed with the same keys ([`BackupWriter`]): each chunk of lines is
+//! one line `{"key_id", "sealed" (base64)}` whose sealed body is the chunk's plain lines,
+//! bound to its position, and a last sealed line `{"key_id", "sealed", "end": true}` holds
+//! the count of entries, so that a chunk moved, dropped or cut off is refused. The key id is
+//! in clear on each line (the envelope authenticates it): the newest key seals, any key of
+//! the ring opens. [`BackupLine::decode_backup`] reads both forms: a plain backup still
+//! restores into an encrypted store, and a sealed one needs the keys ([`BackupError`] names
+//! the key id when they are missing or wrong).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +47,193 @@ struct Line {
     key: String,
     value: String,
     ttl_ms: Option<u64>,
+}
+
+/// A line of a sealed backup.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedLine {
+    /// The key id that sealed it (informative: the envelope carries and authenticates it).
+    key_id: String,
+    /// The sealed body, base64.
+    sealed: String,
+    /// The last line: its body is the count of entries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    end: bool,
+}
+
+/// What the body of sealed line number `index` (from 0) is bound to.
+fn chunk_context(index: u64) -> String {
+    format!("atrion-backup/chunk/{index}")
+}
+
+/// What the end line after `chunks` chunks is bound to.
+fn end_context(chunks: u64) -> String {
+    format!("atrion-backup/end/{chunks}")
+}
+
+/// Seals and opens backups with the keys of a store encrypted at rest
+/// ([`StateStore::backup_seal`]): the newest key seals, every key of the ring opens what it
+/// sealed. Implemented by the encrypting wrapper (`atrion_crypt::EncryptedStore`).
+pub trait BackupSeal: Send + Sync + std::fmt::Debug {
+    /// The id of the key that seals (the newest).
+    fn key_id(&self) -> &str;
+
+    /// Seals `plain`, bound to `context` (it opens only with the same context).
+    fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8>;
+
+    /// Opens what [`BackupSeal::seal`] made with `context`.
+    fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError>;
+}
+
+/// Why a sealed body does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// Sealed under a key id the ring does not hold.
+    #[error("sealed with the key id `{id}`, which the key file does not hold (it holds {have:?}): add that key")]
+    MissingKey {
+        /// The key id needed.
+        id: String,
+        /// The ids held.
+        have: Vec<String>,
+    },
+    /// The key of that id does not authenticate it: a wrong key, or damaged or moved bytes.
+    #[error(
+        "the key `{id}` of the key file does not open it (authentication failed: a wrong key for this id, or a damaged or reordered backup)"
+    )]
+    WrongKey {
+        /// The key id.
+        id: String,
+    },
+    /// Not a sealed body, or one that opened and does not read.
+    #[error("not a sealed body, or a damaged one")]
+    Malformed,
+}
+
+/// Why a backup cannot be read. Nothing is written when reading fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// A line is not a valid entry (plain) or sealed line.
+    #[error("line {line}: {reason}")]
+    Malformed {
+        /// The line's number, from 1.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backup is sealed and the store has no keys (it is not encrypted at rest).
+    #[error(
+        "line {line}: the backup is sealed with the key id `{key_id}` and this store is not encrypted: restore it into a store opened with the key file holding `{key_id}`"
+    )]
+    NoKeys {
+        /// The line's number, from 1.
+        line: u64,
+        /// The key id named by the line.
+        key_id: String,
+    },
+    /// A sealed line does not open with the store's keys.
+    #[error("line {line}: {source}")]
+    Key {
+        /// The line's number, from 1.
+        line: u64,
+        /// Why (the key id it needs).
+        #[source]
+        source: SealError,
+    },
+    /// A sealed backup whose end is missing or does not match what came before (cut off,
+    /// or chunks dropped).
+    #[error("the sealed backup is incomplete: {0}")]
+    Incomplete(String),
+}
+
+impl BackupError {
+    /// The line's number (from 1), when one line is to blame.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            BackupError::Malformed { line, .. } | BackupError::NoKeys { line, .. } | BackupError::Key { line, .. } => {
+                Some(*line)
+            }
+            BackupError::Incomplete(_) => None,
+        }
+    }
+
+    /// The key id named, when the keys are missing or wrong.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            BackupError::NoKeys { key_id, .. } => Some(key_id),
+            BackupError::Key { source: SealError::MissingKey { id, .. } | SealError::WrongKey { id }, .. } => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// Writes a backup a chunk at a time: plain JSON lines, or sealed ones with the store's
+/// keys ([`StateStore::backup_seal`]); see the module's documentation.
+///
+/// ```
+/// use atrion_state::{BackupLine, BackupWriter};
+/// let mut w = BackupWriter::new(None);
+/// let line = BackupLine { key: "ns/k".into(), value: "v".into(), ttl: None };
+/// let mut text = w.chunk(std::slice::from_ref(&line));
+/// text.push_str(&w.finish());
+/// assert_eq!(BackupLine::decode_backup(&text, None).unwrap(), vec![(1, line)]);
+/// ```
+#[derive(Debug)]
+pub struct BackupWriter {
+    seal: Option<Arc<dyn BackupSeal>>,
+    chunks: u64,
+    entries: u64,
+}
+
+impl BackupWriter {
+    /// A writer that seals with `seal` (`None`: plain lines).
+    pub fn new(seal: Option<Arc<dyn BackupSeal>>) -> Self {
+        BackupWriter { seal, chunks: 0, entries: 0 }
+    }
+
+    /// Whether it seals.
+    pub fn sealed(&self) -> bool {
+        self.seal.is_some()
+    }
+
+    /// The text of the next chunk of `lines`, each line ending with a newline (one sealed
+    /// line for the chunk when sealing; nothing for no line).
+    pub fn chunk(&mut self, lines: &[BackupLine]) -> String {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(&line.encode());
+            text.push('\n');
+        }
+        self.entries += lines.len() as u64;
+        let Some(seal) = &self.seal else { return text };
+        if lines.is_empty() {
+            return String::new();
+        }
+        let sealed = seal.seal(&chunk_context(self.chunks), text.as_bytes());
+        self.chunks += 1;
+        sealed_line(seal.key_id(), &sealed, false)
+    }
+
+    /// What ends the backup: nothing for a plain one; the sealed end line (the count of
+    /// entries) for a sealed one.
+    pub fn finish(self) -> String {
+        match &self.seal {
+            None => String::new(),
+            Some(seal) => {
+                let sealed = seal.seal(&end_context(self.chunks), self.entries.to_string().as_bytes());
+                sealed_line(seal.key_id(), &sealed, true)
+            }
+        }
+    }
+}
+
+fn sealed_line(key_id: &str, sealed: &[u8], end: bool) -> String {
+    let line = SealedLine { key_id: key_id.to_owned(), sealed: BASE64.encode(sealed), end };
+    let mut text = serde_json::to_string(&line).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 impl BackupLine {
@@ -75,6 +272,56 @@ impl BackupLine {
                 BackupLine::decode(line).map(|l| (n, l)).map_err(|reason| (n, reason))
             })
             .collect()
+    }
+
+    /// A whole backup, plain or sealed (see the module's documentation), each entry with the
+    /// number (from 1) of the line that held it (for a sealed backup, the sealed line).
+    /// A sealed backup is opened with `seal` (the store's, [`StateStore::backup_seal`]); a
+    /// plain one reads with or without it. Nothing is written by reading.
+    pub fn decode_backup(text: &str, seal: Option<&dyn BackupSeal>) -> Result<Vec<(u64, BackupLine)>, BackupError> {
+        let mut lines = text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).peekable();
+        let sealed_first = lines.peek().is_some_and(|(_, line)| line.trim_start().starts_with("{\"key_id\""));
+        if !sealed_first {
+            return BackupLine::decode_numbered(text).map_err(|(line, reason)| BackupError::Malformed { line, reason });
+        }
+        let mut out = Vec::new();
+        let (mut chunks, mut ended) = (0u64, false);
+        for (i, text) in lines {
+            let n = i as u64 + 1;
+            let malformed = |reason: String| BackupError::Malformed { line: n, reason };
+            if ended {
+                return Err(malformed("a line after the end of a sealed backup".into()));
+            }
+            let line: SealedLine = serde_json::from_str(text)
+                .map_err(|e| malformed(format!("a sealed backup holds sealed lines only: {e}")))?;
+            let Some(seal) = seal else { return Err(BackupError::NoKeys { line: n, key_id: line.key_id }) };
+            let bytes = BASE64.decode(&line.sealed).map_err(|e| malformed(format!("sealed is not base64: {e}")))?;
+            let context = if line.end { end_context(chunks) } else { chunk_context(chunks) };
+            let body = seal.open(&context, &bytes).map_err(|source| BackupError::Key { line: n, source })?;
+            let body =
+                String::from_utf8(body).map_err(|_| BackupError::Key { line: n, source: SealError::Malformed })?;
+            if line.end {
+                let count: u64 = body.parse().map_err(|_| malformed("the end line's count does not read".into()))?;
+                if count != out.len() as u64 {
+                    return Err(BackupError::Incomplete(format!(
+                        "the end says {count} entries, the chunks hold {}",
+                        out.len()
+                    )));
+                }
+                ended = true;
+                continue;
+            }
+            chunks += 1;
+            for inner in body.lines().filter(|l| !l.trim().is_empty()) {
+                let entry = BackupLine::decode(inner)
+                    .map_err(|reason| malformed(format!("an entry sealed in it: {reason}")))?;
+                out.push((n, entry));
+            }
+        }
+        if !ended {
+            return Err(BackupError::Incomplete("its end line is missing (cut off)".into()));
+        }
+        Ok(out)
     }
 
     /// Checks every numbered line against `families` ([`KeyFamilies::check`]); the error

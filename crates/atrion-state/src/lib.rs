@@ -54,7 +54,10 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
-pub use backup::{BACKUP_CHUNK, BackupLine, KeyFamilies, KeyFamily, RestoreRefusal, ValueCheck};
+pub use backup::{
+    BACKUP_CHUNK, BackupError, BackupLine, BackupSeal, BackupWriter, KeyFamilies, KeyFamily, RestoreRefusal, SealError,
+    ValueCheck,
+};
 pub use clock::{Clock, CounterClock, Monotonic, RuntimeClock, SystemClock, TokioClock, system_wall_ms};
 pub use error::{BoxError, ErrorKind, Op, StoreError};
 pub use group::{Group, GroupWrite, Precondition, slot_group, split_slot_group};

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{BACKUP_CHUNK, BackupLine};
+use crate::backup::{BACKUP_CHUNK, BackupError, BackupLine, BackupWriter};
 use crate::error::StoreError;
 use crate::group::{Group, GroupWrite};
 use crate::shares::{ShareWrite, Shares};
@@ -63,6 +63,16 @@ pub enum ServiceError {
         /// What the file system said.
         #[source]
         source: std::io::Error,
+    },
+    /// A backup file cannot be read with the store's keys: sealed, and the store has no
+    /// keys, or not the key it names; or a sealed backup cut off.
+    #[error("backup file {path}: {source}")]
+    Backup {
+        /// The file.
+        path: PathBuf,
+        /// Why (the key id it needs, when that is why).
+        #[source]
+        source: BackupError,
     },
     /// A line of a backup file is not a valid entry.
     #[error("backup file {path}, line {line}: {reason}")]
@@ -401,6 +411,8 @@ impl StateService {
 
     /// Writes every live entry of the active backend to `path` as JSON lines
     /// (`{"key", "value" (base64), "ttl_ms"}`), atomically (a temporary file, then a rename).
+    /// Sealed with the backend's keys when it is encrypted at rest
+    /// ([`StateStore::backup_seal`], [`BackupWriter`]).
     pub async fn backup(&self, path: impl AsRef<Path>) -> Result<u64, ServiceError> {
         let path = path.as_ref();
         let io = |source| ServiceError::Io { path: path.to_owned(), source };
@@ -409,29 +421,32 @@ impl StateService {
         let tmp = path.with_extension("partial");
         let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
         let mut n = 0;
+        let mut writer = BackupWriter::new(store.backup_seal());
         for chunk in keys.chunks(BACKUP_CHUNK) {
-            for line in BackupLine::read(store.as_ref(), chunk).await? {
-                writeln!(out, "{}", line.encode()).map_err(io)?;
-                n += 1;
-            }
+            let lines = BackupLine::read(store.as_ref(), chunk).await?;
+            n += lines.len() as u64;
+            out.write_all(writer.chunk(&lines).as_bytes()).map_err(io)?;
         }
+        out.write_all(writer.finish().as_bytes()).map_err(io)?;
         out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(n)
     }
 
     /// Loads a backup into the active backend (existing keys are overwritten). The whole
-    /// file is checked before anything is written.
+    /// file is checked before anything is written. A sealed backup opens with the backend's
+    /// keys ([`ServiceError::Backup`] naming the key id when they are missing or wrong); a
+    /// plain one reads into any backend.
     pub async fn restore(&self, path: impl AsRef<Path>) -> Result<u64, ServiceError> {
         let path = path.as_ref();
         let text =
             std::fs::read_to_string(path).map_err(|source| ServiceError::Io { path: path.to_owned(), source })?;
-        let lines = BackupLine::decode_all(&text).map_err(|(line, reason)| ServiceError::Malformed {
-            path: path.to_owned(),
-            line,
-            reason,
+        let seal = self.backup_seal();
+        let lines = BackupLine::decode_backup(&text, seal.as_deref()).map_err(|e| match e {
+            BackupError::Malformed { line, reason } => ServiceError::Malformed { path: path.to_owned(), line, reason },
+            other => ServiceError::Backup { path: path.to_owned(), source: other },
         })?;
-        Ok(BackupLine::write_all(self, lines).await?)
+        Ok(BackupLine::write_all(self, lines.into_iter().map(|(_, l)| l).collect()).await?)
     }
 
     /// Starts a background task that removes expired entries of the active backend every
@@ -551,6 +566,10 @@ impl StateStore for StateService {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.active.load().store.capabilities()
+    }
+
+    fn backup_seal(&self) -> Option<Arc<dyn crate::BackupSeal>> {
+        self.inner.active.load().store.backup_seal()
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {

@@ -610,6 +610,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn list_shares(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.list_keys(prefix).await
     }
+
+    /// The keys that seal this store's backups, when the store is encrypted at rest (an
+    /// encrypting wrapper returns its key ring; a store that forwards to another, such as
+    /// [`crate::StateService`], returns that one's). `None` by default: backups are plain.
+    /// See [`crate::BackupWriter`] and [`BackupLine::decode_backup`](crate::BackupLine::decode_backup).
+    fn backup_seal(&self) -> Option<std::sync::Arc<dyn crate::BackupSeal>> {
+        None
+    }
 }
 
 /// Checks a share write against the port's rules, for adapters: a valid key, a non-empty

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use atrion::Hold;
-use atrion::state::{BACKUP_CHUNK, BackupLine, KeyFamilies, cluster_families};
+use atrion::state::{BACKUP_CHUNK, BackupError, BackupLine, BackupWriter, KeyFamilies, cluster_families};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -123,7 +123,8 @@ pub(crate) async fn reset(
 }
 
 /// `GET /v1/admin/backup`: every entry of the store, streamed as JSON lines (the format of
-/// `StateService::backup`), read a chunk at a time.
+/// `StateService::backup`), read a chunk at a time; sealed with the store's keys when it is
+/// encrypted at rest (`atrion_state::BackupWriter`).
 #[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", security(("admin" = [])),
     responses((status = 200, description = "JSON lines: {key, value (base64), ttl_ms}", body = String, content_type = "application/x-ndjson"),
         (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"), AdminProblems))]
@@ -131,21 +132,23 @@ pub(crate) async fn backup(State(s): State<Arc<Shared>>, admin: Admin) -> Result
     let store = s.atrion.store().clone();
     let keys = store.list_keys("").await.map_err(|e| Problem::new(ProblemKind::StoreUnavailable, e.to_string()))?;
     audit(&s, &admin.0, Act::new("backup", Some(format!("{} keys", keys.len())))).await;
-    let chunks = futures_util::stream::unfold((store, keys, 0usize), |(store, keys, at)| async move {
-        if at >= keys.len() {
-            return None;
-        }
-        let end = (at + BACKUP_CHUNK).min(keys.len());
-        let chunk = BackupLine::read(store.as_ref(), &keys[at..end]).await.map(|lines| {
-            let mut text = String::new();
-            for line in lines {
-                text.push_str(&line.encode());
-                text.push('\n');
+    // Sealed with the store's keys when it is encrypted at rest.
+    let writer = BackupWriter::new(store.backup_seal());
+    let chunks =
+        futures_util::stream::unfold((store, keys, 0usize, Some(writer)), |(store, keys, at, writer)| async move {
+            let mut writer = writer?;
+            if at >= keys.len() {
+                // The end (a sealed backup's count of entries), then nothing.
+                return Some((Ok(Bytes::from(writer.finish())), (store, keys, at, None)));
             }
-            Bytes::from(text)
+            let end = (at + BACKUP_CHUNK).min(keys.len());
+            let chunk =
+                BackupLine::read(store.as_ref(), &keys[at..end]).await.map(|lines| Bytes::from(writer.chunk(&lines)));
+            // A failed read ends the stream (the body is cut off: a sealed backup then lacks its
+            // end and is refused at restore).
+            let next = chunk.is_ok().then_some(writer);
+            Some((chunk, (store, keys, end, next)))
         });
-        Some((chunk, (store, keys, end)))
-    });
     let mut response = Body::from_stream(chunks).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(response)
@@ -163,7 +166,8 @@ fn restore_families(s: &Shared) -> KeyFamilies {
     KeyFamilies::new().with(cluster_families(&keys)).with(atrion_policy::key_families(&policy_keys, validator))
 }
 
-/// `POST /v1/admin/restore`: JSON lines as `backup` writes them. Every line is decoded and
+/// `POST /v1/admin/restore`: JSON lines as `backup` writes them, plain or sealed (a sealed
+/// backup opens with the store's keys; a plain one restores into any store). Every line is decoded and
 /// checked before anything is written: its key must belong to a family of the namespace
 /// ([`restore_families`]), and its value must decode as that family's owner reads it.
 /// Then all are written, or none (a failed write puts back what was there). Existing keys
@@ -172,7 +176,7 @@ fn restore_families(s: &Shared) -> KeyFamilies {
 #[utoipa::path(post, path = "/v1/admin/restore", tag = "admin", security(("admin" = [])),
     request_body(content = String, content_type = "application/x-ndjson", description = "JSON lines as the backup writes them"),
     responses((status = 200, body = Restored), (status = 400, description = "A line is not valid JSON lines of the backup format", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A line's key is foreign to the namespace, or its value is not what its key holds: nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A line's key is foreign to the namespace, or its value is not what its key holds, or the backup is sealed with a key the store does not hold (`backup-key`, naming the key id): nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The store cannot be reached: nothing was written", body = Problem, content_type = "application/problem+json"), AdminProblems))]
 pub(crate) async fn restore(
     State(s): State<Arc<Shared>>,
@@ -185,8 +189,14 @@ pub(crate) async fn restore(
     }
     let text = std::str::from_utf8(&body)
         .map_err(|e| Problem::new(ProblemKind::MalformedBackup, format!("the backup is not UTF-8: {e}")))?;
-    let lines = BackupLine::decode_numbered(text)
-        .map_err(|(line, reason)| Problem::new(ProblemKind::MalformedBackup, reason).at(format!("line {line}")))?;
+    let seal = s.atrion.store().backup_seal();
+    let lines = BackupLine::decode_backup(text, seal.as_deref()).map_err(|e| match e {
+        BackupError::Malformed { line, reason } => {
+            Problem::new(ProblemKind::MalformedBackup, reason).at(format!("line {line}"))
+        }
+        BackupError::Incomplete(_) => Problem::new(ProblemKind::MalformedBackup, e.to_string()),
+        other => Problem::new(ProblemKind::BackupKey, other.to_string()),
+    })?;
     let families = restore_families(&s);
     BackupLine::check_all(&lines, &families).map_err(|refused| {
         let kind = match families.family(&refused.key) {

@@ -127,6 +127,9 @@ kinds! {
     ForeignKey = (UNPROCESSABLE_ENTITY, "foreign-key", "A backup line's key is not of this namespace"),
     /// A backup line whose value its key's owner cannot read.
     InvalidBackupValue = (UNPROCESSABLE_ENTITY, "invalid-backup-value", "A backup line's value is not valid for its key"),
+    /// A sealed backup that the store's keys do not open (the store is not encrypted, or
+    /// holds no key of the id the backup names, or a wrong one): the detail names the key id.
+    BackupKey = (UNPROCESSABLE_ENTITY, "backup-key", "The backup is sealed with a key this store does not hold"),
     /// This server cannot switch stores.
     SwitchUnavailable = (NOT_FOUND, "switch-unavailable", "This server cannot switch stores"),
     /// The store to switch to is the active one.
