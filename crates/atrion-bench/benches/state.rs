@@ -3,6 +3,8 @@
 //! - `decide` on a bare engine against the same engine with a `StateManager` attached
 //!   (pulsing every 10 ms, merging another node's contribution for the route);
 //! - one pulse pushing 10,000 dirty routes to the file store (and to the memory store);
+//!   and through the encrypting wrapper over the file store, Redis and PostgreSQL
+//!   (`pulse_10k_crypt`: plain, sealed, sealed and compressed);
 //! - get and set on the memory and file stores, beside a plain `HashMap` behind an
 //!   `RwLock` as the floor.
 //!
@@ -109,34 +111,81 @@ fn pulse_10k(c: &mut Criterion) {
     g.finish();
 }
 
+/// How a pulse bench seals: not at all, sealed without compression, sealed with zstd
+/// above the default threshold, sealed with zstd on everything.
+fn crypt_variants() -> [(&'static str, Option<atrion_crypt::CryptOptions>); 4] {
+    use atrion_crypt::CryptOptions;
+    [
+        ("plain", None),
+        ("sealed", Some(CryptOptions { compress_above: None, ..CryptOptions::default() })),
+        ("sealed_zstd_default", Some(CryptOptions::default())),
+        ("sealed_zstd_all", Some(CryptOptions { compress_above: Some(0), ..CryptOptions::default() })),
+    ]
+}
+
+/// `inner` as the bench writes to it: itself, or wrapped by the encrypting store.
+fn crypt_store(
+    rt: &tokio::runtime::Runtime,
+    inner: &Arc<dyn StateStore>,
+    options: Option<atrion_crypt::CryptOptions>,
+) -> Arc<dyn StateStore> {
+    use atrion_crypt::{EncryptedStore, Keyring};
+    let ring = Arc::new(Keyring::parse("bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "bench").unwrap());
+    match options {
+        None => inner.clone(),
+        Some(o) => Arc::new(rt.block_on(EncryptedStore::open(inner.clone(), ring, o)).unwrap()),
+    }
+}
+
 /// The pulse of 10,000 dirty routes through the encrypting wrapper (`atrion-crypt`) over
-/// the file store: not encrypted, sealed without compression, sealed with zstd above the
-/// default threshold (and above 0: everything); prints the bytes each leaves in the store.
+/// the file store, a real `redis-server` and a real PostgreSQL (each started by the bench on
+/// a free loopback port, a fresh one per variant: the wrapper refuses a store holding plain
+/// data): not encrypted, sealed without compression, sealed with zstd above the default
+/// threshold (and above 0: everything); prints the bytes each leaves in the store.
 fn pulse_10k_crypt(c: &mut Criterion) {
-    use atrion_crypt::{CryptOptions, EncryptedStore, Keyring};
+    use atrion_postgres::testing::PgServer;
+    use atrion_postgres::{PostgresConfig, PostgresStore};
+    use atrion_redis::testing::RedisServer;
+    use atrion_redis::{RedisConfig, RedisStore};
     let rt = runtime();
     let mut g = c.benchmark_group("pulse_10k_crypt");
     g.throughput(Throughput::Elements(common::PULSE_ROUTES));
     g.sample_size(10);
-    let ring = Arc::new(Keyring::parse("bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "bench").unwrap());
-    let variants: [(&str, Option<CryptOptions>); 4] = [
-        ("file_plain", None),
-        ("file_sealed", Some(CryptOptions { compress_above: None, ..CryptOptions::default() })),
-        ("file_sealed_zstd_default", Some(CryptOptions::default())),
-        ("file_sealed_zstd_all", Some(CryptOptions { compress_above: Some(0), ..CryptOptions::default() })),
-    ];
-    for (name, options) in variants {
+    for (variant, options) in crypt_variants() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulse.redb");
         let file: Arc<dyn StateStore> = Arc::new(rt.block_on(FileStore::open(&FileConfig::new(&path))).unwrap());
-        let store: Arc<dyn StateStore> = match options {
-            None => file.clone(),
-            Some(o) => Arc::new(rt.block_on(EncryptedStore::open(file.clone(), ring.clone(), o)).unwrap()),
-        };
-        bench_pulse(&mut g, name, &rt, store);
+        let name = format!("file_{variant}");
+        bench_pulse(&mut g, &name, &rt, crypt_store(&rt, &file, options));
         let stats = rt.block_on(file.stats()).unwrap();
         let on_disk = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         eprintln!("{name}: {} keys, {} value bytes in the store, file {on_disk} bytes", stats.keys, stats.value_bytes);
+    }
+    for (variant, options) in crypt_variants() {
+        let Some(server) = RedisServer::start() else { break };
+        let redis: Arc<dyn StateStore> =
+            Arc::new(rt.block_on(RedisStore::connect(&RedisConfig::new(server.url()))).unwrap());
+        let name = format!("redis_{variant}");
+        bench_pulse(&mut g, &name, &rt, crypt_store(&rt, &redis, options));
+        let used = rt.block_on(async {
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await.unwrap();
+            info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap_or("?").trim().to_owned()
+        });
+        eprintln!("{name}: redis used_memory {used} bytes");
+    }
+    for (variant, options) in crypt_variants() {
+        let Some(server) = PgServer::start() else { break };
+        let pg: Arc<dyn StateStore> =
+            Arc::new(rt.block_on(PostgresStore::connect(&PostgresConfig::new(server.url()))).unwrap());
+        let name = format!("postgres_{variant}");
+        bench_pulse(&mut g, &name, &rt, crypt_store(&rt, &pg, options));
+        let size: i64 = rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+            sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&pool).await.unwrap()
+        });
+        eprintln!("{name}: database {size} bytes");
     }
     g.finish();
 }
