@@ -369,3 +369,197 @@ async fn an_encrypted_store_names_no_route_and_starts_only_with_its_key() {
     assert!(r["scar"].as_f64().unwrap() > 0.0, "warm start from the encrypted file store: {r}");
     stop(child);
 }
+
+/// Every key and value a Redis holds (each type read its own way).
+async fn redis_bytes(url: &str) -> Vec<u8> {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        out.extend_from_slice(&k);
+        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap()],
+            "hash" => redis::cmd("HGETALL").arg(&k).query_async(&mut c).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut c).await.unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await.unwrap(),
+            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query_async(&mut c).await.unwrap(),
+            "stream" => {
+                // Entries as Redis answers them, flattened to their bytes.
+                let v: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query_async(&mut c).await.unwrap();
+                vec![format!("{v:?}").into_bytes()]
+            }
+            other => panic!("a {other} under {}", String::from_utf8_lossy(&k)),
+        };
+        for v in values {
+            out.extend_from_slice(&v);
+        }
+    }
+    out
+}
+
+/// Every row of every table of a PostgreSQL database, as text (bytea escaped: printable
+/// bytes stay as they are).
+async fn postgres_bytes(url: &str) -> Vec<u8> {
+    use sqlx::Row as _;
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(!tables.is_empty());
+    sqlx::query("SET bytea_output = 'escape'").execute(&mut *conn).await.unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        out.extend_from_slice(t.as_bytes());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text AS row FROM {t} t")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        for r in rows {
+            out.extend_from_slice(r.get::<String, _>("row").as_bytes());
+        }
+    }
+    out
+}
+
+/// Panics when `bytes` hold a route's name, a part of it or the operator's name, plain or
+/// in hex.
+fn assert_names_nothing(what: &str, bytes: &[u8]) {
+    for needle in [&b"patients"[..], b"12345", b"99999", b"alice"] {
+        let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{what} holds {:?}",
+            String::from_utf8_lossy(needle)
+        );
+        assert!(!bytes.windows(hex.len()).any(|w| w == hex.as_bytes()), "{what} holds the hex of {needle:?}");
+    }
+}
+
+const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const K1_WRONG: &str = "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const ALICE: &str = "secret-of-alice-the-operator";
+
+/// A sidecar on `store` with the keys of `keys` and the admin token of `alice`.
+fn start_encrypted(store: &str, keys: &std::path::Path) -> Serve {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let keys = keys.display().to_string();
+    let args = ["--listen", &listen, "--store", store, "--node-id", "t1", "--encryption-key-file", &keys];
+    Serve::start(&args, &[("ATRION_ADMIN_TOKENS", &format!("alice:{ALICE}"))])
+}
+
+/// What `atrion serve` says when it refuses to start on `store` with `keys`.
+fn refused_with(store: &str, keys: &std::path::Path) -> String {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let keys = keys.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_atrion"))
+        .args(["serve", "--listen", &listen, "--store", store, "--node-id", "t1", "--encryption-key-file", &keys])
+        .env_remove("ATRION_ENCRYPTION_KEYS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{store} with {} should not start", keys);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The sidecar over TCP on an encrypted `store` (Redis or PostgreSQL): after traffic on
+/// `GET /patients/12345`, a policy and an audited admin action by `alice`, no byte of the
+/// store (read by `stored`) nor of the backup names them; a restart with the key has the
+/// state back; a wrong key or a key file without the id is refused naming `k1`. The backup
+/// restores into a fresh store with the key, and is refused (`backup-key`, naming `k1`)
+/// by a store with a wrong key or without keys.
+async fn encrypted_sidecar_on<F: std::future::Future<Output = Vec<u8>>>(store: &str, stored: impl Fn() -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    let write_keys = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+        path
+    };
+    let (good, wrong, other) = (write_keys("good", K1), write_keys("wrong", K1_WRONG), write_keys("other", K2));
+    let s = start_encrypted(store, &good);
+    let failure = json!({"route": "GET /patients/12345", "latency_ms": 900, "ok": false, "saturation": 0.9});
+    eventually("the route scars", || async {
+        (post(&s.url, "/v1/report", failure.clone()).await["scar"].as_f64()? > 2.0).then_some(())
+    })
+    .await;
+    let policy = json!({"route": "POST /patients/99999", "state": "closed"});
+    assert_eq!(s.admin(reqwest::Method::POST, "/v1/policies", ALICE, Some(policy)).await.0, 200);
+    let (status, trail) = s.admin(reqwest::Method::GET, "/v1/audit", ALICE, None).await;
+    assert_eq!(status, 200);
+    assert!(trail.to_string().contains("alice") && trail.to_string().contains("99999"), "audited: {trail}");
+    let r = reqwest::Client::new().get(format!("{}/v1/admin/backup", s.url)).bearer_auth(ALICE).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let backup = r.text().await.unwrap();
+    assert!(backup.contains("\"key_id\":\"k1\""), "sealed, naming its key: {backup}");
+    assert_names_nothing("the backup", backup.as_bytes());
+    s.stop();
+
+    let bytes = stored().await;
+    assert!(bytes.len() > 1000, "the store holds something");
+    assert_names_nothing(store, &bytes);
+    for (keys, says) in [(&wrong, "wrong key"), (&other, "does not hold")] {
+        let err = refused_with(store, keys);
+        assert!(err.contains("`k1`") && err.contains(says), "{err}");
+    }
+    let s = start_encrypted(store, &good);
+    let r = post(&s.url, "/v1/report", json!({"route": "GET /patients/12345", "latency_ms": 5, "ok": true})).await;
+    assert!(r["scar"].as_f64().unwrap() > 0.0, "warm start from the encrypted store: {r}");
+    let (status, trail) = s.admin(reqwest::Method::GET, "/v1/audit", ALICE, None).await;
+    assert!(status == 200 && trail.to_string().contains("99999"), "the audit trail is back: {trail}");
+    s.stop();
+
+    // The backup into fresh memory stores: with the key, restored; with a wrong key or no
+    // key, refused naming the key id.
+    let restore = |s: &Serve| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/admin/restore", s.url))
+            .bearer_auth(ALICE)
+            .header("content-type", "application/x-ndjson")
+            .body(backup.clone())
+            .send()
+    };
+    let fresh = start_encrypted("memory", &good);
+    let r = restore(&fresh).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["restored"].as_u64().unwrap() > 3);
+    fresh.stop();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let plain = Serve::start(
+        &["--listen", &listen, "--store", "memory", "--node-id", "t1"],
+        &[("ATRION_ADMIN_TOKENS", &format!("alice:{ALICE}"))],
+    );
+    for s in [start_encrypted("memory", &wrong), plain] {
+        let r = restore(&s).await.unwrap();
+        assert_eq!(r.status(), 422);
+        let problem: Value = r.json().await.unwrap();
+        assert!(problem["type"].as_str().unwrap().ends_with("/backup-key"), "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("`k1`"), "{problem}");
+        s.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_sidecar_on_redis_names_no_route_and_starts_only_with_its_key() {
+    if !common::installed_or_skip("redis-server", "redis-server") {
+        return;
+    }
+    let redis = atrion_redis::testing::RedisServer::start().expect("redis-server starts");
+    let url = redis.url();
+    encrypted_sidecar_on(&url, || redis_bytes(&url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_sidecar_on_postgres_names_no_route_and_starts_only_with_its_key() {
+    let Some(pg) = atrion_postgres::testing::PgServer::start() else {
+        assert!(std::env::var("ATRION_SKIP_SERVICES").is_ok_and(|v| v == "1"), "PostgreSQL is not installed");
+        return;
+    };
+    let url = pg.url();
+    encrypted_sidecar_on(&url, || postgres_bytes(&url)).await;
+}
