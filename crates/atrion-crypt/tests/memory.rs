@@ -241,3 +241,31 @@ async fn a_sealed_backup_of_many_chunks_refuses_a_chunk_dropped_or_moved() {
     let e = BackupLine::decode_backup(&mixed, seal.as_deref()).unwrap_err();
     assert!(matches!(e, BackupError::Malformed { line: 2, .. }), "{e}");
 }
+
+/// Retiring the first key (the one that names keys): add the new key last, back up (sealed
+/// with the newest, the new key), restore into a new store whose key file holds the new key
+/// only. The new store names and seals with it, and a file of the old key opens nothing there.
+#[tokio::test]
+async fn the_first_key_retires_by_a_sealed_backup_and_a_restore() {
+    use atrion_state::ServiceError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.jsonl");
+    let inner: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    traffic(&wrap(inner.clone(), &format!("k1:{K1}")).await).await;
+    let rotating = service(inner.clone(), Some(&format!("k1:{K1}\nk2:{K2}"))).await;
+    let before = snapshot(&rotating).await;
+    rotating.backup(&path).await.unwrap();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("\"key_id\":\"k2\""), "sealed with the newest");
+    let fresh_inner: Arc<dyn StateStore> = Arc::new(InMemoryStore::new());
+    let fresh = service(fresh_inner.clone(), Some(&format!("k2:{K2}"))).await;
+    fresh.restore(&path).await.unwrap();
+    assert_eq!(snapshot(&fresh).await, before, "the state, under names made by k2");
+    // The stored names are made by k2 now: none is the old store's.
+    let old_names = inner.list_keys("atrion/route/").await.unwrap();
+    let new_names = fresh_inner.list_keys("atrion/route/").await.unwrap();
+    assert!(!new_names.is_empty() && new_names.iter().all(|n| !old_names.contains(n)), "{new_names:?}");
+    let e = EncryptedStore::open(fresh_inner, ring(&format!("k1:{K1}")), CryptOptions::default()).await.unwrap_err();
+    assert!(matches!(e, CryptError::MissingKey { ref id, .. } if id == "k2"), "{e}");
+    let e = service(Arc::new(InMemoryStore::new()), Some(&format!("k1:{K1}"))).await.restore(&path).await.unwrap_err();
+    assert!(matches!(e, ServiceError::Backup { .. }) && e.to_string().contains("`k2`"), "{e}");
+}
