@@ -14,7 +14,9 @@
 //! base64 (`openssl rand -base64 32`). **Newest last**: the last key seals every new write;
 //! every key of the file opens what it sealed (rotation). The **first** key also names the
 //! keys (keyed hashes of key names, [`crate::EncryptedStore`]): keep it in the file as long
-//! as the store holds data written with it (see the crate's notes on rotation).
+//! as the store holds data written with it (see the crate's notes on rotation). To retire
+//! it, add the new key last, take a backup (sealed with the newest key), and restore it
+//! into a new store whose key file holds the new key only.
 //!
 //! The environment variable (by convention `ATRION_ENCRYPTION_KEYS`) holds the same lines,
 //! separated by newlines or `;`. Keys are never given as a flag's value (they would show in
