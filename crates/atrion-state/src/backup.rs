@@ -280,7 +280,7 @@ impl BackupLine {
     /// plain one reads with or without it. Nothing is written by reading.
     pub fn decode_backup(text: &str, seal: Option<&dyn BackupSeal>) -> Result<Vec<(u64, BackupLine)>, BackupError> {
         let mut lines = text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).peekable();
-        let sealed_first = lines.peek().is_some_and(|(_, line)| line.trim_start().starts_with("{\"key_id\""));
+        let sealed_first = lines.peek().is_some_and(|(_, line)| serde_json::from_str::<SealedLine>(line).is_ok());
         if !sealed_first {
             return BackupLine::decode_numbered(text).map_err(|(line, reason)| BackupError::Malformed { line, reason });
         }
@@ -606,6 +606,58 @@ mod tests {
         lines.pop();
         assert_eq!(BackupLine::write_all(&store, lines).await.unwrap(), BACKUP_CHUNK as u64 * 3 + 1);
         assert_eq!(store.list_keys("ns/").await.unwrap().len(), BACKUP_CHUNK * 3 + 1);
+    }
+
+    /// A stand-in seal: its key id, the context and the body, reversed (enough to check the format's
+    /// framing; the real seal is `atrion-crypt`'s, tested there).
+    #[derive(Debug)]
+    struct Reversed(&'static str);
+
+    impl BackupSeal for Reversed {
+        fn key_id(&self) -> &str {
+            self.0
+        }
+        fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8> {
+            let mut out = format!("{}|{context}|", self.0).into_bytes();
+            out.extend(plain.iter().rev());
+            out
+        }
+        fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+            let body = sealed
+                .strip_prefix(format!("{}|{context}|", self.0).as_bytes())
+                .ok_or_else(|| SealError::WrongKey { id: self.0.to_owned() })?;
+            Ok(body.iter().rev().copied().collect())
+        }
+    }
+
+    #[test]
+    fn a_sealed_backup_reads_back_only_with_a_seal_and_whole() {
+        let seal: Arc<dyn BackupSeal> = Arc::new(Reversed("k1"));
+        let mut w = BackupWriter::new(Some(seal.clone()));
+        assert!(w.sealed());
+        let mut text = w.chunk(&[l2(), l2()]);
+        assert_eq!(w.chunk(&[]), "", "no line, no chunk");
+        text.push_str(&w.chunk(&[l2()]));
+        text.push_str(&w.finish());
+        assert_eq!(text.lines().count(), 3);
+        assert!(!text.contains("ns/k"), "{text}");
+        let read = BackupLine::decode_backup(&text, Some(seal.as_ref())).unwrap();
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1, 1, 2]);
+        // Indented, with blank lines: still sealed.
+        let spaced = text.lines().map(|l| format!("  {l}\n\n")).collect::<String>();
+        assert_eq!(BackupLine::decode_backup(&spaced, Some(seal.as_ref())).unwrap().len(), 3);
+        let e = BackupLine::decode_backup(&text, None).unwrap_err();
+        assert_eq!((e.line(), e.key_id()), (Some(1), Some("k1")), "{e}");
+        let e = BackupLine::decode_backup(&text, Some(&Reversed("k2"))).unwrap_err();
+        assert!(matches!(e, BackupError::Key { line: 1, .. }), "{e}");
+        let two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        assert!(matches!(BackupLine::decode_backup(&two, Some(seal.as_ref())), Err(BackupError::Incomplete(_))));
+        let after = format!("{text}{}\n", l2().encode());
+        let e = BackupLine::decode_backup(&after, Some(seal.as_ref())).unwrap_err();
+        assert!(matches!(e, BackupError::Malformed { line: 4, .. }), "{e}");
+        // A plain backup reads with or without a seal.
+        let plain = format!("{}\n", l2().encode());
+        assert_eq!(BackupLine::decode_backup(&plain, Some(seal.as_ref())).unwrap(), vec![(1, l2())]);
     }
 
     fn l2() -> BackupLine {
