@@ -44,6 +44,10 @@ pub fn bench_pulse(
         let mut cfg = sync(&format!("bench-pulse-{name}"), "pusher", Duration::from_secs(3_600));
         cfg.deadband = 0.0; // every change pushed: the pulse's full cost
         cfg.max_interval = cfg.pulse;
+        // The pulse's cost is measured, whatever it is: a pulse slower than the default
+        // store timeout (1 s; sealed pulses over a loaded machine's PostgreSQL are) would
+        // give up and push nothing.
+        cfg.store_timeout = Duration::from_secs(120);
         StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap()
     });
     // Let the pulse task's first, immediate tick pass before measuring.
