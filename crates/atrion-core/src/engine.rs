@@ -54,6 +54,7 @@ use crate::vector::{DecodeError, PhysicsVector};
 mod decide;
 mod handle;
 mod hold;
+mod last;
 mod lease;
 mod pending;
 mod policy;
@@ -264,6 +265,19 @@ pub struct Engine<O = SilentObserver> {
     hold_hook: Mutex<Option<HoldHook>>,
     /// Task leases (`engine/lease.rs`): off the decision path of plain requests.
     leases: lease::Leases,
+    /// This engine's number in the threads' last-route caches (`engine/last.rs`): never 0,
+    /// never reused in the process.
+    id: u64,
+    /// Routes removed from the table so far, counted after each removal: a thread's cached
+    /// route is used only while this has not moved since it was looked up.
+    /// **Invariant:** every removal from `routes` is followed by [`Engine::removed`].
+    removals: AtomicU64,
+}
+
+impl<O> Drop for Engine<O> {
+    fn drop(&mut self) {
+        last::forget(self.id);
+    }
 }
 
 impl<O> std::fmt::Debug for Engine<O> {
@@ -307,6 +321,8 @@ impl<O: PhysicsObserver> Engine<O> {
             evicted: AtomicU64::new(0),
             hold_hook: Mutex::new(None),
             leases: lease::Leases::default(),
+            id: last::engine_id(),
+            removals: AtomicU64::new(0),
         })
     }
 
@@ -348,7 +364,7 @@ impl<O: PhysicsObserver> Engine<O> {
         priority: Priority,
         may_create: impl FnOnce() -> bool,
     ) -> Option<Decision> {
-        if let Some(d) = self.find(route, |r| self.decide_route(r, now, priority)) {
+        if let Some(d) = self.find_by_name(route, |r| self.decide_route(r, now, priority)) {
             return Some(d);
         }
         match self.route_or_create(route, now, may_create) {
@@ -379,7 +395,7 @@ impl<O: PhysicsObserver> Engine<O> {
         now: Timestamp,
         may_create: impl FnOnce() -> bool,
     ) -> Option<RouteStatus> {
-        if let Some(st) = self.find(route, |r| self.report_route(r, telemetry, now)) {
+        if let Some(st) = self.find_by_name(route, |r| self.report_route(r, telemetry, now)) {
             return Some(st);
         }
         match self.route_or_create(route, now, may_create) {
@@ -613,7 +629,7 @@ impl<O: PhysicsObserver> Engine<O> {
             s.scar = v.scar.min(c.scar_max);
             // A snapshot comes from elsewhere: every value is brought into the range the physics
             // keeps, so that no later update can overflow from it.
-            s.k.momentum = v.momentum.min(c.momentum_max);
+            s.k.set_momentum(v.momentum.min(c.momentum_max));
             match &mut s.k.memory {
                 crate::physics::Memory::Reference { prev, .. } => *prev = [v.pressure, v.pressure],
                 crate::physics::Memory::Default(m) => {
@@ -624,7 +640,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 }
             }
             s.break_point = v.break_point.clamp(c.r_base, c.r_max);
-            s.k.recovery = v.recovery.clamp(c.r_base, c.r_max);
+            s.k.set_recovery(v.recovery.clamp(c.r_base, c.r_max));
             s.k.set_tuner(Tuner {
                 samples: v.tuner_samples,
                 weight: v.tuner_weight.min(f64::from(u32::MAX)),
@@ -689,10 +705,10 @@ fn vector(model: Model, s: &RouteState) -> PhysicsVector {
         mode: k.mode,
         resistance: s.resistance,
         scar: s.scar,
-        momentum: k.momentum,
+        momentum: k.momentum(),
         pressure: k.pressure(),
         break_point: s.break_point,
-        recovery: k.recovery,
+        recovery: k.recovery(),
         tuner_samples: tuner.samples,
         tuner_weight: tuner.weight,
         tuner_mean: tuner.mean,
@@ -751,12 +767,13 @@ mod tests {
     #[test]
     fn per_route_memory_is_bounded() {
         let size = std::mem::size_of::<View>;
+        // The route's one-byte lock is in the view's spare bytes.
         assert!(size() <= 104, "View: {}", size());
         // What the physics keeps beside what the view publishes.
-        assert!(std::mem::size_of::<Kept>() <= 176, "Kept: {}", std::mem::size_of::<Kept>());
+        assert!(std::mem::size_of::<Kept>() <= 168, "Kept: {}", std::mem::size_of::<Kept>());
         // With its published view and lock, the whole cell (its id follows it in the same
         // allocation; `tests/alloc.rs` counts the whole).
         // The pending sums of coalesced steps are 32 bytes of it (docs/DESIGN.md §7.2).
-        assert!(std::mem::size_of::<RouteCell>() <= 328, "RouteCell: {}", std::mem::size_of::<RouteCell>());
+        assert!(std::mem::size_of::<RouteCell>() <= 312, "RouteCell: {}", std::mem::size_of::<RouteCell>());
     }
 }

@@ -219,7 +219,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 cell.view.window_start.store(now.as_nanos(), Relaxed);
                 cell.view.probes.store(0, Relaxed);
             }
-            (change, (s.k.mode, s.resistance, s.scar, s.k.momentum))
+            (change, (s.k.mode, s.resistance, s.scar, s.k.momentum()))
         });
         let (mode, resistance, scar, momentum) = update;
         self.observer.on_event(&Event::Update { route: route.name(), at: now, mode, resistance, scar, momentum });

@@ -2,6 +2,8 @@
 //! the route's own short mutex (`RouteCell`), the cell and its id in one allocation
 //! (`Route`, the table's key), and the physics every route points into (`PhysicsSet`).
 
+use parking_lot::lock_api::RawMutex;
+
 use super::*;
 
 /// What a decision reads: published by `report`, read without a lock. The fields every
@@ -48,7 +50,56 @@ pub(super) struct View {
     pub(super) probes: AtomicU32,
     /// Samples wait in the route's [`Pending`] sums for the next physics step.
     pub(super) pending: AtomicBool,
+    /// The lock of the route's kept state ([`RouteCell::lock`]): one byte, in the room the
+    /// fields around it leave (`std`'s mutex took eight more bytes a route).
+    pub(super) lock: KeptLock,
     pub(super) keepalive_at: AtomicU64,
+}
+
+/// A one-byte lock (`parking_lot`'s: a contended thread spins briefly, then sleeps).
+pub(super) struct KeptLock(parking_lot::RawMutex);
+
+impl Default for KeptLock {
+    fn default() -> Self {
+        KeptLock(<parking_lot::RawMutex as RawMutex>::INIT)
+    }
+}
+
+impl std::fmt::Debug for KeptLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeptLock").field(&self.0.is_locked()).finish()
+    }
+}
+
+/// The route's kept state, locked: unlocks when dropped.
+pub(super) struct KeptGuard<'a>(&'a RouteCell);
+
+impl std::ops::Deref for KeptGuard<'_> {
+    type Target = Kept;
+
+    #[inline]
+    fn deref(&self) -> &Kept {
+        // SAFETY: the guard exists only while its cell's lock is held (made by
+        // `RouteCell::lock` or `try_lock` after taking it), so no other reference to the
+        // kept state exists meanwhile.
+        unsafe { &*self.0.state.get() }
+    }
+}
+
+impl std::ops::DerefMut for KeptGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Kept {
+        // SAFETY: as in `deref`; `&mut self` makes this the only use of the guard.
+        unsafe { &mut *self.0.state.get() }
+    }
+}
+
+impl Drop for KeptGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the lock (taken when it was made, released only here).
+        unsafe { self.0.view.lock.0.unlock() }
+    }
 }
 
 /// `now` in whole seconds, as [`View::last_seen`] keeps it (wrapping after 2^32 s).
@@ -97,8 +148,9 @@ pub(super) struct RouteCell {
     /// engine's [`PhysicsSet`], which keeps every physics it hands out for as long as the
     /// engine lives; a cell is only used through its engine.
     pub(super) phys: AtomicPtr<Physics>,
-    /// The rest of the route's state: what the view publishes is stored only there.
-    pub(super) state: Mutex<Kept>,
+    /// The rest of the route's state: what the view publishes is stored only there. Read
+    /// and written only under the view's `lock` ([`RouteCell::lock`]).
+    state: std::cell::UnsafeCell<Kept>,
     /// What reports added since the last physics step (default model, operational).
     pub(super) pending: Pending,
 }
@@ -110,7 +162,7 @@ impl RouteCell {
         let cell = RouteCell {
             view: View::default(),
             phys: AtomicPtr::new(Arc::as_ptr(phys).cast_mut()),
-            state: Mutex::new(kept.clone()),
+            state: std::cell::UnsafeCell::new(kept.clone()),
             pending: Pending::default(),
         };
         cell.publish(&kept, &Published::new(phys), phys);
@@ -128,10 +180,12 @@ impl RouteCell {
         unsafe { &*self.phys.load(Acquire) }
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        // The critical section is arithmetic that cannot panic; a poisoned lock still
-        // holds a consistent state, so it is used as is.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The route's kept state, locked (waiting for the lock if another thread holds it).
+    /// A panic under the lock leaves the state as it was written so far, and unlocks.
+    #[inline]
+    pub(super) fn lock(&self) -> KeptGuard<'_> {
+        self.view.lock.0.lock();
+        KeptGuard(self)
     }
 
     /// The published part of the state, as the view holds it (under the route's lock, the
@@ -151,12 +205,8 @@ impl RouteCell {
     /// The route's lock if no one holds it (a due step is run by one caller; the others
     /// carry on).
     #[inline]
-    pub(super) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Kept>> {
-        match self.state.try_lock() {
-            Ok(kept) => Some(kept),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
+    pub(super) fn try_lock(&self) -> Option<KeptGuard<'_>> {
+        self.view.lock.0.try_lock().then(|| KeptGuard(self))
     }
 
     /// Whether a physics step is due at `now`: samples wait, and `step` has passed since
@@ -273,6 +323,10 @@ impl RouteCell {
     }
 }
 
+// SAFETY: the one field that is not `Sync`, the kept state in its `UnsafeCell`, is reached
+// only through a `KeptGuard`, which holds the cell's lock: one thread at a time.
+unsafe impl Sync for RouteCell {}
+
 /// A route: its cell and its id, in one allocation (`triomphe`'s header-and-slice `Arc`,
 /// whose count has no weak half). It is the route table's key, hashed and compared by id,
 /// so that the id is stored once.
@@ -292,6 +346,12 @@ impl Route {
     #[inline]
     pub(super) fn cell(&self) -> &RouteCell {
         &self.0.header
+    }
+
+    /// Whether both are the same route (one allocation), not merely of the same id.
+    #[inline]
+    pub(super) fn same_as(&self, other: &Route) -> bool {
+        triomphe::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

@@ -31,7 +31,7 @@ impl<O: PhysicsObserver> Engine<O> {
                 let mode = Mode::from_u8(cell.view.mode.load(Acquire));
                 let contribution = cell.inspect(|s| LocalContribution {
                     scar: s.scar,
-                    momentum: s.k.momentum,
+                    momentum: s.k.momentum(),
                     at: s.last,
                     scar_decay,
                     mode,

@@ -88,6 +88,9 @@ impl<O: PhysicsObserver> Engine<O> {
             }
             keep
         });
+        if !evicted.is_empty() {
+            self.removed();
+        }
         self.tracked.fetch_sub(evicted.len(), Relaxed);
         self.told_evicted(evicted, now);
     }
@@ -111,6 +114,7 @@ impl<O: PhysicsObserver> Engine<O> {
         drop(guard);
         let Some(victim) = victim else { return false };
         if self.routes.remove_sync(victim.name()) {
+            self.removed();
             self.tracked.fetch_sub(1, Relaxed);
             self.told_evicted(vec![victim], now);
         }

@@ -129,7 +129,8 @@ impl RouteState<'_> {
         // momentum nothing to measure. The gap between a fast and a slow mean, divided by
         // the gap between their time constants, estimates the slope in baselines per second.
         let gap = norm(excess_of(rel)) - norm(phys.excess_default(m.slow.mean(), b_judged));
-        self.k.momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
+        let momentum = (gap / (phys.tau_slow - phys.tau_fast)).clamp(0.0, c.momentum_max);
+        m.momentum = momentum as f32;
 
         // Latency becomes trauma only when the throttle cannot answer it (it is at its
         // maximum, or not acting); errors above their tolerance and saturation always can.
@@ -143,14 +144,14 @@ impl RouteState<'_> {
         // `1 + momentum_scar` times faster while pressure is still rising: tanh saturates pressure within
         // a fraction of a second of a fast ramp, so momentum must leave a mark in the scar,
         // which outlasts the ramp, to make a fast ramp trip earlier than a slow one.
-        let rate = c.scar_rate * (1.0 + c.momentum_scar * self.k.momentum / c.momentum_max);
+        let rate = c.scar_rate * (1.0 + c.momentum_scar * momentum / c.momentum_max);
         // Trapezoid rule: an interval that ends over-pressured but began healthy counts half,
         // so a slow sample rate does not charge the whole gap to the first bad sample.
         let share = (f64::from(u8::from(is_over)) + f64::from(u8::from(self.k.was_over))) / 2.0;
         self.k.was_over = is_over;
         let trauma = share * rate / c.scar_decay * (1.0 - heal);
         self.scar = (self.scar * heal + trauma).clamp(0.0, c.scar_max);
-        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
         m.pressure = p.map(|x| x as f32);
 
@@ -181,7 +182,9 @@ impl RouteState<'_> {
         if self.k.mode == Mode::Operational && healthy && self.resistance < self.break_point {
             let mut tuner = self.k.tuner();
             tuner.observe_robust(self.resistance, w.n, dt_s, phys);
-            (self.break_point, self.k.recovery) = tuner.points(phys, c.tuner.min_sd);
+            let recovery;
+            (self.break_point, recovery) = tuner.points(phys, c.tuner.min_sd);
+            self.k.set_recovery(recovery);
             self.k.set_tuner(tuner);
         }
 
@@ -240,7 +243,7 @@ impl RouteState<'_> {
         let healed = self.scar * h.probe_heal;
         self.scar -= healed;
         self.resistance = (self.resistance - healed).max(phys.cfg.r_base);
-        if u32::from(self.k.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.k.recovery {
+        if u32::from(self.k.probe_ok) >= h.close_after && self.effective(phys, cluster) < self.k.recovery() {
             let (trips, at) = self.k.trips();
             self.k.set_trips(trips * 0.5, at);
             return self.set_mode(Mode::Operational);

@@ -145,6 +145,12 @@ pub(crate) struct Learned {
     /// Only reported (snapshots): no update reads it back, so `f32` loses nothing a
     /// decision uses.
     pub pressure: [f32; 3],
+    /// Momentum as the last step left it: each step computes it afresh (in `f64`, and uses
+    /// that) before reading it, so this copy is only reported (events, snapshots, the
+    /// cluster's contribution) and `f32` loses nothing an update uses.
+    pub momentum: f32,
+    /// The recovery point (ohms) the tuner last gave: a half-open route closes under it.
+    pub recovery: f32,
 }
 
 impl Learned {

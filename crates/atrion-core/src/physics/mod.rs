@@ -120,7 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_routes_kept_state_fits_in_200_bytes() {
-        assert!(std::mem::size_of::<Kept>() <= 200, "{}", std::mem::size_of::<Kept>());
+    fn a_routes_kept_state_fits_in_168_bytes() {
+        assert!(std::mem::size_of::<Kept>() <= 168, "{}", std::mem::size_of::<Kept>());
     }
 }

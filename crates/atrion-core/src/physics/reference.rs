@@ -52,29 +52,34 @@ impl RouteState<'_> {
             Memory::Default(_) => [0.0; 3],
         };
         let delta = [p[0] - two_back[0], p[1] - two_back[1], p[2] - two_back[2]];
-        self.k.momentum = if in_bootstrap || dt_ms <= 0.0 { 0.0 } else { norm(delta) / dt_ms };
+        let momentum = if in_bootstrap || dt_ms <= 0.0 { 0.0 } else { norm(delta) / dt_ms };
+        self.k.set_momentum(momentum);
         let trauma = if positive_norm(p) > c.critical_pressure { c.scar_rate } else { 0.0 };
         self.scar = (heal(self.scar, c.scar_decay, dt_s) + trauma).min(c.scar_max);
-        let r = c.r_base + phys.weighted(p) + c.momentum_weight * self.k.momentum + self.scar;
+        let r = c.r_base + phys.weighted(p) + c.momentum_weight * momentum + self.scar;
         self.resistance = r.clamp(c.r_base, c.r_max);
         self.push_prev(p);
         if in_bootstrap {
             let tuner = shared.map_or(self.k.tuner(), |t| *t);
-            (self.break_point, self.k.recovery) = tuner.reference_points(phys);
+            let recovery;
+            (self.break_point, recovery) = tuner.reference_points(phys);
+            self.k.set_recovery(recovery);
             return self.set_mode(Mode::Operational);
         }
 
         let mut own = self.k.tuner();
         let tuner = shared.unwrap_or(&mut own);
         tuner.learn(self.resistance, phys.ref_alpha);
-        (self.break_point, self.k.recovery) = tuner.reference_points(phys);
+        let recovery;
+        (self.break_point, recovery) = tuner.reference_points(phys);
+        self.k.set_recovery(recovery);
         self.k.set_tuner(*tuner);
 
         match self.k.mode {
             Mode::Operational if self.effective(phys, cluster) >= self.break_point => self.set_mode(Mode::Open),
             Mode::Open
                 if (self.scar < c.scar_rate && norm(p) < c.critical_pressure)
-                    || self.effective(phys, cluster) < self.k.recovery =>
+                    || self.effective(phys, cluster) < self.k.recovery() =>
             {
                 self.set_mode(Mode::Operational)
             }

@@ -13,10 +13,12 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Memory {
     /// Reference: pressure one and two updates back (the pressure reported is the first),
-    /// the shared tuner as this route's last update left it, in `f64` (bit for bit), and
-    /// the trips a snapshot or a warm start brought (the reference model never counts any).
-    Reference { prev: [[f64; 3]; 2], tuner: Tuner, trips: f64, trips_at: Timestamp },
-    /// Default: smoothing, the learned normal, the throttle, its tuner and trips.
+    /// the shared tuner as this route's last update left it, in `f64` (bit for bit), the
+    /// trips a snapshot or a warm start brought (the reference model never counts any), and
+    /// momentum and the recovery point in `f64` (its golden traces are bit for bit).
+    Reference { prev: [[f64; 3]; 2], tuner: Tuner, trips: f64, trips_at: Timestamp, momentum: f64, recovery: f64 },
+    /// Default: smoothing, the learned normal, the throttle, its tuner and trips, momentum
+    /// and the recovery point (`f32`: see [`Learned::momentum`]).
     Default(Learned),
 }
 
@@ -66,9 +68,8 @@ pub(crate) struct Kept {
     pub skews: u32,
     /// Saturates at `u32::MAX` (only the bootstrap count reads it).
     pub updates: u32,
-    pub momentum: f64,
-    pub recovery: f64,
-    /// The model's own memory, with the tuner, the trips and the pressure reported.
+    /// The model's own memory, with the tuner, the trips, the pressure reported, momentum
+    /// and the recovery point ([`Kept::momentum`], [`Kept::recovery`]).
     pub memory: Memory,
 }
 
@@ -82,17 +83,49 @@ impl Kept {
             was_over: false,
             skews: 0,
             updates: 0,
-            momentum: 0.0,
-            recovery: phys.static_points().1,
             memory: match phys.cfg.model {
                 Model::Reference => Memory::Reference {
                     prev: [[0.0; 3]; 2],
                     tuner: Tuner::default(),
                     trips: 0.0,
                     trips_at: Timestamp::ZERO,
+                    momentum: 0.0,
+                    recovery: phys.static_points().1,
                 },
-                Model::Default => Memory::Default(Learned::default()),
+                Model::Default => {
+                    Memory::Default(Learned { recovery: phys.static_points().1 as f32, ..Learned::default() })
+                }
             },
+        }
+    }
+
+    /// Momentum as the last update left it (the default model's in `f32`'s precision).
+    pub fn momentum(&self) -> f64 {
+        match &self.memory {
+            Memory::Reference { momentum, .. } => *momentum,
+            Memory::Default(m) => f64::from(m.momentum),
+        }
+    }
+
+    pub fn set_momentum(&mut self, x: f64) {
+        match &mut self.memory {
+            Memory::Reference { momentum, .. } => *momentum = x,
+            Memory::Default(m) => m.momentum = x as f32,
+        }
+    }
+
+    /// The recovery point (ohms; the default model's in `f32`'s precision).
+    pub fn recovery(&self) -> f64 {
+        match &self.memory {
+            Memory::Reference { recovery, .. } => *recovery,
+            Memory::Default(m) => f64::from(m.recovery),
+        }
+    }
+
+    pub fn set_recovery(&mut self, x: f64) {
+        match &mut self.memory {
+            Memory::Reference { recovery, .. } => *recovery = x,
+            Memory::Default(m) => m.recovery = x as f32,
         }
     }
 

@@ -3,6 +3,7 @@
 mod default_model;
 mod engine;
 mod hostile;
+mod last_route;
 mod leases;
 mod persist;
 mod properties;
