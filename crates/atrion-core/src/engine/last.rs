@@ -1,5 +1,5 @@
-//! The route a thread last decided or reported on by name: a per-thread cache in front of
-//! the route table, so that a thread deciding on the same route again and again pays
+//! The two routes a thread last decided or reported on by name: a per-thread cache in front
+//! of the route table, so that a thread deciding on the same routes again and again pays
 //! neither the name's hash nor the table's epoch-guarded lookup (about 200 instructions of
 //! a decision's 370; docs/BENCHMARKS.md, issue 29).
 //!
@@ -15,12 +15,12 @@
 //!
 //! The entry holds a strong reference to the route (its count, one atomic add when the entry
 //! is made), so what it points to cannot be freed while it is used: no epoch guard is held
-//! across calls. A route whose engine is gone may stay in a thread's entry until that thread
-//! decides by name again (its memory only: nothing reads it, and the engine clears the
-//! dropping thread's entry).
+//! across calls. A route evicted, or whose engine is gone, may stay in a thread's entries
+//! until that thread uses two other routes by name (its memory only: nothing reads it, and an
+//! engine dropped clears the dropping thread's entries).
 //!
-//! The entry is borrowed while a decision runs on it: an observer that decides by name from
-//! inside a decision still reads it, and a miss made then is simply not remembered. Nothing
+//! The entries are borrowed while a decision runs on one: an observer that decides by name
+//! from inside a decision still reads them, and a miss made then is simply not remembered. Nothing
 //! here allocates (the thread's destructor is registered with the C library on the first
 //! use) or panics.
 
@@ -28,15 +28,20 @@ use std::cell::RefCell;
 
 use super::*;
 
-/// A thread's last route by name.
-struct Last {
+/// One route a thread used by name: its engine, the engine's removal count when it was
+/// looked up, and a strong reference to it.
+struct Entry {
     engine: u64,
     removals: u64,
     route: Route,
 }
 
+/// A thread's last two routes by name, the latest first: two, so that a thread taking turns
+/// between two routes (a request and its callee, two tenants) hits too.
+type Last = [Option<Entry>; 2];
+
 thread_local! {
-    static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
+    static LAST: RefCell<Last> = const { RefCell::new([None, None]) };
 }
 
 /// The next engine's number (never 0, never reused in a process).
@@ -48,27 +53,35 @@ pub(super) fn engine_id() -> u64 {
 }
 
 /// Whether two route ids are the same: byte for byte, always (never by pointer: a caller may
-/// refill one buffer with another id of the same length).
-#[inline]
+/// refill one buffer with another id of the same length). Ids of 8 to 16 bytes, the common
+/// case, compare as two overlapping words each, without a call.
+#[inline(always)]
 fn same(a: &str, b: &str) -> bool {
-    a.as_bytes() == b.as_bytes()
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    match (a.first_chunk::<8>(), a.last_chunk::<8>(), b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) if a.len() <= 16 => a0 == b0 && a1 == b1,
+        _ => a == b,
+    }
 }
 
 impl<O: PhysicsObserver> Engine<O> {
-    /// Runs `f` on the tracked route `name`: the thread's last route by name when it is still
-    /// valid (see the module's doc), else looked up in the table and remembered.
+    /// Runs `f` on the tracked route `name`: one of the thread's last routes by name when it
+    /// is still valid (see the module's doc), else looked up in the table and remembered.
     #[inline]
     pub(super) fn find_by_name<R>(&self, name: &str, f: impl Fn(&Route) -> R) -> Option<R> {
         let hit = LAST.try_with(|last| {
             let last = last.try_borrow().ok()?;
-            let last = last.as_ref()?;
             // Acquire: pairs with the count's release after a removal, so that a thread that
             // saw a route removed (by any means ordered before this call) sees the count move.
-            if last.engine != self.id || last.removals != self.removals.load(Acquire) || !same(last.route.name(), name)
-            {
-                return None;
-            }
-            Some(f(&last.route))
+            let removals = self.removals.load(Acquire);
+            let entry = last
+                .iter()
+                .flatten()
+                .find(|e| e.engine == self.id && e.removals == removals && same(e.route.name(), name))?;
+            Some(f(&entry.route))
         });
         if let Ok(Some(out)) = hit {
             return Some(out);
@@ -95,29 +108,38 @@ impl<O: PhysicsObserver> Engine<O> {
     }
 }
 
-/// Forgets this thread's entry if it is of engine `engine` (which is going).
+/// Forgets this thread's entries of engine `engine` (which is going).
 pub(super) fn forget(engine: u64) {
     let _ = LAST.try_with(|last| {
-        if let Ok(mut last) = last.try_borrow_mut()
-            && last.as_ref().is_some_and(|l| l.engine == engine)
-        {
-            *last = None;
+        if let Ok(mut last) = last.try_borrow_mut() {
+            for e in last.iter_mut() {
+                if e.as_ref().is_some_and(|e| e.engine == engine) {
+                    *e = None;
+                }
+            }
         }
     });
 }
 
-/// Makes `route` this thread's last route by name (unless the entry is borrowed: a lookup
-/// made from inside a decision on it).
+/// Makes `route` this thread's latest route by name (unless the entries are borrowed: a
+/// lookup made from inside a decision on one of them). The same route again (stale only by
+/// the count) takes no new reference.
 #[inline]
 fn remember(engine: u64, removals: u64, route: &Route) {
     let _ = LAST.try_with(|last| {
-        if let Ok(mut last) = last.try_borrow_mut() {
-            match last.as_mut() {
-                // The same route again (the entry was stale only by the count): no new
-                // reference is taken.
-                Some(l) if l.engine == engine && l.route.same_as(route) => l.removals = removals,
-                _ => *last = Some(Last { engine, removals, route: route.clone() }),
-            }
+        let Ok(mut last) = last.try_borrow_mut() else { return };
+        let [latest, before] = &mut *last;
+        let is = |e: &Option<Entry>| e.as_ref().is_some_and(|e| e.engine == engine && e.route.same_as(route));
+        if is(latest) {
+        } else if is(before) {
+            std::mem::swap(latest, before);
+        } else {
+            *before = latest.take();
+            *latest = Some(Entry { engine, removals, route: route.clone() });
+            return;
+        }
+        if let Some(e) = latest {
+            e.removals = removals;
         }
     });
 }
@@ -133,6 +155,16 @@ mod tests {
         assert!(!same("GET /a", "GET /b"));
         assert!(!same("GET /a", "GET /ab"));
         assert!(same("", ""));
+        // Every length around the word-sized comparison, differing in each byte.
+        for n in 1..40 {
+            let a = "x".repeat(n);
+            assert!(same(&a, &a.clone()));
+            for i in 0..n {
+                let mut b = a.clone().into_bytes();
+                b[i] = b'y';
+                assert!(!same(&a, std::str::from_utf8(&b).unwrap()), "{n} {i}");
+            }
+        }
     }
 
     #[test]
