@@ -53,6 +53,10 @@ pub(super) struct View {
     /// The lock of the route's kept state ([`RouteCell::lock`]): one byte, in the room the
     /// fields around it leave (`std`'s mutex took eight more bytes a route).
     pub(super) lock: KeptLock,
+    /// The length of the route's id in bytes (ids are at most [`crate::limits::MAX_ROUTE_ID`]
+    /// bytes), which follows the cell in its allocation: so the table holds a thin pointer
+    /// ([`Route`]). Set once, before the route is shared.
+    id_len: u16,
     pub(super) keepalive_at: AtomicU64,
 }
 
@@ -130,10 +134,12 @@ pub(super) fn secs_since(now: Timestamp, then_ns: u64) -> f64 {
     now.as_nanos().saturating_sub(then_ns) as f64 * 1e-9
 }
 
+#[inline]
 pub(super) fn load_f(a: &AtomicU64) -> f64 {
     f64::from_bits(a.load(Relaxed))
 }
 
+#[inline]
 pub(super) fn store_f(a: &AtomicU64, v: f64) {
     a.store(v.to_bits(), Relaxed);
 }
@@ -156,11 +162,12 @@ pub(super) struct RouteCell {
 }
 
 impl RouteCell {
-    /// A new route's cell, published; `last_seen` in nanoseconds (kept in whole seconds).
-    pub(super) fn new(phys: &Arc<Physics>, last_seen: u64) -> Self {
+    /// A new route's cell, published; `last_seen` in nanoseconds (kept in whole seconds);
+    /// `id_len`: the length of the id that follows it.
+    fn new(phys: &Arc<Physics>, last_seen: u64, id_len: u16) -> Self {
         let kept = Kept::new(phys);
         let cell = RouteCell {
-            view: View::default(),
+            view: View { id_len, ..View::default() },
             phys: AtomicPtr::new(Arc::as_ptr(phys).cast_mut()),
             state: std::cell::UnsafeCell::new(kept.clone()),
             pending: Pending::default(),
@@ -303,6 +310,7 @@ impl RouteCell {
         Some(load_f(&v.cluster_scar) * heal_factor_fast(phys.cfg.scar_decay * age))
     }
 
+    #[inline]
     pub(super) fn touch(&self, now: Timestamp) {
         // Written at most once a second (when the second changes), so that deciding threads
         // do not fight over it.
@@ -311,6 +319,7 @@ impl RouteCell {
         }
     }
 
+    #[inline]
     pub(super) fn status(&self) -> RouteStatus {
         let v = &self.view;
         RouteStatus {
@@ -327,31 +336,93 @@ impl RouteCell {
 // only through a `KeptGuard`, which holds the cell's lock: one thread at a time.
 unsafe impl Sync for RouteCell {}
 
+/// What a route's allocation holds after its count: the cell, then the id.
+type Inner = triomphe::HeaderSlice<RouteCell, str>;
+
+/// The longest id a route keeps: the id's length is kept in 16 bits.
+const MAX_ID: usize = u16::MAX as usize;
+const _: () = assert!(crate::limits::MAX_ROUTE_ID <= MAX_ID);
+
 /// A route: its cell and its id, in one allocation (`triomphe`'s header-and-slice `Arc`,
 /// whose count has no weak half). It is the route table's key, hashed and compared by id,
 /// so that the id is stored once.
-#[derive(Clone)]
-pub(super) struct Route(triomphe::Arc<triomphe::HeaderSlice<RouteCell, str>>);
+///
+/// A thin pointer (8 bytes in the table's buckets, not 16): it points at the cell, which
+/// starts the `Arc`'s data and keeps the id's length ([`View::id_len`]); the `Arc`'s fat
+/// pointer is rebuilt from the two when needed.
+pub(super) struct Route(std::ptr::NonNull<RouteCell>);
+
+// SAFETY: a `Route` is a `triomphe::Arc<Inner>` held as a thin pointer, and that `Arc` is
+// `Send` and `Sync` because `Inner` is (`RouteCell` is `Sync`, see its impl, and `Send`).
+unsafe impl Send for Route {}
+// SAFETY: as above.
+unsafe impl Sync for Route {}
 
 impl Route {
     pub(super) fn new(name: &str, phys: &Arc<Physics>, now: Timestamp) -> Self {
-        Route(triomphe::Arc::from_header_and_str(RouteCell::new(phys, now.as_nanos()), name))
+        // Ids are checked to at most `MAX_ROUTE_ID` bytes before a route is made; were one
+        // longer, it would be cut at a character boundary, never its length misstated.
+        let mut len = name.len().min(MAX_ID);
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let (name, id_len) = (&name[..len], len as u16);
+        Route::from_arc(triomphe::Arc::from_header_and_str(RouteCell::new(phys, now.as_nanos(), id_len), name))
+    }
+
+    fn from_arc(arc: triomphe::Arc<Inner>) -> Self {
+        let data = triomphe::Arc::into_raw(arc);
+        // `HeaderSlice` is `repr(C)`: the cell is at the start of the data.
+        // SAFETY: `into_raw` gives the pointer to the data of a live `Arc`, never null.
+        Route(unsafe { std::ptr::NonNull::new_unchecked(data.cast::<RouteCell>().cast_mut()) })
+    }
+
+    /// The fat pointer `Arc::into_raw` gave: the data's address and the id's length.
+    #[inline]
+    fn raw(&self) -> *const Inner {
+        let len = usize::from(self.cell().view.id_len);
+        std::ptr::slice_from_raw_parts(self.0.as_ptr().cast_const().cast::<u8>(), len) as *const Inner
+    }
+
+    /// The `Arc` this route holds, borrowed (its count untouched).
+    #[inline]
+    fn arc(&self) -> std::mem::ManuallyDrop<triomphe::Arc<Inner>> {
+        // SAFETY: `raw` rebuilds exactly the pointer `into_raw` gave (the address it was made
+        // from and the id's length, kept in the cell when it was made), and this route holds
+        // one count of it; `ManuallyDrop` leaves that count to `Drop`.
+        std::mem::ManuallyDrop::new(unsafe { triomphe::Arc::from_raw(self.raw()) })
     }
 
     #[inline]
     pub(super) fn name(&self) -> &str {
-        &self.0.slice
+        // SAFETY: the data lives as long as `self` holds its count; see `arc`.
+        unsafe { &(*self.raw()).slice }
     }
 
     #[inline]
     pub(super) fn cell(&self) -> &RouteCell {
-        &self.0.header
+        // SAFETY: the cell starts the data (`from_arc`), alive while `self` holds its count.
+        unsafe { self.0.as_ref() }
     }
 
     /// Whether both are the same route (one allocation), not merely of the same id.
     #[inline]
     pub(super) fn same_as(&self, other: &Route) -> bool {
-        triomphe::Arc::ptr_eq(&self.0, &other.0)
+        self.0 == other.0
+    }
+}
+
+impl Clone for Route {
+    #[inline]
+    fn clone(&self) -> Self {
+        Route::from_arc(triomphe::Arc::clone(&self.arc()))
+    }
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        // SAFETY: as in `arc`; this gives back the count this route held, once.
+        drop(unsafe { triomphe::Arc::from_raw(self.raw()) });
     }
 }
 
@@ -390,5 +461,28 @@ impl PhysicsSet {
         let phys = Arc::new(phys);
         all.push(phys.clone());
         phys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PhysicsConfig;
+
+    #[test]
+    fn a_route_keeps_its_id_through_its_thin_pointer() {
+        let phys = Arc::new(Physics::new(PhysicsConfig::default()));
+        let longest = "é".repeat(crate::limits::MAX_ROUTE_ID / 2);
+        for id in ["a", "GET /checkout", "tenant-000042 GET /orders", "ünïcödé /päth", longest.as_str()] {
+            let route = Route::new(id, &phys, Timestamp::from_millis(1));
+            let copy = route.clone();
+            assert_eq!((route.name(), copy.name()), (id, id));
+            assert!(route.same_as(&copy));
+            assert!(!route.same_as(&Route::new(id, &phys, Timestamp::ZERO)), "another route of the same id");
+            drop(route);
+            assert_eq!(copy.name(), id, "a clone outlives the original");
+            assert_eq!(copy.cell().view.mode.load(Relaxed), Mode::Bootstrap as u8);
+        }
+        assert_eq!(std::mem::size_of::<Route>(), 8);
     }
 }

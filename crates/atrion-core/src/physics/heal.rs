@@ -49,6 +49,7 @@ pub(crate) fn heal_step(lambda: f64, dt_s: f64) -> f64 {
 }
 
 /// `R - S (1 - e^(-λ age))`: what resistance would be after `age` seconds of healing.
+#[inline]
 pub(crate) fn decayed_resistance(phys: &Physics, resistance: f64, scar: f64, age_s: f64) -> f64 {
     if scar <= 0.0 || age_s <= 0.0 || phys.cfg.model == Model::Reference {
         return resistance;
