@@ -24,7 +24,7 @@
 //! here allocates (the thread's destructor is registered with the C library on the first
 //! use) or panics.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use super::*;
 
@@ -36,12 +36,17 @@ struct Entry {
     route: Route,
 }
 
-/// A thread's last two routes by name, the latest first: two, so that a thread taking turns
-/// between two routes (a request and its callee, two tenants) hits too.
-type Last = [Option<Entry>; 2];
+/// A thread's last two routes by name: two, so that a thread taking turns between two
+/// routes (a request and its callee, two tenants) hits too. A miss replaces the one not used
+/// last, in place.
+struct Last {
+    entries: [Option<Entry>; 2],
+    /// The entry a miss replaces (0 or 1).
+    next: Cell<usize>,
+}
 
 thread_local! {
-    static LAST: RefCell<Last> = const { RefCell::new([None, None]) };
+    static LAST: RefCell<Last> = const { RefCell::new(Last { entries: [None, None], next: Cell::new(0) }) };
 }
 
 /// The next engine's number (never 0, never reused in a process).
@@ -77,10 +82,12 @@ impl<O: PhysicsObserver> Engine<O> {
             // Acquire: pairs with the count's release after a removal, so that a thread that
             // saw a route removed (by any means ordered before this call) sees the count move.
             let removals = self.removals.load(Acquire);
-            let entry = last
-                .iter()
-                .flatten()
-                .find(|e| e.engine == self.id && e.removals == removals && same(e.route.name(), name))?;
+            let (i, entry) = last.entries.iter().enumerate().find_map(|(i, e)| {
+                e.as_ref()
+                    .filter(|e| e.engine == self.id && e.removals == removals && same(e.route.name(), name))
+                    .map(|e| (i, e))
+            })?;
+            last.next.set(i ^ 1);
             Some(f(&entry.route))
         });
         if let Ok(Some(out)) = hit {
@@ -112,7 +119,7 @@ impl<O: PhysicsObserver> Engine<O> {
 pub(super) fn forget(engine: u64) {
     let _ = LAST.try_with(|last| {
         if let Ok(mut last) = last.try_borrow_mut() {
-            for e in last.iter_mut() {
+            for e in last.entries.iter_mut() {
                 if e.as_ref().is_some_and(|e| e.engine == engine) {
                     *e = None;
                 }
@@ -128,19 +135,23 @@ pub(super) fn forget(engine: u64) {
 fn remember(engine: u64, removals: u64, route: &Route) {
     let _ = LAST.try_with(|last| {
         let Ok(mut last) = last.try_borrow_mut() else { return };
-        let [latest, before] = &mut *last;
-        let is = |e: &Option<Entry>| e.as_ref().is_some_and(|e| e.engine == engine && e.route.same_as(route));
-        if is(latest) {
-        } else if is(before) {
-            std::mem::swap(latest, before);
-        } else {
-            *before = latest.take();
-            *latest = Some(Entry { engine, removals, route: route.clone() });
-            return;
-        }
-        if let Some(e) = latest {
-            e.removals = removals;
-        }
+        let last = &mut *last;
+        let mine =
+            last.entries.iter().position(|e| e.as_ref().is_some_and(|e| e.engine == engine && e.route.same_as(route)));
+        let i = match mine {
+            Some(i) => {
+                if let Some(Some(e)) = last.entries.get_mut(i) {
+                    e.removals = removals;
+                }
+                i
+            }
+            None => {
+                let i = last.next.get() & 1;
+                last.entries[i] = Some(Entry { engine, removals, route: route.clone() });
+                i
+            }
+        };
+        last.next.set(i ^ 1);
     });
 }
 
