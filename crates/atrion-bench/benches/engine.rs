@@ -83,6 +83,14 @@ fn single_route(c: &mut Criterion) {
         b.iter(|| black_box(e.report(black_box("GET /checkout"), black_box(ok), clock.now())))
     });
     g.bench_function("atrion/report_handle", |b| b.iter(|| black_box(h.report(black_box(ok), clock.now()))));
+    // Two routes by name taking turns on one thread (an iteration decides on both).
+    warm(&e, "GET /payments");
+    g.bench_function("atrion/decide_two_routes_alternating", |b| {
+        b.iter(|| {
+            black_box(e.decide(black_box("GET /checkout"), clock.now(), Priority::Normal));
+            black_box(e.decide(black_box("GET /payments"), clock.now(), Priority::Normal))
+        })
+    });
 
     let reference = Engine::new(PhysicsConfig::reference()).unwrap();
     warm(&reference, "GET /checkout");

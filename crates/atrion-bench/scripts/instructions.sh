@@ -4,6 +4,7 @@
 # deterministic companion of `cargo bench -p atrion-bench --bench engine`.
 #
 #   crates/atrion-bench/scripts/instructions.sh [N]      # N operations a run (100000)
+#   OPS_BIN=/path/to/ops crates/atrion-bench/scripts/instructions.sh [N]   # a binary built before
 #
 # Each operation runs twice, 0 and N times; the difference over N is its cost. Needs
 # valgrind (Debian package valgrind). Prints a Markdown table.
@@ -11,8 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 n="${1:-100000}"
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
-cargo build --release --quiet -p atrion-bench --bin ops
-bin="${CARGO_TARGET_DIR:-target}/release/ops"
+if [ -n "${OPS_BIN:-}" ]; then
+    bin="$OPS_BIN"
+else
+    cargo build --release --quiet -p atrion-bench --bin ops
+    bin="${CARGO_TARGET_DIR:-target}/release/ops"
+fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
@@ -22,7 +27,7 @@ count() { # count OP N: instructions of one run
 }
 
 ops=(atrion/decide atrion/report atrion/decide_handle atrion/report_handle atrion/decide_report_1ms
-    atrion/facade_decide governor/direct_check failsafe/is_call_permitted failsafe/on_success)
+    atrion/decide_alternating atrion/decide_report_alternating atrion/facade_decide governor/direct_check failsafe/is_call_permitted failsafe/on_success)
 declare -A per
 echo "| operation | instructions per call |"
 echo "|---|---:|"

@@ -18,8 +18,10 @@ use atrion::{Atrion, Engine, PhysicsConfig, Priority, Telemetry, Timestamp};
 use governor::{Quota, RateLimiter};
 
 /// The operations, as the `engine` bench names them.
-const OPS: [&str; 10] = [
+const OPS: [&str; 12] = [
     "atrion/decide",
+    "atrion/decide_alternating",
+    "atrion/decide_report_alternating",
     "atrion/report",
     "atrion/decide_handle",
     "atrion/report_handle",
@@ -32,11 +34,16 @@ const OPS: [&str; 10] = [
 ];
 
 const ROUTE: &str = "GET /checkout";
+const OTHER: &str = "GET /payments";
 
 fn warm(engine: &Engine) {
+    warm_route(engine, ROUTE);
+}
+
+fn warm_route(engine: &Engine, route: &str) {
     let ok = calm();
     for k in 0..1_000u64 {
-        engine.report(ROUTE, ok, Timestamp::from_millis(k));
+        engine.report(route, ok, Timestamp::from_millis(k));
     }
 }
 
@@ -57,6 +64,19 @@ fn main() {
         "atrion/decide" => (0..n).for_each(|i| {
             black_box(engine.decide(black_box(ROUTE), at(i), Priority::Normal));
         }),
+        "atrion/decide_alternating" | "atrion/decide_report_alternating" => {
+            // Two routes by name, taking turns on one thread: the worst case of a cache of
+            // the last route (every call a miss), against today's lookup.
+            warm_route(&engine, OTHER);
+            let both = op == "atrion/decide_report_alternating";
+            (0..n).for_each(|i| {
+                let route = if i % 2 == 0 { ROUTE } else { OTHER };
+                black_box(engine.decide(black_box(route), at(i), Priority::Normal));
+                if both {
+                    black_box(engine.report(black_box(route), black_box(ok), at(i)));
+                }
+            })
+        }
         "atrion/report" => (0..n).for_each(|i| {
             black_box(engine.report(black_box(ROUTE), black_box(ok), at(i)));
         }),
