@@ -119,6 +119,9 @@ fn node(url: String, cmds: mpsc::Receiver<Cmd>, replies: mpsc::Sender<Reply>) {
         cfg.max_interval = cfg.pulse;
         cfg.node_ttl = 3 * cfg.pulse;
         cfg.deadband = 0.0; // every change pushed: the pulse's full cost
+        // Generous: under valgrind (`docs/SCALING.md`, instruction counts) a call takes far
+        // longer than on the hardware, and a timeout would make the run a different one.
+        cfg.store_timeout = Duration::from_secs(120);
         StateManager::start(engine.clone(), store, cfg, clock.clone() as Arc<dyn Clock>).await.unwrap()
     });
     // Every route scarred and pushed once, not measured.

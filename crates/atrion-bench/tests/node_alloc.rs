@@ -66,6 +66,8 @@ const ROUTES: usize = 200;
 const OTHERS: [&str; 2] = ["node-a", "node-b"];
 /// Rounds of notices that warm the node's path up before allocations are counted.
 const WARM: u64 = 8;
+/// Rounds counted after the warm-up: 10,000 notices.
+const COUNTED: u64 = 25;
 
 fn route(i: usize) -> String {
     format!("GET /api/items/{i}")
@@ -229,7 +231,7 @@ fn notices_for_known_routes_and_members_allocate_nothing_on_the_nodes_path() {
     // Rounds of one notice per route and other node; the first ones warm up (the view's
     // buffers; the feed channel's blocks of 32 messages, reused once there are enough).
     let per_round = (ROUTES * OTHERS.len()) as u64;
-    let rounds: Vec<Vec<Notice>> = (1..=WARM + 10).map(|k| notifications(k, wall)).collect();
+    let rounds: Vec<Vec<Notice>> = (1..=WARM + COUNTED).map(|k| notifications(k, wall)).collect();
     let mut pulled = node.stats().pulled;
     let mut counted = Vec::new();
     rt.block_on(async {
@@ -243,15 +245,22 @@ fn notices_for_known_routes_and_members_allocate_nothing_on_the_nodes_path() {
             pulled += per_round;
             until_pulled(&node, pulled).await;
             counted.push((allocations() - before, messages));
-            assert_eq!(node.stats().merges - merges, per_round, "every notice moved the leader: merged");
+            // Every notice moves its route's leader; the two of a route applied in one batch
+            // are merged once.
+            let merged = node.stats().merges - merges;
+            assert!((ROUTES as u64..=per_round).contains(&merged), "{merged} merges for {per_round} notices");
         }
     });
     println!("allocations per round of {per_round} notices (messages): {counted:?}");
-    for &(n, _) in &counted[WARM as usize..] {
-        assert_eq!(n, 0, "allocations on the node's path for {per_round} notices, after warming up: {counted:?}");
-    }
+    let after: u64 = counted[WARM as usize..].iter().map(|&(n, _)| n).sum();
+    assert_eq!(
+        after,
+        0,
+        "allocations on the node's path for {} notices, after warming up: {counted:?}",
+        COUNTED * per_round
+    );
     assert_eq!(node.stats().decode_errors, 0);
-    assert_eq!(node.route_nodes(&route(7))[0].1.at_ms, wall + WARM + 10, "the last notice is the view");
+    assert_eq!(node.route_nodes(&route(7))[0].1.at_ms, wall + WARM + COUNTED, "the last notice is the view");
     rt.block_on(node.shutdown());
 }
 

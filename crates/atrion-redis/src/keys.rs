@@ -2,7 +2,6 @@
 //! hash tag of its entry, version counter and shares (one slot each), the namespace's
 //! channel, and ranks written on the stack as the scripts read them.
 
-use atrion_state::shares::format_rank;
 use atrion_state::split_slot_group;
 
 use crate::RedisStore;
@@ -23,20 +22,24 @@ impl RedisStore {
     pub(crate) fn slot_pair(&self, key: &str, a: &str, b: &str) -> (String, String) {
         // Built by hand: this runs twice per share of every pulse (`format!` cost a sixth of
         // a pulse's push).
+        let mut tail = String::with_capacity(key.len() + 3);
+        slot_tail(&mut tail, key);
         let ns = &self.cfg.namespace;
-        let (tag, rest) = split_slot_group(key).unwrap_or((key, ""));
         let build = |family: &str| {
-            let mut out = String::with_capacity(ns.len() + family.len() + key.len() + 4);
-            out.push_str(ns);
-            out.push(':');
-            out.push_str(family);
-            out.push_str(":{");
-            push_escaped_tag(&mut out, tag);
-            out.push('}');
-            push_escaped_tag(&mut out, rest);
+            let mut out = String::with_capacity(ns.len() + family.len() + tail.len() + 1);
+            self.push_slot_key(&mut out, family, &tail);
             out
         };
         (build(a), build(b))
+    }
+
+    /// Appends `{ns}:{family}` and `tail` ([`slot_tail`]) to `out`: one of
+    /// [`Self::slot_pair`]'s keys, built in a buffer the caller reuses.
+    pub(crate) fn push_slot_key(&self, out: &mut String, family: &str, tail: &str) {
+        out.push_str(&self.cfg.namespace);
+        out.push(':');
+        out.push_str(family);
+        out.push_str(tail);
     }
 
     /// `key`'s entry and its version counter, in one slot.
@@ -54,7 +57,7 @@ impl RedisStore {
 
     /// The hash of values and the sorted set of ranks of `key`'s shares, in one slot.
     pub(crate) fn share_keys(&self, key: &str) -> (String, String) {
-        self.slot_pair(key, "sv", "sr")
+        self.slot_pair(key, SHARE_VALUES, SHARE_RANKS)
     }
 }
 
@@ -67,10 +70,28 @@ pub(crate) fn escape_tag(key: &str) -> String {
     out
 }
 
+/// The family of a key's hash of share values ([`RedisStore::share_keys`]).
+pub(crate) const SHARE_VALUES: &str = "sv";
+/// The family of a key's sorted set of share ranks ([`RedisStore::share_keys`]).
+pub(crate) const SHARE_RANKS: &str = "sr";
+
+/// Sets `out` to what follows the family in [`RedisStore::slot_pair`]'s keys of `key`:
+/// `:{key}`, or `:{group}rest` for a key that names a slot group, escaped.
+pub(crate) fn slot_tail(out: &mut String, key: &str) {
+    let (tag, rest) = split_slot_group(key).unwrap_or((key, ""));
+    out.clear();
+    out.push_str(":{");
+    push_escaped_tag(out, tag);
+    out.push('}');
+    push_escaped_tag(out, rest);
+}
+
 /// Appends `key` with `%`, `{` and `}` escaped (`%25`, `%7B`, `%7D`) to `out`: a hash tag.
 pub(crate) fn push_escaped_tag(out: &mut String, key: &str) {
     let mut rest = key;
-    while let Some(i) = rest.find(['%', '{', '}']) {
+    // A byte search (the three are ASCII, never inside a multi-byte character): `str::find`
+    // with a set of chars decoded every character, a tenth of a pulse's push.
+    while let Some(i) = rest.bytes().position(|b| matches!(b, b'%' | b'{' | b'}')) {
         out.push_str(&rest[..i]);
         out.push_str(match rest.as_bytes()[i] {
             b'%' => "%25",
@@ -82,35 +103,24 @@ pub(crate) fn push_escaped_tag(out: &mut String, key: &str) {
     out.push_str(rest);
 }
 
-/// A rank as [`format_rank`] writes it, on the stack (no allocation per share).
+/// A rank as text Redis (and [`atrion_state::shares::parse_rank`]) reads back exactly: its
+/// shortest round-trip form (`0.1`, `1e300`; `inf`, `-inf`), on the stack (no allocation per
+/// share). The same number as [`atrion_state::shares::format_rank`]'s, not always the same text.
+#[derive(Default)]
 pub(crate) struct RankText {
-    buf: [u8; 64],
-    /// Where a rank that would not fit goes (none does: a f64's shortest form is at most
-    /// 24 bytes).
-    spill: String,
-}
-
-impl Default for RankText {
-    fn default() -> Self {
-        RankText { buf: [0; 64], spill: String::new() }
-    }
+    buf: ryu::Buffer,
 }
 
 impl RankText {
     pub(crate) fn of(&mut self, rank: f64) -> &[u8] {
-        use std::io::Write;
-        let mut at = &mut self.buf[..];
-        let fits = if rank.is_infinite() {
-            at.write_all(if rank > 0.0 { b"inf" } else { b"-inf" })
+        if rank.is_finite() {
+            self.buf.format_finite(rank).as_bytes()
+        } else if rank > 0.0 {
+            b"inf"
+        } else if rank < 0.0 {
+            b"-inf"
         } else {
-            write!(at, "{rank:?}")
-        };
-        if fits.is_ok() {
-            let n = 64 - at.len();
-            &self.buf[..n]
-        } else {
-            self.spill = format_rank(rank);
-            self.spill.as_bytes()
+            b"nan" // never a rank (a share's is checked before it is written)
         }
     }
 }
@@ -154,9 +164,10 @@ pub(crate) fn user_key(prefix: &str, redis_key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atrion_state::shares::format_rank;
 
     #[test]
-    fn ranks_are_written_on_the_stack_as_format_rank_writes_them() {
+    fn ranks_are_written_on_the_stack_as_the_numbers_format_rank_writes() {
         for r in [
             0.0,
             -0.0,
@@ -169,8 +180,14 @@ mod tests {
             f64::MAX,
             f64::MIN,
         ] {
-            assert_eq!(RankText::default().of(r), format_rank(r).as_bytes(), "{r}");
+            let text = RankText::default().of(r).to_vec();
+            let back = atrion_state::shares::parse_rank(&text).unwrap();
+            assert_eq!(back.to_bits(), r.to_bits(), "{r}: {:?}", String::from_utf8_lossy(&text));
+            assert_eq!(Some(back), atrion_state::shares::parse_rank(format_rank(r).as_bytes()));
         }
+        // The shortest form, as Redis reads a score.
+        assert_eq!(RankText::default().of(0.1), b"0.1");
+        assert_eq!(RankText::default().of(f64::NEG_INFINITY), b"-inf");
     }
 
     #[test]

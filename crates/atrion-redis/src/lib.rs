@@ -566,12 +566,19 @@ impl StateStore for RedisStore {
                 let mut pipe = redis::pipe();
                 pipe.load_script(&self.share_put).ignore();
                 let mut rank = RankText::default();
+                // The keys are built in two buffers reused for every share (the command copies
+                // each argument): no allocation per share, the route escaped once.
+                let (mut tail, mut name) = (String::new(), String::new());
                 for chunk in items.chunks(SHARES_CHUNK) {
                     let mut cmd = Cmd::with_capacity(4 + 6 * chunk.len(), 64 + 256 * chunk.len());
                     cmd.arg("EVALSHA").arg(self.share_put.get_hash()).arg(2 * chunk.len());
                     for w in chunk {
-                        let (values, ranks) = self.share_keys(&w.key);
-                        cmd.arg(values).arg(ranks);
+                        keys::slot_tail(&mut tail, &w.key);
+                        for family in [keys::SHARE_VALUES, keys::SHARE_RANKS] {
+                            name.clear();
+                            self.push_slot_key(&mut name, family, &tail);
+                            cmd.arg(name.as_bytes());
+                        }
                     }
                     cmd.arg(&channel).arg(NOTIFY_RANK_STEP);
                     for w in chunk {

@@ -30,7 +30,7 @@
 //!   errors, buffered routes, degraded), and `tracing` events when the store becomes
 //!   unreachable or reachable again, events are lost, or values do not decode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -53,38 +53,52 @@ use crate::wire::{Contribution, Digest, Heartbeat};
 /// up behind a flood.
 const FEED_BATCH: usize = 1_024;
 
+/// The sync's maps, keyed by route and node ids and looked up several times per dirty
+/// route and per notice: foldhash (randomly seeded per process, as the engine's route
+/// table), not SipHash, which cost a tenth of a pulse.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set of [`Map`]'s hashing.
+pub(crate) type Set<K> = HashSet<K, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 pub(crate) struct SyncState {
     /// route -> the leaders of its shares as last read or notified (other nodes', and
-    /// perhaps this node's own).
-    pub(crate) remote: HashMap<String, Shares>,
+    /// perhaps this node's own). Routes are shared (`Arc`) with [`SyncState::merging`],
+    /// which names them without allocating.
+    pub(crate) remote: Map<Arc<str>, Shares>,
+    /// Merges the notices of the feed batch being applied call for, one per route, made
+    /// once the batch is applied ([`Shared::merge_queued`]): a route's two designated
+    /// pushers' notices usually arrive together, and the engine merges the route once.
+    /// `Some`: the leader the last notice brought; `None`: a route new to this node, merged
+    /// as [`Shared::merge_route`] does.
+    pub(crate) merging: Map<Arc<str>, Option<Option<Contribution>>>,
     /// Where a notice's shares are decoded before they take their route's place in
     /// `remote` (swapped with the route's previous ones, whose strings and buffers the next
     /// notice reuses: no allocation per notice).
     pub(crate) scratch: Shares,
     /// node -> last heartbeat, other nodes only.
-    pub(crate) heartbeats: HashMap<String, Heartbeat>,
+    pub(crate) heartbeats: Map<String, Heartbeat>,
     /// Nodes whose heartbeat is gone from the store (left, or expired), with their last
     /// one; kept for [`StateManager::nodes`] a while ([`departed_retention`]).
-    pub(crate) departed: HashMap<String, Heartbeat>,
+    pub(crate) departed: Map<String, Heartbeat>,
     /// Our contributions not yet pushed, with their routes' healing rates.
-    pub(crate) pending: HashMap<String, Pushed>,
+    pub(crate) pending: Map<String, Pushed>,
     /// Our last contribution the store acknowledged, per route: what the other nodes
     /// predict (the deadband compares with it healed), and what is pushed again when a
     /// full sync finds it missing (a store that lost its data), so that an acknowledged
     /// write is never lost for good.
-    pub(crate) stored: HashMap<String, Pushed>,
+    pub(crate) stored: Map<String, Pushed>,
     /// Routes whose every listed leader is us or a silent node: read in full next pulse.
-    pub(crate) rebuild: std::collections::HashSet<String>,
+    pub(crate) rebuild: Set<String>,
     /// Our latest contribution per route that was held back (deadband, outranked): pushed
     /// when the node leaves.
-    pub(crate) held: HashMap<String, Pushed>,
+    pub(crate) held: Map<String, Pushed>,
     /// Changes worth pushing that wait for a second look ([`SyncConfig::second_look`]).
-    pub(crate) deferred: HashMap<String, Pushed>,
+    pub(crate) deferred: Map<String, Pushed>,
     /// The last full sync failed or events were lost: run one at the next pulse.
     pub(crate) resync: bool,
     /// The other nodes counted live at the last merge.
-    pub(crate) live: std::collections::HashSet<String>,
+    pub(crate) live: Set<String>,
     /// When our heartbeat was last acknowledged (wall ms).
     pub(crate) heartbeat_ms: u64,
     /// The last full sync did not find our heartbeat in the store (a store that lost its
@@ -103,9 +117,9 @@ pub(crate) struct SyncState {
     /// The periodic full sync under way, a slice per pulse.
     pub(crate) sweep: Option<crate::sweep::Sweep>,
     /// This node's route records as the store holds them.
-    pub(crate) records: HashMap<String, RouteRecord>,
+    pub(crate) records: Map<String, RouteRecord>,
     /// Records to write (`Some`) or remove (`None`), newest per route.
-    pub(crate) record_pending: HashMap<String, Option<RouteRecord>>,
+    pub(crate) record_pending: Map<String, Option<RouteRecord>>,
 }
 
 pub(crate) struct Shared {
@@ -213,6 +227,7 @@ impl<O: PhysicsObserver + 'static> StateManager<O> {
                         }
                     }) => match got {
                         Some(_) => {
+                            s.merge_queued();
                             for change in reads.drain(..) {
                                 s.apply(change).await;
                             }

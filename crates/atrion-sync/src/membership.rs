@@ -1,7 +1,6 @@
 //! Membership and liveness: heartbeats, which nodes count, and how the cluster is listed
 //! ([`StateManager::nodes`]).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use atrion_core::PhysicsObserver;
 use atrion_state::{CasOutcome, ErrorKind, Op, StoreError, fnv1a};
 use serde::Serialize;
 
-use crate::manager::{Shared, StateManager, SyncState};
+use crate::manager::{Map, Shared, StateManager, SyncState};
 use crate::push::rendezvous;
 use crate::wire::{Digest, Heartbeat, VERSION};
 
@@ -152,7 +151,7 @@ impl Shared {
     /// (the rest of the state stays free to change).
     pub(crate) fn counts_among<'a>(
         &'a self,
-        heartbeats: &'a HashMap<String, Heartbeat>,
+        heartbeats: &'a Map<String, Heartbeat>,
         digest: Option<&'a Digest>,
         vouched_ms: u64,
         wall: u64,
@@ -210,13 +209,13 @@ impl Shared {
     /// Reads every heartbeat in the store: the other nodes' by id, and whether this node's
     /// own is there. Values that do not decode are skipped, and counted when `count` (by the
     /// full sync; a watcher reads them again at every beat).
-    pub(crate) async fn read_heartbeats(&self, count: bool) -> Result<(HashMap<String, Heartbeat>, bool), StoreError> {
+    pub(crate) async fn read_heartbeats(&self, count: bool) -> Result<(Map<String, Heartbeat>, bool), StoreError> {
         let within = self.cfg.store_timeout;
         let timeout = |op| StoreError::new(self.store.backend(), op, None, ErrorKind::Timeout);
         let keys = tokio::time::timeout(within, self.store.list_keys(self.keys.nodes_prefix()))
             .await
             .map_err(|_| timeout(Op::ListKeys))??;
-        let mut heartbeats = HashMap::new();
+        let mut heartbeats = Map::default();
         let mut own = false;
         for chunk in keys.chunks(512) {
             let got = tokio::time::timeout(within, self.store.batch_get(chunk))

@@ -1,12 +1,13 @@
 //! MERGE: the best live share but this node's own, handed to the engine, which heals it and
 //! blends it by gamma.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use atrion_state::shares::Best;
 
 use crate::clock::EngineClock;
-use crate::manager::Shared;
+use crate::manager::{Set, Shared};
 use crate::wire::Contribution;
 
 impl Shared {
@@ -26,13 +27,13 @@ impl Shared {
             {
                 return;
             }
-            let live: std::collections::HashSet<String> = self.live_nodes(&st, wall).cloned().collect();
-            let changed: std::collections::HashSet<&String> = live.symmetric_difference(&st.live).collect();
+            let live: Set<String> = self.live_nodes(&st, wall).cloned().collect();
+            let changed: Set<&String> = live.symmetric_difference(&st.live).collect();
             let routes = st
                 .remote
                 .iter()
                 .filter(|(_, shares)| !shares.complete() || shares.top.iter().any(|s| changed.contains(&s.member)))
-                .map(|(r, _)| r.clone())
+                .map(|(r, _)| r.to_string())
                 .collect();
             st.live = live;
             routes
@@ -43,10 +44,40 @@ impl Shared {
     }
 
     pub(crate) fn merge_all(&self) {
-        let routes: Vec<String> = self.lock().remote.keys().cloned().collect();
+        let routes: Vec<Arc<str>> = self.lock().remote.keys().cloned().collect();
         for route in routes {
             self.merge_route(&route);
         }
+    }
+
+    /// Makes the merges the feed batch just applied queued ([`SyncState::merging`]), under
+    /// one lock, at one reading of the clocks.
+    pub(crate) fn merge_queued(&self) {
+        let mut st = self.lock();
+        if st.merging.is_empty() {
+            return;
+        }
+        let (wall, now) = (self.clock.wall_ms(), self.clock.now());
+        // Taken out and put back drained: its capacity is kept (no allocation per batch).
+        let mut queue = std::mem::take(&mut st.merging);
+        for (route, merge) in queue.drain() {
+            let leader = match merge {
+                Some(leader) => leader,
+                None => {
+                    let Some(shares) = st.remote.get(&route) else { continue };
+                    let leader = self.leader(shares.best(self.counts(&st, wall)));
+                    match leader {
+                        Some(leader) => leader,
+                        None => {
+                            st.rebuild.insert(route.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.merge_at(&route, leader, wall, now);
+        }
+        st.merging = queue;
     }
 
     /// Hands the leading share of `route` among the other live nodes, with its age, to the
@@ -85,7 +116,11 @@ impl Shared {
 
     /// Hands `leader` (read at wall time `wall`) to the engine as `route`'s cluster view.
     pub(crate) fn merge_leader(&self, route: &str, leader: Option<Contribution>, wall: u64) {
-        let now = self.clock.now();
+        self.merge_at(route, leader, wall, self.clock.now());
+    }
+
+    /// [`Shared::merge_leader`] at engine time `now`.
+    fn merge_at(&self, route: &str, leader: Option<Contribution>, wall: u64, now: atrion_core::Timestamp) {
         let mut contributions = leader.map(|c| (c.scar, wall.saturating_sub(c.at_ms) as f64 / 1e3)).into_iter();
         if self.engine.merge_cluster(route, &mut contributions, now).is_ok() {
             self.counters.merges.fetch_add(1, Relaxed);

@@ -1,7 +1,7 @@
 //! PULL: the change feed, the full sync (and the warm start), this node's route records
 //! read back, and the routes read in full when their leaders stopped counting.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use atrion_state::shares::{Best, Shares};
 use atrion_state::{Change, ChangeRef, ErrorKind, Op, StoreError};
 
 use crate::clock::EngineClock;
-use crate::manager::{Shared, transient};
+use crate::manager::{Map, Shared, transient};
 use crate::record::RouteRecord;
 use crate::wire::{Contribution, Digest, Heartbeat};
 
@@ -39,7 +39,7 @@ impl Shared {
             st.record_pending.extend(lost.into_iter().map(|(r, rec)| (r, Some(rec))));
             return Ok(());
         }
-        let mut found = HashMap::new();
+        let mut found = Map::default();
         for chunk in keys.chunks(512) {
             let entries = tokio::time::timeout(within, self.store.batch_get(chunk))
                 .await
@@ -84,13 +84,13 @@ impl Shared {
                     self.counters.rebuilds.fetch_add(1, Relaxed);
                     let mut st = self.lock();
                     match shares {
-                        Some(shares) => st.remote.insert(route.clone(), shares),
-                        None => st.remote.insert(route.clone(), Shares::default()),
+                        Some(shares) => st.remote.insert(Arc::from(route.as_str()), shares),
+                        None => st.remote.insert(Arc::from(route.as_str()), Shares::default()),
                     };
                 }
                 Ok(Err(e)) if !transient(&e) => {
                     self.counters.decode_errors.fetch_add(1, Relaxed);
-                    self.lock().remote.remove(&route);
+                    self.lock().remote.remove(route.as_str());
                     let _ = self.engine.set_cluster(&route, None, self.clock.now());
                     continue;
                 }
@@ -147,7 +147,7 @@ impl Shared {
         self.read_digest().await.map_err(fail)?;
         self.read_records(warm_start).await.map_err(fail)?;
         self.counters.full_syncs.fetch_add(1, Relaxed);
-        let mut remote: HashMap<String, Shares> = HashMap::new();
+        let mut remote: Map<Arc<str>, Shares> = Map::default();
         let mut own = Vec::new();
         for (key, view) in keys.iter().zip(views) {
             let (Some(shares), Some(route)) = (view, self.keys.parse_route(key)) else { continue };
@@ -159,7 +159,7 @@ impl Shared {
                     }
                 }
             }
-            remote.insert(route.to_owned(), shares);
+            remote.insert(Arc::from(route), shares);
         }
         let own_routes: std::collections::HashSet<&str> = own.iter().map(|(r, _)| r.as_str()).collect();
         {
@@ -186,7 +186,7 @@ impl Shared {
         {
             let mut st = self.lock();
             // Routes that no longer have shares lose their cluster view.
-            for route in st.remote.keys().filter(|r| !remote.contains_key(*r)) {
+            for route in st.remote.keys().filter(|r| !remote.contains_key(&***r)) {
                 let _ = self.engine.set_cluster(route, None, self.clock.now());
             }
             st.remote = remote;
@@ -222,7 +222,11 @@ impl Shared {
             }
             ChangeRef::Deleted { key } | ChangeRef::Expired { key } => {
                 if let Some(route) = self.keys.parse_route(key) {
-                    self.lock().remote.remove(route);
+                    let mut st = self.lock();
+                    st.remote.remove(route);
+                    // A merge an earlier notice of the batch queued is out of date.
+                    st.merging.remove(route);
+                    drop(st);
                     let _ = self.engine.set_cluster(route, None, self.clock.now());
                 } else if let Some(node) = self.keys.parse_heartbeat(key) {
                     let mut st = self.lock();
@@ -234,45 +238,47 @@ impl Shared {
             }
         };
         if let Some(route) = self.keys.parse_route(key) {
+            // The merge is queued, made once the batch is applied ([`Shared::merge_queued`]).
             let wall = self.clock.wall_ms();
-            let merge = {
-                let mut st = self.lock();
-                let st = &mut *st;
-                if !st.scratch.decode_into(value) {
-                    self.counters.decode_errors.fetch_add(1, Relaxed);
-                    return None;
-                }
-                self.counters.pulled.fetch_add(1, Relaxed);
-                let digest = st.digest.as_ref().map(|(_, d)| d);
-                let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, wall);
-                match st.remote.get_mut(route) {
-                    Some(slot) => {
-                        let new = st.scratch.best(&counts);
-                        let merge = if same_leader(slot.best(&counts), new) {
-                            Merge::Nothing
-                        } else {
-                            match self.leader(new) {
-                                Some(leader) => Merge::Leader(leader),
-                                None => Merge::Rebuild,
+            let mut st = self.lock();
+            let st = &mut *st;
+            if !st.scratch.decode_into(value) {
+                self.counters.decode_errors.fetch_add(1, Relaxed);
+                return None;
+            }
+            self.counters.pulled.fetch_add(1, Relaxed);
+            let digest = st.digest.as_ref().map(|(_, d)| d);
+            let counts = self.counts_among(&st.heartbeats, digest, st.vouched_ms, wall);
+            match st.remote.get_mut(route) {
+                Some(slot) => {
+                    let new = st.scratch.best(&counts);
+                    let merge = if same_leader(slot.best(&counts), new) {
+                        Merge::Nothing
+                    } else {
+                        match self.leader(new) {
+                            Some(leader) => Merge::Leader(leader),
+                            None => Merge::Rebuild,
+                        }
+                    };
+                    // The route's previous shares become the next notice's scratch.
+                    std::mem::swap(slot, &mut st.scratch);
+                    match merge {
+                        Merge::Leader(leader) => {
+                            if let Some((name, _)) = st.remote.get_key_value(route) {
+                                st.merging.insert(name.clone(), Some(leader));
                             }
-                        };
-                        // The route's previous shares become the next notice's scratch.
-                        std::mem::swap(slot, &mut st.scratch);
-                        if merge == Merge::Rebuild {
+                        }
+                        Merge::Rebuild => {
                             st.rebuild.insert(route.to_owned());
                         }
-                        merge
-                    }
-                    None => {
-                        st.remote.insert(route.to_owned(), std::mem::take(&mut st.scratch));
-                        Merge::Route
+                        Merge::Nothing => {}
                     }
                 }
-            };
-            match merge {
-                Merge::Leader(leader) => self.merge_leader(route, leader, wall),
-                Merge::Route => self.merge_route(route),
-                Merge::Nothing | Merge::Rebuild => {}
+                None => {
+                    let name: Arc<str> = Arc::from(route);
+                    st.remote.insert(name.clone(), std::mem::take(&mut st.scratch));
+                    st.merging.insert(name, None);
+                }
             }
         } else if self.keys.is_digest(key) {
             self.took_digest(version, value);
@@ -301,6 +307,7 @@ impl Shared {
     pub(crate) async fn apply(&self, change: Change) {
         let Change::Set { key, value: None, .. } = change else {
             self.apply_now(change.view());
+            self.merge_queued();
             return;
         };
         if let Some(route) = self.keys.parse_route(&key) {
@@ -335,7 +342,7 @@ impl Shared {
                         same
                     }
                     None => {
-                        st.remote.insert(route.to_owned(), shares);
+                        st.remote.insert(Arc::from(route), shares);
                         false
                     }
                 }
@@ -399,8 +406,6 @@ enum Merge {
     Nothing,
     /// A new leader (or none).
     Leader(Option<Contribution>),
-    /// A route new to this node: merged as [`Shared::merge_route`] does.
-    Route,
     /// Every listed leader stopped counting: read the route in full first.
     Rebuild,
 }

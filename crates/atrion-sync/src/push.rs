@@ -7,7 +7,7 @@ use atrion_core::{LocalContribution, Timestamp, heal, heal_rank};
 use atrion_state::shares::{Share, ShareWrite};
 
 use crate::clock::EngineClock;
-use crate::manager::{Shared, SyncState, transient};
+use crate::manager::{Map, Shared, SyncState, transient};
 use crate::record::RouteRecord;
 use crate::wire::Contribution;
 use atrion_state::fnv1a;
@@ -108,19 +108,19 @@ impl Shared {
         match self.worth_pushing(st, route, last, &next, wall) {
             Some(true) if may_wait.is_some_and(|others| !designated(&self.cfg.node_id, route, others)) => {
                 tally.deferred += 1;
-                st.deferred.insert(route.to_owned(), next);
+                put(&mut st.deferred, route, next);
             }
             Some(true) => {
                 st.held.remove(route);
-                st.pending.insert(route.to_owned(), next);
+                put(&mut st.pending, route, next);
             }
             Some(false) => {
                 tally.deadbanded += 1;
-                st.held.insert(route.to_owned(), next);
+                put(&mut st.held, route, next);
             }
             None => {
                 tally.outranked += 1;
-                st.held.insert(route.to_owned(), next);
+                put(&mut st.held, route, next);
             }
         }
     }
@@ -195,13 +195,21 @@ impl Shared {
                     st.pending.remove(&route);
                 }
             }
+            // Taken out of the buffer with their routes (no copy of a route per share), and
+            // put back below unless written: nothing else changes the buffer meanwhile (one
+            // pulse at a time).
             let (mut sent, mut shares) = (Vec::with_capacity(st.pending.len()), Vec::with_capacity(st.pending.len()));
-            for (route, p) in &st.pending {
-                if let Some(key) = self.keys.route(route) {
-                    sent.push((route.clone(), *p));
-                    shares.push(ShareWrite { key, share: p.share(node) });
+            let mut unkeyed = Vec::new();
+            for (route, p) in st.pending.drain() {
+                match self.keys.route(&route) {
+                    Some(key) => {
+                        shares.push(ShareWrite { key, share: p.share(node) });
+                        sent.push((route, p));
+                    }
+                    None => unkeyed.push((route, p)),
                 }
             }
+            st.pending.extend(unkeyed);
             let degraded = self.counters.degraded.load(Relaxed);
             let beat = degraded || st.beat_lost || wall.saturating_sub(st.heartbeat_ms) >= self.heartbeat_every();
             let records: Vec<(String, Option<RouteRecord>)> =
@@ -231,20 +239,26 @@ impl Shared {
             (Ok(_), Ok(()), None) => Ok(false),
             _ => Err(()),
         };
-        if let Ok(done) = pushed {
-            let mut st = self.lock();
-            let mut n = 0;
-            for ((route, p), ok) in sent.into_iter().zip(done) {
-                // Only what was sent leaves the buffer: a newer contribution stays.
-                if st.pending.get(&route) == Some(&p) {
-                    st.pending.remove(&route);
+        match pushed {
+            Ok(done) => {
+                let mut st = self.lock();
+                let mut n = 0;
+                // What the store refused for itself is dropped (counted by `push_shares`).
+                for ((route, p), ok) in sent.into_iter().zip(done) {
+                    if ok {
+                        n += 1;
+                        st.stored.insert(route, p);
+                    }
                 }
-                if ok {
-                    n += 1;
-                    st.stored.insert(route, p);
+                self.counters.pushed.fetch_add(n, Relaxed);
+            }
+            Err(()) => {
+                // Back in the buffer, unless a newer contribution took its place.
+                let mut st = self.lock();
+                for (route, p) in sent {
+                    st.pending.entry(route).or_insert(p);
                 }
             }
-            self.counters.pushed.fetch_add(n, Relaxed);
         }
         match beat {
             Ok(beat) => {
@@ -383,6 +397,16 @@ impl Shared {
             }
         }
         Ok(done)
+    }
+}
+
+/// Sets `route`'s entry of `map` to `p`, without a new key when it has one.
+fn put(map: &mut Map<String, Pushed>, route: &str, p: Pushed) {
+    match map.get_mut(route) {
+        Some(slot) => *slot = p,
+        None => {
+            map.insert(route.to_owned(), p);
+        }
     }
 }
 

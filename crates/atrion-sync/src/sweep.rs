@@ -63,7 +63,7 @@ impl Shared {
             per: keys.len().div_ceil(slices).max(MIN_SLICE),
             keys,
             next: 0,
-            known: st.remote.keys().cloned().collect(),
+            known: st.remote.keys().map(|r| r.to_string()).collect(),
             stored: st.stored.keys().cloned().collect(),
             listed: HashSet::new(),
         });
@@ -121,7 +121,7 @@ impl Shared {
             let now = self.clock.now();
             let mut st = self.lock();
             for route in gone {
-                if st.remote.remove(&route).is_some() {
+                if st.remote.remove(route.as_str()).is_some() {
                     let _ = self.engine.set_cluster(&route, None, now);
                 }
             }
@@ -147,7 +147,7 @@ impl Shared {
                 if shares.get(node).is_none() && st.stored.contains_key(route) && !st.pending.contains_key(route) {
                     lost.push(route.to_owned());
                 }
-                st.remote.insert(route.to_owned(), shares);
+                st.remote.insert(std::sync::Arc::from(route), shares);
                 routes.push(route.to_owned());
             }
             self.republish(st, lost);
