@@ -370,64 +370,6 @@ async fn an_encrypted_store_names_no_route_and_starts_only_with_its_key() {
     stop(child);
 }
 
-/// Every key and value a Redis holds (each type read its own way).
-async fn redis_bytes(url: &str) -> Vec<u8> {
-    let client = redis::Client::open(url).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
-    let mut out = Vec::new();
-    for k in keys {
-        out.extend_from_slice(&k);
-        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
-        let values: Vec<Vec<u8>> = match kind.as_str() {
-            "string" => vec![redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap()],
-            "hash" => redis::cmd("HGETALL").arg(&k).query_async(&mut c).await.unwrap(),
-            "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut c).await.unwrap(),
-            "set" => redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await.unwrap(),
-            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query_async(&mut c).await.unwrap(),
-            "stream" => {
-                // Entries as Redis answers them, flattened to their bytes.
-                let v: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query_async(&mut c).await.unwrap();
-                vec![format!("{v:?}").into_bytes()]
-            }
-            other => panic!("a {other} under {}", String::from_utf8_lossy(&k)),
-        };
-        for v in values {
-            out.extend_from_slice(&v);
-        }
-    }
-    out
-}
-
-/// Every row of every table of a PostgreSQL database, as text (bytea escaped: printable
-/// bytes stay as they are).
-async fn postgres_bytes(url: &str) -> Vec<u8> {
-    use sqlx::Row as _;
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
-         WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    assert!(!tables.is_empty());
-    sqlx::query("SET bytea_output = 'escape'").execute(&mut *conn).await.unwrap();
-    let mut out = Vec::new();
-    for t in tables {
-        out.extend_from_slice(t.as_bytes());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text AS row FROM {t} t")))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        for r in rows {
-            out.extend_from_slice(r.get::<String, _>("row").as_bytes());
-        }
-    }
-    out
-}
-
 /// Panics when `bytes` hold a route's name, a part of it or the operator's name, plain or
 /// in hex.
 fn assert_names_nothing(what: &str, bytes: &[u8]) {
@@ -551,7 +493,7 @@ async fn an_encrypted_sidecar_on_redis_names_no_route_and_starts_only_with_its_k
     }
     let redis = atrion_redis::testing::RedisServer::start().expect("redis-server starts");
     let url = redis.url();
-    encrypted_sidecar_on(&url, || redis_bytes(&url)).await;
+    encrypted_sidecar_on(&url, || atrion_redis::testing::stored_bytes(&url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,5 +503,5 @@ async fn an_encrypted_sidecar_on_postgres_names_no_route_and_starts_only_with_it
         return;
     };
     let url = pg.url();
-    encrypted_sidecar_on(&url, || postgres_bytes(&url)).await;
+    encrypted_sidecar_on(&url, || atrion_postgres::testing::stored_bytes(&url)).await;
 }

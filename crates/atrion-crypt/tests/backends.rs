@@ -50,29 +50,6 @@ async fn file_holds_no_route_name_and_restarts_only_with_its_key() {
     refuses_wrong_and_missing_keys(inner).await;
 }
 
-async fn redis_bytes(url: &str) -> Vec<u8> {
-    let client = redis::Client::open(url).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
-    let mut out = Vec::new();
-    for k in keys {
-        out.extend_from_slice(&k);
-        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
-        let values: Vec<Vec<u8>> = match kind.as_str() {
-            "string" => vec![redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap()],
-            "hash" => redis::cmd("HGETALL").arg(&k).query_async(&mut c).await.unwrap(),
-            "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut c).await.unwrap(),
-            "set" => redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await.unwrap(),
-            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query_async(&mut c).await.unwrap(),
-            other => panic!("a {other} under {}", String::from_utf8_lossy(&k)),
-        };
-        for v in values {
-            out.extend_from_slice(&v);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_no_route_name_and_restarts_only_with_its_key() {
     let Some(server) = RedisServer::start() else { return };
@@ -86,39 +63,12 @@ async fn redis_holds_no_route_name_and_restarts_only_with_its_key() {
         snapshot(&s).await
     };
     check_snapshot(&before);
-    let bytes = redis_bytes(&server.url()).await;
+    let bytes = atrion_redis::testing::stored_bytes(&server.url()).await;
     assert!(bytes.len() > 1000, "something was stored");
     assert_clean("redis", &bytes);
     let inner = connect().await;
     assert_eq!(snapshot(&wrap(inner.clone(), &keys).await).await, before, "the state is back");
     refuses_wrong_and_missing_keys(inner).await;
-}
-
-async fn postgres_bytes(url: &str) -> Vec<u8> {
-    use sqlx::Row as _;
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(table_name) FROM information_schema.tables WHERE table_schema = 'public'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!tables.is_empty());
-    let mut out = Vec::new();
-    let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("SET bytea_output = 'escape'").execute(&mut *conn).await.unwrap();
-    for t in tables {
-        out.extend_from_slice(t.as_bytes());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text AS row FROM {t} t")))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        for r in rows {
-            let row: String = r.get("row");
-            out.extend_from_slice(row.as_bytes());
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +84,7 @@ async fn postgres_holds_no_route_name_and_restarts_only_with_its_key() {
         snapshot(&s).await
     };
     check_snapshot(&before);
-    let bytes = postgres_bytes(&server.url()).await;
+    let bytes = atrion_postgres::testing::stored_bytes(&server.url()).await;
     assert!(bytes.len() > 1000, "something was stored");
     assert_clean("postgres", &bytes);
     let inner = connect().await;

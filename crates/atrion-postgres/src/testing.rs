@@ -131,3 +131,34 @@ impl Drop for PgServer {
         self.kill();
     }
 }
+
+/// Every row of every table of the PostgreSQL database at `url` outside its catalogs, as
+/// text (bytea escaped: printable bytes stay as they are), each after its table's name: what
+/// a test greps for bytes that must not be stored, such as a route's name under encryption
+/// at rest.
+pub async fn stored_bytes(url: &str) -> Vec<u8> {
+    use sqlx::Row as _;
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(!tables.is_empty(), "no table in {url}");
+    sqlx::query("SET bytea_output = 'escape'").execute(&mut *conn).await.unwrap();
+    let mut out = Vec::new();
+    for t in tables {
+        out.extend_from_slice(t.as_bytes());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT t::text AS row FROM {t} t")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        for r in rows {
+            out.extend_from_slice(r.get::<String, _>("row").as_bytes());
+        }
+    }
+    out
+}

@@ -444,3 +444,33 @@ async fn pipe(
         }
     }
 }
+
+/// Every key and value the Redis at `url` holds, concatenated (each type read its own way;
+/// a stream's entries as their debug text): what a test greps for bytes that must not be
+/// stored, such as a route's name under encryption at rest.
+pub async fn stored_bytes(url: &str) -> Vec<u8> {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut c).await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        out.extend_from_slice(&k);
+        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut c).await.unwrap();
+        let values: Vec<Vec<u8>> = match kind.as_str() {
+            "string" => vec![redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap()],
+            "hash" => redis::cmd("HGETALL").arg(&k).query_async(&mut c).await.unwrap(),
+            "zset" => redis::cmd("ZRANGE").arg(&k).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut c).await.unwrap(),
+            "set" => redis::cmd("SMEMBERS").arg(&k).query_async(&mut c).await.unwrap(),
+            "list" => redis::cmd("LRANGE").arg(&k).arg(0).arg(-1).query_async(&mut c).await.unwrap(),
+            "stream" => {
+                let v: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query_async(&mut c).await.unwrap();
+                vec![format!("{v:?}").into_bytes()]
+            }
+            other => panic!("a {other} under {}", String::from_utf8_lossy(&k)),
+        };
+        for v in values {
+            out.extend_from_slice(&v);
+        }
+    }
+    out
+}
