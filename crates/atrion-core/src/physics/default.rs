@@ -6,7 +6,6 @@
 
 use super::heal::heal_step;
 use super::state::Window;
-use super::throttle::Served;
 use super::{Change, Memory, Physics, RouteState, decay, norm, positive_norm};
 use crate::mode::Mode;
 use crate::time::Timestamp;
@@ -109,13 +108,7 @@ impl RouteState<'_> {
         m.quick.push([w.sum[0]], w.n, decay(dt_s, phys.tau_throttle));
         let throttling = c.throttle.enabled && warm && self.k.mode == Mode::Operational;
         if throttling {
-            // Successful completions a second: the smoother's decayed count over its time
-            // constant, less the failed share.
-            let served = Served {
-                rate: m.fast.weight() * (1.0 - fast[1].clamp(0.0, 1.0)) / phys.tau_fast,
-                weight: m.fast.weight(),
-            };
-            m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2], served);
+            m.update_throttle(phys, b_lat, dt_s, fast[0], fast[2]);
         } else {
             (m.integral, m.throttle, m.engaged_x) = (0.0, 0.0, 0.0);
         }

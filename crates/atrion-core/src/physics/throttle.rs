@@ -30,27 +30,10 @@ pub(crate) const HELD: f64 = 0.8;
 /// the completion rate is too noisy for the throughput test: below it, latency alone judges.
 pub(crate) const SERVED_EVIDENCE: f64 = 16.0;
 
-/// A route's smoothed successful completions.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Served {
-    /// Successful completions a second.
-    pub rate: f64,
-    /// The decayed count of samples behind the rate.
-    pub weight: f64,
-}
-
 impl Learned {
     /// The proportional answer: an integral controller on the relative latency excess over
     /// the throttle's target, with a test of whether shedding helps (`throttle.patience`).
-    pub(super) fn update_throttle(
-        &mut self,
-        phys: &Physics,
-        b_lat: f64,
-        dt_s: f64,
-        settled: f64,
-        saturation: f64,
-        served: Served,
-    ) {
+    pub(super) fn update_throttle(&mut self, phys: &Physics, b_lat: f64, dt_s: f64, settled: f64, saturation: f64) {
         let t = &phys.cfg.throttle;
         let x = self.quick.mean()[0];
         let mut target = f64::from(self.target);
@@ -78,7 +61,7 @@ impl Learned {
         if was <= 0.0 && throttle > 0.0 {
             // Shedding begins: what the route served before it is the throughput test's
             // reference.
-            self.engaged_ok = if served.weight >= SERVED_EVIDENCE { pack_rate(served.rate) } else { 0 };
+            self.engaged_ok = self.served(phys).map_or(0, pack_rate);
         }
         if throttle < 0.5 * t.max {
             if was >= 0.5 * t.max {
@@ -98,9 +81,8 @@ impl Learned {
                 // Nor is it futile while the route serves as much as when shedding began: then
                 // what is shed is a queue's excess, which drains however slowly its latency
                 // shows it (a deep queue).
-                let held = self.engaged_ok > 0
-                    && served.weight >= SERVED_EVIDENCE
-                    && served.rate >= HELD * unpack_rate(self.engaged_ok);
+                let held =
+                    self.engaged_ok > 0 && self.served(phys).is_some_and(|r| r >= HELD * unpack_rate(self.engaged_ok));
                 if f64::from(self.engaged_min) >= DIP * f64::from(self.engaged_x) && saturation < SATURATED && !held {
                     // Let go, and take the latency shedding could not bring down as the goal.
                     target = (LATCH_MARGIN * settled).min(phys.cfg.normal.ceiling_ms);
@@ -112,5 +94,12 @@ impl Learned {
             }
         }
         (self.target, self.integral, self.throttle) = (target as f32, integral as f32, throttle as f32);
+    }
+
+    /// The route's successful completions a second: the fast smoother's decayed count over
+    /// its time constant, less the failed share; `None` under [`SERVED_EVIDENCE`] samples.
+    fn served(&self, phys: &Physics) -> Option<f64> {
+        let weight = self.fast.weight();
+        (weight >= SERVED_EVIDENCE).then(|| weight * (1.0 - self.fast.mean()[1].clamp(0.0, 1.0)) / phys.tau_fast)
     }
 }
