@@ -196,8 +196,7 @@ function priorityCode(p) {
   return i
 }
 
-/** The header a client sets on a retry (`x-retry-attempt`): the retry's number. */
-const RETRY_ATTEMPT_HEADER = native.retryAttemptHeader()
+const { RETRY_ATTEMPT_HEADER, retryAttempt } = require('./lib/retry.js')
 
 /** The largest retry number passed to the engine; any retry past the fourth is bulk already. */
 const MAX_ATTEMPT = 100
@@ -209,16 +208,6 @@ function attemptOf(a) {
     throw new RangeError(`attempt must be a whole number >= 0 (0 is a first try), not ${a}`)
   }
   return Math.min(a, MAX_ATTEMPT)
-}
-
-/**
- * The retry's number a request carries in its `x-retry-attempt` header (Node.js's
- * `req.headers`): a whole number, else 0. A malformed header is a first try, never an error.
- */
-function retryAttempt(headers) {
-  const v = headers && headers[RETRY_ATTEMPT_HEADER]
-  if (v === undefined) return 0
-  return native.retryAttempt(String(Array.isArray(v) ? v[0] : v))
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 // before the response finished, is a failure.
 
 const { performance } = require('node:perf_hooks')
+const { retryAttempt } = require('./retry.js')
 
 /** Set on a request once decided: the middleware on the app and on its route decide once. */
 const DECIDED = Symbol('atrion.decided')
@@ -69,7 +70,7 @@ function express(atrion, options = {}) {
     }
     if (route === undefined) return next()
     req[DECIDED] = true
-    const d = atrion.decide(route, priorityOf(req), require('../index.js').retryAttempt(req.headers))
+    const d = atrion.decide(route, priorityOf(req), retryAttempt(req.headers))
     if (!d.admitted) {
       const { retryAfter, body } = require('../index.js').shedProblem(route, d)
       res.statusCode = 503

@@ -7,6 +7,7 @@
 // registered on (it skips Fastify's encapsulation, as fastify-plugin does).
 
 const { performance } = require('node:perf_hooks')
+const { retryAttempt } = require('./retry.js')
 
 const START = Symbol('atrion.start')
 const ROUTE = Symbol('atrion.route')
@@ -22,7 +23,7 @@ function fastify(atrion, options = {}) {
       const url = request.routeOptions && request.routeOptions.url
       if (url === undefined) return next() // no route matched (404)
       const route = `${request.method} ${url}`
-      const d = atrion.decide(route, priorityOf(request), require('../index.js').retryAttempt(request.headers))
+      const d = atrion.decide(route, priorityOf(request), retryAttempt(request.headers))
       if (!d.admitted) {
         const { retryAfter, body } = require('../index.js').shedProblem(route, d)
         reply.code(503).header('retry-after', String(retryAfter)).type('application/problem+json')
